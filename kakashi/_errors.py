@@ -1,0 +1,62 @@
+"""Report internal failures once, on stderr, without ever raising into the application.
+
+A failing enricher, formatter or writer is the library's problem, not the caller's: it is
+counted, and the first occurrence of each kind is written to ``sys.__stderr__`` with a
+``kakashi:`` prefix. Later occurrences are only counted (see :func:`error_counts`), so a
+broken writer cannot flood the terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+
+__all__ = ["error_counts", "report", "reset"]
+
+_lock = threading.Lock()
+_counts: Counter[str] = Counter()
+
+
+def report(where: str, exc: BaseException | None = None, detail: str = "") -> None:
+    """Count a failure at *where* and print it to stderr the first time it happens.
+
+    Never raises: if stderr itself is gone, the failure is still counted.
+    """
+    kind = f"{where}: {type(exc).__name__}" if exc is not None else where
+    with _lock:
+        _counts[kind] += 1
+        first = _counts[kind] == 1
+    if not first:
+        return
+    text = f"kakashi: {where} failed"
+    if exc is not None:
+        text += f": {type(exc).__name__}: {_safe_str(exc)}"
+    if detail:
+        text += f" ({detail})"
+    text += " (reported once; later occurrences are counted)\n"
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write(text)
+        stream.flush()
+    except Exception:
+        pass
+
+
+def error_counts() -> dict[str, int]:
+    """Return how often each kind of internal failure happened in this process."""
+    with _lock:
+        return dict(_counts)
+
+
+def reset() -> None:
+    """Forget all counts, so the next failure of each kind is reported again."""
+    with _lock:
+        _counts.clear()
+
+
+def _safe_str(obj: object) -> str:
+    try:
+        return str(obj)
+    except Exception:
+        return f"<unprintable {type(obj).__name__}>"

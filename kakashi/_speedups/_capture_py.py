@@ -1,0 +1,550 @@
+"""Capture: the logger's level gate, and turning one call into a :class:`Record`.
+
+This is the pure-Python twin of ``_capture_c.pyx`` and the reference for its behaviour:
+both must accept the same calls and build records that format to the same bytes.
+
+What happens on the caller's thread, and nothing more: the level check, the timestamp
+(``time.time_ns``), the thread, the context snapshot, the exception, the call site when a
+stage asked for it, and a snapshot of any value that could still change after the call
+(a dict, a list, an object): it is serialised at once into an :class:`orjson.Fragment`,
+so mutating it afterwards never changes the log. Immutable scalars are kept as they are,
+and ``%`` arguments are formatted later unless one of them is mutable.
+"""
+
+from __future__ import annotations
+
+import decimal
+import enum
+import os
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Mapping
+from pathlib import PurePath
+from time import time_ns
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from kakashi import _errors
+from kakashi._state import LOG_CONTEXT, SURROGATES, Snapshot
+
+__all__ = [
+    "CAPTURE_SOURCE",
+    "CAPTURE_THREAD_NAME",
+    "RESERVED_KEYS",
+    "Bound",
+    "Logger",
+    "Record",
+    "Route",
+    "json_default",
+    "level_name",
+    "render_message",
+    "safe_key",
+    "snapshot",
+    "Snapshot",
+]
+
+#: Route flag: capture the thread's name on the caller (set by ``thread_enricher``).
+CAPTURE_THREAD_NAME = 1
+#: Route flag: capture module, function and line of the call site (``callsite_enricher``).
+CAPTURE_SOURCE = 2
+
+#: Keys the formatters write themselves. A field with one of these names is written
+#: under ``"field.<name>"`` instead, so it can never overwrite the real one.
+RESERVED_KEYS = frozenset(
+    {
+        "timestamp",
+        "level",
+        "logger",
+        "message",
+        "exception",
+        "stack",
+        "source",
+        "thread",
+        "process",
+    }
+)
+
+_LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+_SCALARS = (str, int, float, bool, type(None))
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_Fragment = orjson.Fragment
+_get_ident = threading.get_ident
+_current_thread = threading.current_thread
+_getframe = sys._getframe
+_exc_info = sys.exc_info
+_context_get = LOG_CONTEXT.get
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def level_name(level: int) -> str:
+    """Return the name written for *level*: ``INFO`` for 20, ``LEVEL25`` for 25."""
+    name = _LEVEL_NAMES.get(level)
+    return name if name is not None else f"LEVEL{level}"
+
+
+def safe_key(key: str) -> str:
+    """Return *key*, or ``field.<key>`` when it is one of :data:`RESERVED_KEYS`."""
+    return "field." + key if key in RESERVED_KEYS else key
+
+
+def _safe_repr(obj: object) -> str:
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} with failing repr>"
+
+
+def json_default(obj: Any) -> Any:
+    """Serialise what orjson does not know: common types by convention, the rest marked.
+
+    Decimals, paths and UUID subclasses become strings, sets become lists, bytes are
+    decoded as UTF-8 (invalid bytes replaced), exceptions become ``"Type: message"``.
+    Anything else is written as ``"!repr:" + repr(obj)``: the ``!repr:`` prefix marks a
+    value that could not be serialised.
+    """
+    if type(obj) is Snapshot:
+        return _Fragment(obj.json)
+    if isinstance(obj, (decimal.Decimal, PurePath, uuid.UUID)):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        try:
+            return sorted(obj)
+        except TypeError:
+            return list(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, BaseException):
+        return f"{type(obj).__name__}: {obj}"
+    if isinstance(obj, enum.Enum):
+        return _safe_repr(obj.value) if not isinstance(obj.value, _SCALARS) else obj.value
+    return "!repr:" + _safe_repr(obj)
+
+
+def _scrub(value: Any) -> Any:
+    """Make *value* serialisable: lone surrogates replaced, out-of-range ints as text."""
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", SURROGATES).decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def snapshot(value: Any) -> Any:
+    """Return *value* frozen as it is now.
+
+    ``str``, ``int``, ``float``, ``bool`` and ``None`` are returned as they are (so is a
+    :class:`~kakashi._state.Snapshot`); anything else is serialised now into a
+    ``Snapshot`` holding its JSON text.
+    """
+    cls = type(value)
+    if cls in _SCALARS or cls is Snapshot:
+        return value
+    try:
+        return Snapshot(orjson.dumps(value, default=json_default, option=_JSON_OPTIONS))
+    except Exception:
+        pass
+    try:
+        return Snapshot(orjson.dumps(_scrub(value), default=json_default, option=_JSON_OPTIONS))
+    except Exception:
+        return Snapshot(orjson.dumps("!repr:" + _scrub(_safe_repr(value))))
+
+
+def _safe_str(msg: object) -> str:
+    try:
+        return str(msg)
+    except Exception:
+        return _safe_repr(msg)
+
+
+def render_message(msg: object, args: tuple[Any, ...] | None) -> str:
+    """Return the message text: *msg* as a str, ``%``-formatted with *args* if any.
+
+    As in :mod:`logging`, a single mapping argument is used for ``%(name)s`` formats. A
+    format that does not match its arguments is not an error: the message is written
+    with the arguments appended and marked ``[kakashi: bad format arguments ...]``.
+    """
+    text = msg if type(msg) is str else _safe_str(msg)
+    if not args:
+        return text
+    if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        values: Any = args[0]
+    else:
+        values = args
+    try:
+        return text % values
+    except Exception as exc:
+        return f"{text} [kakashi: bad format arguments {_safe_repr(args)}: {exc}]"
+
+
+class Bound:
+    """Fields bound to a logger by ``bind()``: snapshotted and key-checked once.
+
+    Attributes:
+        fields: the bound fields, each value as :func:`snapshot` left it.
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def merged(self, more: Mapping[str, Any]) -> Bound:
+        """Return a new :class:`Bound` with *more* added (its values win)."""
+        fields = dict(self.fields)
+        for key, value in more.items():
+            fields[str(key)] = snapshot(value)
+        return Bound(fields)
+
+
+class Record:
+    """One log call, captured. Built by the logger; read by enrichers, filters, formatters.
+
+    Attributes:
+        time_ns: when the call happened, in nanoseconds since the epoch (UTC).
+        level: the level as an int.
+        logger: the logger's name.
+        msg: the message as given (any object); ``message`` renders it.
+        args: the ``%`` arguments, or ``None``.
+        fields: the call's keyword fields (snapshotted), or ``None``.
+        bound: the :class:`Bound` fields of a bound logger, or ``None``.
+        thread_id: the calling thread's identifier.
+        thread_name: the calling thread's name, when a stage asked for it, else ``None``.
+        context: the logging context at call time (a dict never mutated), or ``None``.
+        exc_info: ``(type, exception, traceback)`` when an exception was attached.
+        stack_info: the formatted stack when ``stack_info=True`` was passed.
+        source: ``(module, function, line)`` of the call site, when a stage asked for it.
+        active_exc: for ERROR and above logged inside an ``except`` block without
+            ``exc_info``, the exception being handled (``exception_enricher`` uses it).
+        extra: top-level keys added by enrichers, or ``None``.
+    """
+
+    __slots__ = (
+        "active_exc",
+        "args",
+        "bound",
+        "context",
+        "exc_info",
+        "extra",
+        "fields",
+        "level",
+        "logger",
+        "msg",
+        "source",
+        "stack_info",
+        "thread_id",
+        "thread_name",
+        "time_ns",
+    )
+
+    def __init__(
+        self,
+        time_ns: int,
+        level: int,
+        logger: str,
+        msg: object,
+        args: tuple[Any, ...] | None = None,
+        fields: dict[str, Any] | None = None,
+        bound: Bound | None = None,
+        thread_id: int = 0,
+        thread_name: str | None = None,
+        context: dict[str, Any] | None = None,
+        exc_info: ExcInfo | None = None,
+        stack_info: str | None = None,
+        source: tuple[str, str, int] | None = None,
+        active_exc: ExcInfo | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.time_ns = time_ns
+        self.level = level
+        self.logger = logger
+        self.msg = msg
+        self.args = args
+        self.fields = fields
+        self.bound = bound
+        self.thread_id = thread_id
+        self.thread_name = thread_name
+        self.context = context
+        self.exc_info = exc_info
+        self.stack_info = stack_info
+        self.source = source
+        self.active_exc = active_exc
+        self.extra = extra
+
+    @property
+    def message(self) -> str:
+        """The rendered message (``msg % args``), computed once and kept."""
+        msg = self.msg
+        if self.args is None and type(msg) is str:
+            return msg
+        text = render_message(msg, self.args)
+        self.msg = text
+        self.args = None
+        return text
+
+    @property
+    def level_name(self) -> str:
+        """The level's name, e.g. ``"INFO"``."""
+        return level_name(self.level)
+
+    def all_fields(self) -> dict[str, Any]:
+        """Return enricher, bound and call fields merged (later ones win)."""
+        merged: dict[str, Any] = {}
+        if self.extra:
+            merged.update(self.extra)
+        if self.bound is not None:
+            merged.update(self.bound.fields)
+        if self.fields:
+            merged.update(self.fields)
+        return merged
+
+    def __repr__(self) -> str:
+        return f"<Record {level_name(self.level)} {self.logger!r} {self.msg!r}>"
+
+
+class Route:
+    """Where a logger's records go, shared by the logger and every logger bound from it.
+
+    Attributes:
+        level: the lowest level let through; the logger's gate reads only this.
+        sink: the object whose ``emit(record)`` takes each record (a pipeline).
+        flags: what to capture beyond the basics (:data:`CAPTURE_THREAD_NAME`,
+            :data:`CAPTURE_SOURCE`), decided when the route is configured.
+        explicit_level: ``True`` once ``set_level`` was called: reconfiguring the
+            default pipeline then keeps this logger's level.
+    """
+
+    __slots__ = ("emit", "explicit_level", "flags", "level", "sink")
+
+    def __init__(self, sink: Any, level: int, flags: int = 0) -> None:
+        self.explicit_level = False
+        self.set(sink, level, flags)
+
+    def set(self, sink: Any, level: int, flags: int) -> None:
+        """Point the route at *sink*, with *level* and capture *flags*."""
+        self.sink = sink
+        self.emit = sink.emit
+        self.flags = flags
+        self.level = level
+
+
+def _exc_tuple(value: Any) -> ExcInfo | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, BaseException):
+        return (type(value), value, value.__traceback__)
+    if isinstance(value, tuple):
+        if len(value) == 3 and isinstance(value[1], BaseException):
+            return value  # type: ignore[return-value]
+        return None
+    info = _exc_info()
+    return None if info[1] is None else info  # type: ignore[return-value]
+
+
+def _source(depth: int) -> tuple[str, str, int] | None:
+    try:
+        frame = _getframe(depth)
+    except ValueError:
+        return None
+    return (frame.f_globals.get("__name__", "?"), frame.f_code.co_name, frame.f_lineno)
+
+
+def _stack(depth: int) -> str | None:
+    try:
+        frame = _getframe(depth)
+    except ValueError:
+        return None
+    return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip()
+
+
+def _capture(
+    logger: Logger,
+    level: int,
+    msg: object,
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+) -> None:
+    """Build the record for one enabled call and hand it to the route. Never raises."""
+    try:
+        route = logger._route
+        exc_info = stack_info = None
+        depth = 3  # _capture <- Logger.<level> <- the caller
+        if fields:
+            if "exc_info" in fields:
+                exc_info = _exc_tuple(fields.pop("exc_info"))
+            if "stack_info" in fields:
+                stack_info = fields.pop("stack_info")
+            if "stacklevel" in fields:
+                extra_depth = fields.pop("stacklevel")
+                if type(extra_depth) is int and extra_depth > 1:
+                    depth += extra_depth - 1
+            for key, value in fields.items():
+                if type(value) not in _SCALARS:
+                    fields[key] = snapshot(value)
+        if args:
+            for arg in args:
+                if type(arg) not in _SCALARS:
+                    msg = render_message(msg, args)
+                    args = ()
+                    break
+        flags = route.flags
+        record = Record(
+            time_ns(),
+            level,
+            logger.name,
+            msg,
+            args or None,
+            fields or None,
+            logger._bound,
+            _get_ident(),
+            _current_thread().name if flags & CAPTURE_THREAD_NAME else None,
+            _context_get(),
+            exc_info,
+            _stack(depth) if stack_info else None,
+            _source(depth) if flags & CAPTURE_SOURCE else None,
+        )
+        if level >= 40 and exc_info is None:
+            info = _exc_info()
+            if info[1] is not None:
+                record.active_exc = info  # type: ignore[assignment]
+        route.emit(record)
+    except Exception as exc:
+        _errors.report("capture", exc)
+
+
+class Logger:
+    """A named logger. Get one with :func:`kakashi.get_logger`; never raises from a call.
+
+    Each level method takes the message, optional ``%`` arguments (formatted only if the
+    record is written) and keyword fields. Three keywords are controls, not fields:
+    ``exc_info`` (``True``, an exception or an ``exc_info`` tuple), ``stack_info`` and
+    ``stacklevel`` (as in :mod:`logging`, for the call site).
+    """
+
+    __slots__ = ("__weakref__", "_bound", "_route", "name")
+
+    def __init__(self, name: str, route: Route, bound: Bound | None = None) -> None:
+        self.name = name
+        self._route = route
+        self._bound = bound
+
+    def debug(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at DEBUG."""
+        if self._route.level > 10:
+            return
+        _capture(self, 10, msg, args, fields)
+
+    def info(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at INFO."""
+        if self._route.level > 20:
+            return
+        _capture(self, 20, msg, args, fields)
+
+    def warning(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at WARNING."""
+        if self._route.level > 30:
+            return
+        _capture(self, 30, msg, args, fields)
+
+    def warn(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at WARNING (alias of :meth:`warning`)."""
+        if self._route.level > 30:
+            return
+        _capture(self, 30, msg, args, fields)
+
+    def error(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at ERROR."""
+        if self._route.level > 40:
+            return
+        _capture(self, 40, msg, args, fields)
+
+    def exception(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at ERROR with the exception being handled and its traceback."""
+        if self._route.level > 40:
+            return
+        if "exc_info" not in fields:
+            fields["exc_info"] = True
+        _capture(self, 40, msg, args, fields)
+
+    def critical(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at CRITICAL."""
+        if self._route.level > 50:
+            return
+        _capture(self, 50, msg, args, fields)
+
+    def fatal(self, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at CRITICAL (alias of :meth:`critical`)."""
+        if self._route.level > 50:
+            return
+        _capture(self, 50, msg, args, fields)
+
+    def log(self, level: int, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Log *msg* at *level* (an int, a :class:`~kakashi.LogLevel` or a level name).
+
+        A level that is none of these is not an error at log time: the record is
+        written at WARNING with the field ``kakashi_invalid_level`` holding its repr.
+        """
+        if type(level) is not int:
+            level = _coerce_level(level, fields)
+        if self._route.level > level:
+            return
+        _capture(self, level, msg, args, fields)
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Return whether a record at *level* would pass this logger's level gate."""
+        return self._route.level <= level
+
+    isEnabledFor = is_enabled_for  # noqa: N815 - the stdlib spelling, for drop-in use
+
+    @property
+    def level(self) -> int:
+        """The lowest level this logger lets through."""
+        return self._route.level
+
+    def bind(self, **fields: Any) -> Logger:
+        """Return a logger that adds *fields* to every record; they are encoded once, here.
+
+        The new logger shares this logger's route (level and pipeline).
+        """
+        base = self._bound if self._bound is not None else _EMPTY_BOUND
+        return Logger(self.name, self._route, base.merged(fields))
+
+    with_fields = bind
+
+    @property
+    def bound_fields(self) -> dict[str, Any]:
+        """The fields bound to this logger (a copy)."""
+        return dict(self._bound.fields) if self._bound is not None else {}
+
+    def __repr__(self) -> str:
+        return f"<Logger {self.name!r} level={level_name(self._route.level)}>"
+
+
+_EMPTY_BOUND = Bound({})
+
+
+def _coerce_level(level: Any, fields: dict[str, Any]) -> int:
+    if isinstance(level, int) and not isinstance(level, bool):
+        return int(level)
+    if isinstance(level, str):
+        key = level.strip().upper()
+        key = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(key, key)
+        for number, name in _LEVEL_NAMES.items():
+            if name == key:
+                return number
+    fields["kakashi_invalid_level"] = _safe_repr(level)
+    return 30
+
+
+# A child process must not inherit a "reported once" state that hides its own failures;
+# nothing else in this module holds per-process state.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_errors.reset)

@@ -1,0 +1,156 @@
+"""Formatting: a :class:`Record` to its event (an ordered dict) and to one JSON line.
+
+Pure-Python twin of ``_format_c.pyx`` and the reference for it: for the same record both
+return the same bytes.
+
+The event's keys, in order: ``timestamp`` (RFC 3339, UTC, microseconds), ``level``,
+``logger``, ``message``; then the keys enrichers added; then the bound fields, then the
+call's fields (a later one replaces an earlier one with the same key); then
+``exception``, ``stack`` and ``source`` when present. A field named like one of
+:data:`RESERVED_KEYS` is written as ``field.<name>``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+import orjson
+
+from kakashi._speedups._capture_py import (
+    RESERVED_KEYS,
+    ExcInfo,
+    Record,
+    _safe_repr,
+    _scrub,
+    json_default,
+    level_name,
+)
+
+__all__ = [
+    "event_dict",
+    "exception_dict",
+    "format_json",
+    "minimal_json",
+    "render_timestamp",
+]
+
+#: The keys an enricher may not replace: they are the record itself.
+_CORE_KEYS = frozenset({"timestamp", "level", "logger", "message", "exception", "stack", "source"})
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+# (second, "YYYY-MM-DDTHH:MM:SS.") of the last timestamp rendered; one tuple, so a
+# reader always sees a matching pair.
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def render_timestamp(time_ns: int) -> str:
+    """Return *time_ns* as RFC 3339 UTC with microseconds: ``2026-11-27T18:06:00.123456Z``."""
+    global _second_cache
+    second, rest = divmod(time_ns, 1_000_000_000)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _second_cache = (second, prefix)
+    return f"{prefix}{rest // 1000:06d}Z"
+
+
+def _type_name(cls: type) -> str:
+    module = cls.__module__
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def exception_dict(exc_info: ExcInfo) -> dict[str, str]:
+    """Return ``{"type", "message", "traceback"}`` for an ``exc_info`` tuple.
+
+    The traceback is the full text :func:`traceback.format_exception` gives, chained
+    causes included.
+    """
+    cls, exc, tb = exc_info
+    try:
+        message = str(exc)
+    except Exception:
+        message = _safe_repr(exc)
+    try:
+        text = "".join(traceback.format_exception(cls, exc, tb)).rstrip("\n")
+    except Exception as failure:
+        text = f"<traceback unavailable: {type(failure).__name__}>"
+    return {"type": _type_name(cls), "message": message, "traceback": text}
+
+
+def event_dict(record: Record) -> dict[str, Any]:
+    """Return the record as the ordered dict every formatter renders."""
+    event: dict[str, Any] = {
+        "timestamp": render_timestamp(record.time_ns),
+        "level": level_name(record.level),
+        "logger": record.logger,
+        "message": record.message,
+    }
+    extra = record.extra
+    if extra:
+        for key, value in extra.items():
+            event["field." + key if key in _CORE_KEYS else key] = value
+    bound = record.bound
+    if bound is not None:
+        for key, value in bound.fields.items():
+            event["field." + key if key in RESERVED_KEYS else key] = value
+    fields = record.fields
+    if fields:
+        for key, value in fields.items():
+            event["field." + key if key in RESERVED_KEYS else key] = value
+    if record.exc_info is not None:
+        event["exception"] = exception_dict(record.exc_info)
+    if record.stack_info is not None:
+        event["stack"] = record.stack_info
+    source = record.source
+    if source is not None:
+        event["source"] = {"module": source[0], "function": source[1], "line": source[2]}
+    return event
+
+
+def minimal_json(record: Record, problem: str) -> bytes:
+    """Return the record in a safe minimal form, marked with ``kakashi_error``.
+
+    Used when an enricher or formatter failed: the timestamp, level, logger and message
+    still reach the log, with *problem* saying what went wrong.
+    """
+    try:
+        timestamp = render_timestamp(record.time_ns)
+    except Exception:
+        timestamp = render_timestamp(time.time_ns())
+    try:
+        message = record.message
+    except Exception:
+        message = _safe_repr(record.msg)
+    event = {
+        "timestamp": timestamp,
+        "level": level_name(record.level) if type(record.level) is int else "ERROR",
+        "logger": _safe_repr(record.logger) if type(record.logger) is not str else record.logger,
+        "message": message,
+        "kakashi_error": problem,
+    }
+    return orjson.dumps(_scrub(event))
+
+
+def format_json(record: Record) -> bytes:
+    """Return the record as one line of JSON (no trailing newline), via orjson.
+
+    Never raises: a value orjson cannot take is made safe (see ``json_default``); a
+    structure that still fails is scrubbed of lone surrogates and oversized ints; if even
+    that fails, the safe minimal form is returned.
+    """
+    try:
+        event = event_dict(record)
+    except Exception as exc:
+        return minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
+    try:
+        return orjson.dumps(event, default=json_default, option=_JSON_OPTIONS)
+    except Exception:
+        pass
+    try:
+        return orjson.dumps(_scrub(event), default=json_default, option=_JSON_OPTIONS)
+    except Exception as exc:
+        return minimal_json(record, f"unserialisable record: {exc}")

@@ -1,0 +1,295 @@
+"""The pipeline: enrichers → filters → formatter → writers.
+
+A :class:`PipelineConfig` says what to do with a record; a :class:`Pipeline` does it.
+Used directly, a pipeline processes each record on the calling thread (sync mode); the
+async backend runs the same stages on its worker threads.
+
+The standard stages are importable from here as well as from their own modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kakashi import _errors
+from kakashi._speedups import Logger, Record, Route, minimal_json
+from kakashi._state import SURROGATES
+from kakashi.core.records import LogLevel, to_level
+from kakashi.enrichers import (
+    callsite_enricher,
+    context_enricher,
+    exception_enricher,
+    fields_enricher,
+    service_enricher,
+    thread_enricher,
+)
+from kakashi.filters import field_filter, level_filter, logger_name_filter
+from kakashi.formatters import (
+    console_formatter,
+    default_json_formatter,
+    logfmt_formatter,
+    simple_text_formatter,
+    text_formatter,
+)
+from kakashi.typing import Enricher, Filter, Formatter, Writer
+from kakashi.writers import (
+    callable_writer,
+    console_writer,
+    file_writer,
+    null_writer,
+    stderr_writer,
+    stdout_writer,
+)
+
+__all__ = [
+    "LogLevel",
+    "Pipeline",
+    "PipelineConfig",
+    # enrichers
+    "callsite_enricher",
+    "context_enricher",
+    "exception_enricher",
+    "fields_enricher",
+    "service_enricher",
+    "thread_enricher",
+    # filters
+    "field_filter",
+    "level_filter",
+    "logger_name_filter",
+    # formatters
+    "console_formatter",
+    "default_json_formatter",
+    "logfmt_formatter",
+    "simple_text_formatter",
+    "text_formatter",
+    # writers
+    "callable_writer",
+    "console_writer",
+    "file_writer",
+    "null_writer",
+    "stderr_writer",
+    "stdout_writer",
+]
+
+
+def _callables(name: str, stages: Any) -> tuple[Any, ...]:
+    if callable(stages) or isinstance(stages, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of callables, got {type(stages).__name__}")
+    try:
+        items = tuple(stages)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence, got {type(stages).__name__}") from None
+    for index, stage in enumerate(items):
+        if not callable(stage):
+            raise TypeError(f"{name}[{index}] must be callable, got {type(stage).__name__}")
+    return items
+
+
+def _writers(writers: Any) -> tuple[Writer, ...]:
+    if isinstance(writers, (str, bytes)) or hasattr(writers, "write"):
+        raise TypeError("writers must be a sequence of writers, e.g. (file_writer('app.log'),)")
+    try:
+        items = tuple(writers)
+    except TypeError:
+        raise TypeError(f"writers must be a sequence, got {type(writers).__name__}") from None
+    for index, writer in enumerate(items):
+        for method in ("write", "flush", "close"):
+            if not callable(getattr(writer, method, None)):
+                hint = " (wrap a function with callable_writer(fn))" if callable(writer) else ""
+                raise TypeError(
+                    f"writers[{index}] ({type(writer).__name__}) has no {method}() method{hint}"
+                )
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What a pipeline does with a record; validated when made.
+
+    Args:
+        min_level: records below this level are not logged (a :class:`LogLevel`, an int
+            or a level name).
+        enrichers: callables run first, in order, each adding keys to the record.
+        filters: callables run next; a record any of them rejects is not written.
+        formatter: turns the record into one line (default: JSON lines).
+        writers: where lines go (default: standard output).
+
+    Raises:
+        ValueError: unknown level name or a level outside 0..100.
+        TypeError: a stage that is not callable, a writer missing ``write``, ``flush`` or
+            ``close``; the message names the parameter and the position.
+    """
+
+    min_level: LogLevel | int | str = LogLevel.INFO
+    enrichers: Sequence[Enricher] = ()
+    filters: Sequence[Filter] = ()
+    formatter: Formatter | None = None
+    writers: Sequence[Writer] = ()
+
+    def __post_init__(self) -> None:
+        level = to_level(self.min_level, "min_level")
+        set_field = object.__setattr__
+        set_field(self, "min_level", LogLevel(level) if level in LogLevel._value2member_map_ else level)
+        set_field(self, "enrichers", _callables("enrichers", self.enrichers))
+        set_field(self, "filters", _callables("filters", self.filters))
+        formatter = default_json_formatter if self.formatter is None else self.formatter
+        if not callable(formatter):
+            raise TypeError(f"formatter must be callable, got {type(formatter).__name__}")
+        set_field(self, "formatter", formatter)
+        set_field(self, "writers", _writers(self.writers) or (console_writer,))
+
+
+class Pipeline:
+    """Runs records through a :class:`PipelineConfig`'s stages.
+
+    ``emit(record)`` processes one record on the calling thread. Nothing raises out of
+    it: a failing enricher or formatter is reported once on stderr and the record is
+    written in a safe minimal form (with ``kakashi_error`` saying what failed); a failing
+    filter lets the record through; a failing writer is counted and reported.
+
+    Args:
+        config: the configuration; or pass its fields as keyword arguments instead.
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, **options: Any) -> None:
+        if config is None:
+            config = PipelineConfig(**options)
+        elif options:
+            raise TypeError("pass either a PipelineConfig or keyword options, not both")
+        elif not isinstance(config, PipelineConfig):
+            raise TypeError(f"config must be a PipelineConfig, got {type(config).__name__}")
+        self.config = config
+        self.min_level = int(config.min_level)
+        self.capture_flags = 0
+        for enricher in config.enrichers:
+            self.capture_flags |= int(getattr(enricher, "captures", 0))
+        self._enrichers = config.enrichers
+        self._filters = config.filters
+        self._format: Callable[[Record], bytes | str] = config.formatter  # type: ignore[assignment]
+        self._writers = config.writers
+        self._loggers: dict[str, Logger] = {}
+        self._lock = threading.Lock()
+        self._counts = {"emitted": 0, "written": 0, "filtered": 0, "errors": 0}
+
+    # -- the stages -------------------------------------------------------------------
+
+    def render(self, record: Record) -> bytes | None:
+        """Run enrichers, filters and the formatter; return the line, or ``None`` if filtered.
+
+        Never raises (see the class description).
+        """
+        try:
+            for enricher in self._enrichers:
+                enriched = enricher(record)
+                if enriched is not None:
+                    record = enriched
+        except Exception as exc:
+            _errors.report(f"enricher {_name(enricher)}", exc)
+            return minimal_json(record, f"enricher {_name(enricher)} failed: {exc!r}")
+        for filter_ in self._filters:
+            try:
+                if not filter_(record):
+                    self._counts["filtered"] += 1
+                    return None
+            except Exception as exc:
+                _errors.report(f"filter {_name(filter_)}", exc)
+        try:
+            line = self._format(record)
+            if type(line) is bytes:
+                return line
+            if isinstance(line, str):
+                return line.encode("utf-8", SURROGATES)
+            if isinstance(line, (bytearray, memoryview)):
+                return bytes(line)
+            raise TypeError(f"formatter returned {type(line).__name__}, not bytes or str")
+        except Exception as exc:
+            _errors.report(f"formatter {_name(self._format)}", exc)
+            return minimal_json(record, f"formatter failed: {exc!r}")
+
+    def write(self, batch: Sequence[bytes]) -> int:
+        """Hand *batch* to every writer; return how many writers failed (counted, reported)."""
+        failures = 0
+        for writer in self._writers:
+            try:
+                writer.write(batch)
+            except Exception as exc:
+                failures += 1
+                _errors.report(f"writer {writer!r}", exc)
+        return failures
+
+    def emit(self, record: Record) -> None:
+        """Process one record now, on the calling thread."""
+        self._counts["emitted"] += 1
+        line = self.render(record)
+        if line is None:
+            return
+        if self.write((line,)):
+            self._counts["errors"] += 1
+        else:
+            self._counts["written"] += 1
+
+    process = emit
+
+    # -- loggers ------------------------------------------------------------------------
+
+    def get_logger(self, name: str) -> Logger:
+        """Return the logger called *name* that logs through this pipeline (cached)."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        logger = self._loggers.get(name)
+        if logger is None:
+            with self._lock:
+                logger = self._loggers.get(name)
+                if logger is None:
+                    route = Route(self, self.min_level, self.capture_flags)
+                    logger = self._loggers[name] = Logger(name, route)
+        return logger
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Flush every writer (failures are reported, not raised)."""
+        for writer in self._writers:
+            try:
+                writer.flush()
+            except Exception as exc:
+                _errors.report(f"writer {writer!r} flush", exc)
+
+    def close(self) -> None:
+        """Flush and close every writer (failures are reported, not raised)."""
+        for writer in self._writers:
+            try:
+                writer.close()
+            except Exception as exc:
+                _errors.report(f"writer {writer!r} close", exc)
+
+    def stats(self) -> dict[str, int]:
+        """Return counts: records ``emitted``, ``written``, ``filtered``, write ``errors``."""
+        return dict(self._counts)
+
+    # -- derived pipelines -------------------------------------------------------------
+
+    def _replace(self, **changes: Any) -> Pipeline:
+        return Pipeline(dataclasses.replace(self.config, **changes))
+
+    def with_enricher(self, enricher: Enricher) -> Pipeline:
+        """Return a new pipeline with *enricher* appended."""
+        return self._replace(enrichers=(*self.config.enrichers, enricher))
+
+    def with_filter(self, filter_func: Filter) -> Pipeline:
+        """Return a new pipeline with *filter_func* appended."""
+        return self._replace(filters=(*self.config.filters, filter_func))
+
+    def with_writer(self, writer: Writer) -> Pipeline:
+        """Return a new pipeline with *writer* appended."""
+        return self._replace(writers=(*self.config.writers, writer))
+
+    def __repr__(self) -> str:
+        return f"<Pipeline min_level={self.min_level} writers={list(self._writers)!r}>"
+
+
+def _name(stage: object) -> str:
+    return getattr(stage, "__qualname__", None) or type(stage).__qualname__

@@ -1,0 +1,122 @@
+"""The logger registry: ``get_logger`` and the default pipeline.
+
+Loggers are cached by name. A logger got without a pipeline logs through the *default
+pipeline*; :func:`configure` replaces it and re-routes every such logger at once (a
+logger whose level was set explicitly keeps it). Until configured, the default pipeline
+writes human-readable text to stderr at INFO and above, coloured on a terminal.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from kakashi._speedups import Logger, Route
+from kakashi.core.pipeline import Pipeline, PipelineConfig
+from kakashi.core.records import to_level
+from kakashi.enrichers import context_enricher, exception_enricher
+from kakashi.formatters import ConsoleFormatter
+from kakashi.writers import stderr_writer
+
+__all__ = ["configure", "get_default_pipeline", "get_logger", "set_level"]
+
+_lock = threading.RLock()
+_routes: dict[str, Route] = {}
+_loggers: dict[str, Logger] = {}
+_default: Pipeline | None = None
+
+
+def _initial_pipeline() -> Pipeline:
+    return Pipeline(
+        PipelineConfig(
+            min_level="INFO",
+            enrichers=(exception_enricher, context_enricher),
+            formatter=ConsoleFormatter(),
+            writers=(stderr_writer,),
+        )
+    )
+
+
+def get_default_pipeline() -> Pipeline:
+    """Return the pipeline that loggers without their own pipeline log through."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = _initial_pipeline()
+    return _default
+
+
+def get_logger(name: str = "root", pipeline: Pipeline | None = None) -> Logger:
+    """Return the logger called *name* (cached; safe to call from any thread).
+
+    Args:
+        name: dotted name, conventionally ``__name__``.
+        pipeline: log through this pipeline instead of the default one.
+
+    Raises:
+        TypeError: *name* is not a str, or *pipeline* has no ``get_logger``.
+    """
+    if pipeline is not None:
+        if not callable(getattr(pipeline, "get_logger", None)):
+            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+        return pipeline.get_logger(name)  # type: ignore[no-any-return]
+    logger = _loggers.get(name)
+    if logger is not None:
+        return logger
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    default = get_default_pipeline()
+    with _lock:
+        logger = _loggers.get(name)
+        if logger is None:
+            route = Route(default, default.min_level, default.capture_flags)
+            _routes[name] = route
+            logger = _loggers[name] = Logger(name, route)
+    return logger
+
+
+def configure(pipeline: Pipeline | PipelineConfig | None = None, **options: Any) -> Pipeline:
+    """Make *pipeline* (or one built from a config or keyword options) the default.
+
+    Every logger from :func:`get_logger` without an explicit pipeline (and every logger
+    bound from one) switches to it at once. Returns the new default pipeline. The old
+    one is flushed; its writers stay open for anyone still holding it.
+    """
+    global _default
+    if pipeline is None:
+        new = Pipeline(PipelineConfig(**options)) if options else _initial_pipeline()
+    elif isinstance(pipeline, PipelineConfig):
+        new = Pipeline(pipeline)
+    elif callable(getattr(pipeline, "emit", None)):
+        new = pipeline
+    else:
+        raise TypeError(f"pipeline must be a Pipeline or PipelineConfig, got {type(pipeline).__name__}")
+    with _lock:
+        old, _default = _default, new
+        for route in _routes.values():
+            level = route.level if route.explicit_level else new.min_level
+            route.set(new, level, new.capture_flags)
+    if old is not None and old is not new:
+        old.flush()
+    return new
+
+
+def set_level(level: int | str, name: str | None = None) -> None:
+    """Set the level of the logger called *name*, or of every default-routed logger.
+
+    A logger given its own level keeps it when :func:`configure` changes the default.
+
+    Raises:
+        ValueError: unknown level name.
+    """
+    value = to_level(level)
+    with _lock:
+        if name is None:
+            for route in _routes.values():
+                route.level = value
+                route.explicit_level = False
+            return
+        route = get_logger(name)._route
+        route.level = value
+        route.explicit_level = True

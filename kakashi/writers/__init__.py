@@ -1,0 +1,31 @@
+"""Writers: where formatted records go.
+
+Every writer has ``write(batch)``, ``flush()`` and ``close()`` (see
+:class:`kakashi.typing.Writer`); ``batch`` is a sequence of formatted records (bytes,
+no line terminator) written in order with as few system calls as the target allows.
+"""
+
+from kakashi.writers.basic import (
+    CallableWriter,
+    NullWriter,
+    StreamWriter,
+    callable_writer,
+    console_writer,
+    null_writer,
+    stderr_writer,
+    stdout_writer,
+)
+from kakashi.writers.file import FileWriter, file_writer
+
+__all__ = [
+    "CallableWriter",
+    "FileWriter",
+    "NullWriter",
+    "StreamWriter",
+    "callable_writer",
+    "console_writer",
+    "file_writer",
+    "null_writer",
+    "stderr_writer",
+    "stdout_writer",
+]

@@ -1,0 +1,88 @@
+"""A plain file writer: one open file, one ``write`` system call per batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from kakashi._locks import fork_safe_lock
+
+__all__ = ["FileWriter", "file_writer"]
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+class FileWriter:
+    """Append records to a file kept open in append mode.
+
+    The file is opened (and its directory created) when the writer is made, so a bad
+    path fails at configuration time. Each batch is written with one ``write`` system
+    call (``O_APPEND``, so lines from several processes never interleave within a
+    batch); nothing is buffered in the process, so ``flush`` has nothing to push, and
+    a crash loses nothing that ``write`` returned from.
+
+    Args:
+        path: the file; parent directories are created.
+        mode: permission bits for a file this writer creates (before the umask).
+        fsync: also ``fsync`` on every ``flush`` (for audit logs that must survive a
+            power loss; slower).
+
+    Raises:
+        TypeError: *path* is not a str or path-like object.
+        ValueError: *mode* is not within 0..0o777.
+        OSError: the file cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o644, fsync: bool = False):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be permission bits within 0..0o777, got {mode!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self.fsync = bool(fsync)
+        self._lock = fork_safe_lock()
+        self._fd = -1
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, _FLAGS, self.mode)
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        """Write the batch, newline-terminated, with one system call when possible."""
+        data = b"\n".join(batch) + b"\n"
+        with self._lock:
+            if self._fd < 0:
+                self._open()
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+
+    def flush(self) -> None:
+        """Nothing is buffered; with ``fsync=True``, force the data to disk."""
+        if self.fsync:
+            with self._lock:
+                if self._fd >= 0:
+                    os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Flush and close the file; a later write reopens it."""
+        with self._lock:
+            if self._fd >= 0:
+                if self.fsync:
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
+
+    def __repr__(self) -> str:
+        return f"<FileWriter {str(self.path)!r}>"
+
+
+def file_writer(
+    path: str | os.PathLike[str], *, mode: int = 0o644, fsync: bool = False
+) -> FileWriter:
+    """Return a :class:`FileWriter` appending to *path*."""
+    return FileWriter(path, mode=mode, fsync=fsync)
