@@ -18,7 +18,7 @@ from kakashi.enrichers import context_enricher, exception_enricher
 from kakashi.formatters import ConsoleFormatter
 from kakashi.writers import stderr_writer
 
-__all__ = ["configure", "get_default_pipeline", "get_logger", "set_level"]
+__all__ = ["configure", "get_default_pipeline", "get_logger", "reset_registry", "set_level"]
 
 _lock = threading.RLock()
 _routes: dict[str, Route] = {}
@@ -120,3 +120,15 @@ def set_level(level: int | str, name: str | None = None) -> None:
         route = get_logger(name)._route
         route.level = value
         route.explicit_level = True
+
+
+def reset_registry() -> None:
+    """Forget every cached logger and the configured default pipeline (for tests).
+
+    Loggers handed out before keep working through the pipeline they had.
+    """
+    global _default
+    with _lock:
+        _routes.clear()
+        _loggers.clear()
+        _default = None

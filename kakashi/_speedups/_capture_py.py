@@ -68,6 +68,7 @@ RESERVED_KEYS = frozenset(
     }
 )
 
+_MAX_LEVEL = 100  # levels are 0..100, as configuration accepts (see core.records.to_level)
 _LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 _SCALARS = (str, int, float, bool, type(None))
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -492,7 +493,7 @@ class Logger:
         A level that is none of these is not an error at log time: the record is
         written at WARNING with the field ``kakashi_invalid_level`` holding its repr.
         """
-        if type(level) is not int:
+        if type(level) is not int or not 0 <= level <= _MAX_LEVEL:
             level = _coerce_level(level, fields)
         if self._route.level > level:
             return
@@ -532,7 +533,7 @@ _EMPTY_BOUND = Bound({})
 
 
 def _coerce_level(level: Any, fields: dict[str, Any]) -> int:
-    if isinstance(level, int) and not isinstance(level, bool):
+    if isinstance(level, int) and not isinstance(level, bool) and 0 <= level <= _MAX_LEVEL:
         return int(level)
     if isinstance(level, str):
         key = level.strip().upper()

@@ -292,4 +292,5 @@ class Pipeline:
 
 
 def _name(stage: object) -> str:
-    return getattr(stage, "__qualname__", None) or type(stage).__qualname__
+    name = getattr(stage, "__qualname__", None) or type(stage).__qualname__
+    return str(name).rsplit("<locals>.", 1)[-1]

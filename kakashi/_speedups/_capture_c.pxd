@@ -1,0 +1,40 @@
+# cython: language_level=3
+# Declarations shared with _format_c.pyx, which reads records without attribute lookups.
+
+cimport cython
+
+
+@cython.final
+cdef class Record:
+    cdef public long long time_ns
+    cdef public int level
+    cdef public object logger
+    cdef public object msg
+    cdef public object args
+    cdef public object fields
+    cdef public object bound
+    cdef public unsigned long thread_id
+    cdef public object thread_name
+    cdef public object context
+    cdef public object exc_info
+    cdef public object stack_info
+    cdef public object source
+    cdef public object active_exc
+    cdef public object extra
+
+
+@cython.final
+cdef class Route:
+    cdef public int level
+    cdef public int flags
+    cdef public bint explicit_level
+    cdef public object sink
+    cdef public object emit
+
+
+@cython.final
+cdef class Logger:
+    cdef readonly str name
+    cdef public Route _route
+    cdef public object _bound
+    cdef object __weakref__

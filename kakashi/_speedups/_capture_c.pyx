@@ -1,0 +1,372 @@
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+"""Capture, compiled: the twin of ``_capture_py.py``; see that module for the behaviour.
+
+Only the per-call path is here: the level methods, the record and its construction.
+Cold paths (snapshots of containers, exception and call-site capture, level coercion,
+``%`` formatting) call the pure-Python twin's helpers, so both behave alike by
+construction.
+
+The level methods (``debug`` ... ``log``) are C functions installed on the ``Logger``
+type as METH_FASTCALL|METH_KEYWORDS method descriptors: the interpreter hands them the
+arguments as a C array and the keyword names as a tuple, and a disabled call returns
+after one integer comparison, before any tuple or dict of arguments is built.
+"""
+
+cimport cython
+from cpython.contextvars cimport get_value
+from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
+from libc.time cimport time_t
+
+from kakashi import _errors
+from kakashi._speedups import _capture_py as _py
+from kakashi._state import LOG_CONTEXT, Snapshot
+
+CAPTURE_THREAD_NAME = _py.CAPTURE_THREAD_NAME
+CAPTURE_SOURCE = _py.CAPTURE_SOURCE
+RESERVED_KEYS = _py.RESERVED_KEYS
+Bound = _py.Bound
+json_default = _py.json_default
+render_message = _py.render_message
+safe_key = _py.safe_key
+snapshot = _py.snapshot
+
+cdef extern from "time.h" nogil:
+    ctypedef int clockid_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(clockid_t clk_id, timespec *tp)
+    clockid_t CLOCK_REALTIME
+
+cdef extern from *:
+    """
+    /* The level methods: each passes its level to one dispatcher written in Cython.
+       -40 means "exception()" (ERROR with exc_info), -1 means "log()" (level in args[0]). */
+    typedef PyObject *(*dispatch_t)(PyObject *, int, PyObject **, Py_ssize_t, PyObject *);
+    static dispatch_t kk_dispatch = NULL;
+    #define KK_LEVEL(fname, lvl) \\
+        static PyObject *fname(PyObject *self, PyObject *const *args, Py_ssize_t nargs, \\
+                               PyObject *kwnames) { \\
+            return kk_dispatch(self, lvl, (PyObject **)args, PyVectorcall_NARGS(nargs), kwnames); \\
+        }
+    KK_LEVEL(kk_debug, 10)
+    KK_LEVEL(kk_info, 20)
+    KK_LEVEL(kk_warning, 30)
+    KK_LEVEL(kk_error, 40)
+    KK_LEVEL(kk_critical, 50)
+    KK_LEVEL(kk_exception, -40)
+    KK_LEVEL(kk_log, -1)
+    #define KK_FLAGS (METH_FASTCALL | METH_KEYWORDS)
+    static PyMethodDef kk_level_methods[] = {
+        {"debug", (PyCFunction)(void (*)(void))kk_debug, KK_FLAGS,
+         "debug(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at DEBUG."},
+        {"info", (PyCFunction)(void (*)(void))kk_info, KK_FLAGS,
+         "info(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at INFO."},
+        {"warning", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
+         "warning(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING."},
+        {"warn", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
+         "warn(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING (alias of warning)."},
+        {"error", (PyCFunction)(void (*)(void))kk_error, KK_FLAGS,
+         "error(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at ERROR."},
+        {"exception", (PyCFunction)(void (*)(void))kk_exception, KK_FLAGS,
+         "exception(msg, /, *args, **fields)\\n--\\n\\n"
+         "Log *msg* at ERROR with the exception being handled and its traceback."},
+        {"critical", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
+         "critical(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL."},
+        {"fatal", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
+         "fatal(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL (alias of critical)."},
+        {"log", (PyCFunction)(void (*)(void))kk_log, KK_FLAGS,
+         "log(level, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at *level*."},
+        {NULL, NULL, 0, NULL}
+    };
+    static int kk_install_level_methods(PyObject *type) {
+        PyTypeObject *tp = (PyTypeObject *)type;
+    #if PY_VERSION_HEX >= 0x030C0000
+        PyObject *dict = PyType_GetDict(tp);
+    #else
+        PyObject *dict = tp->tp_dict;
+        Py_XINCREF(dict);
+    #endif
+        if (dict == NULL) return -1;
+        for (PyMethodDef *def = kk_level_methods; def->ml_name != NULL; def++) {
+            PyObject *descr = PyDescr_NewMethod(tp, def);
+            if (descr == NULL || PyDict_SetItemString(dict, def->ml_name, descr) < 0) {
+                Py_XDECREF(descr);
+                Py_DECREF(dict);
+                return -1;
+            }
+            Py_DECREF(descr);
+        }
+        Py_DECREF(dict);
+        PyType_Modified(tp);
+        return 0;
+    }
+    """
+    ctypedef PyObject *(*dispatch_t)(PyObject *, int, PyObject **, Py_ssize_t, PyObject *)
+    dispatch_t kk_dispatch
+    int kk_install_level_methods(object type) except -1
+
+cdef enum:
+    FROM_ARGUMENT = -1  # log(): the level is the first positional argument
+    EXCEPTION = -40     # exception(): ERROR with exc_info=True
+    MAX_LEVEL = 100     # levels are 0..100, as in the pure-Python twin
+
+cdef object _current_thread = _py._current_thread
+cdef object _exc_info = _py._exc_info
+cdef object _exc_tuple = _py._exc_tuple
+cdef object _source = _py._source
+cdef object _stack = _py._stack
+cdef object _coerce_level = _py._coerce_level
+cdef object _report = _errors.report
+cdef object _snapshot = _py.snapshot
+cdef object _LOG_CONTEXT = LOG_CONTEXT
+cdef tuple _LEVEL_NAMES = tuple(_py.level_name(n) for n in range(MAX_LEVEL + 1))
+
+
+cpdef str level_name(int level):
+    """Return the name written for *level*: ``INFO`` for 20, ``LEVEL25`` for 25."""
+    if 0 <= level <= MAX_LEVEL:
+        return <str>_LEVEL_NAMES[level]
+    return f"LEVEL{level}"
+
+
+cdef inline bint _is_scalar(object value):
+    cdef type cls = type(value)
+    return cls is str or cls is int or cls is float or cls is bool or value is None
+
+
+cdef inline long long _now_ns() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Record:
+    """One log call, captured (see the pure-Python twin for the attributes)."""
+
+    def __init__(
+        self,
+        long long time_ns,
+        int level,
+        logger,
+        msg,
+        args=None,
+        fields=None,
+        bound=None,
+        unsigned long thread_id=0,
+        thread_name=None,
+        context=None,
+        exc_info=None,
+        stack_info=None,
+        source=None,
+        active_exc=None,
+        extra=None,
+    ):
+        self.time_ns = time_ns
+        self.level = level
+        self.logger = logger
+        self.msg = msg
+        self.args = args
+        self.fields = fields
+        self.bound = bound
+        self.thread_id = thread_id
+        self.thread_name = thread_name
+        self.context = context
+        self.exc_info = exc_info
+        self.stack_info = stack_info
+        self.source = source
+        self.active_exc = active_exc
+        self.extra = extra
+
+    @property
+    def message(self):
+        """The rendered message (``msg % args``), computed once and kept."""
+        msg = self.msg
+        if self.args is None and type(msg) is str:
+            return msg
+        text = render_message(msg, self.args)
+        self.msg = text
+        self.args = None
+        return text
+
+    @property
+    def level_name(self):
+        """The level's name, e.g. ``"INFO"``."""
+        return level_name(self.level)
+
+    def all_fields(self):
+        """Return enricher, bound and call fields merged (later ones win)."""
+        merged = {}
+        if self.extra:
+            merged.update(self.extra)
+        if self.bound is not None:
+            merged.update(self.bound.fields)
+        if self.fields:
+            merged.update(self.fields)
+        return merged
+
+    def __repr__(self):
+        return f"<Record {level_name(self.level)} {self.logger!r} {self.msg!r}>"
+
+
+@cython.final
+cdef class Route:
+    """Where a logger's records go (see the pure-Python twin)."""
+
+    def __init__(self, sink, int level, int flags=0):
+        self.explicit_level = False
+        self.set(sink, level, flags)
+
+    def set(self, sink, int level, int flags):
+        """Point the route at *sink*, with *level* and capture *flags*."""
+        self.sink = sink
+        self.emit = sink.emit
+        self.flags = flags
+        self.level = level
+
+
+cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields) except -1:
+    """Build the record for one enabled call and hand it to the route. Never raises."""
+    cdef Route route
+    cdef Record record
+    cdef int depth = 1  # sys._getframe(1) from a Python helper is the caller
+    cdef int flags
+    try:
+        route = logger._route
+        exc_info = None
+        stack_info = None
+        if fields:
+            if "exc_info" in fields:
+                exc_info = _exc_tuple(fields.pop("exc_info"))
+            if "stack_info" in fields:
+                stack_info = fields.pop("stack_info")
+            if "stacklevel" in fields:
+                extra_depth = fields.pop("stacklevel")
+                if type(extra_depth) is int and extra_depth > 1:
+                    depth += extra_depth - 1
+            for key, value in fields.items():
+                if not _is_scalar(value):
+                    fields[key] = _snapshot(value)
+        if args:
+            for arg in args:
+                if not _is_scalar(arg):
+                    msg = render_message(msg, args)
+                    args = ()
+                    break
+        flags = route.flags
+        record = Record.__new__(Record)
+        record.time_ns = _now_ns()
+        record.level = level
+        record.logger = logger.name
+        record.msg = msg
+        record.args = args if args else None
+        record.fields = fields if fields else None
+        record.bound = logger._bound
+        record.thread_id = PyThread_get_thread_ident()
+        record.thread_name = _current_thread().name if flags & _py.CAPTURE_THREAD_NAME else None
+        record.context = get_value(_LOG_CONTEXT)
+        record.exc_info = exc_info
+        record.stack_info = _stack(depth) if stack_info else None
+        record.source = _source(depth) if flags & _py.CAPTURE_SOURCE else None
+        if level >= 40 and exc_info is None:
+            info = _exc_info()
+            if info[1] is not None:
+                record.active_exc = info
+        route.emit(record)
+    except Exception as exc:
+        _report("capture", exc)
+    return 0
+
+
+cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef Py_ssize_t i
+    cdef dict fields = {}
+    if kwnames is not NULL:
+        for i in range(PyTuple_GET_SIZE(<tuple>kwnames)):
+            fields[<object>PyTuple_GET_ITEM(<tuple>kwnames, i)] = <object>args[nargs + i]
+    return fields
+
+
+cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t nargs,
+                      PyObject *kwnames):
+    cdef Logger self = <Logger>self_ptr
+    cdef Py_ssize_t first = 0, i
+    cdef tuple rest
+    cdef dict fields = None
+    if level == FROM_ARGUMENT:
+        if nargs < 2:
+            raise TypeError("Logger.log() missing required positional arguments: 'level' and 'msg'")
+        first = 1
+        given = <object>args[0]
+        if type(given) is int and 0 <= given <= MAX_LEVEL:
+            level = given
+        else:
+            fields = _keywords(args, nargs, kwnames)
+            level = _coerce_level(given, fields)
+    elif nargs < 1:
+        raise TypeError("Logger method missing 1 required positional argument: 'msg'")
+    if level == EXCEPTION:
+        if self._route.level > 40:
+            return None
+    elif self._route.level > level:
+        return None
+    # Enabled: build what Python would have built, then capture.
+    rest = PyTuple_New(nargs - first - 1)
+    for i in range(first + 1, nargs):
+        Py_INCREF(<object>args[i])
+        PyTuple_SET_ITEM(rest, i - first - 1, <object>args[i])
+    if fields is None:
+        fields = _keywords(args, nargs, kwnames)
+    if level == EXCEPTION:
+        level = 40
+        if "exc_info" not in fields:
+            fields["exc_info"] = True
+    _capture(self, level, <object>args[first], rest, fields)
+    return None
+
+
+@cython.final
+cdef class Logger:
+    """A named logger (see the pure-Python twin; the level methods are installed in C)."""
+
+    def __init__(self, str name, Route route, bound=None):
+        self.name = name
+        self._route = route
+        self._bound = bound
+
+    def is_enabled_for(self, level):
+        """Return whether a record at *level* would pass this logger's level gate."""
+        return self._route.level <= level
+
+    isEnabledFor = is_enabled_for
+
+    @property
+    def level(self):
+        """The lowest level this logger lets through."""
+        return self._route.level
+
+    def bind(self, **fields):
+        """Return a logger that adds *fields* to every record; they are encoded once, here."""
+        base = self._bound if self._bound is not None else _EMPTY_BOUND
+        return Logger(self.name, self._route, base.merged(fields))
+
+    with_fields = bind
+
+    @property
+    def bound_fields(self):
+        """The fields bound to this logger (a copy)."""
+        return dict(self._bound.fields) if self._bound is not None else {}
+
+    def __repr__(self):
+        return f"<Logger {self.name!r} level={level_name(self._route.level)}>"
+
+
+cdef object _EMPTY_BOUND = Bound({})
+
+kk_dispatch = <dispatch_t>_dispatch
+kk_install_level_methods(Logger)

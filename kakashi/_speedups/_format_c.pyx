@@ -1,0 +1,110 @@
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+"""Formatting, compiled: the twin of ``_format_py.py``; see that module for the behaviour.
+
+The event dict is built in C from the record's fields and serialised with one
+``orjson.dumps`` call; the timestamp is rendered in C with a per-thread cache of the
+current second. Failure paths (scrubbing, the minimal form, exceptions) reuse the
+pure-Python twin.
+"""
+
+from kakashi._speedups._capture_c cimport Record
+
+import orjson
+
+from kakashi._speedups import _format_py as _py
+from kakashi._speedups._capture_c import RESERVED_KEYS, json_default, level_name
+from kakashi._speedups._capture_py import _scrub
+
+exception_dict = _py.exception_dict
+minimal_json = _py.minimal_json
+
+cdef extern from *:
+    """
+    #include <time.h>
+    #include <stdio.h>
+    /* Render ns since the epoch as 2026-11-27T18:06:00.123456Z into out (28 bytes).
+       The "YYYY-MM-DDTHH:MM:SS." prefix of the last second seen is cached per thread. */
+    static _Thread_local long long kk_cached_second = -1;
+    static _Thread_local char kk_cached_prefix[32];
+    static int kk_render_timestamp(long long ns, char *out) {
+        long long second = ns / 1000000000LL;
+        long long rest = ns % 1000000000LL;
+        if (rest < 0) { rest += 1000000000LL; second -= 1; }  /* floor, as divmod does */
+        if (second != kk_cached_second) {
+            struct tm tm;
+            time_t t = (time_t)second;
+            if (gmtime_r(&t, &tm) == NULL) return -1;
+            snprintf(kk_cached_prefix, sizeof kk_cached_prefix, "%04d-%02d-%02dT%02d:%02d:%02d.",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec);
+            kk_cached_second = second;
+        }
+        return snprintf(out, 40, "%s%06lldZ", kk_cached_prefix, rest / 1000LL);
+    }
+    """
+    int kk_render_timestamp(long long ns, char *out)
+
+cdef object _dumps = orjson.dumps
+cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS
+cdef object _json_default = json_default
+cdef frozenset _RESERVED = RESERVED_KEYS
+cdef frozenset _CORE = _py._CORE_KEYS
+cdef object _exception_dict = _py.exception_dict
+cdef object _minimal_json = _py.minimal_json
+
+
+cdef str _timestamp(long long ns):
+    cdef char buffer[40]
+    cdef int length = kk_render_timestamp(ns, buffer)
+    if length < 0:
+        return _py.render_timestamp(ns)
+    return buffer[:length].decode("ascii")
+
+
+def render_timestamp(long long time_ns):
+    """Return *time_ns* as RFC 3339 UTC with microseconds: ``2026-11-27T18:06:00.123456Z``."""
+    return _timestamp(time_ns)
+
+
+cpdef dict event_dict(Record record):
+    """Return the record as the ordered dict every formatter renders."""
+    cdef dict event = {
+        "timestamp": _timestamp(record.time_ns),
+        "level": level_name(record.level),
+        "logger": record.logger,
+        "message": record.message,
+    }
+    cdef object key
+    if record.extra:
+        for key, value in (<dict?>record.extra).items():
+            event["field." + key if key in _CORE else key] = value
+    if record.bound is not None:
+        for key, value in (<dict?>record.bound.fields).items():
+            event["field." + key if key in _RESERVED else key] = value
+    if record.fields:
+        for key, value in (<dict?>record.fields).items():
+            event["field." + key if key in _RESERVED else key] = value
+    if record.exc_info is not None:
+        event["exception"] = _exception_dict(record.exc_info)
+    if record.stack_info is not None:
+        event["stack"] = record.stack_info
+    source = record.source
+    if source is not None:
+        event["source"] = {"module": source[0], "function": source[1], "line": source[2]}
+    return event
+
+
+def format_json(Record record):
+    """Return the record as one line of JSON (no trailing newline), via orjson. Never raises."""
+    try:
+        event = event_dict(record)
+    except Exception as exc:
+        return _minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
+    try:
+        return _dumps(event, default=_json_default, option=_OPTIONS)
+    except Exception:
+        pass
+    try:
+        return _dumps(_scrub(event), default=_json_default, option=_OPTIONS)
+    except Exception as exc:
+        return _minimal_json(record, f"unserialisable record: {exc}")

@@ -1,0 +1,107 @@
+"""Shared fixtures: both implementations of the hot path, and a clean registry per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import kakashi
+from kakashi import _errors
+from kakashi.logger import reset_registry
+
+NO_EXTENSIONS = bool(os.environ.get("KAKASHI_NO_EXTENSIONS"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--c-extensions",
+        action=__import__("argparse").BooleanOptionalAction,
+        default=True,
+        help="also run the tests of the compiled twin (default: yes)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--c-extensions"):
+        return
+    skip = pytest.mark.skip(reason="--no-c-extensions given")
+    for item in items:
+        if "c_extension" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """One implementation of the hot path: the compiled twin or the pure-Python one."""
+
+    pure: bool
+
+    def __str__(self) -> str:
+        return "py" if self.pure else "c"
+
+    def module(self, name: str) -> ModuleType:
+        return import_module(f"kakashi._speedups._{name}_{self}")
+
+    @property
+    def capture(self) -> ModuleType:
+        return self.module("capture")
+
+    @property
+    def format(self) -> ModuleType:
+        return self.module("format")
+
+
+def _implementation_params() -> list[Any]:
+    return [
+        pytest.param(Implementation(pure=True), id="py"),
+        pytest.param(Implementation(pure=False), id="c", marks=pytest.mark.c_extension),
+    ]
+
+
+@pytest.fixture(params=_implementation_params(), name="impl")
+def _impl(request: pytest.FixtureRequest) -> Implementation:
+    """Each implementation of the hot path in turn (skips ``c`` where it is not built)."""
+    implementation: Implementation = request.param
+    if not implementation.pure:
+        try:
+            implementation.capture
+            implementation.format
+        except ImportError:
+            pytest.skip("the compiled extension is not built here")
+    return implementation
+
+
+class Collector:
+    """A pipeline sink for the twin tests: keeps every record it is given."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.emit = self.records.append
+
+
+@pytest.fixture(autouse=True)
+def _clean_state() -> Any:
+    """Every test starts with no cached loggers, no context and no error counts."""
+    reset_registry()
+    token = kakashi.clear_context()
+    _errors.reset()
+    yield
+    kakashi.reset_context(token)
+    reset_registry()
+    leftover = [t.name for t in threading.enumerate() if t.name.startswith("kakashi-")]
+    assert leftover == []
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSON-lines file, failing on any line that is not one JSON object."""
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the file must end with a newline"
+    return [json.loads(line) for line in lines[:-1]]

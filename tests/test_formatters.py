@@ -1,0 +1,230 @@
+"""Formatters: the JSON schema, text without forged lines, logfmt, console colours."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+
+import kakashi
+from kakashi.formatters import ConsoleFormatter, colour_wanted, escape
+from tests.conftest import Implementation
+
+TIME_NS = 1_795_798_641_123_456_789  # 2026-11-27T16:57:21.123456789Z
+
+
+def record(impl: Implementation, msg: object = "hello", **attributes: Any) -> Any:
+    return impl.capture.Record(TIME_NS, attributes.pop("level", 20), "app", msg, **attributes)
+
+
+class TestJson:
+    def test_schema_and_key_order(self, impl: Implementation) -> None:
+        """timestamp, level, logger, message, then extra, bound and call fields."""
+        bound = impl.capture.Bound({"request_id": "r1"})
+        rec = record(impl, fields={"n": 1}, bound=bound, extra={"service": "api"})
+
+        assert (
+            b'{"timestamp":"2026-11-27T16:57:21.123456Z","level":"INFO","logger":"app",'
+            b'"message":"hello","service":"api","request_id":"r1","n":1}'
+        ) == impl.format.format_json(rec)
+
+    @pytest.mark.parametrize(
+        ("time_ns", "expected"),
+        [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (999, "1970-01-01T00:00:00.000000Z"),
+            (1_000, "1970-01-01T00:00:00.000001Z"),
+            (951_782_400_000_000_000, "2000-02-29T00:00:00.000000Z"),
+            (2**63 - 1, "2262-04-11T23:47:16.854775Z"),  # the int64 limit of time_ns
+        ],
+    )
+    def test_timestamps(self, impl: Implementation, time_ns: int, expected: str) -> None:
+        """Timestamps are RFC 3339 UTC with microseconds (truncated, not rounded)."""
+        assert expected == impl.format.render_timestamp(time_ns)
+
+    def test_unserialisable_values_are_marked(self, impl: Implementation) -> None:
+        """Values orjson cannot take become "!repr:..."; common types convert cleanly."""
+        import decimal
+        import pathlib
+
+        class Thing:
+            def __repr__(self) -> str:
+                return "Thing()"
+
+        fields = {
+            "thing": Thing(),
+            "price": decimal.Decimal("1.10"),
+            "path": pathlib.PurePosixPath("/tmp/x"),
+            "tags": {"b", "a"},
+            "raw": b"\xffok",
+            "err": ValueError("nope"),
+        }
+        event = json.loads(impl.format.format_json(record(impl, fields=fields)))
+
+        assert {
+            "thing": "!repr:Thing()",
+            "price": "1.10",
+            "path": "/tmp/x",
+            "tags": ["a", "b"],
+            "raw": "\ufffdok",
+            "err": "ValueError: nope",
+        } == {key: event[key] for key in fields}
+
+    def test_failing_repr_is_still_safe(self, impl: Implementation) -> None:
+        """Even an object whose repr raises is written, marked."""
+
+        class Hostile:
+            def __repr__(self) -> str:
+                raise RuntimeError
+
+        event = json.loads(impl.format.format_json(record(impl, fields={"h": Hostile()})))
+
+        assert event["h"].startswith("!repr:<")
+
+    def test_surrogates_and_big_ints(self, impl: Implementation) -> None:
+        """Lone surrogates become U+FFFD; ints beyond 64 bits are written as text."""
+        fields = {"s\udc80": "x\ud800y", "big": 2**64}
+        event = json.loads(impl.format.format_json(record(impl, "m\udfff", fields=fields)))
+
+        assert ("m\ufffd", "x\ufffdy", str(2**64)) == (event["message"], event["s\ufffd"], event["big"])
+
+    def test_exception_structure(self, impl: Implementation) -> None:
+        """exception is {type, message, traceback}; non-builtin types are module-qualified."""
+        import json as json_module
+
+        try:
+            json_module.loads("{")
+        except json_module.JSONDecodeError as exc:
+            info = (type(exc), exc, exc.__traceback__)
+        event = json.loads(impl.format.format_json(record(impl, exc_info=info)))
+
+        assert "json.decoder.JSONDecodeError" == event["exception"]["type"]
+        assert event["exception"]["message"].startswith("Expecting property name")
+        assert "Traceback (most recent call last)" in event["exception"]["traceback"]
+
+
+class TestText:
+    def test_layout(self) -> None:
+        """timestamp LEVEL logger: message key=value, quoting values that need it."""
+        rec = kakashi.Record(TIME_NS, 30, "app.db", "slow query", fields={"ms": 250, "q": "a b"})
+
+        assert (
+            '2026-11-27T16:57:21.123456Z WARNING  app.db: slow query ms=250 q="a b"'
+            == kakashi.text_formatter(rec)
+        )
+
+    @pytest.mark.parametrize(
+        "forgery",
+        [
+            "ok\n2026-11-27T00:00:00.000000Z CRITICAL root: forged",
+            "ok\r2026-11-27T00:00:00.000000Z CRITICAL root: forged",
+            "ok\u2028forged",
+            "ok\x1b[2Kforged",
+        ],
+    )
+    def test_no_forged_lines(self, forgery: str) -> None:
+        """Control characters in message, keys, values and logger are escaped."""
+        rec = kakashi.Record(
+            TIME_NS, 20, "app" + forgery, forgery, fields={forgery: forgery}
+        )
+        for formatter in (kakashi.text_formatter, kakashi.logfmt_formatter):
+            out = formatter(rec)
+            assert 1 == len(out.splitlines()), formatter
+            assert "\x1b" not in out
+
+    def test_traceback_lines_are_marked(self) -> None:
+        """Traceback lines are continuation lines that cannot pass for records."""
+        try:
+            raise ValueError("line one\n2026-11-27T00:00:00.000000Z CRITICAL root: forged")
+        except ValueError as exc:
+            info = (type(exc), exc, exc.__traceback__)
+        out = kakashi.text_formatter(kakashi.Record(TIME_NS, 40, "app", "failed", exc_info=info))
+        first, *rest = out.split("\n")
+
+        assert first.startswith("2026-11-27T16:57:21.123456Z ERROR")
+        assert rest and all(line.startswith("    | ") for line in rest)
+
+    def test_escape(self) -> None:
+        """escape leaves printable text alone and makes control characters visible."""
+        assert ("plain é", "a\\nb\\tc\\x00") == (escape("plain é"), escape("a\nb\tc\x00"))
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """A strict logfmt parser: key=value or key="escaped value", space separated."""
+    pairs: dict[str, str] = {}
+    pattern = re.compile(r'([^\s="]+)=(?:"((?:[^"\\]|\\.)*)"|([^\s"]*))(?:\s|$)')
+    position = 0
+    while position < len(line):
+        match = pattern.match(line, position)
+        assert match, f"unparseable at {position}: {line[position:]!r}"
+        key, quoted, bare = match.groups()
+        if quoted is not None:
+            value = re.sub(
+                r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)",
+                lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m[1])
+                or (chr(int(m[1][1:], 16)) if len(m[1]) > 1 else m[1]),
+                quoted,
+            )
+        else:
+            value = bare
+        pairs[key] = value
+        position = match.end()
+    return pairs
+
+
+class TestLogfmt:
+    def test_round_trip(self) -> None:
+        """logfmt output re-parses to the logged values."""
+        fields = {"path": "/a b", "quote": 'say "hi"', "back": "c:\\x", "n": 3, "none": None}
+        rec = kakashi.Record(TIME_NS, 20, "app", "multi\nline", fields=fields)
+        parsed = parse_logfmt(kakashi.logfmt_formatter(rec))
+
+        assert {
+            "timestamp": "2026-11-27T16:57:21.123456Z",
+            "level": "info",
+            "logger": "app",
+            "message": "multi\nline",
+            "path": "/a b",
+            "quote": 'say "hi"',
+            "back": "c:\\x",
+            "n": "3",
+            "none": "null",
+        } == parsed
+
+    def test_nested_values_are_flattened(self) -> None:
+        """thread, source and exception become dotted keys."""
+        rec = kakashi.Record(TIME_NS, 20, "app", "m", source=("mod", "fn", 7))
+
+        assert {"source.module": "mod", "source.function": "fn", "source.line": "7"}.items() <= (
+            parse_logfmt(kakashi.logfmt_formatter(rec)).items()
+        )
+
+
+class TestConsole:
+    def test_colours_follow_the_environment(self, monkeypatch: Any) -> None:
+        """NO_COLOR turns colour off, FORCE_COLOR on; otherwise only for a terminal."""
+
+        class Tty(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        monkeypatch.delenv("FORCE_COLOR", raising=False)
+        assert (False, True) == (colour_wanted(io.StringIO()), colour_wanted(Tty()))
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert False is colour_wanted(Tty())
+        monkeypatch.delenv("NO_COLOR")
+        monkeypatch.setenv("FORCE_COLOR", "1")
+        assert True is colour_wanted(io.StringIO())
+
+    def test_coloured_level(self) -> None:
+        """With colours on, the level is wrapped in ANSI codes and reset."""
+        rec = kakashi.Record(TIME_NS, 40, "app", "boom")
+        coloured = ConsoleFormatter(colors=True)(rec)
+        plain = ConsoleFormatter(colors=False)(rec)
+
+        assert "\x1b[31mERROR   \x1b[0m app: boom" in coloured
+        assert "\x1b" not in plain

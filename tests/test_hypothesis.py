@@ -1,0 +1,138 @@
+"""Property tests: the compiled and pure formatters agree byte for byte, JSON output
+parses back to what was logged, and logfmt output re-parses."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import kakashi  # noqa: E402
+from kakashi._speedups import RESERVED_KEYS  # noqa: E402
+from tests.conftest import Collector, Implementation  # noqa: E402
+from tests.test_formatters import parse_logfmt  # noqa: E402
+
+CONTROL_KEYWORDS = {"exc_info", "stack_info", "stacklevel"}
+any_text = st.text(st.characters(exclude_categories=()), max_size=30)
+keys = any_text.filter(lambda key: key not in CONTROL_KEYWORDS)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    any_text,
+)
+values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(any_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+fields_strategy = st.dictionaries(keys, values, max_size=6)
+TIME_NS = 1_795_798_641_123_456_789
+
+
+def capture(impl: Implementation, msg: str, fields: dict[str, Any], level: int = 20) -> Any:
+    sink = Collector()
+    logger = impl.capture.Logger("prop", impl.capture.Route(sink, 0))
+    logger.bind(bound_key="bound value").log(level, msg, **fields)
+    record = sink.records[0]
+    record.time_ns = TIME_NS
+    record.thread_id = 1
+    return record
+
+
+def both(request: pytest.FixtureRequest) -> tuple[Implementation, Implementation]:
+    c = Implementation(pure=False)
+    try:
+        c.capture
+        c.format
+    except ImportError:
+        pytest.skip("the compiled extension is not built here")
+    return Implementation(pure=True), c
+
+
+def scrubbed(value: Any) -> Any:
+    """What a logged value reads back as: surrogates replaced, huge ints as text."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "kakashi.replace").decode("utf-8")
+    if isinstance(value, list):
+        return [scrubbed(v) for v in value]
+    return {scrubbed(k): scrubbed(v) for k, v in value.items()}
+
+
+@pytest.mark.c_extension
+@settings(max_examples=300, deadline=None)
+@given(msg=any_text, fields=fields_strategy, level=st.integers(0, 100))
+def test_compiled_and_pure_json_are_identical(
+    request: pytest.FixtureRequest, msg: str, fields: dict[str, Any], level: int
+) -> None:
+    """For any message, fields and level, both twins write the same bytes."""
+    py, c = both(request)
+
+    assert py.format.format_json(capture(py, msg, dict(fields), level)) == c.format.format_json(
+        capture(c, msg, dict(fields), level)
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=any_text, fields=fields_strategy)
+def test_json_parses_back_to_what_was_logged(msg: str, fields: dict[str, Any]) -> None:
+    """Every JSON line is one object holding the message and every field, made safe."""
+    impl = Implementation(pure=not kakashi.USING_SPEEDUPS)
+    line = impl.format.format_json(capture(impl, msg, dict(fields)))
+    event = json.loads(line)
+
+    assert b"\n" not in line
+    assert scrubbed(msg) == event["message"]
+    assert "bound value" == event["bound_key"]
+    for key, value in fields.items():
+        written = ("field." + key if key in RESERVED_KEYS else key)
+        assert scrubbed(value) == event[scrubbed(written)]
+
+
+logfmt_keys = st.from_regex(r"[a-z][a-z0-9_.]{0,8}", fullmatch=True).filter(
+    lambda key: key not in RESERVED_KEYS and key not in CONTROL_KEYWORDS
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=any_text,
+    fields=st.dictionaries(
+        logfmt_keys, st.one_of(any_text, st.integers(), st.booleans()), max_size=6
+    ),
+)
+def test_logfmt_reparses(msg: str, fields: dict[str, Any]) -> None:
+    """logfmt output is one line that a strict parser reads back to the logged values."""
+    impl = Implementation(pure=not kakashi.USING_SPEEDUPS)
+    line = kakashi.logfmt_formatter(capture(impl, msg, dict(fields)))
+    parsed = parse_logfmt(line)
+
+    assert 1 == len(line.splitlines()) or line == ""
+    assert msg == parsed["message"]
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            expected = "true" if value else "false"
+        else:
+            expected = str(value)
+        assert expected == parsed[key]
+
+
+def test_float_specials_are_null() -> None:
+    """NaN and infinities are not JSON: they are written as null by both twins."""
+    impl = Implementation(pure=not kakashi.USING_SPEEDUPS)
+    event = json.loads(impl.format.format_json(capture(impl, "m", {"nan": math.nan})))
+
+    assert event["nan"] is None

@@ -1,0 +1,360 @@
+"""The logger: level gate, capture, arguments, exceptions, call site, binding. Both twins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from kakashi import _errors
+from tests.conftest import Collector, Implementation
+
+
+def make_logger(impl: Implementation, level: int = 20, flags: int = 0) -> tuple[Any, Collector]:
+    sink = Collector()
+    route = impl.capture.Route(sink, level, flags)
+    return impl.capture.Logger("app.test", route), sink
+
+
+def line(impl: Implementation, record: Any) -> dict[str, Any]:
+    return json.loads(impl.format.format_json(record))
+
+
+class TestLevelGate:
+    @pytest.mark.parametrize(
+        ("method", "level"),
+        [
+            ("debug", 10),
+            ("info", 20),
+            ("warning", 30),
+            ("warn", 30),
+            ("error", 40),
+            ("exception", 40),
+            ("critical", 50),
+            ("fatal", 50),
+        ],
+    )
+    def test_each_method_logs_at_its_level(
+        self, impl: Implementation, method: str, level: int
+    ) -> None:
+        """Every level method records its level; one below it is gated out."""
+        log, sink = make_logger(impl, level=level)
+        getattr(log, method)("at level")
+        log._route.level = level + 1
+        getattr(log, method)("gated")
+
+        assert [level] == [r.level for r in sink.records]
+
+    def test_disabled_call_builds_nothing(self, impl: Implementation) -> None:
+        """A disabled call neither renders its arguments nor touches its fields."""
+        calls: list[str] = []
+
+        class Loud:
+            def __str__(self) -> str:
+                calls.append("str")
+                return "loud"
+
+            def __repr__(self) -> str:
+                calls.append("repr")
+                return "loud"
+
+        log, sink = make_logger(impl, level=30)
+        log.debug("value %s", Loud(), field=Loud())
+        log.info("value %s", Loud())
+
+        assert ([], []) == (calls, sink.records)
+
+    def test_is_enabled_for(self, impl: Implementation) -> None:
+        """is_enabled_for (and the stdlib spelling) follow the route's level."""
+        log, _ = make_logger(impl, level=30)
+
+        assert (False, True, True) == (
+            log.is_enabled_for(20),
+            log.is_enabled_for(30),
+            log.isEnabledFor(50),
+        )
+
+    def test_level_change_applies_to_bound_loggers(self, impl: Implementation) -> None:
+        """A bound logger shares its parent's route: a level change reaches both."""
+        log, sink = make_logger(impl, level=20)
+        bound = log.bind(request_id="r1")
+        log._route.level = 40
+        bound.info("gated")
+        bound.error("kept")
+
+        assert ["kept"] == [r.msg for r in sink.records]
+
+    def test_log_with_int_name_and_invalid_level(self, impl: Implementation) -> None:
+        """log() takes ints and names; an invalid level is logged at WARNING, marked."""
+        log, sink = make_logger(impl, level=10)
+        log.log(25, "custom")
+        log.log("error", "by name")
+        log.log(object, "bad", a=1)
+        log.log(10**30, "huge")
+
+        levels = [r.level for r in sink.records]
+        assert [25, 40, 30, 30] == levels
+        assert {"a": 1, "kakashi_invalid_level": "<class 'object'>"} == sink.records[2].fields
+        assert "1" + "0" * 30 == sink.records[3].fields["kakashi_invalid_level"]
+
+    def test_missing_message_is_a_type_error(self, impl: Implementation) -> None:
+        """Calling a level method without a message is a signature error, as in Python."""
+        log, _ = make_logger(impl)
+
+        with pytest.raises(TypeError, match="msg"):
+            log.info()
+        with pytest.raises(TypeError, match="msg"):
+            log.log(20)
+
+
+class TestCapture:
+    def test_record_contents(self, impl: Implementation) -> None:
+        """A record carries time, level, name, message, args, fields and the thread."""
+        log, sink = make_logger(impl)
+        log.info("user %s logged in", "ada", user_id=42)
+        (record,) = sink.records
+
+        assert (20, "app.test", "user %s logged in", ("ada",), {"user_id": 42}) == (
+            record.level,
+            record.logger,
+            record.msg,
+            record.args,
+            record.fields,
+        )
+        assert threading.get_ident() == record.thread_id
+        assert "user ada logged in" == record.message
+
+    def test_time_is_nanoseconds_now(self, impl: Implementation) -> None:
+        """The timestamp is taken once per call, in nanoseconds since the epoch."""
+        import time
+
+        log, sink = make_logger(impl)
+        before = time.time_ns()
+        log.info("now")
+        after = time.time_ns()
+
+        assert before <= sink.records[0].time_ns <= after
+
+    def test_percent_args_are_lazy_for_scalars(self, impl: Implementation) -> None:
+        """Scalar %-arguments are kept and rendered only when the message is read."""
+        log, sink = make_logger(impl)
+        log.info("%d%% of %s", 50, "disk")
+        record = sink.records[0]
+
+        assert ("%d%% of %s", (50, "disk")) == (record.msg, record.args)
+        assert "50% of disk" == record.message
+
+    def test_mapping_argument(self, impl: Implementation) -> None:
+        """As in logging, a single mapping argument serves %(name)s formats."""
+        log, sink = make_logger(impl)
+        log.info("%(who)s did %(what)s", {"who": "ada", "what": "it"})
+
+        assert "ada did it" == sink.records[0].message
+
+    def test_bad_format_arguments_are_marked_not_raised(self, impl: Implementation) -> None:
+        """A format that does not fit its arguments is written, marked, never raised."""
+        log, sink = make_logger(impl)
+        log.info("%d items", "many")
+
+        assert sink.records[0].message.startswith("%d items [kakashi: bad format arguments")
+
+    def test_mutable_values_are_snapshotted(self, impl: Implementation) -> None:
+        """Mutating a dict or list after the call does not change what is written."""
+        log, sink = make_logger(impl)
+        order = {"items": [1, 2]}
+        tags = ["a"]
+        log.info("order %s", order, order=order, tags=tags)
+        order["items"].append(3)
+        tags.append("b")
+
+        event = line(impl, sink.records[0])
+        assert "order {'items': [1, 2]}" == event["message"]
+        assert ({"items": [1, 2]}, ["a"]) == (event["order"], event["tags"])
+
+    def test_non_str_message(self, impl: Implementation) -> None:
+        """A message that is not a str is converted; one whose str() fails uses repr."""
+
+        class NoStr:
+            def __str__(self) -> str:
+                raise RuntimeError("no")
+
+            def __repr__(self) -> str:
+                return "<NoStr>"
+
+        log, sink = make_logger(impl)
+        log.info(12345)
+        log.info(NoStr())
+
+        assert ["12345", "<NoStr>"] == [line(impl, r)["message"] for r in sink.records]
+
+    def test_failing_sink_never_raises(self, impl: Implementation, capfd: Any) -> None:
+        """An exception while handing over the record is reported once, not raised."""
+
+        class Broken:
+            def emit(self, record: Any) -> None:
+                raise OSError("sink down")
+
+        log = impl.capture.Logger("x", impl.capture.Route(Broken(), 10))
+        log.info("one")
+        log.info("two")
+
+        err = capfd.readouterr().err
+        assert 1 == err.count("kakashi: capture failed: OSError: sink down")
+        assert 2 == _errors.error_counts()["capture: OSError"]
+
+
+class TestExceptions:
+    def test_exc_info_true(self, impl: Implementation) -> None:
+        """exc_info=True attaches the exception being handled, with its traceback."""
+        log, sink = make_logger(impl)
+        try:
+            raise ValueError("bad value")
+        except ValueError:
+            log.error("failed", exc_info=True)
+
+        exception = line(impl, sink.records[0])["exception"]
+        assert ("ValueError", "bad value") == (exception["type"], exception["message"])
+        assert 'raise ValueError("bad value")' in exception["traceback"]
+        assert exception["traceback"].startswith("Traceback (most recent call last):")
+
+    def test_exception_method(self, impl: Implementation) -> None:
+        """exception() logs at ERROR with the traceback, even with no other fields."""
+        log, sink = make_logger(impl)
+        try:
+            {}["missing"]
+        except KeyError:
+            log.exception("lookup failed")
+
+        event = line(impl, sink.records[0])
+        assert ("ERROR", "KeyError") == (event["level"], event["exception"]["type"])
+
+    def test_exc_info_instance_and_chained_cause(self, impl: Implementation) -> None:
+        """An exception instance can be passed; its chained cause is in the traceback."""
+        log, sink = make_logger(impl)
+        try:
+            try:
+                raise KeyError("inner")
+            except KeyError as inner:
+                raise RuntimeError("outer") from inner
+        except RuntimeError as exc:
+            caught = exc
+        log.warning("later", exc_info=caught)
+
+        text = line(impl, sink.records[0])["exception"]["traceback"]
+        assert "KeyError: 'inner'" in text
+        assert "direct cause" in text
+
+    def test_exc_info_outside_except_is_ignored(self, impl: Implementation) -> None:
+        """exc_info=True with no exception being handled adds nothing."""
+        log, sink = make_logger(impl)
+        log.info("calm", exc_info=True)
+
+        assert "exception" not in line(impl, sink.records[0])
+
+    def test_error_inside_except_remembers_the_active_exception(
+        self, impl: Implementation
+    ) -> None:
+        """ERROR records logged inside except keep the exception for exception_enricher."""
+        log, sink = make_logger(impl)
+        try:
+            raise OSError("disk")
+        except OSError:
+            log.error("write failed")
+            log.info("not kept at info")
+
+        assert sink.records[0].active_exc[0] is OSError
+        assert sink.records[1].active_exc is None
+        assert sink.records[0].exc_info is None
+
+    def test_stack_info(self, impl: Implementation) -> None:
+        """stack_info=True records the caller's stack, ending at the call site."""
+        log, sink = make_logger(impl)
+        log.info("where am I", stack_info=True)
+
+        stack = line(impl, sink.records[0])["stack"]
+        assert stack.startswith("Stack (most recent call last):")
+        assert 'log.info("where am I", stack_info=True)' in stack.splitlines()[-1]
+
+
+class TestCallSite:
+    def test_points_at_the_caller(self, impl: Implementation) -> None:
+        """The captured call site is the caller's module, function and line."""
+        log, sink = make_logger(impl, flags=impl.capture.CAPTURE_SOURCE)
+        expected_line = sys._getframe().f_lineno + 1
+        log.info("here")
+        log.bind(a=1).warning("bound too")
+
+        assert (__name__, "test_points_at_the_caller", expected_line) == sink.records[0].source
+        assert expected_line + 1 == sink.records[1].source[2]
+
+    def test_stacklevel(self, impl: Implementation) -> None:
+        """stacklevel=2 attributes the record to the caller's caller."""
+        log, sink = make_logger(impl, flags=impl.capture.CAPTURE_SOURCE)
+
+        def helper() -> None:
+            log.info("from helper", stacklevel=2)
+
+        expected_line = sys._getframe().f_lineno + 1
+        helper()
+
+        assert ("test_stacklevel", expected_line) == sink.records[0].source[1:]
+
+    def test_off_unless_asked(self, impl: Implementation) -> None:
+        """Without the capture flag no frame is looked at."""
+        log, sink = make_logger(impl)
+        log.info("here")
+
+        assert sink.records[0].source is None
+
+
+class TestBinding:
+    def test_bind_adds_fields_and_call_fields_win(self, impl: Implementation) -> None:
+        """Bound fields come before call fields; a call field replaces a bound one."""
+        log, sink = make_logger(impl)
+        bound = log.bind(request_id="r1", user="ada").with_fields(region="eu")
+        bound.info("hello", user="bob", n=1)
+
+        event = line(impl, sink.records[0])
+        assert ["request_id", "user", "region", "n"] == list(event)[4:]
+        assert "bob" == event["user"]
+        assert {"request_id": "r1", "user": "ada", "region": "eu"} == bound.bound_fields
+
+    def test_bind_snapshots_values_once(self, impl: Implementation) -> None:
+        """A bound container is encoded at bind time; later mutation changes nothing."""
+        log, sink = make_logger(impl)
+        tags = ["a"]
+        bound = log.bind(tags=tags)
+        tags.append("b")
+        bound.info("x")
+
+        assert ["a"] == line(impl, sink.records[0])["tags"]
+
+    def test_bind_does_not_touch_parent(self, impl: Implementation) -> None:
+        """bind returns a new logger; the original has no bound fields."""
+        log, sink = make_logger(impl)
+        log.bind(a=1)
+        log.info("plain")
+
+        assert sink.records[0].bound is None
+
+
+class TestReservedKeys:
+    def test_fields_never_overwrite_reserved_keys(self, impl: Implementation) -> None:
+        """message, level, timestamp, logger passed as fields are written as field.<key>."""
+        log, sink = make_logger(impl)
+        log.bind(logger="fake").info(
+            "real", message="forged", level="DEBUG", timestamp=0, msg="kept"
+        )
+
+        event = line(impl, sink.records[0])
+        assert ("real", "INFO", "app.test") == (event["message"], event["level"], event["logger"])
+        assert {
+            "field.logger": "fake",
+            "field.message": "forged",
+            "field.level": "DEBUG",
+            "field.timestamp": 0,
+            "msg": "kept",
+        } == {k: v for k, v in event.items() if k.startswith("field.") or k == "msg"}

@@ -1,0 +1,371 @@
+"""PipelineConfig validation, the sync pipeline, the standard stages and the registry."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kakashi
+from kakashi import _errors
+from kakashi.core.pipeline import (
+    LogLevel,
+    Pipeline,
+    PipelineConfig,
+    callsite_enricher,
+    context_enricher,
+    default_json_formatter,
+    exception_enricher,
+    field_filter,
+    file_writer,
+    level_filter,
+    logger_name_filter,
+    service_enricher,
+    thread_enricher,
+)
+from tests.conftest import read_json_lines
+
+
+class ListWriter:
+    """A writer that keeps every batch (decoded), for assertions."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.batches = 0
+
+    def write(self, batch: Any) -> None:
+        self.batches += 1
+        self.lines.extend(line.decode() for line in batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(name="out")
+def _out() -> ListWriter:
+    return ListWriter()
+
+
+def json_pipeline(out: ListWriter, **options: Any) -> Pipeline:
+    return Pipeline(PipelineConfig(writers=(out,), **options))
+
+
+class TestSpecExample:
+    def test_page_config_writes_json_lines(self, tmp_path: Path, monkeypatch: Any) -> None:
+        """The Async Backends page's PipelineConfig, used synchronously, writes JSON lines."""
+        monkeypatch.chdir(tmp_path)
+        pipeline_config = PipelineConfig(
+            min_level=LogLevel.INFO,
+            enrichers=(thread_enricher, exception_enricher),
+            filters=(),
+            formatter=default_json_formatter,
+            writers=(file_writer("app.log"),),
+        )
+        log = Pipeline(pipeline_config).get_logger("trading")
+        log.debug("not written")
+        log.info("Trade executed", symbol="AAPL", qty=100, price=189.5)
+        try:
+            raise TimeoutError("venue")
+        except TimeoutError:
+            log.error("Order rejected", order_id=7)
+
+        first, second = read_json_lines(tmp_path / "app.log")
+        assert {
+            "level": "INFO",
+            "logger": "trading",
+            "message": "Trade executed",
+            "thread": {"id": threading.get_ident(), "name": "MainThread"},
+            "process": {"id": os.getpid()},
+            "symbol": "AAPL",
+            "qty": 100,
+            "price": 189.5,
+        } == {k: v for k, v in first.items() if k != "timestamp"}
+        assert "TimeoutError" == second["exception"]["type"]
+        assert 7 == second["order_id"]
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("options", "error", "message"),
+        [
+            ({"min_level": "chatty"}, ValueError, "min_level: unknown level name 'chatty'"),
+            ({"min_level": 1000}, ValueError, "min_level must be between 0 and 100"),
+            ({"formatter": "json"}, TypeError, "formatter must be callable, got str"),
+            ({"enrichers": (thread_enricher, 3)}, TypeError, r"enrichers\[1\] must be callable"),
+            ({"enrichers": thread_enricher}, TypeError, "enrichers must be a sequence"),
+            ({"filters": [None]}, TypeError, r"filters\[0\] must be callable"),
+            ({"writers": (object(),)}, TypeError, r"writers\[0\] \(object\) has no write"),
+            ({"writers": (print,)}, TypeError, r"no write\(\) method \(wrap a function"),
+            ({"writers": kakashi.null_writer}, TypeError, "writers must be a sequence"),
+        ],
+    )
+    def test_bad_configuration_names_the_parameter(
+        self, options: dict[str, Any], error: type[Exception], message: str
+    ) -> None:
+        """Invalid configuration fails at construction, naming the parameter."""
+        with pytest.raises(error, match=message):
+            PipelineConfig(**options)
+
+    def test_defaults(self) -> None:
+        """Defaults: INFO, JSON formatter, standard output; lists become tuples."""
+        config = PipelineConfig(enrichers=[thread_enricher])
+
+        assert (LogLevel.INFO, default_json_formatter, (kakashi.stdout_writer,)) == (
+            config.min_level,
+            config.formatter,
+            config.writers,
+        )
+        assert (thread_enricher,) == config.enrichers
+
+    def test_level_by_name(self) -> None:
+        """min_level takes a name in any case."""
+        assert LogLevel.WARNING is PipelineConfig(min_level="warn").min_level
+
+    def test_pipeline_takes_options_or_config_not_both(self) -> None:
+        """Pipeline(config) or Pipeline(**options); both at once is an error."""
+        assert 30 == Pipeline(min_level="WARNING", writers=(kakashi.null_writer,)).min_level
+        with pytest.raises(TypeError, match="not both"):
+            Pipeline(PipelineConfig(), min_level=10)
+
+
+class TestFailures:
+    def test_failing_enricher_writes_minimal_form(
+        self, out: ListWriter, capfd: Any
+    ) -> None:
+        """A failing enricher is reported once; the record is written in a minimal form."""
+
+        def broken(record: Any) -> Any:
+            raise RuntimeError("enricher bug")
+
+        log = json_pipeline(out, enrichers=(broken,)).get_logger("svc")
+        log.info("first %s", "call", a=1)
+        log.info("second")
+
+        first = __import__("json").loads(out.lines[0])
+        assert ["timestamp", "level", "logger", "message", "kakashi_error"] == list(first)
+        assert ("first call", "svc") == (first["message"], first["logger"])
+        assert "enricher broken failed: RuntimeError('enricher bug')" == first["kakashi_error"]
+        assert 2 == len(out.lines)
+        assert 1 == capfd.readouterr().err.count("kakashi: enricher broken failed")
+
+    def test_failing_formatter_writes_minimal_form(self, out: ListWriter, capfd: Any) -> None:
+        """A failing formatter is reported once; the record still reaches the writers."""
+
+        def broken(record: Any) -> str:
+            raise ValueError("formatter bug")
+
+        log = json_pipeline(out, formatter=broken).get_logger("svc")
+        log.warning("kept")
+
+        event = __import__("json").loads(out.lines[0])
+        assert ("WARNING", "kept") == (event["level"], event["message"])
+        assert "formatter bug" in event["kakashi_error"]
+        assert "kakashi: formatter broken failed: ValueError" in capfd.readouterr().err
+
+    def test_formatter_returning_garbage(self, out: ListWriter) -> None:
+        """A formatter returning neither bytes nor str falls back to the minimal form."""
+        log = json_pipeline(out, formatter=lambda record: 42).get_logger("svc")
+        log.info("x")
+
+        assert "formatter returned int" in out.lines[0]
+
+    def test_failing_filter_lets_the_record_through(self, out: ListWriter) -> None:
+        """A filter that raises is reported and does not drop the record."""
+        log = json_pipeline(out, filters=(lambda record: 1 / 0,)).get_logger("svc")
+        log.info("through")
+
+        assert 1 == len(out.lines)
+        assert any(key.startswith("filter ") for key in _errors.error_counts())
+
+    def test_failing_writer_is_counted_and_others_still_write(
+        self, out: ListWriter, capfd: Any
+    ) -> None:
+        """A writer that raises never reaches the caller; the other writers still write."""
+
+        class Broken(ListWriter):
+            def write(self, batch: Any) -> None:
+                raise OSError(28, "No space left on device")
+
+        pipeline = Pipeline(PipelineConfig(writers=(Broken(), out)))
+        log = pipeline.get_logger("svc")
+        log.info("one")
+        log.info("two")
+
+        assert 2 == len(out.lines)
+        assert 2 == pipeline.stats()["errors"]
+        assert 1 == capfd.readouterr().err.count("No space left on device")
+
+    def test_str_formatter_output_is_valid_utf8(self, out: ListWriter) -> None:
+        """A text formatter's lone surrogates become U+FFFD in the bytes written."""
+        log = json_pipeline(out, formatter=kakashi.text_formatter).get_logger("svc")
+        log.info("bad \udc80 text")
+
+        assert "bad \ufffd text" in out.lines[0]
+
+
+class TestStages:
+    def test_thread_enricher_names_the_calling_thread(self, out: ListWriter) -> None:
+        """thread_enricher writes the name of the thread that logged."""
+        log = json_pipeline(out, enrichers=(thread_enricher,)).get_logger("svc")
+        worker = threading.Thread(target=log.info, args=("from worker",), name="worker-7")
+        worker.start()
+        worker.join()
+
+        assert '"thread":{"id":' in out.lines[0]
+        assert '"name":"worker-7"' in out.lines[0]
+
+    def test_exception_enricher_attaches_active_exception(self, out: ListWriter) -> None:
+        """With exception_enricher, error() inside except carries the traceback."""
+        log = json_pipeline(out, enrichers=(exception_enricher,)).get_logger("svc")
+        plain = json_pipeline(ListWriter()).get_logger("svc")
+        try:
+            raise ConnectionError("db gone")
+        except ConnectionError:
+            log.error("query failed")
+            plain.error("query failed")
+
+        assert '"exception":{"type":"ConnectionError"' in out.lines[0]
+
+    def test_context_enricher(self, out: ListWriter) -> None:
+        """context_enricher writes the context captured at call time."""
+        log = json_pipeline(out, enrichers=(context_enricher,)).get_logger("svc")
+        with kakashi.context_scope(request_id="r-1", user_id=9):
+            log.info("in scope")
+        log.info("out of scope")
+
+        assert '"request_id":"r-1","user_id":9' in out.lines[0]
+        assert "request_id" not in out.lines[1]
+
+    def test_service_enricher(self, out: ListWriter) -> None:
+        """service_enricher adds service, version and environment."""
+        enricher = service_enricher("billing", version="2.1.0", environment="production")
+        json_pipeline(out, enrichers=(enricher,)).get_logger("svc").info("up")
+
+        assert '"service":"billing","version":"2.1.0","environment":"production"' in out.lines[0]
+        with pytest.raises(TypeError, match="service_name"):
+            service_enricher("")
+
+    def test_callsite_enricher(self, out: ListWriter) -> None:
+        """callsite_enricher makes the logger capture and write the call site."""
+        import sys
+
+        log = json_pipeline(out, enrichers=(callsite_enricher,)).get_logger("svc")
+        line = sys._getframe().f_lineno + 1
+        log.info("here")
+
+        expected = f'"source":{{"module":"{__name__}","function":"test_callsite_enricher","line":{line}}}'
+        assert expected in out.lines[0]
+
+    def test_level_filter(self, out: ListWriter) -> None:
+        """level_filter drops records below its level after the logger's gate."""
+        pipeline = json_pipeline(out, min_level="DEBUG", filters=(level_filter("WARNING"),))
+        log = pipeline.get_logger("svc")
+        log.info("dropped")
+        log.error("kept")
+
+        assert 1 == len(out.lines)
+        assert 1 == pipeline.stats()["filtered"]
+
+    def test_field_filter(self, out: ListWriter) -> None:
+        """field_filter keeps records whose field (or bound field) equals the value."""
+        log = json_pipeline(out, filters=(field_filter("tenant", "acme"),)).get_logger("svc")
+        log.info("a", tenant="acme")
+        log.info("b", tenant="other")
+        log.info("c")
+        log.bind(tenant="acme").info("d")
+
+        assert ["a", "d"] == [__import__("json").loads(x)["message"] for x in out.lines]
+
+    def test_field_filter_on_containers(self, out: ListWriter) -> None:
+        """A container field compares by value although it is snapshotted."""
+        log = json_pipeline(out, filters=(field_filter("roles", ["admin"]),)).get_logger("s")
+        log.info("yes", roles=["admin"])
+        log.info("no", roles=["user"])
+
+        assert 1 == len(out.lines)
+
+    def test_logger_name_filter_is_prefix_aware(self, out: ListWriter) -> None:
+        """'app' matches app and app.db but not apple; exclude=True inverts."""
+        pipeline = json_pipeline(out, filters=(logger_name_filter({"app"}),))
+        for name in ("app", "app.db", "apple", "other"):
+            pipeline.get_logger(name).info(name)
+        excluding = json_pipeline(out, filters=(logger_name_filter("app", exclude=True),))
+        excluding.get_logger("apple").info("apple-kept")
+        excluding.get_logger("app.db").info("app.db-dropped")
+
+        messages = [__import__("json").loads(x)["message"] for x in out.lines]
+        assert ["app", "app.db", "apple-kept"] == messages
+
+    def test_with_builders_return_new_pipelines(self, out: ListWriter) -> None:
+        """with_enricher/with_filter/with_writer leave the original untouched."""
+        base = json_pipeline(out)
+        second = ListWriter()
+        derived = base.with_enricher(thread_enricher).with_writer(second)
+        derived = derived.with_filter(level_filter(30))
+        derived.get_logger("x").warning("both")
+        base.get_logger("x").info("base only")
+
+        assert (2, 1) == (len(out.lines), len(second.lines))
+        assert () == base.config.enrichers
+
+
+class TestRegistry:
+    def test_loggers_are_cached_and_thread_safe(self) -> None:
+        """get_logger returns one object per name, even under concurrent first calls."""
+        results: list[Any] = []
+        barrier = threading.Barrier(8)
+
+        def get() -> None:
+            barrier.wait()
+            results.append(kakashi.get_logger("shared.name"))
+
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert 1 == len({id(logger) for logger in results})
+
+    def test_configure_reroutes_existing_loggers(self, out: ListWriter) -> None:
+        """configure() switches loggers (and bound ones) already handed out."""
+        log = kakashi.get_logger("early")
+        bound = log.bind(k=1)
+        kakashi.configure(PipelineConfig(min_level="DEBUG", writers=(out,)))
+        log.debug("now visible")
+        bound.info("bound too")
+
+        assert 2 == len(out.lines)
+
+    def test_set_level_survives_configure(self, out: ListWriter) -> None:
+        """A logger given its own level keeps it when the default pipeline changes."""
+        kakashi.set_level("ERROR", name="noisy")
+        kakashi.configure(writers=(out,), min_level="DEBUG")
+        kakashi.get_logger("noisy").warning("hidden")
+        kakashi.get_logger("quiet").debug("shown")
+
+        assert 1 == len(out.lines)
+
+    def test_get_logger_with_pipeline(self, out: ListWriter) -> None:
+        """get_logger(name, pipeline=p) is p.get_logger(name)."""
+        pipeline = json_pipeline(out)
+
+        assert kakashi.get_logger("p", pipeline=pipeline) is pipeline.get_logger("p")
+        with pytest.raises(TypeError, match="pipeline must be a Pipeline"):
+            kakashi.get_logger("p", pipeline=object())  # type: ignore[arg-type]
+
+    def test_default_pipeline_writes_text_to_stderr(self, capsys: Any) -> None:
+        """Unconfigured, a logger writes readable text to stderr at INFO and above."""
+        monkey = kakashi.get_logger("zero.config")
+        monkey.debug("hidden")
+        monkey.info("hello", user="ada")
+
+        err = capsys.readouterr().err
+        assert "hidden" not in err
+        assert "INFO" in err and "zero.config: hello user=ada" in err
