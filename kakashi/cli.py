@@ -1,0 +1,184 @@
+"""The ``kakashi`` command: ``kakashi demo`` (more subcommands arrive with later releases).
+
+``kakashi demo`` pushes a realistic burst of web-service logs (request context, bound
+fields, some errors with tracebacks) through a pipeline into a JSON-lines file, shows a
+progress bar, then prints throughput, caller latency percentiles and the loss
+accounting: every record logged is either on disk or counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import kakashi
+from kakashi.core.pipeline import Pipeline, PipelineConfig
+from kakashi.enrichers import context_enricher, exception_enricher, service_enricher
+from kakashi.formatters import ConsoleFormatter
+from kakashi.writers import FileWriter
+
+__all__ = ["main"]
+
+_ENDPOINTS = ("/api/orders", "/api/users/{id}", "/api/cart", "/health", "/api/search")
+_SAMPLE_EVERY = 8  # time one call in 8: timing every call would double its cost
+
+
+class ProgressBar:
+    """A one-line progress bar on a stream (only redrawn when the percentage moves)."""
+
+    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
+        self.total = max(total, 1)
+        self.stream = stream
+        self.width = width
+        self.shown = -1
+        try:
+            self.live = stream.isatty()
+        except Exception:
+            self.live = False
+        # Redrawn in place on a terminal; elsewhere (CI logs, pipes) one line per quarter.
+        self.step = 1 if self.live else 25
+
+    def update(self, done: int) -> None:
+        """Redraw if the percentage moved by a step."""
+        percent = done * 100 // self.total
+        if percent // self.step == self.shown // self.step and self.shown >= 0:
+            return
+        self.shown = percent
+        filled = self.width * percent // 100
+        bar = f"  [{'#' * filled}{'.' * (self.width - filled)}] {percent:3d}%"
+        self.stream.write(f"\r{bar}" if self.live else f"{bar}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """Complete the bar and end its line."""
+        if self.shown < 100:
+            self.shown = 99 if self.live else 75
+            self.update(self.total)
+        if self.live:
+            self.stream.write("\n")
+
+
+def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
+    if not sorted_values:
+        return 0
+    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def run_demo(count: int, directory: Path, out: TextIO) -> int:
+    """Run the demo burst; return 0 when every record is accounted for, 1 otherwise."""
+    path = directory / "demo.log"
+    if path.exists():
+        path.unlink()
+    pipeline = Pipeline(
+        PipelineConfig(
+            min_level="INFO",
+            enrichers=(
+                exception_enricher,
+                context_enricher,
+                service_enricher("shop-api", version="1.4.2", environment="demo"),
+            ),
+            writers=(FileWriter(path),),
+        )
+    )
+    log = pipeline.get_logger("shop.http")
+    rng = random.Random(42)
+    samples: list[int] = []
+    bar = ProgressBar(count, out)
+    clock = time.perf_counter_ns
+    expected = 0
+    out.write(f"kakashi demo: {count:,} records into {path} ")
+    out.write(f"({'compiled' if kakashi.USING_SPEEDUPS else 'pure-Python'} hot path)\n")
+    started = time.perf_counter()
+    for i in range(count):
+        endpoint = rng.choice(_ENDPOINTS)
+        status = 500 if i % 97 == 0 else rng.choice((200, 200, 200, 201, 204, 304, 404))
+        with kakashi.context_scope(request_id=f"req-{i:08x}", user_id=rng.randrange(1, 5000)):
+            request_log = log.bind(endpoint=endpoint, method="GET" if i % 3 else "POST")
+            if status == 500:
+                try:
+                    raise ConnectionError(f"upstream timed out after {rng.randrange(1, 30)}s")
+                except ConnectionError:
+                    request_log.error("request failed", status=status, attempt=1)
+            elif i % _SAMPLE_EVERY == 0:
+                before = clock()
+                request_log.info("request served", status=status, duration_ms=i % 250)
+                samples.append(clock() - before)
+            else:
+                request_log.info("request served", status=status, duration_ms=i % 250)
+            expected += 1
+        if i % 512 == 0:
+            bar.update(i)
+    pipeline.flush()
+    elapsed = time.perf_counter() - started
+    bar.finish()
+    pipeline.close()
+
+    with path.open("rb") as stream:
+        on_disk = sum(1 for _ in stream)
+    stats = pipeline.stats()
+    samples.sort()
+    lost = expected - on_disk - stats["filtered"] - stats["errors"]
+    out.write(f"  throughput      {expected / elapsed:>12,.0f} records/s ({elapsed:.2f} s)\n")
+    out.write(
+        "  caller latency  "
+        f"p50 {_percentile(samples, 0.50) / 1000:.1f} us   "
+        f"p99 {_percentile(samples, 0.99) / 1000:.1f} us   "
+        f"p99.9 {_percentile(samples, 0.999) / 1000:.1f} us   (1 call in {_SAMPLE_EVERY})\n"
+    )
+    out.write(
+        f"  accounting      logged {expected:,} = on disk {on_disk:,}"
+        f" + filtered {stats['filtered']:,} + write errors {stats['errors']:,}"
+        f" + unaccounted {lost:,}\n"
+    )
+    out.write(f"  file size       {path.stat().st_size / 1e6:.1f} MB\n  last records:\n")
+    _show_tail(path, out)
+    return 0 if lost == 0 else 1
+
+
+def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
+    import orjson
+
+    lines = path.read_bytes().splitlines()[-count:]
+    formatter = ConsoleFormatter(out)
+    for line in lines:
+        event = orjson.loads(line)
+        record = kakashi.Record(0, 20, event.pop("logger"), event.pop("message"))
+        level = event.pop("level")
+        record.level = int(kakashi.LogLevel.from_name(level))
+        stamp = event.pop("timestamp")
+        event.pop("exception", None)
+        record.fields = event
+        out.write("    " + stamp + " " + formatter(record).split(" ", 1)[1] + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kakashi`` command."""
+    parser = argparse.ArgumentParser(prog="kakashi", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"kakashi {kakashi.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="log a realistic burst and report on it")
+    demo.add_argument("--count", type=int, default=200_000, help="records to log (200,000)")
+    demo.add_argument("--dir", type=Path, default=None, help="directory for the log file")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        if args.count < 1:
+            parser.error("--count must be at least 1")
+        if args.dir is not None:
+            args.dir.mkdir(parents=True, exist_ok=True)
+            return run_demo(args.count, args.dir, sys.stdout)
+        with tempfile.TemporaryDirectory(prefix="kakashi-demo-") as directory:
+            return run_demo(args.count, Path(directory), sys.stdout)
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
