@@ -46,6 +46,7 @@ def extensions() -> list[Extension]:
     directives = {
         "language_level": 3,
         "embedsignature": True,
+        "embedsignature.format": "clinic",  # __text_signature__, read by inspect and Sphinx
         "freethreading_compatible": True,
     }
     macros = []

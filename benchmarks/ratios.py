@@ -29,8 +29,10 @@ def main() -> int:
     groups: dict[str, list[tuple[str, float]]] = {}
     for bench in data["benchmarks"]:
         groups.setdefault(bench["group"], []).append((bench["name"], bench["stats"]["median"]))
-    print(f"machine: {data['machine_info']['cpu'].get('brand_raw', '?')}, "
-          f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}")
+    print(
+        f"machine: {data['machine_info']['cpu'].get('brand_raw', '?')}, "
+        f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}"
+    )
     for group, rows in groups.items():
         baselines = [(name, median) for name, median in rows if name.endswith(BASELINES)]
         header = "".join(f"  vs {name.removeprefix('test_'):>22}" for name, _ in baselines)

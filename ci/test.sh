@@ -20,7 +20,8 @@ echo "== tests: compiled =="
 echo "== lint =="
 "$PYTHON" -m ruff check kakashi tests benchmarks
 "$PYTHON" -m mypy
-"$PYTHON" -m cython_lint kakashi/_speedups/*.pyx kakashi/_speedups/*.pxd
+"$PYTHON" -c "import sys; from cython_lint.cython_lint import main; sys.exit(main())" \
+    kakashi/_speedups/*.pyx kakashi/_speedups/*.pxd
 
 echo "== docs =="
 rm -rf docs/_build

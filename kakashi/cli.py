@@ -9,7 +9,6 @@ accounting: every record logged is either on disk or counted.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import tempfile

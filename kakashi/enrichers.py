@@ -1,6 +1,6 @@
 """Standard enrichers: add thread, process, exception, context and service information.
 
-An enricher takes a :class:`~kakashi.core.records.Record` and returns it with keys
+An enricher takes a :class:`~kakashi.Record` and returns it with keys
 added to ``record.extra`` (see :mod:`kakashi.typing`). Enrichers that need something
 only the calling thread knows declare it in a ``captures`` attribute; the logger then
 captures it at call time and the enricher renders it later.

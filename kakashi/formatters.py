@@ -1,8 +1,8 @@
 """Standard formatters: JSON lines, human text, logfmt and a coloured console format.
 
 A formatter takes a record and returns one line without its terminator. Every formatter
-here renders the same event (see :func:`kakashi._speedups.event_dict` for its keys and
-their order). The JSON formatter is compiled; the text formats are Python.
+here renders the same event (its keys and their order are in :doc:`/formats`). The JSON
+formatter is compiled; the text formats are Python.
 
 Text formats escape every control character (newlines included) in messages, keys and
 values, so one log call can never produce a line that looks like a second record. An
@@ -142,9 +142,7 @@ class TextFormatter:
         line = " ".join(parts)
         for block in (exception["traceback"] if exception else None, stack):
             if block:
-                line += "".join(
-                    "\n" + _CONTINUATION + escape(text) for text in block.split("\n")
-                )
+                line += "".join("\n" + _CONTINUATION + escape(text) for text in block.split("\n"))
         return line
 
 

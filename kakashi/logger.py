@@ -60,7 +60,7 @@ def get_logger(name: str = "root", pipeline: Pipeline | None = None) -> Logger:
     if pipeline is not None:
         if not callable(getattr(pipeline, "get_logger", None)):
             raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
-        return pipeline.get_logger(name)  # type: ignore[no-any-return]
+        return pipeline.get_logger(name)
     logger = _loggers.get(name)
     if logger is not None:
         return logger
@@ -91,7 +91,8 @@ def configure(pipeline: Pipeline | PipelineConfig | None = None, **options: Any)
     elif callable(getattr(pipeline, "emit", None)):
         new = pipeline
     else:
-        raise TypeError(f"pipeline must be a Pipeline or PipelineConfig, got {type(pipeline).__name__}")
+        kind = type(pipeline).__name__
+        raise TypeError(f"pipeline must be a Pipeline or PipelineConfig, got {kind}")
     with _lock:
         old, _default = _default, new
         for route in _routes.values():

@@ -58,6 +58,12 @@ class Implementation:
     def format(self) -> ModuleType:
         return self.module("format")
 
+    def load(self) -> Implementation:
+        """Import both modules now (ImportError if this implementation is not built)."""
+        self.module("capture")
+        self.module("format")
+        return self
+
 
 def _implementation_params() -> list[Any]:
     return [
@@ -72,8 +78,7 @@ def _impl(request: pytest.FixtureRequest) -> Implementation:
     implementation: Implementation = request.param
     if not implementation.pure:
         try:
-            implementation.capture
-            implementation.format
+            implementation.load()
         except ImportError:
             pytest.skip("the compiled extension is not built here")
     return implementation

@@ -8,6 +8,7 @@ from typing import Any
 
 import kakashi
 from kakashi import context
+from kakashi._speedups import Route
 
 
 class TestContext:
@@ -92,7 +93,7 @@ class TestContext:
         class Sink:
             emit = records.append
 
-        log = kakashi.Logger("x", __import__("kakashi._speedups", fromlist=["Route"]).Route(Sink(), 10))
+        log = kakashi.Logger("x", Route(Sink(), 10))
         with context.context_scope(step=1):
             log.info("one")
         context.bind_context(step=2)

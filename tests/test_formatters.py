@@ -89,7 +89,11 @@ class TestJson:
         fields = {"s\udc80": "x\ud800y", "big": 2**64}
         event = json.loads(impl.format.format_json(record(impl, "m\udfff", fields=fields)))
 
-        assert ("m\ufffd", "x\ufffdy", str(2**64)) == (event["message"], event["s\ufffd"], event["big"])
+        assert ("m\ufffd", "x\ufffdy", str(2**64)) == (
+            event["message"],
+            event["s\ufffd"],
+            event["big"],
+        )
 
     def test_exception_structure(self, impl: Implementation) -> None:
         """exception is {type, message, traceback}; non-builtin types are module-qualified."""
@@ -127,9 +131,7 @@ class TestText:
     )
     def test_no_forged_lines(self, forgery: str) -> None:
         """Control characters in message, keys, values and logger are escaped."""
-        rec = kakashi.Record(
-            TIME_NS, 20, "app" + forgery, forgery, fields={forgery: forgery}
-        )
+        rec = kakashi.Record(TIME_NS, 20, "app" + forgery, forgery, fields={forgery: forgery})
         for formatter in (kakashi.text_formatter, kakashi.logfmt_formatter):
             out = formatter(rec)
             assert 1 == len(out.splitlines()), formatter
@@ -164,8 +166,10 @@ def parse_logfmt(line: str) -> dict[str, str]:
         if quoted is not None:
             value = re.sub(
                 r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)",
-                lambda m: {"n": "\n", "r": "\r", "t": "\t"}.get(m[1])
-                or (chr(int(m[1][1:], 16)) if len(m[1]) > 1 else m[1]),
+                lambda m: (
+                    {"n": "\n", "r": "\r", "t": "\t"}.get(m[1])
+                    or (chr(int(m[1][1:], 16)) if len(m[1]) > 1 else m[1])
+                ),
                 quoted,
             )
         else:

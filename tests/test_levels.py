@@ -39,7 +39,7 @@ class TestLogLevel:
 
     def test_from_name_unknown(self) -> None:
         """An unknown name raises ValueError listing the valid names."""
-        with pytest.raises(ValueError, match="unknown level name 'verbose'.*DEBUG"):
+        with pytest.raises(ValueError, match=r"unknown level name 'verbose'.*DEBUG"):
             LogLevel.from_name("verbose")
 
     def test_constants(self) -> None:

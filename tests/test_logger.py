@@ -254,9 +254,7 @@ class TestExceptions:
 
         assert "exception" not in line(impl, sink.records[0])
 
-    def test_error_inside_except_remembers_the_active_exception(
-        self, impl: Implementation
-    ) -> None:
+    def test_error_inside_except_remembers_the_active_exception(self, impl: Implementation) -> None:
         """ERROR records logged inside except keep the exception for exception_enricher."""
         log, sink = make_logger(impl)
         try:

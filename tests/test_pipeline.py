@@ -135,9 +135,7 @@ class TestValidation:
 
 
 class TestFailures:
-    def test_failing_enricher_writes_minimal_form(
-        self, out: ListWriter, capfd: Any
-    ) -> None:
+    def test_failing_enricher_writes_minimal_form(self, out: ListWriter, capfd: Any) -> None:
         """A failing enricher is reported once; the record is written in a minimal form."""
 
         def broken(record: Any) -> Any:
@@ -259,7 +257,9 @@ class TestStages:
         line = sys._getframe().f_lineno + 1
         log.info("here")
 
-        expected = f'"source":{{"module":"{__name__}","function":"test_callsite_enricher","line":{line}}}'
+        expected = (
+            f'"source":{{"module":"{__name__}","function":"test_callsite_enricher","line":{line}}}'
+        )
         assert expected in out.lines[0]
 
     def test_level_filter(self, out: ListWriter) -> None:

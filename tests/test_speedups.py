@@ -35,6 +35,12 @@ class TestSelection:
 
 
 class TestParity:
+    def test_dispatcher_exports_every_name(self) -> None:
+        """__all__ lists exactly the names the dispatcher takes from the twins."""
+        names = ["NO_EXTENSIONS", "USING_SPEEDUPS", *speedups._CAPTURE_NAMES]
+
+        assert sorted([*names, *speedups._FORMAT_NAMES]) == sorted(speedups.__all__)
+
     def test_same_public_names(self, impl: Implementation) -> None:
         """Each twin exports every name the dispatcher needs."""
         for name in speedups._CAPTURE_NAMES:

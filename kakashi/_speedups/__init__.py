@@ -50,7 +50,6 @@ if TYPE_CHECKING:
         safe_key,
         snapshot,
     )
-    from kakashi._state import Snapshot
     from kakashi._speedups._format_py import (
         event_dict,
         exception_dict,
@@ -58,6 +57,7 @@ if TYPE_CHECKING:
         minimal_json,
         render_timestamp,
     )
+    from kakashi._state import Snapshot
 
     USING_SPEEDUPS: bool
 else:
@@ -83,4 +83,25 @@ else:
     globals().update({name: getattr(_format, name) for name in _FORMAT_NAMES})
     del _capture, _format
 
-__all__ = ["NO_EXTENSIONS", "USING_SPEEDUPS", *_CAPTURE_NAMES, *_FORMAT_NAMES]
+__all__ = [
+    "CAPTURE_SOURCE",
+    "CAPTURE_THREAD_NAME",
+    "NO_EXTENSIONS",
+    "RESERVED_KEYS",
+    "USING_SPEEDUPS",
+    "Bound",
+    "Logger",
+    "Record",
+    "Route",
+    "Snapshot",
+    "event_dict",
+    "exception_dict",
+    "format_json",
+    "json_default",
+    "level_name",
+    "minimal_json",
+    "render_message",
+    "render_timestamp",
+    "safe_key",
+    "snapshot",
+]

@@ -22,7 +22,7 @@ from libc.time cimport time_t
 
 from kakashi import _errors
 from kakashi._speedups import _capture_py as _py
-from kakashi._state import LOG_CONTEXT, Snapshot
+from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
 
 CAPTURE_THREAD_NAME = _py.CAPTURE_THREAD_NAME
 CAPTURE_SOURCE = _py.CAPTURE_SOURCE
@@ -62,24 +62,25 @@ cdef extern from *:
     #define KK_FLAGS (METH_FASTCALL | METH_KEYWORDS)
     static PyMethodDef kk_level_methods[] = {
         {"debug", (PyCFunction)(void (*)(void))kk_debug, KK_FLAGS,
-         "debug(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at DEBUG."},
+         "debug($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at DEBUG."},
         {"info", (PyCFunction)(void (*)(void))kk_info, KK_FLAGS,
-         "info(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at INFO."},
+         "info($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at INFO."},
         {"warning", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
-         "warning(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING."},
+         "warning($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING."},
         {"warn", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
-         "warn(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING (alias of warning)."},
+         "warn($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING (alias of warning)."},
         {"error", (PyCFunction)(void (*)(void))kk_error, KK_FLAGS,
-         "error(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at ERROR."},
+         "error($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at ERROR."},
         {"exception", (PyCFunction)(void (*)(void))kk_exception, KK_FLAGS,
-         "exception(msg, /, *args, **fields)\\n--\\n\\n"
+         "exception($self, msg, /, *args, **fields)\\n--\\n\\n"
          "Log *msg* at ERROR with the exception being handled and its traceback."},
         {"critical", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
-         "critical(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL."},
+         "critical($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL."},
         {"fatal", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
-         "fatal(msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL (alias of critical)."},
+         "fatal($self, msg, /, *args, **fields)\\n--\\n\\n"
+         "Log *msg* at CRITICAL (alias of critical)."},
         {"log", (PyCFunction)(void (*)(void))kk_log, KK_FLAGS,
-         "log(level, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at *level*."},
+         "log($self, level, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at *level*."},
         {NULL, NULL, 0, NULL}
     };
     static int kk_install_level_methods(PyObject *type) {

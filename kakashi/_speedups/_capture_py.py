@@ -181,7 +181,7 @@ def render_message(msg: object, args: tuple[Any, ...] | None) -> str:
     else:
         values = args
     try:
-        return text % values
+        return str(text % values)
     except Exception as exc:
         return f"{text} [kakashi: bad format arguments {_safe_repr(args)}: {exc}]"
 
@@ -216,7 +216,7 @@ class Record:
         msg: the message as given (any object); ``message`` renders it.
         args: the ``%`` arguments, or ``None``.
         fields: the call's keyword fields (snapshotted), or ``None``.
-        bound: the :class:`Bound` fields of a bound logger, or ``None``.
+        bound: the ``Bound`` fields of a bound logger, or ``None``.
         thread_id: the calling thread's identifier.
         thread_name: the calling thread's name, when a stage asked for it, else ``None``.
         context: the logging context at call time (a dict never mutated), or ``None``.
@@ -344,10 +344,10 @@ def _exc_tuple(value: Any) -> ExcInfo | None:
         return (type(value), value, value.__traceback__)
     if isinstance(value, tuple):
         if len(value) == 3 and isinstance(value[1], BaseException):
-            return value  # type: ignore[return-value]
+            return value
         return None
     info = _exc_info()
-    return None if info[1] is None else info  # type: ignore[return-value]
+    return None if info[1] is None else info
 
 
 def _source(depth: int) -> tuple[str, str, int] | None:
@@ -415,7 +415,7 @@ def _capture(
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:
-                record.active_exc = info  # type: ignore[assignment]
+                record.active_exc = info
         route.emit(record)
     except Exception as exc:
         _errors.report("capture", exc)
@@ -488,7 +488,7 @@ class Logger:
         _capture(self, 50, msg, args, fields)
 
     def log(self, level: int, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at *level* (an int, a :class:`~kakashi.LogLevel` or a level name).
+        """Log *msg* at *level* (an int, a :class:`~kakashi.core.records.LogLevel` or a name).
 
         A level that is none of these is not an error at log time: the record is
         written at WARNING with the field ``kakashi_invalid_level`` holding its repr.
@@ -503,7 +503,7 @@ class Logger:
         """Return whether a record at *level* would pass this logger's level gate."""
         return self._route.level <= level
 
-    isEnabledFor = is_enabled_for  # noqa: N815 - the stdlib spelling, for drop-in use
+    isEnabledFor = is_enabled_for
 
     @property
     def level(self) -> int:

@@ -110,7 +110,8 @@ class PipelineConfig:
     """What a pipeline does with a record; validated when made.
 
     Args:
-        min_level: records below this level are not logged (a :class:`LogLevel`, an int
+        min_level: records below this level are not logged (a
+            :class:`~kakashi.core.records.LogLevel`, an int
             or a level name).
         enrichers: callables run first, in order, each adding keys to the record.
         filters: callables run next; a record any of them rejects is not written.
@@ -132,7 +133,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         level = to_level(self.min_level, "min_level")
         set_field = object.__setattr__
-        set_field(self, "min_level", LogLevel(level) if level in LogLevel._value2member_map_ else level)
+        standard = level in LogLevel._value2member_map_
+        set_field(self, "min_level", LogLevel(level) if standard else level)
         set_field(self, "enrichers", _callables("enrichers", self.enrichers))
         set_field(self, "filters", _callables("filters", self.filters))
         formatter = default_json_formatter if self.formatter is None else self.formatter
@@ -197,7 +199,7 @@ class Pipeline:
             except Exception as exc:
                 _errors.report(f"filter {_name(filter_)}", exc)
         try:
-            line = self._format(record)
+            line: object = self._format(record)
             if type(line) is bytes:
                 return line
             if isinstance(line, str):

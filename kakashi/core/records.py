@@ -1,10 +1,10 @@
 """Levels and the per-call record.
 
-A :class:`Record` is what one log call captures on the caller's thread: the time
+A :class:`~kakashi.Record` is what one log call captures on the caller's thread: the time
 (nanoseconds), the level, the logger name, the message and its ``%`` arguments, the
 fields, the bound fields, the thread, the context snapshot, the exception and, when
 asked for, the call site. Everything else (formatting, serialisation, I/O) happens later,
-in the pipeline. The class itself lives in :mod:`kakashi._speedups` (compiled, with a
+in the pipeline. The class itself lives in ``kakashi._speedups`` (compiled, with a
 pure-Python twin); this module is its public home.
 """
 

@@ -1,0 +1,70 @@
+"""Sphinx configuration for the Kakashi documentation."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import kakashi
+
+project = "Kakashi"
+author = "Kakashi developers"
+copyright = "2026, Kakashi developers"
+release = version = kakashi.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+myst_enable_extensions = ["colon_fence"]
+myst_heading_anchors = 3
+
+html_theme = "furo"
+html_title = f"Kakashi {release}"
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+intersphinx_mapping = {"python": ("https://docs.python.org/3", None)}
+# The build runs offline: use the inventory only when it is cached next to this file.
+_inventory = Path(__file__).parent / "python-objects.inv"
+intersphinx_mapping = (
+    {"python": ("https://docs.python.org/3", str(_inventory))} if _inventory.exists() else {}
+)
+
+nitpicky = True
+nitpick_ignore_regex = [
+    # Standard-library and third-party names: resolvable only with intersphinx online.
+    (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib)\..*"),
+    (r"py:.*", r"orjson\..*"),
+    (r"py:mod", r"(logging|contextvars|typing|asyncio)"),
+    (
+        r"py:class",
+        r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
+    ),
+    (r"py:class", r"(ContextToken|PathLike|TracebackType|Enricher|Filter|Formatter)"),
+    (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
+    (r"py:class", r"kakashi\._.*"),
+    (r"py:class", r"_ForkSafeLock"),
+]
+
+doctest_global_setup = """
+import os, tempfile
+import kakashi
+kakashi.logger.reset_registry()
+_docs_dir = tempfile.mkdtemp(prefix="kakashi-docs-")
+os.chdir(_docs_dir)
+"""
+os.environ.setdefault("NO_COLOR", "1")
