@@ -21,7 +21,7 @@ NO_EXTENSIONS = bool(os.environ.get("KAKASHI_NO_EXTENSIONS")) or (
 DEBUG = bool(os.environ.get("KAKASHI_DEBUG_BUILD"))
 TRACING = bool(os.environ.get("KAKASHI_CYTHON_TRACING"))
 
-MODULES = ("_capture_c", "_format_c")
+MODULES = ("_capture_c", "_format_c", "_queue_c")
 
 
 class OptionalBuildExt(build_ext):

@@ -70,7 +70,7 @@ def get_logger(name: str = "root", pipeline: Pipeline | None = None) -> Logger:
     with _lock:
         logger = _loggers.get(name)
         if logger is None:
-            route = Route(default, default.min_level, default.capture_flags)
+            route = Route(default, default.min_level, default.capture_flags, _emit_of(default))
             _routes[name] = route
             logger = _loggers[name] = Logger(name, route)
     return logger
@@ -97,10 +97,25 @@ def configure(pipeline: Pipeline | PipelineConfig | None = None, **options: Any)
         old, _default = _default, new
         for route in _routes.values():
             level = route.level if route.explicit_level else new.min_level
-            route.set(new, level, new.capture_flags)
+            route.set(new, level, new.capture_flags, _emit_of(new))
     if old is not None and old is not new:
         old.flush()
     return new
+
+
+def _emit_of(pipeline: Any) -> Any:
+    return getattr(pipeline, "route_emit", None) or pipeline.emit
+
+
+def reroute(pipeline: Any) -> None:
+    """Re-read *pipeline*'s entry point for every default-routed logger using it.
+
+    An async pipeline calls this when it moves to another backend.
+    """
+    with _lock:
+        for route in _routes.values():
+            if route.sink is pipeline:
+                route.set(pipeline, route.level, pipeline.capture_flags, _emit_of(pipeline))
 
 
 def set_level(level: int | str, name: str | None = None) -> None:

@@ -58,10 +58,14 @@ class Implementation:
     def format(self) -> ModuleType:
         return self.module("format")
 
+    @property
+    def queue(self) -> ModuleType:
+        return self.module("queue")
+
     def load(self) -> Implementation:
-        """Import both modules now (ImportError if this implementation is not built)."""
-        self.module("capture")
-        self.module("format")
+        """Import every module now (ImportError if this implementation is not built)."""
+        for name in ("capture", "format", "queue"):
+            self.module(name)
         return self
 
 

@@ -34,6 +34,7 @@ _CAPTURE_NAMES = (
     "Snapshot",
 )
 _FORMAT_NAMES = ("event_dict", "exception_dict", "format_json", "minimal_json", "render_timestamp")
+_QUEUE_NAMES = ("BLOCK", "DROP_NEWEST", "DROP_OLDEST", "REASONS", "RecordQueue")
 
 if TYPE_CHECKING:
     from kakashi._speedups._capture_py import (
@@ -57,41 +58,49 @@ if TYPE_CHECKING:
         minimal_json,
         render_timestamp,
     )
+    from kakashi._speedups._queue_py import (
+        BLOCK,
+        DROP_NEWEST,
+        DROP_OLDEST,
+        REASONS,
+        RecordQueue,
+    )
     from kakashi._state import Snapshot
 
     USING_SPEEDUPS: bool
 else:
 
-    def _load() -> tuple[ModuleType, ModuleType, bool]:
-        if not NO_EXTENSIONS:
-            try:
-                return (
-                    import_module("kakashi._speedups._capture_c"),
-                    import_module("kakashi._speedups._format_c"),
-                    True,
-                )
-            except ImportError:  # the extension was not built: use the twin
-                pass
-        return (
-            import_module("kakashi._speedups._capture_py"),
-            import_module("kakashi._speedups._format_py"),
-            False,
-        )
+    def _load(suffix: str) -> list[ModuleType]:
+        return [import_module(f"kakashi._speedups._{name}_{suffix}") for name in _MODULES]
 
-    _capture, _format, USING_SPEEDUPS = _load()
-    globals().update({name: getattr(_capture, name) for name in _CAPTURE_NAMES})
-    globals().update({name: getattr(_format, name) for name in _FORMAT_NAMES})
-    del _capture, _format
+    _MODULES = {"capture": _CAPTURE_NAMES, "format": _FORMAT_NAMES, "queue": _QUEUE_NAMES}
+    USING_SPEEDUPS = False
+    if not NO_EXTENSIONS:
+        try:
+            _modules = _load("c")
+            USING_SPEEDUPS = True
+        except ImportError:  # the extension was not built: use the twin
+            pass
+    if not USING_SPEEDUPS:
+        _modules = _load("py")
+    for _module, _names in zip(_modules, _MODULES.values()):
+        globals().update({name: getattr(_module, name) for name in _names})
+    del _module, _modules, _names
 
 __all__ = [
+    "BLOCK",
     "CAPTURE_SOURCE",
     "CAPTURE_THREAD_NAME",
+    "DROP_NEWEST",
+    "DROP_OLDEST",
     "NO_EXTENSIONS",
+    "REASONS",
     "RESERVED_KEYS",
     "USING_SPEEDUPS",
     "Bound",
     "Logger",
     "Record",
+    "RecordQueue",
     "Route",
     "Snapshot",
     "event_dict",

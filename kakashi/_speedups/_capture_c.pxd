@@ -21,6 +21,7 @@ cdef class Record:
     cdef public object source
     cdef public object active_exc
     cdef public object extra
+    cdef public object sink
 
 
 @cython.final

@@ -167,6 +167,7 @@ cdef class Record:
         source=None,
         active_exc=None,
         extra=None,
+        sink=None,
     ):
         self.time_ns = time_ns
         self.level = level
@@ -183,6 +184,7 @@ cdef class Record:
         self.source = source
         self.active_exc = active_exc
         self.extra = extra
+        self.sink = sink
 
     @property
     def message(self):
@@ -219,14 +221,14 @@ cdef class Record:
 cdef class Route:
     """Where a logger's records go (see the pure-Python twin)."""
 
-    def __init__(self, sink, int level, int flags=0):
+    def __init__(self, sink, int level, int flags=0, emit=None):
         self.explicit_level = False
-        self.set(sink, level, flags)
+        self.set(sink, level, flags, emit)
 
-    def set(self, sink, int level, int flags):
-        """Point the route at *sink*, with *level* and capture *flags*."""
+    def set(self, sink, int level, int flags, emit=None):
+        """Point the route at *sink*, with *level*, capture *flags* and *emit*."""
         self.sink = sink
-        self.emit = sink.emit
+        self.emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
 
@@ -274,6 +276,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields)
         record.exc_info = exc_info
         record.stack_info = _stack(depth) if stack_info else None
         record.source = _source(depth) if flags & _py.CAPTURE_SOURCE else None
+        record.sink = route.sink
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:

@@ -226,6 +226,8 @@ class Record:
         active_exc: for ERROR and above logged inside an ``except`` block without
             ``exc_info``, the exception being handled (``exception_enricher`` uses it).
         extra: top-level keys added by enrichers, or ``None``.
+        sink: the pipeline whose stages process this record (set by the logger from its
+            route, so a backend serving several pipelines knows each record's own).
     """
 
     __slots__ = (
@@ -239,6 +241,7 @@ class Record:
         "level",
         "logger",
         "msg",
+        "sink",
         "source",
         "stack_info",
         "thread_id",
@@ -263,6 +266,7 @@ class Record:
         source: tuple[str, str, int] | None = None,
         active_exc: ExcInfo | None = None,
         extra: dict[str, Any] | None = None,
+        sink: Any = None,
     ) -> None:
         self.time_ns = time_ns
         self.level = level
@@ -279,6 +283,7 @@ class Record:
         self.source = source
         self.active_exc = active_exc
         self.extra = extra
+        self.sink = sink
 
     @property
     def message(self) -> str:
@@ -316,7 +321,9 @@ class Route:
 
     Attributes:
         level: the lowest level let through; the logger's gate reads only this.
-        sink: the object whose ``emit(record)`` takes each record (a pipeline).
+        sink: the pipeline whose stages process the records (stamped on each record).
+        emit: the callable each record is handed to: ``sink.emit`` (synchronous) unless
+            another was given (an async backend's queue).
         flags: what to capture beyond the basics (:data:`CAPTURE_THREAD_NAME`,
             :data:`CAPTURE_SOURCE`), decided when the route is configured.
         explicit_level: ``True`` once ``set_level`` was called: reconfiguring the
@@ -325,14 +332,14 @@ class Route:
 
     __slots__ = ("emit", "explicit_level", "flags", "level", "sink")
 
-    def __init__(self, sink: Any, level: int, flags: int = 0) -> None:
+    def __init__(self, sink: Any, level: int, flags: int = 0, emit: Any = None) -> None:
         self.explicit_level = False
-        self.set(sink, level, flags)
+        self.set(sink, level, flags, emit)
 
-    def set(self, sink: Any, level: int, flags: int) -> None:
-        """Point the route at *sink*, with *level* and capture *flags*."""
+    def set(self, sink: Any, level: int, flags: int, emit: Any = None) -> None:
+        """Point the route at *sink*, with *level*, capture *flags* and *emit*."""
         self.sink = sink
-        self.emit = sink.emit
+        self.emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
 
@@ -412,6 +419,7 @@ def _capture(
             _stack(depth) if stack_info else None,
             _source(depth) if flags & CAPTURE_SOURCE else None,
         )
+        record.sink = route.sink
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:

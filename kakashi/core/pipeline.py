@@ -171,7 +171,10 @@ class Pipeline:
         self._enrichers = config.enrichers
         self._filters = config.filters
         self._format: Callable[[Record], bytes | str] = config.formatter  # type: ignore[assignment]
-        self._writers = config.writers
+        self._writers = self.writers = config.writers
+        #: When an async backend cannot take a record of this pipeline (not started,
+        #: shut down), write it synchronously instead of dropping it.
+        self.fallback_to_sync = True
         self._loggers: dict[str, Logger] = {}
         self._lock = threading.Lock()
         self._counts = {"emitted": 0, "written": 0, "filtered": 0, "errors": 0}
@@ -235,6 +238,11 @@ class Pipeline:
 
     process = emit
 
+    @property
+    def route_emit(self) -> Callable[[Record], None]:
+        """What a logger of this pipeline hands each record to: :meth:`emit` (sync)."""
+        return self.emit
+
     # -- loggers ------------------------------------------------------------------------
 
     def get_logger(self, name: str) -> Logger:
@@ -246,7 +254,7 @@ class Pipeline:
             with self._lock:
                 logger = self._loggers.get(name)
                 if logger is None:
-                    route = Route(self, self.min_level, self.capture_flags)
+                    route = Route(self, self.min_level, self.capture_flags, self.route_emit)
                     logger = self._loggers[name] = Logger(name, route)
         return logger
 

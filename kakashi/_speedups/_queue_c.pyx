@@ -1,0 +1,205 @@
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+"""The bounded record queue, compiled: the twin of ``_queue_py.py`` (see it for the
+behaviour and the accounting).
+
+The ring is a preallocated list indexed modulo its capacity. Every state change happens
+in C with no Python code in between, so under the GIL it is atomic without a lock; the
+callbacks (``wake``, ``on_drop``, ``on_closed``) run only once the ring is consistent.
+A free-threaded build will need a critical section around the ring operations.
+"""
+
+cimport cython
+
+import threading
+from time import monotonic
+
+from kakashi._speedups import _queue_py as _py
+
+BLOCK = _py.BLOCK
+DROP_OLDEST = _py.DROP_OLDEST
+DROP_NEWEST = _py.DROP_NEWEST
+REASONS = _py.REASONS
+wait_while_full = _py.wait_while_full
+
+cdef enum:
+    NEWEST = 0
+    OLDEST = 1
+    BLOCK_TIMEOUT = 2
+    CLOSED = 3
+    WRITE_ERROR = 4
+    SHUTDOWN = 5
+    REASON_COUNT = 6
+
+cdef object _wait_while_full = _py.wait_while_full
+cdef object _monotonic = monotonic
+
+
+@cython.final
+cdef class RecordQueue:
+    """A bounded FIFO of records with an overflow strategy and exact counters."""
+
+    def __init__(self, Py_ssize_t capacity, int strategy, double block_timeout,
+                 wake, on_drop, on_closed):
+        self.capacity = capacity
+        self.strategy = strategy
+        self.block_timeout = block_timeout
+        self.wake = wake
+        self.on_drop = on_drop
+        self.on_closed = on_closed
+        self.starter = None
+        self._reset()
+
+    cdef void _reset_counters(self):
+        cdef int i
+        self.offered = self.written = self.filtered = self.in_flight = self.written_sync = 0
+        for i in range(REASON_COUNT):
+            self._dropped[i] = 0
+
+    def _reset(self):
+        self._ring = [None] * self.capacity
+        self._head = 0
+        self._size = 0
+        self.not_full = threading.Condition(threading.Lock())
+        self.waiters = 0
+        self.closed = False
+        self._reset_counters()
+
+    @property
+    def size(self):
+        """How many records wait in the queue."""
+        return self._size
+
+    @property
+    def dropped(self):
+        """Dropped records by reason index (see ``REASONS``)."""
+        return [self._dropped[i] for i in range(REASON_COUNT)]
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef inline void _push(self, object record):
+        cdef Py_ssize_t index = self._head + self._size
+        if index >= self.capacity:
+            index -= self.capacity
+        self._ring[index] = record
+        self._size += 1
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef inline object _pop(self):
+        record = self._ring[self._head]
+        self._ring[self._head] = None
+        self._head += 1
+        if self._head == self.capacity:
+            self._head = 0
+        self._size -= 1
+        return record
+
+    def put(self, record):
+        """Offer one record (the callers' entry point; never raises for a full queue)."""
+        cdef object dropped
+        cdef int reason = 0
+        cdef bint first = False
+        cdef double deadline = -1.0
+        if self.starter is not None:
+            starter = self.starter
+            self.starter = None
+            starter()
+        self.offered += 1
+        while True:
+            if self.closed:
+                break
+            dropped = None
+            if self._size < self.capacity:
+                self._push(record)
+                first = self._size == 1
+                record = None
+            elif self.strategy == DROP_NEWEST:
+                self._dropped[NEWEST] += 1
+                dropped = record
+                reason = NEWEST
+                record = None
+            elif self.strategy == DROP_OLDEST:
+                self._dropped[OLDEST] += 1
+                dropped = self._pop()
+                reason = OLDEST
+                self._push(record)
+                record = None
+            if record is None:
+                if dropped is not None:
+                    self.on_drop(dropped, reason)
+                elif first:
+                    self.wake()
+                return
+            # Full, and the strategy is to block: wait for room (releasing the GIL).
+            if deadline < 0:
+                deadline = _monotonic() + self.block_timeout
+            if not _wait_while_full(self, max(0.0, deadline - _monotonic())):
+                self._dropped[BLOCK_TIMEOUT] += 1
+                self.on_drop(record, BLOCK_TIMEOUT)
+                return
+        self._offer_closed(record)
+
+    def _offer_closed(self, record):
+        try:
+            handled = self.on_closed(record)
+        except Exception:
+            handled = False
+        if handled:
+            self.written_sync += 1
+        else:
+            self._dropped[CLOSED] += 1
+            self.on_drop(record, CLOSED)
+
+    def drain(self, Py_ssize_t max_items):
+        """Take up to *max_items* records, oldest first; they count as in flight."""
+        cdef Py_ssize_t count = min(max_items, self._size)
+        cdef Py_ssize_t i
+        cdef list batch = [None] * count
+        for i in range(count):
+            batch[i] = self._pop()
+        self.in_flight += count
+        if count and self.waiters:
+            with self.not_full:
+                self.not_full.notify_all()
+        return batch
+
+    def done(self, long long written, long long filtered, long long failed):
+        """Settle a drained batch: each record written, filtered, or failed (dropped)."""
+        self.in_flight -= written + filtered + failed
+        self.written += written
+        self.filtered += filtered
+        self._dropped[WRITE_ERROR] += failed
+
+    def abandon(self):
+        """Remove every waiting record, counting it as dropped at shutdown."""
+        cdef list batch = []
+        while self._size:
+            batch.append(self._pop())
+        self._dropped[SHUTDOWN] += len(batch)
+        return batch
+
+    def close(self):
+        """Stop taking records: later offers go to ``on_closed``; blocked callers wake."""
+        self.closed = True
+        with self.not_full:
+            self.not_full.notify_all()
+
+    def reopen(self):
+        """Take records again after :meth:`close`."""
+        self.closed = False
+
+    def reset_after_fork(self):
+        """In a forked child: forget the parent's records and counters, renew the locks."""
+        self._reset()
+
+    def counters(self):
+        """Return every counter, read at one instant."""
+        return {
+            "offered": self.offered,
+            "size": self._size,
+            "in_flight": self.in_flight,
+            "written": self.written,
+            "filtered": self.filtered,
+            "written_sync": self.written_sync,
+            "dropped": dict(zip(REASONS, self.dropped)),
+        }

@@ -1,0 +1,596 @@
+"""The async backend: a bounded queue and worker threads between callers and writers.
+
+The calling thread only captures the record and puts it in the queue (both compiled);
+worker threads named ``kakashi-worker-N`` drain it in batches, run each record through its
+pipeline's enrichers, filters and formatter, and hand every writer one batch per call.
+
+Guarantees (each is tested):
+
+- Accounting: ``messages_enqueued == messages_written + messages_filtered +
+  messages_dropped + pending`` at every instant, with drops counted by reason. After a
+  drop, the next batch written for that pipeline starts with a WARNING record saying how
+  many records were dropped and why.
+- Order: records reach each writer in the order they were enqueued, whatever
+  ``worker_count`` is: workers take turns to drain, format and write. Writers that
+  declare ``concurrent = True`` (slow network callbacks) receive their batches outside
+  that turn, so several workers may deliver to them at once; within a batch, order holds.
+- :meth:`AsyncBackend.flush` returns once everything enqueued before it was handed to
+  the operating system, or says what is still pending when its timeout expires.
+- :meth:`AsyncBackend.shutdown` stops intake, drains, flushes, closes the writers and
+  returns within its timeout, reporting what it had to abandon. Every live backend is
+  shut down at interpreter exit.
+- Fork: the child gets an empty queue, fresh locks and its own workers, started when it
+  first logs; it never writes the parent's pending records.
+- A writer that raises never reaches the application and never kills a worker: it is
+  counted, reported once on stderr, retried with backoff, then its batch is counted as
+  dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kakashi import _errors
+from kakashi._locks import fork_safe_lock
+from kakashi._speedups import (
+    BLOCK,
+    DROP_NEWEST,
+    DROP_OLDEST,
+    REASONS,
+    Record,
+    RecordQueue,
+)
+
+__all__ = [
+    "AsyncBackend",
+    "AsyncConfig",
+    "FlushResult",
+    "configure_async_backend",
+    "get_async_backend",
+    "shutdown_async_logging",
+]
+
+_STRATEGIES = {"block": BLOCK, "drop_oldest": DROP_OLDEST, "drop_newest": DROP_NEWEST}
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncConfig:
+    """How the async backend queues and writes; validated when made.
+
+    Args:
+        max_queue_size: the most records waiting at once (memory is bounded by it).
+        worker_count: worker threads. More than one helps only slow writers (network).
+        batch_size: the most records a worker formats and writes in one go.
+        batch_timeout: seconds an idle worker sleeps before it checks again; also the most
+            a record can wait for an idle worker to notice it (new records wake it at once).
+        enable_batching: ``False`` writes records one by one (``batch_size`` 1).
+        overflow_strategy: what a full queue does: ``"block"`` (the caller waits up to
+            ``block_timeout`` seconds, then the record is dropped and counted),
+            ``"drop_oldest"`` or ``"drop_newest"``.
+        shutdown_timeout: seconds :meth:`AsyncBackend.shutdown` may take by default.
+        block_timeout: the longest a caller waits under ``"block"``.
+        max_error_retries: how often a failed batch write is retried before its records
+            count as dropped.
+        error_retry_delay: the first retry's delay in seconds; it doubles each time.
+        thread_name_prefix: workers are named ``<prefix>-<n>``.
+        queue_overflow_strategy: the original library's name for ``overflow_strategy``.
+
+    Raises:
+        ValueError: a size, count or timeout out of range, or an unknown strategy; the
+            message names the field.
+        TypeError: a field of the wrong type.
+    """
+
+    max_queue_size: int = 10_000
+    worker_count: int = 1
+    batch_size: int = 100
+    batch_timeout: float = 0.1
+    enable_batching: bool = True
+    overflow_strategy: str = "block"
+    shutdown_timeout: float = 5.0
+    block_timeout: float = 1.0
+    max_error_retries: int = 3
+    error_retry_delay: float = 0.1
+    thread_name_prefix: str = "kakashi-worker"
+    queue_overflow_strategy: dataclasses.InitVar[str | None] = None
+
+    def __post_init__(self, queue_overflow_strategy: str | None) -> None:
+        if queue_overflow_strategy is not None:
+            object.__setattr__(self, "overflow_strategy", queue_overflow_strategy)
+        for name, low in (
+            ("max_queue_size", 1),
+            ("worker_count", 1),
+            ("batch_size", 1),
+            ("max_error_retries", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+        for name in ("batch_timeout", "shutdown_timeout", "block_timeout", "error_retry_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+            if not value > 0 and not (name == "error_retry_delay" and value == 0):
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.overflow_strategy not in _STRATEGIES:
+            raise ValueError(
+                f"overflow_strategy must be one of {', '.join(_STRATEGIES)}, "
+                f"got {self.overflow_strategy!r}"
+            )
+        if not isinstance(self.thread_name_prefix, str) or not self.thread_name_prefix:
+            raise ValueError("thread_name_prefix must be a non-empty str")
+
+    @property
+    def effective_batch_size(self) -> int:
+        """``batch_size``, or 1 when batching is off."""
+        return self.batch_size if self.enable_batching else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FlushResult:
+    """What :meth:`AsyncBackend.flush` or :meth:`AsyncBackend.shutdown` achieved.
+
+    True when complete. ``pending`` records were still queued or being written when the
+    timeout expired (for a shutdown: abandoned, and counted as dropped).
+    """
+
+    complete: bool
+    pending: int = 0
+
+    def __bool__(self) -> bool:
+        return self.complete
+
+
+class AsyncBackend:
+    """A bounded queue drained by worker threads; see the module description.
+
+    A backend may serve several pipelines: each record carries its own (``record.sink``),
+    and a batch is split into runs of records of the same pipeline.
+
+    Args:
+        config: the :class:`AsyncConfig` (default values if omitted).
+    """
+
+    def __init__(self, config: AsyncConfig | None = None) -> None:
+        if config is None:
+            config = AsyncConfig()
+        elif not isinstance(config, AsyncConfig):
+            raise TypeError(f"config must be an AsyncConfig, got {type(config).__name__}")
+        self.config = config
+        self._wake = threading.Event()
+        self.queue = RecordQueue(
+            config.max_queue_size,
+            _STRATEGIES[config.overflow_strategy],
+            float(config.block_timeout),
+            self._wake.set,
+            self._on_drop,
+            self._on_closed,
+        )
+        self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
+        self._state_lock = threading.Lock()
+        self._settled = threading.Condition(threading.Lock())
+        self._workers: list[threading.Thread] = []
+        self._worker_idents: set[int] = set()
+        self._drops: dict[Any, list[int]] = {}
+        self._batches = 0
+        self._writer_stats: dict[int, dict[str, Any]] = {}
+        self.state = "stopped"
+        self.queue.starter = self.start
+        _live.add(self)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers (done automatically by the first record)."""
+        with self._state_lock:
+            if self.state in ("running", "stopping"):
+                return
+            self.queue.starter = None
+            self.queue.reopen()
+            self.state = "running"
+            self._stop = False
+            self._workers = []
+            for index in range(self.config.worker_count):
+                thread = threading.Thread(
+                    target=self._run,
+                    name=f"{self.config.thread_name_prefix}-{index}",
+                    daemon=True,  # a hung writer must not keep the process alive
+                )
+                self._workers.append(thread)
+                thread.start()
+
+    def is_running(self) -> bool:
+        """Return whether the workers are running."""
+        return self.state == "running"
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Stop intake, drain, flush and close the writers, join the workers.
+
+        Returns within *timeout* seconds (default ``shutdown_timeout``) even if a writer
+        hangs. Records it could not write in time are abandoned, counted as dropped
+        (``shutdown_timeout``) and reported; the result says how many.
+        """
+        timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._state_lock:
+            if self.state == "stopped" and not self._workers:
+                self.queue.close()
+                return FlushResult(True, 0)
+            self.state = "stopping"
+        self.queue.close()
+        if threading.get_ident() in self._worker_idents:
+            return FlushResult(False, self._pending())  # called from a writer: cannot wait
+        drained = self._wait_settled(self.queue.offered, deadline)
+        self._stop = True
+        self._wake.set()
+        for thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [thread for thread in self._workers if thread.is_alive()]
+        if not alive:
+            self._close_writers()
+        abandoned = len(self.queue.abandon())
+        pending = abandoned + self.queue.in_flight
+        if pending:
+            _errors.report(
+                "shutdown",
+                detail=f"{pending} records abandoned after {timeout:g}s "
+                f"({len(alive)} worker(s) still busy in a writer)",
+            )
+        with self._state_lock:
+            self.state = "stopped"
+            self._workers = alive
+        return FlushResult(drained and pending == 0, pending)
+
+    stop = shutdown
+
+    # -- intake ----------------------------------------------------------------------
+
+    def enqueue(self, record: Record) -> None:
+        """Offer *record* to the queue (what a logger routed here does)."""
+        self.queue.put(record)
+
+    def _on_closed(self, record: Any) -> bool:
+        sink = record.sink
+        if sink is not None and getattr(sink, "fallback_to_sync", False):
+            sink.emit(record)
+            return True
+        return False
+
+    def _on_drop(self, record: Any, reason: int) -> None:
+        with self._state_lock:
+            counts = self._drops.get(record.sink)
+            if counts is None:
+                counts = self._drops[record.sink] = [0] * len(REASONS)
+            counts[reason] += 1
+        self._notify_settled()
+
+    # -- the workers -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._worker_idents.add(threading.get_ident())
+        queue = self.queue
+        size = self.config.effective_batch_size
+        timeout = self.config.batch_timeout
+        try:
+            while True:
+                self._wake.wait(timeout)
+                self._wake.clear()
+                while True:
+                    with self._turn:
+                        batch = queue.drain(size)
+                        if not batch:
+                            break
+                        later = self._process(batch)
+                    for writer, lines in later:
+                        self._deliver(writer, lines)
+                if self._stop and queue.size == 0:
+                    return
+        except BaseException as exc:  # the loop itself failed: report, never die silently
+            _errors.report("worker", exc)
+            raise
+        finally:
+            self._worker_idents.discard(threading.get_ident())
+
+    def _process(self, batch: list[Any]) -> list[tuple[Any, list[bytes]]]:
+        """Format and write one batch (called in turn); return the concurrent deliveries."""
+        later: list[tuple[Any, list[bytes]]] = []
+        written = filtered = failed = 0
+        start = 0
+        while start < len(batch):
+            sink = batch[start].sink
+            end = start + 1
+            while end < len(batch) and batch[end].sink is sink:
+                end += 1
+            lines: list[bytes] = self._drop_notice(sink)
+            run_filtered = 0
+            render = sink.render
+            for record in batch[start:end]:
+                line = render(record)
+                if line is None:
+                    run_filtered += 1
+                else:
+                    lines.append(line)
+            run = end - start
+            if lines:
+                if self._write_all(sink, lines, later):
+                    written += run - run_filtered
+                else:
+                    failed += run - run_filtered
+            filtered += run_filtered
+            start = end
+        self._batches += 1
+        self.queue.done(written, filtered, failed)
+        self._notify_settled()
+        return later
+
+    def _drop_notice(self, sink: Any) -> list[bytes]:
+        with self._state_lock:
+            counts = self._drops.pop(sink, None)
+        if not counts:
+            return []
+        reasons = ", ".join(f"{n} {REASONS[i]}" for i, n in enumerate(counts) if n)
+        notice = Record(
+            time.time_ns(),
+            30,
+            "kakashi",
+            f"dropped {sum(counts)} records ({reasons})",
+            fields={"dropped": sum(counts)} | {REASONS[i]: n for i, n in enumerate(counts) if n},
+            thread_id=threading.get_ident(),
+        )
+        notice.sink = sink
+        line = sink.render(notice)
+        return [line] if line is not None else []
+
+    def _write_all(self, sink: Any, lines: list[bytes], later: list[Any]) -> bool:
+        ok = True
+        for writer in sink.writers:
+            if getattr(writer, "concurrent", False):
+                later.append((writer, lines))
+            elif not self._deliver(writer, lines):
+                ok = False
+        return ok
+
+    def _deliver(self, writer: Any, lines: Sequence[bytes]) -> bool:
+        """Write *lines* to *writer*, retrying with backoff; count the outcome per writer."""
+        stats = self._writer_stats.get(id(writer))
+        if stats is None:
+            stats = self._writer_stats[id(writer)] = {
+                "writer": repr(writer),
+                "batches": 0,
+                "records": 0,
+                "errors": 0,
+                "dropped": 0,
+            }
+        delay = self.config.error_retry_delay
+        for attempt in range(self.config.max_error_retries + 1):
+            try:
+                writer.write(lines)
+            except Exception as exc:
+                stats["errors"] += 1
+                _errors.report(f"writer {writer!r}", exc)
+                if attempt < self.config.max_error_retries and not self._stop:
+                    time.sleep(delay)
+                    delay *= 2
+                continue
+            stats["batches"] += 1
+            stats["records"] += len(lines)
+            return True
+        stats["dropped"] += len(lines)
+        return False
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def _settled_count(self) -> int:
+        counters = self.queue.counters()
+        return (
+            counters["written"]
+            + counters["filtered"]
+            + counters["written_sync"]
+            + sum(counters["dropped"].values())
+        )
+
+    def _pending(self) -> int:
+        return self.queue.size + self.queue.in_flight
+
+    def _notify_settled(self) -> None:
+        with self._settled:
+            self._settled.notify_all()
+
+    def _wait_settled(self, target: int, deadline: float) -> bool:
+        with self._settled:
+            while self._settled_count() < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not any(t.is_alive() for t in self._workers):
+                    return self._settled_count() >= target
+                self._wake.set()
+                self._settled.wait(min(remaining, 0.05))
+        return True
+
+    def flush(self, timeout: float = 5.0) -> FlushResult:
+        """Wait until every record enqueued before this call is written, then flush writers.
+
+        Returns a :class:`FlushResult`: complete, or how many records are still pending
+        when *timeout* seconds have passed. Called from a worker (a writer that logs), it
+        does not wait.
+        """
+        deadline = time.monotonic() + max(float(timeout), 0.0)
+        target = self.queue.offered
+        if threading.get_ident() in self._worker_idents:
+            return FlushResult(False, self._pending())
+        if self.state != "running":
+            return FlushResult(self._pending() == 0, self._pending())
+        done = self._wait_settled(target, deadline)
+        if done and self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                for writer in self._all_writers():
+                    try:
+                        writer.flush()
+                    except Exception as exc:
+                        _errors.report(f"writer {writer!r} flush", exc)
+            finally:
+                self._turn.release()
+            return FlushResult(True, 0)
+        return FlushResult(False, max(self._pending(), 1 if done else 0))
+
+    def _all_writers(self) -> list[Any]:
+        writers: dict[int, Any] = {}
+        for pipeline in list(_pipelines_of(self)):
+            for writer in pipeline.writers:
+                writers[id(writer)] = writer
+        return list(writers.values())
+
+    def _close_writers(self) -> None:
+        for writer in self._all_writers():
+            for method in (writer.flush, writer.close):
+                try:
+                    method()
+                except Exception as exc:
+                    _errors.report(f"writer {writer!r} close", exc)
+
+    # -- stats -----------------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return the counters (see :func:`kakashi.core.async_interface.get_async_stats`)."""
+        counters = self.queue.counters()
+        dropped = counters["dropped"]
+        return {
+            "state": self.state,
+            "queue_size": counters["size"],
+            "max_queue_size": self.config.max_queue_size,
+            "worker_count": self.config.worker_count,
+            "active_workers": sum(t.is_alive() for t in self._workers),
+            "messages_enqueued": counters["offered"],
+            "messages_written": counters["written"] + counters["written_sync"],
+            "messages_written_sync": counters["written_sync"],
+            "messages_filtered": counters["filtered"],
+            "messages_dropped": sum(dropped.values()),
+            "dropped_by_reason": dropped,
+            "in_flight": counters["in_flight"],
+            "pending": counters["size"] + counters["in_flight"],
+            "batches_written": self._batches,
+            "overflow_strategy": self.config.overflow_strategy,
+            "writers": [dict(stats) for stats in self._writer_stats.values()],
+            "internal_errors": _errors.error_counts(),
+        }
+
+    stats = get_stats
+
+    def _after_fork_in_child(self) -> None:
+        self._wake = threading.Event()
+        self.queue.reset_after_fork()
+        self.queue.wake = self._wake.set
+        self._state_lock = threading.Lock()
+        self._settled = threading.Condition(threading.Lock())
+        self._workers = []
+        self._worker_idents = set()
+        self._drops = {}
+        self._writer_stats = {}
+        self._batches = 0
+        if self.state != "stopped":
+            self.state = "stopped"
+            self.queue.starter = self.start  # the child's workers start with its first record
+
+    def __repr__(self) -> str:
+        return f"<AsyncBackend {self.state} queue={self.queue.size}/{self.config.max_queue_size}>"
+
+
+# Pipelines register with the backend they use, so flush/shutdown reach their writers.
+_pipelines: weakref.WeakKeyDictionary[AsyncBackend, weakref.WeakSet[Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register_pipeline(backend: AsyncBackend, pipeline: Any) -> None:
+    """Tell *backend* that *pipeline*'s writers receive its records."""
+    _pipelines.setdefault(backend, weakref.WeakSet()).add(pipeline)
+
+
+def _pipelines_of(backend: AsyncBackend) -> Iterable[Any]:
+    return list(_pipelines.get(backend, ()))
+
+
+_live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
+_global_lock = threading.RLock()
+_global: AsyncBackend | None = None
+
+
+def get_async_backend() -> AsyncBackend:
+    """Return the process-wide backend, creating one with default settings if needed."""
+    global _global
+    with _global_lock:
+        if _global is None:
+            _global = AsyncBackend()
+        return _global
+
+
+def configure_async_backend(
+    max_queue_size: int = 25_000,
+    worker_count: int = 2,
+    batch_size: int = 200,
+    enable_batching: bool = True,
+    overflow_strategy: str = "drop_oldest",
+    **options: Any,
+) -> AsyncBackend:
+    """Replace the process-wide backend with one built from these settings.
+
+    The old backend stops taking records and drains into its writers first; every
+    pipeline that used it moves to the new one. Further :class:`AsyncConfig` fields can
+    be passed as keyword arguments.
+
+    Raises:
+        ValueError: an invalid setting (see :class:`AsyncConfig`).
+    """
+    global _global
+    config = AsyncConfig(
+        max_queue_size=max_queue_size,
+        worker_count=worker_count,
+        batch_size=batch_size,
+        enable_batching=enable_batching,
+        overflow_strategy=overflow_strategy,
+        **options,
+    )
+    new = AsyncBackend(config)
+    with _global_lock:
+        old, _global = _global, new
+        if old is not None:
+            for pipeline in _pipelines_of(old):
+                pipeline.use_backend(new)
+    if old is not None:
+        old.shutdown()
+    return new
+
+
+def shutdown_async_logging(timeout: float = 5.0) -> FlushResult:
+    """Shut down the process-wide backend (see :meth:`AsyncBackend.shutdown`)."""
+    with _global_lock:
+        backend = _global
+    if backend is None:
+        return FlushResult(True, 0)
+    return backend.shutdown(timeout)
+
+
+def _shutdown_all_at_exit() -> None:
+    for backend in list(_live):
+        if backend.state != "stopped":
+            backend.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    global _global_lock
+    _global_lock = threading.RLock()
+    for backend in list(_live):
+        backend._after_fork_in_child()
+
+
+atexit.register(_shutdown_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

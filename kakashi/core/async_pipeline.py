@@ -1,0 +1,149 @@
+"""An async pipeline: a pipeline's stages, run by an async backend's workers.
+
+``AsyncPipeline(AsyncPipelineConfig(pipeline_config, async_config, enable_async,
+fallback_to_sync))``: loggers from :meth:`AsyncPipeline.get_logger` (or
+``kakashi.get_logger(name, pipeline=...)``) capture on the caller and enqueue; the
+backend's workers enrich, filter, format and write. With ``fallback_to_sync=True`` a
+record the backend cannot take (shut down, or after :meth:`AsyncPipeline.shutdown`) is
+written synchronously instead of dropped; with ``False`` it is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kakashi._speedups import Logger, Record, Route
+from kakashi.core.async_backend import (
+    AsyncBackend,
+    AsyncConfig,
+    FlushResult,
+    register_pipeline,
+)
+from kakashi.core.pipeline import Pipeline, PipelineConfig
+
+__all__ = ["AsyncPipeline", "AsyncPipelineConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AsyncPipelineConfig:
+    """A pipeline configuration plus how to run it asynchronously.
+
+    Args:
+        pipeline_config: the stages (see :class:`~kakashi.core.pipeline.PipelineConfig`).
+        async_config: queue and worker settings for this pipeline's own backend.
+        enable_async: ``False`` runs the stages on the caller (sync), as a plain pipeline.
+        fallback_to_sync: write a record synchronously when the backend cannot take it.
+
+    Raises:
+        TypeError: a field of the wrong type.
+    """
+
+    pipeline_config: PipelineConfig
+    async_config: AsyncConfig = dataclasses.field(default_factory=AsyncConfig)
+    enable_async: bool = True
+    fallback_to_sync: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pipeline_config, PipelineConfig):
+            kind = type(self.pipeline_config).__name__
+            raise TypeError(f"pipeline_config must be a PipelineConfig, got {kind}")
+        if not isinstance(self.async_config, AsyncConfig):
+            kind = type(self.async_config).__name__
+            raise TypeError(f"async_config must be an AsyncConfig, got {kind}")
+
+
+class AsyncPipeline:
+    """Runs a :class:`~kakashi.core.pipeline.Pipeline`'s stages on an async backend.
+
+    Args:
+        config: the :class:`AsyncPipelineConfig`.
+        backend: share this backend instead of creating one from ``config.async_config``
+            (as the presets share the process-wide backend).
+    """
+
+    def __init__(self, config: AsyncPipelineConfig, backend: AsyncBackend | None = None) -> None:
+        if not isinstance(config, AsyncPipelineConfig):
+            raise TypeError(f"config must be an AsyncPipelineConfig, got {type(config).__name__}")
+        self.config = config
+        self.pipeline = Pipeline(config.pipeline_config)
+        self.pipeline.fallback_to_sync = config.fallback_to_sync
+        self.fallback_to_sync = config.fallback_to_sync
+        self.min_level = self.pipeline.min_level
+        self.capture_flags = self.pipeline.capture_flags
+        self.writers = self.pipeline.writers
+        self.render = self.pipeline.render
+        self._lock = threading.Lock()
+        self._loggers: dict[str, Logger] = {}
+        self.backend = backend if backend is not None else AsyncBackend(config.async_config)
+        register_pipeline(self.backend, self)
+
+    # -- what the backend and the loggers call ------------------------------------------------
+
+    @property
+    def route_emit(self) -> Callable[[Record], None]:
+        """What this pipeline's loggers hand records to: the backend's queue (or sync)."""
+        if self.config.enable_async:
+            put: Callable[[Record], None] = self.backend.queue.put
+            return put
+        return self.emit
+
+    def emit(self, record: Record) -> None:
+        """Process *record* now, on the calling thread (the synchronous path)."""
+        self.pipeline.emit(record)
+
+    def process(self, record: Record) -> None:
+        """Hand *record* to this pipeline the way its loggers do (async when enabled)."""
+        record.sink = self
+        self.route_emit(record)
+
+    def get_logger(self, name: str) -> Logger:
+        """Return the logger called *name* that logs through this pipeline (cached)."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        with self._lock:
+            logger = self._loggers.get(name)
+            if logger is None:
+                route = Route(self, self.min_level, self.capture_flags, self.route_emit)
+                logger = self._loggers[name] = Logger(name, route)
+        return logger
+
+    def use_backend(self, backend: AsyncBackend) -> None:
+        """Move to *backend*: every logger of this pipeline enqueues there from now on."""
+        from kakashi.logger import reroute
+
+        with self._lock:
+            self.backend = backend
+            register_pipeline(backend, self)
+            emit = self.route_emit
+            for logger in self._loggers.values():
+                route = logger._route
+                route.set(self, route.level, route.flags, emit)
+        reroute(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> FlushResult:
+        """Wait until everything logged so far is written (see ``AsyncBackend.flush``)."""
+        if not self.config.enable_async:
+            self.pipeline.flush()
+            return FlushResult(True, 0)
+        return self.backend.flush(timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> FlushResult:
+        """Shut down this pipeline's backend: drain, flush, close the writers."""
+        if not self.config.enable_async:
+            self.pipeline.close()
+            return FlushResult(True, 0)
+        return self.backend.shutdown(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Return the backend's counters (see ``AsyncBackend.get_stats``)."""
+        return self.backend.get_stats()
+
+    get_performance_stats = stats
+
+    def __repr__(self) -> str:
+        return f"<AsyncPipeline {self.backend!r} writers={list(self.writers)!r}>"
