@@ -15,6 +15,7 @@ import pytest
 
 import kakashi
 from kakashi import _errors
+from kakashi.core.async_backend import shutdown_all
 from kakashi.logger import reset_registry
 
 NO_EXTENSIONS = bool(os.environ.get("KAKASHI_NO_EXTENSIONS"))
@@ -105,6 +106,7 @@ def _clean_state() -> Any:
     yield
     kakashi.reset_context(token)
     reset_registry()
+    shutdown_all(timeout=5.0)
     leftover = [t.name for t in threading.enumerate() if t.name.startswith("kakashi-")]
     assert leftover == []
 

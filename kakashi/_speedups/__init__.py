@@ -83,7 +83,7 @@ else:
             pass
     if not USING_SPEEDUPS:
         _modules = _load("py")
-    for _module, _names in zip(_modules, _MODULES.values()):
+    for _module, _names in zip(_modules, _MODULES.values(), strict=True):
         globals().update({name: getattr(_module, name) for name in _names})
     del _module, _modules, _names
 

@@ -52,6 +52,7 @@ cdef class RecordQueue:
     cdef void _reset_counters(self):
         cdef int i
         self.offered = self.written = self.filtered = self.in_flight = self.written_sync = 0
+        self.blocked = 0
         for i in range(REASON_COUNT):
             self._dropped[i] = 0
 
@@ -107,6 +108,7 @@ cdef class RecordQueue:
         self.offered += 1
         while True:
             if self.closed:
+                self.in_flight += 1  # handed to on_closed below
                 break
             dropped = None
             if self._size < self.capacity:
@@ -133,7 +135,10 @@ cdef class RecordQueue:
             # Full, and the strategy is to block: wait for room (releasing the GIL).
             if deadline < 0:
                 deadline = _monotonic() + self.block_timeout
-            if not _wait_while_full(self, max(0.0, deadline - _monotonic())):
+            self.blocked += 1
+            room = _wait_while_full(self, max(0.0, deadline - _monotonic()))
+            self.blocked -= 1
+            if not room:
                 self._dropped[BLOCK_TIMEOUT] += 1
                 self.on_drop(record, BLOCK_TIMEOUT)
                 return
@@ -144,6 +149,7 @@ cdef class RecordQueue:
             handled = self.on_closed(record)
         except Exception:
             handled = False
+        self.in_flight -= 1
         if handled:
             self.written_sync += 1
         else:
@@ -198,6 +204,7 @@ cdef class RecordQueue:
             "offered": self.offered,
             "size": self._size,
             "in_flight": self.in_flight,
+            "blocked": self.blocked,
             "written": self.written,
             "filtered": self.filtered,
             "written_sync": self.written_sync,

@@ -4,10 +4,11 @@ Pure-Python twin of ``_queue_c.pyx`` and the reference for it.
 
 The queue owns every counter of the accounting, so that at every instant::
 
-    offered == written + filtered + dropped + size + in_flight
+    offered == written + written_sync + filtered + dropped + size + in_flight + blocked
 
 ``offered`` is every record handed to the backend; ``size`` records wait in the queue;
-``in_flight`` were taken by a worker and are being formatted and written; ``written``,
+``blocked`` are held by callers waiting for room; ``in_flight`` were taken by a worker
+(or by the synchronous fallback) and are being formatted and written; ``written``,
 ``filtered`` and ``dropped`` (by reason) are final. The worker calls :meth:`drain` and,
 when the batch is done, :meth:`done`; nothing is ever removed without being counted.
 
@@ -114,6 +115,7 @@ class RecordQueue:
         self.written = 0
         self.filtered = 0
         self.in_flight = 0
+        self.blocked = 0
         self.written_sync = 0
         self.dropped = [0] * len(REASONS)
 
@@ -128,12 +130,16 @@ class RecordQueue:
             starter, self.starter = self.starter, None
             starter()
         deadline = None
-        with self._lock:
-            self.offered += 1
+        waited = False
         while True:
             dropped = None
             with self._lock:
+                if waited:
+                    self.blocked -= 1
+                else:
+                    self.offered += 1
                 if self.closed:
+                    self.in_flight += 1  # handed to on_closed below
                     break
                 items = self._items
                 if len(items) < self.capacity:
@@ -148,6 +154,8 @@ class RecordQueue:
                     dropped, reason = items.popleft(), _OLDEST
                     items.append(record)
                     first, record = False, None
+                else:
+                    self.blocked += 1
             if record is None:
                 if dropped is not None:
                     self.on_drop(dropped, reason)
@@ -157,8 +165,10 @@ class RecordQueue:
             # Full, and the strategy is to block: wait for room outside the lock.
             if deadline is None:
                 deadline = time.monotonic() + self.block_timeout
+            waited = True
             if not wait_while_full(self, max(0.0, deadline - time.monotonic())):
                 with self._lock:
+                    self.blocked -= 1
                     self.dropped[_BLOCK_TIMEOUT] += 1
                 self.on_drop(record, _BLOCK_TIMEOUT)
                 return
@@ -170,6 +180,7 @@ class RecordQueue:
         except Exception:
             handled = False
         with self._lock:
+            self.in_flight -= 1
             if handled:
                 self.written_sync += 1
             else:
@@ -228,8 +239,9 @@ class RecordQueue:
                 "offered": self.offered,
                 "size": len(self._items),
                 "in_flight": self.in_flight,
+                "blocked": self.blocked,
                 "written": self.written,
                 "filtered": self.filtered,
                 "written_sync": self.written_sync,
-                "dropped": dict(zip(REASONS, self.dropped)),
+                "dropped": dict(zip(REASONS, self.dropped, strict=True)),
             }

@@ -54,6 +54,7 @@ __all__ = [
     "FlushResult",
     "configure_async_backend",
     "get_async_backend",
+    "shutdown_all",
     "shutdown_async_logging",
 ]
 
@@ -222,6 +223,7 @@ class AsyncBackend:
         timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._state_lock:
+            self.queue.starter = None  # a shut-down backend is not restarted by a record
             if self.state == "stopped" and not self._workers:
                 self.queue.close()
                 return FlushResult(True, 0)
@@ -391,7 +393,7 @@ class AsyncBackend:
 
     def _settled_count(self) -> int:
         counters = self.queue.counters()
-        return (
+        return int(
             counters["written"]
             + counters["filtered"]
             + counters["written_sync"]
@@ -399,7 +401,7 @@ class AsyncBackend:
         )
 
     def _pending(self) -> int:
-        return self.queue.size + self.queue.in_flight
+        return self.queue.size + self.queue.in_flight + self.queue.blocked
 
     def _notify_settled(self) -> None:
         with self._settled:
@@ -475,10 +477,11 @@ class AsyncBackend:
             "messages_dropped": sum(dropped.values()),
             "dropped_by_reason": dropped,
             "in_flight": counters["in_flight"],
-            "pending": counters["size"] + counters["in_flight"],
+            "blocked": counters["blocked"],
+            "pending": counters["size"] + counters["in_flight"] + counters["blocked"],
             "batches_written": self._batches,
             "overflow_strategy": self.config.overflow_strategy,
-            "writers": [dict(stats) for stats in self._writer_stats.values()],
+            "writers": [dict(stats) for stats in list(self._writer_stats.values())],
             "internal_errors": _errors.error_counts(),
         }
 
@@ -576,6 +579,21 @@ def shutdown_async_logging(timeout: float = 5.0) -> FlushResult:
     if backend is None:
         return FlushResult(True, 0)
     return backend.shutdown(timeout)
+
+
+def shutdown_all(timeout: float | None = None) -> None:
+    """Shut down every live backend (interpreter exit does this), then forget the global one.
+
+    Workers still busy in a hung writer are given until *timeout* to finish.
+    """
+    global _global
+    for backend in list(_live):
+        if backend.state != "stopped":
+            backend.shutdown(timeout)
+        for thread in list(backend._workers):
+            thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
+    with _global_lock:
+        _global = None
 
 
 def _shutdown_all_at_exit() -> None:

@@ -47,12 +47,14 @@ class AsyncPipelineConfig:
     fallback_to_sync: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pipeline_config, PipelineConfig):
-            kind = type(self.pipeline_config).__name__
-            raise TypeError(f"pipeline_config must be a PipelineConfig, got {kind}")
-        if not isinstance(self.async_config, AsyncConfig):
-            kind = type(self.async_config).__name__
-            raise TypeError(f"async_config must be an AsyncConfig, got {kind}")
+        checks: tuple[tuple[str, object, type], ...] = (
+            ("pipeline_config", self.pipeline_config, PipelineConfig),
+            ("async_config", self.async_config, AsyncConfig),
+        )
+        for name, value, expected in checks:
+            if not isinstance(value, expected):
+                kind = type(value).__name__
+                raise TypeError(f"{name} must be a {expected.__name__}, got {kind}")
 
 
 class AsyncPipeline:

@@ -1,0 +1,514 @@
+"""The async backend: queue, accounting, order, flush, shutdown, fork, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kakashi.core.async_backend import (
+    AsyncBackend,
+    AsyncConfig,
+    configure_async_backend,
+    get_async_backend,
+)
+from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+from kakashi.core.pipeline import (
+    LogLevel,
+    PipelineConfig,
+    default_json_formatter,
+    exception_enricher,
+    file_writer,
+    thread_enricher,
+)
+from tests.conftest import Implementation, read_json_lines
+
+
+class SlowWriter:
+    """A writer that sleeps per batch and keeps every line (decoded JSON)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.lines: list[dict[str, Any]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def write(self, batch: Any) -> None:
+        self.gate.wait()
+        if self.delay:
+            time.sleep(self.delay)
+        self.lines.extend(json.loads(line) for line in batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def async_pipeline(writer: Any, **async_options: Any) -> AsyncPipeline:
+    config = AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(min_level="DEBUG", writers=(writer,)),
+        async_config=AsyncConfig(**async_options),
+    )
+    return AsyncPipeline(config)
+
+
+def balanced(stats: dict[str, Any]) -> bool:
+    return bool(
+        stats["messages_enqueued"]
+        == stats["messages_written"]
+        + stats["messages_filtered"]
+        + stats["messages_dropped"]
+        + stats["pending"]
+    )
+
+
+class TestQueue:
+    def make(self, impl: Implementation, capacity: int, strategy: int) -> tuple[Any, list[Any]]:
+        events: list[Any] = []
+        queue = impl.queue.RecordQueue(
+            capacity,
+            strategy,
+            0.05,
+            lambda: events.append("wake"),
+            lambda record, reason: events.append((record, impl.queue.REASONS[reason])),
+            lambda record: False,
+        )
+        return queue, events
+
+    def test_drop_newest(self, impl: Implementation) -> None:
+        """A full drop_newest queue refuses the new record and counts it."""
+        queue, events = self.make(impl, 2, impl.queue.DROP_NEWEST)
+        for item in "abcd":
+            queue.put(item)
+
+        assert ["a", "b"] == queue.drain(10)
+        assert ["wake", ("c", "queue_full_drop_newest"), ("d", "queue_full_drop_newest")] == events
+
+    def test_drop_oldest(self, impl: Implementation) -> None:
+        """A full drop_oldest queue evicts the oldest record and counts it."""
+        queue, events = self.make(impl, 2, impl.queue.DROP_OLDEST)
+        for item in "abcd":
+            queue.put(item)
+
+        assert ["c", "d"] == queue.drain(10)
+        assert ["wake", ("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
+
+    def test_block_times_out_and_counts(self, impl: Implementation) -> None:
+        """Under block, a caller waits for room; with none, the record is dropped, counted."""
+        queue, events = self.make(impl, 1, impl.queue.BLOCK)
+        queue.put("a")
+        queue.put("b")
+
+        assert ("b", "queue_full_block_timeout") == events[-1]
+        assert 1 == queue.counters()["dropped"]["queue_full_block_timeout"]
+
+    def test_block_resumes_when_drained(self, impl: Implementation) -> None:
+        """A blocked caller proceeds as soon as a worker drains."""
+        queue, _ = self.make(impl, 1, impl.queue.BLOCK)
+        queue.block_timeout = 30.0
+        queue.put("a")
+        producer = threading.Thread(target=queue.put, args=("b",))
+        producer.start()
+        while queue.waiters == 0:
+            time.sleep(0.001)
+        drained = queue.drain(1)
+        producer.join()
+
+        assert (["a"], ["b"]) == (drained, queue.drain(1))
+
+    def test_wakes_only_when_it_becomes_non_empty(self, impl: Implementation) -> None:
+        """The wake callback runs on the empty to non-empty transition only."""
+        queue, events = self.make(impl, 10, impl.queue.BLOCK)
+        for item in "abc":
+            queue.put(item)
+        queue.drain(10)
+        queue.put("d")
+
+        assert ["wake", "wake"] == events
+
+    def test_counters_balance(self, impl: Implementation) -> None:
+        """offered == written + filtered + dropped + size + in_flight, step by step."""
+        queue, _ = self.make(impl, 3, impl.queue.DROP_OLDEST)
+
+        def check() -> None:
+            c = queue.counters()
+            settled = c["written"] + c["filtered"] + sum(c["dropped"].values())
+            assert c["offered"] == settled + c["size"] + c["in_flight"]
+
+        for item in range(5):
+            queue.put(item)
+            check()
+        batch = queue.drain(2)
+        check()
+        queue.done(1, 1, 0)
+        check()
+        queue.abandon()
+        check()
+        assert 2 == len(batch)
+
+    def test_closed_queue_hands_records_to_on_closed(self, impl: Implementation) -> None:
+        """After close, offers go to on_closed; refused ones count as dropped."""
+        queue, events = self.make(impl, 3, impl.queue.BLOCK)
+        queue.close()
+        queue.put("late")
+
+        assert ("late", "closed") == events[-1]
+        assert 1 == queue.counters()["dropped"]["closed"]
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"max_queue_size": 0}, "max_queue_size must be at least 1"),
+            ({"worker_count": 0}, "worker_count must be at least 1"),
+            ({"batch_size": -5}, "batch_size must be at least 1"),
+            ({"batch_timeout": 0}, "batch_timeout must be positive"),
+            ({"shutdown_timeout": -1}, "shutdown_timeout must be positive"),
+            ({"overflow_strategy": "spill"}, "overflow_strategy must be one of block"),
+        ],
+    )
+    def test_invalid_values_name_the_field(self, options: dict[str, Any], message: str) -> None:
+        """Zero or negative sizes, no workers and unknown strategies fail at construction."""
+        with pytest.raises(ValueError, match=message):
+            AsyncConfig(**options)
+
+    def test_original_spelling_of_the_strategy(self) -> None:
+        """queue_overflow_strategy is accepted as the original library spelled it."""
+        assert "drop_newest" == AsyncConfig(queue_overflow_strategy="drop_newest").overflow_strategy
+
+    def test_wrong_types(self) -> None:
+        """A non-int size is a TypeError naming the field."""
+        with pytest.raises(TypeError, match="max_queue_size must be an int"):
+            AsyncConfig(max_queue_size="big")  # type: ignore[arg-type]
+
+
+class TestAccounting:
+    @pytest.mark.parametrize("strategy", ["block", "drop_oldest", "drop_newest"])
+    def test_exact_under_overflow(self, strategy: str) -> None:
+        """With a slow writer, the counters balance at every instant and after shutdown."""
+        writer = SlowWriter(delay=0.02)  # slower than the producer: the queue overflows
+        pipeline = async_pipeline(
+            writer, max_queue_size=20, batch_size=5, overflow_strategy=strategy, block_timeout=0.005
+        )
+        log = pipeline.get_logger("acct")
+        unbalanced: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def monitor() -> None:
+            while not stop.is_set():
+                stats = pipeline.stats()
+                if not balanced(stats):
+                    unbalanced.append(stats)
+
+        watcher = threading.Thread(target=monitor)
+        watcher.start()
+        for i in range(300):
+            log.info("record", n=i)
+        result = pipeline.shutdown(10)
+        stop.set()
+        watcher.join()
+        stats = pipeline.stats()
+
+        assert [] == unbalanced
+        assert result.complete
+        assert 0 == stats["pending"]
+        assert 300 == stats["messages_enqueued"]
+        assert stats["messages_dropped"] > 0
+        notices = [line for line in writer.lines if line["logger"] == "kakashi"]
+        records = [line for line in writer.lines if line["logger"] == "acct"]
+        assert stats["messages_written"] == len(records)
+        assert notices and all(n["level"] == "WARNING" for n in notices)
+        assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
+
+    def test_notice_says_why(self) -> None:
+        """The drop notice names the reason and the count."""
+        writer = SlowWriter()
+        writer.gate.clear()
+        pipeline = async_pipeline(writer, max_queue_size=2, overflow_strategy="drop_newest")
+        log = pipeline.get_logger("n")
+        for i in range(10):
+            log.info("r", n=i)
+        writer.gate.set()
+        pipeline.flush(5)
+        log.info("after")
+        pipeline.shutdown(5)
+
+        notice = next(line for line in writer.lines if line["logger"] == "kakashi")
+        assert notice["message"].startswith("dropped ")
+        assert "queue_full_drop_newest" in notice["message"]
+
+
+class TestOrder:
+    def test_file_receives_enqueue_order_with_many_workers(self, tmp_path: Path) -> None:
+        """Several producers and four workers: the file holds the enqueue order."""
+        path = tmp_path / "order.log"
+        pipeline = async_pipeline(file_writer(path), worker_count=4, batch_size=7)
+        log = pipeline.get_logger("order")
+        sequence = iter(range(10**9))
+        lock = threading.Lock()
+
+        def produce(thread_index: int) -> None:
+            for i in range(500):
+                with lock:  # the global sequence is the enqueue order
+                    log.info("r", seq=next(sequence), thread=thread_index, i=i)
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pipeline.flush(10)
+        pipeline.shutdown(5)
+        events = read_json_lines(path)
+
+        assert list(range(2000)) == [event["seq"] for event in events]
+
+    def test_each_thread_in_order_without_a_global_lock(self, tmp_path: Path) -> None:
+        """Without coordination, every producer's records keep their order."""
+        path = tmp_path / "threads.log"
+        pipeline = async_pipeline(file_writer(path), worker_count=3, batch_size=13)
+        log = pipeline.get_logger("order")
+
+        def produce(thread_index: int) -> None:
+            for i in range(400):
+                log.info("r", t=thread_index, i=i)
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pipeline.shutdown(10)
+        events = read_json_lines(path)
+
+        for thread_index in range(5):
+            assert list(range(400)) == [e["i"] for e in events if e["t"] == thread_index]
+
+
+class TestFlushAndShutdown:
+    def test_flush_is_a_barrier(self) -> None:
+        """flush returns only once every earlier record reached the writer."""
+        writer = SlowWriter(delay=0.01)
+        pipeline = async_pipeline(writer, batch_size=10)
+        log = pipeline.get_logger("f")
+        for i in range(100):
+            log.info("r", i=i)
+        result = pipeline.flush(30)
+
+        assert result.complete
+        assert 100 == len(writer.lines)
+        pipeline.shutdown(5)
+
+    def test_flush_reports_pending_on_timeout(self) -> None:
+        """A flush that cannot finish in time says how much is pending."""
+        writer = SlowWriter()
+        writer.gate.clear()
+        pipeline = async_pipeline(writer)
+        log = pipeline.get_logger("f")
+        for i in range(5):
+            log.info("r", i=i)
+        result = pipeline.flush(0.05)
+        writer.gate.set()
+        pipeline.shutdown(5)
+
+        assert (False, 5) == (result.complete, result.pending)
+
+    def test_shutdown_returns_despite_a_hung_writer(self) -> None:
+        """shutdown returns within its timeout with a hung writer, reporting what it left."""
+        writer = SlowWriter()
+        writer.gate.clear()  # the writer hangs until released below
+        pipeline = async_pipeline(writer, batch_size=1)
+        log = pipeline.get_logger("s")
+        for i in range(10):
+            log.info("r", i=i)
+        result = pipeline.shutdown(0.2)
+        stats = pipeline.stats()
+        writer.gate.set()  # only now: had shutdown waited for the writer, we'd never get here
+
+        assert not result.complete
+        assert 10 == result.pending + stats["messages_written"]
+        assert result.pending >= 9
+
+    def test_fallback_to_sync_after_shutdown(self) -> None:
+        """After shutdown, fallback_to_sync writes records synchronously instead of losing them."""
+        writer = SlowWriter()
+        pipeline = async_pipeline(writer)
+        log = pipeline.get_logger("late")
+        pipeline.shutdown(5)
+        log.info("after shutdown")
+
+        assert ["after shutdown"] == [line["message"] for line in writer.lines]
+        assert 1 == pipeline.stats()["messages_written_sync"]
+
+    def test_no_fallback_counts_a_drop(self) -> None:
+        """With fallback_to_sync=False, a record after shutdown is dropped and counted."""
+        writer = SlowWriter()
+        config = AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(writer,)), fallback_to_sync=False
+        )
+        pipeline = AsyncPipeline(config)
+        log = pipeline.get_logger("late")
+        pipeline.shutdown(5)
+        log.info("lost but counted")
+
+        assert [] == writer.lines
+        assert 1 == pipeline.stats()["dropped_by_reason"]["closed"]
+
+    def test_interpreter_exit_drains(self, tmp_path: Path) -> None:
+        """A process that logs N records and exits without shutdown leaves N lines."""
+        path = tmp_path / "exit.log"
+        script = textwrap.dedent(
+            f"""
+            from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+            from kakashi.core.async_backend import AsyncConfig
+            from kakashi.core.pipeline import PipelineConfig, file_writer
+            pipeline = AsyncPipeline(AsyncPipelineConfig(
+                pipeline_config=PipelineConfig(writers=(file_writer({str(path)!r}),)),
+                async_config=AsyncConfig(max_queue_size=100_000, batch_size=500),
+            ))
+            log = pipeline.get_logger("exit")
+            for i in range(20_000):
+                log.info("r", i=i)
+            """
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+        assert list(range(20_000)) == [event["i"] for event in read_json_lines(path)]
+
+
+class TestFaults:
+    def test_raising_writer_never_reaches_the_caller(self, capfd: Any) -> None:
+        """A writer that raises is retried, counted, reported once; the worker survives."""
+
+        class Broken(SlowWriter):
+            def write(self, batch: Any) -> None:
+                raise OSError("collector down")
+
+        good = SlowWriter()
+        config = AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(Broken(), good)),
+            async_config=AsyncConfig(max_error_retries=2, error_retry_delay=0.001),
+        )
+        pipeline = AsyncPipeline(config)
+        log = pipeline.get_logger("faulty")
+        for i in range(20):
+            log.info("r", i=i)
+        assert pipeline.flush(10)
+        stats = pipeline.stats()
+        pipeline.shutdown(5)
+
+        assert 20 == len(good.lines)
+        assert 20 == stats["messages_dropped"] == stats["dropped_by_reason"]["write_error"]
+        broken = next(w for w in stats["writers"] if "Broken" in w["writer"])
+        assert 20 == broken["dropped"]
+        assert 1 == capfd.readouterr().err.count("collector down")
+        assert 1 == stats["active_workers"]
+
+    @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+    def test_fork_child_logs_through_the_same_logger(self, tmp_path: Path) -> None:
+        """A forked child gets its own queue and workers; its records land, parent's stay."""
+        path = tmp_path / "fork.log"
+        writer = SlowWriter()
+        writer.gate.clear()  # the parent's worker is stuck mid-write while we fork
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(pipeline_config=PipelineConfig(writers=(file_writer(path),)))
+        )
+        blocked = async_pipeline(writer)
+        blocked.get_logger("busy").info("parent, held")
+        log = pipeline.get_logger("fork")
+        log.info("parent before fork")
+        assert pipeline.flush(5)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for i in range(50):
+                    log.info("child", i=i)
+                code = 0 if pipeline.flush(10) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        log.info("parent after fork")
+        writer.gate.set()
+        pipeline.shutdown(5)
+        blocked.shutdown(5)
+        messages = [event["message"] for event in read_json_lines(path)]
+
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert 50 == messages.count("child")
+        assert ["parent before fork", "parent after fork"] == [
+            m for m in messages if m.startswith("parent")
+        ]
+
+
+class TestPageExamples:
+    def test_async_pipeline_example(self, tmp_path: Path, monkeypatch: Any) -> None:
+        """The page's AsyncPipeline example runs as written and logs asynchronously."""
+        monkeypatch.chdir(tmp_path)
+        pipeline_config = PipelineConfig(
+            min_level=LogLevel.INFO,
+            enrichers=(thread_enricher, exception_enricher),
+            filters=(),
+            formatter=default_json_formatter,
+            writers=(file_writer("app.log"),),
+        )
+        async_config = AsyncConfig(
+            max_queue_size=25000, worker_count=2, batch_size=200, batch_timeout=0.1,
+            enable_batching=True,
+        )  # fmt: skip
+        async_pipeline_config = AsyncPipelineConfig(
+            pipeline_config=pipeline_config,
+            async_config=async_config,
+            enable_async=True,
+            fallback_to_sync=True,
+        )
+        pipeline = AsyncPipeline(async_pipeline_config)
+        log = pipeline.get_logger("api")
+        log.info("handled", status=200)
+        names = {t.name for t in threading.enumerate()}
+        pipeline.shutdown(5)
+
+        assert {"kakashi-worker-0", "kakashi-worker-1"} <= names
+        assert "handled" == read_json_lines(tmp_path / "app.log")[0]["message"]
+
+    def test_configure_async_backend_replaces_and_drains(self) -> None:
+        """configure_async_backend really replaces the global backend; the old one drains."""
+        writer = SlowWriter(delay=0.001)
+        first = configure_async_backend(max_queue_size=1000, worker_count=1, batch_size=10)
+        config = AsyncPipelineConfig(pipeline_config=PipelineConfig(writers=(writer,)))
+        pipeline = AsyncPipeline(config, backend=first)
+        log = pipeline.get_logger("swap")
+        for i in range(200):
+            log.info("r", i=i)
+        second = configure_async_backend(
+            max_queue_size=50000, worker_count=4, batch_size=500, overflow_strategy="drop_oldest"
+        )
+        for i in range(200, 300):
+            log.info("r", i=i)
+        assert pipeline.flush(10)
+
+        assert second is get_async_backend() and second is not first
+        assert (50000, 4) == (second.config.max_queue_size, second.config.worker_count)
+        assert "stopped" == first.state
+        assert list(range(300)) == [line["i"] for line in writer.lines]
+        second.shutdown(5)
+
+
+def test_backend_alone() -> None:
+    """An AsyncBackend can be made, started and stopped on its own."""
+    backend = AsyncBackend(AsyncConfig(worker_count=2))
+    backend.start()
+    assert backend.is_running()
+    assert backend.shutdown(5).complete
+    assert "stopped" == backend.get_stats()["state"]
