@@ -53,7 +53,7 @@ from kakashi.formatters import (
     simple_text_formatter,
     text_formatter,
 )
-from kakashi.logger import configure, get_default_pipeline, get_logger, set_level
+from kakashi.logger import configure, flush, get_default_pipeline, get_logger, set_level
 from kakashi.writers import (
     CallableWriter,
     FileWriter,
@@ -83,6 +83,7 @@ __all__ = [
     # loggers
     "Logger",
     "configure",
+    "flush",
     "get_default_pipeline",
     "get_logger",
     "set_level",

@@ -9,7 +9,7 @@ writes human-readable text to stderr at INFO and above, coloured on a terminal.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from kakashi._speedups import Logger, Route
 from kakashi.core.pipeline import Pipeline, PipelineConfig
@@ -18,12 +18,24 @@ from kakashi.enrichers import context_enricher, exception_enricher
 from kakashi.formatters import ConsoleFormatter
 from kakashi.writers import stderr_writer
 
-__all__ = ["configure", "get_default_pipeline", "get_logger", "reset_registry", "set_level"]
+if TYPE_CHECKING:
+    from kakashi.core.async_pipeline import AsyncPipeline
+
+AnyPipeline: TypeAlias = "Pipeline | AsyncPipeline"
+
+__all__ = [
+    "configure",
+    "flush",
+    "get_default_pipeline",
+    "get_logger",
+    "reset_registry",
+    "set_level",
+]
 
 _lock = threading.RLock()
 _routes: dict[str, Route] = {}
 _loggers: dict[str, Logger] = {}
-_default: Pipeline | None = None
+_default: AnyPipeline | None = None
 
 
 def _initial_pipeline() -> Pipeline:
@@ -37,7 +49,7 @@ def _initial_pipeline() -> Pipeline:
     )
 
 
-def get_default_pipeline() -> Pipeline:
+def get_default_pipeline() -> AnyPipeline:
     """Return the pipeline that loggers without their own pipeline log through."""
     global _default
     if _default is None:
@@ -76,7 +88,7 @@ def get_logger(name: str = "root", pipeline: Pipeline | None = None) -> Logger:
     return logger
 
 
-def configure(pipeline: Pipeline | PipelineConfig | None = None, **options: Any) -> Pipeline:
+def configure(pipeline: AnyPipeline | PipelineConfig | None = None, **options: Any) -> AnyPipeline:
     """Make *pipeline* (or one built from a config or keyword options) the default.
 
     Every logger from :func:`get_logger` without an explicit pipeline (and every logger
@@ -84,6 +96,7 @@ def configure(pipeline: Pipeline | PipelineConfig | None = None, **options: Any)
     one is flushed; its writers stay open for anyone still holding it.
     """
     global _default
+    new: AnyPipeline
     if pipeline is None:
         new = Pipeline(PipelineConfig(**options)) if options else _initial_pipeline()
     elif isinstance(pipeline, PipelineConfig):
@@ -136,6 +149,23 @@ def set_level(level: int | str, name: str | None = None) -> None:
         route = get_logger(name)._route
         route.level = value
         route.explicit_level = True
+
+
+def flush(timeout: float = 5.0) -> Any:
+    """Wait until everything logged so far is handed to the operating system.
+
+    Flushes every running async backend (records enqueued before the call are written,
+    then the writers flushed) and the default pipeline's writers. Returns a
+    ``FlushResult``: true when complete, else ``pending`` says how many records were
+    still waiting when *timeout* seconds had passed.
+    """
+    from kakashi.core.async_backend import flush_all
+
+    result = flush_all(timeout)
+    default = _default
+    if default is not None and not hasattr(default, "backend"):
+        default.flush()
+    return result
 
 
 def reset_registry() -> None:

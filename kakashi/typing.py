@@ -32,11 +32,13 @@ class Writer(Protocol):
     """Where formatted records go.
 
     ``write`` takes a batch: a sequence of formatted records, each without its line
-    terminator, to be written in order. ``flush`` pushes anything buffered to the
-    operating system; ``close`` flushes and releases the resource.
+    terminator, to be written in order. It raises if the batch could not be written (the
+    async backend then retries it), or returns the number of records it could not take
+    after retrying them itself (``None`` or 0: all written). ``flush`` pushes anything
+    buffered to the operating system; ``close`` flushes and releases the resource.
     """
 
-    def write(self, batch: Sequence[bytes]) -> None:
+    def write(self, batch: Sequence[bytes]) -> int | None:
         """Write every record of *batch*, in order."""
 
     def flush(self) -> None:

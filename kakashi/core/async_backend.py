@@ -53,6 +53,7 @@ __all__ = [
     "AsyncConfig",
     "FlushResult",
     "configure_async_backend",
+    "flush_all",
     "get_async_backend",
     "shutdown_all",
     "shutdown_async_logging",
@@ -321,12 +322,10 @@ class AsyncBackend:
                     run_filtered += 1
                 else:
                     lines.append(line)
-            run = end - start
-            if lines:
-                if self._write_all(sink, lines, later):
-                    written += run - run_filtered
-                else:
-                    failed += run - run_filtered
+            kept = end - start - run_filtered
+            lost = min(kept, self._write_all(sink, lines, later)) if lines else 0
+            written += kept - lost
+            failed += lost
             filtered += run_filtered
             start = end
         self._batches += 1
@@ -352,17 +351,26 @@ class AsyncBackend:
         line = sink.render(notice)
         return [line] if line is not None else []
 
-    def _write_all(self, sink: Any, lines: list[bytes], later: list[Any]) -> bool:
-        ok = True
+    def _write_all(self, sink: Any, lines: list[bytes], later: list[Any]) -> int:
+        """Hand *lines* to every writer; return how many records some writer could not take.
+
+        Records one writer could not take count once (the most any writer missed); each
+        writer's own figures are in the stats.
+        """
+        failed = 0
         for writer in sink.writers:
             if getattr(writer, "concurrent", False):
                 later.append((writer, lines))
-            elif not self._deliver(writer, lines):
-                ok = False
-        return ok
+            else:
+                failed = max(failed, self._deliver(writer, lines))
+        return failed
 
-    def _deliver(self, writer: Any, lines: Sequence[bytes]) -> bool:
-        """Write *lines* to *writer*, retrying with backoff; count the outcome per writer."""
+    def _deliver(self, writer: Any, lines: Sequence[bytes]) -> int:
+        """Write *lines* to *writer*, retrying with backoff; return how many were lost.
+
+        A writer's ``write`` may return an int: how many of the lines it could not take
+        (it retried them itself). Raising means the whole batch failed, and is retried.
+        """
         stats = self._writer_stats.get(id(writer))
         if stats is None:
             stats = self._writer_stats[id(writer)] = {
@@ -375,7 +383,7 @@ class AsyncBackend:
         delay = self.config.error_retry_delay
         for attempt in range(self.config.max_error_retries + 1):
             try:
-                writer.write(lines)
+                result = writer.write(lines)
             except Exception as exc:
                 stats["errors"] += 1
                 _errors.report(f"writer {writer!r}", exc)
@@ -383,11 +391,13 @@ class AsyncBackend:
                     time.sleep(delay)
                     delay *= 2
                 continue
+            lost = result if type(result) is int and 0 < result <= len(lines) else 0
             stats["batches"] += 1
-            stats["records"] += len(lines)
-            return True
+            stats["records"] += len(lines) - lost
+            stats["dropped"] += lost
+            return lost
         stats["dropped"] += len(lines)
-        return False
+        return len(lines)
 
     # -- flushing ------------------------------------------------------------------------
 
@@ -573,12 +583,30 @@ def configure_async_backend(
 
 
 def shutdown_async_logging(timeout: float = 5.0) -> FlushResult:
-    """Shut down the process-wide backend (see :meth:`AsyncBackend.shutdown`)."""
+    """Shut down the process-wide backend (see :meth:`AsyncBackend.shutdown`).
+
+    Its pipelines fall back to synchronous writing (if configured so); the next preset
+    or :func:`get_async_backend` call makes a new backend.
+    """
+    global _global
     with _global_lock:
-        backend = _global
+        backend, _global = _global, None
     if backend is None:
         return FlushResult(True, 0)
     return backend.shutdown(timeout)
+
+
+def flush_all(timeout: float = 5.0) -> FlushResult:
+    """Flush every running backend (see :meth:`AsyncBackend.flush`) within *timeout* overall."""
+    deadline = time.monotonic() + max(float(timeout), 0.0)
+    pending = 0
+    complete = True
+    for backend in list(_live):
+        if backend.state == "running":
+            result = backend.flush(max(0.0, deadline - time.monotonic()))
+            complete = complete and result.complete
+            pending += result.pending
+    return FlushResult(complete, pending)
 
 
 def shutdown_all(timeout: float | None = None) -> None:
