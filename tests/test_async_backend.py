@@ -92,7 +92,7 @@ class TestQueue:
             queue.put(item)
 
         assert ["a", "b"] == queue.drain(10)
-        assert ["wake", ("c", "queue_full_drop_newest"), ("d", "queue_full_drop_newest")] == events
+        assert [("c", "queue_full_drop_newest"), ("d", "queue_full_drop_newest")] == events
 
     def test_drop_oldest(self, impl: Implementation) -> None:
         """A full drop_oldest queue evicts the oldest record and counts it."""
@@ -101,7 +101,7 @@ class TestQueue:
             queue.put(item)
 
         assert ["c", "d"] == queue.drain(10)
-        assert ["wake", ("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
+        assert [("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
 
     def test_block_times_out_and_counts(self, impl: Implementation) -> None:
         """Under block, a caller waits for room; with none, the record is dropped, counted."""
@@ -126,15 +126,23 @@ class TestQueue:
 
         assert (["a"], ["b"]) == (drained, queue.drain(1))
 
-    def test_wakes_only_when_it_becomes_non_empty(self, impl: Implementation) -> None:
-        """The wake callback runs on the empty to non-empty transition only."""
+    def test_wakes_only_a_sleeping_worker(self, impl: Implementation) -> None:
+        """wake runs for the first record after the worker said it sleeps, and only then."""
         queue, events = self.make(impl, 10, impl.queue.BLOCK)
+        assert queue.sleep()
         for item in "abc":
             queue.put(item)
+        assert not queue.sleep()  # records wait: the worker must not sleep
         queue.drain(10)
-        queue.put("d")
+        queue.put("d")  # the worker is awake (draining): no wake-up needed
+        queue.drain(10)
+        assert queue.sleep()
+        queue.put("e")
+        assert queue.sleep(3)  # waiting for a batch of three
+        queue.put("f")
+        queue.put("g")
 
-        assert ["wake", "wake"] == events
+        assert ["wake", "wake", "wake"] == events
 
     def test_counters_balance(self, impl: Implementation) -> None:
         """offered == written + filtered + dropped + size + in_flight, step by step."""

@@ -33,7 +33,14 @@ _CAPTURE_NAMES = (
     "snapshot",
     "Snapshot",
 )
-_FORMAT_NAMES = ("event_dict", "exception_dict", "format_json", "minimal_json", "render_timestamp")
+_FORMAT_NAMES = (
+    "event_dict",
+    "exception_dict",
+    "format_batch",
+    "format_json",
+    "minimal_json",
+    "render_timestamp",
+)
 _QUEUE_NAMES = ("BLOCK", "DROP_NEWEST", "DROP_OLDEST", "REASONS", "RecordQueue")
 
 if TYPE_CHECKING:
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
     from kakashi._speedups._format_py import (
         event_dict,
         exception_dict,
+        format_batch,
         format_json,
         minimal_json,
         render_timestamp,
@@ -105,6 +113,7 @@ __all__ = [
     "Snapshot",
     "event_dict",
     "exception_dict",
+    "format_batch",
     "format_json",
     "json_default",
     "level_name",

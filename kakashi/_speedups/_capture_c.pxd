@@ -31,6 +31,7 @@ cdef class Route:
     cdef public bint explicit_level
     cdef public object sink
     cdef public object emit
+    cdef public object queue
 
 
 @cython.final

@@ -20,6 +20,8 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.time cimport time_t
 
+from kakashi._speedups._queue_c cimport RecordQueue
+
 from kakashi import _errors
 from kakashi._speedups import _capture_py as _py
 from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
@@ -228,13 +230,23 @@ cdef class Route:
     def set(self, sink, int level, int flags, emit=None):
         """Point the route at *sink*, with *level*, capture *flags* and *emit*."""
         self.sink = sink
-        self.emit = sink.emit if emit is None else emit
+        if isinstance(emit, RecordQueue):
+            self.queue = emit
+            self.emit = emit.put
+        else:
+            self.queue = None
+            self.emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
 
 
-cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields) except -1:
-    """Build the record for one enabled call and hand it to the route. Never raises."""
+cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
+                  bint control) except -1:
+    """Build the record for one enabled call and hand it to the route. Never raises.
+
+    *fields* were snapshotted while they were collected; *control* says whether they
+    hold one of the control keywords (exc_info, stack_info, stacklevel).
+    """
     cdef Route route
     cdef Record record
     cdef int depth = 1  # sys._getframe(1) from a Python helper is the caller
@@ -243,7 +255,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields)
         route = logger._route
         exc_info = None
         stack_info = None
-        if fields:
+        if control:
             if "exc_info" in fields:
                 exc_info = _exc_tuple(fields.pop("exc_info"))
             if "stack_info" in fields:
@@ -252,9 +264,6 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields)
                 extra_depth = fields.pop("stacklevel")
                 if type(extra_depth) is int and extra_depth > 1:
                     depth += extra_depth - 1
-            for key, value in fields.items():
-                if not _is_scalar(value):
-                    fields[key] = _snapshot(value)
         if args:
             for arg in args:
                 if not _is_scalar(arg):
@@ -281,18 +290,40 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields)
             info = _exc_info()
             if info[1] is not None:
                 record.active_exc = info
-        route.emit(record)
+        if route.queue is not None:
+            (<RecordQueue>route.queue).put(record)  # a C call, no Python frame
+        else:
+            route.emit(record)
     except Exception as exc:
         _report("capture", exc)
     return 0
 
 
-cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef Py_ssize_t i
+cdef str _EXC_INFO = "exc_info"
+cdef str _STACK_INFO = "stack_info"
+cdef str _STACKLEVEL = "stacklevel"
+cdef frozenset _CONTROL = frozenset((_EXC_INFO, _STACK_INFO, _STACKLEVEL))
+
+
+cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, bint *control):
+    """The keyword fields as a dict, values snapshotted; flags control keywords."""
+    cdef Py_ssize_t i, length
     cdef dict fields = {}
-    if kwnames is not NULL:
-        for i in range(PyTuple_GET_SIZE(<tuple>kwnames)):
-            fields[<object>PyTuple_GET_ITEM(<tuple>kwnames, i)] = <object>args[nargs + i]
+    cdef str name
+    if kwnames is NULL:
+        return fields
+    for i in range(PyTuple_GET_SIZE(<tuple>kwnames)):
+        name = <str>PyTuple_GET_ITEM(<tuple>kwnames, i)
+        value = <object>args[nargs + i]
+        if name is _EXC_INFO or name is _STACK_INFO or name is _STACKLEVEL:
+            control[0] = True
+        else:
+            length = len(name)  # names built at run time are not interned: compare them
+            if (length == 8 or length == 10) and name in _CONTROL:
+                control[0] = True
+            elif not _is_scalar(value):
+                value = _snapshot(value)
+        fields[name] = value
     return fields
 
 
@@ -302,6 +333,7 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
     cdef Py_ssize_t first = 0, i
     cdef tuple rest
     cdef dict fields = None
+    cdef bint control = False
     if level == FROM_ARGUMENT:
         if nargs < 2:
             raise TypeError("Logger.log() missing required positional arguments: 'level' and 'msg'")
@@ -310,7 +342,7 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
         if type(given) is int and 0 <= given <= MAX_LEVEL:
             level = given
         else:
-            fields = _keywords(args, nargs, kwnames)
+            fields = _keywords(args, nargs, kwnames, &control)
             level = _coerce_level(given, fields)
     elif nargs < 1:
         raise TypeError("Logger method missing 1 required positional argument: 'msg'")
@@ -325,12 +357,13 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
         Py_INCREF(<object>args[i])
         PyTuple_SET_ITEM(rest, i - first - 1, <object>args[i])
     if fields is None:
-        fields = _keywords(args, nargs, kwnames)
+        fields = _keywords(args, nargs, kwnames, &control)
     if level == EXCEPTION:
         level = 40
+        control = True
         if "exc_info" not in fields:
             fields["exc_info"] = True
-    _capture(self, level, <object>args[first], rest, fields)
+    _capture(self, level, <object>args[first], rest, fields, control)
     return None
 
 

@@ -323,23 +323,34 @@ class Route:
         level: the lowest level let through; the logger's gate reads only this.
         sink: the pipeline whose stages process the records (stamped on each record).
         emit: the callable each record is handed to: ``sink.emit`` (synchronous) unless
-            another was given (an async backend's queue).
+            another was given (an async backend's queue's ``put``).
+        queue: the async backend's queue when records go there, else ``None``.
         flags: what to capture beyond the basics (:data:`CAPTURE_THREAD_NAME`,
             :data:`CAPTURE_SOURCE`), decided when the route is configured.
         explicit_level: ``True`` once ``set_level`` was called: reconfiguring the
             default pipeline then keeps this logger's level.
     """
 
-    __slots__ = ("emit", "explicit_level", "flags", "level", "sink")
+    __slots__ = ("emit", "explicit_level", "flags", "level", "queue", "sink")
 
     def __init__(self, sink: Any, level: int, flags: int = 0, emit: Any = None) -> None:
         self.explicit_level = False
         self.set(sink, level, flags, emit)
 
     def set(self, sink: Any, level: int, flags: int, emit: Any = None) -> None:
-        """Point the route at *sink*, with *level*, capture *flags* and *emit*."""
+        """Point the route at *sink*, with *level*, capture *flags* and *emit*.
+
+        *emit* may be a callable or a ``RecordQueue`` (records are then put in it).
+        """
+        from kakashi._speedups._queue_py import RecordQueue
+
         self.sink = sink
-        self.emit = sink.emit if emit is None else emit
+        if isinstance(emit, RecordQueue):
+            self.queue: RecordQueue | None = emit
+            self.emit = emit.put
+        else:
+            self.queue = None
+            self.emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
 

@@ -96,6 +96,19 @@ cpdef dict event_dict(Record record):
 
 def format_json(Record record):
     """Return the record as one line of JSON (no trailing newline), via orjson. Never raises."""
+    return _format_one(record)
+
+
+def format_batch(list records):
+    """Return :func:`format_json` of each record, in order (one call for a whole batch)."""
+    cdef Py_ssize_t i, count = len(records)
+    cdef list lines = [None] * count
+    for i in range(count):
+        lines[i] = _format_one(<Record?>records[i])
+    return lines
+
+
+cdef object _format_one(Record record):
     try:
         event = event_dict(record)
     except Exception as exc:

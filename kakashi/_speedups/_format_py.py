@@ -30,6 +30,7 @@ from kakashi._speedups._capture_py import (
 
 __all__ = [
     "event_dict",
+    "format_batch",
     "exception_dict",
     "format_json",
     "minimal_json",
@@ -154,3 +155,8 @@ def format_json(record: Record) -> bytes:
         return orjson.dumps(_scrub(event), default=json_default, option=_JSON_OPTIONS)
     except Exception as exc:
         return minimal_json(record, f"unserialisable record: {exc}")
+
+
+def format_batch(records: list[Record]) -> list[bytes]:
+    """Return :func:`format_json` of each record, in order (one call for a whole batch)."""
+    return [format_json(record) for record in records]

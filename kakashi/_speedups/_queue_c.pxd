@@ -16,6 +16,8 @@ cdef class RecordQueue:
     cdef public object not_full
     cdef public Py_ssize_t waiters
     cdef public bint closed
+    cdef public bint sleeping
+    cdef public Py_ssize_t wake_at
     cdef public long long offered
     cdef public long long written
     cdef public long long filtered
@@ -27,6 +29,7 @@ cdef class RecordQueue:
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
 
+    cpdef put(self, object record)
     cdef inline void _push(self, object record)
     cdef inline object _pop(self)
     cdef void _reset_counters(self)

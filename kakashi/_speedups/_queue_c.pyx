@@ -62,6 +62,8 @@ cdef class RecordQueue:
         self._size = 0
         self.not_full = threading.Condition(threading.Lock())
         self.waiters = 0
+        self.sleeping = False
+        self.wake_at = 1
         self.closed = False
         self._reset_counters()
 
@@ -95,7 +97,7 @@ cdef class RecordQueue:
         self._size -= 1
         return record
 
-    def put(self, record):
+    cpdef put(self, object record):
         """Offer one record (the callers' entry point; never raises for a full queue)."""
         cdef object dropped
         cdef int reason = 0
@@ -113,7 +115,9 @@ cdef class RecordQueue:
             dropped = None
             if self._size < self.capacity:
                 self._push(record)
-                first = self._size == 1
+                first = self.sleeping and self._size >= self.wake_at
+                if first:
+                    self.sleeping = False
                 record = None
             elif self.strategy == DROP_NEWEST:
                 self._dropped[NEWEST] += 1
@@ -155,6 +159,14 @@ cdef class RecordQueue:
         else:
             self._dropped[CLOSED] += 1
             self.on_drop(record, CLOSED)
+
+    def sleep(self, Py_ssize_t threshold=1):
+        """Say a worker is about to wait for *threshold* records; ``False``: they are here."""
+        if self._size >= threshold:
+            return False
+        self.wake_at = threshold
+        self.sleeping = True
+        return True
 
     def drain(self, Py_ssize_t max_items):
         """Take up to *max_items* records, oldest first; they count as in flight."""

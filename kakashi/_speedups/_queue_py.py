@@ -15,7 +15,8 @@ when the batch is done, :meth:`done`; nothing is ever removed without being coun
 A full queue follows its overflow strategy: ``block`` (the caller waits up to
 ``block_timeout`` seconds, then the record is dropped and counted), ``drop_oldest`` or
 ``drop_newest``. The ``wake`` callback runs only when the queue goes from empty to
-non-empty; ``on_drop(record, reason)`` runs for every dropped record, after the queue
+non-empty while a worker sleeps (the worker sets :attr:`sleeping` before it waits);
+``on_drop(record, reason)`` runs for every dropped record, after the queue
 is consistent again; ``on_closed(record)`` takes records offered after :meth:`close`.
 """
 
@@ -110,6 +111,8 @@ class RecordQueue:
         self._lock = threading.Lock()
         self.not_full = threading.Condition(threading.Lock())
         self.waiters = 0
+        self.sleeping = False
+        self.wake_at = 1
         self.closed = False
         self.offered = 0
         self.written = 0
@@ -144,7 +147,9 @@ class RecordQueue:
                 items = self._items
                 if len(items) < self.capacity:
                     items.append(record)
-                    first = len(items) == 1
+                    first = self.sleeping and len(items) >= self.wake_at
+                    if first:
+                        self.sleeping = False
                     record = None
                 elif self.strategy == DROP_NEWEST:
                     self.dropped[_NEWEST] += 1
@@ -187,6 +192,19 @@ class RecordQueue:
                 self.dropped[_CLOSED] += 1
         if not handled:
             self.on_drop(record, _CLOSED)
+
+    def sleep(self, threshold: int = 1) -> bool:
+        """Say a worker is about to wait for *threshold* records; ``False``: they are here.
+
+        The put that brings the queue to *threshold* records wakes the worker; records
+        put before this call are seen here, so no wake-up is lost.
+        """
+        with self._lock:
+            if len(self._items) >= threshold:
+                return False
+            self.wake_at = threshold
+            self.sleeping = True
+            return True
 
     def drain(self, max_items: int) -> list[Any]:
         """Take up to *max_items* records, oldest first; they count as in flight."""

@@ -70,8 +70,9 @@ class AsyncConfig:
         max_queue_size: the most records waiting at once (memory is bounded by it).
         worker_count: worker threads. More than one helps only slow writers (network).
         batch_size: the most records a worker formats and writes in one go.
-        batch_timeout: seconds an idle worker sleeps before it checks again; also the most
-            a record can wait for an idle worker to notice it (new records wake it at once).
+        batch_timeout: the longest a worker waits for a batch to fill once a record
+            arrived (a full batch wakes it at once); also how often an idle worker checks.
+            ``flush`` and ``shutdown`` do not wait for it.
         enable_batching: ``False`` writes records one by one (``batch_size`` 1).
         overflow_strategy: what a full queue does: ``"block"`` (the caller waits up to
             ``block_timeout`` seconds, then the record is dropped and counted),
@@ -283,10 +284,17 @@ class AsyncBackend:
         queue = self.queue
         size = self.config.effective_batch_size
         timeout = self.config.batch_timeout
+        # Wait for a full batch (or batch_timeout) before draining: the worker then takes
+        # the GIL once per batch rather than once per record.
+        fill = min(size, self.config.max_queue_size)
         try:
             while True:
-                self._wake.wait(timeout)
-                self._wake.clear()
+                if queue.sleep():  # idle: the first record wakes us
+                    self._wake.wait(timeout)
+                    self._wake.clear()
+                if fill > 1 and not self._stop and queue.sleep(fill):
+                    self._wake.wait(timeout)  # until the batch is full, or batch_timeout
+                    self._wake.clear()
                 while True:
                     with self._turn:
                         batch = queue.drain(size)
@@ -313,15 +321,10 @@ class AsyncBackend:
             end = start + 1
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
-            lines: list[bytes] = self._drop_notice(sink)
-            run_filtered = 0
-            render = sink.render
-            for record in batch[start:end]:
-                line = render(record)
-                if line is None:
-                    run_filtered += 1
-                else:
-                    lines.append(line)
+            lines, run_filtered = sink.render_batch(batch[start:end])
+            notice = self._drop_notice(sink)
+            if notice:
+                lines[:0] = notice
             kept = end - start - run_filtered
             lost = min(kept, self._write_all(sink, lines, later)) if lines else 0
             written += kept - lost

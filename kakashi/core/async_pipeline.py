@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from kakashi._speedups import Logger, Record, Route
@@ -77,6 +76,7 @@ class AsyncPipeline:
         self.capture_flags = self.pipeline.capture_flags
         self.writers = self.pipeline.writers
         self.render = self.pipeline.render
+        self.render_batch = self.pipeline.render_batch
         self._lock = threading.Lock()
         self._loggers: dict[str, Logger] = {}
         self.backend = backend if backend is not None else AsyncBackend(config.async_config)
@@ -85,11 +85,10 @@ class AsyncPipeline:
     # -- what the backend and the loggers call ------------------------------------------------
 
     @property
-    def route_emit(self) -> Callable[[Record], None]:
+    def route_emit(self) -> Any:
         """What this pipeline's loggers hand records to: the backend's queue (or sync)."""
         if self.config.enable_async:
-            put: Callable[[Record], None] = self.backend.queue.put
-            return put
+            return self.backend.queue
         return self.emit
 
     def emit(self, record: Record) -> None:
@@ -99,7 +98,10 @@ class AsyncPipeline:
     def process(self, record: Record) -> None:
         """Hand *record* to this pipeline the way its loggers do (async when enabled)."""
         record.sink = self
-        self.route_emit(record)
+        if self.config.enable_async:
+            self.backend.queue.put(record)
+        else:
+            self.emit(record)
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
