@@ -149,8 +149,14 @@ cdef inline long long _now_ns() noexcept:
 
 @cython.final
 @cython.freelist(64)
+@cython.no_gc
 cdef class Record:
-    """One log call, captured (see the pure-Python twin for the attributes)."""
+    """One log call, captured (see the pure-Python twin for the attributes).
+
+    Not tracked by the cyclic garbage collector: a record holds only snapshotted values,
+    the exception and its pipeline, none of which can refer back to it, and tens of
+    thousands may wait in the queue. (An enricher must not store a record inside itself.)
+    """
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 # Declared here so the capture module can push records without a Python-level call.
 
 cimport cython
+from cpython.object cimport PyObject
 
 
 @cython.final
@@ -25,11 +26,12 @@ cdef class RecordQueue:
     cdef public long long blocked
     cdef public long long written_sync
     cdef long long _dropped[6]
-    cdef list _ring
+    cdef PyObject **_ring
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
 
     cpdef put(self, object record)
     cdef inline void _push(self, object record)
     cdef inline object _pop(self)
-    cdef void _reset_counters(self)
+    cdef void _reset_counters(self) noexcept
+    cdef void _clear_ring(self)
