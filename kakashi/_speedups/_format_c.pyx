@@ -7,6 +7,8 @@ current second. Failure paths (scrubbing, the minimal form, exceptions) reuse th
 pure-Python twin.
 """
 
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+
 from kakashi._speedups._capture_c cimport Record
 
 import orjson
@@ -22,30 +24,44 @@ cdef extern from *:
     """
     #include <time.h>
     #include <stdio.h>
-    /* Render ns since the epoch as 2026-11-27T18:06:00.123456Z into out (28 bytes).
-       The "YYYY-MM-DDTHH:MM:SS." prefix of the last second seen is cached per thread. */
+    /* Render ns since the epoch as 2026-11-27T18:06:00.123456Z (27 characters) into a
+       per-thread buffer whose "YYYY-MM-DDTHH:MM:SS." prefix (20 characters) is kept for
+       the last second seen; only the microseconds are written for later records. */
     static _Thread_local long long kk_cached_second = -1;
-    static _Thread_local char kk_cached_prefix[32];
-    static int kk_render_timestamp(long long ns, char *out) {
+    static _Thread_local char kk_stamp[32];
+    static const char *kk_render_timestamp(long long ns) {
         long long second = ns / 1000000000LL;
         long long rest = ns % 1000000000LL;
         if (rest < 0) { rest += 1000000000LL; second -= 1; }  /* floor, as divmod does */
         if (second != kk_cached_second) {
             struct tm tm;
             time_t t = (time_t)second;
-            if (gmtime_r(&t, &tm) == NULL) return -1;
-            snprintf(kk_cached_prefix, sizeof kk_cached_prefix, "%04d-%02d-%02dT%02d:%02d:%02d.",
+            if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999) return NULL;
+            snprintf(kk_stamp, sizeof kk_stamp, "%04d-%02d-%02dT%02d:%02d:%02d.",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                      tm.tm_hour, tm.tm_min, tm.tm_sec);
             kk_cached_second = second;
         }
-        return snprintf(out, 40, "%s%06lldZ", kk_cached_prefix, rest / 1000LL);
+        long micros = (long)(rest / 1000);
+        for (int i = 25; i >= 20; i--) { kk_stamp[i] = (char)('0' + micros % 10); micros /= 10; }
+        kk_stamp[26] = 'Z';
+        return kk_stamp;
+    }
+    /* A dict with room for n items, so filling it never resizes. */
+    static PyObject *kk_dict_with_room(Py_ssize_t n) {
+    #if PY_VERSION_HEX < 0x030D0000
+        return _PyDict_NewPresized(n);
+    #else
+        (void)n;
+        return PyDict_New();
+    #endif
     }
     """
-    int kk_render_timestamp(long long ns, char *out)
+    const char *kk_render_timestamp(long long ns)
+    dict kk_dict_with_room(Py_ssize_t n)
 
 cdef object _dumps = orjson.dumps
-cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS
+cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS  # only needed when a key is not a str
 cdef object _json_default = json_default
 cdef frozenset _RESERVED = RESERVED_KEYS
 cdef frozenset _CORE = _py._CORE_KEYS
@@ -54,11 +70,10 @@ cdef object _minimal_json = _py.minimal_json
 
 
 cdef str _timestamp(long long ns):
-    cdef char buffer[40]
-    cdef int length = kk_render_timestamp(ns, buffer)
-    if length < 0:
+    cdef const char *stamp = kk_render_timestamp(ns)
+    if stamp is NULL:
         return _py.render_timestamp(ns)
-    return buffer[:length].decode("ascii")
+    return PyUnicode_DecodeLatin1(stamp, 27, NULL)
 
 
 def render_timestamp(long long time_ns):
@@ -68,12 +83,18 @@ def render_timestamp(long long time_ns):
 
 cpdef dict event_dict(Record record):
     """Return the record as the ordered dict every formatter renders."""
-    cdef dict event = {
-        "timestamp": _timestamp(record.time_ns),
-        "level": level_name(record.level),
-        "logger": record.logger,
-        "message": record.message,
-    }
+    cdef Py_ssize_t room = 7  # the four core keys, and exception, stack, source
+    if record.extra:
+        room += len(<dict?>record.extra)
+    if record.bound is not None:
+        room += len(<dict?>record.bound.fields)
+    if record.fields:
+        room += len(<dict?>record.fields)
+    cdef dict event = kk_dict_with_room(room)
+    event["timestamp"] = _timestamp(record.time_ns)
+    event["level"] = level_name(record.level)
+    event["logger"] = record.logger
+    event["message"] = record.message
     cdef object key
     if record.extra:
         for key, value in (<dict?>record.extra).items():
@@ -114,7 +135,7 @@ cdef object _format_one(Record record):
     except Exception as exc:
         return _minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:
-        return _dumps(event, default=_json_default, option=_OPTIONS)
+        return _dumps(event, _json_default)  # top-level keys are str: no options needed
     except Exception:
         pass
     try:

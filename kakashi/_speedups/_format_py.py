@@ -148,7 +148,7 @@ def format_json(record: Record) -> bytes:
     except Exception as exc:
         return minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:
-        return orjson.dumps(event, default=json_default, option=_JSON_OPTIONS)
+        return orjson.dumps(event, json_default)  # top-level keys are str: no options needed
     except Exception:
         pass
     try:
