@@ -50,6 +50,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib)\..*"),
     (r"py:.*", r"orjson\..*"),
     (r"py:mod", r"(logging|contextvars|typing|asyncio)"),
+    (r"py:class", r"dataclasses\..*"),
     (
         r"py:class",
         r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
@@ -63,8 +64,13 @@ nitpick_ignore_regex = [
 doctest_global_setup = """
 import os, tempfile
 import kakashi
+import kakashi.core.async_backend
 kakashi.logger.reset_registry()
 _docs_dir = tempfile.mkdtemp(prefix="kakashi-docs-")
 os.chdir(_docs_dir)
+"""
+doctest_global_cleanup = """
+kakashi.core.async_backend.shutdown_all(timeout=5.0)
+kakashi.logger.reset_registry()
 """
 os.environ.setdefault("NO_COLOR", "1")

@@ -23,7 +23,10 @@ def test_demo_accounts_for_every_record(tmp_path: Path) -> None:
     events = [json.loads(line) for line in lines]
 
     assert 3000 == len(events)
-    assert "logged 3,000 = on disk 3,000 + filtered 0 + write errors 0 + unaccounted 0" in out
+    assert (
+        "logged 3,000 = on disk 3,000 + filtered 0 + dropped 0 + pending 0 + unaccounted 0" in out
+    )
+    assert "complete" in out and "batches" in out
     assert "records/s" in out and "p99" in out and "100%" in out
     errors = [event for event in events if event["level"] == "ERROR"]
     assert errors and all(e["exception"]["type"] == "ConnectionError" for e in errors)

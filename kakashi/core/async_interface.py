@@ -146,7 +146,7 @@ def get_high_performance_logger(
     The caller only captures and enqueues (microseconds); formatting and the file write
     happen on the workers. Queue settings apply to the process-wide backend.
     """
-    backend = _backend_for(max_queue_size, worker_count, batch_size, batch_timeout=0.05)
+    backend = _backend_for(max_queue_size, worker_count, batch_size)
     key = ("file", str(Path(log_file).resolve()))
     with _lock:
         pipeline = _pipelines.get(key)

@@ -86,7 +86,7 @@ class AsyncPipeline:
 
     @property
     def route_emit(self) -> Any:
-        """What this pipeline's loggers hand records to: the backend's queue (or sync)."""
+        """The entry point this pipeline's loggers hand records to (the backend's queue)."""
         if self.config.enable_async:
             return self.backend.queue
         return self.emit

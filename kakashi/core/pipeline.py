@@ -264,7 +264,7 @@ class Pipeline:
 
     @property
     def route_emit(self) -> Callable[[Record], None]:
-        """What a logger of this pipeline hands each record to: :meth:`emit` (sync)."""
+        """The entry point this pipeline's loggers hand records to (here :meth:`emit`)."""
         return self.emit
 
     # -- loggers ------------------------------------------------------------------------
