@@ -520,3 +520,107 @@ def test_backend_alone() -> None:
     assert backend.is_running()
     assert backend.shutdown(5).complete
     assert "stopped" == backend.get_stats()["state"]
+
+
+class TestUnderLoad:
+    def test_reconfigure_and_shutdown_while_threads_log(self, tmp_path: Path) -> None:
+        """Replacing the backend twice and shutting down mid-burst loses nothing accepted."""
+        path = tmp_path / "load.log"
+        block = {"overflow_strategy": "block", "block_timeout": 30.0}  # nothing may be dropped
+        first = configure_async_backend(max_queue_size=500, worker_count=1, batch_size=50, **block)
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(pipeline_config=PipelineConfig(writers=(file_writer(path),))),
+            backend=first,
+        )
+        log = pipeline.get_logger("load")
+        counts = [0] * 4
+        go = threading.Event()
+
+        def produce(index: int) -> None:
+            go.wait()
+            for i in range(1500):
+                log.info("r", t=index, i=i)
+                counts[index] += 1
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        go.set()
+        configure_async_backend(max_queue_size=100, worker_count=2, batch_size=10, **block)
+        configure_async_backend(max_queue_size=1000, worker_count=3, batch_size=100, **block)
+        for thread in threads:
+            thread.join()
+        get_async_backend().shutdown(30)
+        events = read_json_lines(path)
+
+        assert 6000 == sum(counts) == len(events)
+        for index in range(4):
+            assert list(range(1500)) == sorted(e["i"] for e in events if e["t"] == index)
+
+    @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+    def test_fork_while_the_same_writer_is_mid_write(self, tmp_path: Path) -> None:
+        """Forking while this pipeline's worker is inside a write does not hang the child."""
+        path = tmp_path / "mid.log"
+        parent = os.getpid()
+        entered = threading.Event()
+        release = threading.Event()
+
+        class StallInParent:
+            def write(self, batch: Any) -> None:
+                if os.getpid() == parent:
+                    entered.set()
+                    release.wait(30)
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(
+                pipeline_config=PipelineConfig(writers=(file_writer(path), StallInParent()))
+            )
+        )
+        log = pipeline.get_logger("mid")
+        log.info("parent")
+        assert pipeline.flush(0.01).complete is False
+        assert entered.wait(10)  # the parent's worker now holds its turn, inside a write
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for i in range(20):
+                    log.info("child", i=i)
+                code = 0 if pipeline.flush(10) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        release.set()
+        pipeline.shutdown(10)
+        messages = [event["message"] for event in read_json_lines(path)]
+
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert (20, 1) == (messages.count("child"), messages.count("parent"))
+
+    def test_concurrent_writer_gets_every_batch_in_batch_order(self) -> None:
+        """A concurrent writer is fed outside the workers' turns; within a batch, in order."""
+        batches: list[list[int]] = []
+        lock = threading.Lock()
+
+        class Concurrent(SlowWriter):
+            concurrent = True
+
+            def write(self, batch: Any) -> None:
+                time.sleep(0.002)
+                with lock:
+                    batches.append([json.loads(line)["i"] for line in batch])
+
+        pipeline = async_pipeline(Concurrent(), worker_count=3, batch_size=25)
+        log = pipeline.get_logger("c")
+        for i in range(500):
+            log.info("r", i=i)
+        pipeline.shutdown(30)
+
+        assert list(range(500)) == sorted(i for batch in batches for i in batch)
+        assert all(batch == sorted(batch) for batch in batches)
