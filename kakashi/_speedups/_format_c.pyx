@@ -1,12 +1,15 @@
 # cython: language_level=3, embedsignature=True, freethreading_compatible=True
 """Formatting, compiled: the twin of ``_format_py.py``; see that module for the behaviour.
 
-The event dict is built in C from the record's fields and serialised with one
-``orjson.dumps`` call; the timestamp is rendered in C with a per-thread cache of the
-current second. Failure paths (scrubbing, the minimal form, exceptions) reuse the
-pure-Python twin.
+The common record (str, int, float, bool, None and snapshotted values; no exception,
+stack or call site; no key renamed or repeated) is encoded straight into bytes by
+:func:`_encode`, writing exactly what orjson writes for the same event; anything else
+builds the event dict and calls ``orjson.dumps``. The timestamp is rendered in C with a
+per-thread cache of the current second. Failure paths (scrubbing, the minimal form,
+exceptions) reuse the pure-Python twin.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 from kakashi._speedups._capture_c cimport Record
@@ -16,6 +19,7 @@ import orjson
 from kakashi._speedups import _format_py as _py
 from kakashi._speedups._capture_c import RESERVED_KEYS, json_default, level_name
 from kakashi._speedups._capture_py import _scrub
+from kakashi._state import Snapshot
 
 exception_dict = _py.exception_dict
 minimal_json = _py.minimal_json
@@ -47,6 +51,91 @@ cdef extern from *:
         kk_stamp[26] = 'Z';
         return kk_stamp;
     }
+    /* A growable byte buffer that starts on the stack. */
+    typedef struct { char *data; Py_ssize_t len, cap; int heap; char stack[512]; } kk_buf;
+    static void kk_buf_init(kk_buf *b) { b->data = b->stack; b->len = 0; b->cap = 512; b->heap = 0; }
+    static void kk_buf_free(kk_buf *b) { if (b->heap) PyMem_Free(b->data); }
+    static int kk_reserve(kk_buf *b, Py_ssize_t n) {
+        if (b->len + n <= b->cap) return 0;
+        Py_ssize_t cap = b->cap * 2;
+        while (cap < b->len + n) cap *= 2;
+        char *data = b->heap ? PyMem_Realloc(b->data, cap) : PyMem_Malloc(cap);
+        if (data == NULL) { PyErr_NoMemory(); return -1; }
+        if (!b->heap) memcpy(data, b->data, b->len);
+        b->data = data; b->cap = cap; b->heap = 1;
+        return 0;
+    }
+    static int kk_put(kk_buf *b, const char *s, Py_ssize_t n) {
+        if (kk_reserve(b, n) < 0) return -1;
+        memcpy(b->data + b->len, s, n); b->len += n;
+        return 0;
+    }
+    /* A JSON string as orjson writes it: quote, backslash and C0 controls escaped.
+       Returns 1 if the str cannot be encoded as UTF-8 (lone surrogates): not handled here. */
+    static int kk_put_str(kk_buf *b, PyObject *str) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(str, &n);
+        if (s == NULL) { PyErr_Clear(); return 1; }
+        if (kk_reserve(b, n * 6 + 2) < 0) return -1;
+        char *out = b->data + b->len;
+        *out++ = '"';
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            /* 34 is the double quote, 92 the backslash */
+            if (c >= 0x20 && c != 34 && c != 92) { *out++ = (char)c; continue; }
+            *out++ = (char)92;
+            switch (c) {
+                case 34: *out++ = (char)34; break;
+                case 92: *out++ = (char)92; break;
+                case 10: *out++ = 'n'; break;
+                case 13: *out++ = 'r'; break;
+                case 9: *out++ = 't'; break;
+                case 8: *out++ = 'b'; break;
+                case 12: *out++ = 'f'; break;
+                default: {
+                    static const char hex[] = "0123456789abcdef";
+                    *out++ = 'u'; *out++ = '0'; *out++ = '0';
+                    *out++ = hex[c >> 4]; *out++ = hex[c & 15];
+                }
+            }
+        }
+        *out++ = '"';
+        b->len = out - b->data;
+        return 0;
+    }
+    /* An int within 64 bits (signed or unsigned, as orjson takes); 1 if out of range. */
+    static int kk_put_int(kk_buf *b, PyObject *value) {
+        char digits[24]; int pos = 24; int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        unsigned long long u;
+        int negative = 0;
+        if (overflow > 0) {
+            u = PyLong_AsUnsignedLongLong(value);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); return 1; }
+        } else if (overflow < 0) {
+            return 1;
+        } else if (v < 0) {
+            negative = 1; u = (unsigned long long)(-(v + 1)) + 1;
+        } else {
+            u = (unsigned long long)v;
+        }
+        do { digits[--pos] = (char)('0' + u % 10); u /= 10; } while (u);
+        if (negative) digits[--pos] = '-';
+        return kk_put(b, digits + pos, 24 - pos);
+    }
+    /* A float: Python's shortest repr equals orjson's output except for non-finite values
+       (orjson writes null) and magnitudes in [1e-9, 1e-4) (exponent spelling): 1 there. */
+    static int kk_put_float(kk_buf *b, PyObject *value) {
+        double x = PyFloat_AS_DOUBLE(value);
+        if (!isfinite(x)) return kk_put(b, "null", 4);
+        double m = fabs(x);
+        if (m != 0.0 && m < 1e-4) return 1;
+        char *text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL) return -1;
+        int rc = kk_put(b, text, (Py_ssize_t)strlen(text));
+        PyMem_Free(text);
+        return rc;
+    }
     /* A dict with room for n items, so filling it never resizes. */
     static PyObject *kk_dict_with_room(Py_ssize_t n) {
     #if PY_VERSION_HEX < 0x030D0000
@@ -59,6 +148,15 @@ cdef extern from *:
     """
     const char *kk_render_timestamp(long long ns)
     dict kk_dict_with_room(Py_ssize_t n)
+    ctypedef struct kk_buf:
+        char *data
+        Py_ssize_t len
+    void kk_buf_init(kk_buf *b)
+    void kk_buf_free(kk_buf *b)
+    int kk_put(kk_buf *b, const char *s, Py_ssize_t n) except -1
+    int kk_put_str(kk_buf *b, object s) except -1
+    int kk_put_int(kk_buf *b, object value) except -1
+    int kk_put_float(kk_buf *b, object value) except -1
 
 cdef object _dumps = orjson.dumps
 cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS  # only needed when a key is not a str
@@ -129,7 +227,115 @@ def format_batch(list records):
     return lines
 
 
+cdef object _Snapshot = Snapshot
+
+# What _encode reports: the bytes were written, or the record needs the general path.
+cdef enum:
+    DONE = 0
+    GENERAL = 1
+
+
+cdef int _put_value(kk_buf *buffer, object value) except -1:
+    cdef type cls = type(value)
+    if cls is str:
+        return kk_put_str(buffer, value)
+    if cls is int:
+        return kk_put_int(buffer, value)
+    if cls is float:
+        return kk_put_float(buffer, value)
+    if value is None:
+        return kk_put(buffer, "null", 4)
+    if value is True:
+        return kk_put(buffer, "true", 4)
+    if value is False:
+        return kk_put(buffer, "false", 5)
+    if cls is _Snapshot:
+        data = (<object>value).json
+        if type(data) is bytes:
+            return kk_put(buffer, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    return GENERAL
+
+
+cdef int _put_fields(kk_buf *buffer, dict fields, frozenset renamed) except -1:
+    cdef int status
+    for key, value in fields.items():
+        if type(key) is not str or key in renamed:
+            return GENERAL
+        kk_put(buffer, ",", 1)
+        status = kk_put_str(buffer, key)
+        if status == DONE:
+            kk_put(buffer, ":", 1)
+            status = _put_value(buffer, value)
+        if status != DONE:
+            return status
+    return DONE
+
+
+cdef int _disjoint(dict first, dict second) except -1:
+    cdef dict small = first if len(first) <= len(second) else second
+    cdef dict large = second if small is first else first
+    for key in small:
+        if key in large:
+            return 0
+    return 1
+
+
+cdef object _encode(Record record):
+    """The record's JSON line written directly, or None when the general path must do it."""
+    if (record.exc_info is not None or record.stack_info is not None
+            or record.source is not None or type(record.logger) is not str):
+        return None
+    cdef dict extra = record.extra if record.extra else None
+    cdef dict bound = None
+    cdef dict fields = record.fields if record.fields else None
+    if record.bound is not None:
+        bound = record.bound.fields
+        if not bound:
+            bound = None
+    # A key appearing twice would be written twice; the general path merges it.
+    if extra is not None and bound is not None and not _disjoint(extra, bound):
+        return None
+    if extra is not None and fields is not None and not _disjoint(extra, fields):
+        return None
+    if bound is not None and fields is not None and not _disjoint(bound, fields):
+        return None
+    message = record.message
+    if type(message) is not str:
+        return None
+    cdef const char *stamp = kk_render_timestamp(record.time_ns)
+    if stamp is NULL:
+        return None
+    cdef kk_buf buffer
+    cdef int status = DONE
+    kk_buf_init(&buffer)
+    try:
+        kk_put(&buffer, '{"timestamp":"', 14)
+        kk_put(&buffer, stamp, 27)
+        kk_put(&buffer, '","level":', 10)
+        kk_put_str(&buffer, level_name(record.level))
+        kk_put(&buffer, ',"logger":', 10)
+        status = kk_put_str(&buffer, record.logger)
+        if status == DONE:
+            kk_put(&buffer, ',"message":', 11)
+            status = kk_put_str(&buffer, message)
+        if status == DONE and extra is not None:
+            status = _put_fields(&buffer, extra, _CORE)
+        if status == DONE and bound is not None:
+            status = _put_fields(&buffer, bound, _RESERVED)
+        if status == DONE and fields is not None:
+            status = _put_fields(&buffer, fields, _RESERVED)
+        if status != DONE:
+            return None
+        kk_put(&buffer, "}", 1)
+        return PyBytes_FromStringAndSize(buffer.data, buffer.len)
+    finally:
+        kk_buf_free(&buffer)
+
+
 cdef object _format_one(Record record):
+    line = _encode(record)
+    if line is not None:
+        return line
     try:
         event = event_dict(record)
     except Exception as exc:
