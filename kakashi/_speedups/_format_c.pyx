@@ -53,7 +53,9 @@ cdef extern from *:
     }
     /* A growable byte buffer that starts on the stack. */
     typedef struct { char *data; Py_ssize_t len, cap; int heap; char stack[512]; } kk_buf;
-    static void kk_buf_init(kk_buf *b) { b->data = b->stack; b->len = 0; b->cap = 512; b->heap = 0; }
+    static void kk_buf_init(kk_buf *b) {
+        b->data = b->stack; b->len = 0; b->cap = 512; b->heap = 0;
+    }
     static void kk_buf_free(kk_buf *b) { if (b->heap) PyMem_Free(b->data); }
     static int kk_reserve(kk_buf *b, Py_ssize_t n) {
         if (b->len + n <= b->cap) return 0;
