@@ -76,6 +76,20 @@ def test_caller_disabled_kakashi(benchmark: Any, quiet_pipeline: AsyncPipeline) 
 
 
 @pytest.mark.benchmark(group="async caller cost (queue not full)")
+def test_caller_disabled_picologging(benchmark: Any) -> None:
+    """Peer: picologging's debug() on an INFO logger (its keyword arguments go to extra)."""
+    picologging = pytest.importorskip("picologging")
+    log = picologging.getLogger("bench.pico")
+    log.setLevel(picologging.INFO)
+
+    def run() -> None:
+        for i in range(BURST):
+            log.debug("order filled", extra={"order_id": i, "price": 101.25, "qty": 3})
+
+    benchmark.pedantic(run, rounds=200, warmup_rounds=5)
+
+
+@pytest.mark.benchmark(group="async caller cost (queue not full)")
 def test_caller_empty_method(benchmark: Any) -> None:
     """Floor: an empty Python method with the same arguments."""
     benchmark.pedantic(_calls, args=(Empty(),), rounds=200, warmup_rounds=5)

@@ -127,11 +127,45 @@ cdef extern from *:
     }
     /* A float: Python's shortest repr equals orjson's output except for non-finite values
        (orjson writes null) and magnitudes in [1e-9, 1e-4) (exponent spelling): 1 there. */
+    static const double kk_pow10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+                                         1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    /* Short decimals (prices, ratios): the fewest fraction digits k whose decimal
+       round(m * 10^k) / 10^k converts back to m is the shortest repr. Keeping m * 10^k
+       below 2^50 makes it exact: the product is off by at most 1/16, the doubles near m
+       are less than 10^-k / 4 apart (so at most one k-digit decimal maps to m, and
+       nearbyint finds it), and the division of two exact values is correctly rounded.
+       0: written, 1: not a short decimal (use dtoa). */
+    static int kk_put_short_decimal(kk_buf *b, double x, double m) {
+        for (int k = 0; k < 16; k++) {
+            double scaled = m * kk_pow10[k];
+            if (scaled >= 1125899906842624.0) return 1;  /* 2^50 */
+            double n = nearbyint(scaled);
+            if (n / kk_pow10[k] != m) continue;
+            unsigned long long whole = (unsigned long long)n;
+            unsigned long long unit = (unsigned long long)kk_pow10[k];
+            char text[48]; int pos = 48;
+            unsigned long long fraction = whole % unit, integer = whole / unit;
+            if (k == 0) { text[--pos] = '0'; }
+            for (int i = 0; i < k; i++) {
+                text[--pos] = (char)('0' + fraction % 10);
+                fraction /= 10;
+            }
+            text[--pos] = '.';
+            do { text[--pos] = (char)('0' + integer % 10); integer /= 10; } while (integer);
+            if (signbit(x)) text[--pos] = '-';
+            return kk_put(b, text + pos, 48 - pos) < 0 ? -1 : 0;
+        }
+        return 1;
+    }
     static int kk_put_float(kk_buf *b, PyObject *value) {
         double x = PyFloat_AS_DOUBLE(value);
         if (!isfinite(x)) return kk_put(b, "null", 4);
         double m = fabs(x);
         if (m != 0.0 && m < 1e-4) return 1;
+        if (m < 1e15) {
+            int rc = kk_put_short_decimal(b, x, m);
+            if (rc <= 0) return rc;
+        }
         char *text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (text == NULL) return -1;
         int rc = kk_put(b, text, (Py_ssize_t)strlen(text));
