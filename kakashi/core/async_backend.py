@@ -181,6 +181,7 @@ class AsyncBackend:
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
         self._state_lock = threading.Lock()
         self._settled = threading.Condition(threading.Lock())
+        self._settle_waiters = 0
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
         self._drops: dict[Any, list[int]] = {}
@@ -417,17 +418,24 @@ class AsyncBackend:
         return self.queue.size + self.queue.in_flight + self.queue.blocked
 
     def _notify_settled(self) -> None:
-        with self._settled:
-            self._settled.notify_all()
+        # Only a flush or shutdown waits on this: skip the lock when none does (a drop
+        # notifies from the caller's thread, under overload).
+        if self._settle_waiters:
+            with self._settled:
+                self._settled.notify_all()
 
     def _wait_settled(self, target: int, deadline: float) -> bool:
         with self._settled:
-            while self._settled_count() < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not any(t.is_alive() for t in self._workers):
-                    return self._settled_count() >= target
-                self._wake.set()
-                self._settled.wait(min(remaining, 0.05))
+            self._settle_waiters += 1
+            try:
+                while self._settled_count() < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not any(t.is_alive() for t in self._workers):
+                        return self._settled_count() >= target
+                    self._wake.set()
+                    self._settled.wait(min(remaining, 0.05))  # re-checks even if not told
+            finally:
+                self._settle_waiters -= 1
         return True
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
@@ -506,6 +514,7 @@ class AsyncBackend:
         self.queue.wake = self._wake.set
         self._state_lock = threading.Lock()
         self._settled = threading.Condition(threading.Lock())
+        self._settle_waiters = 0
         self._workers = []
         self._worker_idents = set()
         self._drops = {}

@@ -14,14 +14,14 @@ import dataclasses
 import threading
 from typing import Any
 
-from kakashi._speedups import Logger, Record, Route
+from kakashi._speedups import Logger, Record
 from kakashi.core.async_backend import (
     AsyncBackend,
     AsyncConfig,
     FlushResult,
     register_pipeline,
 )
-from kakashi.core.pipeline import Pipeline, PipelineConfig
+from kakashi.core.pipeline import Pipeline, PipelineConfig, cached_logger
 
 __all__ = ["AsyncPipeline", "AsyncPipelineConfig"]
 
@@ -105,14 +105,7 @@ class AsyncPipeline:
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        with self._lock:
-            logger = self._loggers.get(name)
-            if logger is None:
-                route = Route(self, self.min_level, self.capture_flags, self.route_emit)
-                logger = self._loggers[name] = Logger(name, route)
-        return logger
+        return cached_logger(self, name)
 
     def use_backend(self, backend: AsyncBackend) -> None:
         """Move to *backend*: every logger of this pipeline enqueues there from now on."""

@@ -271,16 +271,7 @@ class Pipeline:
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        logger = self._loggers.get(name)
-        if logger is None:
-            with self._lock:
-                logger = self._loggers.get(name)
-                if logger is None:
-                    route = Route(self, self.min_level, self.capture_flags, self.route_emit)
-                    logger = self._loggers[name] = Logger(name, route)
-        return logger
+        return cached_logger(self, name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -323,6 +314,26 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline min_level={self.min_level} writers={list(self._writers)!r}>"
+
+
+def cached_logger(pipeline: Any, name: str) -> Logger:
+    """The logger called *name* routed to *pipeline*, made once and kept in its ``_loggers``.
+
+    Shared by :class:`Pipeline` and the async pipeline: both keep ``_loggers`` and
+    ``_lock`` and say where records go with ``min_level``, ``capture_flags`` and
+    ``route_emit``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    logger: Logger | None = pipeline._loggers.get(name)
+    if logger is None:
+        with pipeline._lock:
+            logger = pipeline._loggers.get(name)
+            if logger is None:
+                emit = pipeline.route_emit
+                route = Route(pipeline, pipeline.min_level, pipeline.capture_flags, emit)
+                logger = pipeline._loggers[name] = Logger(name, route)
+    return logger
 
 
 def _name(stage: object) -> str:
