@@ -16,16 +16,25 @@ from kakashi.writers.basic import (
     stdout_writer,
 )
 from kakashi.writers.file import FileWriter, file_writer
+from kakashi.writers.network import SendWriter
+from kakashi.writers.rotating import RotatingFileWriter, rotating_file_writer
+from kakashi.writers.zstd import ZstdFileWriter, read_lines, zstd_file_writer
 
 __all__ = [
     "CallableWriter",
     "FileWriter",
     "NullWriter",
+    "RotatingFileWriter",
+    "SendWriter",
     "StreamWriter",
+    "ZstdFileWriter",
     "callable_writer",
     "console_writer",
     "file_writer",
     "null_writer",
+    "read_lines",
+    "rotating_file_writer",
     "stderr_writer",
     "stdout_writer",
+    "zstd_file_writer",
 ]

@@ -22,6 +22,11 @@ class FileWriter:
     batch); nothing is buffered in the process, so ``flush`` has nothing to push, and
     a crash loses nothing that ``write`` returned from.
 
+    Before each batch the writer checks that its path still names the open file: if
+    logrotate (or anyone) moved or deleted it, the path is reopened, so the batch lands
+    in the new file. ``copytruncate`` needs nothing: with ``O_APPEND`` writes continue at
+    the new end, leaving no NUL padding.
+
     Args:
         path: the file; parent directories are created.
         mode: permission bits for a file this writer creates (before the umask).
@@ -44,22 +49,46 @@ class FileWriter:
         self.fsync = bool(fsync)
         self._lock = fork_safe_lock()
         self._fd = -1
+        self._inode: tuple[int, int] | None = None
         self._open()
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, _FLAGS, self.mode)
+        info = os.fstat(self._fd)
+        self._inode = (info.st_dev, info.st_ino)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _moved(self) -> bool:
+        """Whether the path no longer names the open file (moved, deleted, replaced)."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (info.st_dev, info.st_ino) != self._inode
+
+    def encode(self, batch: Sequence[bytes]) -> bytes:
+        """Return the bytes written for *batch*: its records, each ending with a newline."""
+        return b"\n".join(batch) + b"\n"
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
 
     def write(self, batch: Sequence[bytes]) -> None:
-        """Write the batch, newline-terminated, with one system call when possible."""
-        data = b"\n".join(batch) + b"\n"
+        """Write the batch with one system call when possible (reopening a moved path)."""
+        data = self.encode(batch)
         with self._lock:
-            if self._fd < 0:
+            if self._fd < 0 or self._moved():
+                self._close_fd()
                 self._open()
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            self._write_all(data)
 
     def flush(self) -> None:
         """Nothing is buffered; with ``fsync=True``, force the data to disk."""
@@ -74,8 +103,7 @@ class FileWriter:
             if self._fd >= 0:
                 if self.fsync:
                     os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = -1
+                self._close_fd()
 
     def __repr__(self) -> str:
         return f"<FileWriter {str(self.path)!r}>"
