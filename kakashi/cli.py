@@ -1,9 +1,10 @@
 """The ``kakashi`` command: ``kakashi demo`` (more subcommands arrive with later releases).
 
 ``kakashi demo`` pushes a realistic burst of web-service logs (request context, bound
-fields, some errors with tracebacks) through the async backend into a JSON-lines file,
-shows a progress bar, then prints throughput, caller latency percentiles, the backend's
-statistics and the loss accounting: every record logged is either on disk or counted.
+fields, some errors with tracebacks) through the async backend into a rotating,
+zstd-compressed JSON-lines log, shows a progress bar, then prints throughput, caller
+latency percentiles, the backend's statistics and the loss accounting: every record
+logged is either on disk or counted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.enrichers import context_enricher, exception_enricher, service_enricher
 from kakashi.formatters import ConsoleFormatter
-from kakashi.writers import FileWriter
+from kakashi.writers import RotatingFileWriter, read_lines
 
 __all__ = ["main"]
 
@@ -75,9 +76,10 @@ def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
 
 def run_demo(count: int, directory: Path, out: TextIO) -> int:
     """Run the demo burst; return 0 when every record is accounted for, 1 otherwise."""
-    path = directory / "demo.log"
-    if path.exists():
-        path.unlink()
+    path = directory / "demo.log.zst"
+    for old in directory.glob("demo.log.zst*"):
+        old.unlink()
+    writer = RotatingFileWriter(path, max_bytes=1_000_000, backup_count=50)
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             pipeline_config=PipelineConfig(
@@ -87,7 +89,7 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
                     context_enricher,
                     service_enricher("shop-api", version="1.4.2", environment="demo"),
                 ),
-                writers=(FileWriter(path),),
+                writers=(writer,),
             ),
             async_config=AsyncConfig(max_queue_size=50_000, batch_size=500, worker_count=1),
         )
@@ -128,8 +130,8 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     stats = pipeline.stats()
     pipeline.shutdown(timeout=10)
 
-    with path.open("rb") as stream:
-        on_disk = sum(1 for _ in stream)
+    files = [*reversed(writer.rotated_files()), path]  # oldest first
+    on_disk = sum(sum(1 for _ in read_lines(file)) for file in files)
     samples.sort()
     notices = stats["messages_dropped"] and 1  # a drop adds one WARNING notice line
     accounted = (
@@ -158,7 +160,11 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
         f" + filtered {stats['messages_filtered']:,} + dropped {stats['messages_dropped']:,}"
         f" + pending {stats['pending']:,} + unaccounted {lost:,}\n"
     )
-    out.write(f"  file size       {path.stat().st_size / 1e6:.1f} MB\n  last records:\n")
+    size = sum(file.stat().st_size for file in files)
+    out.write(
+        f"  files           {len(files)} zstd files ({writer.rotations} rotations), "
+        f"{size / 1e6:.1f} MB on disk\n  last records:\n"
+    )
     _show_tail(path, out)
     return 0 if lost == 0 else 1
 
@@ -166,7 +172,7 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
 def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
     import orjson
 
-    lines = path.read_bytes().splitlines()[-count:]
+    lines = list(read_lines(path))[-count:]
     formatter = ConsoleFormatter(out)
     for line in lines:
         event = orjson.loads(line)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import kakashi
 from kakashi.cli import main
+from kakashi.writers import read_lines
 
 
 def test_demo_accounts_for_every_record(tmp_path: Path) -> None:
@@ -19,14 +20,14 @@ def test_demo_accounts_for_every_record(tmp_path: Path) -> None:
         text=True,
         check=True,
     ).stdout
-    lines = (tmp_path / "demo.log").read_text().splitlines()
-    events = [json.loads(line) for line in lines]
+    files = sorted(tmp_path.glob("demo.log.zst*"), key=lambda p: p.stat().st_mtime_ns)
+    events = [json.loads(line) for file in files for line in read_lines(file)]
 
     assert 3000 == len(events)
     assert (
         "logged 3,000 = on disk 3,000 + filtered 0 + dropped 0 + pending 0 + unaccounted 0" in out
     )
-    assert "complete" in out and "batches" in out
+    assert "complete" in out and "batches" in out and "zstd files" in out
     assert "records/s" in out and "p99" in out and "100%" in out
     errors = [event for event in events if event["level"] == "ERROR"]
     assert errors and all(e["exception"]["type"] == "ConnectionError" for e in errors)
