@@ -1,4 +1,4 @@
-"""The ``kakashi`` command: ``kakashi demo`` (more subcommands arrive with later releases).
+"""The ``kakashi`` command: ``kakashi demo`` and ``kakashi view``.
 
 ``kakashi demo`` pushes a realistic burst of web-service logs (request context, bound
 fields, some errors with tracebacks) through the async backend into a rotating,
@@ -193,7 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="log a realistic burst and report on it")
     demo.add_argument("--count", type=int, default=200_000, help="records to log (200,000)")
     demo.add_argument("--dir", type=Path, default=None, help="directory for the log file")
+    from kakashi import view
+
+    viewer = commands.add_parser("view", help="show JSON-lines logs (plain, .zst, .gz)")
+    view.add_arguments(viewer)
     args = parser.parse_args(argv)
+    if args.command == "view":
+        return view.run(args, viewer)
 
     if args.command == "demo":
         if args.count < 1:
