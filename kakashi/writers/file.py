@@ -76,10 +76,23 @@ class FileWriter:
         return b"\n".join(batch) + b"\n"
 
     def _write_all(self, data: bytes) -> None:
+        """Write all of *data*, or nothing: a failure (a full disk) takes back what landed.
+
+        The kernel may take part of a batch before failing with ENOSPC; that part is cut
+        off again, so no partial line is left and a retry does not repeat records.
+        """
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError:
+            if done:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - done)
+                except OSError:
+                    pass
+            raise
 
     def write(self, batch: Sequence[bytes]) -> None:
         """Write the batch with one system call when possible (reopening a moved path)."""
