@@ -124,6 +124,31 @@ def test_e2e_kakashi(benchmark: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.benchmark(group="end to end into a JSON-lines file")
+def test_e2e_kakashi_zstd(benchmark: Any, tmp_path: Path) -> None:
+    """Async backend into a .zst file (one frame per batch), until flush() returns."""
+    from kakashi.writers import ZstdFileWriter, read_lines
+
+    path = tmp_path / "k.log.zst"
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(ZstdFileWriter(path),)),
+            AsyncConfig(max_queue_size=100_000, batch_size=1000),
+        )
+    )
+    log = pipeline.get_logger("b")
+    rounds: list[int] = []
+
+    def run() -> None:
+        rounds.append(1)
+        _calls(log, TOTAL)
+        assert pipeline.flush(60)
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    pipeline.shutdown(30)
+    assert len(rounds) * TOTAL == sum(1 for _ in read_lines(path))
+
+
+@pytest.mark.benchmark(group="end to end into a JSON-lines file")
 def test_e2e_stdlib(benchmark: Any, tmp_path: Path) -> None:
     """Baseline: stdlib logging, FileHandler and an orjson formatter."""
     path = tmp_path / "s.log"

@@ -50,7 +50,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib)\..*"),
     (r"py:.*", r"orjson\..*"),
     (r"py:mod", r"(logging|contextvars|typing|asyncio)"),
-    (r"py:class", r"dataclasses\..*"),
+    (r"py:class", r"(dataclasses|dt|datetime|threading)\..*"),
     (
         r"py:class",
         r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
