@@ -342,3 +342,39 @@ def test_kill_9_leaves_every_complete_frame_readable(tmp_path: Path) -> None:
         assert all(issubclass(w.category, RuntimeWarning) for w in caught)
         assert len(sequence) >= 2000
         assert list(range(len(sequence))) == sequence
+
+
+def test_several_processes_share_one_rotating_file(tmp_path: Path) -> None:
+    """Four processes append and rotate one file: every line once, whole, none lost."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from kakashi.writers import RotatingFileWriter
+        writer = RotatingFileWriter({str(tmp_path / "shared.log")!r}, max_bytes=20_000,
+                                    compression=None)
+        worker = sys.argv[1]
+        for batch in range(100):
+            writer.write([f"{{worker}}-{{batch}}-{{n}}-".encode() + b"x" * 40 for n in range(10)])
+        writer.close()
+        """
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(n)]) for n in range(4)]
+    assert [0, 0, 0, 0] == [process.wait(120) for process in workers]
+    files = sorted(tmp_path.glob("shared.log*"))
+    lines = [
+        line for file in files if not file.name.endswith(".lock")
+        for line in file.read_bytes().splitlines()
+    ]  # fmt: skip
+
+    expected = {
+        f"{w}-{b}-{n}-".encode() + b"x" * 40
+        for w in range(4)
+        for b in range(100)
+        for n in range(10)
+    }
+    assert 4000 == len(lines)
+    assert expected == set(lines)
+    rotated = [f for f in files if f.name.startswith("shared.log.") and f.suffix != ".lock"]
+    # Rotating twice for one threshold would leave a nearly empty file behind.
+    assert len(rotated) >= 5
+    assert all(f.stat().st_size > 10_000 for f in rotated)

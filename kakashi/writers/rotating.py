@@ -5,14 +5,23 @@ The seams are the standard library's: :meth:`RotatingFileWriter.should_rollover`
 are compressed on a background thread (zstd by default, gzip as an option), so neither the
 application nor the write path waits for compression. A record is never split across two
 files: a batch is cut between records, and a record larger than ``max_bytes`` goes alone
-into a fresh file. A path ending in ``.zst`` is written compressed from the start (one
-frame per batch, see :mod:`kakashi.writers.zstd`), and its rotated files need no further
-compression.
+into a fresh file.
+
+Several processes may write and rotate the same file (gunicorn-style workers): batches
+are appended with one ``write`` each, so lines never interleave; a rotation is decided
+under an exclusive lock on ``<path>.lock``, where a process that finds the file already
+rotated by another just reopens it, so each rotation happens once; and every process
+checks before each batch that its path still names its file.
+
+A path ending in ``.zst`` is written compressed from the start (one frame per batch, see
+:mod:`kakashi.writers.zstd`), and its rotated files need no further compression.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import gzip
 import os
 import queue
@@ -238,19 +247,40 @@ class RotatingFileWriter(FileWriter):
 
     # -- writing --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _rotation_lock(self) -> Any:
+        """Hold the exclusive lock that makes one process rotate at a time."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _rotate_once(self) -> None:
+        """Rotate, unless another process did it since this one last looked."""
+        with self._rotation_lock():
+            if self._moved():
+                self._close_fd()
+                self._open()
+            else:
+                self.do_rollover()
+
     def write(self, batch: Sequence[bytes]) -> None:
         """Write the batch, rotating between records when a limit is reached."""
         with self._lock:
             if self._fd < 0 or self._moved():
                 self._close_fd()
                 self._open()
+            if self.max_bytes is not None:
+                self._size = os.fstat(self._fd).st_size  # other processes append too
             start = 0
             while start < len(batch):
                 if self._schedule is not None and self.clock() >= self._rollover_at:
-                    self.do_rollover()
+                    self._rotate_once()
                 end = self._fitting(batch, start)
                 if end == start and self._size > 0:
-                    self.do_rollover()  # the next record does not fit: start a new file
+                    self._rotate_once()  # the next record does not fit: start a new file
                     end = self._fitting(batch, start)
                 end = max(end, start + 1)  # a record larger than max_bytes goes alone
                 data = self.encode(batch[start:end])
@@ -323,7 +353,7 @@ class RotatingFileWriter(FileWriter):
             r"[^/]*" + re.escape(suffix) + r")(\.zst|\.gz)?$"
         )
         files = [p for p in self.path.parent.iterdir() if names.match(p.name) and p != self.path]
-        files = [p for p in files if not p.name.endswith(".partial")]
+        files = [p for p in files if not p.name.endswith((".partial", ".lock"))]
         return sorted(files, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
     def _apply_retention(self) -> None:
