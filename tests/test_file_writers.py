@@ -378,3 +378,65 @@ def test_several_processes_share_one_rotating_file(tmp_path: Path) -> None:
     # Rotating twice for one threshold would leave a nearly empty file behind.
     assert len(rotated) >= 5
     assert all(f.stat().st_size > 10_000 for f in rotated)
+
+
+def test_kill_9_loses_nothing_older_than_batch_timeout(tmp_path: Path) -> None:
+    """Without any flush, records older than batch_timeout are on disk when killed."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from kakashi.core.async_backend import AsyncConfig
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+        from kakashi.core.pipeline import PipelineConfig
+        from kakashi.writers import ZstdFileWriter
+        pipeline = AsyncPipeline(AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(ZstdFileWriter({str(tmp_path / "k.zst")!r}),)),
+            async_config=AsyncConfig(batch_size=1000, batch_timeout=0.1),
+        ))
+        log = pipeline.get_logger("crash")
+        for i in range(2500):  # two full batches and a partial one that only the timeout writes
+            log.info("r", seq=i)
+        time.sleep(2.0)  # twenty batch_timeouts, and no flush
+        print("idle", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert "idle" == process.stdout.readline().strip()
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    process.stdout.close()
+
+    assert list(range(2500)) == [json.loads(x)["seq"] for x in read_lines(tmp_path / "k.zst")]
+
+
+def test_unopenable_path_is_counted_and_recovers(tmp_path: Path, capfd: Any) -> None:
+    """A path that cannot be reopened fails the batch (reported once); writing resumes."""
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig
+
+    path = tmp_path / "app.log"
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(FileWriter(path),)),
+            async_config=AsyncConfig(max_error_retries=1, error_retry_delay=0.001),
+        )
+    )
+    log = pipeline.get_logger("reopen")
+    log.info("first")
+    assert pipeline.flush(10)
+    path.rename(tmp_path / "app.log.1")  # rotated away...
+    path.mkdir()  # ...and something unwritable took its place
+    log.info("lost, counted")
+    assert pipeline.flush(10)
+    stats = pipeline.stats()
+    path.rmdir()
+    log.info("after")
+    assert pipeline.flush(10)
+    pipeline.shutdown(10)
+
+    assert 1 == stats["dropped_by_reason"]["write_error"]
+    assert 1 == capfd.readouterr().err.count("IsADirectoryError")
+    assert ["after"] == [json.loads(line)["message"] for line in path.read_bytes().splitlines()]
