@@ -236,6 +236,22 @@ class TestRotation:
         assert b"day one\nstill day one\n" == rotated.read_bytes()
         assert b"day two\nstill day two\n" == path.read_bytes()
 
+    @pytest.mark.parametrize(("when", "rotates_at_day"), [("w4", 7), ("weekly", 3)])
+    def test_weekly(self, tmp_path: Path, when: str, rotates_at_day: int) -> None:
+        """'w4' rotates next Friday at 00:00 (today is Friday); 'weekly' on Monday."""
+        friday = 1_795_795_200.0 + 59 * 60  # Friday 2026-11-27T16:59:00Z
+        clock = Clock(friday)
+        writer = RotatingFileWriter(tmp_path / "w.log", when=when, compression=None, clock=clock)
+        writer.write([b"friday"])
+        for day in range(1, 8):
+            clock.now = friday + day * 86_400 - 17 * 3600 + 60  # 00:01 on each later day
+            writer.write([f"day {day}".encode()])
+            if writer.rotations:
+                break
+        writer.close()
+
+        assert (1, rotates_at_day) == (writer.rotations, day)
+
     def test_max_age_retention(self, tmp_path: Path) -> None:
         """Rotated files older than max_age are deleted after the next rotation."""
         path = tmp_path / "app.log"
