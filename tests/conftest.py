@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import threading
+import time
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
@@ -116,3 +118,18 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     lines = path.read_bytes().split(b"\n")
     assert lines[-1] == b"", "the file must end with a newline"
     return [json.loads(line) for line in lines[:-1]]
+
+
+def wait_or_kill(pid: int, timeout: float = 60.0) -> int:
+    """A forked child's wait status; a child still running after *timeout* is killed.
+
+    Fork tests use it so that a deadlocked child fails its test instead of hanging the run.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]

@@ -29,7 +29,7 @@ from kakashi.core.pipeline import (
     file_writer,
     thread_enricher,
 )
-from tests.conftest import Implementation, read_json_lines
+from tests.conftest import Implementation, read_json_lines, wait_or_kill
 
 
 class SlowWriter:
@@ -446,7 +446,7 @@ class TestFaults:
                 code = 0 if pipeline.flush(10) else 2
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
+        status = wait_or_kill(pid)
         log.info("parent after fork")
         writer.gate.set()
         pipeline.shutdown(5)
@@ -595,7 +595,7 @@ class TestUnderLoad:
                 code = 0 if pipeline.flush(10) else 2
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
+        status = wait_or_kill(pid)
         release.set()
         pipeline.shutdown(10)
         messages = [event["message"] for event in read_json_lines(path)]

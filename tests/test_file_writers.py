@@ -18,6 +18,7 @@ import pytest
 import zstandard
 
 from kakashi.writers import FileWriter, RotatingFileWriter, ZstdFileWriter, read_lines
+from tests.conftest import wait_or_kill
 
 
 def lines(prefix: str, count: int, width: int = 20) -> list[bytes]:
@@ -456,3 +457,40 @@ def test_unopenable_path_is_counted_and_recovers(tmp_path: Path, capfd: Any) -> 
     assert 1 == stats["dropped_by_reason"]["write_error"]
     assert 1 == capfd.readouterr().err.count("IsADirectoryError")
     assert ["after"] == [json.loads(line)["message"] for line in path.read_bytes().splitlines()]
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_fork_during_compression(tmp_path: Path) -> None:
+    """Forked while the parent compresses (its lock held): the child compresses its own."""
+    import threading
+
+    path = tmp_path / "app.log"
+    writer = RotatingFileWriter(path, max_bytes=20)
+    held = threading.Event()
+    release = threading.Event()
+
+    def busy_compressor() -> None:  # stands for the parent's compressor, mid-job
+        with writer._jobs_lock:
+            held.set()
+            release.wait(30)
+
+    compressor = threading.Thread(target=busy_compressor)
+    writer._compressor = compressor
+    compressor.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            writer.write([b"child--0123456789", b"child--abcdefghij"])  # rotates once
+            code = 0 if writer.wait_for_compression(10) else 2
+        finally:
+            os._exit(code)
+    status = wait_or_kill(pid, 30)  # a deadlocked child fails the test, not the run
+    release.set()
+    compressor.join(10)
+    writer._compressor = None
+    writer.close()
+
+    assert 0 == os.waitstatus_to_exitcode(status)
+    assert ["app.log.1.zst"] == sorted(p.name for p in tmp_path.glob("app.log.*.zst"))

@@ -12,6 +12,7 @@ import pytest
 
 import kakashi
 from kakashi.writers import CallableWriter, FileWriter, StreamWriter, file_writer
+from tests.conftest import wait_or_kill
 
 
 class TestFileWriter:
@@ -197,7 +198,7 @@ def test_fork_child_can_write(tmp_path: Path) -> None:
             writer.write([b"from child"])
         finally:
             os._exit(0)
-    _, status = os.waitpid(pid, 0)
+    status = wait_or_kill(pid)
     release.set()
     holder.join()
     writer.close()

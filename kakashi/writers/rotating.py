@@ -29,6 +29,7 @@ import re
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,14 @@ class RotatingFileWriter(FileWriter):
         self._rollover_at = 0.0
         self.rotations = 0
         super().__init__(path, mode=mode, fsync=fsync)
+        _writers.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The compressor thread did not survive the fork: start afresh; files the parent
+        # had queued are the parent's to compress.
+        self._jobs = queue.Queue()
+        self._jobs_lock = threading.Lock()
+        self._compressor = None
 
     # -- opening and sizes ------------------------------------------------------------
 
@@ -382,3 +391,15 @@ class RotatingFileWriter(FileWriter):
 def rotating_file_writer(path: str | os.PathLike[str], **options: Any) -> RotatingFileWriter:
     """Return a :class:`RotatingFileWriter` (see it for the options)."""
     return RotatingFileWriter(path, **options)
+
+
+_writers: weakref.WeakSet[RotatingFileWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
