@@ -1,4 +1,4 @@
-"""The ``kakashi`` command: ``kakashi demo`` and ``kakashi view``.
+"""The ``kakashi`` command: ``kakashi demo``, ``kakashi view`` and ``kakashi bench``.
 
 ``kakashi demo`` pushes a realistic burst of web-service logs (request context, bound
 fields, some errors with tracebacks) through the async backend into a rotating,
@@ -197,9 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     viewer = commands.add_parser("view", help="show JSON-lines logs (plain, .zst, .gz)")
     view.add_arguments(viewer)
+    from kakashi import bench
+
+    benchmark = commands.add_parser("bench", help="compare with stdlib and other loggers")
+    bench.add_arguments(benchmark)
     args = parser.parse_args(argv)
     if args.command == "view":
         return view.run(args, viewer)
+    if args.command == "bench":
+        return bench.run(args, benchmark)
 
     if args.command == "demo":
         if args.count < 1:

@@ -34,3 +34,16 @@ def test_unknown_peer_is_a_usage_error() -> None:
 
     assert 2 == result.returncode
     assert "unknown peers ['printf']" in result.stderr
+
+
+def test_kakashi_bench_command(tmp_path: Path) -> None:
+    """``kakashi bench`` runs the comparison from the installed package, with progress."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kakashi", "bench", "--records", "500", "--runs", "2",
+         "--peers", "kakashi sync,stdlib logging"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+
+    assert "median of 2 run(s)" in result.stdout
+    assert "| kakashi sync |" in result.stdout
+    assert "100%" in result.stderr
