@@ -170,8 +170,23 @@ PEERS["loguru enqueue"] = _LOGURU_ENQUEUE
 FLOORS = ("empty method (floor)",)  # no file: no line count, no throughput
 
 CHILD = r"""
-import json, resource, sys, time
-path, records = sys.argv[1], int(sys.argv[2])
+import json, resource, sys, threading, time
+path, records, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if threads > 1:  # end to end with several producer threads, nothing else
+    info, debug, finish = setup(path)
+    share = records // threads
+    def produce(first):
+        for i in range(first, first + share):
+            info("order filled", order_id=i, price=101.25, qty=3, side="buy")
+    workers = [threading.Thread(target=produce, args=(n * share,)) for n in range(threads)]
+    start = time.perf_counter_ns()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    finish()
+    print(json.dumps({"e2e_s": (time.perf_counter_ns() - start) / 1e9, "records": share * threads}))
+    sys.exit(0)
 info, debug, finish = setup(path)
 clock = time.perf_counter_ns
 start = clock()
@@ -202,14 +217,11 @@ print(json.dumps({
 """
 
 
-def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
-    """One run of *name* in a fresh interpreter; adds the line count of its file."""
-    path = directory / f"{abs(hash(name))}.log"
+def _child(name: str, records: int, threads: int, path: Path) -> dict[str, Any]:
     if path.exists():
         path.unlink()
-    code = PEERS[name] + CHILD
     result = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(records)],
+        [sys.executable, "-c", PEERS[name] + CHILD, str(path), str(records), str(threads)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if result.returncode != 0:
@@ -217,6 +229,24 @@ def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
         return {"error": last}
     figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     figures["lines"] = sum(1 for _ in path.open("rb")) if path.exists() else 0
+    return figures
+
+
+def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
+    """One run of *name*: single-thread figures, then 4 producer threads end to end.
+
+    Each part runs in a fresh interpreter, and the lines of its file are counted.
+    """
+    path = directory / f"{abs(hash(name))}.log"
+    figures = _child(name, records, 1, path)
+    if "error" in figures:
+        return figures
+    threaded = _child(name, records, 4, path)
+    if "error" in threaded:
+        return threaded
+    figures["e2e4_s"] = threaded["e2e_s"]
+    figures["lines4"] = threaded["lines"]
+    figures["records4"] = threaded["records"]
     return figures
 
 
@@ -240,8 +270,12 @@ def measure(names: list[str], records: int, runs: int, progress: Any = None) -> 
                 table[name] = {"error": errors[0]}
                 continue
             row = {key: statistics.median(r[key] for r in results) for key in results[0]}
-            row["lost"] = 0 if name in FLOORS else max(records - r["lines"] for r in results)
-            row["records_per_s"] = None if name in FLOORS or row["lost"] else records / row["e2e_s"]
+            lost = [records - r["lines"] for r in results]
+            lost += [r["records4"] - r["lines4"] for r in results]
+            row["lost"] = 0 if name in FLOORS else max(lost)
+            clean = name not in FLOORS and not row["lost"]
+            row["records_per_s"] = records / row["e2e_s"] if clean else None
+            row["records_per_s_4_threads"] = row["records4"] / row["e2e4_s"] if clean else None
             table[name] = row
     return table
 
@@ -251,23 +285,25 @@ def markdown(table: dict[str, Any], baseline: str = "stdlib logging") -> str:
     base = table.get(baseline, {})
     head = (
         "| library | caller ns | vs stdlib | p50 / p99 / p99.9 µs | disabled ns | "
-        "end-to-end rec/s | vs stdlib | lost | peak RSS MB |\n|---|---|---|---|---|---|---|---|---|"
+        "end-to-end rec/s | vs stdlib | 4 threads rec/s | lost | peak RSS MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = [head]
     for name, row in table.items():
         if "error" in row:
-            rows.append(f"| {name} | not run: {row['error']} | | | | | | | |")
+            rows.append(f"| {name} | not run: {row['error']} | | | | | | | | |")
             continue
         ratio = f"{row['caller_ns'] / base['caller_ns']:.2f}x" if "caller_ns" in base else ""
         rate = row["records_per_s"]
         base_rate = base.get("records_per_s")
         speed = f"{rate / base_rate:.1f}x" if rate and base_rate else ""
+        rate4 = row["records_per_s_4_threads"]
         rows.append(
             f"| {name} | {row['caller_ns']:,.0f} | {ratio} | "
             f"{row['p50_ns'] / 1000:.2f} / {row['p99_ns'] / 1000:.2f} / "
             f"{row['p999_ns'] / 1000:.2f} | {row['disabled_ns']:,.0f} | "
-            f"{f'{rate:,.0f}' if rate else '-'} | {speed} | {row['lost']:,} | "
-            f"{row['rss_mb']:.0f} |"
+            f"{f'{rate:,.0f}' if rate else '-'} | {speed} | "
+            f"{f'{rate4:,.0f}' if rate4 else '-'} | {row['lost']:,} | {row['rss_mb']:.0f} |"
         )
     return "\n".join(rows)
 

@@ -23,6 +23,7 @@ def test_compare_kakashi_and_stdlib(tmp_path: Path) -> None:
     assert "| kakashi async |" in result.stdout and "| stdlib logging |" in result.stdout
     assert 0 == figures["kakashi async"]["lost"] == figures["stdlib logging"]["lost"]
     assert figures["kakashi async"]["records_per_s"] > 0
+    assert figures["kakashi async"]["records_per_s_4_threads"] > 0
     assert figures["empty method (floor)"]["records_per_s"] is None
 
 
