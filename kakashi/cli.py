@@ -23,7 +23,6 @@ from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.enrichers import context_enricher, exception_enricher, service_enricher
-from kakashi.formatters import ConsoleFormatter
 from kakashi.writers import RotatingFileWriter, read_lines
 
 __all__ = ["main"]
@@ -170,19 +169,15 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
 
 
 def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
+    """The last records, as ``kakashi view`` shows them."""
     import orjson
 
-    lines = list(read_lines(path))[-count:]
-    formatter = ConsoleFormatter(out)
-    for line in lines:
-        event = orjson.loads(line)
-        record = kakashi.Record(0, 20, event.pop("logger"), event.pop("message"))
-        level = event.pop("level")
-        record.level = int(kakashi.LogLevel.from_name(level))
-        stamp = event.pop("timestamp")
-        event.pop("exception", None)
-        record.fields = event
-        out.write("    " + stamp + " " + formatter(record).split(" ", 1)[1] + "\n")
+    from kakashi.formatters import colour_wanted
+    from kakashi.view import render
+
+    colours = colour_wanted(out)
+    for line in list(read_lines(path))[-count:]:
+        out.write("    " + render(orjson.loads(line), colours).replace("\n", "\n    ") + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
