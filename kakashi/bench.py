@@ -29,6 +29,15 @@ from typing import Any
 
 # Each peer defines setup(path) -> (info, debug, finish): the enabled and disabled calls
 # with the workload's signature, and what makes everything durable in the file.
+_STDLIB_JSON = """
+import logging, orjson
+class Json(logging.Formatter):
+    def format(self, record):
+        return orjson.dumps({"timestamp": self.formatTime(record), "level": record.levelname,
+                             "logger": record.name, "message": record.getMessage(),
+                             **record.fields}).decode()
+"""
+
 PEERS: dict[str, str] = {
     "empty method (floor)": """
 def setup(path):
@@ -50,13 +59,8 @@ def setup(path):
         pass
     return info, debug, lambda: stream.close()
 """,
-    "stdlib logging": """
-import logging, orjson
-class Json(logging.Formatter):
-    def format(self, record):
-        return orjson.dumps({"timestamp": self.formatTime(record), "level": record.levelname,
-                             "logger": record.name, "message": record.getMessage(),
-                             **record.fields}).decode()
+    "stdlib logging": _STDLIB_JSON
+    + """
 def setup(path):
     handler = logging.FileHandler(path)
     handler.setFormatter(Json())
@@ -68,13 +72,9 @@ def setup(path):
     debug = lambda msg, **f: log.debug(msg, extra={"fields": f})
     return info, debug, handler.close
 """,
-    "stdlib QueueHandler": """
-import logging, logging.handlers, orjson, queue
-class Json(logging.Formatter):
-    def format(self, record):
-        return orjson.dumps({"timestamp": self.formatTime(record), "level": record.levelname,
-                             "logger": record.name, "message": record.getMessage(),
-                             **record.fields}).decode()
+    "stdlib QueueHandler": _STDLIB_JSON
+    + """
+import logging.handlers, queue
 def setup(path):
     handler = logging.FileHandler(path)
     handler.setFormatter(Json())

@@ -624,3 +624,59 @@ class TestUnderLoad:
 
         assert list(range(500)) == sorted(i for batch in batches for i in batch)
         assert all(batch == sorted(batch) for batch in batches)
+
+
+@pytest.mark.parametrize("opt_in", [True, False])
+def test_sigterm_drains_only_when_asked(tmp_path: Path, opt_in: bool) -> None:
+    """With install_sigterm_handler, SIGTERM drains the queue first; without, it is lost."""
+    import signal
+
+    path = tmp_path / "term.log"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from kakashi.core.async_backend import AsyncConfig, install_sigterm_handler
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+        from kakashi.core.pipeline import PipelineConfig, file_writer
+        if {opt_in}:
+            install_sigterm_handler(timeout=10)
+        pipeline = AsyncPipeline(AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(file_writer({str(path)!r}),)),
+            # the worker waits for 100,000 records or 60 s: everything is still queued
+            async_config=AsyncConfig(max_queue_size=100_000, batch_size=100_000,
+                                     batch_timeout=60),
+        ))
+        log = pipeline.get_logger("term")
+        for i in range(5000):
+            log.info("r", i=i)
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert "ready" == process.stdout.readline().strip()
+    process.send_signal(signal.SIGTERM)
+    returncode = process.wait(60)
+    process.stdout.close()
+    lines = path.read_bytes().splitlines() if path.exists() else []
+
+    assert -signal.SIGTERM == returncode  # the process still ends as SIGTERM says
+    assert (5000 if opt_in else 0) == len(lines)
+
+
+def test_sigterm_handler_chains_the_previous_one() -> None:
+    """A handler installed before is still called after the drain."""
+    import signal
+
+    called: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: called.append(signum))
+    try:
+        from kakashi.core.async_backend import install_sigterm_handler
+
+        install_sigterm_handler(timeout=1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert [signal.SIGTERM] == called

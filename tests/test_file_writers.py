@@ -280,6 +280,26 @@ class TestRotation:
         assert lines("z", 5) == list(read_lines(rotated))
         assert lines("w", 5) == list(read_lines(path))
 
+    def test_should_rollover_is_the_seam(self, tmp_path: Path) -> None:
+        """A subclass's should_rollover decides when files rotate, as in logging.handlers."""
+
+        class OnMarker(RotatingFileWriter):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.marker_next = False
+                super().__init__(*args, **kwargs)
+
+            def should_rollover(self, size: int) -> bool:
+                return self.marker_next
+
+        path = tmp_path / "app.log"
+        writer = OnMarker(path, compression=None)
+        writer.write([b"one"])
+        writer.marker_next = True
+        writer.write([b"two"])
+        writer.close()
+
+        assert (b"one\n", b"two\n") == ((tmp_path / "app.log.1").read_bytes(), path.read_bytes())
+
     def test_namer_and_rotator_hooks(self, tmp_path: Path) -> None:
         """namer renames and rotator moves, as in logging.handlers."""
         moves: list[tuple[str, str]] = []

@@ -18,7 +18,7 @@ Guarantees (each is tested):
   the operating system, or says what is still pending when its timeout expires.
 - :meth:`AsyncBackend.shutdown` stops intake, drains, flushes, closes the writers and
   returns within its timeout, reporting what it had to abandon. Every live backend is
-  shut down at interpreter exit.
+  shut down at interpreter exit; :func:`install_sigterm_handler` does it on SIGTERM too.
 - Fork: the child gets an empty queue, fresh locks and its own workers, started when it
   first logs; it never writes the parent's pending records.
 - A writer that raises never reaches the application and never kills a worker: it is
@@ -55,6 +55,7 @@ __all__ = [
     "configure_async_backend",
     "flush_all",
     "get_async_backend",
+    "install_sigterm_handler",
     "shutdown_all",
     "shutdown_async_logging",
 ]
@@ -634,6 +635,36 @@ def shutdown_all(timeout: float | None = None) -> None:
             thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
     with _global_lock:
         _global = None
+
+
+def install_sigterm_handler(timeout: float = 3.0) -> None:
+    """Opt in: on SIGTERM, drain every backend (within *timeout* seconds), then go on.
+
+    Python's default SIGTERM action ends the process without running ``atexit``, so
+    records still queued would be lost. The handler shuts every backend down, then calls
+    the handler that was installed before it, or, if that was the default action,
+    re-delivers SIGTERM so the process ends as it would have. Keep *timeout* under your
+    supervisor's grace period (Docker waits 10 s before SIGKILL).
+
+    Raises:
+        ValueError: not called from the main thread (a Python rule for signal handlers),
+            or a negative *timeout*.
+    """
+    import signal
+
+    if timeout < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def drain_then_terminate(signum: int, frame: Any) -> None:
+        shutdown_all(timeout)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, drain_then_terminate)
 
 
 def _shutdown_all_at_exit() -> None:

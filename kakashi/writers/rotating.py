@@ -199,7 +199,11 @@ class RotatingFileWriter(FileWriter):
     # -- the seams ------------------------------------------------------------------------
 
     def should_rollover(self, size: int) -> bool:
-        """Whether to rotate before writing *size* more bytes."""
+        """Whether to rotate before writing *size* more bytes (the next record).
+
+        :meth:`write` asks this before each run of records; override it to change when
+        files rotate.
+        """
         if self._schedule is not None and self.clock() >= self._rollover_at:
             return True
         return bool(
@@ -285,13 +289,12 @@ class RotatingFileWriter(FileWriter):
                 self._size = os.fstat(self._fd).st_size  # other processes append too
             start = 0
             while start < len(batch):
-                if self._schedule is not None and self.clock() >= self._rollover_at:
+                # A .zst file's sizes are known only once compressed: it rotates once it
+                # has reached max_bytes (the "next record" then counts as one byte).
+                upcoming = 1 if self.compressed_active else len(batch[start]) + 1
+                if self.should_rollover(upcoming):
                     self._rotate_once()
-                end = self._fitting(batch, start)
-                if end == start and self._size > 0:
-                    self._rotate_once()  # the next record does not fit: start a new file
-                    end = self._fitting(batch, start)
-                end = max(end, start + 1)  # a record larger than max_bytes goes alone
+                end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
                 data = self.encode(batch[start:end])
                 self._write_all(data)
                 self._size += len(data)
