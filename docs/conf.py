@@ -62,15 +62,18 @@ nitpick_ignore_regex = [
 ]
 
 doctest_global_setup = """
-import os, tempfile
+import os, shutil, tempfile
 import kakashi
 import kakashi.core.async_backend
 kakashi.logger.reset_registry()
+_docs_home = os.getcwd()
 _docs_dir = tempfile.mkdtemp(prefix="kakashi-docs-")
 os.chdir(_docs_dir)
 """
 doctest_global_cleanup = """
 kakashi.core.async_backend.shutdown_all(timeout=5.0)
 kakashi.logger.reset_registry()
+os.chdir(_docs_home)
+shutil.rmtree(_docs_dir, ignore_errors=True)
 """
 os.environ.setdefault("NO_COLOR", "1")

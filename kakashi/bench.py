@@ -3,6 +3,7 @@
 Usage::
 
     kakashi bench [--quick] [--records N] [--runs R] [--peers a,b,...] [--json F]
+                  [--install-peers]
     python benchmarks/compare_peers.py ...      (the same, from a source checkout)
 
 Workload: ``info("order filled", order_id=i, price=101.25, qty=3, side="buy")`` producing
@@ -11,8 +12,10 @@ Each library runs in its own subprocess, ``--runs`` times (default 5); figures a
 medians. Every run counts the lines written: a library that loses records is reported
 with its loss and gets no throughput figure. Measured per run: caller ns per enabled
 call, p50/p99/p99.9 caller latency (every 16th call timed alone), disabled-call ns,
-end-to-end records/s from the first call until everything is on disk, and peak RSS.
-Peers that are not installed are reported and skipped (``pip install .[bench]``).
+end-to-end records/s from the first call until everything is on disk, the same with 4
+and 16 producer threads (with the ratio to one thread), and peak RSS. Peers that are not
+installed, or fail to import, are reported in their row and skipped (``pip install
+.[bench]``, or ``--install-peers`` to install them one at a time).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +144,29 @@ def setup(path, enqueue=False):
     log = logger.patch(_json)
     return log.info, log.debug, logger.remove
 """,
-    "loguru enqueue": """
-LOGURU_ENQUEUE = True
+    "loguru enqueue": "",
+    "logust": """
+from logust import logger
+def setup(path, enqueue=False):
+    logger.remove()
+    logger.add(path, serialize=True, level="INFO", enqueue=enqueue)
+    def finish():
+        logger.complete()
+        logger.remove()
+    return logger.info, logger.debug, finish
+""",
+    "logust enqueue": "",
+    "rapidlog (throughput)": """
+import sys, rapidlog
+def setup(path):
+    # rapidlog writes only to sys.stdout.buffer, and has no logger names.
+    stream = open(path, "w")
+    sys.stdout = stream
+    log = rapidlog.get_logger(level="INFO", preset="throughput")
+    def finish():
+        log.close()
+        stream.close()
+    return log.info, log.debug, finish
 """,
     "kakashi sync": """
 from kakashi.core.pipeline import Pipeline, PipelineConfig, file_writer
@@ -165,14 +190,32 @@ def setup(path):
     return log.info, log.debug, finish
 """,
 }
-_LOGURU_ENQUEUE = PEERS["loguru"].replace("enqueue=False", "enqueue=True")
-PEERS["loguru enqueue"] = _LOGURU_ENQUEUE
+PEERS["loguru enqueue"] = PEERS["loguru"].replace("enqueue=False", "enqueue=True")
+PEERS["logust enqueue"] = PEERS["logust"].replace("enqueue=False", "enqueue=True")
 FLOORS = ("empty method (floor)",)  # no file: no line count, no throughput
 
+# The pip requirement behind each peer (``--install-peers``); Kakashi and the floors need none.
+PACKAGES: dict[str, str] = {
+    "picologging": "picologging",
+    "structlog (orjson + bytes)": "structlog",
+    "loguru": "loguru",
+    "loguru enqueue": "loguru",
+    "logust": "logust",
+    "logust enqueue": "logust",
+    "rapidlog (throughput)": "rapidlog",
+}
+THREADS = (4, 16)  # producer threads for the scaling columns
+STALL_S = 2.0  # a child that uses almost no CPU this long is deadlocked
+TIMEOUT_S = 600.0
+
+# The figures go to a file named by argv[4]: a peer may take over standard output.
 CHILD = r"""
 import json, resource, sys, threading, time
-path, records, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-if threads > 1:  # end to end with several producer threads, nothing else
+path, records, threads, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def report(figures):
+    with open(out, "w") as f:
+        json.dump(figures, f)
+if threads > 0:  # end to end with *threads* producer threads, nothing else
     info, debug, finish = setup(path)
     share = records // threads
     def produce(first):
@@ -185,7 +228,7 @@ if threads > 1:  # end to end with several producer threads, nothing else
     for worker in workers:
         worker.join()
     finish()
-    print(json.dumps({"e2e_s": (time.perf_counter_ns() - start) / 1e9, "records": share * threads}))
+    report({"e2e_s": (time.perf_counter_ns() - start) / 1e9, "records": share * threads})
     sys.exit(0)
 info, debug, finish = setup(path)
 clock = time.perf_counter_ns
@@ -207,51 +250,94 @@ for i in range(records):
 disabled = (clock() - t) / records
 samples.sort()
 pick = lambda q: samples[min(len(samples) - 1, round(q * (len(samples) - 1)))]
-print(json.dumps({
+report({
     "caller_ns": (calls_done - start) / records,
     "p50_ns": pick(0.5), "p99_ns": pick(0.99), "p999_ns": pick(0.999),
     "disabled_ns": disabled,
     "e2e_s": (durable - start) / 1e9,
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}))
+})
 """
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time used so far by every thread of *pid* (Linux ``/proc``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _child(name: str, records: int, threads: int, path: Path) -> dict[str, Any]:
-    if path.exists():
-        path.unlink()
-    result = subprocess.run(
-        [sys.executable, "-c", PEERS[name] + CHILD, str(path), str(records), str(threads)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        return {"error": last}
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    """Run *name* once in a fresh interpreter: the single-thread figures if *threads* is
+    0, else end to end only with that many producer threads. Counts the file's lines.
+
+    A child that uses under 5% of a CPU for :data:`STALL_S` seconds is deadlocked (picologging
+    with several threads, for one: microsoft/picologging#207); it is killed and
+    reported, as is one that runs past :data:`TIMEOUT_S`.
+    """
+    out = path.with_suffix(".figures")
+    for stale in (path, out):
+        stale.unlink(missing_ok=True)
+    command = [sys.executable, "-c", PEERS[name] + CHILD, str(path), str(records)]
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            [*command, str(threads), str(out)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        started = window = time.monotonic()
+        cpu = _cpu_seconds(child.pid)
+        error = None
+        while child.poll() is None:
+            time.sleep(0.1)
+            now = time.monotonic()
+            if now - window >= STALL_S:
+                used = _cpu_seconds(child.pid)
+                if used is not None and cpu is not None and used - cpu < 0.05 * STALL_S:
+                    error = f"hung: under 5% CPU for {STALL_S:.0f} s (deadlock)"
+                cpu, window = used, now
+            if now - started > TIMEOUT_S:
+                error = f"did not finish within {TIMEOUT_S:.0f} s"
+            if error is not None:
+                child.kill()
+                child.wait()
+                return {"error": error}
+        stderr.seek(0)
+        lines = stderr.read().strip().splitlines()
+    if child.returncode != 0 or not out.exists():
+        return {"error": (lines or [f"exit status {child.returncode}"])[-1]}
+    figures: dict[str, Any] = json.loads(out.read_text())
     figures["lines"] = sum(1 for _ in path.open("rb")) if path.exists() else 0
     return figures
 
 
 def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
-    """One run of *name*: single-thread figures, then 4 producer threads end to end.
-
-    Each part runs in a fresh interpreter, and the lines of its file are counted.
-    """
+    """One run of *name*: single-thread figures, then end to end with each of
+    :data:`THREADS` producer threads. Each part runs in a fresh interpreter, and the
+    lines of its file are counted. A threaded part that fails is recorded as
+    ``error_<threads>`` beside the single-thread figures."""
     path = directory / f"{abs(hash(name))}.log"
-    figures = _child(name, records, 1, path)
+    figures = _child(name, records, 0, path)
     if "error" in figures:
         return figures
-    threaded = _child(name, records, 4, path)
-    if "error" in threaded:
-        return threaded
-    figures["e2e4_s"] = threaded["e2e_s"]
-    figures["lines4"] = threaded["lines"]
-    figures["records4"] = threaded["records"]
+    for threads in THREADS:
+        hung = [n for n in THREADS if str(figures.get(f"error_{n}", "")).startswith("hung")]
+        if hung:  # more threads would hang the same way: do not wait for it again
+            figures[f"error_{threads}"] = f"hung (as with {hung[0]} threads)"
+            continue
+        threaded = _child(name, records, threads, path)
+        if "error" in threaded:
+            figures[f"error_{threads}"] = threaded["error"]
+            continue
+        figures[f"e2e_s_{threads}"] = threaded["e2e_s"]
+        figures[f"lines_{threads}"] = threaded["lines"]
+        figures[f"records_{threads}"] = threaded["records"]
     return figures
 
 
 def measure(names: list[str], records: int, runs: int, progress: Any = None) -> dict[str, Any]:
-    """Median figures per peer over *runs* runs, with the loss of the worst run.
+    """Median figures per peer over *runs* runs, with the loss of the worst run of
+    each part (single thread, each thread count); ``lost`` is their sum.
 
     *progress*, if given, is called with the number of runs done so far.
     """
@@ -269,43 +355,96 @@ def measure(names: list[str], records: int, runs: int, progress: Any = None) -> 
             if errors:
                 table[name] = {"error": errors[0]}
                 continue
-            row = {key: statistics.median(r[key] for r in results) for key in results[0]}
-            lost = [records - r["lines"] for r in results]
-            lost += [r["records4"] - r["lines4"] for r in results]
-            row["lost"] = 0 if name in FLOORS else max(lost)
-            clean = name not in FLOORS and not row["lost"]
-            row["records_per_s"] = records / row["e2e_s"] if clean else None
-            row["records_per_s_4_threads"] = row["records4"] / row["e2e4_s"] if clean else None
+            row: dict[str, Any] = {
+                key: statistics.median(r[key] for r in results)
+                for key in results[0]
+                if not key.startswith(("error_", "e2e_s_", "lines_", "records_"))
+            }
+            # Loss is judged per part: a part that lost records gets no throughput.
+            floor = name in FLOORS
+            lost = 0 if floor else max(records - r["lines"] for r in results)
+            row["records_per_s"] = records / row["e2e_s"] if not (floor or lost) else None
+            row["lost"] = lost
+            for threads in THREADS:
+                failed = [r[f"error_{threads}"] for r in results if f"error_{threads}" in r]
+                lost_n = (
+                    0
+                    if floor or failed
+                    else max(r[f"records_{threads}"] - r[f"lines_{threads}"] for r in results)
+                )
+                rate = None
+                if not (floor or failed or lost_n):
+                    rate = statistics.median(
+                        r[f"records_{threads}"] / r[f"e2e_s_{threads}"] for r in results
+                    )
+                row[f"records_per_s_{threads}_threads"] = rate
+                row[f"lost_{threads}_threads"] = lost_n
+                row[f"error_{threads}_threads"] = failed[0] if failed else None
+                row["lost"] += lost_n
             table[name] = row
     return table
 
 
 def markdown(table: dict[str, Any], baseline: str = "stdlib logging") -> str:
-    """The table with ratios to *baseline* (lower is better for times)."""
+    """The table with ratios to *baseline* (lower is better for times); the thread
+    columns carry their ratio to the same library's single-thread throughput."""
     base = table.get(baseline, {})
+    threads = "".join(f" {n} threads rec/s (vs 1) |" for n in THREADS)
     head = (
         "| library | caller ns | vs stdlib | p50 / p99 / p99.9 µs | disabled ns | "
-        "end-to-end rec/s | vs stdlib | 4 threads rec/s | lost | peak RSS MB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        f"end-to-end rec/s | vs stdlib |{threads} lost | peak RSS MB |\n"
+        "|---|---|---|---|---|---|---|" + "---|" * len(THREADS) + "---|---|"
     )
     rows = [head]
     for name, row in table.items():
         if "error" in row:
-            rows.append(f"| {name} | not run: {row['error']} | | | | | | | | |")
+            rows.append(f"| {name} | not run: {row['error']} |" + " |" * (8 + len(THREADS)))
             continue
         ratio = f"{row['caller_ns'] / base['caller_ns']:.2f}x" if "caller_ns" in base else ""
         rate = row["records_per_s"]
         base_rate = base.get("records_per_s")
         speed = f"{rate / base_rate:.1f}x" if rate and base_rate else ""
-        rate4 = row["records_per_s_4_threads"]
+        scaling = ""
+        for n in THREADS:
+            rate_n, error = row[f"records_per_s_{n}_threads"], row[f"error_{n}_threads"]
+            lost_n = row[f"lost_{n}_threads"]
+            if error:
+                scaling += f" {error} |"
+            elif lost_n:
+                scaling += f" lost {lost_n:,} |"
+            elif rate_n:
+                versus = f" ({rate_n / rate:.2f}x)" if rate else ""
+                scaling += f" {rate_n:,.0f}{versus} |"
+            else:
+                scaling += " - |"
         rows.append(
             f"| {name} | {row['caller_ns']:,.0f} | {ratio} | "
             f"{row['p50_ns'] / 1000:.2f} / {row['p99_ns'] / 1000:.2f} / "
             f"{row['p999_ns'] / 1000:.2f} | {row['disabled_ns']:,.0f} | "
-            f"{f'{rate:,.0f}' if rate else '-'} | {speed} | "
-            f"{f'{rate4:,.0f}' if rate4 else '-'} | {row['lost']:,} | {row['rss_mb']:.0f} |"
+            f"{f'{rate:,.0f}' if rate else '-'} | {speed} |{scaling} "
+            f"{row['lost']:,} | {row['rss_mb']:.0f} |"
         )
     return "\n".join(rows)
+
+
+def install_peers(names: list[str]) -> dict[str, str]:
+    """``pip install`` each named peer's package on its own, so one that cannot be
+    installed here (no wheel for this platform, say) does not stop the others.
+
+    Returns the failures: peer name -> the last line pip printed.
+    """
+    failures: dict[str, str] = {}
+    for package in sorted({PACKAGES[name] for name in names if name in PACKAGES}):
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", package],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+            for name in names:
+                if PACKAGES.get(name) == package:
+                    failures[name] = f"pip install {package} failed: {last}"
+    return failures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -313,10 +452,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records per run")
     parser.add_argument("--runs", type=int, default=5, help="runs per library (median)")
     parser.add_argument(
-        "--quick", action="store_true", help="20,000 records, 1 run: about 20 seconds"
+        "--quick", action="store_true", help="10,000 records, 1 run: about 30 seconds"
     )
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated names")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--install-peers",
+        action="store_true",
+        help="pip install each peer first (one at a time; a failure is reported in its row)",
+    )
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -324,16 +468,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from kakashi.cli import ProgressBar
 
     if args.quick:
-        args.records, args.runs = 20_000, 1
+        args.records, args.runs = 10_000, 1
     if args.records < 1 or args.runs < 1:
         parser.error("--records and --runs must be at least 1")
     names = [name.strip() for name in args.peers.split(",") if name.strip()]
     unknown = [name for name in names if name not in PEERS]
     if unknown:
         parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
-    bar = ProgressBar(len(names) * args.runs, sys.stderr)
-    table = measure(names, args.records, args.runs, progress=bar.update)
+    failures = install_peers(names) if args.install_peers else {}
+    runnable = [name for name in names if name not in failures]
+    bar = ProgressBar(len(runnable) * args.runs, sys.stderr)
+    measured = measure(runnable, args.records, args.runs, progress=bar.update)
     bar.finish()
+    table = {name: measured.get(name) or {"error": failures[name]} for name in names}
     print(
         f"{args.records:,} records, median of {args.runs} run(s), python "
         f"{sys.version.split()[0]}, {os.cpu_count()} cpus\n"
