@@ -1,8 +1,10 @@
 """Instructions per call under callgrind: stable where wall-clock time is noisy.
 
-Usage: ``python benchmarks/instructions.py`` (needs valgrind). Each workload runs in a
-child process twice, with 20,000 and 60,000 iterations; the difference divided by 40,000
-is the cost of one iteration, start-up cancelled out. Workloads:
+Usage: ``python benchmarks/instructions.py [--record] [--check] [--tolerance 0.1]``
+(needs valgrind). Each workload runs in a child process twice, with 20,000 and 60,000
+iterations; the difference divided by 40,000 is the cost of one iteration, start-up
+cancelled out. Children run in parallel (instruction counts do not depend on load) with
+a fixed hash seed. Workloads:
 
 - ``empty``: an empty Python method with the benchmark's arguments (the floor);
 - ``enabled``: ``info(...)`` on an async logger whose worker waits (capture + enqueue);
@@ -10,15 +12,28 @@ is the cost of one iteration, start-up cancelled out. Workloads:
 - ``format``: compiled ``format_json`` of one captured record;
 - ``handloop``: a hand-written ``orjson.dumps`` of the same event;
 - ``e2e``: ``info(...)`` into a file through the async backend, until ``flush()``.
+
+History: ``--record`` appends the counts, with the commit, date and interpreter, to
+``benchmarks/instructions-history.jsonl``; every run prints the change against the last
+entry. ``--check`` exits 1 when a tracked ratio (each workload over the empty method in
+the same run, and end to end over the hand loop) grew by more than ``--tolerance``
+since that entry: ratios carry across machines better than raw counts do.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
+import os
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 CHILD = r"""
 import os, sys, time, orjson, kakashi
@@ -69,7 +84,7 @@ def instructions(workload: str, iterations: int) -> int:
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              sys.executable, "-c", CHILD, workload, str(iterations), directory],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"},
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
     if match is None:
@@ -77,21 +92,87 @@ def instructions(workload: str, iterations: int) -> int:
     return int(match.group(1))
 
 
+HISTORY = Path(__file__).with_name("instructions-history.jsonl")
+
+
+def measure() -> dict[str, int]:
+    """Instructions per iteration of every workload."""
+    jobs = [(workload, n) for workload in WORKLOADS for n in (20_000, 60_000)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        totals = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
+    return {w: (totals[w, 60_000] - totals[w, 20_000]) // 40_000 for w in WORKLOADS}
+
+
+def ratios(counts: dict[str, int]) -> dict[str, float]:
+    """The tracked ratios: each workload over the empty method, end to end over the loop."""
+    tracked = {f"{w}/empty": counts[w] / counts["empty"] for w in WORKLOADS if w != "empty"}
+    tracked["e2e/handloop"] = counts["e2e"] / counts["handloop"]
+    return tracked
+
+
+def last_entry() -> dict[str, object] | None:
+    """The newest entry of the history, or None."""
+    if not HISTORY.exists():
+        return None
+    lines = HISTORY.read_text().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+def commit() -> str:
+    """The current commit (with ``+`` if the work tree has changes), or ``unknown``."""
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=here).returncode
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+" if dirty else "")
+
+
 def main() -> int:
-    """Print instructions per iteration of every workload."""
+    """Print instructions per iteration, the change since the last entry; record/check."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--record", action="store_true", help="append to the history")
+    parser.add_argument("--check", action="store_true", help="exit 1 on a regression")
+    parser.add_argument("--tolerance", type=float, default=0.10)
+    args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed")
         return 1
-    costs = {}
-    for workload in WORKLOADS:
-        costs[workload] = (
-            instructions(workload, 60_000) - instructions(workload, 20_000)
-        ) // 40_000
-    floor = costs["empty"]
-    for workload, cost in costs.items():
-        print(
-            f"{workload:<10} {cost:>7,} instructions/iteration  {cost / floor:5.2f}x empty method"
-        )
+    counts = measure()
+    now = ratios(counts)
+    previous = last_entry()
+    before = ratios(previous["counts"]) if previous else {}  # type: ignore[arg-type]
+    print(f"{'workload':<10} {'instr/iter':>10}  vs empty")
+    for workload, cost in counts.items():
+        print(f"{workload:<10} {cost:>10,}  {cost / counts['empty']:5.2f}x")
+    regressions = []
+    if previous:
+        print(f"\nagainst {previous['commit']} ({previous['date']}):")
+        for key, value in now.items():
+            change = value / before[key] - 1 if key in before else 0.0
+            flag = ""
+            if change > args.tolerance:
+                flag = "  REGRESSION"
+                regressions.append(key)
+            print(f"  {key:<16} {before.get(key, float('nan')):6.3f} -> {value:6.3f} "
+                  f"({change:+.1%}){flag}")  # fmt: skip
+    if args.record:
+        entry = {
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+            "commit": commit(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "counts": counts,
+        }
+        with HISTORY.open("a") as history:
+            history.write(json.dumps(entry) + "\n")
+        print(f"\nrecorded in {HISTORY.name}")
+    if args.check and regressions:
+        print(f"\ninstruction ratios grew more than {args.tolerance:.0%}: {', '.join(regressions)}")
+        return 1
     return 0
 
 

@@ -1,0 +1,150 @@
+"""Memory stays bounded: by ``max_queue_size`` under a burst, and flat over a long run.
+
+Measured with :mod:`tracemalloc`, which sees every allocation the interpreter makes
+(records, their values, batches, formatted bytes), so the figures do not depend on how
+busy the machine is. ``benchmarks/memory.py`` and ``benchmarks/sustained.py`` measure the
+same properties as resident memory, at full size. The pipeline uses whichever hot path
+is loaded; CI runs this file with each.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kakashi.core.async_backend import AsyncConfig
+from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+from kakashi.core.pipeline import PipelineConfig, file_writer
+
+QUEUE = 400
+PAYLOAD = 256  # bytes of unique text per record, so each queued record weighs ~0.5 KiB
+
+
+class CountingWriter:
+    """Slower than the producer (it sleeps per batch), and keeps only a count."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lines = 0
+
+    def write(self, batch: Any) -> None:
+        time.sleep(self.delay)
+        self.lines += len(batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(name="traced")
+def _traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+def burst_peak(strategy: str, records: int) -> tuple[int, dict[str, Any]]:
+    """Peak traced bytes above the starting point while *records* are logged at once
+    into a queue of :data:`QUEUE` and drained; and the pipeline's final stats."""
+    writer = CountingWriter(delay=0.002)
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(writer,)),
+            AsyncConfig(
+                max_queue_size=QUEUE,
+                batch_size=50,
+                overflow_strategy=strategy,
+                block_timeout=5.0,
+            ),
+        )
+    )
+    log = pipeline.get_logger("burst")
+    log.info("warm-up", payload="x" * PAYLOAD)
+    assert pipeline.flush(10)
+    tracemalloc.reset_peak()
+    start = tracemalloc.get_traced_memory()[0]
+    for i in range(records):
+        log.info("burst", n=i, payload=f"{i:08d}" + "x" * PAYLOAD)
+    assert pipeline.flush(30)
+    peak = tracemalloc.get_traced_memory()[1] - start
+    pipeline.shutdown(10)
+    return peak, pipeline.stats()
+
+
+@pytest.mark.usefixtures("traced")
+@pytest.mark.parametrize("strategy", ["block", "drop_oldest", "drop_newest"])
+def test_a_burst_ten_times_the_queue_costs_no_more_than_one_queue(strategy: str) -> None:
+    """Peak memory for a burst of 10x ``max_queue_size`` is within 1.5x of the peak for a
+    burst of 1x, under every overflow strategy (unbounded, it would be ~10x)."""
+    one, _ = burst_peak(strategy, QUEUE)
+    ten, stats = burst_peak(strategy, 10 * QUEUE)
+
+    assert one > QUEUE * PAYLOAD // 2  # the queue really filled: the measure can see it
+    assert ten < 1.5 * one, (one, ten)
+    assert stats["messages_enqueued"] == 10 * QUEUE + 1
+    if strategy != "block":
+        assert stats["messages_dropped"] > 0  # the queue overflowed and said so
+
+
+@pytest.mark.usefixtures("traced")
+def test_memory_is_flat_over_a_long_run(tmp_path: Path) -> None:
+    """Traced memory after each round of 20,000 records into a real file stops growing
+    once the first rounds have warmed every cache (a leak of even 4 bytes a record
+    would add 80 KB a round)."""
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(file_writer(tmp_path / "long.log"),)),
+            AsyncConfig(max_queue_size=5_000, batch_size=500),
+        )
+    )
+    log = pipeline.get_logger("long")
+    after: list[int] = []
+    for _ in range(6):
+        for i in range(20_000):
+            log.info("order filled", order_id=i, price=101.25, qty=3, side="buy")
+        assert pipeline.flush(60)
+        after.append(tracemalloc.get_traced_memory()[0])
+    pipeline.shutdown(10)
+
+    assert pipeline.stats()["messages_written"] == 120_000
+    assert after[-1] - after[2] < 40_000, after
+
+
+@pytest.mark.usefixtures("traced")
+def test_memory_is_flat_with_many_threads(tmp_path: Path) -> None:
+    """Sixteen producers: per-thread state (thread names, context) does not accumulate."""
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(file_writer(tmp_path / "threads.log"),)),
+            AsyncConfig(max_queue_size=5_000, batch_size=500),
+        )
+    )
+    log = pipeline.get_logger("threads")
+
+    def produce() -> None:
+        for i in range(1_000):
+            log.info("order filled", order_id=i)
+
+    after: list[int] = []
+    for _ in range(5):
+        threads = [threading.Thread(target=produce) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert pipeline.flush(60)
+        after.append(tracemalloc.get_traced_memory()[0])
+    pipeline.shutdown(10)
+
+    assert pipeline.stats()["messages_written"] == 80_000
+    assert after[-1] - after[1] < 40_000, after
