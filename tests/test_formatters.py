@@ -95,6 +95,47 @@ class TestJson:
             event["big"],
         )
 
+    def test_keys_in_every_role_and_shape(self, impl: Implementation) -> None:
+        """The same key object is renamed as a call field and kept as an enricher's field
+        ("thread" is reserved but not a core key), whichever record comes first; long,
+        escaped, non-ASCII and unencodable keys; and more keys than any cache holds."""
+        thread = "thread"
+        long_key = "k" * 200
+        odd = ['q"uote', "back\\slash", "new\nline", "ctl\x01", "é", "日本", "s\udc80"]
+        many = [f"key{i}" for i in range(600)]
+        records = [
+            record(impl, fields={thread: 1}),
+            record(impl, extra={thread: "main"}),
+            record(impl, fields={thread: 2}),
+            record(impl, fields={"level": 3, "message": 4}),
+            record(impl, fields={long_key: 5}),
+            record(impl, fields={long_key: 6, "level": 7}),
+            record(impl, fields={key: i for i, key in enumerate(odd)}),
+            record(impl, fields={key: i for i, key in enumerate(many)}),
+            record(impl, fields={key: i for i, key in enumerate(many)}),
+            record(impl, fields={thread: 8}),
+        ]
+        events = [json.loads(impl.format.format_json(r)) for r in records]
+
+        assert events[0]["field.thread"] == 1 and "thread" not in events[0]
+        assert events[1]["thread"] == "main"
+        assert events[2]["field.thread"] == 2
+        assert events[3]["field.level"] == 3 and events[3]["level"] == "INFO"
+        assert events[3]["field.message"] == 4 and events[3]["message"] == "hello"
+        assert events[4][long_key] == 5
+        assert events[5][long_key] == 6 and events[5]["field.level"] == 7
+        assert [events[6][key.replace("\udc80", "\ufffd")] for key in odd] == list(range(7))
+        assert (
+            [events[7][key] for key in many] == list(range(600)) == [events[8][key] for key in many]
+        )
+        assert events[9]["field.thread"] == 8
+        if not impl.pure:  # byte for byte what the pure twin writes
+            from kakashi._speedups import _format_py
+
+            assert [impl.format.format_json(r) for r in records] == [
+                _format_py.format_json(r) for r in records
+            ]
+
     def test_exception_structure(self, impl: Implementation) -> None:
         """exception is {type, message, traceback}; non-builtin types are module-qualified."""
         import json as json_module

@@ -20,7 +20,9 @@ from tests.test_formatters import parse_logfmt  # noqa: E402
 
 CONTROL_KEYWORDS = {"exc_info", "stack_info", "stacklevel"}
 any_text = st.text(st.characters(exclude_categories=()), max_size=30)
-keys = any_text.filter(lambda key: key not in CONTROL_KEYWORDS)
+keys = st.one_of(
+    any_text.filter(lambda key: key not in CONTROL_KEYWORDS), st.sampled_from(sorted(RESERVED_KEYS))
+)
 scalars = st.one_of(
     st.none(),
     st.booleans(),

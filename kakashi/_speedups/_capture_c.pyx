@@ -28,6 +28,8 @@ from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
 
 CAPTURE_THREAD_NAME = _py.CAPTURE_THREAD_NAME
 CAPTURE_SOURCE = _py.CAPTURE_SOURCE
+cdef int _CAPTURE_THREAD_NAME = CAPTURE_THREAD_NAME  # read per call: C ints, not lookups
+cdef int _CAPTURE_SOURCE = CAPTURE_SOURCE
 RESERVED_KEYS = _py.RESERVED_KEYS
 Bound = _py.Bound
 json_default = _py.json_default
@@ -286,11 +288,11 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
         record.fields = fields if fields else None
         record.bound = logger._bound
         record.thread_id = PyThread_get_thread_ident()
-        record.thread_name = _current_thread().name if flags & _py.CAPTURE_THREAD_NAME else None
+        record.thread_name = _current_thread().name if flags & _CAPTURE_THREAD_NAME else None
         record.context = get_value(_LOG_CONTEXT)
         record.exc_info = exc_info
         record.stack_info = _stack(depth) if stack_info else None
-        record.source = _source(depth) if flags & _py.CAPTURE_SOURCE else None
+        record.source = _source(depth) if flags & _CAPTURE_SOURCE else None
         record.sink = route.sink
         if level >= 40 and exc_info is None:
             info = _exc_info()
@@ -324,8 +326,10 @@ cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, bint *
         if name is _EXC_INFO or name is _STACK_INFO or name is _STACKLEVEL:
             control[0] = True
         else:
-            length = len(name)  # names built at run time are not interned: compare them
-            if (length == 8 or length == 10) and name in _CONTROL:
+            # Names built at run time are not interned: compare those that could match.
+            length = len(name)
+            if ((length == 8 and name[0] == "e") or (length == 10 and name[0] == "s")) \
+                    and name in _CONTROL:
                 control[0] = True
             elif not _is_scalar(value):
                 value = _snapshot(value)

@@ -10,6 +10,9 @@ exceptions) reuse the pure-Python twin.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 from kakashi._speedups._capture_c cimport Record
@@ -72,19 +75,37 @@ cdef extern from *:
         memcpy(b->data + b->len, s, n); b->len += n;
         return 0;
     }
+    /* 1 for the bytes a JSON string escapes: C0 controls, the quote and the backslash. */
+    static const unsigned char kk_escaped[256] = {
+        1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,
+        0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+        0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,
+    };
     /* A JSON string as orjson writes it: quote, backslash and C0 controls escaped.
+       ASCII strings are read in place; others through their cached UTF-8 form.
        Returns 1 if the str cannot be encoded as UTF-8 (lone surrogates): not handled here. */
     static int kk_put_str(kk_buf *b, PyObject *str) {
         Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(str, &n);
-        if (s == NULL) { PyErr_Clear(); return 1; }
+        const char *s;
+        if (PyUnicode_IS_COMPACT_ASCII(str)) {
+            s = (const char *)PyUnicode_DATA(str);
+            n = PyUnicode_GET_LENGTH(str);
+        } else {
+            s = PyUnicode_AsUTF8AndSize(str, &n);
+            if (s == NULL) { PyErr_Clear(); return 1; }
+        }
         if (kk_reserve(b, n * 6 + 2) < 0) return -1;
         char *out = b->data + b->len;
         *out++ = '"';
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            /* 34 is the double quote, 92 the backslash */
-            if (c >= 0x20 && c != 34 && c != 92) { *out++ = (char)c; continue; }
+        Py_ssize_t i = 0;
+        while (i < n) {
+            Py_ssize_t run = i;
+            while (run < n && !kk_escaped[(unsigned char)s[run]]) run++;
+            memcpy(out, s + i, run - i);
+            out += run - i;
+            if (run == n) break;
+            unsigned char c = (unsigned char)s[run];
+            i = run + 1;
             *out++ = (char)92;
             switch (c) {
                 case 34: *out++ = (char)34; break;
@@ -104,6 +125,23 @@ cdef extern from *:
         *out++ = '"';
         b->len = out - b->data;
         return 0;
+    }
+    /* Field keys, encoded once: a direct-mapped cache from the key object (a str held
+       by the cache, so its address cannot be reused while it is there) to its
+       ``,"key":`` bytes and whether it is a reserved or core key. Keys come from call
+       sites' keyword names, so a few dozen cover a program. Off without a GIL (the
+       cache relies on it to be consistent). */
+    #ifdef Py_GIL_DISABLED
+    #define KK_KEY_CACHE 0
+    #else
+    #define KK_KEY_CACHE 1
+    #endif
+    #define KK_KEY_SLOTS 256
+    #define KK_KEY_TEXT 60
+    typedef struct { PyObject *key; int flags; int size; char text[KK_KEY_TEXT]; } kk_key;
+    static kk_key kk_keys[KK_KEY_SLOTS];
+    static kk_key *kk_key_slot(PyObject *key) {
+        return &kk_keys[((size_t)key >> 4) % KK_KEY_SLOTS];
     }
     /* An int within 64 bits (signed or unsigned, as orjson takes); 1 if out of range. */
     static int kk_put_int(kk_buf *b, PyObject *value) {
@@ -191,6 +229,14 @@ cdef extern from *:
     void kk_buf_free(kk_buf *b)
     int kk_put(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int kk_put_str(kk_buf *b, object s) except -1
+    int KK_KEY_CACHE
+    int KK_KEY_TEXT
+    ctypedef struct kk_key:
+        PyObject *key
+        int flags
+        int size
+        char text[1]
+    kk_key *kk_key_slot(object key)
     int kk_put_int(kk_buf *b, object value) except -1
     int kk_put_float(kk_buf *b, object value) except -1
 
@@ -200,6 +246,11 @@ cdef object _json_default = json_default
 cdef frozenset _RESERVED = RESERVED_KEYS
 cdef frozenset _CORE = _py._CORE_KEYS
 cdef object _exception_dict = _py.exception_dict
+# '","level":"INFO","logger":' and the like for every level with a name, written whole.
+cdef tuple _LEVEL_JSON = tuple(
+    b'","level":' + orjson.dumps(level_name(n)) + b',"logger":' for n in range(101)
+)
+cdef Py_ssize_t _LEVEL_COUNT = len(_LEVEL_JSON)
 cdef object _minimal_json = _py.minimal_json
 
 
@@ -292,15 +343,58 @@ cdef int _put_value(kk_buf *buffer, object value) except -1:
     return GENERAL
 
 
-cdef int _put_fields(kk_buf *buffer, dict fields, frozenset renamed) except -1:
-    cdef int status
-    for key, value in fields.items():
-        if type(key) is not str or key in renamed:
+# Flags of a cached key: which renaming set holds it, or that it cannot be encoded here.
+cdef enum:
+    IN_CORE = 1
+    IN_RESERVED = 2
+    UNENCODABLE = 4
+
+
+cdef int _put_key(kk_buf *buffer, str key, int renamed) except -1:
+    """Write ``,"key":``; GENERAL if *key* is in the *renamed* set or not encodable."""
+    cdef kk_buf text
+    cdef int status, flags
+    if not KK_KEY_CACHE:
+        if key in (_CORE if renamed == IN_CORE else _RESERVED):
             return GENERAL
         kk_put(buffer, ",", 1)
         status = kk_put_str(buffer, key)
         if status == DONE:
             kk_put(buffer, ":", 1)
+        return status
+    cdef kk_key *slot = kk_key_slot(key)
+    if slot.key != <PyObject *>key:
+        flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
+        kk_buf_init(&text)
+        try:
+            kk_put(&text, ",", 1)
+            if kk_put_str(&text, key) != DONE:
+                flags |= UNENCODABLE
+            kk_put(&text, ":", 1)
+            if text.len > KK_KEY_TEXT:  # a long key: write it without caching it
+                if flags & (renamed | UNENCODABLE):
+                    return GENERAL
+                return kk_put(buffer, text.data, text.len)
+            Py_INCREF(key)
+            Py_XDECREF(slot.key)
+            slot.key = <PyObject *>key
+            slot.flags = flags
+            slot.size = <int>text.len
+            memcpy(slot.text, text.data, text.len)
+        finally:
+            kk_buf_free(&text)
+    if slot.flags & (renamed | UNENCODABLE):
+        return GENERAL
+    return kk_put(buffer, slot.text, slot.size)
+
+
+cdef int _put_fields(kk_buf *buffer, dict fields, int renamed) except -1:
+    cdef int status
+    for key, value in fields.items():
+        if type(key) is not str:
+            return GENERAL
+        status = _put_key(buffer, <str>key, renamed)
+        if status == DONE:
             status = _put_value(buffer, value)
         if status != DONE:
             return status
@@ -335,7 +429,7 @@ cdef object _encode(Record record):
         return None
     if bound is not None and fields is not None and not _disjoint(bound, fields):
         return None
-    message = record.message
+    message = record.msg if record.args is None else record.message
     if type(message) is not str:
         return None
     cdef const char *stamp = kk_render_timestamp(record.time_ns)
@@ -343,23 +437,30 @@ cdef object _encode(Record record):
         return None
     cdef kk_buf buffer
     cdef int status = DONE
+    cdef int level
+    cdef bytes prefix
     kk_buf_init(&buffer)
     try:
         kk_put(&buffer, '{"timestamp":"', 14)
         kk_put(&buffer, stamp, 27)
-        kk_put(&buffer, '","level":', 10)
-        kk_put_str(&buffer, level_name(record.level))
-        kk_put(&buffer, ',"logger":', 10)
+        level = record.level
+        if 0 <= level < _LEVEL_COUNT:
+            prefix = <bytes>_LEVEL_JSON[level]
+            kk_put(&buffer, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
+        else:
+            kk_put(&buffer, '","level":', 10)
+            kk_put_str(&buffer, level_name(record.level))
+            kk_put(&buffer, ',"logger":', 10)
         status = kk_put_str(&buffer, record.logger)
         if status == DONE:
             kk_put(&buffer, ',"message":', 11)
             status = kk_put_str(&buffer, message)
         if status == DONE and extra is not None:
-            status = _put_fields(&buffer, extra, _CORE)
+            status = _put_fields(&buffer, extra, IN_CORE)
         if status == DONE and bound is not None:
-            status = _put_fields(&buffer, bound, _RESERVED)
+            status = _put_fields(&buffer, bound, IN_RESERVED)
         if status == DONE and fields is not None:
-            status = _put_fields(&buffer, fields, _RESERVED)
+            status = _put_fields(&buffer, fields, IN_RESERVED)
         if status != DONE:
             return None
         kk_put(&buffer, "}", 1)
