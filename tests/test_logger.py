@@ -127,6 +127,33 @@ class TestCapture:
         assert threading.get_ident() == record.thread_id
         assert "user ada logged in" == record.message
 
+    def test_keyword_fields_in_every_form(self, impl: Implementation) -> None:
+        """Fields read the same whether the call spelled its keywords, unpacked a dict
+        with names built at run time (control keywords among them), or passed none;
+        ``record.fields`` is a dict that can be replaced, and formatting agrees."""
+        log, sink = make_logger(impl)
+
+        class Key(str):
+            pass
+
+        runtime = {"exc_" + "info": False, "or" + "der": 7, Key("sub"): "k"}
+        log.info("a", order=1, price=2.5)
+        log.info("b", **runtime)
+        log.info("c")
+        log.info("d", order=[1], tags={"x": 1})
+        a, b, c, d = sink.records
+
+        assert a.fields == {"order": 1, "price": 2.5}
+        assert b.fields == {"order": 7, "sub": "k"} and b.exc_info is None
+        assert c.fields is None
+        assert list(d.fields) == ["order", "tags"]  # values snapshotted at the call
+        assert line(impl, d)["tags"] == {"x": 1}
+        assert [line(impl, r)["order"] for r in (a, b, d)] == [1, 7, [1]]
+        assert line(impl, b)["sub"] == "k"
+        a.fields = {"replaced": True}
+        assert a.fields == {"replaced": True} and line(impl, a)["replaced"] is True
+        assert "order" not in line(impl, a)
+
     def test_time_is_nanoseconds_now(self, impl: Implementation) -> None:
         """The timestamp is taken once per call, in nanoseconds since the epoch."""
         import time

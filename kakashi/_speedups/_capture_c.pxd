@@ -11,7 +11,12 @@ cdef class Record:
     cdef public object logger
     cdef public object msg
     cdef public object args
-    cdef public object fields
+    # The call's keyword fields: either the keyword-name tuple the interpreter passed
+    # (shared by every call from that site) with a tuple of values, or a dict (None if
+    # there are none). The ``fields`` property gives the dict, building it on first use.
+    cdef object _fields
+    cdef tuple _names
+    cdef tuple _values
     cdef public object bound
     cdef public unsigned long thread_id
     cdef public object thread_name

@@ -197,6 +197,24 @@ cdef class Record:
         self.sink = sink
 
     @property
+    def fields(self):
+        """The call's keyword fields as a dict, or None if there were none."""
+        cdef Py_ssize_t i
+        cdef dict fields
+        if self._names is not None:
+            fields = {}
+            for i in range(len(self._names)):
+                fields[self._names[i]] = self._values[i]
+            self._fields = fields
+            self._names = self._values = None
+        return self._fields
+
+    @fields.setter
+    def fields(self, value):
+        self._fields = value
+        self._names = self._values = None
+
+    @property
     def message(self):
         """The rendered message (``msg % args``), computed once and kept."""
         msg = self.msg
@@ -249,11 +267,13 @@ cdef class Route:
 
 
 cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
-                  bint control) except -1:
+                  bint control, tuple names=None, tuple values=None) except -1:
     """Build the record for one enabled call and hand it to the route. Never raises.
 
     *fields* were snapshotted while they were collected; *control* says whether they
-    hold one of the control keywords (exc_info, stack_info, stacklevel).
+    hold one of the control keywords (exc_info, stack_info, stacklevel). Without
+    control keywords the fields may come as *names* (the call's keyword names) and
+    *values* (snapshotted) instead, and *fields* is None.
     """
     cdef Route route
     cdef Record record
@@ -285,7 +305,11 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
         record.logger = logger.name
         record.msg = msg
         record.args = args if args else None
-        record.fields = fields if fields else None
+        if names is not None:
+            record._names = names
+            record._values = values
+        elif fields:
+            record._fields = fields
         record.bound = logger._bound
         record.thread_id = PyThread_get_thread_ident()
         record.thread_name = _current_thread().name if flags & _CAPTURE_THREAD_NAME else None
@@ -313,9 +337,40 @@ cdef str _STACKLEVEL = "stacklevel"
 cdef frozenset _CONTROL = frozenset((_EXC_INFO, _STACK_INFO, _STACKLEVEL))
 
 
+cdef inline bint _is_control(str name):
+    """Whether *name* is exc_info, stack_info or stacklevel."""
+    if name is _EXC_INFO or name is _STACK_INFO or name is _STACKLEVEL:
+        return True
+    # Names built at run time are not interned: compare those that could match.
+    cdef Py_ssize_t length = len(name)
+    return ((length == 8 and name[0] == "e") or (length == 10 and name[0] == "s")) \
+        and name in _CONTROL
+
+
+cdef bint _has_control(PyObject *kwnames):
+    cdef Py_ssize_t i
+    for i in range(PyTuple_GET_SIZE(<tuple>kwnames)):
+        if _is_control(<str>PyTuple_GET_ITEM(<tuple>kwnames, i)):
+            return True
+    return False
+
+
+cdef tuple _values(PyObject **args, Py_ssize_t nargs, Py_ssize_t count):
+    """The keyword values, snapshotted, as a tuple."""
+    cdef tuple values = PyTuple_New(count)
+    cdef Py_ssize_t i
+    for i in range(count):
+        value = <object>args[nargs + i]
+        if not _is_scalar(value):
+            value = _snapshot(value)
+        Py_INCREF(value)
+        PyTuple_SET_ITEM(values, i, value)
+    return values
+
+
 cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, bint *control):
     """The keyword fields as a dict, values snapshotted; flags control keywords."""
-    cdef Py_ssize_t i, length
+    cdef Py_ssize_t i
     cdef dict fields = {}
     cdef str name
     if kwnames is NULL:
@@ -323,16 +378,10 @@ cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, bint *
     for i in range(PyTuple_GET_SIZE(<tuple>kwnames)):
         name = <str>PyTuple_GET_ITEM(<tuple>kwnames, i)
         value = <object>args[nargs + i]
-        if name is _EXC_INFO or name is _STACK_INFO or name is _STACKLEVEL:
+        if _is_control(name):
             control[0] = True
-        else:
-            # Names built at run time are not interned: compare those that could match.
-            length = len(name)
-            if ((length == 8 and name[0] == "e") or (length == 10 and name[0] == "s")) \
-                    and name in _CONTROL:
-                control[0] = True
-            elif not _is_scalar(value):
-                value = _snapshot(value)
+        elif not _is_scalar(value):
+            value = _snapshot(value)
         fields[name] = value
     return fields
 
@@ -367,6 +416,10 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
         Py_INCREF(<object>args[i])
         PyTuple_SET_ITEM(rest, i - first - 1, <object>args[i])
     if fields is None:
+        if kwnames is not NULL and level != EXCEPTION and not _has_control(kwnames):
+            _capture(self, level, <object>args[first], rest, None, False,
+                     <tuple>kwnames, _values(args, nargs, PyTuple_GET_SIZE(<tuple>kwnames)))
+            return None
         fields = _keywords(args, nargs, kwnames, &control)
     if level == EXCEPTION:
         level = 40

@@ -273,8 +273,10 @@ cpdef dict event_dict(Record record):
         room += len(<dict?>record.extra)
     if record.bound is not None:
         room += len(<dict?>record.bound.fields)
-    if record.fields:
-        room += len(<dict?>record.fields)
+    if record._names is not None:
+        room += len(record._names)
+    elif record._fields:
+        room += len(<dict?>record._fields)
     cdef dict event = kk_dict_with_room(room)
     event["timestamp"] = _timestamp(record.time_ns)
     event["level"] = level_name(record.level)
@@ -287,8 +289,13 @@ cpdef dict event_dict(Record record):
     if record.bound is not None:
         for key, value in (<dict?>record.bound.fields).items():
             event["field." + key if key in _RESERVED else key] = value
-    if record.fields:
-        for key, value in (<dict?>record.fields).items():
+    cdef Py_ssize_t i
+    if record._names is not None:
+        for i in range(len(record._names)):
+            key = record._names[i]
+            event["field." + key if key in _RESERVED else key] = record._values[i]
+    elif record._fields:
+        for key, value in (<dict?>record._fields).items():
             event["field." + key if key in _RESERVED else key] = value
     if record.exc_info is not None:
         event["exception"] = _exception_dict(record.exc_info)
@@ -401,6 +408,29 @@ cdef int _put_fields(kk_buf *buffer, dict fields, int renamed) except -1:
     return DONE
 
 
+cdef int _put_pairs(kk_buf *buffer, tuple names, tuple values) except -1:
+    """The call's fields as the interpreter passed them: keyword names and values."""
+    cdef Py_ssize_t i
+    cdef int status
+    for i in range(len(names)):
+        key = names[i]
+        if type(key) is not str:
+            return GENERAL
+        status = _put_key(buffer, <str>key, IN_RESERVED)
+        if status == DONE:
+            status = _put_value(buffer, values[i])
+        if status != DONE:
+            return status
+    return DONE
+
+
+cdef int _disjoint_names(dict first, tuple names) except -1:
+    for key in names:
+        if key in first:
+            return 0
+    return 1
+
+
 cdef int _disjoint(dict first, dict second) except -1:
     cdef dict small = first if len(first) <= len(second) else second
     cdef dict large = second if small is first else first
@@ -417,7 +447,8 @@ cdef object _encode(Record record):
         return None
     cdef dict extra = record.extra if record.extra else None
     cdef dict bound = None
-    cdef dict fields = record.fields if record.fields else None
+    cdef tuple names = record._names
+    cdef dict fields = record._fields if names is None and record._fields else None
     if record.bound is not None:
         bound = record.bound.fields
         if not bound:
@@ -428,6 +459,11 @@ cdef object _encode(Record record):
     if extra is not None and fields is not None and not _disjoint(extra, fields):
         return None
     if bound is not None and fields is not None and not _disjoint(bound, fields):
+        return None
+    if names is not None and (
+        (extra is not None and not _disjoint_names(extra, names))
+        or (bound is not None and not _disjoint_names(bound, names))
+    ):
         return None
     message = record.msg if record.args is None else record.message
     if type(message) is not str:
@@ -459,7 +495,9 @@ cdef object _encode(Record record):
             status = _put_fields(&buffer, extra, IN_CORE)
         if status == DONE and bound is not None:
             status = _put_fields(&buffer, bound, IN_RESERVED)
-        if status == DONE and fields is not None:
+        if status == DONE and names is not None:
+            status = _put_pairs(&buffer, names, record._values)
+        elif status == DONE and fields is not None:
             status = _put_fields(&buffer, fields, IN_RESERVED)
         if status != DONE:
             return None
