@@ -20,6 +20,9 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.time cimport time_t
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(object op)
+
 from kakashi._speedups._queue_c cimport RecordQueue
 
 from kakashi import _errors
@@ -365,6 +368,9 @@ cdef tuple _values(PyObject **args, Py_ssize_t nargs, Py_ssize_t count):
             value = _snapshot(value)
         Py_INCREF(value)
         PyTuple_SET_ITEM(values, i, value)
+    # Scalars and snapshots only: the tuple cannot be part of a cycle, so the collector
+    # need not visit it while its record waits in the queue.
+    PyObject_GC_UnTrack(values)
     return values
 
 
