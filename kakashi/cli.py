@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 import kakashi
-from kakashi.core.async_backend import AsyncConfig
+from kakashi.core.async_backend import AsyncConfig, configure_async_backend
+from kakashi.core.async_interface import get_async_stats, shutdown_async_backend
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.enrichers import context_enricher, exception_enricher, service_enricher
@@ -29,6 +30,11 @@ __all__ = ["main"]
 
 _ENDPOINTS = ("/api/orders", "/api/users/{id}", "/api/cart", "/health", "/api/search")
 _SAMPLE_EVERY = 8  # time one call in 8: timing every call would double its cost
+_STATS_SHOWN = (
+    "state", "worker_count", "max_queue_size", "overflow_strategy", "queue_size",
+    "messages_enqueued", "messages_written", "messages_filtered", "messages_dropped",
+    "dropped_by_reason", "pending", "batches_written", "internal_errors",
+)  # fmt: skip
 
 
 class ProgressBar:
@@ -79,6 +85,11 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     for old in directory.glob("demo.log.zst*"):
         old.unlink()
     writer = RotatingFileWriter(path, max_bytes=1_000_000, backup_count=50)
+    settings = AsyncConfig(max_queue_size=50_000, batch_size=500, worker_count=1)
+    backend = configure_async_backend(  # the process-wide backend, as get_async_stats reads
+        settings.max_queue_size, settings.worker_count, settings.batch_size,
+        overflow_strategy=settings.overflow_strategy,
+    )  # fmt: skip
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             pipeline_config=PipelineConfig(
@@ -90,8 +101,9 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
                 ),
                 writers=(writer,),
             ),
-            async_config=AsyncConfig(max_queue_size=50_000, batch_size=500, worker_count=1),
-        )
+            async_config=settings,
+        ),
+        backend=backend,
     )
     log = pipeline.get_logger("shop.http")
     rng = random.Random(42)
@@ -126,8 +138,8 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     flushed = pipeline.flush(timeout=60)
     elapsed = time.perf_counter() - started
     bar.finish()
-    stats = pipeline.stats()
-    pipeline.shutdown(timeout=10)
+    stats = get_async_stats()
+    shutdown_async_backend(timeout=10)
 
     files = [*reversed(writer.rotated_files()), path]  # oldest first
     on_disk = sum(sum(1 for _ in read_lines(file)) for file in files)
@@ -149,11 +161,11 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
         f"p99 {_percentile(samples, 0.99) / 1000:.1f} us   "
         f"p99.9 {_percentile(samples, 0.999) / 1000:.1f} us   (1 call in {_SAMPLE_EVERY})\n"
     )
-    out.write(
-        f"  backend         {stats['batches_written']:,} batches, "
-        f"{stats['worker_count']} worker(s), queue {stats['max_queue_size']:,}, "
-        f"overflow {stats['overflow_strategy']}\n"
-    )
+    out.write("  get_async_stats()\n")
+    for key in _STATS_SHOWN:
+        out.write(f"    {key:<20} {stats[key]}\n")
+    for figures in stats["writers"]:
+        out.write(f"    writer               {figures}\n")
     out.write(
         f"  accounting      logged {expected:,} = on disk {on_disk - notices:,}"
         f" + filtered {stats['messages_filtered']:,} + dropped {stats['messages_dropped']:,}"
