@@ -398,7 +398,10 @@ def markdown(table: dict[str, Any], baseline: str = "stdlib logging") -> str:
     rows = [head]
     for name, row in table.items():
         if "error" in row:
-            rows.append(f"| {name} | not run: {row['error']} |" + " |" * (8 + len(THREADS)))
+            why = row["error"]
+            if why.startswith("ModuleNotFoundError"):
+                why += " (pip install 'kakashi[bench]', or run with --install-peers)"
+            rows.append(f"| {name} | not run: {why} |" + " |" * (8 + len(THREADS)))
             continue
         ratio = f"{row['caller_ns'] / base['caller_ns']:.2f}x" if "caller_ns" in base else ""
         rate = row["records_per_s"]

@@ -131,3 +131,11 @@ def test_install_peers_reports_a_package_that_cannot_be_installed(
 
     assert list(failures) == ["loguru"]
     assert failures["loguru"].startswith(f"pip install {missing} failed: ")
+
+
+def test_a_missing_peer_row_says_how_to_install_it() -> None:
+    """A peer that is not installed is a row with the way to install the peers."""
+    table = bench.markdown({"loguru": {"error": "ModuleNotFoundError: No module named 'loguru'"}})
+
+    assert "| loguru | not run: ModuleNotFoundError: No module named 'loguru' (pip install" in table
+    assert "--install-peers" in table
