@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kakashi.bench import _child
+from kakashi.bench import run_child
 
 COUNTS = (1, 4, 16)
 TARGET = 0.8
@@ -41,7 +41,7 @@ def main() -> int:
             # Interleave the thread counts so drift on a noisy machine hits all alike.
             for _ in range(args.runs):
                 for n in COUNTS:
-                    run = _child(name, args.records, n, Path(directory) / "scaling.log")
+                    run = run_child(name, args.records, n, Path(directory) / "scaling.log")
                     if "error" in run or run["lines"] != run["records"]:
                         print(f"| {name} | failed or lost records: {run} |")
                         return 1

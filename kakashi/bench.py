@@ -40,6 +40,14 @@ class Json(logging.Formatter):
         return orjson.dumps({"timestamp": self.formatTime(record), "level": record.levelname,
                              "logger": record.name, "message": record.getMessage(),
                              **record.fields}).decode()
+def calls(handler):
+    # The "bench" logger writing through *handler*: its enabled and disabled calls.
+    log = logging.getLogger("bench")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return (lambda msg, **f: log.info(msg, extra={"fields": f}),
+            lambda msg, **f: log.debug(msg, extra={"fields": f}))
 """
 
 PEERS: dict[str, str] = {
@@ -68,13 +76,7 @@ def setup(path):
 def setup(path):
     handler = logging.FileHandler(path)
     handler.setFormatter(Json())
-    log = logging.getLogger("bench")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    info = lambda msg, **f: log.info(msg, extra={"fields": f})
-    debug = lambda msg, **f: log.debug(msg, extra={"fields": f})
-    return info, debug, handler.close
+    return *calls(handler), handler.close
 """,
     "stdlib QueueHandler": _STDLIB_JSON
     + """
@@ -85,12 +87,7 @@ def setup(path):
     q = queue.Queue()
     listener = logging.handlers.QueueListener(q, handler)
     listener.start()
-    log = logging.getLogger("bench")
-    log.addHandler(logging.handlers.QueueHandler(q))
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    info = lambda msg, **f: log.info(msg, extra={"fields": f})
-    debug = lambda msg, **f: log.debug(msg, extra={"fields": f})
+    info, debug = calls(logging.handlers.QueueHandler(q))
     def finish():
         listener.stop()
         handler.close()
@@ -269,7 +266,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _child(name: str, records: int, threads: int, path: Path) -> dict[str, Any]:
+def run_child(name: str, records: int, threads: int, path: Path) -> dict[str, Any]:
     """Run *name* once in a fresh interpreter: the single-thread figures if *threads* is
     0, else end to end only with that many producer threads. Counts the file's lines.
 
@@ -317,7 +314,7 @@ def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
     lines of its file are counted. A threaded part that fails is recorded as
     ``error_<threads>`` beside the single-thread figures."""
     path = directory / f"{abs(hash(name))}.log"
-    figures = _child(name, records, 0, path)
+    figures = run_child(name, records, 0, path)
     if "error" in figures:
         return figures
     for threads in THREADS:
@@ -325,7 +322,7 @@ def run_peer(name: str, records: int, directory: Path) -> dict[str, Any]:
         if hung:  # more threads would hang the same way: do not wait for it again
             figures[f"error_{threads}"] = f"hung (as with {hung[0]} threads)"
             continue
-        threaded = _child(name, records, threads, path)
+        threaded = run_child(name, records, threads, path)
         if "error" in threaded:
             figures[f"error_{threads}"] = threaded["error"]
             continue

@@ -129,7 +129,18 @@ cdef object _source = _py._source
 cdef object _stack = _py._stack
 cdef object _coerce_level = _py._coerce_level
 cdef object _report = _errors.report
-cdef object _snapshot = _py.snapshot
+cdef object _py_snapshot = _py.snapshot
+cdef type _Snapshot = Snapshot
+
+
+cdef object _snapshot(object value):
+    """The value frozen (see the pure twin), its Snapshot not tracked by the collector:
+    it holds only bytes, so it cannot be part of a cycle, and a queue of thousands of
+    records must not be thousands of objects for every collection to walk."""
+    frozen = _py_snapshot(value)
+    if type(frozen) is _Snapshot:
+        PyObject_GC_UnTrack(frozen)
+    return frozen
 cdef object _LOG_CONTEXT = LOG_CONTEXT
 cdef tuple _LEVEL_NAMES = tuple(_py.level_name(n) for n in range(MAX_LEVEL + 1))
 
