@@ -1,6 +1,6 @@
-"""The peer comparison (see :mod:`kakashi.bench`); ``kakashi bench`` runs the same."""
+"""The peer comparison (see :mod:`kakashi.cli.bench`); ``kakashi bench`` runs the same."""
 
-from kakashi.bench import main
+from kakashi.cli.bench import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

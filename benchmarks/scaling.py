@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/scaling.py [--records N] [--runs R] [--peers a,b]``.
 
 Every run is a fresh interpreter running the peer comparison's threaded harness
-(:mod:`kakashi.bench`): *threads* producers share *records* calls, then the library
+(:mod:`kakashi.cli.bench`): *threads* producers share *records* calls, then the library
 makes everything durable; the file's lines are counted. One thread goes through the same
 harness, so the ratios compare like with like. Figures are medians of ``--runs``. The
 async backend's target is at least 0.8x the single-thread throughput with 4 and with 16
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kakashi.bench import run_child
+from kakashi.cli.bench import run_child
 
 COUNTS = (1, 4, 16)
 TARGET = 0.8

@@ -27,7 +27,7 @@ def test_demo_accounts_for_every_record(tmp_path: Path) -> None:
     assert (
         "logged 3,000 = on disk 3,000 + filtered 0 + dropped 0 + pending 0 + unaccounted 0" in out
     )
-    assert "complete" in out and "zstd files" in out
+    assert "complete" in out and "1 zstd file (0 rotations)" in out
     assert "get_async_stats()" in out and "messages_written     3000" in out
     assert "messages_dropped     0" in out and "pending              0" in out
     assert "records/s" in out and "p99" in out and "100%" in out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kakashi import bench
+from kakashi.cli import bench
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_peers.py"
 

@@ -37,7 +37,8 @@ class TestSelection:
 class TestParity:
     def test_dispatcher_exports_every_name(self) -> None:
         """__all__ lists exactly the names the dispatcher takes from the twins."""
-        names = ["NO_EXTENSIONS", "USING_SPEEDUPS", *speedups._CAPTURE_NAMES]
+        names = ["NO_EXTENSIONS", "SELECTION", "USING_SPEEDUPS", "build_record"]
+        names += list(speedups._CAPTURE_NAMES)
 
         names += [*speedups._FORMAT_NAMES, *speedups._QUEUE_NAMES]
 

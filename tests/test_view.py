@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kakashi.view import Query, rotated_set, view
+from kakashi.cli.view import Query, rotated_set, view
 from kakashi.writers import RotatingFileWriter, ZstdFileWriter
 
 

@@ -1,22 +1,27 @@
 """The one dispatcher between the compiled hot path and its pure-Python twin.
 
-``KAKASHI_NO_EXTENSIONS`` (any non-empty value) at import time selects the pure-Python
+``KAKASHI_NO_EXTENSIONS`` at import time, read as a switch (``1``/``true``/``yes``/``on``
+select the twin; ``0``/``false``/``no``/``off`` or empty do not), selects the pure-Python
 twin; so does a missing or broken extension, or an interpreter other than CPython.
-:data:`USING_SPEEDUPS` says which one is in use. Public modules import from here, never
-from a ``_c`` or ``_py`` module directly. Type checkers read the pure-Python twin.
+:data:`USING_SPEEDUPS` says which one is in use and :data:`SELECTION` why. When the
+compiled build was wanted but could not be had (compiling failed when the package was
+built, or the compiled modules do not load), the import says so once on stderr. Public
+modules import from here, never from a ``_c`` or ``_py`` module directly. Type checkers
+read the pure-Python twin.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from importlib import import_module
+from importlib.util import find_spec
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-NO_EXTENSIONS = bool(os.environ.get("KAKASHI_NO_EXTENSIONS")) or (
-    sys.implementation.name != "cpython"
-)
+from kakashi._switch import env_switch
 
 _CAPTURE_NAMES = (
     "CAPTURE_SOURCE",
@@ -42,6 +47,68 @@ _FORMAT_NAMES = (
     "render_timestamp",
 )
 _QUEUE_NAMES = ("BLOCK", "DROP_NEWEST", "DROP_OLDEST", "REASONS", "RecordQueue")
+_MODULES = {"capture": _CAPTURE_NAMES, "format": _FORMAT_NAMES, "queue": _QUEUE_NAMES}
+
+_RECORD = Path(__file__).with_name("_build.json")
+
+
+def _switch_off_extensions() -> bool:
+    try:
+        return env_switch("KAKASHI_NO_EXTENSIONS")
+    except ValueError as exc:  # an import must not fail: say so, keep the compiled build
+        _notify(f"kakashi: {exc}; ignored\n")
+        return False
+
+
+def build_record() -> dict[str, Any] | None:
+    """What the build that installed this copy recorded (``_build.json``), if anything."""
+    try:
+        record = json.loads(_RECORD.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _explain(failure: ImportError | None) -> tuple[str, bool]:
+    """Why this implementation was selected, and whether that deserves a notice."""
+    if USING_SPEEDUPS:
+        return "compiled", False
+    if _REQUESTED:
+        value = os.environ.get("KAKASHI_NO_EXTENSIONS")
+        return f"pure-Python: KAKASHI_NO_EXTENSIONS={value} in the environment", False
+    if sys.implementation.name != "cpython":
+        return f"pure-Python: {sys.implementation.name} is not CPython", False
+    present = any(find_spec(f"kakashi._speedups._{name}_c") for name in _MODULES)
+    if present:
+        return f"pure-Python: the compiled modules do not load ({failure})", True
+    record = build_record()
+    if record is None:
+        return (
+            "pure-Python: the extension is not built in this copy (a source checkout? "
+            "`python3 -m pip install -e .` builds it in place)",
+            False,
+        )
+    reason = str(record.get("reason", "unknown"))
+    if record.get("compiled"):
+        return "pure-Python: the compiled modules are missing from the installation", True
+    if record.get("requested_pure"):
+        return f"pure-Python: {reason}", False
+    return f"pure-Python: {reason}", True
+
+
+def _notify(text: str) -> None:
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write(text)
+        stream.flush()
+    except Exception:
+        pass
+
+
+_REQUESTED = _switch_off_extensions()
+#: Whether the pure-Python twin is in use because it was asked for or the interpreter is
+#: not CPython (not because the extension is missing).
+NO_EXTENSIONS = _REQUESTED or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING:
     from kakashi._speedups._capture_py import (
@@ -76,24 +143,32 @@ if TYPE_CHECKING:
     from kakashi._state import Snapshot
 
     USING_SPEEDUPS: bool
+    SELECTION: str
 else:
 
     def _load(suffix: str) -> list[ModuleType]:
         return [import_module(f"kakashi._speedups._{name}_{suffix}") for name in _MODULES]
 
-    _MODULES = {"capture": _CAPTURE_NAMES, "format": _FORMAT_NAMES, "queue": _QUEUE_NAMES}
     USING_SPEEDUPS = False
+    _failure: ImportError | None = None
     if not NO_EXTENSIONS:
         try:
             _modules = _load("c")
             USING_SPEEDUPS = True
-        except ImportError:  # the extension was not built: use the twin
-            pass
+        except ImportError as exc:  # not built, or built but not loadable: use the twin
+            _failure = exc
     if not USING_SPEEDUPS:
         _modules = _load("py")
     for _module, _names in zip(_modules, _MODULES.values(), strict=True):
         globals().update({name: getattr(_module, name) for name in _names})
     del _module, _modules, _names
+    SELECTION, _surprising = _explain(_failure)
+    if _surprising:
+        _notify(
+            f"kakashi: {SELECTION}. Logging works, several times slower; `kakashi info` says "
+            "more. Set KAKASHI_NO_EXTENSIONS=1 to choose the pure-Python build and silence "
+            "this.\n"
+        )
 
 __all__ = [
     "BLOCK",
@@ -104,6 +179,7 @@ __all__ = [
     "NO_EXTENSIONS",
     "REASONS",
     "RESERVED_KEYS",
+    "SELECTION",
     "USING_SPEEDUPS",
     "Bound",
     "Logger",
@@ -120,6 +196,7 @@ __all__ = [
     "minimal_json",
     "render_message",
     "render_timestamp",
+    "build_record",
     "safe_key",
     "snapshot",
 ]

@@ -1,10 +1,10 @@
-"""The ``kakashi`` command: ``kakashi demo``, ``kakashi view`` and ``kakashi bench``.
+"""``kakashi demo``: a realistic burst through the async backend, and the books kept on it.
 
-``kakashi demo`` pushes a realistic burst of web-service logs (request context, bound
-fields, some errors with tracebacks) through the async backend into a rotating,
-zstd-compressed JSON-lines log, shows a progress bar, then prints throughput, caller
-latency percentiles, the backend's statistics and the loss accounting: every record
-logged is either on disk or counted.
+It pushes web-service logs (request context, bound fields, some errors with tracebacks)
+through the async backend into a rotating, zstd-compressed JSON-lines log, with a progress
+bar, then prints throughput, caller latency percentiles, the backend's statistics and the
+loss accounting: every record logged is either on disk or counted. The log is kept (in
+``./kakashi-demo/`` unless ``--dir`` says otherwise) and the command that reads it is shown.
 """
 
 from __future__ import annotations
@@ -12,22 +12,24 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import kakashi
-from kakashi.core.async_backend import AsyncConfig, configure_async_backend
+from kakashi.cli.progress import ProgressBar
+from kakashi.core.async_backend import configure_async_backend
 from kakashi.core.async_interface import get_async_stats, shutdown_async_backend
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.enrichers import context_enricher, exception_enricher, service_enricher
+from kakashi.info import build_info
 from kakashi.writers import RotatingFileWriter, read_lines
 
-__all__ = ["main"]
+__all__ = ["add_arguments", "plural", "run", "run_demo"]
 
+DEFAULT_DIRECTORY = Path("kakashi-demo")
 _ENDPOINTS = ("/api/orders", "/api/users/{id}", "/api/cart", "/health", "/api/search")
 _SAMPLE_EVERY = 8  # time one call in 8: timing every call would double its cost
 _STATS_SHOWN = (
@@ -37,39 +39,9 @@ _STATS_SHOWN = (
 )  # fmt: skip
 
 
-class ProgressBar:
-    """A one-line progress bar on a stream (only redrawn when the percentage moves)."""
-
-    def __init__(self, total: int, stream: TextIO, width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.width = width
-        self.shown = -1
-        try:
-            self.live = stream.isatty()
-        except Exception:
-            self.live = False
-        # Redrawn in place on a terminal; elsewhere (CI logs, pipes) one line per quarter.
-        self.step = 1 if self.live else 25
-
-    def update(self, done: int) -> None:
-        """Redraw if the percentage moved by a step."""
-        percent = done * 100 // self.total
-        if percent // self.step == self.shown // self.step and self.shown >= 0:
-            return
-        self.shown = percent
-        filled = self.width * percent // 100
-        bar = f"  [{'#' * filled}{'.' * (self.width - filled)}] {percent:3d}%"
-        self.stream.write(f"\r{bar}" if self.live else f"{bar}\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        """Complete the bar and end its line."""
-        if self.shown < 100:
-            self.shown = 99 if self.live else 75
-            self.update(self.total)
-        if self.live:
-            self.stream.write("\n")
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 file``, ``2 files``: *count* with *noun* agreeing (*nouns* for irregular plurals)."""
+    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
@@ -79,17 +51,23 @@ def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
     return sorted_values[index]
 
 
+def _view_command(directory: Path) -> str:
+    """How to read the demo's log again, spelled the way this program was started."""
+    program = sys.argv[0] if sys.argv else ""
+    command = "python3 -m kakashi" if program.endswith("__main__.py") else "kakashi"
+    return f"{command} view {directory}"
+
+
 def run_demo(count: int, directory: Path, out: TextIO) -> int:
-    """Run the demo burst; return 0 when every record is accounted for, 1 otherwise."""
+    """Run the demo burst into *directory*; return 0 when every record is accounted for."""
     path = directory / "demo.log.zst"
-    for old in directory.glob("demo.log.zst*"):
-        old.unlink()
     writer = RotatingFileWriter(path, max_bytes=1_000_000, backup_count=50)
-    settings = AsyncConfig(max_queue_size=50_000, batch_size=500, worker_count=1)
-    backend = configure_async_backend(  # the process-wide backend, as get_async_stats reads
-        settings.max_queue_size, settings.worker_count, settings.batch_size,
-        overflow_strategy=settings.overflow_strategy,
-    )  # fmt: skip
+    for old in [*writer.rotated_files(), path]:  # the previous run's log, not other files
+        old.unlink(missing_ok=True)
+    # The process-wide backend, which get_async_stats() reads.
+    backend = configure_async_backend(
+        max_queue_size=50_000, worker_count=1, batch_size=500, overflow_strategy="block"
+    )
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             pipeline_config=PipelineConfig(
@@ -101,7 +79,7 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
                 ),
                 writers=(writer,),
             ),
-            async_config=settings,
+            async_config=backend.config,
         ),
         backend=backend,
     )
@@ -111,10 +89,8 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     bar = ProgressBar(count, out)
     clock = time.perf_counter_ns
     expected = 0
-    out.write(f"kakashi demo: {count:,} records into {path} ")
-    out.write(
-        f"({'compiled' if kakashi.USING_SPEEDUPS else 'pure-Python'} hot path, async backend)\n"
-    )
+    out.write(f"kakashi demo: {plural(count, 'record')} into {path}\n")
+    out.write(f"  hot path        {build_info()['selection']}\n")
     started = time.perf_counter()
     for i in range(count):
         endpoint = rng.choice(_ENDPOINTS)
@@ -173,10 +149,12 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     )
     size = sum(file.stat().st_size for file in files)
     out.write(
-        f"  files           {len(files)} zstd files ({writer.rotations} rotations), "
-        f"{size / 1e6:.1f} MB on disk\n  last records:\n"
+        f"  files           {plural(len(files), 'zstd file')} "
+        f"({plural(writer.rotations, 'rotation')}), {size / 1e6:.1f} MB on disk, "
+        f"kept in {directory}/\n  last records:\n"
     )
     _show_tail(path, out)
+    out.write(f"  read it all:    {_view_command(directory)}\n")
     return 0 if lost == 0 else 1
 
 
@@ -184,46 +162,30 @@ def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
     """The last records, as ``kakashi view`` shows them."""
     import orjson
 
+    from kakashi.cli.view import render
     from kakashi.formatters import colour_wanted
-    from kakashi.view import render
 
     colours = colour_wanted(out)
     for line in list(read_lines(path))[-count:]:
         out.write("    " + render(orjson.loads(line), colours).replace("\n", "\n    ") + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kakashi`` command."""
-    parser = argparse.ArgumentParser(prog="kakashi", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"kakashi {kakashi.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="log a realistic burst and report on it")
-    demo.add_argument("--count", type=int, default=200_000, help="records to log (200,000)")
-    demo.add_argument("--dir", type=Path, default=None, help="directory for the log file")
-    from kakashi import view
-
-    viewer = commands.add_parser("view", help="show JSON-lines logs (plain, .zst, .gz)")
-    view.add_arguments(viewer)
-    from kakashi import bench
-
-    benchmark = commands.add_parser("bench", help="compare with stdlib and other loggers")
-    bench.add_arguments(benchmark)
-    args = parser.parse_args(argv)
-    if args.command == "view":
-        return view.run(args, viewer)
-    if args.command == "bench":
-        return bench.run(args, benchmark)
-
-    if args.command == "demo":
-        if args.count < 1:
-            parser.error("--count must be at least 1")
-        if args.dir is not None:
-            args.dir.mkdir(parents=True, exist_ok=True)
-            return run_demo(args.count, args.dir, sys.stdout)
-        with tempfile.TemporaryDirectory(prefix="kakashi-demo-") as directory:
-            return run_demo(args.count, Path(directory), sys.stdout)
-    return 2  # pragma: no cover - argparse enforces a command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``kakashi demo``'s arguments to *parser*."""
+    parser.add_argument("--count", type=int, default=200_000, help="records to log (200,000)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_DIRECTORY,
+        help=f"folder for the log, kept afterwards (default: ./{DEFAULT_DIRECTORY})",
+    )
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``kakashi demo`` with parsed *args*."""
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if args.dir.exists() and not args.dir.is_dir():
+        parser.error(f"--dir {args.dir} is a file, not a folder")
+    args.dir.mkdir(parents=True, exist_ok=True)
+    return run_demo(args.count, args.dir, sys.stdout)

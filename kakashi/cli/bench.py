@@ -465,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the comparison with parsed *args*; print the table, write JSON if asked."""
-    from kakashi.cli import ProgressBar
+    from kakashi.cli.progress import ProgressBar
 
     if args.quick:
         args.records, args.runs = 10_000, 1
@@ -492,7 +492,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kakashi.bench`` / ``benchmarks/compare_peers.py``."""
+    """``python -m kakashi.cli.bench`` / ``benchmarks/compare_peers.py``."""
     parser = argparse.ArgumentParser(prog="kakashi bench", description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv), parser)
