@@ -11,6 +11,7 @@ See :doc:`/getting-started` for configuring pipelines, formatters and writers.
 """
 
 from kakashi._errors import error_counts
+from kakashi._platform import UnsupportedPlatformError
 from kakashi._speedups import USING_SPEEDUPS, Logger, Record
 from kakashi.context import (
     bind_context,
@@ -53,6 +54,7 @@ from kakashi.formatters import (
     simple_text_formatter,
     text_formatter,
 )
+from kakashi.info import build_info
 from kakashi.logger import configure, flush, get_default_pipeline, get_logger, set_level
 from kakashi.writers import (
     CallableWriter,
@@ -72,6 +74,8 @@ __version__ = "0.3.0.dev0"
 __all__ = [
     "USING_SPEEDUPS",
     "__version__",
+    "build_info",
+    "UnsupportedPlatformError",
     # levels and records
     "LOG_LEVEL_CRITICAL",
     "LOG_LEVEL_DEBUG",

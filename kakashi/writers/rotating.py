@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import gzip
 import os
 import queue
@@ -37,6 +36,7 @@ from typing import Any
 import zstandard
 
 from kakashi import _errors
+from kakashi._platform import posix_module
 from kakashi.writers.file import FileWriter
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
@@ -85,6 +85,7 @@ class RotatingFileWriter(FileWriter):
     Raises:
         ValueError: a non-positive size, an unknown schedule, naming or compression.
         TypeError: a hook that is not callable.
+        kakashi.UnsupportedPlatformError: the platform has no ``fcntl`` (Windows).
     """
 
     def __init__(
@@ -141,6 +142,9 @@ class RotatingFileWriter(FileWriter):
         self.rotator = rotator
         self.clock = clock
         self._schedule = schedule
+        self._fcntl = posix_module(
+            "fcntl", "RotatingFileWriter (the lock that lets processes share a file)"
+        )
         self._zstd = zstandard.ZstdCompressor(level=level)
         self.compressed_active = str(path).endswith(".zst")
         self.compression = None if self.compressed_active else compression
@@ -265,7 +269,7 @@ class RotatingFileWriter(FileWriter):
         """Hold the exclusive lock that makes one process rotate at a time."""
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._fcntl.flock(fd, self._fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
