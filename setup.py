@@ -18,6 +18,7 @@ stale extension.
 import json
 import os
 import platform
+import re
 import runpy
 import sys
 import time
@@ -39,6 +40,14 @@ except ValueError as exc:
 PACKAGE = "kakashi._speedups"
 MODULES = ("_capture_c", "_format_c", "_queue_c")
 RECORD = os.path.join("kakashi", "_speedups", "_build.json")
+
+
+def brief(exc):
+    """One short line for a build failure: a compiler's whole command line says too much."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = re.sub(r"\[('[^']*')(, '[^']*')+\]", r"[\1 ...]", text)  # the command, not its flags
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def banner(text):
@@ -96,16 +105,18 @@ class OptionalBuildExt(build_ext):
         try:
             self._cythonize()
         except Exception as exc:  # Cython missing or broken, an error in a .pyx
-            self._failures.append(f"Cython: {type(exc).__name__}: {exc}")
+            self._failures.append(f"Cython: {brief(exc)}")
         else:
             try:
                 super().run()
             except Exception as exc:
-                self._failures.append(f"{type(exc).__name__}: {exc}")
+                self._failures.append(brief(exc))
         if self._failures:
             # All or nothing: the dispatcher loads the three modules together anyway.
             remove_stale(self)
-            reason = "; ".join(self._failures)
+            reason = self._failures[0]
+            if len(self._failures) > 1:
+                reason += f" (and {len(self._failures) - 1} more)"
             banner(f"compiling the speedups failed ({reason}); pure-Python build")
             record_build(self, False, f"compiling failed: {reason}")
         else:
@@ -132,7 +143,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._failures.append(f"{ext.name}: {type(exc).__name__}: {exc}")
+            self._failures.append(f"{ext.name}: {brief(exc)}")
 
 
 class RecordingBuildPy(build_py):

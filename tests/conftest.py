@@ -17,10 +17,11 @@ import pytest
 
 import kakashi
 from kakashi import _errors
+from kakashi._switch import env_switch
 from kakashi.core.async_backend import shutdown_all
 from kakashi.logger import reset_registry
 
-NO_EXTENSIONS = bool(os.environ.get("KAKASHI_NO_EXTENSIONS"))
+NO_EXTENSIONS = env_switch("KAKASHI_NO_EXTENSIONS")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

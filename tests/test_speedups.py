@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import kakashi
 import kakashi._speedups as speedups
+from kakashi._switch import parse_switch
 from tests.conftest import NO_EXTENSIONS, Implementation
+
+PACKAGE = Path(kakashi.__file__).resolve().parent
+
+
+def import_copy(tmp_path: Path, broken_modules: bool) -> subprocess.CompletedProcess[str]:
+    """Import a copy of the package's Python files (and garbage compiled modules if asked)."""
+    shutil.copytree(PACKAGE, tmp_path / "kakashi", ignore=shutil.ignore_patterns(
+        "*.so", "*.pyd", "*.c", "*.html", "_build.json", "__pycache__"))  # fmt: skip
+    if broken_modules:
+        for name in ("_capture_c", "_format_c", "_queue_c"):
+            (tmp_path / "kakashi/_speedups" / f"{name}.abi3.so").write_bytes(b"not a module")
+    code = (
+        "import kakashi, kakashi._speedups as s\n"
+        "kakashi.Pipeline(writers=(kakashi.null_writer,)).get_logger('a').info('works')\n"
+        "print(s.USING_SPEEDUPS, s.SELECTION, sep='|')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KAKASHI_NO_EXTENSIONS"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
 
 
 class TestSelection:
@@ -32,6 +57,57 @@ class TestSelection:
         )
 
         assert "False kakashi._speedups._capture_py False" == out.stdout.strip()
+        assert "" == out.stderr
+
+    @pytest.mark.parametrize("value", ["1", "true", "YES", " on ", "True"])
+    def test_switch_on_spellings(self, value: str) -> None:
+        """1, true, yes and on, in any case, turn KAKASHI_NO_EXTENSIONS on."""
+        assert True is parse_switch("KAKASHI_NO_EXTENSIONS", value)
+
+    @pytest.mark.parametrize("value", [None, "", "0", "false", "No", "OFF"])
+    def test_switch_off_spellings(self, value: str | None) -> None:
+        """0, false, no, off, empty or unset leave the compiled build on."""
+        assert False is parse_switch("KAKASHI_NO_EXTENSIONS", value)
+
+    def test_switch_rejects_other_values(self) -> None:
+        """Any other value is an error naming the variable, the value and the spellings."""
+        with pytest.raises(ValueError, match=r"KAKASHI_NO_EXTENSIONS='disable' .* 1, true"):
+            parse_switch("KAKASHI_NO_EXTENSIONS", "disable")
+
+    @pytest.mark.parametrize(("value", "notice"), [("0", ""), ("bogus", "'bogus' is not")])
+    def test_off_or_unknown_value_keeps_the_compiled_build(self, value: str, notice: str) -> None:
+        """KAKASHI_NO_EXTENSIONS=0 keeps the compiled build; an unknown value says so, once."""
+        try:
+            Implementation(pure=False).load()
+        except ImportError:
+            pytest.skip("the compiled extension is not built here")
+        env = dict(os.environ, KAKASHI_NO_EXTENSIONS=value)
+        out = subprocess.run(
+            [sys.executable, "-c", "import kakashi; print(kakashi.USING_SPEEDUPS)"],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+
+        assert "True" == out.stdout.strip()
+        assert (1 if notice else 0) == out.stderr.count("kakashi:")
+        assert notice in out.stderr
+
+    def test_unloadable_extension_is_reported_once(self, tmp_path: Path) -> None:
+        """Compiled modules that exist but do not load: pure twin, one notice on stderr."""
+        result = import_copy(tmp_path, broken_modules=True)
+        using, selection = result.stdout.strip().split("|")
+
+        assert "False" == using
+        assert selection.startswith("pure-Python: the compiled modules do not load")
+        assert 1 == result.stderr.count("kakashi: pure-Python: the compiled modules do not load")
+        assert "KAKASHI_NO_EXTENSIONS=1" in result.stderr
+
+    def test_unbuilt_source_tree_is_quiet_but_explained(self, tmp_path: Path) -> None:
+        """A copy that was never built runs pure, silently; SELECTION says how to build it."""
+        result = import_copy(tmp_path, broken_modules=False)
+        using, selection = result.stdout.strip().split("|")
+
+        assert ("False", "") == (using, result.stderr)
+        assert "not built in this copy" in selection and "pip install -e ." in selection
 
 
 class TestParity:

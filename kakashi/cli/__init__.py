@@ -66,19 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kakashi`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "kakashi"
     try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:  # --help, --version, a usage error: argparse printed and exits
+            sys.stdout.flush()
+            raise
+        command = f"kakashi {args.command}"
         status: int = args.run(args, args.parser)
         sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
     except BrokenPipeError:
         _discard_stdout()
         return 141  # what a shell reports for a command ended by SIGPIPE
     except KeyboardInterrupt:
-        print(f"kakashi {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"kakashi {args.command}:{where}: {exc.strerror or exc}", file=sys.stderr)
+        where = f" {exc.filename}:" if exc.filename else ""
+        print(f"{command}:{where} {exc.strerror or exc}", file=sys.stderr)
         return 1
     return status
 

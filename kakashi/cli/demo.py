@@ -62,7 +62,8 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
     """Run the demo burst into *directory*; return 0 when every record is accounted for."""
     path = directory / "demo.log.zst"
     writer = RotatingFileWriter(path, max_bytes=1_000_000, backup_count=50)
-    for old in [*writer.rotated_files(), path]:  # the previous run's log, not other files
+    writer.close()  # reopened by its first write, after the previous run's log is gone
+    for old in [*writer.rotated_files(), path]:  # that log only, not other files
         old.unlink(missing_ok=True)
     # The process-wide backend, which get_async_stats() reads.
     backend = configure_async_backend(
