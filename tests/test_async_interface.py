@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import kakashi
+import kakashi.core.async_interface
 from kakashi.core.async_interface import (
     get_async_stats,
     get_async_structured_logger,
@@ -84,6 +85,45 @@ class TestSetup:
         """An unknown environment fails at configuration time."""
         with pytest.raises(ValueError, match="environment must be one of development"):
             setup_async_logging(environment="staging")
+
+    @pytest.mark.parametrize("spelling", ["PRODUCTION", "Prod", " development "])
+    def test_environment_names_ignore_case(self, spelling: str, tmp_path: Path) -> None:
+        """Environment names are read like level names: case and spaces do not matter."""
+        pipeline = setup_async_logging(environment=spelling, log_directory=tmp_path)
+
+        expected = "development" if "dev" in spelling else "production"
+        assert kakashi.core.async_interface.ENVIRONMENTS[expected][0] == pipeline.min_level
+
+    @pytest.mark.parametrize(
+        ("options", "error", "message"),
+        [
+            ({"log_file": None}, TypeError, "log_file must be a file path .*, got None"),
+            ({"log_directory": 3}, TypeError, "log_directory must be a file path .*, got 3"),
+            ({"environment": None}, TypeError, "environment must be a str, got None"),
+        ],
+    )
+    def test_bad_arguments_name_the_parameter(
+        self, options: dict[str, Any], error: type, message: str
+    ) -> None:
+        """Each bad argument fails at once with a message naming it and its value."""
+        with pytest.raises(error, match=message):
+            setup_async_logging(**options)
+
+    def test_paths_through_a_file_name_the_parameter(self, tmp_path: Path) -> None:
+        """A log folder or file under an existing file names the parameter and the file."""
+        blocker = tmp_path / "passwd"
+        blocker.write_text("")
+
+        with pytest.raises(NotADirectoryError, match=f"log_directory=.*{blocker} is a file"):
+            setup_async_logging(log_directory=blocker / "logs")
+        with pytest.raises(NotADirectoryError, match=f"log_file=.*{blocker} is a file"):
+            setup_async_logging(log_directory=tmp_path, log_file=str(blocker / "app.log"))
+        with pytest.raises(NotADirectoryError, match=f"log_file=.*{blocker} is a file"):
+            get_high_performance_logger("app", blocker / "x.log")
+        with pytest.raises(TypeError, match=r"log_file must be a file path .*, got None"):
+            get_high_performance_logger("app", None)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="network_writer_func must be callable, got 5"):
+            get_network_logger("app", 5)  # type: ignore[arg-type]
 
     def test_web_server_example(self, tmp_path: Path, monkeypatch: Any) -> None:
         """The page's high-throughput web server configuration runs as written."""

@@ -94,7 +94,9 @@ class TestFileWriter:
     @pytest.mark.parametrize(
         ("kwargs", "error", "message"),
         [
-            ({"path": 42}, TypeError, "path must be a str or os.PathLike"),
+            ({"path": 42}, TypeError, r"path must be a file path \(str or os.PathLike\), got 42"),
+            ({"path": None}, TypeError, "path must be a file path .*, got None"),
+            ({"path": ""}, TypeError, "path must be a file path .*, got ''"),
             ({"path": "x.log", "mode": -1}, ValueError, "mode must be permission bits"),
             ({"path": "x.log", "mode": 0o10000}, ValueError, "mode must be permission bits"),
         ],
@@ -107,12 +109,17 @@ class TestFileWriter:
         with pytest.raises(error, match=message):
             FileWriter(**kwargs)
 
-    def test_unopenable_path_fails_at_configuration(self, tmp_path: Path) -> None:
-        """A path that cannot be opened raises when the writer is made, not at log time."""
+    def test_path_through_a_file_names_the_file(self, tmp_path: Path) -> None:
+        """A path under an existing file fails when the writer is made, naming that file."""
         blocker = tmp_path / "file"
         blocker.write_text("")
-        with pytest.raises(OSError):
-            FileWriter(blocker / "app.log")
+        with pytest.raises(NotADirectoryError, match=f"{blocker} is a file, not a folder"):
+            FileWriter(blocker / "deeper" / "app.log")
+
+    def test_folder_as_path_says_so(self, tmp_path: Path) -> None:
+        """A path naming a folder fails at once with a message saying it is a folder."""
+        with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+            FileWriter(tmp_path)
 
 
 class TestStreamWriter:

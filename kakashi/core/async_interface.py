@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from kakashi._speedups import Logger
@@ -33,6 +32,7 @@ from kakashi.enrichers import (
 )
 from kakashi.formatters import default_json_formatter
 from kakashi.writers import file_writer
+from kakashi.writers.file import checked_path, make_folder
 from kakashi.writers.network import SendWriter
 
 __all__ = [
@@ -99,16 +99,23 @@ def setup_async_logging(
 
     Raises:
         ValueError: an unknown environment or an invalid queue setting.
+        TypeError: *log_directory* or *log_file* is not a path.
+        OSError: the log's folder cannot be created (the message names the parameter
+            and, for a path through an existing file, that file).
     """
     import kakashi
 
-    name = _ALIASES.get(environment, environment)
+    if not isinstance(environment, str):
+        raise TypeError(f"environment must be a str, got {environment!r}")
+    name = _ALIASES.get(environment.strip().lower(), environment.strip().lower())
     if name not in ENVIRONMENTS:
         valid = ", ".join([*ENVIRONMENTS, *_ALIASES])
-        raise ValueError(f"environment must be one of {valid}, got {environment!r}")
+        raise ValueError(f"environment must be one of {valid} (any case), got {environment!r}")
     level, strategy, with_thread = ENVIRONMENTS[name]
-    directory = Path("logs" if log_directory is None else log_directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = checked_path("log_directory", "logs" if log_directory is None else log_directory)
+    path = directory / checked_path("log_file", log_file)
+    make_folder("log_directory", directory)
+    make_folder("log_file", path.parent, path)
     enrichers: list[Any] = [exception_enricher, context_enricher]
     if with_thread:
         enrichers.insert(0, thread_enricher)
@@ -125,7 +132,7 @@ def setup_async_logging(
         min_level=level,
         enrichers=tuple(enrichers),
         formatter=default_json_formatter,
-        writers=(file_writer(directory / log_file),),
+        writers=(file_writer(path),),
     )
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(pipeline_config=config, async_config=backend.config), backend
@@ -145,9 +152,18 @@ def get_high_performance_logger(
 
     The caller only captures and enqueues (microseconds); formatting and the file write
     happen on the workers. Queue settings apply to the process-wide backend.
+
+    Raises:
+        TypeError: *name* is not a str or *log_file* not a path.
+        ValueError: an invalid queue setting (see :class:`~kakashi.core.async_backend.AsyncConfig`).
+        OSError: the log file cannot be opened (the message names ``log_file``).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    path = checked_path("log_file", log_file)
+    make_folder("log_file", path.parent, path)
     backend = _backend_for(max_queue_size, worker_count, batch_size)
-    key = ("file", str(Path(log_file).resolve()))
+    key = ("file", str(path.resolve()))
     with _lock:
         pipeline = _pipelines.get(key)
         if pipeline is not None and pipeline.backend is not backend:
@@ -157,7 +173,7 @@ def get_high_performance_logger(
                 min_level=LogLevel.INFO,
                 enrichers=(exception_enricher,),
                 formatter=default_json_formatter,
-                writers=(file_writer(log_file),),
+                writers=(file_writer(path),),
             )
             pipeline = AsyncPipeline(
                 AsyncPipelineConfig(pipeline_config=config, async_config=backend.config), backend
@@ -182,7 +198,15 @@ def get_network_logger(
     A failing call is retried up to *max_retries* times with exponential backoff (from
     *retry_delay*, capped at 2 s); after that the record counts as dropped
     (``write_error``) and is reported once on stderr.
+
+    Raises:
+        TypeError: *network_writer_func* is not callable, or *name* is not a str.
+        ValueError: a negative retry count or delay, or an invalid queue setting.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    if not callable(network_writer_func):
+        raise TypeError(f"network_writer_func must be callable, got {network_writer_func!r}")
     backend = _backend_for(max_queue_size, get_async_backend().config.worker_count, batch_size)
     writer = SendWriter(network_writer_func, max_retries=max_retries, retry_delay=retry_delay)
     config = PipelineConfig(

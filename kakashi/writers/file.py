@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kakashi._locks import fork_safe_lock
 
-__all__ = ["FileWriter", "file_writer"]
+__all__ = ["FileWriter", "checked_path", "file_writer", "make_folder"]
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+def checked_path(parameter: str, value: Any) -> Path:
+    """Return *value* as a :class:`~pathlib.Path`, or say which parameter was not a path.
+
+    Raises:
+        TypeError: *value* is not a str or path-like object; the message names *parameter*.
+    """
+    if not isinstance(value, (str, os.PathLike)) or value == "":
+        raise TypeError(f"{parameter} must be a file path (str or os.PathLike), got {value!r}")
+    return Path(value)
+
+
+def make_folder(parameter: str, folder: Path, value: Path | None = None) -> None:
+    """Create *folder* and its parents for *parameter* (set to *value*, default *folder*).
+
+    Raises:
+        NotADirectoryError: a component of the path is an existing file (as in
+            ``/etc/passwd/x.log``); the message names the parameter and that file.
+        OSError: the folders cannot be created (permissions, ...); the message names the
+            parameter and the folder.
+    """
+    shown = str(folder if value is None else value)
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR, f"{parameter}={shown!r}: {ancestor} is a file, not a folder"
+                )
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno, f"{parameter}={shown!r}: cannot create {folder}: {exc.strerror}"
+        ) from exc
 
 
 class FileWriter:
@@ -36,15 +74,14 @@ class FileWriter:
     Raises:
         TypeError: *path* is not a str or path-like object.
         ValueError: *mode* is not within 0..0o777.
+        NotADirectoryError: a component of *path* is a file (the message names it).
         OSError: the file cannot be opened.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o644, fsync: bool = False):
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        self.path = checked_path("path", path)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits within 0..0o777, got {mode!r}")
-        self.path = Path(path)
         self.mode = mode
         self.fsync = bool(fsync)
         self._lock = fork_safe_lock()
@@ -53,8 +90,13 @@ class FileWriter:
         self._open()
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, _FLAGS, self.mode)
+        make_folder("path", self.path.parent, self.path)
+        try:
+            self._fd = os.open(self.path, _FLAGS, self.mode)
+        except IsADirectoryError as exc:
+            raise IsADirectoryError(
+                exc.errno, f"path={str(self.path)!r} is a folder, not a file"
+            ) from exc
         info = os.fstat(self._fd)
         self._inode = (info.st_dev, info.st_ino)
 
