@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -145,13 +146,13 @@ class TestQueue:
         assert ["wake", "wake", "wake"] == events
 
     def test_counters_balance(self, impl: Implementation) -> None:
-        """offered == written + filtered + dropped + size + in_flight, step by step."""
+        """offered == written + filtered + dropped + size + in_flight (+ fallback), step by step."""
         queue, _ = self.make(impl, 3, impl.queue.DROP_OLDEST)
 
         def check() -> None:
             c = queue.counters()
-            settled = c["written"] + c["filtered"] + sum(c["dropped"].values())
-            assert c["offered"] == settled + c["size"] + c["in_flight"]
+            settled = c["written"] + c["written_sync"] + c["filtered"] + sum(c["dropped"].values())
+            assert c["offered"] == settled + c["size"] + c["in_flight"] + c["in_fallback"]
 
         for item in range(5):
             queue.put(item)
@@ -347,6 +348,51 @@ class TestFlushAndShutdown:
         assert not result.complete
         assert 10 == result.pending + stats["messages_written"]
         assert result.pending >= 9
+
+    def test_shutdown_report_counts_only_records_not_written(self, capfd: Any) -> None:
+        """The report gives the time spent; records the fallback writes are not abandoned."""
+        worker_gate, fallback_gate = threading.Event(), threading.Event()
+        lines: list[bytes] = []
+
+        class Writer:
+            def write(self, batch: Any) -> None:
+                on_worker = threading.current_thread().name.startswith("kakashi-worker")
+                (worker_gate if on_worker else fallback_gate).wait(30)
+                lines.extend(batch)
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        pipeline = async_pipeline(Writer(), batch_size=1)
+        log = pipeline.get_logger("s")
+        log.info("held by the worker")
+        while not pipeline.stats()["in_flight"]:
+            time.sleep(0.001)
+        results: list[Any] = []
+        shutting = threading.Thread(target=lambda: results.append(pipeline.shutdown(0.5)))
+        shutting.start()
+        while not pipeline.backend.queue.closed:
+            time.sleep(0.001)
+        late = threading.Thread(target=log.info, args=("written by the fallback",))
+        late.start()  # in the synchronous fallback, inside the writer, when the report is made
+        while not pipeline.stats()["in_fallback"]:
+            time.sleep(0.001)
+        shutting.join(30)
+        fallback_gate.set()
+        late.join(30)
+        worker_gate.set()
+        report = capfd.readouterr().err
+        took = float(re.search(r"not written after (\d+\.\d\d)s \(allowed 0.5s\)", report)[1])
+
+        assert (False, 1) == (results[0].complete, results[0].pending)
+        assert "1 record not written" in report
+        assert "1 in batches that 1 worker still write" in report
+        assert "left in the queue" not in report
+        assert took >= 0.5  # it waited for its whole timeout, and says how long it took
+        assert 1 == pipeline.stats()["messages_written_sync"]
 
     def test_fallback_to_sync_after_shutdown(self) -> None:
         """After shutdown, fallback_to_sync writes records synchronously instead of losing them."""

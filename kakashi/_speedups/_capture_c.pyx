@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+# cython: language_level=3, embedsignature=True
 """Capture, compiled: the twin of ``_capture_py.py``; see that module for the behaviour.
 
 Only the per-call path is here: the level methods, the record and its construction.

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+# cython: language_level=3, embedsignature=True
 """Formatting, compiled: the twin of ``_format_py.py``; see that module for the behaviour.
 
 The common record (str, int, float, bool, None and snapshotted values; no exception,

@@ -23,6 +23,7 @@ cdef class RecordQueue:
     cdef public long long written
     cdef public long long filtered
     cdef public long long in_flight
+    cdef public long long in_fallback
     cdef public long long blocked
     cdef public long long written_sync
     cdef long long _dropped[6]

@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True, freethreading_compatible=True
+# cython: language_level=3, embedsignature=True
 """The bounded record queue, compiled: the twin of ``_queue_py.py`` (see it for the
 behaviour and the accounting).
 
@@ -57,7 +57,7 @@ cdef class RecordQueue:
     cdef void _reset_counters(self) noexcept:
         cdef int i
         self.offered = self.written = self.filtered = self.in_flight = self.written_sync = 0
-        self.blocked = 0
+        self.blocked = self.in_fallback = 0
         for i in range(REASON_COUNT):
             self._dropped[i] = 0
 
@@ -133,7 +133,7 @@ cdef class RecordQueue:
         self.offered += 1
         while True:
             if self.closed:
-                self.in_flight += 1  # handed to on_closed below
+                self.in_fallback += 1  # handed to on_closed below
                 break
             dropped = None
             if self._size < self.capacity:
@@ -176,7 +176,7 @@ cdef class RecordQueue:
             handled = self.on_closed(record)
         except Exception:
             handled = False
-        self.in_flight -= 1
+        self.in_fallback -= 1
         if handled:
             self.written_sync += 1
         else:
@@ -240,6 +240,7 @@ cdef class RecordQueue:
             "size": self._size,
             "in_flight": self.in_flight,
             "blocked": self.blocked,
+            "in_fallback": self.in_fallback,
             "written": self.written,
             "filtered": self.filtered,
             "written_sync": self.written_sync,

@@ -5,10 +5,12 @@ Pure-Python twin of ``_queue_c.pyx`` and the reference for it.
 The queue owns every counter of the accounting, so that at every instant::
 
     offered == written + written_sync + filtered + dropped + size + in_flight + blocked
+               + in_fallback
 
 ``offered`` is every record handed to the backend; ``size`` records wait in the queue;
 ``blocked`` are held by callers waiting for room; ``in_flight`` were taken by a worker
-(or by the synchronous fallback) and are being formatted and written; ``written``,
+and are being formatted and written; ``in_fallback`` were offered after :meth:`close`
+and are being written synchronously by their callers (``on_closed``); ``written``,
 ``filtered`` and ``dropped`` (by reason) are final. The worker calls :meth:`drain` and,
 when the batch is done, :meth:`done`; nothing is ever removed without being counted.
 
@@ -119,6 +121,7 @@ class RecordQueue:
         self.filtered = 0
         self.in_flight = 0
         self.blocked = 0
+        self.in_fallback = 0
         self.written_sync = 0
         self.dropped = [0] * len(REASONS)
 
@@ -142,7 +145,7 @@ class RecordQueue:
                 else:
                     self.offered += 1
                 if self.closed:
-                    self.in_flight += 1  # handed to on_closed below
+                    self.in_fallback += 1  # handed to on_closed below
                     break
                 items = self._items
                 if len(items) < self.capacity:
@@ -185,7 +188,7 @@ class RecordQueue:
         except Exception:
             handled = False
         with self._lock:
-            self.in_flight -= 1
+            self.in_fallback -= 1
             if handled:
                 self.written_sync += 1
             else:
@@ -258,6 +261,7 @@ class RecordQueue:
                 "size": len(self._items),
                 "in_flight": self.in_flight,
                 "blocked": self.blocked,
+                "in_fallback": self.in_fallback,
                 "written": self.written,
                 "filtered": self.filtered,
                 "written_sync": self.written_sync,

@@ -144,7 +144,9 @@ class FlushResult:
     """What :meth:`AsyncBackend.flush` or :meth:`AsyncBackend.shutdown` achieved.
 
     True when complete. ``pending`` records were still queued or being written when the
-    timeout expired (for a shutdown: abandoned, and counted as dropped).
+    timeout expired. For a shutdown they are abandoned: those left in the queue are
+    counted as dropped (``shutdown_timeout``); those in a batch a worker still holds (a
+    writer that hangs) stay in flight and are written if that writer ever returns.
     """
 
     complete: bool
@@ -221,11 +223,13 @@ class AsyncBackend:
         """Stop intake, drain, flush and close the writers, join the workers.
 
         Returns within *timeout* seconds (default ``shutdown_timeout``) even if a writer
-        hangs. Records it could not write in time are abandoned, counted as dropped
-        (``shutdown_timeout``) and reported; the result says how many.
+        hangs. Records it could not write in time are abandoned and reported on stderr
+        with the time actually spent; the result says how many (see :class:`FlushResult`).
+        Records logged meanwhile and written by the synchronous fallback are not abandoned.
         """
         timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
-        deadline = time.monotonic() + max(timeout, 0.0)
+        started = time.monotonic()
+        deadline = started + max(timeout, 0.0)
         with self._state_lock:
             self.queue.starter = None  # a shut-down backend is not restarted by a record
             if self.state == "stopped" and not self._workers:
@@ -243,13 +247,17 @@ class AsyncBackend:
         alive = [thread for thread in self._workers if thread.is_alive()]
         if not alive:
             self._close_writers()
-        abandoned = len(self.queue.abandon())
-        pending = abandoned + self.queue.in_flight
+        queued = len(self.queue.abandon())
+        held = self.queue.in_flight  # in batches that workers still write (a hung writer)
+        pending = queued + held
         if pending:
+            parts = [f"{queued} left in the queue (counted as dropped)"] if queued else []
+            if held:
+                parts.append(f"{held} in batches that {_count(len(alive), 'worker')} still write")
             _errors.report(
                 "shutdown",
-                detail=f"{pending} records abandoned after {timeout:g}s "
-                f"({len(alive)} worker(s) still busy in a writer)",
+                detail=f"{_count(pending, 'record')} not written after "
+                f"{time.monotonic() - started:.2f}s (allowed {timeout:g}s): {', '.join(parts)}",
             )
         with self._state_lock:
             self.state = "stopped"
@@ -416,7 +424,8 @@ class AsyncBackend:
         )
 
     def _pending(self) -> int:
-        return self.queue.size + self.queue.in_flight + self.queue.blocked
+        queue = self.queue
+        return queue.size + queue.in_flight + queue.blocked + queue.in_fallback
 
     def _notify_settled(self) -> None:
         # Only a flush or shutdown waits on this: skip the lock when none does (a drop
@@ -500,7 +509,11 @@ class AsyncBackend:
             "dropped_by_reason": dropped,
             "in_flight": counters["in_flight"],
             "blocked": counters["blocked"],
-            "pending": counters["size"] + counters["in_flight"] + counters["blocked"],
+            "in_fallback": counters["in_fallback"],
+            "pending": counters["size"]
+            + counters["in_flight"]
+            + counters["blocked"]
+            + counters["in_fallback"],
             "batches_written": self._batches,
             "overflow_strategy": self.config.overflow_strategy,
             "writers": [dict(stats) for stats in list(self._writer_stats.values())],
@@ -527,6 +540,10 @@ class AsyncBackend:
 
     def __repr__(self) -> str:
         return f"<AsyncBackend {self.state} queue={self.queue.size}/{self.config.max_queue_size}>"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # Pipelines register with the backend they use, so flush/shutdown reach their writers.

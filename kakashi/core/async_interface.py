@@ -247,11 +247,13 @@ def get_async_stats() -> dict[str, Any]:
     """Return the process-wide backend's counters.
 
     Keys include ``state``, ``queue_size``, ``max_queue_size``, ``worker_count``,
-    ``active_workers``, ``messages_enqueued``, ``messages_written``,
-    ``messages_filtered``, ``messages_dropped``, ``dropped_by_reason``, ``pending``,
-    ``batches_written`` and per-writer figures under ``writers``. At every instant
-    ``messages_enqueued == messages_written + messages_filtered + messages_dropped +
-    pending``.
+    ``active_workers``, ``messages_enqueued``, ``messages_written`` (of which
+    ``messages_written_sync`` by the synchronous fallback), ``messages_filtered``,
+    ``messages_dropped``, ``dropped_by_reason``, ``pending`` (``queue_size`` waiting,
+    ``in_flight`` in a worker's batch, ``blocked`` held by callers waiting for room,
+    ``in_fallback`` being written by the synchronous fallback), ``batches_written`` and
+    per-writer figures under ``writers``. At every instant ``messages_enqueued ==
+    messages_written + messages_filtered + messages_dropped + pending``.
     """
     return get_async_backend().get_stats()
 
