@@ -1,43 +1,127 @@
 #!/usr/bin/env bash
 # Install kakashi (compiling its speedups) with the test and docs dependencies, then run
-# the whole suite on the pure-Python twin and again on the compiled one, lint, build the
-# docs (nitpicky, warnings are errors), run the docs' examples, smoke the benchmarks and
-# check instructions per call against their recorded history (callgrind; valgrind is
-# installed with apt when missing). Used by people and by CI (.ci/run) alike.
-set -euo pipefail
+# the whole suite on the pure-Python twin and again on the compiled one (the packaging
+# tests, which build and install the package in fresh venvs, run once, with the compiled
+# suite), lint, build the docs (nitpicky, warnings are errors), run the docs' examples,
+# smoke the benchmarks and check instructions per call against their recorded history
+# (callgrind; valgrind is installed with apt when missing). Every stage runs even when an
+# earlier one failed; the last line sums them all up, and the exit status is 0 only when
+# every stage passed. Used by people and by CI (.ci/run) alike.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+summary=()
+failed=0
+
+# junit XML -> "N passed, N failed, N skipped"
+tally() {
+    "$PYTHON" - "$1" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print("did not run")
+    raise SystemExit
+suites = [root] if root.tag == "testsuite" else list(root)
+count = {key: sum(int(s.get(key, 0)) for s in suites)
+         for key in ("tests", "failures", "errors", "skipped")}
+failed = count["failures"] + count["errors"]
+passed = count["tests"] - failed - count["skipped"]
+print(f"{passed} passed, {failed} failed, {count['skipped']} skipped")
+EOF
+}
+
+# pytest stage: NAME then pytest arguments
+tests() {
+    local name=$1
+    shift
+    echo "== tests: $name =="
+    if ! "$PYTHON" -m pytest --junitxml="$reports/$name.xml" "$@"; then
+        failed=1
+        name="$name FAILED"
+    fi
+    summary+=("$name: $(tally "$reports/$name.xml")")
+}
+
+# other stages: NAME then a command; ok or FAILED
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        summary+=("$name: ok")
+    else
+        summary+=("$name: FAILED")
+        failed=1
+    fi
+}
+
+finish() {
+    local IFS="|"
+    local line="${summary[*]}"
+    if [ "$failed" = 0 ]; then
+        echo "ci passed | ${line//|/ | }"
+    else
+        echo "ci FAILED | ${line//|/ | }"
+    fi
+    exit "$failed"
+}
 
 echo "== install =="
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,docs]" ruff mypy cython-lint
-"$PYTHON" -c "import kakashi._speedups as s; assert s.USING_SPEEDUPS, 'the compiled extension did not build'"
-
-echo "== tests: pure-Python twin (KAKASHI_NO_EXTENSIONS=1) =="
-KAKASHI_NO_EXTENSIONS=1 "$PYTHON" -m pytest tests
-
-echo "== tests: compiled =="
-"$PYTHON" -m pytest tests
-
-echo "== lint =="
-"$PYTHON" -m ruff check kakashi tests benchmarks
-"$PYTHON" -m mypy
-"$PYTHON" -c "import sys; from cython_lint.cython_lint import main; sys.exit(main())" \
-    kakashi/_speedups/*.pyx kakashi/_speedups/*.pxd
-
-echo "== docs =="
-rm -rf docs/_build
-KAKASHI_NO_EXTENSIONS=1 "$PYTHON" -m sphinx -q -n -W --keep-going -b html docs docs/_build/html
-"$PYTHON" -m sphinx -q -n -W --keep-going -b doctest docs docs/_build/doctest
-
-echo "== benchmarks (smoke run, no timing) =="
-"$PYTHON" -m pytest benchmarks --benchmark-disable -q
-
-echo "== instructions per call (callgrind) against benchmarks/instructions-history.jsonl =="
-if ! command -v valgrind >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null 2>&1 || true
+if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,docs]" \
+        ruff mypy cython-lint; then
+    summary+=("install: FAILED")
+    failed=1
+    finish
 fi
-if command -v valgrind >/dev/null; then
+if ! "$PYTHON" -c "import kakashi._speedups as s; assert s.USING_SPEEDUPS, s.SELECTION"; then
+    summary+=("install: FAILED (the compiled extension did not build)")
+    failed=1
+    finish
+fi
+summary+=("install: ok")
+
+KAKASHI_NO_EXTENSIONS=1 tests pure tests -m "not packaging"
+tests compiled tests
+
+lint() {
+    echo "== lint =="
+    "$PYTHON" -m ruff check kakashi tests benchmarks &&
+        "$PYTHON" -m ruff format --check kakashi tests benchmarks &&
+        "$PYTHON" -m mypy &&
+        "$PYTHON" -c "import sys; from cython_lint.cython_lint import main; sys.exit(main())" \
+            kakashi/_speedups/*.pyx kakashi/_speedups/*.pxd
+}
+check lint lint
+
+docs() {
+    echo "== docs =="
+    rm -rf docs/_build
+    # Warnings are errors; the examples' own output goes to the doctest report, not here.
+    KAKASHI_NO_EXTENSIONS=1 "$PYTHON" -m sphinx -q -n -W --keep-going -b html docs \
+        docs/_build/html &&
+        "$PYTHON" -m sphinx -q -n -W --keep-going -b doctest docs docs/_build/doctest &&
+        grep -E "^ +[0-9]+ tests$" docs/_build/doctest/output.txt | tail -1
+}
+check docs docs
+
+tests benchmarks benchmarks --benchmark-disable -q
+
+instructions() {
+    echo "== instructions per call (callgrind) against benchmarks/instructions-history.jsonl =="
+    if ! command -v valgrind >/dev/null; then
+        (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null 2>&1
+    fi
     "$PYTHON" benchmarks/instructions.py --check --tolerance 0.15
+}
+if command -v valgrind >/dev/null || { command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; }; then
+    check instructions instructions
 else
-    echo "valgrind is not installed and could not be: instruction counts not checked"
+    echo "valgrind is not installed and cannot be: instruction counts not checked"
+    summary+=("instructions: skipped (no valgrind)")
 fi
+
+finish

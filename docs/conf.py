@@ -62,9 +62,26 @@ nitpick_ignore_regex = [
 ]
 
 doctest_global_setup = """
-import os, shutil, tempfile
+import os, shutil, sys, tempfile
 import kakashi
+import kakashi._errors
 import kakashi.core.async_backend
+
+
+class _ShownOutput:
+    # stderr as the examples show it: whatever doctest captures as standard output now.
+    def write(self, text):
+        return sys.stdout.write(text)
+
+    def flush(self):
+        sys.stdout.flush()
+
+    def isatty(self):
+        return False
+
+
+_docs_stderr = sys.stderr
+sys.stderr = kakashi._errors.stream = _ShownOutput()
 kakashi.logger.reset_registry()
 _docs_home = os.getcwd()
 _docs_dir = tempfile.mkdtemp(prefix="kakashi-docs-")
@@ -73,6 +90,8 @@ os.chdir(_docs_dir)
 doctest_global_cleanup = """
 kakashi.core.async_backend.shutdown_all(timeout=5.0)
 kakashi.logger.reset_registry()
+kakashi._errors.reset()
+sys.stderr, kakashi._errors.stream = _docs_stderr, None
 os.chdir(_docs_home)
 shutil.rmtree(_docs_dir, ignore_errors=True)
 """

@@ -11,11 +11,16 @@ from __future__ import annotations
 import sys
 import threading
 from collections import Counter
+from typing import TextIO
 
 __all__ = ["error_counts", "report", "reset"]
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
+#: Where reports go; ``None``: ``sys.__stderr__``, the process's real stderr, so that a
+#: ``sys.stderr`` redirected into logging cannot loop a report back into Kakashi. The
+#: docs' doctests point it at their captured output to show the report.
+stream: TextIO | None = None
 
 
 def report(where: str, exc: BaseException | None = None, detail: str = "") -> None:
@@ -35,10 +40,10 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
     if detail:
         text += f" ({detail})"
     text += " (reported once; later occurrences are counted)\n"
-    stream = sys.__stderr__ or sys.stderr
+    target = stream or sys.__stderr__ or sys.stderr
     try:
-        stream.write(text)
-        stream.flush()
+        target.write(text)
+        target.flush()
     except Exception:
         pass
 
