@@ -7,7 +7,8 @@ Quick start::
     log = kakashi.get_logger(__name__)
     log.info("user logged in", user_id=42)
 
-See :doc:`/getting-started` for configuring pipelines, formatters and writers.
+See the documentation's :doc:`Getting started </getting-started>` page for configuring
+pipelines, formatters and writers.
 """
 
 from kakashi._errors import error_counts

@@ -140,6 +140,26 @@ class TestParity:
 
         assert expected <= public | {"name"}
 
+    @pytest.mark.parametrize(
+        "method", ["debug", "info", "warning", "warn", "error", "exception", "critical", "fatal"]
+    )
+    def test_level_methods_document_their_arguments_in_call_order(
+        self, impl: Implementation, method: str
+    ) -> None:
+        """Each level method's docstring lists msg, *args, the controls, **fields, in order."""
+        doc = getattr(impl.capture.Logger, method).__doc__
+        names = ["msg:", "*args:", "exc_info:", "stack_info:", "stacklevel:", "**fields:"]
+        positions = [doc.index(f"\n    {name}") for name in names]
+
+        assert sorted(positions) == positions
+        assert doc == getattr(Implementation(pure=True).capture.Logger, method).__doc__
+
+    def test_log_documents_level_first(self, impl: Implementation) -> None:
+        """log() documents *level* before the message, as it is called."""
+        doc = impl.capture.Logger.log.__doc__
+
+        assert doc.index("\n    level:") < doc.index("\n    msg:") < doc.index("\n    **fields:")
+
     def test_level_methods_have_signatures(self, impl: Implementation) -> None:
         """help() shows a real signature for the level methods of both twins."""
         import inspect

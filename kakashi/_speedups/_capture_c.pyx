@@ -67,27 +67,55 @@ cdef extern from *:
     KK_LEVEL(kk_exception, -40)
     KK_LEVEL(kk_log, -1)
     #define KK_FLAGS (METH_FASTCALL | METH_KEYWORDS)
+    /* The arguments of every level method, in call order: the twin's CALL_ARGS. */
+    #define KK_ARGS "Args:\\n" KK_ARGS_BODY
+    #define KK_ARGS_BODY \\
+        "    msg: the message. Its ``%`` placeholders are filled from *args*, only if the\\n" \\
+        "        record is written.\\n" \\
+        "    *args: the ``%`` arguments.\\n" \\
+        "    exc_info: ``True`` attaches the exception being handled (the default for\\n" \\
+        "        ``exception``); an exception or an ``exc_info`` tuple attaches that\\n" \\
+        "        one. It is written under ``exception``, with its traceback.\\n" \\
+        "    stack_info: ``True`` attaches the caller's stack, under ``stack``.\\n" \\
+        "    stacklevel: which frame is the call site (for ``callsite_enricher``): 1, the\\n" \\
+        "        default, is the caller; 2 its caller; as in :mod:`logging`.\\n" \\
+        "    **fields: every other keyword is a field of the record. A field named like a\\n" \\
+        "        key the formatter writes itself is written as ``field.<name>``.\\n"
+    #define KK_LEVEL_ARG \\
+        "    level: an int, a :class:`~kakashi.core.records.LogLevel` or a level name. One\\n" \\
+        "        that is none of these is no error: the record is written at WARNING with\\n" \\
+        "        the field ``kakashi_invalid_level``.\\n"
     static PyMethodDef kk_level_methods[] = {
         {"debug", (PyCFunction)(void (*)(void))kk_debug, KK_FLAGS,
-         "debug($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at DEBUG."},
+         "debug($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at DEBUG.\\n\\n"
+         KK_ARGS},
         {"info", (PyCFunction)(void (*)(void))kk_info, KK_FLAGS,
-         "info($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at INFO."},
+         "info($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at INFO.\\n\\n"
+         KK_ARGS},
         {"warning", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
-         "warning($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING."},
+         "warning($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING.\\n\\n"
+         KK_ARGS},
         {"warn", (PyCFunction)(void (*)(void))kk_warning, KK_FLAGS,
-         "warn($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at WARNING (alias of warning)."},
+         "warn($self, msg, /, *args, **fields)\\n--\\n\\n"
+         "Log *msg* at WARNING (alias of warning).\\n\\n"
+         KK_ARGS},
         {"error", (PyCFunction)(void (*)(void))kk_error, KK_FLAGS,
-         "error($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at ERROR."},
+         "error($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at ERROR.\\n\\n"
+         KK_ARGS},
         {"exception", (PyCFunction)(void (*)(void))kk_exception, KK_FLAGS,
          "exception($self, msg, /, *args, **fields)\\n--\\n\\n"
-         "Log *msg* at ERROR with the exception being handled and its traceback."},
+         "Log *msg* at ERROR with the exception being handled and its traceback.\\n\\n"
+         KK_ARGS},
         {"critical", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
-         "critical($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL."},
+         "critical($self, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at CRITICAL.\\n\\n"
+         KK_ARGS},
         {"fatal", (PyCFunction)(void (*)(void))kk_critical, KK_FLAGS,
          "fatal($self, msg, /, *args, **fields)\\n--\\n\\n"
-         "Log *msg* at CRITICAL (alias of critical)."},
+         "Log *msg* at CRITICAL (alias of critical).\\n\\n"
+         KK_ARGS},
         {"log", (PyCFunction)(void (*)(void))kk_log, KK_FLAGS,
-         "log($self, level, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at *level*."},
+         "log($self, level, msg, /, *args, **fields)\\n--\\n\\nLog *msg* at *level*.\\n\\n"
+         "Args:\\n" KK_LEVEL_ARG KK_ARGS_BODY},
         {NULL, NULL, 0, NULL}
     };
     static int kk_install_level_methods(PyObject *type) {

@@ -456,38 +456,34 @@ class Logger:
         self._route = route
         self._bound = bound
 
+    # The level methods' docstrings (shared with the compiled twin) are set below the class.
+
     def debug(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at DEBUG."""
         if self._route.level > 10:
             return
         _capture(self, 10, msg, args, fields)
 
     def info(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at INFO."""
         if self._route.level > 20:
             return
         _capture(self, 20, msg, args, fields)
 
     def warning(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at WARNING."""
         if self._route.level > 30:
             return
         _capture(self, 30, msg, args, fields)
 
     def warn(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at WARNING (alias of :meth:`warning`)."""
         if self._route.level > 30:
             return
         _capture(self, 30, msg, args, fields)
 
     def error(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at ERROR."""
         if self._route.level > 40:
             return
         _capture(self, 40, msg, args, fields)
 
     def exception(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at ERROR with the exception being handled and its traceback."""
         if self._route.level > 40:
             return
         if "exc_info" not in fields:
@@ -495,23 +491,16 @@ class Logger:
         _capture(self, 40, msg, args, fields)
 
     def critical(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at CRITICAL."""
         if self._route.level > 50:
             return
         _capture(self, 50, msg, args, fields)
 
     def fatal(self, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at CRITICAL (alias of :meth:`critical`)."""
         if self._route.level > 50:
             return
         _capture(self, 50, msg, args, fields)
 
     def log(self, level: int, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Log *msg* at *level* (an int, a :class:`~kakashi.core.records.LogLevel` or a name).
-
-        A level that is none of these is not an error at log time: the record is
-        written at WARNING with the field ``kakashi_invalid_level`` holding its repr.
-        """
         if type(level) is not int or not 0 <= level <= _MAX_LEVEL:
             level = _coerce_level(level, fields)
         if self._route.level > level:
@@ -546,6 +535,42 @@ class Logger:
 
     def __repr__(self) -> str:
         return f"<Logger {self.name!r} level={level_name(self._route.level)}>"
+
+
+#: The arguments of every level method, in call order (``log`` takes *level* first).
+#: The compiled twin's docstrings carry the same text; a test holds them together.
+CALL_ARGS = """Args:
+    msg: the message. Its ``%`` placeholders are filled from *args*, only if the
+        record is written.
+    *args: the ``%`` arguments.
+    exc_info: ``True`` attaches the exception being handled (the default for
+        ``exception``); an exception or an ``exc_info`` tuple attaches that
+        one. It is written under ``exception``, with its traceback.
+    stack_info: ``True`` attaches the caller's stack, under ``stack``.
+    stacklevel: which frame is the call site (for ``callsite_enricher``): 1, the
+        default, is the caller; 2 its caller; as in :mod:`logging`.
+    **fields: every other keyword is a field of the record. A field named like a
+        key the formatter writes itself is written as ``field.<name>``.
+"""
+LEVEL_ARG = """    level: an int, a :class:`~kakashi.core.records.LogLevel` or a level name. One
+        that is none of these is no error: the record is written at WARNING with
+        the field ``kakashi_invalid_level``.
+"""
+_SUMMARIES = {
+    "debug": "Log *msg* at DEBUG.",
+    "info": "Log *msg* at INFO.",
+    "warning": "Log *msg* at WARNING.",
+    "warn": "Log *msg* at WARNING (alias of warning).",
+    "error": "Log *msg* at ERROR.",
+    "exception": "Log *msg* at ERROR with the exception being handled and its traceback.",
+    "critical": "Log *msg* at CRITICAL.",
+    "fatal": "Log *msg* at CRITICAL (alias of critical).",
+    "log": "Log *msg* at *level*.",
+}
+for _name, _summary in _SUMMARIES.items():
+    _args = CALL_ARGS.replace("Args:\n", "Args:\n" + LEVEL_ARG) if _name == "log" else CALL_ARGS
+    getattr(Logger, _name).__doc__ = f"{_summary}\n\n{_args}"
+del _name, _summary, _args
 
 
 _EMPTY_BOUND = Bound({})
