@@ -1,20 +1,23 @@
-"""The written-down contracts (kakashi.typing): both pipelines satisfy them."""
+"""The written-down contracts (kakashi.typing) and the logger cache the pipelines share."""
 
 from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 import kakashi
-from kakashi.core.async_backend import AsyncBackend
+from kakashi._speedups import Logger, Record
+from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
-from kakashi.core.pipeline import Pipeline, PipelineConfig, file_writer
+from kakashi.core.logger_cache import LoggerCache
+from kakashi.core.pipeline import Pipeline, PipelineConfig, cached_logger, file_writer
 from kakashi.typing import AsyncSink, LoggerSource, Sink, Writer, is_concurrent
-from tests.conftest import read_json_lines
+from tests.conftest import read_json_lines, wait_or_kill
 
 ROOT = Path(kakashi.__file__).resolve().parent.parent
 
@@ -167,3 +170,115 @@ class TestTypeCheck:
         ]
 
         assert ("", expected) == (errors, actual), report
+
+
+class TestLoggerCache:
+    def test_one_logger_per_name_under_concurrent_first_calls(self) -> None:
+        """Threads asking for the same new name at once get one logger; all() lists it once."""
+        pipeline = Pipeline(writers=(ListWriter(),))
+        results: list[Logger] = []
+        barrier = threading.Barrier(8)
+
+        def get(name: str) -> None:
+            barrier.wait()
+            results.append(pipeline.loggers.get(name))
+
+        threads = [threading.Thread(target=get, args=(f"n{i % 2}",)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert 2 == len({id(logger) for logger in results})
+        assert ["n0", "n1"] == sorted(logger.name for logger in pipeline.loggers.all())
+        assert pipeline.get_logger("n0") is pipeline.loggers.get("n0")
+
+    def test_a_name_must_be_a_str(self) -> None:
+        """get() with a name that is not a str raises TypeError naming the parameter."""
+        with pytest.raises(TypeError, match="name must be a str, got int"):
+            Pipeline(writers=(ListWriter(),)).loggers.get(42)  # type: ignore[arg-type]
+
+    def test_cached_logger_is_the_pipelines_get_logger(self) -> None:
+        """cached_logger(p, name), kept for earlier callers, is p.get_logger(name)."""
+        pipeline = Pipeline(writers=(ListWriter(),))
+        moving = async_pipeline(ListWriter())
+
+        assert cached_logger(pipeline, "a") is pipeline.get_logger("a")
+        assert cached_logger(moving, "a") is moving.get_logger("a")
+        moving.shutdown(5)
+
+    def test_use_backend_moves_loggers_made_before_and_after(self, tmp_path: Path) -> None:
+        """After use_backend, loggers already handed out and new ones enqueue on the new backend."""
+        path = tmp_path / "moved.log"
+        first = AsyncBackend(AsyncConfig())
+        second = AsyncBackend(AsyncConfig())
+        moving = async_pipeline(file_writer(path), first)
+        early = moving.get_logger("early")
+        bound = early.bind(k=1)
+        moving.use_backend(second)
+        late = moving.get_logger("late")
+        for log in (early, bound, late):
+            log.info("moved")
+        assert second.flush(10)
+
+        assert (0, 3) == (
+            first.get_stats()["messages_enqueued"],
+            second.get_stats()["messages_enqueued"],
+        )
+        assert ["early", "early", "late"] == [e["logger"] for e in read_json_lines(path)]
+        first.shutdown(5)
+        second.shutdown(5)
+
+    @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+    def test_fork_child_can_make_loggers(self) -> None:
+        """A child forked while another thread is making a logger can make its own."""
+
+        class HeldSource:
+            """A LoggerSource whose first min_level read waits: the cache's lock stays held."""
+
+            capture_flags = 0
+            writers: Sequence[Writer] = ()
+            fallback_to_sync = False
+
+            def __init__(self) -> None:
+                self.held = threading.Event()
+                self.release = threading.Event()
+                self.route_emit: Callable[[Record], None] = self.emit
+
+            @property
+            def min_level(self) -> int:
+                if not self.held.is_set():
+                    self.held.set()
+                    self.release.wait(60)
+                return 20
+
+            def emit(self, record: Record) -> None:
+                pass
+
+            def render(self, record: Record) -> bytes | None:
+                return None
+
+            def render_batch(self, records: list[Record]) -> tuple[list[bytes], int]:
+                return [], len(records)
+
+            def get_logger(self, name: str) -> Logger:
+                return cache.get(name)
+
+        source = HeldSource()
+        cache = LoggerCache(source)
+        holder = threading.Thread(target=cache.get, args=("parent",))
+        holder.start()
+        source.held.wait(60)
+        pid = os.fork()
+        if pid == 0:  # child: the lock the holder thread took must be free here
+            code = 1
+            try:
+                code = 0 if "child" == cache.get("child").name else 1
+            finally:
+                os._exit(code)
+        status = wait_or_kill(pid)
+        source.release.set()
+        holder.join()
+
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert ["parent"] == [logger.name for logger in cache.all()]

@@ -11,7 +11,6 @@ written synchronously instead of dropped; with ``False`` it is dropped and count
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Any
 
 from kakashi._speedups import Logger, Record
@@ -21,7 +20,8 @@ from kakashi.core.async_backend import (
     FlushResult,
     register_pipeline,
 )
-from kakashi.core.pipeline import Pipeline, PipelineConfig, cached_logger
+from kakashi.core.logger_cache import LoggerCache
+from kakashi.core.pipeline import Pipeline, PipelineConfig
 
 __all__ = ["AsyncPipeline", "AsyncPipelineConfig"]
 
@@ -77,8 +77,8 @@ class AsyncPipeline:
         self.writers = self.pipeline.writers
         self.render = self.pipeline.render
         self.render_batch = self.pipeline.render_batch
-        self._lock = threading.Lock()
-        self._loggers: dict[str, Logger] = {}
+        #: The loggers this pipeline handed out, one per name.
+        self.loggers = LoggerCache(self)
         self.backend = backend if backend is not None else AsyncBackend(config.async_config)
         register_pipeline(self.backend, self)
 
@@ -105,20 +105,16 @@ class AsyncPipeline:
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
-        return cached_logger(self, name)
+        return self.loggers.get(name)
 
     def use_backend(self, backend: AsyncBackend) -> None:
         """Move to *backend*: every logger of this pipeline enqueues there from now on."""
         from kakashi.logger import reroute
 
-        with self._lock:
-            self.backend = backend
-            register_pipeline(backend, self)
-            emit = self.route_emit
-            for logger in self._loggers.values():
-                route = logger._route
-                route.set(self, route.level, route.flags, emit)
-        reroute(self)
+        self.backend = backend
+        register_pipeline(backend, self)
+        self.loggers.reroute()  # reads route_emit, so after self.backend is set
+        reroute(self)  # the default loggers, when this is the default pipeline
 
     # -- lifecycle -------------------------------------------------------------------------
 
