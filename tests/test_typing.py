@@ -282,3 +282,26 @@ class TestLoggerCache:
 
         assert 0 == os.waitstatus_to_exitcode(status)
         assert ["parent"] == [logger.name for logger in cache.all()]
+
+
+class TestComposition:
+    def test_the_async_pipeline_renders_with_the_pipeline_it_composes(self) -> None:
+        """AsyncPipeline renders, gates and writes with the pipeline it composes."""
+        writer = ListWriter()
+        moving = AsyncPipeline(
+            AsyncPipelineConfig(
+                pipeline_config=PipelineConfig(
+                    min_level="WARNING",
+                    filters=(lambda record: record.level >= 40,),
+                    writers=(writer,),
+                )
+            )
+        )
+        records = [Record(0, 30, "x", "filtered out"), Record(0, 40, "x", "kept")]
+        lines, filtered = moving.render_batch(records)
+
+        assert moving.pipeline.render_batch(records) == (lines, filtered)
+        assert (1, 1) == (len(lines), filtered)
+        assert moving.pipeline.render(records[1]) == moving.render(records[1]) == lines[0]
+        assert (30, (writer,)) == (moving.min_level, tuple(moving.writers))
+        moving.shutdown(5)
