@@ -9,16 +9,19 @@ writes human-readable text to stderr at INFO and above, coloured on a terminal.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from kakashi._speedups import Logger, Route
+from kakashi._speedups import Logger, Record, RecordQueue, Route
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.core.records import to_level
 from kakashi.enrichers import context_enricher, exception_enricher
 from kakashi.formatters import ConsoleFormatter
+from kakashi.typing import LoggerSource
 from kakashi.writers import stderr_writer
 
 if TYPE_CHECKING:
+    from kakashi.core.async_backend import FlushResult
     from kakashi.core.async_pipeline import AsyncPipeline
 
 AnyPipeline: TypeAlias = "Pipeline | AsyncPipeline"
@@ -59,19 +62,23 @@ def get_default_pipeline() -> AnyPipeline:
     return _default
 
 
-def get_logger(name: str = "root", pipeline: Pipeline | None = None) -> Logger:
+def get_logger(name: str = "root", pipeline: LoggerSource | None = None) -> Logger:
     """Return the logger called *name* (cached; safe to call from any thread).
 
     Args:
         name: dotted name, conventionally ``__name__``.
-        pipeline: log through this pipeline instead of the default one.
+        pipeline: log through this pipeline instead of the default one: a
+            :class:`~kakashi.core.pipeline.Pipeline`, an
+            :class:`~kakashi.core.async_pipeline.AsyncPipeline`, or anything else that
+            is a :class:`~kakashi.typing.LoggerSource`.
 
     Raises:
         TypeError: *name* is not a str, or *pipeline* has no ``get_logger``.
     """
     if pipeline is not None:
         if not callable(getattr(pipeline, "get_logger", None)):
-            raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+            kind = type(pipeline).__name__
+            raise TypeError(f"pipeline must be a Pipeline or an AsyncPipeline, got {kind}")
         return pipeline.get_logger(name)
     logger = _loggers.get(name)
     if logger is not None:
@@ -116,11 +123,13 @@ def configure(pipeline: AnyPipeline | PipelineConfig | None = None, **options: A
     return new
 
 
-def _emit_of(pipeline: Any) -> Any:
-    return getattr(pipeline, "route_emit", None) or pipeline.emit
+def _emit_of(pipeline: LoggerSource) -> Callable[[Record], None] | RecordQueue:
+    # A pipeline configured as the default may have emit but no route_emit.
+    emit: Callable[[Record], None] | RecordQueue | None = getattr(pipeline, "route_emit", None)
+    return pipeline.emit if emit is None else emit
 
 
-def reroute(pipeline: Any) -> None:
+def reroute(pipeline: LoggerSource) -> None:
     """Re-read *pipeline*'s entry point for every default-routed logger using it.
 
     An async pipeline calls this when it moves to another backend.
@@ -146,12 +155,13 @@ def set_level(level: int | str, name: str | None = None) -> None:
                 route.level = value
                 route.explicit_level = False
             return
-        route = get_logger(name)._route
+        get_logger(name)
+        route = _routes[name]
         route.level = value
         route.explicit_level = True
 
 
-def flush(timeout: float = 5.0) -> Any:
+def flush(timeout: float = 5.0) -> FlushResult:
     """Wait until everything logged so far is handed to the operating system.
 
     Flushes every running async backend (records enqueued before the call are written,

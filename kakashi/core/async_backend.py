@@ -47,6 +47,7 @@ from kakashi._speedups import (
     Record,
     RecordQueue,
 )
+from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
 
 __all__ = [
     "AsyncBackend",
@@ -187,7 +188,7 @@ class AsyncBackend:
         self._settle_waiters = 0
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
-        self._drops: dict[Any, list[int]] = {}
+        self._drops: dict[Sink, list[int]] = {}
         self._batches = 0
         self._writer_stats: dict[int, dict[str, Any]] = {}
         self.state = "stopped"
@@ -272,14 +273,14 @@ class AsyncBackend:
         """Offer *record* to the queue (what a logger routed here does)."""
         self.queue.put(record)
 
-    def _on_closed(self, record: Any) -> bool:
-        sink = record.sink
+    def _on_closed(self, record: Record) -> bool:
+        sink: Sink | None = record.sink
         if sink is not None and getattr(sink, "fallback_to_sync", False):
             sink.emit(record)
             return True
         return False
 
-    def _on_drop(self, record: Any, reason: int) -> None:
+    def _on_drop(self, record: Record, reason: int) -> None:
         with self._state_lock:
             counts = self._drops.get(record.sink)
             if counts is None:
@@ -321,13 +322,13 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: list[Any]) -> list[tuple[Any, list[bytes]]]:
+    def _process(self, batch: list[Record]) -> list[tuple[Writer, list[bytes]]]:
         """Format and write one batch (called in turn); return the concurrent deliveries."""
-        later: list[tuple[Any, list[bytes]]] = []
+        later: list[tuple[Writer, list[bytes]]] = []
         written = filtered = failed = 0
         start = 0
         while start < len(batch):
-            sink = batch[start].sink
+            sink: Sink = batch[start].sink
             end = start + 1
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
@@ -346,7 +347,7 @@ class AsyncBackend:
         self._notify_settled()
         return later
 
-    def _drop_notice(self, sink: Any) -> list[bytes]:
+    def _drop_notice(self, sink: Sink) -> list[bytes]:
         with self._state_lock:
             counts = self._drops.pop(sink, None)
         if not counts:
@@ -364,7 +365,9 @@ class AsyncBackend:
         line = sink.render(notice)
         return [line] if line is not None else []
 
-    def _write_all(self, sink: Any, lines: list[bytes], later: list[Any]) -> int:
+    def _write_all(
+        self, sink: Sink, lines: list[bytes], later: list[tuple[Writer, list[bytes]]]
+    ) -> int:
         """Hand *lines* to every writer; return how many records some writer could not take.
 
         Records one writer could not take count once (the most any writer missed); each
@@ -372,17 +375,17 @@ class AsyncBackend:
         """
         failed = 0
         for writer in sink.writers:
-            if getattr(writer, "concurrent", False):
+            if is_concurrent(writer):
                 later.append((writer, lines))
             else:
                 failed = max(failed, self._deliver(writer, lines))
         return failed
 
-    def _deliver(self, writer: Any, lines: Sequence[bytes]) -> int:
+    def _deliver(self, writer: Writer, lines: Sequence[bytes]) -> int:
         """Write *lines* to *writer*, retrying with backoff; return how many were lost.
 
-        A writer's ``write`` may return an int: how many of the lines it could not take
-        (it retried them itself). Raising means the whole batch failed, and is retried.
+        What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
+        contract.
         """
         stats = self._writer_stats.get(id(writer))
         if stats is None:
@@ -474,8 +477,8 @@ class AsyncBackend:
             return FlushResult(True, 0)
         return FlushResult(False, max(self._pending(), 1 if done else 0))
 
-    def _all_writers(self) -> list[Any]:
-        writers: dict[int, Any] = {}
+    def _all_writers(self) -> list[Writer]:
+        writers: dict[int, Writer] = {}
         for pipeline in list(_pipelines_of(self)):
             for writer in pipeline.writers:
                 writers[id(writer)] = writer
@@ -547,17 +550,22 @@ def _count(number: int, noun: str) -> str:
 
 
 # Pipelines register with the backend they use, so flush/shutdown reach their writers.
-_pipelines: weakref.WeakKeyDictionary[AsyncBackend, weakref.WeakSet[Any]] = (
+_pipelines: weakref.WeakKeyDictionary[AsyncBackend, weakref.WeakSet[AsyncSink]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def register_pipeline(backend: AsyncBackend, pipeline: Any) -> None:
-    """Tell *backend* that *pipeline*'s writers receive its records."""
+def register_pipeline(backend: AsyncBackend, pipeline: AsyncSink) -> None:
+    """Tell *backend* that *pipeline*'s writers receive its records.
+
+    The backend's flush and shutdown then reach them, and
+    :func:`configure_async_backend` moves *pipeline* to its replacement (see
+    :class:`~kakashi.typing.AsyncSink`). Held weakly: a pipeline dropped is forgotten.
+    """
     _pipelines.setdefault(backend, weakref.WeakSet()).add(pipeline)
 
 
-def _pipelines_of(backend: AsyncBackend) -> Iterable[Any]:
+def _pipelines_of(backend: AsyncBackend) -> Iterable[AsyncSink]:
     return list(_pipelines.get(backend, ()))
 
 

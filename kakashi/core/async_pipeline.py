@@ -11,17 +11,19 @@ written synchronously instead of dropped; with ``False`` it is dropped and count
 from __future__ import annotations
 
 import dataclasses
-import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from kakashi._speedups import Logger, Record
+from kakashi._speedups import Logger, Record, RecordQueue
 from kakashi.core.async_backend import (
     AsyncBackend,
     AsyncConfig,
     FlushResult,
     register_pipeline,
 )
-from kakashi.core.pipeline import Pipeline, PipelineConfig, cached_logger
+from kakashi.core.logger_cache import LoggerCache
+from kakashi.core.pipeline import Pipeline, PipelineConfig
+from kakashi.typing import Writer
 
 __all__ = ["AsyncPipeline", "AsyncPipelineConfig"]
 
@@ -59,6 +61,11 @@ class AsyncPipelineConfig:
 class AsyncPipeline:
     """Runs a :class:`~kakashi.core.pipeline.Pipeline`'s stages on an async backend.
 
+    It composes the pipeline (:attr:`pipeline`): the stages, level, capture flags and
+    writers are the pipeline's, read through it; what this class adds is where the
+    loggers' records go (the backend's queue) and the backend's lifecycle. It satisfies
+    :class:`~kakashi.typing.LoggerSource` and :class:`~kakashi.typing.AsyncSink`.
+
     Args:
         config: the :class:`AsyncPipelineConfig`.
         backend: share this backend instead of creating one from ``config.async_config``
@@ -69,31 +76,54 @@ class AsyncPipeline:
         if not isinstance(config, AsyncPipelineConfig):
             raise TypeError(f"config must be an AsyncPipelineConfig, got {type(config).__name__}")
         self.config = config
+        #: The pipeline whose stages run on the backend's workers.
         self.pipeline = Pipeline(config.pipeline_config)
-        self.pipeline.fallback_to_sync = config.fallback_to_sync
+        #: When the backend cannot take a record (shut down), write it synchronously
+        #: instead of dropping it (from ``config.fallback_to_sync``).
         self.fallback_to_sync = config.fallback_to_sync
-        self.min_level = self.pipeline.min_level
-        self.capture_flags = self.pipeline.capture_flags
-        self.writers = self.pipeline.writers
-        self.render = self.pipeline.render
-        self.render_batch = self.pipeline.render_batch
-        self._lock = threading.Lock()
-        self._loggers: dict[str, Logger] = {}
+        #: The loggers this pipeline handed out, one per name.
+        self.loggers = LoggerCache(self)
+        #: The backend whose queue and workers this pipeline's records go through.
         self.backend = backend if backend is not None else AsyncBackend(config.async_config)
         register_pipeline(self.backend, self)
 
-    # -- what the backend and the loggers call ------------------------------------------------
+    # -- the composed pipeline's stages: what the backend's workers call ------------------
 
     @property
-    def route_emit(self) -> Any:
-        """The entry point this pipeline's loggers hand records to (the backend's queue)."""
-        if self.config.enable_async:
-            return self.backend.queue
-        return self.emit
+    def min_level(self) -> int:
+        """The pipeline's level; records below it are not captured."""
+        return self.pipeline.min_level
+
+    @property
+    def capture_flags(self) -> int:
+        """What the pipeline's enrichers ask loggers to capture on the caller."""
+        return self.pipeline.capture_flags
+
+    @property
+    def writers(self) -> Sequence[Writer]:
+        """The pipeline's writers (the backend flushes and closes them)."""
+        return self.pipeline.writers
+
+    def render(self, record: Record) -> bytes | None:
+        """Render *record* with the pipeline's stages (see ``Pipeline.render``)."""
+        return self.pipeline.render(record)
+
+    def render_batch(self, records: list[Record]) -> tuple[list[bytes], int]:
+        """Render *records* with the pipeline's stages (see ``Pipeline.render_batch``)."""
+        return self.pipeline.render_batch(records)
 
     def emit(self, record: Record) -> None:
         """Process *record* now, on the calling thread (the synchronous path)."""
         self.pipeline.emit(record)
+
+    # -- where the loggers' records go ----------------------------------------------------
+
+    @property
+    def route_emit(self) -> Callable[[Record], None] | RecordQueue:
+        """The entry point this pipeline's loggers hand records to (the backend's queue)."""
+        if self.config.enable_async:
+            return self.backend.queue
+        return self.emit
 
     def process(self, record: Record) -> None:
         """Hand *record* to this pipeline the way its loggers do (async when enabled)."""
@@ -105,20 +135,16 @@ class AsyncPipeline:
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
-        return cached_logger(self, name)
+        return self.loggers.get(name)
 
     def use_backend(self, backend: AsyncBackend) -> None:
         """Move to *backend*: every logger of this pipeline enqueues there from now on."""
         from kakashi.logger import reroute
 
-        with self._lock:
-            self.backend = backend
-            register_pipeline(backend, self)
-            emit = self.route_emit
-            for logger in self._loggers.values():
-                route = logger._route
-                route.set(self, route.level, route.flags, emit)
-        reroute(self)
+        self.backend = backend
+        register_pipeline(backend, self)
+        self.loggers.reroute()  # reads route_emit, so after self.backend is set
+        reroute(self)  # the default loggers, when this is the default pipeline
 
     # -- lifecycle -------------------------------------------------------------------------
 

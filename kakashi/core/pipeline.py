@@ -10,13 +10,13 @@ The standard stages are importable from here as well as from their own modules.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kakashi import _errors
-from kakashi._speedups import Logger, Record, Route, format_batch, minimal_json
+from kakashi._speedups import Logger, Record, format_batch, minimal_json
 from kakashi._state import SURROGATES
+from kakashi.core.logger_cache import LoggerCache
 from kakashi.core.records import LogLevel, to_level
 from kakashi.enrichers import (
     callsite_enricher,
@@ -34,7 +34,7 @@ from kakashi.formatters import (
     simple_text_formatter,
     text_formatter,
 )
-from kakashi.typing import Enricher, Filter, Formatter, Writer
+from kakashi.typing import Enricher, Filter, Formatter, LoggerSource, Writer
 from kakashi.writers import (
     callable_writer,
     console_writer,
@@ -180,8 +180,8 @@ class Pipeline:
         #: When an async backend cannot take a record of this pipeline (not started,
         #: shut down), write it synchronously instead of dropping it.
         self.fallback_to_sync = True
-        self._loggers: dict[str, Logger] = {}
-        self._lock = threading.Lock()
+        #: The loggers this pipeline handed out, one per name.
+        self.loggers = LoggerCache(self)
         self._counts = {"emitted": 0, "written": 0, "filtered": 0, "errors": 0}
 
     # -- the stages -------------------------------------------------------------------
@@ -271,7 +271,7 @@ class Pipeline:
 
     def get_logger(self, name: str) -> Logger:
         """Return the logger called *name* that logs through this pipeline (cached)."""
-        return cached_logger(self, name)
+        return self.loggers.get(name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -316,24 +316,13 @@ class Pipeline:
         return f"<Pipeline min_level={self.min_level} writers={list(self._writers)!r}>"
 
 
-def cached_logger(pipeline: Any, name: str) -> Logger:
-    """The logger called *name* routed to *pipeline*, made once and kept in its ``_loggers``.
+def cached_logger(pipeline: LoggerSource, name: str) -> Logger:
+    """The logger called *name* routed to *pipeline*: ``pipeline.get_logger(name)``.
 
-    Shared by :class:`Pipeline` and the async pipeline: both keep ``_loggers`` and
-    ``_lock`` and say where records go with ``min_level``, ``capture_flags`` and
-    ``route_emit``.
+    Kept for code that called it; both pipelines keep their loggers in a
+    :class:`~kakashi.core.logger_cache.LoggerCache`.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    logger: Logger | None = pipeline._loggers.get(name)
-    if logger is None:
-        with pipeline._lock:
-            logger = pipeline._loggers.get(name)
-            if logger is None:
-                emit = pipeline.route_emit
-                route = Route(pipeline, pipeline.min_level, pipeline.capture_flags, emit)
-                logger = pipeline._loggers[name] = Logger(name, route)
-    return logger
+    return pipeline.get_logger(name)
 
 
 def _name(stage: object) -> str:
