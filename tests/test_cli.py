@@ -145,3 +145,24 @@ class TestClosedPipe:
 
         assert 3 == len(result.stdout.splitlines())
         assert "" == result.stderr
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    """No module below kakashi.cli imports it: the command line sits on top of the library."""
+    import ast
+
+    package = Path(kakashi.__file__).resolve().parent
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "cli" or path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(name == "kakashi.cli" or name.startswith("kakashi.cli.") for name in names):
+                offenders.append(str(path.relative_to(package)))
+
+    assert [] == offenders
