@@ -29,6 +29,7 @@ import zstandard
 
 from kakashi.core.records import LogLevel
 from kakashi.formatters import _COLOURS, _RESET, _logfmt_value, colour_wanted, escape
+from kakashi.writers import naming
 from kakashi.writers.zstd import ZSTD_MAGIC, read_lines
 
 __all__ = ["Query", "render", "rotated_set", "view"]
@@ -38,27 +39,10 @@ _CORE = ("timestamp", "level", "logger", "message")
 
 
 def rotated_set(path: Path) -> list[Path]:
-    """*path* preceded by its rotated files, oldest first.
-
-    Numbered files (``app.log.2`` before ``app.log.1``) and timestamped ones
-    (``app.2026-11-26.log`` before ``app.2026-11-27.log``), compressed or not.
-    """
-    suffix = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    numbered = re.compile(re.escape(path.name) + r"\.(\d+)(\.zst|\.gz)?$")
-    stamped = re.compile(
-        re.escape(stem) + r"\.(\d{4}-\d\d-\d\d[^/]*?)" + re.escape(suffix) + r"(\.zst|\.gz)?$"
-    )
-    by_number: list[tuple[int, Path]] = []
-    by_stamp: list[tuple[str, Path]] = []
-    if path.parent.is_dir():
-        for entry in path.parent.iterdir():
-            if (match := numbered.match(entry.name)) is not None:
-                by_number.append((int(match.group(1)), entry))
-            elif entry != path and (match := stamped.match(entry.name)) is not None:
-                by_stamp.append((match.group(1), entry))
-    ordered = [p for _, p in sorted(by_stamp)] + [p for _, p in sorted(by_number, reverse=True)]
-    return [*ordered, path] if path.exists() else ordered
+    """*path* preceded by its rotated files, oldest first (named as
+    :mod:`kakashi.writers.naming` says)."""
+    files = naming.rotated_files(path.parent, path.name)
+    return [*files, path] if path.exists() else files
 
 
 def _parse_time(text: str) -> dt.datetime:
