@@ -12,7 +12,6 @@ reading new records as they are written, across rotations, like ``tail -F``.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import os
 import re
 import sys
@@ -30,11 +29,10 @@ import zstandard
 from kakashi.core.records import LogLevel
 from kakashi.formatters import _COLOURS, _RESET, _logfmt_value, colour_wanted, escape
 from kakashi.writers import naming
-from kakashi.writers.zstd import ZSTD_MAGIC, read_lines
+from kakashi.writers.reading import ZSTD_MAGIC, read_lines
 
 __all__ = ["Query", "render", "rotated_set", "view"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _CORE = ("timestamp", "level", "logger", "message")
 
 
@@ -164,13 +162,6 @@ def _events(
 
 
 def _read(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        magic = stream.read(2)
-    if magic == _GZIP_MAGIC:
-        with gzip.open(path, "rb") as stream:
-            for line in stream:
-                yield line.rstrip(b"\n")
-        return
     yield from read_lines(path)
 
 
