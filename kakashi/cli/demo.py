@@ -160,14 +160,16 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
 
 def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
     """The last records, as ``kakashi view`` shows them."""
+    import collections
+
     import orjson
 
-    from kakashi.cli.view import render
-    from kakashi.formatters import colour_wanted
+    from kakashi.formatters import colour_wanted, render_event
 
     colours = colour_wanted(out)
-    for line in list(read_lines(path))[-count:]:
-        out.write("    " + render(orjson.loads(line), colours).replace("\n", "\n    ") + "\n")
+    for line in collections.deque(read_lines(path), maxlen=count):
+        text = render_event(orjson.loads(line), colours=colours)
+        out.write("    " + text.replace("\n", "\n    ") + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,13 +27,11 @@ import orjson
 import zstandard
 
 from kakashi.core.records import LogLevel
-from kakashi.formatters import _COLOURS, _RESET, _logfmt_value, colour_wanted, escape
+from kakashi.formatters import colour_wanted, render_event
 from kakashi.writers import naming
 from kakashi.writers.reading import ZSTD_MAGIC, read_lines
 
-__all__ = ["Query", "render", "rotated_set", "view"]
-
-_CORE = ("timestamp", "level", "logger", "message")
+__all__ = ["Query", "rotated_set", "view"]
 
 
 def rotated_set(path: Path) -> list[Path]:
@@ -104,31 +102,6 @@ def _level_number(level: Any) -> int | None:
     except ValueError:
         match = re.fullmatch(r"LEVEL(\d+)", str(level))
         return int(match.group(1)) if match else None
-
-
-def render(event: dict[str, Any], colours: bool) -> str:
-    """One record as a line of text (an exception's traceback on ``    | `` lines)."""
-    level = str(event.get("level", "-"))
-    shown = f"{level:<8}"
-    if colours:
-        shown = f"{_COLOURS.get(level.upper(), '')}{shown}{_RESET}"
-    head = (
-        f"{escape(str(event.get('timestamp', '-')))} {shown} "
-        f"{escape(str(event.get('logger', '-')))}: {escape(str(event.get('message', '')))}"
-    )
-    parts = [head]
-    exception = event.get("exception")
-    for key, value in event.items():
-        if key in _CORE or (key == "exception" and isinstance(exception, dict)):
-            continue
-        if isinstance(value, (dict, list)):
-            value = orjson.dumps(value).decode()
-        parts.append(f"{escape(key)}={_logfmt_value(value)}")
-    line = " ".join(parts)
-    if isinstance(exception, dict) and exception.get("traceback"):
-        for text in str(exception["traceback"]).split("\n"):
-            line += "\n    | " + escape(text)
-    return line
 
 
 @dataclass
@@ -293,7 +266,9 @@ def _view(
         nonlocal shown
         if query.matches(event):
             shown += 1
-            out.write(line.decode("utf-8", "replace") if as_json else render(event, colours))
+            out.write(
+                line.decode("utf-8", "replace") if as_json else render_event(event, colours=colours)
+            )
             out.write("\n")
 
     missing = [p for p in paths if not rotated_set(p)]
