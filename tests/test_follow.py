@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,10 +18,12 @@ from kakashi.writers import RotatingFileWriter, read_lines
 
 
 def record(seq: int, worker: int = 0) -> bytes:
+    """One JSON line carrying a sequence number."""
     return json.dumps({"message": "tick", "worker": worker, "seq": seq}).encode()
 
 
 def sequence(lines: list[bytes]) -> list[int]:
+    """The sequence numbers of *lines*, in order."""
     return [json.loads(line)["seq"] for line in lines]
 
 
@@ -107,54 +108,75 @@ def test_retention_outrunning_the_follower_is_reported(tmp_path: Path) -> None:
     assert "deleted before they could be read" in reports[0]
 
 
-def test_time_rotation_of_empty_files(tmp_path: Path) -> None:
-    """Files rotated by time while empty (and compressed) neither stop nor confuse it."""
+def test_empty_files_rotated_and_compressed(tmp_path: Path) -> None:
+    """Empty files rotated (by the schedule, or through do_rollover) and compressed carry
+    no content to know them by; they neither stop the follower nor make it repeat."""
     clock = Clock(1_795_795_200.0)  # 2026-11-27T16:00:00Z
     path = tmp_path / "app.log"
     writer = RotatingFileWriter(path, when="hourly", clock=clock)
     follower = Follower(path, [].append)
     seen = follower.poll()
-    seq = 0
-    for hour in range(8):
+    for seq in range(8):
         clock.now += 3600
-        if hour % 2:
-            writer.write([record(seq)])
-            seq += 1
-        else:
-            writer.write([])  # nothing to write: the empty file rotates all the same
-        if hour % 3 == 0:
+        writer.write([record(seq)])  # the schedule rotates the file (empty the first time)
+        writer.do_rollover()  # the file holding the record
+        writer.do_rollover()  # the empty file opened just now
+        if seq % 3 == 0:
             assert writer.wait_for_compression(30)
         seen += follower.poll()
     writer.close()
     seen += follower.poll()
     follower.close()
+    empty = [file for file in writer.rotated_files() if not list(read_lines(file))]
 
-    assert list(range(seq)) == sequence(seen)
-    assert writer.rotations >= 4
+    assert list(range(8)) == sequence(seen)
+    assert len(empty) >= 9
 
 
-def test_compressed_copy_with_late_records_is_read_on(tmp_path: Path) -> None:
-    """A rotated file that another process appended to after it was read, then compressed,
-    is known by content: only the late records are read from the copy."""
+def test_late_record_in_a_rotated_file(tmp_path: Path) -> None:
+    """A record appended to a file after it was rotated (by a process that had not noticed
+    yet) is read once, and before what was read from newer files in the same look."""
     path = tmp_path / "app.log"
     path.write_bytes(record(0) + b"\n")
     follower = Follower(path, [].append)
     seen = follower.poll()
     os.rename(path, tmp_path / "app.log.1")
-    with (tmp_path / "app.log.1").open("ab") as late:
-        late.write(record(1) + b"\n")  # a writer that had not noticed the rotation yet
     path.write_bytes(record(2) + b"\n")
     seen += follower.poll()
-    rotated = tmp_path / "app.log.1"
-    (tmp_path / "app.log.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
-    rotated.unlink()
-    os.rename(path, rotated)
-    path.write_bytes(record(3) + b"\n")
+    with (tmp_path / "app.log.1").open("ab") as late:
+        late.write(record(1) + b"\n")
+    with path.open("ab") as active:
+        active.write(record(3) + b"\n")
     seen += follower.poll()
     follower.close()
 
-    assert [0, 1, 2, 3] == sequence(seen) or [0, 2, 1, 3] == sequence(seen)
-    assert 4 == len(seen)
+    assert [0, 2, 1, 3] == sequence(seen)
+
+
+def test_late_record_in_a_compressed_copy(tmp_path: Path) -> None:
+    """A file that got a late record after it was read, then was compressed, is known by
+    content: only the late record is read from the copy."""
+    path = tmp_path / "app.log"
+    writer = RotatingFileWriter(path, compression=None)
+    writer.write([record(0)])
+    follower = Follower(path, [].append)
+    seen = follower.poll()
+    for seq in range(1, 6):  # five more files: the first is no longer kept open
+        writer.do_rollover()
+        writer.write([record(seq)])
+        seen += follower.poll()
+    first = tmp_path / "app.log.5"
+    with first.open("ab") as late:
+        late.write(record(100) + b"\n")
+    (tmp_path / "app.log.5.gz").write_bytes(gzip.compress(first.read_bytes()))
+    first.unlink()
+    writer.do_rollover()
+    writer.write([record(6)])
+    seen += follower.poll()
+    writer.close()
+    follower.close()
+
+    assert [0, 1, 2, 3, 4, 5, 100, 6] == sequence(seen)
 
 
 def test_copytruncate_starts_again(tmp_path: Path) -> None:
@@ -216,7 +238,7 @@ def test_a_missing_path_is_waited_for(tmp_path: Path) -> None:
     follower.close()
 
 
-def test_what_it_reads_matches_the_files(tmp_path: Path, capsys: Any) -> None:
+def test_what_it_reads_matches_the_files(tmp_path: Path) -> None:
     """After following, the records shown are the records in the log's files."""
     path = tmp_path / "app.log"
     writer = RotatingFileWriter(path, max_bytes=700, compression="zstd")
