@@ -57,7 +57,7 @@ nitpick_ignore_regex = [
         r"py:class",
         r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
     ),
-    (r"py:class", r"(ContextToken|PathLike|TracebackType|Enricher|Filter|Formatter)"),
+    (r"py:class", r"(ContextToken|Path|PathLike|TracebackType|Enricher|Filter|Formatter)"),
     (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
     (r"py:class", r"kakashi\._.*"),
     (r"py:class", r"_ForkSafeLock"),

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import IO, Any
 
-from kakashi._speedups import Record, Snapshot, event_dict, format_json
+import orjson
+
+from kakashi._speedups import Record, Snapshot, event_dict, format_json, snapshot
 
 __all__ = [
+    "LEVEL_COLOURS",
+    "RESET",
     "ConsoleFormatter",
     "LogfmtFormatter",
     "TextFormatter",
@@ -26,8 +31,12 @@ __all__ = [
     "default_json_formatter",
     "json_formatter",
     "logfmt_formatter",
+    "render_event",
+    "render_value",
     "simple_text_formatter",
     "text_formatter",
+    "colour_wanted",
+    "escape",
 ]
 
 #: JSON lines (orjson, compiled): one object per record. See :doc:`/formats`.
@@ -41,7 +50,22 @@ _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)
 _ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
 _BACKSLASH_TABLE = str.maketrans({**_ESCAPES, 0x5C: "\\\\", 0x22: '\\"'})
+_NEEDS_QUOTES = frozenset(' ="\\')
+_CORE = ("timestamp", "level", "logger", "message")
 _NESTED = ("exception", "source", "thread", "process")
+
+#: ANSI colours of the level names in coloured text output.
+LEVEL_COLOURS: Mapping[str, str] = MappingProxyType(
+    {
+        "DEBUG": "\x1b[2m",
+        "INFO": "\x1b[32m",
+        "WARNING": "\x1b[33m",
+        "ERROR": "\x1b[31m",
+        "CRITICAL": "\x1b[1;41m",
+    }
+)
+#: The ANSI code that ends a colour.
+RESET = "\x1b[0m"
 
 
 def escape(text: str) -> str:
@@ -51,28 +75,87 @@ def escape(text: str) -> str:
     return text.translate(_ESCAPE_TABLE)
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, str):
+class _Json(str):
+    """The JSON text of a dict or a list, shown as it is."""
+
+    __slots__ = ()
+
+
+def _as_logged(value: Any) -> Any:
+    """*value* as the JSON formatter writes it: ``str``, ``int``, ``float``, ``bool``,
+    ``None``, or the JSON text of a dict or list (a snapshot is decoded, a datetime or any
+    other object becomes what the JSON line holds for it)."""
+    cls = type(value)
+    if cls is str or cls is int or cls is float or cls is bool or value is None:
         return value
+    if cls is not Snapshot:
+        value = snapshot(value)
+        if type(value) is not Snapshot:
+            return value
+    text = value.json
+    if text[:1] in (b"{", b"["):
+        return _Json(text.decode("utf-8"))
+    return orjson.loads(text)
+
+
+def _scalar_text(value: Any) -> str:
+    """The text of a non-string value: ``null``, ``true``, ``42``, ``1.5``, JSON text."""
     if value is None:
         return "null"
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, Snapshot):
-        return str(value)
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__qualname__}>"
+    if type(value) is float:
+        return orjson.dumps(value).decode()  # as in the JSON line: NaN and infinities are null
+    return str(value)
 
 
-def _flat_items(event: dict[str, Any]) -> list[tuple[str, Any]]:
+def _quoted(text: str) -> str:
+    """*text* bare when it is a plain word, else double-quoted with backslash escapes."""
+    if text and text.isprintable() and _NEEDS_QUOTES.isdisjoint(text):
+        return text
+    return '"' + text.translate(_BACKSLASH_TABLE) + '"'
+
+
+def render_value(value: Any) -> str:
+    """Show one field's value to a person, as :class:`TextFormatter` and ``kakashi view`` do.
+
+    A string is bare when it is a plain word, else double-quoted with backslash escapes; a
+    snapshot is decoded (a dict or list shows as compact JSON, a date as its ISO text); any
+    other object shows as the JSON line holds it. Control characters are always escaped.
+
+    >>> import datetime
+    >>> from kakashi.formatters import render_value
+    >>> [render_value(v) for v in ("ok", "a b", None, True, 1.5, {"id": 1}, [1, "x"])]
+    ['ok', '"a b"', 'null', 'true', '1.5', '{"id":1}', '[1,"x"]']
+    >>> render_value(datetime.datetime(2026, 1, 1))
+    '2026-01-01T00:00:00'
+    """
+    value = _as_logged(value)
+    if type(value) is str:
+        return _quoted(value)
+    if type(value) is _Json:
+        return escape(value)
+    return _scalar_text(value)
+
+
+def _logfmt_value(value: Any) -> str:
+    """A logfmt value: like :func:`render_value`, but a dict or list is quoted too."""
+    value = _as_logged(value)
+    return _quoted(value if isinstance(value, str) else _scalar_text(value))
+
+
+def _logfmt_key(key: str) -> str:
+    cleaned = "".join(c if c.isprintable() and c not in ' ="\\' else "_" for c in key)
+    return cleaned or "_"
+
+
+def _flat_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The event's keys after the core four, nested dicts flattened with dots."""
     items: list[tuple[str, Any]] = []
     for key, value in event.items():
-        if key in ("timestamp", "level", "logger", "message"):
+        if key in _CORE:
             continue
         if isinstance(value, dict) and key in _NESTED:
             items.extend((f"{key}.{sub}", subvalue) for sub, subvalue in value.items())
@@ -81,16 +164,50 @@ def _flat_items(event: dict[str, Any]) -> list[tuple[str, Any]]:
     return items
 
 
-def _logfmt_value(value: Any) -> str:
-    text = _plain(value)
-    if text and not any(c in text for c in ' ="\\') and text.isprintable():
-        return text
-    return '"' + text.translate(_BACKSLASH_TABLE) + '"'
+def _text(value: Any, default: str) -> str:
+    """A core value (timestamp, logger, message) as text, control characters escaped."""
+    if value is None:
+        return default
+    return escape(value if type(value) is str else render_value(value))
 
 
-def _logfmt_key(key: str) -> str:
-    cleaned = "".join(c if c.isprintable() and c not in ' ="\\' else "_" for c in key)
-    return cleaned or "_"
+def render_event(
+    event: Mapping[str, Any], *, colours: bool = False, show_timestamp: bool = True
+) -> str:
+    """One event as a line of text: ``timestamp LEVEL logger: message key=value ...``.
+
+    The event is a record's event (the keys a JSON line has, in order) or what a JSON
+    line holds, from any program (missing core keys show as ``-``). ``exception``, ``source``,
+    ``thread`` and ``process`` dicts are flattened (``thread.name=main``); an exception's
+    traceback and a stack are written on continuation lines that start with ``"    | "``.
+    Values are shown by :func:`render_value`.
+
+    Args:
+        event: the event.
+        colours: colour the level name (see :data:`LEVEL_COLOURS`).
+        show_timestamp: start the line with the timestamp.
+    """
+    level = _text(event.get("level"), "-")
+    shown = f"{level:<8}"
+    if colours:
+        shown = f"{LEVEL_COLOURS.get(level.upper(), '')}{shown}{RESET}"
+    head = f"{shown} {_text(event.get('logger'), '-')}: {_text(event.get('message'), '')}"
+    if show_timestamp:
+        head = f"{_text(event.get('timestamp'), '-')} {head}"
+    parts = [head]
+    exception = event.get("exception")
+    traceback = exception.get("traceback") if isinstance(exception, dict) else None
+    stack = event.get("stack")
+    for key, value in _flat_items(event):
+        if (traceback and key.startswith("exception.")) or (key == "stack" and stack):
+            continue
+        parts.append(f"{escape(key)}={render_value(value)}")
+    line = " ".join(parts)
+    for block in (traceback, stack):
+        if block:
+            text = block if type(block) is str else render_value(block)
+            line += "".join("\n" + _CONTINUATION + escape(part) for part in text.split("\n"))
+    return line
 
 
 class LogfmtFormatter:
@@ -98,7 +215,8 @@ class LogfmtFormatter:
 
     Keys are ``timestamp level logger message`` then the fields; nested values are
     flattened (``exception.type=...``). Values containing spaces, ``=``, quotes,
-    backslashes or control characters are double-quoted with backslash escapes.
+    backslashes or control characters are double-quoted with backslash escapes; a dict or
+    list is written as its compact JSON, quoted, and a date as its ISO text.
     """
 
     def __call__(self, record: Record) -> str:
@@ -116,44 +234,23 @@ class LogfmtFormatter:
 class TextFormatter:
     """Human-readable lines: ``timestamp LEVEL logger: message key=value ...``.
 
+    The line is :func:`render_event` of the record's event, the same text ``kakashi view``
+    shows for its JSON line.
+
     Args:
         show_timestamp: start each line with the RFC 3339 timestamp.
     """
 
+    #: Whether the level name is coloured (:class:`ConsoleFormatter` decides).
+    colors = False
+
     def __init__(self, *, show_timestamp: bool = True) -> None:
         self.show_timestamp = show_timestamp
 
-    def _paint(self, level: str, text: str) -> str:
-        return text
-
     def __call__(self, record: Record) -> str:
-        event = event_dict(record)
-        level = event["level"]
-        head = f"{self._paint(level, f'{level:<8}')} {escape(event['logger'])}: "
-        if self.show_timestamp:
-            head = f"{event['timestamp']} {head}"
-        parts = [head + escape(event["message"])]
-        exception = event.get("exception")
-        stack = event.get("stack")
-        for key, value in _flat_items(event):
-            if key.startswith("exception.") or key == "stack":
-                continue
-            parts.append(f"{escape(key)}={_logfmt_value(value)}")
-        line = " ".join(parts)
-        for block in (exception["traceback"] if exception else None, stack):
-            if block:
-                line += "".join("\n" + _CONTINUATION + escape(text) for text in block.split("\n"))
-        return line
-
-
-_COLOURS = {
-    "DEBUG": "\x1b[2m",
-    "INFO": "\x1b[32m",
-    "WARNING": "\x1b[33m",
-    "ERROR": "\x1b[31m",
-    "CRITICAL": "\x1b[1;41m",
-}
-_RESET = "\x1b[0m"
+        return render_event(
+            event_dict(record), colours=self.colors, show_timestamp=self.show_timestamp
+        )
 
 
 def colour_wanted(stream: IO[str] | None) -> bool:
@@ -190,11 +287,6 @@ class ConsoleFormatter(TextFormatter):
     ) -> None:
         super().__init__(show_timestamp=show_timestamp)
         self.colors = colour_wanted(stream or sys.stderr) if colors is None else bool(colors)
-
-    def _paint(self, level: str, text: str) -> str:
-        if not self.colors:
-            return text
-        return f"{_COLOURS.get(level, '')}{text}{_RESET}"
 
 
 text_formatter = TextFormatter()

@@ -51,7 +51,7 @@ def test_kakashi_bench_command(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
 
-    assert "median of 2 run(s)" in result.stdout
+    assert "500 records, median of 2 runs" in result.stdout
     assert "| kakashi sync |" in result.stdout
     assert "100%" in result.stderr
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import io
 import json
 import re
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import kakashi
-from kakashi.formatters import ConsoleFormatter, colour_wanted, escape
+from kakashi.cli.view import Query, view
+from kakashi.formatters import (
+    LEVEL_COLOURS,
+    RESET,
+    ConsoleFormatter,
+    colour_wanted,
+    escape,
+    render_event,
+    render_value,
+)
 from tests.conftest import Implementation
 
 TIME_NS = 1_795_798_641_123_456_789  # 2026-11-27T16:57:21.123456789Z
@@ -195,6 +208,95 @@ class TestText:
         assert ("plain é", "a\\nb\\tc\\x00") == (escape("plain é"), escape("a\nb\tc\x00"))
 
 
+# A value as logged, and as text output must show it.
+SHOWN = [
+    (datetime.datetime(2026, 1, 1), "2026-01-01T00:00:00"),
+    (datetime.date(2026, 1, 2), "2026-01-02"),
+    ({"id": 7, "tags": ["a b", None]}, '{"id":7,"tags":["a b",null]}'),
+    ([1, "two", 3.5, True], '[1,"two",3.5,true]'),
+    ((1, 2), "[1,2]"),
+    ({"s": "x\ny\u2028z\x7f"}, '{"s":"x\\ny\\u2028z\\x7f"}'),
+    ("plain", "plain"),
+    ("two words", '"two words"'),
+    ('say "hi"', '"say \\"hi\\""'),
+    ("a=b", '"a=b"'),
+    ("c:\\x", '"c:\\\\x"'),
+    ("line\nbreak\ttab", '"line\\nbreak\\ttab"'),
+    ("", '""'),
+    ("é日本", "é日本"),
+    (None, "null"),
+    (True, "true"),
+    (False, "false"),
+    (42, "42"),
+    (2**70, str(2**70)),
+    (1.5, "1.5"),
+    (float("nan"), "null"),
+    (decimal.Decimal("1.10"), "1.10"),
+    (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+]
+
+
+class TestValues:
+    @pytest.mark.parametrize(("value", "expected"), SHOWN)
+    def test_values_read_as_a_person_expects(
+        self, impl: Implementation, value: Any, expected: str
+    ) -> None:
+        """A value captured as the logger captures it (snapshotted by this twin) is shown
+        once: strings bare or quoted, snapshots decoded, dates as text, JSON inline."""
+        fields = {"v": impl.capture.snapshot(value)}
+        rec = impl.capture.Record(TIME_NS, 20, "app", "m", fields=fields)
+
+        assert f"2026-11-27T16:57:21.123456Z INFO     app: m v={expected}" == render_event(
+            impl.format.event_dict(rec)
+        )
+        assert expected == render_value(value)
+
+    @pytest.mark.parametrize(("value", "expected"), SHOWN)
+    def test_view_shows_a_json_line_as_text_formatter_shows_the_record(
+        self, impl: Implementation, tmp_path: Path, value: Any, expected: str
+    ) -> None:
+        """``kakashi view`` of a record's JSON line is the text formatter's line for it,
+        traceback included."""
+        try:
+            raise ValueError("bad\nvalue")
+        except ValueError as exc:
+            info = (type(exc), exc, exc.__traceback__)
+        rec = impl.capture.Record(
+            TIME_NS, 40, "app.db", "slow\nquery", fields={"v": impl.capture.snapshot(value)},
+            extra={"thread": {"id": 1, "name": "main thread"}}, exc_info=info,
+            source=("mod", "fn", 7),
+        )  # fmt: skip
+        log = tmp_path / "app.log"
+        log.write_bytes(impl.format.format_json(rec) + b"\n")
+        out = io.StringIO()
+        view([log], Query(), out, as_json=False, follow=False)
+
+        assert render_event(impl.format.event_dict(rec)) + "\n" == out.getvalue()
+
+    def test_text_formatter_is_render_event(self) -> None:
+        """TextFormatter and ConsoleFormatter give render_event's line for a record."""
+        fields = {"when": datetime.datetime(2026, 1, 1), "d": {"k": [1]}, "s": "a b"}
+        rec = kakashi.Record(TIME_NS, 30, "app", "m", fields=fields)
+        event = kakashi.formatters.event_dict(rec)
+
+        assert (
+            (
+                '2026-11-27T16:57:21.123456Z WARNING  app: m when=2026-01-01T00:00:00 d={"k":[1]} '
+                's="a b"'
+            )
+            == kakashi.text_formatter(rec)
+            == render_event(event)
+        )
+        assert render_event(event, colours=True) == ConsoleFormatter(colors=True)(rec)
+        assert f"{LEVEL_COLOURS['WARNING']}WARNING {RESET}" in render_event(event, colours=True)
+
+    def test_event_from_a_foreign_log(self) -> None:
+        """An event without the core keys, or with odd types, still renders on one line."""
+        event = {"msg": "hi", "level": 30, "exception": {"type": "E", "message": "m"}}
+
+        assert "- 30       -:  msg=hi exception.type=E exception.message=m" == render_event(event)
+
+
 def parse_logfmt(line: str) -> dict[str, str]:
     """A strict logfmt parser: key=value or key="escaped value", space separated."""
     pairs: dict[str, str] = {}
@@ -238,6 +340,20 @@ class TestLogfmt:
             "n": "3",
             "none": "null",
         } == parsed
+
+    def test_snapshots_are_decoded(self, impl: Implementation) -> None:
+        """A date is its ISO text, unquoted; a dict is its JSON, quoted (logfmt's rules)."""
+        fields = {
+            "when": impl.capture.snapshot(datetime.datetime(2026, 1, 1)),
+            "d": impl.capture.snapshot({"a": "b c"}),
+        }
+        rec = kakashi.Record(TIME_NS, 20, "app", "m", fields=fields)
+        line = kakashi.logfmt_formatter(rec)
+
+        assert " when=2026-01-01T00:00:00 " in line
+        assert {"when": "2026-01-01T00:00:00", "d": '{"a":"b c"}'}.items() <= (
+            parse_logfmt(line).items()
+        )
 
     def test_nested_values_are_flattened(self) -> None:
         """thread, source and exception become dotted keys."""

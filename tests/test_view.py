@@ -1,10 +1,12 @@
-"""``kakashi view``: rotated sets in order, filters, JSON pass-through, skips, follow."""
+"""``kakashi view``: rotated sets in order, folders, stdin, filters, JSON pass-through,
+skips, misuse, follow."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -13,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
-from kakashi.cli.view import Query, rotated_set, view
+from kakashi.cli.view import Query, view
 from kakashi.writers import RotatingFileWriter, ZstdFileWriter
+from kakashi.writers.naming import rotated_files
 
 
 def event(n: int, level: str = "INFO", logger: str = "app", **fields: Any) -> bytes:
@@ -42,7 +46,9 @@ class TestReading:
         messages = [json.loads(line)["message"] for line in run_view([path])]
 
         assert ["m0", "m1", "m2", "m3"] == messages
-        assert path == rotated_set(path)[-1]
+        assert [tmp_path / f"app.log.zst.{n}" for n in (3, 2, 1)] == rotated_files(
+            tmp_path, path.name
+        )
 
     def test_timestamped_and_gzip_files(self, tmp_path: Path) -> None:
         """Timestamped names sort by date; .gz files are read too."""
@@ -59,7 +65,7 @@ class TestReading:
         path.write_bytes(b"plain text\n" + event(1) + b"\n[1, 2]\n")
 
         assert 1 == len(run_view([path]))
-        assert "skipped 2 line(s) that are not JSON objects (first at" in capsys.readouterr().err
+        assert "skipped 2 lines that are not JSON objects (first at" in capsys.readouterr().err
 
     def test_torn_zstd_tail_is_reported(self, tmp_path: Path, capsys: Any) -> None:
         """A torn last frame is reported on stderr; earlier records are shown."""
@@ -121,9 +127,7 @@ class TestFilters:
         """Without --json, records are readable lines with their fields."""
         lines = run_view([log], Query(min_level=40), as_json=False)
 
-        assert [
-            '2026-11-27T10:00:03.000000Z ERROR    apple: m3 user_id=7 req="{\\"id\\":\\"r1\\"}"'
-        ] == lines
+        assert ['2026-11-27T10:00:03.000000Z ERROR    apple: m3 user_id=7 req={"id":"r1"}'] == lines
 
     def test_bad_arguments(self, log: Path) -> None:
         """An unknown level or a --where without '=' is a usage error."""
@@ -167,3 +171,284 @@ def test_follow_across_rotation(tmp_path: Path) -> None:
     writer.close()
 
     assert ["m0", "m1", "m2"] == seen()
+
+
+def kakashi_view(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``kakashi view`` in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "kakashi", "view", *args],
+        capture_output=True, text=True, timeout=120, **options,
+    )  # fmt: skip
+
+
+@pytest.fixture(name="logs")
+def _logs(tmp_path: Path) -> Path:
+    """A folder with two rotated logs sharing a prefix, a log whose active file is gone,
+    and files that are not logs."""
+    for name, compression, first in (("app.log", "zstd", 0), ("app.access.log", "gzip", 20)):
+        writer = RotatingFileWriter(tmp_path / name, max_bytes=150, compression=compression)
+        for n in range(first, first + 6):
+            writer.write([event(n, logger=name)])
+        assert writer.wait_for_compression(30)
+        writer.close()
+    (tmp_path / "old.log.1").write_bytes(event(40, logger="old") + b"\n")
+    (tmp_path / ".hidden.log").write_bytes(b"not shown\n")
+    (tmp_path / "app.log.9.zst.partial").write_bytes(b"half")
+    (tmp_path / "archive").mkdir()
+    return tmp_path
+
+
+class TestDirectory:
+    def test_every_log_with_a_header_each(self, logs: Path) -> None:
+        """A folder shows each log in turn, rotated files first, under a tail-style header."""
+        lines = run_view([logs], as_json=False)
+        headers = [line for line in lines if line.startswith("==> ")]
+
+        assert [
+            f"==> {logs / 'app.access.log'} <==",
+            f"==> {logs / 'app.log'} <==",
+            f"==> {logs / 'old.log'} <==",
+        ] == headers
+        assert 3 + 2 + 13 == len(lines)  # headers, blank lines between logs, records
+        assert "" == lines[lines.index(headers[1]) - 1]
+        messages = [line.split(": ", 1)[1] for line in lines if ": m" in line]
+        assert [f"m{n}" for n in [*range(20, 26), *range(6), 40]] == messages
+
+    def test_json_has_no_headers(self, logs: Path) -> None:
+        """With --json every line is a record."""
+        messages = [json.loads(line)["message"] for line in run_view([logs])]
+
+        assert [f"m{n}" for n in [*range(20, 26), *range(6), 40]] == messages
+
+    def test_one_log_has_no_header(self, logs: Path) -> None:
+        """A single log is shown without a header, as tail does for one file."""
+        assert not any(
+            line.startswith("==>") for line in run_view([logs / "app.log"], as_json=False)
+        )
+
+    def test_a_rotated_file_alone(self, logs: Path) -> None:
+        """Naming a rotated file reads that file only."""
+        newest = rotated_files(logs, "app.log")[-1]  # one record per file
+
+        assert (logs / "app.log.1.zst", ["m4"]) == (
+            newest,
+            [json.loads(line)["message"] for line in run_view([newest])],
+        )
+
+    def test_a_folder_without_logs(self, tmp_path: Path) -> None:
+        """A folder with nothing to read is a one-line error."""
+        (tmp_path / "app.log.lock").write_bytes(b"")
+        result = kakashi_view(str(tmp_path))
+
+        assert (1, "") == (result.returncode, result.stdout)
+        assert [f"kakashi view: {tmp_path}: no logs in this directory"] == (
+            result.stderr.splitlines()
+        )
+
+    def test_closed_output(self, logs: Path) -> None:
+        """``kakashi view dir | head -1``: ends quietly (status 141), no traceback."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kakashi", "view", str(logs)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        status = process.wait(60)
+
+        assert first.startswith(b"==> ")
+        assert (141, b"") == (status, process.stderr.read())
+        process.stderr.close()
+
+
+class TestStdin:
+    @pytest.mark.parametrize(
+        "encode",
+        [lambda data: data, gzip.compress, lambda data: zstandard.ZstdCompressor().compress(data)],
+        ids=["plain", "gzip", "zstd"],
+    )
+    def test_formats(self, encode: Any) -> None:
+        """- reads standard input, plain or compressed, told by its first bytes."""
+        data = encode(event(1) + b"\n" + event(2) + b"\n")
+        out = io.StringIO()
+        status = view([Path("-")], Query(), out, as_json=True, follow=False, stdin=io.BytesIO(data))
+
+        assert 0 == status
+        assert ["m1", "m2"] == [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+
+    def test_empty_and_garbage(self) -> None:
+        """Empty input shows nothing; binary garbage is counted as skipped lines."""
+        empty = kakashi_view("-", input="")
+        garbage = subprocess.run(
+            [sys.executable, "-m", "kakashi", "view", "-"],
+            input=bytes(range(256)) * 40 + b"\n", capture_output=True, timeout=120,
+        )  # fmt: skip
+
+        assert (0, "", "") == (empty.returncode, empty.stdout, empty.stderr)
+        assert (0, b"") == (garbage.returncode, garbage.stdout)
+        assert garbage.stderr.decode().startswith("kakashi view: skipped 41 lines that are not")
+        assert b"Traceback" not in garbage.stderr
+
+    def test_records_show_as_they_arrive(self) -> None:
+        """`tail -f app.log | kakashi view -`: each record shows before the input ends."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kakashi", "view", "-", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        shown = []
+        for n in range(3):
+            process.stdin.write(event(n) + b"\n")
+            process.stdin.flush()
+            shown.append(json.loads(process.stdout.readline())["message"])  # input still open
+        process.stdin.close()
+        process.stdout.close()
+
+        assert (["m0", "m1", "m2"], 0) == (shown, process.wait(60))
+
+
+class TestMisuse:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is a one-line message and status 1; other paths are still shown."""
+        good = tmp_path / "app.log"
+        good.write_bytes(event(1) + b"\n")
+        result = kakashi_view(str(tmp_path / "nope.log"), str(good), "--json")
+
+        assert (1, [f"kakashi view: {tmp_path / 'nope.log'}: no such file"]) == (
+            result.returncode,
+            result.stderr.splitlines(),
+        )
+        assert ["m1"] == [json.loads(line)["message"] for line in result.stdout.splitlines()]
+
+    def test_missing_file_is_followed_until_it_appears(self, tmp_path: Path, capsys: Any) -> None:
+        """With --follow, a missing file is reported, then read once it is written."""
+        path = tmp_path / "later.log"
+        out = io.StringIO()
+        stop = threading.Event()
+        status: list[int] = []
+        follower = threading.Thread(
+            target=lambda: status.append(
+                view([path], Query(), out, as_json=True, follow=True, interval=0.02, stop=stop)
+            )
+        )
+        follower.start()
+        deadline = time.monotonic() + 60  # a guard against a hang, not a timing
+        reported = ""
+        while "no such file" not in reported and time.monotonic() < deadline:
+            reported += capsys.readouterr().err
+            time.sleep(0.01)
+        path.write_bytes(event(1) + b"\n")
+        while not out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        follower.join(30)
+
+        assert (f"kakashi view: {path}: no such file\n", ["m1"], [1]) == (
+            reported,
+            [json.loads(line)["message"] for line in out.getvalue().splitlines()],
+            status,
+        )
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+    def test_unreadable_file(self, tmp_path: Path) -> None:
+        """A file that cannot be read is a one-line message and status 1."""
+        path = tmp_path / "app.log"
+        path.write_bytes(event(1) + b"\n")
+        path.chmod(0)
+        try:
+            result = kakashi_view(str(path))
+        finally:
+            path.chmod(0o600)
+
+        assert (1, [f"kakashi view: {path}: Permission denied"]) == (
+            result.returncode,
+            result.stderr.splitlines(),
+        )
+
+    @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
+    def test_file_failing_to_read(self) -> None:
+        """A read error (/proc/self/mem at offset 0) is a one-line message and status 1."""
+        result = kakashi_view("/proc/self/mem")
+
+        assert (1, ["kakashi view: /proc/self/mem: Input/output error"]) == (
+            result.returncode,
+            result.stderr.splitlines(),
+        )
+
+    def test_one_skipped_line_is_singular(self, tmp_path: Path, capsys: Any) -> None:
+        """Plurals agree: "skipped 1 line that is not a JSON object"."""
+        path = tmp_path / "app.log"
+        path.write_bytes(b"plain text\n" + event(1) + b"\n")
+        run_view([path])
+
+        assert (
+            f"kakashi view: skipped 1 line that is not a JSON object (first at {path}:1)\n"
+            == capsys.readouterr().err
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "compression"),
+    [("app.log", "zstd"), ("app.log", "gzip"), ("app.log", None), ("app.log.zst", None)],
+)
+def test_follow_rotations_faster_than_polls(
+    tmp_path: Path, name: str, compression: str | None
+) -> None:
+    """--follow with a writer rotating dozens of times between two looks shows every
+    record exactly once, in order."""
+    path = tmp_path / name
+    writer = RotatingFileWriter(path, max_bytes=2_000, compression=compression)
+    out = io.StringIO()
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=view,
+        args=([path], Query(), out),
+        kwargs={"as_json": True, "follow": True, "interval": 0.2, "stop": stop},
+    )
+    follower.start()
+    for n in range(3000):  # about 100 rotations
+        writer.write([json.dumps({"seq": n, "pad": "x" * 40}).encode()])
+    writer.close()  # waits for compression
+    deadline = time.monotonic() + 60  # a guard against a hang, not a timing
+    while out.getvalue().count("\n") < 3000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    follower.join(30)
+
+    assert list(range(3000)) == [json.loads(line)["seq"] for line in out.getvalue().splitlines()]
+    assert writer.rotations > 50
+
+
+def test_follow_a_folder(logs: Path) -> None:
+    """Following a folder follows each log; a header marks each switch between logs."""
+    out = io.StringIO()
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=view,
+        args=([logs], Query(), out),
+        kwargs={"as_json": False, "follow": True, "interval": 0.02, "stop": stop},
+    )
+    follower.start()
+    deadline = time.monotonic() + 60
+    while out.getvalue().count(": m") < 13 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for name, n in (("app.log", 50), ("app.access.log", 51), ("app.log", 52)):
+        with (logs / name).open("ab") as stream:
+            stream.write(event(n, logger=name) + b"\n")
+        while f": m{n}" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    stop.set()
+    follower.join(30)
+    lines = out.getvalue().splitlines()
+
+    assert [
+        f"==> {logs / 'app.log'} <==",
+        lines[-7],
+        "",
+        f"==> {logs / 'app.access.log'} <==",
+        lines[-4],
+        "",
+        f"==> {logs / 'app.log'} <==",
+        lines[-1],
+    ] == lines[-8:]
+    assert [": m50", ": m51", ": m52"] == [line[-5:] for line in (lines[-7], lines[-4], lines[-1])]

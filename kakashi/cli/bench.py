@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kakashi.cli.wording import plural
+
 # Each peer defines setup(path) -> (info, debug, finish): the enabled and disabled calls
 # with the workload's signature, and what makes everything durable in the file.
 _STDLIB_JSON = """
@@ -482,7 +484,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     bar.finish()
     table = {name: measured.get(name) or {"error": failures[name]} for name in names}
     print(
-        f"{args.records:,} records, median of {args.runs} run(s), python "
+        f"{plural(args.records, 'record')}, median of {plural(args.runs, 'run')}, python "
         f"{sys.version.split()[0]}, {os.cpu_count()} cpus\n"
     )
     print(markdown(table))

@@ -19,6 +19,7 @@ from typing import TextIO
 
 import kakashi
 from kakashi.cli.progress import ProgressBar
+from kakashi.cli.wording import plural
 from kakashi.core.async_backend import configure_async_backend
 from kakashi.core.async_interface import get_async_stats, shutdown_async_backend
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
@@ -27,7 +28,7 @@ from kakashi.enrichers import context_enricher, exception_enricher, service_enri
 from kakashi.info import build_info
 from kakashi.writers import RotatingFileWriter, read_lines
 
-__all__ = ["add_arguments", "plural", "run", "run_demo"]
+__all__ = ["add_arguments", "run", "run_demo"]
 
 DEFAULT_DIRECTORY = Path("kakashi-demo")
 _ENDPOINTS = ("/api/orders", "/api/users/{id}", "/api/cart", "/health", "/api/search")
@@ -37,11 +38,6 @@ _STATS_SHOWN = (
     "messages_enqueued", "messages_written", "messages_filtered", "messages_dropped",
     "dropped_by_reason", "pending", "batches_written", "internal_errors",
 )  # fmt: skip
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 file``, ``2 files``: *count* with *noun* agreeing (*nouns* for irregular plurals)."""
-    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def _percentile(sorted_values: Sequence[int], fraction: float) -> int:
@@ -161,14 +157,16 @@ def run_demo(count: int, directory: Path, out: TextIO) -> int:
 
 def _show_tail(path: Path, out: TextIO, count: int = 3) -> None:
     """The last records, as ``kakashi view`` shows them."""
+    import collections
+
     import orjson
 
-    from kakashi.cli.view import render
-    from kakashi.formatters import colour_wanted
+    from kakashi.formatters import colour_wanted, render_event
 
     colours = colour_wanted(out)
-    for line in list(read_lines(path))[-count:]:
-        out.write("    " + render(orjson.loads(line), colours).replace("\n", "\n    ") + "\n")
+    for line in collections.deque(read_lines(path), maxlen=count):
+        text = render_event(orjson.loads(line), colours=colours)
+        out.write("    " + text.replace("\n", "\n    ") + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

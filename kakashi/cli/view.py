@@ -1,19 +1,28 @@
 """``kakashi view``: read JSON-lines logs, plain or compressed, and show them to a person.
 
-It reads any JSON-lines log (not only Kakashi's): plain, ``.zst`` (a sequence of zstd
-frames; a torn last frame is skipped with a warning) and ``.gz``. Given the active file of
-a rotated set, it reads the rotated files first, oldest to newest. Records are filtered by
-level, logger (prefix aware), time range and field values, and shown as coloured text on
-a terminal or passed through as JSON with ``--json``. Lines that are not JSON objects are
-skipped and counted; the count is reported on stderr at the end. ``--follow`` keeps
-reading new records as they are written, across rotations, like ``tail -F``.
+It reads any JSON-lines log (not only Kakashi's), plain, zstd (a sequence of frames; a torn
+last frame is skipped with a warning) or gzip, told by the first bytes. Each argument is
+
+- a log's active file: its rotated files are read first, oldest to newest (the names are
+  :mod:`kakashi.writers.naming`'s), then the file itself; a rotated file alone is read alone;
+- a directory: every log in it, each with its rotated files;
+- ``-``: standard input, shown as it arrives (``tail -f app.log | kakashi view -``).
+
+Records are filtered by level, logger (prefix aware), time range and field values, and shown
+as text (:func:`kakashi.formatters.render_event`, levels coloured on a terminal) or passed
+through as JSON with ``--json``. With several logs, text output starts each with a
+``==> path <==`` line, as ``tail`` does. Lines that are not JSON objects are skipped and
+counted on stderr at the end. ``--follow`` keeps reading new records as they are written,
+across any number of rotations between two looks (see :mod:`kakashi.cli.follow`).
+Misuse (a missing or unreadable file, a directory without logs) is a one-line message on
+stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import gzip
-import os
+import json
 import re
 import sys
 import threading
@@ -22,43 +31,21 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import orjson
-import zstandard
 
+from kakashi.cli.follow import Follower
+from kakashi.cli.wording import plural
 from kakashi.core.records import LogLevel
-from kakashi.formatters import _COLOURS, _RESET, _logfmt_value, colour_wanted, escape
-from kakashi.writers.zstd import ZSTD_MAGIC, read_lines
+from kakashi.formatters import colour_wanted, render_event
+from kakashi.writers import naming
+from kakashi.writers.reading import read_batches
 
-__all__ = ["Query", "render", "rotated_set", "view"]
+__all__ = ["Query", "Source", "sources", "view"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_CORE = ("timestamp", "level", "logger", "message")
-
-
-def rotated_set(path: Path) -> list[Path]:
-    """*path* preceded by its rotated files, oldest first.
-
-    Numbered files (``app.log.2`` before ``app.log.1``) and timestamped ones
-    (``app.2026-11-26.log`` before ``app.2026-11-27.log``), compressed or not.
-    """
-    suffix = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    numbered = re.compile(re.escape(path.name) + r"\.(\d+)(\.zst|\.gz)?$")
-    stamped = re.compile(
-        re.escape(stem) + r"\.(\d{4}-\d\d-\d\d[^/]*?)" + re.escape(suffix) + r"(\.zst|\.gz)?$"
-    )
-    by_number: list[tuple[int, Path]] = []
-    by_stamp: list[tuple[str, Path]] = []
-    if path.parent.is_dir():
-        for entry in path.parent.iterdir():
-            if (match := numbered.match(entry.name)) is not None:
-                by_number.append((int(match.group(1)), entry))
-            elif entry != path and (match := stamped.match(entry.name)) is not None:
-                by_stamp.append((match.group(1), entry))
-    ordered = [p for _, p in sorted(by_stamp)] + [p for _, p in sorted(by_number, reverse=True)]
-    return [*ordered, path] if path.exists() else ordered
+#: The argument that names standard input.
+STDIN = Path("-")
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -124,154 +111,158 @@ def _level_number(level: Any) -> int | None:
         return int(match.group(1)) if match else None
 
 
-def render(event: dict[str, Any], colours: bool) -> str:
-    """One record as a line of text (an exception's traceback on ``    | `` lines)."""
-    level = str(event.get("level", "-"))
-    shown = f"{level:<8}"
-    if colours:
-        shown = f"{_COLOURS.get(level.upper(), '')}{shown}{_RESET}"
-    head = (
-        f"{escape(str(event.get('timestamp', '-')))} {shown} "
-        f"{escape(str(event.get('logger', '-')))}: {escape(str(event.get('message', '')))}"
-    )
-    parts = [head]
-    exception = event.get("exception")
-    for key, value in event.items():
-        if key in _CORE or (key == "exception" and isinstance(exception, dict)):
-            continue
-        if isinstance(value, (dict, list)):
-            value = orjson.dumps(value).decode()
-        parts.append(f"{escape(key)}={_logfmt_value(value)}")
-    line = " ".join(parts)
-    if isinstance(exception, dict) and exception.get("traceback"):
-        for text in str(exception["traceback"]).split("\n"):
-            line += "\n    | " + escape(text)
-    return line
+@dataclass
+class Source:
+    """What one command-line argument names: one log, or standard input.
+
+    Attributes:
+        label: how headers and messages name it.
+        files: its files, in the order they were written.
+        follow: the path to follow with ``--follow`` (``None``: nothing to follow).
+        stdin: it is standard input.
+    """
+
+    label: str
+    files: list[Path] = field(default_factory=list)
+    follow: Path | None = None
+    stdin: bool = False
+
+
+def sources(paths: Sequence[Path]) -> tuple[list[Source], list[str]]:
+    """The logs that *paths* name, and a message for each path that names none (a path
+    with no file yet is still a log to follow)."""
+    found: list[Source] = []
+    problems: list[str] = []
+    for path in paths:
+        if path == STDIN:
+            found.append(Source("standard input", stdin=True))
+        elif path.is_dir():
+            logs = naming.log_sets(path)
+            if not logs:
+                problems.append(f"{path}: no logs in this directory")
+            for log in logs:
+                follow = log.active[0] if log.active else log.path
+                found.append(Source(str(log.path), log.files, follow))
+        elif path.exists() and naming.parse(path.name) is not None:
+            found.append(Source(str(path), [path]))  # a rotated file, read alone
+        else:
+            files = naming.rotated_files(path.parent, path.name)
+            if path.exists():
+                files.append(path)
+            if not files:
+                problems.append(f"{path}: no such file")
+            found.append(Source(str(path), files, path))
+    return found, problems
 
 
 @dataclass
-class Skipped:
+class _Skipped:
     """Lines that were not JSON objects: how many, and where the first one was."""
 
     count: int = 0
     first: str = ""
 
     def add(self, where: str) -> None:
-        """Count one skipped line at *where*."""
         self.count += 1
         if not self.first:
             self.first = where
 
-
-def _events(
-    path: Path, lines: Iterator[bytes], skipped: Skipped
-) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            event = None
-        if isinstance(event, dict):
-            yield line, event
-        else:
-            skipped.add(f"{path}:{number}")
+    def message(self) -> str:
+        are = "is not a JSON object" if self.count == 1 else "are not JSON objects"
+        return f"skipped {plural(self.count, 'line')} that {are} (first at {self.first})"
 
 
-def _read(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        magic = stream.read(2)
-    if magic == _GZIP_MAGIC:
-        with gzip.open(path, "rb") as stream:
-            for line in stream:
-                yield line.rstrip(b"\n")
-        return
-    yield from read_lines(path)
-
-
-class _Follower:
-    """Reads what is appended to one path, across rotations (like ``tail -F``).
-
-    It holds the file open, so records written to it right before a rotation are still
-    read; when the path names another file, it finishes the old one and reads the new
-    one from its start. Plain and zstd files alike (zstd: complete frames only).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.stream: Any = None
-        self.inode: tuple[int, int] | None = None
-        self._switch()
-
-    def _switch(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-        try:
-            self.stream = self.path.open("rb")
-        except FileNotFoundError:
-            self.stream, self.inode = None, None
-            return
-        info = os.fstat(self.stream.fileno())
-        self.inode = (info.st_dev, info.st_ino)
-        self.raw = b""
-        self.pending = b""
-        self.zstd: bool | None = None
-
-    def poll(self) -> list[bytes]:
-        """Return the complete lines written since the last call."""
-        lines = self._drain()
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            return lines
-        if (info.st_dev, info.st_ino) != self.inode:  # rotated: the old file is finished
-            lines += self._drain()
-            self._switch()
-            lines += self._drain()
-        elif self.stream is not None and info.st_size < self.stream.tell():  # copytruncate
-            self.stream.seek(0)
-            self.raw = self.pending = b""
-        return lines
-
-    def _drain(self) -> list[bytes]:
-        if self.stream is None:
-            return []
-        self.raw += self.stream.read()
-        if self.zstd is None and len(self.raw) >= 4:
-            self.zstd = self.raw[:4] == ZSTD_MAGIC
-        if self.zstd:
-            self._frames()
-        elif self.zstd is False:
-            self.pending += self.raw
-            self.raw = b""
-        *lines, self.pending = self.pending.split(b"\n")
-        return lines
-
-    def _frames(self) -> None:
-        while self.raw:
-            frame = zstandard.ZstdDecompressor().decompressobj()
-            try:
-                content = frame.decompress(self.raw)
-            except zstandard.ZstdError:
-                return
-            if not frame.eof:
-                return  # the frame is still being written: wait for the rest
-            self.pending += content
-            self.raw = frame.unused_data
-
-    def close(self) -> None:
-        """Close the file being followed."""
-        if self.stream is not None:
-            self.stream.close()
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """The JSON object on *line*, or ``None``."""
     try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_dev, info.st_ino)
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses but JSON allows: integers beyond 64 bits, NaN
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+    return event if isinstance(event, dict) else None
+
+
+def _say(message: str) -> None:
+    print(f"kakashi view: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _warnings_said() -> Iterator[None]:
+    """Show the readers' warnings (torn frames, cut lines) as one-line messages, at once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RuntimeWarning)
+        warnings.showwarning = lambda message, *args, **kwargs: _say(str(message))
+        yield
+
+
+class _Viewer:
+    """One run of ``kakashi view``: what to show, where, and what was skipped."""
+
+    def __init__(self, query: Query, out: TextIO, as_json: bool, headers: bool) -> None:
+        self.query = query
+        self.out = out
+        self.as_json = as_json
+        self.colours = not as_json and colour_wanted(out)
+        self.headers = headers
+        self.skipped = _Skipped()
+        self.status = 0
+        self._shown: Source | None = None
+        self._headed = 0
+
+    def header(self, source: Source) -> None:
+        """Start *source*'s records with ``==> label <==`` (with several logs, as ``tail``)."""
+        if self.headers and source is not self._shown:
+            self.out.write(f"{chr(10) if self._headed else ''}==> {source.label} <==\n")
+            self._headed += 1
+        self._shown = source
+
+    def show(
+        self, source: Source, lines: list[bytes], where: str, number: int | None = None
+    ) -> int | None:
+        """Show the records among *lines* that match; they are the lines of *where* after
+        line *number* (``None``: line numbers unknown). Return the number of the last one."""
+        for line in lines:
+            if number is not None:
+                number += 1
+            if not line.strip():
+                continue
+            event = _parse(line)
+            if event is None:
+                self.skipped.add(where if number is None else f"{where}:{number}")
+            elif self.query.matches(event):
+                self.header(source)
+                if self.as_json:
+                    self.out.write(line.decode("utf-8", "replace"))
+                else:
+                    self.out.write(render_event(event, colours=self.colours))
+                self.out.write("\n")
+        return number
+
+    def read_file(self, source: Source, path: Path) -> None:
+        """Show the records of one file."""
+        try:
+            with path.open("rb") as stream:
+                number: int | None = 0
+                for lines in read_batches(stream, str(path)):
+                    number = self.show(source, lines, str(path), number)
+        except BrokenPipeError:  # the output's reader went away: kakashi.cli.main says so
+            raise
+        except OSError as exc:
+            self.fail(f"{path}: {exc.strerror or exc}")
+
+    def read_stream(self, source: Source, stream: IO[bytes]) -> None:
+        """Show the records of a stream as they arrive."""
+        number: int | None = 0
+        for lines in read_batches(stream, "<stdin>"):
+            number = self.show(source, lines, "<stdin>", number)
+            self.out.flush()
+
+    def fail(self, message: str) -> None:
+        """Say what went wrong; the exit status will be 1."""
+        _say(message)
+        self.status = 1
 
 
 def view(
@@ -284,20 +275,17 @@ def view(
     interval: float = 0.25,
     follow_for: float | None = None,
     stop: threading.Event | None = None,
+    stdin: IO[bytes] | None = None,
 ) -> int:
     """Show the records of *paths* that match *query*; return the exit status.
 
-    With *follow*, keep reading until interrupted, *follow_for* seconds have passed or
-    *stop* is set.
+    A path is a log's active file, a rotated file, a directory of logs, or ``-`` for
+    *stdin* (default: the process's standard input). With *follow*, keep reading until
+    interrupted, *follow_for* seconds have passed or *stop* is set, looking every
+    *interval* seconds. A closed output (``| head``) raises :class:`BrokenPipeError`.
     """
-    try:
-        return _view(paths, query, out, as_json, follow, interval, follow_for, stop)
-    except BrokenPipeError:  # the reader went away (| head): stop quietly
-        try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter closes it
-        except OSError:
-            pass
-        return 0
+    with _warnings_said():
+        return _view(paths, query, out, as_json, follow, interval, follow_for, stop, stdin)
 
 
 def _view(
@@ -309,68 +297,54 @@ def _view(
     interval: float,
     follow_for: float | None,
     stop: threading.Event | None,
+    stdin: IO[bytes] | None,
 ) -> int:
-    colours = not as_json and colour_wanted(out)
-    skipped = Skipped()
-    shown = 0
-
-    def emit(line: bytes, event: dict[str, Any]) -> None:
-        nonlocal shown
-        if query.matches(event):
-            shown += 1
-            out.write(line.decode("utf-8", "replace") if as_json else render(event, colours))
-            out.write("\n")
-
-    missing = [p for p in paths if not rotated_set(p)]
-    for path in missing:
-        print(f"kakashi view: {path}: no such file", file=sys.stderr)
-    followers = []
-    for path in paths:
-        # Following: open the active file first and read it through the follower, so a
-        # rotation happening meanwhile neither loses nor repeats a record.
-        follower = _Follower(path) if follow else None
-        files = rotated_set(path)
-        if follower is not None:
-            followers.append(follower)
-            files = [f for f in files if _inode(f) not in (follower.inode, None)]
-        for file in files:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                for line, event in _events(file, _read(file), skipped):
-                    emit(line, event)
-            for warning in caught:
-                print(f"kakashi view: {warning.message}", file=sys.stderr)
-    for follower in followers:
-        for line, event in _events(follower.path, iter(follower.poll()), skipped):
-            emit(line, event)
-    out.flush()
+    found, problems = sources(paths)
+    if not follow:  # a log with no file yet is only worth following
+        found = [source for source in found if source.files or source.stdin]
+    viewer = _Viewer(query, out, as_json, headers=not as_json and len(found) > 1)
+    for problem in problems:
+        viewer.fail(problem)
+    followers: list[tuple[Source, Follower]] = []
+    for source in found:
+        viewer.header(source)
+        if source.stdin:
+            viewer.read_stream(source, stdin or sys.stdin.buffer)
+        elif follow and source.follow is not None:
+            # The follower reads the whole log first, then what is written next, so a
+            # rotation in between neither loses nor repeats a record.
+            follower = Follower(source.follow, viewer.fail)
+            followers.append((source, follower))
+            viewer.show(source, follower.poll(), source.label)
+        else:
+            for path in source.files:
+                viewer.read_file(source, path)
+        out.flush()
     deadline = None if follow_for is None else time.monotonic() + follow_for
     try:
-        while follow and (deadline is None or time.monotonic() < deadline):
+        while followers and (deadline is None or time.monotonic() < deadline):
             if stop is not None and stop.is_set():
                 break
-            for follower in followers:
-                for line, event in _events(follower.path, iter(follower.poll()), skipped):
-                    emit(line, event)
+            for source, follower in followers:
+                viewer.show(source, follower.poll(), source.label)
             out.flush()
             time.sleep(interval)
     except KeyboardInterrupt:
         pass
     finally:
-        for follower in followers:
+        for _, follower in followers:
             follower.close()
-    if skipped.count:
-        print(
-            f"kakashi view: skipped {skipped.count} line(s) that are not JSON objects "
-            f"(first at {skipped.first})",
-            file=sys.stderr,
-        )
-    return 1 if missing else 0
+    if viewer.skipped.count:
+        _say(viewer.skipped.message())
+    return viewer.status
 
 
 def add_arguments(parser: Any) -> None:
     """Add ``kakashi view``'s arguments to an argparse parser."""
-    parser.add_argument("paths", nargs="+", type=Path, help="log files (their rotated files too)")
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH",
+        help="a log file (with its rotated files), a directory of logs, or - for stdin",
+    )  # fmt: skip
     parser.add_argument("--level", help="show this level and above (e.g. warning)")
     parser.add_argument("--logger", action="append", default=[], help="logger name or prefix")
     parser.add_argument("--since", help="from this time (ISO 8601; UTC if no zone)")

@@ -17,8 +17,9 @@ from kakashi.writers.basic import (
 )
 from kakashi.writers.file import FileWriter, file_writer
 from kakashi.writers.network import SendWriter
+from kakashi.writers.reading import read_lines
 from kakashi.writers.rotating import RotatingFileWriter, rotating_file_writer
-from kakashi.writers.zstd import ZstdFileWriter, read_lines, zstd_file_writer
+from kakashi.writers.zstd import ZstdFileWriter, zstd_file_writer
 
 __all__ = [
     "CallableWriter",

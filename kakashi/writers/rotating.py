@@ -37,17 +37,17 @@ import zstandard
 
 from kakashi import _errors
 from kakashi._platform import posix_module
+from kakashi.writers import naming as names
 from kakashi.writers.file import FileWriter
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
 
 _WHEN = re.compile(r"^(hourly|midnight|daily(?:@(\d\d):(\d\d))?|weekly|w([0-6]))$")
-_SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
 
 
 def _compress(source: Path, compression: str, level: int) -> Path:
     """Compress *source* next to itself, then remove it; return the compressed path."""
-    target = source.with_name(source.name + _SUFFIX[compression])
+    target = source.with_name(names.compressed_name(source.name, compression))
     partial = target.with_name(target.name + ".partial")
     with source.open("rb") as src, partial.open("wb") as dst:
         if compression == "zstd":
@@ -126,7 +126,7 @@ class RotatingFileWriter(FileWriter):
             max_age = max_age.total_seconds()
         if max_age is not None and not max_age > 0:
             raise ValueError(f"max_age must be positive, got {max_age!r}")
-        if compression is not None and compression not in _SUFFIX:
+        if compression is not None and compression not in names.COMPRESSION_SUFFIXES:
             raise ValueError(f"compression must be 'zstd', 'gzip' or None, got {compression!r}")
         for name, hook in (("namer", namer), ("rotator", rotator)):
             if hook is not None and not callable(hook):
@@ -215,33 +215,27 @@ class RotatingFileWriter(FileWriter):
         )
 
     def _rotated_name(self) -> Path:
+        """The name the active file moves to (see :mod:`kakashi.writers.naming`)."""
         if self.naming == "numbered":
-            return self.path.with_name(f"{self.path.name}.1")
+            return self.path.with_name(names.numbered_name(self.path.name, 1))
         zone = dt.timezone.utc if self.utc else None
         stamp_format = "%Y-%m-%dT%H" if self.when == "hourly" else "%Y-%m-%d"
         if self._schedule is None:
             stamp_format = "%Y-%m-%dT%H-%M-%S"
         stamp = dt.datetime.fromtimestamp(self._opened_at, zone).strftime(stamp_format)
-        suffix = "".join(self.path.suffixes) or ""
-        stem = self.path.name[: len(self.path.name) - len(suffix)] if suffix else self.path.name
-        candidate = self.path.with_name(f"{stem}.{stamp}{suffix}")
-        counter = 1
-        while any(candidate.parent.glob(candidate.name + "*")):
-            candidate = self.path.with_name(f"{stem}.{stamp}.{counter}{suffix}")
-            counter += 1
-        return candidate
+        existing = os.listdir(self.path.parent)
+        return self.path.with_name(names.next_timestamped_name(self.path.name, stamp, existing))
 
     def _shift_numbered(self) -> None:
         """Make room for ``.1``: ``.n`` becomes ``.n+1`` (compressed or not), oldest first."""
         self.wait_for_compression()
-        pattern = re.compile(re.escape(self.path.name) + r"\.(\d+)(\.zst|\.gz)?$")
         found = []
-        for entry in self.path.parent.iterdir():
-            match = pattern.match(entry.name)
-            if match:
-                found.append((int(match.group(1)), entry, match.group(2) or ""))
-        for number, entry, extension in sorted(found, reverse=True):
-            entry.rename(entry.with_name(f"{self.path.name}.{number + 1}{extension}"))
+        for name in os.listdir(self.path.parent):
+            parsed = names.parse(name)
+            if parsed is not None and parsed.number is not None and parsed.active == self.path.name:
+                found.append((parsed.number, name, parsed))
+        for number, name, parsed in sorted(found, reverse=True):
+            os.rename(self.path.with_name(name), self.path.with_name(parsed.renumbered(number + 1)))
 
     def do_rollover(self) -> None:
         """Close the active file, move it to its rotated name, open a fresh one."""
@@ -361,16 +355,8 @@ class RotatingFileWriter(FileWriter):
         return True
 
     def rotated_files(self) -> list[Path]:
-        """The rotated files of this writer, newest first."""
-        suffix = "".join(self.path.suffixes)
-        stem = self.path.name[: len(self.path.name) - len(suffix)] if suffix else self.path.name
-        names = re.compile(
-            "^(" + re.escape(self.path.name) + r"\.\d+|" + re.escape(stem) + r"\.\d{4}-\d\d-\d\d"
-            r"[^/]*" + re.escape(suffix) + r")(\.zst|\.gz)?$"
-        )
-        files = [p for p in self.path.parent.iterdir() if names.match(p.name) and p != self.path]
-        files = [p for p in files if not p.name.endswith((".partial", ".lock"))]
-        return sorted(files, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        """The rotated files of this writer, newest first (see :mod:`kakashi.writers.naming`)."""
+        return names.rotated_files(self.path.parent, self.path.name)[::-1]
 
     def _apply_retention(self) -> None:
         files = self.rotated_files()
