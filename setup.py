@@ -15,6 +15,7 @@ build also removes compiled modules left by an earlier build, so a wheel never s
 stale extension.
 """
 
+import hashlib
 import json
 import os
 import platform
@@ -69,6 +70,13 @@ def record_build(command, compiled, reason):
     except ImportError:
         cython = None
     record["cython"] = cython
+    if compiled:  # what it was compiled from: the import refuses modules older than these
+        folder = os.path.join(ROOT, "kakashi", "_speedups")
+        record["sources"] = {
+            name: source_digest(os.path.join(folder, name))
+            for name in sorted(os.listdir(folder))
+            if name.endswith((".pyx", ".pxd"))
+        }
     targets = [os.path.join(command.build_lib, RECORD)]
     if getattr(command, "inplace", False) or getattr(command, "editable_mode", False):
         targets.append(os.path.join(ROOT, RECORD))
@@ -76,6 +84,11 @@ def record_build(command, compiled, reason):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with open(target, "w", encoding="utf-8") as stream:
             json.dump(record, stream, indent=2)
+
+
+def source_digest(path):
+    with open(path, "rb") as stream:
+        return hashlib.sha256(stream.read()).hexdigest()
 
 
 def stale_outputs(command):

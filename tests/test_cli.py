@@ -166,3 +166,44 @@ def test_only_the_cli_imports_the_cli() -> None:
                 offenders.append(str(path.relative_to(package)))
 
     assert [] == offenders
+
+
+class TestAwkwardStreams:
+    def test_closed_stdin_and_stdout(self, tmp_path: Path) -> None:
+        """`view - <&-` reads nothing and `info >&-` writes nowhere, both without a traceback."""
+        no_input = subprocess.run(
+            f"{sys.executable} -m kakashi view - <&-", shell=True, capture_output=True, text=True
+        )
+        no_output = subprocess.run(
+            f"{sys.executable} -m kakashi info >&-", shell=True, capture_output=True, text=True
+        )
+
+        assert (0, "") == (no_input.returncode, no_input.stderr)
+        assert (0, "") == (no_output.returncode, no_output.stderr)
+
+    def test_text_the_terminal_cannot_encode_is_escaped(self, tmp_path: Path) -> None:
+        """A record with "é" shown on an ASCII terminal comes out escaped, not as an error."""
+        log = tmp_path / "app.log"
+        log.write_text('{"level": "INFO", "logger": "a", "message": "café"}\n', "utf-8")
+        env = dict(os.environ, PYTHONIOENCODING="ascii")
+        result = subprocess.run(
+            [sys.executable, "-m", "kakashi", "view", str(log)], env=env, capture_output=True,
+            text=True, encoding="ascii", errors="strict",
+        )  # fmt: skip
+
+        assert (0, "") == (result.returncode, result.stderr)
+        assert "caf\\xe9" in result.stdout
+
+    def test_an_output_error_is_not_blamed_on_the_input(self, tmp_path: Path) -> None:
+        """A full output device ends the command with its error, not a message about the log."""
+        log = tmp_path / "app.log"
+        log.write_text('{"level": "INFO", "logger": "a", "message": "m"}\n' * 10_000)
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [sys.executable, "-m", "kakashi", "view", str(log)], stdout=full,
+                stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+
+        assert 1 == result.returncode
+        assert "No space left on device" in result.stderr
+        assert str(log) not in result.stderr and "Traceback" not in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 # Run before kakashi is imported: the platform has neither fcntl nor fork hooks, as on
 # Windows (the other POSIX-only modules go too, so a new top-level import of one fails here).
@@ -12,20 +13,20 @@ _WITHOUT_POSIX = """
 import os, sys
 for name in ("fcntl", "resource", "termios", "pty", "tty", "grp", "pwd", "syslog"):
     sys.modules[name] = None
-for name in ("register_at_fork", "fork", "forkpty"):
+for name in ("register_at_fork", "fork", "forkpty", "pread", "pwrite"):
     if hasattr(os, name):
         delattr(os, name)
 """
 
 
-def run_without_posix(code: str, tmp_path: object) -> subprocess.CompletedProcess[str]:
+def run_without_posix(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     script = _WITHOUT_POSIX + textwrap.dedent(code)
     return subprocess.run(
         [sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True, text=True
     )
 
 
-def test_every_module_imports_without_posix(tmp_path: object) -> None:
+def test_every_module_imports_without_posix(tmp_path: Path) -> None:
     """Every module of the package imports where fcntl and fork hooks do not exist."""
     result = run_without_posix(
         """
@@ -43,7 +44,7 @@ def test_every_module_imports_without_posix(tmp_path: object) -> None:
     assert "modules" in result.stdout
 
 
-def test_logging_works_without_posix(tmp_path: object) -> None:
+def test_logging_works_without_posix(tmp_path: Path) -> None:
     """Plain, zstd and async file logging work without any POSIX-only module."""
     result = run_without_posix(
         """
@@ -66,7 +67,7 @@ def test_logging_works_without_posix(tmp_path: object) -> None:
     assert "1 1" == result.stdout.strip()
 
 
-def test_rotation_names_what_it_needs(tmp_path: object) -> None:
+def test_rotation_names_what_it_needs(tmp_path: Path) -> None:
     """Configuring a rotating writer without fcntl fails at once, naming the feature."""
     result = run_without_posix(
         """
@@ -83,3 +84,23 @@ def test_rotation_names_what_it_needs(tmp_path: object) -> None:
     assert 0 == result.returncode, result.stderr
     assert "RotatingFileWriter" in result.stdout
     assert "'fcntl'" in result.stdout and sys.platform in result.stdout
+
+
+def test_command_line_without_posix(tmp_path: Path) -> None:
+    """view --follow works without POSIX; demo, which rotates, says in one line why not."""
+    (tmp_path / "app.log").write_text('{"level": "INFO", "message": "hello"}\n')
+    result = run_without_posix(
+        """
+        import sys
+        from kakashi.cli import main
+        print("view", main(["view", "--follow", "--follow-for", "0.3", "app.log"]))
+        print("demo", main(["demo", "--count", "10", "--dir", "demo"]))
+        """,
+        tmp_path,
+    )
+
+    assert 0 == result.returncode, result.stderr
+    assert "hello" in result.stdout and "view 0" in result.stdout
+    assert "demo 1" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "kakashi demo: RotatingFileWriter" in result.stderr and "'fcntl'" in result.stderr

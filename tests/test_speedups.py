@@ -101,6 +101,28 @@ class TestSelection:
         assert 1 == result.stderr.count("kakashi: pure-Python: the compiled modules do not load")
         assert "KAKASHI_NO_EXTENSIONS=1" in result.stderr
 
+    def test_modules_older_than_their_sources_are_not_used(self, tmp_path: Path) -> None:
+        """An in-place build not redone after its sources changed gives the twin, and says so."""
+        if not (PACKAGE / "_speedups" / "_build.json").exists() or NO_EXTENSIONS:
+            pytest.skip("needs a compiled build with its build record")
+        shutil.copytree(PACKAGE, tmp_path / "fresh" / "kakashi",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        shutil.copytree(PACKAGE, tmp_path / "stale" / "kakashi",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        pxd = tmp_path / "stale" / "kakashi" / "_speedups" / "_queue_c.pxd"
+        pxd.write_text(pxd.read_text() + "    cdef public long long added_since\n")
+        code = "import kakashi; print(kakashi.USING_SPEEDUPS)"
+        env = {k: v for k, v in os.environ.items() if k != "KAKASHI_NO_EXTENSIONS"}
+        fresh, stale = (
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                           env={**env, "PYTHONPATH": str(tmp_path / name)}, check=True)
+            for name in ("fresh", "stale")
+        )  # fmt: skip
+
+        assert ("True", "") == (fresh.stdout.strip(), fresh.stderr)
+        assert "False" == stale.stdout.strip()
+        assert 1 == stale.stderr.count("older than their sources (_queue_c.pxd changed")
+
     def test_unbuilt_source_tree_is_quiet_but_explained(self, tmp_path: Path) -> None:
         """A copy that was never built runs pure, silently; SELECTION says how to build it."""
         result = import_copy(tmp_path, broken_modules=False)

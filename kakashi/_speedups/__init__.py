@@ -12,6 +12,7 @@ read the pure-Python twin.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -69,10 +70,33 @@ def build_record() -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def _out_of_date(record: dict[str, Any] | None) -> list[str]:
+    """The sources changed since the compiled modules were built from them (an in-place
+    build that was not redone after a pull or an edit)."""
+    if record is None or not isinstance(record.get("sources"), dict):
+        return []
+    changed = []
+    for name, digest in record["sources"].items():
+        try:
+            data = (_RECORD.parent / str(name)).read_bytes()
+        except OSError:
+            continue  # not shipped here: nothing to compare
+        if hashlib.sha256(data).hexdigest() != digest:
+            changed.append(str(name))
+    return changed
+
+
 def _explain(failure: ImportError | None) -> tuple[str, bool]:
     """Why this implementation was selected, and whether that deserves a notice."""
     if USING_SPEEDUPS:
         return "compiled", False
+    if _STALE:
+        return (
+            f"pure-Python: the compiled modules are older than their sources "
+            f"({', '.join(_STALE)} changed since the build; `python3 -m pip install -e .` "
+            "rebuilds them)",
+            True,
+        )
     if _REQUESTED:
         value = os.environ.get("KAKASHI_NO_EXTENSIONS")
         return f"pure-Python: KAKASHI_NO_EXTENSIONS={value} in the environment", False
@@ -105,6 +129,8 @@ def _notify(text: str) -> None:
         pass
 
 
+#: Sources changed since the compiled modules were built (filled in when they are loaded).
+_STALE: list[str] = []
 _REQUESTED = _switch_off_extensions()
 #: Whether the pure-Python twin is in use because it was asked for or the interpreter is
 #: not CPython (not because the extension is missing).
@@ -154,7 +180,9 @@ else:
     if not NO_EXTENSIONS:
         try:
             _modules = _load("c")
-            USING_SPEEDUPS = True
+            # Compiled from other sources than these twins: their interfaces may differ.
+            _STALE = _out_of_date(build_record())
+            USING_SPEEDUPS = not _STALE
         except ImportError as exc:  # not built, or built but not loadable: use the twin
             _failure = exc
     if not USING_SPEEDUPS:

@@ -10,9 +10,12 @@ system error (a missing or unwritable path) with a one-line message and status 1
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
+
+from kakashi._platform import UnsupportedPlatformError
 
 __all__ = ["main"]
 
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kakashi`` command; returns the exit status."""
+    _usable_streams()
     parser = build_parser()
     command = "kakashi"
     try:
@@ -86,7 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" {exc.filename}:" if exc.filename else ""
         print(f"{command}:{where} {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except UnsupportedPlatformError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
     return status
+
+
+def _usable_streams() -> None:
+    """Output that can always be written: a closed stdout or stderr (``>&-``) becomes
+    /dev/null, and text the terminal's encoding cannot show is escaped, not an error."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as sys
+        elif isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _discard_stdout() -> None:

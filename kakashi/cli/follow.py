@@ -24,8 +24,10 @@ looks, and few files kept). When the newest file read is gone, the files after i
 gone too: the follower says so through *report* rather than silently.
 
 While it lists the directory it holds a shared lock on the writers' ``<path>.lock`` (when
-there is one), so no rotation renames files under it, and it opens the files it needs
-before letting go.
+there is one, and for at most a few milliseconds of listing and opening), so no rotation
+renames files under it, and it opens the files it needs before letting go. Without the
+lock, several processes rotating one file make names change between two agreeing
+listings, and records would be read twice.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi.writers import naming
 from kakashi.writers.reading import CHUNK, Decoder, LineSplitter
 
@@ -165,10 +168,8 @@ class Follower:
         self._ranks = itertools.count()
         self._out: dict[int, list[bytes]] = {}  # this look's lines, by the rank of their file
         try:
-            import fcntl
-
-            self._fcntl: Any = fcntl
-        except ImportError:  # no POSIX locks: list without one
+            self._fcntl: Any = posix_module("fcntl", "following a log's rotations")
+        except UnsupportedPlatformError:  # no POSIX locks: list without one
             self._fcntl = None
 
     def poll(self) -> list[bytes]:
@@ -465,7 +466,13 @@ def _same_file(file: _File, read: _Read) -> bool:
     the same (a deleted file's inode is soon reused by a new file)."""
     if file.stream is None:
         return True  # one of the oldest files, not opened: too old to be on a reused inode
-    return os.pread(file.stream.fileno(), len(read.raw_head), 0) == read.raw_head
+    fd = file.stream.fileno()
+    where = os.lseek(fd, 0, os.SEEK_CUR)  # os.pread is POSIX-only; this is not
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, len(read.raw_head)) == read.raw_head
+    finally:
+        os.lseek(fd, where, os.SEEK_SET)
 
 
 def _same_start(one: _Fingerprint, other: _Fingerprint) -> bool:

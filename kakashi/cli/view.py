@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import re
 import sys
@@ -184,6 +185,13 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def _standard_input() -> IO[bytes]:
+    """The process's standard input as bytes; empty when it was closed (``<&-``)."""
+    if sys.stdin is None:
+        return io.BytesIO()
+    return sys.stdin.buffer
+
+
 def _say(message: str) -> None:
     print(f"kakashi view: {message}", file=sys.stderr, flush=True)
 
@@ -242,15 +250,25 @@ class _Viewer:
 
     def read_file(self, source: Source, path: Path) -> None:
         """Show the records of one file."""
+        # Only errors of reading are this file's; an error of writing the output (a full
+        # disk, a closed pipe) goes up to kakashi.cli.main.
         try:
-            with path.open("rb") as stream:
-                number: int | None = 0
-                for lines in read_batches(stream, str(path)):
-                    number = self.show(source, lines, str(path), number)
-        except BrokenPipeError:  # the output's reader went away: kakashi.cli.main says so
-            raise
+            stream = path.open("rb")
         except OSError as exc:
             self.fail(f"{path}: {exc.strerror or exc}")
+            return
+        with stream:
+            batches = read_batches(stream, str(path))
+            number: int | None = 0
+            while True:
+                try:
+                    lines = next(batches)
+                except StopIteration:
+                    return
+                except OSError as exc:
+                    self.fail(f"{path}: {exc.strerror or exc}")
+                    return
+                number = self.show(source, lines, str(path), number)
 
     def read_stream(self, source: Source, stream: IO[bytes]) -> None:
         """Show the records of a stream as they arrive."""
@@ -309,7 +327,7 @@ def _view(
     for source in found:
         viewer.header(source)
         if source.stdin:
-            viewer.read_stream(source, stdin or sys.stdin.buffer)
+            viewer.read_stream(source, stdin or _standard_input())
         elif follow and source.follow is not None:
             # The follower reads the whole log first, then what is written next, so a
             # rotation in between neither loses nor repeats a record.
