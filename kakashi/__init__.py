@@ -11,6 +11,8 @@ See the documentation's :doc:`Getting started </getting-started>` page for confi
 pipelines, formatters and writers.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from kakashi._errors import error_counts
 from kakashi._platform import UnsupportedPlatformError
 from kakashi._speedups import USING_SPEEDUPS, Logger, Record
@@ -55,7 +57,6 @@ from kakashi.formatters import (
     simple_text_formatter,
     text_formatter,
 )
-from kakashi.info import build_info
 from kakashi.logger import configure, flush, get_default_pipeline, get_logger, set_level
 from kakashi.writers import (
     CallableWriter,
@@ -71,6 +72,19 @@ from kakashi.writers import (
 )
 
 __version__ = "0.3.0.dev0"
+
+if TYPE_CHECKING:
+    from kakashi.info import build_info
+
+
+def __getattr__(name: str) -> Any:
+    # build_info imports importlib.metadata and platform: only for those who ask.
+    if name == "build_info":
+        from kakashi.info import build_info
+
+        return build_info
+    raise AttributeError(f"module 'kakashi' has no attribute {name!r}")
+
 
 __all__ = [
     "USING_SPEEDUPS",

@@ -159,6 +159,7 @@ class TestSdist:
         assert "unaccounted 0" in demo.stdout
         assert "hot path        pure-Python: compiling failed" in demo.stdout
         assert re.search(r"hot path +pure-Python: compiling failed: .*CompileError", info)
+        assert "to compile  install a C compiler" in info
 
 
 class TestWheel:

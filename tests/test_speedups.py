@@ -114,8 +114,9 @@ class TestSelection:
         code = "import kakashi; print(kakashi.USING_SPEEDUPS)"
         env = {k: v for k, v in os.environ.items() if k != "KAKASHI_NO_EXTENSIONS"}
         fresh, stale = (
-            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                           env={**env, "PYTHONPATH": str(tmp_path / name)}, check=True)
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path / name)},
+                           check=True)
             for name in ("fresh", "stale")
         )  # fmt: skip
 

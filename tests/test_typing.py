@@ -15,7 +15,7 @@ from kakashi._speedups import Logger, Record
 from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.logger_cache import LoggerCache
-from kakashi.core.pipeline import Pipeline, PipelineConfig, cached_logger, file_writer
+from kakashi.core.pipeline import Pipeline, PipelineConfig, file_writer
 from kakashi.typing import AsyncSink, LoggerSource, Sink, Writer, is_concurrent
 from tests.conftest import read_json_lines, wait_or_kill
 
@@ -197,15 +197,6 @@ class TestLoggerCache:
         """get() with a name that is not a str raises TypeError naming the parameter."""
         with pytest.raises(TypeError, match="name must be a str, got int"):
             Pipeline(writers=(ListWriter(),)).loggers.get(42)  # type: ignore[arg-type]
-
-    def test_cached_logger_is_the_pipelines_get_logger(self) -> None:
-        """cached_logger(p, name), kept for earlier callers, is p.get_logger(name)."""
-        pipeline = Pipeline(writers=(ListWriter(),))
-        moving = async_pipeline(ListWriter())
-
-        assert cached_logger(pipeline, "a") is pipeline.get_logger("a")
-        assert cached_logger(moving, "a") is moving.get_logger("a")
-        moving.shutdown(5)
 
     def test_use_backend_moves_loggers_made_before_and_after(self, tmp_path: Path) -> None:
         """After use_backend, loggers already handed out and new ones enqueue on the new backend."""

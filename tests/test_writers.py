@@ -96,7 +96,7 @@ class TestFileWriter:
         [
             ({"path": 42}, TypeError, r"path must be a file path \(str or os.PathLike\), got 42"),
             ({"path": None}, TypeError, "path must be a file path .*, got None"),
-            ({"path": ""}, TypeError, "path must be a file path .*, got ''"),
+            ({"path": ""}, ValueError, "path must be a file path, got an empty one"),
             ({"path": "x.log", "mode": -1}, ValueError, "mode must be permission bits"),
             ({"path": "x.log", "mode": 0o10000}, ValueError, "mode must be permission bits"),
         ],

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kakashi.cli.wording import plural
+from kakashi._wording import plural
 
 # Each peer defines setup(path) -> (info, debug, finish): the enabled and disabled calls
 # with the workload's signature, and what makes everything durable in the file.
@@ -477,6 +477,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     unknown = [name for name in names if name not in PEERS]
     if unknown:
         parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
+    if args.json is not None:  # fail now, not after minutes of measuring
+        args.json.open("a").close()
     failures = install_peers(names) if args.install_peers else {}
     runnable = [name for name in names if name not in failures]
     bar = ProgressBar(len(runnable) * args.runs, sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 import kakashi
+from kakashi._wording import plural
 from kakashi.cli.progress import ProgressBar
-from kakashi.cli.wording import plural
 from kakashi.core.async_backend import configure_async_backend
 from kakashi.core.async_interface import get_async_stats, shutdown_async_backend
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
@@ -51,7 +52,7 @@ def _view_command(directory: Path) -> str:
     """How to read the demo's log again, spelled the way this program was started."""
     program = sys.argv[0] if sys.argv else ""
     command = "python3 -m kakashi" if program.endswith("__main__.py") else "kakashi"
-    return f"{command} view {directory}"
+    return f"{command} view {shlex.quote(str(directory))}"
 
 
 def run_demo(count: int, directory: Path, out: TextIO) -> int:

@@ -435,7 +435,7 @@ class Follower:
         fd = -1
         if self._fcntl is not None:
             try:
-                fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDONLY)
+                fd = os.open(self.path.with_name(naming.lock_name(self.path.name)), os.O_RDONLY)
             except OSError:
                 fd = -1
         try:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not build.get("compiled"):
             built += f" ({build.get('reason', 'no reason recorded')})"
     deps = ", ".join(f"{name} {found or 'missing'}" for name, found in info["dependencies"].items())
-    rows = (
+    rows: list[tuple[str, object]] = [
         ("version", info["version"]),
         ("hot path", info["selection"]),
         ("build", built),
@@ -41,7 +41,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ("platform", info["platform"]),
         ("location", info["location"]),
         ("depends on", deps),
-    )
+    ]
+    if build is not None and not build.get("compiled") and not build.get("requested_pure"):
+        rows.append(
+            ("to compile", "install a C compiler and the Python headers, then "
+             "python3 -m pip install --force-reinstall --no-cache-dir kakashi")
+        )  # fmt: skip
     for key, value in rows:
         sys.stdout.write(f"{key:<11} {value}\n")
     return 0

@@ -20,6 +20,7 @@ stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import io
@@ -36,9 +37,9 @@ from typing import IO, Any, TextIO
 
 import orjson
 
+from kakashi._wording import plural
 from kakashi.cli.follow import Follower
-from kakashi.cli.wording import plural
-from kakashi.core.records import LogLevel
+from kakashi.core.records import LogLevel, to_level
 from kakashi.formatters import colour_wanted, render_event
 from kakashi.writers import naming
 from kakashi.writers.reading import read_batches
@@ -363,7 +364,9 @@ def add_arguments(parser: Any) -> None:
         "paths", nargs="+", type=Path, metavar="PATH",
         help="a log file (with its rotated files), a directory of logs, or - for stdin",
     )  # fmt: skip
-    parser.add_argument("--level", help="show this level and above (e.g. warning)")
+    parser.add_argument(
+        "--level", help="show this level and above: a name (warning) or a number (25)"
+    )
     parser.add_argument("--logger", action="append", default=[], help="logger name or prefix")
     parser.add_argument("--since", help="from this time (ISO 8601; UTC if no zone)")
     parser.add_argument("--until", help="up to this time (ISO 8601; UTC if no zone)")
@@ -373,14 +376,8 @@ def add_arguments(parser: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the records as JSON lines")
     parser.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
-    parser.add_argument("--follow-for", type=float, default=None, help=argparse_suppress())
-
-
-def argparse_suppress() -> str:
-    """Hidden option marker (``--follow-for`` stops following after N seconds, for tests)."""
-    import argparse
-
-    return argparse.SUPPRESS
+    # Hidden: stop following after N seconds (for tests).
+    parser.add_argument("--follow-for", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: Any, parser: Any) -> int:
@@ -388,7 +385,8 @@ def run(args: Any, parser: Any) -> int:
     query = Query()
     try:
         if args.level:
-            query.min_level = int(LogLevel.from_name(args.level))
+            level = args.level.strip()
+            query.min_level = to_level(int(level) if level.isdigit() else level, "--level")
         query.loggers = tuple(args.logger)
         query.since = _parse_time(args.since) if args.since else None
         query.until = _parse_time(args.until) if args.until else None

@@ -47,6 +47,7 @@ from kakashi._speedups import (
     Record,
     RecordQueue,
 )
+from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
 
 __all__ = [
@@ -254,10 +255,10 @@ class AsyncBackend:
         if pending:
             parts = [f"{queued} left in the queue (counted as dropped)"] if queued else []
             if held:
-                parts.append(f"{held} in batches that {_count(len(alive), 'worker')} still write")
+                parts.append(f"{held} in batches that {plural(len(alive), 'worker')} still write")
             _errors.report(
                 "shutdown",
-                detail=f"{_count(pending, 'record')} not written after "
+                detail=f"{plural(pending, 'record')} not written after "
                 f"{time.monotonic() - started:.2f}s (allowed {timeout:g}s): {', '.join(parts)}",
             )
         with self._state_lock:
@@ -543,10 +544,6 @@ class AsyncBackend:
 
     def __repr__(self) -> str:
         return f"<AsyncBackend {self.state} queue={self.queue.size}/{self.config.max_queue_size}>"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # Pipelines register with the backend they use, so flush/shutdown reach their writers.

@@ -34,7 +34,7 @@ from kakashi.formatters import (
     simple_text_formatter,
     text_formatter,
 )
-from kakashi.typing import Enricher, Filter, Formatter, LoggerSource, Writer
+from kakashi.typing import Enricher, Filter, Formatter, Writer
 from kakashi.writers import (
     callable_writer,
     console_writer,
@@ -314,15 +314,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline min_level={self.min_level} writers={list(self._writers)!r}>"
-
-
-def cached_logger(pipeline: LoggerSource, name: str) -> Logger:
-    """The logger called *name* routed to *pipeline*: ``pipeline.get_logger(name)``.
-
-    Kept for code that called it; both pipelines keep their loggers in a
-    :class:`~kakashi.core.logger_cache.LoggerCache`.
-    """
-    return pipeline.get_logger(name)
 
 
 def _name(stage: object) -> str:

@@ -20,9 +20,12 @@ def checked_path(parameter: str, value: Any) -> Path:
 
     Raises:
         TypeError: *value* is not a str or path-like object; the message names *parameter*.
+        ValueError: *value* is empty.
     """
-    if not isinstance(value, (str, os.PathLike)) or value == "":
+    if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{parameter} must be a file path (str or os.PathLike), got {value!r}")
+    if os.fspath(value) == "":
+        raise ValueError(f"{parameter} must be a file path, got an empty one")
     return Path(value)
 
 

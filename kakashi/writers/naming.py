@@ -37,6 +37,7 @@ __all__ = [
     "LogSet",
     "RotatedName",
     "compressed_name",
+    "lock_name",
     "log_name",
     "log_sets",
     "next_timestamped_name",
@@ -143,6 +144,11 @@ def parse(name: str) -> RotatedName | None:
             compression=match["compression"] or "",
         )
     return None
+
+
+def lock_name(active: str) -> str:
+    """The name of the lock file the writers of *active* rotate under: ``app.log.lock``."""
+    return active + ".lock"
 
 
 def numbered_name(active: str, number: int) -> str:

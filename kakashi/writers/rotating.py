@@ -261,7 +261,9 @@ class RotatingFileWriter(FileWriter):
     @contextlib.contextmanager
     def _rotation_lock(self) -> Any:
         """Hold the exclusive lock that makes one process rotate at a time."""
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(
+            self.path.with_name(names.lock_name(self.path.name)), os.O_RDWR | os.O_CREAT, 0o644
+        )
         try:
             self._fcntl.flock(fd, self._fcntl.LOCK_EX)
             yield

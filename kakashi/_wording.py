@@ -1,4 +1,4 @@
-"""How the command-line tools word what they report."""
+"""How Kakashi words the counts it reports (the command line, the shutdown report)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ __all__ = ["plural"]
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 file``, ``2 files``: *count* with *noun* agreeing (*nouns* for irregular plurals).
 
-    >>> from kakashi.cli.wording import plural
+    >>> from kakashi._wording import plural
     >>> plural(1, "line"), plural(1_024, "line"), plural(2, "entry", "entries")
     ('1 line', '1,024 lines', '2 entries')
     """
