@@ -35,6 +35,21 @@ def run_view(paths: list[Path], query: Query | None = None, **options: Any) -> l
     return out.getvalue().splitlines()
 
 
+def start_following(
+    path: Path, interval: float, as_json: bool = True
+) -> tuple[io.StringIO, threading.Event, threading.Thread]:
+    """Run ``view --follow`` on *path* in a thread; return its output, its stop and the thread."""
+    out = io.StringIO()
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=view,
+        args=([path], Query(), out),
+        kwargs={"as_json": as_json, "follow": True, "interval": interval, "stop": stop},
+    )
+    follower.start()
+    return out, stop, follower
+
+
 class TestReading:
     def test_rotated_set_oldest_first(self, tmp_path: Path) -> None:
         """The active file comes last, after its rotated files from oldest to newest."""
@@ -144,14 +159,7 @@ def test_follow_across_rotation(tmp_path: Path) -> None:
     path = tmp_path / "app.log.zst"
     writer = RotatingFileWriter(path, max_bytes=10)
     writer.write([event(0)])
-    out = io.StringIO()
-    stop = threading.Event()
-    follower = threading.Thread(
-        target=view,
-        args=([path], Query(), out),
-        kwargs={"as_json": True, "follow": True, "interval": 0.02, "stop": stop},
-    )
-    follower.start()
+    out, stop, follower = start_following(path, 0.02)
 
     def seen() -> list[str]:
         return [json.loads(line)["message"] for line in out.getvalue().splitlines()]
@@ -398,14 +406,7 @@ def test_follow_rotations_faster_than_polls(
     record exactly once, in order."""
     path = tmp_path / name
     writer = RotatingFileWriter(path, max_bytes=2_000, compression=compression)
-    out = io.StringIO()
-    stop = threading.Event()
-    follower = threading.Thread(
-        target=view,
-        args=([path], Query(), out),
-        kwargs={"as_json": True, "follow": True, "interval": 0.2, "stop": stop},
-    )
-    follower.start()
+    out, stop, follower = start_following(path, 0.2)
     for n in range(3000):  # about 100 rotations
         writer.write([json.dumps({"seq": n, "pad": "x" * 40}).encode()])
     writer.close()  # waits for compression
@@ -421,14 +422,7 @@ def test_follow_rotations_faster_than_polls(
 
 def test_follow_a_folder(logs: Path) -> None:
     """Following a folder follows each log; a header marks each switch between logs."""
-    out = io.StringIO()
-    stop = threading.Event()
-    follower = threading.Thread(
-        target=view,
-        args=([logs], Query(), out),
-        kwargs={"as_json": False, "follow": True, "interval": 0.02, "stop": stop},
-    )
-    follower.start()
+    out, stop, follower = start_following(logs, 0.02, as_json=False)
     deadline = time.monotonic() + 60
     while out.getvalue().count(": m") < 13 and time.monotonic() < deadline:
         time.sleep(0.01)
