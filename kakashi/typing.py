@@ -59,6 +59,10 @@ class Writer(Protocol):
     - it raises: the whole batch failed. The backend reports the error, retries the
       batch with backoff (``AsyncConfig.max_error_retries`` times, from
       ``error_retry_delay`` seconds, doubling), then counts its records as dropped.
+      An exception with an int attribute ``written`` between 1 and ``len(batch) - 1``
+      (:class:`~kakashi.writers.file.PartialWriteError`) says that the first
+      ``written`` records are written: only the rest is retried, so none is written
+      twice.
     - it returns an int *n* between 1 and ``len(batch)``: it retried on its own and
       still could not take *n* records, which are counted as dropped, not retried.
     - it returns ``None`` or 0 (anything else is read as 0): every record was taken.

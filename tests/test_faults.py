@@ -108,3 +108,106 @@ def test_read_only_directory_fails_at_configuration(tmp_path: Path) -> None:
             FileWriter(tmp_path / "app.log")
     finally:
         tmp_path.chmod(0o700)
+
+
+def fill_leaving(directory: Path, room: int) -> Path:
+    """Fill *directory*'s filesystem until about *room* bytes are left; return the filler."""
+    filler = directory / "filler"
+    info = os.statvfs(directory)
+    free = info.f_bavail * info.f_frsize
+    with filler.open("wb") as stream:
+        stream.write(b"\0" * max(0, free - room))
+    return filler
+
+
+class _FreesSpaceOnFailure:
+    """A writer that passes batches on and, the first time one fails, frees the disk (so
+    the backend's retry succeeds)."""
+
+    def __init__(self, writer: Any, filler: Path) -> None:
+        self.writer, self.filler, self.failures = writer, filler, 0
+
+    def write(self, batch: Any) -> Any:
+        try:
+            return self.writer.write(batch)
+        except OSError:
+            self.failures += 1
+            self.filler.unlink(missing_ok=True)
+            raise
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def test_full_disk_in_a_batch_that_crosses_a_rotation(small_fs: Path) -> None:
+    """The disk fills after the part of a batch before a rotation was written: the retry
+    writes only the rest, so each record is on disk once (300 logged, 360 lines before)."""
+    path = small_fs / "app.log"
+    writer = RotatingFileWriter(path, max_bytes=20_000, compression=None)
+    filler = fill_leaving(small_fs, 24 * 1024)  # room for the first file, not the second
+    freeing = _FreesSpaceOnFailure(writer, filler)
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(freeing,)),
+            async_config=AsyncConfig(
+                batch_size=300, batch_timeout=5, max_error_retries=3, error_retry_delay=0.01
+            ),
+        )
+    )
+    log = pipeline.get_logger("disk")
+    for i in range(300):
+        log.info("r", i=i, pad="x" * 60)
+    assert pipeline.flush(30)
+    stats = pipeline.stats()
+    pipeline.shutdown(10)
+    files = [*writer.rotated_files()[::-1], path]
+    found = [json.loads(line)["i"] for file in files for line in file.read_bytes().splitlines()]
+
+    assert 1 == freeing.failures
+    assert writer.rotations >= 1
+    assert list(range(300)) == found
+    assert 300 == stats["messages_written"]
+    assert 0 == stats["messages_dropped"]
+    assert [300] == [w["records"] for w in stats["writers"]]
+
+
+def test_failed_write_cuts_off_only_its_own_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails part-way is cut off; another writer of the file cannot append
+    in between (it waits for the lock), so its record is never cut (it was before)."""
+    import threading
+
+    path = tmp_path / "app.log"
+    failing, other = FileWriter(path), FileWriter(path)
+    failing.write([b"before"])
+    real_write = os.write
+    calls = 0
+    other_done = threading.Event()
+
+    def short_then_full(fd: int, data: Any) -> int:
+        nonlocal calls
+        if fd != failing._fd:
+            return real_write(fd, data)
+        calls += 1
+        if calls == 1:
+            return real_write(fd, bytes(data[:5]))  # the kernel took 5 bytes...
+        # ...meanwhile another writer tries to append...
+        threading.Thread(
+            target=lambda: (other.write([b"other"]), other_done.set()), daemon=True
+        ).start()
+        other_done.wait(0.5)
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(os, "write", short_then_full)
+    with pytest.raises(OSError, match="No space"):
+        failing.write([b"lost-record"])
+    monkeypatch.setattr(os, "write", real_write)
+    assert other_done.wait(10)
+    failing.close()
+    other.close()
+
+    assert b"before\nother\n" == path.read_bytes()

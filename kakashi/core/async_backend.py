@@ -404,6 +404,10 @@ class AsyncBackend:
             except Exception as exc:
                 stats["errors"] += 1
                 _errors.report(f"writer {writer!r}", exc)
+                written = getattr(exc, "written", 0)
+                if type(written) is int and 0 < written < len(lines):
+                    stats["records"] += written  # on disk already: retry only the rest
+                    lines = lines[written:]
                 if attempt < self.config.max_error_retries and not self._stop:
                     time.sleep(delay)
                     delay *= 2

@@ -15,7 +15,7 @@ from kakashi.writers.basic import (
     stderr_writer,
     stdout_writer,
 )
-from kakashi.writers.file import FileWriter, file_writer
+from kakashi.writers.file import FileWriter, PartialWriteError, file_writer
 from kakashi.writers.network import SendWriter
 from kakashi.writers.reading import read_lines
 from kakashi.writers.rotating import RotatingFileWriter, rotating_file_writer
@@ -25,6 +25,7 @@ __all__ = [
     "CallableWriter",
     "FileWriter",
     "NullWriter",
+    "PartialWriteError",
     "RotatingFileWriter",
     "SendWriter",
     "StreamWriter",

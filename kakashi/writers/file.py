@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-from collections.abc import Sequence
+import time
+import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from kakashi import _errors
 from kakashi._locks import fork_safe_lock
+from kakashi._platform import UnsupportedPlatformError, posix_module
 
-__all__ = ["FileWriter", "checked_path", "file_writer", "make_folder"]
+__all__ = [
+    "FileWriter",
+    "PartialWriteError",
+    "checked_path",
+    "clean_end",
+    "file_writer",
+    "make_folder",
+]
 
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_TAIL_CHUNK = 64 * 1024
 
 
 def checked_path(parameter: str, value: Any) -> Path:
@@ -54,43 +67,97 @@ def make_folder(parameter: str, folder: Path, value: Path | None = None) -> None
         ) from exc
 
 
+class PartialWriteError(OSError):
+    """A writer failed after the first :attr:`written` records of its batch were written.
+
+    The async backend retries only the rest of the batch, so no record is written twice
+    (see :class:`kakashi.typing.Writer`). The original error is ``__cause__``; its
+    ``errno`` is copied (``ENOSPC`` for a full disk).
+
+    Attributes:
+        written: how many records at the start of the batch are written, whole.
+    """
+
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{cause.strerror or cause} (after {written} records)")
+        self.written = written
+
+
 class FileWriter:
     """Append records to a file kept open in append mode.
 
     The file is opened (and its directory created) when the writer is made, so a bad
     path fails at configuration time. Each batch is written with one ``write`` system
-    call (``O_APPEND``, so lines from several processes never interleave within a
-    batch); nothing is buffered in the process, so ``flush`` has nothing to push, and
-    a crash loses nothing that ``write`` returned from.
+    call (``O_APPEND``) while the writer holds an exclusive ``flock`` on the file, so
+    any number of writers, in this process and others, share one file: batches never
+    interleave, and nothing is buffered in the process, so ``flush`` has nothing to push
+    and a crash loses nothing that ``write`` returned from.
+
+    What a failure or a crash can leave is repaired under the same lock, so every line
+    of the file is a whole record and each is written once:
+
+    - a write that fails part-way (a full disk) is cut off again (the file is truncated
+      to its size before the write, which no other writer can have changed meanwhile)
+      and raises; nothing of the batch stays;
+    - a record torn by a crash (``kill -9`` during a large write) is removed by the next
+      writer before it appends, so the next record starts on its own line. The writer
+      checks the tail whenever the file's size is not what its own last write left, so
+      a process that is the only writer never pays for it.
 
     Before each batch the writer checks that its path still names the open file: if
     logrotate (or anyone) moved or deleted it, the path is reopened, so the batch lands
     in the new file. ``copytruncate`` needs nothing: with ``O_APPEND`` writes continue at
-    the new end, leaving no NUL padding.
+    the new end, leaving no NUL padding (what logrotate copies and truncates is its own
+    window: records written between its copy and its truncation are lost).
+
+    A forked child reopens the file on its first write, so it shares no lock with its
+    parent. Where there is no ``fcntl`` (Windows) the lock is only between the threads
+    of one process.
 
     Args:
         path: the file; parent directories are created.
         mode: permission bits for a file this writer creates (before the umask).
         fsync: also ``fsync`` on every ``flush`` (for audit logs that must survive a
             power loss; slower).
+        lock_timeout: the longest a write waits for another process's lock, in seconds;
+            then it raises :class:`TimeoutError` (the async backend retries, then counts
+            the batch as dropped).
 
     Raises:
         TypeError: *path* is not a str or path-like object.
-        ValueError: *mode* is not within 0..0o777.
+        ValueError: *mode* is not within 0..0o777, or *lock_timeout* is not positive.
         NotADirectoryError: a component of *path* is a file (the message names it).
         OSError: the file cannot be opened.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: int = 0o644, fsync: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: int = 0o644,
+        fsync: bool = False,
+        lock_timeout: float = 10.0,
+    ):
         self.path = checked_path("path", path)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits within 0..0o777, got {mode!r}")
+        if isinstance(lock_timeout, bool) or not (
+            isinstance(lock_timeout, (int, float)) and lock_timeout > 0
+        ):
+            raise ValueError(f"lock_timeout must be a positive number, got {lock_timeout!r}")
         self.mode = mode
         self.fsync = bool(fsync)
+        self.lock_timeout = float(lock_timeout)
+        try:
+            self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
+        except UnsupportedPlatformError:
+            self._fcntl = None  # one process per file, then (Windows)
         self._lock = fork_safe_lock()
         self._fd = -1
         self._inode: tuple[int, int] | None = None
+        self._end = -1  # the file's size after this writer's last write; -1: check the tail
         self._open()
+        _writers.add(self)
 
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
@@ -102,6 +169,7 @@ class FileWriter:
             ) from exc
         info = os.fstat(self._fd)
         self._inode = (info.st_dev, info.st_ino)
+        self._end = -1
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
@@ -116,15 +184,98 @@ class FileWriter:
             return True
         return (info.st_dev, info.st_ino) != self._inode
 
+    def _after_fork_in_child(self) -> None:
+        # The descriptors are shared with the parent, and so are the locks held on them:
+        # close them (closing a copy does not release the parent's lock) and reopen on the
+        # first write. The thread lock is renewed by kakashi._locks.
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    # -- the lock ---------------------------------------------------------------------------
+
+    def _lock_fd(self) -> int:
+        """The descriptor the writers of this file lock: the file itself."""
+        return self._fd
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the exclusive ``flock`` shared by every writer of the file (bounded wait)."""
+        if self._fcntl is None:
+            yield
+            return
+        fd = self._acquire()
+        try:
+            yield
+        finally:
+            self._fcntl.flock(fd, self._fcntl.LOCK_UN)  # explicitly: a child may hold a copy
+
+    def _acquire(self) -> int:
+        """Take the lock on :meth:`_lock_fd`, waiting at most ``lock_timeout``; return the fd."""
+        fd = self._lock_fd()
+        flock, request = self._fcntl.flock, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB
+        try:
+            flock(fd, request)
+            return fd
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + self.lock_timeout
+        pause = 0.0002
+        while True:
+            time.sleep(pause)
+            try:
+                flock(fd, request)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        errno.ETIMEDOUT,
+                        f"{self.path}: another process held the lock for more than "
+                        f"{self.lock_timeout:g} s",
+                    ) from None
+                pause = min(pause * 2, 0.02)
+
+    # -- writing, under the lock -------------------------------------------------------------
+
+    def _ready(self) -> int:
+        """Make the path's file the open one, repair a torn tail; return its size.
+
+        Called with the lock held (for :class:`FileWriter`, on the descriptor it opens).
+        """
+        size = os.fstat(self._fd).st_size
+        if size != self._end:
+            size = self._repair_tail(size)
+        return size
+
+    def _repair_tail(self, size: int) -> int:
+        """Cut off a record torn by a crash at the end of the file; return the new size.
+
+        Another writer appended since this one last wrote (or this one just opened the
+        file): what it left ends on a newline unless it died in the middle of a write.
+        """
+        end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
+        if end < size:
+            os.ftruncate(self._fd, end)
+            _errors.report(
+                f"{self.path}: removed a record torn by a crash ({size - end} bytes at the end)"
+            )
+        return end
+
+    @staticmethod
+    def _clean_end(fd: int, size: int, start: int) -> int:
+        """Where the whole records of the file end (see :func:`clean_end`)."""
+        return clean_end(fd, size, start)
+
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return the bytes written for *batch*: its records, each ending with a newline."""
         return b"\n".join(batch) + b"\n"
 
-    def _write_all(self, data: bytes) -> None:
-        """Write all of *data*, or nothing: a failure (a full disk) takes back what landed.
+    def _append(self, data: bytes, size: int) -> None:
+        """Append all of *data* to a file of *size* bytes, or nothing.
 
-        The kernel may take part of a batch before failing with ENOSPC; that part is cut
-        off again, so no partial line is left and a retry does not repeat records.
+        Called with the lock held. The kernel may take part of the data before failing
+        (ENOSPC): the file is truncated back to *size*, which only this writer can have
+        changed, so no partial line is left and a retry does not repeat records.
         """
         view = memoryview(data)
         done = 0
@@ -132,21 +283,24 @@ class FileWriter:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
         except OSError:
+            self._end = -1
             if done:
                 try:
-                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - done)
-                except OSError:
-                    pass
+                    os.ftruncate(self._fd, size)
+                except OSError as exc:  # the tail check of the next write cuts it off
+                    _errors.report(f"{self.path}: cutting off a failed write", exc)
             raise
+        self._end = size + done
 
     def write(self, batch: Sequence[bytes]) -> None:
-        """Write the batch with one system call when possible (reopening a moved path)."""
+        """Write the batch with one system call (reopening a moved path) under the lock."""
         data = self.encode(batch)
         with self._lock:
             if self._fd < 0 or self._moved():
                 self._close_fd()
                 self._open()
-            self._write_all(data)
+            with self._exclusive():
+                self._append(data, self._ready())
 
     def flush(self) -> None:
         """Nothing is buffered; with ``fsync=True``, force the data to disk."""
@@ -167,8 +321,41 @@ class FileWriter:
         return f"<FileWriter {str(self.path)!r}>"
 
 
+def clean_end(fd: int, size: int, start: int = 0) -> int:
+    """The end of the last whole line of a plain file of *size* bytes (0 if none).
+
+    The bytes before *start* are known to end on a line boundary; only what follows is
+    read, backwards, in chunks.
+    """
+    end = size
+    while end > start:
+        begin = max(start, end - _TAIL_CHUNK)
+        chunk = os.pread(fd, end - begin, begin)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return start
+
+
 def file_writer(
-    path: str | os.PathLike[str], *, mode: int = 0o644, fsync: bool = False
+    path: str | os.PathLike[str],
+    *,
+    mode: int = 0o644,
+    fsync: bool = False,
+    lock_timeout: float = 10.0,
 ) -> FileWriter:
-    """Return a :class:`FileWriter` appending to *path*."""
-    return FileWriter(path, mode=mode, fsync=fsync)
+    """Return a :class:`FileWriter` appending to *path* (see it for the options)."""
+    return FileWriter(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+
+
+_writers: weakref.WeakSet[FileWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

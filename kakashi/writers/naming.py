@@ -19,6 +19,10 @@ latter only. A ``.zst`` active file is the same log as its plain name (their tim
 names coincide: ``app.2026-11-27.log.zst`` is what both ``app.log.zst`` and ``app.log``
 with zstd compression make), so the files of a log are grouped by :func:`log_name`.
 
+A rotated file and its compressed copy side by side (``app.log.2`` and ``app.log.2.zst``,
+left by a crash in the middle of a compression) are one file: the listings name only the
+copy, which is complete.
+
 Two readings are ruled out on purpose: a suffix never ends in a number (``x.log.1`` is a
 numbered file, never the active file of a timestamped set), and after a stamp a number is
 the counter (``app.2026-11-27.1.log`` is a second file of ``app.log``, not of ``app.1.log``).
@@ -193,15 +197,35 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
         return []
 
 
+def _in_order(found: list[tuple[tuple[int, str, int], str, Path]]) -> list[Path]:
+    """The paths of *found*, oldest first, each file once.
+
+    A rotated file whose compressed copy exists beside it (``app.log.2`` and
+    ``app.log.2.zst``: a compression that was interrupted between putting the copy in
+    place and removing the original) is left out: the copy is complete, and reading both
+    would show every record twice.
+    """
+    names = {name for _, name, _ in found}
+    kept = [
+        item
+        for item in found
+        if not any(item[1] + suffix in names for suffix in COMPRESSION_SUFFIXES.values())
+    ]
+    return [path for _, _, path in sorted(kept)]
+
+
 def rotated_files(directory: str | os.PathLike[str], active: str) -> list[Path]:
-    """The rotated files of the active file named *active* in *directory*, oldest first."""
+    """The rotated files of the active file named *active* in *directory*, oldest first.
+
+    Each file once: an original beside its compressed copy is left out (see the module).
+    """
     wanted = log_name(active)
     found: list[tuple[tuple[int, str, int], str, Path]] = []
     for entry in _entries(Path(directory)):
         parsed = parse(entry.name)
         if parsed is not None and parsed.log == wanted:
             found.append((parsed.order, entry.name, Path(entry.path)))
-    return [path for _, _, path in sorted(found)]
+    return _in_order(found)
 
 
 @dataclass
@@ -249,7 +273,7 @@ def log_sets(directory: str | os.PathLike[str]) -> list[LogSet]:
         else:
             ordered.setdefault(log, []).append((parsed.order, entry.name, Path(entry.path)))
     for log, files in ordered.items():
-        sets[log].rotated = [path for _, _, path in sorted(files)]
+        sets[log].rotated = _in_order(files)
     for logset in sets.values():
         logset.active.sort(key=lambda path: (path.name != logset.path.name, path.name))
     return [sets[log] for log in sorted(sets)]

@@ -7,11 +7,25 @@ application nor the write path waits for compression. A record is never split ac
 files: a batch is cut between records, and a record larger than ``max_bytes`` goes alone
 into a fresh file.
 
-Several processes may write and rotate the same file (gunicorn-style workers): batches
-are appended with one ``write`` each, so lines never interleave; a rotation is decided
-under an exclusive lock on ``<path>.lock``, where a process that finds the file already
-rotated by another just reopens it, so each rotation happens once; and every process
-checks before each batch that its path still names its file.
+Any number of writers, in any number of processes, may write and rotate the same file
+(gunicorn-style workers), with compression and retention on, and each record lands once:
+
+- every batch is written, and every rotation, shift, compression swap and retention pass
+  is made, under one exclusive ``flock`` on ``<path>.lock``; a writer checks under that
+  lock that its path still names its file (another process may have rotated it), so no
+  batch lands in a file that was rotated away and no rotation happens twice;
+- a rotated file is compressed in the background without the lock (into a temporary file
+  named after the process, so two compressors never share one); the lock is taken again
+  only to swap: the file is found by its inode, wherever shifting moved it meanwhile, the
+  compressed copy takes its name plus ``.zst`` (or ``.gz``) and the original is removed;
+- a crash at any point leaves each record readable once: between the swap's rename and
+  its unlink, the reader (:mod:`kakashi.writers.naming`) prefers the complete compressed
+  copy, and the next retention pass removes the original; a temporary file left by a dead
+  process is removed; a record torn by a crash is cut off by the next writer (see
+  :class:`~kakashi.writers.file.FileWriter`).
+
+A forked child shares no lock with its parent: it reopens the file and the lock file on
+its first write, and the parent's pending compressions stay the parent's.
 
 A path ending in ``.zst`` is written compressed from the start (one frame per batch, see
 :mod:`kakashi.writers.zstd`), and its rotated files need no further compression.
@@ -22,14 +36,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gzip
+import itertools
 import os
 import queue
 import re
 import shutil
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +52,39 @@ import zstandard
 from kakashi import _errors
 from kakashi._platform import posix_module
 from kakashi.writers import naming as names
-from kakashi.writers.file import FileWriter
+from kakashi.writers.file import FileWriter, PartialWriteError
+from kakashi.writers.zstd import clean_frames_end
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
 
 _WHEN = re.compile(r"^(hourly|midnight|daily(?:@(\d\d):(\d\d))?|weekly|w([0-6]))$")
 
 
-def _compress(source: Path, compression: str, level: int) -> Path:
-    """Compress *source* next to itself, then remove it; return the compressed path."""
-    target = source.with_name(names.compressed_name(source.name, compression))
-    partial = target.with_name(target.name + ".partial")
-    with source.open("rb") as src, partial.open("wb") as dst:
-        if compression == "zstd":
-            zstandard.ZstdCompressor(level=level).copy_stream(src, dst)
-        else:
-            with gzip.GzipFile(fileobj=dst, mode="wb") as zipped:
-                shutil.copyfileobj(src, zipped)
-    os.replace(partial, target)
-    source.unlink()
-    return target
+class _Job:
+    """A rotated file to compress (or, with no file, a retention pass)."""
+
+    __slots__ = ("inode", "path")
+
+    def __init__(self, path: Path | None, inode: tuple[int, int] | None = None) -> None:
+        self.path = path
+        self.inode = inode
+
+
+_partial_numbers = itertools.count()
+
+
+def _inode(info: os.stat_result) -> tuple[int, int]:
+    return (info.st_dev, info.st_ino)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RotatingFileWriter(FileWriter):
@@ -80,6 +107,8 @@ class RotatingFileWriter(FileWriter):
         rotator: ``rotator(source, dest)`` moves the active file (default ``os.rename``).
         mode: permission bits for new files.
         fsync: ``fsync`` on every flush.
+        lock_timeout: the longest a write waits for another process's lock, in seconds
+            (then :class:`TimeoutError`; see :class:`~kakashi.writers.file.FileWriter`).
         clock: the time source (seconds since the epoch), for tests.
 
     Raises:
@@ -104,6 +133,7 @@ class RotatingFileWriter(FileWriter):
         rotator: Callable[[str, str], Any] | None = None,
         mode: int = 0o644,
         fsync: bool = False,
+        lock_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_bytes is not None and (
@@ -145,26 +175,36 @@ class RotatingFileWriter(FileWriter):
         self._fcntl = posix_module(
             "fcntl", "RotatingFileWriter (the lock that lets processes share a file)"
         )
-        self._zstd = zstandard.ZstdCompressor(level=level)
+        self._zstd = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self.compressed_active = str(path).endswith(".zst")
         self.compression = None if self.compressed_active else compression
-        self._jobs: queue.Queue[Path] = queue.Queue()
+        if self.compressed_active:
+            self._clean_end = clean_frames_end  # type: ignore[method-assign]
+        self._jobs: queue.Queue[_Job] = queue.Queue()
         self._jobs_lock = threading.Lock()
         self._compressor: threading.Thread | None = None
+        self._lock_file = -1
+        self._lock_inode: tuple[int, int] | None = None
+        self._holder: int | None = None  # the thread in _locked()
         self._size = 0
         self._rollover_at = 0.0
         self.rotations = 0
-        super().__init__(path, mode=mode, fsync=fsync)
-        _writers.add(self)
+        super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+        self._log = names.log_name(self.path.name)
 
     def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        if self._lock_file >= 0:
+            os.close(self._lock_file)  # the parent's lock stays the parent's
+            self._lock_file = -1
         # The compressor thread did not survive the fork: start afresh; files the parent
         # had queued are the parent's to compress.
         self._jobs = queue.Queue()
         self._jobs_lock = threading.Lock()
         self._compressor = None
+        self._holder = None
 
-    # -- opening and sizes ------------------------------------------------------------
+    # -- opening, sizes and the lock --------------------------------------------------------
 
     def _open(self) -> None:
         super()._open()
@@ -172,6 +212,53 @@ class RotatingFileWriter(FileWriter):
         self._opened_at = self.clock()  # a timestamped name says which period a file holds
         if self._schedule is not None:
             self._rollover_at = self._next_rollover(self.clock())
+
+    def _lock_fd(self) -> int:
+        """The lock file ``<path>.lock``, opened once (and again if it was replaced)."""
+        if self._lock_file < 0:
+            self._lock_file = os.open(
+                self.path.with_name(names.lock_name(self.path.name)),
+                os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                self.mode,
+            )
+            self._lock_inode = _inode(os.fstat(self._lock_file))
+        return self._lock_file
+
+    def _acquire(self) -> int:
+        """Lock the lock file, checking it is still the one the path names.
+
+        Someone may delete or replace ``<path>.lock``; writers must all lock the same file.
+        """
+        for _ in range(10):
+            fd = super()._acquire()
+            try:
+                current = _inode(os.stat(self.path.with_name(names.lock_name(self.path.name))))
+            except FileNotFoundError:
+                current = None
+            if current == self._lock_inode:
+                return fd
+            self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+            os.close(fd)
+            self._lock_file = -1
+        raise OSError(f"{self.path}: its lock file keeps being replaced")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this writer's thread lock and the lock of every writer of the path.
+
+        Re-entrant for the thread that holds it, so :meth:`do_rollover` (a public seam) is
+        safe whether :meth:`write` calls it or a program does.
+        """
+        me = threading.get_ident()
+        if self._holder == me:
+            yield
+            return
+        with self._lock, self._exclusive():
+            self._holder = me
+            try:
+                yield
+            finally:
+                self._holder = None
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Plain lines, or one zstd frame when the active file is ``.zst``."""
@@ -227,8 +314,11 @@ class RotatingFileWriter(FileWriter):
         return self.path.with_name(names.next_timestamped_name(self.path.name, stamp, existing))
 
     def _shift_numbered(self) -> None:
-        """Make room for ``.1``: ``.n`` becomes ``.n+1`` (compressed or not), oldest first."""
-        self.wait_for_compression()
+        """Make room for ``.1``: ``.n`` becomes ``.n+1`` (compressed or not), oldest first.
+
+        Called under the lock. A file a compressor is working on may move: it is found by
+        its inode when the compressed copy is ready.
+        """
         found = []
         for name in os.listdir(self.path.parent):
             parsed = names.parse(name)
@@ -238,65 +328,82 @@ class RotatingFileWriter(FileWriter):
             os.rename(self.path.with_name(name), self.path.with_name(parsed.renumbered(number + 1)))
 
     def do_rollover(self) -> None:
-        """Close the active file, move it to its rotated name, open a fresh one."""
+        """Close the active file, move it to its rotated name, open a fresh one.
+
+        Runs under the lock of every writer of the path (:meth:`write` holds it already),
+        so no other writer is between its check and its write.
+        """
+        with self._locked():
+            self._do_rollover()
+
+    def _do_rollover(self) -> None:
         self._close_fd()
         if self.naming == "numbered":
             self._shift_numbered()
         default = str(self._rotated_name())
         destination = self.namer(default) if self.namer is not None else default
+        moved = None
         if self.path.exists():
             if self.rotator is not None:
                 self.rotator(str(self.path), destination)
             else:
                 os.rename(self.path, destination)
+            try:
+                moved = _inode(os.stat(destination))
+            except FileNotFoundError:  # a rotator that did something else
+                moved = None
         self.rotations += 1
         self._open()
-        if Path(destination).exists() and self.compression is not None:
-            self._submit(Path(destination))
+        if moved is not None and self.compression is not None:
+            self._submit(_Job(Path(destination), moved))
         elif self.backup_count is not None or self.max_age is not None:
-            self._submit(Path(""))  # retention only
+            self._submit(_Job(None))  # retention only
 
     # -- writing --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _rotation_lock(self) -> Any:
-        """Hold the exclusive lock that makes one process rotate at a time."""
-        fd = os.open(
-            self.path.with_name(names.lock_name(self.path.name)), os.O_RDWR | os.O_CREAT, 0o644
-        )
+    def _rotate(self) -> None:
+        """Rotate now (the lock is held); a rotation that fails is reported, not raised.
+
+        The records go on into the file that is open then: a full file is better than
+        records lost to a rename that failed.
+        """
         try:
-            self._fcntl.flock(fd, self._fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _rotate_once(self) -> None:
-        """Rotate, unless another process did it since this one last looked."""
-        with self._rotation_lock():
-            if self._moved():
-                self._close_fd()
-                self._open()
-            else:
-                self.do_rollover()
-
-    def write(self, batch: Sequence[bytes]) -> None:
-        """Write the batch, rotating between records when a limit is reached."""
-        with self._lock:
+            self.do_rollover()
+        except Exception as exc:
+            _errors.report(f"rotating {self.path}", exc)
             if self._fd < 0 or self._moved():
                 self._close_fd()
                 self._open()
-            if self.max_bytes is not None:
-                self._size = os.fstat(self._fd).st_size  # other processes append too
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        """Write the batch, rotating between records when a limit is reached.
+
+        Raises:
+            PartialWriteError: a write failed after the first records were written (in
+                this file or the one rotated before it); they are not to be written again.
+            OSError: nothing of the batch was written.
+        """
+        with self._locked():
+            if self._fd < 0 or self._moved():  # another process rotated it
+                self._close_fd()
+                self._open()
+            self._size = self._ready()
             start = 0
             while start < len(batch):
                 # A .zst file's sizes are known only once compressed: it rotates once it
                 # has reached max_bytes (the "next record" then counts as one byte).
                 upcoming = 1 if self.compressed_active else len(batch[start]) + 1
                 if self.should_rollover(upcoming):
-                    self._rotate_once()
+                    self._rotate()
+                    self._size = self._ready()
                 end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
                 data = self.encode(batch[start:end])
-                self._write_all(data)
+                try:
+                    self._append(data, self._size)
+                except OSError as exc:
+                    if start:
+                        raise PartialWriteError(start, exc) from exc
+                    raise
                 self._size += len(data)
                 start = end
 
@@ -319,7 +426,7 @@ class RotatingFileWriter(FileWriter):
 
     # -- compression and retention, in the background ---------------------------------------
 
-    def _submit(self, job: Path) -> None:
+    def _submit(self, job: _Job) -> None:
         """Queue a compression (or retention) job; start the background thread if idle."""
         with self._jobs_lock:
             self._jobs.put(job)
@@ -334,18 +441,73 @@ class RotatingFileWriter(FileWriter):
         while True:
             with self._jobs_lock:
                 try:
-                    source = self._jobs.get_nowait()
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     self._compressor = None
                     return
             try:
-                if source.name and self.compression is not None and source.exists():
-                    _compress(source, self.compression, self.level)
-                self._apply_retention()
+                if job.path is not None:
+                    self._compress(job)
+                with self._locked():
+                    self._apply_retention()
             except Exception as exc:
-                _errors.report(f"compressing {source}", exc)
+                _errors.report(f"compressing {job.path}", exc)
             finally:
                 self._jobs.task_done()
+
+    def _find(self, job: _Job) -> Path | None:
+        """Where the file of *job* is now (shifting may have renamed it), or ``None``.
+
+        Called under the lock.
+        """
+        assert job.path is not None
+        candidates = [job.path]
+        for name in os.listdir(self.path.parent):
+            parsed = names.parse(name)
+            if parsed is not None and parsed.log == self._log and not parsed.compression:
+                candidates.append(self.path.with_name(name))
+        for candidate in candidates:
+            try:
+                if _inode(os.stat(candidate)) == job.inode:
+                    return candidate
+            except FileNotFoundError:
+                continue
+        return None
+
+    def _compress(self, job: _Job) -> None:
+        """Compress a rotated file beside itself, then swap it for the compressed copy."""
+        assert self.compression is not None
+        with self._locked():
+            source = self._find(job)
+            if source is None:
+                return  # deleted by retention, or compressed already
+            reading = source.open("rb")
+        pid = os.getpid()
+        partial = source.with_name(
+            f"{names.compressed_name(source.name, self.compression)}"
+            f".{pid}-{next(_partial_numbers)}.partial"
+        )
+        try:
+            with reading, partial.open("wb") as dst:
+                if self.compression == "zstd":
+                    zstandard.ZstdCompressor(level=self.level, write_checksum=True).copy_stream(
+                        reading, dst
+                    )
+                else:
+                    with gzip.GzipFile(fileobj=dst, mode="wb") as zipped:
+                        shutil.copyfileobj(reading, zipped)
+                dst.flush()
+                os.fsync(dst.fileno())  # complete on disk before it replaces the original
+            with self._locked():
+                source = self._find(job)
+                if source is not None:
+                    os.replace(
+                        partial,
+                        source.with_name(names.compressed_name(source.name, self.compression)),
+                    )
+                    source.unlink()
+        finally:
+            partial.unlink(missing_ok=True)
 
     def wait_for_compression(self, timeout: float = 30.0) -> bool:
         """Wait until every rotated file is compressed; return ``False`` on timeout."""
@@ -361,13 +523,37 @@ class RotatingFileWriter(FileWriter):
         return names.rotated_files(self.path.parent, self.path.name)[::-1]
 
     def _apply_retention(self) -> None:
+        """Tidy up, then delete what retention says. Called under the lock.
+
+        Tidying is what a crash can leave: an original beside its complete compressed
+        copy (the copy stays), a temporary file of a process that is gone.
+        """
+        for name in os.listdir(self.path.parent):
+            path = self.path.with_name(name)
+            if name.endswith(".partial"):
+                owner = name[: -len(".partial")].rpartition(".")[2].partition("-")[0]
+                parsed = names.parse(name[: -len(".partial")].rpartition(".")[0])
+                ours = parsed is not None and parsed.log == self._log
+                if ours and owner.isdigit() and not _alive(int(owner)):
+                    path.unlink(missing_ok=True)
+                continue
+            parsed = names.parse(name)
+            if parsed is not None and parsed.log == self._log and not parsed.compression:
+                for suffix in names.COMPRESSION_SUFFIXES.values():
+                    if path.with_name(name + suffix).exists():
+                        path.unlink(missing_ok=True)
         files = self.rotated_files()
         doomed: list[Path] = []
         if self.backup_count is not None:
             doomed.extend(files[self.backup_count :])
         if self.max_age is not None:
             limit = self.clock() - self.max_age
-            doomed.extend(p for p in files if p.stat().st_mtime < limit and p not in doomed)
+            for path in files:
+                try:
+                    if path.stat().st_mtime < limit and path not in doomed:
+                        doomed.append(path)
+                except FileNotFoundError:
+                    continue
         for path in doomed:
             path.unlink(missing_ok=True)
 
@@ -378,6 +564,10 @@ class RotatingFileWriter(FileWriter):
         thread = self._compressor
         if thread is not None:
             thread.join(5.0)
+        with self._lock:
+            if self._lock_file >= 0:
+                os.close(self._lock_file)
+                self._lock_file = -1
 
     def __repr__(self) -> str:
         return f"<RotatingFileWriter {str(self.path)!r}>"
@@ -386,15 +576,3 @@ class RotatingFileWriter(FileWriter):
 def rotating_file_writer(path: str | os.PathLike[str], **options: Any) -> RotatingFileWriter:
     """Return a :class:`RotatingFileWriter` (see it for the options)."""
     return RotatingFileWriter(path, **options)
-
-
-_writers: weakref.WeakSet[RotatingFileWriter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_writers):
-        writer._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -6,10 +6,13 @@ system call (``O_APPEND``). A zstd file is a sequence of frames, so:
 - everything written so far is decodable (by ``zstd -dc`` or the ``zstandard`` module):
   there is no open frame to finish, and ``flush`` has nothing left to push;
 - reopening an existing file simply appends frames;
-- after a crash at most the frame being written is torn;
-  :func:`~kakashi.writers.reading.read_lines` skips a torn final frame with a warning, not
-  an error;
-- frames from several processes never interleave.
+- after a crash at most the frame being written is torn: the next writer to append
+  cuts it off first (see :func:`clean_frames_end`), and until then
+  :func:`~kakashi.writers.reading.read_lines` skips it with a warning, not an error;
+- frames from several processes never interleave (see
+  :class:`~kakashi.writers.file.FileWriter` for the lock they share);
+- each frame carries a checksum of its content, so a reader tells a torn or damaged
+  frame from a good one.
 
 Compression runs on the worker thread; the ``zstandard`` module releases the GIL while it
 compresses, so the application's threads keep running.
@@ -23,9 +26,69 @@ from collections.abc import Sequence
 import zstandard
 
 from kakashi.writers.file import FileWriter
-from kakashi.writers.reading import read_lines  # re-exported: it was defined here first
+from kakashi.writers.reading import (
+    ZSTD_MAGIC,
+    read_lines,  # re-exported: it was defined here first
+)
 
-__all__ = ["ZstdFileWriter", "read_lines", "zstd_file_writer"]
+__all__ = ["ZstdFileWriter", "clean_frames_end", "read_lines", "zstd_file_writer"]
+
+# Skippable frames: magic 0x184D2A50..0x184D2A5F (little-endian), then a 4-byte size.
+_SKIPPABLE_TAIL = b"\x2a\x4d\x18"
+_MAX_HEADER = 18  # the longest zstd frame header
+
+
+def _frame_end(fd: int, pos: int, size: int) -> int | None:
+    """The end of the frame that starts at *pos*, or ``None`` when it is not a frame.
+
+    Walks the frame's block headers; an end past *size* means the frame is torn.
+    """
+    head = os.pread(fd, _MAX_HEADER, pos)
+    if head[1:4] == _SKIPPABLE_TAIL and 0x50 <= head[0] <= 0x5F:
+        return pos + 8 + int.from_bytes(head[4:8], "little") if len(head) >= 8 else size + 1
+    if not ZSTD_MAGIC.startswith(head[:4]):
+        return None
+    try:
+        header = zstandard.frame_header_size(head)
+        checksum = zstandard.get_frame_parameters(head).has_checksum
+    except zstandard.ZstdError:
+        # Too few bytes for a header is a torn frame; enough bytes that do not parse is not a frame.
+        return size + 1 if pos + len(head) >= size else None
+    at = pos + header
+    while True:
+        block = os.pread(fd, 3, at)
+        if len(block) < 3:
+            return size + 1
+        value = int.from_bytes(block, "little")
+        kind, length = (value >> 1) & 3, value >> 3
+        if kind == 3:  # reserved: not a block
+            return None
+        at += 3 + (1 if kind == 1 else length)  # an RLE block holds one byte
+        if at > size:
+            return size + 1
+        if value & 1:  # the last block
+            return at + (4 if checksum else 0)
+
+
+def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
+    """The end of the last whole frame of a zstd file of *size* bytes.
+
+    Frames are walked from *start* (known to be a frame boundary) by their headers,
+    without decompressing. A frame that runs past the end is torn: the result is where it
+    starts. When the bytes do not parse as frames, or the would-be torn frame contains
+    another frame's magic number (so it may not be the last), *size* is returned: the
+    file is left as it is, for the reader to resynchronise.
+    """
+    pos = start
+    while pos < size:
+        end = _frame_end(fd, pos, size)
+        if end is None:
+            return size
+        if end > size:
+            rest = os.pread(fd, size - pos, pos)
+            return size if ZSTD_MAGIC in rest[1:] else pos
+        pos = end
+    return size
 
 
 class ZstdFileWriter(FileWriter):
@@ -36,9 +99,11 @@ class ZstdFileWriter(FileWriter):
         level: zstd compression level (1 fastest .. 19 smallest; 3 is zstd's default).
         mode: permission bits for a file this writer creates.
         fsync: also ``fsync`` on every ``flush``.
+        lock_timeout: the longest a write waits for another process's lock (see
+            :class:`~kakashi.writers.file.FileWriter`).
 
     Raises:
-        ValueError: *level* outside 1..22, or a bad *mode*.
+        ValueError: *level* outside 1..22, or a bad *mode* or *lock_timeout*.
         TypeError: *path* is not a str or path-like object.
     """
 
@@ -49,12 +114,18 @@ class ZstdFileWriter(FileWriter):
         level: int = 3,
         mode: int = 0o644,
         fsync: bool = False,
+        lock_timeout: float = 10.0,
     ) -> None:
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise ValueError(f"level must be an int within 1..22, got {level!r}")
         self.level = level
-        self._compressor = zstandard.ZstdCompressor(level=level)
-        super().__init__(path, mode=mode, fsync=fsync)
+        self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+
+    @staticmethod
+    def _clean_end(fd: int, size: int, start: int) -> int:
+        """Where the whole frames of the file end (see :func:`clean_frames_end`)."""
+        return clean_frames_end(fd, size, start)
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
@@ -65,7 +136,12 @@ class ZstdFileWriter(FileWriter):
 
 
 def zstd_file_writer(
-    path: str | os.PathLike[str], *, level: int = 3, mode: int = 0o644, fsync: bool = False
+    path: str | os.PathLike[str],
+    *,
+    level: int = 3,
+    mode: int = 0o644,
+    fsync: bool = False,
+    lock_timeout: float = 10.0,
 ) -> ZstdFileWriter:
-    """Return a :class:`ZstdFileWriter` appending frames to *path*."""
-    return ZstdFileWriter(path, level=level, mode=mode, fsync=fsync)
+    """Return a :class:`ZstdFileWriter` appending frames to *path* (see it for the options)."""
+    return ZstdFileWriter(path, level=level, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
