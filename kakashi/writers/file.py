@@ -139,6 +139,7 @@ class FileWriter:
         lock_timeout: float = 10.0,
     ):
         self.path = checked_path("path", path)
+        self._name = str(self.path)
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits within 0..0o777, got {mode!r}")
         if isinstance(lock_timeout, bool) or not (
@@ -179,7 +180,7 @@ class FileWriter:
     def _moved(self) -> bool:
         """Whether the path no longer names the open file (moved, deleted, replaced)."""
         try:
-            info = os.stat(self.path)
+            info = os.stat(self._name)
         except FileNotFoundError:
             return True
         return (info.st_dev, info.st_ino) != self._inode
@@ -201,17 +202,21 @@ class FileWriter:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Hold the exclusive ``flock`` shared by every writer of the file (bounded wait)."""
-        if self._fcntl is None:
-            yield
-            return
         fd = self._acquire()
         try:
             yield
         finally:
+            self._release(fd)
+
+    def _release(self, fd: int) -> None:
+        if fd >= 0:
             self._fcntl.flock(fd, self._fcntl.LOCK_UN)  # explicitly: a child may hold a copy
 
     def _acquire(self) -> int:
-        """Take the lock on :meth:`_lock_fd`, waiting at most ``lock_timeout``; return the fd."""
+        """Take the lock on :meth:`_lock_fd`, waiting at most ``lock_timeout``; return the fd
+        (-1 where there are no locks)."""
+        if self._fcntl is None:
+            return -1
         fd = self._lock_fd()
         flock, request = self._fcntl.flock, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB
         try:
@@ -299,8 +304,11 @@ class FileWriter:
             if self._fd < 0 or self._moved():
                 self._close_fd()
                 self._open()
-            with self._exclusive():
+            fd = self._acquire()  # no context manager: this is the hot path
+            try:
                 self._append(data, self._ready())
+            finally:
+                self._release(fd)
 
     def flush(self) -> None:
         """Nothing is buffered; with ``fsync=True``, force the data to disk."""

@@ -185,12 +185,13 @@ class RotatingFileWriter(FileWriter):
         self._compressor: threading.Thread | None = None
         self._lock_file = -1
         self._lock_inode: tuple[int, int] | None = None
-        self._holder: int | None = None  # the thread in _locked()
+        self._holder: int | None = None  # the thread holding the lock
         self._size = 0
         self._rollover_at = 0.0
         self.rotations = 0
         super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
         self._log = names.log_name(self.path.name)
+        self._lock_name = str(self.path.with_name(names.lock_name(self.path.name)))
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
@@ -217,7 +218,7 @@ class RotatingFileWriter(FileWriter):
         """The lock file ``<path>.lock``, opened once (and again if it was replaced)."""
         if self._lock_file < 0:
             self._lock_file = os.open(
-                self.path.with_name(names.lock_name(self.path.name)),
+                self._lock_name,
                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                 self.mode,
             )
@@ -232,15 +233,20 @@ class RotatingFileWriter(FileWriter):
         for _ in range(10):
             fd = super()._acquire()
             try:
-                current = _inode(os.stat(self.path.with_name(names.lock_name(self.path.name))))
+                current = _inode(os.stat(self._lock_name))
             except FileNotFoundError:
                 current = None
             if current == self._lock_inode:
+                self._holder = threading.get_ident()
                 return fd
-            self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+            self._release(fd)
             os.close(fd)
             self._lock_file = -1
         raise OSError(f"{self.path}: its lock file keeps being replaced")
+
+    def _release(self, fd: int) -> None:
+        self._holder = None
+        super()._release(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -249,16 +255,11 @@ class RotatingFileWriter(FileWriter):
         Re-entrant for the thread that holds it, so :meth:`do_rollover` (a public seam) is
         safe whether :meth:`write` calls it or a program does.
         """
-        me = threading.get_ident()
-        if self._holder == me:
+        if self._holder == threading.get_ident():
             yield
             return
         with self._lock, self._exclusive():
-            self._holder = me
-            try:
-                yield
-            finally:
-                self._holder = None
+            yield
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Plain lines, or one zstd frame when the active file is ``.zst``."""
@@ -383,29 +384,36 @@ class RotatingFileWriter(FileWriter):
                 this file or the one rotated before it); they are not to be written again.
             OSError: nothing of the batch was written.
         """
-        with self._locked():
-            if self._fd < 0 or self._moved():  # another process rotated it
-                self._close_fd()
-                self._open()
-            self._size = self._ready()
-            start = 0
-            while start < len(batch):
-                # A .zst file's sizes are known only once compressed: it rotates once it
-                # has reached max_bytes (the "next record" then counts as one byte).
-                upcoming = 1 if self.compressed_active else len(batch[start]) + 1
-                if self.should_rollover(upcoming):
-                    self._rotate()
-                    self._size = self._ready()
-                end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
-                data = self.encode(batch[start:end])
-                try:
-                    self._append(data, self._size)
-                except OSError as exc:
-                    if start:
-                        raise PartialWriteError(start, exc) from exc
-                    raise
-                self._size += len(data)
-                start = end
+        with self._lock:
+            fd = self._acquire()  # no context manager: this is the hot path
+            try:
+                self._write_locked(batch)
+            finally:
+                self._release(fd)
+
+    def _write_locked(self, batch: Sequence[bytes]) -> None:
+        if self._fd < 0 or self._moved():  # another process rotated it
+            self._close_fd()
+            self._open()
+        self._size = self._ready()
+        start = 0
+        while start < len(batch):
+            # A .zst file's sizes are known only once compressed: it rotates once it
+            # has reached max_bytes (the "next record" then counts as one byte).
+            upcoming = 1 if self.compressed_active else len(batch[start]) + 1
+            if self.should_rollover(upcoming):
+                self._rotate()
+                self._size = self._ready()
+            end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
+            data = self.encode(batch[start:end])
+            try:
+                self._append(data, self._size)
+            except OSError as exc:
+                if start:
+                    raise PartialWriteError(start, exc) from exc
+                raise
+            self._size += len(data)
+            start = end
 
     def _fitting(self, batch: Sequence[bytes], start: int) -> int:
         """End of the longest run of records from *start* that fits in the current file.
