@@ -463,9 +463,13 @@ def _age(active: str, name: str) -> tuple[int, str, int]:
 
 def _same_file(file: _File, read: _Read) -> bool:
     """Whether *file*, on the inode of an earlier *read*, is that file: its first bytes are
-    the same (a deleted file's inode is soon reused by a new file)."""
+    the same (a deleted file's inode is soon reused by a new file). A file that was empty
+    when read has no bytes to know it by: it is that file only while it is still empty (if
+    it grew, reading it whole from the start is right either way)."""
     if file.stream is None:
         return True  # one of the oldest files, not opened: too old to be on a reused inode
+    if not read.raw_head:
+        return file.size == 0
     fd = file.stream.fileno()
     where = os.lseek(fd, 0, os.SEEK_CUR)  # os.pread is POSIX-only; this is not
     try:
