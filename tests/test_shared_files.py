@@ -419,3 +419,87 @@ class TestTornTails:
         ZstdFileWriter(path).write([b"b"])
 
         assert path.read_bytes().startswith(before)
+
+
+FORKING = """
+import json, os, random, sys, threading, time
+from kakashi.core.async_backend import AsyncConfig
+from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+from kakashi.core.pipeline import PipelineConfig
+from kakashi.writers import RotatingFileWriter
+
+path, forks = sys.argv[1], int(sys.argv[2])
+writer = RotatingFileWriter(path, max_bytes=30_000, compression="zstd", lock_timeout=5)
+pipeline = AsyncPipeline(AsyncPipelineConfig(
+    pipeline_config=PipelineConfig(writers=(writer,)),
+    async_config=AsyncConfig(batch_size=50, block_timeout=5),
+))
+log = pipeline.get_logger("fork")
+stop = threading.Event()
+
+def busy(thread):
+    seq = 0
+    while not stop.is_set():
+        log.info("r", w=f"parent-{thread}", seq=seq, pad="z" * 30)
+        seq += 1
+    counts[thread] = seq
+
+counts = {}
+threads = [threading.Thread(target=busy, args=(n,)) for n in range(2)]
+for thread in threads:
+    thread.start()
+rng = random.Random(int(sys.argv[3]))
+children = []
+for n in range(forks):
+    time.sleep(rng.random() * 0.05)  # a random moment: writing, rotating, compressing
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for seq in range(200):
+                log.info("r", w=f"child-{n}", seq=seq, pad="c" * 30)
+            code = 0 if pipeline.shutdown(30).complete else 2
+        finally:
+            os._exit(code)
+    children.append(pid)
+deadline = time.monotonic() + 120
+codes = []
+for pid in children:
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            codes.append(os.waitstatus_to_exitcode(status))
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            codes.append("killed")
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.01)
+stop.set()
+for thread in threads:
+    thread.join()
+assert pipeline.shutdown(60).complete
+stats = pipeline.stats()
+print(json.dumps({"codes": codes, "counts": counts, "dropped": stats["messages_dropped"]}))
+"""
+
+
+def test_forks_at_random_moments_of_rotation(tmp_path: Path) -> None:
+    """Two threads log hard through a small rotating file while the main thread forks ten
+    times at random moments; each child logs 200 records and exits. No child hangs, the
+    parent drops nothing, and every record is on disk once."""
+    path = tmp_path / "app.log"
+    (report,) = run_children(FORKING, [[str(path), "10", "11"]])
+    lines, problems = read_all(path)
+    seen = tally(lines)
+
+    assert [0] * 10 == report["codes"]
+    assert 0 == report["dropped"]
+    assert [] == problems
+    assert [] == [record for record, times in seen.items() if times > 1]
+    expected = {(f"child-{n}", seq) for n in range(10) for seq in range(200)}
+    expected |= {
+        (f"parent-{t}", seq) for t, count in report["counts"].items() for seq in range(count)
+    }
+    assert expected == set(seen)
