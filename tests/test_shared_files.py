@@ -83,8 +83,9 @@ from kakashi.core.pipeline import PipelineConfig
 from kakashi.writers import RotatingFileWriter
 
 path, worker, count, compression, naming, writers = sys.argv[1:7]
+max_bytes = int(sys.argv[7]) if len(sys.argv) > 7 else 200_000
 made = [
-    RotatingFileWriter(path, max_bytes=200_000, naming=naming, backup_count=100_000,
+    RotatingFileWriter(path, max_bytes=max_bytes, naming=naming, backup_count=100_000,
                        compression=None if compression == "none" else compression)
     for _ in range(int(writers))
 ]
@@ -131,6 +132,23 @@ def test_processes_share_one_rotating_file(tmp_path: Path, compression: str, nam
     if compression != "none":
         suffix = names.COMPRESSION_SUFFIXES[compression]
         assert all(file.name.endswith(suffix) for file in log_files(path)[:-1])
+
+
+def test_processes_share_one_rotating_zst_file(tmp_path: Path) -> None:
+    """The same with a ``.zst`` active file (frames from four processes, rotated whole)."""
+    path = tmp_path / "app.log.zst"
+    count = 10_000
+    run_children(
+        SHARED,
+        [[str(path), str(w), str(count), "none", "numbered", "1", "10000"] for w in range(4)],
+    )
+    files = [*names.rotated_files(tmp_path, "app.log.zst"), path]
+    lines = [line for file in files for line in strict_zstd(file)]
+    seen = tally(lines)
+
+    assert len(files) > 3
+    assert {(w * 10, i) for w in range(4) for i in range(count)} == set(seen)
+    assert [] == [record for record, times in seen.items() if times > 1]
 
 
 def test_two_writers_on_one_path_in_one_process(tmp_path: Path) -> None:
