@@ -335,6 +335,8 @@ def clean_end(fd: int, size: int, start: int = 0) -> int:
     The bytes before *start* are known to end on a line boundary; only what follows is
     read, backwards, in chunks.
     """
+    if size <= start or os.pread(fd, 1, size - 1) == b"\n":
+        return size  # nothing new, or it ends on a newline: the common case
     end = size
     while end > start:
         begin = max(start, end - _TAIL_CHUNK)
