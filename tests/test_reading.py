@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -93,7 +94,7 @@ def test_corrupt_frame_in_the_middle_is_skipped() -> None:
     frames = [compressor.compress(f"f{n}\n".encode()) for n in range(4)]
     broken = frames[1][:6] + b"\xff" * 10 + frames[1][16:]
 
-    with pytest.warns(RuntimeWarning, match="skipped a corrupt zstd frame") as caught:
+    with pytest.warns(RuntimeWarning, match="skipped 1 torn or corrupt zstd frame") as caught:
         read = list(read_lines(io.BytesIO(frames[0] + broken + frames[2] + frames[3])))
     assert [b"f0", b"f2", b"f3"] == read
     assert 1 == len(caught)
@@ -170,3 +171,171 @@ def test_batches_come_as_the_stream_delivers() -> None:
             return self.pieces.pop(0) if self.pieces else b""
 
     assert [[b'{"a":1}'], [b'{"b":2}'], [b'{"c":3}']] == list(read_batches(Trickle()))
+
+
+# Torn and corrupt zstd frames anywhere in a file. A writer killed in the middle of a write
+# leaves part of a frame; a writer started later appends whole frames after it.
+
+
+def records(tag: str, count: int = 12) -> list[bytes]:
+    """*count* distinct JSON lines tagged *tag*."""
+    return [f'{{"tag":"{tag}","n":{n},"msg":"some words"}}'.encode() for n in range(count)]
+
+
+def frame(lines: list[bytes], *, checksum: bool = False) -> bytes:
+    """*lines* as one zstd frame, as a writer writes a batch (with a content checksum, as
+    writers do from now on, or without, as older ones did)."""
+    compressor = zstandard.ZstdCompressor(write_checksum=checksum)
+    return bytes(compressor.compress(b"\n".join(lines) + b"\n"))
+
+
+def incompressible(tag: str, size: int = 400) -> list[bytes]:
+    """One line of *size* random bytes (no newline in them), tagged *tag*: zstd stores it
+    as a raw block, its bytes as they are."""
+    noise = random.Random(tag).randbytes(size).replace(b"\n", b"")
+    return [tag.encode() + b":" + noise]
+
+
+def read_all(data: bytes, chunk: int = 0) -> tuple[list[bytes], list[str]]:
+    """The lines of *data* and the RuntimeWarnings raised reading it, read from a stream or,
+    given a *chunk* size, fed to a Decoder in pieces of that size."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if chunk:
+            decoder, splitter = Decoder("t"), LineSplitter("t")
+            lines: list[bytes] = []
+            for start in range(0, len(data), chunk):
+                lines += splitter.feed(decoder.feed(data[start : start + chunk]))
+            lines += splitter.feed(decoder.finish())
+            splitter.finish(torn=decoder.torn)
+        else:
+            lines = list(read_lines(io.BytesIO(data)))
+    return lines, [str(w.message) for w in caught if w.category is RuntimeWarning]
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["no-checksum", "checksum"])
+@pytest.mark.parametrize("torn_kind", ["text", "incompressible"])
+def test_a_frame_torn_anywhere_loses_only_itself(checksum: bool, torn_kind: str) -> None:
+    """Cut at every byte, a frame in the middle of a file costs only its own records: every
+    record of the frames after it reads exactly once, nothing else comes out, and one
+    warning says what was skipped."""
+    torn_lines = records("torn") if torn_kind == "text" else incompressible("torn")
+    before = [frame(records(f"before{n}"), checksum=checksum) for n in range(2)]
+    after = [
+        frame(records("after0"), checksum=checksum),
+        frame(incompressible("after1"), checksum=checksum),
+        frame(records("after2"), checksum=checksum),
+    ]
+    torn = frame(torn_lines, checksum=checksum)
+    expected = [line for part in before + after for line in read_all(part)[0]]
+
+    for cut in range(1, len(torn)):
+        data = b"".join(before) + torn[:cut] + b"".join(after)
+        for chunk in (0, 5):  # read from a stream; fed in pieces shorter than a frame
+            lines, caught = read_all(data, chunk)
+
+            assert expected == lines, (cut, chunk)
+            assert 1 == len(caught), (cut, chunk, caught)
+            assert "torn or corrupt zstd frame" in caught[0], (cut, chunk)
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["no-checksum", "checksum"])
+def test_a_torn_first_frame(checksum: bool) -> None:
+    """A file that starts with a torn frame (a writer killed in its first write) reads the
+    frames appended after it, however short the torn piece."""
+    torn = frame(records("torn"), checksum=checksum)
+    after = frame(records("a"), checksum=checksum) + frame(records("b"), checksum=checksum)
+
+    for cut in range(1, len(torn)):
+        lines, caught = read_all(torn[:cut] + after)
+
+        assert records("a") + records("b") == lines, cut
+        assert 1 == len(caught), (cut, caught)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_several_torn_frames_fed_in_small_pieces(chunk: int) -> None:
+    """Torn frames next to each other are one skipped stretch (one warning), another torn
+    frame further on is another; fed a byte at a time or in pieces shorter than a frame,
+    the decoder finds every whole frame."""
+    whole = {tag: frame(records(tag)) for tag in "abcde"}
+    torn = {tag: frame(records(tag))[:cut] for tag, cut in [("x", 30), ("y", 9), ("z", 41)]}
+    raw = frame(incompressible("raw"))
+    data = whole["a"] + torn["x"] + torn["y"] + whole["b"] + raw + torn["z"] + whole["c"]
+
+    lines, caught = read_all(data, chunk)
+
+    assert records("a") + records("b") + incompressible("raw") + records("c") == lines
+    assert 2 == len(caught), caught
+
+
+def test_a_torn_frame_at_the_end_after_others() -> None:
+    """A torn frame at the end is skipped with a warning that says so, after the torn one in
+    the middle was reported."""
+    data = frame(records("a")) + frame(records("x"))[:20] + frame(records("b"))
+    data += frame(records("y"))[:25]
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 2 == len(caught), caught
+    assert "at the end" in caught[1]
+
+
+def test_a_checksum_mismatch_is_a_corrupt_frame() -> None:
+    """A frame whose content decodes but does not match its checksum is skipped."""
+    bad = bytearray(frame(incompressible("bad"), checksum=True))
+    bad[len(bad) // 2] ^= 0x01  # a raw block: the flipped bit decodes, the checksum fails
+    data = frame(records("a"), checksum=True) + bytes(bad) + frame(records("b"), checksum=True)
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_a_wrong_content_size_is_a_corrupt_frame() -> None:
+    """A frame whose content is not the size its header declares is skipped: zstd itself
+    checks the size a writer's frame declares (``compress`` writes it)."""
+    bad = bytearray(frame(records("bad")))
+    assert 0x20 == bad[4] & 0x20  # single segment: byte 5 is the content size
+    bad[5] += 1
+    data = frame(records("a")) + bytes(bad) + frame(records("b"))
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_bytes_between_frames_are_skipped() -> None:
+    """Bytes that are no frame between two frames are skipped with a warning."""
+    data = frame(records("a")) + b"not a frame\n" * 3 + frame(records("b"))
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_a_torn_frame_too_long_to_keep(monkeypatch: Any) -> None:
+    """A frame longer than the decoder keeps (a rotated file compressed whole) is passed on
+    as it decodes; torn, it gives its whole lines, not its cut last one, and the warning
+    says frames right after the torn piece may be lost: the frames further on read."""
+    monkeypatch.setattr(reading, "_HOLD", 2000)
+    long_lines = records("long", 8000)  # three blocks of zstd's 128 KiB
+    long = frame(long_lines)
+    later = [records(f"later{n}") for n in range(20)]
+    data = frame(records("a")) + long[: len(long) * 4 // 5] + b"".join(map(frame, later))
+
+    lines, caught = read_all(data, 100)
+
+    assert records("a") == lines[:12]
+    assert records("later19") == lines[-12:]
+    given = [line for line in lines if b'"tag":"long"' in line]
+    assert 1000 < len(given) < 8000
+    assert long_lines[: len(given)] == given
+    assert set(lines) <= {*records("a"), *given, *(line for part in later for line in part)}
+    assert len(set(lines)) == len(lines)
+    assert 1 == len(caught), caught
+    assert "too long to keep" in caught[0]
