@@ -339,3 +339,177 @@ def test_a_torn_frame_too_long_to_keep(monkeypatch: Any) -> None:
     assert len(set(lines)) == len(lines)
     assert 1 == len(caught), caught
     assert "too long to keep" in caught[0]
+
+
+# What was skipped, counted for a program and reported once per stretch.
+
+
+def test_skips_are_counted_and_add_up() -> None:
+    """A ReadStats given to read_lines counts the frames and bytes skipped; given to a second
+    read, it adds that read's skips; warnings say the counts of their stretch."""
+    cuts = {"x": 30, "y": 9, "z": 41}
+    torn = {tag: frame(records(tag))[:cut] for tag, cut in cuts.items()}
+    data = frame(records("a")) + torn["x"] + torn["y"] + frame(records("b")) + torn["z"]
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning) as caught:
+        list(read_lines(io.BytesIO(data), stats=stats))
+    assert reading.ReadStats(skipped_frames=3, skipped_bytes=80) == stats
+    assert [
+        "<stream>: skipped 2 torn or corrupt zstd frames (39 bytes): "
+        "zstd decompressor error: Data corruption detected",
+        "<stream>: skipped 1 torn or corrupt zstd frame at the end (41 bytes): "
+        "the log ends inside it",
+    ] == [str(warning.message) for warning in caught]
+
+    with pytest.warns(RuntimeWarning, match=r"unterminated last line \(3 bytes\)"):
+        list(read_lines(io.BytesIO(b"one\nthr"), stats=stats))
+    assert reading.ReadStats(3, 80, skipped_lines=1, skipped_line_bytes=3) == stats
+
+
+def test_the_decoder_and_the_splitter_count() -> None:
+    """Used alone, a Decoder and a LineSplitter count what they skipped in their stats."""
+    decoder, splitter = Decoder("t"), LineSplitter("t")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        splitter.feed(decoder.feed(frame(records("a")) + frame(records("x"))[:20] + b"tail"))
+        splitter.feed(decoder.finish())
+        splitter.finish(torn=decoder.torn)
+
+    assert reading.ReadStats(skipped_frames=1, skipped_bytes=24) == decoder.stats
+    assert reading.ReadStats() == splitter.stats  # the torn frame's content never came out
+    assert decoder.torn
+
+
+def test_a_long_corrupt_stretch_is_one_warning() -> None:
+    """Two hundred torn frames in a row and garbage around them: one warning, all counted."""
+    stretch = b"".join(frame(records(f"t{n}"))[: 10 + n % 50] for n in range(200))
+    garbage = b"\x00garbage\xff" * 1000
+    data = frame(records("a")) + garbage + stretch + garbage + frame(records("b"))
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning) as caught:
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught)
+    assert reading.ReadStats(200, len(stretch) + 2 * len(garbage)) == stats
+
+
+def test_gzip_skips_are_counted() -> None:
+    """A torn last gzip member counts as a skipped frame with its bytes."""
+    data = gzip.compress(b"a\n") + gzip.compress(b"b\n" * 1000)[:-9]
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match="torn gzip member"):
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert [b"a"] == lines[:1]
+    assert (1, len(data) - len(gzip.compress(b"a\n"))) == (
+        stats.skipped_frames,
+        stats.skipped_bytes,
+    )
+
+
+def test_corrupt_gzip_skips_the_rest_once() -> None:
+    """Corrupt gzip data ends the reading, with one warning saying how much was left."""
+    member = gzip.compress(b"b\n" * 1000)
+    broken = member[:20] + b"\xff" * 30 + member[50:]
+    data = gzip.compress(b"a\n") + broken + gzip.compress(b"c\n")
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match="skipped the rest") as caught:
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert b"c" not in lines
+    assert [b"a"] == lines[:1]
+    assert 1 == len(caught)
+    assert 1 == stats.skipped_frames
+    assert len(broken) + len(gzip.compress(b"c\n")) == stats.skipped_bytes
+
+
+# A plain log torn by a crash.
+
+
+def test_plain_unterminated_last_line_is_counted() -> None:
+    """A plain log cut in the middle of its last line gives the lines before it; the cut
+    line is skipped with a warning and counted."""
+    data = b'{"a":1}\n{"a":2,"msg":"hel'
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match=r"skipped an unterminated last line \(17 bytes\)"):
+        assert [b'{"a":1}'] == list(read_lines(io.BytesIO(data), stats=stats))
+    assert reading.ReadStats(skipped_lines=1, skipped_line_bytes=17) == stats
+
+
+def test_a_glued_line_is_not_split() -> None:
+    """A line cut by a crash and glued to the next one by a later writer cannot be told
+    from a line: it comes out whole, not guessed apart, and the lines after it read."""
+    data = b'{"a":1,"msg":"hel{"a":2}\n{"a":3}\n'
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [b'{"a":1,"msg":"hel{"a":2}', b'{"a":3}'] == list(read_lines(io.BytesIO(data)))
+
+
+def test_an_overlong_line_is_counted(monkeypatch: Any) -> None:
+    """A line over MAX_LINE counts as a skipped line with all its bytes."""
+    monkeypatch.setattr(reading, "MAX_LINE", 100_000)
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match=r"longer than 100,000 bytes \(300,000 bytes\)"):
+        lines = list(read_lines(io.BytesIO(b"a\n" + b"z" * 300_000 + b"\nb\n"), stats=stats))
+
+    assert [b"a", b"b"] == lines
+    assert reading.ReadStats(skipped_lines=1, skipped_line_bytes=300_000) == stats
+
+
+# Linear time, bounded memory.
+
+
+def test_a_hundred_thousand_frames_read_once_each(tmp_path: Path, monkeypatch: Any) -> None:
+    """100,000 one-record frames: every record comes out once, in order; each frame is
+    decoded once and fed at most what one read holds after its start (work per frame does
+    not grow with the file: linear time); memory stays far under the decoded size."""
+    count = 100_000
+    path = tmp_path / "many.log.zst"
+    compressor = zstandard.ZstdCompressor()
+    with path.open("wb") as stream:
+        for n in range(count):
+            stream.write(compressor.compress(b'{"n":%d,"msg":"%s"}\n' % (n, b"w" * 80)))
+    decoded_size = count * 96
+
+    real = zstandard.ZstdDecompressor
+    work = {"frames": 0, "fed": 0}
+
+    class CountingFrame:
+        def __init__(self, frame: Any) -> None:
+            self._frame = frame
+
+        def decompress(self, data: bytes) -> bytes:
+            work["fed"] += len(data)
+            return bytes(self._frame.decompress(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._frame, name)
+
+    class CountingDecompressor:
+        def decompressobj(self) -> CountingFrame:
+            work["frames"] += 1
+            return CountingFrame(real().decompressobj())
+
+    monkeypatch.setattr(reading.zstandard, "ZstdDecompressor", CountingDecompressor)
+    tracemalloc.start()
+    try:
+        expected = 0
+        for line in read_lines(path):
+            assert b'{"n":%d,' % expected == line[: len(b'{"n":%d,' % expected)]
+            expected += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert count == expected
+    assert count == work["frames"]
+    assert work["fed"] <= count * (reading._COMPRESSED_CHUNK + 100), work
+    assert peak < decoded_size // 10, peak

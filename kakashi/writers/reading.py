@@ -258,6 +258,8 @@ class Decoder:
     def _ends_in_magic(self) -> bool:
         """Whether the frame ends with the first bytes of a magic number."""
         end = self._end
+        if self._input[end - 1] not in ZSTD_MAGIC[:-1]:  # most frames: one test
+            return False
         return any(
             self._input[end - size : end] == ZSTD_MAGIC[:size]
             for size in range(1, min(len(ZSTD_MAGIC), end))
