@@ -359,7 +359,7 @@ def test_skips_are_counted_and_add_up() -> None:
         "<stream>: skipped 2 torn or corrupt zstd frames (39 bytes): "
         "zstd decompressor error: Data corruption detected",
         "<stream>: skipped 1 torn or corrupt zstd frame at the end (41 bytes): "
-        "the log ends inside it",
+        "it runs past the end of the log",
     ] == [str(warning.message) for warning in caught]
 
     with pytest.warns(RuntimeWarning, match=r"unterminated last line \(3 bytes\)"):
@@ -513,3 +513,22 @@ def test_a_hundred_thousand_frames_read_once_each(tmp_path: Path, monkeypatch: A
     assert count == work["frames"]
     assert work["fed"] <= count * (reading._COMPRESSED_CHUNK + 100), work
     assert peak < decoded_size // 10, peak
+
+
+def test_a_frame_ending_like_a_magic_number_waits_for_the_next_bytes() -> None:
+    """A frame without a checksum that ends with the first byte of a magic number may be a
+    torn one that ran into the next frame: its content comes out once the bytes after it
+    show a frame's start, or at the end of the input. With a checksum it comes out at once."""
+    ends_like_magic = zstandard.ZstdCompressor().compress(b"abc(")  # stored as it is
+    assert 0x28 == ends_like_magic[-1]
+
+    decoder = Decoder("t")
+    assert b"" == decoder.feed(ends_like_magic)
+    assert b"abc(def\n" == decoder.feed(frame([b"def"]))
+
+    decoder = Decoder("t")
+    assert b"" == decoder.feed(ends_like_magic)
+    assert b"abc(" == decoder.finish()
+
+    checked = zstandard.ZstdCompressor(write_checksum=True).compress(b"abc(")
+    assert b"abc(" == Decoder("t").feed(checked)

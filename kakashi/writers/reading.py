@@ -342,7 +342,7 @@ class Decoder:
             if self._end >= 0:
                 self._judge(out, final=True)
             else:
-                self._reject("the log ends inside it")
+                self._reject("it runs past the end of the log")
         if self._input:  # no magic number in the last bytes
             self._skip(len(self._input))
         self.torn = self._gap is not None
