@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -93,7 +94,7 @@ def test_corrupt_frame_in_the_middle_is_skipped() -> None:
     frames = [compressor.compress(f"f{n}\n".encode()) for n in range(4)]
     broken = frames[1][:6] + b"\xff" * 10 + frames[1][16:]
 
-    with pytest.warns(RuntimeWarning, match="skipped a corrupt zstd frame") as caught:
+    with pytest.warns(RuntimeWarning, match="skipped 1 torn or corrupt zstd frame") as caught:
         read = list(read_lines(io.BytesIO(frames[0] + broken + frames[2] + frames[3])))
     assert [b"f0", b"f2", b"f3"] == read
     assert 1 == len(caught)
@@ -170,3 +171,364 @@ def test_batches_come_as_the_stream_delivers() -> None:
             return self.pieces.pop(0) if self.pieces else b""
 
     assert [[b'{"a":1}'], [b'{"b":2}'], [b'{"c":3}']] == list(read_batches(Trickle()))
+
+
+# Torn and corrupt zstd frames anywhere in a file. A writer killed in the middle of a write
+# leaves part of a frame; a writer started later appends whole frames after it.
+
+
+def records(tag: str, count: int = 12) -> list[bytes]:
+    """*count* distinct JSON lines tagged *tag*."""
+    return [f'{{"tag":"{tag}","n":{n},"msg":"some words"}}'.encode() for n in range(count)]
+
+
+def frame(lines: list[bytes], *, checksum: bool = False) -> bytes:
+    """*lines* as one zstd frame, as a writer writes a batch (with a content checksum, as
+    writers do from now on, or without, as older ones did)."""
+    compressor = zstandard.ZstdCompressor(write_checksum=checksum)
+    return bytes(compressor.compress(b"\n".join(lines) + b"\n"))
+
+
+def incompressible(tag: str, size: int = 400) -> list[bytes]:
+    """One line of *size* random bytes (no newline in them), tagged *tag*: zstd stores it
+    as a raw block, its bytes as they are."""
+    noise = random.Random(tag).randbytes(size).replace(b"\n", b"")
+    return [tag.encode() + b":" + noise]
+
+
+def read_all(data: bytes, chunk: int = 0) -> tuple[list[bytes], list[str]]:
+    """The lines of *data* and the RuntimeWarnings raised reading it, read from a stream or,
+    given a *chunk* size, fed to a Decoder in pieces of that size."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if chunk:
+            decoder, splitter = Decoder("t"), LineSplitter("t")
+            lines: list[bytes] = []
+            for start in range(0, len(data), chunk):
+                lines += splitter.feed(decoder.feed(data[start : start + chunk]))
+            lines += splitter.feed(decoder.finish())
+            splitter.finish(torn=decoder.torn)
+        else:
+            lines = list(read_lines(io.BytesIO(data)))
+    return lines, [str(w.message) for w in caught if w.category is RuntimeWarning]
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["no-checksum", "checksum"])
+@pytest.mark.parametrize("torn_kind", ["text", "incompressible"])
+def test_a_frame_torn_anywhere_loses_only_itself(checksum: bool, torn_kind: str) -> None:
+    """Cut at every byte, a frame in the middle of a file costs only its own records: every
+    record of the frames after it reads exactly once, nothing else comes out, and one
+    warning says what was skipped."""
+    torn_lines = records("torn") if torn_kind == "text" else incompressible("torn")
+    before = [frame(records(f"before{n}"), checksum=checksum) for n in range(2)]
+    after = [
+        frame(records("after0"), checksum=checksum),
+        frame(incompressible("after1"), checksum=checksum),
+        frame(records("after2"), checksum=checksum),
+    ]
+    torn = frame(torn_lines, checksum=checksum)
+    expected = [line for part in before + after for line in read_all(part)[0]]
+
+    for cut in range(1, len(torn)):
+        data = b"".join(before) + torn[:cut] + b"".join(after)
+        for chunk in (0, 5):  # read from a stream; fed in pieces shorter than a frame
+            lines, caught = read_all(data, chunk)
+
+            assert expected == lines, (cut, chunk)
+            assert 1 == len(caught), (cut, chunk, caught)
+            assert "torn or corrupt zstd frame" in caught[0], (cut, chunk)
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["no-checksum", "checksum"])
+def test_a_torn_first_frame(checksum: bool) -> None:
+    """A file that starts with a torn frame (a writer killed in its first write) reads the
+    frames appended after it, however short the torn piece."""
+    torn = frame(records("torn"), checksum=checksum)
+    after = frame(records("a"), checksum=checksum) + frame(records("b"), checksum=checksum)
+
+    for cut in range(1, len(torn)):
+        lines, caught = read_all(torn[:cut] + after)
+
+        assert records("a") + records("b") == lines, cut
+        assert 1 == len(caught), (cut, caught)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_several_torn_frames_fed_in_small_pieces(chunk: int) -> None:
+    """Torn frames next to each other are one skipped stretch (one warning), another torn
+    frame further on is another; fed a byte at a time or in pieces shorter than a frame,
+    the decoder finds every whole frame."""
+    whole = {tag: frame(records(tag)) for tag in "abcde"}
+    torn = {tag: frame(records(tag))[:cut] for tag, cut in [("x", 30), ("y", 9), ("z", 41)]}
+    raw = frame(incompressible("raw"))
+    data = whole["a"] + torn["x"] + torn["y"] + whole["b"] + raw + torn["z"] + whole["c"]
+
+    lines, caught = read_all(data, chunk)
+
+    assert records("a") + records("b") + incompressible("raw") + records("c") == lines
+    assert 2 == len(caught), caught
+
+
+def test_a_torn_frame_at_the_end_after_others() -> None:
+    """A torn frame at the end is skipped with a warning that says so, after the torn one in
+    the middle was reported."""
+    data = frame(records("a")) + frame(records("x"))[:20] + frame(records("b"))
+    data += frame(records("y"))[:25]
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 2 == len(caught), caught
+    assert "at the end" in caught[1]
+
+
+def test_a_checksum_mismatch_is_a_corrupt_frame() -> None:
+    """A frame whose content decodes but does not match its checksum is skipped."""
+    bad = bytearray(frame(incompressible("bad"), checksum=True))
+    bad[len(bad) // 2] ^= 0x01  # a raw block: the flipped bit decodes, the checksum fails
+    data = frame(records("a"), checksum=True) + bytes(bad) + frame(records("b"), checksum=True)
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_a_wrong_content_size_is_a_corrupt_frame() -> None:
+    """A frame whose content is not the size its header declares is skipped: zstd itself
+    checks the size a writer's frame declares (``compress`` writes it)."""
+    bad = bytearray(frame(records("bad")))
+    assert 0x20 == bad[4] & 0x20  # single segment: byte 5 is the content size
+    bad[5] += 1
+    data = frame(records("a")) + bytes(bad) + frame(records("b"))
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_bytes_between_frames_are_skipped() -> None:
+    """Bytes that are no frame between two frames are skipped with a warning."""
+    data = frame(records("a")) + b"not a frame\n" * 3 + frame(records("b"))
+
+    lines, caught = read_all(data)
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught), caught
+
+
+def test_a_torn_frame_too_long_to_keep(monkeypatch: Any) -> None:
+    """A frame longer than the decoder keeps (a rotated file compressed whole) is passed on
+    as it decodes; torn, it gives its whole lines, not its cut last one, and the warning
+    says frames right after the torn piece may be lost: the frames further on read."""
+    monkeypatch.setattr(reading, "_HOLD", 2000)
+    long_lines = records("long", 8000)  # three blocks of zstd's 128 KiB
+    long = frame(long_lines)
+    later = [records(f"later{n}") for n in range(20)]
+    data = frame(records("a")) + long[: len(long) * 4 // 5] + b"".join(map(frame, later))
+
+    lines, caught = read_all(data, 100)
+
+    assert records("a") == lines[:12]
+    assert records("later19") == lines[-12:]
+    given = [line for line in lines if b'"tag":"long"' in line]
+    assert 1000 < len(given) < 8000
+    assert long_lines[: len(given)] == given
+    assert set(lines) <= {*records("a"), *given, *(line for part in later for line in part)}
+    assert len(set(lines)) == len(lines)
+    assert 1 == len(caught), caught
+    assert "too long to keep" in caught[0]
+
+
+# What was skipped, counted for a program and reported once per stretch.
+
+
+def test_skips_are_counted_and_add_up() -> None:
+    """A ReadStats given to read_lines counts the frames and bytes skipped; given to a second
+    read, it adds that read's skips; warnings say the counts of their stretch."""
+    cuts = {"x": 30, "y": 9, "z": 41}
+    torn = {tag: frame(records(tag))[:cut] for tag, cut in cuts.items()}
+    data = frame(records("a")) + torn["x"] + torn["y"] + frame(records("b")) + torn["z"]
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning) as caught:
+        list(read_lines(io.BytesIO(data), stats=stats))
+    assert reading.ReadStats(skipped_frames=3, skipped_bytes=80) == stats
+    assert [
+        "<stream>: skipped 2 torn or corrupt zstd frames (39 bytes): "
+        "zstd decompressor error: Data corruption detected",
+        "<stream>: skipped 1 torn or corrupt zstd frame at the end (41 bytes): "
+        "it runs past the end of the log",
+    ] == [str(warning.message) for warning in caught]
+
+    with pytest.warns(RuntimeWarning, match=r"unterminated last line \(3 bytes\)"):
+        list(read_lines(io.BytesIO(b"one\nthr"), stats=stats))
+    assert reading.ReadStats(3, 80, skipped_lines=1, skipped_line_bytes=3) == stats
+
+
+def test_the_decoder_and_the_splitter_count() -> None:
+    """Used alone, a Decoder and a LineSplitter count what they skipped in their stats."""
+    decoder, splitter = Decoder("t"), LineSplitter("t")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        splitter.feed(decoder.feed(frame(records("a")) + frame(records("x"))[:20] + b"tail"))
+        splitter.feed(decoder.finish())
+        splitter.finish(torn=decoder.torn)
+
+    assert reading.ReadStats(skipped_frames=1, skipped_bytes=24) == decoder.stats
+    assert reading.ReadStats() == splitter.stats  # the torn frame's content never came out
+    assert decoder.torn
+
+
+def test_a_long_corrupt_stretch_is_one_warning() -> None:
+    """Two hundred torn frames in a row and garbage around them: one warning, all counted."""
+    stretch = b"".join(frame(records(f"t{n}"))[: 10 + n % 50] for n in range(200))
+    garbage = b"\x00garbage\xff" * 1000
+    data = frame(records("a")) + garbage + stretch + garbage + frame(records("b"))
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning) as caught:
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert records("a") + records("b") == lines
+    assert 1 == len(caught)
+    assert reading.ReadStats(200, len(stretch) + 2 * len(garbage)) == stats
+
+
+def test_gzip_skips_are_counted() -> None:
+    """A torn last gzip member counts as a skipped frame with its bytes."""
+    data = gzip.compress(b"a\n") + gzip.compress(b"b\n" * 1000)[:-9]
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match="torn gzip member"):
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert [b"a"] == lines[:1]
+    assert (1, len(data) - len(gzip.compress(b"a\n"))) == (
+        stats.skipped_frames,
+        stats.skipped_bytes,
+    )
+
+
+def test_corrupt_gzip_skips_the_rest_once() -> None:
+    """Corrupt gzip data ends the reading, with one warning saying how much was left."""
+    member = gzip.compress(b"b\n" * 1000)
+    broken = member[:20] + b"\xff" * 30 + member[50:]
+    data = gzip.compress(b"a\n") + broken + gzip.compress(b"c\n")
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match="skipped the rest") as caught:
+        lines = list(read_lines(io.BytesIO(data), stats=stats))
+
+    assert b"c" not in lines
+    assert [b"a"] == lines[:1]
+    assert 1 == len(caught)
+    assert 1 == stats.skipped_frames
+    assert len(broken) + len(gzip.compress(b"c\n")) == stats.skipped_bytes
+
+
+# A plain log torn by a crash.
+
+
+def test_plain_unterminated_last_line_is_counted() -> None:
+    """A plain log cut in the middle of its last line gives the lines before it; the cut
+    line is skipped with a warning and counted."""
+    data = b'{"a":1}\n{"a":2,"msg":"hel'
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match=r"skipped an unterminated last line \(17 bytes\)"):
+        assert [b'{"a":1}'] == list(read_lines(io.BytesIO(data), stats=stats))
+    assert reading.ReadStats(skipped_lines=1, skipped_line_bytes=17) == stats
+
+
+def test_a_glued_line_is_not_split() -> None:
+    """A line cut by a crash and glued to the next one by a later writer cannot be told
+    from a line: it comes out whole, not guessed apart, and the lines after it read."""
+    data = b'{"a":1,"msg":"hel{"a":2}\n{"a":3}\n'
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [b'{"a":1,"msg":"hel{"a":2}', b'{"a":3}'] == list(read_lines(io.BytesIO(data)))
+
+
+def test_an_overlong_line_is_counted(monkeypatch: Any) -> None:
+    """A line over MAX_LINE counts as a skipped line with all its bytes."""
+    monkeypatch.setattr(reading, "MAX_LINE", 100_000)
+    stats = reading.ReadStats()
+
+    with pytest.warns(RuntimeWarning, match=r"longer than 100,000 bytes \(300,000 bytes\)"):
+        lines = list(read_lines(io.BytesIO(b"a\n" + b"z" * 300_000 + b"\nb\n"), stats=stats))
+
+    assert [b"a", b"b"] == lines
+    assert reading.ReadStats(skipped_lines=1, skipped_line_bytes=300_000) == stats
+
+
+# Linear time, bounded memory.
+
+
+def test_a_hundred_thousand_frames_read_once_each(tmp_path: Path, monkeypatch: Any) -> None:
+    """100,000 one-record frames: every record comes out once, in order; each frame is
+    decoded once and fed at most what one read holds after its start (work per frame does
+    not grow with the file: linear time); memory stays far under the decoded size."""
+    count = 100_000
+    path = tmp_path / "many.log.zst"
+    compressor = zstandard.ZstdCompressor()
+    with path.open("wb") as stream:
+        for n in range(count):
+            stream.write(compressor.compress(b'{"n":%d,"msg":"%s"}\n' % (n, b"w" * 80)))
+    decoded_size = count * 96
+
+    real = zstandard.ZstdDecompressor
+    work = {"frames": 0, "fed": 0}
+
+    class CountingFrame:
+        def __init__(self, frame: Any) -> None:
+            self._frame = frame
+
+        def decompress(self, data: bytes) -> bytes:
+            work["fed"] += len(data)
+            return bytes(self._frame.decompress(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._frame, name)
+
+    class CountingDecompressor:
+        def decompressobj(self) -> CountingFrame:
+            work["frames"] += 1
+            return CountingFrame(real().decompressobj())
+
+    monkeypatch.setattr(reading.zstandard, "ZstdDecompressor", CountingDecompressor)
+    tracemalloc.start()
+    try:
+        expected = 0
+        for line in read_lines(path):
+            assert b'{"n":%d,' % expected == line[: len(b'{"n":%d,' % expected)]
+            expected += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert count == expected
+    assert count == work["frames"]
+    assert work["fed"] <= count * (reading._COMPRESSED_CHUNK + 100), work
+    assert peak < decoded_size // 10, peak
+
+
+def test_a_frame_ending_like_a_magic_number_waits_for_the_next_bytes() -> None:
+    """A frame without a checksum that ends with the first byte of a magic number may be a
+    torn one that ran into the next frame: its content comes out once the bytes after it
+    show a frame's start, or at the end of the input. With a checksum it comes out at once."""
+    ends_like_magic = zstandard.ZstdCompressor().compress(b"abc(")  # stored as it is
+    assert 0x28 == ends_like_magic[-1]
+
+    decoder = Decoder("t")
+    assert b"" == decoder.feed(ends_like_magic)
+    assert b"abc(def\n" == decoder.feed(frame([b"def"]))
+
+    decoder = Decoder("t")
+    assert b"" == decoder.feed(ends_like_magic)
+    assert b"abc(" == decoder.finish()
+
+    checked = zstandard.ZstdCompressor(write_checksum=True).compress(b"abc(")
+    assert b"abc(" == Decoder("t").feed(checked)
