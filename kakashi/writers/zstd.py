@@ -8,7 +8,9 @@ system call (``O_APPEND``). A zstd file is a sequence of frames, so:
 - reopening an existing file simply appends frames;
 - after a crash at most the frame being written is torn: the next writer to append
   cuts it off first (see :func:`clean_frames_end`), and until then
-  :func:`~kakashi.writers.reading.read_lines` skips it with a warning, not an error;
+  :func:`~kakashi.writers.reading.read_lines` skips it with a warning, not an error (a
+  torn or damaged frame anywhere in a file is skipped the same way, and reading goes on
+  at the next frame);
 - frames from several processes never interleave (see
   :class:`~kakashi.writers.file.FileWriter` for the lock they share);
 - each frame carries a checksum of its content, so a reader tells a torn or damaged
