@@ -38,7 +38,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kakashi import _errors
-from kakashi._locks import fork_safe_lock
+from kakashi._locks import (
+    after_fork_in_child,
+    fork_safe_condition,
+    fork_safe_event,
+    fork_safe_lock,
+    fork_safe_rlock,
+)
 from kakashi._speedups import (
     BLOCK,
     DROP_NEWEST,
@@ -174,7 +180,7 @@ class AsyncBackend:
         elif not isinstance(config, AsyncConfig):
             raise TypeError(f"config must be an AsyncConfig, got {type(config).__name__}")
         self.config = config
-        self._wake = threading.Event()
+        self._wake = fork_safe_event()
         self.queue = RecordQueue(
             config.max_queue_size,
             _STRATEGIES[config.overflow_strategy],
@@ -184,8 +190,8 @@ class AsyncBackend:
             self._on_closed,
         )
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
-        self._state_lock = threading.Lock()
-        self._settled = threading.Condition(threading.Lock())
+        self._state_lock = fork_safe_lock()
+        self._settled = fork_safe_condition()
         self._settle_waiters = 0
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
@@ -527,11 +533,8 @@ class AsyncBackend:
     stats = get_stats
 
     def _after_fork_in_child(self) -> None:
-        self._wake = threading.Event()
+        # The locks, the condition and the wake event are fork-safe: already released.
         self.queue.reset_after_fork()
-        self.queue.wake = self._wake.set
-        self._state_lock = threading.Lock()
-        self._settled = threading.Condition(threading.Lock())
         self._settle_waiters = 0
         self._workers = []
         self._worker_idents = set()
@@ -567,7 +570,7 @@ def _pipelines_of(backend: AsyncBackend) -> Iterable[AsyncSink]:
 
 
 _live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
-_global_lock = threading.RLock()
+_global_lock = fork_safe_rlock()
 _global: AsyncBackend | None = None
 
 
@@ -696,12 +699,9 @@ def _shutdown_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _global_lock
-    _global_lock = threading.RLock()
     for backend in list(_live):
         backend._after_fork_in_child()
 
 
 atexit.register(_shutdown_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
