@@ -21,7 +21,7 @@ Guarantees (each is tested):
   shut down at interpreter exit; :func:`install_sigterm_handler` does it on SIGTERM too.
 - Fork: the child gets an empty queue, fresh locks and its own workers, started when it
   first logs; it never writes the parent's pending records.
-- Processes: a :mod:`multiprocessing` child (fork, forkserver or spawn) whose target
+- Processes: a ``multiprocessing`` child (fork, forkserver or spawn) whose target
   returns or raises has every record written before it ends, with no call to add.
 - A writer that raises never reaches the application and never kills a worker: it is
   counted, reported once on stderr, retried with backoff, then its batch is counted as
