@@ -518,3 +518,33 @@ class TestForkStress:
             len(parent),
             stats["pending"],
         )
+
+
+class TestSignals:
+    def test_workers_leave_termination_signals_to_the_main_thread(self) -> None:
+        """A worker thread blocks SIGTERM, SIGINT and SIGHUP, so the kernel hands them to
+        the main thread: a main thread blocked in a system call (a Pool worker waiting for
+        a task) is then interrupted and runs the Python handler, instead of hanging."""
+        masks: list[set[int]] = []
+
+        class MaskWriter:
+            def write(self, batch: Any) -> None:
+                masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        config = AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(min_level="DEBUG", writers=(MaskWriter(),)),
+            async_config=AsyncConfig(),
+        )
+        pipeline = AsyncPipeline(config)
+        pipeline.get_logger("signals").info("on a worker")
+        assert pipeline.backend.flush(30)
+        pipeline.backend.shutdown(10)
+        wanted = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        assert [wanted] == [mask & wanted for mask in masks]
+        assert wanted.isdisjoint(signal.pthread_sigmask(signal.SIG_BLOCK, []))  # main: free

@@ -303,6 +303,7 @@ class AsyncBackend:
     # -- the workers -------------------------------------------------------------------
 
     def _run(self) -> None:
+        _leave_signals_to_the_main_thread()
         self._worker_idents.add(threading.get_ident())
         queue = self.queue
         size = self.config.effective_batch_size
@@ -572,6 +573,23 @@ def register_pipeline(backend: AsyncBackend, pipeline: AsyncSink) -> None:
 
 def _pipelines_of(backend: AsyncBackend) -> Iterable[AsyncSink]:
     return list(_pipelines.get(backend, ()))
+
+
+def _leave_signals_to_the_main_thread() -> None:
+    """Block, in the calling worker, the signals a Python handler may be waiting for.
+
+    Python runs signal handlers on the main thread only. A signal the kernel hands to a
+    worker thread is noted, but a main thread blocked in a system call (a
+    multiprocessing Pool worker waiting for its next task) is not interrupted and never
+    runs the handler: with a SIGTERM handler installed, the process would not end.
+    """
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, {getattr(signal, n) for n in names if hasattr(signal, n)}
+        )
 
 
 _live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
