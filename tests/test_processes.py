@@ -79,9 +79,11 @@ def child(index, count, fail):
         raise RuntimeError("the target raises")
 
 
-def task(index, count):
+def task(index, count, flush):
     for seq in range(count):
         log.info("task", task=index, seq=seq, pid=os.getpid())
+    if flush:
+        assert kakashi.flush(30)
     return os.getpid()
 """
 
@@ -122,13 +124,12 @@ import sys
 
 if __name__ == "__main__":
     import app
-    from kakashi.core.async_backend import install_sigterm_handler
 
     method, ending, tasks, count = sys.argv[1:]
     context = multiprocessing.get_context(method)
-    initializer = install_sigterm_handler if ending == "terminate" else None
-    pool = context.Pool(4, initializer=initializer)
-    pids = pool.starmap(app.task, [(i, int(count)) for i in range(int(tasks))])
+    pool = context.Pool(4)
+    flush = ending == "terminate"  # what the documentation advises before terminate()
+    pids = pool.starmap(app.task, [(i, int(count), flush) for i in range(int(tasks))])
     if ending == "terminate":
         pool.terminate()
     else:
@@ -306,9 +307,9 @@ class TestPool:
         """A Pool's workers leave every record of every task on disk, exactly once.
 
         ``close(); join()`` ends the workers through multiprocessing's exit path, which
-        drains them. ``terminate()`` (and leaving a ``with Pool()`` block) sends them
-        SIGTERM, which skips that path: with ``install_sigterm_handler`` as the pool's
-        initializer, as the documentation advises, they drain on SIGTERM too.
+        drains them. ``terminate()`` (and leaving a ``with Pool()`` block) kills them
+        with SIGTERM, which skips that path: a task that ends with ``kakashi.flush()``, as
+        the documentation advises, has its records written before its result is sent.
         """
         summary, stderr = run_program(tmp_path, POOL, method, ending, self.TASKS, self.RECORDS)
         entries = read_json_lines(tmp_path / "app.log")
