@@ -60,7 +60,6 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ContextToken|Path|PathLike|TracebackType|Enricher|Filter|Formatter)"),
     (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
     (r"py:class", r"kakashi\._.*"),
-    (r"py:class", r"_ForkSafeLock"),
 ]
 
 doctest_global_setup = """

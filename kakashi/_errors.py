@@ -9,13 +9,14 @@ broken writer cannot flood the terminal.
 from __future__ import annotations
 
 import sys
-import threading
 from collections import Counter
 from typing import TextIO
 
+from kakashi._locks import after_fork_in_child, fork_safe_lock
+
 __all__ = ["error_counts", "report", "reset"]
 
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _counts: Counter[str] = Counter()
 #: Where reports go; ``None``: ``sys.__stderr__``, the process's real stderr, so that a
 #: ``sys.stderr`` redirected into logging cannot loop a report back into Kakashi. The
@@ -65,3 +66,9 @@ def _safe_str(obj: object) -> str:
         return str(obj)
     except Exception:
         return f"<unprintable {type(obj).__name__}>"
+
+
+# A child process must not inherit a "reported once" state that hides its own failures.
+# Registered here rather than with os.register_at_fork: it takes _lock, which must be
+# released first.
+after_fork_in_child(reset)

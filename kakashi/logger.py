@@ -8,10 +8,10 @@ writes human-readable text to stderr at INFO and above, coloured on a terminal.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from kakashi._locks import fork_safe_rlock
 from kakashi._speedups import Logger, Record, RecordQueue, Route
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.core.records import to_level
@@ -35,7 +35,7 @@ __all__ = [
     "set_level",
 ]
 
-_lock = threading.RLock()
+_lock = fork_safe_rlock()
 _routes: dict[str, Route] = {}
 _loggers: dict[str, Logger] = {}
 _default: AnyPipeline | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import decimal
 import enum
-import os
 import sys
 import threading
 import traceback
@@ -587,9 +586,3 @@ def _coerce_level(level: Any, fields: dict[str, Any]) -> int:
                 return number
     fields["kakashi_invalid_level"] = _safe_repr(level)
     return 30
-
-
-# A child process must not inherit a "reported once" state that hides its own failures;
-# nothing else in this module holds per-process state.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_errors.reset)

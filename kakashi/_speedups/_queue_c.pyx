@@ -15,9 +15,9 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
-import threading
 from time import monotonic
 
+from kakashi._locks import fork_safe_condition
 from kakashi._speedups import _queue_py as _py
 
 BLOCK = _py.BLOCK
@@ -69,7 +69,7 @@ cdef class RecordQueue:
                 raise MemoryError("cannot allocate the record queue")
         self._head = 0
         self._size = 0
-        self.not_full = threading.Condition(threading.Lock())
+        self.not_full = fork_safe_condition()
         self.waiters = 0
         self.sleeping = False
         self.wake_at = 1

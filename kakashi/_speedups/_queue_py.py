@@ -24,11 +24,12 @@ is consistent again; ``on_closed(record)`` takes records offered after :meth:`cl
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from kakashi._locks import fork_safe_condition, fork_safe_lock
 
 __all__ = [
     "BLOCK",
@@ -110,8 +111,8 @@ class RecordQueue:
 
     def _reset(self) -> None:
         self._items: deque[Any] = deque()
-        self._lock = threading.Lock()
-        self.not_full = threading.Condition(threading.Lock())
+        self._lock = fork_safe_lock()
+        self.not_full = fork_safe_condition()
         self.waiters = 0
         self.sleeping = False
         self.wake_at = 1

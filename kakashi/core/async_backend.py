@@ -21,6 +21,8 @@ Guarantees (each is tested):
   shut down at interpreter exit; :func:`install_sigterm_handler` does it on SIGTERM too.
 - Fork: the child gets an empty queue, fresh locks and its own workers, started when it
   first logs; it never writes the parent's pending records.
+- Processes: a ``multiprocessing`` child (fork, forkserver or spawn) whose target
+  returns or raises has every record written before it ends, with no call to add.
 - A writer that raises never reaches the application and never kills a worker: it is
   counted, reported once on stderr, retried with backoff, then its batch is counted as
   dropped.
@@ -29,16 +31,24 @@ Guarantees (each is tested):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
+import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kakashi import _errors
-from kakashi._locks import fork_safe_lock
+from kakashi._locks import (
+    after_fork_in_child,
+    fork_safe_condition,
+    fork_safe_event,
+    fork_safe_lock,
+    fork_safe_rlock,
+)
 from kakashi._speedups import (
     BLOCK,
     DROP_NEWEST,
@@ -174,7 +184,7 @@ class AsyncBackend:
         elif not isinstance(config, AsyncConfig):
             raise TypeError(f"config must be an AsyncConfig, got {type(config).__name__}")
         self.config = config
-        self._wake = threading.Event()
+        self._wake = fork_safe_event()
         self.queue = RecordQueue(
             config.max_queue_size,
             _STRATEGIES[config.overflow_strategy],
@@ -184,8 +194,8 @@ class AsyncBackend:
             self._on_closed,
         )
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
-        self._state_lock = threading.Lock()
-        self._settled = threading.Condition(threading.Lock())
+        self._state_lock = fork_safe_lock()
+        self._settled = fork_safe_condition()
         self._settle_waiters = 0
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
@@ -216,6 +226,7 @@ class AsyncBackend:
                 )
                 self._workers.append(thread)
                 thread.start()
+        _drain_when_multiprocessing_ends_this_process()
 
     def is_running(self) -> bool:
         """Return whether the workers are running."""
@@ -292,6 +303,7 @@ class AsyncBackend:
     # -- the workers -------------------------------------------------------------------
 
     def _run(self) -> None:
+        _leave_signals_to_the_main_thread()
         self._worker_idents.add(threading.get_ident())
         queue = self.queue
         size = self.config.effective_batch_size
@@ -531,11 +543,8 @@ class AsyncBackend:
     stats = get_stats
 
     def _after_fork_in_child(self) -> None:
-        self._wake = threading.Event()
+        # The locks, the condition and the wake event are fork-safe: already released.
         self.queue.reset_after_fork()
-        self.queue.wake = self._wake.set
-        self._state_lock = threading.Lock()
-        self._settled = threading.Condition(threading.Lock())
         self._settle_waiters = 0
         self._workers = []
         self._worker_idents = set()
@@ -570,8 +579,25 @@ def _pipelines_of(backend: AsyncBackend) -> Iterable[AsyncSink]:
     return list(_pipelines.get(backend, ()))
 
 
+def _leave_signals_to_the_main_thread() -> None:
+    """Block, in the calling worker, the signals a Python handler may be waiting for.
+
+    Python runs signal handlers on the main thread only. A signal the kernel hands to a
+    worker thread is noted, but a main thread blocked in a system call (a
+    multiprocessing Pool worker waiting for its next task) is not interrupted and never
+    runs the handler: with a SIGTERM handler installed, the process would not end.
+    """
+    import signal
+
+    if hasattr(signal, "pthread_sigmask"):
+        names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, {getattr(signal, n) for n in names if hasattr(signal, n)}
+        )
+
+
 _live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
-_global_lock = threading.RLock()
+_global_lock = fork_safe_rlock()
 _global: AsyncBackend | None = None
 
 
@@ -654,13 +680,33 @@ def shutdown_all(timeout: float | None = None) -> None:
     Workers still busy in a hung writer are given until *timeout* to finish.
     """
     global _global
-    for backend in list(_live):
-        if backend.state != "stopped":
-            backend.shutdown(timeout)
-        for thread in list(backend._workers):
-            thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
-    with _global_lock:
-        _global = None
+    with _draining():
+        for backend in list(_live):
+            if backend.state != "stopped":
+                backend.shutdown(timeout)
+            for thread in list(backend._workers):
+                thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
+        with _global_lock:
+            _global = None
+
+
+# The thread draining every backend now (shutdown_all, or the drain at exit), and what a
+# SIGTERM that interrupted that drain on that same thread left to do once it finishes.
+_drainer: int | None = None
+_after_drain: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def _draining() -> Iterator[None]:
+    global _drainer
+    outer = _drainer
+    _drainer = threading.get_ident()
+    try:
+        yield
+    finally:
+        _drainer = outer
+        while outer is None and _after_drain:
+            _after_drain.pop(0)()
 
 
 def install_sigterm_handler(timeout: float = 3.0) -> None:
@@ -683,7 +729,16 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def drain_then_terminate(signum: int, frame: Any) -> None:
+        if _drainer == threading.get_ident():
+            # SIGTERM interrupted a drain on this thread (a process draining at its exit):
+            # draining again here would wait for a lock the interrupted drain holds. Let
+            # that drain finish, then go on as SIGTERM says.
+            _after_drain.append(lambda: go_on(signum, frame))
+            return
         shutdown_all(timeout)
+        go_on(signum, frame)
+
+    def go_on(signum: int, frame: Any) -> None:
         if callable(previous):
             previous(signum, frame)
         elif previous != signal.SIG_IGN:
@@ -694,18 +749,63 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
 
 
 def _shutdown_all_at_exit() -> None:
-    for backend in list(_live):
-        if backend.state != "stopped":
-            backend.shutdown()
+    with _draining():
+        for backend in list(_live):
+            if backend.state != "stopped":
+                backend.shutdown()
 
 
 def _after_fork_in_child() -> None:
-    global _global_lock
-    _global_lock = threading.RLock()
+    global _drainer
+    _drainer = None  # a drain running in the parent is not the child's
+    _after_drain.clear()
     for backend in list(_live):
         backend._after_fork_in_child()
 
 
+# -- multiprocessing children -------------------------------------------------------------
+# A multiprocessing child started by fork or forkserver ends with os._exit() right after
+# running multiprocessing.util's finalizers: atexit never runs there. So while a backend
+# runs in a process that has imported multiprocessing, one such finalizer drains it too.
+# multiprocessing is not imported for this: a process that has not imported it is no
+# multiprocessing child, and an import made later is seen when a backend next starts (a
+# forked child's backend restarts with the child's first record).
+
+#: Above the finalizers multiprocessing registers itself (a Queue's feeder thread is told
+#: to stop at 10, a Pool's workers are terminated at 15), so that a writer that hands its
+#: records to a multiprocessing.Queue can still do so.
+_EXIT_PRIORITY = 20
+_exit_lock = fork_safe_lock()
+_exit_finalizer: Any = None
+_after_forker_registered = False
+
+
+def _drain_when_multiprocessing_ends_this_process() -> None:
+    """Make sure multiprocessing's exit path shuts every running backend down in time.
+
+    Each backend gets its own ``shutdown_timeout``, so the process never hangs on exit.
+    """
+    global _exit_finalizer, _after_forker_registered
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    with _exit_lock:
+        if _exit_finalizer is None or not _exit_finalizer.still_active():
+            _exit_finalizer = util.Finalize(
+                None, _shutdown_all_at_exit, exitpriority=_EXIT_PRIORITY
+            )
+        if not _after_forker_registered:
+            # A child's bootstrap forgets every finalizer (after the fork hooks ran; in a
+            # forkserver or spawn child, after the target's module was imported, which may
+            # have started a backend), then runs the after-fork callbacks: renew it there.
+            util.register_after_fork(_shutdown_all_at_exit, _renew_in_multiprocessing_child)
+            _after_forker_registered = True
+
+
+def _renew_in_multiprocessing_child(_: object) -> None:
+    if any(backend.state == "running" for backend in list(_live)):
+        _drain_when_multiprocessing_ends_this_process()
+
+
 atexit.register(_shutdown_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)

@@ -9,10 +9,10 @@ functions return loggers with their own pipelines on that same backend;
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from kakashi._locks import fork_safe_rlock
 from kakashi._speedups import Logger
 from kakashi.core.async_backend import (
     AsyncBackend,
@@ -52,7 +52,7 @@ ENVIRONMENTS: dict[str, tuple[LogLevel, str, bool]] = {
     "testing": (LogLevel.DEBUG, "block", False),
 }
 _ALIASES = {"dev": "development", "prod": "production", "test": "testing"}
-_lock = threading.RLock()
+_lock = fork_safe_rlock()
 _pipelines: dict[tuple[Any, ...], AsyncPipeline] = {}
 
 
