@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kakashi import _errors
-from kakashi._locks import fork_safe_lock
+from kakashi._locks import after_fork_in_child, fork_safe_lock
 from kakashi._platform import UnsupportedPlatformError, posix_module
 
 __all__ = [
@@ -367,5 +367,4 @@ def _after_fork_in_child() -> None:
         writer._after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)

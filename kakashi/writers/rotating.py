@@ -50,6 +50,7 @@ from typing import Any
 import zstandard
 
 from kakashi import _errors
+from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi.writers import naming as names
 from kakashi.writers.file import FileWriter, PartialWriteError
@@ -181,7 +182,7 @@ class RotatingFileWriter(FileWriter):
         if self.compressed_active:
             self._clean_end = clean_frames_end  # type: ignore[method-assign]
         self._jobs: queue.Queue[_Job] = queue.Queue()
-        self._jobs_lock = threading.Lock()
+        self._jobs_lock = fork_safe_lock()
         self._compressor: threading.Thread | None = None
         self._lock_file = -1
         self._lock_inode: tuple[int, int] | None = None
@@ -201,7 +202,6 @@ class RotatingFileWriter(FileWriter):
         # The compressor thread did not survive the fork: start afresh; files the parent
         # had queued are the parent's to compress.
         self._jobs = queue.Queue()
-        self._jobs_lock = threading.Lock()
         self._compressor = None
         self._holder = None
 
