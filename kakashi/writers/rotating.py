@@ -398,22 +398,30 @@ class RotatingFileWriter(FileWriter):
         self._size = self._ready()
         start = 0
         while start < len(batch):
-            # A .zst file's sizes are known only once compressed: it rotates once it
-            # has reached max_bytes (the "next record" then counts as one byte).
-            upcoming = 1 if self.compressed_active else len(batch[start]) + 1
-            if self.should_rollover(upcoming):
-                self._rotate()
-                self._size = self._ready()
-            end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
-            data = self.encode(batch[start:end])
             try:
-                self._append(data, self._size)
+                start = self._write_run(batch, start)
             except OSError as exc:
+                # Whatever failed after the first records were written (the append, or
+                # reopening the active file after a rotation: ENOSPC, EMFILE...), those
+                # records are on disk and must not be written again.
                 if start:
                     raise PartialWriteError(start, exc) from exc
                 raise
-            self._size += len(data)
-            start = end
+
+    def _write_run(self, batch: Sequence[bytes], start: int) -> int:
+        """Write the run of records from *start* that fits (rotating first if it is time);
+        return where the next run starts."""
+        # A .zst file's sizes are known only once compressed: it rotates once it
+        # has reached max_bytes (the "next record" then counts as one byte).
+        upcoming = 1 if self.compressed_active else len(batch[start]) + 1
+        if self.should_rollover(upcoming):
+            self._rotate()
+            self._size = self._ready()
+        end = max(self._fitting(batch, start), start + 1)  # an oversized record goes alone
+        data = self.encode(batch[start:end])
+        self._append(data, self._size)
+        self._size += len(data)
+        return end
 
     def _fitting(self, batch: Sequence[bytes], start: int) -> int:
         """End of the longest run of records from *start* that fits in the current file.
