@@ -33,6 +33,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
+import inspect
 import os
 import sys
 import threading
@@ -259,7 +261,7 @@ class AsyncBackend:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [thread for thread in self._workers if thread.is_alive()]
         if not alive:
-            self._close_writers()
+            self._close_writers(deadline)
         queued = len(self.queue.abandon())
         held = self.queue.in_flight  # in batches that workers still write (a hung writer)
         pending = queued + held
@@ -501,9 +503,16 @@ class AsyncBackend:
                 writers[id(writer)] = writer
         return list(writers.values())
 
-    def _close_writers(self) -> None:
+    def _close_writers(self, deadline: float | None = None) -> None:
+        """Flush and close every writer; a writer whose ``close`` takes a ``timeout`` is
+        given what is left until *deadline* (a rotating file writer would otherwise wait
+        for its pending compressions, which may wait for another process's lock)."""
         for writer in self._all_writers():
-            for method in (writer.flush, writer.close):
+            close = writer.close
+            if deadline is not None and _takes_timeout(close):
+                left = max(0.0, deadline - time.monotonic())
+                close = functools.partial(close, timeout=left)  # type: ignore[call-arg]
+            for method in (writer.flush, close):
                 try:
                     method()
                 except Exception as exc:
@@ -563,6 +572,14 @@ class AsyncBackend:
 _pipelines: weakref.WeakKeyDictionary[AsyncBackend, weakref.WeakSet[AsyncSink]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _takes_timeout(method: Callable[..., Any]) -> bool:
+    """Whether *method* (a writer's ``close``) accepts a ``timeout`` keyword."""
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def register_pipeline(backend: AsyncBackend, pipeline: AsyncSink) -> None:

@@ -317,13 +317,21 @@ class FileWriter:
                 if self._fd >= 0:
                     os.fsync(self._fd)
 
-    def close(self) -> None:
-        """Flush and close the file; a later write reopens it."""
-        with self._lock:
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and close the file; a later write reopens it.
+
+        Waits at most *timeout* seconds (``None``: as long as it takes) for a write of
+        another thread to end; after that, the file is left open.
+        """
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return
+        try:
             if self._fd >= 0:
                 if self.fsync:
                     os.fsync(self._fd)
                 self._close_fd()
+        finally:
+            self._lock.release()
 
     def __repr__(self) -> str:
         return f"<FileWriter {str(self.path)!r}>"

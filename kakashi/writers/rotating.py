@@ -573,17 +573,33 @@ class RotatingFileWriter(FileWriter):
         for path in doomed:
             path.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Close the file and wait (bounded) for pending compression."""
-        super().close()
-        self.wait_for_compression()
+    def close(self, timeout: float | None = None) -> None:
+        """Close the file and wait for pending compression, at most *timeout* seconds in
+        all (``None``: 30 s for the compression, then 5 s for its thread).
+
+        The compressor may be waiting for another process's lock (a process stopped or
+        hung): a shutdown must not wait for it beyond its own timeout. What is not
+        compressed by then stays behind, whole and readable under its rotated name (the
+        compressor is a daemon thread, which interpreter exit ends).
+        """
+        deadline = time.monotonic() + (35.0 if timeout is None else max(0.0, timeout))
+
+        def left(most: float) -> float:
+            return max(0.0, min(most, deadline - time.monotonic()))
+
+        super().close(left(35.0))
+        self.wait_for_compression(left(30.0))
         thread = self._compressor
         if thread is not None:
-            thread.join(5.0)
-        with self._lock:
+            thread.join(left(5.0))
+        if not self._lock.acquire(timeout=left(5.0)):
+            return  # the compressor holds it (and uses the lock file)
+        try:
             if self._lock_file >= 0:
                 os.close(self._lock_file)
                 self._lock_file = -1
+        finally:
+            self._lock.release()
 
     def __repr__(self) -> str:
         return f"<RotatingFileWriter {str(self.path)!r}>"
