@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import gzip
 import itertools
 import os
@@ -327,6 +328,39 @@ class RotatingFileWriter(FileWriter):
                 found.append((parsed.number, name, parsed))
         for number, name, parsed in sorted(found, reverse=True):
             os.rename(self.path.with_name(name), self.path.with_name(parsed.renumbered(number + 1)))
+        if self.namer is not None:
+            self._shift_named()
+
+    def _shift_named(self) -> None:
+        """Shift the files a *namer* named (as :mod:`logging` does): ``namer(app.log.n)``
+        becomes ``namer(app.log.n+1)``, compressed or not, oldest first.
+
+        A namer that keeps the numbered form (``app.log.1.gz``) was shifted already; one
+        that does not (``app.1.log``) would otherwise have its file replaced by the next
+        rotation's.
+        """
+        named = self._named
+        chain: list[tuple[int, list[str]]] = []
+        for number in itertools.count(1):
+            base = named(number)
+            present = [
+                suffix
+                for suffix in ("", *names.COMPRESSION_SUFFIXES.values())
+                if os.path.lexists(str(base) + suffix)
+            ]
+            if not present or named(number + 1) == base:
+                break  # the end, or a namer that ignores the number (the rotation refuses)
+            chain.append((number, present))
+        for number, present in reversed(chain):
+            source, target = named(number), named(number + 1)
+            for suffix in present:
+                os.rename(str(source) + suffix, str(target) + suffix)
+
+    def _named(self, number: int) -> Path:
+        """What the namer calls the numbered rotated file *number*."""
+        assert self.namer is not None
+        default = self.path.with_name(names.numbered_name(self.path.name, number))
+        return Path(self.namer(str(default)))
 
     def do_rollover(self) -> None:
         """Close the active file, move it to its rotated name, open a fresh one.
@@ -345,6 +379,12 @@ class RotatingFileWriter(FileWriter):
         destination = self.namer(default) if self.namer is not None else default
         moved = None
         if self.path.exists():
+            for suffix in ("", *names.COMPRESSION_SUFFIXES.values()):
+                if os.path.lexists(destination + suffix):
+                    # A namer that gave a name in use: replacing it would lose its records.
+                    raise FileExistsError(
+                        errno.EEXIST, f"the rotated name is taken: {destination + suffix}"
+                    )
             if self.rotator is not None:
                 self.rotator(str(self.path), destination)
             else:
@@ -355,6 +395,9 @@ class RotatingFileWriter(FileWriter):
                 moved = None
         self.rotations += 1
         self._open()
+        compressed = names.parse(Path(destination).name)
+        if compressed is not None and compressed.compression:
+            moved = None  # the name says it is compressed already (a namer or rotator did it)
         if moved is not None and self.compression is not None:
             self._submit(_Job(Path(destination), moved))
         elif self.backup_count is not None or self.max_age is not None:
@@ -482,6 +525,15 @@ class RotatingFileWriter(FileWriter):
             parsed = names.parse(name)
             if parsed is not None and parsed.log == self._log and not parsed.compression:
                 candidates.append(self.path.with_name(name))
+        if self.namer is not None and self.naming == "numbered":  # files it shifted
+            suffixes = ("", *names.COMPRESSION_SUFFIXES.values())
+            for number in itertools.count(1):
+                named = self._named(number)
+                if not any(os.path.lexists(f"{named}{suffix}") for suffix in suffixes):
+                    break
+                candidates.append(named)
+                if self._named(number + 1) == named:
+                    break  # a namer that ignores the number
         for candidate in candidates:
             try:
                 if _inode(os.stat(candidate)) == job.inode:
@@ -517,10 +569,10 @@ class RotatingFileWriter(FileWriter):
             with self._locked():
                 source = self._find(job)
                 if source is not None:
-                    os.replace(
-                        partial,
-                        source.with_name(names.compressed_name(source.name, self.compression)),
-                    )
+                    target = source.with_name(names.compressed_name(source.name, self.compression))
+                    if os.path.lexists(target):  # never replace another file's records
+                        raise FileExistsError(errno.EEXIST, f"{target} exists; {source} is kept")
+                    os.replace(partial, target)
                     source.unlink()
         finally:
             partial.unlink(missing_ok=True)
