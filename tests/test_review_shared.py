@@ -20,6 +20,7 @@ from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.writers import RotatingFileWriter, read_lines
+from kakashi.writers import naming as names
 
 
 @pytest.fixture(name="few_inodes")
@@ -306,3 +307,47 @@ def test_restart_in_a_later_period_rotates_the_old_file_under_its_own_stamp(
     }
     stamp = time.strftime("%Y-%m-%d", time.gmtime(start))
     assert [1] == found.get(f"app.{stamp}.log"), found
+
+
+CRASH_WITH_COMPRESSIONS_PENDING = """
+import json, os, sys, threading
+from kakashi.writers import RotatingFileWriter
+path, tag, crash = sys.argv[1], sys.argv[2], sys.argv[3] == "crash"
+writer = RotatingFileWriter(path, max_bytes=2_000)
+if crash:
+    stuck = threading.Event()
+    writer._compress = lambda job: stuck.wait()  # the compressor is behind
+for b in range(40):
+    writer.write([json.dumps({"tag": tag, "b": b, "i": i}).encode() for i in range(10)])
+if crash:
+    os._exit(9)  # kill -9 with the compressions pending
+assert writer.wait_for_compression(60)
+writer.close()
+"""
+
+
+def test_rotated_files_a_dead_process_left_uncompressed_are_compressed_later(
+    tmp_path: Path,
+) -> None:
+    """A process dies (kill -9, OOM) while its compressor is behind: its rotated files stay
+    uncompressed. A writer that later rotates the same log must compress them (they were
+    left as they are forever: the dead process's 6 rotated files still plain after the
+    restart's own rotations were compressed). Each record stays on disk once."""
+    path = tmp_path / "app.log"
+    for tag, how in (("a", "crash"), ("b", "normal")):
+        child = subprocess.run(
+            [sys.executable, "-c", CRASH_WITH_COMPRESSIONS_PENDING, str(path), tag, how],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert (9 if how == "crash" else 0) == child.returncode, child.stderr
+    rotated = names.rotated_files(tmp_path, path.name)
+    seen: dict[tuple[str, int, int], int] = {}
+    for file in [*rotated, path]:
+        for line in read_lines(file):
+            record = json.loads(line)
+            key = (record["tag"], record["b"], record["i"])
+            seen[key] = seen.get(key, 0) + 1
+    assert 800 == len(seen)
+    assert [] == [key for key, times in seen.items() if times > 1]
+    assert [] == [file.name for file in rotated if not file.name.endswith(".zst")]
+    assert [] == [name for name in os.listdir(tmp_path) if name.endswith(".partial")]

@@ -191,6 +191,7 @@ class RotatingFileWriter(FileWriter):
         self._size = 0
         self._rollover_at = 0.0
         self.rotations = 0
+        self._adopted = False  # whether rotated files left uncompressed were looked for
         super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
         self._log = names.log_name(self.path.name)
         self._lock_name = str(self.path.with_name(names.lock_name(self.path.name)))
@@ -402,6 +403,34 @@ class RotatingFileWriter(FileWriter):
             self._submit(_Job(Path(destination), moved))
         elif self.backup_count is not None or self.max_age is not None:
             self._submit(_Job(None))  # retention only
+        if not self._adopted and self.compression is not None:
+            self._adopted = True
+            self._adopt_orphans(Path(destination))
+
+    def _adopt_orphans(self, rotated: Path) -> None:
+        """Queue the rotated files a process that died (kill -9, OOM, interpreter exit) or
+        whose compression failed left uncompressed. Called under the lock, at this writer's
+        first rotation.
+
+        A file that a live process is compressing (its ``.partial`` exists) is left to it;
+        one that another process only has queued may be compressed twice, harmlessly: the
+        second swap finds the file gone.
+        """
+        listing = os.listdir(self.path.parent)
+        busy = set()
+        for name in listing:
+            if name.endswith(".partial"):
+                stem, _, owner = name[: -len(".partial")].rpartition(".")
+                if owner.partition("-")[0].isdigit() and _alive(int(owner.partition("-")[0])):
+                    busy.add(stem)
+        for path in names.rotated_files(self.path.parent, self.path.name):
+            parsed = names.parse(path.name)
+            if parsed is None or parsed.compression or path == rotated:
+                continue
+            if names.compressed_name(path.name, self.compression or "zstd") in busy:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                self._submit(_Job(path, _inode(os.stat(path))))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -556,24 +585,34 @@ class RotatingFileWriter(FileWriter):
             f".{pid}-{next(_partial_numbers)}.partial"
         )
         try:
-            with reading, partial.open("wb") as dst:
-                if self.compression == "zstd":
-                    zstandard.ZstdCompressor(level=self.level, write_checksum=True).copy_stream(
-                        reading, dst
-                    )
-                else:
-                    with gzip.GzipFile(fileobj=dst, mode="wb") as zipped:
-                        shutil.copyfileobj(reading, zipped)
-                dst.flush()
-                os.fsync(dst.fileno())  # complete on disk before it replaces the original
-            with self._locked():
-                source = self._find(job)
-                if source is not None:
-                    target = source.with_name(names.compressed_name(source.name, self.compression))
-                    if os.path.lexists(target):  # never replace another file's records
-                        raise FileExistsError(errno.EEXIST, f"{target} exists; {source} is kept")
-                    os.replace(partial, target)
-                    source.unlink()
+            # The original stays open until the swap is done: an open file keeps its inode
+            # number, so no other file can take it (files are found by inode) if retention
+            # or another compressor removes this one meanwhile. Closed before the swap, the
+            # number went to a newer file, whose name got this file's records and whose own
+            # records were deleted (4 processes, timestamped: 563 records lost, 567 twice).
+            with reading:
+                with partial.open("wb") as dst:
+                    if self.compression == "zstd":
+                        zstandard.ZstdCompressor(level=self.level, write_checksum=True).copy_stream(
+                            reading, dst
+                        )
+                    else:
+                        with gzip.GzipFile(fileobj=dst, mode="wb") as zipped:
+                            shutil.copyfileobj(reading, zipped)
+                    dst.flush()
+                    os.fsync(dst.fileno())  # complete on disk before it replaces the original
+                with self._locked():
+                    source = self._find(job)
+                    if source is not None:
+                        target = source.with_name(
+                            names.compressed_name(source.name, self.compression)
+                        )
+                        if os.path.lexists(target):  # never replace another file's records
+                            raise FileExistsError(
+                                errno.EEXIST, f"{target} exists; {source} is kept"
+                            )
+                        os.replace(partial, target)
+                        source.unlink()
         finally:
             partial.unlink(missing_ok=True)
 
