@@ -50,7 +50,7 @@ def run_children(script: str, argv: list[list[str]]) -> list[dict[str, Any]]:
                 other.kill()
             pytest.fail("a child did not finish before its deadline")
         assert 0 == child.returncode, err
-        reports.append(json.loads(out.strip().splitlines()[-1]))
+        reports.append(json.loads(out.strip().splitlines()[-1]) | {"stderr": err})
     return reports
 
 
@@ -124,7 +124,7 @@ def test_processes_share_one_rotating_file(tmp_path: Path, compression: str, nam
     seen = tally(lines)
 
     assert [] == problems
-    assert {"written": count, "dropped": 0} == reports[0]
+    assert {"written": count, "dropped": 0, "stderr": ""} == reports[0]
     assert 4 * count == sum(report["written"] for report in reports)
     assert {(w * 10, i) for w in range(4) for i in range(count)} == set(seen)
     assert [] == [record for record, times in seen.items() if times > 1]
@@ -160,7 +160,7 @@ def test_two_writers_on_one_path_in_one_process(tmp_path: Path) -> None:
     seen = tally(lines)
 
     assert [] == problems
-    assert {"written": 2 * count, "dropped": 0} == report
+    assert {"written": 2 * count, "dropped": 0, "stderr": ""} == report
     assert {(n, i) for n in range(2) for i in range(count)} == set(seen)
     assert [] == [record for record, times in seen.items() if times > 1]
 
@@ -205,7 +205,7 @@ def test_crash_between_swap_and_unlink_shows_no_record_twice(tmp_path: Path, cra
     lines, problems = read_all(path)
     seen = tally(lines)
 
-    assert {"done": True} == report
+    assert {"done": True, "stderr": ""} == report
     assert [] == problems
     assert [] == [p for p in tmp_path.iterdir() if Path(f"{p}.zst").exists()]  # tidied
     assert [] == [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -512,7 +512,7 @@ def test_forks_at_random_moments_of_rotation(tmp_path: Path) -> None:
     lines, problems = read_all(path)
     seen = tally(lines)
 
-    assert [0] * 10 == report["codes"]
+    assert [0] * 10 == report["codes"], report["stderr"]
     assert 0 == report["dropped"]
     assert [] == problems
     assert [] == [record for record, times in seen.items() if times > 1]

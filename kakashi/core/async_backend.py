@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import signal
 import sys
 import threading
 import time
@@ -603,9 +604,10 @@ def _leave_signals_to_the_main_thread() -> None:
     worker thread is noted, but a main thread blocked in a system call (a
     multiprocessing Pool worker waiting for its next task) is not interrupted and never
     runs the handler: with a SIGTERM handler installed, the process would not end.
+    ``signal`` is imported with this module, not here: a fork while a worker thread was
+    importing it would leave the module's import lock held in the child, whose first
+    worker would then wait for it forever.
     """
-    import signal
-
     if hasattr(signal, "pthread_sigmask"):
         names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
         signal.pthread_sigmask(
@@ -739,8 +741,6 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
         ValueError: not called from the main thread (a Python rule for signal handlers),
             or a negative *timeout*.
     """
-    import signal
-
     if timeout < 0:
         raise ValueError(f"timeout must not be negative, got {timeout!r}")
     previous = signal.getsignal(signal.SIGTERM)
