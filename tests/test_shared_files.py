@@ -528,13 +528,10 @@ def test_forks_at_random_moments_of_rotation(tmp_path: Path) -> None:
     assert expected <= set(seen)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect: in about 1 run in 10 on the pure build (never seen compiled), every "
-    "record of one forked child is missing from disk although its shutdown said complete",
-)
 def test_forked_children_have_every_record_on_disk(tmp_path: Path) -> None:
-    """The same run: every record each child logged is on disk."""
+    """The same run: every record each child logged is on disk. (A child forked while a
+    parent thread was closing the file's descriptor failed in its fork hook, kept the
+    stale descriptor and dropped all its records as write errors: 1 run in 15.)"""
     _report, seen, _problems = forking_run(tmp_path)
 
     assert {(f"child-{n}", seq) for n in range(10) for seq in range(200)} <= set(seen)

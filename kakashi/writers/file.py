@@ -190,7 +190,10 @@ class FileWriter:
         # close them (closing a copy does not release the parent's lock) and reopen on the
         # first write. The thread lock is renewed by kakashi._locks.
         if self._fd >= 0:
-            os.close(self._fd)
+            # A parent thread may have been closing it at the fork (EBADF here): the
+            # descriptor is forgotten either way, or the child could never write.
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = -1
 
     # -- the lock ---------------------------------------------------------------------------

@@ -199,7 +199,8 @@ class RotatingFileWriter(FileWriter):
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
         if self._lock_file >= 0:
-            os.close(self._lock_file)  # the parent's lock stays the parent's
+            with contextlib.suppress(OSError):  # see FileWriter._after_fork_in_child
+                os.close(self._lock_file)  # the parent's lock stays the parent's
             self._lock_file = -1
         # The compressor thread did not survive the fork: start afresh; files the parent
         # had queued are the parent's to compress.
