@@ -79,6 +79,16 @@ def _inode(info: os.stat_result) -> tuple[int, int]:
     return (info.st_dev, info.st_ino)
 
 
+def _partial_of(name: str) -> tuple[str, int] | None:
+    """For a compression's temporary file ``<target>.<pid>-<n>.partial`` (as
+    :meth:`RotatingFileWriter._compress` names it): the target's name and the pid."""
+    if not name.endswith(".partial"):
+        return None
+    target, _, owner = name[: -len(".partial")].rpartition(".")
+    pid = owner.partition("-")[0]
+    return (target, int(pid)) if pid.isdigit() else None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -420,10 +430,9 @@ class RotatingFileWriter(FileWriter):
         listing = os.listdir(self.path.parent)
         busy = set()
         for name in listing:
-            if name.endswith(".partial"):
-                stem, _, owner = name[: -len(".partial")].rpartition(".")
-                if owner.partition("-")[0].isdigit() and _alive(int(owner.partition("-")[0])):
-                    busy.add(stem)
+            partial = _partial_of(name)
+            if partial is not None and _alive(partial[1]):
+                busy.add(partial[0])
         for path in names.rotated_files(self.path.parent, self.path.name):
             parsed = names.parse(path.name)
             if parsed is None or parsed.compression or path == rotated:
@@ -639,11 +648,11 @@ class RotatingFileWriter(FileWriter):
         for name in os.listdir(self.path.parent):
             path = self.path.with_name(name)
             if name.endswith(".partial"):
-                owner = name[: -len(".partial")].rpartition(".")[2].partition("-")[0]
-                parsed = names.parse(name[: -len(".partial")].rpartition(".")[0])
-                ours = parsed is not None and parsed.log == self._log
-                if ours and owner.isdigit() and not _alive(int(owner)):
-                    path.unlink(missing_ok=True)
+                partial = _partial_of(name)
+                if partial is not None and not _alive(partial[1]):
+                    parsed = names.parse(partial[0])
+                    if parsed is not None and parsed.log == self._log:
+                        path.unlink(missing_ok=True)
                 continue
             parsed = names.parse(name)
             if parsed is not None and parsed.log == self._log and not parsed.compression:
