@@ -23,14 +23,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib
 import io
 import json
+import os
 import re
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -130,9 +132,12 @@ class Source:
     stdin: bool = False
 
 
-def sources(paths: Sequence[Path]) -> tuple[list[Source], list[str]]:
+def sources(
+    paths: Sequence[Path], namer: Callable[[str], Any] | None = None
+) -> tuple[list[Source], list[str]]:
     """The logs that *paths* name, and a message for each path that names none (a path
-    with no file yet is still a log to follow)."""
+    with no file yet is still a log to follow). With the writer's *namer*, a log's
+    rotated files include those it named."""
     found: list[Source] = []
     problems: list[str] = []
     for path in paths:
@@ -148,7 +153,7 @@ def sources(paths: Sequence[Path]) -> tuple[list[Source], list[str]]:
         elif path.exists() and naming.parse(path.name) is not None:
             found.append(Source(str(path), [path]))  # a rotated file, read alone
         else:
-            files = naming.rotated_files(path.parent, path.name)
+            files = naming.rotated_files(path.parent, path.name, namer=namer)
             if path.exists():
                 files.append(path)
             if not files:
@@ -295,16 +300,20 @@ def view(
     follow_for: float | None = None,
     stop: threading.Event | None = None,
     stdin: IO[bytes] | None = None,
+    namer: Callable[[str], Any] | None = None,
 ) -> int:
     """Show the records of *paths* that match *query*; return the exit status.
 
     A path is a log's active file, a rotated file, a directory of logs, or ``-`` for
     *stdin* (default: the process's standard input). With *follow*, keep reading until
     interrupted, *follow_for* seconds have passed or *stop* is set, looking every
-    *interval* seconds. A closed output (``| head``) raises :class:`BrokenPipeError`.
+    *interval* seconds. *namer* is the writers' ``namer``, for the rotated files it named
+    (not with *follow*). A closed output (``| head``) raises :class:`BrokenPipeError`.
     """
+    if namer is not None and follow:
+        raise ValueError("a namer's rotated files are read without --follow only")
     with _warnings_said():
-        return _view(paths, query, out, as_json, follow, interval, follow_for, stop, stdin)
+        return _view(paths, query, out, as_json, follow, interval, follow_for, stop, stdin, namer)
 
 
 def _view(
@@ -317,8 +326,9 @@ def _view(
     follow_for: float | None,
     stop: threading.Event | None,
     stdin: IO[bytes] | None,
+    namer: Callable[[str], Any] | None,
 ) -> int:
-    found, problems = sources(paths)
+    found, problems = sources(paths, namer)
     if not follow:  # a log with no file yet is only worth following
         found = [source for source in found if source.files or source.stdin]
     viewer = _Viewer(query, out, as_json, headers=not as_json and len(found) > 1)
@@ -376,6 +386,10 @@ def add_arguments(parser: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the records as JSON lines")
     parser.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
+    parser.add_argument(
+        "--namer", metavar="MODULE:FUNCTION",
+        help="the namer the log's writers use, to find the rotated files it named",
+    )  # fmt: skip
     # Hidden: stop following after N seconds (for tests).
     parser.add_argument("--follow-for", type=float, default=None, help=argparse.SUPPRESS)
 
@@ -392,6 +406,14 @@ def run(args: Any, parser: Any) -> int:
         query.until = _parse_time(args.until) if args.until else None
     except ValueError as exc:
         parser.error(str(exc))
+    namer = None
+    if args.namer:
+        if args.follow:
+            parser.error("--namer cannot be used with --follow")
+        try:
+            namer = _load(args.namer)
+        except (ImportError, AttributeError, ValueError) as exc:
+            parser.error(f"--namer {args.namer}: {exc}")
     for item in args.where:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -399,5 +421,20 @@ def run(args: Any, parser: Any) -> int:
         query.where[key] = value
     return view(
         args.paths, query, sys.stdout, as_json=args.json, follow=args.follow,
-        follow_for=args.follow_for,
+        follow_for=args.follow_for, namer=namer,
     )  # fmt: skip
+
+
+def _load(spec: str) -> Callable[[str], Any]:
+    """The callable ``module:name`` (``name`` may be dotted: ``module:Class.method``)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError("expected MODULE:FUNCTION")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")  # as python -m does: a module beside the user
+    found: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    if not callable(found):
+        raise ValueError(f"{attribute} is not callable")
+    return found  # type: ignore[no-any-return]

@@ -23,6 +23,12 @@ A rotated file and its compressed copy side by side (``app.log.2`` and ``app.log
 left by a crash in the middle of a compression) are one file: the listings name only the
 copy, which is complete.
 
+A ``namer`` (see :class:`~kakashi.writers.rotating.RotatingFileWriter`) may give other
+names, ``app.1.log`` for ``app.log.1`` say. Given the namer, :func:`named_files` recognises
+them: the namer is asked for a few sample names, and the part of its answer that carries the
+number or stamp becomes the pattern (so a namer must keep the number or stamp in the name, as
+every recipe does).
+
 Two readings are ruled out on purpose: a suffix never ends in a number (``x.log.1`` is a
 numbered file, never the active file of a timestamped set), and after a stamp a number is
 the counter (``app.2026-11-27.1.log`` is a second file of ``app.log``, not of ``app.1.log``).
@@ -32,9 +38,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "COMPRESSION_SUFFIXES",
@@ -44,6 +51,7 @@ __all__ = [
     "lock_name",
     "log_name",
     "log_sets",
+    "named_files",
     "next_timestamped_name",
     "numbered_name",
     "parse",
@@ -63,6 +71,12 @@ _TIMESTAMPED = re.compile(
     r"(?:\.(?P<counter>\d+))?(?P<suffix>(?:\.[^.]+)*?)(?P<compression>\.zst|\.gz)?"
 )
 _ENDS_IN_NUMBER = re.compile(r"\.\d+$")
+_STAMP = r"\d{4}-\d\d-\d\d(?:T\d\d(?:-\d\d-\d\d)?)?"
+_COMPRESSED = r"(?P<compression>\.zst|\.gz)?"
+# Sample keys a namer is asked about: they differ in their first and last characters, so the
+# part of the answers they share is what the namer adds around them.
+_NUMBERS = ("1", "2", "37")
+_STAMPS = (("1971-01-01", 0), ("2088-12-31T23", 0), ("2000-02-02T22-22-22", 5))
 
 
 @dataclass(frozen=True)
@@ -189,6 +203,83 @@ def next_timestamped_name(active: str, stamp: str, existing: Iterable[str]) -> s
     return timestamped_name(active, stamp, max(counters) + 1 if counters else 0)
 
 
+def _namer_pattern(
+    namer: Callable[[str], Any], samples: list[tuple[str, str]], key: str, numbered: bool
+) -> tuple[Path, re.Pattern[str]] | None:
+    """The directory and name pattern of what *namer* makes of the *samples* (default
+    path, key), or ``None`` when its answers do not carry the key between a fixed prefix
+    and suffix."""
+    try:
+        answers = [os.fspath(namer(default)) for default, _ in samples]
+    except Exception:
+        return None
+    if not all(isinstance(answer, str) for answer in answers):
+        return None
+    if answers[0] == samples[0][0]:
+        return None  # the default names: parse() reads them
+    # Character by character on purpose: the key may sit inside a file name.
+    prefix = os.path.commonprefix(answers)  # noqa: RUF071
+    suffix = os.path.commonprefix([answer[::-1] for answer in answers])[::-1]  # noqa: RUF071
+    if numbered:  # a namer may pad the number: app.log.001
+        prefix, suffix = prefix.rstrip("0123456789"), suffix.lstrip("0123456789")
+    for answer, (_, wanted) in zip(answers, samples, strict=True):
+        if len(prefix) + len(suffix) >= len(answer):
+            return None
+        middle = answer[len(prefix) : len(answer) - len(suffix)]
+        padded = numbered and middle.isdigit() and int(middle) == int(wanted)
+        if middle != wanted and not padded:
+            return None
+    directory, sep, head = prefix.rpartition(os.sep)
+    if not sep or os.sep in suffix:
+        return None
+    regex = re.compile(re.escape(head) + key + re.escape(suffix) + _COMPRESSED)
+    return Path(directory or os.sep), regex
+
+
+def named_files(
+    path: str | os.PathLike[str], namer: Callable[[str], Any]
+) -> list[tuple[RotatedName, Path]]:
+    """The rotated files of the active file *path* that *namer* named, unordered.
+
+    ``namer`` is called as :mod:`logging` calls it, with the default name's full path
+    (``/var/log/app.log.1``, ``/var/log/app.2026-11-27.log``) and returns the name to use.
+    A namer that gives the default names (or names :func:`parse` reads) needs none of this;
+    one that does not keep the number or stamp in its names has none to find.
+    """
+    path = Path(os.path.abspath(path))  # as logging passes it to a namer
+    numbered = [(str(path.with_name(numbered_name(path.name, int(n)))), n) for n in _NUMBERS]
+    stamped = [
+        (str(path.with_name(timestamped_name(path.name, stamp, counter))),
+         f"{stamp}.{counter}" if counter else stamp)
+        for stamp, counter in _STAMPS
+    ]  # fmt: skip
+    found: dict[Path, tuple[RotatedName, Path]] = {}
+    log = log_name(path.name)
+    for samples, key, is_numbered in (
+        (numbered, r"(?P<number>\d+)", True),
+        (stamped, rf"(?P<stamp>{_STAMP})(?:\.(?P<counter>\d+))?", False),
+    ):
+        pattern = _namer_pattern(namer, samples, key, is_numbered)
+        if pattern is None:
+            continue
+        directory, regex = pattern
+        for entry in _entries(directory):
+            match = regex.fullmatch(entry.name)
+            if match is None or entry.name.endswith(_NOT_LOGS):
+                continue
+            groups = match.groupdict()
+            name = RotatedName(
+                log=log,
+                active=path.name,
+                number=int(groups["number"]) if is_numbered else None,
+                stamp=groups.get("stamp"),
+                counter=int(groups.get("counter") or 0),
+                compression=groups["compression"] or "",
+            )
+            found[Path(entry.path)] = (name, Path(entry.path))
+    return list(found.values())
+
+
 def _entries(directory: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(directory) as entries:
@@ -214,18 +305,27 @@ def _in_order(found: list[tuple[tuple[int, str, int], str, Path]]) -> list[Path]
     return [path for _, _, path in sorted(kept)]
 
 
-def rotated_files(directory: str | os.PathLike[str], active: str) -> list[Path]:
+def rotated_files(
+    directory: str | os.PathLike[str],
+    active: str,
+    *,
+    namer: Callable[[str], Any] | None = None,
+) -> list[Path]:
     """The rotated files of the active file named *active* in *directory*, oldest first.
 
-    Each file once: an original beside its compressed copy is left out (see the module).
+    With the writer's *namer*, the files it named too (see :func:`named_files`). Each file
+    once: an original beside its compressed copy is left out (see the module).
     """
     wanted = log_name(active)
-    found: list[tuple[tuple[int, str, int], str, Path]] = []
+    found: dict[Path, tuple[tuple[int, str, int], str, Path]] = {}
     for entry in _entries(Path(directory)):
         parsed = parse(entry.name)
         if parsed is not None and parsed.log == wanted:
-            found.append((parsed.order, entry.name, Path(entry.path)))
-    return _in_order(found)
+            found[Path(entry.path)] = (parsed.order, entry.name, Path(entry.path))
+    if namer is not None:
+        for named, path in named_files(Path(directory, active), namer):
+            found.setdefault(path, (named.order, path.name, path))
+    return _in_order(list(found.values()))
 
 
 @dataclass
