@@ -4,7 +4,7 @@
 # tests, which build and install the package in fresh venvs, run once, with the compiled
 # suite), lint, build the docs (nitpicky, warnings are errors), run the docs' examples,
 # smoke the benchmarks and check instructions per call against their recorded history
-# (callgrind; valgrind is installed with apt when missing). Every stage runs even when an
+# (callgrind; valgrind is installed with apt when missing, like tzdata for the tests). Every stage runs even when an
 # earlier one failed; the last line sums them all up, and the exit status is 0 only when
 # every stage passed. Used by people and by CI (.ci/run) alike.
 set -uo pipefail
@@ -83,6 +83,15 @@ if ! "$PYTHON" -c "import kakashi._speedups as s; assert s.USING_SPEEDUPS, s.SEL
     finish
 fi
 summary+=("install: ok")
+
+# System packages the tests need: the zone database (local-time rotation runs children under
+# TZ=America/New_York and TZ=Europe/Berlin).
+if [ ! -e /usr/share/zoneinfo/America/New_York ] && command -v apt-get >/dev/null &&
+        [ "$(id -u)" = 0 ]; then
+    echo "== system packages: tzdata =="
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tzdata) \
+        >/dev/null 2>&1 || echo "tzdata could not be installed"
+fi
 
 KAKASHI_NO_EXTENSIONS=1 tests pure tests -m "not packaging"
 tests compiled tests

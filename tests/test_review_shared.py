@@ -272,19 +272,14 @@ def test_namer_never_replaces_a_rotated_file(tmp_path: Path, namer: str) -> None
     assert [] == [key for key, times in seen.items() if times > 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a writer that opens an existing active file counts its period from now, not "
-    "from the file's modification time (as logging.TimedRotatingFileHandler does); a fix "
-    "must not make writers that share a fake clock rotate on every reopen",
-)
 def test_restart_in_a_later_period_rotates_the_old_file_under_its_own_stamp(
     tmp_path: Path,
 ) -> None:
     """A process writes on day 1 and stops; a new one starts on day 3 (``when="midnight"``,
-    timestamped names). Day 1's records must be in the file named for day 1 (or at least
-    not in one named for a later day). They are kept in the active file with day 3's and
-    rotated at the next midnight as ``app.<day 3>.log``."""
+    timestamped names). Day 1's records must be in the file named for day 1. They were
+    kept in the active file with day 3's and rotated at the next midnight as
+    ``app.<day 3>.log``. The file's age (two days, on the real clock) is what the writer
+    reads, whatever its clock says."""
     day = 86_400.0
     start = 1_800_000_000.0 - 1_800_000_000.0 % day + 3_600  # 01:00 UTC on a day
     now = [start]
@@ -293,7 +288,8 @@ def test_restart_in_a_later_period_rotates_the_old_file_under_its_own_stamp(
     first = RotatingFileWriter(path, compression=None, clock=lambda: now[0], **options)
     first.write([b'{"day": 1}'])
     first.close()
-    os.utime(path, (start, start))  # what a real clock would have left
+    two_days_ago = time.time() - 2 * day
+    os.utime(path, (two_days_ago, two_days_ago))  # what a real clock would have left
     now[0] = start + 2 * day
     second = RotatingFileWriter(path, compression=None, clock=lambda: now[0], **options)
     second.write([b'{"day": 3}'])
@@ -305,8 +301,8 @@ def test_restart_in_a_later_period_rotates_the_old_file_under_its_own_stamp(
         for file in tmp_path.iterdir()
         if not file.name.endswith(".lock")
     }
-    stamp = time.strftime("%Y-%m-%d", time.gmtime(start))
-    assert [1] == found.get(f"app.{stamp}.log"), found
+    stamps = [time.strftime("%Y-%m-%d", time.gmtime(start + n * day)) for n in (0, 2)]
+    assert {f"app.{stamps[0]}.log": [1], f"app.{stamps[1]}.log": [3], "app.log": [4]} == found
 
 
 CRASH_WITH_COMPRESSIONS_PENDING = """

@@ -59,7 +59,80 @@ from kakashi.writers.zstd import clean_frames_end
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
 
-_WHEN = re.compile(r"^(hourly|midnight|daily(?:@(\d\d):(\d\d))?|weekly|w([0-6]))$")
+_WHEN = re.compile(r"(hourly|midnight|daily(?:@(\d\d):(\d\d))?|weekly|w([0-6])|monthly)")
+_WHEN_HELP = (
+    "'hourly', 'midnight', 'daily', 'daily@HH:MM', 'weekly', 'w0'..'w6', 'monthly', "
+    "or an interval (a timedelta or a number of seconds)"
+)
+
+
+class _Schedule:
+    """When a file's period ends: a calendar boundary, or an interval after its start.
+
+    Calendar boundaries are wall-clock times in the schedule's zone (UTC, or local time
+    read through the operating system's zone rules): each happens once a day (or week or
+    month), on the first pass of a repeated hour when the clocks go back, and just after
+    the gap when they go forward. Hourly boundaries are every real hour, at the zone's
+    full hours.
+    """
+
+    __slots__ = ("hour", "kind", "minute", "seconds", "weekday")
+
+    def __init__(self, when: object) -> None:
+        self.hour = self.minute = self.weekday = 0
+        self.seconds = 0.0
+        if isinstance(when, dt.timedelta):
+            when = when.total_seconds()
+        if isinstance(when, (int, float)) and not isinstance(when, bool):
+            if not 0 < when < float("inf"):
+                raise ValueError(f"when must be a positive interval, got {when!r}")
+            self.kind, self.seconds = "interval", float(when)
+            return
+        match = _WHEN.fullmatch(when.strip().lower()) if isinstance(when, str) else None
+        if match is None:
+            raise ValueError(f"when must be {_WHEN_HELP}, got {when!r}")
+        kind, hour, minute, weekday = match.groups()
+        if kind.startswith(("midnight", "daily")):
+            self.kind = "daily"
+            self.hour, self.minute = int(hour or 0), int(minute or 0)
+            if self.hour > 23 or self.minute > 59:
+                raise ValueError(f"when={when!r}: no such time of day")
+        elif kind.startswith("w"):
+            self.kind, self.weekday = "weekly", int(weekday or 0)
+        else:
+            self.kind = kind  # hourly, monthly
+
+    @property
+    def stamp_format(self) -> str:
+        """How a timestamped name writes the time a file starts."""
+        if self.kind == "hourly":
+            return "%Y-%m-%dT%H"
+        return "%Y-%m-%dT%H-%M-%S" if self.kind == "interval" else "%Y-%m-%d"
+
+    def next_after(self, start: float, utc: bool) -> float:
+        """The end of the period holding the time *start* (seconds since the epoch)."""
+        if self.kind == "interval":
+            return start + self.seconds
+        # A naive local time carries its fold (the first or second pass of a repeated
+        # hour), and .timestamp() reads it back through the zone's rules.
+        current = dt.datetime.fromtimestamp(start, dt.timezone.utc if utc else None)
+        if self.kind == "hourly":
+            # Every real hour: one wall-clock hour later is two real hours on the night
+            # the clocks go back, and none at all where they go forward.
+            return current.replace(minute=0, second=0, microsecond=0).timestamp() + 3600
+        midnight = current.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+        if self.kind == "daily":
+            at = midnight.replace(hour=self.hour, minute=self.minute)
+            if at.timestamp() <= start:
+                at += dt.timedelta(days=1)
+            return at.timestamp()
+        if self.kind == "weekly":
+            days = (self.weekday - midnight.weekday()) % 7 or 7
+            return (midnight + dt.timedelta(days=days)).timestamp()
+        first = midnight.replace(day=1)  # monthly
+        if first.month == 12:
+            return first.replace(year=first.year + 1, month=1).timestamp()
+        return first.replace(month=first.month + 1).timestamp()
 
 
 class _Job:
@@ -105,18 +178,27 @@ class RotatingFileWriter(FileWriter):
     Args:
         path: the active file. Ending in ``.zst``, it is written as zstd frames.
         max_bytes: rotate before the file would exceed this many bytes.
-        when: rotate on a schedule: ``"hourly"``, ``"midnight"`` (same as ``"daily"``),
-            ``"daily@HH:MM"``, ``"weekly"`` (Monday 00:00) or ``"w0"``..``"w6"`` (that
-            weekday, Monday = 0, at 00:00).
-        utc: read the schedule in UTC (``False``: local time).
+        when: rotate on a schedule (any case): ``"hourly"``, ``"midnight"`` (same as
+            ``"daily"``), ``"daily@HH:MM"``, ``"weekly"`` (Monday 00:00), ``"w0"``..``"w6"``
+            (that weekday, Monday = 0, at 00:00), ``"monthly"`` (the 1st at 00:00), or an
+            interval (a :class:`~datetime.timedelta` or seconds) counted from the file's
+            start. A file that has records when the writer opens it started at its last
+            modification (as in ``logging.handlers``): one left by an earlier period
+            (a process that ran before, a short-lived command) is rotated at the first
+            write.
+        utc: read the schedule in UTC (``False``: local time; a day then has 23 or 25
+            hours when the clocks change, and ``daily@HH:MM`` still rotates once).
         naming: ``"numbered"`` (``app.log.1`` is the newest) or ``"timestamped"``
             (``app.2026-11-27.log``; hourly files carry the hour).
         backup_count: keep at most this many rotated files (``None``: no limit).
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
         level: the zstd level for compression and for a ``.zst`` active file.
-        namer: ``namer(default_name) -> name`` for a rotated file, as in :mod:`logging`.
-        rotator: ``rotator(source, dest)`` moves the active file (default ``os.rename``).
+        namer: ``namer(default_name) -> name`` for a rotated file, as in :mod:`logging`
+            (a subclass may define a ``namer`` method instead). The names it gives are
+            shifted, kept or deleted by ``backup_count`` and listed like the default ones.
+        rotator: ``rotator(source, dest)`` moves the active file (default ``os.rename``;
+            a subclass may define a ``rotator`` method instead).
         mode: permission bits for new files.
         fsync: ``fsync`` on every flush.
         lock_timeout: the longest a write waits for another process's lock, in seconds
@@ -129,12 +211,17 @@ class RotatingFileWriter(FileWriter):
         kakashi.UnsupportedPlatformError: the platform has no ``fcntl`` (Windows).
     """
 
+    #: ``namer(default_name) -> name``: a hook, or a method of a subclass (see the class).
+    namer: Callable[[str], str] | None = None
+    #: ``rotator(source, dest)``: a hook, or a method of a subclass (see the class).
+    rotator: Callable[[str, str], Any] | None = None
+
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         max_bytes: int | None = None,
-        when: str | None = None,
+        when: str | float | dt.timedelta | None = None,
         utc: bool = True,
         naming: str = "numbered",
         backup_count: int | None = None,
@@ -152,14 +239,7 @@ class RotatingFileWriter(FileWriter):
             isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1
         ):
             raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
-        schedule = None
-        if when is not None:
-            schedule = _WHEN.match(str(when).lower())
-            if schedule is None:
-                raise ValueError(
-                    "when must be 'hourly', 'midnight', 'daily', 'daily@HH:MM', 'weekly' "
-                    f"or 'w0'..'w6', got {when!r}"
-                )
+        schedule = None if when is None else _Schedule(when)
         if naming not in ("numbered", "timestamped"):
             raise ValueError(f"naming must be 'numbered' or 'timestamped', got {naming!r}")
         if backup_count is not None and (not isinstance(backup_count, int) or backup_count < 0):
@@ -180,8 +260,12 @@ class RotatingFileWriter(FileWriter):
         self.backup_count = backup_count
         self.max_age = max_age
         self.level = level
-        self.namer = namer
-        self.rotator = rotator
+        # Set only when given: a subclass's namer or rotator method stays visible, as in
+        # logging.handlers.
+        if namer is not None:
+            self.namer = namer
+        if rotator is not None:
+            self.rotator = rotator
         self.clock = clock
         self._schedule = schedule
         self._fcntl = posix_module(
@@ -200,6 +284,7 @@ class RotatingFileWriter(FileWriter):
         self._holder: int | None = None  # the thread holding the lock
         self._size = 0
         self._rollover_at = 0.0
+        self._file_time = 0.0  # when the open file's records begin (see _open)
         self.rotations = 0
         self._adopted = False  # whether rotated files left uncompressed were looked for
         super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
@@ -221,11 +306,25 @@ class RotatingFileWriter(FileWriter):
     # -- opening, sizes and the lock --------------------------------------------------------
 
     def _open(self) -> None:
+        known = self._inode
         super()._open()
-        self._size = os.fstat(self._fd).st_size
-        self._opened_at = self.clock()  # a timestamped name says which period a file holds
+        info = os.fstat(self._fd)
+        self._size = info.st_size
+        if self._inode == known:
+            return  # reopened (after close, or a failed rotation): it keeps its period
+        # The period a file holds starts when it is created, or, for a file that has records
+        # already (a process restarted, another opened it first), at its last write, as in
+        # logging.handlers: a file of yesterday is rotated at the first write today, under
+        # yesterday's stamp. Its age is read on the real clock and applied to self.clock,
+        # so a test clock sees a file just written as new.
+        now = self.clock()
+        self._begin(min(now, now - (time.time() - info.st_mtime)) if info.st_size else now)
+
+    def _begin(self, start: float) -> None:
+        """The open file's records begin at *start*: its period, and when that ends."""
+        self._file_time = start
         if self._schedule is not None:
-            self._rollover_at = self._next_rollover(self.clock())
+            self._rollover_at = self._schedule.next_after(start, self.utc)
 
     def _lock_fd(self) -> int:
         """The lock file ``<path>.lock``, opened once (and again if it was replaced)."""
@@ -279,28 +378,6 @@ class RotatingFileWriter(FileWriter):
         data = b"\n".join(batch) + b"\n"
         return bytes(self._zstd.compress(data)) if self.compressed_active else data
 
-    # -- the schedule -------------------------------------------------------------------
-
-    def _next_rollover(self, now: float) -> float:
-        zone = dt.timezone.utc if self.utc else None
-        current = dt.datetime.fromtimestamp(now, zone)
-        assert self._schedule is not None
-        kind, hour, minute, weekday = self._schedule.groups()
-        if kind == "hourly":
-            start = current.replace(minute=0, second=0, microsecond=0)
-            return (start + dt.timedelta(hours=1)).timestamp()
-        if kind.startswith(("midnight", "daily")):
-            at = current.replace(
-                hour=int(hour or 0), minute=int(minute or 0), second=0, microsecond=0
-            )
-            if at <= current:
-                at += dt.timedelta(days=1)
-            return at.timestamp()
-        target_day = int(weekday) if weekday is not None else 0
-        start = current.replace(hour=0, minute=0, second=0, microsecond=0)
-        days = (target_day - start.weekday()) % 7 or 7
-        return (start + dt.timedelta(days=days)).timestamp()
-
     # -- the seams ------------------------------------------------------------------------
 
     def should_rollover(self, size: int) -> bool:
@@ -320,11 +397,17 @@ class RotatingFileWriter(FileWriter):
         if self.naming == "numbered":
             return self.path.with_name(names.numbered_name(self.path.name, 1))
         zone = dt.timezone.utc if self.utc else None
-        stamp_format = "%Y-%m-%dT%H" if self.when == "hourly" else "%Y-%m-%d"
-        if self._schedule is None:
-            stamp_format = "%Y-%m-%dT%H-%M-%S"
-        stamp = dt.datetime.fromtimestamp(self._opened_at, zone).strftime(stamp_format)
+        stamp_format = "%Y-%m-%dT%H-%M-%S"
+        if self._schedule is not None:
+            stamp_format = self._schedule.stamp_format
+        stamp = dt.datetime.fromtimestamp(self._file_time, zone).strftime(stamp_format)
         existing = os.listdir(self.path.parent)
+        if self.namer is not None:  # the stamps and counters its names took
+            existing += [
+                names.timestamped_name(self.path.name, rotated.stamp, rotated.counter)
+                for rotated, _ in names.named_files(self.path, self.namer)
+                if rotated.stamp is not None
+            ]
         return self.path.with_name(names.next_timestamped_name(self.path.name, stamp, existing))
 
     def _shift_numbered(self) -> None:
@@ -351,22 +434,24 @@ class RotatingFileWriter(FileWriter):
         that does not (``app.1.log``) would otherwise have its file replaced by the next
         rotation's.
         """
-        named = self._named
-        chain: list[tuple[int, list[str]]] = []
-        for number in itertools.count(1):
-            base = named(number)
-            present = [
-                suffix
-                for suffix in ("", *names.COMPRESSION_SUFFIXES.values())
-                if os.path.lexists(str(base) + suffix)
-            ]
-            if not present or named(number + 1) == base:
-                break  # the end, or a namer that ignores the number (the rotation refuses)
-            chain.append((number, present))
-        for number, present in reversed(chain):
-            source, target = named(number), named(number + 1)
-            for suffix in present:
-                os.rename(str(source) + suffix, str(target) + suffix)
+        assert self.namer is not None
+        named = [
+            (rotated.number, rotated.compression, path)
+            for rotated, path in names.named_files(self.path, self.namer)
+            if rotated.number is not None and not self._numbered_here(path)
+        ]
+        for number, compression, path in sorted(named, key=lambda item: -item[0]):
+            os.rename(path, f"{self._named(number + 1)}{compression}")
+
+    def _numbered_here(self, path: Path) -> bool:
+        """Whether *path* is one of this log's default numbered names (shifted already)."""
+        parsed = names.parse(path.name)
+        return (
+            path.parent == self.path.parent
+            and parsed is not None
+            and parsed.number is not None
+            and parsed.active == self.path.name
+        )
 
     def _named(self, number: int) -> Path:
         """What the namer calls the numbered rotated file *number*."""
@@ -433,9 +518,8 @@ class RotatingFileWriter(FileWriter):
             partial = _partial_of(name)
             if partial is not None and _alive(partial[1]):
                 busy.add(partial[0])
-        for path in names.rotated_files(self.path.parent, self.path.name):
-            parsed = names.parse(path.name)
-            if parsed is None or parsed.compression or path == rotated:
+        for path in self.rotated_files():
+            if path == rotated or path.name.endswith(tuple(names.COMPRESSION_SUFFIXES.values())):
                 continue
             if names.compressed_name(path.name, self.compression or "zstd") in busy:
                 continue
@@ -455,6 +539,8 @@ class RotatingFileWriter(FileWriter):
         except Exception as exc:
             _errors.report(f"rotating {self.path}", exc)
             if self._fd < 0 or self._moved():
+                # Still the same file, it keeps its period (see _open): the rotation it
+                # missed is tried again at the next write, not put off to the next one.
                 self._close_fd()
                 self._open()
 
@@ -496,6 +582,8 @@ class RotatingFileWriter(FileWriter):
         # A .zst file's sizes are known only once compressed: it rotates once it
         # has reached max_bytes (the "next record" then counts as one byte).
         upcoming = 1 if self.compressed_active else len(batch[start]) + 1
+        if not self._size and self._schedule is not None and self.clock() >= self._rollover_at:
+            self._begin(self.clock())  # an empty file is not rotated: it starts afresh
         if self.should_rollover(upcoming):
             self._rotate()
             self._size = self._ready()
@@ -564,15 +652,12 @@ class RotatingFileWriter(FileWriter):
             parsed = names.parse(name)
             if parsed is not None and parsed.log == self._log and not parsed.compression:
                 candidates.append(self.path.with_name(name))
-        if self.namer is not None and self.naming == "numbered":  # files it shifted
-            suffixes = ("", *names.COMPRESSION_SUFFIXES.values())
-            for number in itertools.count(1):
-                named = self._named(number)
-                if not any(os.path.lexists(f"{named}{suffix}") for suffix in suffixes):
-                    break
-                candidates.append(named)
-                if self._named(number + 1) == named:
-                    break  # a namer that ignores the number
+        if self.namer is not None:  # files it named (and shifted)
+            candidates.extend(
+                path
+                for rotated, path in names.named_files(self.path, self.namer)
+                if not rotated.compression
+            )
         for candidate in candidates:
             try:
                 if _inode(os.stat(candidate)) == job.inode:
@@ -607,7 +692,11 @@ class RotatingFileWriter(FileWriter):
                             reading, dst
                         )
                     else:
-                        with gzip.GzipFile(fileobj=dst, mode="wb") as zipped:
+                        # No name in the header (gzip would store the temporary one, and
+                        # shifting renames the file anyway): ``gunzip -N`` then restores
+                        # the name the file has. The time is the original's.
+                        mtime = int(os.fstat(reading.fileno()).st_mtime)
+                        with gzip.GzipFile("", "wb", fileobj=dst, mtime=mtime) as zipped:
                             shutil.copyfileobj(reading, zipped)
                     dst.flush()
                     os.fsync(dst.fileno())  # complete on disk before it replaces the original
@@ -636,8 +725,9 @@ class RotatingFileWriter(FileWriter):
         return True
 
     def rotated_files(self) -> list[Path]:
-        """The rotated files of this writer, newest first (see :mod:`kakashi.writers.naming`)."""
-        return names.rotated_files(self.path.parent, self.path.name)[::-1]
+        """The rotated files of this writer, newest first, including those its namer named
+        (see :mod:`kakashi.writers.naming`)."""
+        return names.rotated_files(self.path.parent, self.path.name, namer=self.namer)[::-1]
 
     def _apply_retention(self) -> None:
         """Tidy up, then delete what retention says. Called under the lock.
@@ -689,6 +779,11 @@ class RotatingFileWriter(FileWriter):
             return max(0.0, min(most, deadline - time.monotonic()))
 
         super().close(left(35.0))
+        if self.backup_count is not None or self.max_age is not None:
+            # Retention at close too (a process may never rotate), unless no thread can
+            # start any more (interpreter shutdown): the next rotation or close prunes.
+            with contextlib.suppress(RuntimeError):
+                self._submit(_Job(None))
         self.wait_for_compression(left(30.0))
         thread = self._compressor
         if thread is not None:
