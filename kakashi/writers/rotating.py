@@ -117,9 +117,7 @@ class _Schedule:
         # hour), and .timestamp() reads it back through the zone's rules.
         current = dt.datetime.fromtimestamp(start, dt.timezone.utc if utc else None)
         if self.kind == "hourly":
-            # Every real hour: one wall-clock hour later is two real hours on the night
-            # the clocks go back, and none at all where they go forward.
-            return current.replace(minute=0, second=0, microsecond=0).timestamp() + 3600
+            return _next_hour(start) if not utc else (start // 3600 + 1) * 3600
         midnight = current.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
         if self.kind == "daily":
             at = midnight.replace(hour=self.hour, minute=self.minute)
@@ -133,6 +131,25 @@ class _Schedule:
         if first.month == 12:
             return first.replace(year=first.year + 1, month=1).timestamp()
         return first.replace(month=first.month + 1).timestamp()
+
+
+def _next_hour(start: float) -> float:
+    """The first moment after *start* when the local clock reads a full hour or changes
+    its offset: every real hour, the repeated hour (or half hour, in Lord Howe) of the
+    night the clocks go back a file of its own, and a file begun just after a gap ends at
+    the next full hour (one wall-clock hour later is two real hours, or none, or a half).
+
+    Offsets, and the moments they change, are whole quarter hours of UTC, so the quarter
+    hours after *start* are the only candidates.
+    """
+    offset = time.localtime(start).tm_gmtoff
+    moment = (start // 900 + 1) * 900
+    for _ in range(12):
+        local = time.localtime(moment)
+        if (local.tm_min, local.tm_sec) == (0, 0) or local.tm_gmtoff != offset:
+            return moment
+        moment += 900
+    return start + 3600  # a zone with an offset in odd minutes (history only)
 
 
 class _Job:

@@ -1,0 +1,146 @@
+"""Review of #11 (rotation as logging.handlers and loguru users expect it): the cases that
+broke. Local-time cases run in a child process under ``TZ``; time is the writer's clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from kakashi import _errors
+from kakashi.writers import RotatingFileWriter, read_lines
+
+T0 = 1_795_737_600.0  # 2026-11-27T00:00:00Z
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def contents(directory: Path) -> dict[str, list[str]]:
+    """Every log file's lines, by name."""
+    return {
+        file.name: [line.decode() for line in read_lines(file)]
+        for file in sorted(directory.iterdir())
+        if file.is_file() and not file.name.endswith(".lock")
+    }
+
+
+# A child under TZ: one writer, a record at each local time of *steps*; prints each file's
+# records, oldest file first, as the writer lists them.
+LOCAL = textwrap.dedent(
+    """
+    import datetime as dt, json, sys
+    from pathlib import Path
+    from kakashi.writers import RotatingFileWriter, read_lines
+
+    directory, options, steps = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    now = [dt.datetime.fromisoformat(steps[0]).timestamp()]
+    writer = RotatingFileWriter(directory / "app.log", utc=False, compression=None,
+                                clock=lambda: now[0], **options)
+    for step in steps:
+        now[0] = dt.datetime.fromisoformat(step).timestamp()
+        writer.write([step.encode()])
+    writer.close()
+    files = [*writer.rotated_files()[::-1], writer.path]
+    print(json.dumps([[line.decode() for line in read_lines(f)] for f in files]))
+    """
+)
+
+
+def local_files(tmp_path: Path, zone: str, options: dict[str, object], steps: list[str]) -> object:
+    if not Path("/usr/share/zoneinfo", zone).exists():
+        pytest.fail(f"the zone database lacks {zone} (ci/test.sh installs tzdata)")
+    child = subprocess.run(
+        [sys.executable, "-c", LOCAL, str(tmp_path), json.dumps(options), json.dumps(steps)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TZ": zone},
+    )  # fmt: skip
+    assert 0 == child.returncode, child.stderr
+    return json.loads(child.stdout)
+
+
+# -- hourly in a zone whose clocks move by half an hour ---------------------------------------
+
+
+def test_hourly_lord_howe_repeated_half_hour_is_one_file(tmp_path: Path) -> None:
+    """Lord Howe goes back from 02:00 +11:00 to 01:30 +10:30. The repeated half hour is a
+    file of its own, not a file per record: the end of its hour was computed as 02:00
+    +11:00, the moment it began, so every write in it rotated (3 records, 3 files)."""
+    day = "2026-04-05"
+    steps = [
+        f"{day}T00:50:00+11:00",
+        f"{day}T01:10:00+11:00",
+        f"{day}T01:40:00+11:00",
+        f"{day}T01:35:00+10:30",  # the second time round
+        f"{day}T01:40:00+10:30",
+        f"{day}T01:50:00+10:30",
+        f"{day}T02:10:00+10:30",
+    ]
+    assert [[steps[0]], steps[1:3], steps[3:6], [steps[6]]] == local_files(
+        tmp_path, "Australia/Lord_Howe", {"when": "hourly"}, steps
+    )
+
+
+def test_hourly_lord_howe_after_the_half_hour_gap(tmp_path: Path) -> None:
+    """Lord Howe goes forward from 02:00 +10:30 to 02:30 +11:00. A file begun at 02:40
+    ends at 03:00, not at 03:30 (03:10 landed in the file of hour 2)."""
+    day = "2026-10-04"
+    steps = [
+        f"{day}T01:50:00+10:30",
+        f"{day}T02:40:00+11:00",
+        f"{day}T02:50:00+11:00",
+        f"{day}T03:10:00+11:00",
+        f"{day}T03:40:00+11:00",
+    ]
+    assert [[steps[0]], steps[1:3], steps[3:]] == local_files(
+        tmp_path, "Australia/Lord_Howe", {"when": "hourly"}, steps
+    )
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York", "Europe/Berlin"])
+def test_hourly_local_ordinary_day(tmp_path: Path, zone: str) -> None:
+    """On an ordinary day a local hourly file holds one wall-clock hour (half-hour offset
+    included)."""
+    offset = {"Asia/Kolkata": "+05:30", "America/New_York": "-05:00", "Europe/Berlin": "+01:00"}
+    steps = [
+        f"2026-11-27T{t}{offset[zone]}" for t in ("10:10:00", "10:59:59", "11:00:00", "12:30:00")
+    ]
+    assert [steps[:2], [steps[2]], [steps[3]]] == local_files(
+        tmp_path, zone, {"when": "hourly"}, steps
+    )
+
+
+# -- namers -----------------------------------------------------------------------------------
+
+
+def test_a_namer_may_return_a_path(tmp_path: Path) -> None:
+    """A namer returning a pathlib.Path (logging.handlers accepts one: os.rename takes it)
+    made every rotation fail with a TypeError (``Path + str``): 4 records, 0 rotations,
+    3 failures counted, one file growing past max_bytes."""
+    _errors.reset()
+
+    def namer(name: str) -> Path:
+        path = Path(name)
+        return path.with_name(path.name.replace(".log", "") + ".log")
+
+    path = tmp_path / "app.log"
+    writer = RotatingFileWriter(path, max_bytes=10, namer=namer, compression=None)  # type: ignore[arg-type]
+    for i in range(4):
+        writer.write([f"record-{i}".encode()])
+    writer.close()
+    assert {} == {kind: n for kind, n in _errors.error_counts().items() if "rotating" in kind}
+    assert {
+        "app.log": ["record-3"], "app.1.log": ["record-2"], "app.2.log": ["record-1"],
+        "app.3.log": ["record-0"],
+    } == contents(tmp_path)  # fmt: skip
