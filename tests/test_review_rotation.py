@@ -3,13 +3,11 @@ broke. Local-time cases run in a child process under ``TZ``; time is the writer'
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -135,7 +133,7 @@ def test_a_namer_may_return_a_path(tmp_path: Path) -> None:
         return path.with_name(path.name.replace(".log", "") + ".log")
 
     path = tmp_path / "app.log"
-    writer = RotatingFileWriter(path, max_bytes=10, namer=namer, compression=None)  # type: ignore[arg-type]
+    writer = RotatingFileWriter(path, max_bytes=10, namer=namer, compression=None)
     for i in range(4):
         writer.write([f"record-{i}".encode()])
     writer.close()

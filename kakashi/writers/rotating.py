@@ -211,9 +211,10 @@ class RotatingFileWriter(FileWriter):
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
         level: the zstd level for compression and for a ``.zst`` active file.
-        namer: ``namer(default_name) -> name`` for a rotated file, as in :mod:`logging`
-            (a subclass may define a ``namer`` method instead). The names it gives are
-            shifted, kept or deleted by ``backup_count`` and listed like the default ones.
+        namer: ``namer(default_name) -> name`` (a str or a path) for a rotated file, as
+            in :mod:`logging` (a subclass may define a ``namer`` method instead). The names
+            it gives are shifted, kept or deleted by ``backup_count`` and listed like the
+            default ones.
         rotator: ``rotator(source, dest)`` moves the active file (default ``os.rename``;
             a subclass may define a ``rotator`` method instead).
         mode: permission bits for new files.
@@ -229,7 +230,7 @@ class RotatingFileWriter(FileWriter):
     """
 
     #: ``namer(default_name) -> name``: a hook, or a method of a subclass (see the class).
-    namer: Callable[[str], str] | None = None
+    namer: Callable[[str], str | os.PathLike[str]] | None = None
     #: ``rotator(source, dest)``: a hook, or a method of a subclass (see the class).
     rotator: Callable[[str, str], Any] | None = None
 
@@ -245,7 +246,7 @@ class RotatingFileWriter(FileWriter):
         max_age: float | dt.timedelta | None = None,
         compression: str | None = "zstd",
         level: int = 3,
-        namer: Callable[[str], str] | None = None,
+        namer: Callable[[str], str | os.PathLike[str]] | None = None,
         rotator: Callable[[str, str], Any] | None = None,
         mode: int = 0o644,
         fsync: bool = False,
@@ -490,7 +491,8 @@ class RotatingFileWriter(FileWriter):
         if self.naming == "numbered":
             self._shift_numbered()
         default = str(self._rotated_name())
-        destination = self.namer(default) if self.namer is not None else default
+        # A namer may answer with a path object, as logging.handlers allows.
+        destination = os.fspath(self.namer(default)) if self.namer is not None else default
         moved = None
         if self.path.exists():
             for suffix in ("", *names.COMPRESSION_SUFFIXES.values()):
