@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,76 @@ def test_a_namer_may_return_a_path(tmp_path: Path) -> None:
         "app.log": ["record-3"], "app.1.log": ["record-2"], "app.2.log": ["record-1"],
         "app.3.log": ["record-0"],
     } == contents(tmp_path)  # fmt: skip
+
+
+# -- known defects, not fixed here ------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="local stamps with seconds repeat on the night the clocks go back: the second "
+    "pass sorts before the first, so retention deletes newer files and keeps older ones",
+)
+def test_local_timestamped_names_sort_in_real_order_when_the_clocks_go_back(
+    tmp_path: Path,
+) -> None:
+    """Size rotation, timestamped names in local time (``%Y-%m-%dT%H-%M-%S``), New York's
+    repeated hour: ``T01-05-00`` (EST, later) sorts before ``T01-40-00`` (EDT, earlier).
+    With backup_count=2 the file of 01:05 EST is deleted and the older one of 01:40 EDT
+    kept (5 records logged, 3 on disk, the wrong 3)."""
+    day = "2026-11-01"
+    steps = [
+        f"{day}T00:50:00-04:00",
+        f"{day}T01:40:00-04:00",
+        f"{day}T01:05:00-05:00",  # the second time round: later than 01:40 EDT
+        f"{day}T01:45:00-05:00",
+        f"{day}T02:10:00-05:00",
+    ]
+    options = {"max_bytes": 10, "naming": "timestamped", "backup_count": 2}
+    assert [[steps[2]], [steps[3]], [steps[4]]] == local_files(
+        tmp_path, "America/New_York", options, steps
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an existing file's period starts at its last modification, so a writer that "
+    "restarts more often than the interval never rotates (when=timedelta/seconds)",
+)
+def test_an_interval_counts_from_the_files_start_across_restarts(tmp_path: Path) -> None:
+    """when=3600 and a short process every 10 minutes (a cron job): each run sees a file
+    10 minutes old, so its period ends 50 minutes later, after the run has ended. Two
+    hours of runs, 13 records, one file, no rotation; loguru counts from the creation."""
+    path = tmp_path / "app.log"
+    clock = Clock(T0 + 7 * 60)
+    for run in range(13):
+        writer = RotatingFileWriter(path, when=3600, compression=None, clock=clock)
+        writer.write([f"run {run}".encode()])
+        writer.close()
+        ten_minutes_ago = time.time() - 600  # the file's age when the next run starts
+        os.utime(path, (ten_minutes_ago, ten_minutes_ago))
+        clock.now += 600
+    rotated = [name for name in contents(tmp_path) if name != "app.log"]
+    assert len(rotated) >= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a test clock on a period boundary: the file's real age (however small) puts "
+    "its start in the previous period, so every reopening writer rotates it",
+)
+def test_a_test_clock_on_a_boundary_does_not_rotate_on_reopening(tmp_path: Path) -> None:
+    """The docs: "a test clock sees a file it just wrote as new". A clock frozen at
+    midnight (the natural test value): three short runs make three files, two of them
+    named after the day before (``app.2026-11-26.log``, ``app.2026-11-26.1.log``); the
+    same with several processes sharing the path."""
+    path = tmp_path / "app.log"
+    for run in range(3):
+        writer = RotatingFileWriter(
+            path, when="daily", naming="timestamped", compression=None, clock=Clock(T0)
+        )
+        writer.write([f"run {run}".encode()])
+        writer.close()
+        moment_ago = time.time() - 0.5  # the next run starts half a second later
+        os.utime(path, (moment_ago, moment_ago))
+    assert {"app.log": ["run 0", "run 1", "run 2"]} == contents(tmp_path)
