@@ -216,3 +216,25 @@ def test_a_test_clock_on_a_boundary_does_not_rotate_on_reopening(tmp_path: Path)
         moment_ago = time.time() - 0.5  # the next run starts half a second later
         os.utime(path, (moment_ago, moment_ago))
     assert {"app.log": ["run 0", "run 1", "run 2"]} == contents(tmp_path)
+
+
+# -- kakashi view --namer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    ['raise RuntimeError("no config")\n', "def namer(name:\n", "import not_there_at_all\n"],
+)
+def test_view_namer_module_failing_at_import_is_a_usage_error(tmp_path: Path, source: str) -> None:
+    """A --namer module that raises at import (RuntimeError, SyntaxError) printed a
+    traceback; it is a usage error like a missing module (exit 2, the spec named)."""
+    (tmp_path / "lognames.py").write_text(source)
+    (tmp_path / "app.log").write_text('{"event": "x"}\n')
+    shown = subprocess.run(
+        [sys.executable, "-m", "kakashi", "view", "app.log", "--namer", "lognames:namer"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert 2 == shown.returncode, shown.stderr
+    assert "--namer lognames:namer" in shown.stderr
+    assert "Traceback" not in shown.stderr
