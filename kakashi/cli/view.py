@@ -412,8 +412,8 @@ def run(args: Any, parser: Any) -> int:
             parser.error("--namer cannot be used with --follow")
         try:
             namer = _load(args.namer)
-        except (ImportError, AttributeError, ValueError) as exc:
-            parser.error(f"--namer {args.namer}: {exc}")
+        except Exception as exc:  # the user's module may fail any way at import
+            parser.error(f"--namer {args.namer}: {type(exc).__name__}: {exc}")
     for item in args.where:
         key, sep, value = item.partition("=")
         if not sep or not key:

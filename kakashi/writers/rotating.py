@@ -117,9 +117,7 @@ class _Schedule:
         # hour), and .timestamp() reads it back through the zone's rules.
         current = dt.datetime.fromtimestamp(start, dt.timezone.utc if utc else None)
         if self.kind == "hourly":
-            # Every real hour: one wall-clock hour later is two real hours on the night
-            # the clocks go back, and none at all where they go forward.
-            return current.replace(minute=0, second=0, microsecond=0).timestamp() + 3600
+            return _next_hour(start) if not utc else (start // 3600 + 1) * 3600
         midnight = current.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
         if self.kind == "daily":
             at = midnight.replace(hour=self.hour, minute=self.minute)
@@ -133,6 +131,25 @@ class _Schedule:
         if first.month == 12:
             return first.replace(year=first.year + 1, month=1).timestamp()
         return first.replace(month=first.month + 1).timestamp()
+
+
+def _next_hour(start: float) -> float:
+    """The first moment after *start* when the local clock reads a full hour or changes
+    its offset: every real hour, the repeated hour (or half hour, in Lord Howe) of the
+    night the clocks go back a file of its own, and a file begun just after a gap ends at
+    the next full hour (one wall-clock hour later is two real hours, or none, or a half).
+
+    Offsets, and the moments they change, are whole quarter hours of UTC, so the quarter
+    hours after *start* are the only candidates.
+    """
+    offset = time.localtime(start).tm_gmtoff
+    moment = (start // 900 + 1) * 900
+    for _ in range(12):
+        local = time.localtime(moment)
+        if (local.tm_min, local.tm_sec) == (0, 0) or local.tm_gmtoff != offset:
+            return moment
+        moment += 900
+    return start + 3600  # a zone with an offset in odd minutes (history only)
 
 
 class _Job:
@@ -194,9 +211,10 @@ class RotatingFileWriter(FileWriter):
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
         level: the zstd level for compression and for a ``.zst`` active file.
-        namer: ``namer(default_name) -> name`` for a rotated file, as in :mod:`logging`
-            (a subclass may define a ``namer`` method instead). The names it gives are
-            shifted, kept or deleted by ``backup_count`` and listed like the default ones.
+        namer: ``namer(default_name) -> name`` (a str or a path) for a rotated file, as
+            in :mod:`logging` (a subclass may define a ``namer`` method instead). The names
+            it gives are shifted, kept or deleted by ``backup_count`` and listed like the
+            default ones.
         rotator: ``rotator(source, dest)`` moves the active file (default ``os.rename``;
             a subclass may define a ``rotator`` method instead).
         mode: permission bits for new files.
@@ -212,7 +230,7 @@ class RotatingFileWriter(FileWriter):
     """
 
     #: ``namer(default_name) -> name``: a hook, or a method of a subclass (see the class).
-    namer: Callable[[str], str] | None = None
+    namer: Callable[[str], str | os.PathLike[str]] | None = None
     #: ``rotator(source, dest)``: a hook, or a method of a subclass (see the class).
     rotator: Callable[[str, str], Any] | None = None
 
@@ -228,7 +246,7 @@ class RotatingFileWriter(FileWriter):
         max_age: float | dt.timedelta | None = None,
         compression: str | None = "zstd",
         level: int = 3,
-        namer: Callable[[str], str] | None = None,
+        namer: Callable[[str], str | os.PathLike[str]] | None = None,
         rotator: Callable[[str, str], Any] | None = None,
         mode: int = 0o644,
         fsync: bool = False,
@@ -473,7 +491,8 @@ class RotatingFileWriter(FileWriter):
         if self.naming == "numbered":
             self._shift_numbered()
         default = str(self._rotated_name())
-        destination = self.namer(default) if self.namer is not None else default
+        # A namer may answer with a path object, as logging.handlers allows.
+        destination = os.fspath(self.namer(default)) if self.namer is not None else default
         moved = None
         if self.path.exists():
             for suffix in ("", *names.COMPRESSION_SUFFIXES.values()):
