@@ -174,11 +174,6 @@ def test_local_timestamped_names_sort_in_real_order_when_the_clocks_go_back(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an existing file's period starts at its last modification, so a writer that "
-    "restarts more often than the interval never rotates (when=timedelta/seconds)",
-)
 def test_an_interval_counts_from_the_files_start_across_restarts(tmp_path: Path) -> None:
     """when=3600 and a short process every 10 minutes (a cron job): each run sees a file
     10 minutes old, so its period ends 50 minutes later, after the run has ended. Two
@@ -196,11 +191,6 @@ def test_an_interval_counts_from_the_files_start_across_restarts(tmp_path: Path)
     assert len(rotated) >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a test clock on a period boundary: the file's real age (however small) puts "
-    "its start in the previous period, so every reopening writer rotates it",
-)
 def test_a_test_clock_on_a_boundary_does_not_rotate_on_reopening(tmp_path: Path) -> None:
     """The docs: "a test clock sees a file it just wrote as new". A clock frozen at
     midnight (the natural test value): three short runs make three files, two of them
@@ -240,11 +230,6 @@ def test_view_namer_module_failing_at_import_is_a_usage_error(tmp_path: Path, so
     assert "Traceback" not in shown.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a namer that pads the number (app.log.001) parses as a default name, so it is "
-    "shifted to app.log.2, not through the namer (logging.handlers makes app.log.002)",
-)
 def test_a_padding_namer_is_shifted_through_the_namer(tmp_path: Path) -> None:
     """Three rotations with ``app.log.1 -> app.log.001``: the files are app.log.001,
     app.log.2 and app.log.3 (nothing lost, but not the names the namer gives)."""
@@ -264,11 +249,6 @@ def test_a_padding_namer_is_shifted_through_the_namer(tmp_path: Path) -> None:
     } == contents(tmp_path)  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tidying removes a dead process's .partial only for default names: one of a "
-    "file the namer named stays for ever",
-)
 def test_a_dead_compressors_partial_of_a_named_file_is_removed(tmp_path: Path) -> None:
     """A compression of ``app.1.log`` (cookbook namer) killed mid-way leaves
     ``app.1.log.zst.<pid>-0.partial``; the next retention pass should remove it as it

@@ -267,6 +267,15 @@ def test_view_takes_the_namer_from_the_command_line(tmp_path: Path) -> None:
     assert [f"record-{i}" for i in range(3)] == [
         json.loads(line)["event"] for line in shown.stdout.splitlines()
     ]
+    for wrong, message in (
+        (["app.log", ".", "--namer", "lognames:namer"], "not to directories"),
+        (["app.log", "--namer", "os:getcwd"], "os:getcwd"),  # takes no file name
+    ):
+        refused = subprocess.run(
+            [sys.executable, "-m", "kakashi", "view", *wrong], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )  # fmt: skip
+        assert (2, True) == (refused.returncode, message in refused.stderr), refused.stderr
     missing = subprocess.run(
         [*command, "--namer", "lognames:nothing"], cwd=tmp_path, capture_output=True,
         text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()},
@@ -339,6 +348,30 @@ def test_writers_sharing_a_test_clock_do_not_rotate_on_reopening(tmp_path: Path)
     )
 
 
+def test_numbers_do_not_creep_while_rotations_fail(tmp_path: Path) -> None:
+    """A rotation that fails after shifting (the rename of the active file refused) leaves
+    .1 free; the next tries shift nothing more, so the files stay .1, .2 once one
+    succeeds (they became .4, .5 with one shift per failed try)."""
+    failures = [OSError("no"), OSError("no"), OSError("no")]
+
+    def rotator(source: str, dest: str) -> None:
+        if failures:
+            raise failures.pop()
+        os.rename(source, dest)
+
+    path = tmp_path / "app.log"
+    writer = RotatingFileWriter(path, max_bytes=10, compression=None)
+    writer.write([b"record-0", b"record-1"])  # one rotation: app.log.1
+    writer.rotator = rotator
+    for i in range(2, 6):
+        writer.write([f"record-{i}".encode()])
+    writer.close()
+    assert {
+        "app.log": ["record-5"], "app.log.1": ["record-1", "record-2", "record-3", "record-4"],
+        "app.log.2": ["record-0"],
+    } == contents(tmp_path)  # fmt: skip
+
+
 def test_a_failed_time_rotation_is_tried_again(tmp_path: Path) -> None:
     """A rotation at midnight that fails (the rename raised) is tried again at the next
     write, not put off to the next midnight (two days in one file)."""
@@ -369,7 +402,8 @@ def test_a_failed_time_rotation_is_tried_again(tmp_path: Path) -> None:
 
 
 def test_interval_and_monthly_schedules(tmp_path: Path) -> None:
-    """when=timedelta rotates that long after a file starts; "monthly" on the 1st."""
+    """when=timedelta rotates at the end of each period counted from the epoch (every
+    half hour, at :00 and :30); "monthly" on the 1st."""
     clock = Clock(T0)
     every = RotatingFileWriter(
         tmp_path / "every.log", when=dt.timedelta(minutes=30), compression=None, clock=clock
@@ -386,7 +420,7 @@ def test_interval_and_monthly_schedules(tmp_path: Path) -> None:
     monthly.close()
     found = contents(tmp_path)
     assert ["0", "29"] == found["every.log.3"]
-    assert ["31", "59"] == found["every.log.2"]  # the second file started at 0:31
+    assert ["31", "59"] == found["every.log.2"]
     assert ["62"] == found["every.log.1"]
     assert ["0", "29", "31", "59", "62"] == found["month.2026-11-27.log"]
     assert ["7200"] == found["month.log"]

@@ -410,6 +410,8 @@ def run(args: Any, parser: Any) -> int:
     if args.namer:
         if args.follow:
             parser.error("--namer cannot be used with --follow")
+        if any(path.is_dir() for path in args.paths):
+            parser.error("--namer applies to log files, not to directories")
         try:
             namer = _load(args.namer)
         except Exception as exc:  # the user's module may fail any way at import
@@ -437,4 +439,8 @@ def _load(spec: str) -> Callable[[str], Any]:
         found = getattr(found, part)
     if not callable(found):
         raise ValueError(f"{attribute} is not callable")
+    sample = os.path.abspath("app.log.1")
+    answer = found(sample)
+    if not isinstance(answer, (str, os.PathLike)):
+        raise ValueError(f"{attribute}({sample!r}) returned {answer!r}, not a file name")
     return found  # type: ignore[no-any-return]

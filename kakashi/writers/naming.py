@@ -46,6 +46,7 @@ from typing import Any
 __all__ = [
     "COMPRESSION_SUFFIXES",
     "LogSet",
+    "NamerNames",
     "RotatedName",
     "compressed_name",
     "lock_name",
@@ -236,48 +237,74 @@ def _namer_pattern(
     return Path(directory or os.sep), regex
 
 
-def named_files(
-    path: str | os.PathLike[str], namer: Callable[[str], Any]
-) -> list[tuple[RotatedName, Path]]:
-    """The rotated files of the active file *path* that *namer* named, unordered.
+class NamerNames:
+    """The names a *namer* gives the rotated files of the active file *path*.
 
     ``namer`` is called as :mod:`logging` calls it, with the default name's full path
     (``/var/log/app.log.1``, ``/var/log/app.2026-11-27.log``) and returns the name to use.
     A namer that gives the default names (or names :func:`parse` reads) needs none of this;
     one that does not keep the number or stamp in its names has none to find.
     """
-    path = Path(os.path.abspath(path))  # as logging passes it to a namer
-    numbered = [(str(path.with_name(numbered_name(path.name, int(n)))), n) for n in _NUMBERS]
-    stamped = [
-        (str(path.with_name(timestamped_name(path.name, stamp, counter))),
-         f"{stamp}.{counter}" if counter else stamp)
-        for stamp, counter in _STAMPS
-    ]  # fmt: skip
-    found: dict[Path, tuple[RotatedName, Path]] = {}
-    log = log_name(path.name)
-    for samples, key, is_numbered in (
-        (numbered, r"(?P<number>\d+)", True),
-        (stamped, rf"(?P<stamp>{_STAMP})(?:\.(?P<counter>\d+))?", False),
-    ):
-        pattern = _namer_pattern(namer, samples, key, is_numbered)
-        if pattern is None:
-            continue
-        directory, regex = pattern
-        for entry in _entries(directory):
-            match = regex.fullmatch(entry.name)
-            if match is None or entry.name.endswith(_NOT_LOGS):
+
+    def __init__(self, path: str | os.PathLike[str], namer: Callable[[str], Any]) -> None:
+        self.path = Path(os.path.abspath(path))  # as logging passes it to a namer
+        name = self.path.name
+        numbered = [(str(self.path.with_name(numbered_name(name, int(n)))), n) for n in _NUMBERS]
+        stamped = [
+            (str(self.path.with_name(timestamped_name(name, stamp, counter))),
+             f"{stamp}.{counter}" if counter else stamp)
+            for stamp, counter in _STAMPS
+        ]  # fmt: skip
+        self._patterns: list[tuple[Path, re.Pattern[str], bool]] = []
+        for samples, key, is_numbered in (
+            (numbered, r"(?P<number>\d+)", True),
+            (stamped, rf"(?P<stamp>{_STAMP})(?:\.(?P<counter>\d+))?", False),
+        ):
+            pattern = _namer_pattern(namer, samples, key, is_numbered)
+            if pattern is not None:
+                self._patterns.append((*pattern, is_numbered))
+
+    def __bool__(self) -> bool:
+        """Whether the namer's names can be recognised at all."""
+        return bool(self._patterns)
+
+    def read(self, file: str | os.PathLike[str]) -> RotatedName | None:
+        """What *file*'s name says as a file the namer named, or ``None``."""
+        file = Path(os.path.abspath(file))
+        if file.name.endswith(_NOT_LOGS):
+            return None
+        for directory, regex, is_numbered in self._patterns:
+            match = regex.fullmatch(file.name) if file.parent == directory else None
+            if match is None:
                 continue
             groups = match.groupdict()
-            name = RotatedName(
-                log=log,
-                active=path.name,
+            return RotatedName(
+                log=log_name(self.path.name),
+                active=self.path.name,
                 number=int(groups["number"]) if is_numbered else None,
                 stamp=groups.get("stamp"),
                 counter=int(groups.get("counter") or 0),
                 compression=groups["compression"] or "",
             )
-            found[Path(entry.path)] = (name, Path(entry.path))
-    return list(found.values())
+        return None
+
+    def files(self) -> list[tuple[RotatedName, Path]]:
+        """The files the namer named that exist, unordered."""
+        found: dict[Path, tuple[RotatedName, Path]] = {}
+        for directory in dict.fromkeys(directory for directory, _, _ in self._patterns):
+            for entry in _entries(directory):
+                rotated = self.read(entry.path)
+                if rotated is not None:
+                    found[Path(entry.path)] = (rotated, Path(entry.path))
+        return list(found.values())
+
+
+def named_files(
+    path: str | os.PathLike[str], namer: Callable[[str], Any]
+) -> list[tuple[RotatedName, Path]]:
+    """The rotated files of the active file *path* that *namer* named, unordered (see
+    :class:`NamerNames`)."""
+    return NamerNames(path, namer).files()
 
 
 def _entries(directory: Path) -> list[os.DirEntry[str]]:

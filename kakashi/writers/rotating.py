@@ -67,13 +67,14 @@ _WHEN_HELP = (
 
 
 class _Schedule:
-    """When a file's period ends: a calendar boundary, or an interval after its start.
+    """When a file's period ends: a calendar boundary, or the end of an interval.
 
     Calendar boundaries are wall-clock times in the schedule's zone (UTC, or local time
     read through the operating system's zone rules): each happens once a day (or week or
-    month), on the first pass of a repeated hour when the clocks go back, and just after
-    the gap when they go forward. Hourly boundaries are every real hour, at the zone's
-    full hours.
+    month), on the first pass of a repeated hour when the clocks go back; a time the
+    clocks skip when they go forward is read with the offset before the change (02:30 is
+    03:30 summer time). Hourly boundaries are every real hour, at the zone's full hours
+    and at each change of offset. Intervals are counted from the epoch in the zone.
     """
 
     __slots__ = ("hour", "kind", "minute", "seconds", "weekday")
@@ -112,7 +113,12 @@ class _Schedule:
     def next_after(self, start: float, utc: bool) -> float:
         """The end of the period holding the time *start* (seconds since the epoch)."""
         if self.kind == "interval":
-            return start + self.seconds
+            # Periods counted from the epoch in the schedule's zone, so every process (and
+            # every run of a short command) agrees on them, and an interval that divides a
+            # day starts each day at midnight.
+            offset = 0 if utc else time.localtime(start).tm_gmtoff
+            end = ((start + offset) // self.seconds + 1) * self.seconds - offset
+            return end if end > start else end + self.seconds
         # A naive local time carries its fold (the first or second pass of a repeated
         # hour), and .timestamp() reads it back through the zone's rules.
         current = dt.datetime.fromtimestamp(start, dt.timezone.utc if utc else None)
@@ -198,8 +204,9 @@ class RotatingFileWriter(FileWriter):
         when: rotate on a schedule (any case): ``"hourly"``, ``"midnight"`` (same as
             ``"daily"``), ``"daily@HH:MM"``, ``"weekly"`` (Monday 00:00), ``"w0"``..``"w6"``
             (that weekday, Monday = 0, at 00:00), ``"monthly"`` (the 1st at 00:00), or an
-            interval (a :class:`~datetime.timedelta` or seconds) counted from the file's
-            start. A file that has records when the writer opens it started at its last
+            interval (a :class:`~datetime.timedelta` or seconds), its periods counted from
+            the epoch in the schedule's zone (15 minutes: at :00, :15, :30 and :45). A
+            file that has records when the writer opens it started at its last
             modification (as in ``logging.handlers``): one left by an earlier period
             (a process that ran before, a short-lived command) is rotated at the first
             write.
@@ -333,10 +340,12 @@ class RotatingFileWriter(FileWriter):
         # The period a file holds starts when it is created, or, for a file that has records
         # already (a process restarted, another opened it first), at its last write, as in
         # logging.handlers: a file of yesterday is rotated at the first write today, under
-        # yesterday's stamp. Its age is read on the real clock and applied to self.clock,
-        # so a test clock sees a file just written as new.
+        # yesterday's stamp. Its age is read on the real clock, in whole seconds, and
+        # applied to self.clock, so a test clock (even one on a boundary) sees a file
+        # written less than a second ago as new.
         now = self.clock()
-        self._begin(min(now, now - (time.time() - info.st_mtime)) if info.st_size else now)
+        age = max(0, int(time.time() - info.st_mtime))
+        self._begin(now - age if info.st_size else now)
 
     def _begin(self, start: float) -> None:
         """The open file's records begin at *start*: its period, and when that ends."""
@@ -429,46 +438,48 @@ class RotatingFileWriter(FileWriter):
         return self.path.with_name(names.next_timestamped_name(self.path.name, stamp, existing))
 
     def _shift_numbered(self) -> None:
-        """Make room for ``.1``: ``.n`` becomes ``.n+1`` (compressed or not), oldest first.
+        """Make room for ``.1``: ``.n`` becomes ``.n+1`` (compressed or not), oldest first,
+        and so do the files a *namer* named, through it, as :mod:`logging` shifts them
+        (``namer(app.log.n)`` becomes ``namer(app.log.n+1)``: ``app.1.log`` would otherwise
+        be replaced by the next rotation's file).
 
-        Called under the lock. A file a compressor is working on may move: it is found by
-        its inode when the compressed copy is ready.
+        Called under the lock. Nothing moves while ``.1`` is free (a rotation that failed
+        after shifting leaves it so), so numbers do not creep up while rotations fail. A
+        file a compressor is working on may move: it is found by its inode when the
+        compressed copy is ready.
         """
-        found = []
+        default: list[tuple[int, Path, str]] = []
         for name in os.listdir(self.path.parent):
+            path = self.path.with_name(name)
             parsed = names.parse(name)
-            if parsed is not None and parsed.number is not None and parsed.active == self.path.name:
-                found.append((parsed.number, name, parsed))
-        for number, name, parsed in sorted(found, reverse=True):
-            os.rename(self.path.with_name(name), self.path.with_name(parsed.renumbered(number + 1)))
+            if parsed is None or parsed.number is None or parsed.active != self.path.name:
+                continue
+            if self.namer is None or self._numbered_here(path):  # else a namer's: below
+                default.append((parsed.number, path, parsed.compression))
+        named: list[tuple[int, Path, str]] = []
         if self.namer is not None:
-            self._shift_named()
-
-    def _shift_named(self) -> None:
-        """Shift the files a *namer* named (as :mod:`logging` does): ``namer(app.log.n)``
-        becomes ``namer(app.log.n+1)``, compressed or not, oldest first.
-
-        A namer that keeps the numbered form (``app.log.1.gz``) was shifted already; one
-        that does not (``app.1.log``) would otherwise have its file replaced by the next
-        rotation's.
-        """
-        assert self.namer is not None
-        named = [
-            (rotated.number, rotated.compression, path)
-            for rotated, path in names.named_files(self.path, self.namer)
-            if rotated.number is not None and not self._numbered_here(path)
-        ]
-        for number, compression, path in sorted(named, key=lambda item: -item[0]):
+            named = [
+                (rotated.number, path, rotated.compression)
+                for rotated, path in names.named_files(self.path, self.namer)
+                if rotated.number is not None and not self._numbered_here(path)
+            ]
+        if all(number != 1 for number, _, _ in (*default, *named)):
+            return
+        for number, path, compression in sorted(default, key=lambda item: -item[0]):
+            os.rename(path, self.path.with_name(f"{self.path.name}.{number + 1}{compression}"))
+        for number, path, compression in sorted(named, key=lambda item: -item[0]):
             os.rename(path, f"{self._named(number + 1)}{compression}")
 
     def _numbered_here(self, path: Path) -> bool:
-        """Whether *path* is one of this log's default numbered names (shifted already)."""
+        """Whether *path* has one of this log's default numbered names, exactly as this
+        writer spells them (``app.log.001`` is a namer's name, not ``app.log.1``)."""
         parsed = names.parse(path.name)
         return (
             path.parent == self.path.parent
             and parsed is not None
             and parsed.number is not None
             and parsed.active == self.path.name
+            and path.name == parsed.renumbered(parsed.number)
         )
 
     def _named(self, number: int) -> Path:
@@ -760,6 +771,10 @@ class RotatingFileWriter(FileWriter):
                 partial = _partial_of(name)
                 if partial is not None and not _alive(partial[1]):
                     parsed = names.parse(partial[0])
+                    if parsed is None and self.namer is not None:
+                        parsed = names.NamerNames(self.path, self.namer).read(
+                            path.with_name(partial[0])
+                        )
                     if parsed is not None and parsed.log == self._log:
                         path.unlink(missing_ok=True)
                 continue
