@@ -23,8 +23,6 @@ from libc.time cimport time_t
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
 
-from kakashi._speedups._queue_c cimport RecordQueue
-
 from kakashi import _errors
 from kakashi._speedups import _capture_py as _py
 from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
@@ -365,7 +363,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
             if info[1] is not None:
                 record.active_exc = info
         if route.queue is not None:
-            (<RecordQueue>route.queue).put(record)  # a C call, no Python frame
+            route.queue.put(record)  # a C call, no Python frame
         else:
             route.emit(record)
     except Exception as exc:
@@ -476,10 +474,12 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class Logger:
     """A named logger (see the pure-Python twin; the level methods are installed in C)."""
 
-    def __init__(self, str name, Route route, bound=None):
+    def __cinit__(self, str name not None, Route route not None, bound=None):
+        # Here rather than in __init__: a logger without a route cannot exist.
         self.name = name
         self._route = route
         self._bound = bound

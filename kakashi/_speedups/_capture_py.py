@@ -330,7 +330,7 @@ class Route:
             default pipeline then keeps this logger's level.
     """
 
-    __slots__ = ("emit", "explicit_level", "flags", "level", "queue", "sink")
+    __slots__ = ("_emit", "_queue", "_sink", "explicit_level", "flags", "level")
 
     def __init__(self, sink: Any, level: int, flags: int = 0, emit: Any = None) -> None:
         self.explicit_level = False
@@ -343,15 +343,31 @@ class Route:
         """
         from kakashi._speedups._queue_py import RecordQueue
 
-        self.sink = sink
+        self._sink = sink
         if isinstance(emit, RecordQueue):
-            self.queue: RecordQueue | None = emit
-            self.emit = emit.put
+            self._queue: RecordQueue | None = emit
+            self._emit = emit.put
         else:
-            self.queue = None
-            self.emit = sink.emit if emit is None else emit
+            self._queue = None
+            self._emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
+
+    # Read-only (set together by set()), as in the compiled twin.
+    @property
+    def sink(self) -> Any:
+        """The pipeline whose stages process the records."""
+        return self._sink
+
+    @property
+    def emit(self) -> Any:
+        """The callable each record is handed to."""
+        return self._emit
+
+    @property
+    def queue(self) -> Any:
+        """The async backend's queue when records go there, else ``None``."""
+        return self._queue
 
 
 def _exc_tuple(value: Any) -> ExcInfo | None:
@@ -429,12 +445,12 @@ def _capture(
             _stack(depth) if stack_info else None,
             _source(depth) if flags & CAPTURE_SOURCE else None,
         )
-        record.sink = route.sink
+        record.sink = route._sink
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:
                 record.active_exc = info
-        route.emit(record)
+        route._emit(record)
     except Exception as exc:
         _errors.report("capture", exc)
 
@@ -451,9 +467,19 @@ class Logger:
     __slots__ = ("__weakref__", "_bound", "_route", "name")
 
     def __init__(self, name: str, route: Route, bound: Bound | None = None) -> None:
-        self.name = name
-        self._route = route
-        self._bound = bound
+        if type(name) is not str:
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not isinstance(route, Route):
+            raise TypeError(f"route must be a Route, got {type(route).__name__}")
+        # Fixed at construction, as in the compiled twin: the level methods read the
+        # route without a check.
+        set_slot = object.__setattr__
+        set_slot(self, "name", name)
+        set_slot(self, "_route", route)
+        set_slot(self, "_bound", bound)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"attribute {name!r} of Logger objects is not writable")
 
     # The level methods' docstrings (shared with the compiled twin) are set below the class.
 
