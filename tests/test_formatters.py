@@ -352,11 +352,7 @@ def parse_logfmt(line: str) -> dict[str, str]:
         match = pattern.match(line, position)
         assert match, f"unparseable at {position}: {line[position:]!r}"
         key, quoted, bare = match.groups()
-        if quoted is not None:
-            value = unescape(quoted)
-        else:
-            value = bare
-        pairs[key] = value
+        pairs[key] = unescape(quoted) if quoted is not None else bare
         position = match.end()
     return pairs
 

@@ -101,9 +101,7 @@ class TestLevelGate:
         assert {"a": 1, "kakashi_invalid_level": "<class 'object'>"} == sink.records[2].fields
         assert "1" + "0" * 30 == sink.records[3].fields["kakashi_invalid_level"]
 
-    def test_disabled_log_with_a_level_object_snapshots_nothing(
-        self, impl: Implementation
-    ) -> None:
+    def test_disabled_log_with_a_level_object_snapshots_nothing(self, impl: Implementation) -> None:
         """log() compares a LogLevel, a level name or an invalid level with the gate
         before it looks at a field: a disabled call snapshots nothing."""
         from kakashi.core.records import LogLevel
@@ -122,8 +120,11 @@ class TestLevelGate:
 
         assert ([], []) == (calls, sink.records)
 
-    @pytest.mark.parametrize("broken", ["__index__", "__int__", "__eq__", "__hash__",
-                                        "__le__", "__ge__", "__lt__", "__gt__", "__repr__"])  # fmt: skip
+    @pytest.mark.parametrize(
+        "broken",
+        ["__index__", "__int__", "__eq__", "__hash__", "__le__", "__ge__", "__lt__", "__gt__",
+         "__repr__"],
+    )  # fmt: skip
     def test_a_level_whose_methods_raise_does_not_raise(
         self, impl: Implementation, broken: str
     ) -> None:

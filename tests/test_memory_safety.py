@@ -43,8 +43,7 @@ CASES = [
     # (what, code, error type, words the message has)
     (
         "queue capacity above the ring",
-        f"q = {QUEUE.format('4, 1, 1.0')}\nq.capacity = 10**6\n"
-        "for i in range(100): q.put(i)",
+        f"q = {QUEUE.format('4, 1, 1.0')}\nq.capacity = 10**6\nfor i in range(100): q.put(i)",
         "AttributeError",
         "capacity",
     ),
@@ -62,8 +61,12 @@ CASES = [
     ),
     ("capacity not an int", QUEUE.format("2.5, BLOCK, 1.0"), "TypeError", "capacity"),
     ("unknown strategy", QUEUE.format("4, 7, 1.0"), "ValueError", "strategy"),
-    ("strategy changed", f"q = {QUEUE.format('4, 1, 1.0')}\nq.strategy = 9", "AttributeError",
-     "strategy"),  # fmt: skip
+    (
+        "strategy changed",
+        f"q = {QUEUE.format('4, 1, 1.0')}\nq.strategy = 9",
+        "AttributeError",
+        "strategy",
+    ),
     ("negative timeout", QUEUE.format("4, BLOCK, -1.0"), "ValueError", "block_timeout"),
     ("NaN timeout", QUEUE.format("4, BLOCK, float('nan')"), "ValueError", "block_timeout"),
     (

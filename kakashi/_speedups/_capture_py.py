@@ -473,6 +473,9 @@ class Logger:
     """
 
     __slots__ = ("__weakref__", "_bound", "_route", "name")
+    name: str
+    _route: Route
+    _bound: Bound | None
 
     def __init__(self, name: str, route: Route, bound: Bound | None = None) -> None:
         if type(name) is not str:

@@ -28,8 +28,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from operator import attrgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kakashi._locks import fork_safe_condition, fork_safe_lock
 
@@ -55,6 +54,7 @@ REASONS = (
     "write_error",
     "shutdown_timeout",
 )
+T = TypeVar("T")
 _NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN = range(6)
 _STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
 # The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
@@ -119,9 +119,26 @@ def wait_while_full(queue: Any, timeout: float) -> bool:
     return True
 
 
-def _read_only(name: str, doc: str) -> Any:
-    """A read-only property for the attribute ``_<name>``."""
-    return property(attrgetter("_" + name), doc=doc)
+class _ReadOnly(Generic[T]):
+    """An attribute read from ``_<name>``; assigning it raises AttributeError, as for
+    the compiled twin's read-only fields."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attribute = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self._attribute = "_" + name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]  # the class's attribute: its doc
+        value: T = getattr(instance, self._attribute)
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(f"attribute {self._name!r} of RecordQueue objects is not writable")
 
 
 class RecordQueue:
@@ -176,23 +193,27 @@ class RecordQueue:
         self._dropped = [0] * len(REASONS)
 
     # Read-only, as in the compiled twin (whose ring is allocated for the capacity).
-    capacity = _read_only("capacity", "The most records that may wait.")
-    strategy = _read_only("strategy", "BLOCK, DROP_OLDEST or DROP_NEWEST.")
-    block_timeout = _read_only("block_timeout", "How long a caller may wait for room.")
-    wake = _read_only("wake", "Called when a sleeping worker has records.")
-    on_drop = _read_only("on_drop", "Called with each dropped record and its reason.")
-    on_closed = _read_only("on_closed", "Called with each record offered after close().")
-    not_full = _read_only("not_full", "The condition blocked callers wait on.")
-    closed = _read_only("closed", "Whether close() was called (and not reopen()).")
-    sleeping = _read_only("sleeping", "Whether a worker waits to be woken.")
-    wake_at = _read_only("wake_at", "How many records wake the sleeping worker.")
-    offered = _read_only("offered", "Records offered to the queue.")
-    written = _read_only("written", "Records written by a worker.")
-    filtered = _read_only("filtered", "Records a filter rejected.")
-    in_flight = _read_only("in_flight", "Records a worker took and has not settled.")
-    blocked = _read_only("blocked", "Records held by callers waiting for room.")
-    in_fallback = _read_only("in_fallback", "Records being written by on_closed.")
-    written_sync = _read_only("written_sync", "Records on_closed wrote.")
+    capacity: _ReadOnly[int] = _ReadOnly("The most records that may wait.")
+    strategy: _ReadOnly[int] = _ReadOnly("BLOCK, DROP_OLDEST or DROP_NEWEST.")
+    block_timeout: _ReadOnly[float] = _ReadOnly("How long a caller may wait for room.")
+    wake: _ReadOnly[Callable[[], Any]] = _ReadOnly("Called when a sleeping worker has records.")
+    on_drop: _ReadOnly[Callable[[Any, int], Any]] = _ReadOnly(
+        "Called with each dropped record and its reason."
+    )
+    on_closed: _ReadOnly[Callable[[Any], bool]] = _ReadOnly(
+        "Called with each record offered after close()."
+    )
+    not_full: _ReadOnly[Any] = _ReadOnly("The condition blocked callers wait on.")
+    closed: _ReadOnly[bool] = _ReadOnly("Whether close() was called (and not reopen()).")
+    sleeping: _ReadOnly[bool] = _ReadOnly("Whether a worker waits to be woken.")
+    wake_at: _ReadOnly[int] = _ReadOnly("How many records wake the sleeping worker.")
+    offered: _ReadOnly[int] = _ReadOnly("Records offered to the queue.")
+    written: _ReadOnly[int] = _ReadOnly("Records written by a worker.")
+    filtered: _ReadOnly[int] = _ReadOnly("Records a filter rejected.")
+    in_flight: _ReadOnly[int] = _ReadOnly("Records a worker took and has not settled.")
+    blocked: _ReadOnly[int] = _ReadOnly("Records held by callers waiting for room.")
+    in_fallback: _ReadOnly[int] = _ReadOnly("Records being written by on_closed.")
+    written_sync: _ReadOnly[int] = _ReadOnly("Records on_closed wrote.")
 
     @property
     def dropped(self) -> list[int]:
