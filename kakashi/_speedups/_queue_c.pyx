@@ -36,21 +36,20 @@ cdef enum:
     REASON_COUNT = 6
 
 cdef object _wait_while_full = _py.wait_while_full
+cdef object _checked = _py.checked_arguments
 cdef object _monotonic = monotonic
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class RecordQueue:
     """A bounded FIFO of records with an overflow strategy and exact counters."""
 
-    def __init__(self, Py_ssize_t capacity, int strategy, double block_timeout,
-                 wake, on_drop, on_closed):
-        self.capacity = capacity
-        self.strategy = strategy
-        self.block_timeout = block_timeout
-        self.wake = wake
-        self.on_drop = on_drop
-        self.on_closed = on_closed
+    def __cinit__(self, capacity, strategy, block_timeout, wake, on_drop, on_closed):
+        # Validated and fixed here, once: __init__ cannot be called again to change the
+        # capacity under an allocated ring.
+        (self.capacity, self.strategy, self.block_timeout, self.wake, self.on_drop,
+         self.on_closed) = _checked(capacity, strategy, block_timeout, wake, on_drop, on_closed)
         self.starter = None
         self._reset()
 

@@ -24,10 +24,11 @@ is consistent again; ``on_closed(record)`` takes records offered after :meth:`cl
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kakashi._locks import fork_safe_condition, fork_safe_lock
 
@@ -53,7 +54,48 @@ REASONS = (
     "write_error",
     "shutdown_timeout",
 )
+T = TypeVar("T")
 _NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN = range(6)
+_STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
+# The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
+_MAX_CAPACITY = sys.maxsize // 8
+
+
+def checked_arguments(
+    capacity: Any,
+    strategy: Any,
+    block_timeout: Any,
+    wake: Any,
+    on_drop: Any,
+    on_closed: Any,
+) -> tuple[int, int, float, Callable[[], Any], Callable[[Any, int], Any], Callable[[Any], bool]]:
+    """Return a queue's arguments checked (both twins' constructors use this).
+
+    Raises:
+        TypeError: a capacity, strategy or timeout that is not a number, or a callback
+            that is not callable; the message names the parameter.
+        ValueError: a capacity below 1 (or beyond what memory can index), an unknown
+            strategy, a negative or NaN timeout.
+    """
+    if type(capacity) is bool or not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+    if not 1 <= capacity <= _MAX_CAPACITY:
+        raise ValueError(f"capacity must be from 1 to {_MAX_CAPACITY}, got {capacity}")
+    if type(strategy) is bool or not isinstance(strategy, int):
+        raise TypeError(f"strategy must be an int, got {type(strategy).__name__}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(
+            f"strategy must be BLOCK ({BLOCK}), DROP_OLDEST ({DROP_OLDEST}) or DROP_NEWEST "
+            f"({DROP_NEWEST}), got {strategy}"
+        )
+    if type(block_timeout) is bool or not isinstance(block_timeout, (int, float)):
+        raise TypeError(f"block_timeout must be a number, got {type(block_timeout).__name__}")
+    if not block_timeout >= 0:  # NaN too
+        raise ValueError(f"block_timeout must be a number of seconds >= 0, got {block_timeout}")
+    for name, callback in (("wake", wake), ("on_drop", on_drop), ("on_closed", on_closed)):
+        if not callable(callback):
+            raise TypeError(f"{name} must be callable, got {type(callback).__name__}")
+    return int(capacity), int(strategy), float(block_timeout), wake, on_drop, on_closed
 
 
 def wait_while_full(queue: Any, timeout: float) -> bool:
@@ -75,6 +117,28 @@ def wait_while_full(queue: Any, timeout: float) -> bool:
         finally:
             queue.waiters -= 1
     return True
+
+
+class _ReadOnly(Generic[T]):
+    """An attribute read from ``_<name>``; assigning it raises AttributeError, as for
+    the compiled twin's read-only fields."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attribute = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self._attribute = "_" + name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]  # the class's attribute: its doc
+        value: T = getattr(instance, self._attribute)
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(f"attribute {self._name!r} of RecordQueue objects is not writable")
 
 
 class RecordQueue:
@@ -100,31 +164,61 @@ class RecordQueue:
         on_drop: Callable[[Any, int], Any],
         on_closed: Callable[[Any], bool],
     ) -> None:
-        self.capacity = capacity
-        self.strategy = strategy
-        self.block_timeout = block_timeout
-        self.wake = wake
-        self.on_drop = on_drop
-        self.on_closed = on_closed
+        (
+            self._capacity,
+            self._strategy,
+            self._block_timeout,
+            self._wake,
+            self._on_drop,
+            self._on_closed,
+        ) = checked_arguments(capacity, strategy, block_timeout, wake, on_drop, on_closed)
         self.starter: Callable[[], Any] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self._items: deque[Any] = deque()
         self._lock = fork_safe_lock()
-        self.not_full = fork_safe_condition()
+        self._not_full = fork_safe_condition()
         self.waiters = 0
-        self.sleeping = False
-        self.wake_at = 1
-        self.closed = False
-        self.offered = 0
-        self.written = 0
-        self.filtered = 0
-        self.in_flight = 0
-        self.blocked = 0
-        self.in_fallback = 0
-        self.written_sync = 0
-        self.dropped = [0] * len(REASONS)
+        self._sleeping = False
+        self._wake_at = 1
+        self._closed = False
+        self._offered = 0
+        self._written = 0
+        self._filtered = 0
+        self._in_flight = 0
+        self._blocked = 0
+        self._in_fallback = 0
+        self._written_sync = 0
+        self._dropped = [0] * len(REASONS)
+
+    # Read-only, as in the compiled twin (whose ring is allocated for the capacity).
+    capacity: _ReadOnly[int] = _ReadOnly("The most records that may wait.")
+    strategy: _ReadOnly[int] = _ReadOnly("BLOCK, DROP_OLDEST or DROP_NEWEST.")
+    block_timeout: _ReadOnly[float] = _ReadOnly("How long a caller may wait for room.")
+    wake: _ReadOnly[Callable[[], Any]] = _ReadOnly("Called when a sleeping worker has records.")
+    on_drop: _ReadOnly[Callable[[Any, int], Any]] = _ReadOnly(
+        "Called with each dropped record and its reason."
+    )
+    on_closed: _ReadOnly[Callable[[Any], bool]] = _ReadOnly(
+        "Called with each record offered after close()."
+    )
+    not_full: _ReadOnly[Any] = _ReadOnly("The condition blocked callers wait on.")
+    closed: _ReadOnly[bool] = _ReadOnly("Whether close() was called (and not reopen()).")
+    sleeping: _ReadOnly[bool] = _ReadOnly("Whether a worker waits to be woken.")
+    wake_at: _ReadOnly[int] = _ReadOnly("How many records wake the sleeping worker.")
+    offered: _ReadOnly[int] = _ReadOnly("Records offered to the queue.")
+    written: _ReadOnly[int] = _ReadOnly("Records written by a worker.")
+    filtered: _ReadOnly[int] = _ReadOnly("Records a filter rejected.")
+    in_flight: _ReadOnly[int] = _ReadOnly("Records a worker took and has not settled.")
+    blocked: _ReadOnly[int] = _ReadOnly("Records held by callers waiting for room.")
+    in_fallback: _ReadOnly[int] = _ReadOnly("Records being written by on_closed.")
+    written_sync: _ReadOnly[int] = _ReadOnly("Records on_closed wrote.")
+
+    @property
+    def dropped(self) -> list[int]:
+        """Dropped records by reason index (see ``REASONS``)."""
+        return list(self._dropped)
 
     @property
     def size(self) -> int:
@@ -142,60 +236,60 @@ class RecordQueue:
             dropped = None
             with self._lock:
                 if waited:
-                    self.blocked -= 1
+                    self._blocked -= 1
                 else:
-                    self.offered += 1
-                if self.closed:
-                    self.in_fallback += 1  # handed to on_closed below
+                    self._offered += 1
+                if self._closed:
+                    self._in_fallback += 1  # handed to on_closed below
                     break
                 items = self._items
-                if len(items) < self.capacity:
+                if len(items) < self._capacity:
                     items.append(record)
-                    first = self.sleeping and len(items) >= self.wake_at
+                    first = self._sleeping and len(items) >= self._wake_at
                     if first:
-                        self.sleeping = False
+                        self._sleeping = False
                     record = None
-                elif self.strategy == DROP_NEWEST:
-                    self.dropped[_NEWEST] += 1
+                elif self._strategy == DROP_NEWEST:
+                    self._dropped[_NEWEST] += 1
                     dropped, reason, record = record, _NEWEST, None
-                elif self.strategy == DROP_OLDEST:
-                    self.dropped[_OLDEST] += 1
+                elif self._strategy == DROP_OLDEST:
+                    self._dropped[_OLDEST] += 1
                     dropped, reason = items.popleft(), _OLDEST
                     items.append(record)
                     first, record = False, None
                 else:
-                    self.blocked += 1
+                    self._blocked += 1
             if record is None:
                 if dropped is not None:
-                    self.on_drop(dropped, reason)
+                    self._on_drop(dropped, reason)
                 elif first:
-                    self.wake()
+                    self._wake()
                 return
             # Full, and the strategy is to block: wait for room outside the lock.
             if deadline is None:
-                deadline = time.monotonic() + self.block_timeout
+                deadline = time.monotonic() + self._block_timeout
             waited = True
             if not wait_while_full(self, max(0.0, deadline - time.monotonic())):
                 with self._lock:
-                    self.blocked -= 1
-                    self.dropped[_BLOCK_TIMEOUT] += 1
-                self.on_drop(record, _BLOCK_TIMEOUT)
+                    self._blocked -= 1
+                    self._dropped[_BLOCK_TIMEOUT] += 1
+                self._on_drop(record, _BLOCK_TIMEOUT)
                 return
         self._offer_closed(record)
 
     def _offer_closed(self, record: Any) -> None:
         try:
-            handled = self.on_closed(record)
+            handled = self._on_closed(record)
         except Exception:
             handled = False
         with self._lock:
-            self.in_fallback -= 1
+            self._in_fallback -= 1
             if handled:
-                self.written_sync += 1
+                self._written_sync += 1
             else:
-                self.dropped[_CLOSED] += 1
+                self._dropped[_CLOSED] += 1
         if not handled:
-            self.on_drop(record, _CLOSED)
+            self._on_drop(record, _CLOSED)
 
     def sleep(self, threshold: int = 1) -> bool:
         """Say a worker is about to wait for *threshold* records; ``False``: they are here.
@@ -206,8 +300,8 @@ class RecordQueue:
         with self._lock:
             if len(self._items) >= threshold:
                 return False
-            self.wake_at = threshold
-            self.sleeping = True
+            self._wake_at = threshold
+            self._sleeping = True
             return True
 
     def drain(self, max_items: int) -> list[Any]:
@@ -216,39 +310,39 @@ class RecordQueue:
             items = self._items
             count = min(max_items, len(items))
             batch = [items.popleft() for _ in range(count)]
-            self.in_flight += count
+            self._in_flight += count
         if count and self.waiters:
-            with self.not_full:
-                self.not_full.notify_all()
+            with self._not_full:
+                self._not_full.notify_all()
         return batch
 
     def done(self, written: int, filtered: int, failed: int) -> None:
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""
         with self._lock:
-            self.in_flight -= written + filtered + failed
-            self.written += written
-            self.filtered += filtered
-            self.dropped[_WRITE_ERROR] += failed
+            self._in_flight -= written + filtered + failed
+            self._written += written
+            self._filtered += filtered
+            self._dropped[_WRITE_ERROR] += failed
 
     def abandon(self) -> list[Any]:
         """Remove every waiting record, counting it as dropped at shutdown."""
         with self._lock:
             batch = list(self._items)
             self._items.clear()
-            self.dropped[_SHUTDOWN] += len(batch)
+            self._dropped[_SHUTDOWN] += len(batch)
         return batch
 
     def close(self) -> None:
         """Stop taking records: later offers go to ``on_closed``; blocked callers wake."""
         with self._lock:
-            self.closed = True
-        with self.not_full:
-            self.not_full.notify_all()
+            self._closed = True
+        with self._not_full:
+            self._not_full.notify_all()
 
     def reopen(self) -> None:
         """Take records again after :meth:`close`."""
         with self._lock:
-            self.closed = False
+            self._closed = False
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's records and counters, renew the locks."""
@@ -258,13 +352,13 @@ class RecordQueue:
         """Return every counter, read at one instant."""
         with self._lock:
             return {
-                "offered": self.offered,
+                "offered": self._offered,
                 "size": len(self._items),
-                "in_flight": self.in_flight,
-                "blocked": self.blocked,
-                "in_fallback": self.in_fallback,
-                "written": self.written,
-                "filtered": self.filtered,
-                "written_sync": self.written_sync,
-                "dropped": dict(zip(REASONS, self.dropped, strict=True)),
+                "in_flight": self._in_flight,
+                "blocked": self._blocked,
+                "in_fallback": self._in_fallback,
+                "written": self._written,
+                "filtered": self._filtered,
+                "written_sync": self._written_sync,
+                "dropped": dict(zip(REASONS, self._dropped, strict=True)),
             }
