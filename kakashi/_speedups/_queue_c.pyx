@@ -25,6 +25,7 @@ DROP_OLDEST = _py.DROP_OLDEST
 DROP_NEWEST = _py.DROP_NEWEST
 REASONS = _py.REASONS
 wait_while_full = _py.wait_while_full
+never_wait_for_room = _py.never_wait_for_room
 
 cdef enum:
     NEWEST = 0

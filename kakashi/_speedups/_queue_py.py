@@ -25,6 +25,7 @@ is consistent again; ``on_closed(record)`` takes records offered after :meth:`cl
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,7 +47,7 @@ DROP_OLDEST = 1
 DROP_NEWEST = 2
 
 #: Why a record was dropped; ``dropped_by_reason`` in the stats uses these names.
-REASONS = (
+REASONS: tuple[str, ...] = (
     "queue_full_drop_newest",
     "queue_full_drop_oldest",
     "queue_full_block_timeout",
@@ -98,12 +99,29 @@ def checked_arguments(
     return int(capacity), int(strategy), float(block_timeout), wake, on_drop, on_closed
 
 
+# Threads whose offers to a full queue never wait (see never_wait_for_room).
+_no_waiting = threading.local()
+
+
+def never_wait_for_room() -> None:
+    """Mark the calling thread (a worker): its offers to a full queue under ``"block"``
+    are dropped and counted at once instead of waiting for room, which only it makes.
+
+    A writer, enricher or formatter that logs through the pipeline it serves runs on a
+    worker; waiting there would stall every record behind it until the timeout.
+    """
+    _no_waiting.active = True
+
+
 def wait_while_full(queue: Any, timeout: float) -> bool:
-    """Wait until *queue* has room or is closed; return ``False`` on timeout.
+    """Wait until *queue* has room or is closed; return ``False`` on timeout (at once on
+    a thread marked by :func:`never_wait_for_room`).
 
     The check and the wait happen under the queue's condition, which the worker
     notifies after each drain, so no wake-up is lost.
     """
+    if getattr(_no_waiting, "active", False):
+        return False
     deadline = time.monotonic() + timeout
     condition = queue.not_full
     with condition:

@@ -59,6 +59,7 @@ from kakashi._speedups import (
     REASONS,
     Record,
     RecordQueue,
+    never_wait_for_room,
 )
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
@@ -76,6 +77,23 @@ __all__ = [
 ]
 
 _STRATEGIES = {"block": BLOCK, "drop_oldest": DROP_OLDEST, "drop_newest": DROP_NEWEST}
+_WRITE_ERROR = REASONS.index("write_error")
+# Per thread: inside the synchronous fallback (a writer that logs from there would recurse).
+_thread_state = threading.local()
+
+
+class _Run:
+    """One pipeline's run of records in a batch, settled once every writer took it."""
+
+    __slots__ = ("filtered", "kept", "lost", "sink", "told", "waiting")
+
+    def __init__(self, sink: Sink, kept: int, filtered: int, told: list[int] | None) -> None:
+        self.sink = sink
+        self.told = told  # the drop counts its notice line carries
+        self.kept = kept  # records rendered (not filtered out)
+        self.filtered = filtered
+        self.lost = 0  # the most records any writer could not take
+        self.waiting = 0  # concurrent writers yet to take the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +221,8 @@ class AsyncBackend:
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
         self._drops: dict[Sink, list[int]] = {}
+        self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
+        self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
         self._writer_stats: dict[int, dict[str, Any]] = {}
         self.state = "stopped"
@@ -242,6 +262,9 @@ class AsyncBackend:
         hangs. Records it could not write in time are abandoned and reported on stderr
         with the time actually spent; the result says how many (see :class:`FlushResult`).
         Records logged meanwhile and written by the synchronous fallback are not abandoned.
+        A writer whose ``write``, ``flush`` or ``close`` has not returned by then counts as
+        hung (the result is not complete): records logged after the shutdown are counted
+        as dropped (``closed``) instead of waiting for it in the synchronous fallback.
         """
         timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
         started = time.monotonic()
@@ -261,7 +284,11 @@ class AsyncBackend:
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [thread for thread in self._workers if thread.is_alive()]
-        if not alive:
+        if alive:
+            with self._state_lock:
+                # Still inside a write after the deadline: hung, for the fallback's sake.
+                self._hung.update(self._busy)
+        else:
             self._close_writers(deadline)
         queued = len(self.queue.abandon())
         held = self.queue.in_flight  # in batches that workers still write (a hung writer)
@@ -278,7 +305,8 @@ class AsyncBackend:
         with self._state_lock:
             self.state = "stopped"
             self._workers = alive
-        return FlushResult(drained and pending == 0, pending)
+            hung = bool(self._hung)  # a writer not flushed or closed in time
+        return FlushResult(drained and pending == 0 and not hung, pending)
 
     stop = shutdown
 
@@ -289,11 +317,28 @@ class AsyncBackend:
         self.queue.put(record)
 
     def _on_closed(self, record: Record) -> bool:
+        """A record offered after shutdown: written synchronously if its pipeline says so
+        (``fallback_to_sync``); else, or when that would block or recurse, counted as
+        dropped (``closed``)."""
         sink: Sink | None = record.sink
-        if sink is not None and getattr(sink, "fallback_to_sync", False):
+        if sink is None or not getattr(sink, "fallback_to_sync", False):
+            return False
+        if getattr(_thread_state, "in_fallback", False):
+            return False  # logged by a writer from inside the fallback: it would recurse
+        hung = self._hung_writer(sink)
+        if hung is not None:
+            _errors.report(
+                "synchronous fallback",
+                detail=f"writer {hung!r} hangs; records logged after shutdown are dropped "
+                "and counted instead of blocking the caller",
+            )
+            return False
+        _thread_state.in_fallback = True
+        try:
             sink.emit(record)
-            return True
-        return False
+        finally:
+            _thread_state.in_fallback = False
+        return True
 
     def _on_drop(self, record: Record, reason: int) -> None:
         with self._state_lock:
@@ -307,6 +352,7 @@ class AsyncBackend:
 
     def _run(self) -> None:
         _leave_signals_to_the_main_thread()
+        never_wait_for_room()  # a writer or enricher that logs must not wait for itself
         self._worker_idents.add(threading.get_ident())
         queue = self.queue
         size = self.config.effective_batch_size
@@ -328,8 +374,8 @@ class AsyncBackend:
                         if not batch:
                             break
                         later = self._process(batch)
-                    for writer, lines in later:
-                        self._deliver(writer, lines)
+                    for run, writer, lines in later:
+                        self._settle(run, writer, lines)
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
@@ -338,9 +384,16 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: list[Record]) -> list[tuple[Writer, list[bytes]]]:
-        """Format and write one batch (called in turn); return the concurrent deliveries."""
-        later: list[tuple[Writer, list[bytes]]] = []
+    def _process(self, batch: list[Record]) -> list[tuple[_Run, Writer, list[bytes]]]:
+        """Format and write one batch (called in turn); return the concurrent deliveries.
+
+        A run of records goes to its pipeline's ordered writers now; it is settled (counted
+        written, filtered or dropped) once every writer took it, so a run that concurrent
+        writers still have to take stays in flight until :meth:`_settle` (a flush waits
+        for it). Nothing that user code raises (an enricher, a formatter, a writer, even
+        ``SystemExit``) leaves a record unsettled or ends the worker.
+        """
+        later: list[tuple[_Run, Writer, list[bytes]]] = []
         written = filtered = failed = 0
         start = 0
         while start < len(batch):
@@ -348,26 +401,67 @@ class AsyncBackend:
             end = start + 1
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
-            lines, run_filtered = sink.render_batch(batch[start:end])
-            notice = self._drop_notice(sink)
-            if notice:
+            told = None
+            try:
+                lines, run_filtered = sink.render_batch(batch[start:end])
+                notice, told = self._drop_notice(sink)
                 lines[:0] = notice
-            kept = end - start - run_filtered
-            lost = min(kept, self._write_all(sink, lines, later)) if lines else 0
-            written += kept - lost
-            failed += lost
-            filtered += run_filtered
+                run = _Run(sink, end - start - run_filtered, run_filtered, told)
+                for writer in sink.writers if lines else ():
+                    if is_concurrent(writer):
+                        later.append((run, writer, lines))
+                        run.waiting += 1
+                    else:
+                        run.lost = max(run.lost, self._deliver(writer, lines))
+            except BaseException as exc:  # user code outside a writer's write
+                _errors.report("worker", exc)
+                failed += end - start
+                self._note_drops(sink, end - start, told)
+                start = end
+                continue
+            if not run.waiting:
+                lost = min(run.kept, run.lost)
+                written += run.kept - lost
+                failed += lost
+                filtered += run.filtered
+                if run.lost:
+                    self._note_drops(sink, lost, told)
             start = end
         self._batches += 1
         self.queue.done(written, filtered, failed)
         self._notify_settled()
         return later
 
-    def _drop_notice(self, sink: Sink) -> list[bytes]:
+    def _settle(self, run: _Run, writer: Writer, lines: list[bytes]) -> None:
+        """Deliver a run to a concurrent writer (outside the turn); settle the run once
+        every writer took it."""
+        run.lost = max(run.lost, self._deliver(writer, lines))
+        run.waiting -= 1
+        if not run.waiting:
+            lost = min(run.kept, run.lost)
+            self.queue.done(run.kept - lost, run.filtered, lost)
+            if run.lost:
+                self._note_drops(run.sink, lost, run.told)
+            self._notify_settled()
+
+    def _note_drops(self, sink: Sink, count: int, told: list[int] | None = None) -> None:
+        """Records of *sink* that no write could take, and the counts a notice that was
+        not written either carried: the next batch says so."""
+        with self._state_lock:
+            counts = self._drops.get(sink)
+            if counts is None:
+                counts = self._drops[sink] = [0] * len(REASONS)
+            counts[_WRITE_ERROR] += count
+            for reason, earlier in enumerate(told or ()):
+                counts[reason] += earlier
+
+    def _drop_notice(self, sink: Sink) -> tuple[list[bytes], list[int] | None]:
+        """The notice line of the records of *sink* dropped since its last one, and their
+        counts by reason (to restore if the notice itself is not written)."""
         with self._state_lock:
             counts = self._drops.pop(sink, None)
         if not counts:
-            return []
+            return [], None
         reasons = ", ".join(f"{n} {REASONS[i]}" for i, n in enumerate(counts) if n)
         notice = Record(
             time.time_ns(),
@@ -379,29 +473,14 @@ class AsyncBackend:
         )
         notice.sink = sink
         line = sink.render(notice)
-        return [line] if line is not None else []
-
-    def _write_all(
-        self, sink: Sink, lines: list[bytes], later: list[tuple[Writer, list[bytes]]]
-    ) -> int:
-        """Hand *lines* to every writer; return how many records some writer could not take.
-
-        Records one writer could not take count once (the most any writer missed); each
-        writer's own figures are in the stats.
-        """
-        failed = 0
-        for writer in sink.writers:
-            if is_concurrent(writer):
-                later.append((writer, lines))
-            else:
-                failed = max(failed, self._deliver(writer, lines))
-        return failed
+        return ([line] if line is not None else []), counts
 
     def _deliver(self, writer: Writer, lines: Sequence[bytes]) -> int:
         """Write *lines* to *writer*, retrying with backoff; return how many were lost.
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
-        contract.
+        contract. Whatever it raises (``SystemExit`` from a callback included) is counted
+        and reported, never the worker's end.
         """
         stats = self._writer_stats.get(id(writer))
         if stats is None:
@@ -415,8 +494,9 @@ class AsyncBackend:
         delay = self.config.error_retry_delay
         for attempt in range(self.config.max_error_retries + 1):
             try:
-                result = writer.write(lines)
-            except Exception as exc:
+                with self._calling(writer):
+                    result = writer.write(lines)
+            except BaseException as exc:
                 stats["errors"] += 1
                 _errors.report(f"writer {writer!r}", exc)
                 written = getattr(exc, "written", 0)
@@ -434,6 +514,64 @@ class AsyncBackend:
             return lost
         stats["dropped"] += len(lines)
         return len(lines)
+
+    # -- writers that hang ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _calling(self, writer: Writer) -> Iterator[None]:
+        """Note that a thread is inside one of *writer*'s methods (see :meth:`_hung`)."""
+        key = id(writer)
+        with self._state_lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                left = self._busy.pop(key) - 1
+                if left:
+                    self._busy[key] = left
+                else:
+                    self._hung.discard(key)  # it returned: not hung after all
+
+    def _bounded(self, writer: Writer, what: str, call: Callable[[], Any], deadline: float) -> None:
+        """Run ``call`` (a writer's flush or close) on a helper thread and wait for it until
+        *deadline*. A call still running then is left to finish (it may never: fsync on a
+        hung mount) and the writer counts as hung, so no caller waits for it again."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._calling(writer):
+                    call()
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name=f"kakashi-{what}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new thread at this point of interpreter shutdown
+            run()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            with self._state_lock:
+                if id(writer) in self._busy:
+                    self._hung.add(id(writer))
+            _errors.report(
+                f"writer {writer!r} {what}",
+                detail="did not return in time; it is left running, and records are not "
+                "written to this writer synchronously while it hangs",
+            )
+        elif failure:
+            _errors.report(f"writer {writer!r} {what}", failure[0])
+
+    def _hung_writer(self, sink: Sink) -> Writer | None:
+        """A writer of *sink* that a flush, close or shutdown gave up waiting for and that
+        has not returned since, if any."""
+        if self._hung:
+            for writer in sink.writers:
+                if id(writer) in self._hung:
+                    return writer
+        return None
 
     # -- flushing ------------------------------------------------------------------------
 
@@ -488,13 +626,12 @@ class AsyncBackend:
         if done and self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
                 for writer in self._all_writers():
-                    try:
-                        writer.flush()
-                    except Exception as exc:
-                        _errors.report(f"writer {writer!r} flush", exc)
+                    if id(writer) not in self._hung:
+                        self._bounded(writer, "flush", writer.flush, deadline)
+                hung = [writer for writer in self._all_writers() if id(writer) in self._hung]
             finally:
                 self._turn.release()
-            return FlushResult(True, 0)
+            return FlushResult(not hung, len(hung))
         return FlushResult(False, max(self._pending(), 1 if done else 0))
 
     def _all_writers(self) -> list[Writer]:
@@ -508,16 +645,24 @@ class AsyncBackend:
         """Flush and close every writer; a writer whose ``close`` takes a ``timeout`` is
         given what is left until *deadline* (a rotating file writer would otherwise wait
         for its pending compressions, which may wait for another process's lock)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.shutdown_timeout
         for writer in self._all_writers():
+            if id(writer) in self._hung:
+                continue  # still inside a call that a flush gave up on
             close = writer.close
-            if deadline is not None and _takes_timeout(close):
+            if _takes_timeout(close):
                 left = max(0.0, deadline - time.monotonic())
                 close = functools.partial(close, timeout=left)  # type: ignore[call-arg]
-            for method in (writer.flush, close):
+
+            def flush_and_close(writer: Writer = writer, close: Callable[[], Any] = close) -> None:
                 try:
-                    method()
+                    writer.flush()
                 except Exception as exc:
-                    _errors.report(f"writer {writer!r} close", exc)
+                    _errors.report(f"writer {writer!r} flush", exc)
+                close()
+
+            self._bounded(writer, "close", flush_and_close, deadline)
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -559,6 +704,8 @@ class AsyncBackend:
         self._workers = []
         self._worker_idents = set()
         self._drops = {}
+        self._busy = {}
+        self._hung = set()
         self._writer_stats = {}
         self._batches = 0
         if self.state != "stopped":
