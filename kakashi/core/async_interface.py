@@ -10,7 +10,8 @@ a preset is given (``max_queue_size``, ``worker_count``, ``batch_size``, ...) is
 when that preset makes the backend (there is none yet, or it was shut down); a setting
 left out (``None``) is :class:`~kakashi.core.async_backend.AsyncConfig`'s default. When
 the backend already runs with other settings it is kept, and the preset says so once on
-stderr; :func:`configure_async_backend` is the way to change them.
+stderr; :func:`~kakashi.core.async_backend.configure_async_backend` is the way to change
+them.
 """
 
 from __future__ import annotations
@@ -326,8 +327,9 @@ def get_async_stats() -> dict[str, Any]:
     """Return the process-wide backend's counters; never makes a backend.
 
     After :func:`shutdown_async_backend` (or a replacement by
-    :func:`configure_async_backend`) they are the final figures of the backend that was
-    shut down, with ``state`` ``"stopped"``, until the next backend takes a record.
+    :func:`~kakashi.core.async_backend.configure_async_backend`) they are the final
+    figures of the backend that was shut down, with ``state`` ``"stopped"``, until the
+    next backend takes a record.
     Before any backend exists they are those of an unused default one.
 
     Keys include ``state``, ``queue_size``, ``max_queue_size``, ``worker_count``,
