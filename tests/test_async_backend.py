@@ -183,8 +183,8 @@ class TestConfig:
             ({"max_queue_size": 0}, "max_queue_size must be at least 1"),
             ({"worker_count": 0}, "worker_count must be at least 1"),
             ({"batch_size": -5}, "batch_size must be at least 1"),
-            ({"batch_timeout": 0}, "batch_timeout must be positive"),
-            ({"shutdown_timeout": -1}, "shutdown_timeout must be positive"),
+            ({"batch_timeout": 0}, "batch_timeout must be greater than 0"),
+            ({"shutdown_timeout": -1}, "shutdown_timeout must be greater than 0"),
             ({"overflow_strategy": "spill"}, "overflow_strategy must be one of block"),
         ],
     )

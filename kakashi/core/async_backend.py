@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kakashi import _errors
+from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
 from kakashi._locks import (
     after_fork_in_child,
     fork_safe_condition,
@@ -72,6 +73,7 @@ __all__ = [
     "flush_all",
     "get_async_backend",
     "install_sigterm_handler",
+    "reporting_backend",
     "shutdown_all",
     "shutdown_async_logging",
 ]
@@ -96,9 +98,21 @@ class _Run:
         self.waiting = 0  # concurrent writers yet to take the run
 
 
+def _check_timeout(timeout: object) -> float:
+    """A flush, shutdown or drain *timeout*: from 0 to one hour (see ``kakashi._durations``)."""
+    return check_seconds("timeout", timeout, at_most=MAX_TIMEOUT, zero=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class AsyncConfig:
     """How the async backend queues and writes; validated when made.
+
+    These are the library's only defaults: :func:`configure_async_backend` and the presets
+    of :mod:`kakashi.core.async_interface` take theirs from here (the table in the Async
+    Backends page lists them). ``max_queue_size`` and ``batch_size`` are the starting
+    points the original documentation recommends (25,000 and 200); ``worker_count`` is 1
+    because workers take turns to keep records in order, so more help only writers that
+    declare ``concurrent = True`` (slow network callbacks).
 
     Args:
         max_queue_size: the most records waiting at once (memory is bounded by it).
@@ -106,28 +120,32 @@ class AsyncConfig:
         batch_size: the most records a worker formats and writes in one go.
         batch_timeout: the longest a worker waits for a batch to fill once a record
             arrived (a full batch wakes it at once); also how often an idle worker checks.
-            ``flush`` and ``shutdown`` do not wait for it.
+            ``flush`` and ``shutdown`` do not wait for it. More than 0, at most one day.
         enable_batching: ``False`` writes records one by one (``batch_size`` 1).
         overflow_strategy: what a full queue does: ``"block"`` (the caller waits up to
             ``block_timeout`` seconds, then the record is dropped and counted),
             ``"drop_oldest"`` or ``"drop_newest"``.
-        shutdown_timeout: seconds :meth:`AsyncBackend.shutdown` may take by default.
-        block_timeout: the longest a caller waits under ``"block"``.
+        shutdown_timeout: seconds :meth:`AsyncBackend.shutdown` may take by default;
+            more than 0, at most one hour.
+        block_timeout: the longest a caller waits under ``"block"``; more than 0, at most
+            one day.
         max_error_retries: how often a failed batch write is retried before its records
             count as dropped.
-        error_retry_delay: the first retry's delay in seconds; it doubles each time.
+        error_retry_delay: the first retry's delay in seconds; it doubles each time. From
+            0 to one day.
         thread_name_prefix: workers are named ``<prefix>-<n>``.
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
-        ValueError: a size, count or timeout out of range, or an unknown strategy; the
-            message names the field.
+        ValueError: a size, count or duration out of range (a duration that is NaN or
+            infinite too), or an unknown strategy; the message names the field, the value
+            and what is allowed.
         TypeError: a field of the wrong type.
     """
 
-    max_queue_size: int = 10_000
+    max_queue_size: int = 25_000
     worker_count: int = 1
-    batch_size: int = 100
+    batch_size: int = 200
     batch_timeout: float = 0.1
     enable_batching: bool = True
     overflow_strategy: str = "block"
@@ -152,12 +170,13 @@ class AsyncConfig:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
-        for name in ("batch_timeout", "shutdown_timeout", "block_timeout", "error_retry_delay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-            if not value > 0 and not (name == "error_retry_delay" and value == 0):
-                raise ValueError(f"{name} must be positive, got {value}")
+        for name, at_most, zero in (
+            ("batch_timeout", MAX_WAIT, False),
+            ("block_timeout", MAX_WAIT, False),
+            ("error_retry_delay", MAX_WAIT, True),
+            ("shutdown_timeout", MAX_TIMEOUT, False),
+        ):
+            check_seconds(name, getattr(self, name), at_most=at_most, zero=zero)
         if self.overflow_strategy not in _STRATEGIES:
             raise ValueError(
                 f"overflow_strategy must be one of {', '.join(_STRATEGIES)}, "
@@ -265,8 +284,11 @@ class AsyncBackend:
         A writer whose ``write``, ``flush`` or ``close`` has not returned by then counts as
         hung (the result is not complete): records logged after the shutdown are counted
         as dropped (``closed``) instead of waiting for it in the synchronous fallback.
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
         """
-        timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
+        timeout = self.config.shutdown_timeout if timeout is None else _check_timeout(timeout)
         started = time.monotonic()
         deadline = started + max(timeout, 0.0)
         with self._state_lock:
@@ -615,8 +637,11 @@ class AsyncBackend:
         Returns a :class:`FlushResult`: complete, or how many records are still pending
         when *timeout* seconds have passed. Called from a worker (a writer that logs), it
         does not wait.
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
         """
-        deadline = time.monotonic() + max(float(timeout), 0.0)
+        deadline = time.monotonic() + _check_timeout(timeout)
         target = self.queue.offered
         if threading.get_ident() in self._worker_idents:
             return FlushResult(False, self._pending())
@@ -764,36 +789,82 @@ def _leave_signals_to_the_main_thread() -> None:
 
 _live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
 _global_lock = fork_safe_rlock()
+#: The process-wide backend (the presets' and get_async_stats'); None until one is made.
 _global: AsyncBackend | None = None
+#: The process-wide backend last shut down or replaced: get_async_stats reports its final
+#: figures until the next one takes a record.
+_retired: AsyncBackend | None = None
 
 
-def get_async_backend() -> AsyncBackend:
-    """Return the process-wide backend, creating one with default settings if needed."""
-    global _global
+def _is_shut_down(backend: AsyncBackend) -> bool:
+    """Whether *backend* was shut down (its queue closed), not merely never started."""
+    return backend.state == "stopped" and bool(backend.queue.closed)
+
+
+def get_async_backend(config: AsyncConfig | None = None) -> AsyncBackend:
+    """Return the process-wide backend, making one if there is none or it was shut down.
+
+    It is never replaced behind anyone's back: *config* is used only when a backend is
+    made now. The presets call this and say on stderr when the running backend's
+    settings differ from those they were asked for; :func:`configure_async_backend` is
+    the way to change them.
+
+    Args:
+        config: the settings of a backend made by this call (default: :class:`AsyncConfig`'s).
+
+    Raises:
+        TypeError: *config* is not an :class:`AsyncConfig`.
+    """
+    global _global, _retired
+    if config is not None and not isinstance(config, AsyncConfig):
+        raise TypeError(f"config must be an AsyncConfig, got {type(config).__name__}")
     with _global_lock:
-        if _global is None:
-            _global = AsyncBackend()
+        if _global is None or _is_shut_down(_global):
+            if _global is not None:
+                _retired = _global
+            _global = AsyncBackend(config)
         return _global
 
 
+def reporting_backend() -> AsyncBackend | None:
+    """Return the backend whose figures :func:`~kakashi.core.async_interface.get_async_stats`
+    reports, without making one.
+
+    That is the process-wide backend once it is running or has taken a record; before
+    that, the one last shut down or replaced (so its final figures stay readable, with
+    state ``"stopped"``); ``None`` if there has been none.
+    """
+    with _global_lock:
+        current, retired = _global, _retired
+    if current is not None and (
+        retired is None or current.state != "stopped" or current.queue.offered > 0
+    ):
+        return current
+    return retired
+
+
 def configure_async_backend(
-    max_queue_size: int = 25_000,
-    worker_count: int = 2,
-    batch_size: int = 200,
-    enable_batching: bool = True,
-    overflow_strategy: str = "drop_oldest",
+    max_queue_size: int = AsyncConfig.max_queue_size,
+    worker_count: int = AsyncConfig.worker_count,
+    batch_size: int = AsyncConfig.batch_size,
+    enable_batching: bool = AsyncConfig.enable_batching,
+    overflow_strategy: str = AsyncConfig.overflow_strategy,
     **options: Any,
 ) -> AsyncBackend:
     """Replace the process-wide backend with one built from these settings.
 
-    The old backend stops taking records and drains into its writers first; every
-    pipeline that used it moves to the new one. Further :class:`AsyncConfig` fields can
-    be passed as keyword arguments.
+    This is the one call that changes the process-wide backend's settings (the presets
+    never do). The old backend stops taking records and drains into its writers first;
+    every pipeline that used it moves to the new one. Until the new backend takes a
+    record, :func:`~kakashi.core.async_interface.get_async_stats` still reports the old
+    one's final figures. Further :class:`AsyncConfig` fields can be passed as keyword
+    arguments; the defaults are :class:`AsyncConfig`'s.
 
     Raises:
         ValueError: an invalid setting (see :class:`AsyncConfig`).
+        TypeError: a setting of the wrong type, or an unknown keyword.
     """
-    global _global
+    global _global, _retired
     config = AsyncConfig(
         max_queue_size=max_queue_size,
         worker_count=worker_count,
@@ -806,6 +877,7 @@ def configure_async_backend(
     with _global_lock:
         old, _global = _global, new
         if old is not None:
+            _retired = old
             for pipeline in _pipelines_of(old):
                 pipeline.use_backend(new)
     if old is not None:
@@ -817,19 +889,31 @@ def shutdown_async_logging(timeout: float = 5.0) -> FlushResult:
     """Shut down the process-wide backend (see :meth:`AsyncBackend.shutdown`).
 
     Its pipelines fall back to synchronous writing (if configured so); the next preset
-    or :func:`get_async_backend` call makes a new backend.
+    or :func:`get_async_backend` call makes a new backend. Its final figures stay
+    readable through :func:`~kakashi.core.async_interface.get_async_stats` (state
+    ``"stopped"``) until that new backend takes a record.
+
+    Raises:
+        ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
     """
-    global _global
+    global _global, _retired
+    timeout = _check_timeout(timeout)
     with _global_lock:
         backend, _global = _global, None
+        if backend is not None:
+            _retired = backend
     if backend is None:
         return FlushResult(True, 0)
     return backend.shutdown(timeout)
 
 
 def flush_all(timeout: float = 5.0) -> FlushResult:
-    """Flush every running backend (see :meth:`AsyncBackend.flush`) within *timeout* overall."""
-    deadline = time.monotonic() + max(float(timeout), 0.0)
+    """Flush every running backend (see :meth:`AsyncBackend.flush`) within *timeout* overall.
+
+    Raises:
+        ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
+    """
+    deadline = time.monotonic() + _check_timeout(timeout)
     pending = 0
     complete = True
     for backend in list(_live):
@@ -843,9 +927,12 @@ def flush_all(timeout: float = 5.0) -> FlushResult:
 def shutdown_all(timeout: float | None = None) -> None:
     """Shut down every live backend (interpreter exit does this), then forget the global one.
 
-    Workers still busy in a hung writer are given until *timeout* to finish.
+    Workers still busy in a hung writer are given until *timeout* to finish. The final
+    figures of the global backend are forgotten too (a full reset, as between tests).
     """
-    global _global
+    global _global, _retired
+    if timeout is not None:
+        timeout = _check_timeout(timeout)
     with _draining():
         for backend in list(_live):
             if backend.state != "stopped":
@@ -853,7 +940,7 @@ def shutdown_all(timeout: float | None = None) -> None:
             for thread in list(backend._workers):
                 thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
         with _global_lock:
-            _global = None
+            _global = _retired = None
 
 
 # The thread draining every backend now (shutdown_all, or the drain at exit), and what a
@@ -886,10 +973,9 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
 
     Raises:
         ValueError: not called from the main thread (a Python rule for signal handlers),
-            or a negative *timeout*.
+            or a *timeout* that is not between 0 and one hour (NaN and infinity too).
     """
-    if timeout < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    timeout = _check_timeout(timeout)
     previous = signal.getsignal(signal.SIGTERM)
 
     def drain_then_terminate(signum: int, frame: Any) -> None:
