@@ -352,3 +352,133 @@ def test_no_thread_left_behind_by_bounded_calls() -> None:
         assert pipe.flush(10).complete
     pipe.shutdown(10)
     assert threading.active_count() <= before
+
+
+# -- item 6: slow, failing and dead writers are isolated ---------------------------------
+
+
+def test_a_failing_writer_does_not_delay_another_pipelines_records() -> None:
+    """Backoff slept while the worker held its turn: with a writer failing on one pipeline,
+    the records of another pipeline on the same backend waited for every retry. Now the
+    retries wait on the failing writer's own lane; the other records are written at once
+    (here the backoff is an hour: before, they would not have come within the deadline)."""
+
+    class Down(Keeper):
+        def write(self, batch: Any) -> Any:
+            raise OSError("collector down")
+
+    down_pipe = pipeline(Down(), max_error_retries=3, error_retry_delay=3600)
+    file = Keeper()
+    config = AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(min_level="DEBUG", writers=(file,)),
+        async_config=down_pipe.config.async_config,
+    )
+    file_pipe = AsyncPipeline(config, backend=down_pipe.backend)
+    down_pipe.get_logger("remote").info("to a dead collector")
+    log = file_pipe.get_logger("local")
+    for i in range(100):
+        log.info("x", i=i)
+    arrived = threading.Event()
+
+    def watch() -> None:
+        while len(file.lines) < 100:
+            threading.Event().wait(0.01)
+        arrived.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert arrived.wait(30), f"{len(file.lines)} of 100 written"
+    stats = down_pipe.stats()
+    result = down_pipe.shutdown(10)  # stops the hour-long wait: tries what is left, counts
+    final = down_pipe.stats()
+    assert (1, 1) == (stats["pending"], stats["in_flight"])  # the dead writer's record
+    assert result.complete
+    assert (1, 100) == (final["dropped_by_reason"]["write_error"], final["messages_written"])
+    assert balanced(final)
+
+
+def test_a_writer_failing_again_and_again_is_skipped_fast() -> None:
+    """After three batches lost in a row, the circuit opens: the writer's records are
+    counted at once instead of being tried (100 tries before for 50 batches)."""
+    tries = []
+
+    class Down(Keeper):
+        def write(self, batch: Any) -> Any:
+            tries.append(len(batch))
+            raise OSError("collector down")
+
+    pipe = pipeline(Down(), max_error_retries=1, error_retry_delay=0, batch_size=1)
+    log = pipe.get_logger("remote")
+    for i in range(50):
+        log.info("x", i=i)
+        assert pipe.flush(10).complete
+    stats = pipe.stats()
+    pipe.shutdown(10)
+    assert len(tries) <= 10
+    assert 50 == stats["dropped_by_reason"]["write_error"] == stats["messages_dropped"]
+    assert stats["writers"][0]["dropped"] >= 50  # lines: drop notices included
+    assert balanced(stats)
+
+
+def test_the_circuit_closes_when_the_writer_recovers() -> None:
+    """A writer that fails for a while, then works: once its cool-down ends, one write
+    closes the circuit and its records are written again, the loss reported in a notice."""
+    state = {"down": True}
+
+    class Flaky(Keeper):
+        error_retry_delay = 0.0
+        max_error_retries = 0
+
+        def write(self, batch: Any) -> Any:
+            if state["down"]:
+                raise OSError("collector down")
+            return super().write(batch)
+
+    writer = Flaky()
+    pipe = pipeline(writer, batch_size=1)
+    log = pipe.get_logger("remote")
+    for i in range(5):
+        log.info("lost", i=i)
+        assert pipe.flush(10).complete
+    state["down"] = False
+    lane = pipe.backend._lanes[id(writer)]
+    lane.open_until = 0.0  # the cool-down is over (instead of waiting a second)
+    log.info("back")
+    assert pipe.flush(10).complete
+    stats = pipe.stats()
+    pipe.shutdown(10)
+    assert ["kakashi", "remote"] == [line["logger"] for line in writer.lines]
+    assert 5 == writer.lines[0]["dropped"]
+    assert (5, 1) == (stats["messages_dropped"], stats["messages_written"])
+
+
+NETWORK_DOWN = textwrap.dedent(
+    """
+    import threading
+    import kakashi
+    from kakashi.core.async_backend import configure_async_backend
+    from kakashi.core.async_interface import get_async_stats, get_network_logger
+
+    configure_async_backend(max_queue_size=100, block_timeout=3600)
+    hung = threading.Event()
+    logger = get_network_logger("remote", lambda message: hung.wait())  # a hung collector
+    for i in range(5_000):
+        logger.info("x", i=i)
+    stats = get_async_stats()
+    hung.set()
+    kakashi.flush(30)
+    print(stats["dropped_by_reason"]["queue_full_block_timeout"], stats["messages_enqueued"])
+    """
+)
+
+
+def test_the_network_preset_never_blocks_callers_on_a_down_collector() -> None:
+    """With the collector hung, callers waited for room (block) behind the worker stuck in
+    ``send``: 300 calls blocked 150 s. Now the collector's backlog waits on its own lane
+    (bounded, the oldest counted as dropped), the queue keeps draining and no caller
+    waits (here a wait would be an hour)."""
+    child = subprocess.run(
+        [sys.executable, "-c", NETWORK_DOWN], capture_output=True, text=True, timeout=120
+    )  # a blocked caller fails the test (TimeoutExpired)
+    assert 0 == child.returncode, child.stderr
+    blocked, enqueued = map(int, child.stdout.split())
+    assert (0, 5_000) == (blocked, enqueued)

@@ -31,11 +31,13 @@ Guarantees (each is tested):
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import functools
 import inspect
 import os
+import random
 import signal
 import sys
 import threading
@@ -95,7 +97,179 @@ class _Run:
         self.kept = kept  # records rendered (not filtered out)
         self.filtered = filtered
         self.lost = 0  # the most records any writer could not take
-        self.waiting = 0  # concurrent writers yet to take the run
+        self.waiting = 0  # lanes yet to take the run
+
+
+#: The longest a failing writer is left alone before it is tried again, in seconds.
+_MAX_COOL_DOWN = 30.0
+#: Batches given up on in a row (each after its retries) that open a writer's circuit.
+_TRIP = 3
+
+
+class _Lane:
+    """One writer's deliveries off the workers' turn, in order, on a thread of its own.
+
+    The retry policy, the same for every writer: a failed write is tried again after an
+    exponential backoff with jitter (``error_retry_delay`` doubled each time, times 0.5 to
+    1.5), at most ``max_error_retries`` times (a writer may set its own
+    ``max_error_retries``, ``error_retry_delay`` and ``max_delay`` attributes), and never
+    while a worker holds its turn. After three batches lost in a row the circuit opens:
+    for a cool-down (doubling from about a second up to 30 s) the writer's records are
+    counted as dropped at once, not tried; after it, one write decides (closed again, or
+    open for longer). While a lane
+    holds records for an ordered writer, later ones queue behind them (order), up to
+    ``max_queue_size`` records: beyond, the oldest are counted as dropped. A shutdown
+    stops the waiting: what is left is tried without backoff until its deadline.
+    """
+
+    def __init__(self, backend: AsyncBackend, writer: Writer) -> None:
+        self.backend = backend
+        # Held weakly (the records it is handed hold it while they wait): a writer no
+        # one uses any more is collected, and its lane forgotten with it.
+        key = id(writer)
+
+        def forget(_: object) -> None:  # no lock: the collector may run anywhere
+            if backend._lanes.get(key) is self:
+                backend._lanes.pop(key, None)
+
+        try:
+            self._writer: Callable[[], Writer | None] = weakref.ref(writer, forget)
+        except TypeError:  # not weakly referable: kept
+            self._writer = lambda: writer
+        self._items: collections.deque[tuple[_Run, Sequence[bytes], int]] = collections.deque()
+        self._lock = fork_safe_condition()
+        self._thread: threading.Thread | None = None
+        self.records = 0  # lines waiting
+        self.pending = 0  # handed and not yet settled (in progress included)
+        self.open_until = 0.0
+        self.cool_down = 0.0  # > 0 while the circuit is open or being tried again
+        self.failures = 0  # batches given up on in a row
+        config = backend.config
+        self.retries = int(getattr(writer, "max_error_retries", config.max_error_retries))
+        self.delay = float(getattr(writer, "error_retry_delay", config.error_retry_delay))
+        self.max_delay = float(getattr(writer, "max_delay", _MAX_COOL_DOWN))
+
+    @property
+    def writer(self) -> Writer | None:
+        """The writer (``None`` once collected)."""
+        return self._writer()
+
+    def state(self) -> str:
+        """``"busy"`` (holding records), ``"open"`` (circuit open) or ``"ready"``."""
+        if self.pending:
+            return "busy"
+        if self.cool_down and time.monotonic() < self.open_until:
+            return "open"
+        return "ready"
+
+    def lost(self, count: int) -> int:
+        """*count* records the writer did not get: in its stats; returned."""
+        writer = self.writer
+        if writer is not None:
+            self.backend._stats(writer)["dropped"] += count
+        return count
+
+    def succeeded(self) -> None:
+        """A write went through: the circuit closes."""
+        self.failures = 0
+        if self.cool_down:
+            self.cool_down = 0.0
+            self.open_until = 0.0
+
+    def hand(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
+        """Queue *lines* of *run* for the writer (*tries* writes of them failed already)."""
+        over = []
+        with self._lock:
+            self._items.append((run, lines, tries))
+            self.records += len(lines)
+            self.pending += 1
+            limit = self.backend.config.max_queue_size
+            while self.records > limit and len(self._items) > 1:
+                old = self._items.popleft()
+                self.records -= len(old[1])
+                self.pending -= 1
+                over.append(old)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        for old_run, old_lines, _ in over:
+            _errors.report(
+                f"writer {self.writer!r}",
+                detail="behind by more than max_queue_size records; the oldest are dropped",
+            )
+            self.backend._part_settled(old_run, self.lost(len(old_lines)))
+
+    def finish(self, deadline: float) -> None:
+        """Let the lane's thread end once its records are settled (a shutdown), waiting
+        for it until *deadline*."""
+        with self._lock:
+            thread = self._thread
+            self._lock.notify()
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        _leave_signals_to_the_main_thread()
+        never_wait_for_room()
+        while True:
+            with self._lock:
+                if not self._items and not self.backend._stopping.is_set():
+                    self._lock.wait(1.0)
+                if not self._items:
+                    self._thread = None  # idle: the next hand-off starts a thread again
+                    return
+                run, lines, tries = self._items.popleft()
+                self.records -= len(lines)
+            try:
+                lost = self._deliver(lines, tries)
+            except BaseException as exc:  # never leave a run unsettled
+                _errors.report(f"writer {self.writer!r}", exc)
+                lost = self.lost(len(lines))
+            with self._lock:
+                self.pending -= 1
+            self.backend._part_settled(run, lost)
+            del run, lines  # an idle lane holds nothing (the writer is held weakly)
+
+    def _deliver(self, lines: Sequence[bytes], tries: int) -> int:
+        """Write *lines* under the policy; return how many records were lost."""
+        backend = self.backend
+        while True:
+            if self.cool_down and time.monotonic() < self.open_until:
+                return self.lost(len(lines))  # the circuit is open: counted at once
+            if tries > (0 if self.cool_down else self.retries):
+                self._give_up()  # out of retries (or the one try after a cool-down failed)
+                return self.lost(len(lines))
+            if tries:
+                backoff = self.delay * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
+                if not backend._stopping.is_set():
+                    backend._stopping.wait(min(self.max_delay, backoff))
+            writer = self.writer
+            if writer is None:
+                return len(lines)  # collected: no one reads what it would have written
+            lost, rest = backend._attempt(writer, lines)
+            if not rest:
+                self.succeeded()
+                return lost
+            # Progress (part of the batch written) starts the count afresh: a collector
+            # that takes some of each try is slow, not down.
+            tries = 1 if len(rest) < len(lines) else tries + 1
+            lines = rest
+
+    def _give_up(self) -> None:
+        """A batch is lost after its retries: after a few in a row (or after the one try
+        that follows a cool-down) the circuit opens."""
+        self.failures += 1
+        if self.failures < _TRIP and not self.cool_down:
+            return
+        first = max(1.0, self.delay * 2 ** (self.retries + 1))
+        self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
+        self.open_until = time.monotonic() + self.cool_down
+        _errors.report(
+            f"writer {self.writer!r} circuit",
+            detail=f"failing; its records are counted as dropped for {self.cool_down:g}s, "
+            "then it is tried again",
+        )
 
 
 def _check_timeout(timeout: object) -> float:
@@ -240,6 +414,9 @@ class AsyncBackend:
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
         self._drops: dict[Sink, list[int]] = {}
+        self._lanes: dict[int, _Lane] = {}  # id(writer): its deliveries off the turn
+        self._every_lane: weakref.WeakSet[_Lane] = weakref.WeakSet()  # forgotten ones too
+        self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
         self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
@@ -259,6 +436,7 @@ class AsyncBackend:
             self.queue.reopen()
             self.state = "running"
             self._stop = False
+            self._stopping.clear()
             self._workers = []
             for index in range(self.config.worker_count):
                 thread = threading.Thread(
@@ -297,6 +475,7 @@ class AsyncBackend:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
+        self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
             return FlushResult(False, self._pending())  # called from a writer: cannot wait
@@ -305,6 +484,8 @@ class AsyncBackend:
         self._wake.set()
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in list(self._every_lane):
+            lane.finish(deadline)
         alive = [thread for thread in self._workers if thread.is_alive()]
         if alive:
             with self._state_lock:
@@ -395,9 +576,7 @@ class AsyncBackend:
                         batch = queue.drain(size)
                         if not batch:
                             break
-                        later = self._process(batch)
-                    for run, writer, lines in later:
-                        self._settle(run, writer, lines)
+                        self._process(batch)
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
@@ -406,16 +585,19 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: list[Record]) -> list[tuple[_Run, Writer, list[bytes]]]:
-        """Format and write one batch (called in turn); return the concurrent deliveries.
+    def _process(self, batch: list[Record]) -> None:
+        """Format one batch and write it (called in turn).
 
-        A run of records goes to its pipeline's ordered writers now; it is settled (counted
-        written, filtered or dropped) once every writer took it, so a run that concurrent
-        writers still have to take stays in flight until :meth:`_settle` (a flush waits
-        for it). Nothing that user code raises (an enricher, a formatter, a writer, even
-        ``SystemExit``) leaves a record unsettled or ends the worker.
+        A run of records is written at once to each ordered writer that is well; it goes
+        to a writer's :class:`_Lane` instead when the writer is concurrent, when a write
+        just failed (the lane retries it with backoff, off the turn) or when the lane
+        still holds earlier records for it (order). A writer whose circuit is open is
+        skipped: the run counts as lost for it at once. The run is settled (counted
+        written, filtered or dropped) once every writer took it or gave up; until then it
+        stays in flight, and a flush waits for it. Nothing that user code raises (an
+        enricher, a formatter, a writer, even ``SystemExit``) leaves a record unsettled or
+        ends the worker.
         """
-        later: list[tuple[_Run, Writer, list[bytes]]] = []
         written = filtered = failed = 0
         start = 0
         while start < len(batch):
@@ -424,24 +606,39 @@ class AsyncBackend:
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
             told = None
+            handoffs: list[tuple[_Lane, Sequence[bytes], int]] = []
             try:
                 lines, run_filtered = sink.render_batch(batch[start:end])
                 notice, told = self._drop_notice(sink)
                 lines[:0] = notice
                 run = _Run(sink, end - start - run_filtered, run_filtered, told)
                 for writer in sink.writers if lines else ():
-                    if is_concurrent(writer):
-                        later.append((run, writer, lines))
-                        run.waiting += 1
+                    lane = self._lanes.get(id(writer))
+                    if lane is not None and lane.writer is not writer:
+                        lane = None  # another writer's, with the same id once
+                    state = "ready" if lane is None else lane.state()
+                    if lane is not None and state == "open":
+                        run.lost = max(run.lost, lane.lost(len(lines)))  # skipped fast
+                    elif state == "busy" or is_concurrent(writer):
+                        handoffs.append((self._lane(writer), lines, 0))
                     else:
-                        run.lost = max(run.lost, self._deliver(writer, lines))
+                        lost, rest = self._attempt(writer, lines)
+                        if rest:
+                            handoffs.append((self._lane(writer), rest, 1))  # retried off the turn
+                        else:
+                            if lane is not None:
+                                lane.succeeded()
+                            run.lost = max(run.lost, lost)
             except BaseException as exc:  # user code outside a writer's write
                 _errors.report("worker", exc)
                 failed += end - start
                 self._note_drops(sink, end - start, told)
                 start = end
                 continue
-            if not run.waiting:
+            run.waiting = len(handoffs)
+            for lane, rest, tries in handoffs:
+                lane.hand(run, rest, tries)
+            if not handoffs:
                 lost = min(run.kept, run.lost)
                 written += run.kept - lost
                 failed += lost
@@ -452,19 +649,30 @@ class AsyncBackend:
         self._batches += 1
         self.queue.done(written, filtered, failed)
         self._notify_settled()
-        return later
 
-    def _settle(self, run: _Run, writer: Writer, lines: list[bytes]) -> None:
-        """Deliver a run to a concurrent writer (outside the turn); settle the run once
-        every writer took it."""
-        run.lost = max(run.lost, self._deliver(writer, lines))
-        run.waiting -= 1
-        if not run.waiting:
+    def _part_settled(self, run: _Run, lost: int) -> None:
+        """A lane is done with *run* (*lost* records it could not write); the run is
+        settled once every lane is."""
+        with self._state_lock:
+            run.lost = max(run.lost, lost)
+            run.waiting -= 1
+            last = run.waiting == 0
+        if last:
             lost = min(run.kept, run.lost)
             self.queue.done(run.kept - lost, run.filtered, lost)
             if run.lost:
                 self._note_drops(run.sink, lost, run.told)
             self._notify_settled()
+
+    def _lane(self, writer: Writer) -> _Lane:
+        lane = self._lanes.get(id(writer))
+        if lane is None or lane.writer is not writer:
+            with self._state_lock:
+                lane = self._lanes.get(id(writer))
+                if lane is None or lane.writer is not writer:
+                    lane = self._lanes[id(writer)] = _Lane(self, writer)
+                    self._every_lane.add(lane)
+        return lane
 
     def _note_drops(self, sink: Sink, count: int, told: list[int] | None = None) -> None:
         """Records of *sink* that no write could take, and the counts a notice that was
@@ -497,13 +705,7 @@ class AsyncBackend:
         line = sink.render(notice)
         return ([line] if line is not None else []), counts
 
-    def _deliver(self, writer: Writer, lines: Sequence[bytes]) -> int:
-        """Write *lines* to *writer*, retrying with backoff; return how many were lost.
-
-        What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
-        contract. Whatever it raises (``SystemExit`` from a callback included) is counted
-        and reported, never the worker's end.
-        """
+    def _stats(self, writer: Writer) -> dict[str, Any]:
         stats = self._writer_stats.get(id(writer))
         if stats is None:
             stats = self._writer_stats[id(writer)] = {
@@ -513,29 +715,33 @@ class AsyncBackend:
                 "errors": 0,
                 "dropped": 0,
             }
-        delay = self.config.error_retry_delay
-        for attempt in range(self.config.max_error_retries + 1):
-            try:
-                with self._calling(writer):
-                    result = writer.write(lines)
-            except BaseException as exc:
-                stats["errors"] += 1
-                _errors.report(f"writer {writer!r}", exc)
-                written = getattr(exc, "written", 0)
-                if type(written) is int and 0 < written < len(lines):
-                    stats["records"] += written  # on disk already: retry only the rest
-                    lines = lines[written:]
-                if attempt < self.config.max_error_retries and not self._stop:
-                    time.sleep(delay)
-                    delay *= 2
-                continue
-            lost = result if type(result) is int and 0 < result <= len(lines) else 0
-            stats["batches"] += 1
-            stats["records"] += len(lines) - lost
-            stats["dropped"] += lost
-            return lost
-        stats["dropped"] += len(lines)
-        return len(lines)
+        return stats
+
+    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> tuple[int, Sequence[bytes]]:
+        """Write *lines* to *writer* once: return the records it said it could not take,
+        and the lines still to write when it raised (none when it returned).
+
+        What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
+        contract. Whatever it raises (``SystemExit`` from a callback included) is counted
+        and reported, never the caller's end.
+        """
+        stats = self._stats(writer)
+        try:
+            with self._calling(writer):
+                result = writer.write(lines)
+        except BaseException as exc:
+            stats["errors"] += 1
+            _errors.report(f"writer {writer!r}", exc)
+            written = getattr(exc, "written", 0)
+            if type(written) is int and 0 < written < len(lines):
+                stats["records"] += written  # on disk already: retry only the rest
+                lines = lines[written:]
+            return 0, lines
+        lost = result if type(result) is int and 0 < result <= len(lines) else 0
+        stats["batches"] += 1
+        stats["records"] += len(lines) - lost
+        stats["dropped"] += lost
+        return lost, ()
 
     # -- writers that hang ------------------------------------------------------------------
 
@@ -729,6 +935,8 @@ class AsyncBackend:
         self._workers = []
         self._worker_idents = set()
         self._drops = {}
+        self._lanes = {}
+        self._every_lane = weakref.WeakSet()
         self._busy = {}
         self._hung = set()
         self._writer_stats = {}

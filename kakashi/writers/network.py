@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kakashi import _errors
 from kakashi._durations import MAX_WAIT, check_seconds
 
-__all__ = ["SendWriter"]
+__all__ = ["SendError", "SendWriter"]
+
+
+class SendError(ConnectionError):
+    """``send`` failed for a message: the messages before it were sent (``written``)."""
+
+    def __init__(self, written: int, cause: BaseException) -> None:
+        super().__init__(f"send failed after {written} messages: {cause!r}")
+        self.written = written
+        self.__cause__ = cause
 
 
 class SendWriter:
-    """Call ``send(message)`` for each formatted record, retrying failures with backoff.
+    """Call ``send(message)`` for each formatted record, in order.
 
     Used by :func:`kakashi.core.async_interface.get_network_logger`: under the async
-    backend, ``send`` runs on a worker thread, never on the caller. A message that still
-    fails after *max_error_retries* retries is counted as dropped (``write`` returns how
-    many were), reported once on stderr, and the next message is tried. The parameters
-    are named as in :class:`~kakashi.core.async_backend.AsyncConfig`, with its defaults.
+    backend, ``send`` runs on the writer's own delivery thread, never on the caller or a
+    worker's turn. A message that fails stops the batch with :class:`SendError`, which
+    says how many were sent; the backend retries the rest under its one policy
+    (exponential backoff with jitter, at most *max_error_retries* retries, then a circuit
+    breaker) and counts what it gives up on as dropped. The parameters are named as in
+    :class:`~kakashi.core.async_backend.AsyncConfig`, with its defaults, and apply to
+    this writer only.
 
     Args:
         send: called with each message (a ``str``, one JSON object) in order.
-        max_error_retries: retries per message after the first attempt.
-        error_retry_delay: the first retry's delay in seconds; doubled each time, capped
-            at *max_delay*. From 0 to one day.
+        max_error_retries: retries of a failed batch after the first attempt.
+        error_retry_delay: the first retry's delay in seconds (doubled each time, with
+            jitter), capped at *max_delay*. From 0 to one day.
         max_delay: the longest single wait between retries; from 0 to one day.
 
     Raises:
@@ -54,29 +64,22 @@ class SendWriter:
         )
         self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
         self.sent = 0
-        self.failed = 0
 
-    def write(self, batch: Sequence[bytes]) -> int:
-        """Send every record of *batch*; return how many could not be sent."""
-        failed = 0
-        for line in batch:
-            message = line.decode("utf-8", "replace")
-            delay = self.error_retry_delay
-            for attempt in range(self.max_error_retries + 1):
-                try:
-                    self.send(message)
-                except Exception as exc:
-                    if attempt == self.max_error_retries:
-                        failed += 1
-                        _errors.report(f"send {getattr(self.send, '__qualname__', '?')}", exc)
-                        break
-                    time.sleep(min(delay, self.max_delay))
-                    delay *= 2
-                else:
-                    self.sent += 1
-                    break
-        self.failed += failed
-        return failed
+    #: Delivered off the workers' turn, on a thread of its own (see Writer.concurrent).
+    concurrent = True
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        """Send every record of *batch*, in order.
+
+        Raises:
+            SendError: ``send`` raised; ``written`` messages were sent before it.
+        """
+        for index, line in enumerate(batch):
+            try:
+                self.send(line.decode("utf-8", "replace"))
+            except Exception as exc:
+                raise SendError(index, exc) from exc
+            self.sent += 1
 
     def flush(self) -> None:
         """Nothing is buffered."""
