@@ -12,8 +12,8 @@ Guarantees (each is tested):
   many records were dropped and why.
 - Order: records reach each writer in the order they were enqueued, whatever
   ``worker_count`` is: workers take turns to drain, format and write. Writers that
-  declare ``concurrent = True`` (slow network callbacks) receive their batches outside
-  that turn, so several workers may deliver to them at once; within a batch, order holds.
+  declare ``concurrent = True`` (network callbacks) receive their batches, in order, on a
+  delivery thread of their own (a :class:`_Lane`), outside that turn.
 - :meth:`AsyncBackend.flush` returns once everything enqueued before it was handed to
   the operating system, or says what is still pending when its timeout expires.
 - :meth:`AsyncBackend.shutdown` stops intake, drains, flushes, closes the writers and
@@ -23,9 +23,13 @@ Guarantees (each is tested):
   first logs; it never writes the parent's pending records.
 - Processes: a ``multiprocessing`` child (fork, forkserver or spawn) whose target
   returns or raises has every record written before it ends, with no call to add.
-- A writer that raises never reaches the application and never kills a worker: it is
-  counted, reported once on stderr, retried with backoff, then its batch is counted as
-  dropped.
+- Faults: whatever a writer, enricher or formatter raises never reaches the application
+  and never ends a worker; it is counted and reported once on stderr. A failed batch is
+  retried on the writer's lane (backoff with jitter, never in a worker's turn, so other
+  writers are not held up), then counted as dropped; a writer failing again and again is
+  skipped fast (a circuit breaker). A writer whose flush or close hangs holds up no flush,
+  shutdown or exit beyond its timeout, and no caller afterwards. Records logged from
+  inside a worker never wait for room in the queue.
 """
 
 from __future__ import annotations
