@@ -396,12 +396,16 @@ def test_a_failing_writer_does_not_delay_another_pipelines_records() -> None:
     assert balanced(final)
 
 
-def test_a_writer_failing_again_and_again_is_skipped_fast() -> None:
-    """After three batches lost in a row, the circuit opens: the writer's records are
-    counted at once instead of being tried (100 tries before for 50 batches)."""
+@pytest.mark.parametrize("remote", [True, False])
+def test_a_writer_failing_again_and_again_is_skipped_fast(remote: bool) -> None:
+    """After three batches lost in a row, the circuit opens: a remote (concurrent)
+    writer's records are counted at once instead of being tried, a local one's are tried
+    once each, with no retries (100 tries before for 50 batches)."""
     tries = []
 
     class Down(Keeper):
+        concurrent = remote
+
         def write(self, batch: Any) -> Any:
             tries.append(len(batch))
             raise OSError("collector down")
@@ -413,7 +417,7 @@ def test_a_writer_failing_again_and_again_is_skipped_fast() -> None:
         assert pipe.flush(10).complete
     stats = pipe.stats()
     pipe.shutdown(10)
-    assert len(tries) <= 10
+    assert len(tries) <= (10 if remote else 3 * 2 + 47)
     assert 50 == stats["dropped_by_reason"]["write_error"] == stats["messages_dropped"]
     assert stats["writers"][0]["dropped"] >= 50  # lines: drop notices included
     assert balanced(stats)

@@ -119,9 +119,10 @@ class _Lane:
     ``max_error_retries``, ``error_retry_delay`` and ``max_delay`` attributes), and never
     while a worker holds its turn. After three batches lost in a row the circuit opens:
     for a cool-down (doubling from about a second up to 30 s) the writer's records are
-    counted as dropped at once, not tried; after it, one write decides (closed again, or
-    open for longer). While a lane
-    holds records for an ordered writer, later ones queue behind them (order), up to
+    counted as dropped at once, not tried (a writer that is not ``concurrent``, a local
+    file, is still tried once per batch, with no retries, so that it is back as soon as it
+    can write); after it, one write decides (closed again, or open for longer). While a
+    lane holds records for an ordered writer, later ones queue behind them (order), up to
     ``max_queue_size`` records: beyond, the oldest are counted as dropped. A shutdown
     stops the waiting: what is left is tried without backoff until its deadline.
     """
@@ -622,7 +623,17 @@ class AsyncBackend:
                         lane = None  # another writer's, with the same id once
                     state = "ready" if lane is None else lane.state()
                     if lane is not None and state == "open":
-                        run.lost = max(run.lost, lane.lost(len(lines)))  # skipped fast
+                        # Skipped fast: a remote writer is not tried during its cool-down;
+                        # a local one (a full disk) is tried once, with no retries, so it
+                        # is back as soon as it can write.
+                        lost, rest = (
+                            (0, lines) if is_concurrent(writer) else self._attempt(writer, lines)
+                        )
+                        if rest:
+                            run.lost = max(run.lost, lane.lost(len(rest)))
+                        else:
+                            lane.succeeded()
+                            run.lost = max(run.lost, lost)
                     elif state == "busy" or is_concurrent(writer):
                         handoffs.append((self._lane(writer), lines, 0))
                     else:
