@@ -16,6 +16,7 @@ cdef class RecordQueue:
     cdef readonly object on_closed
     cdef readonly object not_full
     cdef readonly bint closed
+    cdef readonly int gate
     cdef readonly bint sleeping
     cdef readonly Py_ssize_t wake_at
     cdef readonly long long offered
@@ -28,12 +29,19 @@ cdef class RecordQueue:
     # Written from Python: by the backend (starter) and by wait_while_full (waiters).
     cdef public object starter
     cdef public Py_ssize_t waiters
-    cdef long long _dropped[6]
+    cdef long long _dropped[7]
+    cdef object _deferred
+    cdef object _hold_timeout
+    cdef frozenset _exempt
     cdef PyObject **_ring
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
 
     cpdef put(self, object record)
+    cdef _offer(self, object record, bint may_wait)
+    cdef _offer_in(self, object record, bint may_wait, bint *entered)
+    cdef _take_deferred(self)
+    cdef _offer_closed(self, object record)
     cdef inline void _push(self, object record)
     cdef inline object _pop(self)
     cdef void _reset_counters(self) noexcept

@@ -20,6 +20,20 @@ A full queue follows its overflow strategy: ``block`` (the caller waits up to
 non-empty while a worker sleeps (the worker sets :attr:`sleeping` before it waits);
 ``on_drop(record, reason)`` runs for every dropped record, after the queue
 is consistent again; ``on_closed(record)`` takes records offered after :meth:`close`.
+
+Re-entry. A record offered by a thread that is already inside the queue (a signal handler
+that logs while its thread is in :meth:`put`, or a callback that logs) must not wait for
+the queue's lock or for room: it is set aside (``deque.append`` needs no lock) and offered
+by the next :meth:`put` that is not re-entrant, by the worker's next :meth:`drain`, or
+counted by :meth:`abandon`. Offered then, it cannot wait either: under ``block`` a full
+queue drops it as ``reentrant``. The regions of :mod:`kakashi._locks` say which thread is
+inside: every stretch that holds the lock or calls a callback is one.
+
+Holding at the end. :meth:`hold` (before :meth:`close`) makes the callers that offer a
+record once the queue is closed wait, so the records already queued are drained first
+(by workers that no longer compete with them); :meth:`release` then lets them go on to
+``on_closed``, or, if the drain could not finish, counts their records as dropped
+(``shutdown_timeout``), since writing them would leave their predecessors missing.
 """
 
 from __future__ import annotations
@@ -27,11 +41,18 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from _thread import get_ident as _get_ident
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from kakashi._locks import fork_safe_condition, fork_safe_lock
+from kakashi._locks import (
+    _regions,
+    enter_region,
+    fork_safe_condition,
+    fork_safe_lock,
+    leave_region,
+)
 
 __all__ = [
     "BLOCK",
@@ -40,6 +61,7 @@ __all__ = [
     "REASONS",
     "RecordQueue",
     "wait_while_full",
+    "wait_while_held",
 ]
 
 BLOCK = 0
@@ -54,9 +76,12 @@ REASONS: tuple[str, ...] = (
     "closed",
     "write_error",
     "shutdown_timeout",
+    "reentrant",
 )
 T = TypeVar("T")
-_NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN = range(6)
+_NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN, _REENTRANT = range(7)
+#: The states of :meth:`RecordQueue.hold`: closed offers go on, wait, or are refused.
+OPEN, HOLDING, REFUSING = range(3)
 _STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
 # The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
 _MAX_CAPACITY = sys.maxsize // 8
@@ -137,6 +162,40 @@ def wait_while_full(queue: Any, timeout: float) -> bool:
     return True
 
 
+def wait_while_held(queue: Any, timeout: float | None) -> bool:
+    """Wait while *queue* holds its closed offers; return whether they may go on.
+
+    ``False``: the queue refuses them (or *timeout* seconds passed first).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    condition = queue.not_full
+    with condition:
+        while queue.gate == HOLDING:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            condition.wait(remaining)
+        return bool(queue.gate == OPEN)
+
+
+class _Guard:
+    """``with guard:`` enters a region, then takes the lock (and undoes both in reverse)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, lock: Any) -> None:
+        self._acquire = lock.acquire
+        self._release = lock.release
+
+    def __enter__(self) -> None:
+        enter_region()
+        self._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+        leave_region()
+
+
 class _ReadOnly(Generic[T]):
     """An attribute read from ``_<name>``; assigning it raises AttributeError, as for
     the compiled twin's read-only fields."""
@@ -195,8 +254,13 @@ class RecordQueue:
 
     def _reset(self) -> None:
         self._items: deque[Any] = deque()
+        self._deferred: deque[Any] = deque()  # offered re-entrantly, not yet counted
         self._lock = fork_safe_lock()
+        self._guard = _Guard(self._lock)
         self._not_full = fork_safe_condition()
+        self._gate = OPEN
+        self._hold_timeout: float | None = None
+        self._exempt: frozenset[int] = frozenset()
         self.waiters = 0
         self._sleeping = False
         self._wake_at = 1
@@ -223,6 +287,7 @@ class RecordQueue:
     )
     not_full: _ReadOnly[Any] = _ReadOnly("The condition blocked callers wait on.")
     closed: _ReadOnly[bool] = _ReadOnly("Whether close() was called (and not reopen()).")
+    gate: _ReadOnly[int] = _ReadOnly("OPEN, HOLDING or REFUSING (see hold()).")
     sleeping: _ReadOnly[bool] = _ReadOnly("Whether a worker waits to be woken.")
     wake_at: _ReadOnly[int] = _ReadOnly("How many records wake the sleeping worker.")
     offered: _ReadOnly[int] = _ReadOnly("Records offered to the queue.")
@@ -243,8 +308,43 @@ class RecordQueue:
         """How many records wait in the queue."""
         return len(self._items)
 
+    @property
+    def deferred(self) -> int:
+        """Records offered re-entrantly and not yet taken in (not yet counted as offered)."""
+        return len(self._deferred)
+
     def put(self, record: Any) -> None:
-        """Offer one record (the callers' entry point; never raises for a full queue)."""
+        """Offer one record (the callers' entry point; never raises for a full queue).
+
+        Re-entrant (the thread is inside the queue already): the record is set aside
+        and taken in later, without waiting for anything (see the module description).
+        """
+        if _regions and _get_ident() in _regions:  # in_region(), without a call
+            self._deferred.append(record)
+            return
+        enter_region()
+        try:
+            self._offer(record, True)
+        finally:
+            leave_region()
+        if self._deferred:
+            self._take_deferred()
+
+    def _take_deferred(self) -> None:
+        """Offer the records set aside by re-entrant puts; none of them may wait."""
+        deferred = self._deferred
+        while deferred:
+            try:
+                record = deferred.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            enter_region()
+            try:
+                self._offer(record, False)
+            finally:
+                leave_region()
+
+    def _offer(self, record: Any, may_wait: bool) -> None:
         if self.starter is not None:
             starter, self.starter = self.starter, None
             starter()
@@ -275,6 +375,9 @@ class RecordQueue:
                     dropped, reason = items.popleft(), _OLDEST
                     items.append(record)
                     first, record = False, None
+                elif not may_wait:
+                    self._dropped[_REENTRANT] += 1
+                    dropped, reason, record = record, _REENTRANT, None
                 else:
                     self._blocked += 1
             if record is None:
@@ -296,18 +399,27 @@ class RecordQueue:
         self._offer_closed(record)
 
     def _offer_closed(self, record: Any) -> None:
-        try:
-            handled = self._on_closed(record)
-        except Exception:
-            handled = False
+        reason = _CLOSED
+        if (
+            self._gate != OPEN
+            and _get_ident() not in self._exempt
+            and not wait_while_held(self, self._hold_timeout)
+        ):
+            reason = _SHUTDOWN
+        handled = False
+        if reason == _CLOSED:
+            try:
+                handled = self._on_closed(record)
+            except Exception:
+                handled = False
         with self._lock:
             self._in_fallback -= 1
             if handled:
                 self._written_sync += 1
             else:
-                self._dropped[_CLOSED] += 1
+                self._dropped[reason] += 1
         if not handled:
-            self._on_drop(record, _CLOSED)
+            self._on_drop(record, reason)
 
     def sleep(self, threshold: int = 1) -> bool:
         """Say a worker is about to wait for *threshold* records; ``False``: they are here.
@@ -315,7 +427,7 @@ class RecordQueue:
         The put that brings the queue to *threshold* records wakes the worker; records
         put before this call are seen here, so no wake-up is lost.
         """
-        with self._lock:
+        with self._guard:
             if len(self._items) >= threshold:
                 return False
             self._wake_at = threshold
@@ -323,44 +435,87 @@ class RecordQueue:
             return True
 
     def drain(self, max_items: int) -> list[Any]:
-        """Take up to *max_items* records, oldest first; they count as in flight."""
-        with self._lock:
+        """Take up to *max_items* records, oldest first; they count as in flight.
+
+        Records set aside by re-entrant puts are taken in first.
+        """
+        if self._deferred:
+            self._take_deferred()
+        with self._guard:
             items = self._items
             count = min(max_items, len(items))
             batch = [items.popleft() for _ in range(count)]
             self._in_flight += count
         if count and self.waiters:
+            self._notify_all()
+        return batch
+
+    def _notify_all(self) -> None:
+        enter_region()
+        try:
             with self._not_full:
                 self._not_full.notify_all()
-        return batch
+        finally:
+            leave_region()
 
     def done(self, written: int, filtered: int, failed: int) -> None:
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""
-        with self._lock:
+        with self._guard:
             self._in_flight -= written + filtered + failed
             self._written += written
             self._filtered += filtered
             self._dropped[_WRITE_ERROR] += failed
 
     def abandon(self) -> list[Any]:
-        """Remove every waiting record, counting it as dropped at shutdown."""
-        with self._lock:
+        """Remove every waiting record, counting it as dropped at shutdown.
+
+        Records set aside by re-entrant puts are counted too (as offered, then dropped).
+        """
+        with self._guard:
             batch = list(self._items)
             self._items.clear()
+            deferred = self._deferred
+            while deferred:
+                try:
+                    batch.append(deferred.popleft())
+                except IndexError:
+                    break
+                self._offered += 1
             self._dropped[_SHUTDOWN] += len(batch)
         return batch
 
     def close(self) -> None:
         """Stop taking records: later offers go to ``on_closed``; blocked callers wake."""
-        with self._lock:
+        with self._guard:
             self._closed = True
-        with self._not_full:
-            self._not_full.notify_all()
+        self._notify_all()
+
+    def hold(self, exempt: frozenset[int] = frozenset(), timeout: float | None = None) -> None:
+        """Make callers that offer a record once the queue is closed wait for :meth:`release`.
+
+        Threads in *exempt* (the workers, the thread that drains) never wait; no caller
+        waits longer than *timeout* seconds (``None``: until released), then its record
+        counts as dropped (``shutdown_timeout``).
+        """
+        with self._guard:
+            self._exempt = frozenset(exempt)
+            self._hold_timeout = timeout
+            self._gate = HOLDING
+
+    def release(self, admit: bool) -> None:
+        """End :meth:`hold`: the waiting callers go on to ``on_closed`` if *admit*, else
+        their records, and those of every later closed offer, count as dropped
+        (``shutdown_timeout``) until :meth:`reopen`."""
+        with self._guard:
+            self._gate = OPEN if admit else REFUSING
+        self._notify_all()
 
     def reopen(self) -> None:
-        """Take records again after :meth:`close`."""
-        with self._lock:
+        """Take records again after :meth:`close` (and end a :meth:`hold`)."""
+        with self._guard:
             self._closed = False
+            self._gate = OPEN
+        self._notify_all()
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's records and counters, renew the locks."""
@@ -368,7 +523,7 @@ class RecordQueue:
 
     def counters(self) -> dict[str, Any]:
         """Return every counter, read at one instant."""
-        with self._lock:
+        with self._guard:
             return {
                 "offered": self._offered,
                 "size": len(self._items),

@@ -19,6 +19,17 @@ Guarantees (each is tested):
 - :meth:`AsyncBackend.shutdown` stops intake, drains, flushes, closes the writers and
   returns within its timeout, reporting what it had to abandon. Every live backend is
   shut down at interpreter exit; :func:`install_sigterm_handler` does it on SIGTERM too.
+- Exit: the drain at interpreter exit (and :func:`shutdown_all`) closes the intake of
+  every backend first; threads still logging (daemon threads) wait until what was queued
+  is written, then write synchronously, so each thread's records stay in order. If the
+  drain runs out of ``shutdown_timeout``, their records are counted as dropped
+  (``shutdown_timeout``) rather than written after predecessors that were abandoned.
+- Re-entry: a log call made while its thread is inside the library (a signal handler
+  that interrupted a log call) never waits for a lock that thread holds: the queue sets
+  the record aside and takes it in right after (``reentrant`` counts the few that find
+  a ``block`` queue full and may not wait), the file writer appends it after the write
+  it interrupted. SIGTERM drains in a thread of its own, after the log call it
+  interrupted, so the process always ends.
 - Fork: the child gets an empty queue, fresh locks and its own workers, started when it
   first logs; it never writes the parent's pending records.
 - Processes: a ``multiprocessing`` child (fork, forkserver or spawn) whose target
@@ -54,10 +65,14 @@ from kakashi import _errors
 from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
 from kakashi._locks import (
     after_fork_in_child,
+    enter_region,
     fork_safe_condition,
     fork_safe_event,
     fork_safe_lock,
     fork_safe_rlock,
+    leave_region,
+    outside_region,
+    when_out_of_region,
 )
 from kakashi._speedups import (
     BLOCK,
@@ -217,6 +232,16 @@ class _Lane:
     def _loop(self) -> None:
         _leave_signals_to_the_main_thread()
         never_wait_for_room()
+        # A worker's thread, for the rules that keep workers from waiting for themselves
+        # (a writer's flush or shutdown, a log call while intake is held at exit).
+        ident = threading.get_ident()
+        self.backend._worker_idents.add(ident)
+        try:
+            self._deliver_all()
+        finally:
+            self.backend._worker_idents.discard(ident)
+
+    def _deliver_all(self) -> None:
         while True:
             with self._lock:
                 if not self._items and not self.backend._stopping.is_set():
@@ -543,7 +568,11 @@ class AsyncBackend:
             return False
         _thread_state.in_fallback = True
         try:
-            sink.emit(record)
+            # The queue's lock is released by now: a writer that logs from here takes the
+            # ordinary path and meets the guard above, rather than being set aside and
+            # offered again after this call (by the same path, for ever).
+            with outside_region():
+                sink.emit(record)
         finally:
             _thread_state.in_fallback = False
         return True
@@ -1150,26 +1179,83 @@ def flush_all(timeout: float = 5.0) -> FlushResult:
 def shutdown_all(timeout: float | None = None) -> None:
     """Shut down every live backend (interpreter exit does this), then forget the global one.
 
-    Workers still busy in a hung writer are given until *timeout* to finish. The final
-    figures of the global backend are forgotten too (a full reset, as between tests).
+    Intake closes first and what was queued is written first, in order (see
+    :func:`_shut_down_in_order`). Workers still busy in a hung writer are given until
+    *timeout* to finish. The final figures of the global backend are forgotten too (a
+    full reset, as between tests).
     """
     global _global, _retired
     if timeout is not None:
         timeout = _check_timeout(timeout)
     with _draining():
+        _shut_down_in_order(list(_live), timeout)
         for backend in list(_live):
-            if backend.state != "stopped":
-                backend.shutdown(timeout)
             for thread in list(backend._workers):
                 thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
         with _global_lock:
             _global = _retired = None
 
 
+def _shut_down_in_order(backends: list[AsyncBackend], timeout: float | None) -> None:
+    """Shut *backends* down so that what each had queued is written before anything else.
+
+    The intake of every running backend closes at once, holding the callers that log
+    meanwhile (daemon threads at exit): they neither compete with the workers that drain
+    nor write a record of theirs before their earlier ones that wait in the queue. Each
+    backend then drains within its ``shutdown_timeout`` (or *timeout*); if it drained
+    everything, the held callers go on to the synchronous fallback, in order; if not,
+    their records are counted as dropped (``shutdown_timeout``), as the rest of the queue
+    is, and no later record of theirs is written after the gap either.
+    """
+    running = [backend for backend in backends if backend.state == "running"]
+    drainer = threading.get_ident()
+    for backend in running:
+        backend.queue.hold(frozenset(backend._worker_idents) | {drainer})
+        backend.queue.close()
+    released = 0
+    try:
+        for backend in running:
+            limit = backend.config.shutdown_timeout if timeout is None else float(timeout)
+            deadline = time.monotonic() + max(limit, 0.0)
+            backend.queue.release(_wait_drained(backend, deadline))
+            released += 1
+            backend.shutdown(max(0.0, deadline - time.monotonic()))
+    finally:
+        for backend in running[released:]:  # a drain that failed: nobody waits any longer
+            backend.queue.release(False)
+    for backend in backends:
+        if backend not in running and backend.state != "stopped":
+            backend.shutdown(timeout)
+
+
+def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
+    """Wait until *backend*'s workers wrote every record queued; ``False`` at *deadline*."""
+    queue = backend.queue
+    # A region: a signal handler that logs meanwhile must not wait for _settled.
+    enter_region()
+    try:
+        with backend._settled:
+            backend._settle_waiters += 1
+            try:
+                while queue.size or queue.in_flight or queue.deferred:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not any(t.is_alive() for t in backend._workers):
+                        return False
+                    backend._wake.set()
+                    backend._settled.wait(min(remaining, 0.05))  # re-checks even if not told
+            finally:
+                backend._settle_waiters -= 1
+    finally:
+        leave_region()
+    return True
+
+
 # The thread draining every backend now (shutdown_all, or the drain at exit), and what a
 # SIGTERM that interrupted that drain on that same thread left to do once it finishes.
 _drainer: int | None = None
 _after_drain: list[Callable[[], None]] = []
+# The thread a SIGTERM handler drains in, while it runs (a second SIGTERM then waits).
+_sigterm_drain: threading.Thread | None = None
 
 
 @contextlib.contextmanager
@@ -1189,10 +1275,13 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
     """Opt in: on SIGTERM, drain every backend (within *timeout* seconds), then go on.
 
     Python's default SIGTERM action ends the process without running ``atexit``, so
-    records still queued would be lost. The handler shuts every backend down, then calls
-    the handler that was installed before it, or, if that was the default action,
-    re-delivers SIGTERM so the process ends as it would have. Keep *timeout* under your
-    supervisor's grace period (Docker waits 10 s before SIGKILL).
+    records still queued would be lost. The handler shuts every backend down (see
+    :func:`shutdown_all`) in a thread of its own, which it waits for at most *timeout*
+    seconds, then calls the handler that was installed before it, or, if that was the
+    default action, re-delivers SIGTERM so the process ends as it would have. A SIGTERM
+    that arrives inside a log call (which may hold a lock the drain needs) is acted on
+    as that call leaves the library. Keep *timeout* under your supervisor's grace
+    period (Docker waits 10 s before SIGKILL).
 
     Raises:
         ValueError: not called from the main thread (a Python rule for signal handlers),
@@ -1208,7 +1297,11 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
             # that drain finish, then go on as SIGTERM says.
             _after_drain.append(lambda: go_on(signum, frame))
             return
-        shutdown_all(timeout)
+        if when_out_of_region(lambda: drain_then_terminate(signum, frame)):
+            return  # inside a log call that may hold a lock the drain needs: right after it
+        if _sigterm_drain is not None:
+            return  # a second SIGTERM while the first drains: the first goes on
+        _drain_in_a_thread(timeout)
         go_on(signum, frame)
 
     def go_on(signum: int, frame: Any) -> None:
@@ -1221,16 +1314,40 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
     signal.signal(signal.SIGTERM, drain_then_terminate)
 
 
+def _drain_in_a_thread(timeout: float) -> None:
+    """Run :func:`shutdown_all` in a new thread and wait for it at most *timeout* seconds.
+
+    Off the signal handler: the handler's thread may hold locks (the interpreter's, a
+    writer's) that the drain would otherwise wait for; a drain that hangs regardless is
+    left behind, so the process still ends.
+    """
+    global _sigterm_drain
+
+    def drain() -> None:
+        _leave_signals_to_the_main_thread()
+        try:
+            shutdown_all(timeout)
+        except Exception as exc:
+            _errors.report("SIGTERM drain", exc)
+
+    thread = threading.Thread(target=drain, name="kakashi-sigterm-drain", daemon=True)
+    _sigterm_drain = thread
+    try:
+        thread.start()
+        thread.join(timeout)
+    finally:
+        _sigterm_drain = None
+
+
 def _shutdown_all_at_exit() -> None:
     with _draining():
-        for backend in list(_live):
-            if backend.state != "stopped":
-                backend.shutdown()
+        _shut_down_in_order(list(_live), None)
 
 
 def _after_fork_in_child() -> None:
-    global _drainer
+    global _drainer, _sigterm_drain
     _drainer = None  # a drain running in the parent is not the child's
+    _sigterm_drain = None
     _after_drain.clear()
     for backend in list(_live):
         backend._after_fork_in_child()
