@@ -927,7 +927,9 @@ class AsyncBackend:
                 continue  # still inside a call that a flush gave up on
             close = writer.close
             if _takes_timeout(close):
-                left = max(0.0, deadline - time.monotonic())
+                # A little less than what is left: a close that uses all of its time must
+                # still be back before the deadline, or it would count as hung.
+                left = max(0.0, (deadline - time.monotonic()) * 0.9 - 0.01)
                 close = functools.partial(close, timeout=left)  # type: ignore[call-arg]
 
             def flush_and_close(writer: Writer = writer, close: Callable[[], Any] = close) -> None:
