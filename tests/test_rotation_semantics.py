@@ -272,7 +272,8 @@ def test_view_takes_the_namer_from_the_command_line(tmp_path: Path) -> None:
         (["app.log", "--namer", "os:getcwd"], "os:getcwd"),  # takes no file name
     ):
         refused = subprocess.run(
-            [sys.executable, "-m", "kakashi", "view", *wrong], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            [sys.executable, "-m", "kakashi", "view", *wrong], cwd=tmp_path,
+            capture_output=True, text=True, timeout=60,
             env={**os.environ, "PYTHONPATH": os.getcwd()},
         )  # fmt: skip
         assert (2, True) == (refused.returncode, message in refused.stderr), refused.stderr
