@@ -4,19 +4,26 @@ A failing enricher, formatter or writer is the library's problem, not the caller
 counted, and the first occurrence of each kind is written to ``sys.__stderr__`` with a
 ``kakashi:`` prefix. Later occurrences are only counted (see :func:`error_counts`), so a
 broken writer cannot flood the terminal.
+
+A report made while the same thread is counting one (a signal handler that interrupted
+it) never waits: its kind is set aside and counted by the next report.
 """
 
 from __future__ import annotations
 
 import sys
-from collections import Counter
+from collections import Counter, deque
 from typing import TextIO
 
-from kakashi._locks import after_fork_in_child, fork_safe_lock
+from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 
 __all__ = ["error_counts", "report", "reset"]
 
-_lock = fork_safe_lock()
+# Re-entrant, so that a signal handler that reports while its thread holds the lock
+# does not wait for itself; _counting tells it that the counts are being changed.
+_lock = fork_safe_rlock()
+_counting = False
+_late: deque[str] = deque()  # kinds reported re-entrantly, counted by the next report
 _counts: Counter[str] = Counter()
 #: Where reports go; ``None``: ``sys.__stderr__``, the process's real stderr, so that a
 #: ``sys.stderr`` redirected into logging cannot loop a report back into Kakashi. The
@@ -29,10 +36,24 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
 
     Never raises: if stderr itself is gone, the failure is still counted.
     """
+    global _counting
     kind = f"{where}: {type(exc).__name__}" if exc is not None else where
-    with _lock:
-        _counts[kind] += 1
-        first = _counts[kind] == 1
+    enter_region()
+    try:
+        with _lock:
+            if _counting:  # re-entered on this thread: the counts are half-changed
+                _late.append(kind)
+                return
+            _counting = True
+            try:
+                while _late:
+                    _counts[_late.popleft()] += 1
+                _counts[kind] += 1
+                first = _counts[kind] == 1
+            finally:
+                _counting = False
+    finally:
+        leave_region()
     if not first:
         return
     text = f"kakashi: {where} failed"
@@ -51,14 +72,28 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
 
 def error_counts() -> dict[str, int]:
     """Return how often each kind of internal failure happened in this process."""
-    with _lock:
-        return dict(_counts)
+    enter_region()
+    try:
+        with _lock:
+            counts = dict(_counts)
+    finally:
+        leave_region()
+    for kind in list(_late):  # reported re-entrantly, not counted yet
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def reset() -> None:
     """Forget all counts, so the next failure of each kind is reported again."""
-    with _lock:
-        _counts.clear()
+    global _counting
+    enter_region()
+    try:
+        with _lock:
+            _counts.clear()
+            _late.clear()
+            _counting = False  # in a forked child: a count the parent was making is over
+    finally:
+        leave_region()
 
 
 def _safe_str(obj: object) -> str:

@@ -4,8 +4,10 @@ A formatter takes a record and returns one line without its terminator. Every fo
 here renders the same event (its keys and their order are in :doc:`/formats`). The JSON
 formatter is compiled; the text formats are Python.
 
-Text formats escape every control character (newlines included) in messages, keys and
-values, so one log call can never produce a line that looks like a second record. An
+Text formats escape every control character (newlines included) and bidirectional
+control in messages, keys and values, so one log call can never produce a line that looks
+like a second record or text shown reordered; a key that is not a plain word is quoted
+(text) or backslash-escaped (logfmt), so it cannot pass for two fields. An
 exception's traceback is written on continuation lines that all start with ``"    | "``.
 """
 
@@ -48,6 +50,10 @@ _CONTINUATION = "    | "
 # separators that some viewers treat as line breaks.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+# The bidirectional controls (Unicode's Bidi_Control property): embeddings, overrides and
+# isolates reorder what a terminal shows (so "k=1" can be made to read "1=k"), marks too.
+_BIDI_CONTROLS = frozenset((0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+_ESCAPES.update({code: f"\\u{code:04x}" for code in _BIDI_CONTROLS})
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
 _BACKSLASH_TABLE = str.maketrans({**_ESCAPES, 0x5C: "\\\\", 0x22: '\\"'})
 _NEEDS_QUOTES = frozenset(' ="\\')
@@ -146,9 +152,28 @@ def _logfmt_value(value: Any) -> str:
     return _quoted(value if isinstance(value, str) else _scalar_text(value))
 
 
+def _escaped_char(char: str) -> str:
+    """One character as a visible backslash escape: ``\n``, ``\x20``, ``\u202e``, ``\\``."""
+    code = ord(char)
+    known = _ESCAPES.get(code)
+    if known is not None:
+        return known
+    if char == "\\":
+        return "\\\\"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _logfmt_key(key: str) -> str:
-    cleaned = "".join(c if c.isprintable() and c not in ' ="\\' else "_" for c in key)
-    return cleaned or "_"
+    """A logfmt key: bare, with a space, ``=``, quote, backslash or any character that is
+    not printable written as a backslash escape (``k\x20ey``), so it cannot forge a pair."""
+    if key.isprintable() and _NEEDS_QUOTES.isdisjoint(key):
+        return key or "_"  # logfmt has no empty key
+    return "".join(
+        char if char.isprintable() and char not in _NEEDS_QUOTES else _escaped_char(char)
+        for char in key
+    )
 
 
 def _flat_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -201,7 +226,7 @@ def render_event(
     for key, value in _flat_items(event):
         if (traceback and key.startswith("exception.")) or (key == "stack" and stack):
             continue
-        parts.append(f"{escape(key)}={render_value(value)}")
+        parts.append(f"{_quoted(key)}={render_value(value)}")
     line = " ".join(parts)
     for block in (traceback, stack):
         if block:

@@ -168,6 +168,9 @@ def flush(timeout: float = 5.0) -> FlushResult:
     then the writers flushed) and the default pipeline's writers. Returns a
     ``FlushResult``: true when complete, else ``pending`` says how many records were
     still waiting when *timeout* seconds had passed.
+
+    Raises:
+        ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
     """
     from kakashi.core.async_backend import flush_all
 

@@ -74,12 +74,14 @@ def balanced(stats: dict[str, Any]) -> bool:
 
 
 class TestQueue:
-    def make(self, impl: Implementation, capacity: int, strategy: int) -> tuple[Any, list[Any]]:
+    def make(
+        self, impl: Implementation, capacity: int, strategy: int, block_timeout: float = 0.05
+    ) -> tuple[Any, list[Any]]:
         events: list[Any] = []
         queue = impl.queue.RecordQueue(
             capacity,
             strategy,
-            0.05,
+            block_timeout,
             lambda: events.append("wake"),
             lambda record, reason: events.append((record, impl.queue.REASONS[reason])),
             lambda record: False,
@@ -115,8 +117,7 @@ class TestQueue:
 
     def test_block_resumes_when_drained(self, impl: Implementation) -> None:
         """A blocked caller proceeds as soon as a worker drains."""
-        queue, _ = self.make(impl, 1, impl.queue.BLOCK)
-        queue.block_timeout = 30.0
+        queue, _ = self.make(impl, 1, impl.queue.BLOCK, block_timeout=30.0)
         queue.put("a")
         producer = threading.Thread(target=queue.put, args=("b",))
         producer.start()
@@ -182,8 +183,8 @@ class TestConfig:
             ({"max_queue_size": 0}, "max_queue_size must be at least 1"),
             ({"worker_count": 0}, "worker_count must be at least 1"),
             ({"batch_size": -5}, "batch_size must be at least 1"),
-            ({"batch_timeout": 0}, "batch_timeout must be positive"),
-            ({"shutdown_timeout": -1}, "shutdown_timeout must be positive"),
+            ({"batch_timeout": 0}, "batch_timeout must be greater than 0"),
+            ({"shutdown_timeout": -1}, "shutdown_timeout must be greater than 0"),
             ({"overflow_strategy": "spill"}, "overflow_strategy must be one of block"),
         ],
     )

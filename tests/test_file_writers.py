@@ -476,7 +476,9 @@ def test_unopenable_path_is_counted_and_recovers(tmp_path: Path, capfd: Any) -> 
 
     assert 1 == stats["dropped_by_reason"]["write_error"]
     assert 1 == capfd.readouterr().err.count("IsADirectoryError")
-    assert ["after"] == [json.loads(line)["message"] for line in path.read_bytes().splitlines()]
+    assert ["dropped 1 records (1 write_error)", "after"] == [
+        json.loads(line)["message"] for line in path.read_bytes().splitlines()
+    ]  # the loss is told in the file too
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")

@@ -27,6 +27,8 @@ from kakashi.formatters import (
 from tests.conftest import Implementation
 
 TIME_NS = 1_795_798_641_123_456_789  # 2026-11-27T16:57:21.123456789Z
+#: Unicode's Bidi_Control characters.
+BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 
 
 def record(impl: Implementation, msg: object = "hello", **attributes: Any) -> Any:
@@ -191,6 +193,38 @@ class TestText:
             assert 1 == len(out.splitlines()), formatter
             assert "\x1b" not in out
 
+    @pytest.mark.parametrize("key", ["k ey=v", 'k"ey', "k\\ey", "k=", " ", "k\u00a0ey"])
+    def test_keys_cannot_forge_fields(self, key: str) -> None:
+        """A key with a space, ``=``, quote or backslash is escaped like a value, so it
+        reads as one key: text quotes it, logfmt writes backslash escapes."""
+        rec = kakashi.Record(TIME_NS, 20, "app", "m", fields={key: "x", "after": 1})
+
+        text = kakashi.text_formatter(rec)
+        assert text.endswith(f" {render_value(key)}=x after=1"), text
+        assert render_value(key).startswith('"')
+        parsed = parse_logfmt(kakashi.logfmt_formatter(rec))
+        assert ["timestamp", "level", "logger", "message", None, "after"] == [
+            None if k not in ("timestamp", "level", "logger", "message", "after") else k
+            for k in parsed
+        ]
+        (escaped,) = set(parsed) - {"timestamp", "level", "logger", "message", "after"}
+        assert ("x", key) == (parsed[escaped], unescape(escaped))
+
+    @pytest.mark.parametrize("code", BIDI)
+    def test_bidi_controls_are_escaped(self, code: int) -> None:
+        """Bidirectional controls (which make a terminal show text reordered) are written
+        as visible escapes in messages, logger names, keys and values, in text, logfmt
+        and ``kakashi view``."""
+        mark = chr(code)
+        rec = kakashi.Record(
+            TIME_NS, 20, f"app{mark}", f"m{mark}x", fields={f"k{mark}": f"v{mark}w"}
+        )
+        event = json.loads(kakashi.default_json_formatter(rec))  # as kakashi view reads it
+        for out in (kakashi.text_formatter(rec), kakashi.logfmt_formatter(rec),
+                    render_event(event)):  # fmt: skip
+            assert mark not in out
+            assert 4 == out.count(f"\\u{code:04x}"), out
+
     def test_traceback_lines_are_marked(self) -> None:
         """Traceback lines are continuation lines that cannot pass for records."""
         try:
@@ -297,6 +331,18 @@ class TestValues:
         assert "- 30       -:  msg=hi exception.type=E exception.message=m" == render_event(event)
 
 
+def unescape(text: str) -> str:
+    """Undo the formatters' backslash escapes (\\n, \\xNN, \\uNNNN, \\\\, \\")."""
+    return re.sub(
+        r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)",
+        lambda m: (
+            {"n": "\n", "r": "\r", "t": "\t"}.get(m[1])
+            or (chr(int(m[1][1:], 16)) if len(m[1]) > 1 else m[1])
+        ),
+        text,
+    )
+
+
 def parse_logfmt(line: str) -> dict[str, str]:
     """A strict logfmt parser: key=value or key="escaped value", space separated."""
     pairs: dict[str, str] = {}
@@ -306,18 +352,7 @@ def parse_logfmt(line: str) -> dict[str, str]:
         match = pattern.match(line, position)
         assert match, f"unparseable at {position}: {line[position:]!r}"
         key, quoted, bare = match.groups()
-        if quoted is not None:
-            value = re.sub(
-                r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)",
-                lambda m: (
-                    {"n": "\n", "r": "\r", "t": "\t"}.get(m[1])
-                    or (chr(int(m[1][1:], 16)) if len(m[1]) > 1 else m[1])
-                ),
-                quoted,
-            )
-        else:
-            value = bare
-        pairs[key] = value
+        pairs[key] = unescape(quoted) if quoted is not None else bare
         position = match.end()
     return pairs
 

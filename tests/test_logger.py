@@ -101,6 +101,60 @@ class TestLevelGate:
         assert {"a": 1, "kakashi_invalid_level": "<class 'object'>"} == sink.records[2].fields
         assert "1" + "0" * 30 == sink.records[3].fields["kakashi_invalid_level"]
 
+    def test_disabled_log_with_a_level_object_snapshots_nothing(self, impl: Implementation) -> None:
+        """log() compares a LogLevel, a level name or an invalid level with the gate
+        before it looks at a field: a disabled call snapshots nothing."""
+        from kakashi.core.records import LogLevel
+
+        calls: list[str] = []
+
+        class Loud:
+            def __repr__(self) -> str:
+                calls.append("repr")
+                return "loud"
+
+        log, sink = make_logger(impl, level=40)
+        log.log(LogLevel.DEBUG, "gated", big={"v": Loud()}, obj=Loud())
+        log.log("info", "gated", obj=Loud())
+        log.log(object(), "invalid, so WARNING: gated", obj=Loud())
+
+        assert ([], []) == (calls, sink.records)
+
+    @pytest.mark.parametrize(
+        "broken",
+        ["__index__", "__int__", "__eq__", "__hash__", "__le__", "__ge__", "__lt__", "__gt__",
+         "__repr__"],
+    )  # fmt: skip
+    def test_a_level_whose_methods_raise_does_not_raise(
+        self, impl: Implementation, broken: str
+    ) -> None:
+        """A level argument whose methods raise never raises into the caller: an int
+        subclass counts by its value, a str subclass by its text, anything else is an
+        invalid level (WARNING, marked)."""
+
+        def fail(*args: Any) -> Any:
+            raise RuntimeError("broken level")
+
+        class BadInt(int):
+            pass
+
+        class BadName(str):
+            pass
+
+        class BadObject:
+            pass
+
+        for cls in (BadInt, BadName, BadObject):
+            setattr(cls, broken, fail)
+        log, sink = make_logger(impl, level=10)
+        log.log(BadInt(40), "int")
+        log.log(BadName(" Error "), "name")
+        log.log(BadObject(), "object")
+
+        assert [40, 40, 30] == [r.level for r in sink.records]
+        assert [None, None] == [r.fields for r in sink.records[:2]]
+        assert "kakashi_invalid_level" in sink.records[2].fields
+
     def test_missing_message_is_a_type_error(self, impl: Implementation) -> None:
         """Calling a level method without a message is a signature error, as in Python."""
         log, _ = make_logger(impl)
@@ -349,6 +403,23 @@ class TestCallSite:
         helper()
 
         assert ("test_stacklevel", expected_line) == sink.records[0].source[1:]
+
+    @pytest.mark.parametrize("stacklevel", [10_000, 10**30])
+    def test_stacklevel_beyond_the_stack_is_the_outermost_frame(
+        self, impl: Implementation, stacklevel: int
+    ) -> None:
+        """A stacklevel past the outermost frame means the outermost frame (as logging
+        does); the call site and the stack are kept, not dropped."""
+        log, sink = make_logger(impl, flags=impl.capture.CAPTURE_SOURCE)
+        log.info("deep", stacklevel=stacklevel, stack_info=True)
+        outermost = sys._getframe()
+        while outermost.f_back is not None:
+            outermost = outermost.f_back
+
+        record = sink.records[0]
+        assert (outermost.f_code.co_name, outermost.f_lineno) == record.source[1:]
+        assert record.stack_info.startswith("Stack (most recent call last):\n")
+        assert 1 == record.stack_info.count("\n  File ")
 
     def test_off_unless_asked(self, impl: Implementation) -> None:
         """Without the capture flag no frame is looked at."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 import kakashi
+import kakashi.core.pipeline as pipeline_module
 from kakashi import _errors
 from kakashi.core.pipeline import (
     LogLevel,
@@ -369,3 +372,72 @@ class TestRegistry:
         err = capsys.readouterr().err
         assert "hidden" not in err
         assert "INFO" in err and "zero.config: hello user=ada" in err
+
+
+class TestCounters:
+    def test_exact_under_threads(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Threads logging through one pipeline at once are all counted: emitted,
+        written, filtered and errors add up exactly.
+
+        Under the GIL of CPython 3.11 a thread switch cannot fall inside ``d[k] += 1``
+        (no switch point between the load and the store), so the test makes one
+        possible, as a free-threaded interpreter or another bytecode would: an opcode
+        tracer (Python code, a switch point) runs between the instructions of the
+        pipeline module, with the shortest switch interval."""
+        threads, each = 6, 1_500
+
+        class HalfFailing:
+            """Fails every write of an odd record."""
+
+            def write(self, batch: Any) -> None:
+                if batch[0].endswith(b'"odd":true}'):
+                    raise OSError("odd")
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        pipeline = Pipeline(
+            writers=(HalfFailing(),),
+            filters=(lambda record: record.fields["n"] % 4 != 0,),
+        )
+        log = pipeline.get_logger("counted")
+        start = threading.Barrier(threads)
+
+        def between_instructions(frame: Any, event: str, arg: Any) -> Any:
+            return between_instructions
+
+        def trace(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code.co_filename != pipeline_module.__file__:
+                return None
+            frame.f_trace_opcodes = True
+            return between_instructions
+
+        def produce() -> None:
+            start.wait()
+            for n in range(each):
+                log.info("r", n=n, odd=n % 2 == 1)
+
+        monkeypatch.setattr(_errors, "stream", io.StringIO())
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        threading.settrace(trace)
+        try:
+            workers = [threading.Thread(target=produce) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        finally:
+            threading.settrace(None)  # type: ignore[arg-type]
+            sys.setswitchinterval(interval)
+
+        total = threads * each
+        assert {
+            "emitted": total,
+            "filtered": total // 4,
+            "written": total // 4,
+            "errors": total // 2,
+        } == pipeline.stats()

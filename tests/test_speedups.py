@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,49 @@ class TestSelection:
 
         assert ("False", "") == (using, result.stderr)
         assert "not built in this copy" in selection and "pip install -e ." in selection
+
+
+class TestInterpreters:
+    """Kakashi runs with the GIL: the compiled modules do not claim to be safe without it."""
+
+    @pytest.mark.c_extension
+    def test_compiled_modules_do_not_declare_free_threading(self, tmp_path: Path) -> None:
+        """Each .pyx, compiled as the build compiles it, asks a free-threaded CPython to
+        keep the GIL (``Py_MOD_GIL_USED``): the ring, the routes and the lazy fields
+        have no critical sections."""
+        pytest.importorskip("Cython")
+        root = PACKAGE.parent
+        assert "freethreading_compatible" not in (root / "setup.py").read_text()
+        for name in ("_capture_c", "_format_c", "_queue_c"):
+            out = tmp_path / f"{name}.c"
+            subprocess.run(
+                [sys.executable, "-m", "cython", "-3", "-I", str(root), "-o", str(out),
+                 str(PACKAGE / "_speedups" / f"{name}.pyx")],
+                check=True, capture_output=True, cwd=root,
+            )  # fmt: skip
+            # What the module declares unless the C compiler is told otherwise.
+            declared = re.search(
+                r"#ifdef CYTHON_FREETHREADING_COMPATIBLE\n(?:.*\n){5}#else\n"
+                r"#define __Pyx_FREETHREADING_COMPATIBLE (\w+)",
+                out.read_text(),
+            )
+            assert declared is not None, name
+            assert ("Py_MOD_GIL_USED", name) == (declared[1], name)
+
+    @pytest.mark.skipif(
+        not hasattr(sys, "_is_gil_enabled"), reason="needs a free-threaded CPython (3.13t+)"
+    )
+    def test_a_free_threaded_interpreter_keeps_the_gil(self) -> None:
+        """On a free-threaded CPython, importing the compiled build turns the GIL back on
+        (CPython does that for a module that does not declare itself safe without it)."""
+        code = "import kakashi, sys; print(kakashi._speedups.USING_SPEEDUPS, sys._is_gil_enabled())"
+        env = {**os.environ, "KAKASHI_NO_EXTENSIONS": "0"}
+        env.pop("PYTHON_GIL", None)
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+
+        assert ["True", "True"] == result.stdout.split()
 
 
 class TestParity:

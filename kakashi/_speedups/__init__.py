@@ -47,7 +47,14 @@ _FORMAT_NAMES = (
     "minimal_json",
     "render_timestamp",
 )
-_QUEUE_NAMES = ("BLOCK", "DROP_NEWEST", "DROP_OLDEST", "REASONS", "RecordQueue")
+_QUEUE_NAMES = (
+    "BLOCK",
+    "DROP_NEWEST",
+    "DROP_OLDEST",
+    "REASONS",
+    "RecordQueue",
+    "never_wait_for_room",
+)
 _MODULES = {"capture": _CAPTURE_NAMES, "format": _FORMAT_NAMES, "queue": _QUEUE_NAMES}
 
 _RECORD = Path(__file__).with_name("_build.json")
@@ -165,6 +172,7 @@ if TYPE_CHECKING:
         DROP_OLDEST,
         REASONS,
         RecordQueue,
+        never_wait_for_room,
     )
     from kakashi._state import Snapshot
 
@@ -222,6 +230,7 @@ __all__ = [
     "json_default",
     "level_name",
     "minimal_json",
+    "never_wait_for_room",
     "render_message",
     "render_timestamp",
     "build_record",

@@ -3,6 +3,8 @@
 
 cimport cython
 
+from kakashi._speedups._queue_c cimport RecordQueue
+
 
 @cython.final
 cdef class Record:
@@ -34,14 +36,16 @@ cdef class Route:
     cdef public int level
     cdef public int flags
     cdef public bint explicit_level
-    cdef public object sink
-    cdef public object emit
-    cdef public object queue
+    # Read-only from Python: set together by set(); the capture calls the queue in C.
+    cdef readonly object sink
+    cdef readonly object emit
+    cdef readonly RecordQueue queue
 
 
 @cython.final
 cdef class Logger:
+    # Fixed at construction: the level methods read the route without a check.
     cdef readonly str name
-    cdef public Route _route
-    cdef public object _bound
+    cdef readonly Route _route
+    cdef readonly object _bound
     cdef object __weakref__

@@ -13,7 +13,9 @@ after one integer comparison, before any tuple or dict of arguments is built.
 """
 
 cimport cython
+from cpython.bool cimport PyBool_Check
 from cpython.contextvars cimport get_value
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
@@ -22,8 +24,6 @@ from libc.time cimport time_t
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
-
-from kakashi._speedups._queue_c cimport RecordQueue
 
 from kakashi import _errors
 from kakashi._speedups import _capture_py as _py
@@ -155,7 +155,8 @@ cdef object _exc_info = _py._exc_info
 cdef object _exc_tuple = _py._exc_tuple
 cdef object _source = _py._source
 cdef object _stack = _py._stack
-cdef object _coerce_level = _py._coerce_level
+cdef object _level_of = _py.level_of
+cdef long long _MAX_STACKLEVEL = _py.MAX_STACKLEVEL
 cdef object _report = _errors.report
 cdef object _py_snapshot = _py.snapshot
 cdef type _Snapshot = Snapshot
@@ -333,7 +334,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
             if "stacklevel" in fields:
                 extra_depth = fields.pop("stacklevel")
                 if type(extra_depth) is int and extra_depth > 1:
-                    depth += extra_depth - 1
+                    depth += <int>min(extra_depth, _MAX_STACKLEVEL) - 1
         if args:
             for arg in args:
                 if not _is_scalar(arg):
@@ -365,7 +366,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
             if info[1] is not None:
                 record.active_exc = info
         if route.queue is not None:
-            (<RecordQueue>route.queue).put(record)  # a C call, no Python frame
+            route.queue.put(record)  # a C call, no Python frame
         else:
             route.emit(record)
     except Exception as exc:
@@ -438,16 +439,22 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
     cdef tuple rest
     cdef dict fields = None
     cdef bint control = False
+    cdef long number
+    cdef int overflow = 0
+    invalid = None
     if level == FROM_ARGUMENT:
         if nargs < 2:
             raise TypeError("Logger.log() missing required positional arguments: 'level' and 'msg'")
         first = 1
         given = <object>args[0]
-        if type(given) is int and 0 <= given <= MAX_LEVEL:
-            level = given
-        else:
-            fields = _keywords(args, nargs, kwnames, &control)
-            level = _coerce_level(given, fields)
+        level = -1
+        if PyLong_Check(given) and not PyBool_Check(given):
+            # An int or a LogLevel: its value, read in C (no method of the object runs).
+            number = PyLong_AsLongAndOverflow(given, &overflow)
+            if not overflow and 0 <= number <= MAX_LEVEL:
+                level = <int>number
+        if level < 0:
+            level, invalid = _level_of(given)
     elif nargs < 1:
         raise TypeError("Logger method missing 1 required positional argument: 'msg'")
     if level == EXCEPTION:
@@ -455,6 +462,9 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
             return None
     elif self._route.level > level:
         return None
+    if invalid is not None:  # past the gate: the fields, then the mark
+        fields = _keywords(args, nargs, kwnames, &control)
+        fields["kakashi_invalid_level"] = invalid
     # Enabled: build what Python would have built, then capture.
     rest = PyTuple_New(nargs - first - 1)
     for i in range(first + 1, nargs):
@@ -476,10 +486,12 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class Logger:
     """A named logger (see the pure-Python twin; the level methods are installed in C)."""
 
-    def __init__(self, str name, Route route, bound=None):
+    def __cinit__(self, str name not None, Route route not None, bound=None):
+        # Here rather than in __init__: a logger without a route cannot exist.
         self.name = name
         self._route = route
         self._bound = bound

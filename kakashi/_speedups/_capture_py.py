@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import PurePath
 from time import time_ns
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import orjson
@@ -67,6 +67,8 @@ RESERVED_KEYS = frozenset(
     }
 )
 
+#: A larger ``stacklevel`` means the outermost frame (no stack is deeper; a C int holds it).
+MAX_STACKLEVEL = 1_000_000
 _MAX_LEVEL = 100  # levels are 0..100, as configuration accepts (see core.records.to_level)
 _LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
 _SCALARS = (str, int, float, bool, type(None))
@@ -330,7 +332,7 @@ class Route:
             default pipeline then keeps this logger's level.
     """
 
-    __slots__ = ("emit", "explicit_level", "flags", "level", "queue", "sink")
+    __slots__ = ("_emit", "_queue", "_sink", "explicit_level", "flags", "level")
 
     def __init__(self, sink: Any, level: int, flags: int = 0, emit: Any = None) -> None:
         self.explicit_level = False
@@ -343,15 +345,31 @@ class Route:
         """
         from kakashi._speedups._queue_py import RecordQueue
 
-        self.sink = sink
+        self._sink = sink
         if isinstance(emit, RecordQueue):
-            self.queue: RecordQueue | None = emit
-            self.emit = emit.put
+            self._queue: RecordQueue | None = emit
+            self._emit = emit.put
         else:
-            self.queue = None
-            self.emit = sink.emit if emit is None else emit
+            self._queue = None
+            self._emit = sink.emit if emit is None else emit
         self.flags = flags
         self.level = level
+
+    # Read-only (set together by set()), as in the compiled twin.
+    @property
+    def sink(self) -> Any:
+        """The pipeline whose stages process the records."""
+        return self._sink
+
+    @property
+    def emit(self) -> Any:
+        """The callable each record is handed to."""
+        return self._emit
+
+    @property
+    def queue(self) -> Any:
+        """The async backend's queue when records go there, else ``None``."""
+        return self._queue
 
 
 def _exc_tuple(value: Any) -> ExcInfo | None:
@@ -367,19 +385,25 @@ def _exc_tuple(value: Any) -> ExcInfo | None:
     return None if info[1] is None else info
 
 
-def _source(depth: int) -> tuple[str, str, int] | None:
+def _frame(depth: int) -> FrameType:
+    """What ``sys._getframe(depth)`` gives in the caller of ``_frame``; past the
+    outermost frame, the outermost (as :mod:`logging` does for a large stacklevel)."""
     try:
-        frame = _getframe(depth)
+        return _getframe(depth + 1)
     except ValueError:
-        return None
+        frame = _getframe()
+        while frame.f_back is not None:
+            frame = frame.f_back
+        return frame
+
+
+def _source(depth: int) -> tuple[str, str, int] | None:
+    frame = _frame(depth)
     return (frame.f_globals.get("__name__", "?"), frame.f_code.co_name, frame.f_lineno)
 
 
 def _stack(depth: int) -> str | None:
-    try:
-        frame = _getframe(depth)
-    except ValueError:
-        return None
+    frame = _frame(depth)
     return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip()
 
 
@@ -403,7 +427,7 @@ def _capture(
             if "stacklevel" in fields:
                 extra_depth = fields.pop("stacklevel")
                 if type(extra_depth) is int and extra_depth > 1:
-                    depth += extra_depth - 1
+                    depth += min(extra_depth, MAX_STACKLEVEL) - 1
             for key, value in fields.items():
                 if type(value) not in _SCALARS:
                     fields[key] = snapshot(value)
@@ -429,12 +453,12 @@ def _capture(
             _stack(depth) if stack_info else None,
             _source(depth) if flags & CAPTURE_SOURCE else None,
         )
-        record.sink = route.sink
+        record.sink = route._sink
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:
                 record.active_exc = info
-        route.emit(record)
+        route._emit(record)
     except Exception as exc:
         _errors.report("capture", exc)
 
@@ -449,11 +473,24 @@ class Logger:
     """
 
     __slots__ = ("__weakref__", "_bound", "_route", "name")
+    name: str
+    _route: Route
+    _bound: Bound | None
 
     def __init__(self, name: str, route: Route, bound: Bound | None = None) -> None:
-        self.name = name
-        self._route = route
-        self._bound = bound
+        if type(name) is not str:
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if not isinstance(route, Route):
+            raise TypeError(f"route must be a Route, got {type(route).__name__}")
+        # Fixed at construction, as in the compiled twin: the level methods read the
+        # route without a check.
+        set_slot = object.__setattr__
+        set_slot(self, "name", name)
+        set_slot(self, "_route", route)
+        set_slot(self, "_bound", bound)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"attribute {name!r} of Logger objects is not writable")
 
     # The level methods' docstrings (shared with the compiled twin) are set below the class.
 
@@ -501,8 +538,12 @@ class Logger:
 
     def log(self, level: int, msg: object, /, *args: Any, **fields: Any) -> None:
         if type(level) is not int or not 0 <= level <= _MAX_LEVEL:
-            level = _coerce_level(level, fields)
-        if self._route.level > level:
+            level, invalid = level_of(level)
+            if self._route.level > level:  # the gate first: nothing is captured below it
+                return
+            if invalid is not None:
+                fields["kakashi_invalid_level"] = invalid
+        elif self._route.level > level:
             return
         _capture(self, level, msg, args, fields)
 
@@ -575,14 +616,28 @@ del _name, _summary, _args
 _EMPTY_BOUND = Bound({})
 
 
-def _coerce_level(level: Any, fields: dict[str, Any]) -> int:
-    if isinstance(level, int) and not isinstance(level, bool) and 0 <= level <= _MAX_LEVEL:
-        return int(level)
-    if isinstance(level, str):
-        key = level.strip().upper()
-        key = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(key, key)
-        for number, name in _LEVEL_NAMES.items():
-            if name == key:
-                return number
-    fields["kakashi_invalid_level"] = _safe_repr(level)
-    return 30
+_LEVEL_NUMBERS = {name: number for number, name in _LEVEL_NAMES.items()}
+_LEVEL_NUMBERS.update(WARN=30, FATAL=50)
+
+
+def level_of(level: Any) -> tuple[int, str | None]:
+    """Return the number of a level given to ``log()``, and ``None``; or, for something
+    that is no level, WARNING and its repr (written as ``kakashi_invalid_level``).
+
+    An int subclass (a :class:`~kakashi.core.records.LogLevel`) is read by its value and a
+    str subclass as a str, so no method of the object runs, and nothing raises: a failure
+    is counted and reported (see :mod:`kakashi._errors`) and the level is invalid.
+    """
+    try:
+        if isinstance(level, int) and type(level) is not bool:
+            number = int.__index__(level)  # the value, not an override's answer
+            if 0 <= number <= _MAX_LEVEL:
+                return number, None
+        elif isinstance(level, str):
+            number = _LEVEL_NUMBERS.get(str.upper(str.strip(level)), -1)
+            if number >= 0:
+                return number, None
+        return 30, _safe_repr(level)
+    except Exception as exc:
+        _errors.report("log level", exc)
+        return 30, f"<unreadable {type(level).__qualname__}>"

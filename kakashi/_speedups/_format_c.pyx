@@ -266,8 +266,12 @@ def render_timestamp(long long time_ns):
     return _timestamp(time_ns)
 
 
-cpdef dict event_dict(Record record):
+def event_dict(Record record not None):
     """Return the record as the ordered dict every formatter renders."""
+    return _event_dict(record)
+
+
+cdef dict _event_dict(Record record):
     cdef Py_ssize_t room = 7  # the four core keys, and exception, stack, source
     if record.extra:
         room += len(<dict?>record.extra)
@@ -307,7 +311,7 @@ cpdef dict event_dict(Record record):
     return event
 
 
-def format_json(Record record):
+def format_json(Record record not None):
     """Return the record as one line of JSON (no trailing newline), via orjson. Never raises."""
     return _format_one(record)
 
@@ -512,7 +516,7 @@ cdef object _format_one(Record record):
     if line is not None:
         return line
     try:
-        event = event_dict(record)
+        event = _event_dict(record)
     except Exception as exc:
         return _minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:

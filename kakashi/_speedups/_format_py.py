@@ -84,8 +84,12 @@ def exception_dict(exc_info: ExcInfo) -> dict[str, str]:
 
 def event_dict(record: Record) -> dict[str, Any]:
     """Return the record as the ordered dict every formatter renders."""
+    try:
+        time_ns = record.time_ns
+    except AttributeError:  # as the compiled twin, which takes only a Record
+        raise _not_a_record(record) from None
     event: dict[str, Any] = {
-        "timestamp": render_timestamp(record.time_ns),
+        "timestamp": render_timestamp(time_ns),
         "level": level_name(record.level),
         "logger": record.logger,
         "message": record.message,
@@ -146,6 +150,8 @@ def format_json(record: Record) -> bytes:
     try:
         event = event_dict(record)
     except Exception as exc:
+        if not hasattr(record, "time_ns"):  # as the compiled twin, which takes only a Record
+            raise _not_a_record(record) from None
         return minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:
         return orjson.dumps(event, json_default)  # top-level keys are str: no options needed
@@ -155,6 +161,10 @@ def format_json(record: Record) -> bytes:
         return orjson.dumps(_scrub(event), default=json_default, option=_JSON_OPTIONS)
     except Exception as exc:
         return minimal_json(record, f"unserialisable record: {exc}")
+
+
+def _not_a_record(value: object) -> TypeError:
+    return TypeError(f"record must be a Record, got {type(value).__name__}")
 
 
 def format_batch(records: list[Record]) -> list[bytes]:

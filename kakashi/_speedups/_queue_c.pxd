@@ -7,31 +7,41 @@ from cpython.object cimport PyObject
 
 @cython.final
 cdef class RecordQueue:
-    cdef public Py_ssize_t capacity
-    cdef public int strategy
-    cdef public double block_timeout
-    cdef public object wake
-    cdef public object on_drop
-    cdef public object on_closed
+    # Read-only from Python: the ring's size and the C code's invariants depend on them.
+    cdef readonly Py_ssize_t capacity
+    cdef readonly int strategy
+    cdef readonly double block_timeout
+    cdef readonly object wake
+    cdef readonly object on_drop
+    cdef readonly object on_closed
+    cdef readonly object not_full
+    cdef readonly bint closed
+    cdef readonly int gate
+    cdef readonly bint sleeping
+    cdef readonly Py_ssize_t wake_at
+    cdef readonly long long offered
+    cdef readonly long long written
+    cdef readonly long long filtered
+    cdef readonly long long in_flight
+    cdef readonly long long in_fallback
+    cdef readonly long long blocked
+    cdef readonly long long written_sync
+    # Written from Python: by the backend (starter) and by wait_while_full (waiters).
     cdef public object starter
-    cdef public object not_full
     cdef public Py_ssize_t waiters
-    cdef public bint closed
-    cdef public bint sleeping
-    cdef public Py_ssize_t wake_at
-    cdef public long long offered
-    cdef public long long written
-    cdef public long long filtered
-    cdef public long long in_flight
-    cdef public long long in_fallback
-    cdef public long long blocked
-    cdef public long long written_sync
-    cdef long long _dropped[6]
+    cdef long long _dropped[7]
+    cdef object _deferred
+    cdef object _hold_timeout
+    cdef frozenset _exempt
     cdef PyObject **_ring
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
 
     cpdef put(self, object record)
+    cdef _offer(self, object record, bint may_wait)
+    cdef _offer_in(self, object record, bint may_wait, bint *entered)
+    cdef _take_deferred(self)
+    cdef _offer_closed(self, object record)
     cdef inline void _push(self, object record)
     cdef inline object _pop(self)
     cdef void _reset_counters(self) noexcept

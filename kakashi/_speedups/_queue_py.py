@@ -20,16 +20,39 @@ A full queue follows its overflow strategy: ``block`` (the caller waits up to
 non-empty while a worker sleeps (the worker sets :attr:`sleeping` before it waits);
 ``on_drop(record, reason)`` runs for every dropped record, after the queue
 is consistent again; ``on_closed(record)`` takes records offered after :meth:`close`.
+
+Re-entry. A record offered by a thread that is already inside the queue (a signal handler
+that logs while its thread is in :meth:`put`, or a callback that logs) must not wait for
+the queue's lock or for room: it is set aside (``deque.append`` needs no lock) and offered
+by the next :meth:`put` that is not re-entrant, by the worker's next :meth:`drain`, or
+counted by :meth:`abandon`. Offered then, it cannot wait either: under ``block`` a full
+queue drops it as ``reentrant``. The regions of :mod:`kakashi._locks` say which thread is
+inside: every stretch that holds the lock or calls a callback is one.
+
+Holding at the end. :meth:`hold` (before :meth:`close`) makes the callers that offer a
+record once the queue is closed wait, so the records already queued are drained first
+(by workers that no longer compete with them); :meth:`release` then lets them go on to
+``on_closed``, or, if the drain could not finish, counts their records as dropped
+(``shutdown_timeout``), since writing them would leave their predecessors missing.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
+from _thread import get_ident as _get_ident
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from kakashi._locks import fork_safe_condition, fork_safe_lock
+from kakashi._locks import (
+    _regions,
+    enter_region,
+    fork_safe_condition,
+    fork_safe_lock,
+    leave_region,
+)
 
 __all__ = [
     "BLOCK",
@@ -38,6 +61,7 @@ __all__ = [
     "REASONS",
     "RecordQueue",
     "wait_while_full",
+    "wait_while_held",
 ]
 
 BLOCK = 0
@@ -45,23 +69,84 @@ DROP_OLDEST = 1
 DROP_NEWEST = 2
 
 #: Why a record was dropped; ``dropped_by_reason`` in the stats uses these names.
-REASONS = (
+REASONS: tuple[str, ...] = (
     "queue_full_drop_newest",
     "queue_full_drop_oldest",
     "queue_full_block_timeout",
     "closed",
     "write_error",
     "shutdown_timeout",
+    "reentrant",
 )
-_NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN = range(6)
+T = TypeVar("T")
+_NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN, _REENTRANT = range(7)
+#: The states of :meth:`RecordQueue.hold`: closed offers go on, wait, or are refused.
+OPEN, HOLDING, REFUSING = range(3)
+_STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
+# The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
+_MAX_CAPACITY = sys.maxsize // 8
+
+
+def checked_arguments(
+    capacity: Any,
+    strategy: Any,
+    block_timeout: Any,
+    wake: Any,
+    on_drop: Any,
+    on_closed: Any,
+) -> tuple[int, int, float, Callable[[], Any], Callable[[Any, int], Any], Callable[[Any], bool]]:
+    """Return a queue's arguments checked (both twins' constructors use this).
+
+    Raises:
+        TypeError: a capacity, strategy or timeout that is not a number, or a callback
+            that is not callable; the message names the parameter.
+        ValueError: a capacity below 1 (or beyond what memory can index), an unknown
+            strategy, a negative or NaN timeout.
+    """
+    if type(capacity) is bool or not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+    if not 1 <= capacity <= _MAX_CAPACITY:
+        raise ValueError(f"capacity must be from 1 to {_MAX_CAPACITY}, got {capacity}")
+    if type(strategy) is bool or not isinstance(strategy, int):
+        raise TypeError(f"strategy must be an int, got {type(strategy).__name__}")
+    if strategy not in _STRATEGIES:
+        raise ValueError(
+            f"strategy must be BLOCK ({BLOCK}), DROP_OLDEST ({DROP_OLDEST}) or DROP_NEWEST "
+            f"({DROP_NEWEST}), got {strategy}"
+        )
+    if type(block_timeout) is bool or not isinstance(block_timeout, (int, float)):
+        raise TypeError(f"block_timeout must be a number, got {type(block_timeout).__name__}")
+    if not block_timeout >= 0:  # NaN too
+        raise ValueError(f"block_timeout must be a number of seconds >= 0, got {block_timeout}")
+    for name, callback in (("wake", wake), ("on_drop", on_drop), ("on_closed", on_closed)):
+        if not callable(callback):
+            raise TypeError(f"{name} must be callable, got {type(callback).__name__}")
+    return int(capacity), int(strategy), float(block_timeout), wake, on_drop, on_closed
+
+
+# Threads whose offers to a full queue never wait (see never_wait_for_room).
+_no_waiting = threading.local()
+
+
+def never_wait_for_room() -> None:
+    """Mark the calling thread (a worker): its offers to a full queue under ``"block"``
+    are dropped and counted at once instead of waiting for room, which only it makes.
+
+    A writer, enricher or formatter that logs through the pipeline it serves runs on a
+    worker; waiting there would stall every record behind it until the timeout.
+    """
+    _no_waiting.active = True
 
 
 def wait_while_full(queue: Any, timeout: float) -> bool:
-    """Wait until *queue* has room or is closed; return ``False`` on timeout.
+    """Wait until *queue* has room or is closed; return ``False`` on timeout (at once on
+    a thread marked by :func:`never_wait_for_room`).
 
     The check and the wait happen under the queue's condition, which the worker
     notifies after each drain, so no wake-up is lost.
     """
+    if getattr(_no_waiting, "active", False):
+        return False
     deadline = time.monotonic() + timeout
     condition = queue.not_full
     with condition:
@@ -75,6 +160,62 @@ def wait_while_full(queue: Any, timeout: float) -> bool:
         finally:
             queue.waiters -= 1
     return True
+
+
+def wait_while_held(queue: Any, timeout: float | None) -> bool:
+    """Wait while *queue* holds its closed offers; return whether they may go on.
+
+    ``False``: the queue refuses them (or *timeout* seconds passed first).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    condition = queue.not_full
+    with condition:
+        while queue.gate == HOLDING:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            condition.wait(remaining)
+        return bool(queue.gate == OPEN)
+
+
+class _Guard:
+    """``with guard:`` enters a region, then takes the lock (and undoes both in reverse)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, lock: Any) -> None:
+        self._acquire = lock.acquire
+        self._release = lock.release
+
+    def __enter__(self) -> None:
+        enter_region()
+        self._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+        leave_region()
+
+
+class _ReadOnly(Generic[T]):
+    """An attribute read from ``_<name>``; assigning it raises AttributeError, as for
+    the compiled twin's read-only fields."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attribute = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self._attribute = "_" + name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]  # the class's attribute: its doc
+        value: T = getattr(instance, self._attribute)
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(f"attribute {self._name!r} of RecordQueue objects is not writable")
 
 
 class RecordQueue:
@@ -100,39 +241,110 @@ class RecordQueue:
         on_drop: Callable[[Any, int], Any],
         on_closed: Callable[[Any], bool],
     ) -> None:
-        self.capacity = capacity
-        self.strategy = strategy
-        self.block_timeout = block_timeout
-        self.wake = wake
-        self.on_drop = on_drop
-        self.on_closed = on_closed
+        (
+            self._capacity,
+            self._strategy,
+            self._block_timeout,
+            self._wake,
+            self._on_drop,
+            self._on_closed,
+        ) = checked_arguments(capacity, strategy, block_timeout, wake, on_drop, on_closed)
         self.starter: Callable[[], Any] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self._items: deque[Any] = deque()
+        self._deferred: deque[Any] = deque()  # offered re-entrantly, not yet counted
         self._lock = fork_safe_lock()
-        self.not_full = fork_safe_condition()
+        self._guard = _Guard(self._lock)
+        self._not_full = fork_safe_condition()
+        self._gate = OPEN
+        self._hold_timeout: float | None = None
+        self._exempt: frozenset[int] = frozenset()
         self.waiters = 0
-        self.sleeping = False
-        self.wake_at = 1
-        self.closed = False
-        self.offered = 0
-        self.written = 0
-        self.filtered = 0
-        self.in_flight = 0
-        self.blocked = 0
-        self.in_fallback = 0
-        self.written_sync = 0
-        self.dropped = [0] * len(REASONS)
+        self._sleeping = False
+        self._wake_at = 1
+        self._closed = False
+        self._offered = 0
+        self._written = 0
+        self._filtered = 0
+        self._in_flight = 0
+        self._blocked = 0
+        self._in_fallback = 0
+        self._written_sync = 0
+        self._dropped = [0] * len(REASONS)
+
+    # Read-only, as in the compiled twin (whose ring is allocated for the capacity).
+    capacity: _ReadOnly[int] = _ReadOnly("The most records that may wait.")
+    strategy: _ReadOnly[int] = _ReadOnly("BLOCK, DROP_OLDEST or DROP_NEWEST.")
+    block_timeout: _ReadOnly[float] = _ReadOnly("How long a caller may wait for room.")
+    wake: _ReadOnly[Callable[[], Any]] = _ReadOnly("Called when a sleeping worker has records.")
+    on_drop: _ReadOnly[Callable[[Any, int], Any]] = _ReadOnly(
+        "Called with each dropped record and its reason."
+    )
+    on_closed: _ReadOnly[Callable[[Any], bool]] = _ReadOnly(
+        "Called with each record offered after close()."
+    )
+    not_full: _ReadOnly[Any] = _ReadOnly("The condition blocked callers wait on.")
+    closed: _ReadOnly[bool] = _ReadOnly("Whether close() was called (and not reopen()).")
+    gate: _ReadOnly[int] = _ReadOnly("OPEN, HOLDING or REFUSING (see hold()).")
+    sleeping: _ReadOnly[bool] = _ReadOnly("Whether a worker waits to be woken.")
+    wake_at: _ReadOnly[int] = _ReadOnly("How many records wake the sleeping worker.")
+    offered: _ReadOnly[int] = _ReadOnly("Records offered to the queue.")
+    written: _ReadOnly[int] = _ReadOnly("Records written by a worker.")
+    filtered: _ReadOnly[int] = _ReadOnly("Records a filter rejected.")
+    in_flight: _ReadOnly[int] = _ReadOnly("Records a worker took and has not settled.")
+    blocked: _ReadOnly[int] = _ReadOnly("Records held by callers waiting for room.")
+    in_fallback: _ReadOnly[int] = _ReadOnly("Records being written by on_closed.")
+    written_sync: _ReadOnly[int] = _ReadOnly("Records on_closed wrote.")
+
+    @property
+    def dropped(self) -> list[int]:
+        """Dropped records by reason index (see ``REASONS``)."""
+        return list(self._dropped)
 
     @property
     def size(self) -> int:
         """How many records wait in the queue."""
         return len(self._items)
 
+    @property
+    def deferred(self) -> int:
+        """Records offered re-entrantly and not yet taken in (not yet counted as offered)."""
+        return len(self._deferred)
+
     def put(self, record: Any) -> None:
-        """Offer one record (the callers' entry point; never raises for a full queue)."""
+        """Offer one record (the callers' entry point; never raises for a full queue).
+
+        Re-entrant (the thread is inside the queue already): the record is set aside
+        and taken in later, without waiting for anything (see the module description).
+        """
+        if _regions and _get_ident() in _regions:  # in_region(), without a call
+            self._deferred.append(record)
+            return
+        enter_region()
+        try:
+            self._offer(record, True)
+        finally:
+            leave_region()
+        if self._deferred:
+            self._take_deferred()
+
+    def _take_deferred(self) -> None:
+        """Offer the records set aside by re-entrant puts; none of them may wait."""
+        deferred = self._deferred
+        while deferred:
+            try:
+                record = deferred.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            enter_region()
+            try:
+                self._offer(record, False)
+            finally:
+                leave_region()
+
+    def _offer(self, record: Any, may_wait: bool) -> None:
         if self.starter is not None:
             starter, self.starter = self.starter, None
             starter()
@@ -142,60 +354,72 @@ class RecordQueue:
             dropped = None
             with self._lock:
                 if waited:
-                    self.blocked -= 1
+                    self._blocked -= 1
                 else:
-                    self.offered += 1
-                if self.closed:
-                    self.in_fallback += 1  # handed to on_closed below
+                    self._offered += 1
+                if self._closed:
+                    self._in_fallback += 1  # handed to on_closed below
                     break
                 items = self._items
-                if len(items) < self.capacity:
+                if len(items) < self._capacity:
                     items.append(record)
-                    first = self.sleeping and len(items) >= self.wake_at
+                    first = self._sleeping and len(items) >= self._wake_at
                     if first:
-                        self.sleeping = False
+                        self._sleeping = False
                     record = None
-                elif self.strategy == DROP_NEWEST:
-                    self.dropped[_NEWEST] += 1
+                elif self._strategy == DROP_NEWEST:
+                    self._dropped[_NEWEST] += 1
                     dropped, reason, record = record, _NEWEST, None
-                elif self.strategy == DROP_OLDEST:
-                    self.dropped[_OLDEST] += 1
+                elif self._strategy == DROP_OLDEST:
+                    self._dropped[_OLDEST] += 1
                     dropped, reason = items.popleft(), _OLDEST
                     items.append(record)
                     first, record = False, None
+                elif not may_wait:
+                    self._dropped[_REENTRANT] += 1
+                    dropped, reason, record = record, _REENTRANT, None
                 else:
-                    self.blocked += 1
+                    self._blocked += 1
             if record is None:
                 if dropped is not None:
-                    self.on_drop(dropped, reason)
+                    self._on_drop(dropped, reason)
                 elif first:
-                    self.wake()
+                    self._wake()
                 return
             # Full, and the strategy is to block: wait for room outside the lock.
             if deadline is None:
-                deadline = time.monotonic() + self.block_timeout
+                deadline = time.monotonic() + self._block_timeout
             waited = True
             if not wait_while_full(self, max(0.0, deadline - time.monotonic())):
                 with self._lock:
-                    self.blocked -= 1
-                    self.dropped[_BLOCK_TIMEOUT] += 1
-                self.on_drop(record, _BLOCK_TIMEOUT)
+                    self._blocked -= 1
+                    self._dropped[_BLOCK_TIMEOUT] += 1
+                self._on_drop(record, _BLOCK_TIMEOUT)
                 return
         self._offer_closed(record)
 
     def _offer_closed(self, record: Any) -> None:
-        try:
-            handled = self.on_closed(record)
-        except Exception:
-            handled = False
+        reason = _CLOSED
+        if (
+            self._gate != OPEN
+            and _get_ident() not in self._exempt
+            and not wait_while_held(self, self._hold_timeout)
+        ):
+            reason = _SHUTDOWN
+        handled = False
+        if reason == _CLOSED:
+            try:
+                handled = self._on_closed(record)
+            except Exception:
+                handled = False
         with self._lock:
-            self.in_fallback -= 1
+            self._in_fallback -= 1
             if handled:
-                self.written_sync += 1
+                self._written_sync += 1
             else:
-                self.dropped[_CLOSED] += 1
+                self._dropped[reason] += 1
         if not handled:
-            self.on_drop(record, _CLOSED)
+            self._on_drop(record, reason)
 
     def sleep(self, threshold: int = 1) -> bool:
         """Say a worker is about to wait for *threshold* records; ``False``: they are here.
@@ -203,52 +427,95 @@ class RecordQueue:
         The put that brings the queue to *threshold* records wakes the worker; records
         put before this call are seen here, so no wake-up is lost.
         """
-        with self._lock:
+        with self._guard:
             if len(self._items) >= threshold:
                 return False
-            self.wake_at = threshold
-            self.sleeping = True
+            self._wake_at = threshold
+            self._sleeping = True
             return True
 
     def drain(self, max_items: int) -> list[Any]:
-        """Take up to *max_items* records, oldest first; they count as in flight."""
-        with self._lock:
+        """Take up to *max_items* records, oldest first; they count as in flight.
+
+        Records set aside by re-entrant puts are taken in first.
+        """
+        if self._deferred:
+            self._take_deferred()
+        with self._guard:
             items = self._items
             count = min(max_items, len(items))
             batch = [items.popleft() for _ in range(count)]
-            self.in_flight += count
+            self._in_flight += count
         if count and self.waiters:
-            with self.not_full:
-                self.not_full.notify_all()
+            self._notify_all()
         return batch
+
+    def _notify_all(self) -> None:
+        enter_region()
+        try:
+            with self._not_full:
+                self._not_full.notify_all()
+        finally:
+            leave_region()
 
     def done(self, written: int, filtered: int, failed: int) -> None:
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""
-        with self._lock:
-            self.in_flight -= written + filtered + failed
-            self.written += written
-            self.filtered += filtered
-            self.dropped[_WRITE_ERROR] += failed
+        with self._guard:
+            self._in_flight -= written + filtered + failed
+            self._written += written
+            self._filtered += filtered
+            self._dropped[_WRITE_ERROR] += failed
 
     def abandon(self) -> list[Any]:
-        """Remove every waiting record, counting it as dropped at shutdown."""
-        with self._lock:
+        """Remove every waiting record, counting it as dropped at shutdown.
+
+        Records set aside by re-entrant puts are counted too (as offered, then dropped).
+        """
+        with self._guard:
             batch = list(self._items)
             self._items.clear()
-            self.dropped[_SHUTDOWN] += len(batch)
+            deferred = self._deferred
+            while deferred:
+                try:
+                    batch.append(deferred.popleft())
+                except IndexError:
+                    break
+                self._offered += 1
+            self._dropped[_SHUTDOWN] += len(batch)
         return batch
 
     def close(self) -> None:
         """Stop taking records: later offers go to ``on_closed``; blocked callers wake."""
-        with self._lock:
-            self.closed = True
-        with self.not_full:
-            self.not_full.notify_all()
+        with self._guard:
+            self._closed = True
+        self._notify_all()
+
+    def hold(self, exempt: frozenset[int] = frozenset(), timeout: float | None = None) -> None:
+        """Make callers that offer a record once the queue is closed wait for :meth:`release`.
+
+        Threads in *exempt* (the workers, the thread that drains) never wait; no caller
+        waits longer than *timeout* seconds (``None``: until released), then its record
+        counts as dropped (``shutdown_timeout``).
+        """
+        with self._guard:
+            self._exempt = frozenset(exempt)
+            self._hold_timeout = timeout
+            self._gate = HOLDING
+
+    def release(self, admit: bool) -> None:
+        """End :meth:`hold`: the waiting callers go on to ``on_closed`` if *admit*, else
+        their records, and those of every later closed offer, count as dropped
+        (``shutdown_timeout``) until :meth:`reopen`."""
+        with self._guard:
+            self._gate = OPEN if admit else REFUSING
+        self._notify_all()
 
     def reopen(self) -> None:
-        """Take records again after :meth:`close`."""
-        with self._lock:
-            self.closed = False
+        """Take records again after :meth:`close` (and end a :meth:`hold`)."""
+        with self._guard:
+            self._closed = False
+            self._gate = OPEN
+        self._notify_all()
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's records and counters, renew the locks."""
@@ -256,15 +523,15 @@ class RecordQueue:
 
     def counters(self) -> dict[str, Any]:
         """Return every counter, read at one instant."""
-        with self._lock:
+        with self._guard:
             return {
-                "offered": self.offered,
+                "offered": self._offered,
                 "size": len(self._items),
-                "in_flight": self.in_flight,
-                "blocked": self.blocked,
-                "in_fallback": self.in_fallback,
-                "written": self.written,
-                "filtered": self.filtered,
-                "written_sync": self.written_sync,
-                "dropped": dict(zip(REASONS, self.dropped, strict=True)),
+                "in_flight": self._in_flight,
+                "blocked": self._blocked,
+                "in_fallback": self._in_fallback,
+                "written": self._written,
+                "filtered": self._filtered,
+                "written_sync": self._written_sync,
+                "dropped": dict(zip(REASONS, self._dropped, strict=True)),
             }

@@ -12,30 +12,47 @@ Guarantees (each is tested):
   many records were dropped and why.
 - Order: records reach each writer in the order they were enqueued, whatever
   ``worker_count`` is: workers take turns to drain, format and write. Writers that
-  declare ``concurrent = True`` (slow network callbacks) receive their batches outside
-  that turn, so several workers may deliver to them at once; within a batch, order holds.
+  declare ``concurrent = True`` (network callbacks) receive their batches, in order, on a
+  delivery thread of their own (a :class:`_Lane`), outside that turn.
 - :meth:`AsyncBackend.flush` returns once everything enqueued before it was handed to
   the operating system, or says what is still pending when its timeout expires.
 - :meth:`AsyncBackend.shutdown` stops intake, drains, flushes, closes the writers and
   returns within its timeout, reporting what it had to abandon. Every live backend is
   shut down at interpreter exit; :func:`install_sigterm_handler` does it on SIGTERM too.
+- Exit: the drain at interpreter exit (and :func:`shutdown_all`) closes the intake of
+  every backend first; threads still logging (daemon threads) wait until what was queued
+  is written, then write synchronously, so each thread's records stay in order. If the
+  drain runs out of ``shutdown_timeout``, their records are counted as dropped
+  (``shutdown_timeout``) rather than written after predecessors that were abandoned.
+- Re-entry: a log call made while its thread is inside the library (a signal handler
+  that interrupted a log call) never waits for a lock that thread holds: the queue sets
+  the record aside and takes it in right after (``reentrant`` counts the few that find
+  a ``block`` queue full and may not wait), the file writer appends it after the write
+  it interrupted. SIGTERM drains in a thread of its own, after the log call it
+  interrupted, so the process always ends.
 - Fork: the child gets an empty queue, fresh locks and its own workers, started when it
   first logs; it never writes the parent's pending records.
 - Processes: a ``multiprocessing`` child (fork, forkserver or spawn) whose target
   returns or raises has every record written before it ends, with no call to add.
-- A writer that raises never reaches the application and never kills a worker: it is
-  counted, reported once on stderr, retried with backoff, then its batch is counted as
-  dropped.
+- Faults: whatever a writer, enricher or formatter raises never reaches the application
+  and never ends a worker; it is counted and reported once on stderr. A failed batch is
+  retried on the writer's lane (backoff with jitter, never in a worker's turn, so other
+  writers are not held up), then counted as dropped; a writer failing again and again is
+  skipped fast (a circuit breaker). A writer whose flush or close hangs holds up no flush,
+  shutdown or exit beyond its timeout, and no caller afterwards. Records logged from
+  inside a worker never wait for room in the queue.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import functools
 import inspect
 import os
+import random
 import signal
 import sys
 import threading
@@ -45,12 +62,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kakashi import _errors
+from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
 from kakashi._locks import (
     after_fork_in_child,
+    enter_region,
     fork_safe_condition,
     fork_safe_event,
     fork_safe_lock,
     fork_safe_rlock,
+    leave_region,
+    outside_region,
+    when_out_of_region,
 )
 from kakashi._speedups import (
     BLOCK,
@@ -59,6 +81,7 @@ from kakashi._speedups import (
     REASONS,
     Record,
     RecordQueue,
+    never_wait_for_room,
 )
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
@@ -71,16 +94,229 @@ __all__ = [
     "flush_all",
     "get_async_backend",
     "install_sigterm_handler",
+    "reporting_backend",
     "shutdown_all",
     "shutdown_async_logging",
 ]
 
 _STRATEGIES = {"block": BLOCK, "drop_oldest": DROP_OLDEST, "drop_newest": DROP_NEWEST}
+_WRITE_ERROR = REASONS.index("write_error")
+# Per thread: inside the synchronous fallback (a writer that logs from there would recurse).
+_thread_state = threading.local()
+
+
+class _Run:
+    """One pipeline's run of records in a batch, settled once every writer took it."""
+
+    __slots__ = ("filtered", "kept", "lost", "sink", "told", "waiting")
+
+    def __init__(self, sink: Sink, kept: int, filtered: int, told: list[int] | None) -> None:
+        self.sink = sink
+        self.told = told  # the drop counts its notice line carries
+        self.kept = kept  # records rendered (not filtered out)
+        self.filtered = filtered
+        self.lost = 0  # the most records any writer could not take
+        self.waiting = 0  # lanes yet to take the run
+
+
+#: The longest a failing writer is left alone before it is tried again, in seconds.
+_MAX_COOL_DOWN = 30.0
+#: Batches given up on in a row (each after its retries) that open a writer's circuit.
+_TRIP = 3
+
+
+class _Lane:
+    """One writer's deliveries off the workers' turn, in order, on a thread of its own.
+
+    The retry policy, the same for every writer: a failed write is tried again after an
+    exponential backoff with jitter (``error_retry_delay`` doubled each time, times 0.5 to
+    1.5), at most ``max_error_retries`` times (a writer may set its own
+    ``max_error_retries``, ``error_retry_delay`` and ``max_delay`` attributes), and never
+    while a worker holds its turn. After three batches lost in a row the circuit opens:
+    for a cool-down (doubling from about a second up to 30 s) the writer's records are
+    counted as dropped at once, not tried (a writer that is not ``concurrent``, a local
+    file, is still tried once per batch, with no retries, so that it is back as soon as it
+    can write); after it, one write decides (closed again, or open for longer). While a
+    lane holds records for an ordered writer, later ones queue behind them (order), up to
+    ``max_queue_size`` records: beyond, the oldest are counted as dropped. A shutdown
+    stops the waiting: what is left is tried without backoff until its deadline.
+    """
+
+    def __init__(self, backend: AsyncBackend, writer: Writer) -> None:
+        self.backend = backend
+        # Held weakly (the records it is handed hold it while they wait): a writer no
+        # one uses any more is collected, and its lane forgotten with it.
+        key = id(writer)
+
+        def forget(_: object) -> None:  # no lock: the collector may run anywhere
+            if backend._lanes.get(key) is self:
+                backend._lanes.pop(key, None)
+
+        try:
+            self._writer: Callable[[], Writer | None] = weakref.ref(writer, forget)
+        except TypeError:  # not weakly referable: kept
+            self._writer = lambda: writer
+        self._items: collections.deque[tuple[_Run, Sequence[bytes], int]] = collections.deque()
+        self._lock = fork_safe_condition()
+        self._thread: threading.Thread | None = None
+        self.records = 0  # lines waiting
+        self.pending = 0  # handed and not yet settled (in progress included)
+        self.open_until = 0.0
+        self.cool_down = 0.0  # > 0 while the circuit is open or being tried again
+        self.failures = 0  # batches given up on in a row
+        config = backend.config
+        self.retries = int(getattr(writer, "max_error_retries", config.max_error_retries))
+        self.delay = float(getattr(writer, "error_retry_delay", config.error_retry_delay))
+        self.max_delay = float(getattr(writer, "max_delay", _MAX_COOL_DOWN))
+
+    @property
+    def writer(self) -> Writer | None:
+        """The writer (``None`` once collected)."""
+        return self._writer()
+
+    def state(self) -> str:
+        """``"busy"`` (holding records), ``"open"`` (circuit open) or ``"ready"``."""
+        if self.pending:
+            return "busy"
+        if self.cool_down and time.monotonic() < self.open_until:
+            return "open"
+        return "ready"
+
+    def lost(self, count: int) -> int:
+        """*count* records the writer did not get: in its stats; returned."""
+        writer = self.writer
+        if writer is not None:
+            self.backend._stats(writer)["dropped"] += count
+        return count
+
+    def succeeded(self) -> None:
+        """A write went through: the circuit closes."""
+        self.failures = 0
+        if self.cool_down:
+            self.cool_down = 0.0
+            self.open_until = 0.0
+
+    def hand(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
+        """Queue *lines* of *run* for the writer (*tries* writes of them failed already)."""
+        over = []
+        with self._lock:
+            self._items.append((run, lines, tries))
+            self.records += len(lines)
+            self.pending += 1
+            limit = self.backend.config.max_queue_size
+            while self.records > limit and len(self._items) > 1:
+                old = self._items.popleft()
+                self.records -= len(old[1])
+                self.pending -= 1
+                over.append(old)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+        for old_run, old_lines, _ in over:
+            _errors.report(
+                f"writer {self.writer!r}",
+                detail="behind by more than max_queue_size records; the oldest are dropped",
+            )
+            self.backend._part_settled(old_run, self.lost(len(old_lines)))
+
+    def finish(self, deadline: float) -> None:
+        """Let the lane's thread end once its records are settled (a shutdown), waiting
+        for it until *deadline*."""
+        with self._lock:
+            thread = self._thread
+            self._lock.notify()
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _loop(self) -> None:
+        _leave_signals_to_the_main_thread()
+        never_wait_for_room()
+        # A worker's thread, for the rules that keep workers from waiting for themselves
+        # (a writer's flush or shutdown, a log call while intake is held at exit).
+        ident = threading.get_ident()
+        self.backend._worker_idents.add(ident)
+        try:
+            self._deliver_all()
+        finally:
+            self.backend._worker_idents.discard(ident)
+
+    def _deliver_all(self) -> None:
+        while True:
+            with self._lock:
+                if not self._items and not self.backend._stopping.is_set():
+                    self._lock.wait(1.0)
+                if not self._items:
+                    self._thread = None  # idle: the next hand-off starts a thread again
+                    return
+                run, lines, tries = self._items.popleft()
+                self.records -= len(lines)
+            try:
+                lost = self._deliver(lines, tries)
+            except BaseException as exc:  # never leave a run unsettled
+                _errors.report(f"writer {self.writer!r}", exc)
+                lost = self.lost(len(lines))
+            with self._lock:
+                self.pending -= 1
+            self.backend._part_settled(run, lost)
+            del run, lines  # an idle lane holds nothing (the writer is held weakly)
+
+    def _deliver(self, lines: Sequence[bytes], tries: int) -> int:
+        """Write *lines* under the policy; return how many records were lost."""
+        backend = self.backend
+        while True:
+            if self.cool_down and time.monotonic() < self.open_until:
+                return self.lost(len(lines))  # the circuit is open: counted at once
+            if tries > (0 if self.cool_down else self.retries):
+                self._give_up()  # out of retries (or the one try after a cool-down failed)
+                return self.lost(len(lines))
+            if tries:
+                backoff = self.delay * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
+                if not backend._stopping.is_set():
+                    backend._stopping.wait(min(self.max_delay, backoff))
+            writer = self.writer
+            if writer is None:
+                return len(lines)  # collected: no one reads what it would have written
+            lost, rest = backend._attempt(writer, lines)
+            if not rest:
+                self.succeeded()
+                return lost
+            # Progress (part of the batch written) starts the count afresh: a collector
+            # that takes some of each try is slow, not down.
+            tries = 1 if len(rest) < len(lines) else tries + 1
+            lines = rest
+
+    def _give_up(self) -> None:
+        """A batch is lost after its retries: after a few in a row (or after the one try
+        that follows a cool-down) the circuit opens."""
+        self.failures += 1
+        if self.failures < _TRIP and not self.cool_down:
+            return
+        first = max(1.0, self.delay * 2 ** (self.retries + 1))
+        self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
+        self.open_until = time.monotonic() + self.cool_down
+        _errors.report(
+            f"writer {self.writer!r} circuit",
+            detail=f"failing; its records are counted as dropped for {self.cool_down:g}s, "
+            "then it is tried again",
+        )
+
+
+def _check_timeout(timeout: object) -> float:
+    """A flush, shutdown or drain *timeout*: from 0 to one hour (see ``kakashi._durations``)."""
+    return check_seconds("timeout", timeout, at_most=MAX_TIMEOUT, zero=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class AsyncConfig:
     """How the async backend queues and writes; validated when made.
+
+    These are the library's only defaults: :func:`configure_async_backend` and the presets
+    of :mod:`kakashi.core.async_interface` take theirs from here (the table in the Async
+    Backends page lists them). ``max_queue_size`` and ``batch_size`` are the starting
+    points the original documentation recommends (25,000 and 200); ``worker_count`` is 1
+    because workers take turns to keep records in order, so more help only writers that
+    declare ``concurrent = True`` (slow network callbacks).
 
     Args:
         max_queue_size: the most records waiting at once (memory is bounded by it).
@@ -88,28 +324,32 @@ class AsyncConfig:
         batch_size: the most records a worker formats and writes in one go.
         batch_timeout: the longest a worker waits for a batch to fill once a record
             arrived (a full batch wakes it at once); also how often an idle worker checks.
-            ``flush`` and ``shutdown`` do not wait for it.
+            ``flush`` and ``shutdown`` do not wait for it. More than 0, at most one day.
         enable_batching: ``False`` writes records one by one (``batch_size`` 1).
         overflow_strategy: what a full queue does: ``"block"`` (the caller waits up to
             ``block_timeout`` seconds, then the record is dropped and counted),
             ``"drop_oldest"`` or ``"drop_newest"``.
-        shutdown_timeout: seconds :meth:`AsyncBackend.shutdown` may take by default.
-        block_timeout: the longest a caller waits under ``"block"``.
+        shutdown_timeout: seconds :meth:`AsyncBackend.shutdown` may take by default;
+            more than 0, at most one hour.
+        block_timeout: the longest a caller waits under ``"block"``; more than 0, at most
+            one day.
         max_error_retries: how often a failed batch write is retried before its records
             count as dropped.
-        error_retry_delay: the first retry's delay in seconds; it doubles each time.
+        error_retry_delay: the first retry's delay in seconds; it doubles each time. From
+            0 to one day.
         thread_name_prefix: workers are named ``<prefix>-<n>``.
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
-        ValueError: a size, count or timeout out of range, or an unknown strategy; the
-            message names the field.
+        ValueError: a size, count or duration out of range (a duration that is NaN or
+            infinite too), or an unknown strategy; the message names the field, the value
+            and what is allowed.
         TypeError: a field of the wrong type.
     """
 
-    max_queue_size: int = 10_000
+    max_queue_size: int = 25_000
     worker_count: int = 1
-    batch_size: int = 100
+    batch_size: int = 200
     batch_timeout: float = 0.1
     enable_batching: bool = True
     overflow_strategy: str = "block"
@@ -134,12 +374,13 @@ class AsyncConfig:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
-        for name in ("batch_timeout", "shutdown_timeout", "block_timeout", "error_retry_delay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-            if not value > 0 and not (name == "error_retry_delay" and value == 0):
-                raise ValueError(f"{name} must be positive, got {value}")
+        for name, at_most, zero in (
+            ("batch_timeout", MAX_WAIT, False),
+            ("block_timeout", MAX_WAIT, False),
+            ("error_retry_delay", MAX_WAIT, True),
+            ("shutdown_timeout", MAX_TIMEOUT, False),
+        ):
+            check_seconds(name, getattr(self, name), at_most=at_most, zero=zero)
         if self.overflow_strategy not in _STRATEGIES:
             raise ValueError(
                 f"overflow_strategy must be one of {', '.join(_STRATEGIES)}, "
@@ -203,6 +444,11 @@ class AsyncBackend:
         self._workers: list[threading.Thread] = []
         self._worker_idents: set[int] = set()
         self._drops: dict[Sink, list[int]] = {}
+        self._lanes: dict[int, _Lane] = {}  # id(writer): its deliveries off the turn
+        self._every_lane: weakref.WeakSet[_Lane] = weakref.WeakSet()  # forgotten ones too
+        self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
+        self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
+        self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
         self._writer_stats: dict[int, dict[str, Any]] = {}
         self.state = "stopped"
@@ -220,6 +466,7 @@ class AsyncBackend:
             self.queue.reopen()
             self.state = "running"
             self._stop = False
+            self._stopping.clear()
             self._workers = []
             for index in range(self.config.worker_count):
                 thread = threading.Thread(
@@ -242,8 +489,14 @@ class AsyncBackend:
         hangs. Records it could not write in time are abandoned and reported on stderr
         with the time actually spent; the result says how many (see :class:`FlushResult`).
         Records logged meanwhile and written by the synchronous fallback are not abandoned.
+        A writer whose ``write``, ``flush`` or ``close`` has not returned by then counts as
+        hung (the result is not complete): records logged after the shutdown are counted
+        as dropped (``closed``) instead of waiting for it in the synchronous fallback.
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
         """
-        timeout = self.config.shutdown_timeout if timeout is None else float(timeout)
+        timeout = self.config.shutdown_timeout if timeout is None else _check_timeout(timeout)
         started = time.monotonic()
         deadline = started + max(timeout, 0.0)
         with self._state_lock:
@@ -252,6 +505,7 @@ class AsyncBackend:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
+        self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
             return FlushResult(False, self._pending())  # called from a writer: cannot wait
@@ -260,8 +514,14 @@ class AsyncBackend:
         self._wake.set()
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for lane in list(self._every_lane):
+            lane.finish(deadline)
         alive = [thread for thread in self._workers if thread.is_alive()]
-        if not alive:
+        if alive:
+            with self._state_lock:
+                # Still inside a write after the deadline: hung, for the fallback's sake.
+                self._hung.update(self._busy)
+        else:
             self._close_writers(deadline)
         queued = len(self.queue.abandon())
         held = self.queue.in_flight  # in batches that workers still write (a hung writer)
@@ -278,7 +538,8 @@ class AsyncBackend:
         with self._state_lock:
             self.state = "stopped"
             self._workers = alive
-        return FlushResult(drained and pending == 0, pending)
+            hung = bool(self._hung)  # a writer not flushed or closed in time
+        return FlushResult(drained and pending == 0 and not hung, pending)
 
     stop = shutdown
 
@@ -289,11 +550,32 @@ class AsyncBackend:
         self.queue.put(record)
 
     def _on_closed(self, record: Record) -> bool:
+        """A record offered after shutdown: written synchronously if its pipeline says so
+        (``fallback_to_sync``); else, or when that would block or recurse, counted as
+        dropped (``closed``)."""
         sink: Sink | None = record.sink
-        if sink is not None and getattr(sink, "fallback_to_sync", False):
-            sink.emit(record)
-            return True
-        return False
+        if sink is None or not getattr(sink, "fallback_to_sync", False):
+            return False
+        if getattr(_thread_state, "in_fallback", False):
+            return False  # logged by a writer from inside the fallback: it would recurse
+        hung = self._hung_writer(sink)
+        if hung is not None:
+            _errors.report(
+                "synchronous fallback",
+                detail=f"writer {hung!r} hangs; records logged after shutdown are dropped "
+                "and counted instead of blocking the caller",
+            )
+            return False
+        _thread_state.in_fallback = True
+        try:
+            # The queue's lock is released by now: a writer that logs from here takes the
+            # ordinary path and meets the guard above, rather than being set aside and
+            # offered again after this call (by the same path, for ever).
+            with outside_region():
+                sink.emit(record)
+        finally:
+            _thread_state.in_fallback = False
+        return True
 
     def _on_drop(self, record: Record, reason: int) -> None:
         with self._state_lock:
@@ -307,6 +589,7 @@ class AsyncBackend:
 
     def _run(self) -> None:
         _leave_signals_to_the_main_thread()
+        never_wait_for_room()  # a writer or enricher that logs must not wait for itself
         self._worker_idents.add(threading.get_ident())
         queue = self.queue
         size = self.config.effective_batch_size
@@ -327,9 +610,7 @@ class AsyncBackend:
                         batch = queue.drain(size)
                         if not batch:
                             break
-                        later = self._process(batch)
-                    for writer, lines in later:
-                        self._deliver(writer, lines)
+                        self._process(batch)
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
@@ -338,9 +619,19 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: list[Record]) -> list[tuple[Writer, list[bytes]]]:
-        """Format and write one batch (called in turn); return the concurrent deliveries."""
-        later: list[tuple[Writer, list[bytes]]] = []
+    def _process(self, batch: list[Record]) -> None:
+        """Format one batch and write it (called in turn).
+
+        A run of records is written at once to each ordered writer that is well; it goes
+        to a writer's :class:`_Lane` instead when the writer is concurrent, when a write
+        just failed (the lane retries it with backoff, off the turn) or when the lane
+        still holds earlier records for it (order). A writer whose circuit is open is
+        skipped: the run counts as lost for it at once. The run is settled (counted
+        written, filtered or dropped) once every writer took it or gave up; until then it
+        stays in flight, and a flush waits for it. Nothing that user code raises (an
+        enricher, a formatter, a writer, even ``SystemExit``) leaves a record unsettled or
+        ends the worker.
+        """
         written = filtered = failed = 0
         start = 0
         while start < len(batch):
@@ -348,26 +639,103 @@ class AsyncBackend:
             end = start + 1
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
-            lines, run_filtered = sink.render_batch(batch[start:end])
-            notice = self._drop_notice(sink)
-            if notice:
+            told = None
+            handoffs: list[tuple[_Lane, Sequence[bytes], int]] = []
+            try:
+                lines, run_filtered = sink.render_batch(batch[start:end])
+                notice, told = self._drop_notice(sink)
                 lines[:0] = notice
-            kept = end - start - run_filtered
-            lost = min(kept, self._write_all(sink, lines, later)) if lines else 0
-            written += kept - lost
-            failed += lost
-            filtered += run_filtered
+                run = _Run(sink, end - start - run_filtered, run_filtered, told)
+                for writer in sink.writers if lines else ():
+                    lane = self._lanes.get(id(writer))
+                    if lane is not None and lane.writer is not writer:
+                        lane = None  # another writer's, with the same id once
+                    state = "ready" if lane is None else lane.state()
+                    if lane is not None and state == "open":
+                        # Skipped fast: a remote writer is not tried during its cool-down;
+                        # a local one (a full disk) is tried once, with no retries, so it
+                        # is back as soon as it can write.
+                        lost, rest = (
+                            (0, lines) if is_concurrent(writer) else self._attempt(writer, lines)
+                        )
+                        if rest:
+                            run.lost = max(run.lost, lane.lost(len(rest)))
+                        else:
+                            lane.succeeded()
+                            run.lost = max(run.lost, lost)
+                    elif state == "busy" or is_concurrent(writer):
+                        handoffs.append((self._lane(writer), lines, 0))
+                    else:
+                        lost, rest = self._attempt(writer, lines)
+                        if rest:
+                            handoffs.append((self._lane(writer), rest, 1))  # retried off the turn
+                        else:
+                            if lane is not None:
+                                lane.succeeded()
+                            run.lost = max(run.lost, lost)
+            except BaseException as exc:  # user code outside a writer's write
+                _errors.report("worker", exc)
+                failed += end - start
+                self._note_drops(sink, end - start, told)
+                start = end
+                continue
+            run.waiting = len(handoffs)
+            for lane, rest, tries in handoffs:
+                lane.hand(run, rest, tries)
+            if not handoffs:
+                lost = min(run.kept, run.lost)
+                written += run.kept - lost
+                failed += lost
+                filtered += run.filtered
+                if run.lost:
+                    self._note_drops(sink, lost, told)
             start = end
         self._batches += 1
         self.queue.done(written, filtered, failed)
         self._notify_settled()
-        return later
 
-    def _drop_notice(self, sink: Sink) -> list[bytes]:
+    def _part_settled(self, run: _Run, lost: int) -> None:
+        """A lane is done with *run* (*lost* records it could not write); the run is
+        settled once every lane is."""
+        with self._state_lock:
+            run.lost = max(run.lost, lost)
+            run.waiting -= 1
+            last = run.waiting == 0
+        if last:
+            lost = min(run.kept, run.lost)
+            self.queue.done(run.kept - lost, run.filtered, lost)
+            if run.lost:
+                self._note_drops(run.sink, lost, run.told)
+            self._notify_settled()
+
+    def _lane(self, writer: Writer) -> _Lane:
+        lane = self._lanes.get(id(writer))
+        if lane is None or lane.writer is not writer:
+            with self._state_lock:
+                lane = self._lanes.get(id(writer))
+                if lane is None or lane.writer is not writer:
+                    lane = self._lanes[id(writer)] = _Lane(self, writer)
+                    self._every_lane.add(lane)
+        return lane
+
+    def _note_drops(self, sink: Sink, count: int, told: list[int] | None = None) -> None:
+        """Records of *sink* that no write could take, and the counts a notice that was
+        not written either carried: the next batch says so."""
+        with self._state_lock:
+            counts = self._drops.get(sink)
+            if counts is None:
+                counts = self._drops[sink] = [0] * len(REASONS)
+            counts[_WRITE_ERROR] += count
+            for reason, earlier in enumerate(told or ()):
+                counts[reason] += earlier
+
+    def _drop_notice(self, sink: Sink) -> tuple[list[bytes], list[int] | None]:
+        """The notice line of the records of *sink* dropped since its last one, and their
+        counts by reason (to restore if the notice itself is not written)."""
         with self._state_lock:
             counts = self._drops.pop(sink, None)
         if not counts:
-            return []
+            return [], None
         reasons = ", ".join(f"{n} {REASONS[i]}" for i, n in enumerate(counts) if n)
         notice = Record(
             time.time_ns(),
@@ -379,30 +747,9 @@ class AsyncBackend:
         )
         notice.sink = sink
         line = sink.render(notice)
-        return [line] if line is not None else []
+        return ([line] if line is not None else []), counts
 
-    def _write_all(
-        self, sink: Sink, lines: list[bytes], later: list[tuple[Writer, list[bytes]]]
-    ) -> int:
-        """Hand *lines* to every writer; return how many records some writer could not take.
-
-        Records one writer could not take count once (the most any writer missed); each
-        writer's own figures are in the stats.
-        """
-        failed = 0
-        for writer in sink.writers:
-            if is_concurrent(writer):
-                later.append((writer, lines))
-            else:
-                failed = max(failed, self._deliver(writer, lines))
-        return failed
-
-    def _deliver(self, writer: Writer, lines: Sequence[bytes]) -> int:
-        """Write *lines* to *writer*, retrying with backoff; return how many were lost.
-
-        What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
-        contract.
-        """
+    def _stats(self, writer: Writer) -> dict[str, Any]:
         stats = self._writer_stats.get(id(writer))
         if stats is None:
             stats = self._writer_stats[id(writer)] = {
@@ -412,28 +759,91 @@ class AsyncBackend:
                 "errors": 0,
                 "dropped": 0,
             }
-        delay = self.config.error_retry_delay
-        for attempt in range(self.config.max_error_retries + 1):
-            try:
+        return stats
+
+    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> tuple[int, Sequence[bytes]]:
+        """Write *lines* to *writer* once: return the records it said it could not take,
+        and the lines still to write when it raised (none when it returned).
+
+        What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
+        contract. Whatever it raises (``SystemExit`` from a callback included) is counted
+        and reported, never the caller's end.
+        """
+        stats = self._stats(writer)
+        try:
+            with self._calling(writer):
                 result = writer.write(lines)
-            except Exception as exc:
-                stats["errors"] += 1
-                _errors.report(f"writer {writer!r}", exc)
-                written = getattr(exc, "written", 0)
-                if type(written) is int and 0 < written < len(lines):
-                    stats["records"] += written  # on disk already: retry only the rest
-                    lines = lines[written:]
-                if attempt < self.config.max_error_retries and not self._stop:
-                    time.sleep(delay)
-                    delay *= 2
-                continue
-            lost = result if type(result) is int and 0 < result <= len(lines) else 0
-            stats["batches"] += 1
-            stats["records"] += len(lines) - lost
-            stats["dropped"] += lost
-            return lost
-        stats["dropped"] += len(lines)
-        return len(lines)
+        except BaseException as exc:
+            stats["errors"] += 1
+            _errors.report(f"writer {writer!r}", exc)
+            written = getattr(exc, "written", 0)
+            if type(written) is int and 0 < written < len(lines):
+                stats["records"] += written  # on disk already: retry only the rest
+                lines = lines[written:]
+            return 0, lines
+        lost = result if type(result) is int and 0 < result <= len(lines) else 0
+        stats["batches"] += 1
+        stats["records"] += len(lines) - lost
+        stats["dropped"] += lost
+        return lost, ()
+
+    # -- writers that hang ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _calling(self, writer: Writer) -> Iterator[None]:
+        """Note that a thread is inside one of *writer*'s methods (see :meth:`_hung`)."""
+        key = id(writer)
+        with self._state_lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                left = self._busy.pop(key) - 1
+                if left:
+                    self._busy[key] = left
+                else:
+                    self._hung.discard(key)  # it returned: not hung after all
+
+    def _bounded(self, writer: Writer, what: str, call: Callable[[], Any], deadline: float) -> None:
+        """Run ``call`` (a writer's flush or close) on a helper thread and wait for it until
+        *deadline*. A call still running then is left to finish (it may never: fsync on a
+        hung mount) and the writer counts as hung, so no caller waits for it again."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._calling(writer):
+                    call()
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name=f"kakashi-{what}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new thread at this point of interpreter shutdown
+            run()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            with self._state_lock:
+                if id(writer) in self._busy:
+                    self._hung.add(id(writer))
+            _errors.report(
+                f"writer {writer!r} {what}",
+                detail="did not return in time; it is left running, and records are not "
+                "written to this writer synchronously while it hangs",
+            )
+        elif failure:
+            _errors.report(f"writer {writer!r} {what}", failure[0])
+
+    def _hung_writer(self, sink: Sink) -> Writer | None:
+        """A writer of *sink* that a flush, close or shutdown gave up waiting for and that
+        has not returned since, if any."""
+        if self._hung:
+            for writer in sink.writers:
+                if id(writer) in self._hung:
+                    return writer
+        return None
 
     # -- flushing ------------------------------------------------------------------------
 
@@ -477,8 +887,11 @@ class AsyncBackend:
         Returns a :class:`FlushResult`: complete, or how many records are still pending
         when *timeout* seconds have passed. Called from a worker (a writer that logs), it
         does not wait.
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
         """
-        deadline = time.monotonic() + max(float(timeout), 0.0)
+        deadline = time.monotonic() + _check_timeout(timeout)
         target = self.queue.offered
         if threading.get_ident() in self._worker_idents:
             return FlushResult(False, self._pending())
@@ -488,13 +901,12 @@ class AsyncBackend:
         if done and self._turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
             try:
                 for writer in self._all_writers():
-                    try:
-                        writer.flush()
-                    except Exception as exc:
-                        _errors.report(f"writer {writer!r} flush", exc)
+                    if id(writer) not in self._hung:
+                        self._bounded(writer, "flush", writer.flush, deadline)
+                hung = [writer for writer in self._all_writers() if id(writer) in self._hung]
             finally:
                 self._turn.release()
-            return FlushResult(True, 0)
+            return FlushResult(not hung, len(hung))
         return FlushResult(False, max(self._pending(), 1 if done else 0))
 
     def _all_writers(self) -> list[Writer]:
@@ -508,16 +920,24 @@ class AsyncBackend:
         """Flush and close every writer; a writer whose ``close`` takes a ``timeout`` is
         given what is left until *deadline* (a rotating file writer would otherwise wait
         for its pending compressions, which may wait for another process's lock)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.config.shutdown_timeout
         for writer in self._all_writers():
+            if id(writer) in self._hung:
+                continue  # still inside a call that a flush gave up on
             close = writer.close
-            if deadline is not None and _takes_timeout(close):
+            if _takes_timeout(close):
                 left = max(0.0, deadline - time.monotonic())
                 close = functools.partial(close, timeout=left)  # type: ignore[call-arg]
-            for method in (writer.flush, close):
+
+            def flush_and_close(writer: Writer = writer, close: Callable[[], Any] = close) -> None:
                 try:
-                    method()
+                    writer.flush()
                 except Exception as exc:
-                    _errors.report(f"writer {writer!r} close", exc)
+                    _errors.report(f"writer {writer!r} flush", exc)
+                close()
+
+            self._bounded(writer, "close", flush_and_close, deadline)
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -559,6 +979,10 @@ class AsyncBackend:
         self._workers = []
         self._worker_idents = set()
         self._drops = {}
+        self._lanes = {}
+        self._every_lane = weakref.WeakSet()
+        self._busy = {}
+        self._hung = set()
         self._writer_stats = {}
         self._batches = 0
         if self.state != "stopped":
@@ -617,36 +1041,82 @@ def _leave_signals_to_the_main_thread() -> None:
 
 _live: weakref.WeakSet[AsyncBackend] = weakref.WeakSet()
 _global_lock = fork_safe_rlock()
+#: The process-wide backend (the presets' and get_async_stats'); None until one is made.
 _global: AsyncBackend | None = None
+#: The process-wide backend last shut down or replaced: get_async_stats reports its final
+#: figures until the next one takes a record.
+_retired: AsyncBackend | None = None
 
 
-def get_async_backend() -> AsyncBackend:
-    """Return the process-wide backend, creating one with default settings if needed."""
-    global _global
+def _is_shut_down(backend: AsyncBackend) -> bool:
+    """Whether *backend* was shut down (its queue closed), not merely never started."""
+    return backend.state == "stopped" and bool(backend.queue.closed)
+
+
+def get_async_backend(config: AsyncConfig | None = None) -> AsyncBackend:
+    """Return the process-wide backend, making one if there is none or it was shut down.
+
+    It is never replaced behind anyone's back: *config* is used only when a backend is
+    made now. The presets call this and say on stderr when the running backend's
+    settings differ from those they were asked for; :func:`configure_async_backend` is
+    the way to change them.
+
+    Args:
+        config: the settings of a backend made by this call (default: :class:`AsyncConfig`'s).
+
+    Raises:
+        TypeError: *config* is not an :class:`AsyncConfig`.
+    """
+    global _global, _retired
+    if config is not None and not isinstance(config, AsyncConfig):
+        raise TypeError(f"config must be an AsyncConfig, got {type(config).__name__}")
     with _global_lock:
-        if _global is None:
-            _global = AsyncBackend()
+        if _global is None or _is_shut_down(_global):
+            if _global is not None:
+                _retired = _global
+            _global = AsyncBackend(config)
         return _global
 
 
+def reporting_backend() -> AsyncBackend | None:
+    """Return the backend whose figures :func:`~kakashi.core.async_interface.get_async_stats`
+    reports, without making one.
+
+    That is the process-wide backend once it is running or has taken a record; before
+    that, the one last shut down or replaced (so its final figures stay readable, with
+    state ``"stopped"``); ``None`` if there has been none.
+    """
+    with _global_lock:
+        current, retired = _global, _retired
+    if current is not None and (
+        retired is None or current.state != "stopped" or current.queue.offered > 0
+    ):
+        return current
+    return retired
+
+
 def configure_async_backend(
-    max_queue_size: int = 25_000,
-    worker_count: int = 2,
-    batch_size: int = 200,
-    enable_batching: bool = True,
-    overflow_strategy: str = "drop_oldest",
+    max_queue_size: int = AsyncConfig.max_queue_size,
+    worker_count: int = AsyncConfig.worker_count,
+    batch_size: int = AsyncConfig.batch_size,
+    enable_batching: bool = AsyncConfig.enable_batching,
+    overflow_strategy: str = AsyncConfig.overflow_strategy,
     **options: Any,
 ) -> AsyncBackend:
     """Replace the process-wide backend with one built from these settings.
 
-    The old backend stops taking records and drains into its writers first; every
-    pipeline that used it moves to the new one. Further :class:`AsyncConfig` fields can
-    be passed as keyword arguments.
+    This is the one call that changes the process-wide backend's settings (the presets
+    never do). The old backend stops taking records and drains into its writers first;
+    every pipeline that used it moves to the new one. Until the new backend takes a
+    record, :func:`~kakashi.core.async_interface.get_async_stats` still reports the old
+    one's final figures. Further :class:`AsyncConfig` fields can be passed as keyword
+    arguments; the defaults are :class:`AsyncConfig`'s.
 
     Raises:
         ValueError: an invalid setting (see :class:`AsyncConfig`).
+        TypeError: a setting of the wrong type, or an unknown keyword.
     """
-    global _global
+    global _global, _retired
     config = AsyncConfig(
         max_queue_size=max_queue_size,
         worker_count=worker_count,
@@ -659,6 +1129,7 @@ def configure_async_backend(
     with _global_lock:
         old, _global = _global, new
         if old is not None:
+            _retired = old
             for pipeline in _pipelines_of(old):
                 pipeline.use_backend(new)
     if old is not None:
@@ -670,19 +1141,31 @@ def shutdown_async_logging(timeout: float = 5.0) -> FlushResult:
     """Shut down the process-wide backend (see :meth:`AsyncBackend.shutdown`).
 
     Its pipelines fall back to synchronous writing (if configured so); the next preset
-    or :func:`get_async_backend` call makes a new backend.
+    or :func:`get_async_backend` call makes a new backend. Its final figures stay
+    readable through :func:`~kakashi.core.async_interface.get_async_stats` (state
+    ``"stopped"``) until that new backend takes a record.
+
+    Raises:
+        ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
     """
-    global _global
+    global _global, _retired
+    timeout = _check_timeout(timeout)
     with _global_lock:
         backend, _global = _global, None
+        if backend is not None:
+            _retired = backend
     if backend is None:
         return FlushResult(True, 0)
     return backend.shutdown(timeout)
 
 
 def flush_all(timeout: float = 5.0) -> FlushResult:
-    """Flush every running backend (see :meth:`AsyncBackend.flush`) within *timeout* overall."""
-    deadline = time.monotonic() + max(float(timeout), 0.0)
+    """Flush every running backend (see :meth:`AsyncBackend.flush`) within *timeout* overall.
+
+    Raises:
+        ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
+    """
+    deadline = time.monotonic() + _check_timeout(timeout)
     pending = 0
     complete = True
     for backend in list(_live):
@@ -696,23 +1179,83 @@ def flush_all(timeout: float = 5.0) -> FlushResult:
 def shutdown_all(timeout: float | None = None) -> None:
     """Shut down every live backend (interpreter exit does this), then forget the global one.
 
-    Workers still busy in a hung writer are given until *timeout* to finish.
+    Intake closes first and what was queued is written first, in order (see
+    :func:`_shut_down_in_order`). Workers still busy in a hung writer are given until
+    *timeout* to finish. The final figures of the global backend are forgotten too (a
+    full reset, as between tests).
     """
-    global _global
+    global _global, _retired
+    if timeout is not None:
+        timeout = _check_timeout(timeout)
     with _draining():
+        _shut_down_in_order(list(_live), timeout)
         for backend in list(_live):
-            if backend.state != "stopped":
-                backend.shutdown(timeout)
             for thread in list(backend._workers):
                 thread.join(backend.config.shutdown_timeout if timeout is None else timeout)
         with _global_lock:
-            _global = None
+            _global = _retired = None
+
+
+def _shut_down_in_order(backends: list[AsyncBackend], timeout: float | None) -> None:
+    """Shut *backends* down so that what each had queued is written before anything else.
+
+    The intake of every running backend closes at once, holding the callers that log
+    meanwhile (daemon threads at exit): they neither compete with the workers that drain
+    nor write a record of theirs before their earlier ones that wait in the queue. Each
+    backend then drains within its ``shutdown_timeout`` (or *timeout*); if it drained
+    everything, the held callers go on to the synchronous fallback, in order; if not,
+    their records are counted as dropped (``shutdown_timeout``), as the rest of the queue
+    is, and no later record of theirs is written after the gap either.
+    """
+    running = [backend for backend in backends if backend.state == "running"]
+    drainer = threading.get_ident()
+    for backend in running:
+        backend.queue.hold(frozenset(backend._worker_idents) | {drainer})
+        backend.queue.close()
+    released = 0
+    try:
+        for backend in running:
+            limit = backend.config.shutdown_timeout if timeout is None else float(timeout)
+            deadline = time.monotonic() + max(limit, 0.0)
+            backend.queue.release(_wait_drained(backend, deadline))
+            released += 1
+            backend.shutdown(max(0.0, deadline - time.monotonic()))
+    finally:
+        for backend in running[released:]:  # a drain that failed: nobody waits any longer
+            backend.queue.release(False)
+    for backend in backends:
+        if backend not in running and backend.state != "stopped":
+            backend.shutdown(timeout)
+
+
+def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
+    """Wait until *backend*'s workers wrote every record queued; ``False`` at *deadline*."""
+    queue = backend.queue
+    # A region: a signal handler that logs meanwhile must not wait for _settled.
+    enter_region()
+    try:
+        with backend._settled:
+            backend._settle_waiters += 1
+            try:
+                while queue.size or queue.in_flight or queue.deferred:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not any(t.is_alive() for t in backend._workers):
+                        return False
+                    backend._wake.set()
+                    backend._settled.wait(min(remaining, 0.05))  # re-checks even if not told
+            finally:
+                backend._settle_waiters -= 1
+    finally:
+        leave_region()
+    return True
 
 
 # The thread draining every backend now (shutdown_all, or the drain at exit), and what a
 # SIGTERM that interrupted that drain on that same thread left to do once it finishes.
 _drainer: int | None = None
 _after_drain: list[Callable[[], None]] = []
+# The thread a SIGTERM handler drains in, while it runs (a second SIGTERM then waits).
+_sigterm_drain: threading.Thread | None = None
 
 
 @contextlib.contextmanager
@@ -732,17 +1275,19 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
     """Opt in: on SIGTERM, drain every backend (within *timeout* seconds), then go on.
 
     Python's default SIGTERM action ends the process without running ``atexit``, so
-    records still queued would be lost. The handler shuts every backend down, then calls
-    the handler that was installed before it, or, if that was the default action,
-    re-delivers SIGTERM so the process ends as it would have. Keep *timeout* under your
-    supervisor's grace period (Docker waits 10 s before SIGKILL).
+    records still queued would be lost. The handler shuts every backend down (see
+    :func:`shutdown_all`) in a thread of its own, which it waits for at most *timeout*
+    seconds, then calls the handler that was installed before it, or, if that was the
+    default action, re-delivers SIGTERM so the process ends as it would have. A SIGTERM
+    that arrives inside a log call (which may hold a lock the drain needs) is acted on
+    as that call leaves the library. Keep *timeout* under your supervisor's grace
+    period (Docker waits 10 s before SIGKILL).
 
     Raises:
         ValueError: not called from the main thread (a Python rule for signal handlers),
-            or a negative *timeout*.
+            or a *timeout* that is not between 0 and one hour (NaN and infinity too).
     """
-    if timeout < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    timeout = _check_timeout(timeout)
     previous = signal.getsignal(signal.SIGTERM)
 
     def drain_then_terminate(signum: int, frame: Any) -> None:
@@ -752,7 +1297,11 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
             # that drain finish, then go on as SIGTERM says.
             _after_drain.append(lambda: go_on(signum, frame))
             return
-        shutdown_all(timeout)
+        if when_out_of_region(lambda: drain_then_terminate(signum, frame)):
+            return  # inside a log call that may hold a lock the drain needs: right after it
+        if _sigterm_drain is not None:
+            return  # a second SIGTERM while the first drains: the first goes on
+        _drain_in_a_thread(timeout)
         go_on(signum, frame)
 
     def go_on(signum: int, frame: Any) -> None:
@@ -765,16 +1314,40 @@ def install_sigterm_handler(timeout: float = 3.0) -> None:
     signal.signal(signal.SIGTERM, drain_then_terminate)
 
 
+def _drain_in_a_thread(timeout: float) -> None:
+    """Run :func:`shutdown_all` in a new thread and wait for it at most *timeout* seconds.
+
+    Off the signal handler: the handler's thread may hold locks (the interpreter's, a
+    writer's) that the drain would otherwise wait for; a drain that hangs regardless is
+    left behind, so the process still ends.
+    """
+    global _sigterm_drain
+
+    def drain() -> None:
+        _leave_signals_to_the_main_thread()
+        try:
+            shutdown_all(timeout)
+        except Exception as exc:
+            _errors.report("SIGTERM drain", exc)
+
+    thread = threading.Thread(target=drain, name="kakashi-sigterm-drain", daemon=True)
+    _sigterm_drain = thread
+    try:
+        thread.start()
+        thread.join(timeout)
+    finally:
+        _sigterm_drain = None
+
+
 def _shutdown_all_at_exit() -> None:
     with _draining():
-        for backend in list(_live):
-            if backend.state != "stopped":
-                backend.shutdown()
+        _shut_down_in_order(list(_live), None)
 
 
 def _after_fork_in_child() -> None:
-    global _drainer
+    global _drainer, _sigterm_drain
     _drainer = None  # a drain running in the parent is not the child's
+    _sigterm_drain = None
     _after_drain.clear()
     for backend in list(_live):
         backend._after_fork_in_child()

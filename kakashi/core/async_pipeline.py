@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kakashi._durations import MAX_TIMEOUT, check_seconds
 from kakashi._speedups import Logger, Record, RecordQueue
 from kakashi.core.async_backend import (
     AsyncBackend,
@@ -149,14 +150,24 @@ class AsyncPipeline:
     # -- lifecycle -------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
-        """Wait until everything logged so far is written (see ``AsyncBackend.flush``)."""
+        """Wait until everything logged so far is written (see ``AsyncBackend.flush``).
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
+        """
+        check_seconds("timeout", timeout, at_most=MAX_TIMEOUT, zero=True)
         if not self.config.enable_async:
             self.pipeline.flush()
             return FlushResult(True, 0)
         return self.backend.flush(timeout)
 
     def shutdown(self, timeout: float = 5.0) -> FlushResult:
-        """Shut down this pipeline's backend: drain, flush, close the writers."""
+        """Shut down this pipeline's backend: drain, flush, close the writers.
+
+        Raises:
+            ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
+        """
+        check_seconds("timeout", timeout, at_most=MAX_TIMEOUT, zero=True)
         if not self.config.enable_async:
             self.pipeline.close()
             return FlushResult(True, 0)

@@ -16,6 +16,7 @@ from typing import Any
 from kakashi import _errors
 from kakashi._speedups import Logger, Record, format_batch, minimal_json
 from kakashi._state import SURROGATES
+from kakashi._tally import Tally
 from kakashi.core.logger_cache import LoggerCache
 from kakashi.core.records import LogLevel, to_level
 from kakashi.enrichers import (
@@ -182,7 +183,11 @@ class Pipeline:
         self.fallback_to_sync = True
         #: The loggers this pipeline handed out, one per name.
         self.loggers = LoggerCache(self)
-        self._counts = {"emitted": 0, "written": 0, "filtered": 0, "errors": 0}
+        # Counted from every thread that logs (and every worker): exact without a lock.
+        self._emitted = Tally()
+        self._written = Tally()
+        self._filtered = Tally()
+        self._errors = Tally()
 
     # -- the stages -------------------------------------------------------------------
 
@@ -202,7 +207,7 @@ class Pipeline:
         for filter_ in self._filters:
             try:
                 if not filter_(record):
-                    self._counts["filtered"] += 1
+                    self._filtered.add()
                     return None
             except Exception as exc:
                 _errors.report(f"filter {_name(filter_)}", exc)
@@ -251,14 +256,14 @@ class Pipeline:
 
     def emit(self, record: Record) -> None:
         """Process one record now, on the calling thread."""
-        self._counts["emitted"] += 1
+        self._emitted.add()
         line = self.render(record)
         if line is None:
             return
         if self.write((line,)):
-            self._counts["errors"] += 1
+            self._errors.add()
         else:
-            self._counts["written"] += 1
+            self._written.add()
 
     process = emit
 
@@ -292,8 +297,17 @@ class Pipeline:
                 _errors.report(f"writer {writer!r} close", exc)
 
     def stats(self) -> dict[str, int]:
-        """Return counts: records ``emitted``, ``written``, ``filtered``, write ``errors``."""
-        return dict(self._counts)
+        """Return counts: records ``emitted``, ``written``, ``filtered``, write ``errors``.
+
+        Exact, however many threads log through the pipeline (or workers render for it).
+        """
+        written, filtered, errors = self._written.value, self._filtered.value, self._errors.value
+        return {
+            "emitted": self._emitted.value,
+            "written": written,
+            "filtered": filtered,
+            "errors": errors,
+        }
 
     # -- derived pipelines -------------------------------------------------------------
 

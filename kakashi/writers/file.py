@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kakashi import _errors
-from kakashi._locks import after_fork_in_child, fork_safe_lock
+from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 
 __all__ = [
@@ -110,6 +110,11 @@ class FileWriter:
     the new end, leaving no NUL padding (what logrotate copies and truncates is its own
     window: records written between its copy and its truncation are lost).
 
+    A write made while the same thread is inside a write to this writer (a signal
+    handler that logs to the file its thread is writing) does not wait for the writer's
+    lock: its bytes are appended, in order, once that outer write is done (or by the next
+    write, flush or close).
+
     A forked child reopens the file on its first write, so it shares no lock with its
     parent. Where there is no ``fcntl`` (Windows) the lock is only between the threads
     of one process.
@@ -153,7 +158,11 @@ class FileWriter:
             self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
         except UnsupportedPlatformError:
             self._fcntl = None  # one process per file, then (Windows)
-        self._lock = fork_safe_lock()
+        # Re-entrant, with _busy saying that this thread is in the middle of a write: a
+        # signal handler that writes then sets its bytes aside in _deferred.
+        self._lock = fork_safe_rlock()
+        self._busy = False
+        self._deferred: list[bytes] = []
         self._fd = -1
         self._inode: tuple[int, int] | None = None
         self._end = -1  # the file's size after this writer's last write; -1: check the tail
@@ -188,7 +197,10 @@ class FileWriter:
     def _after_fork_in_child(self) -> None:
         # The descriptors are shared with the parent, and so are the locks held on them:
         # close them (closing a copy does not release the parent's lock) and reopen on the
-        # first write. The thread lock is renewed by kakashi._locks.
+        # first write. The thread lock is renewed by kakashi._locks. A write another thread
+        # was making is not the child's, nor is what a handler set aside in the parent.
+        self._busy = False
+        self._deferred = []
         if self._fd >= 0:
             # A parent thread may have been closing it at the fork (EBADF here): the
             # descriptor is forgotten either way, or the child could never write.
@@ -301,24 +313,69 @@ class FileWriter:
         self._end = size + done
 
     def write(self, batch: Sequence[bytes]) -> None:
-        """Write the batch with one system call (reopening a moved path) under the lock."""
+        """Write the batch with one system call (reopening a moved path) under the lock.
+
+        Re-entered on this thread (a signal handler), the batch is written right after
+        the write it interrupted, without waiting for the lock (see the class).
+        """
         data = self.encode(batch)
-        with self._lock:
-            if self._fd < 0 or self._moved():
-                self._close_fd()
-                self._open()
-            fd = self._acquire()  # no context manager: this is the hot path
+        enter_region()
+        try:
+            with self._lock:
+                if self._busy:
+                    self._deferred.append(data)
+                    return
+                self._busy = True
+                try:
+                    if self._deferred:
+                        self._write_deferred()
+                    self._write_now(data)
+                    if self._deferred:
+                        self._write_deferred()
+                finally:
+                    self._busy = False
+        finally:
+            leave_region()
+
+    def _write_now(self, data: bytes) -> None:
+        """Append *data* (called with the thread lock held and ``_busy`` set)."""
+        if self._fd < 0 or self._moved():
+            self._close_fd()
+            self._open()
+        fd = self._acquire()  # no context manager: this is the hot path
+        try:
+            self._append(data, self._ready())
+        finally:
+            self._release(fd)
+
+    def _write_deferred(self) -> None:
+        """Write what re-entrant writes set aside (it stays there if the write fails)."""
+        while self._deferred:
+            taken = len(self._deferred)
+            self._write_now(b"".join(self._deferred[:taken]))
+            del self._deferred[:taken]  # one step: a handler may append meanwhile
+
+    def _catch_up(self) -> None:
+        """Write what re-entrant writes set aside, unless a write of this thread is under way."""
+        if self._deferred and not self._busy:
+            self._busy = True
             try:
-                self._append(data, self._ready())
+                self._write_deferred()
             finally:
-                self._release(fd)
+                self._busy = False
 
     def flush(self) -> None:
         """Nothing is buffered; with ``fsync=True``, force the data to disk."""
-        if self.fsync:
+        if not self.fsync and not self._deferred:
+            return
+        enter_region()
+        try:
             with self._lock:
-                if self._fd >= 0:
+                self._catch_up()
+                if self.fsync and self._fd >= 0:
                     os.fsync(self._fd)
+        finally:
+            leave_region()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and close the file; a later write reopens it.
@@ -326,15 +383,22 @@ class FileWriter:
         Waits at most *timeout* seconds (``None``: as long as it takes) for a write of
         another thread to end; after that, the file is left open.
         """
-        if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            return
+        enter_region()
         try:
-            if self._fd >= 0:
-                if self.fsync:
-                    os.fsync(self._fd)
-                self._close_fd()
+            if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+                return
+            try:
+                if self._busy:  # re-entered during a write of this thread: it goes on
+                    return
+                self._catch_up()
+                if self._fd >= 0:
+                    if self.fsync:
+                        os.fsync(self._fd)
+                    self._close_fd()
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            leave_region()
 
     def __repr__(self) -> str:
         return f"<FileWriter {str(self.path)!r}>"

@@ -1,0 +1,336 @@
+"""The worker under faults (#12): signals that log, SIGTERM mid-log, daemon threads at exit.
+
+Each test runs a real program in a fresh interpreter with real signals and real threads,
+on the implementation the run selected (``KAKASHI_NO_EXTENSIONS``). A program that
+deadlocks is killed at a generous deadline and the test fails: the deadline only detects
+a hang, it measures nothing. Every test checks the accounting: what was logged is on
+disk, or counted as dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kakashi
+
+ROOT = Path(kakashi.__file__).resolve().parent.parent
+#: The longest a program may run before it counts as hung (it needs a few seconds).
+DEADLINE = 60.0
+
+
+def start(tmp_path: Path, source: str, *args: object) -> subprocess.Popen[str]:
+    """Start *source* as ``main.py`` in a fresh interpreter, in its own session."""
+    (tmp_path / "main.py").write_text(textwrap.dedent(source))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-X", "faulthandler", "main.py", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait for *process* up to the deadline; kill it (and fail) if it hangs."""
+    try:
+        out, err = process.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"the program did not end within {DEADLINE:g}s (deadlock); stderr:\n{err}")
+    return process.returncode, out, err
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of *path*; every line must be a whole record."""
+    data = path.read_bytes() if path.exists() else b""
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]
+
+
+SIGNAL_LOGGER = """
+    import itertools, json, signal, sys
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import Pipeline, PipelineConfig, file_writer
+
+    mode, path, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    config = PipelineConfig(writers=(file_writer(path),))
+    if mode == "sync":
+        pipeline = Pipeline(config)
+    else:
+        strategy = "block" if mode == "async" else mode
+        # a queue of 4 under a drop strategy is full all the time: every log call drops
+        size = 100_000 if mode == "async" else 4
+        pipeline = AsyncPipeline(AsyncPipelineConfig(
+            pipeline_config=config,
+            async_config=AsyncConfig(max_queue_size=size, overflow_strategy=strategy),
+        ))
+    log = pipeline.get_logger("main")
+    from_handler = pipeline.get_logger("handler")
+    handled = itertools.count()  # next() is atomic: a nested handler cannot lose a count
+
+    def on_signal(signum, frame):
+        from_handler.info("from a handler", i=next(handled))
+
+    signal.signal(signal.SIGALRM, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
+    # every 200 microseconds, a few times per log call: handlers land in every part of
+    # one (more often, handlers would mostly interrupt handlers, nesting without end)
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+    for i in range(count):
+        log.info("from main", i=i)
+        if i % 64 == 0:
+            signal.raise_signal(signal.SIGUSR1)  # a handler inside a handler, now and then
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    summary = {"handled": next(handled)}
+    if mode == "sync":
+        summary["dropped"] = 0
+    else:
+        summary["complete"] = bool(pipeline.shutdown(60))
+        stats = pipeline.stats()
+        summary["dropped"] = stats["messages_dropped"]
+        summary["enqueued"] = stats["messages_enqueued"]
+        summary["by_reason"] = stats["dropped_by_reason"]
+    print(json.dumps(summary))
+"""
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "drop_oldest", "drop_newest"])
+def test_a_signal_handler_that_logs_never_deadlocks(tmp_path: Path, mode: str) -> None:
+    """Logging from a signal handler while the main thread is inside a log call finishes.
+
+    Signals arrive every 200 microseconds (and a nested one every 64 records) while the
+    main thread logs: the handler's log call lands inside the file writer's lock, the
+    queue's lock, the drop-notice lock. Nothing deadlocks, and every record is written
+    or counted as dropped; the main thread's records that were written are in order.
+    """
+    count = 20_000
+    path = tmp_path / "out.log"
+    returncode, out, err = finish(start(tmp_path, SIGNAL_LOGGER, mode, path, count))
+    assert 0 == returncode, err
+    summary = json.loads(out.splitlines()[-1])
+    lines = records(path)
+    by_logger = Counter(line["logger"] for line in lines)
+    main = [line["i"] for line in lines if line["logger"] == "main"]
+    logged = count + summary["handled"]
+
+    assert summary["handled"] > 0  # the handler did run while main logged
+    assert logged == by_logger["main"] + by_logger["handler"] + summary["dropped"]
+    assert sorted(main) == main
+    if mode in ("sync", "async"):
+        assert list(range(count)) == main
+    if mode != "sync":
+        assert summary["complete"]
+        assert logged == summary["enqueued"]
+
+
+SIGTERM_LOGGER = """
+    import json, os, signal, sys
+    from kakashi.core.async_backend import AsyncConfig, install_sigterm_handler
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    path, summary_path = sys.argv[1], sys.argv[2]
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(writers=(file_writer(path),)),
+        async_config=AsyncConfig(max_queue_size=1_000, batch_size=100),
+    ))
+    done = 0
+
+    def after_the_drain(signum, frame):
+        # the handler installed before install_sigterm_handler: it runs after the drain
+        stats = pipeline.stats()
+        with open(summary_path, "w") as out:
+            json.dump({"done": done, "stats": stats}, out)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, after_the_drain)
+    install_sigterm_handler(timeout=20)
+    log = pipeline.get_logger("term")
+    print("ready", flush=True)
+    while True:
+        log.info("r", i=done)
+        done += 1
+"""
+
+
+def test_sigterm_during_log_calls_always_ends_the_process(tmp_path: Path) -> None:
+    """SIGTERM while the main thread logs (into a queue kept full): every process ends.
+
+    With ``install_sigterm_handler``, each of 10 processes drains and then ends as SIGTERM
+    says (the handler installed before it runs after the drain and records the counts).
+    What each logged before the signal is on disk or counted as dropped.
+    """
+    processes = []
+    try:
+        for index in range(10):
+            folder = tmp_path / str(index)
+            folder.mkdir()
+            process = start(folder, SIGTERM_LOGGER, folder / "out.log", folder / "summary.json")
+            processes.append((folder, process))
+        for _, process in processes:
+            assert process.stdout is not None
+            assert "ready" == process.stdout.readline().strip()
+        for _, process in processes:
+            process.send_signal(signal.SIGTERM)
+        results = [(folder, finish(process)) for folder, process in processes]
+    finally:
+        for _, process in processes:  # a test that failed half-way leaves nothing running
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+
+    for folder, (returncode, _, err) in results:
+        assert -signal.SIGTERM == returncode, err
+        summary = json.loads((folder / "summary.json").read_text())
+        stats = summary["stats"]
+        on_disk = len(records(folder / "out.log"))
+        # the record being logged when SIGTERM came may or may not have been offered
+        assert summary["done"] <= stats["messages_enqueued"] <= summary["done"] + 1
+        assert stats["messages_enqueued"] == on_disk + stats["messages_dropped"], summary
+        assert 0 == stats["pending"]
+
+
+DAEMON_LOGGERS = """
+    import atexit, json, sys, threading, time
+
+    THREADS = 64
+    logged = [0] * THREADS  # each thread writes only its own slot
+    stop = False
+
+    def report():
+        # registered before kakashi's drain, so it runs after it (atexit is last-in,
+        # first-out): stop the threads, then read what they logged and the counters
+        global stop
+        stop = True
+        for thread in threads:
+            thread.join(30)
+        stats = backend.get_stats()
+        print(json.dumps({"logged": logged, "stats": stats}), flush=True)
+
+    atexit.register(report)
+
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(writers=(file_writer(sys.argv[1]),)),
+        # a timeout no healthy drain needs: nothing may be abandoned
+        async_config=AsyncConfig(max_queue_size=50_000, shutdown_timeout=30),
+    ))
+    backend = pipeline.backend
+
+    def run(index):
+        log = pipeline.get_logger(f"t{index}")
+        i = 0
+        while not stop:
+            log.info("r", t=index, i=i)
+            i += 1
+            logged[index] = i
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    # return while the queue holds a backlog (or after a while, whichever comes first)
+    deadline = time.monotonic() + 20
+    while backend.queue.size < 20_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def test_daemon_threads_logging_at_exit_leave_no_holes(tmp_path: Path) -> None:
+    """64 daemon threads still logging at exit: the drain writes what was queued, in order.
+
+    Per thread, the records on disk are 0, 1, ..., k-1 in that order: no record is
+    missing while a later one of the same thread is written. Everything logged is
+    written or counted as dropped, and nothing queued is abandoned (the shutdown
+    timeout is generous).
+    """
+    path = tmp_path / "out.log"
+    returncode, out, err = finish(start(tmp_path, DAEMON_LOGGERS, path))
+    assert 0 == returncode, err
+    summary = json.loads(out.splitlines()[-1])
+    stats = summary["stats"]
+    per_thread: dict[int, list[int]] = {}
+    for line in records(path):
+        if line["logger"] != "kakashi":  # a drop notice
+            per_thread.setdefault(line["t"], []).append(line["i"])
+
+    holes = {t: seq for t, seq in per_thread.items() if seq != list(range(len(seq)))}
+    assert {} == {t: seq[:20] for t, seq in holes.items()}
+    written = sum(len(seq) for seq in per_thread.values())
+    assert sum(summary["logged"]) == written + stats["messages_dropped"]
+    assert 0 == stats["dropped_by_reason"]["shutdown_timeout"]
+
+
+def test_a_put_from_inside_the_queue_never_waits(impl: Any) -> None:
+    """A put made from a queue callback on the same thread (as a signal handler's would
+    be) is taken in after the outer put, and a full ``block`` queue drops it at once as
+    ``reentrant`` instead of waiting for room its own thread holds up."""
+    nested: list[str] = []
+
+    def wake() -> None:
+        if not nested:
+            nested.append("in")
+            queue.put("nested")  # the queue (capacity 1) is full now
+
+    queue = impl.queue.RecordQueue(1, impl.queue.BLOCK, 0.0, wake, lambda r, i: None, bool)
+    queue.sleep()  # a worker waits: the first record calls wake
+    queue.put("outer")
+    counters = queue.counters()
+
+    assert ["in"] == nested
+    assert 2 == counters["offered"]
+    assert 1 == counters["size"]
+    assert 1 == counters["dropped"]["reentrant"]
+    assert 0 == counters["dropped"]["queue_full_block_timeout"]
+    assert 0 == queue.deferred
+
+
+@pytest.mark.parametrize("admit", [True, False])
+def test_held_callers_wait_for_the_drain(impl: Any, admit: bool) -> None:
+    """Once held and closed, a caller waits; released, its record goes to the fallback
+    (``admit``) or counts as dropped at shutdown, never both."""
+    import threading
+    import time
+
+    fallback: list[str] = []
+    drops: list[tuple[str, int]] = []
+    queue = impl.queue.RecordQueue(
+        8, impl.queue.BLOCK, 1.0, lambda: None, lambda r, i: drops.append((r, i)),
+        lambda r: fallback.append(r) or True,
+    )  # fmt: skip
+    queue.hold()
+    queue.close()
+    caller = threading.Thread(target=queue.put, args=("late",))
+    caller.start()
+    deadline = time.monotonic() + DEADLINE  # only detects a caller that never arrives
+    while queue.in_fallback == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    held = (queue.in_fallback, list(fallback))
+    queue.release(admit)
+    caller.join(DEADLINE)
+    counters = queue.counters()
+
+    assert (1, []) == held
+    assert not caller.is_alive()
+    assert (["late"] if admit else []) == fallback
+    assert (0 if admit else 1) == counters["dropped"]["shutdown_timeout"]
+    assert (1 if admit else 0) == counters["written_sync"]
