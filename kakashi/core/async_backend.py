@@ -108,7 +108,7 @@ _thread_state = threading.local()
 class _Run:
     """One pipeline's run of records in a batch, settled once every writer took it."""
 
-    __slots__ = ("filtered", "kept", "lost", "sink", "told", "waiting")
+    __slots__ = ("filtered", "kept", "lost", "noticed", "sink", "told", "waiting")
 
     def __init__(self, sink: Sink, kept: int, filtered: int, told: list[int] | None) -> None:
         self.sink = sink
@@ -117,6 +117,14 @@ class _Run:
         self.filtered = filtered
         self.lost = 0  # the most records any writer could not take
         self.waiting = 0  # lanes yet to take the run
+        # Some writer took the run's drop notice (its first line): the counts it carries
+        # are told, and not told again (to that writer a second time) when another
+        # writer loses the run.
+        self.noticed = False
+
+    def untold(self) -> list[int] | None:
+        """The drop counts to carry over to the next notice: none once one writer wrote it."""
+        return None if self.noticed else self.told
 
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
@@ -252,7 +260,7 @@ class _Lane:
                 run, lines, tries = self._items.popleft()
                 self.records -= len(lines)
             try:
-                lost = self._deliver(lines, tries)
+                lost = self._deliver(run, lines, tries)
             except BaseException as exc:  # never leave a run unsettled
                 _errors.report(f"writer {self.writer!r}", exc)
                 lost = self.lost(len(lines))
@@ -261,7 +269,7 @@ class _Lane:
             self.backend._part_settled(run, lost)
             del run, lines  # an idle lane holds nothing (the writer is held weakly)
 
-    def _deliver(self, lines: Sequence[bytes], tries: int) -> int:
+    def _deliver(self, run: _Run, lines: Sequence[bytes], tries: int) -> int:
         """Write *lines* under the policy; return how many records were lost."""
         backend = self.backend
         while True:
@@ -278,6 +286,10 @@ class _Lane:
             if writer is None:
                 return len(lines)  # collected: no one reads what it would have written
             lost, rest = backend._attempt(writer, lines)
+            if len(rest) < len(lines):
+                # The first line went (the notice, if the run has one; lines that are the
+                # rest of a partial write follow a notice already written).
+                run.noticed = True
             if not rest:
                 self.succeeded()
                 return lost
@@ -658,6 +670,8 @@ class AsyncBackend:
                         lost, rest = (
                             (0, lines) if is_concurrent(writer) else self._attempt(writer, lines)
                         )
+                        if len(rest) < len(lines):
+                            run.noticed = True
                         if rest:
                             run.lost = max(run.lost, lane.lost(len(rest)))
                         else:
@@ -667,6 +681,8 @@ class AsyncBackend:
                         handoffs.append((self._lane(writer), lines, 0))
                     else:
                         lost, rest = self._attempt(writer, lines)
+                        if len(rest) < len(lines):
+                            run.noticed = True
                         if rest:
                             handoffs.append((self._lane(writer), rest, 1))  # retried off the turn
                         else:
@@ -688,7 +704,7 @@ class AsyncBackend:
                 failed += lost
                 filtered += run.filtered
                 if run.lost:
-                    self._note_drops(sink, lost, told)
+                    self._note_drops(sink, lost, run.untold())
             start = end
         self._batches += 1
         self.queue.done(written, filtered, failed)
@@ -705,7 +721,7 @@ class AsyncBackend:
             lost = min(run.kept, run.lost)
             self.queue.done(run.kept - lost, run.filtered, lost)
             if run.lost:
-                self._note_drops(run.sink, lost, run.told)
+                self._note_drops(run.sink, lost, run.untold())
             self._notify_settled()
 
     def _lane(self, writer: Writer) -> _Lane:
