@@ -105,6 +105,15 @@ _WRITE_ERROR = REASONS.index("write_error")
 _thread_state = threading.local()
 
 
+def _describe(writer: object) -> str:
+    """``repr(writer)`` for reports and stats; never raises (a writer's ``__repr__`` that
+    does must not end a lane's thread or cost the writer its records)."""
+    try:
+        return repr(writer)
+    except Exception:
+        return f"<{type(writer).__name__} object (repr failed)>"
+
+
 class _Run:
     """One pipeline's run of records in a batch, settled once every writer took it."""
 
@@ -223,7 +232,7 @@ class _Lane:
             self._lock.notify()
         for old_run, old_lines, _ in over:
             _errors.report(
-                f"writer {self.writer!r}",
+                f"writer {_describe(self.writer)}",
                 detail="behind by more than max_queue_size records; the oldest are dropped",
             )
             self.backend._part_settled(old_run, self.lost(len(old_lines)))
@@ -262,7 +271,7 @@ class _Lane:
             try:
                 lost = self._deliver(run, lines, tries)
             except BaseException as exc:  # never leave a run unsettled
-                _errors.report(f"writer {self.writer!r}", exc)
+                _errors.report(f"writer {_describe(self.writer)}", exc)
                 lost = self.lost(len(lines))
             with self._lock:
                 self.pending -= 1
@@ -308,7 +317,7 @@ class _Lane:
         self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
         self.open_until = time.monotonic() + self.cool_down
         _errors.report(
-            f"writer {self.writer!r} circuit",
+            f"writer {_describe(self.writer)} circuit",
             detail=f"failing; its records are counted as dropped for {self.cool_down:g}s, "
             "then it is tried again",
         )
@@ -574,7 +583,7 @@ class AsyncBackend:
         if hung is not None:
             _errors.report(
                 "synchronous fallback",
-                detail=f"writer {hung!r} hangs; records logged after shutdown are dropped "
+                detail=f"writer {_describe(hung)} hangs; records logged after shutdown are dropped "
                 "and counted instead of blocking the caller",
             )
             return False
@@ -769,7 +778,7 @@ class AsyncBackend:
         stats = self._writer_stats.get(id(writer))
         if stats is None:
             stats = self._writer_stats[id(writer)] = {
-                "writer": repr(writer),
+                "writer": _describe(writer),
                 "batches": 0,
                 "records": 0,
                 "errors": 0,
@@ -791,7 +800,7 @@ class AsyncBackend:
                 result = writer.write(lines)
         except BaseException as exc:
             stats["errors"] += 1
-            _errors.report(f"writer {writer!r}", exc)
+            _errors.report(f"writer {_describe(writer)}", exc)
             written = getattr(exc, "written", 0)
             if type(written) is int and 0 < written < len(lines):
                 stats["records"] += written  # on disk already: retry only the rest
@@ -845,12 +854,12 @@ class AsyncBackend:
                 if id(writer) in self._busy:
                     self._hung.add(id(writer))
             _errors.report(
-                f"writer {writer!r} {what}",
+                f"writer {_describe(writer)} {what}",
                 detail="did not return in time; it is left running, and records are not "
                 "written to this writer synchronously while it hangs",
             )
         elif failure:
-            _errors.report(f"writer {writer!r} {what}", failure[0])
+            _errors.report(f"writer {_describe(writer)} {what}", failure[0])
 
     def _hung_writer(self, sink: Sink) -> Writer | None:
         """A writer of *sink* that a flush, close or shutdown gave up waiting for and that
@@ -950,7 +959,7 @@ class AsyncBackend:
                 try:
                     writer.flush()
                 except Exception as exc:
-                    _errors.report(f"writer {writer!r} flush", exc)
+                    _errors.report(f"writer {_describe(writer)} flush", exc)
                 close()
 
             self._bounded(writer, "close", flush_and_close, deadline)
