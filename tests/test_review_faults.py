@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -172,3 +173,54 @@ def test_a_writer_whose_repr_raises_still_gets_its_records(concurrent: bool) -> 
     assert flushed.complete
     assert list(range(10)) == [line["i"] for line in writer.lines]
     assert (10, 0, 0) == (stats["messages_written"], stats["messages_dropped"], stats["pending"])
+
+
+# -- a writer whose flush hangs holds the workers' turn --------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="flush() calls each writer's flush while holding the workers' turn: a flush that "
+    "hangs stops every other writer of the backend until the flush's own timeout; needs a "
+    "per-writer exclusion (route the writer to its lane while it flushes), not a small fix",
+)
+def test_a_hanging_flush_does_not_hold_up_another_pipelines_records() -> None:
+    """Two pipelines on one backend; pipeline A's writer hangs in flush(). During
+    backend.flush(10), pipeline B's record waited the whole 10 s (the flush's timeout)
+    before its writer got it."""
+    never = threading.Event()
+    entered = threading.Event()
+    got = threading.Event()
+
+    class HangingFlush(Keeper):
+        def flush(self) -> None:
+            entered.set()
+            never.wait(120)
+
+    class Signalling(Keeper):
+        def write(self, batch: Any) -> Any:
+            super().write(batch)
+            got.set()
+
+    first = pipeline(HangingFlush(), batch_timeout=0.01)
+    other = Signalling()
+    second = AsyncPipeline(
+        AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(min_level="DEBUG", writers=(other,)),
+            async_config=AsyncConfig(),
+        ),
+        backend=first.backend,
+    )
+    first.get_logger("a").info("one")
+    flusher = threading.Thread(target=first.flush, args=(10,))
+    flusher.start()
+    try:
+        assert entered.wait(60)
+        second.get_logger("b").info("two")
+        assert got.wait(60)
+        # Written while the flush still waits for the hung writer, not after it gave up.
+        assert flusher.is_alive()
+    finally:
+        flusher.join(60)
+        never.set()
+        first.shutdown(10)
