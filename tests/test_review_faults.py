@@ -224,3 +224,37 @@ def test_a_hanging_flush_does_not_hold_up_another_pipelines_records() -> None:
         flusher.join(60)
         never.set()
         first.shutdown(10)
+
+
+# -- no thread for a lane -------------------------------------------------------------------------
+
+
+def test_a_lane_whose_thread_cannot_start_does_not_end_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starting a lane's thread can fail ("can't start new thread": no thread left, or
+    at interpreter exit from Python 3.12 on, where the exit drain runs). The error went
+    out of the worker's turn and ended the worker; the lane kept a thread that never ran.
+    10 logged, 0 written, 10 pending for ever, 0 active workers."""
+    start = threading.Thread.start
+
+    def no_lane_threads(thread: threading.Thread) -> None:
+        if thread.name == "kakashi-lane":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    writer = Keeper()
+    writer.concurrent = True  # type: ignore[misc]
+    pipe = pipeline(writer)
+    monkeypatch.setattr(threading.Thread, "start", no_lane_threads)
+    log = pipe.get_logger("threads")
+    for i in range(10):
+        log.info("x", i=i)
+    flushed = pipe.flush(20)
+    stats = pipe.stats()
+    monkeypatch.undo()
+    pipe.shutdown(10)
+    assert flushed.complete
+    assert 1 == stats["active_workers"]
+    assert list(range(10)) == [line["i"] for line in writer.lines]
+    assert balanced(stats)

@@ -216,6 +216,7 @@ class _Lane:
     def hand(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
         """Queue *lines* of *run* for the writer (*tries* writes of them failed already)."""
         over = []
+        inline = False
         with self._lock:
             self._items.append((run, lines, tries))
             self.records += len(lines)
@@ -227,8 +228,13 @@ class _Lane:
                 self.pending -= 1
                 over.append(old)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread left, or interpreter exit (3.12+)
+                    inline = True
+                else:
+                    self._thread = thread  # under the lock: the thread cannot have ended
             self._lock.notify()
         for old_run, old_lines, _ in over:
             _errors.report(
@@ -236,6 +242,19 @@ class _Lane:
                 detail="behind by more than max_queue_size records; the oldest are dropped",
             )
             self.backend._part_settled(old_run, self.lost(len(old_lines)))
+        if inline:
+            self._deliver_here()
+
+    def _deliver_here(self) -> None:
+        """Deliver what the lane holds on the calling thread (a worker, in its turn): its
+        own thread could not start. Better late than a worker ended or a run unsettled."""
+        while True:
+            with self._lock:
+                if self._thread is not None or not self._items:
+                    return
+                run, lines, tries = self._items.popleft()
+                self.records -= len(lines)
+            self._deliver_one(run, lines, tries)
 
     def finish(self, deadline: float) -> None:
         """Let the lane's thread end once its records are settled (a shutdown), waiting
@@ -268,15 +287,18 @@ class _Lane:
                     return
                 run, lines, tries = self._items.popleft()
                 self.records -= len(lines)
-            try:
-                lost = self._deliver(run, lines, tries)
-            except BaseException as exc:  # never leave a run unsettled
-                _errors.report(f"writer {_describe(self.writer)}", exc)
-                lost = self.lost(len(lines))
-            with self._lock:
-                self.pending -= 1
-            self.backend._part_settled(run, lost)
+            self._deliver_one(run, lines, tries)
             del run, lines  # an idle lane holds nothing (the writer is held weakly)
+
+    def _deliver_one(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
+        try:
+            lost = self._deliver(run, lines, tries)
+        except BaseException as exc:  # never leave a run unsettled
+            _errors.report(f"writer {_describe(self.writer)}", exc)
+            lost = self.lost(len(lines))
+        with self._lock:
+            self.pending -= 1
+        self.backend._part_settled(run, lost)
 
     def _deliver(self, run: _Run, lines: Sequence[bytes], tries: int) -> int:
         """Write *lines* under the policy; return how many records were lost."""
