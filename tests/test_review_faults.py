@@ -258,3 +258,30 @@ def test_a_lane_whose_thread_cannot_start_does_not_end_the_worker(
     assert 1 == stats["active_workers"]
     assert list(range(10)) == [line["i"] for line in writer.lines]
     assert balanced(stats)
+
+
+# -- a writer attribute that shares a name with a retry setting -----------------------------------
+
+
+def test_a_writer_attribute_named_like_a_retry_setting_costs_no_records() -> None:
+    """A lane reads a writer's own max_error_retries, error_retry_delay and max_delay. A
+    concurrent writer with ``max_delay = None`` (its own meaning) raised TypeError in the
+    worker's turn, every batch: the healthy writer beside it had all 10 records yet they
+    counted as dropped (10 dropped, 0 written), the concurrent one got none."""
+
+    class Remote(Keeper):
+        concurrent = True
+        max_delay = None
+
+    good, remote = Keeper(), Remote()
+    pipe = pipeline(good, remote)
+    log = pipe.get_logger("attributes")
+    for i in range(10):
+        log.info("x", i=i)
+    flushed = pipe.flush(20)
+    stats = pipe.stats()
+    pipe.shutdown(10)
+    assert flushed.complete
+    assert list(range(10)) == [line["i"] for line in remote.lines]
+    assert list(range(10)) == [line["i"] for line in good.lines]
+    assert (10, 0) == (stats["messages_written"], stats["messages_dropped"])

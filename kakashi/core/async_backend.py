@@ -142,6 +142,28 @@ _MAX_COOL_DOWN = 30.0
 _TRIP = 3
 
 
+def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> float:
+    """A writer's own retry setting *name* if it has a usable one (a number from 0 to a
+    day), else *default*: a writer with an attribute of that name meaning something else
+    (``max_delay = None``) must not lose its records, nor its run, to a TypeError."""
+    value: object = default
+    try:
+        value = getattr(writer, name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(name)
+        number = kind(value)
+        if not 0 <= number <= MAX_WAIT:  # NaN too
+            raise ValueError(name)
+        return number
+    except Exception:
+        _errors.report(
+            f"writer {_describe(writer)} {name}",
+            detail=f"a {type(value).__name__} is not a usable "
+            f"{name}; the backend's {default!r} is used",
+        )
+        return kind(default)
+
+
 class _Lane:
     """One writer's deliveries off the workers' turn, in order, on a thread of its own.
 
@@ -182,9 +204,9 @@ class _Lane:
         self.cool_down = 0.0  # > 0 while the circuit is open or being tried again
         self.failures = 0  # batches given up on in a row
         config = backend.config
-        self.retries = int(getattr(writer, "max_error_retries", config.max_error_retries))
-        self.delay = float(getattr(writer, "error_retry_delay", config.error_retry_delay))
-        self.max_delay = float(getattr(writer, "max_delay", _MAX_COOL_DOWN))
+        self.retries = int(_policy(writer, "max_error_retries", config.max_error_retries, int))
+        self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
+        self.max_delay = _policy(writer, "max_delay", _MAX_COOL_DOWN, float)
 
     @property
     def writer(self) -> Writer | None:
