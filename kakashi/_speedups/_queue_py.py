@@ -165,8 +165,13 @@ def wait_while_full(queue: Any, timeout: float) -> bool:
 def wait_while_held(queue: Any, timeout: float | None) -> bool:
     """Wait while *queue* holds its closed offers; return whether they may go on.
 
-    ``False``: the queue refuses them (or *timeout* seconds passed first).
+    ``False``: the queue refuses them (or *timeout* seconds passed first). A thread
+    marked by :func:`never_wait_for_room` (a worker, or a writer's lane, whose thread may
+    start after :meth:`RecordQueue.hold` named the exempt ones) goes on at once: the
+    drain that holds the callers waits for it.
     """
+    if getattr(_no_waiting, "active", False):
+        return True
     deadline = None if timeout is None else time.monotonic() + timeout
     condition = queue.not_full
     with condition:

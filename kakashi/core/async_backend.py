@@ -105,10 +105,19 @@ _WRITE_ERROR = REASONS.index("write_error")
 _thread_state = threading.local()
 
 
+def _describe(writer: object) -> str:
+    """``repr(writer)`` for reports and stats; never raises (a writer's ``__repr__`` that
+    does must not end a lane's thread or cost the writer its records)."""
+    try:
+        return repr(writer)
+    except Exception:
+        return f"<{type(writer).__name__} object (repr failed)>"
+
+
 class _Run:
     """One pipeline's run of records in a batch, settled once every writer took it."""
 
-    __slots__ = ("filtered", "kept", "lost", "sink", "told", "waiting")
+    __slots__ = ("filtered", "kept", "lost", "noticed", "sink", "told", "waiting")
 
     def __init__(self, sink: Sink, kept: int, filtered: int, told: list[int] | None) -> None:
         self.sink = sink
@@ -117,12 +126,42 @@ class _Run:
         self.filtered = filtered
         self.lost = 0  # the most records any writer could not take
         self.waiting = 0  # lanes yet to take the run
+        # Some writer took the run's drop notice (its first line): the counts it carries
+        # are told, and not told again (to that writer a second time) when another
+        # writer loses the run.
+        self.noticed = False
+
+    def untold(self) -> list[int] | None:
+        """The drop counts to carry over to the next notice: none once one writer wrote it."""
+        return None if self.noticed else self.told
 
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
 _MAX_COOL_DOWN = 30.0
 #: Batches given up on in a row (each after its retries) that open a writer's circuit.
 _TRIP = 3
+
+
+def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> float:
+    """A writer's own retry setting *name* if it has a usable one (a number from 0 to a
+    day), else *default*: a writer with an attribute of that name meaning something else
+    (``max_delay = None``) must not lose its records, nor its run, to a TypeError."""
+    value: object = default
+    try:
+        value = getattr(writer, name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(name)
+        number = kind(value)
+        if not 0 <= number <= MAX_WAIT:  # NaN too
+            raise ValueError(name)
+        return number
+    except Exception:
+        _errors.report(
+            f"writer {_describe(writer)} {name}",
+            detail=f"a {type(value).__name__} is not a usable "
+            f"{name}; the backend's {default!r} is used",
+        )
+        return kind(default)
 
 
 class _Lane:
@@ -165,9 +204,9 @@ class _Lane:
         self.cool_down = 0.0  # > 0 while the circuit is open or being tried again
         self.failures = 0  # batches given up on in a row
         config = backend.config
-        self.retries = int(getattr(writer, "max_error_retries", config.max_error_retries))
-        self.delay = float(getattr(writer, "error_retry_delay", config.error_retry_delay))
-        self.max_delay = float(getattr(writer, "max_delay", _MAX_COOL_DOWN))
+        self.retries = int(_policy(writer, "max_error_retries", config.max_error_retries, int))
+        self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
+        self.max_delay = _policy(writer, "max_delay", _MAX_COOL_DOWN, float)
 
     @property
     def writer(self) -> Writer | None:
@@ -199,6 +238,7 @@ class _Lane:
     def hand(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
         """Queue *lines* of *run* for the writer (*tries* writes of them failed already)."""
         over = []
+        inline = False
         with self._lock:
             self._items.append((run, lines, tries))
             self.records += len(lines)
@@ -210,15 +250,33 @@ class _Lane:
                 self.pending -= 1
                 over.append(old)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread left, or interpreter exit (3.12+)
+                    inline = True
+                else:
+                    self._thread = thread  # under the lock: the thread cannot have ended
             self._lock.notify()
         for old_run, old_lines, _ in over:
             _errors.report(
-                f"writer {self.writer!r}",
+                f"writer {_describe(self.writer)}",
                 detail="behind by more than max_queue_size records; the oldest are dropped",
             )
             self.backend._part_settled(old_run, self.lost(len(old_lines)))
+        if inline:
+            self._deliver_here()
+
+    def _deliver_here(self) -> None:
+        """Deliver what the lane holds on the calling thread (a worker, in its turn): its
+        own thread could not start. Better late than a worker ended or a run unsettled."""
+        while True:
+            with self._lock:
+                if self._thread is not None or not self._items:
+                    return
+                run, lines, tries = self._items.popleft()
+                self.records -= len(lines)
+            self._deliver_one(run, lines, tries)
 
     def finish(self, deadline: float) -> None:
         """Let the lane's thread end once its records are settled (a shutdown), waiting
@@ -251,17 +309,20 @@ class _Lane:
                     return
                 run, lines, tries = self._items.popleft()
                 self.records -= len(lines)
-            try:
-                lost = self._deliver(lines, tries)
-            except BaseException as exc:  # never leave a run unsettled
-                _errors.report(f"writer {self.writer!r}", exc)
-                lost = self.lost(len(lines))
-            with self._lock:
-                self.pending -= 1
-            self.backend._part_settled(run, lost)
+            self._deliver_one(run, lines, tries)
             del run, lines  # an idle lane holds nothing (the writer is held weakly)
 
-    def _deliver(self, lines: Sequence[bytes], tries: int) -> int:
+    def _deliver_one(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
+        try:
+            lost = self._deliver(run, lines, tries)
+        except BaseException as exc:  # never leave a run unsettled
+            _errors.report(f"writer {_describe(self.writer)}", exc)
+            lost = self.lost(len(lines))
+        with self._lock:
+            self.pending -= 1
+        self.backend._part_settled(run, lost)
+
+    def _deliver(self, run: _Run, lines: Sequence[bytes], tries: int) -> int:
         """Write *lines* under the policy; return how many records were lost."""
         backend = self.backend
         while True:
@@ -278,6 +339,10 @@ class _Lane:
             if writer is None:
                 return len(lines)  # collected: no one reads what it would have written
             lost, rest = backend._attempt(writer, lines)
+            if len(rest) < len(lines):
+                # The first line went (the notice, if the run has one; lines that are the
+                # rest of a partial write follow a notice already written).
+                run.noticed = True
             if not rest:
                 self.succeeded()
                 return lost
@@ -296,7 +361,7 @@ class _Lane:
         self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
         self.open_until = time.monotonic() + self.cool_down
         _errors.report(
-            f"writer {self.writer!r} circuit",
+            f"writer {_describe(self.writer)} circuit",
             detail=f"failing; its records are counted as dropped for {self.cool_down:g}s, "
             "then it is tried again",
         )
@@ -562,7 +627,7 @@ class AsyncBackend:
         if hung is not None:
             _errors.report(
                 "synchronous fallback",
-                detail=f"writer {hung!r} hangs; records logged after shutdown are dropped "
+                detail=f"writer {_describe(hung)} hangs; records logged after shutdown are dropped "
                 "and counted instead of blocking the caller",
             )
             return False
@@ -658,6 +723,8 @@ class AsyncBackend:
                         lost, rest = (
                             (0, lines) if is_concurrent(writer) else self._attempt(writer, lines)
                         )
+                        if len(rest) < len(lines):
+                            run.noticed = True
                         if rest:
                             run.lost = max(run.lost, lane.lost(len(rest)))
                         else:
@@ -667,6 +734,8 @@ class AsyncBackend:
                         handoffs.append((self._lane(writer), lines, 0))
                     else:
                         lost, rest = self._attempt(writer, lines)
+                        if len(rest) < len(lines):
+                            run.noticed = True
                         if rest:
                             handoffs.append((self._lane(writer), rest, 1))  # retried off the turn
                         else:
@@ -688,7 +757,7 @@ class AsyncBackend:
                 failed += lost
                 filtered += run.filtered
                 if run.lost:
-                    self._note_drops(sink, lost, told)
+                    self._note_drops(sink, lost, run.untold())
             start = end
         self._batches += 1
         self.queue.done(written, filtered, failed)
@@ -705,7 +774,7 @@ class AsyncBackend:
             lost = min(run.kept, run.lost)
             self.queue.done(run.kept - lost, run.filtered, lost)
             if run.lost:
-                self._note_drops(run.sink, lost, run.told)
+                self._note_drops(run.sink, lost, run.untold())
             self._notify_settled()
 
     def _lane(self, writer: Writer) -> _Lane:
@@ -753,7 +822,7 @@ class AsyncBackend:
         stats = self._writer_stats.get(id(writer))
         if stats is None:
             stats = self._writer_stats[id(writer)] = {
-                "writer": repr(writer),
+                "writer": _describe(writer),
                 "batches": 0,
                 "records": 0,
                 "errors": 0,
@@ -775,7 +844,7 @@ class AsyncBackend:
                 result = writer.write(lines)
         except BaseException as exc:
             stats["errors"] += 1
-            _errors.report(f"writer {writer!r}", exc)
+            _errors.report(f"writer {_describe(writer)}", exc)
             written = getattr(exc, "written", 0)
             if type(written) is int and 0 < written < len(lines):
                 stats["records"] += written  # on disk already: retry only the rest
@@ -829,12 +898,12 @@ class AsyncBackend:
                 if id(writer) in self._busy:
                     self._hung.add(id(writer))
             _errors.report(
-                f"writer {writer!r} {what}",
+                f"writer {_describe(writer)} {what}",
                 detail="did not return in time; it is left running, and records are not "
                 "written to this writer synchronously while it hangs",
             )
         elif failure:
-            _errors.report(f"writer {writer!r} {what}", failure[0])
+            _errors.report(f"writer {_describe(writer)} {what}", failure[0])
 
     def _hung_writer(self, sink: Sink) -> Writer | None:
         """A writer of *sink* that a flush, close or shutdown gave up waiting for and that
@@ -936,7 +1005,7 @@ class AsyncBackend:
                 try:
                     writer.flush()
                 except Exception as exc:
-                    _errors.report(f"writer {writer!r} flush", exc)
+                    _errors.report(f"writer {_describe(writer)} flush", exc)
                 close()
 
             self._bounded(writer, "close", flush_and_close, deadline)
