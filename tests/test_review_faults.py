@@ -178,12 +178,6 @@ def test_a_writer_whose_repr_raises_still_gets_its_records(concurrent: bool) -> 
 # -- a writer whose flush hangs holds the workers' turn --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flush() calls each writer's flush while holding the workers' turn: a flush that "
-    "hangs stops every other writer of the backend until the flush's own timeout; needs a "
-    "per-writer exclusion (route the writer to its lane while it flushes), not a small fix",
-)
 def test_a_hanging_flush_does_not_hold_up_another_pipelines_records() -> None:
     """Two pipelines on one backend; pipeline A's writer hangs in flush(). During
     backend.flush(10), pipeline B's record waited the whole 10 s (the flush's timeout)
