@@ -1250,7 +1250,7 @@ def shutdown_all(timeout: float | None = None) -> None:
     """Shut down every live backend (interpreter exit does this), then forget the global one.
 
     Intake closes first and what was queued is written first, in order (see
-    :func:`_shut_down_in_order`). Workers still busy in a hung writer are given until
+    ``_shut_down_in_order``). Workers still busy in a hung writer are given until
     *timeout* to finish. The final figures of the global backend are forgotten too (a
     full reset, as between tests).
     """
