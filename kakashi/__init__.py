@@ -75,6 +75,7 @@ __version__ = "0.3.0.dev0"
 
 if TYPE_CHECKING:
     from kakashi.info import build_info
+    from kakashi.integrations.logging import capture_stdlib
 
 
 def __getattr__(name: str) -> Any:
@@ -83,6 +84,11 @@ def __getattr__(name: str) -> Any:
         from kakashi.info import build_info
 
         return build_info
+    # The stdlib bridge is loaded only by those who use it.
+    if name == "capture_stdlib":
+        from kakashi.integrations.logging import capture_stdlib
+
+        return capture_stdlib
     raise AttributeError(f"module 'kakashi' has no attribute {name!r}")
 
 
@@ -107,6 +113,7 @@ __all__ = [
     "get_logger",
     "set_level",
     "error_counts",
+    "capture_stdlib",
     # pipeline
     "Pipeline",
     "PipelineConfig",

@@ -1,0 +1,467 @@
+"""The standard library bridge, both directions.
+
+Into Kakashi: :class:`KakashiHandler` is a :class:`logging.Handler` that turns each
+:class:`logging.LogRecord` straight into a Kakashi record (no frame walking: the
+``LogRecord`` already says where and when) and hands it to a pipeline the way Kakashi's
+own loggers do. :func:`capture_stdlib` installs one on the root logger and on the
+well-known loggers that do not propagate, and optionally captures warnings and uncaught
+exceptions.
+
+Out of Kakashi: :class:`StdlibWriter` is a Kakashi writer that emits each JSON line as a
+real ``LogRecord``, so ``caplog``, ``assertLogs`` and existing handlers see it.
+
+Loops are cut, never followed:
+
+- a ``LogRecord`` emitted while this thread is already inside a ``KakashiHandler`` (a
+  writer or stage that logs through stdlib), or by one of Kakashi's own threads (named
+  ``kakashi-...``), is dropped and counted (:attr:`KakashiHandler.dropped` and
+  :func:`kakashi.error_counts` under ``"stdlib bridge: re-entrant record dropped"``);
+- a ``LogRecord`` made by a :class:`StdlibWriter` is never taken back by a handler, and a
+  record that came from stdlib (marked ``"kakashi_origin": "stdlib"``) is never sent back
+  by a ``StdlibWriter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from kakashi import _errors
+from kakashi._locks import fork_safe_lock
+from kakashi._speedups import Record, snapshot
+from kakashi._tally import Tally
+from kakashi.typing import LoggerSource
+
+__all__ = [
+    "ORIGIN_KEY",
+    "Capture",
+    "KakashiHandler",
+    "StdlibWriter",
+    "capture_stdlib",
+    "stdlib_writer",
+    "uninstall",
+]
+
+#: The top-level key that marks a record that came from stdlib (value ``"stdlib"``).
+ORIGIN_KEY = "kakashi_origin"
+#: Loggers that do not propagate to the root, so ``capture_stdlib`` installs on them too.
+NON_PROPAGATING = ("uvicorn.access", "uvicorn.error", "gunicorn.error", "gunicorn.access")
+#: The attribute a :class:`StdlibWriter` sets on the records it makes.
+_BRIDGED = "_kakashi_bridged"
+#: Attributes every ``LogRecord`` has; anything else on one came from ``extra=``.
+STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    _BRIDGED,
+}
+
+_local = threading.local()
+
+
+def _in_bridge() -> bool:
+    return getattr(_local, "active", False)
+
+
+class KakashiHandler(logging.Handler):
+    """A :class:`logging.Handler` that writes stdlib records through a Kakashi pipeline.
+
+    The record keeps the logger name, the numeric level (custom levels too), the
+    rendered message, the time, thread, process and ``taskName``; the ``%`` template and
+    its arguments as fields ``msg_template`` and ``msg_args`` (only when there are
+    arguments); the exception and stack; ``(module, funcName, lineno)`` as ``source``
+    and ``pathname`` as a field; and every attribute given with ``extra=`` as a field.
+
+    A message whose ``%`` arguments do not match is no error: it is counted (see
+    :func:`kakashi.error_counts`) and the template is written, with the field
+    ``kakashi_format_error`` saying what went wrong. Nothing raises into the caller.
+
+    Args:
+        level: the handler's level, as for any :class:`logging.Handler`.
+        pipeline: write through this pipeline; by default, the one
+            :func:`kakashi.configure` set, looked up at each record (so a later
+            ``configure`` is followed). Records below the pipeline's level are skipped.
+    """
+
+    def __init__(self, level: int = logging.NOTSET, pipeline: LoggerSource | None = None) -> None:
+        super().__init__(level)
+        if pipeline is not None and not callable(getattr(pipeline, "process", None)):
+            kind = type(pipeline).__name__
+            raise TypeError(f"pipeline must be a Pipeline or an AsyncPipeline, got {kind}")
+        self.pipeline = pipeline
+        self._dropped = Tally()
+
+    @property
+    def dropped(self) -> int:
+        """How many re-entrant records (see the module description) were dropped."""
+        return self._dropped.value
+
+    # logging.Handler takes its lock around emit(); the pipeline is thread-safe, so
+    # records from many threads need not queue up here.
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter *record* and emit it, without the handler's lock."""
+        passed: object = self.filter(record)
+        if passed:
+            # Python 3.12+: a filter may return a replacement record.
+            self.emit(passed if isinstance(passed, logging.LogRecord) else record)
+        return bool(passed)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Turn *record* into a Kakashi record and hand it to the pipeline. Never raises."""
+        if getattr(record, _BRIDGED, False):
+            return  # made by a StdlibWriter from a Kakashi record: it is already logged
+        if _in_bridge() or threading.current_thread().name.startswith("kakashi-"):
+            self._dropped.add()
+            _errors.report("stdlib bridge: re-entrant record dropped")
+            return
+        _local.active = True
+        try:
+            pipeline: Any = self.pipeline
+            if pipeline is None:
+                from kakashi.logger import get_default_pipeline
+
+                pipeline = get_default_pipeline()
+            if record.levelno < pipeline.min_level:
+                return
+            converted = to_record(record)
+            converted.sink = pipeline
+            pipeline.process(converted)
+        except Exception as exc:
+            _errors.report("stdlib bridge", exc)
+        finally:
+            _local.active = False
+
+    def __repr__(self) -> str:
+        return f"<KakashiHandler level={logging.getLevelName(self.level)}>"
+
+
+def _message(record: logging.LogRecord, fields: dict[str, Any]) -> str:
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        _errors.report("stdlib bridge: bad format arguments", exc)
+        fields["kakashi_format_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            return str(record.msg)
+        except Exception:
+            return f"<{type(record.msg).__qualname__} with failing str>"
+
+
+def to_record(record: logging.LogRecord) -> Record:
+    """Return the Kakashi :class:`~kakashi.Record` for a stdlib *record*."""
+    fields: dict[str, Any] = {}
+    message = _message(record, fields)
+    if record.args:
+        fields["msg_template"] = snapshot(
+            record.msg if type(record.msg) is str else str(record.msg)
+        )
+        fields["msg_args"] = snapshot(record.args)
+    fields["pathname"] = record.pathname
+    task = getattr(record, "taskName", None)
+    if task is not None:
+        fields["taskName"] = task
+    for key, value in record.__dict__.items():
+        if key not in STANDARD_ATTRIBUTES:
+            fields[key] = snapshot(value)
+    exc_info = record.exc_info if record.exc_info and record.exc_info[1] is not None else None
+    level = record.levelno if 0 <= record.levelno <= 100 else min(max(record.levelno, 0), 100)
+    return Record(
+        int(record.created * 1e9),
+        level,
+        record.name,
+        message,
+        None,
+        fields,
+        None,
+        record.thread or 0,
+        record.threadName,
+        None,
+        exc_info,
+        record.stack_info,
+        (record.module, record.funcName or "?", record.lineno),
+        None,
+        {
+            ORIGIN_KEY: "stdlib",
+            "thread": {"id": record.thread, "name": record.threadName},
+            "process": {"id": record.process},
+        },
+    )
+
+
+# -- capture_stdlib --------------------------------------------------------------------
+
+
+class Capture:
+    """What :func:`capture_stdlib` installed; :meth:`uninstall` puts everything back.
+
+    Attributes:
+        handler: the one :class:`KakashiHandler` installed.
+        loggers: the loggers it was added to.
+    """
+
+    def __init__(self, handler: KakashiHandler) -> None:
+        self.handler = handler
+        self.loggers: list[logging.Logger] = []
+        self._warnings: bool | None = None  # the captureWarnings state before, if changed
+        self._sys_hook: Any = None
+        self._thread_hook: Any = None
+        self._loop: Any = None
+        self._loop_handler: Any = None
+
+    # -- uncaught exceptions ------------------------------------------------------------
+
+    def _log_uncaught(
+        self,
+        level: int,
+        message: str,
+        exc_info: tuple[type[BaseException], BaseException, TracebackType | None],
+        **fields: Any,
+    ) -> None:
+        record = logging.LogRecord("kakashi.uncaught", level, "", 0, message, (), exc_info)
+        record.__dict__.update(fields)
+        self.handler.handle(record)
+
+    def _excepthook(
+        self, cls: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if not issubclass(cls, KeyboardInterrupt):
+            self._log_uncaught(logging.CRITICAL, "Uncaught exception", (cls, exc, tb))
+        self._sys_hook(cls, exc, tb)
+
+    def _threading_hook(self, args: Any) -> None:
+        if args.exc_value is not None and not issubclass(args.exc_type, SystemExit):
+            name = args.thread.name if args.thread is not None else None
+            self._log_uncaught(
+                logging.ERROR,
+                f"Uncaught exception in thread {name}",
+                (args.exc_type, args.exc_value, args.exc_traceback),
+                thread_name=name,
+            )
+        self._thread_hook(args)
+
+    # -- asyncio ------------------------------------------------------------------------
+
+    def install_on_loop(self, loop: Any) -> None:
+        """Log the exceptions *loop* reports (``loop.set_exception_handler``), at ERROR.
+
+        They are written as records of the ``asyncio`` logger, with the exception. A
+        handler the loop had before is called afterwards; the loop's default handler is
+        not (it would log the same report through the ``asyncio`` logger a second
+        time). :meth:`uninstall` restores the loop's handler.
+        """
+        previous = loop.get_exception_handler()
+
+        def handle(loop: Any, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+            record = logging.LogRecord(
+                "asyncio", logging.ERROR, "", 0, context.get("message", ""), (), info
+            )
+            self.handler.handle(record)
+            if previous is not None:
+                previous(loop, context)
+
+        loop.set_exception_handler(handle)
+        self._loop, self._loop_handler = loop, previous
+
+    # -- undoing ------------------------------------------------------------------------
+
+    def uninstall(self) -> None:
+        """Remove the handler and restore warnings capture, the hooks and the loop."""
+        global _installed
+        with _lock:
+            for logger in self.loggers:
+                logger.removeHandler(self.handler)
+            self.loggers.clear()
+            if self._warnings is not None:
+                logging.captureWarnings(self._warnings)
+                self._warnings = None
+            if self._sys_hook is not None and sys.excepthook == self._excepthook:
+                sys.excepthook = self._sys_hook
+            self._sys_hook = None
+            if self._thread_hook is not None and threading.excepthook == self._threading_hook:
+                threading.excepthook = self._thread_hook
+            self._thread_hook = None
+            if self._loop is not None:
+                self._loop.set_exception_handler(self._loop_handler)
+                self._loop = self._loop_handler = None
+            if _installed is self:
+                _installed = None
+
+
+_lock = fork_safe_lock()
+_installed: Capture | None = None
+
+
+def capture_stdlib(
+    level: int = logging.NOTSET,
+    *,
+    loggers: Iterable[str] = (),
+    capture_warnings: bool = False,
+    excepthooks: bool = False,
+    asyncio: bool = False,
+    pipeline: LoggerSource | None = None,
+) -> Capture:
+    """Send the standard library's logging into Kakashi; return what to undo.
+
+    Installs one :class:`KakashiHandler` on the root logger and on the loggers that do
+    not propagate to it (``uvicorn.access``, ``uvicorn.error``, ``gunicorn.error``,
+    ``gunicorn.access`` and *loggers*). Called again while installed, it returns the
+    same :class:`Capture` and installs nothing more.
+
+    Args:
+        level: the handler's level.
+        loggers: more non-propagating logger names to install on.
+        capture_warnings: route :func:`warnings.warn` through ``logging.captureWarnings``.
+        excepthooks: log uncaught exceptions (``sys.excepthook`` at CRITICAL,
+            ``threading.excepthook`` at ERROR) with their traceback, then call the
+            previous hook.
+        asyncio: log the exceptions the *running* event loop reports, at ERROR (see
+            :meth:`Capture.install_on_loop` for another loop).
+        pipeline: write through this pipeline instead of the configured default.
+
+    Raises:
+        RuntimeError: *asyncio* is true and no event loop is running in this thread.
+        TypeError: *loggers* is a str, or *pipeline* is no pipeline.
+    """
+    global _installed
+    if isinstance(loggers, str):
+        raise TypeError("loggers must be an iterable of logger names, not a str")
+    running = None
+    if asyncio:
+        import asyncio as _asyncio
+
+        running = _asyncio.get_running_loop()  # RuntimeError when none: a config error
+    with _lock:
+        if _installed is not None:
+            return _installed
+        capture = Capture(KakashiHandler(level, pipeline))
+        for name in (None, *NON_PROPAGATING, *loggers):
+            logger = logging.getLogger(name)
+            logger.addHandler(capture.handler)
+            capture.loggers.append(logger)
+        if capture_warnings:
+            capture._warnings = getattr(logging, "_warnings_showwarning", None) is not None
+            logging.captureWarnings(True)
+        if excepthooks:
+            capture._sys_hook, sys.excepthook = sys.excepthook, capture._excepthook
+            capture._thread_hook, threading.excepthook = (
+                threading.excepthook,
+                capture._threading_hook,
+            )
+        if running is not None:
+            capture.install_on_loop(running)
+        _installed = capture
+        return capture
+
+
+def uninstall() -> None:
+    """Undo :func:`capture_stdlib`, if it is installed."""
+    capture = _installed
+    if capture is not None:
+        capture.uninstall()
+
+
+# -- StdlibWriter -----------------------------------------------------------------------
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def _levelno(name: Any) -> int:
+    if isinstance(name, str):
+        number = _LEVELS.get(name)
+        if number is not None:
+            return number
+        if name.startswith("LEVEL") and name[5:].isdigit():
+            return int(name[5:])
+    return logging.WARNING
+
+
+class StdlibWriter:
+    """A Kakashi writer that emits each JSON line into :mod:`logging` as a ``LogRecord``.
+
+    Each line (from the JSON formatter) becomes a record of the stdlib logger named by
+    its ``logger`` (under *logger_name_prefix* if given), at its level, with its message;
+    every other key becomes an attribute of the record, as ``extra=`` would make it (a
+    key that is a standard ``LogRecord`` attribute is set as ``kakashi_<key>``). The
+    exception's traceback becomes ``exc_text``, the stack ``stack_info``. The stdlib
+    logger's level, filters and handlers decide what happens next.
+
+    Lines that came from stdlib (through a :class:`KakashiHandler`) are skipped and
+    counted in :attr:`skipped`: they are in stdlib already. Lines that are not JSON
+    objects are counted in :attr:`skipped` too.
+    """
+
+    def __init__(self, logger_name_prefix: str | None = None) -> None:
+        prefix: object = logger_name_prefix  # checked: dictConfig passes anything
+        if prefix is not None and not isinstance(prefix, str):
+            kind = type(prefix).__name__
+            raise TypeError(f"logger_name_prefix must be a str or None, got {kind}")
+        self.logger_name_prefix = logger_name_prefix
+        self._skipped = Tally()
+
+    @property
+    def skipped(self) -> int:
+        """How many lines were not emitted (from stdlib already, or not JSON objects)."""
+        return self._skipped.value
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        """Emit every line of *batch* as a ``LogRecord``, in order."""
+        for line in batch:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is not dict or event.get(ORIGIN_KEY) == "stdlib":
+                self._skipped.add()
+                continue
+            self._emit(event)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        name = str(event.pop("logger", "root"))
+        if self.logger_name_prefix:
+            name = f"{self.logger_name_prefix}.{name}"
+        logger = logging.getLogger(name)
+        levelno = _levelno(event.pop("level", None))
+        if not logger.isEnabledFor(levelno):
+            return
+        source = event.pop("source", None)
+        pathname, func, lineno = "", None, 0
+        if isinstance(source, dict):
+            pathname = str(source.get("module", ""))
+            func = source.get("function")
+            lineno = source.get("line") or 0
+        record = logger.makeRecord(
+            name, levelno, pathname, lineno, str(event.pop("message", "")), (), None, func
+        )
+        exception = event.pop("exception", None)
+        if isinstance(exception, dict):
+            record.exc_text = exception.get("traceback")
+        stack = event.pop("stack", None)
+        if stack is not None:
+            record.stack_info = str(stack)
+        for key, value in event.items():
+            attribute = f"kakashi_{key}" if key in STANDARD_ATTRIBUTES else key
+            record.__dict__[attribute] = value
+        record.__dict__[_BRIDGED] = True
+        logger.handle(record)
+
+    def flush(self) -> None:
+        """Nothing to flush: each record was handed to :mod:`logging` in ``write``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __repr__(self) -> str:
+        return f"<StdlibWriter prefix={self.logger_name_prefix!r}>"
+
+
+def stdlib_writer(logger_name_prefix: str | None = None) -> StdlibWriter:
+    """Return a :class:`StdlibWriter` (see there)."""
+    return StdlibWriter(logger_name_prefix)
