@@ -1,7 +1,7 @@
 """The standard library bridge, both directions.
 
-Into Kakashi: :class:`KakashiHandler` is a :class:`logging.Handler` that turns each
-:class:`logging.LogRecord` straight into a Kakashi record (no frame walking: the
+Into Kakashi: :class:`KakashiHandler` is a ``logging.Handler`` that turns each
+``logging.LogRecord`` straight into a Kakashi record (no frame walking: the
 ``LogRecord`` already says where and when) and hands it to a pipeline the way Kakashi's
 own loggers do. :func:`capture_stdlib` installs one on the root logger and on the
 well-known loggers that do not propagate, and optionally captures warnings and uncaught
@@ -70,7 +70,7 @@ def _in_bridge() -> bool:
 
 
 class KakashiHandler(logging.Handler):
-    """A :class:`logging.Handler` that writes stdlib records through a Kakashi pipeline.
+    """A ``logging.Handler`` that writes stdlib records through a Kakashi pipeline.
 
     The record keeps the logger name, the numeric level (custom levels too), the
     rendered message, the time, thread, process and ``taskName``; the ``%`` template and
@@ -83,7 +83,7 @@ class KakashiHandler(logging.Handler):
     ``kakashi_format_error`` saying what went wrong. Nothing raises into the caller.
 
     Args:
-        level: the handler's level, as for any :class:`logging.Handler`.
+        level: the handler's level, as for any ``logging.Handler``.
         pipeline: write through this pipeline; by default, the one
             :func:`kakashi.configure` set, looked up at each record (so a later
             ``configure`` is followed). Records below the pipeline's level are skipped.
@@ -318,7 +318,7 @@ def capture_stdlib(
     Args:
         level: the handler's level.
         loggers: more non-propagating logger names to install on.
-        capture_warnings: route :func:`warnings.warn` through ``logging.captureWarnings``.
+        capture_warnings: route ``warnings.warn`` through ``logging.captureWarnings``.
         excepthooks: log uncaught exceptions (``sys.excepthook`` at CRITICAL,
             ``threading.excepthook`` at ERROR) with their traceback, then call the
             previous hook.
