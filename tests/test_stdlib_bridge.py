@@ -109,6 +109,8 @@ def test_extra_attributes_become_fields(stdlib_logger: logging.Logger, lines: Li
     stdlib_logger.info("order", extra={"order_id": 7, "tags": ["a"], "level_hint": None})
     (event,) = lines.events
     assert (event["order_id"], event["tags"], event["level_hint"]) == (7, ["a"], None)
+    keys = list(event)
+    assert keys.index("order_id") < keys.index("tags") < keys.index("level_hint")
     stdlib_logger.info("x", extra={"source": "evil"})
     assert lines.events[1]["field.source"] == "evil"
     assert lines.events[1]["source"]["function"] == "test_extra_attributes_become_fields"

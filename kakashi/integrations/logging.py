@@ -62,6 +62,7 @@ STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__
     _BRIDGED,
 }
 
+_SCALARS = (str, int, float, bool, type(None))  # immutable: kept as they are, as a logger does
 _local = threading.local()
 
 
@@ -147,28 +148,36 @@ def _message(record: logging.LogRecord, fields: dict[str, Any]) -> str:
     except Exception as exc:
         _errors.report("stdlib bridge: bad format arguments", exc)
         fields["kakashi_format_error"] = f"{type(exc).__name__}: {exc}"
-        try:
-            return str(record.msg)
-        except Exception:
-            return f"<{type(record.msg).__qualname__} with failing str>"
+        return _template(record.msg)
+
+
+def _template(msg: object) -> str:
+    try:
+        return str(msg)
+    except Exception:
+        return f"<{type(msg).__qualname__} with failing str>"
 
 
 def to_record(record: logging.LogRecord) -> Record:
     """Return the Kakashi :class:`~kakashi.Record` for a stdlib *record*."""
     fields: dict[str, Any] = {}
     message = _message(record, fields)
+    attributes = record.__dict__
     if record.args:
-        fields["msg_template"] = snapshot(
-            record.msg if type(record.msg) is str else str(record.msg)
-        )
+        template = record.msg
+        fields["msg_template"] = template if type(template) is str else _template(template)
         fields["msg_args"] = snapshot(record.args)
     fields["pathname"] = record.pathname
-    task = getattr(record, "taskName", None)
+    task = attributes.get("taskName")
     if task is not None:
         fields["taskName"] = task
-    for key, value in record.__dict__.items():
-        if key not in STANDARD_ATTRIBUTES:
-            fields[key] = snapshot(value)
+    # A set difference runs in C; most records have no extra= attributes at all. They
+    # are then written in the order the caller gave them.
+    extras = attributes.keys() - STANDARD_ATTRIBUTES
+    if extras:
+        for key, value in attributes.items():
+            if key in extras:
+                fields[key] = value if type(value) in _SCALARS else snapshot(value)
     exc_info = record.exc_info if record.exc_info and record.exc_info[1] is not None else None
     level = record.levelno if 0 <= record.levelno <= 100 else min(max(record.levelno, 0), 100)
     return Record(
