@@ -21,6 +21,9 @@ from kakashi._switch import env_switch
 from kakashi.core.async_backend import shutdown_all
 from kakashi.logger import reset_registry
 
+#: The kakashi_logs fixture (kakashi.testing), as users get it.
+pytest_plugins = ["kakashi.testing"]
+
 NO_EXTENSIONS = env_switch("KAKASHI_NO_EXTENSIONS")
 
 
