@@ -3,8 +3,13 @@
 Values bound here are captured by every log call made in the same context (a snapshot,
 taken on the calling thread) and written by :func:`kakashi.enrichers.context_enricher`.
 The context lives in a :class:`contextvars.ContextVar`, so each asyncio task and each
-thread has its own, and ``asyncio.to_thread`` / ``contextvars.copy_context().run`` carry
-it across. Every change installs a new dict; a dict once captured is never mutated.
+thread has its own. An asyncio task starts with a copy of the context of the code that
+made it, and so does ``asyncio.to_thread``; ``loop.run_in_executor`` and
+``concurrent.futures`` executors do not carry it: :mod:`kakashi.concurrency` does.
+
+Precedence, when one key comes from several places: the fields of the log call win over
+the fields bound to the logger (``log.bind``), which win over the context. Every change
+installs a new dict; a dict once captured is never mutated.
 """
 
 from __future__ import annotations
