@@ -6,6 +6,7 @@ import http.server
 import json
 import logging
 import logging.config
+import subprocess
 import sys
 import threading
 import warnings
@@ -452,3 +453,54 @@ def test_bad_pipeline_argument() -> None:
         KakashiHandler(pipeline=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="loggers"):
         capture_stdlib(loggers="uvicorn")
+
+
+FORK_WHILE_LOGGING = """
+import json, logging, os, sys, threading
+import kakashi
+from kakashi.integrations.logging import capture_stdlib
+from kakashi.writers import FileWriter
+
+path = sys.argv[1]
+kakashi.configure(writers=(FileWriter(path),))
+capture_stdlib(logging.DEBUG)
+log = logging.getLogger("third.party")
+stop = threading.Event()
+
+def busy():
+    n = 0
+    while not stop.is_set():
+        log.info("parent %d", n, extra={"who": "parent"})
+        n += 1
+
+threads = [threading.Thread(target=busy) for _ in range(3)]
+for thread in threads:
+    thread.start()
+children = []
+for k in range(20):  # forks at random moments of the threads' log calls
+    pid = os.fork()
+    if pid == 0:
+        log.warning("child %d", k, extra={"who": "child", "k": k})
+        kakashi.flush(10)
+        os._exit(0)
+    children.append(pid)
+stop.set()
+for thread in threads:
+    thread.join()
+codes = [os.waitpid(pid, 0)[1] for pid in children]
+print(json.dumps(codes))
+"""
+
+
+def test_fork_while_other_threads_log_through_the_bridge(tmp_path: Any) -> None:
+    """20 forks while three threads log through capture_stdlib: every child logs through
+    the bridge without waiting for a lock a parent thread held, and its record lands."""
+    path = tmp_path / "app.log"
+    child = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_LOGGING, str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert 0 == child.returncode, child.stderr
+    assert [0] * 20 == json.loads(child.stdout)
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert list(range(20)) == sorted(r["k"] for r in records if r.get("who") == "child")
