@@ -137,3 +137,69 @@ def wait_or_kill(pid: int, timeout: float = 60.0) -> int:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     return os.waitpid(pid, 0)[1]
+
+
+class Keeper:
+    """A writer that keeps every line (decoded JSON)."""
+
+    concurrent = False
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def write(self, batch: Any) -> Any:
+        self.lines.extend(json.loads(line) for line in batch)
+        return None
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def keeping_pipeline(*writers: Any, enrichers: Any = (), **options: Any) -> Any:
+    """An AsyncPipeline at DEBUG with *writers* and *enrichers*, on a backend of its own
+    built from the AsyncConfig *options*."""
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig
+
+    config = AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(min_level="DEBUG", writers=writers, enrichers=enrichers),
+        async_config=AsyncConfig(**options),
+    )
+    return AsyncPipeline(config)
+
+
+def balanced(stats: dict[str, Any]) -> bool:
+    """Whether the async backend's books add up (ARCHITECTURE: nothing lost uncounted)."""
+    return bool(
+        stats["messages_enqueued"]
+        == stats["messages_written"]
+        + stats["messages_filtered"]
+        + stats["messages_dropped"]
+        + stats["pending"]
+    )
+
+
+class Clock:
+    """A settable clock for writers' ``clock=`` (seconds since the epoch)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def file_lines(directory: Path) -> dict[str, list[str]]:
+    """Every log file's lines in *directory* (plain, zstd or gzip), by name; lock files
+    left out."""
+    from kakashi.writers import read_lines
+
+    return {
+        file.name: [line.decode() for line in read_lines(file)]
+        for file in sorted(directory.iterdir())
+        if file.is_file() and not file.name.endswith(".lock")
+    }

@@ -30,7 +30,7 @@ from kakashi.core.pipeline import (
     file_writer,
     thread_enricher,
 )
-from tests.conftest import Implementation, read_json_lines, wait_or_kill
+from tests.conftest import Implementation, balanced, read_json_lines, wait_or_kill
 
 
 class SlowWriter:
@@ -61,16 +61,6 @@ def async_pipeline(writer: Any, **async_options: Any) -> AsyncPipeline:
         async_config=AsyncConfig(**async_options),
     )
     return AsyncPipeline(config)
-
-
-def balanced(stats: dict[str, Any]) -> bool:
-    return bool(
-        stats["messages_enqueued"]
-        == stats["messages_written"]
-        + stats["messages_filtered"]
-        + stats["messages_dropped"]
-        + stats["pending"]
-    )
 
 
 class TestQueue:

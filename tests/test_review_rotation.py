@@ -14,26 +14,11 @@ from pathlib import Path
 import pytest
 
 from kakashi import _errors
-from kakashi.writers import RotatingFileWriter, read_lines
+from kakashi.writers import RotatingFileWriter
+from tests.conftest import Clock
+from tests.conftest import file_lines as contents
 
 T0 = 1_795_737_600.0  # 2026-11-27T00:00:00Z
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def contents(directory: Path) -> dict[str, list[str]]:
-    """Every log file's lines, by name."""
-    return {
-        file.name: [line.decode() for line in read_lines(file)]
-        for file in sorted(directory.iterdir())
-        if file.is_file() and not file.name.endswith(".lock")
-    }
 
 
 # A child under TZ: one writer, a record at each local time of *steps*; prints each file's

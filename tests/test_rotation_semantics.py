@@ -24,25 +24,10 @@ import pytest
 
 from kakashi.cli.view import sources
 from kakashi.writers import RotatingFileWriter, read_lines
+from tests.conftest import Clock
+from tests.conftest import file_lines as contents
 
 T0 = 1_795_737_600.0  # 2026-11-27T00:00:00Z, a Friday
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def contents(directory: Path) -> dict[str, list[str]]:
-    """Every log file's lines, by name."""
-    return {
-        file.name: [line.decode() for line in read_lines(file)]
-        for file in sorted(directory.iterdir())
-        if file.is_file() and not file.name.endswith(".lock")
-    }
 
 
 def cookbook_namer(name: str) -> str:

@@ -3,7 +3,6 @@ pipeline, or run concurrently; every record written or counted, no caller blocke
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -12,47 +11,10 @@ from typing import Any
 
 import pytest
 
-from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
-
-
-class Keeper:
-    """A writer that keeps every line (decoded JSON)."""
-
-    concurrent = False
-
-    def __init__(self) -> None:
-        self.lines: list[dict[str, Any]] = []
-
-    def write(self, batch: Any) -> Any:
-        self.lines.extend(json.loads(line) for line in batch)
-        return None
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def pipeline(*writers: Any, enrichers: Any = (), **options: Any) -> AsyncPipeline:
-    config = AsyncPipelineConfig(
-        pipeline_config=PipelineConfig(min_level="DEBUG", writers=writers, enrichers=enrichers),
-        async_config=AsyncConfig(**options),
-    )
-    return AsyncPipeline(config)
-
-
-def balanced(stats: dict[str, Any]) -> bool:
-    return bool(
-        stats["messages_enqueued"]
-        == stats["messages_written"]
-        + stats["messages_filtered"]
-        + stats["messages_dropped"]
-        + stats["pending"]
-    )
-
+from tests.conftest import Keeper, balanced
+from tests.conftest import keeping_pipeline as pipeline
 
 # -- item 4: anything a writer or enricher raises -------------------------------------------
 
