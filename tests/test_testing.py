@@ -98,3 +98,10 @@ def test_the_fixture(module_log: Any, kakashi_logs: list[dict[str, Any]]) -> Non
 def test_a_bad_level_fails_when_asked() -> None:
     with pytest.raises(ValueError, match="level"):
         LogCapture("LOUD")
+
+
+def test_nested_values_come_back_as_plain_data() -> None:
+    with capture_logs() as logs:
+        kakashi.get_logger("app").info("order", order={"id": 7, "tags": ["a"]}, ids=(1, 2))
+    assert {"id": 7, "tags": ["a"]} == logs[0]["order"]
+    assert [1, 2] == logs[0]["ids"]
