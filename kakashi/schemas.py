@@ -188,6 +188,20 @@ _ECS_OWN = frozenset(
 )
 
 
+def _flat_path_taken(root: Mapping[str, Any], parts: list[str]) -> bool:
+    """Whether the document's flat dotted keys (``log.level``, ``ecs.version``) hold the
+    path *parts*, a prefix of it, or a path under it (Elasticsearch reads them all as one
+    tree)."""
+    if any(".".join(parts[:end]) in root for end in range(2, len(parts) + 1)):
+        return True
+    prefix = ".".join(parts) + "."
+    return any(key.startswith(prefix) for key in _ECS_FLAT)
+
+
+#: The flat dotted keys an ECS document starts with.
+_ECS_FLAT = ("log.level", "ecs.version")
+
+
 def _merge_dotted(
     node: dict[str, Any], key: str, value: Any, owned: set[int], root: dict[str, Any]
 ) -> None:
@@ -200,6 +214,9 @@ def _merge_dotted(
     parts = key.split(".")
     if "" in parts:  # "a..b", ".a": no path to follow; kept flat as given
         root[_free_key(root, key)] = value
+        return
+    if node is root and _flat_path_taken(root, parts):
+        root[_free_key(root, "field." + key)] = value
         return
     target = node
     for part in parts[:-1]:
