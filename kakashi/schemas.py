@@ -1,7 +1,7 @@
 """Formatters for the field schemas log backends read: ECS, Google Cloud, Datadog, Loki.
 
 Each formatter takes a record and returns one line (see :data:`kakashi.typing.Formatter`).
-It starts from the record's event (:func:`kakashi._speedups.event_dict`, the keys the JSON
+It starts from the record's event (``kakashi._speedups.event_dict``, the keys the JSON
 formatter writes) and moves the keys the backend knows to the names it expects; every other
 key is kept. A kept key that would land on a name the formatter already wrote is written
 as ``field.<key>`` (``field_<key>`` in logfmt), Kakashi's convention for reserved names, so
@@ -42,8 +42,8 @@ __all__ = [
     "loki_formatter",
 ]
 
-#: The ECS version the documents declare: the one the ``ecs-logging`` package declares, so
-#: documents from both read the same in Kibana.
+#: The ECS version the documents declare, the one the ``ecs-logging`` package declares (so
+#: documents from both read the same in Kibana).
 ECS_VERSION = "1.6.0"
 
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -67,6 +67,7 @@ _SEVERITY_FLOORS = (
 def gcp_severity(level: int) -> str:
     """Return Cloud Logging's severity for a level: ``INFO`` for 20, ``NOTICE`` for 25.
 
+    >>> from kakashi.schemas import gcp_severity
     >>> [gcp_severity(level) for level in (0, 10, 20, 25, 30, 40, 50, 60, 70)]
     ['DEFAULT', 'DEBUG', 'INFO', 'NOTICE', 'WARNING', 'ERROR', 'CRITICAL', 'ALERT', 'EMERGENCY']
     """
@@ -97,6 +98,7 @@ def datadog_trace_id(trace_id: str) -> str:
     Datadog's trace id is a 64-bit unsigned integer written in decimal: the lower 64 bits
     of the 128-bit id (W3C trace context keeps the randomness there).
 
+    >>> from kakashi.schemas import datadog_trace_id
     >>> datadog_trace_id("4bf92f3577b34da6a3ce929d0e0e4736")
     '11803532876627986230'
 
@@ -240,9 +242,9 @@ class EcsFormatter:
 
     ``@timestamp``, ``log.level`` (lowercase) and ``message`` come first, then
     ``ecs.version``, ``log.logger``, ``log.origin.file.name`` / ``.line`` /
-    ``log.origin.function`` (from ``source``; add :func:`kakashi.callsite_enricher`),
+    ``log.origin.function`` (from ``source``; add :func:`~kakashi.enrichers.callsite_enricher`),
     ``process.pid`` and ``process.thread.id`` / ``.name`` (from
-    :func:`kakashi.thread_enricher`; the thread id is always known), ``error.type`` /
+    :func:`~kakashi.enrichers.thread_enricher`; the thread id is always known), ``error.type`` /
     ``error.message`` / ``error.stack_trace``, ``trace.id`` / ``span.id`` from ``trace_id``
     / ``span_id``, and ``service.*`` when configured. A ``stack`` (``stack_info=True``)
     goes to ``error.stack_trace`` when there is no exception, as ``ecs-logging`` does.
@@ -404,7 +406,7 @@ class GcpFormatter:
 
     ``severity`` (see :func:`gcp_severity`), ``message``, ``time`` (RFC 3339), ``logger``;
     ``logging.googleapis.com/sourceLocation`` ``{file, line, function}`` from ``source``
-    (add :func:`kakashi.callsite_enricher`); with *project*,
+    (add :func:`~kakashi.enrichers.callsite_enricher`); with *project*,
     ``logging.googleapis.com/trace`` (``projects/PROJECT/traces/TRACE_ID``), ``.../spanId``
     and ``.../trace_sampled`` from ``trace_id``, ``span_id`` and ``trace_flags`` (without a
     project they stay plain fields); ``logging.googleapis.com/labels`` when given;
