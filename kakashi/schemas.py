@@ -5,7 +5,10 @@ It starts from the record's event (``kakashi._speedups.event_dict``, the keys th
 formatter writes) and moves the keys the backend knows to the names it expects; every other
 key is kept. A kept key that would land on a name the formatter already wrote is written
 as ``field.<key>`` (``field_<key>`` in logfmt), Kakashi's convention for reserved names, so
-a field can never overwrite or forge a schema field.
+a field never overwrites what the formatter wrote. Names that set an entry's metadata
+(Cloud Logging's special fields, Datadog's reserved attributes) are never taken from a
+field; ECS names the formatter did not write may be (``user.id``), as ``ecs-logging``
+lets ``extra=`` do.
 
 The JSON schemas are serialised by orjson with the JSON formatter's rules for values it
 does not know (``json_default``); a document that still fails falls back to the record's
@@ -507,8 +510,11 @@ class GcpFormatter:
 
 # -- Datadog -----------------------------------------------------------------------------
 
-#: Datadog's reserved attributes: a field of one of these names is written as field.<name>.
-_DATADOG_RESERVED = frozenset({"status", "service", "host", "source", "trace_id", "span_id"})
+#: Datadog's reserved attributes, and the trace correlation objects this formatter writes:
+#: a field of one of these names is written as field.<name>, so it cannot set them.
+_DATADOG_RESERVED = frozenset(
+    {"status", "service", "host", "source", "trace_id", "span_id", "dd", "otel"}
+)
 
 
 def _datadog_status(level: int) -> str:
@@ -530,8 +536,9 @@ class DatadogFormatter:
     Attribute paths are written as nested objects, which Datadog reads as the same
     dotted attributes. Every other field is kept (``thread`` too); one named like a
     reserved attribute (``status``, ``service``, ``host``, ``source``, ``trace_id``,
-    ``span_id``) is written as ``field.<name>``: Kakashi's ``source`` (the call site)
-    would otherwise read as the integration's name.
+    ``span_id``) or ``dd`` or ``otel`` is written as ``field.<name>``, so a field cannot
+    set an entry's status or trace; and Kakashi's ``source`` (the call site) would
+    otherwise read as the integration's name.
 
     Args:
         service: ``service`` and ``dd.service``.

@@ -11,6 +11,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kakashi
 from kakashi._speedups import Bound
@@ -448,13 +450,14 @@ class TestDatadog:
         """A field named like a reserved attribute is renamed; an id that is not an
         OpenTelemetry id is not converted."""
         fields = {"trace_id": "not-hex", "status": "ok", "service": "other", "host": "h"}
+        fields["dd"] = {"trace_id": "1"}
         document = doc(DatadogFormatter()(record(fields=fields)))
 
         assert "dd" not in document
         assert "info" == document["status"]
-        assert {"not-hex", "ok", "other", "h"} == {
-            document[f"field.{key}"] for key in ("trace_id", "status", "service", "host")
-        }
+        assert ["not-hex", "ok", "other", "h", {"trace_id": "1"}] == [
+            document[f"field.{key}"] for key in ("trace_id", "status", "service", "host", "dd")
+        ]
 
     def test_bad_trace_id(self) -> None:
         """datadog_trace_id takes only hex ids."""
@@ -577,3 +580,57 @@ def test_import_kakashi_loads_no_schema_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "[]" == result.stdout.strip()
+
+
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+field_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(text, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_keys = st.one_of(
+    text.filter(lambda key: key not in {"exc_info", "stack_info", "stacklevel"}),
+    st.sampled_from(["log.level", "severity", "status", "msg", "ts", "dd", "error.type"]),
+    st.sampled_from(["logging.googleapis.com/trace", "http.request.method", "ecs", "log"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=text, fields=st.dictionaries(field_keys, field_values, max_size=6))
+def test_fields_never_break_a_schema(msg: str, fields: dict[str, Any]) -> None:
+    """Whatever the fields are called and hold, each schema writes one line whose own
+    fields hold the record's values (no field overwrites them), and the logfmt line
+    re-parses to the message."""
+    lines: list[Any] = []
+    formatters = [EcsFormatter(), GcpFormatter(project="p"), DatadogFormatter(), loki_formatter]
+    for formatter in formatters:
+        pipeline = kakashi.Pipeline(
+            min_level="DEBUG", formatter=formatter, writers=(kakashi.callable_writer(lines.append),)
+        )
+        pipeline.get_logger("prop").info(msg, **fields)
+    ecs, gcp, datadog, loki = (line.decode() if isinstance(line, bytes) else line for line in lines)
+
+    assert not any("\n" in line for line in (ecs, gcp, datadog, loki))
+    ecs_document, gcp_document, dd_document = json.loads(ecs), json.loads(gcp), json.loads(datadog)
+    assert (msg, "info", ECS_VERSION, "prop") == (
+        ecs_document["message"],
+        ecs_document["log.level"],
+        ecs_document["ecs.version"],
+        ecs_document["log"]["logger"],
+    )
+    assert (msg, "INFO", "prop") == (
+        gcp_document["message"],
+        gcp_document["severity"],
+        gcp_document["logger"],
+    )
+    assert not [key for key in gcp_document if key.startswith("logging.googleapis.com/")]
+    assert (msg, "info", "prop") == (
+        dd_document["message"],
+        dd_document["status"],
+        dd_document["logger"]["name"],
+    )
+    assert "dd" not in dd_document  # no trace, no tags: a field cannot make one
+    parsed = parse_logfmt(loki)
+    assert (msg, "info", "prop") == (parsed["msg"], parsed["level"], parsed["logger"])
