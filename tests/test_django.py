@@ -21,6 +21,7 @@ import subprocess
 import sys
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,9 +37,10 @@ from django.test.utils import override_settings  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 import kakashi  # noqa: E402
-from kakashi.integrations.django import KakashiMiddleware  # noqa: E402
+from kakashi.integrations.django import KakashiMiddleware, drain_at_shutdown  # noqa: E402
 from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
+from tests.conftest import keeping_pipeline  # noqa: E402
 
 MIDDLEWARE = "kakashi.integrations.django.KakashiMiddleware"
 
@@ -147,6 +149,19 @@ class FailingMiddleware:
         if request.path == "/middleware-boom/":
             raise ValueError("middleware broke")
         return self.get_response(request)
+
+
+class ErrorPageMiddleware:
+    """The application's own error handling: turns a view's exception into a 503 page."""
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: Any, exception: Exception) -> HttpResponse:
+        return HttpResponse("sorry", status=503)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -363,6 +378,18 @@ def test_an_exception_in_a_lower_middleware_is_logged_once() -> None:
     assert 500 == only(logs, "request")["status"]
 
 
+def test_an_exception_the_application_answers_is_logged_once() -> None:
+    """A middleware's process_exception (listed above Kakashi's) answers the view's
+    exception itself: Django's 500 handling and its signal never run, Kakashi's
+    process_exception still logs it once, and the access record has the page's status."""
+    pages = f"{__name__}.ErrorPageMiddleware"
+    with site([pages, MIDDLEWARE]), capture_logs() as logs:
+        response = Client().get("/boom/")
+    assert (503, b"sorry") == (response.status_code, response.content)
+    assert "RuntimeError" == only(logs, "request failed")["exception"]["type"]
+    assert (503, "ERROR") == (only(logs, "request")["status"], only(logs, "request")["level"])
+
+
 # -- streaming -------------------------------------------------------------------------
 
 
@@ -417,7 +444,9 @@ def test_a_stream_closed_early_says_disconnected() -> None:
     assert "request_id" not in kakashi.get_context()
 
 
-def _asgi_call(url: str, *, disconnect_after_body: bool) -> list[dict[str, Any]]:
+def _asgi_call(
+    url: str, *, disconnect_after_body: bool, application: Any = None
+) -> list[dict[str, Any]]:
     """Serve *url* with Django's real ASGIHandler; the client disconnects after the first
     body chunk (or at once, while the view runs). Returns the messages sent."""
     sent: list[dict[str, Any]] = []
@@ -454,7 +483,7 @@ def _asgi_call(url: str, *, disconnect_after_body: bool) -> list[dict[str, Any]]
             "client": ("192.0.2.1", 50000),
             "server": ("testserver", 80),
         }
-        await ASGIHandler()(scope, receive, send)
+        await (application or ASGIHandler())(scope, receive, send)
 
     asyncio.run(run())
     return sent
@@ -612,3 +641,48 @@ def test_importing_kakashi_loads_no_django() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+# -- shutdown --------------------------------------------------------------------------
+
+
+def test_drain_at_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
+    """The wrapper answers the lifespan protocol Django refuses; at shutdown everything
+    queued in the async backend is on disk before it says complete. HTTP passes through."""
+    path = tmp_path / "app.log"
+    pipeline = keeping_pipeline(kakashi.file_writer(str(path)))
+    log = kakashi.get_logger("queued", pipeline)
+    application = drain_at_shutdown(ASGIHandler())
+    sent: list[dict[str, Any]] = []
+    lines_at_shutdown: list[int] = []
+
+    async def lifespan() -> None:
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+        async def receive() -> dict[str, Any]:
+            message = next(messages)
+            if message["type"] == "lifespan.shutdown":
+                for i in range(500):
+                    log.info("r", i=i)
+            return message
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            if message["type"] == "lifespan.shutdown.complete":
+                lines_at_shutdown.append(len(path.read_text().splitlines()))
+
+        await application({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+
+    asyncio.run(lifespan())
+    assert ["lifespan.startup.complete", "lifespan.shutdown.complete"] == [
+        message["type"] for message in sent
+    ]
+    assert [500] == lines_at_shutdown
+    pipeline.shutdown()
+    with site(), capture_logs() as logs:  # the handler loads MIDDLEWARE when it is made
+        served = drain_at_shutdown(ASGIHandler())
+        answer = _asgi_call("/health/", disconnect_after_body=True, application=served)
+    assert 200 == answer[0]["status"]
+    assert "/health/" == only(logs, "request")["path"]
+    with pytest.raises(ValueError, match="timeout"):
+        drain_at_shutdown(ASGIHandler(), timeout=0)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -57,9 +57,9 @@ from django.http import Http404
 from django.http.multipartparser import MultiPartParserError
 
 from kakashi import _errors
-from kakashi.integrations.web import RequestLog, RequestLogging
+from kakashi.integrations.web import RequestLog, RequestLogging, drain
 
-__all__ = ["KakashiMiddleware"]
+__all__ = ["KakashiMiddleware", "drain_at_shutdown"]
 
 #: The keys ``KAKASHI`` may hold: the keyword settings of RequestLogging.
 SETTING_NAMES: Final = frozenset(inspect.signature(RequestLogging).parameters)
@@ -345,3 +345,42 @@ class KakashiMiddleware:
             _errors.report("django: response", exc)
         log.finish()
         return response
+
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+def drain_at_shutdown(application: ASGIApp, *, timeout: float = 5.0) -> ASGIApp:
+    """Wrap Django's ASGI *application* so the server's shutdown drains Kakashi.
+
+    Django's ``ASGIHandler`` refuses the ASGI lifespan protocol, so an ASGI server
+    (uvicorn, daphne, hypercorn) has no shutdown to tell it about; and uvicorn dies by
+    the SIGTERM it stopped on, so interpreter-exit hooks never run and whatever is
+    still queued would be lost. The wrapper answers the lifespan messages itself and, at
+    ``lifespan.shutdown`` (after the server finished its requests), writes out
+    everything logged, within *timeout* seconds (:func:`kakashi.integrations.web.drain`).
+    Every other scope goes to *application* unchanged.
+
+    Raises:
+        ValueError: *timeout* is not a positive number of seconds.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    limit = float(timeout)
+
+    async def application_with_drain(scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "lifespan":
+            await application(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message.get("type") == "lifespan.shutdown":
+                # The server has stopped serving: blocking its loop for the drain is what
+                # shutdown is for, and a thread here could outlive the loop.
+                drain(limit)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return application_with_drain
