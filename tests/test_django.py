@@ -686,3 +686,79 @@ def test_drain_at_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
     assert "/health/" == only(logs, "request")["path"]
     with pytest.raises(ValueError, match="timeout"):
         drain_at_shutdown(ASGIHandler(), timeout=0)
+
+
+# -- the LOGGING of docs/django.md ------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "django.md"
+
+LOGGING_PROBE = """
+import json, logging, sys, types
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import path
+import kakashi
+
+lines = []
+kakashi.configure(
+    formatter=kakashi.default_json_formatter,
+    writers=(kakashi.callable_writer(lines.append),),
+)
+
+def boom(request):
+    raise RuntimeError("boom")
+
+def ok(request):
+    logging.getLogger("django.db.backends").info("a query")
+    logging.getLogger("payments").warning("card declined")
+    return HttpResponse("ok")
+
+boom.__module__ = ok.__module__ = "probe"
+urls = types.ModuleType("probe_urls")
+urls.urlpatterns = [path("boom/", boom), path("ok/", ok)]
+LOGGING = json.loads(sys.argv[1])
+settings.configure(
+    ROOT_URLCONF=urls,
+    ALLOWED_HOSTS=["testserver"],
+    MIDDLEWARE=["kakashi.integrations.django.KakashiMiddleware"],
+    LOGGING=LOGGING,
+)
+django.setup()
+client = Client(raise_request_exception=False)
+client.get("/ok/")
+client.get("/boom/")
+client.get("/nowhere/")
+logging.getLogger("django.server").info('"GET /ok/ HTTP/1.1" 200 2')
+for line in lines:
+    event = json.loads(line)
+    print(event["logger"], event["message"], event.get("status", ""))
+"""
+
+
+def test_the_documented_logging_settings(tmp_path: Path) -> None:
+    """docs/django.md's LOGGING, applied by Django in a fresh process: Django's and the
+    application's stdlib records arrive in Kakashi; runserver's access lines and
+    django.request's twins of the access record are gone, and nothing goes to stderr."""
+    import ast
+    import json
+
+    text = DOCS.read_text()
+    block = text.split("```python\n# settings.py\nLOGGING = ", 1)[1].split("```", 1)[0]
+    logging_settings = ast.literal_eval(block)
+    out = subprocess.run(
+        [sys.executable, "-c", LOGGING_PROBE, json.dumps(logging_settings)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "" == out.stderr
+    assert [
+        "django.db.backends a query ",
+        "payments card declined ",
+        "kakashi.access request 200",
+        "kakashi.access request failed ",
+        "kakashi.access request 500",
+        "kakashi.access request 404",
+    ] == out.stdout.splitlines()

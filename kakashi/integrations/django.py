@@ -2,7 +2,7 @@
 
 Put :class:`KakashiMiddleware` first in ``MIDDLEWARE`` (it then times and sees everything
 the others do) and, optionally, its settings in ``KAKASHI``, a dict of the keyword
-settings of :class:`~kakashi.integrations.web.RequestLogging`::
+settings of ``kakashi.integrations.web.RequestLogging``::
 
     MIDDLEWARE = ["kakashi.integrations.django.KakashiMiddleware", ...]
     KAKASHI = {"trusted_proxies": ["10.0.0.0/8"], "exclude_paths": ["/health"]}
@@ -10,7 +10,7 @@ settings of :class:`~kakashi.integrations.web.RequestLogging`::
 The middleware is both sync and async capable, as Django documents for hybrid
 middleware: under WSGI it runs synchronously, under ASGI as a coroutine, so it never
 costs a thread switch of its own. What it logs is described in
-:mod:`kakashi.integrations.web`; the Django specifics are:
+``kakashi.integrations.web``; the Django specifics are:
 
 - the route is ``"/"`` + ``request.resolver_match.route`` (``/items/<int:pk>/``; a
   ``re_path`` gives its regular expression without the leading ``^``); a request the
@@ -221,7 +221,7 @@ class KakashiMiddleware:
 
     Django builds it with *get_response* only; the settings then come from the
     ``KAKASHI`` setting, read once here. Built by hand (a subclass, a test), it also
-    takes a :class:`~kakashi.integrations.web.RequestLogging` or the same keyword settings.
+    takes a ``kakashi.integrations.web.RequestLogging`` or the same keyword settings.
 
     Raises:
         django.core.exceptions.ImproperlyConfigured: ``KAKASHI`` is not a dict of valid
@@ -358,7 +358,7 @@ def drain_at_shutdown(application: ASGIApp, *, timeout: float = 5.0) -> ASGIApp:
     the SIGTERM it stopped on, so interpreter-exit hooks never run and whatever is
     still queued would be lost. The wrapper answers the lifespan messages itself and, at
     ``lifespan.shutdown`` (after the server finished its requests), writes out
-    everything logged, within *timeout* seconds (:func:`kakashi.integrations.web.drain`).
+    everything logged, within *timeout* seconds (``kakashi.integrations.web.drain``).
     Every other scope goes to *application* unchanged.
 
     Raises:
