@@ -79,6 +79,10 @@ def echo(request: Any) -> HttpResponse:
     return HttpResponse(request.body)
 
 
+def upload(request: Any) -> HttpResponse:
+    return HttpResponse(request.FILES["f"].read())
+
+
 CHUNKS = [b"alpha,", b"beta,", b"gamma"]
 
 
@@ -87,6 +91,14 @@ def stream(request: Any) -> StreamingHttpResponse:
         for chunk in CHUNKS:
             app_log().info("chunk")
             yield chunk
+
+    return StreamingHttpResponse(chunks())
+
+
+def stream_broken(request: Any) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        yield CHUNKS[0]
+        raise RuntimeError("stream broke")
 
     return StreamingHttpResponse(chunks())
 
@@ -128,7 +140,9 @@ urls.urlpatterns = [
     path("async/boom/", boom_async),
     path("forbidden/", forbidden),
     path("echo/", echo),
+    path("upload/", upload),
     path("stream/", stream),
+    path("stream/broken/", stream_broken),
     path("async/stream/", stream_async),
     path("async/forever/", stream_forever),
     path("async/slow/", slow_view),
@@ -444,6 +458,20 @@ def test_a_stream_closed_early_says_disconnected() -> None:
     assert "request_id" not in kakashi.get_context()
 
 
+def test_a_stream_that_fails_midway_is_logged_once() -> None:
+    """The iterator raises after one chunk: one "request failed", then the access record
+    with the status and size as sent; the exception goes on to the server."""
+    with site(), capture_logs() as logs:
+        response = Client().get("/stream/broken/")
+        with pytest.raises(RuntimeError, match="stream broke"):
+            b"".join(response.streaming_content)
+    failed = only(logs, "request failed")
+    assert "RuntimeError" == failed["exception"]["type"]
+    access = only(logs, "request")
+    assert (200, len(CHUNKS[0])) == (access["status"], access["response_size"])
+    assert ["request failed", "request"] == [entry["message"] for entry in logs]
+
+
 def _asgi_call(
     url: str, *, disconnect_after_body: bool, application: Any = None
 ) -> list[dict[str, Any]]:
@@ -525,17 +553,25 @@ def test_a_real_asgi_disconnect_while_the_view_runs() -> None:
 # -- bodies, redaction, hostile input, enrichers ---------------------------------------
 
 
-def test_bodies_only_when_asked_and_capped() -> None:
+def post(url: str, payload: bytes, *, asgi: bool) -> Any:
+    """POST *payload* as text/plain through the test client of the mode asked for."""
+    if asgi:
+        return asyncio.run(AsyncClient().post(url, data=payload, content_type="text/plain"))
+    return Client().post(url, data=payload, content_type="text/plain")
+
+
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+def test_bodies_only_when_asked_and_capped(asgi: bool) -> None:
     """No bodies by default; with the settings on, both bodies capped at body_limit, and
     the view still reads the whole request body."""
     payload = b"0123456789abcdefghij"  # 20 bytes, over the cap of 16
     with site(), capture_logs() as logs:
-        Client().post("/echo/", data=payload, content_type="text/plain")
+        post("/echo/", payload, asgi=asgi)
     access = only(logs, "request")
     assert "request_body" not in access and "response_body" not in access
     settings = {"log_request_body": True, "log_response_body": True, "body_limit": 16}
     with site(**settings), capture_logs() as logs:
-        response = Client().post("/echo/", data=payload, content_type="text/plain")
+        response = post("/echo/", payload, asgi=asgi)
     assert payload == response.content
     access = only(logs, "request")
     assert ("0123456789abcdef", True) == (access["request_body"], access["request_body_truncated"])
@@ -543,6 +579,19 @@ def test_bodies_only_when_asked_and_capped() -> None:
         access["response_body"],
         access["response_body_truncated"],
     )
+
+
+def test_a_multipart_body_is_left_to_the_upload_handlers() -> None:
+    """log_request_body never reads a multipart body (uploads keep streaming to their
+    handlers): no request_body, and the view gets the file."""
+    import io
+
+    upload_file = io.BytesIO(b"file content")
+    upload_file.name = "notes.txt"
+    with site(log_request_body=True), capture_logs() as logs:
+        response = Client().post("/upload/", {"f": upload_file})
+    assert b"file content" == response.content
+    assert "request_body" not in only(logs, "request")
 
 
 def test_headers_redacted_by_exact_key() -> None:
