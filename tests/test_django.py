@@ -660,7 +660,8 @@ def test_bad_kakashi_fails_at_the_first_request_of_a_client() -> None:
 
 
 def test_settings_given_directly() -> None:
-    """Built by hand it takes a RequestLogging or keyword settings, not both."""
+    """Built by hand it takes a RequestLogging or keyword settings, not both; KAKASHI
+    may be a RequestLogging too."""
     settings = RequestLogging(slow_request_ms=5)
     assert settings is KakashiMiddleware(lambda r: None, settings).settings
     assert 7.0 == KakashiMiddleware(lambda r: None, slow_request_ms=7).settings.slow_request_ms
@@ -668,6 +669,8 @@ def test_settings_given_directly() -> None:
         KakashiMiddleware(lambda r: None, settings, slow_request_ms=7)
     with pytest.raises(ValueError, match="slow_request_ms"):
         KakashiMiddleware(lambda r: None, slow_request_ms=-1)
+    with override_settings(KAKASHI=settings):  # KAKASHI may hold the object itself
+        assert settings is KakashiMiddleware(lambda r: None).settings
 
 
 def test_hybrid_sync_and_async() -> None:
