@@ -269,3 +269,15 @@ def test_importing_it_loads_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+def test_a_stream_cut_short_says_so() -> None:
+    """finish(disconnected=True) marks the access record; a whole response has no mark."""
+    with capture_logs() as logs:
+        cut = _request(RequestLogging())
+        cut.set_status(200)
+        cut.add_response_body(b"first chunk")
+        cut.finish(disconnected=True)
+        _request(RequestLogging()).finish(200)
+    assert [True, None] == [entry.get("disconnected") for entry in logs]
+    assert [200, 11] == [logs[0]["status"], logs[0]["response_size"]]

@@ -300,6 +300,7 @@ class RequestLog:
         route: the route template, once the adapter knows it (:meth:`set_route`).
         status: the response status, once known.
         response_size: bytes of response body sent so far.
+        disconnected: whether the response was cut short (see :meth:`finish`).
         headers: the request headers, names lowercased (values as received).
     """
 
@@ -338,6 +339,7 @@ class RequestLog:
         self.request_id = self._pick_id()
         self.request_body = bytearray()
         self.response_body = bytearray()
+        self.disconnected = False
         self._exception_logged = False
         self._finished = False
         self._token: ContextToken | None = bind_context(request_id=self.request_id)
@@ -402,16 +404,18 @@ class RequestLog:
         except Exception as error:
             _errors.report("web: exception record", error)
 
-    def finish(self, status: int | None = None) -> None:
+    def finish(self, status: int | None = None, *, disconnected: bool = False) -> None:
         """Write the access record (and the slow warning) and unbind the request id.
 
         *status* defaults to the one set, or 500 when none was (the application failed
-        before it answered). Safe to call more than once: only the first call logs.
-        Never raises.
+        before it answered). *disconnected* says the response was cut short (the client
+        went away mid-stream); the record then carries ``"disconnected": true``. Safe to
+        call more than once: only the first call logs. Never raises.
         """
         if self._finished:
             return
         self._finished = True
+        self.disconnected = bool(disconnected)
         try:
             if status is not None:
                 self.status = int(status)
@@ -457,6 +461,8 @@ class RequestLog:
             fields["scheme"] = _cap(str(self.scheme), 16)
         if self.upstream_request_id is not None:
             fields["upstream_request_id"] = self.upstream_request_id
+        if self.disconnected:
+            fields["disconnected"] = True
         return fields
 
     def _write(self) -> None:
