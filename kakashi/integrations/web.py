@@ -300,6 +300,8 @@ class RequestLog:
         route: the route template, once the adapter knows it (:meth:`set_route`).
         status: the response status, once known.
         response_size: bytes of response body sent so far.
+        disconnected: set by the adapter when the client went away before the response
+            was complete; the access record then says ``"disconnected": true``.
         headers: the request headers, names lowercased (values as received).
     """
 
@@ -331,6 +333,7 @@ class RequestLog:
         self.route: str | None = None
         self.status: int | None = None
         self.response_size = 0
+        self.disconnected = False
         self.http_version = http_version
         self.scheme = scheme
         self.client = client
@@ -441,6 +444,8 @@ class RequestLog:
             fields["status"] = self.status
             fields["duration_ms"] = self.duration_ms
             fields["response_size"] = self.response_size
+            if self.disconnected:
+                fields["disconnected"] = True
         if self.client is not None:
             peer, port = self.client
             ip = settings.client_ip(peer, self.headers.get("x-forwarded-for"))
