@@ -21,7 +21,6 @@ from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
 
 
-
 def log() -> Any:
     """The app's logger, looked up when used (each test starts with a fresh registry)."""
     return kakashi.get_logger("app")
