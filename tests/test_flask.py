@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import logging
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -399,7 +402,7 @@ def test_hostile_paths_and_headers_are_capped_and_kept_on_one_line(tmp_path: Pat
     app.test_client().get("/caf%C3%A9%0d%0aX-Injected:%201", headers={"User-Agent": agent})
     pipeline.flush()
     (line,) = path.read_text(encoding="utf-8").splitlines()
-    access = __import__("json").loads(line)
+    access = json.loads(line)
     assert "/café\r\nX-Injected: 1" == access["path"]
     assert access["user_agent"].endswith("…[+442 chars]")
     assert 404 == access["status"]
@@ -429,3 +432,46 @@ def test_importing_kakashi_loads_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert ["[]", "True False"] == out.stdout.split("\n")[:2]
+
+
+def test_concurrent_requests_on_a_threaded_server_keep_their_own_ids() -> None:
+    """Werkzeug's threaded server, four requests in flight at once (a barrier in the
+    view): each view record carries its own request's id, and every id is unbound after."""
+    from werkzeug.serving import make_server
+
+    barrier = threading.Barrier(4, timeout=30)
+    app = flask.Flask("threaded")
+
+    @app.get("/work/<int:n>")
+    def work(n: int) -> Any:
+        barrier.wait()
+        log().info("working", n=n)
+        return {"n": n, "context": kakashi.get_context().get("request_id")}
+
+    KakashiFlask(app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    replies: dict[int, tuple[str, str]] = {}
+
+    def fetch(n: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("GET", f"/work/{n}")
+        response = connection.getresponse()
+        replies[n] = (response.headers["X-Request-ID"], json.loads(response.read())["context"])
+        connection.close()
+
+    with capture_logs() as logs:
+        serving.start()
+        clients = [threading.Thread(target=fetch, args=(n,)) for n in range(8)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(timeout=60)
+        server.shutdown()
+        serving.join(timeout=30)
+    assert 8 == len(replies)
+    assert all(header == bound for header, bound in replies.values())
+    working = {e["n"]: e["request_id"] for e in logs if e["message"] == "working"}
+    assert {n: header for n, (header, _bound) in replies.items()} == working
+    by_path = {e["path"]: e["request_id"] for e in access_records(logs)}
+    assert {f"/work/{n}": working[n] for n in range(8)} == by_path
