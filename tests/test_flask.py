@@ -475,3 +475,17 @@ def test_concurrent_requests_on_a_threaded_server_keep_their_own_ids() -> None:
     assert {n: header for n, (header, _bound) in replies.items()} == working
     by_path = {e["path"]: e["request_id"] for e in access_records(logs)}
     assert {f"/work/{n}": working[n] for n in range(8)} == by_path
+
+
+def test_a_body_over_max_content_length_is_left_to_the_view() -> None:
+    """With log_request_body, a body over Flask's MAX_CONTENT_LENGTH is not read by the
+    extension (no error reported); the view's own read answers 413 as Flask does."""
+    app = make_app(log_request_body=True)
+    app.config["MAX_CONTENT_LENGTH"] = 32
+    errors = dict(kakashi.error_counts())
+    with capture_logs() as logs:
+        response = app.test_client().post("/form", data={"name": "x" * 100})
+    assert 413 == response.status_code
+    (access,) = access_records(logs)
+    assert (413, False) == (access["status"], "request_body" in access)
+    assert errors == kakashi.error_counts()

@@ -217,7 +217,13 @@ class KakashiFlask:
         try:
             log = self._log()
             length = request.content_length
-            if self.settings.log_request_body and length and length <= _READ_BODY_LIMIT:
+            limit = request.max_content_length  # over it, reading would raise 413 here
+            if (
+                self.settings.log_request_body
+                and length
+                and length <= _READ_BODY_LIMIT
+                and (limit is None or length <= limit)
+            ):
                 log.add_request_body(request.get_data(cache=True))
         except Exception as exc:
             _errors.report("flask: request start", exc)
@@ -231,10 +237,12 @@ class KakashiFlask:
                 response.headers[name] = value
             environ[_RESPONSE_KEY] = response
             environ[_DEFERRED_KEY] = None
+            length = response.content_length
             if (
                 response.is_streamed
                 and isinstance(response.response, ClosingIterator)
-                and (response.content_length or _READ_BODY_LIMIT + 1) <= _READ_BODY_LIMIT
+                and length is not None
+                and length <= _READ_BODY_LIMIT
             ):
                 # Flask made this response by running a WSGI callable (an HTTPException's
                 # error page: 404, 405...): a small body already rendered, not a stream.
