@@ -11,7 +11,8 @@ one of these ways runs the ``worker_exit`` hook in the worker on its way out. Th
 drains the backend there, so the records of every request the worker completed are
 written before the process ends, within a bounded time (the master kills a worker that is
 still there ``graceful_timeout`` seconds after asking it to stop). ``on_exit`` does the same
-in the master (records of gunicorn's own messages through :func:`~kakashi.integrations.logging.capture_stdlib`).
+in the master (gunicorn's own messages, when
+:func:`~kakashi.integrations.logging.capture_stdlib` routes them to Kakashi).
 
 Nothing is drained from ``worker_int`` or ``worker_abort``: gunicorn calls them from a
 signal handler, possibly in the middle of a log call, and ``worker_exit`` follows them
