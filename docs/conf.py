@@ -61,6 +61,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ContextToken|Path|PathLike|TracebackType|Enricher|Filter|Formatter)"),
     (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
     (r"py:class", r"kakashi\._.*"),
+    # The web frameworks' own classes, in the integrations' signatures.
+    (r"py:class", r"(Flask|Response|(flask|werkzeug)\..*)"),
 ]
 
 doctest_global_setup = """

@@ -281,3 +281,16 @@ def test_a_stream_cut_short_says_so() -> None:
         _request(RequestLogging()).finish(200)
     assert [True, None] == [entry.get("disconnected") for entry in logs]
     assert [200, 11] == [logs[0]["status"], logs[0]["response_size"]]
+def test_a_response_cut_short_says_disconnected() -> None:
+    """An adapter sets ``disconnected`` when the client left mid-response; the access
+    record then carries ``"disconnected": true`` after the size (absent otherwise)."""
+    with capture_logs() as logs:
+        whole = _request(RequestLogging())
+        whole.add_response_body(b"all")
+        whole.finish(200)
+        cut = _request(RequestLogging())
+        cut.add_response_body(b"part")
+        cut.disconnected = True
+        cut.finish(200)
+    assert "disconnected" not in logs[0]
+    assert (200, 4, True) == (logs[1]["status"], logs[1]["response_size"], logs[1]["disconnected"])

@@ -332,6 +332,7 @@ class RequestLog:
         self.route: str | None = None
         self.status: int | None = None
         self.response_size = 0
+        self.disconnected = False
         self.http_version = http_version
         self.scheme = scheme
         self.client = client
@@ -339,7 +340,6 @@ class RequestLog:
         self.request_id = self._pick_id()
         self.request_body = bytearray()
         self.response_body = bytearray()
-        self.disconnected = False
         self._exception_logged = False
         self._finished = False
         self._token: ContextToken | None = bind_context(request_id=self.request_id)
@@ -415,7 +415,8 @@ class RequestLog:
         if self._finished:
             return
         self._finished = True
-        self.disconnected = bool(disconnected)
+        if disconnected:
+            self.disconnected = True
         try:
             if status is not None:
                 self.status = int(status)
@@ -445,6 +446,8 @@ class RequestLog:
             fields["status"] = self.status
             fields["duration_ms"] = self.duration_ms
             fields["response_size"] = self.response_size
+            if self.disconnected:
+                fields["disconnected"] = True
         if self.client is not None:
             peer, port = self.client
             ip = settings.client_ip(peer, self.headers.get("x-forwarded-for"))
@@ -461,8 +464,6 @@ class RequestLog:
             fields["scheme"] = _cap(str(self.scheme), 16)
         if self.upstream_request_id is not None:
             fields["upstream_request_id"] = self.upstream_request_id
-        if self.disconnected:
-            fields["disconnected"] = True
         return fields
 
     def _write(self) -> None:
