@@ -281,3 +281,30 @@ def test_a_stream_cut_short_says_so() -> None:
         _request(RequestLogging()).finish(200)
     assert [True, None] == [entry.get("disconnected") for entry in logs]
     assert [200, 11] == [logs[0]["status"], logs[0]["response_size"]]
+
+
+def test_finish_adds_the_adapters_fields_masked_like_the_others() -> None:
+    """finish(**fields) puts an adapter's fields (a websocket's close code) in the access
+    record, after the shared ones; a key in ``redact`` is masked there too."""
+    with capture_logs() as logs:
+        _request(RequestLogging()).finish(200, disconnected=True, close_code=1001, token="t0p")
+    access = logs[-1]
+    assert access["disconnected"] is True
+    assert REDACTED == access["token"]
+    assert ["disconnected", "close_code", "token", "levelno"] == list(access)[-4:]
+
+
+def test_finish_can_leave_the_request_id_bound_until_unbind() -> None:
+    """With unbind=False, records logged after the access record (background work)
+    still carry the request id, until unbind(); unbind twice is harmless."""
+    log = kakashi.get_logger("app")
+    with capture_logs() as logs:
+        request = _request(RequestLogging())
+        request.finish(200, unbind=False)
+        log.info("background")
+        request.unbind()
+        request.unbind()
+        log.info("after")
+    access, background, after = logs
+    assert request.request_id == access["request_id"] == background["request_id"]
+    assert "request_id" not in after
