@@ -482,11 +482,11 @@ class RequestLog:
             fields["disconnected"] = True
         return fields
 
-    def _write(self, extra: Mapping[str, Any]) -> None:
+    def _write(self, adapter_fields: Mapping[str, Any]) -> None:
         settings = self.settings
         status = self.status if self.status is not None else 500
         fields = self._fields()
-        for key, value in extra.items():
+        for key, value in adapter_fields.items():
             fields[key] = REDACTED if _key(key) in settings.redact else value
         if settings.log_headers:
             fields["request_headers"] = {
