@@ -195,7 +195,11 @@ class KakashiMiddleware:
                 if done:
                     complete = True
                     request.set_route(self._route(scope, root_path))
-                    request.finish(unbind=False)
+                    # A response sent from an except block (Starlette's 500 page): the
+                    # record waits until the exception is logged, so that it does not
+                    # carry the exception too (ERROR records take the one being handled).
+                    if sys.exc_info()[1] is None:
+                        request.finish(unbind=False)
             except Exception as exc:
                 _errors.report("asgi: response body", exc)
 
@@ -206,11 +210,17 @@ class KakashiMiddleware:
             error = exc
             if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
                 request.log_exception(exc)
-            raise
-        finally:
-            if not complete:
-                self._finish_cut_short(request, scope, root_path, started, disconnected, error)
-            request.unbind()
+        # Out of the except block: the access record must not carry the exception again.
+        if complete:
+            request.finish(unbind=False)  # when it waited (see above); else a no-op
+        else:
+            self._finish_cut_short(request, scope, root_path, started, disconnected, error)
+        request.unbind()
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no cycle through this frame's traceback
 
     def _finish_cut_short(
         self,
@@ -288,28 +298,32 @@ class KakashiMiddleware:
             except Exception as exc:
                 _errors.report("asgi: websocket", exc)
 
-        failed = False
+        error: BaseException | None = None
         try:
             await self.app(scope, receive_logged, send_logged)
         except BaseException as exc:
-            failed = True
+            error = exc
             if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
                 request.log_exception(exc)
-            raise
-        finally:
-            fields: dict[str, Any] = {}
-            if close_code is not None:
-                fields["close_code"] = close_code
-            if disconnected:
-                fields["disconnected"] = True
-            status = None
-            if request.status is None and not failed:
-                status = 403  # the application ended without accepting
+        # Out of the except block: the access record must not carry the exception again.
+        fields: dict[str, Any] = {}
+        if close_code is not None:
+            fields["close_code"] = close_code
+        if disconnected:
+            fields["disconnected"] = True
+        status = None  # as set; 500 when the application failed before answering
+        if request.status is None and error is None:
+            status = 403  # the application ended without accepting
+        try:
+            request.set_route(self._route(scope, root_path))
+        except Exception as exc:
+            _errors.report("asgi: route", exc)
+        request.finish(status, **fields)
+        if error is not None:
             try:
-                request.set_route(self._route(scope, root_path))
-            except Exception as error:
-                _errors.report("asgi: route", error)
-            request.finish(status, **fields)
+                raise error
+            finally:
+                del error  # no cycle through this frame's traceback
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -363,7 +377,9 @@ class KakashiMiddleware:
             for name, value in message.get("headers", ())
             if bytes(name).lower() != own
         ]
-        headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in added)
+        headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in added
+        )
         return {**message, "headers": headers}
 
     def _route(self, scope: Scope, root_path: str) -> str | None:
