@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -609,7 +608,7 @@ def test_hostile_headers_and_paths_are_capped_and_kept_in_one_line() -> None:
     values) straight in the scope: capped, and the JSON line stays one line."""
     scope = _raw_request("/items/" + "é" * 300)
     scope["headers"] = [
-        (b"user-agent", b"evil\r\n{\"level\":\"CRITICAL\"}" + b"\xff" * 500),
+        (b"user-agent", b'evil\r\n{"level":"CRITICAL"}' + b"\xff" * 500),
         (b"x-request-id", b"forged\r\nid"),
     ]
     messages: list[dict[str, Any]] = []
@@ -712,10 +711,11 @@ def _free_port() -> int:
 
 
 SERVER_APP = """
+import asyncio
 import os
 
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import kakashi
@@ -736,8 +736,17 @@ async def hello(request):
     return PlainTextResponse("hello")
 
 
+async def forever(request):
+    async def chunks():
+        while True:
+            yield b"x" * 1000
+            await asyncio.sleep(0.001)
+
+    return StreamingResponse(chunks())
+
+
 app = KakashiMiddleware(
-    Starlette(routes=[Route("/hello", hello)]),
+    Starlette(routes=[Route("/hello", hello), Route("/forever", forever)]),
     drain_on_shutdown=os.environ["KAKASHI_TEST_DRAIN"] == "1",
 )
 """
@@ -773,51 +782,70 @@ class KeepAliveClient(threading.Thread):
                 connection.close()
 
 
+class Uvicorn:
+    """A real uvicorn serving SERVER_APP on a free loopback port, in a subprocess."""
+
+    def __init__(self, tmp_path: Path, drain: bool, batch_timeout: float) -> None:
+        (tmp_path / "served_app.py").write_text(SERVER_APP)
+        self.log_file = tmp_path / "logs" / "app.log"
+        self.port = _free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
+            "KAKASHI_TEST_LOGS": str(self.log_file.parent),
+            "KAKASHI_TEST_BATCH_TIMEOUT": str(batch_timeout),
+            "KAKASHI_TEST_BATCH_SIZE": "10000",
+            "KAKASHI_TEST_DRAIN": "1" if drain else "0",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log", "--timeout-graceful-shutdown", "30"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.output = ""
+
+    def __enter__(self) -> Uvicorn:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"uvicorn did not start: {self.process.communicate()[0]!r}")
+            time.sleep(0.05)
+
+    def terminate(self) -> int:
+        """SIGTERM, then wait for the exit; returns the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        self.output = self.process.communicate(timeout=120)[0].decode()
+        return self.process.returncode
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_file.read_text().splitlines()]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
 def _serve_and_terminate(tmp_path: Path, drain: bool, batch_timeout: float) -> dict[str, Any]:
     """Run a real uvicorn with the middleware, load it from a keep-alive client, SIGTERM
     it after 200 responses; return what the client received and what is on disk."""
-    (tmp_path / "served_app.py").write_text(SERVER_APP)
-    logs = tmp_path / "logs"
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
-        "KAKASHI_TEST_LOGS": str(logs),
-        "KAKASHI_TEST_BATCH_TIMEOUT": str(batch_timeout),
-        "KAKASHI_TEST_BATCH_SIZE": "10000",
-        "KAKASHI_TEST_DRAIN": "1" if drain else "0",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "30"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # wait until it listens
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start: {server.communicate()[0]!r}")
-            time.sleep(0.05)
-        client = KeepAliveClient(port)
+    with Uvicorn(tmp_path, drain, batch_timeout) as server:
+        client = KeepAliveClient(server.port)
         client.start()
         while len(client.received) < 200 and client.is_alive():
             time.sleep(0.005)
-        server.send_signal(signal.SIGTERM)
-        output = server.communicate(timeout=120)[0].decode()
+        returncode = server.terminate()
         client.join(timeout=120)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-    lines = [json.loads(line) for line in (logs / "app.log").read_text().splitlines()]
+    records = server.records()
     return {
-        "returncode": server.returncode,
-        "output": output,
+        "returncode": returncode,
+        "output": server.output,
         "received": client.received,
-        "logged": [entry["request_id"] for entry in lines if entry["message"] == "request"],
-        "records": lines,
+        "logged": [entry["request_id"] for entry in records if entry["message"] == "request"],
+        "records": records,
     }
 
 
@@ -844,6 +872,35 @@ def test_uvicorn_sigterm_without_the_drain_loses_the_queued_records(tmp_path: Pa
     assert -signal.SIGTERM == run["returncode"], run["output"]
     assert len(run["received"]) >= 200
     assert len(run["logged"]) < len(run["received"])
+
+
+def test_uvicorn_client_gone_mid_stream(tmp_path: Path) -> None:
+    """A real client reads part of an endless stream from uvicorn and hangs up: the
+    access record says disconnected, with status 200 and at least the bytes the client
+    read; no "request failed"."""
+    with Uvicorn(tmp_path, drain=True, batch_timeout=0.1) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /forever HTTP/1.1\r\nHost: test\r\n\r\n")
+            read = b""
+            while len(read) < 20_000:
+                read += sock.recv(65536)
+        head = read.split(b"\r\n\r\n", 1)[0].decode()
+        request_id = re.search(r"x-request-id: (\w+)", head, re.IGNORECASE)
+        assert request_id is not None, head
+        deadline = time.monotonic() + 60
+        while not (server.log_file.exists() and "disconnected" in server.log_file.read_text()):
+            assert time.monotonic() < deadline, "no access record after the client left"
+            time.sleep(0.05)
+        assert -signal.SIGTERM == server.terminate()
+    (access,) = [entry for entry in server.records() if entry["message"] == "request"]
+    assert (request_id.group(1), "/forever", 200, True) == (
+        access["request_id"],
+        access["path"],
+        access["status"],
+        access["disconnected"],
+    )
+    assert access["response_size"] >= 15_000
+    assert [] == [entry for entry in server.records() if entry["message"] == "request failed"]
 
 
 # -- packaging -------------------------------------------------------------------------
