@@ -96,7 +96,7 @@ async def health(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def starlette_app(**options: Any) -> Starlette:
+def starlette_app(*, middleware: bool = True, **options: Any) -> Starlette:
     app = Starlette(
         routes=[
             Route("/items/{n}", item),
@@ -108,7 +108,8 @@ def starlette_app(**options: Any) -> Starlette:
             Mount("/m/{k}", routes=[Route("/b/{z}", health)]),
         ]
     )
-    app.add_middleware(KakashiMiddleware, **options)
+    if middleware:
+        app.add_middleware(KakashiMiddleware, **options)
     return app
 
 
@@ -281,6 +282,39 @@ def test_an_app_wrapped_whole_sees_starlettes_500_and_logs_the_exception_once() 
     assert "exception" not in access  # though Starlette sent the 500 from its except block
 
 
+def test_exception_handlers_one_failure_record_or_none() -> None:
+    """Starlette's handler for 500 (it renders the page, then re-raises): one "request
+    failed". A handler for one exception class makes it a response: no "request failed"."""
+
+    async def page(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("sorry", status_code=500)
+
+    async def bad_input(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("bad input", status_code=400)
+
+    async def invalid(request: Request) -> PlainTextResponse:
+        raise LookupError("no such thing")
+
+    for handlers in ({500: page}, {LookupError: bad_input}):
+        app = Starlette(
+            routes=[Route("/boom", boom), Route("/invalid", invalid)],
+            exception_handlers=handlers,  # type: ignore[arg-type]
+        )
+        app.add_middleware(KakashiMiddleware)
+        with capture_logs() as logs:
+            client = TestClient(app, raise_server_exceptions=False)
+            client.get("/boom" if 500 in handlers else "/invalid")
+        (access,) = access_records(logs)
+        if 500 in handlers:
+            assert ["ValueError"] == [
+                e["exception"]["type"] for e in by_message(logs, "request failed")
+            ]
+            assert 500 == access["status"]
+        else:
+            assert [] == by_message(logs, "request failed")
+            assert (400, "WARNING") == (access["status"], access["level"])
+
+
 def test_streaming_response_size_counts_every_chunk() -> None:
     """A StreamingResponse: response_size is the sum of all chunks and the access
     record is written when the stream ends, after the records logged while streaming."""
@@ -391,6 +425,80 @@ def test_a_client_gone_before_the_response_is_499() -> None:
     assert (499, "WARNING", True) == (access["status"], access["level"], access["disconnected"])
 
 
+def test_a_request_cancelled_by_the_server_says_so() -> None:
+    """uvicorn cancels requests still running when its graceful-shutdown timeout runs
+    out: the access record says cancelled (500: nothing was sent) and the cancellation
+    goes on up; it is not an application failure."""
+    entered = asyncio.Event()
+
+    async def slow(request: Request) -> PlainTextResponse:
+        entered.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    app = Starlette(routes=[Route("/slow", slow)])
+    app.add_middleware(KakashiMiddleware)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("nothing is sent")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(app(_raw_request("/slow"), receive, send))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    (access,) = access_records(logs)
+    assert (500, True, "/slow") == (access["status"], access["cancelled"], access["route"])
+    assert [] == by_message(logs, "request failed")
+
+
+def test_pathsend_and_trailers_complete_the_response(tmp_path: Path) -> None:
+    """Responses that end other ways than a last body chunk: Starlette's FileResponse
+    through the http.response.pathsend extension (the size is the file's), and a
+    response with trailers (it ends with the last trailers message)."""
+    file = tmp_path / "report.csv"
+    file.write_bytes(b"a,b\n" * 100)
+
+    async def download(request: Request) -> Any:
+        from starlette.responses import FileResponse
+
+        return FileResponse(file)
+
+    async def with_trailers(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "trailers": True})
+        await send({"type": "http.response.body", "body": b"data", "more_body": False})
+        app_log().info("body sent, trailers next")
+        await send({"type": "http.response.trailers", "headers": [], "more_trailers": False})
+
+    files = Starlette(routes=[Route("/report", download)])
+    files.add_middleware(KakashiMiddleware)
+    scope = _raw_request("/report")
+    scope["extensions"] = {"http.response.pathsend": {}}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with capture_logs() as logs:
+        asyncio.run(files(scope, receive, send))
+        asyncio.run(KakashiMiddleware(with_trailers)(_raw_request("/t"), receive, send))
+    assert "http.response.pathsend" == sent[1]["type"]
+    report, trailed = access_records(logs)
+    assert (200, 400) == (report["status"], report["response_size"])
+    assert ["body sent, trailers next", "request"] == [e["message"] for e in logs[1:]]
+    assert 4 == trailed["response_size"]
+
+
 def test_an_exception_mid_stream_keeps_the_status_sent() -> None:
     """An exception raised after the response started: "request failed" once and the
     access record keeps the status the client saw."""
@@ -414,11 +522,20 @@ def test_an_exception_mid_stream_keeps_the_status_sent() -> None:
 
 def test_background_tasks_keep_the_request_id_and_log_after_the_access_record() -> None:
     """The access record is written when the response is complete; background tasks
-    that run afterwards still carry the request id."""
+    that run afterwards (in the same task, in Starlette, or behind FastAPI's HTTP
+    middleware) still carry the request id."""
+
+    async def later(request: Request) -> PlainTextResponse:
+        from starlette.background import BackgroundTask
+
+        return PlainTextResponse("ok", background=BackgroundTask(app_log().info, "background work"))
+
+    app = Starlette(routes=[Route("/later", later)])
+    app.add_middleware(KakashiMiddleware)
     with capture_logs() as logs:
-        response = TestClient(fastapi_app()).get("/later")
-    assert ["request", "background work"] == [entry["message"] for entry in logs]
-    assert response.headers["x-request-id"] == logs[1]["request_id"]
+        responses = [TestClient(app).get("/later"), TestClient(fastapi_app()).get("/later")]
+    assert ["request", "background work"] * 2 == [entry["message"] for entry in logs]
+    assert [r.headers["x-request-id"] for r in responses] == [e["request_id"] for e in logs[1::2]]
 
 
 def test_mounted_apps_give_the_whole_template() -> None:
@@ -663,11 +780,13 @@ def test_bad_settings_are_refused_when_the_middleware_is_made(
 def test_the_same_settings_object_or_keywords() -> None:
     """A RequestLogging given as settings= is used as is."""
     settings = RequestLogging(request_id_header="X-Trace")
-    middleware = KakashiMiddleware(starlette_app(), settings=settings)
+    middleware = KakashiMiddleware(starlette_app(middleware=False), settings=settings)
     assert settings is middleware.settings
     with capture_logs() as logs:
         response = TestClient(middleware).get("/items/1")
-    assert response.headers["x-trace"] == access_records(logs)[0]["request_id"]
+    (access,) = access_records(logs)
+    assert response.headers["x-trace"] == access["request_id"]
+    assert "x-request-id" not in response.headers
 
 
 # -- the drain at shutdown -------------------------------------------------------------

@@ -158,7 +158,7 @@ class KakashiMiddleware:
             kind = message.get("type")
             if kind == "http.request":
                 if log_body:
-                    request.add_request_body(bytes(message.get("body", b"")))
+                    request.add_request_body(message.get("body", b""))
             elif kind == "http.disconnect" and not complete:
                 disconnected = True
             return message
