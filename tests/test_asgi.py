@@ -27,7 +27,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
+from starlette.requests import ClientDisconnect, Request  # noqa: E402
 from starlette.responses import PlainTextResponse, StreamingResponse  # noqa: E402
 from starlette.routing import Mount, Route, WebSocketRoute  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
@@ -350,10 +350,12 @@ def _raw_request(path: str, spec_version: str = "2.4") -> dict[str, Any]:
     }
 
 
-def test_client_disconnect_mid_stream_send_raises() -> None:
-    """The client goes away mid-stream and the server's send raises OSError (ASGI spec
-    2.4, as uvicorn does): the access record says disconnected, with the status as sent
-    and the bytes actually sent; no "request failed"."""
+@pytest.mark.parametrize("gone", [OSError("connection reset by peer"), ClientDisconnect()])
+def test_client_disconnect_mid_stream_send_raises(gone: Exception) -> None:
+    """The client goes away mid-stream and the server's send raises (OSError, as ASGI
+    spec 2.4 and uvicorn do, or Starlette's ClientDisconnect): the access record says
+    disconnected, with the status as sent and the bytes actually sent; no "request
+    failed"."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -362,7 +364,7 @@ def test_client_disconnect_mid_stream_send_raises() -> None:
 
     async def send(message: dict[str, Any]) -> None:
         if len(sent) == 3:
-            raise OSError("connection reset by peer")
+            raise gone
         sent.append(message)
 
     with capture_logs() as logs, contextlib.suppress(Exception):

@@ -176,8 +176,9 @@ class KakashiMiddleware:
                     _errors.report("asgi: response start", exc)
             try:
                 await send(message)
-            except OSError:
-                disconnected = True
+            except Exception as exc:
+                if _is_disconnect(exc):
+                    disconnected = True
                 raise
             if complete:
                 return
@@ -284,8 +285,9 @@ class KakashiMiddleware:
                 _errors.report("asgi: websocket", exc)
             try:
                 await send(message)
-            except OSError:
-                disconnected = True
+            except Exception as exc:
+                if _is_disconnect(exc):
+                    disconnected = True
                 raise
             try:
                 if kind == "websocket.send":
