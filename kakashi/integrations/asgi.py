@@ -235,17 +235,15 @@ class KakashiMiddleware:
         """Finish a response that never completed (finish() logs only once)."""
         fields: dict[str, Any] = {}
         status = None  # as sent; 500 when nothing was
-        if disconnected:
-            fields["disconnected"] = True
-            if not started:
-                status = CLIENT_CLOSED
-        elif exc is not None and not isinstance(exc, Exception):
+        if disconnected and not started:
+            status = CLIENT_CLOSED
+        elif not disconnected and exc is not None and not isinstance(exc, Exception):
             fields["cancelled"] = True  # the server gave up on it (shutdown timeout)
         try:
             request.set_route(self._route(scope, root_path))
         except Exception as error:
             _errors.report("asgi: route", error)
-        request.finish(status, unbind=False, **fields)
+        request.finish(status, disconnected=disconnected, unbind=False, **fields)
 
     # -- websockets ---------------------------------------------------------------------
 
@@ -311,8 +309,6 @@ class KakashiMiddleware:
         fields: dict[str, Any] = {}
         if close_code is not None:
             fields["close_code"] = close_code
-        if disconnected:
-            fields["disconnected"] = True
         status = None  # as set; 500 when the application failed before answering
         if request.status is None and error is None:
             status = 403  # the application ended without accepting
@@ -320,7 +316,7 @@ class KakashiMiddleware:
             request.set_route(self._route(scope, root_path))
         except Exception as exc:
             _errors.report("asgi: route", exc)
-        request.finish(status, **fields)
+        request.finish(status, disconnected=disconnected, **fields)
         if error is not None:
             try:
                 raise error
