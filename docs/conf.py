@@ -53,12 +53,13 @@ nitpick_ignore_regex = [
     (r"py:.*", r"orjson\..*"),
     (r"py:.*", r"django\..*"),
     (r"py:mod", r"(logging|contextvars|typing|asyncio)"),
-    (r"py:class", r"(dataclasses|dt|datetime|threading)\..*"),
+    (r"py:class", r"(dataclasses|dt|datetime|threading|ipaddress)\..*"),
     (
         r"py:class",
         r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
     ),
     (r"py:class", r"(ContextToken|Path|PathLike|TracebackType|Enricher|Filter|Formatter)"),
+    (r"py:class", r"ASGIApp"),  # kakashi.integrations.asgi's alias of the ASGI callable
     (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
     (r"py:class", r"kakashi\._.*"),
     # The web frameworks' own classes, in the integrations' signatures.

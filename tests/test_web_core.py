@@ -281,6 +281,8 @@ def test_a_stream_cut_short_says_so() -> None:
         _request(RequestLogging()).finish(200)
     assert [True, None] == [entry.get("disconnected") for entry in logs]
     assert [200, 11] == [logs[0]["status"], logs[0]["response_size"]]
+
+
 def test_a_response_cut_short_says_disconnected() -> None:
     """An adapter sets ``disconnected`` when the client left mid-response; the access
     record then carries ``"disconnected": true`` after the size (absent otherwise)."""
@@ -294,3 +296,32 @@ def test_a_response_cut_short_says_disconnected() -> None:
         cut.finish(200)
     assert "disconnected" not in logs[0]
     assert (200, 4, True) == (logs[1]["status"], logs[1]["response_size"], logs[1]["disconnected"])
+
+
+def test_finish_adds_the_adapters_fields_masked_like_the_others() -> None:
+    """finish(**fields) puts an adapter's fields (a websocket's close code) in the access
+    record, after the shared ones (``disconnected`` stays after the size); a key in
+    ``redact`` is masked there too."""
+    with capture_logs() as logs:
+        _request(RequestLogging()).finish(200, disconnected=True, close_code=1001, token="t0p")
+    access = logs[-1]
+    assert access["disconnected"] is True
+    assert REDACTED == access["token"]
+    assert ["close_code", "token", "levelno"] == list(access)[-3:]
+    assert "client_ip" == list(access)[list(access).index("disconnected") + 1]
+
+
+def test_finish_can_leave_the_request_id_bound_until_unbind() -> None:
+    """With unbind=False, records logged after the access record (background work)
+    still carry the request id, until unbind(); unbind twice is harmless."""
+    log = kakashi.get_logger("app")
+    with capture_logs() as logs:
+        request = _request(RequestLogging())
+        request.finish(200, unbind=False)
+        log.info("background")
+        request.unbind()
+        request.unbind()
+        log.info("after")
+    access, background, after = logs
+    assert request.request_id == access["request_id"] == background["request_id"]
+    assert "request_id" not in after

@@ -404,13 +404,24 @@ class RequestLog:
         except Exception as error:
             _errors.report("web: exception record", error)
 
-    def finish(self, status: int | None = None, *, disconnected: bool = False) -> None:
+    def finish(
+        self,
+        status: int | None = None,
+        *,
+        disconnected: bool = False,
+        unbind: bool = True,
+        **fields: Any,
+    ) -> None:
         """Write the access record (and the slow warning) and unbind the request id.
 
         *status* defaults to the one set, or 500 when none was (the application failed
         before it answered). *disconnected* says the response was cut short (the client
-        went away mid-stream); the record then carries ``"disconnected": true``. Safe to
-        call more than once: only the first call logs. Never raises.
+        went away mid-stream); the record then carries ``"disconnected": true``. *fields*
+        are added to the access record after the shared ones (a websocket's
+        ``close_code``), masked like the enrichers' fields when their key is one of
+        ``redact``. With *unbind* false the request id stays bound, so that work going on
+        after the response (background tasks) still carries it, until :meth:`unbind`.
+        Safe to call more than once: only the first call logs. Never raises.
         """
         if self._finished:
             return
@@ -423,16 +434,22 @@ class RequestLog:
             if self.status is None:
                 self.status = 500
             if not self.settings.excluded(self.path):
-                self._write()
+                self._write(fields)
         except Exception as exc:
             _errors.report("web: access record", exc)
         finally:
-            token, self._token = self._token, None
-            if token is not None:
-                try:
-                    reset_context(token)
-                except ValueError:
-                    pass  # finished in another context: the context dies with the request
+            if unbind:
+                self.unbind()
+
+    def unbind(self) -> None:
+        """Unbind the request id bound by :meth:`RequestLogging.start` (:meth:`finish`
+        does it unless told not to). Safe to call more than once; never raises."""
+        token, self._token = self._token, None
+        if token is not None:
+            try:
+                reset_context(token)
+            except ValueError:
+                pass  # unbound in another context: the context dies with the request
 
     def _fields(self, include_status: bool = True) -> dict[str, Any]:
         settings = self.settings
@@ -466,10 +483,12 @@ class RequestLog:
             fields["upstream_request_id"] = self.upstream_request_id
         return fields
 
-    def _write(self) -> None:
+    def _write(self, adapter_fields: Mapping[str, Any]) -> None:
         settings = self.settings
         status = self.status if self.status is not None else 500
         fields = self._fields()
+        for key, value in adapter_fields.items():
+            fields[key] = REDACTED if _key(key) in settings.redact else value
         if settings.log_headers:
             fields["request_headers"] = {
                 name: settings.redacted(name, value) for name, value in self.headers.items()
