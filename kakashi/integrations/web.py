@@ -52,8 +52,8 @@ __all__ = [
     "drain",
 ]
 
-#: The keys whose values are masked by default: headers, query parameters and fields.
-DEFAULT_REDACTED: Final = frozenset(
+#: The keys whose values are masked by default (in headers, query parameters and fields).
+DEFAULT_REDACTED: frozenset[str] = frozenset(
     {
         "authorization",
         "proxy_authorization",
@@ -71,7 +71,7 @@ DEFAULT_REDACTED: Final = frozenset(
     }
 )
 #: What a masked value is written as.
-REDACTED: Final = "[REDACTED]"
+REDACTED: str = "[REDACTED]"
 
 _TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
