@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
 import os
 import signal
@@ -203,3 +204,72 @@ def file_lines(directory: Path) -> dict[str, list[str]]:
         for file in sorted(directory.iterdir())
         if file.is_file() and not file.name.endswith(".lock")
     }
+
+
+class _CollectorHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        server: Any = self.server
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        with server.lock:
+            server.connections.add(self.client_address)
+            answer = server.answers.pop(0) if server.answers else None
+        if callable(answer):
+            answer = answer(self.path, dict(self.headers), body)
+        status, headers, content, delay = (*(answer or (200, {}, b"{}")), 0.0)[:4]
+        if delay == "never":
+            server.hung.wait()  # accept the request and never answer
+            return
+        if delay:
+            time.sleep(delay)
+        with server.lock:
+            server.received.append((self.path, dict(self.headers), body, status))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class HttpCollector(http.server.ThreadingHTTPServer):
+    """A local HTTP server for writer tests (the ``collector`` fixture).
+
+    ``answers`` is a list consumed one per request: ``(status, headers, body)``, or
+    ``(status, headers, body, delay)`` with *delay* seconds before answering or
+    ``"never"`` (the request is read and never answered), or a callable given
+    ``(path, headers, body)`` returning such a tuple. With none left, 200 ``{}``.
+    ``received`` holds ``(path, headers, body, status)`` of every answered request.
+    """
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CollectorHandler)
+        self.lock = threading.Lock()
+        self.answers: list[Any] = []
+        self.received: list[tuple[str, dict[str, str], bytes, int]] = []
+        self.connections: set[Any] = set()
+        self.hung = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def collector() -> Any:
+    """A running :class:`HttpCollector` on a loopback port, stopped after the test."""
+    server = HttpCollector()
+    thread = threading.Thread(target=server.serve_forever, name="test-collector", daemon=True)
+    thread.start()
+    yield server
+    server.hung.set()
+    server.shutdown()
+    server.server_close()
