@@ -79,6 +79,8 @@ class HttpWriter:
     concurrent = True
     #: The request's Content-Type.
     content_type = "application/x-ndjson"
+    #: The statuses retried; every other non-2xx status drops the request's records.
+    retryable_status: frozenset[int] = RETRYABLE_STATUS
 
     def __init__(
         self,
@@ -165,19 +167,20 @@ class HttpWriter:
 
     # -- the request ------------------------------------------------------------------------
 
-    def write(self, batch: Sequence[bytes]) -> None:
+    def write(self, batch: Sequence[bytes]) -> int | None:
         """Deliver *batch* in one request.
 
         Raises:
             DeliveryError: what was not delivered and why (see the module description).
         """
         if not batch:
-            return
+            return None
         body = self._compress(self.encode(batch))
         response = self.post(body, len(batch))
         self.requests += 1
         self.bytes_sent += len(body)
         self.check(batch, response)
+        return None
 
     def post(self, body: bytes, size: int, url: str | None = None) -> Response:
         """POST *body* (for *size* records) and return the 2xx answer.
@@ -211,7 +214,7 @@ class HttpWriter:
         if 200 <= response.status < 300:
             return response
         reason = status_reason(response.status)
-        if response.status in RETRYABLE_STATUS:
+        if response.status in self.retryable_status:
             wait = parse_retry_after(response.headers.get("retry-after"))
             raise DeliveryError.whole(
                 size, reason, retryable=True, retry_after=wait, detail=response.text()
