@@ -213,6 +213,7 @@ class _CollectorHandler(http.server.BaseHTTPRequestHandler):
         server: Any = self.server
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        arrived = time.monotonic()
         with server.lock:
             server.connections.add(self.client_address)
             answer = server.answers.pop(0) if server.answers else None
@@ -220,12 +221,15 @@ class _CollectorHandler(http.server.BaseHTTPRequestHandler):
             answer = answer(self.path, dict(self.headers), body)
         status, headers, content, delay = (*(answer or (200, {}, b"{}")), 0.0)[:4]
         if delay == "never":
+            with server.lock:
+                server.unanswered.append((self.path, dict(self.headers), body))
             server.hung.wait()  # accept the request and never answer
             return
         if delay:
             time.sleep(delay)
         with server.lock:
             server.received.append((self.path, dict(self.headers), body, status))
+            server.received_at.append(arrived)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -244,7 +248,9 @@ class HttpCollector(http.server.ThreadingHTTPServer):
     ``(status, headers, body, delay)`` with *delay* seconds before answering or
     ``"never"`` (the request is read and never answered), or a callable given
     ``(path, headers, body)`` returning such a tuple. With none left, 200 ``{}``.
-    ``received`` holds ``(path, headers, body, status)`` of every answered request.
+    ``received`` holds ``(path, headers, body, status)`` of every answered request and
+    ``received_at`` when each arrived (``time.monotonic()``); ``unanswered`` holds
+    ``(path, headers, body)`` of the requests never answered.
     """
 
     daemon_threads = True
@@ -254,6 +260,8 @@ class HttpCollector(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.answers: list[Any] = []
         self.received: list[tuple[str, dict[str, str], bytes, int]] = []
+        self.received_at: list[float] = []
+        self.unanswered: list[tuple[str, dict[str, str], bytes]] = []
         self.connections: set[Any] = set()
         self.hung = threading.Event()
 
