@@ -19,14 +19,13 @@ from kakashi.writers.delivery import DeliveryError
 
 pytest.importorskip("urllib3")
 
-from kakashi.writers.stores import (  # noqa: E402 (after the guard)
+from kakashi.writers.stores import (
     ElasticsearchWriter,
     LokiWriter,
     OtlpHttpWriter,
     epoch_ns,
 )
-
-from .conftest import balanced, keeping_pipeline  # noqa: E402
+from tests.conftest import balanced, keeping_pipeline
 
 #: A bulk answer with no item in error.
 ES_OK = (200, {}, b'{"errors":false,"items":[]}')
@@ -149,7 +148,7 @@ def test_bulk_body_is_action_and_document_pairs(collector: Any) -> None:
         event = json.loads(line)
         expected.append({"@timestamp": event.pop("timestamp"), **event})
     assert expected == [document for _, document in pairs]
-    assert list(expected[0]) == [key for key in pairs[0][1]]  # @timestamp first
+    assert list(expected[0]) == list(pairs[0][1])  # @timestamp first
     assert {"requests": 1, "delivered": 2, "retryable": 0, "rejected": 0} == (
         writer.delivery_stats()
     )
@@ -764,7 +763,7 @@ def test_end_to_end_a_server_that_never_answers_times_out(collector: Any) -> Non
     assert 2 == len(collector.unanswered)  # the try and its retry, both unanswered
     sent = [json.loads(gzip.decompress(body))["streams"] for _, _, body in collector.unanswered]
     assert sent[0] == sent[1]
-    ((_, headers, body, _),) = collector.received
+    ((_, _, body, _),) = collector.received
     streams = {
         s["stream"]["logger"]: s["values"] for s in json.loads(gzip.decompress(body))["streams"]
     }

@@ -1,7 +1,7 @@
 """Writers for log stores over HTTP: Elasticsearch/OpenSearch ``_bulk``, Grafana Loki's
 push API and OTLP/HTTP JSON logs (``kakashi[http]``).
 
-Each is an :class:`~kakashi.writers.http.HttpWriter` (pooled kept-alive connections,
+Each is an ``kakashi.writers.http.HttpWriter`` (pooled kept-alive connections,
 gzip bodies, timeouts, every failure classified) that encodes a batch of the pipeline's
 JSON lines in its store's framing and reads its store's answer record by record:
 what a store reports as taken is delivered, what it reports as worth another try is
@@ -92,7 +92,7 @@ class _StoreWriter(HttpWriter):
     delivered, which refused (and why) and the document key each was sent with.
 
     The async backend hands the not-delivered part of a batch back to ``write``: the
-    records :class:`DeliveryError` named for a retry or, with a backend that reads only
+    records ``DeliveryError`` named for a retry or, with a backend that reads only
     ``written``, every record from the first that failed. Records seen before (the same
     ``bytes`` objects) are not sent again when they were delivered or refused (a
     refused one is counted once, as dropped), and are sent again with the same key
@@ -305,7 +305,7 @@ class ElasticsearchWriter(_StoreWriter):
         timestamp_field: the key the record's ``timestamp`` is sent as; ``None`` sends
             lines unchanged.
         pipeline: an ingest pipeline to run the documents through.
-        **options: :class:`~kakashi.writers.http.HttpWriter`'s (``headers``,
+        **options: ``kakashi.writers.http.HttpWriter``'s (``headers``,
             ``compression``, ``timeout``, ``username``/``password``...).
 
     Raises:
@@ -507,7 +507,7 @@ class LokiWriter(_StoreWriter):
         label_keys: record keys whose values become labels of the same name (a record
             without one, or whose value is not a str, number or bool, leaves it out).
         tenant_id: sent as ``X-Scope-OrgID`` (Loki with multi-tenancy).
-        **options: :class:`~kakashi.writers.http.HttpWriter`'s.
+        **options: ``kakashi.writers.http.HttpWriter``'s.
 
     Raises:
         ValueError: a label name Loki refuses, empty *labels*, or a bad HttpWriter
@@ -742,7 +742,7 @@ class OtlpHttpWriter(_StoreWriter):
             gets ``/v1/logs``.
         resource: resource attributes (``service.version``, ``deployment.environment``...).
         service_name: the resource's ``service.name`` (default ``"unknown_service"``).
-        **options: :class:`~kakashi.writers.http.HttpWriter`'s (``headers`` carries
+        **options: ``kakashi.writers.http.HttpWriter``'s (``headers`` carries
             authentication).
 
     Raises:
