@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import inspect
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from kakashi.writers.stores import (
     OtlpHttpWriter,
     epoch_ns,
 )
-from tests.conftest import balanced, keeping_pipeline
+from tests.conftest import balanced, keeping_pipeline, wait_or_kill
 
 #: A bulk answer with no item in error.
 ES_OK = (200, {}, b'{"errors":false,"items":[]}')
@@ -564,6 +565,32 @@ def test_otlp_settings_are_checked() -> None:
         OtlpHttpWriter("http://127.0.0.1:9", resource={"a": object()})
     with pytest.raises(TypeError, match="service_name"):
         OtlpHttpWriter("http://127.0.0.1:9", service_name="")
+
+
+def test_a_forked_child_starts_with_fresh_delivery_state(collector: Any) -> None:
+    """A child forked while its parent's writer remembers a failed batch sends every
+    record it is given (nothing of the parent's is taken as delivered) with ``_id``s
+    of its own prefix, so a parent's and a child's ids never meet."""
+    collector.answers.append((503, {}, b"busy"))
+    writer = ElasticsearchWriter(collector.url)
+    batch = [_line(1), _line(2)]
+    with pytest.raises(DeliveryError):
+        writer.write(batch)
+    collector.answers.append(ES_OK)
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status only
+        code = 1
+        try:
+            code = 0 if writer.write(batch) is None else 2
+        finally:
+            os._exit(code)
+    assert 0 == os.waitstatus_to_exitcode(wait_or_kill(pid))
+    parent_ids, child_ids = (
+        [action["create"]["_id"] for action, _ in _pairs(gzip.decompress(body))]
+        for _, _, body, _ in collector.received
+    )
+    assert 2 == len(child_ids)
+    assert parent_ids[0][:12] != child_ids[0][:12]
 
 
 def test_epoch_ns_reads_rfc3339() -> None:
