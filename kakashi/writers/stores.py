@@ -114,7 +114,8 @@ class _StoreWriter(HttpWriter):
     refused one is counted once, as dropped), and are sent again with the same key
     when they were to be retried: so a retry never duplicates what the store already
     took, and a store that deduplicates by key (Elasticsearch ``_id``) can recognise a
-    record whose earlier answer was lost.
+    record whose earlier answer was lost. (Records are recognised by identity: every
+    formatter makes a new ``bytes`` object per record.)
     """
 
     #: Whether each record gets a key of its own (an Elasticsearch ``_id``).
@@ -143,7 +144,7 @@ class _StoreWriter(HttpWriter):
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """The request body for *batch* (records sent for the first time)."""
-        return self.encode_batch(batch, [self._new_key() for _ in batch])
+        return self.encode_batch(batch, self._new_keys(len(batch)))
 
     # -- the write --------------------------------------------------------------------------
 
@@ -160,28 +161,34 @@ class _StoreWriter(HttpWriter):
         """
         if not batch:
             return None
-        if self._memory_pid != os.getpid():  # a forked child: nothing of the parent's
+        pid = os.getpid()
+        if self._memory_pid != pid:  # a forked child: nothing of the parent's
             self._memory = collections.OrderedDict()
-            self._memory_pid = os.getpid()
+            self._memory_pid = pid
         refused: dict[int, str] = {}
         if self._memory:
-            indices, keys = [], []
+            indices: list[int] = []
+            keys: list[str | None] = []
+            fresh: list[int] = []  # where in keys a record sent for the first time is
             with self._memory_lock:
                 for index, line in enumerate(batch):
                     entry = self._memory.pop(id(line), None)
                     if entry is None or entry[0] is not line:
+                        fresh.append(len(keys))
                         indices.append(index)
-                        keys.append(self._new_key())
+                        keys.append(None)
                     elif entry[1] is None:
                         indices.append(index)
                         keys.append(entry[2])
                     elif entry[1]:
                         refused[index] = entry[1]
                     # else: delivered before, not sent again
+            for position, key in zip(fresh, self._new_keys(len(fresh)), strict=True):
+                keys[position] = key
             lines: Sequence[bytes] = [batch[index] for index in indices]
         else:
             indices = list(range(len(batch)))
-            keys = [self._new_key() for _ in batch]
+            keys = self._new_keys(len(batch))
             lines = batch
         if not lines:
             return len(refused) or None
@@ -230,6 +237,10 @@ class _StoreWriter(HttpWriter):
         with self._memory_lock:
             memory = self._memory
             for index, line in enumerate(batch):
+                if len(line) < 2:
+                    # CPython shares one bytes object per value this short: not a
+                    # record's own, so not recognisable (sent again if handed back).
+                    continue
                 if index in later:
                     memory[id(line)] = (line, None, sent_keys[index])
                 else:
@@ -237,16 +248,18 @@ class _StoreWriter(HttpWriter):
             while len(memory) > _REMEMBERED:  # the backend gave up on the oldest
                 memory.popitem(last=False)
 
-    def _new_key(self) -> str | None:
+    def _new_keys(self, count: int) -> list[str | None]:
+        """Keys for *count* records sent for the first time (``None`` when not keyed)."""
         if not self.keyed:
-            return None
+            return [None] * count
         pid = os.getpid()
         if self._key_pid != pid:  # a forked child draws its own prefix
             # 72 random bits: two processes' keys never meet.
             self._key_prefix = base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
             self._key_counter = itertools.count()
             self._key_pid = pid
-        return f"{self._key_prefix}{next(self._key_counter):x}"
+        prefix, counter = self._key_prefix, self._key_counter
+        return [f"{prefix}{next(counter):x}" for _ in range(count)]
 
     def delivery_stats(self) -> dict[str, int]:
         """This writer's own counts: requests answered, records the store took
