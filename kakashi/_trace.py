@@ -1,0 +1,77 @@
+"""Trace correlation: the OpenTelemetry span active on the calling thread, as record fields.
+
+Both implementations of the capture call :func:`reader` once they see that the
+application has imported ``opentelemetry.trace`` (until then a log call pays one
+comparison of ``len(sys.modules)``, see the capture twins) and then call the reader it
+returns on every log call, on the caller's thread. This module never imports
+OpenTelemetry itself: it takes the module the application already loaded from
+``sys.modules``, so ``import kakashi`` costs nothing where OpenTelemetry is absent.
+
+The fields are the names OpenTelemetry's trace-context-in-non-OTLP-logs compatibility
+specification gives: ``trace_id`` (32 lowercase hex digits), ``span_id`` (16) and
+``trace_flags`` (an int; 1 = sampled).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kakashi import _errors
+
+__all__ = ["TRACE_MODULE", "TraceReader", "reader", "set_correlation"]
+
+#: The module whose presence in ``sys.modules`` switches correlation on: every span is
+#: made through it, so before it is imported no span can be active.
+TRACE_MODULE = "opentelemetry.trace"
+
+#: Returns the trace fields of the span active on the calling thread, or ``None``.
+TraceReader = Callable[[], "dict[str, Any] | None"]
+
+
+def reader(modules: Mapping[str, Any]) -> TraceReader | None:
+    """Return a reader of the active span's ids, or ``None`` while OpenTelemetry's trace
+    API is not (or not yet completely) imported."""
+    module = modules.get(TRACE_MODULE)
+    if module is None:
+        return None
+    spec = getattr(module, "__spec__", None)
+    if getattr(spec, "_initializing", False):  # another thread is importing it right now
+        return None
+    get_current_span = getattr(module, "get_current_span", None)
+    if get_current_span is None:
+        return None
+    # (span context, its fields), one tuple so that threads always read a matching pair:
+    # the ids of one span are formatted once, not per call.
+    last: tuple[Any, tuple[str, str, int]] = (None, ("", "", 0))
+
+    def read_trace() -> dict[str, Any] | None:
+        nonlocal last
+        try:
+            context = get_current_span().get_span_context()
+            seen, fields = last
+            if context is not seen:
+                if not context.is_valid:
+                    return None
+                fields = (
+                    f"{context.trace_id:032x}",
+                    f"{context.span_id:016x}",
+                    int(context.trace_flags),
+                )
+                last = (context, fields)
+            # A new dict per record: enrichers add their keys to it.
+            return {"trace_id": fields[0], "span_id": fields[1], "trace_flags": fields[2]}
+        except Exception as exc:  # a broken tracer must not cost the record
+            _errors.report("opentelemetry trace context", exc)
+            return None
+
+    return read_trace
+
+
+def set_correlation(enabled: bool) -> None:
+    """Switch trace correlation on (the default) or off, in every loaded capture twin."""
+    for name in ("kakashi._speedups._capture_py", "kakashi._speedups._capture_c"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.set_trace_correlation(enabled)
