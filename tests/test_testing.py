@@ -98,3 +98,25 @@ def test_the_fixture(module_log: Any, kakashi_logs: list[dict[str, Any]]) -> Non
 def test_a_bad_level_fails_when_asked() -> None:
     with pytest.raises(ValueError, match="level"):
         LogCapture("LOUD")
+
+
+def test_stdlib_records_through_the_bridge_are_captured() -> None:
+    """A ``logging`` call routed by ``KakashiHandler`` into the default pipeline lands in
+    the capture (the bridge hands records to ``process``)."""
+    import logging
+
+    from kakashi.integrations.logging import KakashiHandler
+
+    stdlib = logging.getLogger("tests.testing.bridge")
+    stdlib.propagate = False
+    stdlib.setLevel(logging.INFO)
+    handler = KakashiHandler()
+    stdlib.addHandler(handler)
+    try:
+        with capture_logs() as logs:
+            stdlib.warning("from %s", "stdlib", extra={"order": 7})
+    finally:
+        stdlib.removeHandler(handler)
+    assert [("tests.testing.bridge", "from stdlib", "WARNING", 7)] == [
+        (entry["logger"], entry["message"], entry["level"], entry["order"]) for entry in logs
+    ]
