@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from kakashi import _trace
-from kakashi._speedups import RESERVED_KEYS, Record, Snapshot, level_name, snapshot, trace_fields
+from kakashi._speedups import RESERVED_KEYS, Record, Snapshot, level_name, snapshot
 from kakashi._state import SURROGATES
 from kakashi.integrations.logging import ORIGIN_KEY
 
@@ -45,7 +45,6 @@ __all__ = [
     "severity_text",
     "trace_correlation",
     "trace_enricher",
-    "trace_fields",
 ]
 
 # -- trace correlation ----------------------------------------------------------------
@@ -143,7 +142,8 @@ def otlp_any_value(value: Any) -> dict[str, Any]:
     beyond 64 bits becomes a ``stringValue``), ``float``, ``bytes`` (base64), ``None``
     (an empty ``AnyValue``), mappings (``kvlistValue``) and sequences (``arrayValue``);
     a value snapshotted at call time is decoded first; anything else is first made JSON
-    the way every Kakashi formatter does (see :func:`kakashi._speedups.snapshot`).
+    the way every Kakashi formatter does (a set as a list, a date as its ISO
+    text, an unknown object as its ``repr`` marked ``!repr:``).
     """
     cls = type(value)
     if cls is str:
