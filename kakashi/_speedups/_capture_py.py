@@ -4,9 +4,11 @@ This is the pure-Python twin of ``_capture_c.pyx`` and the reference for its beh
 both must accept the same calls and build records that format to the same bytes.
 
 What happens on the caller's thread, and nothing more: the level check, the timestamp
-(``time.time_ns``), the thread, the context snapshot, the exception, the call site when a
-stage asked for it, and a snapshot of any value that could still change after the call
-(a dict, a list, an object): it is serialised at once into an :class:`orjson.Fragment`,
+(``time.time_ns``), the thread, the context snapshot, the ids of the active
+OpenTelemetry span once the application imported OpenTelemetry (see
+:mod:`kakashi.integrations.otel`), the exception, the call site when a stage asked for
+it, and a snapshot of any value that could still change after the call (a dict, a list,
+an object): it is serialised at once into an :class:`orjson.Fragment`,
 so mutating it afterwards never changes the log. Immutable scalars are kept as they are,
 and ``%`` arguments are formatted later unless one of them is mutable.
 """
@@ -236,7 +238,8 @@ class Record:
         source: ``(module, function, line)`` of the call site, when a stage asked for it.
         active_exc: for ERROR and above logged inside an ``except`` block without
             ``exc_info``, the exception being handled (``exception_enricher`` uses it).
-        extra: top-level keys added by enrichers, or ``None``.
+        extra: top-level keys added by enrichers (starting with the ids of the
+            OpenTelemetry span the call was made in, captured with it), or ``None``.
         sink: the pipeline whose stages process this record (set by the logger from its
             route, so a backend serving several pipelines knows each record's own).
     """
