@@ -24,6 +24,7 @@ from libc.time cimport time_t
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
+    Py_ssize_t PyDict_GET_SIZE(PyObject *op)  # a field read: no call, no check
 
 import sys
 
@@ -401,7 +402,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
         record.sink = route.sink
         if _trace_read is not None:
             record.extra = _trace_read()
-        elif _watching and len(_modules) != _modules_seen:
+        elif _watching and PyDict_GET_SIZE(<PyObject *>_modules) != _modules_seen:
             record.extra = _start_trace()
         if level >= 40 and exc_info is None:
             info = _exc_info()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import math
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from time import time_ns
 from typing import Any
@@ -213,8 +214,6 @@ def _fields(record: Record) -> dict[str, Any]:
 
 
 def _exception_attributes(exc_info: Any) -> list[dict[str, Any]]:
-    import traceback
-
     cls, exc, tb = exc_info
     module, name = cls.__module__, cls.__qualname__
     try:
