@@ -260,6 +260,26 @@ def test_the_stdlib_bridge_writes_the_ids_of_the_span_the_stdlib_call_was_made_i
     ]
 
 
+def test_a_stdlib_record_made_on_another_thread_gets_no_ids_here() -> None:
+    """A LogRecord handed over from another thread (as a QueueListener hands them) is
+    not given the ids of a span that happens to be active where it is handled."""
+    logs: list[dict[str, Any]] = []
+    pipeline = Pipeline(writers=(callable_writer(lambda line: logs.append(json.loads(line))),))
+    handler = KakashiHandler(pipeline=pipeline)
+    made: list[logging.LogRecord] = []
+    maker = threading.Thread(
+        target=lambda: made.append(logging.makeLogRecord({"msg": "elsewhere", "levelno": 20}))
+    )
+    maker.start()
+    maker.join(10)
+    with trace.use_span(span()):
+        handler.handle(made[0])
+        handler.handle(logging.makeLogRecord({"msg": "here", "levelno": 20}))
+    assert [("elsewhere", None), ("here", TRACE_HEX)] == [
+        (e["message"], e.get("trace_id")) for e in logs
+    ]
+
+
 def test_an_invalid_span_adds_nothing_and_fields_of_the_call_win() -> None:
     """The API's invalid span (no tracer configured) adds no fields; a call's own
     ``trace_id`` field replaces the captured one, as call fields replace enricher keys."""
