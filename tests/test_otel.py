@@ -195,11 +195,13 @@ def test_a_hand_built_pipeline_writes_the_trace_fields() -> None:
     assert [SPAN_HEX, None] == [line.get("span_id") for line in lines]
 
 
-def test_an_async_pipeline_writes_the_ids_of_the_callers_span() -> None:
+@pytest.mark.parametrize("enrichers", [(), (thread_enricher,)], ids=["plain-json", "enriched"])
+def test_an_async_pipeline_writes_the_ids_of_the_callers_span(enrichers: Any) -> None:
     """The worker writes the record later, on its own thread; the ids are the span's
-    that was active where the call was made, read at capture."""
+    that was active where the call was made, read at capture. Without enrichers the
+    worker formats a whole batch in one compiled call; with one, record by record."""
     keeper = Keeper()
-    pipeline = keeping_pipeline(keeper, enrichers=(thread_enricher,))
+    pipeline = keeping_pipeline(keeper, enrichers=enrichers)
     log = pipeline.get_logger("async")
     try:
         with trace.use_span(span()):
