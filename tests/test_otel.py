@@ -10,6 +10,7 @@ hex (not base64), enums as ints.
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 import kakashi
-from kakashi import _errors
+from kakashi import _errors, _trace
 from kakashi._speedups import Record
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.enrichers import callsite_enricher, context_enricher, thread_enricher
@@ -344,6 +345,38 @@ def test_trace_enricher_fills_records_made_by_hand() -> None:
         pipeline.get_logger("hand").info("through a logger")
     pipeline.emit(Record(1_700_000_000_000_000_000, 20, "hand", "no span"))
     assert [TRACE_HEX, "x", TRACE_HEX, None] == [line.get("trace_id") for line in lines]
+
+
+def test_the_direct_span_lookup_agrees_with_the_public_api() -> None:
+    """The reader takes the current span straight from OpenTelemetry's context variable
+    (its default runtime context is in use here); it finds the span
+    ``trace.get_current_span()`` finds, outside a span, in nested spans, after them, and
+    in a copied context. Without the private names it relies on, the reader falls back
+    to the public function and reads the same ids."""
+    lookup = _trace._span_lookup(sys.modules)
+    assert lookup is not None
+
+    def agree() -> None:
+        public = trace.get_current_span()
+        assert (None if public is trace.INVALID_SPAN else public) is lookup()
+
+    agree()
+    with trace.use_span(span()):
+        agree()
+        with trace.use_span(span(span_id=0x99)):
+            agree()
+        agree()
+        contextvars.copy_context().run(agree)
+    agree()
+    public_only = {
+        name: module for name, module in sys.modules.items() if name != "opentelemetry.context"
+    }
+    assert _trace._span_lookup(public_only) is None
+    fallback, direct = _trace.reader(public_only), _trace.reader(sys.modules)
+    assert fallback is not None and direct is not None
+    with trace.use_span(span(flags=0)):
+        assert {**TRACE_FIELDS, "trace_flags": 0} == fallback() == direct()
+    assert None is fallback() is direct()
 
 
 # -- severity -------------------------------------------------------------------------
