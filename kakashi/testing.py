@@ -67,6 +67,9 @@ class LogCapture:
         with self._lock:
             self.entries.append(entry)
 
+    #: What the stdlib bridge (``KakashiHandler``) hands its records to.
+    process = emit
+
     def flush(self) -> None:
         """Nothing is buffered."""
 

@@ -34,9 +34,11 @@ import orjson
 
 from kakashi import _errors
 from kakashi._locks import fork_safe_lock
-from kakashi._speedups import Record, snapshot
+from kakashi._speedups import Record, snapshot, trace_fields
 from kakashi._tally import Tally
 from kakashi.typing import LoggerSource
+
+_get_ident = threading.get_ident
 
 __all__ = [
     "ORIGIN_KEY",
@@ -180,6 +182,12 @@ def to_record(record: logging.LogRecord) -> Record:
                 fields[key] = value if type(value) in _SCALARS else snapshot(value)
     exc_info = record.exc_info if record.exc_info and record.exc_info[1] is not None else None
     level = record.levelno if 0 <= record.levelno <= 100 else min(max(record.levelno, 0), 100)
+    # The span active here is the record's only on the thread that made the record (not,
+    # say, on a QueueListener's thread).
+    extra = (trace_fields() if record.thread == _get_ident() else None) or {}
+    extra[ORIGIN_KEY] = "stdlib"
+    extra["thread"] = {"id": record.thread, "name": record.threadName}
+    extra["process"] = {"id": record.process}
     return Record(
         int(record.created * 1e9),
         level,
@@ -195,11 +203,7 @@ def to_record(record: logging.LogRecord) -> Record:
         record.stack_info,
         (record.module, record.funcName or "?", record.lineno),
         None,
-        {
-            ORIGIN_KEY: "stdlib",
-            "thread": {"id": record.thread, "name": record.threadName},
-            "process": {"id": record.process},
-        },
+        extra,
     )
 
 
