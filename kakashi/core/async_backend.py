@@ -343,6 +343,13 @@ class _Lane:
             return "open"
         return "ready"
 
+    def circuit(self) -> str:
+        """``"open"`` (records counted at once), ``"trying"`` (the cool-down is over: the
+        next write decides) or ``"closed"``."""
+        if not self.cool_down:
+            return "closed"
+        return "open" if time.monotonic() < self.open_until else "trying"
+
     def lost(self, count: int, reason: str) -> dict[str, int]:
         """*count* records the writer did not get, for *reason*: in its stats; returned
         as a count by reason."""
@@ -1300,6 +1307,8 @@ class AsyncBackend:
             ]
         for ref, entry in entries:
             writer = None if ref is None else ref()
+            lane = None if writer is None else self._lanes.get(id(writer))
+            entry["circuit"] = "closed" if lane is None else lane.circuit()
             entry["delivery"] = {} if writer is None else _delivery_stats(writer)
         return [entry for _, entry in entries]
 

@@ -233,7 +233,7 @@ def get_high_performance_logger(
 
 def get_network_logger(
     name: str,
-    network_writer_func: Callable[[str], Any],
+    network_writer_func: Callable[..., Any],
     max_queue_size: int | None = None,
     batch_size: int | None = None,
     max_error_retries: int | None = None,
@@ -244,13 +244,19 @@ def get_network_logger(
 ) -> Logger:
     """Return a logger whose records are passed, as JSON text, to *network_writer_func*.
 
-    The function runs on a worker thread, never on the caller, once per record in order.
-    A failing call is retried up to *max_error_retries* times with exponential backoff
-    (from *error_retry_delay* seconds, capped at 2 s); after that the record counts as
-    dropped (``write_error``) and is reported once on stderr. Left out, the retry
-    settings are the process-wide backend's (``AsyncConfig.max_error_retries`` and
-    ``error_retry_delay``); *max_retries* is the original library's name for
-    *max_error_retries*. The queue settings apply as in
+    The function runs on the writer's own delivery thread, never on the caller nor in
+    a worker's turn, once per record in order; or once per batch, with a ``list`` of
+    messages, when it is marked with :func:`kakashi.batched`. A failing call is retried
+    up to *max_error_retries* times with exponential backoff (from *error_retry_delay*
+    seconds, capped at 2 s) within the backend's ``retry_budget``; after that the
+    records count as dropped (``write_error``, by reason in the stats) and the failure
+    is reported once on stderr. Raising
+    :class:`~kakashi.writers.delivery.DeliveryError` says which records to retry and
+    which to drop, and why (see :class:`~kakashi.writers.SendWriter`); any other
+    exception retries from the message that failed (the whole batch, for a batched
+    function). Left out, the retry settings are the process-wide backend's
+    (``AsyncConfig.max_error_retries`` and ``error_retry_delay``); *max_retries* is the
+    original library's name for *max_error_retries*. The queue settings apply as in
     :func:`get_high_performance_logger`.
 
     The same name, function and settings give the same logger. The pipeline behind a
