@@ -527,3 +527,31 @@ def test_stats_keys_for_an_unused_backend() -> None:
     """Every backend reports the delivery keys, even before its first record."""
     stats = AsyncBackend().get_stats()
     assert ({}, []) == (stats["write_error_by_reason"], stats["writers"])
+
+
+def test_writers_take_a_retry_budget_checked_at_construction() -> None:
+    """``retry_budget=`` on SendWriter and HttpWriter becomes the writer's own (read by
+    its lane); a bad value is refused at construction, naming the parameter."""
+    from kakashi.writers.http import HttpWriter
+
+    assert 2.5 == SendWriter(print, retry_budget=2.5).retry_budget  # type: ignore[attr-defined]
+    assert not hasattr(SendWriter(print), "retry_budget")  # the backend's then
+    assert 7.0 == HttpWriter("http://127.0.0.1:9/", retry_budget=7).retry_budget
+    with pytest.raises(ValueError, match="retry_budget"):
+        SendWriter(print, retry_budget=-1)
+    with pytest.raises(ValueError, match="retry_budget"):
+        HttpWriter("http://127.0.0.1:9/", retry_budget=float("inf"))
+
+
+def test_import_kakashi_loads_no_http_client() -> None:
+    """``import kakashi`` loads neither urllib3 nor the Retry-After date parser: the
+    delivery core costs nothing until a network writer is made."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kakashi\n"
+        "print(sorted(m for m in ('urllib3', 'email.utils') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == out.stdout.strip()

@@ -42,14 +42,15 @@ __all__ = [
     "status_reason",
 ]
 
-#: HTTP statuses worth retrying: timeouts, rate limits and server-side failures. Every
+#: HTTP statuses worth retrying (timeouts, rate limits and server-side failures). Every
 #: other 4xx says the request itself is wrong, and sending it again cannot help.
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER: Final = 3600.0
 
-#: Not tried: the writer's circuit was open (it failed batch after batch).
+#: Not tried, because the writer's circuit was open (it failed batch after batch).
 CIRCUIT_OPEN: Final = "circuit_open"
-#: Not tried: more than ``max_queue_size`` records waited for the writer; the oldest went.
+#: Not tried, because more than ``max_queue_size`` records waited for the writer (the
+#: oldest go).
 BACKLOG_FULL: Final = "backlog_full"
 #: Not delivered by the shutdown's deadline (and the writer has no ``spool``).
 SHUTDOWN: Final = "shutdown"

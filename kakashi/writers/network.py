@@ -89,6 +89,8 @@ class SendWriter:
         error_retry_delay: the first retry's delay in seconds (doubled each time, with
             jitter), capped at *max_delay*. From 0 to one day.
         max_delay: the longest single wait between retries; from 0 to one day.
+        retry_budget: the time bound on a batch's retries (``None``: the backend's
+            ``retry_budget``); from 0 to one day.
         batched: whether *send* takes a batch; ``None`` (default): as :func:`batched`
             marked it.
 
@@ -105,6 +107,7 @@ class SendWriter:
         max_error_retries: int = 3,
         error_retry_delay: float = 0.1,
         max_delay: float = 2.0,
+        retry_budget: float | None = None,
         batched: bool | None = None,
     ) -> None:
         if not callable(send):
@@ -123,6 +126,10 @@ class SendWriter:
             "error_retry_delay", error_retry_delay, at_most=MAX_WAIT, zero=True
         )
         self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
+        if retry_budget is not None:
+            self.retry_budget = check_seconds(
+                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
+            )
         self.sent = 0
 
     #: Delivered off the workers' turn, on a thread of its own (see Writer.concurrent).
