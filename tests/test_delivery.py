@@ -555,3 +555,38 @@ def test_import_kakashi_loads_no_http_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
+
+
+def test_a_shutdown_spools_what_an_open_circuit_would_drop() -> None:
+    """While a shutdown runs, records for a writer whose circuit is open are given to its
+    ``spool`` rather than counted as ``circuit_open``."""
+
+    class Down(Remote):
+        max_error_retries = 0
+        error_retry_delay = 5.0  # a cool-down of 10 s
+
+        def __init__(self) -> None:
+            super().__init__(self.refuse)
+            self.spooled: list[dict[str, Any]] = []
+
+        def refuse(self, items: list[dict[str, Any]]) -> None:
+            raise DeliveryError.whole(len(items), "connect", retryable=True)
+
+        def spool(self, lines: Sequence[bytes]) -> None:
+            self.spooled.extend(json.loads(line) for line in lines)
+
+    writer = Down()
+    pipe = pipeline(writer, batch_size=1)
+    log = pipe.get_logger("t")
+    for i in range(3):
+        log.info("r", i=i)
+        assert pipe.flush(10).complete
+    assert "open" == writer_stats(pipe.stats(), writer)["circuit"]
+    log.info("r", i=3)
+    pipe.backend._stopping.set()  # as a shutdown does first
+    assert pipe.flush(10).complete
+    stats = pipe.stats()
+    assert [3] == records(writer.spooled)
+    assert {"connect": 1 + 2 + 2} == writer_stats(stats, writer)["dropped_by_reason"]
+    assert 3 == stats["messages_dropped"]
+    assert books_balance(stats)

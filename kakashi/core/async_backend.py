@@ -429,7 +429,7 @@ class _Lane:
             self.records = 0
             self.pending -= len(items)
         for item in items:
-            lost = _add(item.lost, self._left(item.lines, SHUTDOWN))
+            lost = _add(item.lost, self.left_over(item.lines, SHUTDOWN))
             self.backend._part_settled(item.run, lost)
 
     def _loop(self) -> None:
@@ -477,13 +477,13 @@ class _Lane:
             lines = item.lines
             now = time.monotonic()
             if self.cool_down and now < self.open_until:
-                return _add(lost, self.lost(len(lines), CIRCUIT_OPEN))  # counted at once
+                return _add(lost, self.left_over(lines, CIRCUIT_OPEN))  # counted at once
             if item.tries:
                 wait = 0.0 if backend._stopping.is_set() else self._wait(item)
                 if item.tries > (0 if self.cool_down else self.retries) or now + wait > budget_ends:
                     # Out of retries or of time (or the one try after a cool-down failed).
                     self._give_up()
-                    return _add(lost, self._left(lines, item.reason))
+                    return _add(lost, self.left_over(lines, item.reason))
                 if wait:
                     backend._stopping.wait(wait)
             writer = self.writer
@@ -509,9 +509,9 @@ class _Lane:
         backoff = min(self.max_delay, self.delay * 2.0**exponent * random.uniform(0.5, 1.5))
         return backoff if item.retry_after is None else max(backoff, float(item.retry_after))
 
-    def _left(self, lines: Sequence[bytes], reason: str) -> dict[str, int]:
-        """*lines* given up on: kept by the writer's ``spool`` while a shutdown runs (none
-        lost), else counted as lost under *reason*."""
+    def left_over(self, lines: Sequence[bytes], reason: str) -> dict[str, int]:
+        """*lines* given up on (or not tried: an open circuit): kept by the writer's
+        ``spool`` while a shutdown runs (none lost), else counted as lost under *reason*."""
         if self.backend._stopping.is_set() and self._spool(lines):
             return {}
         return self.lost(len(lines), reason)
@@ -914,7 +914,7 @@ class AsyncBackend:
                         # a local one (a full disk) is tried once, with no retries, so it
                         # is back as soon as it can write.
                         if is_concurrent(writer):
-                            run.lose(lane.lost(len(lines), CIRCUIT_OPEN))
+                            run.lose(lane.left_over(lines, CIRCUIT_OPEN))
                             continue
                         outcome = self._attempt(writer, lines)
                         if outcome.first:
