@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from importlib import import_module
@@ -208,9 +210,12 @@ def file_lines(directory: Path) -> dict[str, list[str]]:
 
 class _CollectorHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out at once, not after a delayed ACK
 
     def do_POST(self) -> None:
         server: Any = self.server
+        with server.lock:
+            server.sockets.add(self.connection)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         arrived = time.monotonic()
@@ -251,19 +256,44 @@ class HttpCollector(http.server.ThreadingHTTPServer):
     ``received`` holds ``(path, headers, body, status)`` of every answered request and
     ``received_at`` when each arrived (``time.monotonic()``); ``unanswered`` holds
     ``(path, headers, body)`` of the requests never answered.
+    *port* 0 takes a free one; another (a collector coming back) is bound as given.
     """
 
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _CollectorHandler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _CollectorHandler)
         self.lock = threading.Lock()
         self.answers: list[Any] = []
         self.received: list[tuple[str, dict[str, str], bytes, int]] = []
         self.received_at: list[float] = []
         self.unanswered: list[tuple[str, dict[str, str], bytes]] = []
         self.connections: set[Any] = set()
+        self.sockets: set[Any] = set()
         self.hung = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.server_address[1])
+
+    def start(self) -> HttpCollector:
+        """Serve on a daemon thread; return self."""
+        thread = threading.Thread(target=self.serve_forever, name="test-collector", daemon=True)
+        thread.start()
+        return self
+
+    def kill(self) -> None:
+        """Die as a collector process does: stop listening and cut every open connection
+        (kept-alive ones too), leaving requests that hang unanswered."""
+        self.hung.set()
+        self.shutdown()
+        self.server_close()
+        with self.lock:
+            sockets, self.sockets = list(self.sockets), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def url(self) -> str:
@@ -274,10 +304,6 @@ class HttpCollector(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def collector() -> Any:
     """A running :class:`HttpCollector` on a loopback port, stopped after the test."""
-    server = HttpCollector()
-    thread = threading.Thread(target=server.serve_forever, name="test-collector", daemon=True)
-    thread.start()
+    server = HttpCollector().start()
     yield server
-    server.hung.set()
-    server.shutdown()
-    server.server_close()
+    server.kill()

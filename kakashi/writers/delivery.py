@@ -16,27 +16,48 @@ happened to the batch:
 ``reason`` labels the failure as a whole (``"timeout"``, ``"connect"``, ``"dns"``,
 ``"tls"``, ``"http_503"``...): the backend counts the records it finally gives up on
 under it, so ``get_async_stats()`` says why records were lost, not only how many.
+
+Besides those, the backend counts records a writer did not get under the reasons named
+here: :data:`CIRCUIT_OPEN`, :data:`BACKLOG_FULL`, :data:`SHUTDOWN`, :data:`WRITE_ERROR`
+(the writer raised something other than a :class:`DeliveryError`) and
+:data:`WRITER_REJECTED` (its ``write`` returned a count of records it could not take).
 """
 
 from __future__ import annotations
 
-import email.utils
 import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 __all__ = [
+    "BACKLOG_FULL",
+    "CIRCUIT_OPEN",
     "DeliveryError",
+    "SHUTDOWN",
+    "WRITER_REJECTED",
+    "WRITE_ERROR",
     "RETRYABLE_STATUS",
     "parse_retry_after",
     "status_reason",
 ]
 
-#: HTTP statuses worth retrying: timeouts, rate limits and server-side failures. Every
+#: HTTP statuses worth retrying (timeouts, rate limits and server-side failures). Every
 #: other 4xx says the request itself is wrong, and sending it again cannot help.
 RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER: Final = 3600.0
+
+#: Not tried, because the writer's circuit was open (it failed batch after batch).
+CIRCUIT_OPEN: Final = "circuit_open"
+#: Not tried, because more than ``max_queue_size`` records waited for the writer (the
+#: oldest go).
+BACKLOG_FULL: Final = "backlog_full"
+#: Not delivered by the shutdown's deadline (and the writer has no ``spool``).
+SHUTDOWN: Final = "shutdown"
+#: The writer raised something other than a DeliveryError, and retries did not help.
+WRITE_ERROR: Final = "write_error"
+#: The writer's ``write`` returned a count of records it could not take.
+WRITER_REJECTED: Final = "writer_rejected"
 
 
 class DeliveryError(ConnectionError):
@@ -110,6 +131,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
+    import email.utils  # here: ``import kakashi`` loads this module, rarely this function
+
     try:
         seconds = float(value)
     except ValueError:

@@ -65,8 +65,9 @@ class HttpWriter:
             against self-signed servers only).
         ca_certs: a CA bundle file to verify against instead of the system's.
         username, password: HTTP basic authentication.
-        max_error_retries, error_retry_delay, max_delay: this writer's retry policy (see
-            :class:`~kakashi.core.async_backend.AsyncConfig`); ``None`` takes the backend's.
+        max_error_retries, error_retry_delay, max_delay, retry_budget: this writer's
+            retry policy (see :class:`~kakashi.core.async_backend.AsyncConfig`); ``None``
+            takes the backend's.
         pool_size: connections kept per host.
 
     Raises:
@@ -97,6 +98,7 @@ class HttpWriter:
         max_error_retries: int | None = None,
         error_retry_delay: float | None = None,
         max_delay: float | None = None,
+        retry_budget: float | None = None,
         pool_size: int = 4,
     ) -> None:
         try:
@@ -126,6 +128,10 @@ class HttpWriter:
             )
         if max_delay is not None:
             self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
+        if retry_budget is not None:
+            self.retry_budget = check_seconds(
+                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
+            )
         self.url = url
         self.compression = compression
         self.timeout = urllib3.Timeout(connect=connect, read=timeout)
@@ -162,7 +168,8 @@ class HttpWriter:
         return self.url
 
     def check(self, batch: Sequence[bytes], response: Response) -> None:
-        """Read a 2xx *response* to *batch*; raise :class:`DeliveryError` for the records
+        """Read a 2xx *response* to *batch*; raise
+        :class:`~kakashi.writers.delivery.DeliveryError` for the records
         it reports as not taken (bulk APIs answer item by item). Here: all taken."""
 
     # -- the request ------------------------------------------------------------------------
