@@ -1,7 +1,7 @@
 """A disk spool in front of a network writer: what the collector cannot take now is kept
 in local files and delivered later, in order, also after a restart.
 
-:class:`SpoolingWriter` wraps a network writer (an :class:`~kakashi.writers.http.HttpWriter`
+:class:`SpoolingWriter` wraps a network writer (an ``HttpWriter``
 or any writer that reports failures with :class:`~kakashi.writers.delivery.DeliveryError`).
 While its spool is empty, a batch goes straight to the inner writer. Records the inner
 writer could not deliver but that are worth retrying are appended to the spool instead of
@@ -284,10 +284,17 @@ class SpoolingWriter:
             segment = _Segment(seq, path, size, records)
             if not self._segments:
                 self._read_offset, self._read_records = (offset, before) if before >= 0 else (0, 0)
+                if before < 0:
+                    _errors.report(
+                        f"spool {self.directory} offset",
+                        detail=f"{offset} is not a record's start in {path}; that file is "
+                        "replayed from its start (its records may be delivered twice)",
+                    )
             self._segments.append(segment)
             self._records += records
             self._bytes += size
-        self.recovered = self._records - self._read_records
+        self._records -= self._read_records  # replayed before, by the last owner
+        self.recovered = self._records
 
     def _load_offset(self) -> tuple[int, int]:
         try:
@@ -400,8 +407,9 @@ class SpoolingWriter:
         spooled. While the spool holds records, the batch is spooled behind them.
 
         Raises:
-            DeliveryError: carrying only the records the inner writer dropped (a retry
-                cannot help them), for the backend to count under their reasons.
+            kakashi.writers.delivery.DeliveryError: carrying only the records the inner
+                writer dropped (no retry can help them), for the backend to count under
+                their reasons.
         """
         if not batch:
             return None
