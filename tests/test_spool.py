@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -571,3 +572,56 @@ def test_many_batches_counted_exactly(collector: Any, tmp_path: Path) -> None:
     assert list(range(360)) == delivered(collector)
     assert 360 == stats["delivered"] + stats["replayed"]
     assert books_balance(stats)
+
+
+def test_the_cap_deleting_the_file_being_replayed_loses_nothing_uncounted(
+    collector: Any, tmp_path: Path
+) -> None:
+    """A slow collector and a tiny spool: files are deleted for room while the replay
+    delivers from them; what the replay holds is still delivered, the rest counted, in
+    order, none twice."""
+    collector.answers = [(503, {}, b"")]  # the first batch is spooled; then slow answers
+    slow = (200, {}, b"{}", 0.01)
+    collector.answers.extend([slow] * 2000)
+    writer = spooling(collector.url, tmp_path, max_bytes=4096, segment_bytes=1024, replay_batch=5)
+    for start in range(0, 1000, 5):
+        writer.write(lines(start, start + 5, pad=20))
+    until(lambda: writer.delivery_stats()["spool_records"] == 0)
+    stats = writer.delivery_stats()
+    writer.close()
+    ids = delivered(collector)
+    assert sorted(set(ids)) == ids
+    assert 999 == ids[-1]
+    assert 1000 == len(ids) + stats["spool_dropped:spool_full"]
+    assert stats["spool_dropped"] == stats["spool_dropped:spool_full"] > 0
+    assert books_balance(stats)
+
+
+def test_a_flush_while_the_collector_is_down_returns_after_one_failed_attempt(
+    tmp_path: Path,
+) -> None:
+    """flush() does not wait out its (here: hour-long) bound when the attempt it asked
+    for failed: the collector is down, waiting would not help."""
+    writer = spooling(closed_url(), tmp_path, retry_delay=3600.0, flush_timeout=3600.0)
+    writer.write(lines(0, 3))
+    flushing = threading.Thread(target=writer.flush)
+    flushing.start()
+    flushing.join(60)
+    returned = not flushing.is_alive()
+    writer.close()
+    flushing.join()
+    assert returned
+    assert 3 == writer.delivery_stats()["spool_records"]
+
+
+def test_the_spool_benchmark_delivers_every_record_once(tmp_path: Path) -> None:
+    """benchmarks/spool.py runs; each of its runs delivered every record, once."""
+    script = ROOT / "benchmarks" / "spool.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, str(script), "--records", "2000", "--directory", str(tmp_path)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert 0 == result.returncode, result.stderr
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
+    counts = {row[1].strip(): row[3].strip() for row in rows[2:]}
+    assert "2,000" == counts["replay (fsync=False)"] == counts["replay (fsync=True)"]
+    assert "2,000" == counts["direct, HttpWriter"] == counts["direct, SpoolingWriter"]

@@ -225,6 +225,7 @@ class SpoolingWriter:
         self._thread: threading.Thread | None = None
         self._not_before = 0.0  # no replay attempt before this monotonic time
         self._hurry = False  # a flush asks for an attempt now
+        self._failures = 0  # replay attempts that failed (a flush stops waiting at one)
         self._closed = False
         self._owner = True  # False in a forked child, and after close
         try:
@@ -612,6 +613,8 @@ class SpoolingWriter:
                         replay = self._in_flight = self._read_batch()
                     except OSError as exc:
                         _errors.report(f"spool {self.directory} read", exc)
+                        self._failures += 1
+                        self._cond.notify_all()
                         tries += 1
                         self._not_before = time.monotonic() + self._backoff(tries, None)
                         continue
@@ -650,6 +653,8 @@ class SpoolingWriter:
                     return
                 if retry:
                     replay.lines = [lines[index] for index in retry]
+                    self._failures += 1
+                    self._cond.notify_all()
                     tries += 1
                     self._not_before = time.monotonic() + self._backoff(tries, failure)
                     continue
@@ -723,15 +728,17 @@ class SpoolingWriter:
     # -- flush, close, fork ---------------------------------------------------------------
 
     def flush(self) -> None:
-        """Ask for a replay attempt now and wait up to ``flush_timeout`` for the spool to
-        empty; then flush the inner writer."""
+        """Ask for a replay attempt now and wait, up to ``flush_timeout``, until the
+        spool is empty or an attempt failed (the collector is still down: waiting longer
+        would not help); then flush the inner writer."""
         deadline = time.monotonic() + self.flush_timeout
         with self._cond:
             if self._owner and self._records:
+                failures = self._failures
                 self._hurry = True
                 self._start_replay()
                 self._cond.notify_all()
-                while self._records and self._thread is not None:
+                while self._records and self._thread and self._failures == failures:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
