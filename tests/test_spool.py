@@ -625,3 +625,63 @@ def test_the_spool_benchmark_delivers_every_record_once(tmp_path: Path) -> None:
     counts = {row[1].strip(): row[3].strip() for row in rows[2:]}
     assert "2,000" == counts["replay (fsync=False)"] == counts["replay (fsync=True)"]
     assert "2,000" == counts["direct, HttpWriter"] == counts["direct, SpoolingWriter"]
+
+
+class Stub:
+    """An inner writer without a network: refuses while ``down``; when up, gives up on
+    the last ``give_up`` records of a batch by returning their count (the Writer
+    contract's int)."""
+
+    concurrent = True
+
+    def __init__(self) -> None:
+        self.down = False
+        self.give_up = 0
+        self.received: list[bytes] = []
+
+    def write(self, batch: Sequence[bytes]) -> int | None:
+        if self.down:
+            raise ConnectionRefusedError("down")
+        kept = len(batch) - self.give_up
+        self.received.extend(batch[:kept])
+        return self.give_up or None
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_spool_keeps_what_the_backend_hands_it_at_shutdown(tmp_path: Path) -> None:
+    """spool(lines) queues behind the spool and is replayed; after close it counts the
+    lines it can no longer keep (spool_closed) instead of raising."""
+    stub = Stub()
+    writer = SpoolingWriter(stub, tmp_path, retry_delay=0.02, flush_timeout=60.0)
+    writer.spool([b"a", b"b"])
+    writer.flush()
+    writer.close()
+    writer.spool([b"c"])
+    stats = writer.delivery_stats()
+    assert [b"a", b"b"] == stub.received
+    assert (3, 2, 1) == (stats["spooled"], stats["replayed"], stats["spool_dropped:spool_closed"])
+    assert books_balance(stats)
+
+
+def test_a_plain_exception_spools_from_written_on_and_an_int_counts_as_given_up(
+    tmp_path: Path,
+) -> None:
+    """Any exception from the inner writer spools the batch from its ``written`` on; on
+    replay, an int returned by the inner writer is counted (writer_dropped)."""
+    stub = Stub()
+    stub.down = True
+    writer = SpoolingWriter(stub, tmp_path, retry_delay=3600.0, flush_timeout=60.0)
+    assert writer.write([b"a", b"b", b"c"]) is None
+    stub.down = False
+    stub.give_up = 1
+    writer.flush()
+    stats = writer.delivery_stats()
+    writer.close()
+    assert [b"a", b"b"] == stub.received
+    assert (3, 2, 1) == (stats["spooled"], stats["replayed"], stats["spool_dropped:writer_dropped"])
+    assert books_balance(stats)

@@ -2,7 +2,7 @@
 in local files and delivered later, in order, also after a restart.
 
 :class:`SpoolingWriter` wraps a network writer (an ``HttpWriter``
-or any writer that reports failures with :class:`~kakashi.writers.delivery.DeliveryError`).
+or any writer that reports failures with ``kakashi.writers.delivery.DeliveryError``).
 While its spool is empty, a batch goes straight to the inner writer. Records the inner
 writer could not deliver but that are worth retrying are appended to the spool instead of
 failing; so is every batch while the spool holds anything, so that the order is kept. A
@@ -147,7 +147,7 @@ class SpoolingWriter:
 
     Args:
         inner: the network writer that delivers (its ``write`` reports failures with
-            :class:`~kakashi.writers.delivery.DeliveryError`, or any exception with an
+            ``DeliveryError``, or any exception with an
             optional ``written`` count).
         directory: the spool directory (created if missing), one per process.
         max_bytes: the most bytes the spool files may take; the oldest are deleted beyond.
@@ -407,10 +407,9 @@ class SpoolingWriter:
         worth retrying (and, for any other exception, those from its ``written`` on) are
         spooled. While the spool holds records, the batch is spooled behind them.
 
-        Raises:
-            kakashi.writers.delivery.DeliveryError: carrying only the records the inner
-                writer dropped (no retry can help them), for the backend to count under
-                their reasons.
+        Records the inner writer dropped (no retry can help them) are not spooled: a
+        ``DeliveryError`` carrying only those is raised, for the backend to count them
+        under their reasons. Nothing else is raised.
         """
         if not batch:
             return None
@@ -481,7 +480,13 @@ class SpoolingWriter:
             while size > self.max_bytes:  # one batch larger than the whole spool
                 size -= len(frames[first])
                 first += 1
-            self._count_dropped("spool_full", first)
+            if first:
+                self._count_dropped("spool_full", first)
+                _errors.report(
+                    f"spool {self.directory}",
+                    detail=f"a batch larger than max_bytes ({self.max_bytes}): its oldest "
+                    "records are dropped and counted",
+                )
             if first == len(frames):
                 return
             while self._bytes + size > self.max_bytes and self._segments:
@@ -623,8 +628,11 @@ class SpoolingWriter:
                         return
             lines = replay.lines
             failure: Exception | None = None
+            lost = 0
             try:
-                self.inner.write(lines)
+                result = self.inner.write(lines)
+                # An int: records the writer could not take and gave up on itself.
+                lost = result if type(result) is int and 0 < result <= len(lines) else 0
                 retry: list[int] = []
                 dropped: dict[int, str] = {}
             except DeliveryError as exc:
@@ -639,9 +647,10 @@ class SpoolingWriter:
             if failure is not None:
                 _errors.report(f"spool {self.directory} replay", failure)
             with self._cond:
-                self.replayed += len(lines) - len(retry) - len(dropped)
+                self.replayed += len(lines) - len(retry) - len(dropped) - lost
                 for why in dropped.values():
                     self._count_dropped(why, 1)
+                self._count_dropped("writer_dropped", lost)
                 self._records -= len(lines) - len(retry)
                 if self._stopped():
                     # Left uncommitted on disk: the next owner replays the batch once more
