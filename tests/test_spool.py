@@ -313,31 +313,35 @@ def test_kill_9_while_spooling_loses_no_spooled_record(collector: Any, tmp_path:
     )
 
 
-def test_kill_9_while_replaying_delivers_at_most_one_batch_twice(
+def test_kill_9_between_a_delivery_and_its_commit_replays_one_batch_twice(
     collector: Any, tmp_path: Path
 ) -> None:
-    """A process replaying to a slow collector is killed mid-way; the next one delivers
-    the rest: every record arrives, and at most one replay batch (100) twice."""
+    """The worst moment to die: the collector has taken a replay batch, the process is
+    killed before it commits it. The next process delivers that batch again (exactly one
+    batch twice, the stated bound) and everything after it once; nothing is lost."""
     spool = tmp_path / "spool"
     finish(child(tmp_path, closed_url(), spool, "spool", 2000))
-    collector.answers = Always((200, {}, b"{}", 0.05))
+    arrived = threading.Event()
+
+    def taken_then_killed(path: str, headers: Any, body: bytes) -> Any:
+        arrived.set()
+        return (200, {}, b"{}", 2.0)  # stored once the sender is dead (see below)
+
+    collector.answers = [(200, {}, b"{}")] * 5 + [taken_then_killed]
     replaying = child(tmp_path, collector.url, spool, "replay")
-    until(lambda: len(delivered(collector)) >= 500)
+    assert arrived.wait(60)  # the sixth replay batch is at the collector
     replaying.send_signal(signal.SIGKILL)
     replaying.wait(30)
     assert replaying.stdout is not None
     replaying.stdout.close()
-    collector.answers = []
+    until(lambda: len(delivered(collector)) == 600)  # the collector stored it
     stats = finish(child(tmp_path, f"{collector.url}/next", spool, "replay"))
     ids = delivered(collector)
-    killed_at = len(delivered(collector, only="/"))
-    twice = len(ids) - 2000
 
-    assert set(range(2000)) == set(ids)
-    assert 0 <= twice <= 100
-    assert killed_at < 2000  # it was killed before the end
-    assert 0 == stats["spool_dropped"]
-    assert stats["recovered"] == stats["replayed"] == 2000 - killed_at + twice
+    assert list(range(600)) == delivered(collector, only="/")
+    assert list(range(500, 2000)) == delivered(collector, only="/next")
+    assert 2100 == len(ids)  # records 500 to 599 twice: one replay batch
+    assert (1500, 1500, 0) == (stats["recovered"], stats["replayed"], stats["spool_dropped"])
     assert [] == segments(spool)
 
 
