@@ -287,7 +287,7 @@ class SpoolingWriter:
                 self._read_offset, self._read_records = (offset, before) if before >= 0 else (0, 0)
                 if before < 0:
                     _errors.report(
-                        f"spool {self.directory} offset",
+                        f"spool {self.directory} offset position",
                         detail=f"{offset} is not a record's start in {path}; that file is "
                         "replayed from its start (its records may be delivered twice)",
                     )
@@ -306,7 +306,7 @@ class SpoolingWriter:
             return 0, 0
         except ValueError:
             _errors.report(
-                f"spool {self.directory} offset",
+                f"spool {self.directory} offset file",
                 detail="unreadable; the spool is replayed from its oldest record",
             )
             return 0, 0
@@ -322,7 +322,7 @@ class SpoolingWriter:
                 file.truncate(size)
                 reason = "damaged record" if damaged else "torn last record"
                 _errors.report(
-                    f"spool {self.directory}",
+                    f"spool {self.directory} damaged file",
                     detail=f"{path}: a {reason}; {len(data) - size} bytes cut off",
                 )
                 self._count_dropped("spool_corrupt", 1)  # how many it held is unknowable
@@ -470,7 +470,7 @@ class SpoolingWriter:
                 reason = "spool_closed" if self._closed else "forked_child"
                 self._count_dropped(reason, len(frames))
                 _errors.report(
-                    f"spool {self.directory}",
+                    f"spool {self.directory} not the owner",
                     detail=f"records handed to a spool that is not this process's ({reason}) "
                     "are dropped and counted",
                 )
@@ -483,7 +483,7 @@ class SpoolingWriter:
             if first:
                 self._count_dropped("spool_full", first)
                 _errors.report(
-                    f"spool {self.directory}",
+                    f"spool {self.directory} oversize batch",
                     detail=f"a batch larger than max_bytes ({self.max_bytes}): its oldest "
                     "records are dropped and counted",
                 )
@@ -561,8 +561,9 @@ class SpoolingWriter:
         self._save_offset()
         self._unlink(segment.path)
         _errors.report(
-            f"spool {self.directory}",
-            detail=f"full ({self.max_bytes} bytes): the oldest records are dropped and counted",
+            f"spool {self.directory} size cap",
+            detail=f"the spool is full (max_bytes={self.max_bytes}): its oldest records are "
+            "dropped and counted",
         )
 
     # -- replaying --------------------------------------------------------------------------
@@ -697,7 +698,7 @@ class SpoolingWriter:
             if lines:
                 return _Replay(segment, start + used, lines)
             _errors.report(
-                f"spool {self.directory}",
+                f"spool {self.directory} damaged record",
                 detail=f"{segment.path}: a damaged record; the rest of that file is dropped",
             )
             lost = segment.records - self._read_records
