@@ -94,8 +94,8 @@ if [ ! -e /usr/share/zoneinfo/America/New_York ] && command -v apt-get >/dev/nul
 fi
 
 # ClickHouse (tests/test_clickhouse.py starts a clickhouse-server of its own on loopback
-# ports, with a configuration and data in a temporary directory; the package's own service
-# is never started).
+# ports, with a configuration and data in a temporary directory; it does not use the
+# package's own service).
 if ! command -v clickhouse-server >/dev/null && command -v apt-get >/dev/null &&
         [ "$(id -u)" = 0 ]; then
     echo "== system packages: clickhouse-server =="
