@@ -202,6 +202,32 @@ def test_one_bad_row_in_200_is_isolated_and_the_rest_land(
     assert "not a number" in writer.last_rejection
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the async backend's lanes retry a DeliveryError from its first failed index "
+    "(DeliveryError.written), re-sending the rows after the bad one; helper D1's lanes "
+    "honour DeliveryError.dropped (remove this mark when they are merged)",
+)
+def test_a_bad_row_through_the_async_backend_is_counted_once_and_nothing_repeats(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """End to end: one record whose ``user_id`` ClickHouse cannot read among 200; the
+    other 199 are stored exactly once and the bad one is counted as dropped."""
+    writer = ClickHouseWriter(clickhouse.url, table, error_retry_delay=0.01)
+    pipeline = keeping_pipeline(writer, batch_size=1000, batch_timeout=0.5)
+    log = kakashi.get_logger("bad.rows", pipeline)
+    for i in range(200):
+        log.info("r", seq=i, user_id="not a number" if i == 150 else i)
+    assert pipeline.flush(30.0).complete
+    stats = pipeline.stats()
+    pipeline.shutdown()
+    rows = clickhouse.rows(f"SELECT fields FROM {table} WHERE logger = 'bad.rows'")
+    stored = sorted(json.loads(row["fields"])["seq"] for row in rows)
+    assert [i for i in range(200) if i != 150] == stored
+    assert balanced(stats)
+    assert 1 == stats["messages_dropped"]
+
+
 def test_many_bad_rows_are_bounded_by_the_split_budget(
     clickhouse: ClickHouseServer, table: str
 ) -> None:
@@ -406,3 +432,17 @@ def test_bad_configuration_is_refused_at_once(call: Any, message: str) -> None:
     """Each mistake raises ValueError naming the parameter, before any request."""
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_shipping_benchmark_runs_and_prints_the_ratios(clickhouse: ClickHouseServer) -> None:
+    """benchmarks/shipping.py (a server of its own, both targets, every record counted)
+    runs to the end with tiny figures; the numbers themselves are not judged here."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "shipping.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--records", "500", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "ratio clickhouse/file: caller cost" in result.stdout

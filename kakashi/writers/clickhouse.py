@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -60,6 +60,8 @@ DATA_ERROR_CODES: Final = frozenset({6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117,
 # 500, which would otherwise be retried.
 _REQUEST_ERROR_CODES: Final = frozenset({16, 60, 81, 89, 164, 192, 193, 194, 195, 497, 516})
 
+_loads = orjson.loads
+_dumps = orjson.dumps
 _CODE: Final = re.compile(r"Code: (\d+)")
 _FRACTION: Final = re.compile(r"\.(\d+)")
 _SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -82,27 +84,25 @@ def _error_code(detail: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _text(value: Any) -> Any:
-    """A value for a String column: a string as it is, anything else as its JSON."""
-    return value if type(value) is str else orjson.dumps(value).decode()
+# How a JSON value is made fit for a column, by the column's type: as it is; for a String
+# column, a value that is not a string as its JSON text; for a number column, a boolean
+# as 0/1 (ClickHouse 18 reads no ``true``).
+_AS_IS: Final = 0
+_TEXT: Final = 1
+_NUMBER: Final = 2
 
 
-def _number(value: Any) -> Any:
-    """A value for a numeric column: booleans as 0/1 (ClickHouse 18 reads no ``true``)."""
-    return int(value) if type(value) is bool else value
-
-
-def _converter(column_type: str) -> Callable[[Any], Any] | None:
-    """How a JSON value is made fit for a column of *column_type* (``None``: as it is)."""
+def _kind(column_type: str) -> int:
+    """How values are fitted to a column of *column_type* (``_AS_IS``, ``_TEXT``...)."""
     base = column_type
     for wrapper in ("LowCardinality(", "Nullable("):
         if base.startswith(wrapper):
             base = base[len(wrapper) : -1]
     if base == "String" or base.startswith("FixedString("):
-        return _text
+        return _TEXT
     if base.startswith(("Int", "UInt", "Float", "Decimal")):
-        return _number
-    return None
+        return _NUMBER
+    return _AS_IS
 
 
 def _microseconds(timestamp: Any) -> int:
@@ -191,7 +191,7 @@ class ClickHouseWriter(HttpWriter):
         self._describe_url = base + urllib.parse.urlencode(describe, quote_via=urllib.parse.quote)
         self.fields_column = fields_column
         self.timestamp_us_column = timestamp_us_column
-        self._convert: dict[str, Callable[[Any], Any] | None] | None = None
+        self._kinds: dict[str, int] | None = None
         self._fields: str | None = None
         self._micros: str | None = None
         if columns is not None:
@@ -213,9 +213,7 @@ class ClickHouseWriter(HttpWriter):
         self.columns = dict(columns)
         fields = self.fields_column if self.fields_column in self.columns else None
         micros = self.timestamp_us_column if self.timestamp_us_column in self.columns else None
-        self._convert = {
-            name: _converter(kind) for name, kind in self.columns.items() if name != fields
-        }
+        self._kinds = {name: _kind(kind) for name, kind in self.columns.items() if name != fields}
         self._fields = fields
         self._micros = micros
 
@@ -233,29 +231,35 @@ class ClickHouseWriter(HttpWriter):
 
     def row(self, line: bytes) -> bytes | None:
         """The JSONEachRow row for one JSON *line* (``None``: not a JSON object)."""
-        convert = self._convert
-        if convert is None:
+        kinds = self._kinds
+        if kinds is None:
             raise RuntimeError("the table's columns are not known yet")
         try:
-            event = orjson.loads(line)
+            event = _loads(line)
         except orjson.JSONDecodeError:
             return None
         if type(event) is not dict:
             return None
         row: dict[str, Any] = {}
         extra: dict[str, Any] = {}
+        # One pass, no call per key in the common case (a string for a String column).
         for key, value in event.items():
-            if key in convert:
-                if value is not None:
-                    fit = convert[key]
-                    row[key] = value if fit is None else fit(value)
-            else:
+            kind = kinds.get(key)
+            if kind is None:
                 extra[key] = value
+            elif value is None:
+                continue  # the column's default
+            elif kind == _TEXT:
+                row[key] = value if type(value) is str else _dumps(value).decode()
+            elif kind == _NUMBER and type(value) is bool:
+                row[key] = int(value)
+            else:
+                row[key] = value
         if self._micros is not None and self._micros not in row:
             row[self._micros] = _microseconds(event.get("timestamp"))
         if extra and self._fields is not None:
-            row[self._fields] = orjson.dumps(extra).decode()
-        return orjson.dumps(row)
+            row[self._fields] = _dumps(extra).decode()
+        return _dumps(row)
 
     # -- the insert -------------------------------------------------------------------------
 
@@ -268,7 +272,7 @@ class ClickHouseWriter(HttpWriter):
         """
         if not batch:
             return
-        if self._convert is None:
+        if self._kinds is None:
             self._discover(len(batch))
         rows: list[bytes] = []
         indices: list[int] = []
