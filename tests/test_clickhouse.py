@@ -259,6 +259,27 @@ def test_a_line_that_is_not_json_is_dropped_and_the_rest_land(
     assert [0, 3] == _seqs(clickhouse, table)
 
 
+def test_a_column_dropped_since_the_describe_is_asked_again(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """The table's columns are learnt once; when one is dropped later, the insert that
+    names it is retried (not bisected into drops) and the next one asks again."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write([_line(0, path="/a")])
+    clickhouse.query(f"ALTER TABLE {table} DROP COLUMN path")
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([_line(1, path="/b"), _line(2)])
+    assert ("clickhouse_117", (0, 1), {}) == (
+        caught.value.reason,
+        caught.value.retry,
+        caught.value.dropped,
+    )
+    writer.write([_line(1, path="/b"), _line(2)])  # the backend's retry
+    assert [0, 1, 2] == _seqs(clickhouse, table)
+    fields = [json.loads(row["fields"]) for row in clickhouse.rows(f"SELECT fields FROM {table}")]
+    assert {1: "/b"} == {f["seq"]: f["path"] for f in fields if "path" in f}
+
+
 def test_a_table_that_does_not_exist_drops_the_batch_with_the_server_message(
     clickhouse: ClickHouseServer,
 ) -> None:

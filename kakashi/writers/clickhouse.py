@@ -124,7 +124,7 @@ class ClickHouseWriter(HttpWriter):
         database: the table's database.
         columns: the table's columns, name -> ClickHouse type (``{"user_id": "UInt64"}``);
             ``None`` (the default) asks the server (``DESCRIBE TABLE``) before the first
-            insert.
+            insert, and again when an insert names a column the table no longer has.
         fields_column: the String column that receives, as one JSON object, the keys that
             are not columns (``None``: such keys are not stored).
         timestamp_us_column: a UInt32 column that receives the microseconds of the
@@ -194,6 +194,7 @@ class ClickHouseWriter(HttpWriter):
         self._kinds: dict[str, int] | None = None
         self._fields: str | None = None
         self._micros: str | None = None
+        self._discovered = False  # the columns came from the server, not from columns=
         if columns is not None:
             if not isinstance(columns, Mapping) or not all(
                 isinstance(name, str) and isinstance(kind, str) for name, kind in columns.items()
@@ -315,6 +316,11 @@ class ClickHouseWriter(HttpWriter):
             if error is None:
                 continue
             code = _error_code(error.detail)
+            if code == 117 and self._discovered and "Unknown field" in error.detail:
+                # A column went away since the DESCRIBE: ask again on the next try.
+                self._kinds = None
+                rest = [indices[i] for piece in (part, *reversed(parts)) for i in piece]
+                return DeliveryError("clickhouse_117", retry=rest, detail=error.detail)
             if code in DATA_ERROR_CODES:
                 label = f"clickhouse_{code}"
                 if len(part) == 1 or budget < 2:
@@ -381,6 +387,7 @@ class ClickHouseWriter(HttpWriter):
                 column = orjson.loads(line)
                 columns[column["name"]] = column["type"]
         self._use_columns(columns)
+        self._discovered = True
 
     def __repr__(self) -> str:
         return f"<ClickHouseWriter {self.url} {self.database}.{self.table}>"
