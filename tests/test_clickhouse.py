@@ -153,6 +153,26 @@ def test_columns_given_skip_the_question_and_microseconds_are_exact(
     assert 1 == writer.requests  # the insert only: no DESCRIBE
 
 
+def test_nulls_leave_the_column_default_and_odd_values_are_fitted(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """A ``null`` leaves a column its default (and is not repeated in ``fields``); a
+    list or a number for a String column is stored as its JSON text; a boolean for a
+    number column as 1/0."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write(
+        [
+            _line(1, user_id=None, path=None, message=None),
+            _line(2, user_id=True, path=["a", 1], message=3.5),
+        ]
+    )
+    rows = clickhouse.rows(f"SELECT message, user_id, path, fields FROM {table} ORDER BY fields")
+    assert [
+        {"message": "", "user_id": "0", "path": "", "fields": '{"seq":1}'},
+        {"message": "3.5", "user_id": "1", "path": '["a",1]', "fields": '{"seq":2}'},
+    ] == rows
+
+
 def test_gzip_bodies_are_sent_and_taken(clickhouse: ClickHouseServer, table: str) -> None:
     """The default gzip body is decoded by the server (no setting needed on 18.16), and
     is much smaller than the rows."""
