@@ -364,12 +364,14 @@ def test_settings_go_with_each_insert(clickhouse: ClickHouseServer, table: str) 
     assert [1] == _seqs(clickhouse, table)
 
 
-def test_the_server_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
+def test_the_server_killed_mid_stream_and_restarted(
+    clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
     """A server of its own is killed while records stream in and started again on the
     same port and data: the async backend retries; every record logged is stored or
     counted as dropped, and duplicates (an insert taken just before the kill, its answer
     lost) are at most one batch."""
-    server = ClickHouseServer(tmp_path / "restarting")
+    server = ClickHouseServer(tmp_path / "restarting", clickhouse.binary)  # not the shared one
     server.start()
     try:
         create_table(server.url, "logs", columns={"seq": "UInt64"})
