@@ -208,17 +208,28 @@ def test_one_bad_row_in_200_is_isolated_and_the_rest_land(
     lines = [_line(i, user_id=i) for i in range(200)]
     lines[150] = _line(150, user_id="not a number")
     writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write([_line(-1)])  # the DESCRIBE and a first insert, not counted below
+    posts = []
+    post = writer.post
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        posts.append(args[1])  # the number of rows in the request
+        return post(*args, **kwargs)
+
+    writer.post = counting  # type: ignore[method-assign]
     with pytest.raises(DeliveryError) as caught:
         writer.write(lines)
     error = caught.value
+    # The whole batch, then two halves per level down to the bad row: 1 + 2 * 8.
+    assert len(posts) <= 1 + 2 * math.ceil(math.log2(200))
+    assert [200, 100, 100] == posts[:3]
+    assert 1 in posts  # the bad row, alone
     assert {150: "clickhouse_27"} == error.dropped
     assert () == error.retry
     assert "not a number" in error.detail
-    assert [i for i in range(200) if i != 150] == _seqs(clickhouse, table)
+    assert [-1] + [i for i in range(200) if i != 150] == _seqs(clickhouse, table)
     assert {"clickhouse_27": 1} == writer.rejected
-    assert 199 == writer.rows_delivered
-    inserts = 1 + 2 * math.ceil(math.log2(200))
-    assert writer.requests <= inserts  # the successful ones; the failed ones are fewer
+    assert 200 == writer.rows_delivered
     assert "not a number" in writer.last_rejection
 
 
