@@ -169,8 +169,8 @@ class HttpWriter:
 
     def check(self, batch: Sequence[bytes], response: Response) -> None:
         """Read a 2xx *response* to *batch*; raise
-        :class:`~kakashi.writers.delivery.DeliveryError` for the records
-        it reports as not taken (bulk APIs answer item by item). Here: all taken."""
+        :class:`~kakashi.writers.delivery.DeliveryError` for the records it reports as not
+        taken (bulk APIs answer item by item). Here: all taken."""
 
     # -- the request ------------------------------------------------------------------------
 
