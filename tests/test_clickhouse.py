@@ -233,12 +233,6 @@ def test_one_bad_row_in_200_is_isolated_and_the_rest_land(
     assert "not a number" in writer.last_rejection
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the async backend's lanes retry a DeliveryError from its first failed index "
-    "(DeliveryError.written), re-sending the rows after the bad one; helper D1's lanes "
-    "honour DeliveryError.dropped (remove this mark when they are merged)",
-)
 def test_a_bad_row_through_the_async_backend_is_counted_once_and_nothing_repeats(
     clickhouse: ClickHouseServer, table: str
 ) -> None:

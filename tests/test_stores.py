@@ -4,7 +4,6 @@ local HTTP server that parses every request body and answers as the store would.
 from __future__ import annotations
 
 import gzip
-import inspect
 import json
 import os
 import subprocess
@@ -619,19 +618,9 @@ def test_import_kakashi_does_not_load_the_http_client() -> None:
 # -- end to end through an AsyncPipeline ------------------------------------------------
 
 
-def _lanes_honour_retry_after() -> bool:
-    """Whether the async backend's lanes read DeliveryError.retry_after (#14 section 1)."""
-    from kakashi.core import async_backend
-
-    return "retry_after" in inspect.getsource(async_backend)
-
-
 def _assert_reasons(stats: dict[str, Any], expected: dict[str, int]) -> None:
-    """The writer's drops by reason, where the backend counts them (the delivery core of
-    #14 section 1 adds ``dropped_by_reason`` to each writer's stats; before it, the
-    writers' own ``rejected_by_reason`` is what the tests check)."""
-    if "dropped_by_reason" in stats:
-        assert expected == {k: v for k, v in stats["dropped_by_reason"].items() if v}
+    """The writer's drops by reason, as the backend counts them in its stats."""
+    assert expected == {k: v for k, v in stats["dropped_by_reason"].items() if v}
 
 
 def _log(pipeline: Any, count: int, **fields: Any) -> None:
@@ -704,11 +693,6 @@ def test_end_to_end_per_item_failures(collector: Any) -> None:
     pipeline.shutdown()
 
 
-@pytest.mark.xfail(
-    not _lanes_honour_retry_after(),
-    reason="the async lanes honour Retry-After with the delivery core (#14 section 1)",
-    strict=True,
-)
 def test_end_to_end_429_waits_for_retry_after(collector: Any) -> None:
     """A 429 with ``Retry-After: 1``: the next request comes at least a second later,
     although the backend's own backoff is 10 ms; then everything is delivered."""
