@@ -36,10 +36,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextvars import Token
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from kakashi import _errors
+from kakashi._state import LOG_CONTEXT
 from kakashi.context import ContextToken, bind_context, reset_context
 from kakashi.core.records import to_level
 from kakashi.typing import LoggerSource
@@ -76,6 +78,11 @@ REDACTED: str = "[REDACTED]"
 _TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _DEFAULT_LEVELS: Final = {1: 20, 2: 20, 3: 20, 4: 30, 5: 40}
+#: Most X-Forwarded-For entries looked at, from the right: more proxies than any real
+#: chain has, few enough that a forged header of 100,000 entries costs nothing.
+_MAX_FORWARDED_HOPS: Final = 32
+#: Longer than any address a proxy writes (a bracketed IPv6 with zone and port, spaces).
+_MAX_ADDRESS_LENGTH: Final = 100
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Enricher = Callable[["RequestLog"], Mapping[str, Any] | None]
@@ -93,6 +100,8 @@ def _cap(value: str, limit: int) -> str:
 
 def _address(text: str) -> _Address | None:
     """Parse an address as proxies write it: bare, ``ip:port`` or ``[ipv6]:port``."""
+    if len(text) > _MAX_ADDRESS_LENGTH:
+        return None  # not an address; and not worth parsing
     text = text.strip()
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else text
@@ -261,13 +270,19 @@ class RequestLogging:
         """Return the query string *query* with the values of redacted parameters masked."""
         if not query:
             return ""
+        limit = self.max_value_length
+        # Only the part that can be kept is looked at: a 1 MB query costs what 2 KB does.
+        # A parameter cut short loses its value (never shown) or keeps its name (masked).
+        head = query[:limit]
         parts = []
-        for part in query.split("&"):
+        for part in head.split("&"):
             name, eq, _value = part.partition("=")
             if eq and _key(unquote_plus(name)) in self.redact:
                 part = f"{name}={REDACTED}"
             parts.append(part)
-        return _cap("&".join(parts), self.max_value_length)
+        text = "&".join(parts)
+        dropped = len(query) - len(head) + max(0, len(text) - limit)
+        return f"{text[:limit]}…[+{dropped} chars]" if dropped else text
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """Return the client's address: the peer's, or from ``X-Forwarded-For`` when the
@@ -275,7 +290,9 @@ class RequestLogging:
         if not forwarded_for or peer is None or not self._trusted(_address(peer)):
             return peer
         client = peer
-        for hop in reversed(forwarded_for.split(",")):
+        # rsplit: only the rightmost hops are split off; an entry past the cap is the
+        # rest of the header, not an address, and ends the walk like any broken entry.
+        for hop in reversed(forwarded_for.rsplit(",", _MAX_FORWARDED_HOPS)):
             address = _address(hop)
             if address is None:
                 break  # a forged or broken entry: believe nothing further left
@@ -433,6 +450,11 @@ class RequestLog:
                 self.status = int(status)
             if self.status is None:
                 self.status = 500
+            if self.method == "HEAD":
+                # What an application writes for HEAD never reaches the client: the
+                # server drops it (RFC 9110 9.3.2); response_size is what was sent.
+                self.response_size = 0
+                self.response_body.clear()
             if not self.settings.excluded(self.path):
                 self._write(fields)
         except Exception as exc:
@@ -449,7 +471,22 @@ class RequestLog:
             try:
                 reset_context(token)
             except ValueError:
-                pass  # unbound in another context: the context dies with the request
+                self._unbind_elsewhere(token)
+            except Exception as exc:
+                _errors.report("web: unbind", exc)
+
+    def _unbind_elsewhere(self, token: ContextToken) -> None:
+        """Unbind in a context other than the one start() bound in. asgiref's
+        sync_to_async copies a thread's context back into the caller's, so a copy
+        holding this request's id can outlive the request there (Django's sync
+        middleware under ASGI, finishing a stream): restore what start() found."""
+        try:
+            current = LOG_CONTEXT.get()
+            if current and current.get("request_id") == self.request_id:
+                before = token.old_value
+                LOG_CONTEXT.set(None if before is Token.MISSING else before)
+        except Exception as exc:
+            _errors.report("web: unbind", exc)
 
     def _fields(self, include_status: bool = True) -> dict[str, Any]:
         settings = self.settings
