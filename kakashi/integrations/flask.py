@@ -37,6 +37,7 @@ context it was bound in; records logged from a streaming generator carry it too.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -224,7 +225,11 @@ class KakashiFlask:
                 and length <= _READ_BODY_LIMIT
                 and (limit is None or length <= limit)
             ):
-                log.add_request_body(request.get_data(cache=True))
+                data = request.get_data(cache=True)
+                log.add_request_body(data)
+                # get_data drained request.stream; the view may read it rather than
+                # request.data (a streaming parser): give it the same bytes again.
+                request.stream = io.BytesIO(data)
         except Exception as exc:
             _errors.report("flask: request start", exc)
 
