@@ -641,6 +641,54 @@ def test_asgi_fifty_concurrent_requests_never_see_each_others_id() -> None:
     )
 
 
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_wsgi_worker_threads_reused_for_fifty_requests_keep_nothing_bound(
+    framework: str,
+) -> None:
+    """A WSGI server with a pool of reused threads (gunicorn's gthread): 50 requests,
+    normal, failing and streamed, over 4 threads. Each request starts on a thread with no
+    id bound (none left by the one before), its view sees the id echoed, and none is left
+    after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = ["/items/1", "/boom", "/items/2", "/nowhere"]
+    flask_client = flask_site().test_client() if framework == "flask" else None
+
+    def one(n: int) -> tuple[Any, ...]:
+        before = kakashi.get_context().get("request_id")
+        url = urls[n % len(urls)]
+        if flask_client is not None:
+            response = flask_client.get(url)
+            echoed = response.headers["X-Request-ID"]
+        else:
+            response = Client(raise_request_exception=False).get(url)
+            echoed = response.headers["X-Request-ID"]
+        after = kakashi.get_context().get("request_id")
+        return before, after, echoed
+
+    with django_site(), capture_logs() as logs, ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(50)))
+    assert [(None, None)] * 50 == [(before, after) for before, after, _ in results]
+    echoed = sorted(result[2] for result in results)
+    assert echoed == sorted(entry["request_id"] for entry in messages(logs, "request"))
+    assert 50 == len(set(echoed))
+    assert all(entry["request_id"] in echoed for entry in messages(logs, "in view"))
+
+
+def test_django_fifty_concurrent_async_requests_never_see_each_others_id() -> None:
+    """50 requests to an async view in flight at once under ASGI: each sees its own id."""
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(AsyncClient().get("/items/7") for _ in range(50)))
+
+    with django_site(), capture_logs() as logs:
+        responses = asyncio.run(run())
+    echoed = sorted(response.headers["X-Request-ID"] for response in responses)
+    assert 50 == len(set(echoed))
+    assert echoed == sorted(entry["request_id"] for entry in messages(logs, "in view"))
+    assert echoed == sorted(entry["request_id"] for entry in messages(logs, "request"))
+
+
 def test_fastapi_sync_endpoints_reuse_threadpool_threads_without_a_stale_id() -> None:
     """A sync endpoint runs on a reused threadpool thread: each call sees its own id, and
     a request without one bound (outside any middleware) finds none left there."""
