@@ -804,6 +804,54 @@ def test_hostile_raw_asgi_request_is_one_capped_line_on_disk(
     assert len(data) < 3 * settings.max_value_length + 4096
 
 
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_a_request_id_header_sent_twice_is_not_trusted(framework: str) -> None:
+    """Two X-Request-ID headers (merged by the server as "a,b" or kept apart) are not one
+    plain token: even with trust_request_id, a new id is made and echoed."""
+    with capture_logs() as logs:
+        if framework == "flask":
+            client = flask_site(trust_request_id=True).test_client()
+            twice = [("X-Request-ID", "edge-a"), ("X-Request-ID", "edge-b")]
+            echoed = client.get("/items/7", headers=twice).headers["X-Request-ID"]
+        else:
+            with django_site(trust_request_id=True):
+                response = Client().get("/items/7", HTTP_X_REQUEST_ID="edge-a,edge-b")
+            echoed = response.headers["X-Request-ID"]
+    access = only(logs, "request")
+    assert 32 == len(echoed) and echoed == access["request_id"]
+    assert access["upstream_request_id"] in ("edge-a, edge-b", "edge-a,edge-b")
+
+
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_hostile_wsgi_request_is_one_capped_line_on_disk(tmp_path: Path, framework: str) -> None:
+    """CR/LF and a forged JSON record in the (percent-decoded) path, a 1 MB user agent
+    (with CR/LF where the test client lets it through): through each WSGI adapter into a
+    real file, one line, capped."""
+    from kakashi.core.pipeline import Pipeline, PipelineConfig
+    from kakashi.writers import FileWriter
+
+    file = tmp_path / "access.log"
+    writer = FileWriter(str(file))
+    pipeline = Pipeline(PipelineConfig(min_level="DEBUG", writers=[writer]))
+    url = "/x%0D%0A%7B%22level%22%3A%22CRITICAL%22%7D%E2%80%A8"
+    agent = "ua\r\nforged=1 " + "x" * (1 << 20)
+    if framework == "flask":
+        client = flask_site(pipeline=pipeline).test_client()
+        # Werkzeug's client refuses CR/LF in a header value: send the rest.
+        headers = {"User-Agent": agent.replace("\r\n", " ")}
+        status = client.get(url, headers=headers).status_code
+    else:
+        with django_site(pipeline=pipeline):
+            status = Client(HTTP_USER_AGENT=agent).get(url).status_code
+    writer.flush()
+    writer.close()
+    data = file.read_bytes()
+    assert 404 == status
+    assert 1 == data.count(b"\n") and data.endswith(b"\n")
+    assert b'\\r\\n{\\"level\\":\\"CRITICAL\\"}' in data  # escaped, inside the value
+    assert len(data) < 3 * 2048 + 2048
+
+
 # -- accounting under load ------------------------------------------------------------------
 
 
