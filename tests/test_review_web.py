@@ -509,6 +509,69 @@ def test_django_middleware_listed_twice_logs_once_with_one_id() -> None:
     assert response.headers["X-Request-ID"] == access["request_id"] == inside["request_id"]
 
 
+def wsgi_bridge(app: Any) -> Any:
+    """Starlette's WSGIMiddleware around *app* (deprecated there in favour of a2wsgi; the
+    way FastAPI's docs still mount a Flask or Django WSGI app)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="starlette.middleware.wsgi is deprecated")
+        from starlette.middleware.wsgi import WSGIMiddleware
+
+        return WSGIMiddleware(app)
+
+
+def test_a_flask_app_mounted_in_fastapi_is_logged_once_under_the_outer_id() -> None:
+    """FastAPI with the middleware mounting a Flask app with the extension (FastAPI's
+    recipe for migrating): one access record, and the id echoed is the one the Flask
+    view's records carry; a failure in the Flask view is logged once, under that id."""
+    fastapi = pytest.importorskip("fastapi")
+    legacy = flask_site()
+    api = fastapi.FastAPI()
+    api.mount("/legacy", wsgi_bridge(legacy))
+    api.add_middleware(AsgiMiddleware)
+    client = TestClient(api, raise_server_exceptions=False)
+    with capture_logs() as logs:
+        response = client.get("/legacy/items/7")
+        failed = client.get("/legacy/boom")
+    ok, broken = messages(logs, "request")
+    assert response.headers["x-request-id"] == ok["request_id"]
+    assert ok["request_id"] == only(logs, "in view")["request_id"]
+    assert ("/legacy/items/7", 200, len(BODY)) == (ok["path"], ok["status"], ok["response_size"])
+    assert (500, 500) == (failed.status_code, broken["status"])
+    assert failed.headers["x-request-id"] == only(logs, "request failed")["request_id"]
+
+
+def test_django_mounted_in_starlette_is_logged_once_under_the_outer_id() -> None:
+    """Django's ASGI handler mounted in a Starlette app with the middleware, Django's
+    middleware on too: one access record per request, one id."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    with django_site(), capture_logs() as logs:
+        django_app = ASGIHandler()  # loads MIDDLEWARE now: Kakashi's is in it
+        app = Starlette(routes=[Mount("/dj", django_app)], middleware=[Middleware(AsgiMiddleware)])
+        response = TestClient(app).get("/dj/items/7")
+    assert 200 == response.status_code
+    access, inside = only(logs, "request"), only(logs, "in view")
+    assert response.headers["x-request-id"] == access["request_id"] == inside["request_id"]
+
+
+def test_a_leftover_finished_request_does_not_silence_the_next() -> None:
+    """A finished request still bound in a context (finish(unbind=False)) is not taken for
+    an enclosing one: the next request in that context is logged."""
+    settings = RequestLogging()
+    with capture_logs() as logs:
+        first = settings.start("GET", "/x")
+        first.finish(200, unbind=False)
+        assert None is settings.enclosing("GET", "/x")
+        second = settings.start("GET", "/x")
+        assert second is settings.enclosing("GET", "/x")
+        assert None is settings.enclosing("POST", "/x")
+        second.finish(200)
+        first.unbind()
+    assert 2 == len(messages(logs, "request"))
+
+
 # -- context leakage ---------------------------------------------------------------------
 
 

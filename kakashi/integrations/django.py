@@ -35,8 +35,10 @@ costs a thread switch of its own. What it logs is described in
 - with ``log_request_body`` a body of at most 1 MB (by its ``Content-Length``) is read
   before the view (Django keeps it for the view); a bigger one, one without a length and
   a ``multipart/`` one are never read here, so uploads keep streaming to the view;
-- listed twice in ``MIDDLEWARE``, the inner instance lets the request through: one
-  access record, one id.
+- listed twice in ``MIDDLEWARE``, or inside a request another Kakashi adapter logs
+  (Django's ASGI app mounted in Starlette with the ASGI middleware), the middleware lets
+  the request through and only logs an exception into that request's log: one access
+  record, one id.
 """
 
 from __future__ import annotations
@@ -321,8 +323,13 @@ class KakashiMiddleware:
 
     def _start(self, request: Any) -> RequestLog | None:
         settings = self.settings
-        if hasattr(request, _REQUEST_LOG):
-            return None  # listed twice in MIDDLEWARE: the outer one logs this request
+        outer = getattr(request, _REQUEST_LOG, None)  # listed twice in MIDDLEWARE
+        if outer is None:  # or inside another adapter's request (Django mounted in Starlette)
+            outer = settings.enclosing(str(request.method or ""), str(request.path))
+        if outer is not None:
+            # The outer one logs this request; an exception is still logged, into it.
+            setattr(request, _REQUEST_LOG, outer)
+            return None
         try:
             meta = request.META
             peer = meta.get("REMOTE_ADDR") or None

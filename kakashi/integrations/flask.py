@@ -32,6 +32,10 @@ one object or as keywords). Per request the extension
   (``"Exception on /path [GET]"`` on ``app.logger``); that duplicate is dropped unless
   ``flask_exception_log=True``.
 
+Inside a request another Kakashi adapter already logs (the Flask app mounted in FastAPI
+with the ASGI middleware, through a WSGI bridge), the extension lets the request through
+and only logs an exception it sees, into that request's log: one record, one id.
+
 Flask runs a request's hooks on the thread (or greenlet) that serves it, and a WSGI
 server iterates and closes the body on that same thread, so the id is unbound in the
 context it was bound in; records logged from a streaming generator carry it too.
@@ -61,6 +65,9 @@ _DEFERRED_KEY: Final = "kakashi.deferred"
 # out of Flask then gets its access record from the wrapper, out of any except block.
 _IN_WRAPPER_KEY: Final = "kakashi.in_wsgi_wrapper"
 _PROPAGATED_KEY: Final = "kakashi.propagated"
+# Set when another adapter outside this app (the ASGI middleware around a WSGI bridge)
+# logs the request: the hooks then only log an exception, into that request's log.
+_OUTER_KEY: Final = "kakashi.outer"
 # A request body up to this size is read into memory to log its start (an application
 # reading request.data does the same); a bigger or chunked one is left alone, so an
 # upload still streams to the form parser's temporary files.
@@ -195,7 +202,11 @@ class KakashiFlask:
         environ = request.environ
         log: RequestLog | None = environ.get(_LOG_KEY)
         if log is None:
-            log = self._start(environ)
+            log = self.settings.enclosing(request.method, request.root_path + request.path)
+            if log is not None:
+                environ[_OUTER_KEY] = True
+            else:
+                log = self._start(environ)
             environ[_LOG_KEY] = log
         return log
 
@@ -224,6 +235,8 @@ class KakashiFlask:
     def _before_request(self) -> None:
         try:
             log = self._log()
+            if request.environ.get(_OUTER_KEY):
+                return
             length = request.content_length
             limit = request.max_content_length  # over it, reading would raise 413 here
             if (
@@ -244,6 +257,8 @@ class KakashiFlask:
         try:
             environ = request.environ
             log = self._log()
+            if environ.get(_OUTER_KEY):
+                return response
             log.set_status(response.status_code)
             for name, value in log.response_headers():
                 response.headers[name] = value
@@ -304,6 +319,8 @@ class KakashiFlask:
             log = self._log()
             if exc is not None and not isinstance(exc, GeneratorExit):
                 log.log_exception(exc)
+            if environ.get(_OUTER_KEY):
+                return  # the outer adapter finishes the request
             deferred = environ.get(_DEFERRED_KEY)
             if deferred is not None and (
                 exc is None

@@ -36,7 +36,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -51,6 +51,7 @@ __all__ = [
     "REDACTED",
     "RequestLog",
     "RequestLogging",
+    "current_request",
     "drain",
 ]
 
@@ -86,6 +87,10 @@ _MAX_ADDRESS_LENGTH: Final = 100
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Enricher = Callable[["RequestLog"], Mapping[str, Any] | None]
+#: The request being logged in this context: an adapter started inside another's
+#: request (a Flask app mounted in FastAPI through a WSGI bridge, Django mounted in
+#: Starlette) finds it here and lets the request through.
+_CURRENT: ContextVar[RequestLog | None] = ContextVar("kakashi_web_request", default=None)
 
 
 def _key(name: str) -> str:
@@ -249,6 +254,19 @@ class RequestLogging:
         """
         return RequestLog(self, method, path, query, headers, client, http_version, scheme)
 
+    def enclosing(self, method: str, path: str) -> RequestLog | None:
+        """The request this one runs inside, when another adapter already logs it: the
+        request being logged in this context, not finished, with the same method and
+        path. The adapter then lets the request through (one access record, one id)."""
+        outer = _CURRENT.get()
+        if outer is None or outer._finished:
+            return None
+        if outer.method != _cap(str(method), 32) or outer.path != _cap(
+            str(path), self.max_value_length
+        ):
+            return None
+        return outer
+
     def excluded(self, path: str) -> bool:
         """Return whether *path* gets no access record."""
         return path in self.exclude_paths or any(path.startswith(p) for p in self.exclude_prefixes)
@@ -360,6 +378,7 @@ class RequestLog:
         self._exception_logged = False
         self._finished = False
         self._token: ContextToken | None = bind_context(request_id=self.request_id)
+        self._current: Token[RequestLog | None] | None = _CURRENT.set(self)
 
     def _pick_id(self) -> str:
         given = self.headers.get(self.settings._header_key)
@@ -474,6 +493,14 @@ class RequestLog:
                 self._unbind_elsewhere(token)
             except Exception as exc:
                 _errors.report("web: unbind", exc)
+        current, self._current = self._current, None
+        if current is not None:
+            try:
+                _CURRENT.reset(current)
+            except ValueError:
+                if _CURRENT.get() is self:  # as for the id (see _unbind_elsewhere)
+                    before = current.old_value
+                    _CURRENT.set(None if before is Token.MISSING else before)
 
     def _unbind_elsewhere(self, token: ContextToken) -> None:
         """Unbind in a context other than the one start() bound in. asgiref's
@@ -557,6 +584,12 @@ class RequestLog:
 
     def __repr__(self) -> str:
         return f"<RequestLog {self.method} {self.path!r} id={self.request_id}>"
+
+
+def current_request() -> RequestLog | None:
+    """The :class:`RequestLog` of the request being logged in this context, if any (for
+    an enricher of your own, or to log into the request's records from deep code)."""
+    return _CURRENT.get()
 
 
 def drain(timeout: float = 5.0) -> bool:
