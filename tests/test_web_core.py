@@ -373,3 +373,20 @@ def test_finish_in_another_context_still_unbinds_the_id_there() -> None:
         copy.run(request.finish)  # not the context start() bound in
     assert {"service": "shop"} == copy.run(kakashi.get_context)
     assert 1 == len(logs)
+
+
+def test_enclosing_is_the_unfinished_request_of_this_context_with_the_same_line() -> None:
+    """An adapter started inside another's request finds it (same method and path, not
+    finished); current_request() is that request until it is unbound."""
+    from kakashi.integrations.web import current_request
+
+    outer_settings, inner_settings = RequestLogging(), RequestLogging(logger="inner")
+    assert None is current_request()
+    with capture_logs():
+        outer = outer_settings.start("GET", "/legacy/x")
+        assert outer is current_request()
+        assert outer is inner_settings.enclosing("GET", "/legacy/x")
+        assert None is inner_settings.enclosing("GET", "/other")
+        outer.finish(200)
+    assert None is current_request()
+    assert None is inner_settings.enclosing("GET", "/legacy/x")
