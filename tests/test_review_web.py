@@ -469,6 +469,46 @@ def test_an_error_handlers_own_500_is_the_applications_answer_in_every_framework
     assert (500, "ERROR", False) == (access["status"], access["level"], "exception" in access)
 
 
+SHARED_FAILURE = RuntimeError("one instance, raised by every request")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_exception_constant_raised_by_two_requests_is_logged_for_both(
+    framework: str,
+) -> None:
+    """A view raising a module-level exception instance: each request that raises it
+    gets its "request failed" (a mark left on the instance by the first must not
+    silence the second)."""
+
+    def raise_shared(*args: Any) -> Any:
+        raise SHARED_FAILURE
+
+    with capture_logs() as logs:
+        if framework == "flask":
+            app = flask_site()
+            app.add_url_rule("/shared", "shared", raise_shared)
+            client = app.test_client()
+            statuses = [client.get("/shared").status_code for _ in range(2)]
+        elif framework == "starlette":
+            app = Starlette(
+                routes=[Route("/shared", raise_shared)], middleware=[Middleware(AsgiMiddleware)]
+            )
+            client = TestClient(app, raise_server_exceptions=False)
+            statuses = [client.get("/shared").status_code for _ in range(2)]
+        else:
+            urls.urlpatterns.append(django_path("shared", raise_shared))
+            try:
+                with django_site():
+                    django_client = Client(raise_request_exception=False)
+                    statuses = [django_client.get("/shared").status_code for _ in range(2)]
+            finally:
+                urls.urlpatterns.pop()
+    assert [500, 500] == statuses
+    failed = messages(logs, "request failed")
+    assert 2 == len(failed)
+    assert failed[0]["request_id"] != failed[1]["request_id"]
+
+
 # -- nesting: an adapter twice in one request ---------------------------------------------
 
 

@@ -390,3 +390,32 @@ def test_enclosing_is_the_unfinished_request_of_this_context_with_the_same_line(
         outer.finish(200)
     assert None is current_request()
     assert None is inner_settings.enclosing("GET", "/legacy/x")
+
+
+def test_an_exception_instance_raised_by_every_request_is_logged_for_each() -> None:
+    """A module-level exception instance raised by three requests: three "request failed"
+    records (the mark that stops a second record is per request)."""
+    shared = RuntimeError("raised again and again")
+    settings = RequestLogging()
+    with capture_logs() as logs:
+        for _ in range(3):
+            request = settings.start("GET", "/x")
+            request.log_exception(shared)
+            request.log_exception(shared)  # the same request: once
+            request.finish()
+    assert ["request failed", "request"] * 3 == [entry["message"] for entry in logs]
+
+
+def test_concurrent_requests_raising_one_instance_each_log_it() -> None:
+    """Two requests in flight at once (each in its own context, as asyncio tasks are)
+    raising the same exception instance: each logs it; neither runs inside the other."""
+    import contextvars
+
+    shared = RuntimeError("shared")
+    settings = RequestLogging()
+    with capture_logs() as logs:
+        first = contextvars.copy_context().run(settings.start, "GET", "/a")
+        second = contextvars.copy_context().run(settings.start, "GET", "/b")
+        first.log_exception(shared)
+        second.log_exception(shared)
+    assert ["/a", "/b"] == [entry["path"] for entry in logs]

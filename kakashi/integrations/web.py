@@ -82,6 +82,8 @@ _DEFAULT_LEVELS: Final = {1: 20, 2: 20, 3: 20, 4: 30, 5: 40}
 #: Most X-Forwarded-For entries looked at, from the right: more proxies than any real
 #: chain has, few enough that a forged header of 100,000 entries costs nothing.
 _MAX_FORWARDED_HOPS: Final = 32
+#: Deepest nesting of requests searched (adapters inside adapters; 2 in practice).
+_MAX_NESTING: Final = 16
 #: Longer than any address a proxy writes (a bracketed IPv6 with zone and port, spaces).
 _MAX_ADDRESS_LENGTH: Final = 100
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -378,6 +380,9 @@ class RequestLog:
         self._exception_logged = False
         self._finished = False
         self._token: ContextToken | None = bind_context(request_id=self.request_id)
+        #: The request being logged in this context when this one started (an adapter
+        #: outside this one), if any.
+        self.parent: RequestLog | None = _CURRENT.get()
         self._current: Token[RequestLog | None] | None = _CURRENT.set(self)
 
     def _pick_id(self) -> str:
@@ -426,11 +431,14 @@ class RequestLog:
 
     def log_exception(self, exc: BaseException) -> None:
         """Log *exc* (escaping the application) once, with its traceback. Never raises."""
-        if self._exception_logged or getattr(exc, "_kakashi_logged", False):
+        # The mark is the request that logged it: an outer or inner request of this one
+        # (two adapters seeing the same exception) does not log it again; a later or a
+        # concurrent request raising the same instance (a module-level constant) does.
+        if self._exception_logged or self._nested_with(getattr(exc, "_kakashi_logged", None)):
             return
         self._exception_logged = True
         try:
-            exc._kakashi_logged = True  # type: ignore[attr-defined]
+            exc._kakashi_logged = self  # type: ignore[attr-defined]
         except Exception:
             pass  # an exception without __dict__: this request still logs it once
         try:
@@ -439,6 +447,20 @@ class RequestLog:
             )
         except Exception as error:
             _errors.report("web: exception record", error)
+
+    def _nested_with(self, other: object) -> bool:
+        """Whether *other* is this request, or one of them runs inside the other."""
+        if not isinstance(other, RequestLog):
+            return False
+        for inner, outer in ((self, other), (other, self)):
+            node: RequestLog | None = inner
+            for _ in range(_MAX_NESTING):
+                if node is None:
+                    break
+                if node is outer:
+                    return True
+                node = node.parent
+        return False
 
     def finish(
         self,
