@@ -509,6 +509,30 @@ def test_an_exception_constant_raised_by_two_requests_is_logged_for_both(
     assert failed[0]["request_id"] != failed[1]["request_id"]
 
 
+def d_stream_500(request: Any) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        yield b"partial error page"
+        raise RuntimeError("error page broke")
+
+    return StreamingHttpResponse(chunks(), status=503)
+
+
+def test_django_a_streamed_5xx_that_fails_has_its_traceback_once() -> None:
+    """A streamed 503 whose generator fails: "request failed" carries the traceback, the
+    ERROR access record (written as the failure leaves the stream) does not."""
+    urls.urlpatterns.append(django_path("stream500", d_stream_500))
+    try:
+        with django_site(), capture_logs() as logs:
+            response = Client().get("/stream500")
+            with pytest.raises(RuntimeError):
+                b"".join(response.streaming_content)
+    finally:
+        urls.urlpatterns.pop()
+    assert "RuntimeError" == only(logs, "request failed")["exception"]["type"]
+    access = only(logs, "request")
+    assert (503, "ERROR", False) == (access["status"], access["level"], "exception" in access)
+
+
 # -- nesting: an adapter twice in one request ---------------------------------------------
 
 

@@ -179,9 +179,12 @@ class _Stream:
             log.response_size = int(length)
         log.finish()
 
-    def _failed(self, exc: BaseException) -> None:
-        self._log.log_exception(exc)
+    def _failed(self, error: BaseException) -> BaseException:
+        """Finish the log of a stream that failed (its failure already logged) and give
+        back *error*, which the caller raises again out of its ``except`` block, so that
+        a 5xx access record does not carry the traceback a second time."""
         self._log.finish()
+        return error
 
 
 class _SyncStream(_Stream):
@@ -200,10 +203,15 @@ class _SyncStream(_Stream):
             self._log.finish()
             raise
         except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._log.add_response_body(chunk)
-        return chunk
+            self._log.log_exception(exc)
+            error = exc
+        else:
+            self._log.add_response_body(chunk)
+            return chunk
+        try:
+            raise self._failed(error)
+        finally:
+            del error  # no cycle through this frame's traceback
 
 
 class _AsyncStream(_Stream):
@@ -225,10 +233,15 @@ class _AsyncStream(_Stream):
             self._log.finish(disconnected=True)
             raise
         except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._log.add_response_body(chunk)
-        return chunk
+            self._log.log_exception(exc)
+            error = exc
+        else:
+            self._log.add_response_body(chunk)
+            return chunk
+        try:
+            raise self._failed(error)
+        finally:
+            del error
 
 
 class KakashiMiddleware:
