@@ -573,9 +573,12 @@ def test_django_middleware_listed_twice_logs_once_with_one_id() -> None:
     assert response.headers["X-Request-ID"] == access["request_id"] == inside["request_id"]
 
 
-def wsgi_bridge(app: Any) -> Any:
-    """Starlette's WSGIMiddleware around *app* (deprecated there in favour of a2wsgi; the
-    way FastAPI's docs still mount a Flask or Django WSGI app)."""
+def wsgi_bridge(kind: str, app: Any) -> Any:
+    """*app* behind a WSGI-to-ASGI bridge: Starlette's WSGIMiddleware (deprecated there,
+    the one FastAPI's docs long showed) or a2wsgi's (its replacement)."""
+    if kind == "a2wsgi":
+        a2wsgi = pytest.importorskip("a2wsgi")
+        return a2wsgi.WSGIMiddleware(app)
     import warnings
 
     with warnings.catch_warnings():
@@ -585,14 +588,15 @@ def wsgi_bridge(app: Any) -> Any:
         return WSGIMiddleware(app)
 
 
-def test_a_flask_app_mounted_in_fastapi_is_logged_once_under_the_outer_id() -> None:
+@pytest.mark.parametrize("bridge", ["starlette", "a2wsgi"])
+def test_a_flask_app_mounted_in_fastapi_is_logged_once_under_the_outer_id(bridge: str) -> None:
     """FastAPI with the middleware mounting a Flask app with the extension (FastAPI's
     recipe for migrating): one access record, and the id echoed is the one the Flask
     view's records carry; a failure in the Flask view is logged once, under that id."""
     fastapi = pytest.importorskip("fastapi")
     legacy = flask_site()
     api = fastapi.FastAPI()
-    api.mount("/legacy", wsgi_bridge(legacy))
+    api.mount("/legacy", wsgi_bridge(bridge, legacy))
     api.add_middleware(AsgiMiddleware)
     client = TestClient(api, raise_server_exceptions=False)
     with capture_logs() as logs:
