@@ -1,25 +1,36 @@
-"""Shipping to a local ClickHouse against the plain file writer, in the same run.
+"""Shipping throughput against the plain file writer, in the same run (#14 section 6).
 
-Usage: ``python benchmarks/shipping.py [--records 50000] [--repeats 5] [--batch-size 1000]``.
+Usage: ``python benchmarks/shipping.py [--records 50000] [--repeats 3] [--batch-size 1000]
+[--targets file,clickhouse,elasticsearch,loki,otlp]``.
 
-Starts a clickhouse-server of its own (loopback ports, data in a temporary directory; the
-launcher is the test suite's ``ClickHouseServer``), then, for each repeat, logs
-``--records`` records through the async backend into (a) a :class:`FileWriter` and (b) a
-:class:`ClickHouseWriter` on the recommended table, each in a fresh pipeline with the same
-settings. Two figures per target, medians over the repeats:
+Each repeat logs ``--records`` records, as fast as one thread can, through a fresh
+AsyncPipeline (JSON lines, the same settings) into each target in turn:
 
-- the caller's cost: the time of the logging loop divided by the records (microseconds
-  per call; delivery is off the caller, so the two should match);
-- end-to-end throughput: records per second from the first call until ``flush()``
-  returns with everything in the file, or stored by ClickHouse.
+- ``file``: a :class:`FileWriter` on a temporary file;
+- ``clickhouse``: a :class:`ClickHouseWriter` on the recommended table of a
+  clickhouse-server the script starts (loopback ports, data in a temporary directory;
+  the launcher is the test suite's ``ClickHouseServer``); skipped, and said so, when
+  clickhouse-server is not installed;
+- ``elasticsearch``, ``loki``, ``otlp``: the store writers against a stand-in server in
+  another process (Python's threading HTTP server with Nagle off, as a real store's: it
+  decompresses and frames every request, counts its records and answers as the store
+  would; its cost is in the figures where a real store's would be).
 
-Then the ratios ClickHouse / file. Exits 1 if a target did not take every record (the
-accounting must balance: for ClickHouse, the table's row count).
+Per target, medians over the repeats: the caller's cost (the logging loop's time per
+call; delivery is off the caller, so it should match the file writer's), the end-to-end
+throughput (records per second from the first call until ``flush()`` returns with every
+record in the file, stored by ClickHouse or counted by the stand-in) and its ratio to the
+file writer's, and the writer's own cost per record (encoding and compressing one batch,
+timed alone). Exits 1 if a target did not get every record.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import http.server
+import json
+import multiprocessing
 import shutil
 import statistics
 import sys
@@ -34,11 +45,57 @@ from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.writers import FileWriter
-from kakashi.writers.clickhouse import ClickHouseWriter, create_table
 
 # The server launcher is the test suite's (one definition of a throwaway server).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import ClickHouseServer
+
+TARGETS = ("file", "clickhouse", "elasticsearch", "loki", "otlp")
+
+
+class StandIn(http.server.BaseHTTPRequestHandler):
+    """Answers ``/_bulk``, Loki and OTLP requests as the stores do; counts the records."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as real stores: no 40 ms delayed-ACK stall per answer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        server: Any = self.server
+        if self.path.startswith("/_bulk"):
+            count = body.count(b"\n") // 2
+            items = [{"create": {"status": 201}}] * count
+            status, answer = 200, json.dumps({"errors": False, "items": items}).encode()
+        elif self.path.startswith("/loki"):
+            streams = json.loads(body)["streams"]
+            count = sum(len(stream["values"]) for stream in streams)
+            status, answer = 204, b""
+        elif self.path == "/v1/logs":
+            request = json.loads(body)["resourceLogs"]
+            count = sum(
+                len(scope["logRecords"]) for entry in request for scope in entry["scopeLogs"]
+            )
+            status, answer = 200, b"{}"
+        else:
+            count, status, answer = 0, 404, b""
+        with server.count.get_lock():
+            server.count.value += count
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet."""
+
+
+def serve(port: Any, count: Any) -> None:
+    """The stand-in's process: serve until terminated."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    server.count = count  # type: ignore[attr-defined]
+    port.value = server.server_address[1]
+    server.serve_forever()
 
 
 def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
@@ -47,18 +104,18 @@ def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             PipelineConfig(writers=(writer,)),
-            AsyncConfig(max_queue_size=max(100_000, records), batch_size=batch_size),
+            AsyncConfig(max_queue_size=max(100_000, records + 1), batch_size=batch_size),
         )
     )
     log = kakashi.get_logger("bench.shipping", pipeline)
-    log.info("warm up")  # starts the worker, connects
+    log.info("warm up")  # starts the worker and the lane, connects
     if not pipeline.flush(30.0).complete:
         raise RuntimeError("the warm-up record was not delivered")
     start = time.perf_counter()
     for i in range(records):
         log.info("order placed", seq=i, user_id=i % 1000, path="/cart", amount=9.5)
     called = time.perf_counter()
-    result = pipeline.flush(300.0)
+    result = pipeline.flush(600.0)
     done = time.perf_counter()
     stats = pipeline.stats()
     pipeline.shutdown()
@@ -67,71 +124,141 @@ def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
     return called - start, done - start
 
 
-def measure(
-    make: Callable[[int], Any], count: Callable[[int], int], args: argparse.Namespace
-) -> tuple[float, float]:
-    """Median caller cost (us per call) and end-to-end rate (records/s) over the repeats."""
-    costs, rates = [], []
-    for repeat in range(args.repeats):
-        caller, total = run_once(make(repeat), args.records, args.batch_size)
-        stored = count(repeat)
-        if stored != args.records + 1:  # the warm-up record too
-            raise RuntimeError(f"{stored} records stored, {args.records + 1} logged")
-        costs.append(caller / args.records * 1e6)
-        rates.append(args.records / total)
-    return statistics.median(costs), statistics.median(rates)
+def writer_cost(writer: Any, lines: list[bytes], rounds: int = 5) -> float:
+    """The writer's own seconds per record: encoding and compressing a batch of *lines*
+    (best of *rounds*; no request)."""
+
+    def encode(batch: list[bytes]) -> bytes:
+        return bytes(writer._compress(writer.encode(batch)))
+
+    encode(lines)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        encode(lines)
+        best = min(best, time.perf_counter() - start)
+    return best / len(lines)
+
+
+class Target:
+    """How to make a target's writer for a repeat, and count what it received."""
+
+    def __init__(self, make: Callable[[int], Any], count: Callable[[int], int]) -> None:
+        self.make = make
+        self.count = count
+        self.costs: list[float] = []
+        self.rates: list[float] = []
+        self.writer_cost: float | None = None
 
 
 def main() -> int:
     """Measure and print; exit 1 when a record went missing."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--records", type=int, default=50_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args()
-    binary = shutil.which("clickhouse-server")
-    if binary is None:
-        print("clickhouse-server is not installed (apt-get install clickhouse-server)")
-        return 1
+    wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
+    unknown = set(wanted) - set(TARGETS)
+    if unknown or "file" not in wanted:
+        parser.error(f"--targets: file and any of {', '.join(TARGETS[1:])}; got {args.targets}")
+
+    context = multiprocessing.get_context("spawn")
+    port, received = context.Value("i", 0), context.Value("q", 0)
+    stand_in = context.Process(target=serve, args=(port, received), daemon=True)
+    notes: list[str] = []
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
-        server = ClickHouseServer(root / "clickhouse", binary)
-        server.start()
+        server: Any = None
+        targets: dict[str, Target] = {}
         try:
+            targets["file"] = Target(
+                lambda repeat: FileWriter(str(root / f"run{repeat}.log")),
+                lambda repeat: len((root / f"run{repeat}.log").read_bytes().splitlines()),
+            )
+            if "clickhouse" in wanted:
+                binary = shutil.which("clickhouse-server")
+                if binary is None:
+                    notes.append("clickhouse: not measured, clickhouse-server is not installed")
+                else:
+                    from kakashi.writers.clickhouse import ClickHouseWriter, create_table
+                    from tests.conftest import ClickHouseServer
+
+                    server = ClickHouseServer(root / "clickhouse", binary)
+                    server.start()
+                    for repeat in range(args.repeats):
+                        create_table(server.url, f"logs_{repeat}", columns={"user_id": "UInt64"})
+                    targets["clickhouse"] = Target(
+                        lambda repeat: ClickHouseWriter(server.url, f"logs_{repeat}"),
+                        lambda repeat: int(server.query(f"SELECT count() FROM logs_{repeat}")),
+                    )
+            if {"elasticsearch", "loki", "otlp"} & set(wanted):
+                from kakashi.writers.stores import ElasticsearchWriter, LokiWriter, OtlpHttpWriter
+
+                stand_in.start()
+                while not port.value:
+                    time.sleep(0.01)
+                url = f"http://127.0.0.1:{port.value}"
+                makers = {
+                    "elasticsearch": lambda repeat: ElasticsearchWriter(url, "logs-%Y.%m.%d"),
+                    "loki": lambda repeat: LokiWriter(url, labels={"service": "bench"}),
+                    "otlp": lambda repeat: OtlpHttpWriter(url, service_name="bench"),
+                }
+
+                def counted(repeat: int) -> int:
+                    return int(received.value)
+
+                for name in ("elasticsearch", "loki", "otlp"):
+                    if name in wanted:
+                        targets[name] = Target(makers[name], counted)
+            sample: list[bytes] = []
             for repeat in range(args.repeats):
-                create_table(server.url, f"logs_{repeat}", columns={"user_id": "UInt64"})
-
-            def file_writer(repeat: int) -> FileWriter:
-                return FileWriter(str(root / f"run{repeat}.log"))
-
-            def file_count(repeat: int) -> int:
-                return len((root / f"run{repeat}.log").read_bytes().splitlines())
-
-            def clickhouse_writer(repeat: int) -> ClickHouseWriter:
-                return ClickHouseWriter(server.url, f"logs_{repeat}")
-
-            def clickhouse_count(repeat: int) -> int:
-                return int(server.query(f"SELECT count() FROM logs_{repeat}"))
-
-            results = {
-                "file": measure(file_writer, file_count, args),
-                "clickhouse": measure(clickhouse_writer, clickhouse_count, args),
-            }
+                for name, target in targets.items():
+                    received.value = 0  # the stand-in counts each run from zero
+                    writer = target.make(repeat)
+                    caller, total = run_once(writer, args.records, args.batch_size)
+                    stored = target.count(repeat)
+                    if stored != args.records + 1:  # the warm-up record too
+                        raise RuntimeError(
+                            f"{name}: {stored} records received, {args.records + 1} logged"
+                        )
+                    target.costs.append(caller / args.records * 1e6)
+                    target.rates.append(args.records / total)
+                    if name == "file" and not sample:
+                        lines = (root / f"run{repeat}.log").read_bytes().splitlines()
+                        sample = lines[1 : 1 + args.batch_size]  # after the warm-up record
+                    elif name != "file" and target.writer_cost is None:
+                        target.writer_cost = writer_cost(writer, sample)
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
+            if stand_in.is_alive():
+                stand_in.terminate()
+                stand_in.join()
     print(
         f"{args.records} records, batch_size {args.batch_size}, median of {args.repeats}; "
-        f"speedups: {kakashi._speedups.USING_SPEEDUPS}"
+        f"speedups: {kakashi._speedups.USING_SPEEDUPS}; Python {sys.version.split()[0]}"
     )
-    print(f"{'target':<12}{'caller us/call':>16}{'end-to-end rec/s':>20}")
-    for name, (cost, rate) in results.items():
-        print(f"{name:<12}{cost:>16.3f}{rate:>20,.0f}")
-    (file_cost, file_rate), (ch_cost, ch_rate) = results["file"], results["clickhouse"]
     print(
-        f"ratio clickhouse/file: caller cost {ch_cost / file_cost:.2f}x, "
-        f"end-to-end throughput {ch_rate / file_rate:.2f}x"
+        f"{'target':<15}{'caller us/call':>15}{'end-to-end rec/s':>18}{'vs file':>9}"
+        f"{'writer us/rec':>15}"
     )
-    print("elasticsearch framing: not measured (no Elasticsearch writer on this branch)")
+    file_rate = statistics.median(targets["file"].rates)
+    file_cost = statistics.median(targets["file"].costs)
+    for name, target in targets.items():
+        cost, rate = statistics.median(target.costs), statistics.median(target.rates)
+        own = "-" if target.writer_cost is None else f"{target.writer_cost * 1e6:.2f}"
+        print(f"{name:<15}{cost:>15.3f}{rate:>18,.0f}{rate / file_rate:>9.2f}{own:>15}")
+    for name, target in targets.items():
+        if name != "file":
+            cost, rate = statistics.median(target.costs), statistics.median(target.rates)
+            print(
+                f"ratio {name}/file: caller cost {cost / file_cost:.2f}x, "
+                f"end-to-end throughput {rate / file_rate:.2f}x"
+            )
+    for note in notes:
+        print(note)
     return 0
 
 
