@@ -14,9 +14,9 @@ urllib3 is imported when the first writer is made, so ``import kakashi`` does no
 
 from __future__ import annotations
 
-import gzip
 import os
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -32,6 +32,8 @@ __all__ = ["COMPRESSIONS", "HttpWriter", "Response"]
 
 #: The request body encodings :class:`HttpWriter` can send.
 COMPRESSIONS: Final = ("gzip", "zstd", None)
+# Each compression's lowest and highest level, and the level used when none is given.
+_LEVELS: Final = {"gzip": (0, 9, 1), "zstd": (1, 22, 3)}
 
 
 class Response:
@@ -59,6 +61,9 @@ class HttpWriter:
         url: ``http://`` or ``https://`` URL of the endpoint.
         headers: extra request headers (authentication, tenant ids).
         compression: ``"gzip"``, ``"zstd"`` or ``None``; sent as ``Content-Encoding``.
+        compression_level: the compressor's level (``None``: gzip 1, zstd 3). Log lines
+            repeat themselves: gzip's fastest level makes bodies about as small as its
+            default (6) in less than half the time (see the shipping benchmark).
         timeout: seconds to wait for the answer once the request is sent.
         connect_timeout: seconds to wait for a connection (default: *timeout*).
         verify: check the server's TLS certificate (on by default; ``False`` is for tests
@@ -89,6 +94,7 @@ class HttpWriter:
         *,
         headers: Mapping[str, str] | None = None,
         compression: str | None = "gzip",
+        compression_level: int | None = None,
         timeout: float = 10.0,
         connect_timeout: float | None = None,
         verify: bool = True,
@@ -111,6 +117,18 @@ class HttpWriter:
             raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        if compression is None:
+            if compression_level is not None:
+                raise ValueError("compression_level is for a compression, and it is None")
+        else:
+            low, high, default = _LEVELS[compression]
+            if compression_level is None:
+                compression_level = default
+            if type(compression_level) is not int or not low <= compression_level <= high:
+                raise ValueError(
+                    f"compression_level must be an int from {low} to {high} for "
+                    f"compression={compression!r}, got {compression_level!r}"
+                )
         timeout = check_seconds("timeout", timeout, at_most=MAX_WAIT)
         connect = timeout if connect_timeout is None else connect_timeout
         connect = check_seconds("connect_timeout", connect, at_most=MAX_WAIT)
@@ -134,6 +152,7 @@ class HttpWriter:
             )
         self.url = url
         self.compression = compression
+        self.compression_level: int = compression_level or 0
         self.timeout = urllib3.Timeout(connect=connect, read=timeout)
         self.headers = {"Content-Type": self.content_type, **dict(headers or {})}
         if compression is not None:
@@ -239,13 +258,17 @@ class HttpWriter:
         return self._pool
 
     def _compress(self, body: bytes) -> bytes:
+        """*body* as the request sends it. zlib and zstandard let other threads run
+        while they compress (the workers and the application are not held up)."""
         if self.compression == "gzip":
-            return gzip.compress(body, compresslevel=5, mtime=0)
+            # gzip framing (wbits 31) with no timestamp, as gzip.compress(mtime=0).
+            compressor = zlib.compressobj(self.compression_level, zlib.DEFLATED, 31)
+            return compressor.compress(body) + compressor.flush()
         if self.compression == "zstd":
             import zstandard
 
             # A compressor per request: one is not safe on two threads at once.
-            return bytes(zstandard.ZstdCompressor(level=3).compress(body))
+            return bytes(zstandard.ZstdCompressor(level=self.compression_level).compress(body))
         return body
 
     def flush(self) -> None:
