@@ -24,10 +24,9 @@ urllib3 is imported when the first writer is made, so ``import kakashi`` does no
 from __future__ import annotations
 
 import datetime
-import operator
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -118,36 +117,11 @@ def _microseconds(timestamp: Any) -> int:
     return int(found.group(1)[:6].ljust(6, "0")) if found else 0
 
 
-# A plan (see ClickHouseWriter.rows): the column keys, a function giving their values as a
-# tuple, the other keys (for the ``fields`` column) and one for theirs (None: none), and,
-# by the types of the column values, whether they need fitting (False: taken as they are).
-_Plan = tuple[
-    tuple[str, ...],
-    Callable[[dict[str, Any]], tuple[Any, ...]],
-    tuple[str, ...],
-    "Callable[[dict[str, Any]], tuple[Any, ...]] | None",
-    dict[tuple[type, ...], bool],
-]
-#: The most plans (sets of keys) kept, and sets of value types per plan.
-_PLANS: Final = 512
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A function giving the values of *names* in a dict, as a tuple (KeyError if one is
-    missing), at C speed for two and more."""
-    if len(names) >= 2:
-        return operator.itemgetter(*names)
-    if names:
-        name = names[0]
-        return lambda event: (event[name],)
-    return lambda event: ()
-
-
-def _body(rows: list[dict[str, Any]]) -> bytes:
-    """The JSONEachRow body of *rows*: serialised at once, as a JSON array, and sent
-    without its brackets (rows separated by commas, which ClickHouse reads in
-    JSONEachRow, from 18.16 on)."""
-    return _dumps(rows)[1:-1]
+def _body(rows: list[dict[str, Any]]) -> memoryview:
+    """The JSONEachRow body of *rows*: serialised at once, as a JSON array, without its
+    brackets (rows separated by commas, which ClickHouse reads in JSONEachRow from 18.16
+    on). A view: the body is not copied to drop them."""
+    return memoryview(_dumps(rows))[1:-1]
 
 
 class ClickHouseWriter(HttpWriter):
@@ -227,7 +201,6 @@ class ClickHouseWriter(HttpWriter):
         self.fields_column = fields_column
         self.timestamp_us_column = timestamp_us_column
         self._kinds: dict[str, int] | None = None
-        self._plans: dict[tuple[str, ...], _Plan] = {}
         self._fields: str | None = None
         self._micros: str | None = None
         self._discovered = False  # the columns came from the server, not from columns=
@@ -253,7 +226,6 @@ class ClickHouseWriter(HttpWriter):
         self._kinds = {name: _kind(kind) for name, kind in self.columns.items() if name != fields}
         self._fields = fields
         self._micros = micros
-        self._plans = {}  # the columns changed: where keys go is decided afresh
 
     def target(self) -> str:
         """The insert URL (statement and settings in its query string)."""
@@ -265,7 +237,7 @@ class ClickHouseWriter(HttpWriter):
         rows, _, dropped = self.rows(batch)
         if dropped:
             raise ValueError("a line is not a JSON object")
-        return _body(rows)
+        return bytes(_body(rows))
 
     def row(self, line: bytes) -> bytes | None:
         """The JSONEachRow row for one JSON *line* (``None``: not a JSON object)."""
@@ -275,22 +247,15 @@ class ClickHouseWriter(HttpWriter):
     def rows(
         self, batch: Sequence[bytes]
     ) -> tuple[list[dict[str, Any]], list[int], dict[int, str]]:
-        """The rows of *batch*, as dicts (column -> value; JSONEachRow once serialised),
-        the index in *batch* of each, and the lines that are not JSON objects (index ->
-        ``"not_json"``).
-
-        The work per line is kept small: the lines of one call site share their keys, so
-        where each key goes is decided once per set of keys (a *plan*), and whether the
-        values need fitting to their columns once per set of value types; a row is then
-        made by C-level lookups. Rows are serialised together, a batch at a time
-        (:func:`_body`).
-        """
-        if self._kinds is None:
+        """The rows of *batch* as dicts (column -> value), the index in *batch* of each,
+        and the lines that are not JSON objects (index -> ``"not_json"``). The rows are
+        serialised together, a batch at a time (one ``orjson.dumps``, :func:`_body`):
+        per line there is one parse and one loop over its keys."""
+        kinds = self._kinds
+        if kinds is None:
             raise RuntimeError("the table's columns are not known yet")
-        plans = self._plans
-        micros = self._micros
-        fields = self._fields
-        loads = _loads
+        micros, fields = self._micros, self._fields
+        loads, dumps = _loads, _dumps
         rows: list[dict[str, Any]] = []
         indices: list[int] = []
         dropped: dict[int, str] = {}
@@ -303,72 +268,28 @@ class ClickHouseWriter(HttpWriter):
             if type(event) is not dict:
                 dropped[index] = "not_json"
                 continue
-            keys = tuple(event)
-            plan = plans.get(keys)
-            if plan is None:
-                plan = self._plan(keys)
-            names, values_of, extras, extras_of, fitting = plan
-            values = values_of(event)
-            if fitting.get(tuple(map(type, values))) is not False:  # None: not seen yet
-                row = self._fitted(event, plan, values)
-            else:
-                row = dict(zip(names, values, strict=True))
-                if micros is not None:
-                    row[micros] = _microseconds(event.get("timestamp"))
-                if extras_of is not None and fields is not None:
-                    row[fields] = _dumps(dict(zip(extras, extras_of(event), strict=True))).decode()
+            row: dict[str, Any] = {}
+            extra: dict[str, Any] = {}
+            # One pass, no call per key in the common case (a string for a String column).
+            for key, value in event.items():
+                kind = kinds.get(key)
+                if kind is None:
+                    extra[key] = value
+                elif value is None:
+                    continue  # the column's default
+                elif kind == _TEXT:
+                    row[key] = value if type(value) is str else dumps(value).decode()
+                elif kind == _NUMBER and type(value) is bool:
+                    row[key] = int(value)
+                else:
+                    row[key] = value
+            if micros is not None and micros not in row:
+                row[micros] = _microseconds(event.get("timestamp"))
+            if extra and fields is not None:
+                row[fields] = dumps(extra).decode()
             rows.append(row)
             indices.append(index)
         return rows, indices, dropped
-
-    def _plan(self, keys: tuple[str, ...]) -> _Plan:
-        """Where the keys of a line with *keys* go (see :meth:`rows`); remembered."""
-        kinds = self._kinds
-        assert kinds is not None
-        names = tuple(key for key in keys if key in kinds)
-        extras = tuple(key for key in keys if key not in kinds)
-        plan: _Plan = (names, _getter(names), extras, _getter(extras) if extras else None, {})
-        if len(self._plans) >= _PLANS:  # keys made up per record: forget, start again
-            self._plans.clear()
-        self._plans[keys] = plan
-        return plan
-
-    def _fitted(
-        self, event: dict[str, Any], plan: _Plan, values: tuple[Any, ...]
-    ) -> dict[str, Any]:
-        """The row of *event* key by key: ``None`` left to the column's default, a value
-        that is not a string as its JSON text for a String column, a boolean as 0/1 for
-        a number column (ClickHouse 18 reads no ``true``). Notes in the plan whether
-        values of these types came through unchanged (the next such row is made at once)."""
-        kinds = self._kinds
-        assert kinds is not None
-        row: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        unchanged = True
-        for key, value in event.items():
-            kind = kinds.get(key)
-            if kind is None:
-                extra[key] = value
-            elif value is None:
-                unchanged = False  # the column's default
-            elif kind == _TEXT and type(value) is not str:
-                row[key] = _dumps(value).decode()
-                unchanged = False
-            elif kind == _NUMBER and type(value) is bool:
-                row[key] = int(value)
-                unchanged = False
-            else:
-                row[key] = value
-        if self._micros is not None and self._micros not in row:
-            row[self._micros] = _microseconds(event.get("timestamp"))
-        elif self._micros is not None:
-            unchanged = False  # the line carries the column itself: not the quick way
-        if extra and self._fields is not None:
-            row[self._fields] = _dumps(extra).decode()
-        fitting = plan[4]
-        if len(fitting) < _PLANS:
-            fitting[tuple(map(type, values))] = not unchanged
-        return row
 
     # -- the insert -------------------------------------------------------------------------
 
