@@ -42,6 +42,8 @@ _CAPTURE_NAMES = (
     "trace_fields",
 )
 _FORMAT_NAMES = (
+    "clickhouse_body",
+    "clickhouse_rows",
     "event_dict",
     "exception_dict",
     "format_batch",
@@ -163,6 +165,8 @@ if TYPE_CHECKING:
         trace_fields,
     )
     from kakashi._speedups._format_py import (
+        clickhouse_body,
+        clickhouse_rows,
         event_dict,
         exception_dict,
         format_batch,
@@ -238,6 +242,8 @@ __all__ = [
     "render_message",
     "render_timestamp",
     "build_record",
+    "clickhouse_body",
+    "clickhouse_rows",
     "safe_key",
     "set_trace_correlation",
     "snapshot",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -29,6 +30,8 @@ from kakashi._speedups._capture_py import (
 )
 
 __all__ = [
+    "clickhouse_body",
+    "clickhouse_rows",
     "event_dict",
     "format_batch",
     "exception_dict",
@@ -170,3 +173,68 @@ def _not_a_record(value: object) -> TypeError:
 def format_batch(records: list[Record]) -> list[bytes]:
     """Return :func:`format_json` of each record, in order (one call for a whole batch)."""
     return [format_json(record) for record in records]
+
+
+def clickhouse_rows(
+    lines: Sequence[bytes],
+    kinds: dict[str, int],
+    micros: str | None,
+    fields: str | None,
+    microseconds: Callable[[Any], int],
+) -> tuple[list[Any], list[int], dict[int, str]]:
+    """The ClickHouse JSONEachRow rows of JSON *lines* (``kakashi.writers.clickhouse``).
+
+    Each line's keys that are in *kinds* (column name -> 0: as it is; 1: a String
+    column, a value that is not a string goes as its JSON text; 2: a number column, a
+    boolean goes as 0/1) go to their columns, in the line's order, a ``null`` left to the
+    column's default; then *micros* (when not None and not a key of the line) gets
+    ``microseconds(line's timestamp)``; then *fields* (when not None and some key is not
+    a column) the other keys as one JSON object, as text.
+
+    Returns the rows (what :func:`clickhouse_body` serialises: here dicts, compiled the
+    JSON of each), the index in *lines* of each, and the lines that are not JSON objects
+    (index -> ``"not_json"``). Raises what ``orjson.dumps`` raises for a value it cannot
+    write (an integer beyond 64 bits).
+    """
+    loads, dumps = orjson.loads, orjson.dumps
+    rows: list[Any] = []
+    indices: list[int] = []
+    dropped: dict[int, str] = {}
+    for index, line in enumerate(lines):
+        try:
+            event = loads(line)
+        except orjson.JSONDecodeError:
+            dropped[index] = "not_json"
+            continue
+        if type(event) is not dict:
+            dropped[index] = "not_json"
+            continue
+        row: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        # One pass, no call per key in the common case (a string for a String column).
+        for key, value in event.items():
+            kind = kinds.get(key)
+            if kind is None:
+                extra[key] = value
+            elif value is None:
+                continue  # the column's default
+            elif kind == 1:
+                row[key] = value if type(value) is str else dumps(value).decode()
+            elif kind == 2 and type(value) is bool:
+                row[key] = int(value)
+            else:
+                row[key] = value
+        if micros is not None and micros not in row:
+            row[micros] = microseconds(event.get("timestamp"))
+        if extra and fields is not None:
+            row[fields] = dumps(extra).decode()
+        rows.append(row)
+        indices.append(index)
+    return rows, indices, dropped
+
+
+def clickhouse_body(rows: list[Any]) -> bytes:
+    """The JSONEachRow request body of *rows* (from :func:`clickhouse_rows`): each row's
+    JSON, separated by commas (JSONEachRow reads them, ClickHouse 18.16 on). Here
+    serialised at once, as an array without its brackets."""
+    return orjson.dumps(rows)[1:-1]

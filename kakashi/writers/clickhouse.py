@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import orjson
 
+from kakashi._speedups import clickhouse_body, clickhouse_rows
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.http import HttpWriter
 
@@ -60,8 +61,6 @@ DATA_ERROR_CODES: Final = frozenset({6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117,
 # 500, which would otherwise be retried.
 _REQUEST_ERROR_CODES: Final = frozenset({16, 60, 81, 89, 164, 192, 193, 194, 195, 497, 516})
 
-_loads = orjson.loads
-_dumps = orjson.dumps
 _CODE: Final = re.compile(r"Code: (\d+)")
 _FRACTION: Final = re.compile(r"\.(\d+)")
 _SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -86,7 +85,7 @@ def _error_code(detail: str) -> int | None:
 
 # How a JSON value is made fit for a column, by the column's type: as it is; for a String
 # column, a value that is not a string as its JSON text; for a number column, a boolean
-# as 0/1 (ClickHouse 18 reads no ``true``).
+# as 0/1 (ClickHouse 18 reads no ``true``). The numbers clickhouse_rows takes.
 _AS_IS: Final = 0
 _TEXT: Final = 1
 _NUMBER: Final = 2
@@ -115,13 +114,6 @@ def _microseconds(timestamp: Any) -> int:
             return int(digits)
     found = _FRACTION.search(timestamp, 17)
     return int(found.group(1)[:6].ljust(6, "0")) if found else 0
-
-
-def _body(rows: list[dict[str, Any]]) -> memoryview:
-    """The JSONEachRow body of *rows*: serialised at once, as a JSON array, without its
-    brackets (rows separated by commas, which ClickHouse reads in JSONEachRow from 18.16
-    on). A view: the body is not copied to drop them."""
-    return memoryview(_dumps(rows))[1:-1]
 
 
 class ClickHouseWriter(HttpWriter):
@@ -237,59 +229,22 @@ class ClickHouseWriter(HttpWriter):
         rows, _, dropped = self.rows(batch)
         if dropped:
             raise ValueError("a line is not a JSON object")
-        return bytes(_body(rows))
+        return clickhouse_body(rows)
 
     def row(self, line: bytes) -> bytes | None:
         """The JSONEachRow row for one JSON *line* (``None``: not a JSON object)."""
         rows, _, _ = self.rows((line,))
-        return _dumps(rows[0]) if rows else None
+        return clickhouse_body(rows) if rows else None
 
-    def rows(
-        self, batch: Sequence[bytes]
-    ) -> tuple[list[dict[str, Any]], list[int], dict[int, str]]:
-        """The rows of *batch* as dicts (column -> value), the index in *batch* of each,
-        and the lines that are not JSON objects (index -> ``"not_json"``). The rows are
-        serialised together, a batch at a time (one ``orjson.dumps``, :func:`_body`):
-        per line there is one parse and one loop over its keys."""
-        kinds = self._kinds
-        if kinds is None:
+    def rows(self, batch: Sequence[bytes]) -> tuple[list[Any], list[int], dict[int, str]]:
+        """The rows of *batch* (what :func:`~kakashi._speedups.clickhouse_body` makes the
+        body of), the index in *batch* of each, and the lines that are not JSON objects
+        (index -> ``"not_json"``). Each line is parsed once; the compiled build writes
+        each row's JSON straight into bytes, the pure-Python one serialises the batch's
+        rows with one ``orjson.dumps``."""
+        if self._kinds is None:
             raise RuntimeError("the table's columns are not known yet")
-        micros, fields = self._micros, self._fields
-        loads, dumps = _loads, _dumps
-        rows: list[dict[str, Any]] = []
-        indices: list[int] = []
-        dropped: dict[int, str] = {}
-        for index, line in enumerate(batch):
-            try:
-                event = loads(line)
-            except orjson.JSONDecodeError:
-                dropped[index] = "not_json"
-                continue
-            if type(event) is not dict:
-                dropped[index] = "not_json"
-                continue
-            row: dict[str, Any] = {}
-            extra: dict[str, Any] = {}
-            # One pass, no call per key in the common case (a string for a String column).
-            for key, value in event.items():
-                kind = kinds.get(key)
-                if kind is None:
-                    extra[key] = value
-                elif value is None:
-                    continue  # the column's default
-                elif kind == _TEXT:
-                    row[key] = value if type(value) is str else dumps(value).decode()
-                elif kind == _NUMBER and type(value) is bool:
-                    row[key] = int(value)
-                else:
-                    row[key] = value
-            if micros is not None and micros not in row:
-                row[micros] = _microseconds(event.get("timestamp"))
-            if extra and fields is not None:
-                row[fields] = dumps(extra).decode()
-            rows.append(row)
-            indices.append(index)
-        return rows, indices, dropped
+        return clickhouse_rows(batch, self._kinds, self._micros, self._fields, _microseconds)
 
     # -- the insert -------------------------------------------------------------------------
 
@@ -324,7 +279,7 @@ class ClickHouseWriter(HttpWriter):
             )
 
     def _insert_isolating(
-        self, rows: list[dict[str, Any]], indices: list[int], dropped: dict[int, str]
+        self, rows: list[Any], indices: list[int], dropped: dict[int, str]
     ) -> DeliveryError | None:
         """Insert *rows* (for batch *indices*), bisecting around malformed ones, which go
         to *dropped*. Returns the error for the rows left to retry, or ``None``."""
@@ -370,9 +325,9 @@ class ClickHouseWriter(HttpWriter):
             return None
         return None
 
-    def _insert(self, rows: list[dict[str, Any]]) -> DeliveryError | None:
+    def _insert(self, rows: list[Any]) -> DeliveryError | None:
         """One INSERT request of *rows*; the error (for all of them) or ``None``."""
-        body = self._compress(_body(rows))
+        body = self._compress(clickhouse_body(rows))
         try:
             self.post(body, len(rows), url=self._insert_url)
         except DeliveryError as error:

@@ -257,7 +257,7 @@ class HttpWriter:
                     self._pid = pid
         return self._pool
 
-    def _compress(self, body: bytes | memoryview) -> bytes:
+    def _compress(self, body: bytes) -> bytes:
         """*body* as the request sends it. zlib and zstandard let other threads run
         while they compress (the workers and the application are not held up)."""
         if self.compression == "gzip":
@@ -269,7 +269,7 @@ class HttpWriter:
 
             # A compressor per request: one is not safe on two threads at once.
             return bytes(zstandard.ZstdCompressor(level=self.compression_level).compress(body))
-        return body if type(body) is bytes else bytes(body)
+        return body
 
     def flush(self) -> None:
         """Nothing is buffered: each batch is one request."""
