@@ -590,6 +590,33 @@ cdef int _put_name(kk_buf *buffer, str key) except -1:
     return kk_put(buffer, ":", 1)
 
 
+cdef int _put_micros(kk_buf *buffer, object stamp) except -1:
+    """Write the microseconds of the JSON formatter's timestamp
+    (``2026-11-27T18:06:00.123456Z``) as an int; GENERAL for any other *stamp*."""
+    if type(stamp) is not str:
+        return GENERAL
+    cdef str text = <str>stamp
+    if len(text) != 27 or text[19] != u"." or text[26] != u"Z":
+        return GENERAL
+    cdef long value = 0
+    cdef Py_UCS4 digit
+    cdef Py_ssize_t i
+    for i in range(20, 26):
+        digit = text[i]
+        if digit < u"0" or digit > u"9":
+            return GENERAL
+        value = value * 10 + (<long>digit - 48)
+    cdef char digits[8]
+    cdef int position = 8
+    while True:
+        position -= 1
+        digits[position] = <char>(48 + value % 10)
+        value //= 10
+        if value == 0:
+            break
+    return kk_put(buffer, &digits[position], 8 - position)
+
+
 def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds):
     """The ClickHouse JSONEachRow rows of JSON *lines*: each row's JSON written straight
     into bytes, exactly what ``orjson.dumps`` writes for the twin's row dict."""
@@ -646,7 +673,9 @@ def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds):
                     kk_put(&row, ",", 1)
                 columns = True
                 _put_name(&row, micros)
-                _put_json(&row, microseconds((<dict>event).get("timestamp")))
+                stamp = (<dict>event).get("timestamp")
+                if _put_micros(&row, stamp) != DONE:
+                    _put_json(&row, microseconds(stamp))
             if others and fields is not None:
                 kk_put(&extra, "}", 1)
                 if columns:
