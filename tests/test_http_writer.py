@@ -110,3 +110,33 @@ def test_delivery_error_shapes() -> None:
     assert 0.0 == parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
     assert 3600.0 == parse_retry_after("99999")
     assert parse_retry_after("soon") is None
+
+
+def test_gzip_level_one_by_default_and_a_level_of_choice(collector: Any) -> None:
+    """gzip bodies are compressed at level 1 unless ``compression_level`` says otherwise
+    (and read back the same either way); zstd takes its own levels."""
+    lines = [b'{"message":"order placed","n":%d}' % n for n in range(2000)]
+    fast, small = HttpWriter(_url(collector)), HttpWriter(_url(collector), compression_level=9)
+    assert (1, 9) == (fast.compression_level, small.compression_level)
+    assert 3 == HttpWriter(_url(collector), compression="zstd").compression_level
+    fast.write(lines)
+    small.write(lines)
+    (_, _, quick, _), (_, _, tight, _) = collector.received
+    expected = b"\n".join(lines) + b"\n"
+    assert expected == gzip.decompress(quick) == gzip.decompress(tight)
+    # The gzip header's XFL byte says how hard the deflater worked: 4 fastest, 2 best.
+    assert (4, 2) == (quick[8], tight[8])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compression_level": 10}, "from 0 to 9"),
+        ({"compression_level": "1"}, "compression_level"),
+        ({"compression": "zstd", "compression_level": 0}, "from 1 to 22"),
+        ({"compression": None, "compression_level": 1}, "compression_level"),
+    ],
+)
+def test_a_bad_compression_level_is_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HttpWriter("http://127.0.0.1:9/x", **options)

@@ -155,6 +155,55 @@ def test_bulk_body_is_action_and_document_pairs(collector: Any) -> None:
     writer.close()
 
 
+@pytest.mark.parametrize("index", ["logs-%Y.%m.%d-%H", "logs-app", "pct%%-%Y"])
+@pytest.mark.parametrize("document_ids", [True, False])
+@pytest.mark.parametrize("timestamp_field", ["@timestamp", None, "ts%s"])
+def test_a_batch_is_framed_at_once_exactly_as_record_by_record(
+    monkeypatch: pytest.MonkeyPatch, index: str, document_ids: bool, timestamp_field: str | None
+) -> None:
+    """The JSON formatter's lines are framed a batch at a time (one join, one split, one
+    template); any other line sends the batch through the record-by-record framing. For
+    batches of both kinds (a line with a newline, a field named like the timestamp
+    field, an offset or a malformed fraction in the timestamp, no timestamp, not JSON,
+    ``%`` in names and values) the body is byte for byte the record-by-record one."""
+    import random
+
+    import kakashi.writers.stores as stores
+
+    monkeypatch.setattr(stores.time, "time_ns", lambda: (BASE + 5) * 1_000_000_000)
+    odd = [
+        _line(1, **{"@timestamp": "x", "ts%s": "y"}),
+        _line(2, message="a\nb").replace(b"\\n", b"\n"),
+        json.dumps({"timestamp": "2026-12-01T12:00:00.5+02:00", "n": 3}).encode(),
+        json.dumps({"timestamp": "2026-12-01T10:00:00.12345xZ"}).encode(),
+        json.dumps({"message": "no timestamp"}).encode(),
+        b"not json",
+        b"",
+    ]
+    writer = ElasticsearchWriter(
+        "http://127.0.0.1:9", index, document_ids=document_ids, timestamp_field=timestamp_field
+    )
+    chooser = random.Random(7)
+    for trial in range(40):
+        lines = [
+            _line(n, at=BASE + chooser.randrange(-90_000, 90_000), note="100%")
+            for n in range(chooser.randint(1, 20))
+        ]
+        if trial % 2:
+            lines.insert(chooser.randrange(len(lines) + 1), chooser.choice(odd))
+        keys = writer._new_keys(len(lines))
+        assert writer._encode_each(lines, keys) == writer.encode_batch(lines, keys)
+    # The formatter's lines take the batch framing; one other line, the record by record.
+    each = writer._encode_each
+    calls: list[int] = []
+    monkeypatch.setattr(writer, "_encode_each", lambda *args: calls.append(1) or each(*args))
+    clean = [_line(n) for n in range(5)]
+    writer.encode_batch(clean, writer._new_keys(5))
+    assert [] == calls
+    writer.encode_batch([*clean, b"not json"], writer._new_keys(6))
+    assert [1] == calls
+
+
 def test_index_named_from_each_records_timestamp(collector: Any) -> None:
     """``logs-%Y.%m.%d`` names each record's index from its own time, in UTC, across a
     day boundary inside one batch; a line from another formatter goes to today's."""
