@@ -1,7 +1,7 @@
 """Shipping throughput against the plain file writer, in the same run (#14 section 6).
 
 Usage: ``python benchmarks/shipping.py [--records 50000] [--repeats 3] [--batch-size 1000]
-[--targets file,clickhouse,elasticsearch,loki,otlp]``.
+[--targets file,clickhouse,elasticsearch,loki,otlp] [--clickhouse-dir DIR]``.
 
 Each repeat logs ``--records`` records, as fast as one thread can, through a fresh
 AsyncPipeline (JSON lines, the same settings) into each target in turn:
@@ -158,6 +158,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument(
+        "--clickhouse-dir",
+        default=None,
+        help="where the ClickHouse server keeps its data (default: a temporary directory; "
+        "every insert makes a part of several files, so the file system's speed shows)",
+    )
     args = parser.parse_args()
     wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = set(wanted) - set(TARGETS)
@@ -185,7 +191,12 @@ def main() -> int:
                     from kakashi.writers.clickhouse import ClickHouseWriter, create_table
                     from tests.conftest import ClickHouseServer
 
-                    server = ClickHouseServer(root / "clickhouse", binary)
+                    data = (
+                        Path(tempfile.mkdtemp(dir=args.clickhouse_dir))
+                        if args.clickhouse_dir
+                        else root
+                    )
+                    server = ClickHouseServer(data / "clickhouse", binary)
                     server.start()
                     for repeat in range(args.repeats):
                         create_table(server.url, f"logs_{repeat}", columns={"user_id": "UInt64"})
@@ -233,6 +244,8 @@ def main() -> int:
         finally:
             if server is not None:
                 server.stop()
+                if args.clickhouse_dir:
+                    shutil.rmtree(server.root.parent, ignore_errors=True)
             if stand_in.is_alive():
                 stand_in.terminate()
                 stand_in.join()
@@ -257,6 +270,8 @@ def main() -> int:
                 f"ratio {name}/file: caller cost {cost / file_cost:.2f}x, "
                 f"end-to-end throughput {rate / file_rate:.2f}x"
             )
+    if server is not None:
+        print(f"clickhouse data in {args.clickhouse_dir or tempfile.gettempdir()}")
     for note in notes:
         print(note)
     return 0
