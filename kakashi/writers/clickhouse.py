@@ -2,7 +2,7 @@
 
 :class:`ClickHouseWriter` turns each batch into one ``INSERT INTO db.table FORMAT
 JSONEachRow`` request (the statement in the URL's ``query`` parameter, the rows in the
-body, gzip-compressed). Each JSON line becomes a row: its keys that are columns of the
+body, separated by commas, gzip-compressed). Each JSON line becomes a row: its keys that are columns of the
 table go to those columns (``timestamp``, ``level``, ``logger``, ``message`` and any field
 the table has a column for); the other keys go, as one JSON object, to the ``fields``
 column when the table has one.
@@ -226,22 +226,22 @@ class ClickHouseWriter(HttpWriter):
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """The JSONEachRow body for *batch* (a line that is not a JSON object raises
         ``ValueError``; :meth:`write` drops such lines instead)."""
-        rows, _, dropped = self.rows(batch)
+        rows, _, dropped = self._rows(batch)
         if dropped:
             raise ValueError("a line is not a JSON object")
         return clickhouse_body(rows)
 
     def row(self, line: bytes) -> bytes | None:
         """The JSONEachRow row for one JSON *line* (``None``: not a JSON object)."""
-        rows, _, _ = self.rows((line,))
+        rows, _, _ = self._rows((line,))
         return clickhouse_body(rows) if rows else None
 
-    def rows(self, batch: Sequence[bytes]) -> tuple[list[Any], list[int], dict[int, str]]:
-        """The rows of *batch* (what :func:`~kakashi._speedups.clickhouse_body` makes the
-        body of), the index in *batch* of each, and the lines that are not JSON objects
-        (index -> ``"not_json"``). Each line is parsed once; the compiled build writes
-        each row's JSON straight into bytes, the pure-Python one serialises the batch's
-        rows with one ``orjson.dumps``."""
+    def _rows(self, batch: Sequence[bytes]) -> tuple[list[Any], list[int], dict[int, str]]:
+        """The rows of *batch* (what the hot path's ``clickhouse_body`` makes a body of),
+        the index in *batch* of each, and the lines that are not JSON objects (index ->
+        ``"not_json"``). Each line is parsed once; the compiled build writes each row's
+        JSON straight into bytes, the pure-Python one serialises the batch's rows with
+        one ``orjson.dumps``."""
         if self._kinds is None:
             raise RuntimeError("the table's columns are not known yet")
         return clickhouse_rows(batch, self._kinds, self._micros, self._fields, _microseconds)
@@ -259,7 +259,7 @@ class ClickHouseWriter(HttpWriter):
             return
         if self._kinds is None:
             self._discover(len(batch))
-        rows, indices, dropped = self.rows(batch)
+        rows, indices, dropped = self._rows(batch)
         detail = "a line is not a JSON object (the ClickHouse writer needs the JSON formatter)"
         failure = self._insert_isolating(rows, indices, dropped) if rows else None
         if failure is not None:
