@@ -2,10 +2,10 @@
 
 :class:`ClickHouseWriter` turns each batch into one ``INSERT INTO db.table FORMAT
 JSONEachRow`` request (the statement in the URL's ``query`` parameter, the rows in the
-body, separated by commas, gzip-compressed). Each JSON line becomes a row: its keys that are columns of the
-table go to those columns (``timestamp``, ``level``, ``logger``, ``message`` and any field
-the table has a column for); the other keys go, as one JSON object, to the ``fields``
-column when the table has one.
+body, separated by commas, gzip-compressed). Each JSON line becomes a row: its keys that
+are columns of the table go to those columns (``timestamp``, ``level``, ``logger``,
+``message`` and any field the table has a column for); the other keys go, as one JSON
+object, to the ``fields`` column when the table has one.
 
 ClickHouse takes or refuses an insert as a whole: one row it cannot parse fails the
 batch. The writer then isolates the bad rows by bisecting (it sends each half again, and
