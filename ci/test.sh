@@ -92,6 +92,17 @@ if [ ! -e /usr/share/zoneinfo/America/New_York ] && command -v apt-get >/dev/nul
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tzdata) \
         >/dev/null 2>&1 || echo "tzdata could not be installed"
 fi
+# rsyslog, its TLS driver and the openssl command: tests/test_syslog.py ships to a real
+# rsyslogd (UDP, TCP and TLS inputs, with certificates it generates).
+if { ! command -v rsyslogd >/dev/null && [ ! -x /usr/sbin/rsyslogd ]; } ||
+        ! ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || ! command -v openssl >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "== system packages: rsyslog, rsyslog-gnutls, openssl =="
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends rsyslog rsyslog-gnutls openssl) \
+            >/dev/null 2>&1 || echo "rsyslog could not be installed"
+    fi
+fi
 
 # ClickHouse (tests/test_clickhouse.py starts a clickhouse-server of its own on loopback
 # ports, with a configuration and data in a temporary directory; it does not use the
