@@ -206,6 +206,55 @@ def test_a_server_that_never_reads_times_out_and_says_what_was_sent() -> None:
         writer.close()
 
 
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_a_name_that_does_not_resolve_is_retryable(protocol: str) -> None:
+    """A host name that does not resolve (``.invalid`` never does, RFC 6761): every
+    record of the batch is to be retried, under the reason ``dns``."""
+    writer = SyslogWriter("collector.invalid", 514, protocol, timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([b'{"message":"a"}', b'{"message":"b"}'])
+    assert ("dns", (0, 1), {}) == (caught.value.reason, caught.value.retry, caught.value.dropped)
+    assert ({"dns": 1}, 0) == (dict(writer.failures), writer.sent)
+
+
+def test_a_tls_server_that_never_answers_the_handshake_times_out() -> None:
+    """TLS to a port that accepts and says nothing: the handshake is bounded by the
+    timeout, and the batch is retryable (``timeout``), not dropped as a TLS failure."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        writer = SyslogWriter("127.0.0.1", server.getsockname()[1], "tls", timeout=0.3)
+        with pytest.raises(DeliveryError) as caught:
+            writer.write([b'{"message":"a"}'])
+    assert ("timeout", (0,)) == (caught.value.reason, caught.value.retry)
+    assert ({"timeout": 1}, 0) == (dict(writer.failures), writer.connections)
+
+
+def test_connection_refused_is_retryable_and_the_next_batch_connects() -> None:
+    """TCP with no one listening: ``connect``, retryable; once a server listens, the
+    same writer connects and sends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    writer = SyslogWriter("127.0.0.1", port, "tcp", timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([b'{"message":"a"}'])
+    assert ("connect", (0,)) == (caught.value.reason, caught.value.retry)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        writer.write([b'{"message":"a"}'])
+        connection, _ = server.accept()
+        with connection:
+            connection.settimeout(5)
+            data = b""
+            while not data.endswith(b"a"):
+                data += connection.recv(4096)
+    assert data.startswith(b"%d <14>1 " % (len(data) - len(data.split(b" ")[0]) - 1))
+    assert (1, 1) == (writer.sent, writer.connections)
+    writer.close()
+
+
 # -- a real rsyslog -------------------------------------------------------------------------
 
 

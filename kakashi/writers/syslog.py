@@ -19,7 +19,7 @@ in :attr:`SyslogWriter.truncated`: never split into two messages (a receiver wou
 the rest as a second, garbage record).
 
 What was not sent is reported to the async backend as a
-:class:`~kakashi.writers.delivery.DeliveryError` (see the Shipping logs pages for what
+``kakashi.writers.delivery.DeliveryError`` (see the Shipping logs pages for what
 "sent" can and cannot promise over each transport).
 """
 
@@ -142,7 +142,7 @@ def param_name(key: str) -> str | None:
     A name that is already valid (printable US-ASCII but ``=``, space, ``]`` and ``"``,
     at most 32 bytes) and has no ``%`` is kept. Otherwise every byte of its UTF-8 that is
     not allowed, and ``%`` itself, is written ``%XX`` (``user id`` -> ``user%20id``), which
-    a reader can undo with :func:`urllib.parse.unquote`. A name that is empty or longer
+    a reader can undo with ``urllib.parse.unquote``. A name that is empty or longer
     than 32 bytes even so has no PARAM-NAME: its field goes into :data:`OVERFLOW_PARAM`.
     """
     if "%" not in key and _SD_NAME.fullmatch(key):
@@ -348,15 +348,16 @@ class SyslogWriter:
         self._socket: socket.socket | None = None
         self._socket_pid = -1
         self._address: Any = None
-        #: Records handed to the operating system, and their bytes (framing included).
+        #: Records handed whole to the operating system.
         self.sent = 0
+        #: Bytes of those records, TCP framing included.
         self.bytes_sent = 0
         #: Records cut to fit ``max_message_bytes``.
         self.truncated = 0
-        #: Connections (TCP, TLS) opened, the first included: more than one means reconnects.
+        #: TCP or TLS connections opened, the first one included (more means reconnects).
         self.connections = 0
         #: Failed sends and connections, by reason (``"connect"``, ``"tls"``...).
-        self.failures: Counter[str] = Counter()
+        self.failures: dict[str, int] = Counter()
 
     # -- the message ----------------------------------------------------------------------
 
