@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kakashi import _errors
 from kakashi.writers.delivery import DeliveryError
@@ -130,11 +132,11 @@ def test_lines_that_are_not_json_are_sent_as_the_message() -> None:
 
 def test_timestamps_keep_six_fraction_digits_at_most() -> None:
     """Nanoseconds are cut to microseconds (RFC 5424 allows six digits); offsets stay."""
-    for given, sent in (
+    for stamp, sent in (
         ("2026-01-02T03:04:05.123456789Z", b"2026-01-02T03:04:05.123456Z"),
         ("2026-01-02T03:04:05+01:00", b"2026-01-02T03:04:05+01:00"),
     ):
-        line = orjson.dumps({"timestamp": given, "message": "m"})
+        line = orjson.dumps({"timestamp": stamp, "message": "m"})
         assert _writer().encode(line).split(b" ")[1] == sent
 
 
@@ -154,6 +156,105 @@ def test_an_oversize_record_is_cut_to_fit_with_markers() -> None:
     many = orjson.dumps({"message": "m", **{f"k{n}": "v" * 500 for n in range(10)}})
     message, truncated = writer._encode(many)
     assert truncated and len(message) <= 1000 and message.count(b"...[truncated\\]") == 10
+
+
+def _parse(message: bytes) -> tuple[int, list[bytes], dict[str, str], bytes]:
+    """An RFC 5424 reader, strict where the writer must be: PRI, the six header fields,
+    the structured data (names unescaped, values unescaped, ``%fields`` unpacked) and MSG.
+    Raises on anything the grammar does not allow."""
+    assert message.startswith(b"<")
+    pri_end = message.index(b">")
+    pri = int(message[1:pri_end])
+    parts = message[pri_end + 1 :].split(b" ", 6)
+    header, rest = parts[:6], parts[6]
+    assert b"1" == header[0] and all(33 <= c <= 126 for field in header for c in field)
+    fields: dict[str, str] = {}
+    if rest.startswith(b"-"):
+        return pri, header, fields, rest[2:]
+    assert rest.startswith(b"[kakashi@32473")
+    at = len(b"[kakashi@32473")
+    while rest[at : at + 1] == b" ":
+        eq = rest.index(b"=", at)
+        name = rest[at + 1 : eq].decode("ascii")
+        assert 1 <= len(name) <= 32 and not set(name) & set(' ="]')
+        assert rest[eq + 1 : eq + 2] == b'"'
+        at, value = eq + 2, bytearray()
+        while rest[at : at + 1] != b'"':
+            if rest[at : at + 1] == b"\\":
+                assert rest[at + 1 : at + 2] in (b'"', b"\\", b"]"), "invalid escape"
+                at += 1
+            else:
+                assert rest[at : at + 1] != b"]", "an unescaped ] in a value"
+            value.append(rest[at])
+            at += 1
+        at += 1
+        text = value.decode("utf-8")
+        if name == OVERFLOW_PARAM and not text.endswith(MARK):  # a cut one is no JSON
+            fields.update(json.loads(text))
+        else:
+            fields[urllib.parse.unquote(name)] = text
+    assert rest[at : at + 2] == b"] " or rest[at:] == b"]"
+    return pri, header, fields, rest[at + 2 :]
+
+
+_KEYS = st.text(min_size=0, max_size=40)
+_VALUES = st.one_of(
+    st.text(max_size=60),
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.none(),
+    st.lists(st.text(max_size=5)),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(message=st.text(max_size=80), fields=st.dictionaries(_KEYS, _VALUES, max_size=8))
+def test_every_record_reads_back_whole(message: str, fields: dict[str, Any]) -> None:
+    """Any message and fields (any names, quotes, brackets, backslashes, non-ASCII,
+    control characters): the message parses under the RFC 5424 grammar and gives back
+    the message and every field (non-strings as their JSON)."""
+    fields = {k: v for k, v in fields.items() if k not in ("timestamp", "message")}
+    line = orjson.dumps({"timestamp": STAMP, "level": "INFO", "message": message, **fields})
+    _, _, stored, text = _parse(_writer(max_message_bytes=65_000).encode(line))
+    assert "\ufeff" + message == text.decode("utf-8")
+    expected = {"level": "INFO"} | {
+        k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in fields.items()
+    }
+    overflow = {k for k in fields if param_name(k) is None}
+    assert {k: v for k, v in expected.items() if k not in overflow} == {
+        k: v for k, v in stored.items() if k not in overflow
+    }
+    assert {k: fields[k] for k in overflow} == {k: stored[k] for k in overflow}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    size=st.integers(min_value=480, max_value=3000),
+    message=st.text(max_size=2000),
+    fields=st.dictionaries(st.text(max_size=10), st.text(max_size=800), max_size=12),
+)
+def test_a_cut_record_still_parses(size: int, message: str, fields: dict[str, str]) -> None:
+    """Whatever is cut, the result is at most the limit and still valid RFC 5424 in
+    UTF-8: no cut inside a character or an escape, every cut marked."""
+    fields = {k: v for k, v in fields.items() if k not in ("timestamp", "message")}
+    line = orjson.dumps({"timestamp": STAMP, "message": message, **fields})
+    encoded, truncated = _writer(max_message_bytes=size)._encode(line)
+    assert len(encoded) <= size
+    _, _, stored, text = _parse(encoded)
+    if not truncated:
+        assert "\ufeff" + message == text.decode("utf-8")
+        return
+    kept = text.decode("utf-8")
+    assert kept == "\ufeff" + message or (
+        kept.endswith(MARK) and message.startswith(kept[1 : -len(MARK)])
+    )
+    overflow = {k: v for k, v in fields.items() if param_name(k) is None}
+    originals = {**fields, OVERFLOW_PARAM: orjson.dumps(overflow).decode()}
+    for key, value in stored.items():
+        original = originals[key]
+        assert value == original or (
+            value.endswith(MARK) and original.startswith(value[: -len(MARK)])
+        )
 
 
 @pytest.mark.parametrize(
