@@ -377,18 +377,25 @@ class SyslogWriter:
             return self._assemble(_INFORMATIONAL, None, [], text)
         stamp = record.pop("timestamp", None)
         message = record.pop("message", "")
-        message = message if isinstance(message, str) else orjson.dumps(message).decode()
+        if type(message) is not str:
+            message = orjson.dumps(message).decode()
         params: list[tuple[str, str]] = []
-        overflow: dict[str, Any] = {}
+        overflow: dict[str, Any] | None = None
         for key, value in record.items():
             name = param_name(key)
             if name is None:
+                if overflow is None:
+                    overflow = {}
                 overflow[key] = value
-            else:
-                params.append((name, param_value(value)))
+                continue
+            # param_value, inlined: most values need no escape and are strings already.
+            text = value if type(value) is str else orjson.dumps(value).decode()
+            if "\\" in text or '"' in text or "]" in text:
+                text = text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+            params.append((name, text))
         if overflow:
             params.append((OVERFLOW_PARAM, param_value(overflow)))
-        stamp_bytes = stamp.encode() if isinstance(stamp, str) else None
+        stamp_bytes = stamp.encode() if type(stamp) is str else None
         text = message.encode("utf-8", "replace")
         return self._assemble(severity(record.get("level")), stamp_bytes, params, text)
 
@@ -396,10 +403,12 @@ class SyslogWriter:
         self, level: int, stamp: bytes | None, params: list[tuple[str, str]], text: bytes
     ) -> tuple[bytes, bool]:
         head = b"<%d>1 %s %s" % (self.facility * 8 + level, _timestamp(stamp), self._header())
-        names = [f" {name}=".encode() for name, _ in params]
-        values = [value.encode("utf-8", "surrogatepass") for _, value in params]
+        if params:
+            joined = "".join([f' {name}="{value}"' for name, value in params])
+            sd = b"%s%s]" % (self._prefix, joined.encode("utf-8", "replace"))
+        else:
+            sd = b"-"
         bom = _BOM if self.bom else b""
-        sd = self._structured_data(names, values)
         size = len(head) + len(sd) + 1 + len(bom) + len(text)
         if size <= self.max_message_bytes:
             return b"%s%s %s%s" % (head, sd, bom, text), False
@@ -409,6 +418,8 @@ class SyslogWriter:
         room = self.max_message_bytes - len(head) - 1 - len(bom)
         share = max(room // 2, room - len(sd))
         if len(sd) > room - min(share, len(text)):
+            names = [f" {name}=".encode() for name, _ in params]
+            values = [value.encode("utf-8", "replace") for _, value in params]
             sd = self._shrink(names, values, room - min(share, len(text)))
         keep = room - len(sd)
         if len(text) > keep:
