@@ -389,10 +389,10 @@ class SyslogWriter:
                 overflow[key] = value
                 continue
             # param_value, inlined: most values need no escape and are strings already.
-            text = value if type(value) is str else orjson.dumps(value).decode()
-            if "\\" in text or '"' in text or "]" in text:
-                text = text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
-            params.append((name, text))
+            shown = value if type(value) is str else orjson.dumps(value).decode()
+            if "\\" in shown or '"' in shown or "]" in shown:
+                shown = shown.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+            params.append((name, shown))
         if overflow:
             params.append((OVERFLOW_PARAM, param_value(overflow)))
         stamp_bytes = stamp.encode() if type(stamp) is str else None
