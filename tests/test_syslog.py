@@ -331,6 +331,32 @@ def test_a_tls_server_that_never_answers_the_handshake_times_out() -> None:
     assert ({"timeout": 1}, 0) == (dict(writer.failures), writer.connections)
 
 
+def test_a_tls_server_that_hangs_up_in_the_handshake_is_retried() -> None:
+    """A server that accepts and closes at once (a collector restarting): not a TLS
+    verdict on the certificate but a lost connection, retryable, and not reported as TLS."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        writer = SyslogWriter("127.0.0.1", server.getsockname()[1], "tls", timeout=5)
+
+        def hang_up() -> None:
+            connection, _ = server.accept()
+            connection.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        with pytest.raises(DeliveryError) as caught:
+            writer.write([b'{"message":"a"}'])
+        thread.join()
+    assert ("connection", (0,), {}) == (
+        caught.value.reason,
+        caught.value.retry,
+        caught.value.dropped,
+    )
+    assert {"connection": 1} == dict(writer.failures)
+    assert not [kind for kind in _errors.error_counts() if kind.startswith("syslog writer")]
+
+
 def test_connection_refused_is_retryable_and_the_next_batch_connects() -> None:
     """TCP with no one listening: ``connect``, retryable; once a server listens, the
     same writer connects and sends."""

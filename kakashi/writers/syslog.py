@@ -33,7 +33,6 @@ import select
 import socket
 import ssl
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ import orjson
 
 from kakashi import _errors
 from kakashi._durations import MAX_WAIT, check_seconds
+from kakashi._locks import fork_safe_lock
 from kakashi.writers.delivery import DeliveryError
 
 __all__ = [
@@ -344,7 +344,8 @@ class SyslogWriter:
                 f"max_message_bytes must leave room after the header ({head} bytes with "
                 f"these settings), got {max_message_bytes!r}"
             )
-        self._lock = threading.Lock()
+        # Fork-safe: a child forked while a worker was sending starts with it released.
+        self._lock = fork_safe_lock()
         self._socket: socket.socket | None = None
         self._socket_pid = -1
         self._address: Any = None
@@ -567,9 +568,13 @@ class SyslogWriter:
         if self._context is not None:
             try:
                 raw = self._context.wrap_socket(raw, server_hostname=self.host)
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as exc:
+                raw.close()  # the server went away during the handshake: try again
+                raise self._fail(size, 0, "connection", exc) from exc
             except ssl.SSLError as exc:
                 raw.close()
-                # Not worth retrying: a certificate does not start to verify by itself.
+                # A certificate that does not verify, or a handshake the server refuses:
+                # not worth retrying, neither starts to work by itself.
                 self.failures["tls"] += 1
                 _errors.report(
                     f"syslog writer tls://{self.host}:{self.port}",
@@ -577,9 +582,9 @@ class SyslogWriter:
                     detail="the TLS handshake failed; records are dropped (reason 'tls')",
                 )
                 raise DeliveryError.whole(size, "tls", retryable=False, detail=repr(exc)) from exc
-            except OSError as exc:
+            except OSError as exc:  # reset, or the timeout
                 raw.close()
-                raise self._fail(size, 0, _reason(exc, "connect"), exc) from exc
+                raise self._fail(size, 0, _reason(exc, "connection"), exc) from exc
         self.connections += 1
         self._socket, self._socket_pid = raw, os.getpid()
         return raw
