@@ -271,6 +271,7 @@ def test_a_cut_record_still_parses(size: int, message: str, fields: dict[str, st
         ({"max_message_bytes": 70_000}, "max_message_bytes must be"),
         ({"ca_certs": "/x.pem"}, "for protocol='tls' only"),
         ({"timeout": 0}, "timeout must be"),
+        ({"retry_budget": -1}, "retry_budget must be"),
     ],
 )
 def test_bad_settings_are_refused(options: dict[str, Any], message: str) -> None:
@@ -694,7 +695,7 @@ def test_every_record_arrives_intact(rsyslog: Rsyslog, certs: Certs, protocol: s
         assert _same_fields(line, _fields(record)), (line, record)
     stats = _writer_stats(pipeline, writer)
     assert (len(TRICKY), 0) == (stats["records"], stats["dropped"])
-    assert 0 == writer.truncated
+    assert (len(TRICKY), 0) == (stats["delivery"]["sent"], stats["delivery"]["truncated"])
     pipeline.backend.shutdown(5)
 
 
@@ -721,6 +722,7 @@ def test_an_oversize_record_is_stored_cut_with_its_marker_and_counted(
     assert big["msg"].startswith("\ufeffüü") and big["msg"].endswith(MARK)
     assert _fields(big)["blob"].endswith(MARK) and _fields(big)["blob"].startswith("]]]")
     assert (1, 3) == (writer.truncated, writer.sent)
+    assert 1 == _writer_stats(pipeline, writer)["delivery"]["truncated"]  # in get_async_stats
     assert 3 == len(rsyslog.messages(3))
     pipeline.backend.shutdown(5)
 
@@ -760,6 +762,11 @@ def test_a_restart_is_followed_by_a_reconnection_and_nothing_goes_uncounted(
     assert (101, 1) == (stats["records"], stats["dropped"])
     assert 101 == len(logged) + stats["dropped"]
     assert (2, {"connect": 1}) == (writer.connections, dict(writer.failures))
+    assert {"connect": 1} == stats["dropped_by_reason"]
+    assert {"connect": 1} == pipeline.backend.get_stats()["write_error_by_reason"]
+    assert {"sent": 101, "truncated": 0, "connections": 2, "failed:connect": 1} == {
+        k: v for k, v in stats["delivery"].items() if k != "bytes_sent"
+    }
     pipeline.backend.shutdown(5)
 
 
@@ -824,6 +831,9 @@ def test_a_certificate_that_does_not_verify_is_refused_counted_and_reported_once
     )
     # the 15 records, and the loss notices the second and third batches carried
     assert (0, 17) == (stats["records"], stats["dropped"])
+    assert {"tls": 17} == stats["dropped_by_reason"]
+    assert {"tls": 15} == totals["write_error_by_reason"]
+    assert 3 == stats["delivery"]["failed:tls"]
     assert ({"tls": 3}, 0, 0) == (dict(writer.failures), writer.sent, writer.connections)
     kind = f"syslog writer tls://{host}:{rsyslog.ports['tls']}: SSLCertVerificationError"
     assert 3 == _errors.error_counts()[kind]

@@ -19,8 +19,8 @@ in :attr:`SyslogWriter.truncated`: never split into two messages (a receiver wou
 the rest as a second, garbage record).
 
 What was not sent is reported to the async backend as a
-``kakashi.writers.delivery.DeliveryError`` (see the Shipping logs pages for what
-"sent" can and cannot promise over each transport).
+:class:`~kakashi.writers.delivery.DeliveryError` (see the Syslog page for what "sent"
+can and cannot promise over each transport).
 """
 
 from __future__ import annotations
@@ -218,8 +218,9 @@ class SyslogWriter:
         verify: check the server's certificate and that it names *host* (TLS; on by
             default, ``False`` is for tests against self-signed servers only).
         timeout: seconds a connection, a TLS handshake or a send may take.
-        max_error_retries, error_retry_delay, max_delay: this writer's retry policy (see
-            :class:`~kakashi.core.async_backend.AsyncConfig`); ``None`` takes the backend's.
+        max_error_retries, error_retry_delay, max_delay, retry_budget: this writer's
+            retry policy (see :class:`~kakashi.core.async_backend.AsyncConfig`); ``None``
+            takes the backend's.
 
     Raises:
         ValueError: an unknown protocol or facility, a header field or SD-ID that RFC 5424
@@ -253,6 +254,7 @@ class SyslogWriter:
         max_error_retries: int | None = None,
         error_retry_delay: float | None = None,
         max_delay: float | None = None,
+        retry_budget: float | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -302,6 +304,10 @@ class SyslogWriter:
             )
         if max_delay is not None:
             self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
+        if retry_budget is not None:
+            self.retry_budget = check_seconds(
+                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
+            )
 
         if app_name is None:
             program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -606,6 +612,20 @@ class SyslogWriter:
                 sock.close()
             except OSError:
                 pass
+
+    def delivery_stats(self) -> dict[str, int]:
+        """This writer's own counts, shown under ``delivery`` in the async backend's
+        per-writer stats: ``sent``, ``bytes_sent``, ``truncated``, ``connections``, and
+        each failure by reason as ``failed:<reason>`` (``failed:connect``...)."""
+        # No lock: a send stuck until its timeout must not hold up a look at the stats.
+        stats = {
+            "sent": self.sent,
+            "bytes_sent": self.bytes_sent,
+            "truncated": self.truncated,
+            "connections": self.connections,
+        }
+        stats.update({f"failed:{reason}": n for reason, n in list(self.failures.items())})
+        return stats
 
     def flush(self) -> None:
         """Nothing is buffered: every record is handed to the operating system at once."""
