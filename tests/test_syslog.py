@@ -806,7 +806,8 @@ def test_a_certificate_that_does_not_verify_is_refused_counted_and_reported_once
 ) -> None:
     """TLS with verification on (the default): a server certificate from another CA, or
     one that does not name the host, is refused; nothing reaches rsyslog, every record is
-    counted as dropped, and the failure is reported once (and counted each time)."""
+    counted as dropped at once (one handshake per batch, no retry), and the failure is
+    reported once (and counted each time)."""
     report = io.StringIO()
     monkeypatch.setattr(_errors, "stream", report)
     if case == "unknown CA":
@@ -814,8 +815,8 @@ def test_a_certificate_that_does_not_verify_is_refused_counted_and_reported_once
     else:
         host, ca = "127.0.0.1", certs.ca  # the certificate names localhost only
     writer = SyslogWriter(
-        host, rsyslog.ports["tls"], "tls", app_name=APP, ca_certs=ca, max_error_retries=0
-    )
+        host, rsyslog.ports["tls"], "tls", app_name=APP, ca_certs=ca
+    )  # the default retries: a TLS verdict is not retried anyway
     pipeline = keeping_pipeline(writer)
     logger = pipeline.get_logger("tls")
     for batch in range(3):
