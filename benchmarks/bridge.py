@@ -51,7 +51,12 @@ from kakashi._speedups import SELECTION
 from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig, file_writer
-from kakashi.integrations.logging import KakashiHandler, make_lean
+from kakashi.integrations import logging as _bridge
+from kakashi.integrations.logging import KakashiHandler
+
+# Absent from versions before lean loggers: then that variant is left out, so this script
+# also measures an older checkout (PYTHONPATH=that checkout) for a before/after.
+make_lean = getattr(_bridge, "make_lean", None)
 
 #: The ``LogRecord`` attributes the JSON formatter of the baseline does not write as fields.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -164,11 +169,13 @@ def variants(directory: Path) -> tuple[list[Variant], list[AsyncPipeline]]:
     made.append(Variant("stdlib", path, lambda n: _calls(stdlib, n), file_handler.flush))
 
     for name, lean in (("bridge", False), ("bridge-lean", True)):
+        if lean and make_lean is None:
+            continue
         path = directory / f"{name}.log"
         pipeline = _async_pipeline(path)
         pipelines.append(pipeline)
         logger = _stdlib_logger(f"bench.{name}", KakashiHandler(pipeline=pipeline))
-        if lean:
+        if lean and make_lean is not None:
             make_lean(logger)
         made.append(Variant(name, path, lambda n, log=logger: _calls(log, n), _flushing(pipeline)))
 
