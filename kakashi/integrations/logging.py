@@ -75,15 +75,13 @@ _SCALARS = (str, int, float, bool, type(None))  # immutable: kept as they are, a
 _dumps = orjson.dumps
 #: Whether LogRecord looks up the asyncio task's name (``taskName``, Python 3.12+).
 _TASK_NAMES = hasattr(logging, "logAsyncioTasks")
-#: This process's id and its ``process`` field, renewed in a forked child.
+#: This process's id (``os.getpid`` is a system call), renewed in a forked child.
 _pid = os.getpid()
-_process = {"id": _pid}
 
 
 def _after_fork() -> None:
-    global _pid, _process
+    global _pid
     _pid = os.getpid()
-    _process = {"id": _pid}
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -351,7 +349,7 @@ def _record(
         {
             ORIGIN_KEY: "stdlib",
             "thread": {"id": thread, "name": thread_name},
-            "process": _process if process == _pid else {"id": process},
+            "process": {"id": process},
         },
     )
 
