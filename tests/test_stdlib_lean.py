@@ -374,28 +374,38 @@ def test_forked_child_writes_its_own_process_id(
 
 
 @pytest.mark.parametrize("lean", [False, True])
-def test_one_handler_on_a_logger_and_its_ancestor_writes_once(
-    handler: KakashiHandler, lines: Lines, lean: bool
+def test_captured_record_reaching_the_handler_twice_is_written_once(
+    lines: Lines, made: list[logging.LogRecord], lean: bool
 ) -> None:
-    """Installed on a propagating logger and on the root (as capture_stdlib installs on
-    uvicorn.access), the handler writes each record once; another handler, twice."""
-    child = logging.getLogger("lean.test.child")
+    """capture_stdlib installs on uvicorn.access and the root: when uvicorn.access
+    propagates (and for its children), each record is written once. A handler added
+    twice by hand writes twice, as stdlib does."""
+    kakashi.configure(
+        kakashi.Pipeline(min_level=0, formatter=kakashi.default_json_formatter, writers=(lines,))
+    )
+    access = logging.getLogger("uvicorn.access")
+    child = logging.getLogger("uvicorn.access.child")
     root = logging.getLogger()
-    other = KakashiHandler(pipeline=handler.pipeline)
-    child.setLevel(logging.INFO)
-    for logger in (child, root):
-        logger.addHandler(handler)
-    if lean:
-        make_lean(child)
+    others = root.handlers[:]  # pytest's: without them, lean loggers take the lean path
+    root.handlers.clear()
+    capture = capture_stdlib(lean=lean)
+    access.setLevel(logging.INFO)
+    by_hand = KakashiHandler()
     try:
-        child.info("once")
-        child.addHandler(other)
-        child.info("twice")
+        access.info("once")
+        child.info("child once")
+        child.addHandler(by_hand)
+        access.addHandler(by_hand)
+        child.info("twice by hand")
     finally:
-        bridge._unlean(child)
-        for logger in (child, root):
-            logger.removeHandler(handler)
-        child.removeHandler(other)
-        child.setLevel(logging.NOTSET)
+        capture.uninstall()
+        root.handlers[:] = others
+        child.removeHandler(by_hand)
+        access.removeHandler(by_hand)
+        access.setLevel(logging.NOTSET)
+        kakashi.configure()
 
-    assert ["once", "twice", "twice"] == [e["message"] for e in lines.events]
+    assert ["once", "child once", "twice by hand", "twice by hand", "twice by hand"] == [
+        e["message"] for e in lines.events
+    ]
+    assert (0 if lean else 3) == len(made)

@@ -127,8 +127,9 @@ class KakashiHandler(logging.Handler):
     The access records of ``uvicorn.access`` and ``gunicorn.access`` become the access
     fields instead of a template and arguments (see :func:`to_record`).
 
-    A record that reaches the same handler twice (installed on a logger and on an
-    ancestor the logger propagates to) is written once.
+    Installed by :func:`capture_stdlib`, a record that reaches the handler twice (on
+    ``uvicorn.access`` and on the root, when ``uvicorn.access`` propagates) is written
+    once.
 
     A message whose ``%`` arguments do not match is no error: it is counted (see
     :func:`kakashi.error_counts`) and the template is written, with the field
@@ -148,6 +149,8 @@ class KakashiHandler(logging.Handler):
             raise TypeError(f"pipeline must be a Pipeline or an AsyncPipeline, got {kind}")
         self.pipeline = pipeline
         self._dropped = Tally()
+        self._installed_on: frozenset[str] = frozenset()  # besides the root (capture_stdlib)
+        self._under: tuple[str, ...] = ()  # their children's name prefixes
 
     @property
     def dropped(self) -> int:
@@ -171,15 +174,18 @@ class KakashiHandler(logging.Handler):
         """Turn *record* into a Kakashi record and hand it to the pipeline. Never raises."""
         if record.__dict__.get(_BRIDGED):
             return  # made by a StdlibWriter from a Kakashi record: it is already logged
-        # On a logger and on an ancestor it propagates to (capture_stdlib installs on
-        # uvicorn.access in case it does not propagate): write the record once.
-        seen = getattr(_local, "seen", None)
-        if seen is not None and seen[0]() is record:
-            if self in seen[1]:
-                return
-            seen[1].append(self)
-        else:
-            _local.seen = (weakref.ref(record), [self])
+        # capture_stdlib installs the handler on the root and on uvicorn.access & co. in
+        # case they do not propagate; a record of theirs that does propagate reaches the
+        # handler twice: written once. (Only their records pay for the check.)
+        name = record.name
+        if self._installed_on and (name in self._installed_on or name.startswith(self._under)):
+            seen = getattr(_local, "seen", None)
+            if seen is not None and seen[0]() is record:
+                if self in seen[1]:
+                    return
+                seen[1].append(self)
+            else:
+                _local.seen = (weakref.ref(record), [self])
         self._deliver(record.levelno, to_record, record)
 
     def _deliver(self, level: int, convert: Callable[..., Record], *source: Any) -> None:
@@ -442,7 +448,8 @@ def _direct_handlers(logger: logging.Logger, level: int) -> list[KakashiHandler]
             if type(handler) is not KakashiHandler or handler.filters:
                 return None
             found = True
-            if level >= handler.level and handler not in reached:  # once, as emit does
+            # capture_stdlib's handler once, as emit does
+            if level >= handler.level and not (handler._installed_on and handler in reached):
                 reached.append(handler)
         current = current.parent if current.propagate else None
     return reached if found else None
@@ -762,7 +769,10 @@ def capture_stdlib(
         if _installed is not None:
             return _installed
         capture = Capture(KakashiHandler(level, pipeline))
-        for name in (None, *NON_PROPAGATING, *loggers):
+        named = (*NON_PROPAGATING, *loggers)
+        capture.handler._installed_on = frozenset(named)
+        capture.handler._under = tuple(f"{name}." for name in named)
+        for name in (None, *named):
             logger = logging.getLogger(name)
             logger.addHandler(capture.handler)
             capture.loggers.append(logger)
