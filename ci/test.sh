@@ -93,6 +93,16 @@ if [ ! -e /usr/share/zoneinfo/America/New_York ] && command -v apt-get >/dev/nul
         >/dev/null 2>&1 || echo "tzdata could not be installed"
 fi
 
+# ClickHouse (tests/test_clickhouse.py starts a clickhouse-server of its own on loopback
+# ports, with a configuration and data in a temporary directory; it does not use the
+# package's own service).
+if ! command -v clickhouse-server >/dev/null && command -v apt-get >/dev/null &&
+        [ "$(id -u)" = 0 ]; then
+    echo "== system packages: clickhouse-server =="
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        clickhouse-server) >/dev/null 2>&1 || echo "clickhouse-server could not be installed"
+fi
+
 KAKASHI_NO_EXTENSIONS=1 tests pure tests -m "not packaging"
 tests compiled tests
 

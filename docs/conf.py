@@ -51,15 +51,19 @@ nitpick_ignore_regex = [
     # Standard-library and third-party names: resolvable only with intersphinx online.
     (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib|logging)\..*"),
     (r"py:.*", r"orjson\..*"),
+    (r"py:.*", r"django\..*"),
     (r"py:mod", r"(logging|contextvars|typing|asyncio)"),
-    (r"py:class", r"(dataclasses|dt|datetime|threading)\..*"),
+    (r"py:class", r"(dataclasses|dt|datetime|threading|ipaddress)\..*"),
     (
         r"py:class",
         r"(Any|IO|TextIO|Callable|Sequence|Mapping|Iterator|Iterable|ExcInfo|Token)(\[.*\])?",
     ),
     (r"py:class", r"(ContextToken|Path|PathLike|TracebackType|Enricher|Filter|Formatter)"),
+    (r"py:class", r"ASGIApp"),  # kakashi.integrations.asgi's alias of the ASGI callable
     (r"py:class", r"(str|int|float|bool|bytes|dict|list|tuple|type|object|None|BaseException)"),
     (r"py:class", r"kakashi\._.*"),
+    # The web frameworks' own classes, in the integrations' signatures.
+    (r"py:class", r"(Flask|Response|(flask|werkzeug)\..*)"),
 ]
 
 doctest_global_setup = """

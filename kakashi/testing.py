@@ -21,13 +21,25 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from kakashi._locks import fork_safe_lock
-from kakashi._speedups import Record, event_dict
+from kakashi._speedups import Record, Snapshot, event_dict
 from kakashi.core.records import to_level
 from kakashi.enrichers import context_enricher, exception_enricher
 from kakashi.logger import configure, get_default_pipeline
 
 __all__ = ["LogCapture", "capture_logs"]
+
+
+def _plain(value: Any) -> Any:
+    """A value as a test compares it: snapshots (dicts, lists, objects frozen at the
+    call as JSON) decoded to what the JSON line holds."""
+    if type(value) is Snapshot:
+        return orjson.loads(value.json)
+    if type(value) is dict:
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 class LogCapture:
@@ -50,10 +62,13 @@ class LogCapture:
         """Keep *record* (the entry point loggers call; never raises)."""
         for enricher in (exception_enricher, context_enricher):
             record = enricher(record)
-        entry = event_dict(record)
+        entry = {key: _plain(value) for key, value in event_dict(record).items()}
         entry["levelno"] = int(record.level)
         with self._lock:
             self.entries.append(entry)
+
+    #: What the stdlib bridge (``KakashiHandler``) hands its records to.
+    process = emit
 
     def flush(self) -> None:
         """Nothing is buffered."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
 import json
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
@@ -203,3 +210,252 @@ def file_lines(directory: Path) -> dict[str, list[str]]:
         for file in sorted(directory.iterdir())
         if file.is_file() and not file.name.endswith(".lock")
     }
+
+
+class _CollectorHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out at once, not after a delayed ACK
+
+    def do_POST(self) -> None:
+        server: Any = self.server
+        with server.lock:
+            server.sockets.add(self.connection)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        arrived = time.monotonic()
+        with server.lock:
+            server.connections.add(self.client_address)
+            answer = server.answers.pop(0) if server.answers else None
+        if callable(answer):
+            answer = answer(self.path, dict(self.headers), body)
+        status, headers, content, delay = (*(answer or (200, {}, b"{}")), 0.0)[:4]
+        if delay == "never":
+            with server.lock:
+                server.unanswered.append((self.path, dict(self.headers), body))
+            server.hung.wait()  # accept the request and never answer
+            return
+        if delay:
+            time.sleep(delay)
+        with server.lock:
+            server.received.append((self.path, dict(self.headers), body, status))
+            server.received_at.append(arrived)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class HttpCollector(http.server.ThreadingHTTPServer):
+    """A local HTTP server for writer tests (the ``collector`` fixture).
+
+    ``answers`` is a list consumed one per request: ``(status, headers, body)``, or
+    ``(status, headers, body, delay)`` with *delay* seconds before answering or
+    ``"never"`` (the request is read and never answered), or a callable given
+    ``(path, headers, body)`` returning such a tuple. With none left, 200 ``{}``.
+    ``received`` holds ``(path, headers, body, status)`` of every answered request and
+    ``received_at`` when each arrived (``time.monotonic()``); ``unanswered`` holds
+    ``(path, headers, body)`` of the requests never answered.
+    *port* 0 takes a free one; another (a collector coming back) is bound as given.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _CollectorHandler)
+        self.lock = threading.Lock()
+        self.answers: list[Any] = []
+        self.received: list[tuple[str, dict[str, str], bytes, int]] = []
+        self.received_at: list[float] = []
+        self.unanswered: list[tuple[str, dict[str, str], bytes]] = []
+        self.connections: set[Any] = set()
+        self.sockets: set[Any] = set()
+        self.hung = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self.server_address[1])
+
+    def start(self) -> HttpCollector:
+        """Serve on a daemon thread; return self."""
+        thread = threading.Thread(target=self.serve_forever, name="test-collector", daemon=True)
+        thread.start()
+        return self
+
+    def kill(self) -> None:
+        """Die as a collector process does: stop listening and cut every open connection
+        (kept-alive ones too), leaving requests that hang unanswered."""
+        self.hung.set()
+        self.shutdown()
+        self.server_close()
+        with self.lock:
+            sockets, self.sockets = list(self.sockets), set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def collector() -> Any:
+    """A running :class:`HttpCollector` on a loopback port, stopped after the test."""
+    server = HttpCollector().start()
+    yield server
+    server.kill()
+
+
+# -- a real ClickHouse server (Debian's clickhouse-server, 18.16) ----------------------------
+
+_CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{root}/server.log</log>
+        <errorlog>{root}/server.err.log</errorlog>
+        <console>0</console>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <path>{root}/data/</path>
+    <tmp_path>{root}/tmp/</tmp_path>
+    <user_files_path>{root}/user_files/</user_files_path>
+    <format_schema_path>{root}/format_schemas/</format_schema_path>
+    <users_config>{root}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+"""
+
+_CLICKHOUSE_USERS = """<?xml version="1.0"?>
+<yandex>
+    <profiles><default></default></profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+        <writer>
+            <password>s3cret</password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </writer>
+    </users>
+    <quotas><default></default></quotas>
+</yandex>
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ClickHouseServer:
+    """A clickhouse-server on loopback ports, with its data, logs and configuration in
+    *root* (written here: nothing system-wide is read or touched). It runs fine as root.
+    ``stop()`` and ``start()`` again keep the port and the data (a restart)."""
+
+    def __init__(self, root: Path, binary: str = "clickhouse-server") -> None:
+        self.root = root
+        self.binary = binary
+        self.http_port = _free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        config = _CLICKHOUSE_CONFIG.format(
+            root=root, http_port=self.http_port, tcp_port=_free_port()
+        )
+        (root / "config.xml").write_text(config)
+        (root / "users.xml").write_text(_CLICKHOUSE_USERS)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<http port>``."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait (bounded) until ``/ping`` answers ``Ok.``."""
+        with open(self.root / "stdout.log", "ab") as out:
+            self.process = subprocess.Popen(
+                [self.binary, f"--config-file={self.root / 'config.xml'}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"clickhouse-server exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as answer:
+                    if answer.read() == b"Ok.\n":
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"clickhouse-server not ready after {timeout}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL: a crash, and quick; a SIGTERM makes 18.16 wait 10 s
+        for its connections) and wait for it. What it acknowledged is already on disk."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()
+
+    def query(self, sql: str) -> str:
+        """Run *sql* over HTTP; the answer's text (``RuntimeError`` with the server's
+        message when it refuses)."""
+        request = urllib.request.Request(f"{self.url}/", data=sql.encode())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return str(answer.read().decode())
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(error.read().decode()) from None
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of a SELECT, as dicts (``FORMAT JSONEachRow`` is added)."""
+        text = self.query(f"{sql} FORMAT JSONEachRow")
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def log_tail(self) -> str:
+        """The end of the server's own logs, for error messages."""
+        parts = []
+        for name in ("stdout.log", "server.err.log"):
+            path = self.root / name
+            if path.exists():
+                parts.append(path.read_text(errors="replace")[-2000:])
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real ClickHouse server for the test session (it takes about a second to
+    start); tests make tables of their own. Skipped only when the binary is absent
+    (``apt-get install clickhouse-server``; CI installs it)."""
+    binary = shutil.which("clickhouse-server")
+    if binary is None:
+        pytest.skip("clickhouse-server is not installed (Debian package clickhouse-server)")
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"), binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -409,3 +409,28 @@ def test_captured_record_reaching_the_handler_twice_is_written_once(
         e["message"] for e in lines.events
     ]
     assert (0 if lean else 3) == len(made)
+
+
+def test_lean_record_in_a_span_carries_its_trace_ids(
+    pair: tuple[logging.Logger, logging.Logger], lines: Lines
+) -> None:
+    """Inside an OpenTelemetry span, a lean logger writes the span's ids as a plain one does."""
+    trace = pytest.importorskip("opentelemetry.trace")
+    context = trace.SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(1),
+    )
+    plain, lean = pair
+    with trace.use_span(trace.NonRecordingSpan(context)):
+        plain.info("in a span")
+        lean.info("in a span")
+    lean.info("outside")
+
+    assert_same_but_line(*lines.events[:2])
+    assert [
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1),
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1),
+        (None, None, None),
+    ] == [(e.get("trace_id"), e.get("span_id"), e.get("trace_flags")) for e in lines.events]

@@ -98,3 +98,32 @@ def test_the_fixture(module_log: Any, kakashi_logs: list[dict[str, Any]]) -> Non
 def test_a_bad_level_fails_when_asked() -> None:
     with pytest.raises(ValueError, match="level"):
         LogCapture("LOUD")
+
+
+def test_nested_values_come_back_as_plain_data() -> None:
+    with capture_logs() as logs:
+        kakashi.get_logger("app").info("order", order={"id": 7, "tags": ["a"]}, ids=(1, 2))
+    assert {"id": 7, "tags": ["a"]} == logs[0]["order"]
+    assert [1, 2] == logs[0]["ids"]
+
+
+def test_stdlib_records_through_the_bridge_are_captured() -> None:
+    """A ``logging`` call routed by ``KakashiHandler`` into the default pipeline lands in
+    the capture (the bridge hands records to ``process``)."""
+    import logging
+
+    from kakashi.integrations.logging import KakashiHandler
+
+    stdlib = logging.getLogger("tests.testing.bridge")
+    stdlib.propagate = False
+    stdlib.setLevel(logging.INFO)
+    handler = KakashiHandler()
+    stdlib.addHandler(handler)
+    try:
+        with capture_logs() as logs:
+            stdlib.warning("from %s", "stdlib", extra={"order": 7})
+    finally:
+        stdlib.removeHandler(handler)
+    assert [("tests.testing.bridge", "from stdlib", "WARNING", 7)] == [
+        (entry["logger"], entry["message"], entry["level"], entry["order"]) for entry in logs
+    ]

@@ -36,8 +36,10 @@ _CAPTURE_NAMES = (
     "level_name",
     "render_message",
     "safe_key",
+    "set_trace_correlation",
     "snapshot",
     "Snapshot",
+    "trace_fields",
 )
 _FORMAT_NAMES = (
     "event_dict",
@@ -156,7 +158,9 @@ if TYPE_CHECKING:
         level_name,
         render_message,
         safe_key,
+        set_trace_correlation,
         snapshot,
+        trace_fields,
     )
     from kakashi._speedups._format_py import (
         event_dict,
@@ -235,5 +239,7 @@ __all__ = [
     "render_timestamp",
     "build_record",
     "safe_key",
+    "set_trace_correlation",
     "snapshot",
+    "trace_fields",
 ]

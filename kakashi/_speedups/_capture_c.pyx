@@ -24,8 +24,11 @@ from libc.time cimport time_t
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(object op)
+    Py_ssize_t PyDict_GET_SIZE(PyObject *op)  # a field read: no call, no check
 
-from kakashi import _errors
+import sys
+
+from kakashi import _errors, _trace
 from kakashi._speedups import _capture_py as _py
 from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
 
@@ -171,6 +174,42 @@ cdef object _snapshot(object value):
         PyObject_GC_UnTrack(frozen)
     return frozen
 cdef object _LOG_CONTEXT = LOG_CONTEXT
+
+# Trace correlation (see the pure twin and kakashi._trace): until OpenTelemetry's trace
+# API is imported, a call compares the number of loaded modules with the number last seen.
+cdef dict _modules = sys.modules
+cdef Py_ssize_t _modules_seen = -1
+cdef bint _watching = True
+cdef object _trace_read = None
+cdef object _trace_reader = _trace.reader
+
+
+cdef object _start_trace():
+    global _modules_seen, _trace_read
+    _modules_seen = len(_modules)
+    read = _trace_reader(_modules)
+    if read is None:
+        return None
+    _trace_read = read
+    return read()
+
+
+def trace_fields():
+    """Return the active OpenTelemetry span's ``trace_id``, ``span_id`` and
+    ``trace_flags`` as a new dict, or ``None`` (see the pure twin)."""
+    if _trace_read is not None:
+        return _trace_read()
+    if _watching and len(_modules) != _modules_seen:
+        return _start_trace()
+    return None
+
+
+def set_trace_correlation(enabled):
+    """Capture the active span's ids with every record (``True``, the default) or not."""
+    global _modules_seen, _trace_read, _watching
+    _trace_read = None
+    _watching = bool(enabled)
+    _modules_seen = -1
 cdef tuple _LEVEL_NAMES = tuple(_py.level_name(n) for n in range(MAX_LEVEL + 1))
 
 
@@ -361,6 +400,10 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
         record.stack_info = _stack(depth) if stack_info else None
         record.source = _source(depth) if flags & _CAPTURE_SOURCE else None
         record.sink = route.sink
+        if _trace_read is not None:
+            record.extra = _trace_read()
+        elif _watching and PyDict_GET_SIZE(<PyObject *>_modules) != _modules_seen:
+            record.extra = _start_trace()
         if level >= 40 and exc_info is None:
             info = _exc_info()
             if info[1] is not None:

@@ -4,9 +4,11 @@ This is the pure-Python twin of ``_capture_c.pyx`` and the reference for its beh
 both must accept the same calls and build records that format to the same bytes.
 
 What happens on the caller's thread, and nothing more: the level check, the timestamp
-(``time.time_ns``), the thread, the context snapshot, the exception, the call site when a
-stage asked for it, and a snapshot of any value that could still change after the call
-(a dict, a list, an object): it is serialised at once into an :class:`orjson.Fragment`,
+(``time.time_ns``), the thread, the context snapshot, the ids of the active
+OpenTelemetry span once the application imported OpenTelemetry (see
+:mod:`kakashi.integrations.otel`), the exception, the call site when a stage asked for
+it, and a snapshot of any value that could still change after the call (a dict, a list,
+an object): it is serialised at once into an :class:`orjson.Fragment`,
 so mutating it afterwards never changes the log. Immutable scalars are kept as they are,
 and ``%`` arguments are formatted later unless one of them is mutable.
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from kakashi import _errors
+from kakashi import _errors, _trace
 from kakashi._state import LOG_CONTEXT, SURROGATES, Snapshot
 
 __all__ = [
@@ -42,8 +44,10 @@ __all__ = [
     "level_name",
     "render_message",
     "safe_key",
+    "set_trace_correlation",
     "snapshot",
     "Snapshot",
+    "trace_fields",
 ]
 
 #: Route flag: capture the thread's name on the caller (set by ``thread_enricher``).
@@ -79,6 +83,14 @@ _current_thread = threading.current_thread
 _getframe = sys._getframe
 _exc_info = sys.exc_info
 _context_get = LOG_CONTEXT.get
+
+# Trace correlation (see kakashi._trace). Until the application imports OpenTelemetry's
+# trace API a log call only compares len(sys.modules) with the length last seen: a new
+# module means an import happened, and only then is sys.modules searched for the API.
+_modules: dict[str, Any] = sys.modules
+_modules_seen = -1
+_watching = True
+_trace_read: _trace.TraceReader | None = None
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -226,7 +238,8 @@ class Record:
         source: ``(module, function, line)`` of the call site, when a stage asked for it.
         active_exc: for ERROR and above logged inside an ``except`` block without
             ``exc_info``, the exception being handled (``exception_enricher`` uses it).
-        extra: top-level keys added by enrichers, or ``None``.
+        extra: top-level keys added by enrichers (starting with the ids of the
+            OpenTelemetry span the call was made in, captured with it), or ``None``.
         sink: the pipeline whose stages process this record (set by the logger from its
             route, so a backend serving several pipelines knows each record's own).
     """
@@ -407,6 +420,37 @@ def _stack(depth: int) -> str | None:
     return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip()
 
 
+def _start_trace() -> dict[str, Any] | None:
+    """Look for OpenTelemetry's trace API (the module count changed); once found, read
+    the active span on every call from now on."""
+    global _modules_seen, _trace_read
+    _modules_seen = len(_modules)
+    read = _trace.reader(_modules)
+    if read is None:
+        return None
+    _trace_read = read
+    return read()
+
+
+def trace_fields() -> dict[str, Any] | None:
+    """Return ``trace_id``, ``span_id`` and ``trace_flags`` of the OpenTelemetry span
+    active on this thread, as a new dict; ``None`` without one (or when OpenTelemetry
+    is not imported, or correlation is off). What the logger captures on every call."""
+    if _trace_read is not None:
+        return _trace_read()
+    if _watching and len(_modules) != _modules_seen:
+        return _start_trace()
+    return None
+
+
+def set_trace_correlation(enabled: bool) -> None:
+    """Capture the active span's ids with every record (``True``, the default) or not."""
+    global _modules_seen, _trace_read, _watching
+    _trace_read = None
+    _watching = bool(enabled)
+    _modules_seen = -1  # look again at the next call
+
+
 def _capture(
     logger: Logger,
     level: int,
@@ -438,6 +482,13 @@ def _capture(
                     args = ()
                     break
         flags = route.flags
+        # Inline, not trace_fields(): a Python call per record costs more than the check.
+        if _trace_read is not None:
+            trace = _trace_read()
+        elif _watching and len(_modules) != _modules_seen:
+            trace = _start_trace()
+        else:
+            trace = None
         record = Record(
             time_ns(),
             level,
@@ -452,6 +503,8 @@ def _capture(
             exc_info,
             _stack(depth) if stack_info else None,
             _source(depth) if flags & CAPTURE_SOURCE else None,
+            None,
+            trace,
         )
         record.sink = route._sink
         if level >= 40 and exc_info is None:

@@ -58,7 +58,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kakashi import _errors
@@ -85,6 +85,14 @@ from kakashi._speedups import (
 )
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
+from kakashi.writers.delivery import (
+    BACKLOG_FULL,
+    CIRCUIT_OPEN,
+    SHUTDOWN,
+    WRITE_ERROR,
+    WRITER_REJECTED,
+    DeliveryError,
+)
 
 __all__ = [
     "AsyncBackend",
@@ -117,14 +125,33 @@ def _describe(writer: object) -> str:
 class _Run:
     """One pipeline's run of records in a batch, settled once every writer took it."""
 
-    __slots__ = ("filtered", "kept", "lost", "noticed", "sink", "told", "waiting")
+    __slots__ = (
+        "filtered",
+        "kept",
+        "lost",
+        "notice",
+        "noticed",
+        "reasons",
+        "sink",
+        "told",
+        "waiting",
+    )
 
-    def __init__(self, sink: Sink, kept: int, filtered: int, told: list[int] | None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        kept: int,
+        filtered: int,
+        told: list[int] | None,
+        notice: bytes | None = None,
+    ) -> None:
         self.sink = sink
         self.told = told  # the drop counts its notice line carries
+        self.notice = notice  # that notice line (the run's first), if it has one
         self.kept = kept  # records rendered (not filtered out)
         self.filtered = filtered
         self.lost = 0  # the most records any writer could not take
+        self.reasons: dict[str, int] = {}  # why that writer did not get them
         self.waiting = 0  # lanes yet to take the run
         # Some writer took the run's drop notice (its first line): the counts it carries
         # are told, and not told again (to that writer a second time) when another
@@ -135,11 +162,88 @@ class _Run:
         """The drop counts to carry over to the next notice: none once one writer wrote it."""
         return None if self.noticed else self.told
 
+    def lose(self, reasons: Mapping[str, int]) -> None:
+        """One writer did not get these records (a count by reason): a record is lost
+        when some writer lost it, so the run loses as many as the writer that lost most."""
+        total = sum(reasons.values())
+        if total > self.lost:
+            self.lost = total
+            self.reasons = dict(reasons)
+
+    def took_first(self, lines: Sequence[bytes]) -> None:
+        """A writer took *lines*' first line: if that is the notice, its counts are told."""
+        if self.notice is not None and lines and lines[0] is self.notice:
+            self.noticed = True
+
+
+def _add(total: dict[str, int], more: Mapping[str, int]) -> dict[str, int]:
+    """Add the counts by reason *more* to *total*; return *total*."""
+    for reason, count in more.items():
+        if count:
+            total[reason] = total.get(reason, 0) + count
+    return total
+
+
+def _trimmed(reasons: Mapping[str, int], total: int) -> dict[str, int]:
+    """*reasons* cut down to *total* records, from the largest count (a run's lost lines
+    include its notice line, which is no record)."""
+    out = {reason: count for reason, count in reasons.items() if count}
+    excess = sum(out.values()) - total
+    for reason in sorted(out, key=out.__getitem__, reverse=True):
+        if excess <= 0:
+            break
+        cut = min(excess, out[reason])
+        excess -= cut
+        out[reason] -= cut
+        if not out[reason]:
+            del out[reason]
+    return out
+
+
+class _Outcome:
+    """What one write of a batch did (see :meth:`AsyncBackend._attempt`)."""
+
+    __slots__ = ("dropped", "first", "reason", "rest", "retry_after")
+
+    def __init__(
+        self,
+        rest: Sequence[bytes] = (),
+        reason: str = WRITE_ERROR,
+        *,
+        dropped: dict[str, int] | None = None,
+        first: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.rest = rest  # the lines worth trying again, in order
+        self.reason = reason  # why they failed
+        self.dropped = dropped or {}  # lost for good, by reason (in the writer's stats)
+        self.first = first  # the batch's first line was delivered
+        self.retry_after = retry_after  # the server's wish before the next try
+
+
+class _Delivery:
+    """A run's lines waiting in a lane, with what earlier tries of them left."""
+
+    __slots__ = ("lines", "lost", "reason", "retry_after", "run", "tries")
+
+    def __init__(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None) -> None:
+        self.run = run
+        self.lines = lines
+        self.tries = 0 if outcome is None else 1  # writes of them that failed already
+        self.reason = WRITE_ERROR if outcome is None else outcome.reason
+        self.retry_after = None if outcome is None else outcome.retry_after
+        # What the writer did not get of the run so far, by reason.
+        self.lost: dict[str, int] = {} if outcome is None else dict(outcome.dropped)
+
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
 _MAX_COOL_DOWN = 30.0
 #: Batches given up on in a row (each after its retries) that open a writer's circuit.
 _TRIP = 3
+#: Not delivered because the writer was garbage-collected meanwhile.
+_WRITER_GONE = "writer_collected"
+#: Not delivered because an enricher, filter or formatter of the pipeline raised.
+_PIPELINE_ERROR = "pipeline_error"
 
 
 def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> float:
@@ -164,21 +268,41 @@ def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> flo
         return kind(default)
 
 
+def _weakly(writer: Writer, forget: Callable[[object], None] | None = None) -> Callable[[], Any]:
+    """A callable returning *writer*, held weakly where it can be (else kept)."""
+    try:
+        return weakref.ref(writer, forget)
+    except TypeError:  # not weakly referable: kept
+        return lambda: writer
+
+
 class _Lane:
     """One writer's deliveries off the workers' turn, in order, on a thread of its own.
 
     The retry policy, the same for every writer: a failed write is tried again after an
     exponential backoff with jitter (``error_retry_delay`` doubled each time, times 0.5 to
-    1.5), at most ``max_error_retries`` times (a writer may set its own
-    ``max_error_retries``, ``error_retry_delay`` and ``max_delay`` attributes), and never
-    while a worker holds its turn. After three batches lost in a row the circuit opens:
-    for a cool-down (doubling from about a second up to 30 s) the writer's records are
-    counted as dropped at once, not tried (a writer that is not ``concurrent``, a local
-    file, is still tried once per batch, with no retries, so that it is back as soon as it
-    can write); after it, one write decides (closed again, or open for longer). While a
-    lane holds records for an ordered writer, later ones queue behind them (order), up to
-    ``max_queue_size`` records: beyond, the oldest are counted as dropped. A shutdown
-    stops the waiting: what is left is tried without backoff until its deadline.
+    1.5, at most ``max_delay``), or after the ``retry_after`` a
+    :class:`~kakashi.writers.delivery.DeliveryError` asks for if that is longer, at most
+    ``max_error_retries`` times and within ``retry_budget`` seconds of the batch's first
+    try: a retry that could not start by then is not made (a writer may set its own
+    ``max_error_retries``, ``error_retry_delay``, ``max_delay`` and ``retry_budget``
+    attributes). Only what failed is tried again: the ``retry`` records of a
+    DeliveryError (its ``dropped`` ones are counted at once under their reasons), the
+    records from ``written`` on for another exception that says so, else the whole
+    batch; a try that gets some records through starts the count afresh (not the
+    budget). Retries are never made while a worker holds its turn.
+
+    After three batches lost in a row the circuit opens: for a cool-down (doubling from
+    about a second up to 30 s) the writer's records are counted as dropped at once
+    (``circuit_open``), not tried (a writer that is not ``concurrent``, a local file, is
+    still tried once per batch, with no retries, so that it is back as soon as it can
+    write); after it, one write decides (closed again, or open for longer). While a lane
+    holds records for a writer, later ones queue behind them (order), up to
+    ``max_queue_size`` records: beyond, the oldest are counted as dropped
+    (``backlog_full``). A shutdown stops the waiting: what is left is tried without
+    backoff until its deadline; what a shutdown's deadline leaves, or what fails while
+    it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
+    (``shutdown``, or the failure's reason).
     """
 
     def __init__(self, backend: AsyncBackend, writer: Writer) -> None:
@@ -191,11 +315,8 @@ class _Lane:
             if backend._lanes.get(key) is self:
                 backend._lanes.pop(key, None)
 
-        try:
-            self._writer: Callable[[], Writer | None] = weakref.ref(writer, forget)
-        except TypeError:  # not weakly referable: kept
-            self._writer = lambda: writer
-        self._items: collections.deque[tuple[_Run, Sequence[bytes], int]] = collections.deque()
+        self._writer: Callable[[], Writer | None] = _weakly(writer, forget)
+        self._items: collections.deque[_Delivery] = collections.deque()
         self._lock = fork_safe_condition()
         self._thread: threading.Thread | None = None
         self.records = 0  # lines waiting
@@ -207,6 +328,7 @@ class _Lane:
         self.retries = int(_policy(writer, "max_error_retries", config.max_error_retries, int))
         self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
         self.max_delay = _policy(writer, "max_delay", _MAX_COOL_DOWN, float)
+        self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
 
     @property
     def writer(self) -> Writer | None:
@@ -221,12 +343,22 @@ class _Lane:
             return "open"
         return "ready"
 
-    def lost(self, count: int) -> int:
-        """*count* records the writer did not get: in its stats; returned."""
+    def circuit(self) -> str:
+        """``"open"`` (records counted at once), ``"trying"`` (the cool-down is over: the
+        next write decides) or ``"closed"``."""
+        if not self.cool_down:
+            return "closed"
+        return "open" if time.monotonic() < self.open_until else "trying"
+
+    def lost(self, count: int, reason: str) -> dict[str, int]:
+        """*count* records the writer did not get, for *reason*: in its stats; returned
+        as a count by reason."""
+        if not count:
+            return {}
         writer = self.writer
         if writer is not None:
-            self.backend._stats(writer)["dropped"] += count
-        return count
+            self.backend._count_lost(writer, {reason: count})
+        return {reason: count}
 
     def succeeded(self) -> None:
         """A write went through: the circuit closes."""
@@ -235,18 +367,18 @@ class _Lane:
             self.cool_down = 0.0
             self.open_until = 0.0
 
-    def hand(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
-        """Queue *lines* of *run* for the writer (*tries* writes of them failed already)."""
+    def hand(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None = None) -> None:
+        """Queue *lines* of *run* for the writer (*outcome*: what a write of them just did)."""
         over = []
         inline = False
         with self._lock:
-            self._items.append((run, lines, tries))
+            self._items.append(_Delivery(run, lines, outcome))
             self.records += len(lines)
             self.pending += 1
             limit = self.backend.config.max_queue_size
             while self.records > limit and len(self._items) > 1:
                 old = self._items.popleft()
-                self.records -= len(old[1])
+                self.records -= len(old.lines)
                 self.pending -= 1
                 over.append(old)
             if self._thread is None:
@@ -258,12 +390,13 @@ class _Lane:
                 else:
                     self._thread = thread  # under the lock: the thread cannot have ended
             self._lock.notify()
-        for old_run, old_lines, _ in over:
+        for old in over:
             _errors.report(
                 f"writer {_describe(self.writer)}",
                 detail="behind by more than max_queue_size records; the oldest are dropped",
             )
-            self.backend._part_settled(old_run, self.lost(len(old_lines)))
+            lost = _add(old.lost, self.lost(len(old.lines), BACKLOG_FULL))
+            self.backend._part_settled(old.run, lost)
         if inline:
             self._deliver_here()
 
@@ -274,9 +407,9 @@ class _Lane:
             with self._lock:
                 if self._thread is not None or not self._items:
                     return
-                run, lines, tries = self._items.popleft()
-                self.records -= len(lines)
-            self._deliver_one(run, lines, tries)
+                item = self._items.popleft()
+                self.records -= len(item.lines)
+            self._deliver_one(item)
 
     def finish(self, deadline: float) -> None:
         """Let the lane's thread end once its records are settled (a shutdown), waiting
@@ -286,6 +419,18 @@ class _Lane:
             self._lock.notify()
         if thread is not None:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def abandon(self) -> None:
+        """At a shutdown's deadline: what still waits in the lane (not the batch being
+        written) goes to the writer's spool, or is counted as dropped (``shutdown``)."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self.records = 0
+            self.pending -= len(items)
+        for item in items:
+            lost = _add(item.lost, self.left_over(item.lines, SHUTDOWN))
+            self.backend._part_settled(item.run, lost)
 
     def _loop(self) -> None:
         _leave_signals_to_the_main_thread()
@@ -307,49 +452,85 @@ class _Lane:
                 if not self._items:
                     self._thread = None  # idle: the next hand-off starts a thread again
                     return
-                run, lines, tries = self._items.popleft()
-                self.records -= len(lines)
-            self._deliver_one(run, lines, tries)
-            del run, lines  # an idle lane holds nothing (the writer is held weakly)
+                item = self._items.popleft()
+                self.records -= len(item.lines)
+            self._deliver_one(item)
+            del item  # an idle lane holds nothing (the writer is held weakly)
 
-    def _deliver_one(self, run: _Run, lines: Sequence[bytes], tries: int) -> None:
+    def _deliver_one(self, item: _Delivery) -> None:
         try:
-            lost = self._deliver(run, lines, tries)
+            lost = self._deliver(item)
         except BaseException as exc:  # never leave a run unsettled
             _errors.report(f"writer {_describe(self.writer)}", exc)
-            lost = self.lost(len(lines))
+            lost = _add(item.lost, self.lost(len(item.lines), WRITE_ERROR))
         with self._lock:
             self.pending -= 1
-        self.backend._part_settled(run, lost)
+        self.backend._part_settled(item.run, lost)
 
-    def _deliver(self, run: _Run, lines: Sequence[bytes], tries: int) -> int:
-        """Write *lines* under the policy; return how many records were lost."""
+    def _deliver(self, item: _Delivery) -> dict[str, int]:
+        """Write *item*'s lines under the policy; return what the writer did not get, by
+        reason (*item* keeps what is left, should this raise)."""
         backend = self.backend
+        lost = item.lost
+        budget_ends = time.monotonic() + self.budget
         while True:
-            if self.cool_down and time.monotonic() < self.open_until:
-                return self.lost(len(lines))  # the circuit is open: counted at once
-            if tries > (0 if self.cool_down else self.retries):
-                self._give_up()  # out of retries (or the one try after a cool-down failed)
-                return self.lost(len(lines))
-            if tries:
-                backoff = self.delay * 2 ** (tries - 1) * random.uniform(0.5, 1.5)
-                if not backend._stopping.is_set():
-                    backend._stopping.wait(min(self.max_delay, backoff))
+            lines = item.lines
+            now = time.monotonic()
+            if self.cool_down and now < self.open_until:
+                return _add(lost, self.left_over(lines, CIRCUIT_OPEN))  # counted at once
+            if item.tries:
+                wait = 0.0 if backend._stopping.is_set() else self._wait(item)
+                if item.tries > (0 if self.cool_down else self.retries) or now + wait > budget_ends:
+                    # Out of retries or of time (or the one try after a cool-down failed).
+                    self._give_up()
+                    return _add(lost, self.left_over(lines, item.reason))
+                if wait:
+                    backend._stopping.wait(wait)
             writer = self.writer
-            if writer is None:
-                return len(lines)  # collected: no one reads what it would have written
-            lost, rest = backend._attempt(writer, lines)
-            if len(rest) < len(lines):
-                # The first line went (the notice, if the run has one; lines that are the
-                # rest of a partial write follow a notice already written).
-                run.noticed = True
-            if not rest:
+            if writer is None:  # collected: no one reads what it would have written
+                return _add(lost, {_WRITER_GONE: len(lines)})
+            outcome = backend._attempt(writer, lines)
+            if outcome.first:
+                item.run.took_first(lines)
+            _add(lost, outcome.dropped)
+            if not outcome.rest:
                 self.succeeded()
                 return lost
-            # Progress (part of the batch written) starts the count afresh: a collector
-            # that takes some of each try is slow, not down.
-            tries = 1 if len(rest) < len(lines) else tries + 1
-            lines = rest
+            # Progress (part of the batch settled) starts the count afresh: a collector
+            # that takes some of each try is slow, not down. The time budget goes on.
+            item.tries = 1 if len(outcome.rest) < len(lines) else item.tries + 1
+            item.lines = outcome.rest
+            item.reason, item.retry_after = outcome.reason, outcome.retry_after
+
+    def _wait(self, item: _Delivery) -> float:
+        """Seconds before the next try of *item*: the backoff, or the server's
+        ``retry_after`` if longer (not capped by ``max_delay``; the budget bounds it)."""
+        exponent = min(item.tries - 1, 60)  # 2**60 times any delay is past any max_delay
+        backoff = min(self.max_delay, self.delay * 2.0**exponent * random.uniform(0.5, 1.5))
+        return backoff if item.retry_after is None else max(backoff, float(item.retry_after))
+
+    def left_over(self, lines: Sequence[bytes], reason: str) -> dict[str, int]:
+        """*lines* given up on (or not tried: an open circuit): kept by the writer's
+        ``spool`` while a shutdown runs (none lost), else counted as lost under *reason*."""
+        if self.backend._stopping.is_set() and self._spool(lines):
+            return {}
+        return self.lost(len(lines), reason)
+
+    def _spool(self, lines: Sequence[bytes]) -> bool:
+        """Give *lines* to the writer's ``spool(lines)``; whether it kept them."""
+        writer = self.writer
+        spool = getattr(writer, "spool", None)
+        if writer is None or not callable(spool):
+            return False
+        try:
+            with self.backend._calling(writer):
+                spool(lines)
+        except BaseException as exc:
+            _errors.report(f"writer {_describe(writer)} spool", exc)
+            return False
+        with self.backend._state_lock:
+            self.backend._stats(writer)["spooled_at_shutdown"] += len(lines)
+        return True
 
     def _give_up(self) -> None:
         """A batch is lost after its retries: after a few in a row (or after the one try
@@ -357,7 +538,7 @@ class _Lane:
         self.failures += 1
         if self.failures < _TRIP and not self.cool_down:
             return
-        first = max(1.0, self.delay * 2 ** (self.retries + 1))
+        first = max(1.0, self.delay * 2 ** min(self.retries + 1, 60))
         self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
         self.open_until = time.monotonic() + self.cool_down
         _errors.report(
@@ -402,6 +583,10 @@ class AsyncConfig:
             count as dropped.
         error_retry_delay: the first retry's delay in seconds; it doubles each time. From
             0 to one day.
+        retry_budget: the time bound on a failed batch's retries, in seconds from its
+            first try: a retry that could not start by then is not made, and the records
+            are counted as dropped under the last failure's reason. A writer may carry
+            its own ``retry_budget``. From 0 to one day.
         thread_name_prefix: workers are named ``<prefix>-<n>``.
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
@@ -422,6 +607,7 @@ class AsyncConfig:
     block_timeout: float = 1.0
     max_error_retries: int = 3
     error_retry_delay: float = 0.1
+    retry_budget: float = 60.0
     thread_name_prefix: str = "kakashi-worker"
     queue_overflow_strategy: dataclasses.InitVar[str | None] = None
 
@@ -443,6 +629,7 @@ class AsyncConfig:
             ("batch_timeout", MAX_WAIT, False),
             ("block_timeout", MAX_WAIT, False),
             ("error_retry_delay", MAX_WAIT, True),
+            ("retry_budget", MAX_WAIT, True),
             ("shutdown_timeout", MAX_TIMEOUT, False),
         ):
             check_seconds(name, getattr(self, name), at_most=at_most, zero=zero)
@@ -516,6 +703,8 @@ class AsyncBackend:
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
         self._writer_stats: dict[int, dict[str, Any]] = {}
+        self._writer_refs: dict[int, Callable[[], Any]] = {}  # id(writer): the writer, weakly
+        self._undelivered: dict[str, int] = {}  # the write_error drops, by reason
         self.state = "stopped"
         self.queue.starter = self.start
         _live.add(self)
@@ -581,6 +770,8 @@ class AsyncBackend:
             thread.join(max(0.0, deadline - time.monotonic()))
         for lane in list(self._every_lane):
             lane.finish(deadline)
+        for lane in list(self._every_lane):
+            lane.abandon()  # what the deadline left waiting: spooled, or dropped (shutdown)
         alive = [thread for thread in self._workers if thread.is_alive()]
         if alive:
             with self._state_lock:
@@ -698,6 +889,7 @@ class AsyncBackend:
         ends the worker.
         """
         written = filtered = failed = 0
+        undelivered: dict[str, int] = {}  # the failed ones, by reason
         start = 0
         while start < len(batch):
             sink: Sink = batch[start].sink
@@ -705,12 +897,13 @@ class AsyncBackend:
             while end < len(batch) and batch[end].sink is sink:
                 end += 1
             told = None
-            handoffs: list[tuple[_Lane, Sequence[bytes], int]] = []
+            handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]] = []
             try:
                 lines, run_filtered = sink.render_batch(batch[start:end])
                 notice, told = self._drop_notice(sink)
                 lines[:0] = notice
-                run = _Run(sink, end - start - run_filtered, run_filtered, told)
+                kept = end - start - run_filtered
+                run = _Run(sink, kept, run_filtered, told, notice[0] if notice else None)
                 for writer in sink.writers if lines else ():
                     lane = self._lanes.get(id(writer))
                     if lane is not None and lane.writer is not writer:
@@ -720,61 +913,70 @@ class AsyncBackend:
                         # Skipped fast: a remote writer is not tried during its cool-down;
                         # a local one (a full disk) is tried once, with no retries, so it
                         # is back as soon as it can write.
-                        lost, rest = (
-                            (0, lines) if is_concurrent(writer) else self._attempt(writer, lines)
-                        )
-                        if len(rest) < len(lines):
-                            run.noticed = True
-                        if rest:
-                            run.lost = max(run.lost, lane.lost(len(rest)))
+                        if is_concurrent(writer):
+                            run.lose(lane.left_over(lines, CIRCUIT_OPEN))
+                            continue
+                        outcome = self._attempt(writer, lines)
+                        if outcome.first:
+                            run.took_first(lines)
+                        if outcome.rest:
+                            failed_now = lane.lost(len(outcome.rest), outcome.reason)
+                            run.lose(_add(dict(outcome.dropped), failed_now))
                         else:
                             lane.succeeded()
-                            run.lost = max(run.lost, lost)
+                            run.lose(outcome.dropped)
                     elif state == "busy" or is_concurrent(writer):
-                        handoffs.append((self._lane(writer), lines, 0))
+                        handoffs.append((self._lane(writer), lines, None))
                     else:
-                        lost, rest = self._attempt(writer, lines)
-                        if len(rest) < len(lines):
-                            run.noticed = True
-                        if rest:
-                            handoffs.append((self._lane(writer), rest, 1))  # retried off the turn
+                        outcome = self._attempt(writer, lines)
+                        if outcome.first:
+                            run.took_first(lines)
+                        if outcome.rest:  # retried off the turn
+                            handoffs.append((self._lane(writer), outcome.rest, outcome))
                         else:
                             if lane is not None:
                                 lane.succeeded()
-                            run.lost = max(run.lost, lost)
+                            run.lose(outcome.dropped)
             except BaseException as exc:  # user code outside a writer's write
                 _errors.report("worker", exc)
                 failed += end - start
+                _add(undelivered, {_PIPELINE_ERROR: end - start})
                 self._note_drops(sink, end - start, told)
                 start = end
                 continue
             run.waiting = len(handoffs)
-            for lane, rest, tries in handoffs:
-                lane.hand(run, rest, tries)
+            for lane, rest, tried in handoffs:
+                lane.hand(run, rest, tried)
             if not handoffs:
                 lost = min(run.kept, run.lost)
                 written += run.kept - lost
                 failed += lost
                 filtered += run.filtered
                 if run.lost:
+                    _add(undelivered, _trimmed(run.reasons, lost))
                     self._note_drops(sink, lost, run.untold())
             start = end
         self._batches += 1
+        if undelivered:
+            with self._state_lock:
+                _add(self._undelivered, undelivered)
         self.queue.done(written, filtered, failed)
         self._notify_settled()
 
-    def _part_settled(self, run: _Run, lost: int) -> None:
-        """A lane is done with *run* (*lost* records it could not write); the run is
-        settled once every lane is."""
+    def _part_settled(self, run: _Run, lost: Mapping[str, int]) -> None:
+        """A lane is done with *run* (*lost*: what its writer did not get, by reason);
+        the run is settled once every lane is."""
         with self._state_lock:
-            run.lost = max(run.lost, lost)
+            run.lose(lost)
             run.waiting -= 1
             last = run.waiting == 0
+            count = min(run.kept, run.lost)
+            if last and count:
+                _add(self._undelivered, _trimmed(run.reasons, count))
         if last:
-            lost = min(run.kept, run.lost)
-            self.queue.done(run.kept - lost, run.filtered, lost)
+            self.queue.done(run.kept - count, run.filtered, count)
             if run.lost:
-                self._note_drops(run.sink, lost, run.untold())
+                self._note_drops(run.sink, count, run.untold())
             self._notify_settled()
 
     def _lane(self, writer: Writer) -> _Lane:
@@ -827,16 +1029,28 @@ class AsyncBackend:
                 "records": 0,
                 "errors": 0,
                 "dropped": 0,
+                "dropped_by_reason": {},
+                "spooled_at_shutdown": 0,
             }
+            self._writer_refs[id(writer)] = _weakly(writer)
         return stats
 
-    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> tuple[int, Sequence[bytes]]:
-        """Write *lines* to *writer* once: return the records it said it could not take,
-        and the lines still to write when it raised (none when it returned).
+    def _count_lost(self, writer: Writer, reasons: Mapping[str, int]) -> None:
+        """Records *writer* did not get, by reason, in its stats."""
+        with self._state_lock:
+            stats = self._stats(writer)
+            stats["dropped"] += sum(reasons.values())
+            _add(stats["dropped_by_reason"], reasons)
+
+    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> _Outcome:
+        """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
-        contract. Whatever it raises (``SystemExit`` from a callback included) is counted
-        and reported, never the caller's end.
+        contract: a :class:`~kakashi.writers.delivery.DeliveryError` says record by
+        record what to retry and what to drop; another exception means the whole batch
+        failed, or the records from its ``written`` on. Whatever it raises
+        (``SystemExit`` from a callback included) is counted and reported, never the
+        caller's end. Records lost for good are counted in the writer's stats here.
         """
         stats = self._stats(writer)
         try:
@@ -845,16 +1059,54 @@ class AsyncBackend:
         except BaseException as exc:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
+            if isinstance(exc, DeliveryError):
+                return self._partly_delivered(writer, lines, exc)
             written = getattr(exc, "written", 0)
             if type(written) is int and 0 < written < len(lines):
                 stats["records"] += written  # on disk already: retry only the rest
-                lines = lines[written:]
-            return 0, lines
+                return _Outcome(lines[written:], first=True)
+            return _Outcome(lines)
         lost = result if type(result) is int and 0 < result <= len(lines) else 0
         stats["batches"] += 1
         stats["records"] += len(lines) - lost
-        stats["dropped"] += lost
-        return lost, ()
+        dropped = {WRITER_REJECTED: lost} if lost else {}
+        if dropped:
+            self._count_lost(writer, dropped)
+        return _Outcome(dropped=dropped, first=True)
+
+    def _partly_delivered(
+        self, writer: Writer, lines: Sequence[bytes], error: DeliveryError
+    ) -> _Outcome:
+        """What a :class:`~kakashi.writers.delivery.DeliveryError` says of *lines*.
+
+        Indices beyond the batch (a writer's mistake) are ignored. One that names no
+        record at all is read as the whole batch failing, retried: raising says that
+        something was not delivered, and nothing may be lost uncounted.
+        """
+        size = len(lines)
+        retry = [index for index in error.retry if index < size]
+        dropped: dict[str, int] = {}
+        for index, why in error.dropped.items():
+            if index < size:
+                reason = str(why) or error.reason
+                dropped[reason] = dropped.get(reason, 0) + 1
+        if not retry and not dropped:
+            retry = list(range(size))
+        failed = len(retry) + sum(dropped.values())
+        with self._state_lock:
+            self._stats(writer)["records"] += size - failed
+        if dropped:
+            self._count_lost(writer, dropped)
+        wait = error.retry_after
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait:
+            wait = None  # absent, or not a usable number of seconds (NaN too)
+        return _Outcome(
+            lines if len(retry) == size else [lines[index] for index in retry],
+            error.reason,
+            dropped=dropped,
+            first=0 not in error.dropped and (not retry or retry[0] != 0),
+            retry_after=None if wait is None else min(float(wait), MAX_WAIT),
+        )
 
     # -- writers that hang ------------------------------------------------------------------
 
@@ -1013,6 +1265,8 @@ class AsyncBackend:
 
     def get_stats(self) -> dict[str, Any]:
         """Return the counters (see :func:`kakashi.core.async_interface.get_async_stats`)."""
+        with self._state_lock:
+            undelivered = dict(self._undelivered)
         counters = self.queue.counters()
         dropped = counters["dropped"]
         return {
@@ -1036,11 +1290,27 @@ class AsyncBackend:
             + counters["in_fallback"],
             "batches_written": self._batches,
             "overflow_strategy": self.config.overflow_strategy,
-            "writers": [dict(stats) for stats in list(self._writer_stats.values())],
+            "write_error_by_reason": undelivered,
+            "writers": self._writers_stats(),
             "internal_errors": _errors.error_counts(),
         }
 
     stats = get_stats
+
+    def _writers_stats(self) -> list[dict[str, Any]]:
+        """Each writer's figures (see :func:`~kakashi.core.async_interface.get_async_stats`)."""
+        with self._state_lock:
+            entries = [
+                (self._writer_refs.get(key), dict(stats, dropped_by_reason=dict(by)))
+                for key, stats in self._writer_stats.items()
+                for by in (stats["dropped_by_reason"],)
+            ]
+        for ref, entry in entries:
+            writer = None if ref is None else ref()
+            lane = None if writer is None else self._lanes.get(id(writer))
+            entry["circuit"] = "closed" if lane is None else lane.circuit()
+            entry["delivery"] = {} if writer is None else _delivery_stats(writer)
+        return [entry for _, entry in entries]
 
     def _after_fork_in_child(self) -> None:
         # The locks, the condition and the wake event are fork-safe: already released.
@@ -1054,6 +1324,8 @@ class AsyncBackend:
         self._busy = {}
         self._hung = set()
         self._writer_stats = {}
+        self._writer_refs = {}
+        self._undelivered = {}
         self._batches = 0
         if self.state != "stopped":
             self.state = "stopped"
@@ -1067,6 +1339,24 @@ class AsyncBackend:
 _pipelines: weakref.WeakKeyDictionary[AsyncBackend, weakref.WeakSet[AsyncSink]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _delivery_stats(writer: Writer) -> dict[str, int]:
+    """The extra figures a writer's ``delivery_stats()`` gives (a spool's ``spooled``,
+    ``replayed``...): its int values by name; ``{}`` if it has none or it fails."""
+    method = getattr(writer, "delivery_stats", None)
+    if not callable(method):
+        return {}
+    try:
+        figures = method()
+        return {
+            str(name): value
+            for name, value in dict(figures).items()
+            if type(value) is int  # not a bool, not a float
+        }
+    except Exception as exc:
+        _errors.report(f"writer {_describe(writer)} delivery_stats", exc)
+        return {}
 
 
 def _takes_timeout(method: Callable[..., Any]) -> bool:

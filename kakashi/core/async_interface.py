@@ -233,7 +233,7 @@ def get_high_performance_logger(
 
 def get_network_logger(
     name: str,
-    network_writer_func: Callable[[str], Any],
+    network_writer_func: Callable[..., Any],
     max_queue_size: int | None = None,
     batch_size: int | None = None,
     max_error_retries: int | None = None,
@@ -244,13 +244,20 @@ def get_network_logger(
 ) -> Logger:
     """Return a logger whose records are passed, as JSON text, to *network_writer_func*.
 
-    The function runs on a worker thread, never on the caller, once per record in order.
-    A failing call is retried up to *max_error_retries* times with exponential backoff
-    (from *error_retry_delay* seconds, capped at 2 s); after that the record counts as
-    dropped (``write_error``) and is reported once on stderr. Left out, the retry
-    settings are the process-wide backend's (``AsyncConfig.max_error_retries`` and
-    ``error_retry_delay``); *max_retries* is the original library's name for
-    *max_error_retries*. The queue settings apply as in
+    The function runs on the writer's own delivery thread, never on the caller nor in
+    a worker's turn, once per record in order; or once per batch, with a ``list`` of
+    messages, when it is marked with
+    :func:`kakashi.batched <kakashi.writers.network.batched>`. A failing call is retried
+    up to *max_error_retries* times with exponential backoff (from *error_retry_delay*
+    seconds, capped at 2 s) within the backend's ``retry_budget``; after that the
+    records count as dropped (``write_error``, by reason in the stats) and the failure
+    is reported once on stderr. Raising
+    :class:`~kakashi.writers.delivery.DeliveryError` says which records to retry and
+    which to drop, and why (see :class:`~kakashi.writers.network.SendWriter`); any other
+    exception retries from the message that failed (the whole batch, for a batched
+    function). Left out, the retry settings are the process-wide backend's
+    (``AsyncConfig.max_error_retries`` and ``error_retry_delay``); *max_retries* is the
+    original library's name for *max_error_retries*. The queue settings apply as in
     :func:`get_high_performance_logger`.
 
     The same name, function and settings give the same logger. The pipeline behind a
@@ -337,8 +344,15 @@ def get_async_stats() -> dict[str, Any]:
     ``messages_written_sync`` by the synchronous fallback), ``messages_filtered``,
     ``messages_dropped``, ``dropped_by_reason``, ``pending`` (``queue_size`` waiting,
     ``in_flight`` in a worker's batch, ``blocked`` held by callers waiting for room,
-    ``in_fallback`` being written by the synchronous fallback), ``batches_written`` and
-    per-writer figures under ``writers``. At every instant ``messages_enqueued ==
+    ``in_fallback`` being written by the synchronous fallback), ``batches_written``,
+    ``write_error_by_reason`` (the ``write_error`` drops split by why the writer did not
+    get them: a :class:`~kakashi.writers.delivery.DeliveryError`'s reason,
+    ``circuit_open``, ``backlog_full``, ``shutdown``...; its counts add up to
+    ``dropped_by_reason["write_error"]``) and per-writer figures under ``writers``:
+    ``writer``, ``batches``, ``records``, ``errors``, ``dropped`` and
+    ``dropped_by_reason`` (in lines, drop notices included), ``spooled_at_shutdown``,
+    ``circuit`` (``"closed"``, ``"open"`` or ``"trying"``) and ``delivery`` (what the
+    writer's own ``delivery_stats()`` gives). At every instant ``messages_enqueued ==
     messages_written + messages_filtered + messages_dropped + pending``.
     """
     backend = reporting_backend()

@@ -38,10 +38,12 @@ import orjson
 
 from kakashi import _errors
 from kakashi._locks import fork_safe_lock
-from kakashi._speedups import Record, snapshot
+from kakashi._speedups import Record, snapshot, trace_fields
 from kakashi._state import Snapshot
 from kakashi._tally import Tally
 from kakashi.typing import LoggerSource
+
+_get_ident = threading.get_ident
 
 __all__ = [
     "ACCESS_LOGGERS",
@@ -334,9 +336,15 @@ def _record(
     thread: int | None,
     thread_name: str | None,
     process: int | None,
+    trace: dict[str, Any] | None,
 ) -> Record:
-    """The Kakashi record, from what a ``LogRecord`` (or a lean logger) knows."""
+    """The Kakashi record, from what a ``LogRecord`` (or a lean logger) knows; *trace*:
+    the trace fields of the span active where the record was made, if any."""
     level = levelno if 0 <= levelno <= 100 else min(max(levelno, 0), 100)
+    extra = trace or {}
+    extra[ORIGIN_KEY] = "stdlib"
+    extra["thread"] = {"id": thread, "name": thread_name}
+    extra["process"] = {"id": process}
     return Record(
         time_ns,
         level,
@@ -352,11 +360,7 @@ def _record(
         stack_info,
         source,
         None,
-        {
-            ORIGIN_KEY: "stdlib",
-            "thread": {"id": thread, "name": thread_name},
-            "process": {"id": process},
-        },
+        extra,
     )
 
 
@@ -407,6 +411,9 @@ def to_record(record: logging.LogRecord) -> Record:
         record.thread,
         record.threadName,
         record.process,
+        # The span active here is the record's only on the thread that made the record
+        # (not, say, on a QueueListener's thread).
+        trace_fields() if record.thread == _get_ident() else None,
     )
 
 
@@ -545,6 +552,7 @@ def _direct_record(
         thread,
         thread_name,
         _pid if logging.logProcesses else None,
+        trace_fields(),  # this is the calling thread
     )
 
 

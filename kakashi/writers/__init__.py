@@ -16,7 +16,7 @@ from kakashi.writers.basic import (
     stdout_writer,
 )
 from kakashi.writers.file import FileWriter, PartialWriteError, file_writer
-from kakashi.writers.network import SendWriter
+from kakashi.writers.network import SendWriter, batched
 from kakashi.writers.reading import read_lines
 from kakashi.writers.rotating import RotatingFileWriter, rotating_file_writer
 from kakashi.writers.zstd import ZstdFileWriter, zstd_file_writer
@@ -28,6 +28,7 @@ __all__ = [
     "PartialWriteError",
     "RotatingFileWriter",
     "SendWriter",
+    "batched",
     "StreamWriter",
     "ZstdFileWriter",
     "callable_writer",

@@ -1,0 +1,146 @@
+"""What a network writer tells the async backend when a batch is not (all) delivered.
+
+A writer's ``write(batch)`` returns when every record of the batch was delivered. When
+some were not, it raises :class:`DeliveryError`, which says, record by record, what
+happened to the batch:
+
+- ``retry``: the indices (into the batch, ascending) worth trying again: a connection
+  refused or reset, a timeout, a 429 or a 5xx, the items a bulk API reports as
+  retryable. The backend tries them again after its backoff (at least ``retry_after``
+  seconds when the server said so), within the writer's retry budget, in order.
+- ``dropped``: index -> reason, for records no retry can help (a 400 for a malformed
+  entry, a record over the server's size limit). The backend counts them as dropped
+  under their reason, at once.
+- every other index was delivered.
+
+``reason`` labels the failure as a whole (``"timeout"``, ``"connect"``, ``"dns"``,
+``"tls"``, ``"http_503"``...): the backend counts the records it finally gives up on
+under it, so ``get_async_stats()`` says why records were lost, not only how many.
+
+Besides those, the backend counts records a writer did not get under the reasons named
+here: :data:`CIRCUIT_OPEN`, :data:`BACKLOG_FULL`, :data:`SHUTDOWN`, :data:`WRITE_ERROR`
+(the writer raised something other than a :class:`DeliveryError`) and
+:data:`WRITER_REJECTED` (its ``write`` returned a count of records it could not take).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+__all__ = [
+    "BACKLOG_FULL",
+    "CIRCUIT_OPEN",
+    "DeliveryError",
+    "SHUTDOWN",
+    "WRITER_REJECTED",
+    "WRITE_ERROR",
+    "RETRYABLE_STATUS",
+    "parse_retry_after",
+    "status_reason",
+]
+
+#: HTTP statuses worth retrying (timeouts, rate limits and server-side failures). Every
+#: other 4xx says the request itself is wrong, and sending it again cannot help.
+RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER: Final = 3600.0
+
+#: Not tried, because the writer's circuit was open (it failed batch after batch).
+CIRCUIT_OPEN: Final = "circuit_open"
+#: Not tried, because more than ``max_queue_size`` records waited for the writer (the
+#: oldest go).
+BACKLOG_FULL: Final = "backlog_full"
+#: Not delivered by the shutdown's deadline (and the writer has no ``spool``).
+SHUTDOWN: Final = "shutdown"
+#: The writer raised something other than a DeliveryError, and retries did not help.
+WRITE_ERROR: Final = "write_error"
+#: The writer's ``write`` returned a count of records it could not take.
+WRITER_REJECTED: Final = "writer_rejected"
+
+
+class DeliveryError(ConnectionError):
+    """Some records of a batch were not delivered (see the module description).
+
+    Args:
+        reason: what went wrong, as a short label counted in the stats.
+        retry: indices of the records worth trying again.
+        dropped: index -> reason, for records that cannot be delivered.
+        retry_after: the server's wish, in seconds, before the next try (``None``: none).
+        detail: a human explanation (the server's message, capped), for the error report.
+
+    Raises:
+        ValueError: an index is negative, or in both ``retry`` and ``dropped``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry: Iterable[int] = (),
+        dropped: Mapping[int, str] | None = None,
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> None:
+        self.reason = str(reason) or "failed"
+        self.retry: tuple[int, ...] = tuple(sorted(set(retry)))
+        self.dropped: dict[int, str] = dict(dropped or {})
+        if any(index < 0 for index in (*self.retry, *self.dropped)):
+            raise ValueError("DeliveryError: a record index is negative")
+        if not self.dropped.keys().isdisjoint(self.retry):
+            raise ValueError("DeliveryError: a record cannot be both retried and dropped")
+        self.retry_after = retry_after
+        self.detail = detail[:500]
+        super().__init__(f"{self.reason}: {self.detail}" if self.detail else self.reason)
+
+    @classmethod
+    def whole(
+        cls,
+        size: int,
+        reason: str,
+        *,
+        retryable: bool,
+        start: int = 0,
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> DeliveryError:
+        """The records from *start* to *size* all failed alike (a connection error, an
+        HTTP status for the whole request): retried, or dropped under *reason*."""
+        indices = range(start, size)
+        if retryable:
+            return cls(reason, retry=indices, retry_after=retry_after, detail=detail)
+        return cls(reason, dropped=dict.fromkeys(indices, reason), detail=detail)
+
+    @property
+    def written(self) -> int:
+        """How many records at the start of the batch were delivered (the older
+        ``written`` contract of :class:`~kakashi.typing.Writer`)."""
+        failed = [*self.retry, *self.dropped]
+        return min(failed) if failed else 0
+
+
+def status_reason(status: int) -> str:
+    """The stats label of an HTTP *status*: ``"http_503"``."""
+    return f"http_{int(status)}"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP
+    date. ``None`` when absent or unreadable; capped at an hour, never negative."""
+    if not value:
+        return None
+    value = value.strip()
+    import email.utils  # here: ``import kakashi`` loads this module, rarely this function
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)

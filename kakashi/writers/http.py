@@ -1,0 +1,262 @@
+"""The base of the writers that POST batches to a log store over HTTP (``kakashi[http]``).
+
+:class:`HttpWriter` owns the connection pool (urllib3, connections kept alive and
+reused), the request body's compression, the timeouts and the reading of the answer:
+it turns every way a request can fail into a :class:`~kakashi.writers.delivery.DeliveryError`
+that says which records to retry and which to drop, and why. The retrying itself is
+the async backend's (one policy for every writer: backoff with jitter, ``Retry-After``
+honoured, a circuit breaker). A subclass says how a batch is encoded
+(:meth:`HttpWriter.encode`), where it goes (:meth:`HttpWriter.target`) and, for bulk
+APIs that answer item by item, what the answer means (:meth:`HttpWriter.check`).
+
+urllib3 is imported when the first writer is made, so ``import kakashi`` does not load it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from kakashi._durations import MAX_WAIT, check_seconds
+from kakashi.writers.delivery import (
+    RETRYABLE_STATUS,
+    DeliveryError,
+    parse_retry_after,
+    status_reason,
+)
+
+__all__ = ["COMPRESSIONS", "HttpWriter", "Response"]
+
+#: The request body encodings :class:`HttpWriter` can send.
+COMPRESSIONS: Final = ("gzip", "zstd", None)
+
+
+class Response:
+    """What a server answered: ``status``, ``headers`` (names lowercased) and ``body``."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = {name.lower(): value for name, value in headers.items()}
+        self.body = body
+
+    def text(self, limit: int = 500) -> str:
+        """The start of the body as text, for error reports."""
+        return self.body[:limit].decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+class HttpWriter:
+    """POST each batch, encoded by :meth:`encode`, to *url* (see the module description).
+
+    Args:
+        url: ``http://`` or ``https://`` URL of the endpoint.
+        headers: extra request headers (authentication, tenant ids).
+        compression: ``"gzip"``, ``"zstd"`` or ``None``; sent as ``Content-Encoding``.
+        timeout: seconds to wait for the answer once the request is sent.
+        connect_timeout: seconds to wait for a connection (default: *timeout*).
+        verify: check the server's TLS certificate (on by default; ``False`` is for tests
+            against self-signed servers only).
+        ca_certs: a CA bundle file to verify against instead of the system's.
+        username, password: HTTP basic authentication.
+        max_error_retries, error_retry_delay, max_delay, retry_budget: this writer's
+            retry policy (see :class:`~kakashi.core.async_backend.AsyncConfig`); ``None``
+            takes the backend's.
+        pool_size: connections kept per host.
+
+    Raises:
+        ValueError: a URL that is not http(s), an unknown compression, a timeout out of
+            range (each names the parameter).
+        ImportError: urllib3 is not installed (``pip install kakashi[http]``).
+    """
+
+    #: Delivered off the workers' turn, on a thread of its own.
+    concurrent = True
+    #: The request's Content-Type.
+    content_type = "application/x-ndjson"
+    #: The statuses retried; every other non-2xx status drops the request's records.
+    retryable_status: frozenset[int] = RETRYABLE_STATUS
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        compression: str | None = "gzip",
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        verify: bool = True,
+        ca_certs: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        max_error_retries: int | None = None,
+        error_retry_delay: float | None = None,
+        max_delay: float | None = None,
+        retry_budget: float | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        try:
+            import urllib3
+        except ImportError as exc:  # pragma: no cover - the test extra installs it
+            raise ImportError(
+                f"{type(self).__name__} needs urllib3: pip install 'kakashi[http]'"
+            ) from exc
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+        timeout = check_seconds("timeout", timeout, at_most=MAX_WAIT)
+        connect = timeout if connect_timeout is None else connect_timeout
+        connect = check_seconds("connect_timeout", connect, at_most=MAX_WAIT)
+        if type(pool_size) is not int or pool_size < 1:
+            raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        if max_error_retries is not None:
+            if type(max_error_retries) is not int or max_error_retries < 0:
+                raise ValueError(
+                    f"max_error_retries must be an int >= 0, got {max_error_retries!r}"
+                )
+            self.max_error_retries = max_error_retries
+        if error_retry_delay is not None:
+            self.error_retry_delay = check_seconds(
+                "error_retry_delay", error_retry_delay, at_most=MAX_WAIT, zero=True
+            )
+        if max_delay is not None:
+            self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
+        if retry_budget is not None:
+            self.retry_budget = check_seconds(
+                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
+            )
+        self.url = url
+        self.compression = compression
+        self.timeout = urllib3.Timeout(connect=connect, read=timeout)
+        self.headers = {"Content-Type": self.content_type, **dict(headers or {})}
+        if compression is not None:
+            self.headers["Content-Encoding"] = compression
+        if username is not None or password is not None:
+            auth = urllib3.util.make_headers(basic_auth=f"{username or ''}:{password or ''}")
+            self.headers.update(auth)
+        self._pool_options: dict[str, Any] = {
+            "maxsize": pool_size,
+            "retries": False,
+            "timeout": self.timeout,
+            "cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE",
+        }
+        if ca_certs is not None:
+            self._pool_options["ca_certs"] = os.fspath(ca_certs)
+        self._urllib3 = urllib3
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._pool: Any = None
+        #: Requests answered 2xx, and the bytes sent in them (after compression).
+        self.requests = 0
+        self.bytes_sent = 0
+
+    # -- what a subclass says -------------------------------------------------------------
+
+    def encode(self, batch: Sequence[bytes]) -> bytes:
+        """The request body for *batch* (here: the lines, one per line, as NDJSON)."""
+        return b"\n".join(batch) + b"\n"
+
+    def target(self) -> str:
+        """The URL each batch is POSTed to (here: *url*)."""
+        return self.url
+
+    def check(self, batch: Sequence[bytes], response: Response) -> None:
+        """Read a 2xx *response* to *batch*; raise
+        :class:`~kakashi.writers.delivery.DeliveryError` for the records it reports as not
+        taken (bulk APIs answer item by item). Here: all taken."""
+
+    # -- the request ------------------------------------------------------------------------
+
+    def write(self, batch: Sequence[bytes]) -> int | None:
+        """Deliver *batch* in one request.
+
+        Raises:
+            DeliveryError: what was not delivered and why (see the module description).
+        """
+        if not batch:
+            return None
+        body = self._compress(self.encode(batch))
+        response = self.post(body, len(batch))
+        self.requests += 1
+        self.bytes_sent += len(body)
+        self.check(batch, response)
+        return None
+
+    def post(self, body: bytes, size: int, url: str | None = None) -> Response:
+        """POST *body* (for *size* records) and return the 2xx answer.
+
+        Raises:
+            DeliveryError: the request failed, or the server answered with another status.
+        """
+        urllib3 = self._urllib3
+        errors = urllib3.exceptions
+        try:
+            answer = self._connections().request(
+                "POST", url or self.target(), body=body, headers=self.headers
+            )
+        except errors.NameResolutionError as exc:
+            raise DeliveryError.whole(size, "dns", retryable=True, detail=str(exc)) from exc
+        except errors.SSLError as exc:
+            raise DeliveryError.whole(size, "tls", retryable=False, detail=str(exc)) from exc
+        # before ConnectTimeoutError, its base class in urllib3 2
+        except errors.NewConnectionError as exc:
+            raise DeliveryError.whole(size, "connect", retryable=True, detail=str(exc)) from exc
+        except errors.ConnectTimeoutError as exc:
+            raise DeliveryError.whole(size, "timeout", retryable=True, detail=str(exc)) from exc
+        except errors.ReadTimeoutError as exc:
+            # The server may have taken it: a retry can deliver it twice (at least once).
+            raise DeliveryError.whole(size, "timeout", retryable=True, detail=str(exc)) from exc
+        except (errors.ProtocolError, errors.MaxRetryError) as exc:
+            raise DeliveryError.whole(size, "connection", retryable=True, detail=str(exc)) from exc
+        except (errors.HTTPError, OSError) as exc:
+            raise DeliveryError.whole(size, "http_client", retryable=True, detail=str(exc)) from exc
+        response = Response(answer.status, answer.headers, answer.data or b"")
+        if 200 <= response.status < 300:
+            return response
+        reason = status_reason(response.status)
+        if response.status in self.retryable_status:
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            raise DeliveryError.whole(
+                size, reason, retryable=True, retry_after=wait, detail=response.text()
+            )
+        raise DeliveryError.whole(size, reason, retryable=False, detail=response.text())
+
+    def _connections(self) -> Any:
+        # A forked child must not share the parent's sockets: it opens its own.
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    self._pool = self._urllib3.PoolManager(num_pools=4, **self._pool_options)
+                    self._pid = pid
+        return self._pool
+
+    def _compress(self, body: bytes) -> bytes:
+        if self.compression == "gzip":
+            return gzip.compress(body, compresslevel=5, mtime=0)
+        if self.compression == "zstd":
+            import zstandard
+
+            # A compressor per request: one is not safe on two threads at once.
+            return bytes(zstandard.ZstdCompressor(level=3).compress(body))
+        return body
+
+    def flush(self) -> None:
+        """Nothing is buffered: each batch is one request."""
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        pool, self._pool = self._pool, None
+        self._pid = -1
+        if pool is not None:
+            pool.clear()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"

@@ -1,0 +1,904 @@
+"""Writers for log stores over HTTP: Elasticsearch/OpenSearch ``_bulk``, Grafana Loki's
+push API and OTLP/HTTP JSON logs (``kakashi[http]``).
+
+Each is an ``kakashi.writers.http.HttpWriter`` (pooled kept-alive connections,
+gzip bodies, timeouts, every failure classified) that encodes a batch of the pipeline's
+JSON lines in its store's framing and reads its store's answer record by record:
+what a store reports as taken is delivered, what it reports as worth another try is
+retried, what it refuses is dropped under the store's own reason (``"http_400"``,
+``"mapper_parsing_exception"``, ``"otlp_rejected"``). See :doc:`/shipping-stores`.
+
+Lines are read with orjson. A line that is not a JSON object (another formatter's
+output) is still delivered: as the message of a document, a Loki entry or an OTLP body.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import collections
+import functools
+import itertools
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from kakashi.writers.delivery import RETRYABLE_STATUS, DeliveryError, status_reason
+from kakashi.writers.http import HttpWriter, Response
+
+__all__ = [
+    "ElasticsearchWriter",
+    "LokiWriter",
+    "OtlpHttpWriter",
+    "epoch_ns",
+    "otlp_log_record",
+]
+
+# -- reading the lines ------------------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)?"
+)
+
+
+def epoch_ns(text: object) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 *text* (the JSON formatter's
+    ``timestamp``: ``2026-11-27T18:06:00.123456Z``); ``None`` when it is not one. A
+    time without an offset is read as UTC."""
+    if type(text) is not str:
+        return None
+    if len(text) == 27 and text[19] == "." and text[26] == "Z" and text[20:26].isdigit():
+        # The JSON formatter's form: the second is parsed once, the fraction is six digits.
+        seconds = _whole_seconds(text[:19])
+        if seconds is not None:
+            return seconds + int(text[20:26]) * 1000
+    return _parse_ns(text)
+
+
+@functools.lru_cache(maxsize=256)  # a batch's records share few distinct seconds
+def _whole_seconds(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) in nanoseconds since the epoch."""
+    return _parse_ns(text + "Z")
+
+
+def _parse_ns(text: str) -> int | None:
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        seconds = calendar.timegm(
+            (int(year), int(month), int(day), int(hour), int(minute), int(second))
+        )
+    except (ValueError, OverflowError):
+        return None
+    if offset and offset not in "Zz":
+        shift = int(offset[1:3]) * 3600 + int(offset[4:6]) * 60
+        seconds -= shift if offset[0] == "+" else -shift
+    return seconds * 1_000_000_000 + (int(fraction.ljust(9, "0")) if fraction else 0)
+
+
+def _event(line: bytes) -> dict[str, Any] | None:
+    """The JSON object *line* holds, or ``None`` (another formatter's line)."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return event if type(event) is dict else None
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", "replace")
+
+
+# -- what the store writers share -------------------------------------------------------
+
+#: Outcomes remembered of the records of writes that raised (see _StoreWriter._recall):
+#: the backend hands a failed batch back soon, so a few batches' worth is plenty.
+_REMEMBERED: Final = 20_000
+
+
+class _StoreWriter(HttpWriter):
+    """An HttpWriter that remembers, for the records of a write that raised, which were
+    delivered, which refused (and why) and the document key each was sent with.
+
+    The async backend hands the not-delivered part of a batch back to ``write``: the
+    records ``DeliveryError`` named for a retry or, with a backend that reads only
+    ``written``, every record from the first that failed. Records seen before (the same
+    ``bytes`` objects) are not sent again when they were delivered or refused (a
+    refused one is counted once, as dropped), and are sent again with the same key
+    when they were to be retried: so a retry never duplicates what the store already
+    took, and a store that deduplicates by key (Elasticsearch ``_id``) can recognise a
+    record whose earlier answer was lost. (Records are recognised by identity: every
+    formatter makes a new ``bytes`` object per record.)
+    """
+
+    #: Whether each record gets a key of its own (an Elasticsearch ``_id``).
+    keyed = False
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._memory: collections.OrderedDict[int, tuple[bytes, str | None, str | None]] = (
+            collections.OrderedDict()
+        )
+        self._memory_lock = threading.Lock()
+        self._memory_pid = os.getpid()
+        self._key_prefix = ""
+        self._key_counter = itertools.count()
+        self._key_pid = -1
+        #: Records the store took, asked to be retried, and refused (by reason).
+        self.delivered = 0
+        self.retryable = 0
+        self.rejected_by_reason: collections.Counter[str] = collections.Counter()
+
+    # -- what a subclass says -------------------------------------------------------------
+
+    def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
+        """The request body for *lines*, each with its key (``None`` when not keyed)."""
+        raise NotImplementedError
+
+    def encode(self, batch: Sequence[bytes]) -> bytes:
+        """The request body for *batch* (records sent for the first time)."""
+        return self.encode_batch(batch, self._new_keys(len(batch)))
+
+    # -- the write --------------------------------------------------------------------------
+
+    def write(self, batch: Sequence[bytes]) -> int | None:
+        """Deliver *batch* in one request; records delivered or refused by an earlier
+        write of this writer are not sent again (see the class description).
+
+        Returns:
+            How many records of *batch* an earlier write already counted as refused
+            (``None`` when none): dropped, not retried.
+
+        Raises:
+            DeliveryError: what was not delivered and why.
+        """
+        if not batch:
+            return None
+        pid = os.getpid()
+        if self._memory_pid != pid:  # a forked child: nothing of the parent's
+            self._memory = collections.OrderedDict()
+            self._memory_pid = pid
+        refused: dict[int, str] = {}
+        if self._memory:
+            indices: list[int] = []
+            keys: list[str | None] = []
+            fresh: list[int] = []  # where in keys a record sent for the first time is
+            with self._memory_lock:
+                for index, line in enumerate(batch):
+                    entry = self._memory.pop(id(line), None)
+                    if entry is None or entry[0] is not line:
+                        fresh.append(len(keys))
+                        indices.append(index)
+                        keys.append(None)
+                    elif entry[1] is None:
+                        indices.append(index)
+                        keys.append(entry[2])
+                    elif entry[1]:
+                        refused[index] = entry[1]
+                    # else: delivered before, not sent again
+            for position, key in zip(fresh, self._new_keys(len(fresh)), strict=True):
+                keys[position] = key
+            lines: Sequence[bytes] = [batch[index] for index in indices]
+        else:
+            indices = list(range(len(batch)))
+            keys = self._new_keys(len(batch))
+            lines = batch
+        if not lines:
+            return len(refused) or None
+        try:
+            self._send(lines, keys)
+        except DeliveryError as error:
+            retry = [indices[index] for index in error.retry]
+            dropped = {indices[index]: reason for index, reason in error.dropped.items()}
+            dropped.update(refused)
+            self._remember(batch, indices, keys, retry, dropped)
+            raise DeliveryError(
+                error.reason,
+                retry=retry,
+                dropped=dropped,
+                retry_after=error.retry_after,
+                detail=error.detail,
+            ) from error
+        return len(refused) or None
+
+    def _send(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> None:
+        """One request for *lines*; the writer's counts follow the answer."""
+        body = self._compress(self.encode_batch(lines, keys))
+        try:
+            response = self.post(body, len(lines))
+            self.requests += 1
+            self.bytes_sent += len(body)
+            self.check(lines, response)
+        except DeliveryError as error:
+            self.delivered += len(lines) - len(error.retry) - len(error.dropped)
+            self.retryable += len(error.retry)
+            self.rejected_by_reason.update(error.dropped.values())
+            raise
+        self.delivered += len(lines)
+
+    def _remember(
+        self,
+        batch: Sequence[bytes],
+        indices: Sequence[int],
+        keys: Sequence[str | None],
+        retry: Sequence[int],
+        dropped: Mapping[int, str],
+    ) -> None:
+        """Note what became of each record of *batch* (a write that raised)."""
+        sent_keys = dict(zip(indices, keys, strict=True))
+        later = set(retry)
+        with self._memory_lock:
+            memory = self._memory
+            for index, line in enumerate(batch):
+                if len(line) < 2:
+                    # CPython shares one bytes object per value this short: not a
+                    # record's own, so not recognisable (sent again if handed back).
+                    continue
+                if index in later:
+                    memory[id(line)] = (line, None, sent_keys[index])
+                else:
+                    memory[id(line)] = (line, dropped.get(index, ""), None)
+            while len(memory) > _REMEMBERED:  # the backend gave up on the oldest
+                memory.popitem(last=False)
+
+    def _new_keys(self, count: int) -> list[str | None]:
+        """Keys for *count* records sent for the first time (``None`` when not keyed)."""
+        if not self.keyed:
+            return [None] * count
+        pid = os.getpid()
+        if self._key_pid != pid:  # a forked child draws its own prefix
+            # 72 random bits: two processes' keys never meet.
+            self._key_prefix = base64.urlsafe_b64encode(os.urandom(9)).decode("ascii")
+            self._key_counter = itertools.count()
+            self._key_pid = pid
+        prefix, counter = self._key_prefix, self._key_counter
+        return [f"{prefix}{next(counter):x}" for _ in range(count)]
+
+    def delivery_stats(self) -> dict[str, int]:
+        """This writer's own counts: requests answered, records the store took
+        (``delivered``), asked to retry (``retryable``, each try counted) and refused
+        (``rejected``; by reason in :attr:`rejected_by_reason`)."""
+        return {
+            "requests": self.requests,
+            "delivered": self.delivered,
+            "retryable": self.retryable,
+            "rejected": sum(self.rejected_by_reason.values()),
+        }
+
+
+def _endpoint(url: str, path: str) -> str:
+    """*url* with *path* appended, unless it ends with it already."""
+    base = url.split("?", 1)[0].rstrip("/")
+    if base.endswith(path):
+        return url
+    return base + path + (url[len(url.split("?", 1)[0]) :])
+
+
+# -- Elasticsearch / OpenSearch -----------------------------------------------------------
+
+#: strftime directives an index pattern may use: none finer than an hour, so one name
+#: serves every record of an hour (and is computed once per hour).
+_INDEX_DIRECTIVES: Final = frozenset("YymdHjGVu%")
+_INDEX_FORBIDDEN: Final = frozenset('\\/*?"<>| ,#:')
+_OP_TYPES: Final = ("create", "index")
+_TIMESTAMP_KEY: Final = b'{"timestamp":'
+
+
+def _check_index(name: str, shown: str) -> None:
+    if (
+        not name
+        or name != name.lower()
+        or name[0] in "-_+"
+        or name in (".", "..")
+        or not _INDEX_FORBIDDEN.isdisjoint(name)
+        or len(name.encode()) > 255
+    ):
+        raise ValueError(
+            f"index must give a lowercase Elasticsearch index name without spaces or any "
+            f'of \\ / * ? " < > | , # : and not starting with - _ +, got {shown!r}'
+        )
+
+
+class ElasticsearchWriter(_StoreWriter):
+    """Index each batch with one ``_bulk`` request (Elasticsearch 7+, OpenSearch 1+).
+
+    The body is NDJSON: per record an action line (``{"create": {"_index": ..., "_id":
+    ...}}``; ``create`` is what data streams take) and the record's JSON line, its
+    ``timestamp`` key renamed *timestamp_field* (``@timestamp`` by default: what data
+    streams and ECS expect). The answer is read item by item: an item taken (2xx) is
+    delivered; 429 and 5xx items are retried; a ``create`` refused with 409 because its
+    ``_id`` exists already is delivered (an earlier request took it and its answer was
+    lost); any other refusal (``mapper_parsing_exception``...) drops the record under the
+    error's type.
+
+    Args:
+        url: the cluster's URL (``http://es:9200``); ``/_bulk`` is appended.
+        index: the index or data stream name; strftime directives down to the hour
+            (``"logs-%Y.%m.%d"``) name it from each record's timestamp, in UTC.
+        op_type: ``"create"`` (default; required by data streams) or ``"index"``.
+        document_ids: give each record an ``_id`` of its own (a random per-process prefix
+            and a counter), kept across the retries of that record: a retry after a
+            lost answer is then refused as a duplicate instead of indexed twice. Not a
+            hash of the line: two identical lines logged in the same microsecond are two
+            records. ``False`` lets the cluster pick ids (slightly faster indexing; a
+            retry after a timeout may then index a record twice).
+        timestamp_field: the key the record's ``timestamp`` is sent as; ``None`` sends
+            lines unchanged.
+        pipeline: an ingest pipeline to run the documents through.
+        **options: ``kakashi.writers.http.HttpWriter``'s (``headers``,
+            ``compression``, ``timeout``, ``username``/``password``...).
+
+    Raises:
+        ValueError: an index name Elasticsearch refuses, a directive finer than an hour,
+            an unknown *op_type* (each names the parameter), or a bad HttpWriter option.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        index: str = "logs-kakashi",
+        *,
+        op_type: str = "create",
+        document_ids: bool = True,
+        timestamp_field: str | None = "@timestamp",
+        pipeline: str | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(index, str):
+            raise TypeError(f"index must be a str, got {type(index).__name__}")
+        directives = set(re.findall(r"%(.)", index))
+        if not directives <= _INDEX_DIRECTIVES:
+            raise ValueError(
+                f"index may use only the strftime directives %Y %y %m %d %H %j %G %V %u "
+                f"(an index spans an hour at least), got {index!r}"
+            )
+        sample = time.strftime(index, time.gmtime(0)) if directives else index
+        _check_index(sample, index)
+        if op_type not in _OP_TYPES:
+            raise ValueError(f"op_type must be one of {_OP_TYPES}, got {op_type!r}")
+        if timestamp_field is not None and (
+            not isinstance(timestamp_field, str) or not timestamp_field
+        ):
+            raise ValueError(f"timestamp_field must be a non-empty str, got {timestamp_field!r}")
+        super().__init__(url, **options)
+        self.index = index
+        self.op_type = op_type
+        self.keyed = bool(document_ids)
+        self.timestamp_field = timestamp_field
+        query = "filter_path=errors,items.*.status,items.*.error"
+        if pipeline is not None:
+            query += "&pipeline=" + _quote(pipeline)
+        self._target = _endpoint(url, "/_bulk")
+        self._target += ("&" if "?" in self._target else "?") + query
+        self._patterned = bool(directives)
+        self._names: dict[int, bytes] = {}  # hour -> the index's action prefix
+        self._action = b'{"' + op_type.encode() + b'":{"_index":'
+        self._static = self._action + orjson.dumps(index)
+        if timestamp_field is not None:
+            self._renamed = b"{" + orjson.dumps(timestamp_field) + b":"
+            self._field_key = orjson.dumps(timestamp_field) + b":"
+
+    def target(self) -> str:
+        """``<url>/_bulk`` with a ``filter_path`` that keeps the answer small."""
+        return self._target
+
+    def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
+        """An action line and a document line per record (NDJSON, newline-terminated)."""
+        parts: list[bytes] = []
+        append = parts.append
+        for line, key in zip(lines, keys, strict=True):
+            document, seconds = self._document(line)
+            prefix = self._prefix(seconds) if self._patterned else self._static
+            if key is None:
+                append(prefix + b"}}")
+            else:
+                append(prefix + b',"_id":"' + key.encode("ascii") + b'"}}')
+            append(document)
+        parts.append(b"")
+        return b"\n".join(parts)
+
+    def _document(self, line: bytes) -> tuple[bytes, int | None]:
+        """The document for *line*, and its timestamp in seconds when the index needs it."""
+        field = self.timestamp_field
+        if (
+            line.startswith(_TIMESTAMP_KEY)
+            and (field is None or self._field_key not in line)
+            and b"\n" not in line
+        ):
+            # The JSON formatter's line: the timestamp is its first key, so renaming it is
+            # a splice (no parse), and the index's date is read from its text.
+            seconds = None
+            if self._patterned:
+                end = line.find(b'"', 14)
+                stamp = epoch_ns(line[14:end].decode("ascii", "replace")) if end > 0 else None
+                seconds = None if stamp is None else stamp // 1_000_000_000
+            if field is None:
+                return line, seconds
+            return self._renamed + line[len(_TIMESTAMP_KEY) :], seconds
+        event = _event(line)
+        if event is None:
+            event = {"message": _text(line)}
+        stamp = epoch_ns(event.get("timestamp"))
+        if field is not None:
+            when = event.pop("timestamp", None)
+            if when is None:
+                when = _rfc3339(time.time_ns())
+            if field in event:  # the record's time wins; the field keeps its value aside
+                event["field." + field] = event.pop(field)
+            event = {field: when, **event}
+        seconds = None if stamp is None else stamp // 1_000_000_000
+        return orjson.dumps(event), seconds
+
+    def _prefix(self, seconds: int | None) -> bytes:
+        hour = (time.time_ns() // 1_000_000_000 if seconds is None else seconds) // 3600
+        prefix = self._names.get(hour)
+        if prefix is None:
+            name = time.strftime(self.index, time.gmtime(hour * 3600))
+            prefix = self._action + orjson.dumps(name)
+            if len(self._names) > 64:  # hours long past: forgotten
+                self._names.clear()
+            self._names[hour] = prefix
+        return prefix
+
+    def check(self, batch: Sequence[bytes], response: Response) -> None:
+        """Read the bulk answer item by item (see the class description)."""
+        try:
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            answer = None
+        if type(answer) is dict and answer.get("errors") is False:
+            return
+        items = answer.get("items") if type(answer) is dict else None
+        if type(items) is not list or len(items) != len(batch):
+            # What was indexed is unknown: everything is retried (the _ids, when kept,
+            # make the records indexed already come back as duplicates).
+            raise DeliveryError.whole(
+                len(batch), "bad_bulk_answer", retryable=True, detail=response.text()
+            )
+        retry: list[int] = []
+        dropped: dict[int, str] = {}
+        first = ""
+        for index, item in enumerate(items):
+            result = next(iter(item.values()), None) if type(item) is dict and item else None
+            status = result.get("status") if type(result) is dict else None
+            if type(status) is not int:
+                retry.append(index)
+                first = first or "bad_bulk_answer"
+                continue
+            if 200 <= status < 300 or (status == 409 and self.keyed and self.op_type == "create"):
+                continue
+            if status in RETRYABLE_STATUS:
+                retry.append(index)
+                first = first or status_reason(status)
+                continue
+            error = result.get("error") if type(result) is dict else None
+            kind = error.get("type") if type(error) is dict else None
+            reason = kind if type(kind) is str and kind else status_reason(status)
+            dropped[index] = reason
+            first = first or reason
+        if retry or dropped:
+            raise DeliveryError(first, retry=retry, dropped=dropped, detail=response.text())
+
+
+def _quote(text: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(text, safe="")
+
+
+def _rfc3339(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{fraction // 1000:06d}Z"
+
+
+# -- Grafana Loki -------------------------------------------------------------------------
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_label(name: object, where: str) -> str:
+    if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+        raise ValueError(
+            f"{where} must be Loki label names ([A-Za-z_][A-Za-z0-9_]*, not starting "
+            f"with __), got {name!r}"
+        )
+    return name
+
+
+class LokiWriter(_StoreWriter):
+    """Push each batch to Grafana Loki (``/loki/api/v1/push``, JSON, gzip).
+
+    The batch is grouped into streams by label set: the static *labels* plus, per
+    record, the values of its *label_keys* (``level``, ``logger``). Each entry is the
+    record's timestamp in nanoseconds (a decimal string) and its whole JSON line; the
+    entries of a stream are sent in timestamp order. Loki refuses a push it cannot take
+    (entries older than it accepts, out of order on an old Loki, a line too long) with a
+    400 for the whole request: not retried, counted as dropped (``"http_400"``); Loki may
+    have kept the other entries of that request, which are then counted as dropped too.
+
+    Labels index the streams: keep their values few (a level, a logger, a service);
+    a request id, a user or a path as a label makes a stream per value and slows Loki
+    down. Fields stay in the line, where LogQL's ``| json`` reads them.
+
+    Args:
+        url: Loki's URL (``http://loki:3100``); ``/loki/api/v1/push`` is appended.
+        labels: the labels of every stream (default ``{"job": "kakashi"}``).
+        label_keys: record keys whose values become labels of the same name (a record
+            without one, or whose value is not a str, number or bool, leaves it out).
+        tenant_id: sent as ``X-Scope-OrgID`` (Loki with multi-tenancy).
+        **options: ``kakashi.writers.http.HttpWriter``'s.
+
+    Raises:
+        ValueError: a label name Loki refuses, empty *labels*, or a bad HttpWriter
+            option.
+    """
+
+    content_type = "application/json"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        label_keys: Iterable[str] = ("level", "logger"),
+        tenant_id: str | None = None,
+        **options: Any,
+    ) -> None:
+        static = {"job": "kakashi"} if labels is None else dict(labels)
+        if not static:
+            raise ValueError("labels must not be empty: Loki needs a label on every stream")
+        for name, value in static.items():
+            _check_label(name, "labels")
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"labels values must be non-empty str, got {name}={value!r}")
+        if isinstance(label_keys, str):
+            raise TypeError("label_keys must be a sequence of keys, not one str")
+        keys = tuple(_check_label(key, "label_keys") for key in label_keys)
+        headers = dict(options.pop("headers", None) or {})
+        if tenant_id is not None:
+            if not isinstance(tenant_id, str) or not tenant_id:
+                raise ValueError(f"tenant_id must be a non-empty str, got {tenant_id!r}")
+            headers["X-Scope-OrgID"] = tenant_id
+        super().__init__(url, headers=headers, **options)
+        self.labels = static
+        self.label_keys = keys
+        self._target = _endpoint(url, "/loki/api/v1/push")
+
+    def target(self) -> str:
+        """``<url>/loki/api/v1/push``."""
+        return self._target
+
+    def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
+        """``{"streams": [{"stream": labels, "values": [[ns, line], ...]}, ...]}``."""
+        streams: dict[tuple[tuple[str, str], ...], list[tuple[int, str]]] = {}
+        label_keys = self.label_keys
+        now = time.time_ns()
+        for line in lines:
+            event = _event(line) if line[:1] == b"{" else None
+            stamp = None
+            found: tuple[tuple[str, str], ...] = ()
+            if event is not None:
+                stamp = epoch_ns(event.get("timestamp"))
+                if label_keys:
+                    values = ((key, _label_value(event.get(key))) for key in label_keys)
+                    found = tuple((key, value) for key, value in values if value)
+            entries = streams.get(found)
+            if entries is None:
+                entries = streams[found] = []
+            entries.append((now if stamp is None else stamp, _text(line)))
+        body = []
+        for found, entries in streams.items():
+            entries.sort(key=_first)  # stable: equal times keep the order logged
+            stream = dict(self.labels)
+            stream.update(found)
+            body.append(
+                {
+                    "stream": stream,
+                    "values": [[str(stamp), text] for stamp, text in entries],
+                }
+            )
+        return orjson.dumps({"streams": body})
+
+
+def _first(entry: tuple[int, str]) -> int:
+    return entry[0]
+
+
+def _label_value(value: object) -> str:
+    """A label's value: str, numbers and bools as text; anything else left out ("")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return ""
+
+
+# -- OTLP/HTTP JSON -----------------------------------------------------------------------
+
+#: OTLP/HTTP's retryable statuses (the specification's list: no other 5xx).
+_OTLP_RETRYABLE: Final = frozenset({429, 502, 503, 504})
+_SEVERITY: Final = {
+    "TRACE": (1, "TRACE"),
+    "DEBUG": (5, "DEBUG"),
+    "INFO": (9, "INFO"),
+    "WARNING": (13, "WARN"),
+    "WARN": (13, "WARN"),
+    "ERROR": (17, "ERROR"),
+    "CRITICAL": (21, "FATAL"),
+    "FATAL": (21, "FATAL"),
+}
+_LEVEL_N = re.compile(r"LEVEL(\d+)")
+_HEX = frozenset("0123456789abcdef")
+_OTLP_DOCUMENT: Final = b'{"resourceLogs":'
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _severity(level: object) -> tuple[int, str]:
+    """OpenTelemetry's ``(severityNumber, severityText)`` for a level name as the JSON
+    line writes it (``INFO``, ``WARNING``, ``LEVEL25``), as OpenTelemetry's Python SDK
+    maps :mod:`logging` levels; ``(0, name)`` for an unknown name."""
+    if type(level) is not str:
+        return 0, ""
+    known = _SEVERITY.get(level.upper())
+    if known is not None:
+        return known
+    match = _LEVEL_N.fullmatch(level)
+    if match is None:
+        return 0, level
+    number = int(match.group(1))
+    if number < 10:
+        return 0, level
+    # Each decade of stdlib levels is one OpenTelemetry range of four numbers.
+    return min(24, 4 * (number // 10) + 1 + min(number % 10, 3)), level
+
+
+def _any_value(value: Any) -> dict[str, Any]:
+    """A JSON *value* as an OTLP/JSON ``AnyValue`` (64-bit ints as decimal strings)."""
+    kind = type(value)
+    if kind is str:
+        return {"stringValue": value}
+    if kind is bool:
+        return {"boolValue": value}
+    if kind is int:
+        if _INT64[0] <= value <= _INT64[1]:
+            return {"intValue": str(value)}
+        return {"stringValue": str(value)}
+    if kind is float:
+        return {"doubleValue": value}
+    if kind is dict:
+        return {"kvlistValue": {"values": _attributes(value.items())}}
+    if kind is list:
+        return {"arrayValue": {"values": [_any_value(item) for item in value]}}
+    return {}  # null
+
+
+def _attributes(items: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": _any_value(value)} for key, value in items]
+
+
+def _is_hex(value: object, digits: int) -> bool:
+    return type(value) is str and len(value) == digits and _HEX.issuperset(value)
+
+
+def otlp_log_record(event: Mapping[str, Any], observed: int) -> dict[str, Any]:
+    """One OTLP/JSON ``LogRecord`` from a JSON line's *event* (see :doc:`/formats`):
+    ``timestamp`` as ``timeUnixNano``, ``level`` as severity, ``message`` as the body,
+    ``trace_id``/``span_id``/``trace_flags`` as the trace context, ``exception``,
+    ``thread``, ``process``, ``source`` and ``stack`` as OpenTelemetry's semantic
+    attributes, every other key as an attribute; ``logger`` is the scope (not here)."""
+    fields = dict(event)
+    stamp = epoch_ns(fields.pop("timestamp", None))
+    number, text = _severity(fields.pop("level", None))
+    message = fields.pop("message", None)
+    fields.pop("logger", None)
+    attributes: list[dict[str, Any]] = []
+    exception = fields.pop("exception", None)
+    if type(exception) is dict:
+        for key, name in (("type", "type"), ("message", "message"), ("traceback", "stacktrace")):
+            if key in exception:
+                attributes.append({"key": "exception." + name, "value": _any_value(exception[key])})
+    thread = fields.pop("thread", None)
+    if type(thread) is dict:
+        attributes += _attributes(
+            (f"thread.{key}", thread[key]) for key in ("id", "name") if key in thread
+        )
+    process = fields.pop("process", None)
+    if type(process) is dict and "id" in process:
+        attributes.append({"key": "process.pid", "value": _any_value(process["id"])})
+    source = fields.pop("source", None)
+    if type(source) is dict:
+        function = f"{source.get('module', '')}.{source.get('function', '')}".strip(".")
+        attributes.append({"key": "code.function.name", "value": {"stringValue": function}})
+        if "line" in source:
+            attributes.append({"key": "code.line.number", "value": _any_value(source["line"])})
+    stack = fields.pop("stack", None)
+    if stack is not None:
+        attributes.append({"key": "code.stacktrace", "value": _any_value(stack)})
+    trace_id, span_id = fields.get("trace_id"), fields.get("span_id")
+    traced = _is_hex(trace_id, 32) and _is_hex(span_id, 16)
+    flags = None
+    if traced:
+        del fields["trace_id"], fields["span_id"]
+        flags = fields.pop("trace_flags", None)
+    attributes += _attributes(fields.items())
+    record: dict[str, Any] = {"timeUnixNano": str(observed if stamp is None else stamp)}
+    if number:
+        record["severityNumber"] = number
+    if text:
+        record["severityText"] = text
+    if message is not None:
+        record["body"] = _any_value(message)
+    if attributes:
+        record["attributes"] = attributes
+    if traced:
+        if type(flags) is int and 0 < flags < 2**32:
+            record["flags"] = flags
+        record["traceId"] = trace_id
+        record["spanId"] = span_id
+    record["observedTimeUnixNano"] = str(observed)
+    return record
+
+
+class OtlpHttpWriter(_StoreWriter):
+    """Export each batch as one OTLP/HTTP JSON ``ExportLogsServiceRequest``.
+
+    Each JSON line becomes a ``LogRecord`` (see :func:`otlp_log_record`) in the scope
+    named after its logger, under one resource (*resource* plus ``service.name``). A
+    line that is already an OTLP/JSON document (a formatter that writes
+    ``{"resourceLogs": ...}`` per record) has its records merged into the request as
+    they are; a line that is not JSON is sent as a record whose body is the line.
+
+    The answer: a 2xx with ``partialSuccess.rejectedLogRecords`` *n* counts *n*
+    records as dropped (``"otlp_rejected"``; OTLP does not say which, so the last *n*
+    sent are counted; the collector's ``errorMessage`` is reported); 429, 502, 503 and
+    504 are retried after the ``Retry-After`` the server sends, as OTLP/HTTP specifies;
+    any other status drops the request's records.
+
+    Args:
+        url: the logs endpoint (``http://collector:4318/v1/logs``); a URL with no path
+            gets ``/v1/logs``.
+        resource: resource attributes (``service.version``, ``deployment.environment``...).
+        service_name: the resource's ``service.name`` (default ``"unknown_service"``).
+        **options: ``kakashi.writers.http.HttpWriter``'s (``headers`` carries
+            authentication).
+
+    Raises:
+        TypeError: *resource* is not a mapping with str keys and JSON values.
+        ValueError: a bad HttpWriter option.
+    """
+
+    content_type = "application/json"
+    retryable_status = _OTLP_RETRYABLE
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        resource: Mapping[str, Any] | None = None,
+        service_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        given: object = {} if resource is None else resource
+        if not isinstance(given, Mapping):
+            raise TypeError(f"resource must be a mapping, got {type(given).__name__}")
+        attributes = dict(given)
+        for key, value in attributes.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"resource keys must be non-empty str, got {key!r}")
+            try:
+                orjson.dumps(value)
+            except TypeError as exc:
+                raise TypeError(f"resource[{key!r}] must be a JSON value: {exc}") from None
+        if service_name is not None:
+            if not isinstance(service_name, str) or not service_name:
+                raise TypeError(f"service_name must be a non-empty str, got {service_name!r}")
+            attributes["service.name"] = service_name
+        attributes.setdefault("service.name", "unknown_service")
+        super().__init__(url, **options)
+        self.resource = attributes
+        self._resource = {"attributes": _attributes(attributes.items())}
+        path = url.split("?", 1)[0].split("://", 1)[1].partition("/")[2]
+        self._target = url if path.strip("/") else _endpoint(url, "/v1/logs")
+
+    def target(self) -> str:
+        """The logs endpoint."""
+        return self._target
+
+    def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
+        """One ``ExportLogsServiceRequest`` for *lines* (see the class description)."""
+        observed = time.time_ns()
+        scopes: dict[str, list[dict[str, Any]]] = {}
+        foreign: list[Any] = []  # resourceLogs of lines that were OTLP documents already
+        for line in lines:
+            event = _event(line)
+            if event is None:
+                scope = ""
+                record = {
+                    "timeUnixNano": str(observed),
+                    "body": {"stringValue": _text(line)},
+                    "observedTimeUnixNano": str(observed),
+                }
+            elif line.startswith(_OTLP_DOCUMENT) and type(event.get("resourceLogs")) is list:
+                foreign.extend(event["resourceLogs"])
+                continue
+            else:
+                logger = event.get("logger")
+                scope = logger if type(logger) is str else ""
+                record = otlp_log_record(event, observed)
+            logged = scopes.get(scope)
+            if logged is None:
+                logged = scopes[scope] = []
+            logged.append(record)
+        resource_logs = []
+        if scopes:
+            scope_logs = [
+                {"scope": {"name": name} if name else {}, "logRecords": logged}
+                for name, logged in scopes.items()
+            ]
+            resource_logs.append({"resource": self._resource, "scopeLogs": scope_logs})
+        resource_logs.extend(_merged(foreign))
+        return orjson.dumps({"resourceLogs": resource_logs})
+
+    def check(self, batch: Sequence[bytes], response: Response) -> None:
+        """Count ``partialSuccess.rejectedLogRecords`` as dropped (see the class)."""
+        if not response.body.strip():
+            return
+        try:
+            answer = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            return  # taken (2xx); a body that is not JSON says nothing more
+        partial = answer.get("partialSuccess") if type(answer) is dict else None
+        if type(partial) is not dict:
+            return
+        rejected = partial.get("rejectedLogRecords", 0)
+        try:
+            count = min(len(batch), max(0, int(rejected)))
+        except (TypeError, ValueError):
+            count = 0
+        message = partial.get("errorMessage")
+        message = message if type(message) is str else ""
+        if not count:
+            if message:  # a warning from the collector: everything was taken
+                from kakashi import _errors
+
+                _errors.report(f"writer {self!r} collector", detail=message[:500])
+            return
+        dropped = dict.fromkeys(range(len(batch) - count, len(batch)), "otlp_rejected")
+        raise DeliveryError("otlp_rejected", dropped=dropped, detail=message)
+
+
+def _merged(resource_logs: list[Any]) -> list[Any]:
+    """*resource_logs* with the entries of equal resources and scopes joined."""
+    if len(resource_logs) < 2:
+        return resource_logs
+    resources: dict[bytes, tuple[Any, dict[bytes, tuple[Any, list[Any]]]]] = {}
+    for entry in resource_logs:
+        if type(entry) is not dict:
+            continue
+        resource = entry.get("resource", {})
+        _, scopes = resources.setdefault(orjson.dumps(resource), (resource, {}))
+        for scope_logs in entry.get("scopeLogs") or ():
+            if type(scope_logs) is not dict:
+                continue
+            scope = scope_logs.get("scope", {})
+            _, records = scopes.setdefault(orjson.dumps(scope), (scope, []))
+            records.extend(scope_logs.get("logRecords") or ())
+    return [
+        {
+            "resource": resource,
+            "scopeLogs": [
+                {"scope": scope, "logRecords": records} for scope, records in scopes.values()
+            ],
+        }
+        for resource, scopes in resources.values()
+    ]

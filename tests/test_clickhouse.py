@@ -1,0 +1,496 @@
+"""kakashi.writers.clickhouse against a real ClickHouse server (Debian's 18.16), started
+once for the session by the ``clickhouse`` fixture; each test has tables of its own."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kakashi
+from kakashi.writers.delivery import DeliveryError
+from tests.conftest import ClickHouseServer, balanced, keeping_pipeline
+
+pytest.importorskip("urllib3")
+
+from kakashi.writers.clickhouse import (
+    ClickHouseWriter,
+    create_table,
+    create_table_sql,
+    drop_expired_partitions,
+    server_version,
+)
+
+_names = itertools.count()
+FIELDS = {"user_id": "UInt64", "path": "String"}
+
+
+@pytest.fixture
+def table(clickhouse: ClickHouseServer, request: pytest.FixtureRequest) -> str:
+    """A fresh recommended table (with ``user_id`` and ``path`` columns) for this test."""
+    name = f"logs_{next(_names)}_{request.node.name[:40]}".replace("[", "_").replace("]", "")
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    create_table(clickhouse.url, name, columns=FIELDS)
+    return name
+
+
+def _line(seq: int, **fields: Any) -> bytes:
+    """A JSON line as the default formatter writes it."""
+    event = {
+        "timestamp": "2026-11-27T18:06:00.123456Z",
+        "level": "INFO",
+        "logger": "app",
+        "message": f"record {seq}",
+        "seq": seq,
+        **fields,
+    }
+    return json.dumps(event).encode()
+
+
+def _seqs(server: ClickHouseServer, table: str) -> list[int]:
+    rows = server.rows(f"SELECT fields FROM {table}")
+    return sorted(json.loads(row["fields"])["seq"] for row in rows)
+
+
+def test_import_kakashi_loads_neither_the_writer_nor_urllib3() -> None:
+    """The ClickHouse writer and its HTTP client are loaded only when asked for."""
+    code = (
+        "import sys, kakashi, kakashi.writers;"
+        "print(sorted(m for m in ('urllib3', 'kakashi.writers.clickhouse',"
+        " 'kakashi.writers.http') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "[]" == out.stdout.strip()
+
+
+def test_the_server_is_the_old_one_the_issue_describes(clickhouse: ClickHouseServer) -> None:
+    """The tests run against Debian's ClickHouse (18.16 on Debian 12): no DateTime64 and
+    no TTL, which is what the legacy table shape is for."""
+    version = server_version(clickhouse.url)
+    assert version >= (18, 16)
+    if version < (19, 6):
+        assert "TTL" not in create_table_sql("t", version=version)
+
+
+def test_logged_records_land_with_fields_in_their_own_columns(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """Through the async backend: each record is a row; timestamp (seconds and
+    microseconds), level, logger and message in their columns, a field the table has a
+    column for in it (typed), every other key in ``fields`` as JSON."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    pipeline = keeping_pipeline(writer)
+    log = kakashi.get_logger("shop.orders", pipeline)
+    log.info("order placed", user_id=42, path="/cart", amount=9.5, tags=["a", "é"])
+    log.warning("slow\nquery", user_id=7, path="/search")
+    assert pipeline.flush(10.0).complete
+    rows = clickhouse.rows(f"SELECT * FROM {table} ORDER BY user_id DESC")
+    pipeline.shutdown()
+    assert 2 == len(rows)
+    first, second = rows
+    assert ("INFO", "shop.orders", "order placed") == (
+        first["level"],
+        first["logger"],
+        first["message"],
+    )
+    assert ("42", "/cart") == (first["user_id"], first["path"])  # UInt64 quoted on output
+    fields = json.loads(first["fields"])
+    assert 9.5 == fields["amount"]
+    assert ["a", "é"] == fields["tags"]
+    assert "user_id" not in fields and "message" not in fields
+    assert ("WARNING", "slow\nquery", "7") == (
+        second["level"],
+        second["message"],
+        second["user_id"],
+    )
+    # The timestamp is stored to the second, its microseconds beside it: together, the
+    # record's own time.
+    stored = datetime.datetime.fromisoformat(first["timestamp"]).replace(
+        tzinfo=datetime.timezone.utc
+    ) + datetime.timedelta(microseconds=first["timestamp_us"])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - stored).total_seconds()) < 600
+    assert stored.microsecond == first["timestamp_us"]
+    assert 2 == writer.rows_delivered
+
+
+def test_columns_given_skip_the_question_and_microseconds_are_exact(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """With ``columns=`` the writer does not DESCRIBE the table; an RFC 3339 timestamp
+    is read by ``date_time_input_format=best_effort`` (UTC), its fraction kept apart."""
+    columns = {
+        "timestamp": "DateTime('UTC')",
+        "timestamp_us": "UInt32",
+        "level": "String",
+        "logger": "String",
+        "message": "String",
+        "user_id": "UInt64",
+        "path": "String",
+        "fields": "String",
+    }
+    writer = ClickHouseWriter(clickhouse.url, table, columns=columns, compression=None)
+    writer.write(
+        [
+            _line(1, timestamp="2026-01-02T03:04:05.000007Z", user_id=True, path=12),
+            _line(2, timestamp="2026-01-02T05:04:05.5+02:00"),
+        ]
+    )
+    rows = clickhouse.rows(f"SELECT timestamp, timestamp_us, user_id, path FROM {table}")
+    assert [
+        {"timestamp": "2026-01-02 03:04:05", "timestamp_us": 7, "user_id": "1", "path": "12"},
+        {"timestamp": "2026-01-02 03:04:05", "timestamp_us": 500000, "user_id": "0", "path": ""},
+    ] == sorted(rows, key=lambda row: row["timestamp_us"])
+    assert 1 == writer.requests  # the insert only: no DESCRIBE
+
+
+def test_nulls_leave_the_column_default_and_odd_values_are_fitted(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """A ``null`` leaves a column its default (and is not repeated in ``fields``); a
+    list or a number for a String column is stored as its JSON text; a boolean for a
+    number column as 1/0."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write(
+        [
+            _line(1, user_id=None, path=None, message=None),
+            _line(2, user_id=True, path=["a", 1], message=3.5),
+        ]
+    )
+    rows = clickhouse.rows(f"SELECT message, user_id, path, fields FROM {table} ORDER BY fields")
+    assert [
+        {"message": "", "user_id": "0", "path": "", "fields": '{"seq":1}'},
+        {"message": "3.5", "user_id": "1", "path": '["a",1]', "fields": '{"seq":2}'},
+    ] == rows
+
+
+def test_gzip_bodies_are_sent_and_taken(clickhouse: ClickHouseServer, table: str) -> None:
+    """The default gzip body is decoded by the server (no setting needed on 18.16), and
+    is much smaller than the rows."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    lines = [_line(i, path="/same/path/again") for i in range(500)]
+    writer.write(lines)
+    assert 500 == int(clickhouse.query(f"SELECT count() FROM {table}"))
+    assert "gzip" == writer.headers["Content-Encoding"]
+    assert writer.bytes_sent * 5 < sum(len(line) for line in lines)
+
+
+def test_zstd_is_refused_by_this_server_and_dropped_not_retried(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """18.16 knows only gzip and deflate bodies: its error (code 89, a 500) is a
+    configuration error, so the batch is dropped under it rather than retried forever."""
+    if server_version(clickhouse.url) >= (19, 0):
+        pytest.skip("this server may take zstd bodies")
+    writer = ClickHouseWriter(clickhouse.url, table, compression="zstd")
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([_line(1), _line(2)])
+    assert () == caught.value.retry
+    assert {0: "clickhouse_89", 1: "clickhouse_89"} == caught.value.dropped
+    assert "Content-Encoding" in str(caught.value)
+
+
+def test_one_bad_row_in_200_is_isolated_and_the_rest_land(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """ClickHouse refuses the whole insert for one row it cannot parse; the writer bisects
+    (about two requests per level, log2(200) levels), stores the 199 others and reports
+    the bad one as dropped with ClickHouse's code and message."""
+    lines = [_line(i, user_id=i) for i in range(200)]
+    lines[150] = _line(150, user_id="not a number")
+    writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write([_line(-1)])  # the DESCRIBE and a first insert, not counted below
+    posts = []
+    post = writer.post
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        posts.append(args[1])  # the number of rows in the request
+        return post(*args, **kwargs)
+
+    writer.post = counting  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError) as caught:
+        writer.write(lines)
+    error = caught.value
+    # The whole batch, then two halves per level down to the bad row: 1 + 2 * 8.
+    assert len(posts) <= 1 + 2 * math.ceil(math.log2(200))
+    assert [200, 100, 100] == posts[:3]
+    assert 1 in posts  # the bad row, alone
+    assert {150: "clickhouse_27"} == error.dropped
+    assert () == error.retry
+    assert "not a number" in error.detail
+    assert [-1] + [i for i in range(200) if i != 150] == _seqs(clickhouse, table)
+    assert {"clickhouse_27": 1} == writer.rejected
+    assert 200 == writer.rows_delivered
+    assert "not a number" in writer.last_rejection
+
+
+def test_a_bad_row_through_the_async_backend_is_counted_once_and_nothing_repeats(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """End to end: one record whose ``user_id`` ClickHouse cannot read among 200; the
+    other 199 are stored exactly once and the bad one is counted as dropped."""
+    writer = ClickHouseWriter(clickhouse.url, table, error_retry_delay=0.01)
+    pipeline = keeping_pipeline(writer, batch_size=1000, batch_timeout=0.5)
+    log = kakashi.get_logger("bad.rows", pipeline)
+    for i in range(200):
+        log.info("r", seq=i, user_id="not a number" if i == 150 else i)
+    assert pipeline.flush(30.0).complete
+    stats = pipeline.stats()
+    pipeline.shutdown()
+    rows = clickhouse.rows(f"SELECT fields FROM {table} WHERE logger = 'bad.rows'")
+    stored = sorted(json.loads(row["fields"])["seq"] for row in rows)
+    assert [i for i in range(200) if i != 150] == stored
+    assert balanced(stats)
+    assert 1 == stats["messages_dropped"]
+
+
+def test_many_bad_rows_are_bounded_by_the_split_budget(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """With every other row bad, isolating each would take hundreds of requests: after
+    ``max_split_requests`` the parts still failing are dropped whole, and every record is
+    either stored or counted."""
+    lines = [_line(i, user_id=i if i % 2 else -1) for i in range(64)]
+    writer = ClickHouseWriter(clickhouse.url, table, max_split_requests=8)
+    with pytest.raises(DeliveryError) as caught:
+        writer.write(lines)
+    dropped = caught.value.dropped
+    stored = _seqs(clickhouse, table)
+    assert 64 == len(stored) + len(dropped)
+    assert set(stored).isdisjoint(dropped)
+    assert {0, 2, 4, 62} <= set(dropped)
+    assert {"clickhouse_72"} == set(dropped.values())  # "must not contain '-'"
+
+
+def test_a_line_that_is_not_json_is_dropped_and_the_rest_land(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """The writer needs the JSON formatter: a text line cannot become a row, and is
+    counted as dropped (``not_json``) while the JSON lines around it are stored."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([_line(0), b"2026-01-01 INFO plain text", b"[1, 2]", _line(3)])
+    assert {1: "not_json", 2: "not_json"} == caught.value.dropped
+    assert "JSON formatter" in str(caught.value)
+    assert [0, 3] == _seqs(clickhouse, table)
+
+
+def test_a_column_dropped_since_the_describe_is_asked_again(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """The table's columns are learnt once; when one is dropped later, the insert that
+    names it is retried (not bisected into drops) and the next one asks again."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    writer.write([_line(0, path="/a")])
+    clickhouse.query(f"ALTER TABLE {table} DROP COLUMN path")
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([_line(1, path="/b"), _line(2)])
+    assert ("clickhouse_117", (0, 1), {}) == (
+        caught.value.reason,
+        caught.value.retry,
+        caught.value.dropped,
+    )
+    writer.write([_line(1, path="/b"), _line(2)])  # the backend's retry
+    assert [0, 1, 2] == _seqs(clickhouse, table)
+    fields = [json.loads(row["fields"]) for row in clickhouse.rows(f"SELECT fields FROM {table}")]
+    assert {1: "/b"} == {f["seq"]: f["path"] for f in fields if "path" in f}
+
+
+def test_a_table_that_does_not_exist_drops_the_batch_with_the_server_message(
+    clickhouse: ClickHouseServer,
+) -> None:
+    """The writer asks for the table's columns first; a missing table is a configuration
+    error, not a reason to retry: dropped, with ClickHouse's message."""
+    writer = ClickHouseWriter(clickhouse.url, "no_such_table")
+    with pytest.raises(DeliveryError) as caught:
+        writer.write([_line(1), _line(2)])
+    assert () == caught.value.retry
+    assert {0, 1} == set(caught.value.dropped)
+    assert "doesn't exist" in str(caught.value)
+
+
+def test_wrong_password_is_dropped_right_password_lands(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """Basic authentication: the server's ``writer`` user (password ``s3cret``)."""
+    columns = {"message": "String", "fields": "String"}
+    wrong = ClickHouseWriter(
+        clickhouse.url, table, columns=columns, username="writer", password="nope"
+    )
+    with pytest.raises(DeliveryError) as caught:
+        wrong.write([_line(1)])
+    assert {0: "clickhouse_193"} == caught.value.dropped
+    ClickHouseWriter(
+        clickhouse.url, table, columns=columns, username="writer", password="s3cret"
+    ).write([_line(2)])
+    assert [2] == _seqs(clickhouse, table)
+
+
+def test_a_server_that_is_down_means_retry_everything(tmp_path: Path) -> None:
+    """Connection refused (before the DESCRIBE, or at the insert): every record is to
+    be retried, none dropped."""
+    server = ClickHouseServer(tmp_path / "down")  # configured, never started
+    for columns in (None, {"message": "String"}):
+        writer = ClickHouseWriter(server.url, "logs", columns=columns, timeout=2)
+        with pytest.raises(DeliveryError) as caught:
+            writer.write([_line(1), _line(2)])
+        assert ("connect", (0, 1), {}) == (
+            caught.value.reason,
+            caught.value.retry,
+            caught.value.dropped,
+        )
+
+
+def test_settings_go_with_each_insert(clickhouse: ClickHouseServer, table: str) -> None:
+    """``settings=`` are ClickHouse settings in the insert's URL: a query size limit too
+    small for the INSERT statement, and ``readonly``, make the server refuse it."""
+    roomy = ClickHouseWriter(clickhouse.url, table, settings={"max_query_size": 1000})
+    assert "max_query_size=1000" in roomy.target()
+    assert "date_time_input_format=best_effort" in roomy.target()
+    roomy.write([_line(1)])
+    tight = ClickHouseWriter(clickhouse.url, table, settings={"max_query_size": 10})
+    with pytest.raises(DeliveryError) as caught:
+        tight.write([_line(2)])
+    assert ({0: "http_400"}, ()) == (caught.value.dropped, caught.value.retry)
+    assert "Max query size exceeded" in str(caught.value)
+    readonly = ClickHouseWriter(clickhouse.url, table, settings={"readonly": True})
+    with pytest.raises(DeliveryError) as caught:
+        readonly.write([_line(3)])
+    assert {0: "clickhouse_164"} == caught.value.dropped
+    assert [1] == _seqs(clickhouse, table)
+
+
+def test_the_server_killed_mid_stream_and_restarted(
+    clickhouse: ClickHouseServer, tmp_path: Path
+) -> None:
+    """A server of its own is killed while records stream in and started again on the
+    same port and data: the async backend retries; every record logged is stored or
+    counted as dropped, and duplicates (an insert taken just before the kill, its answer
+    lost) are at most one batch."""
+    server = ClickHouseServer(tmp_path / "restarting", clickhouse.binary)  # not the shared one
+    server.start()
+    try:
+        create_table(server.url, "logs", columns={"seq": "UInt64"})
+        writer = ClickHouseWriter(
+            server.url,
+            "logs",
+            timeout=5,
+            max_error_retries=100,
+            error_retry_delay=0.05,
+            max_delay=0.5,
+        )
+        pipeline = keeping_pipeline(writer, batch_size=500, max_queue_size=100_000)
+        log = kakashi.get_logger("stream", pipeline)
+        logged = 0
+        stop = threading.Event()
+
+        def produce() -> None:
+            nonlocal logged
+            while not stop.is_set() and logged < 10_000:
+                log.info("tick", seq=logged)
+                logged += 1
+                if logged % 100 == 0:
+                    time.sleep(0.005)
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        while logged < 2_000:
+            time.sleep(0.01)
+        server.stop()
+        down_at = logged
+        time.sleep(1.0)
+        server.start()
+        time.sleep(0.5)
+        stop.set()
+        producer.join()
+        assert logged > down_at  # records were logged while the server was down
+        assert pipeline.flush(60.0).complete
+        stats = pipeline.stats()
+        rows = server.rows(
+            "SELECT count() AS n, uniqExact(seq) AS distinct FROM logs WHERE logger = 'stream'"
+        )[0]
+        pipeline.shutdown()
+    finally:
+        server.stop()
+    stored, distinct = int(rows["n"]), int(rows["distinct"])
+    assert balanced(stats)
+    dropped = stats["messages_dropped"]
+    assert logged == distinct + dropped
+    assert stored - distinct <= 500
+
+
+def test_drop_expired_partitions_is_retention_without_ttl(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """Day partitions older than *days* are dropped whole; the others stay."""
+    writer = ClickHouseWriter(clickhouse.url, table)
+    days = ["2026-01-01", "2026-01-20", "2026-01-30", "2026-01-31"]
+    writer.write([_line(i, timestamp=f"{day}T12:00:00Z") for i, day in enumerate(days)])
+    dropped = drop_expired_partitions(
+        clickhouse.url, table, days=10, today=datetime.date(2026, 1, 31)
+    )
+    assert ["20260101", "20260120"] == dropped
+    assert [2, 3] == _seqs(clickhouse, table)
+
+
+def test_create_table_sql_modern_and_legacy() -> None:
+    """The recommended table: DateTime64 and TTL on current servers; seconds plus a
+    microseconds column, and no TTL, on 18.16; extra columns before ``fields``."""
+    modern = create_table_sql("logs", database="ops", columns={"user_id": "UInt64"}, ttl_days=7)
+    assert "CREATE TABLE IF NOT EXISTS `ops`.`logs`" in modern
+    assert "`timestamp` DateTime64(6, 'UTC')" in modern
+    assert "PARTITION BY toYYYYMMDD(timestamp)" in modern
+    assert "TTL toDateTime(timestamp) + INTERVAL 7 DAY" in modern
+    assert modern.index("`user_id` UInt64") < modern.index("`fields`")
+    legacy = create_table_sql("logs", version=(18, 16))
+    assert "`timestamp` DateTime('UTC')" in legacy and "`timestamp_us` UInt32" in legacy
+    assert "TTL" not in legacy
+    assert "TTL toDateTime(timestamp) + INTERVAL 30 DAY" in create_table_sql(
+        "logs", version=(19, 6)
+    )
+    assert "TTL" not in create_table_sql("logs", ttl_days=None)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ClickHouseWriter("http://h:8123", ""), "table"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", database=""), "database"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", settings={"a b": 1}), "setting name"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", settings={"query": "x"}), "setting"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", settings={"x": [1]}), "settings: x"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", max_split_requests=-1), "max_split"),
+        (lambda: ClickHouseWriter("http://h:8123", "t", columns=["a"]), "columns"),
+        (lambda: ClickHouseWriter("ftp://h", "t"), "url"),
+        (lambda: create_table_sql("t", ttl_days=0), "ttl_days"),
+        (lambda: create_table_sql("t", columns={"level": "String"}), "reserved"),
+        (lambda: drop_expired_partitions("http://h", "t", days=0), "days"),
+    ],
+)
+def test_bad_configuration_is_refused_at_once(call: Any, message: str) -> None:
+    """Each mistake raises ValueError naming the parameter, before any request."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_the_shipping_benchmark_runs_and_prints_the_ratios(clickhouse: ClickHouseServer) -> None:
+    """benchmarks/shipping.py (a server of its own, both targets, every record counted)
+    runs to the end with tiny figures; the numbers themselves are not judged here."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "shipping.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--records", "500", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "ratio clickhouse/file: caller cost" in result.stdout
