@@ -126,7 +126,9 @@ def test_memory_is_flat_over_a_long_run(tmp_path: Path) -> None:
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             PipelineConfig(writers=(file_writer(tmp_path / "long.log"),)),
-            AsyncConfig(max_queue_size=5_000, batch_size=500),
+            # A caller blocks for room as long as it takes: the test counts every record
+            # written, and a loaded machine can stall the worker past the default wait.
+            AsyncConfig(max_queue_size=5_000, batch_size=500, block_timeout=300.0),
         )
     )
     log = pipeline.get_logger("long")
@@ -148,7 +150,9 @@ def test_memory_is_flat_with_many_threads(tmp_path: Path) -> None:
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             PipelineConfig(writers=(file_writer(tmp_path / "threads.log"),)),
-            AsyncConfig(max_queue_size=5_000, batch_size=500),
+            # A caller blocks for room as long as it takes: the test counts every record
+            # written, and a loaded machine can stall the worker past the default wait.
+            AsyncConfig(max_queue_size=5_000, batch_size=500, block_timeout=300.0),
         )
     )
     log = pipeline.get_logger("threads")

@@ -325,3 +325,97 @@ def test_finish_can_leave_the_request_id_bound_until_unbind() -> None:
     access, background, after = logs
     assert request.request_id == access["request_id"] == background["request_id"]
     assert "request_id" not in after
+
+
+def test_a_head_response_has_no_body_on_the_wire() -> None:
+    """A HEAD response's size is 0 whatever the application wrote (the server drops it)."""
+    settings = RequestLogging(log_response_body=True)
+    with capture_logs() as logs:
+        request = settings.start("HEAD", "/items/7")
+        request.add_response_body(b"what GET would send")
+        request.finish(200)
+    assert (0, False) == (logs[0]["response_size"], "response_body" in logs[0])
+
+
+def test_forwarded_for_walks_a_bounded_number_of_hops() -> None:
+    """More trusted-looking hops than the cap: the walk stops at the cap (the rest of the
+    header is not an address), so a huge forged header costs nothing."""
+    settings = RequestLogging(trusted_proxies=["10.0.0.0/8"])
+    hops = [f"10.0.{n // 250}.{n % 250 + 1}" for n in range(1000)]
+    assert hops[-32] == settings.client_ip("10.9.9.9", ",".join(hops))
+    assert "198.51.100.7" == settings.client_ip("10.9.9.9", ",".join(["198.51.100.7", *hops[-31:]]))
+
+
+def test_a_long_query_is_redacted_over_what_is_kept_and_marked_cut() -> None:
+    """Only the kept part of a long query is parsed; it is redacted and says how much of
+    the query is not shown."""
+    settings = RequestLogging(max_value_length=32)
+    query = "token=abc&page=2&" + "x" * 100
+    kept = settings.redact_query(query)
+    assert kept.startswith(f"token={REDACTED}&page=2&")
+    assert "abc" not in kept
+    cut = int(re.fullmatch(r".*…\[\+(\d+) chars\]", kept).group(1))  # type: ignore[union-attr]
+    assert len(kept) - len(f"…[+{cut} chars]") == 32
+
+
+def test_finish_in_another_context_still_unbinds_the_id_there() -> None:
+    """start() in one context, finish() in a copy of it holding the id (asgiref copies a
+    thread's context back to its caller): the copy ends without the id."""
+    import contextvars
+
+    settings = RequestLogging()
+    bound_in = contextvars.copy_context()
+    bound_in.run(kakashi.bind_context, service="shop")
+    request = bound_in.run(settings.start, "GET", "/x")
+    copy = bound_in.copy()
+    assert request.request_id == copy.run(kakashi.get_context)["request_id"]
+    with capture_logs() as logs:
+        copy.run(request.finish)  # not the context start() bound in
+    assert {"service": "shop"} == copy.run(kakashi.get_context)
+    assert 1 == len(logs)
+
+
+def test_enclosing_is_the_unfinished_request_of_this_context_with_the_same_line() -> None:
+    """An adapter started inside another's request finds it (same method and path, not
+    finished); current_request() is that request until it is unbound."""
+    from kakashi.integrations.web import current_request
+
+    outer_settings, inner_settings = RequestLogging(), RequestLogging(logger="inner")
+    assert None is current_request()
+    with capture_logs():
+        outer = outer_settings.start("GET", "/legacy/x")
+        assert outer is current_request()
+        assert outer is inner_settings.enclosing("GET", "/legacy/x")
+        assert None is inner_settings.enclosing("GET", "/other")
+        outer.finish(200)
+    assert None is current_request()
+    assert None is inner_settings.enclosing("GET", "/legacy/x")
+
+
+def test_an_exception_instance_raised_by_every_request_is_logged_for_each() -> None:
+    """A module-level exception instance raised by three requests: three "request failed"
+    records (the mark that stops a second record is per request)."""
+    shared = RuntimeError("raised again and again")
+    settings = RequestLogging()
+    with capture_logs() as logs:
+        for _ in range(3):
+            request = settings.start("GET", "/x")
+            request.log_exception(shared)
+            request.log_exception(shared)  # the same request: once
+            request.finish()
+    assert ["request failed", "request"] * 3 == [entry["message"] for entry in logs]
+
+
+def test_concurrent_requests_raising_one_instance_each_log_it() -> None:
+    """Two requests in flight at once (each in its own context, as asyncio tasks are)
+    raising the same exception instance: each logs it; neither runs inside the other."""
+    import contextvars
+
+    shared = RuntimeError("shared")
+    settings = RequestLogging()
+    with capture_logs() as logs:
+        first = contextvars.copy_context().run(settings.start, "GET", "/a")
+        second = contextvars.copy_context().run(settings.start, "GET", "/b")
+        first.log_exception(shared)
+        second.log_exception(shared)
+    assert ["/a", "/b"] == [entry["path"] for entry in logs]

@@ -48,6 +48,10 @@ CLIENT_CLOSED: Final = 499
 _TEMPLATE_CACHE_SIZE: Final = 4096
 #: Deepest nesting of mounts searched for a route's template.
 _MOUNT_DEPTH: Final = 8
+#: The scope key naming the request's log: a second KakashiMiddleware further in (added
+#: twice, or around a mounted sub-application; Mount copies the scope with its keys)
+#: passes the connection through instead of logging it again under another id.
+_SCOPE_KEY: Final = "kakashi.request_log"
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -131,7 +135,9 @@ class KakashiMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (the ASGI 3 interface)."""
         kind = scope.get("type")
-        if kind == "http":
+        if _SCOPE_KEY in scope:
+            await self.app(scope, receive, send)  # an outer KakashiMiddleware logs it
+        elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
@@ -210,6 +216,7 @@ class KakashiMiddleware:
         except BaseException as exc:
             error = exc
             if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
+                self._set_route(request, scope, root_path)
                 request.log_exception(exc)
         # Out of the except block: the access record must not carry the exception again.
         if complete:
@@ -239,10 +246,7 @@ class KakashiMiddleware:
             status = CLIENT_CLOSED
         elif not disconnected and exc is not None and not isinstance(exc, Exception):
             fields["cancelled"] = True  # the server gave up on it (shutdown timeout)
-        try:
-            request.set_route(self._route(scope, root_path))
-        except Exception as error:
-            _errors.report("asgi: route", error)
+        self._set_route(request, scope, root_path)
         request.finish(status, disconnected=disconnected, unbind=False, **fields)
 
     # -- websockets ---------------------------------------------------------------------
@@ -304,6 +308,7 @@ class KakashiMiddleware:
         except BaseException as exc:
             error = exc
             if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
+                self._set_route(request, scope, root_path)
                 request.log_exception(exc)
         # Out of the except block: the access record must not carry the exception again.
         fields: dict[str, Any] = {}
@@ -312,10 +317,7 @@ class KakashiMiddleware:
         status = None  # as set; 500 when the application failed before answering
         if request.status is None and error is None:
             status = 403  # the application ended without accepting
-        try:
-            request.set_route(self._route(scope, root_path))
-        except Exception as exc:
-            _errors.report("asgi: route", exc)
+        self._set_route(request, scope, root_path)
         request.finish(status, disconnected=disconnected, **fields)
         if error is not None:
             try:
@@ -347,7 +349,7 @@ class KakashiMiddleware:
         try:
             query = scope.get("query_string", b"")
             client = scope.get("client")
-            return self.settings.start(
+            request = self.settings.start(
                 str(method),
                 str(scope.get("path", "")),
                 query=query.decode("latin-1") if isinstance(query, bytes) else str(query),
@@ -359,9 +361,18 @@ class KakashiMiddleware:
                 http_version=scope.get("http_version"),
                 scheme=scope.get("scheme"),
             )
+            scope[_SCOPE_KEY] = request
+            return request
         except Exception as exc:
             _errors.report("asgi: request start", exc)
             return None
+
+    def _set_route(self, request: RequestLog, scope: Scope, root_path: str) -> None:
+        """Give *request* the matched route's template, if any. Never raises."""
+        try:
+            request.set_route(self._route(scope, root_path))
+        except Exception as exc:
+            _errors.report("asgi: route", exc)
 
     def _with_request_id(self, message: Message, request: RequestLog) -> Message:
         """A copy of *message* whose headers carry the request id (replacing one the

@@ -32,8 +32,13 @@ costs a thread switch of its own. What it logs is described in
   ``trusted_proxies``), its port ``REMOTE_PORT`` when the server gives one;
   ``http_version`` comes from ``SERVER_PROTOCOL`` (under ASGI from the scope), the
   query from ``QUERY_STRING``;
-- with ``log_request_body`` the body is read before the view (Django keeps it for the
-  view); a ``multipart/`` body is never read here, so file uploads keep streaming.
+- with ``log_request_body`` a body of at most 1 MB (by its ``Content-Length``) is read
+  before the view (Django keeps it for the view); a bigger one, one without a length and
+  a ``multipart/`` one are never read here, so uploads keep streaming to the view;
+- listed twice in ``MIDDLEWARE``, or inside a request another Kakashi adapter logs
+  (Django's ASGI app mounted in Starlette with the ASGI middleware), the middleware lets
+  the request through and only logs an exception into that request's log: one access
+  record, one id.
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ _CLIENT_ERRORS: Final = (
 _REQUEST_LOG: Final = "_kakashi_request_log"
 #: The status of a request whose client went away before the view answered.
 CLIENT_CLOSED: Final = 499
+#: A request body up to this size is read to log its start (Django keeps it for the
+#: view, as request.body would); a bigger one is left to the view, which may stream it.
+#: The Flask extension uses the same limit.
+_READ_BODY_LIMIT: Final = 1 << 20
 
 
 def _settings(settings: RequestLogging | None, options: Mapping[str, Any]) -> RequestLogging:
@@ -124,6 +133,12 @@ def _port(value: Any) -> int | None:
     return None
 
 
+def _length(meta: Mapping[str, Any]) -> int | None:
+    """The request body's ``Content-Length``, when the client sent a valid one."""
+    value = str(meta.get("CONTENT_LENGTH") or "").strip()
+    return int(value) if value.isdigit() and len(value) <= 18 else None
+
+
 def _scheme(request: Any) -> str | None:
     try:
         return str(request.scheme)
@@ -164,9 +179,12 @@ class _Stream:
             log.response_size = int(length)
         log.finish()
 
-    def _failed(self, exc: BaseException) -> None:
-        self._log.log_exception(exc)
+    def _failed(self, error: BaseException) -> BaseException:
+        """Finish the log of a stream that failed (its failure already logged) and give
+        back *error*, which the caller raises again out of its ``except`` block, so that
+        a 5xx access record does not carry the traceback a second time."""
         self._log.finish()
+        return error
 
 
 class _SyncStream(_Stream):
@@ -185,10 +203,15 @@ class _SyncStream(_Stream):
             self._log.finish()
             raise
         except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._log.add_response_body(chunk)
-        return chunk
+            self._log.log_exception(exc)
+            error = exc
+        else:
+            self._log.add_response_body(chunk)
+            return chunk
+        try:
+            raise self._failed(error)
+        finally:
+            del error  # no cycle through this frame's traceback
 
 
 class _AsyncStream(_Stream):
@@ -210,10 +233,15 @@ class _AsyncStream(_Stream):
             self._log.finish(disconnected=True)
             raise
         except BaseException as exc:
-            self._failed(exc)
-            raise
-        self._log.add_response_body(chunk)
-        return chunk
+            self._log.log_exception(exc)
+            error = exc
+        else:
+            self._log.add_response_body(chunk)
+            return chunk
+        try:
+            raise self._failed(error)
+        finally:
+            del error
 
 
 class KakashiMiddleware:
@@ -261,9 +289,16 @@ class KakashiMiddleware:
         except BaseException as exc:
             log.set_route(_route(request))
             log.log_exception(exc)
-            log.finish(500)
-            raise
-        return self._respond(request, log, response)
+            error = exc
+        else:
+            return self._respond(request, log, response)
+        # Out of the except block: the 500 access record must not carry the traceback
+        # again (ERROR records take the exception being handled).
+        log.finish(500)
+        try:
+            raise error
+        finally:
+            del error  # no cycle through this frame's traceback
 
     async def __acall__(self, request: Any) -> Any:
         """The same as :meth:`__call__`, for an async middleware chain (ASGI)."""
@@ -279,9 +314,14 @@ class KakashiMiddleware:
         except BaseException as exc:
             log.set_route(_route(request))
             log.log_exception(exc)
-            log.finish(500)
-            raise
-        return self._respond(request, log, response)
+            error = exc
+        else:
+            return self._respond(request, log, response)
+        log.finish(500)  # out of the except block, as in __call__
+        try:
+            raise error
+        finally:
+            del error
 
     def process_exception(self, request: Any, exception: Exception) -> None:
         """Log an exception escaping the view once; ``None`` lets Django handle it."""
@@ -296,6 +336,13 @@ class KakashiMiddleware:
 
     def _start(self, request: Any) -> RequestLog | None:
         settings = self.settings
+        outer = getattr(request, _REQUEST_LOG, None)  # listed twice in MIDDLEWARE
+        if outer is None:  # or inside another adapter's request (Django mounted in Starlette)
+            outer = settings.enclosing(str(request.method or ""), str(request.path))
+        if outer is not None:
+            # The outer one logs this request; an exception is still logged, into it.
+            setattr(request, _REQUEST_LOG, outer)
+            return None
         try:
             meta = request.META
             peer = meta.get("REMOTE_ADDR") or None
@@ -320,7 +367,12 @@ class KakashiMiddleware:
             return None  # the request goes on, unlogged: it must never fail on our account
         if settings.log_request_body:
             content_type = str(meta.get("CONTENT_TYPE") or "")
-            if not content_type.lower().startswith("multipart/"):
+            length = _length(meta)
+            if (
+                not content_type.lower().startswith("multipart/")
+                and length is not None
+                and 0 < length <= _READ_BODY_LIMIT
+            ):
                 try:
                     log.add_request_body(request.body)
                 except Exception:

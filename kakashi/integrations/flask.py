@@ -24,11 +24,17 @@ one object or as keywords). Per request the extension
 - logs an exception that Flask does not handle (one that reaches Flask's
   ``handle_exception``: no ``errorhandler`` for its class) once, as ``"request failed"``
   with its traceback; the access record then has the status of the response Flask sent
-  (500, or what an ``errorhandler(500)`` returned). An exception an ``errorhandler``
+  (500, or what an ``errorhandler(500)`` returned; with ``PROPAGATE_EXCEPTIONS``, 500
+  written by a wrapper around ``app.wsgi_app`` once the exception is out of Flask, so
+  that the record does not carry its traceback again). An exception an ``errorhandler``
   turns into a response (a 409, say) is the application's answer, not a failure: only
   the access record, with that status. Flask logs an unhandled exception itself too
   (``"Exception on /path [GET]"`` on ``app.logger``); that duplicate is dropped unless
   ``flask_exception_log=True``.
+
+Inside a request another Kakashi adapter already logs (the Flask app mounted in FastAPI
+with the ASGI middleware, through a WSGI bridge), the extension lets the request through
+and only logs an exception it sees, into that request's log: one record, one id.
 
 Flask runs a request's hooks on the thread (or greenlet) that serves it, and a WSGI
 server iterates and closes the body on that same thread, so the id is unbound in the
@@ -37,6 +43,7 @@ context it was bound in; records logged from a streaming generator carry it too.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -54,6 +61,13 @@ __all__ = ["KakashiFlask"]
 _LOG_KEY: Final = "kakashi.request_log"
 _RESPONSE_KEY: Final = "kakashi.response"
 _DEFERRED_KEY: Final = "kakashi.deferred"
+# Set while the extension's WSGI wrapper is on the stack: an exception that propagates
+# out of Flask then gets its access record from the wrapper, out of any except block.
+_IN_WRAPPER_KEY: Final = "kakashi.in_wsgi_wrapper"
+_PROPAGATED_KEY: Final = "kakashi.propagated"
+# Set when another adapter outside this app (the ASGI middleware around a WSGI bridge)
+# logs the request: the hooks then only log an exception, into that request's log.
+_OUTER_KEY: Final = "kakashi.outer"
 # A request body up to this size is read into memory to log its start (an application
 # reading request.data does the same); a bigger or chunked one is left alone, so an
 # upload still streams to the form parser's temporary files.
@@ -166,6 +180,7 @@ class KakashiFlask:
         if "kakashi" in app.extensions:
             raise ValueError(f"the Flask app {app.name!r} already has a Kakashi extension")
         app.extensions["kakashi"] = self
+        app.wsgi_app = _FinishPropagated(app.wsgi_app)  # type: ignore[method-assign]
         # First among the before_request functions, so that one answering early (an
         # authentication check returning 401) still gets its request logged; first in
         # the lists Flask runs in reverse, so after_request sees the final response and
@@ -187,7 +202,11 @@ class KakashiFlask:
         environ = request.environ
         log: RequestLog | None = environ.get(_LOG_KEY)
         if log is None:
-            log = self._start(environ)
+            log = self.settings.enclosing(request.method, request.root_path + request.path)
+            if log is not None:
+                environ[_OUTER_KEY] = True
+            else:
+                log = self._start(environ)
             environ[_LOG_KEY] = log
         return log
 
@@ -216,6 +235,8 @@ class KakashiFlask:
     def _before_request(self) -> None:
         try:
             log = self._log()
+            if request.environ.get(_OUTER_KEY):
+                return
             length = request.content_length
             limit = request.max_content_length  # over it, reading would raise 413 here
             if (
@@ -224,7 +245,11 @@ class KakashiFlask:
                 and length <= _READ_BODY_LIMIT
                 and (limit is None or length <= limit)
             ):
-                log.add_request_body(request.get_data(cache=True))
+                data = request.get_data(cache=True)
+                log.add_request_body(data)
+                # get_data drained request.stream; the view may read it rather than
+                # request.data (a streaming parser): give it the same bytes again.
+                request.stream = io.BytesIO(data)
         except Exception as exc:
             _errors.report("flask: request start", exc)
 
@@ -232,6 +257,8 @@ class KakashiFlask:
         try:
             environ = request.environ
             log = self._log()
+            if environ.get(_OUTER_KEY):
+                return response
             log.set_status(response.status_code)
             for name, value in log.response_headers():
                 response.headers[name] = value
@@ -292,6 +319,8 @@ class KakashiFlask:
             log = self._log()
             if exc is not None and not isinstance(exc, GeneratorExit):
                 log.log_exception(exc)
+            if environ.get(_OUTER_KEY):
+                return  # the outer adapter finishes the request
             deferred = environ.get(_DEFERRED_KEY)
             if deferred is not None and (
                 exc is None
@@ -301,8 +330,13 @@ class KakashiFlask:
                 return  # the body is (being) sent: closing it writes the access record
             if exc is not None and (not isinstance(exc, Exception) or _propagates()):
                 # The exception leaves the application before any response of Flask's
-                # was sent: the server answers 500.
-                log.finish(500)
+                # was sent: the server answers 500. Teardown runs in a finally clause
+                # while it propagates, where an ERROR record would take it again: the
+                # wrapper around wsgi_app writes the record once it is out.
+                if environ.get(_IN_WRAPPER_KEY):
+                    environ[_PROPAGATED_KEY] = log
+                else:
+                    log.finish(500)
                 return
             response: Response | None = environ.get(_RESPONSE_KEY)
             if response is not None and not _bodiless(environ, response.status_code):
@@ -314,6 +348,39 @@ class KakashiFlask:
 
     def __repr__(self) -> str:
         return f"<KakashiFlask {self.settings!r}>"
+
+
+class _FinishPropagated:
+    """Wraps ``app.wsgi_app``: writes the access record of a request whose exception
+    propagates out of Flask (``PROPAGATE_EXCEPTIONS``, on in testing and debug mode)
+    after the ``except`` block, so that the 500 record does not repeat the traceback
+    that ``"request failed"`` carries."""
+
+    __slots__ = ("wsgi_app",)
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ[_IN_WRAPPER_KEY] = True
+        try:
+            return self.wsgi_app(environ, start_response)
+        except BaseException as exc:
+            error = exc
+        finally:
+            environ[_IN_WRAPPER_KEY] = False
+        log: RequestLog | None = environ.pop(_PROPAGATED_KEY, None)
+        if log is not None:
+            log.finish(500)
+        try:
+            raise error
+        finally:
+            del error  # no cycle through this frame's traceback
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wsgi_app":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.wsgi_app, name)  # what other code reads off wsgi_app
 
 
 def _propagates() -> bool:

@@ -36,10 +36,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from kakashi import _errors
+from kakashi._state import LOG_CONTEXT
 from kakashi.context import ContextToken, bind_context, reset_context
 from kakashi.core.records import to_level
 from kakashi.typing import LoggerSource
@@ -49,6 +51,7 @@ __all__ = [
     "REDACTED",
     "RequestLog",
     "RequestLogging",
+    "current_request",
     "drain",
 ]
 
@@ -76,9 +79,20 @@ REDACTED: str = "[REDACTED]"
 _TOKEN = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _DEFAULT_LEVELS: Final = {1: 20, 2: 20, 3: 20, 4: 30, 5: 40}
+#: Most X-Forwarded-For entries looked at, from the right: more proxies than any real
+#: chain has, few enough that a forged header of 100,000 entries costs nothing.
+_MAX_FORWARDED_HOPS: Final = 32
+#: Deepest nesting of requests searched (adapters inside adapters; 2 in practice).
+_MAX_NESTING: Final = 16
+#: Longer than any address a proxy writes (a bracketed IPv6 with zone and port, spaces).
+_MAX_ADDRESS_LENGTH: Final = 100
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Enricher = Callable[["RequestLog"], Mapping[str, Any] | None]
+#: The request being logged in this context: an adapter started inside another's
+#: request (a Flask app mounted in FastAPI through a WSGI bridge, Django mounted in
+#: Starlette) finds it here and lets the request through.
+_CURRENT: ContextVar[RequestLog | None] = ContextVar("kakashi_web_request", default=None)
 
 
 def _key(name: str) -> str:
@@ -93,6 +107,8 @@ def _cap(value: str, limit: int) -> str:
 
 def _address(text: str) -> _Address | None:
     """Parse an address as proxies write it: bare, ``ip:port`` or ``[ipv6]:port``."""
+    if len(text) > _MAX_ADDRESS_LENGTH:
+        return None  # not an address; and not worth parsing
     text = text.strip()
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else text
@@ -240,6 +256,19 @@ class RequestLogging:
         """
         return RequestLog(self, method, path, query, headers, client, http_version, scheme)
 
+    def enclosing(self, method: str, path: str) -> RequestLog | None:
+        """The request this one runs inside, when another adapter already logs it: the
+        request being logged in this context, not finished, with the same method and
+        path. The adapter then lets the request through (one access record, one id)."""
+        outer = _CURRENT.get()
+        if outer is None or outer._finished:
+            return None
+        if outer.method != _cap(str(method), 32) or outer.path != _cap(
+            str(path), self.max_value_length
+        ):
+            return None
+        return outer
+
     def excluded(self, path: str) -> bool:
         """Return whether *path* gets no access record."""
         return path in self.exclude_paths or any(path.startswith(p) for p in self.exclude_prefixes)
@@ -261,13 +290,19 @@ class RequestLogging:
         """Return the query string *query* with the values of redacted parameters masked."""
         if not query:
             return ""
+        limit = self.max_value_length
+        # Only the part that can be kept is looked at: a 1 MB query costs what 2 KB does.
+        # A parameter cut short loses its value (never shown) or keeps its name (masked).
+        head = query[:limit]
         parts = []
-        for part in query.split("&"):
+        for part in head.split("&"):
             name, eq, _value = part.partition("=")
             if eq and _key(unquote_plus(name)) in self.redact:
                 part = f"{name}={REDACTED}"
             parts.append(part)
-        return _cap("&".join(parts), self.max_value_length)
+        text = "&".join(parts)
+        dropped = len(query) - len(head) + max(0, len(text) - limit)
+        return f"{text[:limit]}…[+{dropped} chars]" if dropped else text
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """Return the client's address: the peer's, or from ``X-Forwarded-For`` when the
@@ -275,7 +310,9 @@ class RequestLogging:
         if not forwarded_for or peer is None or not self._trusted(_address(peer)):
             return peer
         client = peer
-        for hop in reversed(forwarded_for.split(",")):
+        # rsplit: only the rightmost hops are split off; an entry past the cap is the
+        # rest of the header, not an address, and ends the walk like any broken entry.
+        for hop in reversed(forwarded_for.rsplit(",", _MAX_FORWARDED_HOPS)):
             address = _address(hop)
             if address is None:
                 break  # a forged or broken entry: believe nothing further left
@@ -343,6 +380,10 @@ class RequestLog:
         self._exception_logged = False
         self._finished = False
         self._token: ContextToken | None = bind_context(request_id=self.request_id)
+        #: The request being logged in this context when this one started (an adapter
+        #: outside this one), if any.
+        self.parent: RequestLog | None = _CURRENT.get()
+        self._current: Token[RequestLog | None] | None = _CURRENT.set(self)
 
     def _pick_id(self) -> str:
         given = self.headers.get(self.settings._header_key)
@@ -390,11 +431,14 @@ class RequestLog:
 
     def log_exception(self, exc: BaseException) -> None:
         """Log *exc* (escaping the application) once, with its traceback. Never raises."""
-        if self._exception_logged or getattr(exc, "_kakashi_logged", False):
+        # The mark is the request that logged it: an outer or inner request of this one
+        # (two adapters seeing the same exception) does not log it again; a later or a
+        # concurrent request raising the same instance (a module-level constant) does.
+        if self._exception_logged or self._nested_with(getattr(exc, "_kakashi_logged", None)):
             return
         self._exception_logged = True
         try:
-            exc._kakashi_logged = True  # type: ignore[attr-defined]
+            exc._kakashi_logged = self  # type: ignore[attr-defined]
         except Exception:
             pass  # an exception without __dict__: this request still logs it once
         try:
@@ -403,6 +447,20 @@ class RequestLog:
             )
         except Exception as error:
             _errors.report("web: exception record", error)
+
+    def _nested_with(self, other: object) -> bool:
+        """Whether *other* is this request, or one of them runs inside the other."""
+        if not isinstance(other, RequestLog):
+            return False
+        for inner, outer in ((self, other), (other, self)):
+            node: RequestLog | None = inner
+            for _ in range(_MAX_NESTING):
+                if node is None:
+                    break
+                if node is outer:
+                    return True
+                node = node.parent
+        return False
 
     def finish(
         self,
@@ -433,6 +491,11 @@ class RequestLog:
                 self.status = int(status)
             if self.status is None:
                 self.status = 500
+            if self.method == "HEAD":
+                # What an application writes for HEAD never reaches the client: the
+                # server drops it (RFC 9110 9.3.2); response_size is what was sent.
+                self.response_size = 0
+                self.response_body.clear()
             if not self.settings.excluded(self.path):
                 self._write(fields)
         except Exception as exc:
@@ -449,7 +512,30 @@ class RequestLog:
             try:
                 reset_context(token)
             except ValueError:
-                pass  # unbound in another context: the context dies with the request
+                self._unbind_elsewhere(token)
+            except Exception as exc:
+                _errors.report("web: unbind", exc)
+        current, self._current = self._current, None
+        if current is not None:
+            try:
+                _CURRENT.reset(current)
+            except ValueError:
+                if _CURRENT.get() is self:  # as for the id (see _unbind_elsewhere)
+                    before = current.old_value
+                    _CURRENT.set(None if before is Token.MISSING else before)
+
+    def _unbind_elsewhere(self, token: ContextToken) -> None:
+        """Unbind in a context other than the one start() bound in. asgiref's
+        sync_to_async copies a thread's context back into the caller's, so a copy
+        holding this request's id can outlive the request there (Django's sync
+        middleware under ASGI, finishing a stream): restore what start() found."""
+        try:
+            current = LOG_CONTEXT.get()
+            if current and current.get("request_id") == self.request_id:
+                before = token.old_value
+                LOG_CONTEXT.set(None if before is Token.MISSING else before)
+        except Exception as exc:
+            _errors.report("web: unbind", exc)
 
     def _fields(self, include_status: bool = True) -> dict[str, Any]:
         settings = self.settings
@@ -520,6 +606,12 @@ class RequestLog:
 
     def __repr__(self) -> str:
         return f"<RequestLog {self.method} {self.path!r} id={self.request_id}>"
+
+
+def current_request() -> RequestLog | None:
+    """The :class:`RequestLog` of the request being logged in this context, if any (for
+    an enricher of your own, or to log into the request's records from deep code)."""
+    return _CURRENT.get()
 
 
 def drain(timeout: float = 5.0) -> bool:
