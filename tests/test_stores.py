@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import kakashi
+from kakashi.formatters import epoch_ns
 from kakashi.writers.delivery import DeliveryError
 
 pytest.importorskip("urllib3")
@@ -23,7 +24,6 @@ from kakashi.writers.stores import (
     ElasticsearchWriter,
     LokiWriter,
     OtlpHttpWriter,
-    epoch_ns,
 )
 from tests.conftest import balanced, keeping_pipeline, wait_or_kill
 
@@ -447,10 +447,12 @@ def test_otlp_request_maps_each_line_to_a_log_record(collector: Any) -> None:
         "attributes": [
             {"key": "exception.type", "value": {"stringValue": "ValueError"}},
             {"key": "exception.message", "value": {"stringValue": "bad"}},
-            {"key": "exception.stacktrace", "value": {"stringValue": "Traceback..."}},
+            # The newline that ends every formatted traceback, which the line drops.
+            {"key": "exception.stacktrace", "value": {"stringValue": "Traceback...\n"}},
+            # The fields in the line's order, as OTLPJsonFormatter writes them.
+            {"key": "n", "value": {"intValue": "1"}},
             {"key": "thread.id", "value": {"intValue": "5"}},
             {"key": "thread.name", "value": {"stringValue": "main"}},
-            {"key": "n", "value": {"intValue": "1"}},
             {"key": "big", "value": {"stringValue": str(2**70)}},
             {"key": "ratio", "value": {"doubleValue": 0.5}},
             {"key": "ok", "value": {"boolValue": True}},

@@ -36,12 +36,14 @@ import orjson
 from kakashi import _trace
 from kakashi._speedups import RESERVED_KEYS, Record, Snapshot, level_name, snapshot
 from kakashi._state import SURROGATES
+from kakashi.formatters import epoch_ns
 from kakashi.integrations.logging import ORIGIN_KEY
 
 __all__ = [
     "OTLPJsonFormatter",
     "otel_enricher",
     "otlp_any_value",
+    "otlp_log_record",
     "severity_number",
     "severity_text",
     "trace_correlation",
@@ -213,7 +215,10 @@ def _fields(record: Record) -> dict[str, Any]:
     return fields
 
 
-def _exception_attributes(exc_info: Any) -> list[dict[str, Any]]:
+def _exception(exc_info: Any) -> dict[str, str]:
+    """*exc_info* as the JSON formatter's ``exception`` object, with the values
+    OpenTelemetry's SDK writes: the fully qualified class name (builtins bare, as the
+    semantic conventions ask) and the whole traceback, final newline included."""
     cls, exc, tb = exc_info
     module, name = cls.__module__, cls.__qualname__
     try:
@@ -224,27 +229,49 @@ def _exception_attributes(exc_info: Any) -> list[dict[str, Any]]:
         stacktrace = "".join(traceback.format_exception(cls, exc, tb))
     except Exception as failure:
         stacktrace = f"<traceback unavailable: {type(failure).__name__}>"
-    return [
-        # The fully qualified class name (builtins bare), as the semantic conventions ask.
-        {"key": "exception.type", "value": {"stringValue": f"{module}.{name}"}}
-        if module and module != "builtins"
-        else {"key": "exception.type", "value": {"stringValue": name}},
-        {"key": "exception.message", "value": {"stringValue": message}},
-        {"key": "exception.stacktrace", "value": {"stringValue": stacktrace}},
-    ]
+    qualified = f"{module}.{name}" if module and module != "builtins" else name
+    return {"type": qualified, "message": message, "traceback": stacktrace}
 
 
-def _log_record(record: Record, observed: int) -> dict[str, Any]:
-    """One OTLP/JSON ``LogRecord``; keys left out where proto3's JSON mapping omits them."""
-    fields = _fields(record)
+def _exception_attributes(exception: Mapping[str, Any]) -> list[dict[str, Any]]:
+    attributes = []
+    for key, name in (("type", "type"), ("message", "message"), ("traceback", "stacktrace")):
+        if key in exception:
+            value = exception[key]
+            if name == "stacktrace" and type(value) is str and not value.endswith("\n"):
+                # The JSON line drops the newline that ends every formatted traceback.
+                value += "\n"
+            attributes.append({"key": "exception." + name, "value": otlp_any_value(value)})
+    return attributes
+
+
+def _log_record(
+    fields: dict[str, Any],
+    *,
+    time_ns: int,
+    severity: tuple[int, str | None],
+    body: Any,
+    exception: Mapping[str, Any] | None,
+    stack: Any,
+    source: tuple[Any, Any, Any] | None,
+    observed: int,
+) -> dict[str, Any]:
+    """THE mapping of a record to one OTLP/JSON ``LogRecord``, whether the record is at
+    hand (:class:`OTLPJsonFormatter`) or only its JSON line (:func:`otlp_log_record`).
+
+    *fields* are the event's keys after ``message`` (enrichers', bound, the call's; the
+    dict is consumed); *exception* is ``{"type", "message", "traceback"}``; *source* is
+    ``(module, function, line)``. Keys are left out where proto3's JSON mapping omits
+    them.
+    """
     ids = [fields.get(key) for key in _TRACE_KEYS]
     traced = _is_hex_id(ids[0], 32) and _is_hex_id(ids[1], 16)
     if traced:
         for key in _TRACE_KEYS:
             fields.pop(key, None)
     attributes: list[dict[str, Any]] = []
-    if record.exc_info is not None:
-        attributes.extend(_exception_attributes(record.exc_info))
+    if exception is not None:
+        attributes.extend(_exception_attributes(exception))
     stdlib = fields.get(ORIGIN_KEY) == "stdlib"
     for key, value in fields.items():
         if key == "thread" and type(value) is dict:
@@ -256,22 +283,22 @@ def _log_record(record: Record, observed: int) -> dict[str, Any]:
             attributes.append({"key": "code.file.path", "value": otlp_any_value(value)})
         else:
             attributes.append({"key": key, "value": otlp_any_value(value)})
-    source = record.source
     if source is not None:
         module, function, line = source
         attributes.append(
             {"key": "code.function.name", "value": {"stringValue": f"{module}.{function}"}}
         )
         attributes.append({"key": "code.line.number", "value": otlp_any_value(line)})
-    if record.stack_info is not None:
-        attributes.append({"key": "code.stacktrace", "value": {"stringValue": record.stack_info}})
-    level = record.level
-    out: dict[str, Any] = {"timeUnixNano": str(record.time_ns)}
-    number = severity_number(level)
+    if stack is not None:
+        attributes.append({"key": "code.stacktrace", "value": otlp_any_value(stack)})
+    out: dict[str, Any] = {"timeUnixNano": str(time_ns)}
+    number, text = severity
     if number:
         out["severityNumber"] = number
-    out["severityText"] = severity_text(level)
-    out["body"] = {"stringValue": record.message}
+    if text is not None:
+        out["severityText"] = text
+    if body is not None:
+        out["body"] = otlp_any_value(body)
     if attributes:
         out["attributes"] = attributes
     if traced:
@@ -282,6 +309,83 @@ def _log_record(record: Record, observed: int) -> dict[str, Any]:
         out["spanId"] = ids[1]
     out["observedTimeUnixNano"] = str(observed)
     return out
+
+
+def _record_log_record(record: Record, observed: int) -> dict[str, Any]:
+    """The ``LogRecord`` of a record at hand: its exact time, level and exception."""
+    level = record.level
+    exc_info = record.exc_info
+    return _log_record(
+        _fields(record),
+        time_ns=record.time_ns,
+        severity=(severity_number(level), severity_text(level)),
+        body=record.message,
+        exception=None if exc_info is None else _exception(exc_info),
+        stack=record.stack_info,
+        source=record.source,
+        observed=observed,
+    )
+
+
+_LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40}
+_LEVEL_NUMBERS.update(CRITICAL=50, FATAL=50)
+
+
+def _level_number(name: object) -> int | None:
+    """The level a JSON line's ``level`` names (``INFO``, ``LEVEL25``), or ``None``."""
+    if type(name) is not str:
+        return None
+    upper = name.upper()
+    number = _LEVEL_NUMBERS.get(upper)
+    if number is None and upper.startswith("LEVEL"):
+        digits = upper[5:]
+        if digits.isascii() and digits.isdigit():
+            number = int(digits)
+    return number
+
+
+def otlp_log_record(event: Mapping[str, Any], observed: int | None = None) -> dict[str, Any]:
+    """Return one OTLP/JSON ``LogRecord`` for a JSON line's *event* (see :doc:`/formats`).
+
+    The same mapping :class:`OTLPJsonFormatter` applies to a record, from what the
+    line holds: ``timestamp`` as ``timeUnixNano`` (microseconds, as the line has them;
+    *observed* when there is none), ``level`` as severity (a name Kakashi does not
+    write keeps its text, with no number), ``message`` as the body, ``exception``,
+    ``thread``, ``process``, ``source`` and ``stack`` as OpenTelemetry's semantic
+    attributes, ``trace_id``/``span_id``/``trace_flags`` as the trace context and
+    every other key as an attribute. ``logger`` names the scope, which is not part of
+    a ``LogRecord``. *observed* (ns since the epoch, default now) is
+    ``observedTimeUnixNano``.
+
+    What the line no longer holds cannot come back: bytes arrive as text, NaN and
+    infinities as ``null`` (an empty value), and an exception class defined in
+    ``__main__`` is named without that prefix.
+    """
+    seen = time_ns() if observed is None else observed
+    fields = dict(event)
+    stamp = epoch_ns(fields.pop("timestamp", None))
+    level = fields.pop("level", None)
+    number = _level_number(level)
+    if number is None:
+        severity = (0, level if type(level) is str else None)
+    else:
+        severity = (severity_number(number), severity_text(number))
+    body = fields.pop("message", None)
+    fields.pop("logger", None)
+    exception = fields.pop("exception") if type(fields.get("exception")) is dict else None
+    source = fields.pop("source") if type(fields.get("source")) is dict else None
+    return _log_record(
+        fields,
+        time_ns=seen if stamp is None else stamp,
+        severity=severity,
+        body=body,
+        exception=exception,
+        stack=fields.pop("stack", None),
+        source=None
+        if source is None
+        else (source.get("module", ""), source.get("function", ""), source.get("line")),
+        observed=seen,
+    )
 
 
 def _scrub(value: Any) -> Any:
@@ -362,12 +466,24 @@ class OTLPJsonFormatter:
         the names first appear; each logger's records in the order given.
         """
         observed = time_ns()
+        return self.assemble(
+            (record.logger, _record_log_record(record, observed)) for record in records
+        )
+
+    def assemble(self, log_records: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """Return one ``ExportLogsServiceRequest`` (a dict) for OTLP/JSON ``LogRecord``
+        dicts, each given with the name of its scope (``""`` for none), under this
+        formatter's resource: one ``scopeLogs`` entry per name, in the order the names
+        first appear; each scope's records in the order given. :meth:`to_document`
+        builds on it, and so does :class:`~kakashi.writers.stores.OtlpHttpWriter` with
+        the records :func:`otlp_log_record` maps from JSON lines.
+        """
         scopes: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            logged = scopes.get(record.logger)
+        for name, log_record in log_records:
+            logged = scopes.get(name)
             if logged is None:
-                logged = scopes[record.logger] = []
-            logged.append(_log_record(record, observed))
+                logged = scopes[name] = []
+            logged.append(log_record)
         scope_logs = [
             {"scope": {"name": name} if name else {}, "logRecords": logged}
             for name, logged in scopes.items()
