@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import math
 import sys
-import traceback
 from collections.abc import Iterable, Mapping
 from time import time_ns
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import orjson
 
 from kakashi import _trace
-from kakashi._speedups import RESERVED_KEYS, Record, Snapshot, level_name, snapshot
+from kakashi._speedups import Record, Snapshot, event_dict, level_name, snapshot
 from kakashi._state import SURROGATES
 from kakashi.formatters import epoch_ns
 from kakashi.integrations.logging import ORIGIN_KEY
@@ -187,93 +186,70 @@ def _key_values(items: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
 
 # -- the log record -------------------------------------------------------------------
 
-# The keys an enricher may not take (as in every formatter's event): the record's own.
-_CORE_KEYS = RESERVED_KEYS - {"thread", "process"}
 _TRACE_KEYS = ("trace_id", "span_id", "trace_flags")
 _HEX = frozenset("0123456789abcdef")
+_LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40}
+_LEVEL_NUMBERS.update(CRITICAL=50, FATAL=50)
+_EXCEPTION_KEYS = (("type", "type"), ("message", "message"), ("traceback", "stacktrace"))
 
 
 def _is_hex_id(value: object, digits: int) -> bool:
     return type(value) is str and len(value) == digits and _HEX.issuperset(value)
 
 
-def _fields(record: Record) -> dict[str, Any]:
-    """The record's fields as every formatter names them (see :doc:`/formats`)."""
-    fields: dict[str, Any] = {}
-    extra = record.extra
-    if extra:
-        for key, value in extra.items():
-            fields["field." + key if key in _CORE_KEYS else key] = value
-    bound = record.bound
-    if bound is not None:
-        for key, value in bound.fields.items():
-            fields["field." + key if key in RESERVED_KEYS else key] = value
-    call = record.fields
-    if call:
-        for key, value in call.items():
-            fields["field." + key if key in RESERVED_KEYS else key] = value
-    return fields
-
-
-def _exception(exc_info: Any) -> dict[str, str]:
-    """*exc_info* as the JSON formatter's ``exception`` object, with the values
-    OpenTelemetry's SDK writes: the fully qualified class name (builtins bare, as the
-    semantic conventions ask) and the whole traceback, final newline included."""
-    cls, exc, tb = exc_info
-    module, name = cls.__module__, cls.__qualname__
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<{name} with failing str>"
-    try:
-        stacktrace = "".join(traceback.format_exception(cls, exc, tb))
-    except Exception as failure:
-        stacktrace = f"<traceback unavailable: {type(failure).__name__}>"
-    qualified = f"{module}.{name}" if module and module != "builtins" else name
-    return {"type": qualified, "message": message, "traceback": stacktrace}
+def _level_number(name: object) -> int | None:
+    """The level a JSON event's ``level`` names (``INFO``, ``LEVEL25``), or ``None``."""
+    if type(name) is not str:
+        return None
+    upper = name.upper()
+    number = _LEVEL_NUMBERS.get(upper)
+    if number is None and upper.startswith("LEVEL"):
+        digits = upper[5:]
+        if digits.isascii() and digits.isdigit():
+            number = int(digits)
+    return number
 
 
 def _exception_attributes(exception: Mapping[str, Any]) -> list[dict[str, Any]]:
     attributes = []
-    for key, name in (("type", "type"), ("message", "message"), ("traceback", "stacktrace")):
+    for key, name in _EXCEPTION_KEYS:
         if key in exception:
             value = exception[key]
             if name == "stacktrace" and type(value) is str and not value.endswith("\n"):
-                # The JSON line drops the newline that ends every formatted traceback.
+                # The event drops the newline that ends every formatted traceback; the
+                # SDK keeps it.
                 value += "\n"
             attributes.append({"key": "exception." + name, "value": otlp_any_value(value)})
     return attributes
 
 
-def _log_record(
-    fields: dict[str, Any],
-    *,
-    time_ns: int,
-    severity: tuple[int, str | None],
-    body: Any,
-    exception: Mapping[str, Any] | None,
-    stack: Any,
-    source: tuple[Any, Any, Any] | None,
-    observed: int,
-) -> dict[str, Any]:
-    """THE mapping of a record to one OTLP/JSON ``LogRecord``, whether the record is at
-    hand (:class:`OTLPJsonFormatter`) or only its JSON line (:func:`otlp_log_record`).
-
-    *fields* are the event's keys after ``message`` (enrichers', bound, the call's; the
-    dict is consumed); *exception* is ``{"type", "message", "traceback"}``; *source* is
-    ``(module, function, line)``. Keys are left out where proto3's JSON mapping omits
-    them.
+def _log_record(event: dict[str, Any], observed: int, time_ns: int | None = None) -> dict[str, Any]:
+    """THE mapping of a record's event (see :doc:`/formats`; *event* is consumed) to one
+    OTLP/JSON ``LogRecord``, whether the event is the record's own
+    (:class:`OTLPJsonFormatter`) or read back from its JSON line
+    (:func:`otlp_log_record`). *time_ns*, when given, is the record's exact time (the
+    event's ``timestamp`` has microseconds). Keys are left out where proto3's JSON
+    mapping omits them.
     """
-    ids = [fields.get(key) for key in _TRACE_KEYS]
+    timestamp = event.pop("timestamp", None)
+    stamp = epoch_ns(timestamp) if time_ns is None else time_ns
+    level = event.pop("level", None)
+    body = event.pop("message", None)
+    event.pop("logger", None)
+    exception = event.pop("exception") if type(event.get("exception")) is dict else None
+    stack = event.pop("stack", None)
+    source = event.pop("source") if type(event.get("source")) is dict else None
+    ids = [event.get(key) for key in _TRACE_KEYS]
     traced = _is_hex_id(ids[0], 32) and _is_hex_id(ids[1], 16)
     if traced:
         for key in _TRACE_KEYS:
-            fields.pop(key, None)
+            event.pop(key, None)
+    # What is left are the fields: the enrichers' keys, bound fields, the call's.
     attributes: list[dict[str, Any]] = []
     if exception is not None:
         attributes.extend(_exception_attributes(exception))
-    stdlib = fields.get(ORIGIN_KEY) == "stdlib"
-    for key, value in fields.items():
+    stdlib = event.get(ORIGIN_KEY) == "stdlib"
+    for key, value in event.items():
         if key == "thread" and type(value) is dict:
             attributes.append({"key": "thread.id", "value": otlp_any_value(value.get("id"))})
             attributes.append({"key": "thread.name", "value": otlp_any_value(value.get("name"))})
@@ -284,19 +260,20 @@ def _log_record(
         else:
             attributes.append({"key": key, "value": otlp_any_value(value)})
     if source is not None:
-        module, function, line = source
-        attributes.append(
-            {"key": "code.function.name", "value": {"stringValue": f"{module}.{function}"}}
-        )
-        attributes.append({"key": "code.line.number", "value": otlp_any_value(line)})
+        function = f"{source.get('module', '')}.{source.get('function', '')}"
+        attributes.append({"key": "code.function.name", "value": {"stringValue": function}})
+        attributes.append({"key": "code.line.number", "value": otlp_any_value(source.get("line"))})
     if stack is not None:
         attributes.append({"key": "code.stacktrace", "value": otlp_any_value(stack)})
-    out: dict[str, Any] = {"timeUnixNano": str(time_ns)}
-    number, text = severity
-    if number:
-        out["severityNumber"] = number
-    if text is not None:
-        out["severityText"] = text
+    out: dict[str, Any] = {"timeUnixNano": str(observed if stamp is None else stamp)}
+    number = _level_number(level)
+    if number is not None:
+        severity = severity_number(number)
+        if severity:
+            out["severityNumber"] = severity
+        out["severityText"] = severity_text(number)
+    elif type(level) is str:  # a name Kakashi does not write: its text, no number
+        out["severityText"] = level
     if body is not None:
         out["body"] = otlp_any_value(body)
     if attributes:
@@ -312,80 +289,37 @@ def _log_record(
 
 
 def _record_log_record(record: Record, observed: int) -> dict[str, Any]:
-    """The ``LogRecord`` of a record at hand: its exact time, level and exception."""
-    level = record.level
+    """The ``LogRecord`` of a record at hand: its event, with its exact time, and its
+    exception's class named as OpenTelemetry's SDK names it."""
+    event = event_dict(record)
     exc_info = record.exc_info
-    return _log_record(
-        _fields(record),
-        time_ns=record.time_ns,
-        severity=(severity_number(level), severity_text(level)),
-        body=record.message,
-        exception=None if exc_info is None else _exception(exc_info),
-        stack=record.stack_info,
-        source=record.source,
-        observed=observed,
-    )
-
-
-_LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40}
-_LEVEL_NUMBERS.update(CRITICAL=50, FATAL=50)
-
-
-def _level_number(name: object) -> int | None:
-    """The level a JSON line's ``level`` names (``INFO``, ``LEVEL25``), or ``None``."""
-    if type(name) is not str:
-        return None
-    upper = name.upper()
-    number = _LEVEL_NUMBERS.get(upper)
-    if number is None and upper.startswith("LEVEL"):
-        digits = upper[5:]
-        if digits.isascii() and digits.isdigit():
-            number = int(digits)
-    return number
+    if exc_info is not None:
+        # Fully qualified, builtins bare (the semantic conventions); the event leaves
+        # out ``__main__.`` too.
+        module, name = exc_info[0].__module__, exc_info[0].__qualname__
+        qualified = f"{module}.{name}" if module and module != "builtins" else name
+        event["exception"]["type"] = qualified
+    return _log_record(event, observed, record.time_ns)
 
 
 def otlp_log_record(event: Mapping[str, Any], observed: int | None = None) -> dict[str, Any]:
     """Return one OTLP/JSON ``LogRecord`` for a JSON line's *event* (see :doc:`/formats`).
 
-    The same mapping :class:`OTLPJsonFormatter` applies to a record, from what the
-    line holds: ``timestamp`` as ``timeUnixNano`` (microseconds, as the line has them;
-    *observed* when there is none), ``level`` as severity (a name Kakashi does not
-    write keeps its text, with no number), ``message`` as the body, ``exception``,
-    ``thread``, ``process``, ``source`` and ``stack`` as OpenTelemetry's semantic
-    attributes, ``trace_id``/``span_id``/``trace_flags`` as the trace context and
-    every other key as an attribute. ``logger`` names the scope, which is not part of
-    a ``LogRecord``. *observed* (ns since the epoch, default now) is
-    ``observedTimeUnixNano``.
+    The mapping :class:`OTLPJsonFormatter` applies to a record (it maps the record's
+    event with this same code), from what the line holds: ``timestamp`` as
+    ``timeUnixNano`` (microseconds, as the line has it; *observed* when there is
+    none), ``level`` as severity (a name Kakashi does not write keeps its text, with no
+    number), ``message`` as the body, ``exception``, ``thread``, ``process``,
+    ``source`` and ``stack`` as OpenTelemetry's semantic attributes,
+    ``trace_id``/``span_id``/``trace_flags`` as the trace context and every other key
+    as an attribute. ``logger`` names the scope, which is not part of a ``LogRecord``.
+    *observed* (ns since the epoch, default now) is ``observedTimeUnixNano``.
 
-    What the line no longer holds cannot come back: bytes arrive as text, NaN and
-    infinities as ``null`` (an empty value), and an exception class defined in
-    ``__main__`` is named without that prefix.
+    What the line no longer holds cannot come back: the time below the microsecond,
+    bytes (they arrive as text), NaN and infinities (``null``, an empty value), and
+    the ``__main__.`` of an exception class defined there.
     """
-    seen = time_ns() if observed is None else observed
-    fields = dict(event)
-    stamp = epoch_ns(fields.pop("timestamp", None))
-    level = fields.pop("level", None)
-    number = _level_number(level)
-    if number is None:
-        severity = (0, level if type(level) is str else None)
-    else:
-        severity = (severity_number(number), severity_text(number))
-    body = fields.pop("message", None)
-    fields.pop("logger", None)
-    exception = fields.pop("exception") if type(fields.get("exception")) is dict else None
-    source = fields.pop("source") if type(fields.get("source")) is dict else None
-    return _log_record(
-        fields,
-        time_ns=seen if stamp is None else stamp,
-        severity=severity,
-        body=body,
-        exception=exception,
-        stack=fields.pop("stack", None),
-        source=None
-        if source is None
-        else (source.get("module", ""), source.get("function", ""), source.get("line")),
-        observed=seen,
-    )
+    return _log_record(dict(event), time_ns() if observed is None else observed)
 
 
 def _scrub(value: Any) -> Any:
