@@ -164,14 +164,14 @@ def otlp_any_value(value: Any) -> dict[str, Any]:
         return {}
     if cls is Snapshot:
         return otlp_any_value(orjson.loads(value.json))
-    if cls is dict or isinstance(value, Mapping):
-        if not value:
-            return {"kvlistValue": {}}
-        return {"kvlistValue": {"values": _key_values(value.items())}}
     if cls is list or cls is tuple:
         if not value:
             return {"arrayValue": {}}
         return {"arrayValue": {"values": [otlp_any_value(item) for item in value]}}
+    if cls is dict or isinstance(value, Mapping):
+        if not value:
+            return {"kvlistValue": {}}
+        return {"kvlistValue": {"values": _key_values(value.items())}}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
     # Subclasses (enums, str subclasses), sets, dates, objects: made JSON as every
@@ -190,6 +190,8 @@ _TRACE_KEYS = ("trace_id", "span_id", "trace_flags")
 _HEX = frozenset("0123456789abcdef")
 _LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40}
 _LEVEL_NUMBERS.update(CRITICAL=50, FATAL=50)
+# Fields given OpenTelemetry's semantic-convention names (one set look-up per field).
+_RENAMED = frozenset({"thread", "process", "pathname"})
 _EXCEPTION_KEYS = (("type", "type"), ("message", "message"), ("traceback", "stacktrace"))
 
 
@@ -249,16 +251,19 @@ def _log_record(event: dict[str, Any], observed: int, time_ns: int | None = None
     if exception is not None:
         attributes.extend(_exception_attributes(exception))
     stdlib = event.get(ORIGIN_KEY) == "stdlib"
+    append = attributes.append
     for key, value in event.items():
-        if key == "thread" and type(value) is dict:
-            attributes.append({"key": "thread.id", "value": otlp_any_value(value.get("id"))})
-            attributes.append({"key": "thread.name", "value": otlp_any_value(value.get("name"))})
+        if key not in _RENAMED:
+            append({"key": key, "value": otlp_any_value(value)})
+        elif key == "thread" and type(value) is dict:
+            append({"key": "thread.id", "value": otlp_any_value(value.get("id"))})
+            append({"key": "thread.name", "value": otlp_any_value(value.get("name"))})
         elif key == "process" and type(value) is dict:
-            attributes.append({"key": "process.pid", "value": otlp_any_value(value.get("id"))})
+            append({"key": "process.pid", "value": otlp_any_value(value.get("id"))})
         elif key == "pathname" and stdlib:
-            attributes.append({"key": "code.file.path", "value": otlp_any_value(value)})
+            append({"key": "code.file.path", "value": otlp_any_value(value)})
         else:
-            attributes.append({"key": key, "value": otlp_any_value(value)})
+            append({"key": key, "value": otlp_any_value(value)})
     if source is not None:
         function = f"{source.get('module', '')}.{source.get('function', '')}"
         attributes.append({"key": "code.function.name", "value": {"stringValue": function}})
