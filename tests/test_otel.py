@@ -107,13 +107,15 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_kakashi_and_the_integration_does_not_import_opentelemetry() -> None:
-    """``import kakashi`` (and the otel integration itself) leaves OpenTelemetry unloaded,
-    and a log call does not load it either."""
+    """``import kakashi`` (and the otel integration itself, and the OTLP writer that
+    shares its mapping) leaves OpenTelemetry unloaded, and a log call does not load it
+    either."""
     result = run_python(
         """
         import sys
         import kakashi
         import kakashi.integrations.otel
+        import kakashi.writers.stores
         kakashi.get_logger("x").info("hello")
         print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
         """
