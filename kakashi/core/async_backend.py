@@ -1079,19 +1079,17 @@ class AsyncBackend:
     ) -> _Outcome:
         """What a :class:`~kakashi.writers.delivery.DeliveryError` says of *lines*.
 
-        Indices beyond the batch (a writer's mistake) are ignored. One that names no
-        record at all is read as the whole batch failing, retried: raising says that
-        something was not delivered, and nothing may be lost uncounted.
+        Indices outside the batch (a writer's mistake: beyond it, or negative, which
+        Python would read from its end) are ignored. One that names no record at all is
+        read as the whole batch failing, retried: raising says that something was not
+        delivered, and nothing may be lost uncounted.
         """
         size = len(lines)
-        retry = [index for index in error.retry if index < size]
+        retry, named = error.within(size)
         dropped: dict[str, int] = {}
-        for index, why in error.dropped.items():
-            if index < size:
-                reason = str(why) or error.reason
-                dropped[reason] = dropped.get(reason, 0) + 1
-        if not retry and not dropped:
-            retry = list(range(size))
+        for why in named.values():
+            reason = str(why) or error.reason
+            dropped[reason] = dropped.get(reason, 0) + 1
         failed = len(retry) + sum(dropped.values())
         with self._state_lock:
             self._stats(writer)["records"] += size - failed
@@ -1104,7 +1102,7 @@ class AsyncBackend:
             lines if len(retry) == size else [lines[index] for index in retry],
             error.reason,
             dropped=dropped,
-            first=0 not in error.dropped and (not retry or retry[0] != 0),
+            first=0 not in named and (not retry or retry[0] != 0),
             retry_after=None if wait is None else min(float(wait), MAX_WAIT),
         )
 
