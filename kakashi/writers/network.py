@@ -183,7 +183,8 @@ class SendWriter:
         try:
             self.send(messages)
         except DeliveryError as exc:
-            self.sent += len(batch) - len(exc.retry) - len(exc.dropped)
+            retry, dropped = exc.within(len(batch))
+            self.sent += len(batch) - len(retry) - len(dropped)
             raise
         self.sent += len(batch)
 
