@@ -624,8 +624,8 @@ def test_a_batched_send_that_returns_for_some_batches_and_raises_for_others() ->
 
 
 def test_a_batched_send_naming_items_out_of_range_keeps_sent_true() -> None:
-    """A bulk client's DeliveryError with indices beyond the list: ``sent`` never goes
-    down (it counts messages handed over, not a negative)."""
+    """A bulk client's DeliveryError naming only indices beyond the list names no
+    message: the batch is retried whole, and ``sent`` stays 0 (it went negative)."""
     from kakashi.writers import SendWriter
 
     @batched
@@ -635,7 +635,56 @@ def test_a_batched_send_naming_items_out_of_range_keeps_sent_true() -> None:
     writer = SendWriter(ship)
     with pytest.raises(DeliveryError):
         writer.write([b"{}"])
-    assert 1 == writer.sent  # the one message was handed over and not refused
+    assert 0 == writer.sent
+
+
+class Refusing:
+    """An inner writer whose ``write`` raises ``errors.pop(0)`` while any are left and
+    keeps the lines otherwise."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.kept: list[bytes] = []
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.kept.extend(batch)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "error",
+    [DeliveryError("vague"), DeliveryError("odd", retry=[9], dropped={12: "x"})],
+    ids=["names-nothing", "out-of-range"],
+)
+def test_a_spool_never_counts_delivered_what_a_vague_delivery_error_failed(
+    error: DeliveryError, tmp_path: Path
+) -> None:
+    """A DeliveryError naming no record of the batch (straight through, then while
+    replaying) means the batch failed: spooled and replayed, not counted delivered."""
+    inner = Refusing(error, error)
+    writer = SpoolingWriter(inner, tmp_path / "spool", retry_delay=0.01, flush_timeout=30)
+    try:
+        assert writer.write([b"a", b"b"]) is None
+        figures = writer.delivery_stats()
+        assert (0, 2, 2) == (figures["delivered"], figures["spooled"], figures["spool_records"])
+        writer.flush()  # the first replay fails the same way (a flush stops waiting there)
+        writer.flush()  # the next delivers
+        figures = writer.delivery_stats()
+        assert [b"a", b"b"] == inner.kept
+        assert (2, 0, 0) == (
+            figures["replayed"],
+            figures["spool_dropped"],
+            figures["spool_records"],
+        )
+    finally:
+        writer.close()
 
 
 # -- memory while the collector is dead for long -----------------------------------------
