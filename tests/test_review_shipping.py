@@ -92,11 +92,16 @@ class HttpsCollector(HttpCollector):
         context.load_cert_chain(str(cert), str(key))
         self.tls = context
         self.handshakes = 0
+        self.cut = 0  # connections to close before their handshake (a restarting server)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = self.socket.accept()
         with self.lock:
             self.handshakes += 1
+            cut, self.cut = self.cut > 0, max(0, self.cut - 1)
+        if cut:
+            sock.close()
+            raise OSError("cut before the handshake")  # socketserver skips this one
         sock.settimeout(10)
         return self.tls.wrap_socket(sock, server_side=True), address
 
@@ -167,6 +172,30 @@ def test_tls_with_the_collectors_ca_delivers(
     stats = pipe.stats()
     assert list(range(9)) == stored(https_collector)
     assert (0, 9) == (stats["messages_dropped"], stats["messages_written"])
+
+
+def test_a_tls_connection_cut_during_the_handshake_is_retried(
+    https_collector: HttpsCollector, self_signed: tuple[Path, Path]
+) -> None:
+    """A TLS collector (or the balancer in front of it) that closes connections during
+    the handshake while it restarts: a transient failure, retried like a connection
+    cut, not a certificate refused (it was counted ``tls`` and dropped at once)."""
+    https_collector.cut = 2
+    writer = HttpWriter(
+        f"{https_collector.url}/logs",
+        timeout=5,
+        ca_certs=str(self_signed[0]),
+        error_retry_delay=0.01,
+    )
+    pipe = pipeline(writer, batch_size=3)
+    log = pipe.get_logger("t")
+    for i in range(3):
+        log.info("r", i=i)
+    assert pipe.flush(30).complete
+    stats = pipe.stats()
+    assert [0, 1, 2] == stored(https_collector)
+    assert (0, 3) == (stats["messages_dropped"], stats["messages_written"])
+    assert 3 == https_collector.handshakes
 
 
 # -- a flapping collector -----------------------------------------------------------------
