@@ -667,6 +667,30 @@ def test_a_batched_send_naming_items_out_of_range_keeps_sent_true() -> None:
     assert 0 == writer.sent
 
 
+@pytest.mark.parametrize("error", [SystemExit(1), KeyboardInterrupt()], ids=["exit", "interrupt"])
+def test_a_per_message_send_raising_base_exceptions_resends_nothing(error: BaseException) -> None:
+    """``send(message)`` raises SystemExit (a library calling ``sys.exit``) on the third
+    message: the two before it were sent and are not sent again; the rest are retried."""
+    sent: list[int] = []
+    raised = [error]
+
+    def ship(message: str) -> None:
+        item = json.loads(message)
+        if item.get("i") == 2 and raised:
+            raise raised.pop()
+        if "i" in item:
+            sent.append(item["i"])
+
+    configure_async_backend(batch_size=5)
+    log = get_network_logger("base", ship, error_retry_delay=0.0)
+    for i in range(5):
+        log.info("r", i=i)
+    assert kakashi.flush(30).complete
+    stats = get_async_stats()
+    assert ([0, 1, 2, 3, 4], 0) == (sent, stats["messages_dropped"])
+    assert books_balance(stats)
+
+
 class Refusing:
     """An inner writer whose ``write`` raises ``errors.pop(0)`` while any are left and
     keeps the lines otherwise."""
