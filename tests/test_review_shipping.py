@@ -393,6 +393,30 @@ def test_flush_returns_within_its_timeout_while_a_post_hangs(collector: HttpColl
     assert books_balance(stats)
 
 
+def test_a_flush_out_of_time_in_a_writers_flush_reports_the_records_pending() -> None:
+    """Every record is written, but the writer's own ``flush`` outlasts the timeout (a
+    spool waiting for a replay that hangs): the result is not complete, and ``pending``
+    counts records (none), not the writers that hang (it said 1)."""
+    gate = threading.Event()
+
+    class SlowFlush(Raising):
+        def flush(self) -> None:
+            gate.wait(30)
+
+    writer = SlowFlush()
+    pipe = pipeline(writer, batch_size=3)
+    log = pipe.get_logger("t")
+    for i in range(3):
+        log.info("r", i=i)
+    try:
+        result = pipe.flush(0.3)
+        stats = pipe.stats()
+        assert [0, 1, 2] == writer.kept
+        assert (False, 0, 0) == (result.complete, result.pending, stats["pending"])
+    finally:
+        gate.set()
+
+
 # -- shutdown with the collector down and a spool ---------------------------------------
 
 
