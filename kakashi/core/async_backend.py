@@ -1204,8 +1204,9 @@ class AsyncBackend:
         """Wait until every record enqueued before this call is written, then flush writers.
 
         Returns a :class:`FlushResult`: complete, or how many records are still pending
-        when *timeout* seconds have passed. Called from a worker (a writer that logs), it
-        does not wait.
+        when *timeout* seconds have passed (not complete, with no record pending: a
+        writer's own ``flush`` had not returned). Called from a worker (a writer that
+        logs), it does not wait.
 
         Raises:
             ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
@@ -1223,8 +1224,10 @@ class AsyncBackend:
             for writer in self._all_writers():
                 if id(writer) not in self._hung:
                     self._bounded(writer, "flush", writer.flush, deadline)
-            hung = [writer for writer in self._all_writers() if id(writer) in self._hung]
-            return FlushResult(not hung, len(hung))
+            hung = any(id(writer) in self._hung for writer in self._all_writers())
+            # Incomplete while a writer's flush has not returned; ``pending`` stays a
+            # count of records (those logged since, by now), not of writers.
+            return FlushResult(not hung, self._pending() if hung else 0)
         return FlushResult(False, max(self._pending(), 1))
 
     def _all_writers(self) -> list[Writer]:
