@@ -86,7 +86,8 @@ def _after_fork() -> None:
     _pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork to follow
+    os.register_at_fork(after_in_child=_after_fork)
 #: How many attributes ``LogRecord.__init__`` sets: a record with more has extras.
 _BASE_ATTRIBUTES = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
