@@ -84,23 +84,29 @@ if ! "$PYTHON" -c "import kakashi._speedups as s; assert s.USING_SPEEDUPS, s.SEL
 fi
 summary+=("install: ok")
 
-# System packages the tests need: the zone database (local-time rotation runs children under
-# TZ=America/New_York and TZ=Europe/Berlin).
-if [ ! -e /usr/share/zoneinfo/America/New_York ] && command -v apt-get >/dev/null &&
-        [ "$(id -u)" = 0 ]; then
-    echo "== system packages: tzdata =="
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tzdata) \
-        >/dev/null 2>&1 || echo "tzdata could not be installed"
-fi
-
-# ClickHouse (tests/test_clickhouse.py starts a clickhouse-server of its own on loopback
-# ports, with a configuration and data in a temporary directory; it does not use the
-# package's own service).
-if ! command -v clickhouse-server >/dev/null && command -v apt-get >/dev/null &&
-        [ "$(id -u)" = 0 ]; then
-    echo "== system packages: clickhouse-server =="
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        clickhouse-server) >/dev/null 2>&1 || echo "clickhouse-server could not be installed"
+# System packages the tests need, installed with apt when missing (as root, one update):
+# - tzdata: local-time rotation runs children under TZ=America/New_York and Europe/Berlin;
+# - rsyslog, rsyslog-gnutls, openssl: tests/test_syslog.py ships to a real rsyslogd (UDP,
+#   TCP and TLS inputs, with certificates it generates);
+# - clickhouse-server: tests/test_clickhouse.py starts a server of its own on loopback
+#   ports, with its configuration and data in a temporary directory (not the package's
+#   service).
+# A test whose server is missing skips and says so; CI installs them all.
+packages=()
+[ -e /usr/share/zoneinfo/America/New_York ] || packages+=(tzdata)
+command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || packages+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || packages+=(rsyslog-gnutls)
+command -v openssl >/dev/null || packages+=(openssl)
+command -v clickhouse-server >/dev/null || packages+=(clickhouse-server)
+if [ ${#packages[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "== system packages: ${packages[*]} =="
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends "${packages[@]}") >/dev/null 2>&1 ||
+            echo "system packages could not be installed: ${packages[*]}"
+    else
+        echo "missing system packages (not root, or no apt): ${packages[*]}"
+    fi
 fi
 
 KAKASHI_NO_EXTENSIONS=1 tests pure tests -m "not packaging"

@@ -49,7 +49,7 @@ intersphinx_mapping = (
 nitpicky = True
 nitpick_ignore_regex = [
     # Standard-library and third-party names: resolvable only with intersphinx online.
-    (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib)\..*"),
+    (r"py:.*", r"(typing|collections\.abc|types|contextvars|os|io|pathlib|logging)\..*"),
     (r"py:.*", r"orjson\..*"),
     (r"py:.*", r"django\..*"),
     (r"py:mod", r"(logging|contextvars|typing|asyncio)"),

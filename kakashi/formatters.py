@@ -13,7 +13,10 @@ exception's traceback is written on continuation lines that all start with ``"  
 
 from __future__ import annotations
 
+import calendar
+import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -38,6 +41,7 @@ __all__ = [
     "simple_text_formatter",
     "text_formatter",
     "colour_wanted",
+    "epoch_ns",
     "escape",
 ]
 
@@ -325,3 +329,48 @@ def console_formatter(record: Record) -> str:
 
 
 _console = ConsoleFormatter()
+
+
+# -- reading a JSON line's timestamp back ----------------------------------------------
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)?"
+)
+
+
+def epoch_ns(text: object) -> int | None:
+    """Return the nanoseconds since the epoch of an RFC 3339 *text*, or ``None`` when it
+    is not one: the JSON formatter's ``timestamp`` (``2026-11-27T18:06:00.123456Z``)
+    read back, for a writer that needs a record's time from its line. A time without an
+    offset is read as UTC; digits beyond nanoseconds are refused."""
+    if type(text) is not str:
+        return None
+    if len(text) == 27 and text[19] == "." and text[26] == "Z" and text[20:26].isdigit():
+        # The JSON formatter's form: the second is parsed once, the fraction is six digits.
+        seconds = _whole_seconds(text[:19])
+        if seconds is not None:
+            return seconds + int(text[20:26]) * 1000
+    return _parse_ns(text)
+
+
+@functools.lru_cache(maxsize=256)  # a batch's records share few distinct seconds
+def _whole_seconds(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) in nanoseconds since the epoch."""
+    return _parse_ns(text + "Z")
+
+
+def _parse_ns(text: str) -> int | None:
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    try:
+        seconds = calendar.timegm(
+            (int(year), int(month), int(day), int(hour), int(minute), int(second))
+        )
+    except (ValueError, OverflowError):
+        return None
+    if offset and offset not in "Zz":
+        shift = int(offset[1:3]) * 3600 + int(offset[4:6]) * 60
+        seconds -= shift if offset[0] == "+" else -shift
+    return seconds * 1_000_000_000 + (int(fraction.ljust(9, "0")) if fraction else 0)

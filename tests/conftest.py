@@ -459,3 +459,30 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield server
     finally:
         server.stop()
+
+
+#: Field values of every JSON type, for the OTLP mapping's tests (test_otel, test_stores).
+OTLP_FIELD_VALUES: dict[str, Any] = {
+    "text": "café ☕",
+    "empty": "",
+    "count": 3,
+    "zero": 0,
+    "negative": -(2**63),
+    "ratio": 0.25,
+    "flag": False,
+    "nothing": None,
+    "items": [1, "two", 3.5, None, [True]],
+    "nested": {"a": {"b": [1.5, {"c": "d"}]}, "e": {}},
+    "no_items": [],
+}
+
+
+def without_observed_time(document: dict[str, Any]) -> dict[str, Any]:
+    """*document* with each record's ``observedTimeUnixNano`` removed, after checking it
+    is a decimal string: the one value that must differ (when each side saw the record)."""
+    for resource in document["resourceLogs"]:
+        for scope in resource["scopeLogs"]:
+            for record in scope["logRecords"]:
+                observed = record.pop("observedTimeUnixNano")
+                assert isinstance(observed, str) and observed.isdigit(), observed
+    return document

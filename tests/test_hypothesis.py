@@ -133,3 +133,42 @@ def test_float_specials_are_null() -> None:
     event = json.loads(impl.format.format_json(capture(impl, "m", {"nan": math.nan})))
 
     assert event["nan"] is None
+
+
+# What enrichers put in ``extra`` (and the stdlib bridge puts there): top-level keys with
+# scalars or dicts of them, nested; and the call site as ``source``.
+nested = st.recursive(
+    scalars, lambda children: st.dictionaries(any_text, children, max_size=3), max_leaves=8
+)
+sources = st.one_of(
+    st.none(),
+    st.tuples(any_text, any_text, st.integers(min_value=-(2**70), max_value=2**70)),
+    st.tuples(nested, nested, nested),
+)
+
+
+@pytest.mark.c_extension
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=any_text,
+    fields=fields_strategy,
+    extra=st.dictionaries(keys, nested, max_size=4),
+    source=sources,
+)
+def test_compiled_and_pure_json_are_identical_with_extra_and_source(
+    request: pytest.FixtureRequest,
+    msg: str,
+    fields: dict[str, Any],
+    extra: dict[str, Any],
+    source: Any,
+) -> None:
+    """Enricher keys holding nested dicts and a call site: both twins write the same bytes."""
+    py, c = both(request)
+    records = []
+    for impl in (py, c):
+        record = capture(impl, msg, dict(fields))
+        record.extra = dict(extra)
+        record.source = source
+        records.append(record)
+
+    assert py.format.format_json(records[0]) == c.format.format_json(records[1])

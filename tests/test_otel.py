@@ -61,7 +61,13 @@ from kakashi.integrations.otel import (  # noqa: E402
     trace_enricher,
 )
 
-from .conftest import Implementation, Keeper, keeping_pipeline  # noqa: E402
+from .conftest import (  # noqa: E402
+    OTLP_FIELD_VALUES,
+    Implementation,
+    Keeper,
+    keeping_pipeline,
+    without_observed_time,
+)
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -101,13 +107,15 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_kakashi_and_the_integration_does_not_import_opentelemetry() -> None:
-    """``import kakashi`` (and the otel integration itself) leaves OpenTelemetry unloaded,
-    and a log call does not load it either."""
+    """``import kakashi`` (and the otel integration itself, and the OTLP writer that
+    shares its mapping) leaves OpenTelemetry unloaded, and a log call does not load it
+    either."""
     result = run_python(
         """
         import sys
         import kakashi
         import kakashi.integrations.otel
+        import kakashi.writers.stores
         kakashi.get_logger("x").info("hello")
         print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
         """
@@ -410,17 +418,6 @@ def otlp_json(request: ExportLogsServiceRequest) -> dict[str, Any]:
     return document
 
 
-def without_observed_time(document: dict[str, Any]) -> dict[str, Any]:
-    """*document* with each record's ``observedTimeUnixNano`` removed, after checking it
-    is a decimal string: the one value that must differ (when each side saw the record)."""
-    for resource in document["resourceLogs"]:
-        for scope in resource["scopeLogs"]:
-            for record in scope["logRecords"]:
-                observed = record.pop("observedTimeUnixNano")
-                assert isinstance(observed, str) and observed.isdigit(), observed
-    return document
-
-
 def sdk_document(emits: list[tuple[str, dict[str, Any]]], resource: dict[str, Any]) -> Any:
     """What the OpenTelemetry SDK emits and encodes for ``(scope, emit kwargs)`` pairs."""
     exporter = InMemoryLogRecordExporter()
@@ -480,19 +477,7 @@ def test_a_record_matches_the_sdks_encoding_of_the_same_record() -> None:
         )
     )
     log = pipeline.get_logger("shop.orders").bind(tenant="acme")
-    values = {
-        "text": "café ☕",
-        "empty": "",
-        "count": 3,
-        "zero": 0,
-        "negative": -(2**63),
-        "ratio": 0.25,
-        "flag": False,
-        "nothing": None,
-        "items": [1, "two", 3.5, None, [True]],
-        "nested": {"a": {"b": [1.5, {"c": "d"}]}, "e": {}},
-        "no_items": [],
-    }
+    values = dict(OTLP_FIELD_VALUES)
     with kakashi.context_scope(request_id="r-9"), trace.use_span(span()):
         try:
             raise ValueError("card declined")

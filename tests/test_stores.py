@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import kakashi
+from kakashi.formatters import epoch_ns
 from kakashi.writers.delivery import DeliveryError
 
 pytest.importorskip("urllib3")
@@ -23,9 +24,14 @@ from kakashi.writers.stores import (
     ElasticsearchWriter,
     LokiWriter,
     OtlpHttpWriter,
-    epoch_ns,
 )
-from tests.conftest import balanced, keeping_pipeline, wait_or_kill
+from tests.conftest import (
+    OTLP_FIELD_VALUES,
+    balanced,
+    keeping_pipeline,
+    wait_or_kill,
+    without_observed_time,
+)
 
 #: A bulk answer with no item in error.
 ES_OK = (200, {}, b'{"errors":false,"items":[]}')
@@ -496,10 +502,12 @@ def test_otlp_request_maps_each_line_to_a_log_record(collector: Any) -> None:
         "attributes": [
             {"key": "exception.type", "value": {"stringValue": "ValueError"}},
             {"key": "exception.message", "value": {"stringValue": "bad"}},
-            {"key": "exception.stacktrace", "value": {"stringValue": "Traceback..."}},
+            # The newline that ends every formatted traceback, which the line drops.
+            {"key": "exception.stacktrace", "value": {"stringValue": "Traceback...\n"}},
+            # The fields in the line's order, as OTLPJsonFormatter writes them.
+            {"key": "n", "value": {"intValue": "1"}},
             {"key": "thread.id", "value": {"intValue": "5"}},
             {"key": "thread.name", "value": {"stringValue": "main"}},
-            {"key": "n", "value": {"intValue": "1"}},
             {"key": "big", "value": {"stringValue": str(2**70)}},
             {"key": "ratio", "value": {"doubleValue": 0.5}},
             {"key": "ok", "value": {"boolValue": True}},
@@ -556,6 +564,124 @@ def test_otlp_document_lines_are_merged_as_they_are(collector: Any) -> None:
         (scope["scope"]["name"], [r["body"]["stringValue"] for r in scope["logRecords"]])
         for scope in entry["scopeLogs"]
     ]
+
+
+class CardDeclined(ValueError):
+    """An exception class of a module: its qualified name is the same in both mappings."""
+
+
+def _otlp_records() -> list[Any]:
+    """Records with all a JSON line can carry: fields of every JSON type, enricher keys
+    (context, thread, process), bound fields, a reserved name, trace fields, an
+    exception, a stack, a call site, a stdlib record's path; levels from below DEBUG to
+    CRITICAL and a custom one; two loggers. Times in whole microseconds (what the line
+    keeps)."""
+    from kakashi._speedups import Bound, Record
+
+    try:
+        raise CardDeclined("card declined")
+    except CardDeclined:
+        exc_info = sys.exc_info()
+    at = (BASE + 1) * 10**9 + 123_456_000
+    thread = {"thread": {"id": 5, "name": "main"}, "process": {"id": 77}}
+    trace = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+    values = {**OTLP_FIELD_VALUES, "big": 2**70, "message": "a field named like the message"}
+    return [
+        Record(
+            at,
+            40,
+            "shop.orders",
+            "payment failed",
+            fields={**values, **trace, "trace_flags": 1},
+            bound=Bound({"tenant": "acme"}),
+            extra={"request_id": "r-9", **thread},
+            exc_info=exc_info,
+            source=("shop.orders", "pay", 42),
+        ),
+        Record(
+            at + 1000,
+            25,
+            "shop.db",
+            "custom level",
+            fields={"ms": 250},
+            stack_info="Stack (most recent call last):\n  File x",
+        ),
+        Record(
+            at + 2000,
+            30,
+            "urllib3",
+            "from stdlib",
+            extra={"kakashi_origin": "stdlib", "pathname": "/srv/a.py"},
+        ),
+        Record(at + 3000, 5, "shop.orders", "below debug"),
+        Record(at + 4000, 50, "shop.db", "fatal", fields={"trace_flags": 0, **trace}),
+        Record(at + 5000, 10, "shop.orders", "debug"),
+    ]
+
+
+def test_otlp_request_equals_the_formatters_document_for_the_same_records(
+    collector: Any,
+) -> None:
+    """The writer's request for the JSON lines of some records equals the document
+    ``OTLPJsonFormatter`` (held to OpenTelemetry's SDK by tests/test_otel.py) makes of
+    the records themselves: one mapping, whichever side applies it."""
+    from kakashi.formatters import default_json_formatter
+    from kakashi.integrations.otel import OTLPJsonFormatter
+
+    records = _otlp_records()
+    resource = {"service.version": "1.2", "host.cores": 8, "tags": ["a", "b"]}
+    writer = OtlpHttpWriter(collector.url, compression=None, service_name="api", resource=resource)
+    writer.write([default_json_formatter(record) for record in records])
+    ((_, _, body, _),) = collector.received
+    expected = OTLPJsonFormatter(service_name="api", resource=resource).to_document(records)
+    assert without_observed_time(expected) == without_observed_time(json.loads(body))
+
+
+def test_otlp_request_of_formatter_lines_equals_the_formatters_batch(collector: Any) -> None:
+    """With ``OTLPJsonFormatter`` as the pipeline's formatter, the writer merges its lines:
+    the request equals ``format_batch`` of the same records, to the nanosecond (a time
+    that is not whole microseconds included)."""
+    from kakashi.integrations.otel import OTLPJsonFormatter
+
+    records = _otlp_records()
+    records[0].time_ns += 789  # the line keeps it: it is the formatter's own
+    formatter = OTLPJsonFormatter(service_name="api")
+    writer = OtlpHttpWriter(collector.url, compression=None)
+    writer.write([formatter(record) for record in records])
+    ((_, _, body, _),) = collector.received
+    expected = json.loads(formatter.format_batch(records))
+    assert without_observed_time(expected) == without_observed_time(json.loads(body))
+
+
+def test_otlp_log_record_of_lines_other_formatters_wrote() -> None:
+    """A line not from Kakashi's JSON formatter: a level name Kakashi does not write is
+    kept as text with no number, lowercase names are read, a missing or unreadable time
+    is the observed time, and an ``exception`` or ``source`` that is not an object is
+    an attribute like any other; nothing raises."""
+    from kakashi.integrations.otel import otlp_log_record
+
+    assert {
+        "timeUnixNano": "7",
+        "severityText": "notice",
+        "body": {"stringValue": "m"},
+        "attributes": [
+            {"key": "exception", "value": {"stringValue": "text"}},
+            {"key": "source", "value": {"intValue": "3"}},
+            {"key": "trace_id", "value": {"stringValue": "not hex"}},
+            {"key": "span_id", "value": {"stringValue": "b7ad6b7169203331"}},
+        ],
+        "observedTimeUnixNano": "7",
+    } == otlp_log_record(
+        {"timestamp": "yesterday", "level": "notice", "message": "m", "exception": "text",
+         "source": 3, "trace_id": "not hex", "span_id": "b7ad6b7169203331"},
+        observed=7,
+    )  # fmt: skip
+    assert {"severityNumber": 13, "severityText": "WARN"} == {
+        key: value
+        for key, value in otlp_log_record({"level": "warn"}, observed=7).items()
+        if key.startswith("severity")
+    }
+    assert {"timeUnixNano": "7", "observedTimeUnixNano": "7"} == otlp_log_record({}, 7)
 
 
 def test_otlp_partial_success_drops_the_rejected_count(collector: Any) -> None:

@@ -210,6 +210,8 @@ def set_trace_correlation(enabled):
     _trace_read = None
     _watching = bool(enabled)
     _modules_seen = -1
+
+
 cdef tuple _LEVEL_NAMES = tuple(_py.level_name(n) for n in range(MAX_LEVEL + 1))
 
 

@@ -1,8 +1,9 @@
 # cython: language_level=3, embedsignature=True
 """Formatting, compiled: the twin of ``_format_py.py``; see that module for the behaviour.
 
-The common record (str, int, float, bool, None and snapshotted values; no exception,
-stack or call site; no key renamed or repeated) is encoded straight into bytes by
+The common record (str, int, float, bool, None, snapshotted values and dicts of them
+two levels deep, the call site; no exception or stack; no key renamed or repeated) is
+encoded straight into bytes by
 :func:`_encode`, writing exactly what orjson writes for the same event; anything else
 builds the event dict and calls ``orjson.dumps``. The timestamp is rendered in C with a
 per-thread cache of the current second. Failure paths (scrubbing, the minimal form,
@@ -333,7 +334,13 @@ cdef enum:
     GENERAL = 1
 
 
-cdef int _put_value(kk_buf *buffer, object value) except -1:
+# How deep _encode writes nested dicts itself (enrichers' {"id", "name"} and the like);
+# deeper ones take the general path.
+cdef enum:
+    MAX_DEPTH = 2
+
+
+cdef int _put_value(kk_buf *buffer, object value, int depth=0) except -1:
     cdef type cls = type(value)
     if cls is str:
         return kk_put_str(buffer, value)
@@ -351,7 +358,45 @@ cdef int _put_value(kk_buf *buffer, object value) except -1:
         data = (<object>value).json
         if type(data) is bytes:
             return kk_put(buffer, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    if cls is dict and depth < MAX_DEPTH:
+        return _put_object(buffer, <dict>value, depth + 1)
     return GENERAL
+
+
+cdef int _put_object(kk_buf *buffer, dict value, int depth) except -1:
+    """A dict with str keys, as orjson writes it; GENERAL for anything else in it."""
+    cdef int status
+    cdef bint first = True
+    kk_put(buffer, "{", 1)
+    for key, item in value.items():
+        if type(key) is not str:
+            return GENERAL
+        if not first:
+            kk_put(buffer, ",", 1)
+        first = False
+        status = kk_put_str(buffer, key)
+        if status == DONE:
+            kk_put(buffer, ":", 1)
+            status = _put_value(buffer, item, depth)
+        if status != DONE:
+            return status
+    return kk_put(buffer, "}", 1)
+
+
+cdef int _put_source(kk_buf *buffer, tuple source) except -1:
+    """``,"source":{"module":...,"function":...,"line":...}`` from (module, function, line)."""
+    cdef int status
+    kk_put(buffer, ',"source":{"module":', 20)
+    status = _put_value(buffer, source[0], MAX_DEPTH)
+    if status == DONE:
+        kk_put(buffer, ',"function":', 12)
+        status = _put_value(buffer, source[1], MAX_DEPTH)
+    if status == DONE:
+        kk_put(buffer, ',"line":', 8)
+        status = _put_value(buffer, source[2], MAX_DEPTH)
+    if status == DONE:
+        kk_put(buffer, "}", 1)
+    return status
 
 
 # Flags of a cached key: which renaming set holds it, or that it cannot be encoded here.
@@ -447,7 +492,10 @@ cdef int _disjoint(dict first, dict second) except -1:
 cdef object _encode(Record record):
     """The record's JSON line written directly, or None when the general path must do it."""
     if (record.exc_info is not None or record.stack_info is not None
-            or record.source is not None or type(record.logger) is not str):
+            or type(record.logger) is not str):
+        return None
+    source = record.source
+    if source is not None and (type(source) is not tuple or len(<tuple>source) != 3):
         return None
     cdef dict extra = record.extra if record.extra else None
     cdef dict bound = None
@@ -503,6 +551,8 @@ cdef object _encode(Record record):
             status = _put_pairs(&buffer, names, record._values)
         elif status == DONE and fields is not None:
             status = _put_fields(&buffer, fields, IN_RESERVED)
+        if status == DONE and source is not None:
+            status = _put_source(&buffer, <tuple>source)
         if status != DONE:
             return None
         kk_put(&buffer, "}", 1)
@@ -576,8 +626,10 @@ cdef object _JSONDecodeError = orjson.JSONDecodeError
 
 cdef int _put_json(kk_buf *buffer, object value) except -1:
     """Write *value* as ``orjson.dumps`` writes it (raising what it raises)."""
+    cdef Py_ssize_t mark = buffer.len
     if _put_value(buffer, value) == DONE:
         return DONE
+    buffer.len = mark  # a dict may be written in part: orjson writes it all instead
     text = _dumps(value)
     return kk_put(buffer, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
 

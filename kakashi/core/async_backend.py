@@ -1079,19 +1079,17 @@ class AsyncBackend:
     ) -> _Outcome:
         """What a :class:`~kakashi.writers.delivery.DeliveryError` says of *lines*.
 
-        Indices beyond the batch (a writer's mistake) are ignored. One that names no
-        record at all is read as the whole batch failing, retried: raising says that
-        something was not delivered, and nothing may be lost uncounted.
+        Indices outside the batch (a writer's mistake: beyond it, or negative, which
+        Python would read from its end) are ignored. One that names no record at all is
+        read as the whole batch failing, retried: raising says that something was not
+        delivered, and nothing may be lost uncounted.
         """
         size = len(lines)
-        retry = [index for index in error.retry if index < size]
+        retry, named = error.within(size)
         dropped: dict[str, int] = {}
-        for index, why in error.dropped.items():
-            if index < size:
-                reason = str(why) or error.reason
-                dropped[reason] = dropped.get(reason, 0) + 1
-        if not retry and not dropped:
-            retry = list(range(size))
+        for why in named.values():
+            reason = str(why) or error.reason
+            dropped[reason] = dropped.get(reason, 0) + 1
         failed = len(retry) + sum(dropped.values())
         with self._state_lock:
             self._stats(writer)["records"] += size - failed
@@ -1104,7 +1102,7 @@ class AsyncBackend:
             lines if len(retry) == size else [lines[index] for index in retry],
             error.reason,
             dropped=dropped,
-            first=0 not in error.dropped and (not retry or retry[0] != 0),
+            first=0 not in named and (not retry or retry[0] != 0),
             retry_after=None if wait is None else min(float(wait), MAX_WAIT),
         )
 
@@ -1206,8 +1204,9 @@ class AsyncBackend:
         """Wait until every record enqueued before this call is written, then flush writers.
 
         Returns a :class:`FlushResult`: complete, or how many records are still pending
-        when *timeout* seconds have passed. Called from a worker (a writer that logs), it
-        does not wait.
+        when *timeout* seconds have passed (not complete, with no record pending: a
+        writer's own ``flush`` had not returned). Called from a worker (a writer that
+        logs), it does not wait.
 
         Raises:
             ValueError: *timeout* is not between 0 and one hour (NaN and infinity too).
@@ -1225,8 +1224,10 @@ class AsyncBackend:
             for writer in self._all_writers():
                 if id(writer) not in self._hung:
                     self._bounded(writer, "flush", writer.flush, deadline)
-            hung = [writer for writer in self._all_writers() if id(writer) in self._hung]
-            return FlushResult(not hung, len(hung))
+            hung = any(id(writer) in self._hung for writer in self._all_writers())
+            # Incomplete while a writer's flush has not returned; ``pending`` stays a
+            # count of records (those logged since, by now), not of writers.
+            return FlushResult(not hung, self._pending() if hung else 0)
         return FlushResult(False, max(self._pending(), 1))
 
     def _all_writers(self) -> list[Writer]:

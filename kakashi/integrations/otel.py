@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import math
 import sys
-import traceback
 from collections.abc import Iterable, Mapping
 from time import time_ns
 from typing import Any
@@ -34,14 +33,16 @@ from typing import Any
 import orjson
 
 from kakashi import _trace
-from kakashi._speedups import RESERVED_KEYS, Record, Snapshot, level_name, snapshot
+from kakashi._speedups import Record, Snapshot, event_dict, level_name, snapshot
 from kakashi._state import SURROGATES
+from kakashi.formatters import epoch_ns
 from kakashi.integrations.logging import ORIGIN_KEY
 
 __all__ = [
     "OTLPJsonFormatter",
     "otel_enricher",
     "otlp_any_value",
+    "otlp_log_record",
     "severity_number",
     "severity_text",
     "trace_correlation",
@@ -163,14 +164,14 @@ def otlp_any_value(value: Any) -> dict[str, Any]:
         return {}
     if cls is Snapshot:
         return otlp_any_value(orjson.loads(value.json))
-    if cls is dict or isinstance(value, Mapping):
-        if not value:
-            return {"kvlistValue": {}}
-        return {"kvlistValue": {"values": _key_values(value.items())}}
     if cls is list or cls is tuple:
         if not value:
             return {"arrayValue": {}}
         return {"arrayValue": {"values": [otlp_any_value(item) for item in value]}}
+    if cls is dict or isinstance(value, Mapping):
+        if not value:
+            return {"kvlistValue": {}}
+        return {"kvlistValue": {"values": _key_values(value.items())}}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
     # Subclasses (enums, str subclasses), sets, dates, objects: made JSON as every
@@ -185,93 +186,101 @@ def _key_values(items: Iterable[tuple[Any, Any]]) -> list[dict[str, Any]]:
 
 # -- the log record -------------------------------------------------------------------
 
-# The keys an enricher may not take (as in every formatter's event): the record's own.
-_CORE_KEYS = RESERVED_KEYS - {"thread", "process"}
 _TRACE_KEYS = ("trace_id", "span_id", "trace_flags")
 _HEX = frozenset("0123456789abcdef")
+_LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40}
+_LEVEL_NUMBERS.update(CRITICAL=50, FATAL=50)
+# Fields given OpenTelemetry's semantic-convention names (one set look-up per field).
+_RENAMED = frozenset({"thread", "process", "pathname"})
+_EXCEPTION_KEYS = (("type", "type"), ("message", "message"), ("traceback", "stacktrace"))
 
 
 def _is_hex_id(value: object, digits: int) -> bool:
     return type(value) is str and len(value) == digits and _HEX.issuperset(value)
 
 
-def _fields(record: Record) -> dict[str, Any]:
-    """The record's fields as every formatter names them (see :doc:`/formats`)."""
-    fields: dict[str, Any] = {}
-    extra = record.extra
-    if extra:
-        for key, value in extra.items():
-            fields["field." + key if key in _CORE_KEYS else key] = value
-    bound = record.bound
-    if bound is not None:
-        for key, value in bound.fields.items():
-            fields["field." + key if key in RESERVED_KEYS else key] = value
-    call = record.fields
-    if call:
-        for key, value in call.items():
-            fields["field." + key if key in RESERVED_KEYS else key] = value
-    return fields
+def _level_number(name: object) -> int | None:
+    """The level a JSON event's ``level`` names (``INFO``, ``LEVEL25``), or ``None``."""
+    if type(name) is not str:
+        return None
+    upper = name.upper()
+    number = _LEVEL_NUMBERS.get(upper)
+    if number is None and upper.startswith("LEVEL"):
+        digits = upper[5:]
+        if digits.isascii() and digits.isdigit():
+            number = int(digits)
+    return number
 
 
-def _exception_attributes(exc_info: Any) -> list[dict[str, Any]]:
-    cls, exc, tb = exc_info
-    module, name = cls.__module__, cls.__qualname__
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<{name} with failing str>"
-    try:
-        stacktrace = "".join(traceback.format_exception(cls, exc, tb))
-    except Exception as failure:
-        stacktrace = f"<traceback unavailable: {type(failure).__name__}>"
-    return [
-        # The fully qualified class name (builtins bare), as the semantic conventions ask.
-        {"key": "exception.type", "value": {"stringValue": f"{module}.{name}"}}
-        if module and module != "builtins"
-        else {"key": "exception.type", "value": {"stringValue": name}},
-        {"key": "exception.message", "value": {"stringValue": message}},
-        {"key": "exception.stacktrace", "value": {"stringValue": stacktrace}},
-    ]
+def _exception_attributes(exception: Mapping[str, Any]) -> list[dict[str, Any]]:
+    attributes = []
+    for key, name in _EXCEPTION_KEYS:
+        if key in exception:
+            value = exception[key]
+            if name == "stacktrace" and type(value) is str and not value.endswith("\n"):
+                # The event drops the newline that ends every formatted traceback; the
+                # SDK keeps it.
+                value += "\n"
+            attributes.append({"key": "exception." + name, "value": otlp_any_value(value)})
+    return attributes
 
 
-def _log_record(record: Record, observed: int) -> dict[str, Any]:
-    """One OTLP/JSON ``LogRecord``; keys left out where proto3's JSON mapping omits them."""
-    fields = _fields(record)
-    ids = [fields.get(key) for key in _TRACE_KEYS]
+def _log_record(event: dict[str, Any], observed: int, time_ns: int | None = None) -> dict[str, Any]:
+    """THE mapping of a record's event (see :doc:`/formats`; *event* is consumed) to one
+    OTLP/JSON ``LogRecord``, whether the event is the record's own
+    (:class:`OTLPJsonFormatter`) or read back from its JSON line
+    (:func:`otlp_log_record`). *time_ns*, when given, is the record's exact time (the
+    event's ``timestamp`` has microseconds). Keys are left out where proto3's JSON
+    mapping omits them.
+    """
+    timestamp = event.pop("timestamp", None)
+    stamp = epoch_ns(timestamp) if time_ns is None else time_ns
+    level = event.pop("level", None)
+    body = event.pop("message", None)
+    event.pop("logger", None)
+    exception = event.pop("exception") if type(event.get("exception")) is dict else None
+    stack = event.pop("stack", None)
+    source = event.pop("source") if type(event.get("source")) is dict else None
+    ids = [event.get(key) for key in _TRACE_KEYS]
     traced = _is_hex_id(ids[0], 32) and _is_hex_id(ids[1], 16)
     if traced:
         for key in _TRACE_KEYS:
-            fields.pop(key, None)
+            event.pop(key, None)
+    # What is left are the fields: the enrichers' keys, bound fields, the call's.
     attributes: list[dict[str, Any]] = []
-    if record.exc_info is not None:
-        attributes.extend(_exception_attributes(record.exc_info))
-    stdlib = fields.get(ORIGIN_KEY) == "stdlib"
-    for key, value in fields.items():
-        if key == "thread" and type(value) is dict:
-            attributes.append({"key": "thread.id", "value": otlp_any_value(value.get("id"))})
-            attributes.append({"key": "thread.name", "value": otlp_any_value(value.get("name"))})
+    if exception is not None:
+        attributes.extend(_exception_attributes(exception))
+    stdlib = event.get(ORIGIN_KEY) == "stdlib"
+    append = attributes.append
+    for key, value in event.items():
+        if key not in _RENAMED:
+            append({"key": key, "value": otlp_any_value(value)})
+        elif key == "thread" and type(value) is dict:
+            append({"key": "thread.id", "value": otlp_any_value(value.get("id"))})
+            append({"key": "thread.name", "value": otlp_any_value(value.get("name"))})
         elif key == "process" and type(value) is dict:
-            attributes.append({"key": "process.pid", "value": otlp_any_value(value.get("id"))})
+            append({"key": "process.pid", "value": otlp_any_value(value.get("id"))})
         elif key == "pathname" and stdlib:
-            attributes.append({"key": "code.file.path", "value": otlp_any_value(value)})
+            append({"key": "code.file.path", "value": otlp_any_value(value)})
         else:
-            attributes.append({"key": key, "value": otlp_any_value(value)})
-    source = record.source
+            append({"key": key, "value": otlp_any_value(value)})
     if source is not None:
-        module, function, line = source
-        attributes.append(
-            {"key": "code.function.name", "value": {"stringValue": f"{module}.{function}"}}
-        )
-        attributes.append({"key": "code.line.number", "value": otlp_any_value(line)})
-    if record.stack_info is not None:
-        attributes.append({"key": "code.stacktrace", "value": {"stringValue": record.stack_info}})
-    level = record.level
-    out: dict[str, Any] = {"timeUnixNano": str(record.time_ns)}
-    number = severity_number(level)
-    if number:
-        out["severityNumber"] = number
-    out["severityText"] = severity_text(level)
-    out["body"] = {"stringValue": record.message}
+        function = f"{source.get('module', '')}.{source.get('function', '')}"
+        attributes.append({"key": "code.function.name", "value": {"stringValue": function}})
+        attributes.append({"key": "code.line.number", "value": otlp_any_value(source.get("line"))})
+    if stack is not None:
+        attributes.append({"key": "code.stacktrace", "value": otlp_any_value(stack)})
+    out: dict[str, Any] = {"timeUnixNano": str(observed if stamp is None else stamp)}
+    number = _level_number(level)
+    if number is not None:
+        severity = severity_number(number)
+        if severity:
+            out["severityNumber"] = severity
+        out["severityText"] = severity_text(number)
+    elif type(level) is str:  # a name Kakashi does not write: its text, no number
+        out["severityText"] = level
+    if body is not None:
+        out["body"] = otlp_any_value(body)
     if attributes:
         out["attributes"] = attributes
     if traced:
@@ -282,6 +291,40 @@ def _log_record(record: Record, observed: int) -> dict[str, Any]:
         out["spanId"] = ids[1]
     out["observedTimeUnixNano"] = str(observed)
     return out
+
+
+def _record_log_record(record: Record, observed: int) -> dict[str, Any]:
+    """The ``LogRecord`` of a record at hand: its event, with its exact time, and its
+    exception's class named as OpenTelemetry's SDK names it."""
+    event = event_dict(record)
+    exc_info = record.exc_info
+    if exc_info is not None:
+        # Fully qualified, builtins bare (the semantic conventions); the event leaves
+        # out ``__main__.`` too.
+        module, name = exc_info[0].__module__, exc_info[0].__qualname__
+        qualified = f"{module}.{name}" if module and module != "builtins" else name
+        event["exception"]["type"] = qualified
+    return _log_record(event, observed, record.time_ns)
+
+
+def otlp_log_record(event: Mapping[str, Any], observed: int | None = None) -> dict[str, Any]:
+    """Return one OTLP/JSON ``LogRecord`` for a JSON line's *event* (see :doc:`/formats`).
+
+    The mapping :class:`OTLPJsonFormatter` applies to a record (it maps the record's
+    event with this same code), from what the line holds: ``timestamp`` as
+    ``timeUnixNano`` (microseconds, as the line has it; *observed* when there is
+    none), ``level`` as severity (a name Kakashi does not write keeps its text, with no
+    number), ``message`` as the body, ``exception``, ``thread``, ``process``,
+    ``source`` and ``stack`` as OpenTelemetry's semantic attributes,
+    ``trace_id``/``span_id``/``trace_flags`` as the trace context and every other key
+    as an attribute. ``logger`` names the scope, which is not part of a ``LogRecord``.
+    *observed* (ns since the epoch, default now) is ``observedTimeUnixNano``.
+
+    What the line no longer holds cannot come back: the time below the microsecond,
+    bytes (they arrive as text), NaN and infinities (``null``, an empty value), and
+    the ``__main__.`` of an exception class defined there.
+    """
+    return _log_record(dict(event), time_ns() if observed is None else observed)
 
 
 def _scrub(value: Any) -> Any:
@@ -362,12 +405,24 @@ class OTLPJsonFormatter:
         the names first appear; each logger's records in the order given.
         """
         observed = time_ns()
+        return self.assemble(
+            (record.logger, _record_log_record(record, observed)) for record in records
+        )
+
+    def assemble(self, log_records: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """Return one ``ExportLogsServiceRequest`` (a dict) for OTLP/JSON ``LogRecord``
+        dicts, each given with the name of its scope (``""`` for none), under this
+        formatter's resource: one ``scopeLogs`` entry per name, in the order the names
+        first appear; each scope's records in the order given. :meth:`to_document`
+        builds on it, and so does :class:`~kakashi.writers.stores.OtlpHttpWriter` with
+        the records :func:`otlp_log_record` maps from JSON lines.
+        """
         scopes: dict[str, list[dict[str, Any]]] = {}
-        for record in records:
-            logged = scopes.get(record.logger)
+        for name, log_record in log_records:
+            logged = scopes.get(name)
             if logged is None:
-                logged = scopes[record.logger] = []
-            logged.append(_log_record(record, observed))
+                logged = scopes[name] = []
+            logged.append(log_record)
         scope_logs = [
             {"scope": {"name": name} if name else {}, "logRecords": logged}
             for name, logged in scopes.items()

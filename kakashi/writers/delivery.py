@@ -112,6 +112,20 @@ class DeliveryError(ConnectionError):
             return cls(reason, retry=indices, retry_after=retry_after, detail=detail)
         return cls(reason, dropped=dict.fromkeys(indices, reason), detail=detail)
 
+    def within(self, size: int) -> tuple[list[int], dict[int, str]]:
+        """The records of a batch of *size* this error names: ``(retry, dropped)``.
+
+        Indices outside the batch (beyond it, or negative: a writer's mistake) are
+        ignored. An error that names none of its records says that the batch was not
+        delivered without saying which records: all of them are to retry (raising says
+        something failed, and nothing may be counted delivered that was not).
+        """
+        retry = [index for index in self.retry if 0 <= index < size]
+        dropped = {index: why for index, why in self.dropped.items() if 0 <= index < size}
+        if not retry and not dropped:
+            retry = list(range(size))
+        return retry, dropped
+
     @property
     def written(self) -> int:
         """How many records at the start of the batch were delivered (the older

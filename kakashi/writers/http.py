@@ -36,6 +36,28 @@ COMPRESSIONS: Final = ("gzip", "zstd", None)
 _LEVELS: Final = {"gzip": (0, 9, 1), "zstd": (1, 22, 3)}
 
 
+def _cut_during_handshake(error: BaseException) -> bool:
+    """Whether urllib3's SSLError *error* is the connection ending mid-handshake (an EOF,
+    a reset: the server restarting or overloaded, worth retrying) rather than TLS
+    refusing the peer (a certificate that does not verify, no common protocol: a
+    setting to fix, which no retry can)."""
+    import ssl
+
+    transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ConnectionError)
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        cause = pending.pop()
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, transient):
+            return True
+        pending.extend(arg for arg in cause.args if isinstance(arg, BaseException))
+        pending.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
+    return False
+
+
 class Response:
     """What a server answered: ``status``, ``headers`` (names lowercased) and ``body``."""
 
@@ -223,6 +245,10 @@ class HttpWriter:
         except errors.NameResolutionError as exc:
             raise DeliveryError.whole(size, "dns", retryable=True, detail=str(exc)) from exc
         except errors.SSLError as exc:
+            if _cut_during_handshake(exc):  # a restarting server, not a refused certificate
+                raise DeliveryError.whole(
+                    size, "connection", retryable=True, detail=str(exc)
+                ) from exc
             raise DeliveryError.whole(size, "tls", retryable=False, detail=str(exc)) from exc
         # before ConnectTimeoutError, its base class in urllib3 2
         except errors.NewConnectionError as exc:

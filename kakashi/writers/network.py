@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -73,8 +74,9 @@ class SendWriter:
       ``dropped`` one is counted as dropped under its reason and the next message is
       sent. For a batch, its indices are the list's.
     - anything else: for one message, it and the rest of the batch are retried (the
-      messages before it were sent: :class:`SendError` says how many); for a batch, the
-      whole batch is retried.
+      messages before it were sent: :class:`SendError` says how many; a ``SystemExit``
+      or ``KeyboardInterrupt`` is raised on unchanged, its ``written`` set); for a
+      batch, the whole batch is retried.
 
     The backend retries under its one policy (exponential backoff with jitter, at most
     *max_error_retries* retries within its ``retry_budget`` seconds, then a circuit
@@ -174,6 +176,14 @@ class SendWriter:
                         detail=repr(exc),
                     ) from exc
                 raise SendError(index, exc) from exc
+            except BaseException as exc:
+                # SystemExit, KeyboardInterrupt: raised on as they are (a synchronous
+                # caller may be meant to stop), saying what went out so that the backend,
+                # which counts it on a lane, does not send those messages again. From the
+                # first message dropped on, if any: those are tried again, never lost.
+                with contextlib.suppress(Exception):
+                    exc.written = min([*dropped, index])  # type: ignore[attr-defined]
+                raise
             self.sent += 1
         if dropped:
             raise DeliveryError(dropped[min(dropped)], dropped=dropped)
@@ -183,7 +193,8 @@ class SendWriter:
         try:
             self.send(messages)
         except DeliveryError as exc:
-            self.sent += len(batch) - len(exc.retry) - len(exc.dropped)
+            retry, dropped = exc.within(len(batch))
+            self.sent += len(batch) - len(retry) - len(dropped)
             raise
         self.sent += len(batch)
 

@@ -424,8 +424,8 @@ class SpoolingWriter:
             if not self._owner:
                 raise
             size = len(batch)
-            keep = [batch[index] for index in exc.retry if index < size]
-            dropped = {index: why for index, why in exc.dropped.items() if index < size}
+            retry, dropped = exc.within(size)
+            keep = [batch[index] for index in retry]
             self._spool_failed(keep, exc, size - len(keep) - len(dropped))
             if dropped:
                 reasons = collections.Counter(dropped.values())
@@ -638,8 +638,7 @@ class SpoolingWriter:
                 dropped: dict[int, str] = {}
             except DeliveryError as exc:
                 failure = exc
-                retry = [index for index in exc.retry if index < len(lines)]
-                dropped = {index: why for index, why in exc.dropped.items() if index < len(lines)}
+                retry, dropped = exc.within(len(lines))
             except Exception as exc:
                 failure = exc
                 written = getattr(exc, "written", 0)

@@ -10,14 +10,13 @@ retried, what it refuses is dropped under the store's own reason (``"http_400"``
 
 Lines are read with orjson. A line that is not a JSON object (another formatter's
 output) is still delivered: as the message of a document, a Loki entry or an OTLP body.
+The OTLP mapping is the OTLP/JSON formatter's (:mod:`kakashi.integrations.otel`).
 """
 
 from __future__ import annotations
 
 import base64
-import calendar
 import collections
-import functools
 import itertools
 import os
 import re
@@ -28,6 +27,8 @@ from typing import Any, Final
 
 import orjson
 
+from kakashi.formatters import epoch_ns
+from kakashi.integrations.otel import OTLPJsonFormatter, otlp_log_record
 from kakashi.writers.delivery import RETRYABLE_STATUS, DeliveryError, status_reason
 from kakashi.writers.http import HttpWriter, Response
 
@@ -35,52 +36,9 @@ __all__ = [
     "ElasticsearchWriter",
     "LokiWriter",
     "OtlpHttpWriter",
-    "epoch_ns",
-    "otlp_log_record",
 ]
 
 # -- reading the lines ------------------------------------------------------------------
-
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)?"
-)
-
-
-def epoch_ns(text: object) -> int | None:
-    """Nanoseconds since the epoch of an RFC 3339 *text* (the JSON formatter's
-    ``timestamp``: ``2026-11-27T18:06:00.123456Z``); ``None`` when it is not one. A
-    time without an offset is read as UTC."""
-    if type(text) is not str:
-        return None
-    if len(text) == 27 and text[19] == "." and text[26] == "Z" and text[20:26].isdigit():
-        # The JSON formatter's form: the second is parsed once, the fraction is six digits.
-        seconds = _whole_seconds(text[:19])
-        if seconds is not None:
-            return seconds + int(text[20:26]) * 1000
-    return _parse_ns(text)
-
-
-@functools.lru_cache(maxsize=256)  # a batch's records share few distinct seconds
-def _whole_seconds(text: str) -> int | None:
-    """``YYYY-MM-DDTHH:MM:SS`` (UTC) in nanoseconds since the epoch."""
-    return _parse_ns(text + "Z")
-
-
-def _parse_ns(text: str) -> int | None:
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    try:
-        seconds = calendar.timegm(
-            (int(year), int(month), int(day), int(hour), int(minute), int(second))
-        )
-    except (ValueError, OverflowError):
-        return None
-    if offset and offset not in "Zz":
-        shift = int(offset[1:3]) * 3600 + int(offset[4:6]) * 60
-        seconds -= shift if offset[0] == "+" else -shift
-    return seconds * 1_000_000_000 + (int(fraction.ljust(9, "0")) if fraction else 0)
 
 
 def _event(line: bytes) -> dict[str, Any] | None:
@@ -466,7 +424,7 @@ class ElasticsearchWriter(_StoreWriter):
     def _second_prefix(self, second: bytes) -> bytes:
         """The action's start for a record logged in *second* (``YYYY-MM-DDTHH:MM:SS``,
         UTC); remembered."""
-        stamp = _whole_seconds(second.decode("ascii"))
+        stamp = epoch_ns(second.decode("ascii") + ".000000Z")
         prefix = self._prefix(None if stamp is None else stamp // 1_000_000_000)
         if stamp is not None:
             if len(self._second_prefixes) >= 4096:
@@ -697,136 +655,20 @@ def _label_value(value: object) -> str:
 
 #: OTLP/HTTP's retryable statuses (the specification's list: no other 5xx).
 _OTLP_RETRYABLE: Final = frozenset({429, 502, 503, 504})
-_SEVERITY: Final = {
-    "TRACE": (1, "TRACE"),
-    "DEBUG": (5, "DEBUG"),
-    "INFO": (9, "INFO"),
-    "WARNING": (13, "WARN"),
-    "WARN": (13, "WARN"),
-    "ERROR": (17, "ERROR"),
-    "CRITICAL": (21, "FATAL"),
-    "FATAL": (21, "FATAL"),
-}
-_LEVEL_N = re.compile(r"LEVEL(\d+)")
-_HEX = frozenset("0123456789abcdef")
 _OTLP_DOCUMENT: Final = b'{"resourceLogs":'
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _severity(level: object) -> tuple[int, str]:
-    """OpenTelemetry's ``(severityNumber, severityText)`` for a level name as the JSON
-    line writes it (``INFO``, ``WARNING``, ``LEVEL25``), as OpenTelemetry's Python SDK
-    maps :mod:`logging` levels; ``(0, name)`` for an unknown name."""
-    if type(level) is not str:
-        return 0, ""
-    known = _SEVERITY.get(level.upper())
-    if known is not None:
-        return known
-    match = _LEVEL_N.fullmatch(level)
-    if match is None:
-        return 0, level
-    number = int(match.group(1))
-    if number < 10:
-        return 0, level
-    # Each decade of stdlib levels is one OpenTelemetry range of four numbers.
-    return min(24, 4 * (number // 10) + 1 + min(number % 10, 3)), level
-
-
-def _any_value(value: Any) -> dict[str, Any]:
-    """A JSON *value* as an OTLP/JSON ``AnyValue`` (64-bit ints as decimal strings)."""
-    kind = type(value)
-    if kind is str:
-        return {"stringValue": value}
-    if kind is bool:
-        return {"boolValue": value}
-    if kind is int:
-        if _INT64[0] <= value <= _INT64[1]:
-            return {"intValue": str(value)}
-        return {"stringValue": str(value)}
-    if kind is float:
-        return {"doubleValue": value}
-    if kind is dict:
-        return {"kvlistValue": {"values": _attributes(value.items())}}
-    if kind is list:
-        return {"arrayValue": {"values": [_any_value(item) for item in value]}}
-    return {}  # null
-
-
-def _attributes(items: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _any_value(value)} for key, value in items]
-
-
-def _is_hex(value: object, digits: int) -> bool:
-    return type(value) is str and len(value) == digits and _HEX.issuperset(value)
-
-
-def otlp_log_record(event: Mapping[str, Any], observed: int) -> dict[str, Any]:
-    """One OTLP/JSON ``LogRecord`` from a JSON line's *event* (see :doc:`/formats`):
-    ``timestamp`` as ``timeUnixNano``, ``level`` as severity, ``message`` as the body,
-    ``trace_id``/``span_id``/``trace_flags`` as the trace context, ``exception``,
-    ``thread``, ``process``, ``source`` and ``stack`` as OpenTelemetry's semantic
-    attributes, every other key as an attribute; ``logger`` is the scope (not here)."""
-    fields = dict(event)
-    stamp = epoch_ns(fields.pop("timestamp", None))
-    number, text = _severity(fields.pop("level", None))
-    message = fields.pop("message", None)
-    fields.pop("logger", None)
-    attributes: list[dict[str, Any]] = []
-    exception = fields.pop("exception", None)
-    if type(exception) is dict:
-        for key, name in (("type", "type"), ("message", "message"), ("traceback", "stacktrace")):
-            if key in exception:
-                attributes.append({"key": "exception." + name, "value": _any_value(exception[key])})
-    thread = fields.pop("thread", None)
-    if type(thread) is dict:
-        attributes += _attributes(
-            (f"thread.{key}", thread[key]) for key in ("id", "name") if key in thread
-        )
-    process = fields.pop("process", None)
-    if type(process) is dict and "id" in process:
-        attributes.append({"key": "process.pid", "value": _any_value(process["id"])})
-    source = fields.pop("source", None)
-    if type(source) is dict:
-        function = f"{source.get('module', '')}.{source.get('function', '')}".strip(".")
-        attributes.append({"key": "code.function.name", "value": {"stringValue": function}})
-        if "line" in source:
-            attributes.append({"key": "code.line.number", "value": _any_value(source["line"])})
-    stack = fields.pop("stack", None)
-    if stack is not None:
-        attributes.append({"key": "code.stacktrace", "value": _any_value(stack)})
-    trace_id, span_id = fields.get("trace_id"), fields.get("span_id")
-    traced = _is_hex(trace_id, 32) and _is_hex(span_id, 16)
-    flags = None
-    if traced:
-        del fields["trace_id"], fields["span_id"]
-        flags = fields.pop("trace_flags", None)
-    attributes += _attributes(fields.items())
-    record: dict[str, Any] = {"timeUnixNano": str(observed if stamp is None else stamp)}
-    if number:
-        record["severityNumber"] = number
-    if text:
-        record["severityText"] = text
-    if message is not None:
-        record["body"] = _any_value(message)
-    if attributes:
-        record["attributes"] = attributes
-    if traced:
-        if type(flags) is int and 0 < flags < 2**32:
-            record["flags"] = flags
-        record["traceId"] = trace_id
-        record["spanId"] = span_id
-    record["observedTimeUnixNano"] = str(observed)
-    return record
 
 
 class OtlpHttpWriter(_StoreWriter):
     """Export each batch as one OTLP/HTTP JSON ``ExportLogsServiceRequest``.
 
-    Each JSON line becomes a ``LogRecord`` (see :func:`otlp_log_record`) in the scope
-    named after its logger, under one resource (*resource* plus ``service.name``). A
-    line that is already an OTLP/JSON document (a formatter that writes
-    ``{"resourceLogs": ...}`` per record) has its records merged into the request as
-    they are; a line that is not JSON is sent as a record whose body is the line.
+    The mapping is :class:`~kakashi.integrations.otel.OTLPJsonFormatter`'s, one and the
+    same: each JSON line becomes the ``LogRecord`` that formatter writes for the record
+    the line came from (see :func:`~kakashi.integrations.otel.otlp_log_record`, and
+    what a JSON line cannot hold), in the scope named after its logger, under one
+    resource (*resource* plus ``service.name``). A line that already is an OTLP/JSON
+    document (the pipeline's formatter is ``OTLPJsonFormatter``) has its records merged
+    into the request as they are, the exact form; a line that is not JSON is sent as a
+    record whose body is the line.
 
     The answer: a 2xx with ``partialSuccess.rejectedLogRecords`` *n* counts *n*
     records as dropped (``"otlp_rejected"``; OTLP does not say which, so the last *n*
@@ -837,13 +679,15 @@ class OtlpHttpWriter(_StoreWriter):
     Args:
         url: the logs endpoint (``http://collector:4318/v1/logs``); a URL with no path
             gets ``/v1/logs``.
-        resource: resource attributes (``service.version``, ``deployment.environment``...).
+        resource: resource attributes (``service.version``, ``deployment.environment``...),
+            as :class:`~kakashi.integrations.otel.OTLPJsonFormatter` takes them.
         service_name: the resource's ``service.name`` (default ``"unknown_service"``).
         **options: ``kakashi.writers.http.HttpWriter``'s (``headers`` carries
             authentication).
 
     Raises:
-        TypeError: *resource* is not a mapping with str keys and JSON values.
+        TypeError: *service_name* is not a non-empty str, or *resource* is not a mapping
+            with str keys and values str, bool, int, float, or lists or mappings of them.
         ValueError: a bad HttpWriter option.
     """
 
@@ -858,25 +702,10 @@ class OtlpHttpWriter(_StoreWriter):
         service_name: str | None = None,
         **options: Any,
     ) -> None:
-        given: object = {} if resource is None else resource
-        if not isinstance(given, Mapping):
-            raise TypeError(f"resource must be a mapping, got {type(given).__name__}")
-        attributes = dict(given)
-        for key, value in attributes.items():
-            if not isinstance(key, str) or not key:
-                raise TypeError(f"resource keys must be non-empty str, got {key!r}")
-            try:
-                orjson.dumps(value)
-            except TypeError as exc:
-                raise TypeError(f"resource[{key!r}] must be a JSON value: {exc}") from None
-        if service_name is not None:
-            if not isinstance(service_name, str) or not service_name:
-                raise TypeError(f"service_name must be a non-empty str, got {service_name!r}")
-            attributes["service.name"] = service_name
-        attributes.setdefault("service.name", "unknown_service")
+        # The resource is checked (and encoded) as the OTLP/JSON formatter checks it.
+        self._otlp = OTLPJsonFormatter(service_name, resource)
         super().__init__(url, **options)
-        self.resource = attributes
-        self._resource = {"attributes": _attributes(attributes.items())}
+        self.resource = self._otlp.resource
         path = url.split("?", 1)[0].split("://", 1)[1].partition("/")[2]
         self._target = url if path.strip("/") else _endpoint(url, "/v1/logs")
 
@@ -887,36 +716,21 @@ class OtlpHttpWriter(_StoreWriter):
     def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
         """One ``ExportLogsServiceRequest`` for *lines* (see the class description)."""
         observed = time.time_ns()
-        scopes: dict[str, list[dict[str, Any]]] = {}
+        log_records: list[tuple[str, dict[str, Any]]] = []
         foreign: list[Any] = []  # resourceLogs of lines that were OTLP documents already
         for line in lines:
             event = _event(line)
-            if event is None:
-                scope = ""
-                record = {
-                    "timeUnixNano": str(observed),
-                    "body": {"stringValue": _text(line)},
-                    "observedTimeUnixNano": str(observed),
-                }
+            if event is None:  # not JSON: the line is the body
+                log_records.append(("", otlp_log_record({"message": _text(line)}, observed)))
             elif line.startswith(_OTLP_DOCUMENT) and type(event.get("resourceLogs")) is list:
                 foreign.extend(event["resourceLogs"])
-                continue
             else:
                 logger = event.get("logger")
                 scope = logger if type(logger) is str else ""
-                record = otlp_log_record(event, observed)
-            logged = scopes.get(scope)
-            if logged is None:
-                logged = scopes[scope] = []
-            logged.append(record)
-        resource_logs = []
-        if scopes:
-            scope_logs = [
-                {"scope": {"name": name} if name else {}, "logRecords": logged}
-                for name, logged in scopes.items()
-            ]
-            resource_logs.append({"resource": self._resource, "scopeLogs": scope_logs})
-        resource_logs.extend(_merged(foreign))
+                log_records.append((scope, otlp_log_record(event, observed)))
+        resource_logs = self._otlp.assemble(log_records)["resourceLogs"] if log_records else []
+        if foreign:
+            resource_logs = _merged(resource_logs + foreign)
         return orjson.dumps({"resourceLogs": resource_logs})
 
     def check(self, batch: Sequence[bytes], response: Response) -> None:
