@@ -553,3 +553,21 @@ def test_rows_are_the_same_json_in_both_builds(impl: Any) -> None:
     body = impl.format.clickhouse_body(rows)
     assert b",".join(orjson.dumps(row) for row in expected) == body
     assert expected == json.loads(b"[" + body + b"]")
+
+
+def test_a_long_batch_is_made_into_rows_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch longer than a chunk is made into rows chunk by chunk (the compiled rows
+    let the application's threads run between chunks): the same rows, and the lines
+    that are not JSON objects reported at their place in the whole batch."""
+    import kakashi.writers.clickhouse as module
+
+    columns = {"timestamp": "DateTime('UTC')", "timestamp_us": "UInt32", "message": "String"}
+    writer = ClickHouseWriter("http://127.0.0.1:9", "t", columns=columns)
+    batch = [_line(n) for n in range(10)]
+    batch[0:0], batch[5:5], batch[11:11] = [b"not json"], [b"[1]"], [b"{"]
+    whole = writer._rows(batch)
+    monkeypatch.setattr(module, "_CHUNK", 3)
+    chunked = writer._rows(batch)
+    assert {0: "not_json", 5: "not_json", 11: "not_json"} == chunked[2] == whole[2]
+    assert [i for i in range(13) if i not in (0, 5, 11)] == chunked[1] == whole[1]
+    assert module.clickhouse_body(whole[0]) == module.clickhouse_body(chunked[0])

@@ -669,13 +669,14 @@ cdef int _put_micros(kk_buf *buffer, object stamp) except -1:
     return kk_put(buffer, &digits[position], 8 - position)
 
 
-def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds):
+def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds,
+                    Py_ssize_t first=0):
     """The ClickHouse JSONEachRow rows of JSON *lines*: each row's JSON written straight
     into bytes, exactly what ``orjson.dumps`` writes for the twin's row dict."""
     cdef list rows = []
     cdef list indices = []
     cdef dict dropped = {}
-    cdef Py_ssize_t index = -1
+    cdef Py_ssize_t index = first - 1
     cdef kk_buf row
     cdef kk_buf extra
     cdef bint columns, others, timed

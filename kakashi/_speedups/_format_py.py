@@ -181,6 +181,7 @@ def clickhouse_rows(
     micros: str | None,
     fields: str | None,
     microseconds: Callable[[Any], int],
+    first: int = 0,
 ) -> tuple[list[Any], list[int], dict[int, str]]:
     """The ClickHouse JSONEachRow rows of JSON *lines* (``kakashi.writers.clickhouse``).
 
@@ -192,15 +193,15 @@ def clickhouse_rows(
     a column) the other keys as one JSON object, as text.
 
     Returns the rows (what :func:`clickhouse_body` serialises: here dicts, compiled the
-    JSON of each), the index in *lines* of each, and the lines that are not JSON objects
-    (index -> ``"not_json"``). Raises what ``orjson.dumps`` raises for a value it cannot
-    write (an integer beyond 64 bits).
+    JSON of each), the index of each, and the lines that are not JSON objects (index ->
+    ``"not_json"``); indices count from *first* (where *lines* start in a batch). Raises
+    what ``orjson.dumps`` raises for a value it cannot write (an integer beyond 64 bits).
     """
     loads, dumps = orjson.loads, orjson.dumps
     rows: list[Any] = []
     indices: list[int] = []
     dropped: dict[int, str] = {}
-    for index, line in enumerate(lines):
+    for index, line in enumerate(lines, first):
         try:
             event = loads(line)
         except orjson.JSONDecodeError:

