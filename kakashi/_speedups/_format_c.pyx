@@ -82,19 +82,9 @@ cdef extern from *:
         0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
         0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,
     };
-    /* A JSON string as orjson writes it: quote, backslash and C0 controls escaped.
-       ASCII strings are read in place; others through their cached UTF-8 form.
-       Returns 1 if the str cannot be encoded as UTF-8 (lone surrogates): not handled here. */
-    static int kk_put_str(kk_buf *b, PyObject *str) {
-        Py_ssize_t n;
-        const char *s;
-        if (PyUnicode_IS_COMPACT_ASCII(str)) {
-            s = (const char *)PyUnicode_DATA(str);
-            n = PyUnicode_GET_LENGTH(str);
-        } else {
-            s = PyUnicode_AsUTF8AndSize(str, &n);
-            if (s == NULL) { PyErr_Clear(); return 1; }
-        }
+    /* UTF-8 bytes as a JSON string: quote, backslash and C0 controls escaped (the one
+       escape loop: kk_put_str and the ClickHouse rows use it). */
+    static int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) {
         if (kk_reserve(b, n * 6 + 2) < 0) return -1;
         char *out = b->data + b->len;
         *out++ = '"';
@@ -126,6 +116,21 @@ cdef extern from *:
         *out++ = '"';
         b->len = out - b->data;
         return 0;
+    }
+    /* A JSON string as orjson writes it: quote, backslash and C0 controls escaped.
+       ASCII strings are read in place; others through their cached UTF-8 form.
+       Returns 1 if the str cannot be encoded as UTF-8 (lone surrogates): not handled here. */
+    static int kk_put_str(kk_buf *b, PyObject *str) {
+        Py_ssize_t n;
+        const char *s;
+        if (PyUnicode_IS_COMPACT_ASCII(str)) {
+            s = (const char *)PyUnicode_DATA(str);
+            n = PyUnicode_GET_LENGTH(str);
+        } else {
+            s = PyUnicode_AsUTF8AndSize(str, &n);
+            if (s == NULL) { PyErr_Clear(); return 1; }
+        }
+        return kk_put_escaped(b, s, n);
     }
     /* Field keys, encoded once: a direct-mapped cache from the key object (a str held
        by the cache, so its address cannot be reused while it is there) to its
@@ -230,6 +235,7 @@ cdef extern from *:
     void kk_buf_free(kk_buf *b)
     int kk_put(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int kk_put_str(kk_buf *b, object s) except -1
+    int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int KK_KEY_CACHE
     int KK_KEY_TEXT
     ctypedef struct kk_key:
@@ -580,45 +586,6 @@ cdef object _format_one(Record record):
 
 
 # -- ClickHouse rows (kakashi.writers.clickhouse) -------------------------------------------
-
-cdef extern from *:
-    """
-    /* JSON text (UTF-8 bytes) as a JSON string, escaped as kk_put_str escapes a str. */
-    static int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) {
-        if (kk_reserve(b, n * 6 + 2) < 0) return -1;
-        char *out = b->data + b->len;
-        *out++ = '"';
-        Py_ssize_t i = 0;
-        while (i < n) {
-            Py_ssize_t run = i;
-            while (run < n && !kk_escaped[(unsigned char)s[run]]) run++;
-            memcpy(out, s + i, run - i);
-            out += run - i;
-            if (run == n) break;
-            unsigned char c = (unsigned char)s[run];
-            i = run + 1;
-            *out++ = (char)92;
-            switch (c) {
-                case 34: *out++ = (char)34; break;
-                case 92: *out++ = (char)92; break;
-                case 10: *out++ = 'n'; break;
-                case 13: *out++ = 'r'; break;
-                case 9: *out++ = 't'; break;
-                case 8: *out++ = 'b'; break;
-                case 12: *out++ = 'f'; break;
-                default: {
-                    static const char hex[] = "0123456789abcdef";
-                    *out++ = 'u'; *out++ = '0'; *out++ = '0';
-                    *out++ = hex[c >> 4]; *out++ = hex[c & 15];
-                }
-            }
-        }
-        *out++ = '"';
-        b->len = out - b->data;
-        return 0;
-    }
-    """
-    int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) except -1
 
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError

@@ -28,7 +28,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
+
+from kakashi._durations import MAX_WAIT, check_seconds
 
 __all__ = [
     "BACKLOG_FULL",
@@ -39,6 +41,7 @@ __all__ = [
     "WRITE_ERROR",
     "RETRYABLE_STATUS",
     "parse_retry_after",
+    "set_retry_policy",
     "status_reason",
 ]
 
@@ -158,3 +161,33 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def set_retry_policy(
+    writer: Any,
+    *,
+    max_error_retries: int | None = None,
+    error_retry_delay: float | None = None,
+    max_delay: float | None = None,
+    retry_budget: float | None = None,
+) -> None:
+    """Check a network writer's own retry settings and set them as its attributes.
+
+    The async backend reads these attributes (a writer without one follows the
+    backend's setting); ``None`` leaves an attribute unset. Retries are an int >= 0,
+    the durations seconds from 0 to one day.
+
+    Raises:
+        ValueError: a setting out of range (the message names it).
+    """
+    if max_error_retries is not None:
+        if type(max_error_retries) is not int or max_error_retries < 0:
+            raise ValueError(f"max_error_retries must be an int >= 0, got {max_error_retries!r}")
+        writer.max_error_retries = max_error_retries
+    for name, value in (
+        ("error_retry_delay", error_retry_delay),
+        ("max_delay", max_delay),
+        ("retry_budget", retry_budget),
+    ):
+        if value is not None:
+            setattr(writer, name, check_seconds(name, value, at_most=MAX_WAIT, zero=True))

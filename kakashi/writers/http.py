@@ -25,6 +25,7 @@ from kakashi.writers.delivery import (
     RETRYABLE_STATUS,
     DeliveryError,
     parse_retry_after,
+    set_retry_policy,
     status_reason,
 )
 
@@ -156,22 +157,13 @@ class HttpWriter:
         connect = check_seconds("connect_timeout", connect, at_most=MAX_WAIT)
         if type(pool_size) is not int or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
-        if max_error_retries is not None:
-            if type(max_error_retries) is not int or max_error_retries < 0:
-                raise ValueError(
-                    f"max_error_retries must be an int >= 0, got {max_error_retries!r}"
-                )
-            self.max_error_retries = max_error_retries
-        if error_retry_delay is not None:
-            self.error_retry_delay = check_seconds(
-                "error_retry_delay", error_retry_delay, at_most=MAX_WAIT, zero=True
-            )
-        if max_delay is not None:
-            self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
-        if retry_budget is not None:
-            self.retry_budget = check_seconds(
-                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
-            )
+        set_retry_policy(
+            self,
+            max_error_retries=max_error_retries,
+            error_retry_delay=error_retry_delay,
+            max_delay=max_delay,
+            retry_budget=retry_budget,
+        )
         self.url = url
         self.compression = compression
         self.compression_level: int = compression_level or 0

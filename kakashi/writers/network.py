@@ -7,8 +7,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from kakashi._durations import MAX_WAIT, check_seconds
-from kakashi.writers.delivery import WRITE_ERROR, DeliveryError
+from kakashi.writers.delivery import WRITE_ERROR, DeliveryError, set_retry_policy
 
 __all__ = ["SendError", "SendWriter", "batched"]
 
@@ -114,24 +113,19 @@ class SendWriter:
     ) -> None:
         if not callable(send):
             raise TypeError(f"send must be callable, got {type(send).__name__}")
-        retries = max_error_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"max_error_retries must be an int >= 0, got {retries!r}")
         if batched is None:
             batched = getattr(send, BATCHED_ATTRIBUTE, False) is True
         elif not isinstance(batched, bool):
             raise TypeError(f"batched must be a bool or None, got {batched!r}")
         self.send = send
         self.batched = batched
-        self.max_error_retries = retries
-        self.error_retry_delay = check_seconds(
-            "error_retry_delay", error_retry_delay, at_most=MAX_WAIT, zero=True
+        set_retry_policy(
+            self,
+            max_error_retries=max_error_retries,
+            error_retry_delay=error_retry_delay,
+            max_delay=max_delay,
+            retry_budget=retry_budget,
         )
-        self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
-        if retry_budget is not None:
-            self.retry_budget = check_seconds(
-                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
-            )
         self.sent = 0
 
     #: Delivered off the workers' turn, on a thread of its own (see Writer.concurrent).

@@ -43,7 +43,7 @@ import orjson
 from kakashi import _errors
 from kakashi._durations import MAX_WAIT, check_seconds
 from kakashi._locks import fork_safe_lock
-from kakashi.writers.delivery import DeliveryError
+from kakashi.writers.delivery import DeliveryError, set_retry_policy
 
 __all__ = [
     "FACILITIES",
@@ -292,22 +292,13 @@ class SyslogWriter:
         if keyfile is not None and certfile is None:
             raise ValueError("keyfile needs certfile")
         self.timeout = check_seconds("timeout", timeout, at_most=MAX_WAIT)
-        if max_error_retries is not None:
-            if type(max_error_retries) is not int or max_error_retries < 0:
-                raise ValueError(
-                    f"max_error_retries must be an int >= 0, got {max_error_retries!r}"
-                )
-            self.max_error_retries = max_error_retries
-        if error_retry_delay is not None:
-            self.error_retry_delay = check_seconds(
-                "error_retry_delay", error_retry_delay, at_most=MAX_WAIT, zero=True
-            )
-        if max_delay is not None:
-            self.max_delay = check_seconds("max_delay", max_delay, at_most=MAX_WAIT, zero=True)
-        if retry_budget is not None:
-            self.retry_budget = check_seconds(
-                "retry_budget", retry_budget, at_most=MAX_WAIT, zero=True
-            )
+        set_retry_policy(
+            self,
+            max_error_retries=max_error_retries,
+            error_retry_delay=error_retry_delay,
+            max_delay=max_delay,
+            retry_budget=retry_budget,
+        )
 
         if app_name is None:
             program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
