@@ -360,10 +360,21 @@ _CLICKHOUSE_USERS = """<?xml version="1.0"?>
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[int]:
+    """*count* distinct loopback ports of *kind* that were free a moment ago (the probes are
+    held open together, so the kernel cannot hand the same port out twice)."""
+    probes = [socket.socket(socket.AF_INET, kind) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+class _PortTaken(RuntimeError):
+    """clickhouse-server could not bind a port that was free when it was chosen."""
 
 
 class ClickHouseServer:
@@ -374,14 +385,18 @@ class ClickHouseServer:
     def __init__(self, root: Path, binary: str = "clickhouse-server") -> None:
         self.root = root
         self.binary = binary
-        self.http_port = _free_port()
         root.mkdir(parents=True, exist_ok=True)
-        config = _CLICKHOUSE_CONFIG.format(
-            root=root, http_port=self.http_port, tcp_port=_free_port()
-        )
-        (root / "config.xml").write_text(config)
         (root / "users.xml").write_text(_CLICKHOUSE_USERS)
+        self._choose_ports()
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
+
+    def _choose_ports(self) -> None:
+        self.http_port, tcp_port = free_ports(2)
+        config = _CLICKHOUSE_CONFIG.format(
+            root=self.root, http_port=self.http_port, tcp_port=tcp_port
+        )
+        (self.root / "config.xml").write_text(config)
 
     @property
     def url(self) -> str:
@@ -389,7 +404,23 @@ class ClickHouseServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait (bounded) until ``/ping`` answers ``Ok.``."""
+        """Start the server and wait (bounded) until ``/ping`` answers ``Ok.``.
+
+        A free port can be taken by another process between the probe and the server's
+        bind (the machine runs other suites): on a first start that fails with "Address
+        already in use" the server gets fresh ports and tries again, up to five times. A
+        restart keeps its ports, as clients already point at them."""
+        for _ in range(4 if not self._started else 0):
+            try:
+                self._start_once(timeout)
+            except _PortTaken:
+                self._choose_ports()
+                continue
+            return
+        self._start_once(timeout)
+
+    def _start_once(self, timeout: float) -> None:
+        log_size = self._err_log_size()
         with open(self.root / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
                 [self.binary, f"--config-file={self.root / 'config.xml'}"],
@@ -400,10 +431,14 @@ class ClickHouseServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.process = None
+                if "Address already in use" in self._err_log_since(log_size):
+                    raise _PortTaken(self.log_tail())
                 raise RuntimeError(f"clickhouse-server exited: {self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as answer:
                     if answer.read() == b"Ok.\n":
+                        self._started = True
                         return
             except OSError:
                 pass
@@ -434,6 +469,20 @@ class ClickHouseServer:
         """The rows of a SELECT, as dicts (``FORMAT JSONEachRow`` is added)."""
         text = self.query(f"{sql} FORMAT JSONEachRow")
         return [json.loads(line) for line in text.splitlines() if line]
+
+    def _err_log_size(self) -> int:
+        try:
+            return (self.root / "server.err.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _err_log_since(self, offset: int) -> str:
+        try:
+            with open(self.root / "server.err.log", "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def log_tail(self) -> str:
         """The end of the server's own logs, for error messages."""

@@ -38,7 +38,7 @@ from kakashi.concurrency import run_in_executor  # noqa: E402
 from kakashi.integrations.asgi import KakashiMiddleware  # noqa: E402
 from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
-from tests.conftest import keeping_pipeline  # noqa: E402
+from tests.conftest import free_ports, keeping_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -825,12 +825,6 @@ def test_lifespan_shutdown_drains_after_the_apps_own_shutdown(
     pipeline.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 SERVER_APP = """
 import asyncio
 import os
@@ -909,7 +903,7 @@ class Uvicorn:
     def __init__(self, tmp_path: Path, drain: bool, batch_timeout: float) -> None:
         (tmp_path / "served_app.py").write_text(SERVER_APP)
         self.log_file = tmp_path / "logs" / "app.log"
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),

@@ -7,6 +7,8 @@ import datetime
 import itertools
 import json
 import math
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -571,3 +573,22 @@ def test_a_long_batch_is_made_into_rows_a_chunk_at_a_time(monkeypatch: pytest.Mo
     assert {0: "not_json", 5: "not_json", 11: "not_json"} == chunked[2] == whole[2]
     assert [i for i in range(13) if i not in (0, 5, 11)] == chunked[1] == whole[1]
     assert module.clickhouse_body(whole[0]) == module.clickhouse_body(chunked[0])
+
+
+def test_a_taken_port_is_replaced_on_first_start(tmp_path: Path) -> None:
+    """The harness itself: another process binding the chosen port between the probe and
+    the server's start (as on a shared CI machine) makes the first start try fresh ports
+    instead of failing the run."""
+    if shutil.which("clickhouse-server") is None:
+        pytest.skip("clickhouse-server is not installed")
+    server = ClickHouseServer(tmp_path / "taken")
+    taken = server.http_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        server.start()
+        try:
+            assert taken != server.http_port
+            assert "1\n" == server.query("SELECT 1")
+        finally:
+            server.stop()

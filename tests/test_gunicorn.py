@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import pytest
 
 import kakashi
 from kakashi.integrations.gunicorn import DRAIN_TIMEOUT, drain_timeout, on_exit, worker_exit
-from tests.conftest import keeping_pipeline
+from tests.conftest import free_ports, keeping_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_conf.py"]
@@ -95,12 +94,6 @@ preload_app = {preload}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Client(threading.Thread):
     """Requests one after another, each on a new connection (no keep-alive), keeping
     the request id of every response received in full, until the server is gone."""
@@ -165,7 +158,7 @@ def test_a_stop_mid_load_loses_no_access_record(
     (tmp_path / "gunicorn_conf.py").write_text(CONF.format(preload=preload))
     access_log = tmp_path / "access.log"
     errors = tmp_path / "gunicorn.err"
-    port = _free_port()
+    port = free_ports(1)[0]
     env = dict(os.environ, ACCESS_LOG=str(access_log))
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
     with errors.open("wb") as stderr:

@@ -36,7 +36,7 @@ from kakashi import _errors
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.syslog import OVERFLOW_PARAM, SyslogWriter, param_name, param_value, severity
 
-from .conftest import Keeper, keeping_pipeline
+from .conftest import Keeper, free_ports, keeping_pipeline
 
 RSYSLOGD = shutil.which("rsyslogd") or next(
     (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.path.exists(p)), None
@@ -452,12 +452,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(d / "ca.pem", d / "server.pem", d / "server.key", d / "other.pem")
 
 
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 _CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="{max_size}"
        parser.escapeControlCharactersOnReceive="off" net.enableDNS="off"
@@ -495,11 +489,8 @@ class Rsyslog:
     def __init__(self, directory: Path, certs: Certs, max_size: int = 8192) -> None:
         self.directory = directory
         self.output = directory / "stored.jsonl"
-        self.ports = {
-            "udp": _free_port(socket.SOCK_DGRAM),
-            "tcp": _free_port(socket.SOCK_STREAM),
-            "tls": _free_port(socket.SOCK_STREAM),
-        }
+        tcp, tls = free_ports(2)
+        self.ports = {"udp": free_ports(1, socket.SOCK_DGRAM)[0], "tcp": tcp, "tls": tls}
         (directory / "work").mkdir()
         self.config = directory / "rsyslog.conf"
         self.config.write_text(
