@@ -98,6 +98,10 @@ def flask_site(**options: Any) -> Any:
     def health() -> Any:
         return "ok"
 
+    @app.get("/down")
+    def down() -> Any:
+        return "down", 503
+
     @app.post("/read")
     def read() -> Any:
         return str(len(flask.request.stream.read()))
@@ -131,6 +135,10 @@ async def s_health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+async def s_down(request: Request) -> Response:
+    return PlainTextResponse("down", status_code=503)
+
+
 STARLETTE_ROUTES = [
     Route("/items/{n:int}", s_item, methods=["GET", "HEAD"]),
     Route("/empty", s_empty),
@@ -138,6 +146,7 @@ STARLETTE_ROUTES = [
     Route("/moved", s_moved),
     Route("/boom", s_boom),
     Route("/health", s_health),
+    Route("/down", s_down),
 ]
 
 
@@ -179,6 +188,7 @@ urls.urlpatterns = [
     django_path("moved", lambda request: HttpResponse(status=302, headers={"Location": "/"})),
     django_path("boom", d_boom),
     django_path("health", lambda request: HttpResponse("ok")),
+    django_path("down", lambda request: HttpResponse("down", status=503)),
     django_path("read", d_read),
     django_path("stream", d_stream),
 ]
@@ -393,7 +403,7 @@ def test_flask_propagating_exception_access_record_has_no_traceback() -> None:
     assert "exception" in only(logs, "request failed")
     assert (500, False) == (only(logs, "request")["status"], "exception" in only(logs, "request"))
     # The test client keeping the request context (``with client:``): teardown runs when
-    # the block ends, after the wrapper returned; the record is still written once.
+    # the block ends, out of the request; the record is still written once.
     with capture_logs() as kept, pytest.raises(RuntimeError), app.test_client() as client:
         client.get("/boom")
     assert 500 == only(kept, "request")["status"]
@@ -402,7 +412,7 @@ def test_flask_propagating_exception_access_record_has_no_traceback() -> None:
 def test_django_an_exception_escaping_the_chain_is_logged_once_not_twice() -> None:
     """What escapes get_response (a BaseException such as gunicorn's SystemExit, or any
     exception when the middleware is used by hand) is logged once; the access record,
-    written after the except block, does not carry the traceback again."""
+    written while it is being handled, does not carry the traceback again."""
 
     def failing(request: Any) -> Any:
         app_log().info("in view")
@@ -467,6 +477,74 @@ def test_an_error_handlers_own_500_is_the_applications_answer_in_every_framework
     assert [] == messages(logs, "request failed")
     access = only(logs, "request")
     assert (500, "ERROR", False) == (access["status"], access["level"], "exception" in access)
+
+
+class Unrelated(Exception):
+    """An exception being handled above the adapter: not the request's."""
+
+
+class HandlingUnrelatedMiddleware:
+    """A Django middleware above Kakashi's that runs the rest of the chain inside an
+    ``except`` block (a retry or fallback written that way)."""
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        try:
+            raise Unrelated("not the request's")
+        except Unrelated:
+            return self.get_response(request)
+
+
+def inside_unrelated_except(framework: str, url: str) -> list[dict[str, Any]]:
+    """GET *url* with the adapter run inside an ``except Unrelated`` block of a
+    middleware above it (WSGI, ASGI or Django's): what was logged."""
+    with capture_logs() as logs:
+        if framework == "flask":
+            app = flask_site()
+            wsgi_app = app.wsgi_app
+
+            def handling(environ: Any, start_response: Any) -> Any:
+                try:
+                    raise Unrelated("not the request's")
+                except Unrelated:
+                    return wsgi_app(environ, start_response)
+
+            app.wsgi_app = handling  # type: ignore[method-assign]
+            status = app.test_client().get(url).status_code
+        elif framework == "starlette":
+            site = starlette_site()
+
+            async def handling_asgi(scope: Any, receive: Any, send: Any) -> None:
+                try:
+                    raise Unrelated("not the request's")
+                except Unrelated:
+                    await site(scope, receive, send)
+
+            client = TestClient(handling_asgi, raise_server_exceptions=False)
+            status = client.get(url).status_code
+        else:
+            above = [f"{__name__}.HandlingUnrelatedMiddleware", DJANGO_MIDDLEWARE]
+            with django_site(above):
+                status = Client(raise_request_exception=False).get(url).status_code
+    assert status in (500, 503)
+    return logs
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("url", "own"), [("/down", None), ("/boom", "RuntimeError")])
+def test_a_record_written_while_an_unrelated_exception_is_handled_carries_none(
+    framework: str, url: str, own: str | None
+) -> None:
+    """The adapter runs inside an ``except`` block of a middleware above it: the ERROR
+    access record carries no exception (not the one being handled there, which an ERROR
+    record would otherwise take), and "request failed" carries the request's own."""
+    logs = inside_unrelated_except(framework, url)
+    access = only(logs, "request")
+    assert ("ERROR", None) == (access["level"], access.get("exception"))
+    failed = messages(logs, "request failed")
+    assert ([own] if own else []) == [entry["exception"]["type"] for entry in failed]
 
 
 SHARED_FAILURE = RuntimeError("one instance, raised by every request")

@@ -163,9 +163,10 @@ class _Stream:
     Django tells a sync body from an async one by the methods it has, so each kind is
     a subclass with only its iterator protocol: the rest is here."""
 
-    def __init__(self, log: RequestLog, response: Any) -> None:
+    def __init__(self, log: RequestLog, response: Any, chunks: Any) -> None:
         self._log = log
         self._response = response
+        self._chunks = chunks
         self._started = False
 
     def close(self) -> None:
@@ -199,9 +200,7 @@ class _Stream:
 
 
 class _SyncStream(_Stream):
-    def __init__(self, log: RequestLog, response: Any, chunks: Iterator[bytes]) -> None:
-        super().__init__(log, response)
-        self._chunks = chunks
+    _chunks: Iterator[bytes]
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -217,9 +216,7 @@ class _SyncStream(_Stream):
 
 
 class _AsyncStream(_Stream):
-    def __init__(self, log: RequestLog, response: Any, chunks: AsyncIterator[bytes]) -> None:
-        super().__init__(log, response)
-        self._chunks = chunks
+    _chunks: AsyncIterator[bytes]
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
