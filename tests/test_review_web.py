@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,8 @@ django = pytest.importorskip("django")
 starlette = pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
-from django.conf import settings as django_settings  # noqa: E402
 from django.http import HttpResponse, StreamingHttpResponse  # noqa: E402
 from django.test import AsyncClient, Client  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
 from django.urls import path as django_path  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
@@ -44,25 +43,20 @@ from kakashi.integrations.django import KakashiMiddleware as DjangoMiddleware  #
 from kakashi.integrations.flask import KakashiFlask  # noqa: E402
 from kakashi.integrations.web import RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
+from tests import webapps  # noqa: E402
 from tests.conftest import balanced, keeping_pipeline  # noqa: E402
+from tests.webapps import (  # noqa: E402
+    DJANGO_MIDDLEWARE,
+    app_log,
+    asgi_scope,
+    messages,
+    only,
+    record_calls,
+    serve_asgi,
+)
 
-DJANGO_MIDDLEWARE = "kakashi.integrations.django.KakashiMiddleware"
 BODY = b"item body"
-
-
-def app_log() -> Any:
-    """The application's logger (looked up per call: each test has a fresh registry)."""
-    return kakashi.get_logger("app")
-
-
-def messages(logs: list[dict[str, Any]], message: str) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["message"] == message]
-
-
-def only(logs: list[dict[str, Any]], message: str) -> dict[str, Any]:
-    found = messages(logs, message)
-    assert 1 == len(found), logs
-    return found[0]
+pytestmark = pytest.mark.usefixtures("django_configured", "no_request_id_left")
 
 
 # -- the same site in the three frameworks ----------------------------------------------
@@ -194,66 +188,18 @@ urls.urlpatterns = [
 ]
 
 
-class SyncOnlyMiddleware:
+class SyncOnlyMiddleware(webapps.PassingMiddleware):
     """A middleware that cannot run async: Django then runs everything below it (Kakashi's
     too) in sync mode, in a thread, even under ASGI."""
 
     sync_capable = True
     async_capable = False
 
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
 
-    def __call__(self, request: Any) -> Any:
-        return self.get_response(request)
-
-
-class ErrorPageMiddleware:
-    """The application's own error page: answers a view's exception with a 500 of its own."""
-
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: Any) -> Any:
-        return self.get_response(request)
-
-    def process_exception(self, request: Any, exception: Exception) -> HttpResponse:
-        return HttpResponse("sorry", status=500)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _django() -> None:
-    """Configure Django once per process, neutrally (as tests/test_django.py does)."""
-    if not django_settings.configured:
-        django_settings.configure(
-            DEBUG=False,
-            SECRET_KEY="kakashi-tests",
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,
-            USE_TZ=True,
-        )
-        django.setup()
-
-
-@contextlib.contextmanager
-def django_site(middleware: list[str] | None = None, **options: Any) -> Iterator[None]:
-    with override_settings(
-        DEBUG=False,
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=urls,
-        MIDDLEWARE=middleware or [DJANGO_MIDDLEWARE],
-        KAKASHI=options,
-        DATA_UPLOAD_MAX_MEMORY_SIZE=None,
-    ):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_context() -> Iterator[None]:
-    """No test leaves a request id bound in the test's own context."""
-    yield
-    assert "request_id" not in kakashi.get_context()
+#: This file's URLs, with no cap on an upload's size (a test sends 2 MB).
+django_site = functools.partial(
+    webapps.django_site, urls, overrides={"DATA_UPLOAD_MAX_MEMORY_SIZE": None}
+)
 
 
 def through(
@@ -375,6 +321,19 @@ def test_trusted_id_and_forwarded_for_the_same_everywhere(framework: str) -> Non
     assert "client_port" not in access
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_broken_enricher_never_breaks_the_request(framework: str) -> None:
+    """An enricher that raises: the response is unharmed, the access record says so."""
+
+    def broken(request: object) -> dict[str, object]:
+        raise RuntimeError("enricher bug")
+
+    status, _headers, logs = through(framework, "GET", "/items/7", enrichers=[broken])
+    access = only(logs, "request")
+    assert (200, len(BODY)) == (status, access["response_size"])
+    assert "RuntimeError: enricher bug" == access["kakashi_enricher_error"]
+
+
 # -- exceptions: one "request failed", the traceback once --------------------------------
 
 
@@ -459,7 +418,7 @@ def handled_500(framework: str) -> list[dict[str, Any]]:
         else:
             # Kakashi's first in MIDDLEWARE, as documented: Django asks the error page's
             # process_exception (below it) first, and stops at its answer.
-            below = [DJANGO_MIDDLEWARE, f"{__name__}.ErrorPageMiddleware"]
+            below = [DJANGO_MIDDLEWARE, "tests.webapps.ErrorPageMiddleware"]
             with django_site(below):
                 status = Client().get("/boom").status_code
     assert 500 == status
@@ -483,12 +442,9 @@ class Unrelated(Exception):
     """An exception being handled above the adapter: not the request's."""
 
 
-class HandlingUnrelatedMiddleware:
+class HandlingUnrelatedMiddleware(webapps.PassingMiddleware):
     """A Django middleware above Kakashi's that runs the rest of the chain inside an
     ``except`` block (a retry or fallback written that way)."""
-
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
 
     def __call__(self, request: Any) -> Any:
         try:
@@ -740,25 +696,6 @@ def test_django_sync_mode_under_asgi_streaming_leaves_no_id_behind() -> None:
     assert "request_id" not in context
 
 
-def asgi_scope(path: str = "/items/7", kind: str = "http", **extra: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": kind,
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("s", 80),
-    }
-    scope.update(extra)
-    return scope
-
-
 async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app: /fail raises, /stream waits for a disconnect mid-body, /ws is a
     websocket that accepts and closes, anything else answers 200."""
@@ -926,14 +863,7 @@ def test_forwarded_for_with_a_hundred_thousand_entries_is_walked_a_bounded_numbe
 ) -> None:
     """X-Forwarded-For of 100,000 trusted-looking hops (900 KB): the walk parses a bounded
     number of them, not every one (the request's cost must not grow with the header)."""
-    parsed: list[str] = []
-    real = web._address
-
-    def counting(text: str) -> Any:
-        parsed.append(text)
-        return real(text)
-
-    monkeypatch.setattr(web, "_address", counting)
+    parsed = record_calls(monkeypatch, web, "_address")
     settings = RequestLogging(trusted_proxies=["10.0.0.0/8"])
     header = ",".join(["10.0.0.1"] * 100_000)
     client = settings.client_ip("10.0.0.2", header)
@@ -946,14 +876,7 @@ def test_a_query_of_a_hundred_thousand_parameters_costs_what_is_kept(
 ) -> None:
     """A 1 MB query string of 100,000 redacted parameters: only what fits in
     max_value_length is looked at; the kept part is still redacted and marked as cut."""
-    decoded: list[str] = []
-    real = web.unquote_plus
-
-    def counting(text: str) -> str:
-        decoded.append(text)
-        return real(text)
-
-    monkeypatch.setattr(web, "unquote_plus", counting)
+    decoded = record_calls(monkeypatch, web, "unquote_plus")
     settings = RequestLogging()
     query = "&".join(f"token=secret{i}" for i in range(100_000))
     kept = settings.redact_query(query)
@@ -993,15 +916,7 @@ def test_hostile_raw_asgi_request_is_one_capped_line_on_disk(
             (b"x-forwarded-for", b"1.2.3.4\r\n"),
         ],
     )
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(middleware(scope, receive, send))
+    sent = serve_asgi(middleware, scope)
     writer.flush()
     writer.close()
     data = file.read_bytes()
@@ -1157,21 +1072,8 @@ def test_asgi_a_streamed_upload_reaches_the_app_whole_while_logged() -> None:
 
     chunks = [bytes([65 + n]) * 3000 for n in range(5)]
     middleware = AsgiMiddleware(upload, log_request_body=True)
-
-    async def serve() -> None:
-        pending = list(chunks)
-
-        async def receive() -> dict[str, Any]:
-            body = pending.pop(0)
-            return {"type": "http.request", "body": body, "more_body": bool(pending)}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await middleware(asgi_scope("/up", method="POST"), receive, send)
-
     with capture_logs() as logs:
-        asyncio.run(serve())
+        serve_asgi(middleware, asgi_scope("/up", method="POST"), *chunks)
     assert chunks == got
     access = only(logs, "request")
     assert (b"".join(chunks)[:4096].decode(), True) == (
