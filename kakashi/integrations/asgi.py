@@ -25,6 +25,7 @@ The module imports no framework: it speaks ASGI's dicts.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import sys
@@ -79,7 +80,7 @@ def _find_route(routes: Any, target: object, prefix: str, depth: int) -> str | N
     return None
 
 
-class _Exchange:
+class _Exchange(abc.ABC):
     """What one connection's messages tell its request's log. The HTTP request and the
     websocket session differ only in the methods a subclass gives; none raises into
     the application (the middleware reports what one raises)."""
@@ -96,25 +97,27 @@ class _Exchange:
         self.disconnected = False
 
     @staticmethod
+    @abc.abstractmethod
     def method(scope: Scope) -> Any:
         """The access record's method for a connection of this kind."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def received(self, message: Message) -> None:
         """The application received *message* from the client."""
 
+    @abc.abstractmethod
     def sending(self, message: Message) -> Message:
         """The message to send instead of *message* (one with the request id added)."""
-        return message
 
+    @abc.abstractmethod
     def sent(self, message: Message) -> None:
         """*message* went out to the client."""
 
+    @abc.abstractmethod
     def outcome(self, error: BaseException | None) -> tuple[int | None, dict[str, Any]] | None:
         """The status and the fields of the access record of a connection the
         application is done with (*error* escaped it), or ``None`` when the record was
         written already."""
-        raise NotImplementedError
 
     def set_route(self) -> None:
         """Give the log the matched route's template, if any. Never raises."""
