@@ -124,6 +124,23 @@ def _clean_state() -> Any:
     assert leftover == []
 
 
+@pytest.fixture
+def no_request_id_left() -> Any:
+    """Fails the test if it leaves a request id bound in the test's own context (the
+    web integrations unbind it when a request ends)."""
+    yield
+    assert "request_id" not in kakashi.get_context()
+
+
+@pytest.fixture(scope="module")
+def django_configured() -> None:
+    """Django configured for the web integration tests (once per process; see
+    ``tests/webapps.py``)."""
+    from tests.webapps import configure_django
+
+    configure_django()
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     """Parse a JSON-lines file, failing on any line that is not one JSON object."""
     lines = path.read_bytes().split(b"\n")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,19 @@ from kakashi.integrations.asgi import KakashiMiddleware  # noqa: E402
 from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
 from tests.conftest import free_ports, keeping_pipeline  # noqa: E402
+from tests.webapps import (  # noqa: E402
+    access_records,
+    app_log,
+    asgi_scope,
+    assert_access_fields,
+    messages,
+    serve_asgi,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def app_log() -> Any:
-    """The app's logger (fetched per call: each test starts with a fresh registry)."""
-    return kakashi.get_logger("app")
-
-
-def access_records(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["message"] == "request"]
-
-
-def by_message(logs: list[dict[str, Any]], message: str) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["message"] == message]
+pytestmark = pytest.mark.usefixtures("no_request_id_left")
 
 
 # -- the applications -----------------------------------------------------------------
@@ -200,8 +198,7 @@ def test_starlette_testclient_one_access_record_with_the_shared_fields() -> None
         "http_version": "1.1",
         "scheme": "http",
     }
-    assert expected == {key: access[key] for key in expected}
-    assert isinstance(access["duration_ms"], float)
+    assert_access_fields(access, expected)
     shared = [k for k in access if k in expected or k == "duration_ms"][3:]
     assert [
         "request_id", "method", "path", "route", "query", "status", "duration_ms",
@@ -238,11 +235,11 @@ def test_fastapi_route_template_404_and_handled_http_exception() -> None:
         assert 418 == client.get("/teapot").status_code
     ok, missing, teapot = access_records(logs)
     assert ("/items/{item_id}", 200, "INFO") == (ok["route"], ok["status"], ok["level"])
-    assert 42 == by_message(logs, "reading")[0]["item_id"]
+    assert 42 == messages(logs, "reading")[0]["item_id"]
     assert "route" not in missing
     assert (404, "WARNING") == (missing["status"], missing["level"])
     assert ("/teapot", 418, "WARNING") == (teapot["route"], teapot["status"], teapot["level"])
-    assert [] == by_message(logs, "request failed")
+    assert [] == messages(logs, "request failed")
 
 
 @pytest.mark.parametrize("raise_server_exceptions", [True, False])
@@ -257,7 +254,7 @@ def test_fastapi_500_logged_once_and_propagated(raise_server_exceptions: bool) -
                 client.get("/fail")
         else:
             assert 500 == client.get("/fail").status_code
-    (failed,) = by_message(logs, "request failed")
+    (failed,) = messages(logs, "request failed")
     (access,) = access_records(logs)
     assert "ERROR" == failed["level"]
     assert "RuntimeError" == failed["exception"]["type"]
@@ -275,7 +272,7 @@ def test_an_app_wrapped_whole_sees_starlettes_500_and_logs_the_exception_once() 
     with capture_logs() as logs:
         response = TestClient(app, raise_server_exceptions=False).get("/boom")
     assert 500 == response.status_code
-    (failed,) = by_message(logs, "request failed")
+    (failed,) = messages(logs, "request failed")
     (access,) = access_records(logs)
     assert response.headers["x-request-id"] == access["request_id"] == failed["request_id"]
     assert (500, "/boom") == (access["status"], access["route"])
@@ -307,11 +304,11 @@ def test_exception_handlers_one_failure_record_or_none() -> None:
         (access,) = access_records(logs)
         if 500 in handlers:
             assert ["ValueError"] == [
-                e["exception"]["type"] for e in by_message(logs, "request failed")
+                e["exception"]["type"] for e in messages(logs, "request failed")
             ]
             assert 500 == access["status"]
         else:
-            assert [] == by_message(logs, "request failed")
+            assert [] == messages(logs, "request failed")
             assert (400, "WARNING") == (access["status"], access["level"])
 
 
@@ -332,24 +329,6 @@ def test_streaming_response_size_counts_every_chunk() -> None:
     assert {access["request_id"]} == {entry["request_id"] for entry in logs}
 
 
-def _raw_request(path: str, spec_version: str = "2.4") -> dict[str, Any]:
-    """An HTTP scope as a server makes it."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": spec_version},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("192.0.2.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
 @pytest.mark.parametrize("gone", [OSError("connection reset by peer"), ClientDisconnect()])
 def test_client_disconnect_mid_stream_send_raises(gone: Exception) -> None:
     """The client goes away mid-stream and the server's send raises (OSError, as ASGI
@@ -368,14 +347,14 @@ def test_client_disconnect_mid_stream_send_raises(gone: Exception) -> None:
         sent.append(message)
 
     with capture_logs() as logs, contextlib.suppress(Exception):
-        asyncio.run(starlette_app()(_raw_request("/stream"), receive, send))
+        asyncio.run(starlette_app()(asgi_scope("/stream"), receive, send))
     (access,) = access_records(logs)
     assert (200, 1 + 2, True) == (
         access["status"],
         access["response_size"],
         access["disconnected"],
     )
-    assert [] == by_message(logs, "request failed")
+    assert [] == messages(logs, "request failed")
 
 
 def test_client_disconnect_mid_stream_seen_by_receive() -> None:
@@ -396,7 +375,9 @@ def test_client_disconnect_mid_stream_seen_by_receive() -> None:
                 disconnect.set()
             await asyncio.sleep(0)
 
-        await starlette_app()(_raw_request("/stream", "2.3"), receive, send)
+        await starlette_app()(
+            asgi_scope("/stream", asgi={"version": "3.0", "spec_version": "2.3"}), receive, send
+        )
 
     with capture_logs() as logs:
         asyncio.run(main())
@@ -404,7 +385,7 @@ def test_client_disconnect_mid_stream_seen_by_receive() -> None:
     assert access["disconnected"] is True
     assert 200 == access["status"]
     assert access["response_size"] < 15
-    assert [] == by_message(logs, "request failed")
+    assert [] == messages(logs, "request failed")
 
 
 def test_a_client_gone_before_the_response_is_499() -> None:
@@ -422,7 +403,7 @@ def test_a_client_gone_before_the_response_is_499() -> None:
         raise AssertionError("nothing is sent")
 
     with capture_logs() as logs:
-        asyncio.run(KakashiMiddleware(waits)(_raw_request("/slow"), receive, send))
+        asyncio.run(KakashiMiddleware(waits)(asgi_scope("/slow"), receive, send))
     (access,) = access_records(logs)
     assert (499, "WARNING", True) == (access["status"], access["level"], access["disconnected"])
 
@@ -448,7 +429,7 @@ def test_a_request_cancelled_by_the_server_says_so() -> None:
         raise AssertionError("nothing is sent")
 
     async def main() -> None:
-        task = asyncio.ensure_future(app(_raw_request("/slow"), receive, send))
+        task = asyncio.ensure_future(app(asgi_scope("/slow"), receive, send))
         await entered.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -458,7 +439,7 @@ def test_a_request_cancelled_by_the_server_says_so() -> None:
         asyncio.run(main())
     (access,) = access_records(logs)
     assert (500, True, "/slow") == (access["status"], access["cancelled"], access["route"])
-    assert [] == by_message(logs, "request failed")
+    assert [] == messages(logs, "request failed")
 
 
 def test_pathsend_and_trailers_complete_the_response(tmp_path: Path) -> None:
@@ -481,19 +462,10 @@ def test_pathsend_and_trailers_complete_the_response(tmp_path: Path) -> None:
 
     files = Starlette(routes=[Route("/report", download)])
     files.add_middleware(KakashiMiddleware)
-    scope = _raw_request("/report")
-    scope["extensions"] = {"http.response.pathsend": {}}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
+    scope = asgi_scope("/report", extensions={"http.response.pathsend": {}})
     with capture_logs() as logs:
-        asyncio.run(files(scope, receive, send))
-        asyncio.run(KakashiMiddleware(with_trailers)(_raw_request("/t"), receive, send))
+        sent = serve_asgi(files, scope)
+        serve_asgi(KakashiMiddleware(with_trailers), asgi_scope("/t"))
     assert "http.response.pathsend" == sent[1]["type"]
     report, trailed = access_records(logs)
     assert (200, 400) == (report["status"], report["response_size"])
@@ -516,7 +488,7 @@ def test_an_exception_mid_stream_keeps_the_status_sent() -> None:
     app.add_middleware(KakashiMiddleware)
     with capture_logs() as logs, pytest.raises(KeyError):
         TestClient(app).get("/broken")
-    (failed,) = by_message(logs, "request failed")
+    (failed,) = messages(logs, "request failed")
     (access,) = access_records(logs)
     assert "KeyError" == failed["exception"]["type"]
     assert (200, 4) == (access["status"], access["response_size"])
@@ -560,7 +532,7 @@ def test_sync_endpoint_in_the_threadpool_carries_request_id_and_bound_values() -
     and what an async dependency and an HTTP middleware bound with bind_context."""
     with capture_logs() as logs:
         response = TestClient(fastapi_app()).get("/sync")
-    (record,) = by_message(logs, "in the threadpool")
+    (record,) = messages(logs, "in the threadpool")
     assert threading.main_thread().name != response.json()["thread"]
     expected = {"request_id": response.headers["x-request-id"], "user": "u-7", "tenant": "acme"}
     assert expected == {key: record[key] for key in expected}
@@ -571,7 +543,7 @@ def test_run_in_executor_from_an_async_endpoint_carries_the_context() -> None:
     thread; the loop's own run_in_executor does not (why the helper exists)."""
     with capture_logs() as logs:
         response = TestClient(fastapi_app()).get("/executor")
-    carried, plain = by_message(logs, "in the executor")
+    carried, plain = messages(logs, "in the executor")
     assert ("carried", response.headers["x-request-id"]) == (
         carried["label"],
         carried["request_id"],
@@ -606,7 +578,7 @@ def test_websocket_session_one_access_record() -> None:
         "scheme": "ws",
         "level": "INFO",
     }
-    assert expected == {key: access[key] for key in expected}
+    assert_access_fields(access, expected)
 
 
 def test_websocket_refused_before_accept_is_403() -> None:
@@ -684,19 +656,6 @@ def test_request_id_from_the_header_only_when_trusted() -> None:
     assert ["up-1"] == trusted.headers.get_list("x-request-id")
 
 
-def test_a_broken_enricher_never_breaks_the_request() -> None:
-    """An enricher that raises: the response is unharmed, the record says so."""
-
-    def broken(request: object) -> dict[str, object]:
-        raise RuntimeError("enricher bug")
-
-    with capture_logs() as logs:
-        response = TestClient(starlette_app(enrichers=[broken])).get("/items/5")
-    assert (200, "item 5") == (response.status_code, response.text)
-    (access,) = access_records(logs)
-    assert "RuntimeError: enricher bug" == access["kakashi_enricher_error"]
-
-
 def test_request_body_only_when_asked_and_capped() -> None:
     """Bodies are not logged unless asked; then capped at body_limit bytes."""
 
@@ -725,25 +684,19 @@ def test_request_body_only_when_asked_and_capped() -> None:
 def test_hostile_headers_and_paths_are_capped_and_kept_in_one_line() -> None:
     """What a client may send that the test clients refuse (CRLF, latin-1 bytes, huge
     values) straight in the scope: capped, and the JSON line stays one line."""
-    scope = _raw_request("/items/" + "é" * 300)
-    scope["headers"] = [
-        (b"user-agent", b'evil\r\n{"level":"CRITICAL"}' + b"\xff" * 500),
-        (b"x-request-id", b"forged\r\nid"),
-    ]
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
+    scope = asgi_scope(
+        "/items/" + "é" * 300,
+        headers=[
+            (b"user-agent", b'evil\r\n{"level":"CRITICAL"}' + b"\xff" * 500),
+            (b"x-request-id", b"forged\r\nid"),
+        ],
+    )
     lines: list[str] = []
     pipeline = kakashi.Pipeline(
         kakashi.PipelineConfig(writers=(kakashi.callable_writer(lines.append),))
     )
     app = starlette_app(max_value_length=64, trust_request_id=True, pipeline=pipeline)
-    asyncio.run(app(scope, receive, send))
+    sent = serve_asgi(app, scope)
     (line,) = lines
     assert "\n" not in line.rstrip("\n")
     access = json.loads(line)
@@ -751,7 +704,7 @@ def test_hostile_headers_and_paths_are_capped_and_kept_in_one_line() -> None:
     assert access["user_agent"].startswith("evil\r\n")
     assert len(access["user_agent"]) < 100
     assert re.fullmatch("[0-9a-f]{32}", access["request_id"])
-    headers = dict(messages[0]["headers"])
+    headers = dict(sent[0]["headers"])
     assert access["request_id"].encode() == headers[b"x-request-id"]
 
 
@@ -1031,10 +984,3 @@ def test_importing_kakashi_loads_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "[]" == out.stdout.strip()
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_context() -> Iterator[None]:
-    """No test leaves a request id bound in the test's own context."""
-    yield
-    assert "request_id" not in kakashi.get_context()

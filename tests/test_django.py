@@ -1,10 +1,11 @@
 """The Django middleware (kakashi.integrations.django), through Django's own test clients.
 
 Django is configured once per process (``settings.configure`` can run only once), with
-neutral settings; every test then runs inside ``override_settings`` giving this file's
-URLs, the middleware and its ``KAKASHI`` settings, all restored afterwards, so nothing
-leaks into other test files. ``LOGGING_CONFIG=None`` keeps Django from re-running
-``dictConfig`` over the process's stdlib logging. No pytest-django plugin is needed.
+neutral settings (``tests/webapps.py``, shared with test_review_web.py); every test
+then runs inside ``override_settings`` giving this file's URLs, the middleware and its
+``KAKASHI`` settings, all restored afterwards, so nothing leaks into other test files.
+``LOGGING_CONFIG=None`` keeps Django from re-running ``dictConfig`` over the process's
+stdlib logging. No pytest-django plugin is needed.
 
 Sync views run under the test ``Client`` (WSGI, the middleware in sync mode), async views
 under ``AsyncClient`` (ASGI, the middleware as a coroutine); each also the other way
@@ -15,7 +16,7 @@ request id must still be bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import re
 import subprocess
 import sys
@@ -28,7 +29,6 @@ import pytest
 
 django = pytest.importorskip("django")
 
-from django.conf import settings as django_settings  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.http import HttpResponse, StreamingHttpResponse  # noqa: E402
@@ -40,14 +40,17 @@ import kakashi  # noqa: E402
 from kakashi.integrations.django import KakashiMiddleware, drain_at_shutdown  # noqa: E402
 from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
+from tests import webapps  # noqa: E402
 from tests.conftest import keeping_pipeline  # noqa: E402
+from tests.webapps import (  # noqa: E402
+    DJANGO_MIDDLEWARE,
+    app_log,
+    asgi_scope,
+    assert_access_fields,
+    only,
+)
 
-MIDDLEWARE = "kakashi.integrations.django.KakashiMiddleware"
-
-
-def app_log() -> Any:
-    """The application's logger, looked up per call: conftest resets the registry per test."""
-    return kakashi.get_logger("app")
+pytestmark = pytest.mark.usefixtures("django_configured")
 
 
 # -- the site under test ---------------------------------------------------------------
@@ -165,45 +168,14 @@ class FailingMiddleware:
         return self.get_response(request)
 
 
-class ErrorPageMiddleware:
+class ErrorPageMiddleware(webapps.ErrorPageMiddleware):
     """The application's own error handling: turns a view's exception into a 503 page."""
 
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: Any) -> Any:
-        return self.get_response(request)
-
-    def process_exception(self, request: Any, exception: Exception) -> HttpResponse:
-        return HttpResponse("sorry", status=503)
+    status = 503
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _django() -> None:
-    """Configure Django once per process, with nothing a test here relies on."""
-    if not django_settings.configured:
-        django_settings.configure(
-            DEBUG=False,
-            SECRET_KEY="kakashi-tests",
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,
-            USE_TZ=True,
-        )
-        django.setup()
-
-
-@contextlib.contextmanager
-def site(middleware: list[str] | None = None, **kakashi_settings: Any) -> Iterator[None]:
-    """This file's URLs, the middleware and ``KAKASHI``, for the ``with`` block only."""
-    with override_settings(
-        DEBUG=False,
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=urls,
-        MIDDLEWARE=middleware or [MIDDLEWARE],
-        KAKASHI=kakashi_settings,
-    ):
-        yield
+#: This file's URLs, Kakashi's middleware (or *middleware*) and ``KAKASHI``, for a block.
+site = functools.partial(webapps.django_site, urls)
 
 
 def get(url: str, *, asgi: bool, **options: Any) -> Any:
@@ -222,12 +194,6 @@ def get(url: str, *, asgi: bool, **options: Any) -> Any:
     response = Client(**client_options).get(url, **options)
     assert "request_id" not in kakashi.get_context()
     return response
-
-
-def only(logs: list[dict[str, Any]], message: str) -> dict[str, Any]:
-    found = [entry for entry in logs if entry["message"] == message]
-    assert 1 == len(found), found
-    return found[0]
 
 
 MODES = [
@@ -269,8 +235,7 @@ def test_one_access_record_and_the_id_bound_in_the_view(asgi: bool, url: str) ->
         "http_version": "1.1",
         "scheme": "http",
     }
-    assert expected == {key: access.get(key) for key in expected}
-    assert isinstance(access["duration_ms"], float)
+    assert_access_fields(access, expected)
     if asgi:
         assert 0 == access["client_port"]  # AsyncClient's scope says ("127.0.0.1", 0)
     else:
@@ -385,7 +350,7 @@ def test_an_exception_in_a_lower_middleware_is_logged_once() -> None:
     """A middleware below Kakashi's fails outside any view: Django's got_request_exception
     signal gets it logged once; the access record says Django's 500."""
     lower = f"{__name__}.FailingMiddleware"  # pytest put this module in sys.modules
-    with site([MIDDLEWARE, lower]), capture_logs() as logs:
+    with site([DJANGO_MIDDLEWARE, lower]), capture_logs() as logs:
         response = Client(raise_request_exception=False).get("/middleware-boom/")
     assert 500 == response.status_code
     assert "ValueError" == only(logs, "request failed")["exception"]["type"]
@@ -397,7 +362,7 @@ def test_an_exception_the_application_answers_is_logged_once() -> None:
     exception itself: Django's 500 handling and its signal never run, Kakashi's
     process_exception still logs it once, and the access record has the page's status."""
     pages = f"{__name__}.ErrorPageMiddleware"
-    with site([pages, MIDDLEWARE]), capture_logs() as logs:
+    with site([pages, DJANGO_MIDDLEWARE]), capture_logs() as logs:
         response = Client().get("/boom/")
     assert (503, b"sorry") == (response.status_code, response.content)
     assert "RuntimeError" == only(logs, "request failed")["exception"]["type"]
@@ -498,19 +463,12 @@ def _asgi_call(
             if message["type"] == "http.response.body":
                 gone.set()
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": url,
-            "raw_path": url.encode(),
-            "query_string": b"",
-            "headers": [(b"host", b"testserver")],
-            "client": ("192.0.2.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = asgi_scope(
+            url,
+            headers=[(b"host", b"testserver")],
+            client=("192.0.2.1", 50000),
+            server=("testserver", 80),
+        )
         await (application or ASGIHandler())(scope, receive, send)
 
     asyncio.run(run())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import sys
 import threading
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from kakashi import _errors
+from kakashi.enrichers import exception_enricher
 from tests.conftest import Collector, Implementation
 
 
@@ -310,6 +312,25 @@ class TestCapture:
         assert 2 == _errors.error_counts()["capture: OSError"]
 
 
+class Handled(Exception):
+    """The exception being handled where a record is logged."""
+
+
+class Given(Exception):
+    """An exception passed as exc_info."""
+
+
+GIVEN = Given("passed")
+
+
+def attached(impl: Implementation, record: Any) -> str | None:
+    """The type name of the exception *record* is written with (exception_enricher
+    applied, as the default pipelines do), or None."""
+    exception_enricher(record)
+    exception = line(impl, record).get("exception")
+    return None if exception is None else exception["type"].rpartition(".")[2]
+
+
 class TestExceptions:
     def test_exc_info_true(self, impl: Implementation) -> None:
         """exc_info=True attaches the exception being handled, with its traceback."""
@@ -370,6 +391,60 @@ class TestExceptions:
         assert sink.records[0].active_exc[0] is OSError
         assert sink.records[1].active_exc is None
         assert sink.records[0].exc_info is None
+
+    @pytest.mark.parametrize(
+        ("method", "given", "inside", "outside"),
+        [
+            ("error", {}, "Handled", None),
+            ("error", {"exc_info": None}, None, None),
+            ("error", {"exc_info": False}, None, None),
+            ("error", {"exc_info": 0}, None, None),
+            ("error", {"exc_info": ""}, None, None),
+            ("error", {"exc_info": True}, "Handled", None),
+            ("error", {"exc_info": 1}, "Handled", None),
+            ("error", {"exc_info": GIVEN}, "Given", "Given"),
+            ("error", {"exc_info": (Given, GIVEN, None)}, "Given", "Given"),
+            ("warning", {}, None, None),
+            ("warning", {"exc_info": True}, "Handled", None),
+            ("warning", {"exc_info": GIVEN}, "Given", "Given"),
+            ("critical", {"exc_info": False}, None, None),
+            ("exception", {}, "Handled", None),
+            ("exception", {"exc_info": False}, None, None),
+            ("exception", {"exc_info": None}, None, None),
+            ("exception", {"exc_info": GIVEN}, "Given", "Given"),
+        ],
+        ids=lambda value: repr(value) if not isinstance(value, str) else value,
+    )
+    def test_exc_info_argument_reads_as_logging_does(
+        self,
+        impl: Implementation,
+        method: str,
+        given: dict[str, Any],
+        inside: str | None,
+        outside: str | None,
+    ) -> None:
+        """exc_info=None or False (or another false value) means no exception, not even
+        the one being handled; True the one being handled; an exception or a tuple that
+        one. Without the argument an ERROR record takes the one being handled (for
+        exception_enricher). The same inside an except block and outside any."""
+        log, sink = make_logger(impl)
+        try:
+            raise Handled("being handled")
+        except Handled:
+            getattr(log, method)("inside", **given)
+        getattr(log, method)("outside", **given)
+        # And through log(), which reads its level from the first argument.
+        level = {"exception": 40}.get(method, getattr(logging, method.upper(), 40))
+        if method != "exception":
+            try:
+                raise Handled("being handled")
+            except Handled:
+                log.log(level, "inside", **given)
+            log.log(level, "outside", **given)
+
+        carried = [attached(impl, record) for record in sink.records]
+        expected = [inside, outside] * (1 if method == "exception" else 2)
+        assert expected == carried
 
     def test_stack_info(self, impl: Implementation) -> None:
         """stack_info=True records the caller's stack, ending at the call site."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,8 @@ django = pytest.importorskip("django")
 starlette = pytest.importorskip("starlette")
 httpx = pytest.importorskip("httpx")
 
-from django.conf import settings as django_settings  # noqa: E402
 from django.http import HttpResponse, StreamingHttpResponse  # noqa: E402
 from django.test import AsyncClient, Client  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
 from django.urls import path as django_path  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
@@ -44,25 +43,20 @@ from kakashi.integrations.django import KakashiMiddleware as DjangoMiddleware  #
 from kakashi.integrations.flask import KakashiFlask  # noqa: E402
 from kakashi.integrations.web import RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
+from tests import webapps  # noqa: E402
 from tests.conftest import balanced, keeping_pipeline  # noqa: E402
+from tests.webapps import (  # noqa: E402
+    DJANGO_MIDDLEWARE,
+    app_log,
+    asgi_scope,
+    messages,
+    only,
+    record_calls,
+    serve_asgi,
+)
 
-DJANGO_MIDDLEWARE = "kakashi.integrations.django.KakashiMiddleware"
 BODY = b"item body"
-
-
-def app_log() -> Any:
-    """The application's logger (looked up per call: each test has a fresh registry)."""
-    return kakashi.get_logger("app")
-
-
-def messages(logs: list[dict[str, Any]], message: str) -> list[dict[str, Any]]:
-    return [entry for entry in logs if entry["message"] == message]
-
-
-def only(logs: list[dict[str, Any]], message: str) -> dict[str, Any]:
-    found = messages(logs, message)
-    assert 1 == len(found), logs
-    return found[0]
+pytestmark = pytest.mark.usefixtures("django_configured", "no_request_id_left")
 
 
 # -- the same site in the three frameworks ----------------------------------------------
@@ -98,6 +92,10 @@ def flask_site(**options: Any) -> Any:
     def health() -> Any:
         return "ok"
 
+    @app.get("/down")
+    def down() -> Any:
+        return "down", 503
+
     @app.post("/read")
     def read() -> Any:
         return str(len(flask.request.stream.read()))
@@ -131,6 +129,10 @@ async def s_health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+async def s_down(request: Request) -> Response:
+    return PlainTextResponse("down", status_code=503)
+
+
 STARLETTE_ROUTES = [
     Route("/items/{n:int}", s_item, methods=["GET", "HEAD"]),
     Route("/empty", s_empty),
@@ -138,6 +140,7 @@ STARLETTE_ROUTES = [
     Route("/moved", s_moved),
     Route("/boom", s_boom),
     Route("/health", s_health),
+    Route("/down", s_down),
 ]
 
 
@@ -179,71 +182,24 @@ urls.urlpatterns = [
     django_path("moved", lambda request: HttpResponse(status=302, headers={"Location": "/"})),
     django_path("boom", d_boom),
     django_path("health", lambda request: HttpResponse("ok")),
+    django_path("down", lambda request: HttpResponse("down", status=503)),
     django_path("read", d_read),
     django_path("stream", d_stream),
 ]
 
 
-class SyncOnlyMiddleware:
+class SyncOnlyMiddleware(webapps.PassingMiddleware):
     """A middleware that cannot run async: Django then runs everything below it (Kakashi's
     too) in sync mode, in a thread, even under ASGI."""
 
     sync_capable = True
     async_capable = False
 
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
 
-    def __call__(self, request: Any) -> Any:
-        return self.get_response(request)
-
-
-class ErrorPageMiddleware:
-    """The application's own error page: answers a view's exception with a 500 of its own."""
-
-    def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: Any) -> Any:
-        return self.get_response(request)
-
-    def process_exception(self, request: Any, exception: Exception) -> HttpResponse:
-        return HttpResponse("sorry", status=500)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _django() -> None:
-    """Configure Django once per process, neutrally (as tests/test_django.py does)."""
-    if not django_settings.configured:
-        django_settings.configure(
-            DEBUG=False,
-            SECRET_KEY="kakashi-tests",
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,
-            USE_TZ=True,
-        )
-        django.setup()
-
-
-@contextlib.contextmanager
-def django_site(middleware: list[str] | None = None, **options: Any) -> Iterator[None]:
-    with override_settings(
-        DEBUG=False,
-        ALLOWED_HOSTS=["testserver"],
-        ROOT_URLCONF=urls,
-        MIDDLEWARE=middleware or [DJANGO_MIDDLEWARE],
-        KAKASHI=options,
-        DATA_UPLOAD_MAX_MEMORY_SIZE=None,
-    ):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_context() -> Iterator[None]:
-    """No test leaves a request id bound in the test's own context."""
-    yield
-    assert "request_id" not in kakashi.get_context()
+#: This file's URLs, with no cap on an upload's size (a test sends 2 MB).
+django_site = functools.partial(
+    webapps.django_site, urls, overrides={"DATA_UPLOAD_MAX_MEMORY_SIZE": None}
+)
 
 
 def through(
@@ -365,6 +321,19 @@ def test_trusted_id_and_forwarded_for_the_same_everywhere(framework: str) -> Non
     assert "client_port" not in access
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_broken_enricher_never_breaks_the_request(framework: str) -> None:
+    """An enricher that raises: the response is unharmed, the access record says so."""
+
+    def broken(request: object) -> dict[str, object]:
+        raise RuntimeError("enricher bug")
+
+    status, _headers, logs = through(framework, "GET", "/items/7", enrichers=[broken])
+    access = only(logs, "request")
+    assert (200, len(BODY)) == (status, access["response_size"])
+    assert "RuntimeError: enricher bug" == access["kakashi_enricher_error"]
+
+
 # -- exceptions: one "request failed", the traceback once --------------------------------
 
 
@@ -393,7 +362,7 @@ def test_flask_propagating_exception_access_record_has_no_traceback() -> None:
     assert "exception" in only(logs, "request failed")
     assert (500, False) == (only(logs, "request")["status"], "exception" in only(logs, "request"))
     # The test client keeping the request context (``with client:``): teardown runs when
-    # the block ends, after the wrapper returned; the record is still written once.
+    # the block ends, out of the request; the record is still written once.
     with capture_logs() as kept, pytest.raises(RuntimeError), app.test_client() as client:
         client.get("/boom")
     assert 500 == only(kept, "request")["status"]
@@ -402,7 +371,7 @@ def test_flask_propagating_exception_access_record_has_no_traceback() -> None:
 def test_django_an_exception_escaping_the_chain_is_logged_once_not_twice() -> None:
     """What escapes get_response (a BaseException such as gunicorn's SystemExit, or any
     exception when the middleware is used by hand) is logged once; the access record,
-    written after the except block, does not carry the traceback again."""
+    written while it is being handled, does not carry the traceback again."""
 
     def failing(request: Any) -> Any:
         app_log().info("in view")
@@ -449,7 +418,7 @@ def handled_500(framework: str) -> list[dict[str, Any]]:
         else:
             # Kakashi's first in MIDDLEWARE, as documented: Django asks the error page's
             # process_exception (below it) first, and stops at its answer.
-            below = [DJANGO_MIDDLEWARE, f"{__name__}.ErrorPageMiddleware"]
+            below = [DJANGO_MIDDLEWARE, "tests.webapps.ErrorPageMiddleware"]
             with django_site(below):
                 status = Client().get("/boom").status_code
     assert 500 == status
@@ -467,6 +436,71 @@ def test_an_error_handlers_own_500_is_the_applications_answer_in_every_framework
     assert [] == messages(logs, "request failed")
     access = only(logs, "request")
     assert (500, "ERROR", False) == (access["status"], access["level"], "exception" in access)
+
+
+class Unrelated(Exception):
+    """An exception being handled above the adapter: not the request's."""
+
+
+class HandlingUnrelatedMiddleware(webapps.PassingMiddleware):
+    """A Django middleware above Kakashi's that runs the rest of the chain inside an
+    ``except`` block (a retry or fallback written that way)."""
+
+    def __call__(self, request: Any) -> Any:
+        try:
+            raise Unrelated("not the request's")
+        except Unrelated:
+            return self.get_response(request)
+
+
+def inside_unrelated_except(framework: str, url: str) -> list[dict[str, Any]]:
+    """GET *url* with the adapter run inside an ``except Unrelated`` block of a
+    middleware above it (WSGI, ASGI or Django's): what was logged."""
+    with capture_logs() as logs:
+        if framework == "flask":
+            app = flask_site()
+            wsgi_app = app.wsgi_app
+
+            def handling(environ: Any, start_response: Any) -> Any:
+                try:
+                    raise Unrelated("not the request's")
+                except Unrelated:
+                    return wsgi_app(environ, start_response)
+
+            app.wsgi_app = handling  # type: ignore[method-assign]
+            status = app.test_client().get(url).status_code
+        elif framework == "starlette":
+            site = starlette_site()
+
+            async def handling_asgi(scope: Any, receive: Any, send: Any) -> None:
+                try:
+                    raise Unrelated("not the request's")
+                except Unrelated:
+                    await site(scope, receive, send)
+
+            client = TestClient(handling_asgi, raise_server_exceptions=False)
+            status = client.get(url).status_code
+        else:
+            above = [f"{__name__}.HandlingUnrelatedMiddleware", DJANGO_MIDDLEWARE]
+            with django_site(above):
+                status = Client(raise_request_exception=False).get(url).status_code
+    assert status in (500, 503)
+    return logs
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("url", "own"), [("/down", None), ("/boom", "RuntimeError")])
+def test_a_record_written_while_an_unrelated_exception_is_handled_carries_none(
+    framework: str, url: str, own: str | None
+) -> None:
+    """The adapter runs inside an ``except`` block of a middleware above it: the ERROR
+    access record carries no exception (not the one being handled there, which an ERROR
+    record would otherwise take), and "request failed" carries the request's own."""
+    logs = inside_unrelated_except(framework, url)
+    access = only(logs, "request")
+    assert ("ERROR", None) == (access["level"], access.get("exception"))
+    failed = messages(logs, "request failed")
+    assert ([own] if own else []) == [entry["exception"]["type"] for entry in failed]
 
 
 SHARED_FAILURE = RuntimeError("one instance, raised by every request")
@@ -662,25 +696,6 @@ def test_django_sync_mode_under_asgi_streaming_leaves_no_id_behind() -> None:
     assert "request_id" not in context
 
 
-def asgi_scope(path: str = "/items/7", kind: str = "http", **extra: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": kind,
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 1),
-        "server": ("s", 80),
-    }
-    scope.update(extra)
-    return scope
-
-
 async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app: /fail raises, /stream waits for a disconnect mid-body, /ws is a
     websocket that accepts and closes, anything else answers 200."""
@@ -848,14 +863,7 @@ def test_forwarded_for_with_a_hundred_thousand_entries_is_walked_a_bounded_numbe
 ) -> None:
     """X-Forwarded-For of 100,000 trusted-looking hops (900 KB): the walk parses a bounded
     number of them, not every one (the request's cost must not grow with the header)."""
-    parsed: list[str] = []
-    real = web._address
-
-    def counting(text: str) -> Any:
-        parsed.append(text)
-        return real(text)
-
-    monkeypatch.setattr(web, "_address", counting)
+    parsed = record_calls(monkeypatch, web, "_address")
     settings = RequestLogging(trusted_proxies=["10.0.0.0/8"])
     header = ",".join(["10.0.0.1"] * 100_000)
     client = settings.client_ip("10.0.0.2", header)
@@ -868,14 +876,7 @@ def test_a_query_of_a_hundred_thousand_parameters_costs_what_is_kept(
 ) -> None:
     """A 1 MB query string of 100,000 redacted parameters: only what fits in
     max_value_length is looked at; the kept part is still redacted and marked as cut."""
-    decoded: list[str] = []
-    real = web.unquote_plus
-
-    def counting(text: str) -> str:
-        decoded.append(text)
-        return real(text)
-
-    monkeypatch.setattr(web, "unquote_plus", counting)
+    decoded = record_calls(monkeypatch, web, "unquote_plus")
     settings = RequestLogging()
     query = "&".join(f"token=secret{i}" for i in range(100_000))
     kept = settings.redact_query(query)
@@ -915,15 +916,7 @@ def test_hostile_raw_asgi_request_is_one_capped_line_on_disk(
             (b"x-forwarded-for", b"1.2.3.4\r\n"),
         ],
     )
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(middleware(scope, receive, send))
+    sent = serve_asgi(middleware, scope)
     writer.flush()
     writer.close()
     data = file.read_bytes()
@@ -1079,21 +1072,8 @@ def test_asgi_a_streamed_upload_reaches_the_app_whole_while_logged() -> None:
 
     chunks = [bytes([65 + n]) * 3000 for n in range(5)]
     middleware = AsgiMiddleware(upload, log_request_body=True)
-
-    async def serve() -> None:
-        pending = list(chunks)
-
-        async def receive() -> dict[str, Any]:
-            body = pending.pop(0)
-            return {"type": "http.request", "body": body, "more_body": bool(pending)}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        await middleware(asgi_scope("/up", method="POST"), receive, send)
-
     with capture_logs() as logs:
-        asyncio.run(serve())
+        serve_asgi(middleware, asgi_scope("/up", method="POST"), *chunks)
     assert chunks == got
     access = only(logs, "request")
     assert (b"".join(chunks)[:4096].decode(), True) == (

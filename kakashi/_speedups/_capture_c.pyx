@@ -78,7 +78,9 @@ cdef extern from *:
         "    *args: the ``%`` arguments.\\n" \\
         "    exc_info: ``True`` attaches the exception being handled (the default for\\n" \\
         "        ``exception``); an exception or an ``exc_info`` tuple attaches that\\n" \\
-        "        one. It is written under ``exception``, with its traceback.\\n" \\
+        "        one. It is written under ``exception``, with its traceback. ``None``\\n" \\
+        "        or ``False`` attaches none, not even the exception being handled that\\n" \\
+        "        ``exception_enricher`` gives an ERROR record without *exc_info*.\\n" \\
         "    stack_info: ``True`` attaches the caller's stack, under ``stack``.\\n" \\
         "    stacklevel: which frame is the call site (for ``callsite_enricher``): 1, the\\n" \\
         "        default, is the caller; 2 its caller; as in :mod:`logging`.\\n" \\
@@ -363,12 +365,15 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
     cdef Record record
     cdef int depth = 1  # sys._getframe(1) from a Python helper is the caller
     cdef int flags
+    cdef bint exc_given
     try:
         route = logger._route
         exc_info = None
         stack_info = None
+        exc_given = False  # exc_info=None or False: no exception, not the active one
         if control:
             if "exc_info" in fields:
+                exc_given = True
                 exc_info = _exc_tuple(fields.pop("exc_info"))
             if "stack_info" in fields:
                 stack_info = fields.pop("stack_info")
@@ -406,7 +411,7 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
             record.extra = _trace_read()
         elif _watching and PyDict_GET_SIZE(<PyObject *>_modules) != _modules_seen:
             record.extra = _start_trace()
-        if level >= 40 and exc_info is None:
+        if level >= 40 and not exc_given:
             info = _exc_info()
             if info[1] is not None:
                 record.active_exc = info

@@ -236,8 +236,9 @@ class Record:
         exc_info: ``(type, exception, traceback)`` when an exception was attached.
         stack_info: the formatted stack when ``stack_info=True`` was passed.
         source: ``(module, function, line)`` of the call site, when a stage asked for it.
-        active_exc: for ERROR and above logged inside an ``except`` block without
-            ``exc_info``, the exception being handled (``exception_enricher`` uses it).
+        active_exc: for ERROR and above logged inside an ``except`` block with no
+            ``exc_info`` argument, the exception being handled (``exception_enricher``
+            uses it); ``exc_info=None`` or ``False`` means none.
         extra: top-level keys added by enrichers (starting with the ids of the
             OpenTelemetry span the call was made in, captured with it), or ``None``.
         sink: the pipeline whose stages process this record (set by the logger from its
@@ -386,6 +387,9 @@ class Route:
 
 
 def _exc_tuple(value: Any) -> ExcInfo | None:
+    """The exception an ``exc_info=`` argument names, as :mod:`logging` reads it: an
+    exception or an ``exc_info`` tuple is that one; another true value is the exception
+    being handled; a false one (``None``, ``False``) is none."""
     if value is None or value is False:
         return None
     if isinstance(value, BaseException):
@@ -393,6 +397,8 @@ def _exc_tuple(value: Any) -> ExcInfo | None:
     if isinstance(value, tuple):
         if len(value) == 3 and isinstance(value[1], BaseException):
             return value
+        return None
+    if not value:
         return None
     info = _exc_info()
     return None if info[1] is None else info
@@ -462,9 +468,11 @@ def _capture(
     try:
         route = logger._route
         exc_info = stack_info = None
+        exc_given = False  # exc_info=None or False: no exception, not the active one
         depth = 3  # _capture <- Logger.<level> <- the caller
         if fields:
             if "exc_info" in fields:
+                exc_given = True
                 exc_info = _exc_tuple(fields.pop("exc_info"))
             if "stack_info" in fields:
                 stack_info = fields.pop("stack_info")
@@ -507,7 +515,7 @@ def _capture(
             trace,
         )
         record.sink = route._sink
-        if level >= 40 and exc_info is None:
+        if level >= 40 and not exc_given:
             info = _exc_info()
             if info[1] is not None:
                 record.active_exc = info
@@ -638,7 +646,9 @@ CALL_ARGS = """Args:
     *args: the ``%`` arguments.
     exc_info: ``True`` attaches the exception being handled (the default for
         ``exception``); an exception or an ``exc_info`` tuple attaches that
-        one. It is written under ``exception``, with its traceback.
+        one. It is written under ``exception``, with its traceback. ``None``
+        or ``False`` attaches none, not even the exception being handled that
+        ``exception_enricher`` gives an ERROR record without *exc_info*.
     stack_info: ``True`` attaches the caller's stack, under ``stack``.
     stacklevel: which frame is the call site (for ``callsite_enricher``): 1, the
         default, is the caller; 2 its caller; as in :mod:`logging`.

@@ -25,6 +25,7 @@ The module imports no framework: it speaks ASGI's dicts.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 import sys
@@ -77,6 +78,189 @@ def _find_route(routes: Any, target: object, prefix: str, depth: int) -> str | N
             if found is not None:
                 return found
     return None
+
+
+class _Exchange(abc.ABC):
+    """What one connection's messages tell its request's log. The HTTP request and the
+    websocket session differ only in the methods a subclass gives; none raises into
+    the application (the middleware reports what one raises)."""
+
+    __slots__ = ("disconnected", "log", "middleware", "root_path", "scope")
+    #: What an error in these methods is reported as.
+    failure: str = "asgi"
+
+    def __init__(self, middleware: KakashiMiddleware, scope: Scope, log: RequestLog) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.log = log
+        self.root_path = scope.get("root_path", "")
+        self.disconnected = False
+
+    @staticmethod
+    @abc.abstractmethod
+    def method(scope: Scope) -> Any:
+        """The access record's method for a connection of this kind."""
+
+    @abc.abstractmethod
+    def received(self, message: Message) -> None:
+        """The application received *message* from the client."""
+
+    @abc.abstractmethod
+    def sending(self, message: Message) -> Message:
+        """The message to send instead of *message* (one with the request id added)."""
+
+    @abc.abstractmethod
+    def sent(self, message: Message) -> None:
+        """*message* went out to the client."""
+
+    @abc.abstractmethod
+    def outcome(self, error: BaseException | None) -> tuple[int | None, dict[str, Any]] | None:
+        """The status and the fields of the access record of a connection the
+        application is done with (*error* escaped it), or ``None`` when the record was
+        written already."""
+
+    def set_route(self) -> None:
+        """Give the log the matched route's template, if any. Never raises."""
+        self.middleware._set_route(self.log, self.scope, self.root_path)
+
+    def end(self, error: BaseException | None) -> None:
+        """Write the access record, unless written already (finish() logs only once)."""
+        outcome = self.outcome(error)
+        if outcome is not None:
+            status, fields = outcome
+            self.set_route()
+            self.log.finish(status, disconnected=self.disconnected, unbind=False, **fields)
+
+
+class _HttpExchange(_Exchange):
+    """An HTTP request: the record is written once the last body chunk (or trailer)
+    has been sent, else when the application is done (a response cut short)."""
+
+    __slots__ = ("complete", "log_body", "started", "trailers")
+    failure = "asgi: response"
+
+    def __init__(self, middleware: KakashiMiddleware, scope: Scope, log: RequestLog) -> None:
+        super().__init__(middleware, scope, log)
+        self.log_body = middleware.settings.log_request_body
+        self.started = self.complete = self.trailers = False
+
+    @staticmethod
+    def method(scope: Scope) -> Any:
+        """The request's method."""
+        return scope.get("method", "GET")
+
+    def received(self, message: Message) -> None:
+        """Keep the request body's start (when asked to); note a disconnect."""
+        kind = message.get("type")
+        if kind == "http.request":
+            if self.log_body:
+                self.log.add_request_body(message.get("body", b""))
+        elif kind == "http.disconnect" and not self.complete:
+            self.disconnected = True
+
+    def sending(self, message: Message) -> Message:
+        """Take the status from the response's start and add the request id to it."""
+        if message.get("type") == "http.response.start":
+            self.started = True
+            self.trailers = bool(message.get("trailers", False))
+            self.log.set_status(message["status"])
+            message = self.middleware._with_request_id(message, self.log)
+        return message
+
+    def sent(self, message: Message) -> None:
+        """Count the body; write the record once the response is complete."""
+        if self.complete:
+            return
+        log = self.log
+        kind = message.get("type")
+        if kind == "http.response.body":
+            log.add_response_body(message.get("body", b""))
+            done = not message.get("more_body", False) and not self.trailers
+        elif kind == "http.response.trailers":
+            done = not message.get("more_trailers", False)
+        elif kind == "http.response.pathsend":
+            log.response_size += os.stat(message["path"]).st_size
+            done = True
+        else:
+            done = False
+        if done:
+            self.complete = True
+            log.set_route(self.middleware._route(self.scope, self.root_path))
+            log.finish(unbind=False)
+
+    def outcome(self, error: BaseException | None) -> tuple[int | None, dict[str, Any]] | None:
+        """A response that never completed: 499 when the client left before it
+        started, ``cancelled`` when the server gave up on it (shutdown timeout)."""
+        if self.complete:
+            return None
+        fields: dict[str, Any] = {}
+        status = None  # as sent; 500 when nothing was
+        if self.disconnected and not self.started:
+            status = CLIENT_CLOSED
+        elif not self.disconnected and error is not None and not isinstance(error, Exception):
+            fields["cancelled"] = True
+        return status, fields
+
+
+class _WebsocketExchange(_Exchange):
+    """A websocket session: the record is written when the application is done."""
+
+    __slots__ = ("accepted", "close_code")
+    failure = "asgi: websocket"
+
+    def __init__(self, middleware: KakashiMiddleware, scope: Scope, log: RequestLog) -> None:
+        super().__init__(middleware, scope, log)
+        self.accepted = False
+        self.close_code: int | None = None
+
+    @staticmethod
+    def method(scope: Scope) -> Any:
+        """``WEBSOCKET``: the session's record has no HTTP method of its own."""
+        return "WEBSOCKET"
+
+    def received(self, message: Message) -> None:
+        """Note the close code of a client that disconnected first."""
+        if message.get("type") == "websocket.disconnect" and self.close_code is None:
+            self.close_code = message.get("code", 1005)  # 1005: no code given
+
+    def sending(self, message: Message) -> Message:
+        """Take the status from the accept (101), a denial response or a close before
+        the accept (403), and add the request id to the handshake's answer."""
+        log = self.log
+        kind = message.get("type")
+        if kind == "websocket.accept":
+            self.accepted = True
+            log.set_status(101)
+            log.set_route(self.middleware._route(self.scope, self.root_path))
+            message = self.middleware._with_request_id(message, log)
+        elif kind == "websocket.http.response.start":  # a denial response
+            log.set_status(message["status"])
+            message = self.middleware._with_request_id(message, log)
+        elif kind == "websocket.close" and self.close_code is None:
+            self.close_code = message.get("code", 1000)
+            if not self.accepted:
+                log.set_status(403)  # what the server answers the handshake
+        return message
+
+    def sent(self, message: Message) -> None:
+        """Count what the application sent (messages, or a denial response's body)."""
+        kind = message.get("type")
+        if kind == "websocket.send":
+            data = message.get("bytes")
+            if data is None:
+                data = (message.get("text") or "").encode()
+            self.log.response_size += len(data)
+        elif kind == "websocket.http.response.body":
+            self.log.add_response_body(message.get("body", b""))
+
+    def outcome(self, error: BaseException | None) -> tuple[int | None, dict[str, Any]]:
+        """The close code; 403 when the application ended without accepting (500, as
+        finish() says, when it failed before answering)."""
+        fields: dict[str, Any] = {}
+        if self.close_code is not None:
+            fields["close_code"] = self.close_code
+        status = 403 if self.log.status is None and error is None else None
+        return status, fields
 
 
 class KakashiMiddleware:
@@ -138,192 +322,61 @@ class KakashiMiddleware:
         if _SCOPE_KEY in scope:
             await self.app(scope, receive, send)  # an outer KakashiMiddleware logs it
         elif kind == "http":
-            await self._http(scope, receive, send)
+            await self._serve(scope, receive, send, _HttpExchange)
         elif kind == "websocket":
-            await self._websocket(scope, receive, send)
+            await self._serve(scope, receive, send, _WebsocketExchange)
         elif kind == "lifespan" and self.drain_on_shutdown:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
-    # -- HTTP ---------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = self._start(scope, scope.get("method", "GET"))
-        if request is None:
-            await self.app(scope, receive, send)
-            return
-        root_path = scope.get("root_path", "")
-        log_body = self.settings.log_request_body
-        started = complete = disconnected = False
-        trailers = False
-
-        async def receive_logged() -> Message:
-            nonlocal disconnected
-            message = await receive()
-            kind = message.get("type")
-            if kind == "http.request":
-                if log_body:
-                    request.add_request_body(message.get("body", b""))
-            elif kind == "http.disconnect" and not complete:
-                disconnected = True
-            return message
-
-        async def send_logged(message: Message) -> None:
-            nonlocal started, complete, disconnected, trailers
-            kind = message.get("type")
-            if kind == "http.response.start":
-                try:
-                    started = True
-                    trailers = bool(message.get("trailers", False))
-                    request.set_status(message["status"])
-                    message = self._with_request_id(message, request)
-                except Exception as exc:
-                    _errors.report("asgi: response start", exc)
-            try:
-                await send(message)
-            except Exception as exc:
-                if _is_disconnect(exc):
-                    disconnected = True
-                raise
-            if complete:
-                return
-            try:
-                if kind == "http.response.body":
-                    request.add_response_body(message.get("body", b""))
-                    done = not message.get("more_body", False) and not trailers
-                elif kind == "http.response.trailers":
-                    done = not message.get("more_trailers", False)
-                elif kind == "http.response.pathsend":
-                    request.response_size += os.stat(message["path"]).st_size
-                    done = True
-                else:
-                    done = False
-                if done:
-                    complete = True
-                    request.set_route(self._route(scope, root_path))
-                    # A response sent from an except block (Starlette's 500 page): the
-                    # record waits until the exception is logged, so that it does not
-                    # carry the exception too (ERROR records take the one being handled).
-                    if sys.exc_info()[1] is None:
-                        request.finish(unbind=False)
-            except Exception as exc:
-                _errors.report("asgi: response body", exc)
-
-        error: BaseException | None = None
-        try:
-            await self.app(scope, receive_logged, send_logged)
-        except BaseException as exc:
-            error = exc
-            if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
-                self._set_route(request, scope, root_path)
-                request.log_exception(exc)
-        # Out of the except block: the access record must not carry the exception again.
-        if complete:
-            request.finish(unbind=False)  # when it waited (see above); else a no-op
-        else:
-            self._finish_cut_short(request, scope, root_path, started, disconnected, error)
-        request.unbind()
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error  # no cycle through this frame's traceback
-
-    def _finish_cut_short(
-        self,
-        request: RequestLog,
-        scope: Scope,
-        root_path: str,
-        started: bool,
-        disconnected: bool,
-        exc: BaseException | None,
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, kind: type[_Exchange]
     ) -> None:
-        """Finish a response that never completed (finish() logs only once)."""
-        fields: dict[str, Any] = {}
-        status = None  # as sent; 500 when nothing was
-        if disconnected and not started:
-            status = CLIENT_CLOSED
-        elif not disconnected and exc is not None and not isinstance(exc, Exception):
-            fields["cancelled"] = True  # the server gave up on it (shutdown timeout)
-        self._set_route(request, scope, root_path)
-        request.finish(status, disconnected=disconnected, unbind=False, **fields)
-
-    # -- websockets ---------------------------------------------------------------------
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = self._start(scope, "WEBSOCKET")
-        if request is None:
+        """Run the application on one HTTP request or websocket session, its messages
+        told to an exchange of *kind* (what differs between the two)."""
+        log = self._start(scope, kind.method(scope))
+        if log is None:
             await self.app(scope, receive, send)
             return
-        root_path = scope.get("root_path", "")
-        accepted = disconnected = False
-        close_code: int | None = None
+        exchange = kind(self, scope, log)
 
         async def receive_logged() -> Message:
-            nonlocal close_code
             message = await receive()
-            if message.get("type") == "websocket.disconnect" and close_code is None:
-                close_code = message.get("code", 1005)  # 1005: no code given
+            try:
+                exchange.received(message)
+            except Exception as exc:
+                _errors.report(kind.failure, exc)
             return message
 
         async def send_logged(message: Message) -> None:
-            nonlocal accepted, close_code, disconnected
-            kind = message.get("type")
             try:
-                if kind == "websocket.accept":
-                    accepted = True
-                    request.set_status(101)
-                    request.set_route(self._route(scope, root_path))
-                    message = self._with_request_id(message, request)
-                elif kind == "websocket.http.response.start":  # a denial response
-                    request.set_status(message["status"])
-                    message = self._with_request_id(message, request)
-                elif kind == "websocket.close" and close_code is None:
-                    close_code = message.get("code", 1000)
-                    if not accepted:
-                        request.set_status(403)  # what the server answers the handshake
+                message = exchange.sending(message)
             except Exception as exc:
-                _errors.report("asgi: websocket", exc)
+                _errors.report(kind.failure, exc)
             try:
                 await send(message)
             except Exception as exc:
                 if _is_disconnect(exc):
-                    disconnected = True
+                    exchange.disconnected = True
                 raise
             try:
-                if kind == "websocket.send":
-                    data = message.get("bytes")
-                    if data is None:
-                        data = (message.get("text") or "").encode()
-                    request.response_size += len(data)
-                elif kind == "websocket.http.response.body":
-                    request.add_response_body(message.get("body", b""))
+                exchange.sent(message)
             except Exception as exc:
-                _errors.report("asgi: websocket", exc)
+                _errors.report(kind.failure, exc)
 
-        error: BaseException | None = None
         try:
             await self.app(scope, receive_logged, send_logged)
         except BaseException as exc:
-            error = exc
-            if isinstance(exc, Exception) and not (disconnected and _is_disconnect(exc)):
-                self._set_route(request, scope, root_path)
-                request.log_exception(exc)
-        # Out of the except block: the access record must not carry the exception again.
-        fields: dict[str, Any] = {}
-        if close_code is not None:
-            fields["close_code"] = close_code
-        status = None  # as set; 500 when the application failed before answering
-        if request.status is None and error is None:
-            status = 403  # the application ended without accepting
-        self._set_route(request, scope, root_path)
-        request.finish(status, disconnected=disconnected, **fields)
-        if error is not None:
-            try:
-                raise error
-            finally:
-                del error  # no cycle through this frame's traceback
+            if isinstance(exc, Exception) and not (exchange.disconnected and _is_disconnect(exc)):
+                exchange.set_route()
+                log.log_exception(exc)
+            exchange.end(exc)
+            raise
+        else:
+            exchange.end(None)
+        finally:
+            log.unbind()  # after the response: background tasks kept the id till here
 
     # -- lifespan -----------------------------------------------------------------------
 

@@ -159,11 +159,14 @@ def _log_uncaught(sender: Any, request: Any = None, **kwargs: Any) -> None:
 
 
 class _Stream:
-    """The body of a streaming response, counted chunk by chunk; finishes the log."""
+    """The body of a streaming response, counted chunk by chunk; finishes the log.
+    Django tells a sync body from an async one by the methods it has, so each kind is
+    a subclass with only its iterator protocol: the rest is here."""
 
-    def __init__(self, log: RequestLog, response: Any) -> None:
+    def __init__(self, log: RequestLog, response: Any, chunks: Any) -> None:
         self._log = log
         self._response = response
+        self._chunks = chunks
         self._started = False
 
     def close(self) -> None:
@@ -179,18 +182,25 @@ class _Stream:
             log.response_size = int(length)
         log.finish()
 
-    def _failed(self, error: BaseException) -> BaseException:
-        """Finish the log of a stream that failed (its failure already logged) and give
-        back *error*, which the caller raises again out of its ``except`` block, so that
-        a 5xx access record does not carry the traceback a second time."""
-        self._log.finish()
-        return error
+    def _sent(self, chunk: bytes) -> bytes:
+        self._log.add_response_body(chunk)
+        return chunk
+
+    def _stopped(self, exc: BaseException) -> None:
+        """The body's iterator raised *exc*: its end, the server cancelling the
+        response (the client left), or a failure, logged once."""
+        log = self._log
+        if isinstance(exc, StopIteration | StopAsyncIteration):
+            log.finish()
+        elif isinstance(exc, asyncio.CancelledError):
+            log.finish(disconnected=True)
+        else:
+            log.log_exception(exc)
+            log.finish()
 
 
 class _SyncStream(_Stream):
-    def __init__(self, log: RequestLog, response: Any, chunks: Iterator[bytes]) -> None:
-        super().__init__(log, response)
-        self._chunks = chunks
+    _chunks: Iterator[bytes]
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -199,25 +209,14 @@ class _SyncStream(_Stream):
         self._started = True
         try:
             chunk = next(self._chunks)
-        except StopIteration:
-            self._log.finish()
-            raise
         except BaseException as exc:
-            self._log.log_exception(exc)
-            error = exc
-        else:
-            self._log.add_response_body(chunk)
-            return chunk
-        try:
-            raise self._failed(error)
-        finally:
-            del error  # no cycle through this frame's traceback
+            self._stopped(exc)
+            raise
+        return self._sent(chunk)
 
 
 class _AsyncStream(_Stream):
-    def __init__(self, log: RequestLog, response: Any, chunks: AsyncIterator[bytes]) -> None:
-        super().__init__(log, response)
-        self._chunks = chunks
+    _chunks: AsyncIterator[bytes]
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -226,22 +225,10 @@ class _AsyncStream(_Stream):
         self._started = True
         try:
             chunk = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self._log.finish()
-            raise
-        except asyncio.CancelledError:
-            self._log.finish(disconnected=True)
-            raise
         except BaseException as exc:
-            self._log.log_exception(exc)
-            error = exc
-        else:
-            self._log.add_response_body(chunk)
-            return chunk
-        try:
-            raise self._failed(error)
-        finally:
-            del error
+            self._stopped(exc)
+            raise
+        return self._sent(chunk)
 
 
 class KakashiMiddleware:
@@ -287,18 +274,9 @@ class KakashiMiddleware:
         try:
             response = self.get_response(request)
         except BaseException as exc:
-            log.set_route(_route(request))
-            log.log_exception(exc)
-            error = exc
-        else:
-            return self._respond(request, log, response)
-        # Out of the except block: the 500 access record must not carry the traceback
-        # again (ERROR records take the exception being handled).
-        log.finish(500)
-        try:
-            raise error
-        finally:
-            del error  # no cycle through this frame's traceback
+            self._failed(request, log, exc)
+            raise
+        return self._respond(request, log, response)
 
     async def __acall__(self, request: Any) -> Any:
         """The same as :meth:`__call__`, for an async middleware chain (ASGI)."""
@@ -307,21 +285,21 @@ class KakashiMiddleware:
             return await self.get_response(request)
         try:
             response = await self.get_response(request)
-        except asyncio.CancelledError:
-            log.set_route(_route(request))
-            log.finish(CLIENT_CLOSED, disconnected=True)
-            raise
         except BaseException as exc:
-            log.set_route(_route(request))
-            log.log_exception(exc)
-            error = exc
+            self._failed(request, log, exc)
+            raise
+        return self._respond(request, log, response)
+
+    @staticmethod
+    def _failed(request: Any, log: RequestLog, exc: BaseException) -> None:
+        """The rest of the chain raised *exc*: 499 when the server cancelled the request
+        (the client went away under ASGI), else the failure logged once and 500."""
+        log.set_route(_route(request))
+        if isinstance(exc, asyncio.CancelledError):
+            log.finish(CLIENT_CLOSED, disconnected=True)
         else:
-            return self._respond(request, log, response)
-        log.finish(500)  # out of the except block, as in __call__
-        try:
-            raise error
-        finally:
-            del error
+            log.log_exception(exc)
+            log.finish(500)
 
     def process_exception(self, request: Any, exception: Exception) -> None:
         """Log an exception escaping the view once; ``None`` lets Django handle it."""

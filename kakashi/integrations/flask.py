@@ -24,9 +24,8 @@ one object or as keywords). Per request the extension
 - logs an exception that Flask does not handle (one that reaches Flask's
   ``handle_exception``: no ``errorhandler`` for its class) once, as ``"request failed"``
   with its traceback; the access record then has the status of the response Flask sent
-  (500, or what an ``errorhandler(500)`` returned; with ``PROPAGATE_EXCEPTIONS``, 500
-  written by a wrapper around ``app.wsgi_app`` once the exception is out of Flask, so
-  that the record does not carry its traceback again). An exception an ``errorhandler``
+  (500, or what an ``errorhandler(500)`` returned; 500 with ``PROPAGATE_EXCEPTIONS``,
+  written in the teardown while the exception propagates). An exception an ``errorhandler``
   turns into a response (a 409, say) is the application's answer, not a failure: only
   the access record, with that status. Flask logs an unhandled exception itself too
   (``"Exception on /path [GET]"`` on ``app.logger``); that duplicate is dropped unless
@@ -61,10 +60,6 @@ __all__ = ["KakashiFlask"]
 _LOG_KEY: Final = "kakashi.request_log"
 _RESPONSE_KEY: Final = "kakashi.response"
 _DEFERRED_KEY: Final = "kakashi.deferred"
-# Set while the extension's WSGI wrapper is on the stack: an exception that propagates
-# out of Flask then gets its access record from the wrapper, out of any except block.
-_IN_WRAPPER_KEY: Final = "kakashi.in_wsgi_wrapper"
-_PROPAGATED_KEY: Final = "kakashi.propagated"
 # Set when another adapter outside this app (the ASGI middleware around a WSGI bridge)
 # logs the request: the hooks then only log an exception, into that request's log.
 _OUTER_KEY: Final = "kakashi.outer"
@@ -180,7 +175,6 @@ class KakashiFlask:
         if "kakashi" in app.extensions:
             raise ValueError(f"the Flask app {app.name!r} already has a Kakashi extension")
         app.extensions["kakashi"] = self
-        app.wsgi_app = _FinishPropagated(app.wsgi_app)  # type: ignore[method-assign]
         # First among the before_request functions, so that one answering early (an
         # authentication check returning 401) still gets its request logged; first in
         # the lists Flask runs in reverse, so after_request sees the final response and
@@ -330,13 +324,8 @@ class KakashiFlask:
                 return  # the body is (being) sent: closing it writes the access record
             if exc is not None and (not isinstance(exc, Exception) or _propagates()):
                 # The exception leaves the application before any response of Flask's
-                # was sent: the server answers 500. Teardown runs in a finally clause
-                # while it propagates, where an ERROR record would take it again: the
-                # wrapper around wsgi_app writes the record once it is out.
-                if environ.get(_IN_WRAPPER_KEY):
-                    environ[_PROPAGATED_KEY] = log
-                else:
-                    log.finish(500)
+                # was sent: the server answers 500.
+                log.finish(500)
                 return
             response: Response | None = environ.get(_RESPONSE_KEY)
             if response is not None and not _bodiless(environ, response.status_code):
@@ -348,39 +337,6 @@ class KakashiFlask:
 
     def __repr__(self) -> str:
         return f"<KakashiFlask {self.settings!r}>"
-
-
-class _FinishPropagated:
-    """Wraps ``app.wsgi_app``: writes the access record of a request whose exception
-    propagates out of Flask (``PROPAGATE_EXCEPTIONS``, on in testing and debug mode)
-    after the ``except`` block, so that the 500 record does not repeat the traceback
-    that ``"request failed"`` carries."""
-
-    __slots__ = ("wsgi_app",)
-
-    def __init__(self, wsgi_app: Any) -> None:
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        environ[_IN_WRAPPER_KEY] = True
-        try:
-            return self.wsgi_app(environ, start_response)
-        except BaseException as exc:
-            error = exc
-        finally:
-            environ[_IN_WRAPPER_KEY] = False
-        log: RequestLog | None = environ.pop(_PROPAGATED_KEY, None)
-        if log is not None:
-            log.finish(500)
-        try:
-            raise error
-        finally:
-            del error  # no cycle through this frame's traceback
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "wsgi_app":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self.wsgi_app, name)  # what other code reads off wsgi_app
 
 
 def _propagates() -> bool:

@@ -598,6 +598,10 @@ class RequestLog:
             except Exception as exc:
                 _errors.report("web: enricher", exc)
                 fields["kakashi_enricher_error"] = f"{type(exc).__name__}: {_cap(str(exc), 200)}"
+        # The access record carries no exception: the request's own is in "request
+        # failed", and one being handled where finish() runs (a 500 page sent from an
+        # except block, a middleware above) is not this record's.
+        fields["exc_info"] = False
         logger = settings.logger
         logger.log(settings.level_for(status), "request", **fields)
         slow = settings.slow_request_ms
