@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
+import sys
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -17,7 +19,9 @@ from kakashi._platform import UnsupportedPlatformError, posix_module
 
 __all__ = [
     "FileWriter",
+    "ATOMIC_APPEND",
     "PartialWriteError",
+    "checked_interval",
     "checked_path",
     "clean_end",
     "file_writer",
@@ -26,6 +30,48 @@ __all__ = [
 
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _TAIL_CHUNK = 64 * 1024
+# Where one write(2) of a regular file opened O_APPEND lands whole, never interleaved with
+# another's: the kernel holds the inode's lock for the whole write (Linux: ext4, xfs, btrfs,
+# tmpfs; the BSDs and macOS: the vnode lock). Elsewhere every record takes the flock.
+ATOMIC_APPEND = sys.platform.startswith(("linux", "darwin", "freebsd"))
+# How long a torn-looking tail must stay unchanged before a lock-free writer's repair
+# cuts it: a write in progress (another thread or process, holding no lock) ends within
+# it; what a crash left does not change.
+_SETTLE_S = 0.002
+_monotonic = time.monotonic  # the clock of reopen_check_interval (tests replace it)
+
+
+class _Descriptor:
+    """An open file descriptor, closed when the last reference to it goes.
+
+    A record written without the thread lock holds a reference for its ``write``, so a
+    reopen or a ``close`` on another thread never closes (and the process never reuses)
+    the number under it.
+    """
+
+    __slots__ = ("fd",)
+    _close = staticmethod(os.close)  # kept: module globals may be gone at exit
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close(self.fd)
+
+
+def checked_interval(parameter: str, value: Any) -> float:
+    """Return *value* as a number of seconds >= 0, or say which parameter was wrong.
+
+    Raises:
+        ValueError: *value* is not a finite real number >= 0 (a bool is not one); the
+            message names *parameter*.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{parameter} must be a number of seconds >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{parameter} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def checked_path(parameter: str, value: Any) -> Path:
@@ -87,33 +133,56 @@ class FileWriter:
     """Append records to a file kept open in append mode.
 
     The file is opened (and its directory created) when the writer is made, so a bad
-    path fails at configuration time. Each batch is written with one ``write`` system
-    call (``O_APPEND``) while the writer holds an exclusive ``flock`` on the file, so
-    any number of writers, in this process and others, share one file: batches never
-    interleave, and nothing is buffered in the process, so ``flush`` has nothing to push
-    and a crash loses nothing that ``write`` returned from.
+    path fails at configuration time. Nothing is buffered in the process, so ``flush``
+    has nothing to push and a crash loses nothing that ``write`` returned from. Any
+    number of writers, in this process and others, share one file, and records never
+    interleave. There are two ways in:
 
-    What a failure or a crash can leave is repaired under the same lock, so every line
+    - :meth:`write` takes a batch (the async backend's worker, or a direct call) and
+      writes it with one ``write`` system call (``O_APPEND``) while the writer holds an
+      exclusive ``flock`` on the file. Before each batch it checks that its path still
+      names the open file (see logrotate below) and repairs a torn tail.
+    - :meth:`write_record` takes one record (a synchronous pipeline calls it) and, where
+      the platform makes an ``O_APPEND`` write atomic (:data:`ATOMIC_APPEND`: Linux,
+      macOS, FreeBSD), writes it with one ``write`` system call and no lock at all, so
+      threads and processes logging at once do not wait for each other. The checks that
+      :meth:`write` makes before every batch run at most once per
+      *reopen_check_interval* seconds, under the locks; elsewhere each record goes
+      through :meth:`write`.
+
+    What a failure or a crash can leave is repaired under the ``flock``, so every line
     of the file is a whole record and each is written once:
 
-    - a write that fails part-way (a full disk) is cut off again (the file is truncated
-      to its size before the write, which no other writer can have changed meanwhile)
-      and raises; nothing of the batch stays;
+    - a batch write that fails part-way (a full disk) is cut off again (the file is
+      truncated to its size before the write) and raises; nothing of the batch stays;
+    - a lock-free record the kernel took only part of (a short write: a full disk) is
+      counted in :attr:`short_writes`; under the lock, if nothing was appended after it,
+      the rest is written, or, if that fails too, the part is cut off and the write
+      raises; if another writer appended after the part meanwhile, the part cannot be
+      removed: it is reported, the record is written again whole, and the one line made
+      of the part and the record appended after it is skipped by readers with a warning;
     - a record torn by a crash (``kill -9`` during a large write) is removed by the next
-      writer before it appends, so the next record starts on its own line. The writer
-      checks the tail whenever the file's size is not what its own last write left, so
-      a process that is the only writer never pays for it.
+      :meth:`write`, or by the next check of :meth:`write_record`, before it appends, so
+      the next record starts on its own line. The writer looks at the tail whenever the
+      file's size is not what its own last write left, so a process that is the only
+      writer never pays for it. A lock-free write of another process that lands after
+      the torn part before a check comes glues itself to it: readers skip that one line
+      with a warning (and the check then finds a clean tail).
 
-    Before each batch the writer checks that its path still names the open file: if
-    logrotate (or anyone) moved or deleted it, the path is reopened, so the batch lands
-    in the new file. ``copytruncate`` needs nothing: with ``O_APPEND`` writes continue at
-    the new end, leaving no NUL padding (what logrotate copies and truncates is its own
-    window: records written between its copy and its truncation are lost).
+    logrotate: the writer checks that its path still names the open file (before each
+    batch of :meth:`write`; at most once per *reopen_check_interval* for
+    :meth:`write_record`); if logrotate (or anyone) moved or deleted it, the path is
+    reopened. Records written between the move and that check go on into the moved
+    file (give logrotate ``delaycompress`` so it does not compress a file still being
+    written; ``reopen_check_interval=0`` checks before every record). ``copytruncate``
+    needs nothing: with ``O_APPEND`` writes continue at the new end, leaving no NUL
+    padding (what logrotate copies and truncates is its own window: records written
+    between its copy and its truncation are lost).
 
-    A write made while the same thread is inside a write to this writer (a signal
-    handler that logs to the file its thread is writing) does not wait for the writer's
-    lock: its bytes are appended, in order, once that outer write is done (or by the next
-    write, flush or close).
+    A write made while the same thread is inside a locked write to this writer (a
+    signal handler that logs to the file its thread is writing) does not wait for the
+    writer's lock: its bytes are appended, in order, once that outer write is done (or
+    by the next write, flush or close).
 
     A forked child reopens the file on its first write, so it shares no lock with its
     parent. Where there is no ``fcntl`` (Windows) the lock is only between the threads
@@ -127,10 +196,14 @@ class FileWriter:
         lock_timeout: the longest a write waits for another process's lock, in seconds;
             then it raises :class:`TimeoutError` (the async backend retries, then counts
             the batch as dropped).
+        reopen_check_interval: the most seconds :meth:`write_record` goes without
+            checking that the path still names its file and that the tail is whole
+            (0: before every record).
 
     Raises:
         TypeError: *path* is not a str or path-like object.
-        ValueError: *mode* is not within 0..0o777, or *lock_timeout* is not positive.
+        ValueError: *mode* is not within 0..0o777, *lock_timeout* is not positive, or
+            *reopen_check_interval* is not a number of seconds >= 0.
         NotADirectoryError: a component of *path* is a file (the message names it).
         OSError: the file cannot be opened.
     """
@@ -142,6 +215,7 @@ class FileWriter:
         mode: int = 0o644,
         fsync: bool = False,
         lock_timeout: float = 10.0,
+        reopen_check_interval: float = 1.0,
     ):
         self.path = checked_path("path", path)
         self._name = str(self.path)
@@ -154,6 +228,11 @@ class FileWriter:
         self.mode = mode
         self.fsync = bool(fsync)
         self.lock_timeout = float(lock_timeout)
+        self.reopen_check_interval = checked_interval(
+            "reopen_check_interval", reopen_check_interval
+        )
+        #: Lock-free records the kernel took only part of (see the class).
+        self.short_writes = 0
         try:
             self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
         except UnsupportedPlatformError:
@@ -164,8 +243,15 @@ class FileWriter:
         self._busy = False
         self._deferred: list[bytes] = []
         self._fd = -1
+        self._handle: _Descriptor | None = None  # owns _fd (see _Descriptor)
         self._inode: tuple[int, int] | None = None
         self._end = -1  # the file's size after this writer's last write; -1: check the tail
+        self._check_at = 0.0  # monotonic time of write_record's next check
+        # Decided here, not per record: without an atomic append or a lock to repair
+        # under, every record takes the locked path.
+        self._lock_free = ATOMIC_APPEND and self._fcntl is not None
+        if not self._lock_free:
+            self.write_record = self._write_record_locked  # type: ignore[method-assign]
         self._open()
         _writers.add(self)
 
@@ -177,14 +263,17 @@ class FileWriter:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
             ) from exc
+        self._handle = _Descriptor(self._fd)
         info = os.fstat(self._fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
+        self._check_at = 0.0  # a new file: write_record checks its tail first
 
     def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        # Dropping the handle closes the descriptor, or, if a lock-free write on another
+        # thread holds it, lets that write end first.
+        self._handle = None
+        self._fd = -1
 
     def _moved(self) -> bool:
         """Whether the path no longer names the open file (moved, deleted, replaced)."""
@@ -201,12 +290,11 @@ class FileWriter:
         # was making is not the child's, nor is what a handler set aside in the parent.
         self._busy = False
         self._deferred = []
-        if self._fd >= 0:
-            # A parent thread may have been closing it at the fork (EBADF here): the
-            # descriptor is forgotten either way, or the child could never write.
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        # Closed when dropped (no other thread of the parent exists here to hold it); a
+        # parent thread may have been closing it at the fork (EBADF, ignored): the
+        # descriptor is forgotten either way, or the child could never write.
+        self._handle = None
+        self._fd = -1
 
     # -- the lock ---------------------------------------------------------------------------
 
@@ -274,6 +362,14 @@ class FileWriter:
         file): what it left ends on a newline unless it died in the middle of a write.
         """
         end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
+        if end < size and self._lock_free:
+            # A record of a lock-free writer may be half way in: cut only a tail that
+            # stays as it is (a crash's), and look again at what grew.
+            time.sleep(_SETTLE_S)
+            now = os.fstat(self._fd).st_size
+            if now != size:
+                self._end = -1
+                return self._repair_tail(now)
         if end < size:
             os.ftruncate(self._fd, end)
             _errors.report(
@@ -336,6 +432,103 @@ class FileWriter:
                     self._busy = False
         finally:
             leave_region()
+
+    def encode_record(self, line: bytes) -> bytes:
+        """Return the bytes written for one record: *line* and a newline."""
+        return line + b"\n"
+
+    def write_record(self, line: bytes) -> None:
+        """Write one record (a synchronous pipeline's call) with one ``write``, no lock.
+
+        Every *reopen_check_interval* seconds, and after a short write, the record goes
+        the way of :meth:`write` instead (see the class).
+
+        Raises:
+            OSError: nothing of the record was written (a full disk, ...).
+        """
+        data = self.encode_record(line)
+        handle = self._handle
+        # The rare cases go the locked way: a check due, a closed file, a locked write
+        # under way (a signal handler's record then waits its turn), records set aside.
+        if handle is None or _monotonic() >= self._check_at or self._busy or self._deferred:
+            self._write_record_checked(data)
+            return
+        written = os.write(handle.fd, data)
+        if written != len(data):
+            self._short_write(handle, data, written)
+
+    def _write_record_locked(self, line: bytes) -> None:
+        """:meth:`write_record` where appends are not atomic: through :meth:`write`."""
+        self.write((line,))
+
+    def _write_record_checked(self, data: bytes) -> None:
+        """Reopen a moved path, repair a torn tail and append *data*, under the locks."""
+        enter_region()
+        try:
+            with self._lock:
+                if self._busy:  # a signal handler, inside this thread's locked write
+                    self._deferred.append(data)
+                    return
+                self._busy = True
+                try:
+                    if self._deferred:
+                        self._write_deferred()
+                    self._write_now(data)
+                    self._check_at = _monotonic() + self.reopen_check_interval
+                    if self._deferred:
+                        self._write_deferred()
+                finally:
+                    self._busy = False
+        finally:
+            leave_region()
+
+    def _short_write(self, handle: _Descriptor, data: bytes, written: int) -> None:
+        """The kernel took the first *written* bytes of *data* only: complete the record,
+        or cut the part off, under the locks (see the class); counted and reported.
+
+        Raises:
+            OSError: the record could not be written; nothing of it is left in the file.
+        """
+        self.short_writes += 1
+        enter_region()
+        try:
+            with self._lock:
+                fd = self._acquire()
+                try:
+                    self._repair_short_write(handle.fd, data, written)
+                finally:
+                    self._release(fd)
+        finally:
+            leave_region()
+
+    def _repair_short_write(self, fd: int, data: bytes, written: int) -> None:
+        size = os.fstat(fd).st_size
+        start = size - written
+        at_tail = (
+            start >= 0
+            and os.pread(fd, written, start) == data[:written]
+            and (start == 0 or os.pread(fd, 1, start - 1) == b"\n")
+        )
+        self._end = -1  # others may append without the lock: look at the tail next time
+        if not at_tail:  # another writer appended after the part: it cannot be taken out
+            _errors.report(
+                f"{self.path}: a write was cut short ({written} of {len(data)} bytes) and "
+                "another writer appended after it; that line is unreadable, the record is "
+                "written again"
+            )
+            self._append(data, size)
+            return
+        _errors.report(f"{self.path}: a write was cut short ({written} of {len(data)} bytes)")
+        view = memoryview(data)
+        try:
+            while written < len(data):
+                written += os.write(fd, view[written:])
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError as exc:  # the tail check of the next write cuts it off
+                _errors.report(f"{self.path}: cutting off a failed write", exc)
+            raise
 
     def _write_now(self, data: bytes) -> None:
         """Append *data* (called with the thread lock held and ``_busy`` set)."""
@@ -429,9 +622,16 @@ def file_writer(
     mode: int = 0o644,
     fsync: bool = False,
     lock_timeout: float = 10.0,
+    reopen_check_interval: float = 1.0,
 ) -> FileWriter:
     """Return a :class:`FileWriter` appending to *path* (see it for the options)."""
-    return FileWriter(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+    return FileWriter(
+        path,
+        mode=mode,
+        fsync=fsync,
+        lock_timeout=lock_timeout,
+        reopen_check_interval=reopen_check_interval,
+    )
 
 
 _writers: weakref.WeakSet[FileWriter] = weakref.WeakSet()
