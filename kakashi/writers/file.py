@@ -6,6 +6,7 @@ import contextlib
 import errno
 import math
 import os
+import struct
 import sys
 import time
 import weakref
@@ -31,13 +32,21 @@ __all__ = [
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _TAIL_CHUNK = 64 * 1024
 # Where one write(2) of a regular file opened O_APPEND lands whole, never interleaved with
-# another's: the kernel holds the inode's lock for the whole write (Linux: ext4, xfs, btrfs,
-# tmpfs; the BSDs and macOS: the vnode lock). Elsewhere every record takes the flock.
-ATOMIC_APPEND = sys.platform.startswith(("linux", "darwin", "freebsd"))
-# How long a torn-looking tail must stay unchanged before a lock-free writer's repair
-# cuts it: a write in progress (another thread or process, holding no lock) ends within
-# it; what a crash left does not change.
-_SETTLE_S = 0.002
+# another's (Linux takes the inode's lock for the whole write: ext4, xfs, btrfs, tmpfs), and
+# where open-file-description locks tell a writer whether others append without the flock.
+# Elsewhere every record takes the flock, as a batch does.
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None  # type: ignore[assignment]
+ATOMIC_APPEND = sys.platform == "linux" and hasattr(_fcntl, "F_OFD_SETLK")
+# Every writer that appends without the flock holds a shared OFD lock on this one byte,
+# far past any real end of file, for as long as its descriptor is open (the kernel drops
+# it when the process dies, even by kill -9): a writer that can take it exclusively knows
+# that nobody else is appending, so cutting the file's tail cannot cut a record in flight.
+# OFD locks and flock do not interact.
+_PRESENCE = 1 << 62
+_FLOCK_STRUCT = "@hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 _monotonic = time.monotonic  # the clock of reopen_check_interval (tests replace it)
 
 
@@ -58,6 +67,17 @@ class _Descriptor:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             self._close(self.fd)
+
+
+def _presence(fd: int, kind: int) -> bool:
+    """Set this descriptor's lock on the :data:`_PRESENCE` byte to *kind* (``F_RDLCK``,
+    ``F_WRLCK`` or ``F_UNLCK``) without waiting; whether it was set."""
+    request = struct.pack(_FLOCK_STRUCT, kind, os.SEEK_SET, _PRESENCE, 1, 0)
+    try:
+        _fcntl.fcntl(fd, _fcntl.F_OFD_SETLK, request)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: someone else holds it
+        return False
+    return True
 
 
 def checked_interval(parameter: str, value: Any) -> float:
@@ -247,8 +267,10 @@ class FileWriter:
         self._inode: tuple[int, int] | None = None
         self._end = -1  # the file's size after this writer's last write; -1: check the tail
         self._check_at = 0.0  # monotonic time of write_record's next check
-        # Decided here, not per record: without an atomic append or a lock to repair
-        # under, every record takes the locked path.
+        # Whether this writer holds the presence lock on its descriptor (see _PRESENCE).
+        self._present = False
+        # Decided here, not per record: without an atomic append, or a way to know who
+        # appends without the lock, every record takes the locked path.
         self._lock_free = ATOMIC_APPEND and self._fcntl is not None
         if not self._lock_free:
             self.write_record = self._write_record_locked  # type: ignore[method-assign]
@@ -258,22 +280,27 @@ class FileWriter:
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
         try:
-            self._fd = os.open(self.path, _FLAGS, self.mode)
+            fd = os.open(self.path, _FLAGS, self.mode)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
             ) from exc
-        self._handle = _Descriptor(self._fd)
-        info = os.fstat(self._fd)
+        # Set before the handle is seen: every thread's next record takes the checked way,
+        # which makes this descriptor present before any record goes on it without a lock.
+        self._check_at = 0.0
+        self._present = False
+        self._fd = fd
+        self._handle = _Descriptor(fd)
+        info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
-        self._check_at = 0.0  # a new file: write_record checks its tail first
 
     def _close_fd(self) -> None:
         # Dropping the handle closes the descriptor, or, if a lock-free write on another
         # thread holds it, lets that write end first.
         self._handle = None
         self._fd = -1
+        self._present = False
 
     def _moved(self) -> bool:
         """Whether the path no longer names the open file (moved, deleted, replaced)."""
@@ -295,6 +322,7 @@ class FileWriter:
         # descriptor is forgotten either way, or the child could never write.
         self._handle = None
         self._fd = -1
+        self._present = False  # the parent's presence lock stays the parent's
 
     # -- the lock ---------------------------------------------------------------------------
 
@@ -360,22 +388,33 @@ class FileWriter:
 
         Another writer appended since this one last wrote (or this one just opened the
         file): what it left ends on a newline unless it died in the middle of a write.
+        Cut only when nobody can be appending without the lock (:meth:`_may_cut`): what
+        looks torn may then be a record still on its way in.
         """
         end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
-        if end < size and self._lock_free:
-            # A record of a lock-free writer may be half way in: cut only a tail that
-            # stays as it is (a crash's), and look again at what grew.
-            time.sleep(_SETTLE_S)
-            now = os.fstat(self._fd).st_size
-            if now != size:
-                self._end = -1
-                return self._repair_tail(now)
         if end < size:
+            if not self._may_cut():
+                _errors.report(
+                    f"{self.path}: a torn record at the end",
+                    detail="left: other writers append without the lock; readers skip it",
+                )
+                return size
             os.ftruncate(self._fd, end)
             _errors.report(
                 f"{self.path}: removed a record torn by a crash ({size - end} bytes at the end)"
             )
         return end
+
+    def _may_cut(self) -> bool:
+        """Whether cutting the file's tail is safe: called with the flock held, so no
+        batch is on its way in; no record of a lock-free writer is either if this
+        writer appends none and can take the presence byte (see :data:`_PRESENCE`)."""
+        if not self._lock_free:
+            return True  # every write of the file takes the flock
+        if self._present or not _presence(self._fd, _fcntl.F_WRLCK):
+            return False
+        _presence(self._fd, _fcntl.F_UNLCK)
+        return True
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
@@ -398,15 +437,24 @@ class FileWriter:
         try:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
-        except OSError:
+        except OSError as exc:
             self._end = -1
             if done:
+                if not self._may_cut():  # records of others may follow: keep what landed
+                    whole = self._whole_records(view[:done])
+                    if whole:
+                        raise PartialWriteError(whole, exc) from exc
+                    raise
                 try:
                     os.ftruncate(self._fd, size)
-                except OSError as exc:  # the tail check of the next write cuts it off
-                    _errors.report(f"{self.path}: cutting off a failed write", exc)
+                except OSError as cut_exc:  # the tail check of the next write cuts it off
+                    _errors.report(f"{self.path}: cutting off a failed write", cut_exc)
             raise
         self._end = size + done
+
+    def _whole_records(self, part: memoryview) -> int:
+        """How many whole records the start *part* of an encoded batch holds."""
+        return bytes(part).count(b"\n")
 
     def write(self, batch: Sequence[bytes]) -> None:
         """Write the batch with one system call (reopening a moved path) under the lock.
@@ -462,7 +510,8 @@ class FileWriter:
         self.write((line,))
 
     def _write_record_checked(self, data: bytes) -> None:
-        """Reopen a moved path, repair a torn tail and append *data*, under the locks."""
+        """Reopen a moved path, join the lock-free writers of the file (repairing a torn
+        tail if none is there yet), then append *data*; the checks under the locks."""
         enter_region()
         try:
             with self._lock:
@@ -471,64 +520,67 @@ class FileWriter:
                     return
                 self._busy = True
                 try:
+                    self._check()
                     if self._deferred:
-                        self._write_deferred()
-                    self._write_now(data)
-                    self._check_at = _monotonic() + self.reopen_check_interval
-                    if self._deferred:
-                        self._write_deferred()
+                        data = b"".join(self._deferred) + data
+                        self._deferred.clear()
+                    handle = self._handle
+                    assert handle is not None  # _check opened it
+                    written = os.write(handle.fd, data)
+                    if written != len(data):
+                        self._short_write(handle, data, written)
                 finally:
                     self._busy = False
         finally:
             leave_region()
 
+    def _check(self) -> None:
+        """Reopen a moved path; on a descriptor not yet present, repair a torn tail
+        (only if no other writer appends without the lock) and take the presence lock.
+
+        Called with the thread lock held.
+        """
+        if self._fd < 0 or self._moved():
+            self._close_fd()
+            self._open()
+        if not self._present:
+            fd = self._acquire()
+            try:
+                self._ready()
+                # Cannot fail: only a writer holding the flock takes the byte exclusively.
+                self._present = _presence(self._fd, _fcntl.F_RDLCK)
+            finally:
+                self._release(fd)
+        self._check_at = _monotonic() + self.reopen_check_interval
+
     def _short_write(self, handle: _Descriptor, data: bytes, written: int) -> None:
-        """The kernel took the first *written* bytes of *data* only: complete the record,
-        or cut the part off, under the locks (see the class); counted and reported.
+        """The kernel took the first *written* bytes of *data* only (a full disk): end
+        that line and write the whole record after it, in one write; counted, reported.
+
+        Others may have appended after the part already (without the lock, nothing
+        keeps them out), so the part is never cut: it stays one line readers skip (if a
+        record of another writer came first, the newline makes an empty line instead).
 
         Raises:
-            OSError: the record could not be written; nothing of it is left in the file.
+            OSError: the record could not be written again (the disk is still full);
+                the writer's next write then starts with the newline that ends the part.
         """
         self.short_writes += 1
-        enter_region()
-        try:
-            with self._lock:
-                fd = self._acquire()
-                try:
-                    self._repair_short_write(handle.fd, data, written)
-                finally:
-                    self._release(fd)
-        finally:
-            leave_region()
-
-    def _repair_short_write(self, fd: int, data: bytes, written: int) -> None:
-        size = os.fstat(fd).st_size
-        start = size - written
-        at_tail = (
-            start >= 0
-            and os.pread(fd, written, start) == data[:written]
-            and (start == 0 or os.pread(fd, 1, start - 1) == b"\n")
+        _errors.report(
+            f"{self.path}: a short write",
+            detail=f"{written} of {len(data)} bytes; that part is left as a line of its "
+            "own, which readers skip, and the record is written again",
         )
-        self._end = -1  # others may append without the lock: look at the tail next time
-        if not at_tail:  # another writer appended after the part: it cannot be taken out
-            _errors.report(
-                f"{self.path}: a write was cut short ({written} of {len(data)} bytes) and "
-                "another writer appended after it; that line is unreadable, the record is "
-                "written again"
-            )
-            self._append(data, size)
-            return
-        _errors.report(f"{self.path}: a write was cut short ({written} of {len(data)} bytes)")
-        view = memoryview(data)
+        data = b"\n" + data
+        written = 0
         try:
-            while written < len(data):
-                written += os.write(fd, view[written:])
-        except OSError:
-            try:
-                os.ftruncate(fd, start)
-            except OSError as exc:  # the tail check of the next write cuts it off
-                _errors.report(f"{self.path}: cutting off a failed write", exc)
-            raise
+            written = os.write(handle.fd, data)
+        finally:
+            if written != len(data):
+                self._deferred.append(b"\n")  # ends the part before the next write
+        if written != len(data):
+            self.short_writes += 1
+            raise OSError(errno.EIO, f"{self.path}: a short write again ({written} bytes)")
 
     def _write_now(self, data: bytes) -> None:
         """Append *data* (called with the thread lock held and ``_busy`` set)."""
