@@ -507,3 +507,34 @@ def test_threads_and_checks_in_one_process_lose_nothing(tmp_path: Path) -> None:
     }
     assert len(expected) == len(lines)
     assert expected == set(lines)
+
+
+def test_a_failed_batch_keeps_its_whole_records_while_others_append_without_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the disk cuts short is not truncated while a lock-free writer is present
+    (its record could be cut with it): the whole records that landed stay, and
+    ``PartialWriteError`` says how many, so only the rest is retried."""
+    from kakashi.writers import PartialWriteError
+
+    path = tmp_path / "app.log"
+    present, batches = FileWriter(path), FileWriter(path)
+    present.write_record(b"lock-free")
+    real_write = os.write
+
+    def two_and_a_half_records(fd: int, data: Any) -> int:
+        if fd != batches._fd:
+            return real_write(fd, data)
+        if bytes(data).startswith(b"a\n"):
+            return real_write(fd, b"a\nb\nc")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", two_and_a_half_records)
+    with pytest.raises(PartialWriteError) as caught:
+        batches.write([b"a", b"b", b"cde"])
+    monkeypatch.undo()
+    present.close()
+    batches.close()
+
+    assert 2 == caught.value.written
+    assert b"lock-free\na\nb\nc" == path.read_bytes()

@@ -163,31 +163,30 @@ class FileWriter:
       exclusive ``flock`` on the file. Before each batch it checks that its path still
       names the open file (see logrotate below) and repairs a torn tail.
     - :meth:`write_record` takes one record (a synchronous pipeline calls it) and, where
-      the platform makes an ``O_APPEND`` write atomic (:data:`ATOMIC_APPEND`: Linux,
-      macOS, FreeBSD), writes it with one ``write`` system call and no lock at all, so
-      threads and processes logging at once do not wait for each other. The checks that
-      :meth:`write` makes before every batch run at most once per
+      the platform makes an ``O_APPEND`` write atomic and says who else appends
+      (``ATOMIC_APPEND``: Linux), writes it with one ``write`` system call and no lock
+      at all, so threads and processes logging at once do not wait for each other. The
+      checks that :meth:`write` makes before every batch run at most once per
       *reopen_check_interval* seconds, under the locks; elsewhere each record goes
       through :meth:`write`.
 
-    What a failure or a crash can leave is repaired under the ``flock``, so every line
-    of the file is a whole record and each is written once:
+    What a failure or a crash can leave is repaired under the ``flock``:
 
     - a batch write that fails part-way (a full disk) is cut off again (the file is
       truncated to its size before the write) and raises; nothing of the batch stays;
-    - a lock-free record the kernel took only part of (a short write: a full disk) is
-      counted in :attr:`short_writes`; under the lock, if nothing was appended after it,
-      the rest is written, or, if that fails too, the part is cut off and the write
-      raises; if another writer appended after the part meanwhile, the part cannot be
-      removed: it is reported, the record is written again whole, and the one line made
-      of the part and the record appended after it is skipped by readers with a warning;
     - a record torn by a crash (``kill -9`` during a large write) is removed by the next
-      :meth:`write`, or by the next check of :meth:`write_record`, before it appends, so
-      the next record starts on its own line. The writer looks at the tail whenever the
-      file's size is not what its own last write left, so a process that is the only
-      writer never pays for it. A lock-free write of another process that lands after
-      the torn part before a check comes glues itself to it: readers skip that one line
-      with a warning (and the check then finds a clean tail).
+      writer before it appends, so the next record starts on its own line. The writer
+      looks at the tail whenever the file's size is not what its own last write left, so
+      a process that is the only writer never pays for it.
+
+    Writers that append records without the lock hold a shared lock on one byte far past
+    the end of the file (an open-file-description lock, dropped by the kernel when the
+    process dies). While any does, a tail that looks torn may be a record on its way in,
+    so nothing is cut: a failed batch keeps the whole records that landed
+    (:class:`PartialWriteError`), and a torn tail is left (reported) to share its line
+    with the next record, which readers skip with a warning. A lock-free record the
+    kernel took only part of (a short write) is counted in :attr:`short_writes` and
+    reported; a newline ends the part and the record is written again, whole.
 
     logrotate: the writer checks that its path still names the open file (before each
     batch of :meth:`write`; at most once per *reopen_check_interval* for
