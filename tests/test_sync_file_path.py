@@ -538,3 +538,28 @@ def test_a_failed_batch_keeps_its_whole_records_while_others_append_without_the_
 
     assert 2 == caught.value.written
     assert b"lock-free\na\nb\nc" == path.read_bytes()
+
+
+def test_a_record_logged_inside_a_checked_write_follows_it(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record written on the same thread while a record's checked write is under way
+    (a signal handler that logs) does not wait for the thread lock it holds: it is set
+    aside and written right after, in order."""
+    path = tmp_path / "app.log"
+    writer = FileWriter(path)
+    real_write = os.write
+    handled = []
+
+    def handler_logs_first(fd: int, data: Any) -> int:
+        if fd == writer._fd and not handled:
+            handled.append(True)
+            writer.write_record(b"from the handler")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", handler_logs_first)
+    writer.write_record(b"outer")  # the first record: the checked way
+    monkeypatch.undo()
+    writer.close()
+
+    assert b"outer\nfrom the handler\n" == path.read_bytes()

@@ -520,14 +520,21 @@ class FileWriter:
                 self._busy = True
                 try:
                     self._check()
-                    if self._deferred:
-                        data = b"".join(self._deferred) + data
-                        self._deferred.clear()
                     handle = self._handle
                     assert handle is not None  # _check opened it
-                    written = os.write(handle.fd, data)
-                    if written != len(data):
-                        self._short_write(handle, data, written)
+                    # What was set aside goes first, and what a signal handler sets aside
+                    # meanwhile right after; it stays set aside if the write fails.
+                    while True:
+                        taken = len(self._deferred)
+                        if taken:
+                            data = b"".join(self._deferred[:taken]) + data
+                        written = os.write(handle.fd, data)
+                        del self._deferred[:taken]
+                        if written != len(data):
+                            self._short_write(handle, data, written)
+                        if not self._deferred:
+                            break
+                        data = b""
                 finally:
                     self._busy = False
         finally:
