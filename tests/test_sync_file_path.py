@@ -563,3 +563,37 @@ def test_a_record_logged_inside_a_checked_write_follows_it(
     writer.close()
 
     assert b"outer\nfrom the handler\n" == path.read_bytes()
+
+
+def test_a_zstd_batch_cut_short_claims_no_whole_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zstd batch the disk cuts short while a lock-free writer is present is a torn
+    frame: no record of it is whole, so the whole batch is retried (a plain ``OSError``,
+    not ``PartialWriteError``), whatever bytes the compressed part holds."""
+    from kakashi.writers import PartialWriteError
+
+    path = tmp_path / "app.log.zst"
+    present, batches = ZstdFileWriter(path), ZstdFileWriter(path)
+    present.write_record(b"lock-free")
+    real_write = os.write
+
+    def most_of_a_frame(fd: int, data: Any) -> int:
+        if fd != batches._fd:
+            return real_write(fd, data)
+        if len(data) > 8:
+            return real_write(fd, bytes(data[:-8]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    batch = [b"\n\n\n%d" % n for n in range(200)]
+    assert b"\n" in batches.encode(batch)[:-8]  # a newline byte that counts nothing
+    monkeypatch.setattr(os, "write", most_of_a_frame)
+    with pytest.raises(OSError) as caught:
+        batches.write(batch)
+    monkeypatch.undo()
+    present.close()
+    batches.close()
+
+    assert not isinstance(caught.value, PartialWriteError)
+    with pytest.warns(RuntimeWarning):
+        assert [b"lock-free"] == list(read_lines(path))

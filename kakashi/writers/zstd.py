@@ -145,6 +145,11 @@ class ZstdFileWriter(FileWriter):
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
         return bytes(self._compressor.compress(b"\n".join(batch) + b"\n"))
 
+    def _whole_records(self, part: memoryview) -> int:
+        """A frame the disk cut short holds no whole record: a frame decodes entirely or
+        not at all (see :meth:`FileWriter._append <kakashi.writers.file.FileWriter>`)."""
+        return 0
+
     def encode_record(self, line: bytes) -> bytes:
         """Return one record as a complete zstd frame of one newline-terminated line."""
         return bytes(self._compressor.compress(line + b"\n"))
