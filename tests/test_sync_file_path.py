@@ -597,3 +597,40 @@ def test_a_zstd_batch_cut_short_claims_no_whole_record(
     assert not isinstance(caught.value, PartialWriteError)
     with pytest.warns(RuntimeWarning):
         assert [b"lock-free"] == list(read_lines(path))
+
+
+def test_without_ofd_locks_records_take_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any
+) -> None:
+    """A file system without open-file-description locks (``ENOLCK``): nobody could tell
+    that a writer appends without the flock, so records take the lock, as batches do
+    (reported once), and a torn tail is still cut off."""
+
+    class NoOfdLocks:
+        """The fcntl module, but OFD lock requests fail as on such a file system."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(fcntl, name)
+
+        def fcntl(self, fd: int, command: int, *args: Any) -> Any:
+            if command == fcntl.F_OFD_SETLK:
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+            return fcntl.fcntl(fd, command, *args)
+
+    monkeypatch.setattr(file_module, "_fcntl", NoOfdLocks())
+    path = tmp_path / "app.log"
+    path.write_bytes(b"1\ntorn")
+    writer = FileWriter(path, lock_timeout=0.2)
+    writer.write_record(b"2")
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(TimeoutError):  # the record waits for the flock now
+            writer.write_record(b"3")
+    finally:
+        os.close(fd)
+    writer.write_record(b"4")
+    writer.close()
+
+    assert b"1\n2\n4\n" == path.read_bytes()
+    assert "records take the lock (no OFD locks here) failed" in capfd.readouterr().err

@@ -71,7 +71,11 @@ class _Descriptor:
 
 def _presence(fd: int, kind: int) -> bool:
     """Set this descriptor's lock on the :data:`_PRESENCE` byte to *kind* (``F_RDLCK``,
-    ``F_WRLCK`` or ``F_UNLCK``) without waiting; whether it was set."""
+    ``F_WRLCK`` or ``F_UNLCK``) without waiting; whether it was set.
+
+    Raises:
+        OSError: the file system has no such locks (``ENOLCK``, ``EINVAL``, ...).
+    """
     request = struct.pack(_FLOCK_STRUCT, kind, os.SEEK_SET, _PRESENCE, 1, 0)
     try:
         _fcntl.fcntl(fd, _fcntl.F_OFD_SETLK, request)
@@ -410,8 +414,13 @@ class FileWriter:
         writer appends none and can take the presence byte (see :data:`_PRESENCE`)."""
         if not self._lock_free:
             return True  # every write of the file takes the flock
-        if self._present or not _presence(self._fd, _fcntl.F_WRLCK):
+        if self._present:
             return False
+        try:
+            if not _presence(self._fd, _fcntl.F_WRLCK):
+                return False
+        except OSError:  # no such locks here, so no writer appends without the flock
+            return True
         _presence(self._fd, _fcntl.F_UNLCK)
         return True
 
@@ -520,6 +529,10 @@ class FileWriter:
                 self._busy = True
                 try:
                     self._check()
+                    if not self._lock_free:  # _check found no OFD locks: the locked way
+                        self._deferred.append(data)
+                        self._write_deferred()
+                        return
                     handle = self._handle
                     assert handle is not None  # _check opened it
                     # What was set aside goes first, and what a signal handler sets aside
@@ -553,11 +566,25 @@ class FileWriter:
             fd = self._acquire()
             try:
                 self._ready()
-                # Cannot fail: only a writer holding the flock takes the byte exclusively.
-                self._present = _presence(self._fd, _fcntl.F_RDLCK)
+                self._present = self._join()
             finally:
                 self._release(fd)
         self._check_at = _monotonic() + self.reopen_check_interval
+
+    def _join(self) -> bool:
+        """Take the presence lock (with the flock held, so it cannot be refused: only a
+        writer holding the flock takes it exclusively); whether this writer holds it.
+
+        Where the file system has no such locks, nobody could tell that this writer
+        appends without the flock: from then on its records take the lock, as batches do.
+        """
+        try:
+            return _presence(self._fd, _fcntl.F_RDLCK)
+        except OSError as exc:
+            self._lock_free = False
+            self.write_record = self._write_record_locked  # type: ignore[method-assign]
+            _errors.report(f"{self.path}: records take the lock (no OFD locks here)", exc)
+            return False
 
     def _short_write(self, handle: _Descriptor, data: bytes, written: int) -> None:
         """The kernel took the first *written* bytes of *data* only (a full disk): end
