@@ -160,3 +160,29 @@ def test_format_stdlib(benchmark: Any) -> None:
             )
 
     benchmark.pedantic(run, rounds=20, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="enabled call, JSON into a file")
+def test_file_kakashi(benchmark: Any, tmp_path: Any) -> None:
+    """info() through a synchronous Pipeline into file_writer: one lock-free write a record."""
+    from kakashi.core.pipeline import Pipeline, PipelineConfig, file_writer
+
+    pipeline = Pipeline(PipelineConfig(writers=(file_writer(tmp_path / "kakashi.log"),)))
+    benchmark.pedantic(_calls, args=(pipeline.get_logger("bench"),), rounds=20, warmup_rounds=2)
+    pipeline.close()
+
+
+@pytest.mark.benchmark(group="enabled call, JSON into a file")
+def test_file_stdlib(benchmark: Any, tmp_path: Any) -> None:
+    """Baseline: stdlib info() with an orjson formatter through a FileHandler."""
+    with (tmp_path / "stdlib.log").open("a") as stream:
+        log = _stdlib_logger(logging.INFO, stream)
+
+        def run() -> None:
+            for i in range(1000):
+                log.info(
+                    "order filled",
+                    extra={"fields": {"order_id": i, "price": 101.25, "qty": 3, "side": "buy"}},
+                )  # StreamHandler flushes every record: one write each, as FileHandler
+
+        benchmark.pedantic(run, rounds=20, warmup_rounds=2)

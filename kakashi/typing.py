@@ -78,6 +78,12 @@ class Writer(Protocol):
     from several threads. It is not a member of this protocol, because a protocol
     attribute would be mandatory for every writer: the backend reads it with
     :func:`is_concurrent`, that is ``getattr(writer, "concurrent", False)``.
+
+    Optional method ``write_record(line)``: one record, without its line terminator,
+    from a synchronous :class:`~kakashi.core.pipeline.Pipeline` on the calling thread
+    (several threads may call it at once); it raises if the record was not written. A
+    writer without it gets ``write((line,))``. The file writers append the record with
+    one system call and no lock (see :class:`~kakashi.writers.file.FileWriter`).
     """
 
     def write(self, batch: Sequence[bytes]) -> int | None:

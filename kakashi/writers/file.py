@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
+import struct
+import sys
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -17,7 +20,9 @@ from kakashi._platform import UnsupportedPlatformError, posix_module
 
 __all__ = [
     "FileWriter",
+    "ATOMIC_APPEND",
     "PartialWriteError",
+    "checked_interval",
     "checked_path",
     "clean_end",
     "file_writer",
@@ -26,6 +31,71 @@ __all__ = [
 
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 _TAIL_CHUNK = 64 * 1024
+# Where one write(2) of a regular file opened O_APPEND lands whole, never interleaved with
+# another's (Linux takes the inode's lock for the whole write: ext4, xfs, btrfs, tmpfs), and
+# where open-file-description locks tell a writer whether others append without the flock.
+# Elsewhere every record takes the flock, as a batch does.
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None  # type: ignore[assignment]
+ATOMIC_APPEND = sys.platform == "linux" and hasattr(_fcntl, "F_OFD_SETLK")
+# Every writer that appends without the flock holds a shared OFD lock on this one byte,
+# far past any real end of file, for as long as its descriptor is open (the kernel drops
+# it when the process dies, even by kill -9): a writer that can take it exclusively knows
+# that nobody else is appending, so cutting the file's tail cannot cut a record in flight.
+# OFD locks and flock do not interact.
+_PRESENCE = 1 << 62
+_FLOCK_STRUCT = "@hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
+_monotonic = time.monotonic  # the clock of reopen_check_interval (tests replace it)
+
+
+class _Descriptor:
+    """An open file descriptor, closed when the last reference to it goes.
+
+    A record written without the thread lock holds a reference for its ``write``, so a
+    reopen or a ``close`` on another thread never closes (and the process never reuses)
+    the number under it.
+    """
+
+    __slots__ = ("fd",)
+    _close = staticmethod(os.close)  # kept: module globals may be gone at exit
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close(self.fd)
+
+
+def _presence(fd: int, kind: int) -> bool:
+    """Set this descriptor's lock on the :data:`_PRESENCE` byte to *kind* (``F_RDLCK``,
+    ``F_WRLCK`` or ``F_UNLCK``) without waiting; whether it was set.
+
+    Raises:
+        OSError: the file system has no such locks (``ENOLCK``, ``EINVAL``, ...).
+    """
+    request = struct.pack(_FLOCK_STRUCT, kind, os.SEEK_SET, _PRESENCE, 1, 0)
+    try:
+        _fcntl.fcntl(fd, _fcntl.F_OFD_SETLK, request)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: someone else holds it
+        return False
+    return True
+
+
+def checked_interval(parameter: str, value: Any) -> float:
+    """Return *value* as a number of seconds >= 0, or say which parameter was wrong.
+
+    Raises:
+        ValueError: *value* is not a finite real number >= 0 (a bool is not one); the
+            message names *parameter*.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{parameter} must be a number of seconds >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{parameter} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def checked_path(parameter: str, value: Any) -> Path:
@@ -87,33 +157,55 @@ class FileWriter:
     """Append records to a file kept open in append mode.
 
     The file is opened (and its directory created) when the writer is made, so a bad
-    path fails at configuration time. Each batch is written with one ``write`` system
-    call (``O_APPEND``) while the writer holds an exclusive ``flock`` on the file, so
-    any number of writers, in this process and others, share one file: batches never
-    interleave, and nothing is buffered in the process, so ``flush`` has nothing to push
-    and a crash loses nothing that ``write`` returned from.
+    path fails at configuration time. Nothing is buffered in the process, so ``flush``
+    has nothing to push and a crash loses nothing that ``write`` returned from. Any
+    number of writers, in this process and others, share one file, and records never
+    interleave. There are two ways in:
 
-    What a failure or a crash can leave is repaired under the same lock, so every line
-    of the file is a whole record and each is written once:
+    - :meth:`write` takes a batch (the async backend's worker, or a direct call) and
+      writes it with one ``write`` system call (``O_APPEND``) while the writer holds an
+      exclusive ``flock`` on the file. Before each batch it checks that its path still
+      names the open file (see logrotate below) and repairs a torn tail.
+    - :meth:`write_record` takes one record (a synchronous pipeline calls it) and, where
+      the platform makes an ``O_APPEND`` write atomic and says who else appends
+      (``ATOMIC_APPEND``: Linux), writes it with one ``write`` system call and no lock
+      at all, so threads and processes logging at once do not wait for each other. The
+      checks that :meth:`write` makes before every batch run at most once per
+      *reopen_check_interval* seconds, under the locks; elsewhere each record goes
+      through :meth:`write`.
 
-    - a write that fails part-way (a full disk) is cut off again (the file is truncated
-      to its size before the write, which no other writer can have changed meanwhile)
-      and raises; nothing of the batch stays;
+    What a failure or a crash can leave is repaired under the ``flock``:
+
+    - a batch write that fails part-way (a full disk) is cut off again (the file is
+      truncated to its size before the write) and raises; nothing of the batch stays;
     - a record torn by a crash (``kill -9`` during a large write) is removed by the next
       writer before it appends, so the next record starts on its own line. The writer
-      checks the tail whenever the file's size is not what its own last write left, so
+      looks at the tail whenever the file's size is not what its own last write left, so
       a process that is the only writer never pays for it.
 
-    Before each batch the writer checks that its path still names the open file: if
-    logrotate (or anyone) moved or deleted it, the path is reopened, so the batch lands
-    in the new file. ``copytruncate`` needs nothing: with ``O_APPEND`` writes continue at
-    the new end, leaving no NUL padding (what logrotate copies and truncates is its own
-    window: records written between its copy and its truncation are lost).
+    Writers that append records without the lock hold a shared lock on one byte far past
+    the end of the file (an open-file-description lock, dropped by the kernel when the
+    process dies). While any does, a tail that looks torn may be a record on its way in,
+    so nothing is cut: a failed batch keeps the whole records that landed
+    (:class:`PartialWriteError`), and a torn tail is left (reported) to share its line
+    with the next record, which readers skip with a warning. A lock-free record the
+    kernel took only part of (a short write) is counted in :attr:`short_writes` and
+    reported; a newline ends the part and the record is written again, whole.
 
-    A write made while the same thread is inside a write to this writer (a signal
-    handler that logs to the file its thread is writing) does not wait for the writer's
-    lock: its bytes are appended, in order, once that outer write is done (or by the next
-    write, flush or close).
+    logrotate: the writer checks that its path still names the open file (before each
+    batch of :meth:`write`; at most once per *reopen_check_interval* for
+    :meth:`write_record`); if logrotate (or anyone) moved or deleted it, the path is
+    reopened. Records written between the move and that check go on into the moved
+    file (give logrotate ``delaycompress`` so it does not compress a file still being
+    written; ``reopen_check_interval=0`` checks before every record). ``copytruncate``
+    needs nothing: with ``O_APPEND`` writes continue at the new end, leaving no NUL
+    padding (what logrotate copies and truncates is its own window: records written
+    between its copy and its truncation are lost).
+
+    A write made while the same thread is inside a locked write to this writer (a
+    signal handler that logs to the file its thread is writing) does not wait for the
+    writer's lock: its bytes are appended, in order, once that outer write is done (or
+    by the next write, flush or close).
 
     A forked child reopens the file on its first write, so it shares no lock with its
     parent. Where there is no ``fcntl`` (Windows) the lock is only between the threads
@@ -127,10 +219,14 @@ class FileWriter:
         lock_timeout: the longest a write waits for another process's lock, in seconds;
             then it raises :class:`TimeoutError` (the async backend retries, then counts
             the batch as dropped).
+        reopen_check_interval: the most seconds :meth:`write_record` goes without
+            checking that the path still names its file and that the tail is whole
+            (0: before every record).
 
     Raises:
         TypeError: *path* is not a str or path-like object.
-        ValueError: *mode* is not within 0..0o777, or *lock_timeout* is not positive.
+        ValueError: *mode* is not within 0..0o777, *lock_timeout* is not positive, or
+            *reopen_check_interval* is not a number of seconds >= 0.
         NotADirectoryError: a component of *path* is a file (the message names it).
         OSError: the file cannot be opened.
     """
@@ -142,6 +238,7 @@ class FileWriter:
         mode: int = 0o644,
         fsync: bool = False,
         lock_timeout: float = 10.0,
+        reopen_check_interval: float = 1.0,
     ):
         self.path = checked_path("path", path)
         self._name = str(self.path)
@@ -154,6 +251,11 @@ class FileWriter:
         self.mode = mode
         self.fsync = bool(fsync)
         self.lock_timeout = float(lock_timeout)
+        self.reopen_check_interval = checked_interval(
+            "reopen_check_interval", reopen_check_interval
+        )
+        #: Lock-free records the kernel took only part of (see the class).
+        self.short_writes = 0
         try:
             self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
         except UnsupportedPlatformError:
@@ -164,27 +266,44 @@ class FileWriter:
         self._busy = False
         self._deferred: list[bytes] = []
         self._fd = -1
+        self._handle: _Descriptor | None = None  # owns _fd (see _Descriptor)
         self._inode: tuple[int, int] | None = None
         self._end = -1  # the file's size after this writer's last write; -1: check the tail
+        self._check_at = 0.0  # monotonic time of write_record's next check
+        # Whether this writer holds the presence lock on its descriptor (see _PRESENCE).
+        self._present = False
+        # Decided here, not per record: without an atomic append, or a way to know who
+        # appends without the lock, every record takes the locked path.
+        self._lock_free = ATOMIC_APPEND and self._fcntl is not None
+        if not self._lock_free:
+            self.write_record = self._write_record_locked  # type: ignore[method-assign]
         self._open()
         _writers.add(self)
 
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
         try:
-            self._fd = os.open(self.path, _FLAGS, self.mode)
+            fd = os.open(self.path, _FLAGS, self.mode)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
             ) from exc
-        info = os.fstat(self._fd)
+        # Set before the handle is seen: every thread's next record takes the checked way,
+        # which makes this descriptor present before any record goes on it without a lock.
+        self._check_at = 0.0
+        self._present = False
+        self._fd = fd
+        self._handle = _Descriptor(fd)
+        info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
 
     def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        # Dropping the handle closes the descriptor, or, if a lock-free write on another
+        # thread holds it, lets that write end first.
+        self._handle = None
+        self._fd = -1
+        self._present = False
 
     def _moved(self) -> bool:
         """Whether the path no longer names the open file (moved, deleted, replaced)."""
@@ -201,12 +320,12 @@ class FileWriter:
         # was making is not the child's, nor is what a handler set aside in the parent.
         self._busy = False
         self._deferred = []
-        if self._fd >= 0:
-            # A parent thread may have been closing it at the fork (EBADF here): the
-            # descriptor is forgotten either way, or the child could never write.
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        # Closed when dropped (no other thread of the parent exists here to hold it); a
+        # parent thread may have been closing it at the fork (EBADF, ignored): the
+        # descriptor is forgotten either way, or the child could never write.
+        self._handle = None
+        self._fd = -1
+        self._present = False  # the parent's presence lock stays the parent's
 
     # -- the lock ---------------------------------------------------------------------------
 
@@ -272,14 +391,38 @@ class FileWriter:
 
         Another writer appended since this one last wrote (or this one just opened the
         file): what it left ends on a newline unless it died in the middle of a write.
+        Cut only when nobody can be appending without the lock (:meth:`_may_cut`): what
+        looks torn may then be a record still on its way in.
         """
         end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
         if end < size:
+            if not self._may_cut():
+                _errors.report(
+                    f"{self.path}: a torn record at the end",
+                    detail="left: other writers append without the lock; readers skip it",
+                )
+                return size
             os.ftruncate(self._fd, end)
             _errors.report(
                 f"{self.path}: removed a record torn by a crash ({size - end} bytes at the end)"
             )
         return end
+
+    def _may_cut(self) -> bool:
+        """Whether cutting the file's tail is safe: called with the flock held, so no
+        batch is on its way in; no record of a lock-free writer is either if this
+        writer appends none and can take the presence byte (see :data:`_PRESENCE`)."""
+        if not self._lock_free:
+            return True  # every write of the file takes the flock
+        if self._present:
+            return False
+        try:
+            if not _presence(self._fd, _fcntl.F_WRLCK):
+                return False
+        except OSError:  # no such locks here, so no writer appends without the flock
+            return True
+        _presence(self._fd, _fcntl.F_UNLCK)
+        return True
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
@@ -302,15 +445,24 @@ class FileWriter:
         try:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
-        except OSError:
+        except OSError as exc:
             self._end = -1
             if done:
+                if not self._may_cut():  # records of others may follow: keep what landed
+                    whole = self._whole_records(view[:done])
+                    if whole:
+                        raise PartialWriteError(whole, exc) from exc
+                    raise
                 try:
                     os.ftruncate(self._fd, size)
-                except OSError as exc:  # the tail check of the next write cuts it off
-                    _errors.report(f"{self.path}: cutting off a failed write", exc)
+                except OSError as cut_exc:  # the tail check of the next write cuts it off
+                    _errors.report(f"{self.path}: cutting off a failed write", cut_exc)
             raise
         self._end = size + done
+
+    def _whole_records(self, part: memoryview) -> int:
+        """How many whole records the start *part* of an encoded batch holds."""
+        return bytes(part).count(b"\n")
 
     def write(self, batch: Sequence[bytes]) -> None:
         """Write the batch with one system call (reopening a moved path) under the lock.
@@ -336,6 +488,132 @@ class FileWriter:
                     self._busy = False
         finally:
             leave_region()
+
+    def encode_record(self, line: bytes) -> bytes:
+        """Return the bytes written for one record: *line* and a newline."""
+        return line + b"\n"
+
+    def write_record(self, line: bytes) -> None:
+        """Write one record (a synchronous pipeline's call) with one ``write``, no lock.
+
+        Every *reopen_check_interval* seconds, and after a short write, the record goes
+        the way of :meth:`write` instead (see the class).
+
+        Raises:
+            OSError: nothing of the record was written (a full disk, ...).
+        """
+        data = self.encode_record(line)
+        handle = self._handle
+        # The rare cases go the locked way: a check due, a closed file, a locked write
+        # under way (a signal handler's record then waits its turn), records set aside.
+        if handle is None or _monotonic() >= self._check_at or self._busy or self._deferred:
+            self._write_record_checked(data)
+            return
+        written = os.write(handle.fd, data)
+        if written != len(data):
+            self._short_write(handle, data, written)
+
+    def _write_record_locked(self, line: bytes) -> None:
+        """:meth:`write_record` where appends are not atomic: through :meth:`write`."""
+        self.write((line,))
+
+    def _write_record_checked(self, data: bytes) -> None:
+        """Reopen a moved path, join the lock-free writers of the file (repairing a torn
+        tail if none is there yet), then append *data*; the checks under the locks."""
+        enter_region()
+        try:
+            with self._lock:
+                if self._busy:  # a signal handler, inside this thread's locked write
+                    self._deferred.append(data)
+                    return
+                self._busy = True
+                try:
+                    self._check()
+                    if not self._lock_free:  # _check found no OFD locks: the locked way
+                        self._deferred.append(data)
+                        self._write_deferred()
+                        return
+                    handle = self._handle
+                    assert handle is not None  # _check opened it
+                    # What was set aside goes first, and what a signal handler sets aside
+                    # meanwhile right after; it stays set aside if the write fails.
+                    while True:
+                        taken = len(self._deferred)
+                        if taken:
+                            data = b"".join(self._deferred[:taken]) + data
+                        written = os.write(handle.fd, data)
+                        del self._deferred[:taken]
+                        if written != len(data):
+                            self._short_write(handle, data, written)
+                        if not self._deferred:
+                            break
+                        data = b""
+                finally:
+                    self._busy = False
+        finally:
+            leave_region()
+
+    def _check(self) -> None:
+        """Reopen a moved path; on a descriptor not yet present, repair a torn tail
+        (only if no other writer appends without the lock) and take the presence lock.
+
+        Called with the thread lock held.
+        """
+        if self._fd < 0 or self._moved():
+            self._close_fd()
+            self._open()
+        if not self._present:
+            fd = self._acquire()
+            try:
+                self._ready()
+                self._present = self._join()
+            finally:
+                self._release(fd)
+        self._check_at = _monotonic() + self.reopen_check_interval
+
+    def _join(self) -> bool:
+        """Take the presence lock (with the flock held, so it cannot be refused: only a
+        writer holding the flock takes it exclusively); whether this writer holds it.
+
+        Where the file system has no such locks, nobody could tell that this writer
+        appends without the flock: from then on its records take the lock, as batches do.
+        """
+        try:
+            return _presence(self._fd, _fcntl.F_RDLCK)
+        except OSError as exc:
+            self._lock_free = False
+            self.write_record = self._write_record_locked  # type: ignore[method-assign]
+            _errors.report(f"{self.path}: records take the lock (no OFD locks here)", exc)
+            return False
+
+    def _short_write(self, handle: _Descriptor, data: bytes, written: int) -> None:
+        """The kernel took the first *written* bytes of *data* only (a full disk): end
+        that line and write the whole record after it, in one write; counted, reported.
+
+        Others may have appended after the part already (without the lock, nothing
+        keeps them out), so the part is never cut: it stays one line readers skip (if a
+        record of another writer came first, the newline makes an empty line instead).
+
+        Raises:
+            OSError: the record could not be written again (the disk is still full);
+                the writer's next write then starts with the newline that ends the part.
+        """
+        self.short_writes += 1
+        _errors.report(
+            f"{self.path}: a short write",
+            detail=f"{written} of {len(data)} bytes; that part is left as a line of its "
+            "own, which readers skip, and the record is written again",
+        )
+        data = b"\n" + data
+        written = 0
+        try:
+            written = os.write(handle.fd, data)
+        finally:
+            if written != len(data):
+                self._deferred.append(b"\n")  # ends the part before the next write
+        if written != len(data):
+            self.short_writes += 1
+            raise OSError(errno.EIO, f"{self.path}: a short write again ({written} bytes)")
 
     def _write_now(self, data: bytes) -> None:
         """Append *data* (called with the thread lock held and ``_busy`` set)."""
@@ -429,9 +707,16 @@ def file_writer(
     mode: int = 0o644,
     fsync: bool = False,
     lock_timeout: float = 10.0,
+    reopen_check_interval: float = 1.0,
 ) -> FileWriter:
     """Return a :class:`FileWriter` appending to *path* (see it for the options)."""
-    return FileWriter(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+    return FileWriter(
+        path,
+        mode=mode,
+        fsync=fsync,
+        lock_timeout=lock_timeout,
+        reopen_check_interval=reopen_check_interval,
+    )
 
 
 _writers: weakref.WeakSet[FileWriter] = weakref.WeakSet()

@@ -313,6 +313,8 @@ class RotatingFileWriter(FileWriter):
         self.rotations = 0
         self._adopted = False  # whether rotated files left uncompressed were looked for
         super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+        # Every record takes the lock: a rotation must see each one before it lands.
+        self._lock_free = False
         self._log = names.log_name(self.path.name)
         self._lock_name = str(self.path.with_name(names.lock_name(self.path.name)))
 
@@ -588,6 +590,10 @@ class RotatingFileWriter(FileWriter):
                 self._write_locked(batch)
             finally:
                 self._release(fd)
+
+    def write_record(self, line: bytes) -> None:
+        """Write one record as a batch of one (under the lock: see :meth:`write`)."""
+        self.write((line,))
 
     def _write_locked(self, batch: Sequence[bytes]) -> None:
         if self._fd < 0 or self._moved():  # another process rotated it

@@ -12,7 +12,8 @@ system call (``O_APPEND``). A zstd file is a sequence of frames, so:
   torn or damaged frame anywhere in a file is skipped the same way, and reading goes on
   at the next frame);
 - frames from several processes never interleave (see
-  :class:`~kakashi.writers.file.FileWriter` for the lock they share);
+  :class:`~kakashi.writers.file.FileWriter`: a batch is written under the lock they
+  share, a synchronous pipeline's record as one atomic append);
 - each frame carries a checksum of its content, so a reader tells a torn or damaged
   frame from a good one.
 
@@ -103,9 +104,13 @@ class ZstdFileWriter(FileWriter):
         fsync: also ``fsync`` on every ``flush``.
         lock_timeout: the longest a write waits for another process's lock (see
             :class:`~kakashi.writers.file.FileWriter`).
+        reopen_check_interval: the most seconds a synchronous pipeline's records go
+            without checking the path and the tail (see
+            :class:`~kakashi.writers.file.FileWriter`).
 
     Raises:
-        ValueError: *level* outside 1..22, or a bad *mode* or *lock_timeout*.
+        ValueError: *level* outside 1..22, or a bad *mode*, *lock_timeout* or
+            *reopen_check_interval*.
         TypeError: *path* is not a str or path-like object.
     """
 
@@ -117,12 +122,19 @@ class ZstdFileWriter(FileWriter):
         mode: int = 0o644,
         fsync: bool = False,
         lock_timeout: float = 10.0,
+        reopen_check_interval: float = 1.0,
     ) -> None:
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise ValueError(f"level must be an int within 1..22, got {level!r}")
         self.level = level
         self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
-        super().__init__(path, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+        super().__init__(
+            path,
+            mode=mode,
+            fsync=fsync,
+            lock_timeout=lock_timeout,
+            reopen_check_interval=reopen_check_interval,
+        )
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
@@ -132,6 +144,15 @@ class ZstdFileWriter(FileWriter):
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
         return bytes(self._compressor.compress(b"\n".join(batch) + b"\n"))
+
+    def _whole_records(self, part: memoryview) -> int:
+        """A frame the disk cut short holds no whole record: a frame decodes entirely or
+        not at all (see :meth:`FileWriter._append <kakashi.writers.file.FileWriter>`)."""
+        return 0
+
+    def encode_record(self, line: bytes) -> bytes:
+        """Return one record as a complete zstd frame of one newline-terminated line."""
+        return bytes(self._compressor.compress(line + b"\n"))
 
     def __repr__(self) -> str:
         return f"<ZstdFileWriter {str(self.path)!r} level={self.level}>"
@@ -144,6 +165,14 @@ def zstd_file_writer(
     mode: int = 0o644,
     fsync: bool = False,
     lock_timeout: float = 10.0,
+    reopen_check_interval: float = 1.0,
 ) -> ZstdFileWriter:
     """Return a :class:`ZstdFileWriter` appending frames to *path* (see it for the options)."""
-    return ZstdFileWriter(path, level=level, mode=mode, fsync=fsync, lock_timeout=lock_timeout)
+    return ZstdFileWriter(
+        path,
+        level=level,
+        mode=mode,
+        fsync=fsync,
+        lock_timeout=lock_timeout,
+        reopen_check_interval=reopen_check_interval,
+    )
