@@ -11,11 +11,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import zstandard
 
 from kakashi.writers import read_lines, reading
-from kakashi.writers.reading import Decoder, LineSplitter, read_batches
+from kakashi.writers.reading import Decoder, LineSplitter, glued_record, read_batches
 
 LINES = [f'{{"n":{n},"pad":"{"x" * (n % 50)}"}}'.encode() for n in range(2000)]
 TEXT = b"".join(line + b"\n" for line in LINES)
@@ -532,3 +533,31 @@ def test_a_frame_ending_like_a_magic_number_waits_for_the_next_bytes() -> None:
 
     checked = zstandard.ZstdCompressor(write_checksum=True).compress(b"abc(")
     assert b"abc(" == Decoder("t").feed(checked)
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [
+        b'{"timestamp":"2026-11-27T10:00:00Z","mess',  # inside a key
+        b'{"a":1,"b":{"c":2}',  # right after a whole nested object
+        b'{"a":"{\\"x\\":1}","b":[{"c":',  # a string that looks like an object
+    ],
+)
+def test_glued_record_finds_the_whole_record_after_a_torn_one(torn: bytes) -> None:
+    """The record glued after a torn one is found whatever the torn part holds, and the
+    offset splits the line between them."""
+    whole = b'{"timestamp":"2026-11-27T10:00:01Z","message":"m","user":{"id":7}}'
+    found = glued_record(torn + whole)
+    assert found is not None
+    offset, record = found
+    assert (torn, orjson.loads(whole)) == ((torn + whole)[:offset], record)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"timestamp":"2026-11-27T10:00:00Z","mess', b'plain text {"a": 1}', b"{[1, 2]", b""],
+)
+def test_glued_record_is_none_without_a_whole_record(line: bytes) -> None:
+    """A torn record alone, a line of text that ends in JSON (it does not start as a
+    record does), or no object at the end, gives nothing."""
+    assert glued_record(line) is None

@@ -82,6 +82,31 @@ class TestReading:
         assert 1 == len(run_view([path]))
         assert "skipped 2 lines that are not JSON objects (first at" in capsys.readouterr().err
 
+    def test_a_torn_record_glued_to_the_next_gives_up_only_its_own_part(
+        self, tmp_path: Path, capsys: Any
+    ) -> None:
+        """A record cut by a crash, followed on its line by a whole record another writer
+        appended (lock-free writers leave it there): the whole one is read and shown, the
+        torn part is counted among the skipped lines, and the message says so."""
+        path = tmp_path / "app.log"
+        torn = event(1, user={"id": 7, "roles": ["a"]})[:-9]  # inside a nested object
+        path.write_bytes(event(0) + b"\n" + torn + event(2) + b"\n" + event(3) + b"\n")
+        lines = run_view([path])
+        assert ["m0", "m2", "m3"] == [json.loads(line)["message"] for line in lines]
+        assert event(2).decode() == lines[1]
+        err = capsys.readouterr().err
+        assert "skipped 1 line that is not a JSON object" in err
+        assert "1 of them held a torn record glued to a whole one" in err
+
+    def test_a_record_cut_just_before_its_newline_is_read_with_the_next(
+        self, tmp_path: Path
+    ) -> None:
+        """A write cut just before the newline leaves a whole record glued to the next one:
+        both are read."""
+        path = tmp_path / "app.log"
+        path.write_bytes(event(1) + event(2) + b"\n")
+        assert ["m1", "m2"] == [json.loads(line)["message"] for line in run_view([path])]
+
     def test_torn_zstd_tail_is_reported(self, tmp_path: Path, capsys: Any) -> None:
         """A torn last frame is reported on stderr; earlier records are shown."""
         path = tmp_path / "app.log.zst"

@@ -44,7 +44,7 @@ from kakashi.cli.follow import Follower
 from kakashi.core.records import LogLevel, to_level
 from kakashi.formatters import colour_wanted, render_event
 from kakashi.writers import naming
-from kakashi.writers.reading import read_batches
+from kakashi.writers.reading import glued_record, read_batches
 
 __all__ = ["Query", "Source", "sources", "view"]
 
@@ -168,6 +168,7 @@ class _Skipped:
 
     count: int = 0
     first: str = ""
+    glued: int = 0  # of them, lines that end in a whole record (read, the torn start skipped)
 
     def add(self, where: str) -> None:
         self.count += 1
@@ -176,7 +177,13 @@ class _Skipped:
 
     def message(self) -> str:
         are = "is not a JSON object" if self.count == 1 else "are not JSON objects"
-        return f"skipped {plural(self.count, 'line')} that {are} (first at {self.first})"
+        said = f"skipped {plural(self.count, 'line')} that {are} (first at {self.first})"
+        if self.glued:
+            said += (
+                f"; {self.glued:,} of them held a torn record glued to a whole one:"
+                " the whole one was read"
+            )
+        return said
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
@@ -243,16 +250,29 @@ class _Viewer:
             if not line.strip():
                 continue
             event = _parse(line)
-            if event is None:
-                self.skipped.add(where if number is None else f"{where}:{number}")
-            elif self.query.matches(event):
-                self.header(source)
-                if self.as_json:
-                    self.out.write(line.decode("utf-8", "replace"))
-                else:
-                    self.out.write(render_event(event, colours=self.colours))
-                self.out.write("\n")
+            if event is not None:
+                self._show(source, line, event)
+                continue
+            self.skipped.add(where if number is None else f"{where}:{number}")
+            glued = glued_record(line)
+            if glued is not None:  # a torn record, and a whole one after it
+                self.skipped.glued += 1
+                offset, event = glued
+                first = _parse(line[:offset])  # cut just before its newline: whole too
+                if first is not None:
+                    self._show(source, line[:offset], first)
+                self._show(source, line[offset:], event)
         return number
+
+    def _show(self, source: Source, line: bytes, event: dict[str, Any]) -> None:
+        """Show one record (its *line* as read, parsed as *event*) if it matches."""
+        if self.query.matches(event):
+            self.header(source)
+            if self.as_json:
+                self.out.write(line.decode("utf-8", "replace"))
+            else:
+                self.out.write(render_event(event, colours=self.colours))
+            self.out.write("\n")
 
     def read_file(self, source: Source, path: Path) -> None:
         """Show the records of one file."""

@@ -35,8 +35,10 @@ What the reader cannot tell:
   as it decodes; when it fails, what it gave stays given, and whole frames that followed
   a torn piece inside it are lost.
 - A line of a plain log cut by a crash and glued to the next one is a line like any
-  other (writers now keep that from happening). Only an unterminated *last* line is
-  skipped, as is a line longer than :data:`MAX_LINE` bytes.
+  other: writers keep that from happening except while other writers append records
+  without the lock (see docs/writers.md, "The synchronous path"), and
+  :func:`glued_record` finds the whole record at the end of such a line. Only an
+  unterminated *last* line is skipped, as is a line longer than :data:`MAX_LINE` bytes.
 - A torn gzip member (or corrupt gzip data) ends what can be read: gzip has no magic
   number to search for.
 - A line that goes on from one zstd frame to the next (not written by a Kakashi writer)
@@ -53,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import zstandard
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "Decoder",
     "LineSplitter",
     "ReadStats",
+    "glued_record",
     "read_batches",
     "read_lines",
 ]
@@ -548,3 +552,33 @@ def read_lines(
         name = str(getattr(path, "name", "<stream>"))
         for lines in read_batches(path, name, stats=stats):
             yield from lines
+
+
+def glued_record(line: bytes) -> tuple[int, dict[str, Any]] | None:
+    """The whole JSON object a torn record's bytes were glued to, if *line* is that.
+
+    A process killed in the middle of a write leaves part of a record without its
+    newline; while other writers append without the lock, the next record lands right
+    after it, and the two make one line that is not JSON. The record is the first suffix
+    of the line that starts with ``{"`` and is a JSON object: one starting inside the torn
+    part does not parse (the torn part never closes what it opened), nor does one starting
+    inside the record (its closing brace is left over).
+
+    Returns ``(offset, record)``, the torn part being ``line[:offset]``; ``None`` when the
+    line does not start as a record does (``{``: a line of text that ends in JSON is not
+    taken for one) or no suffix is a JSON object. Call it only for a line that does not
+    parse as it is: it tries each ``{"`` in turn.
+    """
+    if not line.startswith(b"{"):
+        return None
+    start = line.find(b'{"', 1)
+    while start > 0:
+        try:
+            event = orjson.loads(line[start:])
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(event, dict):
+                return start, event
+        start = line.find(b'{"', start + 1)
+    return None
