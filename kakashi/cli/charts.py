@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "MISSING",
     "ChartsUnavailable",
+    "interval_rates",
     "peer_charts",
     "require_matplotlib",
     "scaling_chart",
@@ -271,10 +272,7 @@ def sustained_chart(samples: Sequence[Sequence[float]], path: Path) -> None:
     """
     times = [sample[0] for sample in samples]
     rss = [sample[1] for sample in samples]
-    rates = [
-        (later[2] - earlier[2]) / (later[0] - earlier[0])
-        for earlier, later in itertools.pairwise(samples)
-    ]
+    rates = interval_rates(samples)
     with _chart(path, 7.0, 4.6) as figure:
         top, bottom = figure.subplots(2, 1, sharex=True)
         top.plot(times[1:], rates, color=_COLOURS[0])
@@ -286,6 +284,14 @@ def sustained_chart(samples: Sequence[Sequence[float]], path: Path) -> None:
         bottom.set_ylim(0, max(rss, default=1.0) * 1.2)
         bottom.set_ylabel("RSS MiB")
         bottom.set_xlabel("seconds")
+
+
+def interval_rates(samples: Sequence[Sequence[float]]) -> list[float]:
+    """Records/s between consecutive ``(seconds, RSS MiB, records sent so far)`` samples."""
+    return [
+        (later[2] - earlier[2]) / (later[0] - earlier[0])
+        for earlier, later in itertools.pairwise(samples)
+    ]
 
 
 def _thousands() -> Any:
