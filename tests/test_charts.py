@@ -163,6 +163,24 @@ def test_from_json_without_plot_does_not_import_matplotlib(figures: Path) -> Non
     assert "False 0" == result.stdout.strip().splitlines()[-1], result.stderr
 
 
+def test_plot_imports_matplotlib_only_after_measuring(tmp_path: Path) -> None:
+    """With --plot, matplotlib is not loaded while the libraries are measured: the
+    children would inherit its resident memory in their peak RSS figures."""
+    code = (
+        "import sys; import kakashi.cli.bench as bench; measure = bench.measure; "
+        "bench.measure = lambda *a, **k: (print('loaded', 'matplotlib' in sys.modules), "
+        "measure(*a, **k))[1]; from kakashi.cli import main; "
+        "main(['bench', '--peers', 'empty method (floor)', '--records', '100', '--runs', '1', "
+        f"'--plot', {str(tmp_path)!r}]); print('after', 'matplotlib' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+
+    assert "loaded False" in result.stdout and "after True" in result.stdout, result.stderr
+    assert (tmp_path / "throughput.svg").exists()
+
+
 def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without matplotlib, asking for charts says how to install it."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)

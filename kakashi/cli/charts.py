@@ -1,17 +1,19 @@
 """Charts of the benchmark figures as SVG: ``kakashi bench --plot DIR`` and the
 ``--plot`` options of ``benchmarks/scaling.py`` and ``benchmarks/sustained.py``.
 
-matplotlib comes with the ``bench`` extra and is imported only here, when a chart is asked
-for. Figures are drawn on matplotlib's Agg canvas (no display, no pyplot state) and saved
-so that the same figures give the same bytes: the SVG ids are derived from a fixed salt,
-the date is left out and text stays text (``<text>`` elements the docs' fonts render and
-a reader can search). Nothing is silently left out: a library that was not run, lost
-records or hung has its bar replaced by a label saying so.
+matplotlib comes with the ``bench`` extra and is imported only here, when a chart is
+drawn: after the measurements, so that it weighs on none of them. Figures are drawn on
+matplotlib's Agg canvas (no display, no pyplot state) and saved so that the same figures
+give the same bytes: the SVG ids are derived from a fixed salt, the date is left out and
+text stays text (``<text>`` elements the docs' fonts render and a reader can search).
+Nothing is silently left out: a library that was not run, lost records or hung has its
+bar replaced by a label saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,15 +51,22 @@ class ChartsUnavailable(RuntimeError):
     """matplotlib is not installed; the message says how to install it."""
 
 
-def require_matplotlib() -> Any:
-    """Import matplotlib (the caller asked for charts), or raise :class:`ChartsUnavailable`.
+def require_matplotlib() -> None:
+    """Raise :class:`ChartsUnavailable` if matplotlib is not installed, without importing it.
 
     Call it before measuring, so a missing matplotlib is reported at once rather than
-    after minutes of benchmarks.
+    after minutes of benchmarks. It only looks: importing matplotlib (and numpy) first
+    would add some 40 MiB to the resident memory the benchmarks report, in this process
+    (``sustained.py``) and in the children it starts (which inherit the peak).
     """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ChartsUnavailable(MISSING)
+
+
+def _import_matplotlib() -> Any:
+    """matplotlib itself, imported now that a chart is drawn."""
     try:
         import matplotlib
-        from matplotlib.backends import backend_agg  # noqa: F401 (the canvas we draw on)
     except ImportError as error:
         raise ChartsUnavailable(MISSING) from error
     return matplotlib
@@ -66,7 +75,7 @@ def require_matplotlib() -> Any:
 @contextlib.contextmanager
 def _chart(path: Path, width: float, height: float) -> Iterator[Any]:
     """A figure of *width* x *height* inches, saved to *path* as deterministic SVG."""
-    matplotlib = require_matplotlib()
+    matplotlib = _import_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
