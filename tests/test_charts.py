@@ -207,16 +207,21 @@ def test_plot_without_matplotlib_fails_before_measuring(tmp_path: Path) -> None:
 
 
 def test_from_json_refuses_what_is_not_a_saved_table(tmp_path: Path, figures: Path) -> None:
-    """A file that is not bench figures, or --from-json with --json, is a usage error."""
+    """A file that is not bench figures (a list, text, scaling.py's figures), or
+    --from-json with --json, is a usage error."""
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "text.json").write_text("| library |")
+    (tmp_path / "scaling.json").write_text(json.dumps(SCALING))
 
     not_figures = kakashi("bench", "--from-json", str(tmp_path / "list.json"))
     not_json = kakashi("bench", "--from-json", str(tmp_path / "text.json"))
+    scaling = kakashi("bench", "--from-json", str(tmp_path / "scaling.json"))
     both = kakashi("bench", "--from-json", str(figures), "--json", str(tmp_path / "o.json"))
 
     assert 2 == not_figures.returncode == not_json.returncode == both.returncode
+    assert 2 == scaling.returncode
     assert "not the figures of kakashi bench --json" in not_figures.stderr
+    assert "not the figures of kakashi bench --json" in scaling.stderr
     assert "not JSON" in not_json.stderr
     assert "it takes no --json" in both.stderr
 

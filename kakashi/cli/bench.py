@@ -491,7 +491,9 @@ def _saved(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
         table = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         parser.error(f"--from-json {path}: not JSON ({error})")
-    if not isinstance(table, dict) or not all(isinstance(row, dict) for row in table.values()):
+    if not isinstance(table, dict) or not all(
+        isinstance(row, dict) and ("error" in row or "caller_ns" in row) for row in table.values()
+    ):
         parser.error(f"--from-json {path}: not the figures of kakashi bench --json")
     return table
 
