@@ -3,7 +3,8 @@
 Usage::
 
     kakashi bench [--quick] [--records N] [--runs R] [--peers a,b,...] [--json F]
-                  [--install-peers]
+                  [--install-peers] [--plot DIR]
+    kakashi bench --from-json F [--plot DIR]    (the table and charts of a saved run)
     python benchmarks/compare_peers.py ...      (the same, from a source checkout)
 
 Workload: ``info("order filled", order_id=i, price=101.25, qty=3, side="buy")`` producing
@@ -16,6 +17,11 @@ end-to-end records/s from the first call until everything is on disk, the same w
 and 16 producer threads (with the ratio to one thread), and peak RSS. Peers that are not
 installed, or fail to import, are reported in their row and skipped (``pip install
 .[bench]``, or ``--install-peers`` to install them one at a time).
+
+``--plot DIR`` also writes charts of the figures there as SVG (:mod:`kakashi.cli.charts`,
+matplotlib from the ``bench`` extra): throughput with 1, 4 and 16 threads, caller latency
+percentiles and the disabled call. ``--from-json F`` prints the table (and draws the
+charts) of figures an earlier ``--json F`` saved, without measuring again.
 """
 
 from __future__ import annotations
@@ -463,12 +469,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pip install each peer first (one at a time; a failure is reported in its row)",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write throughput.svg, latency.svg and disabled.svg there (matplotlib)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="F",
+        help="do not measure: show the figures a --json run saved in F (and plot them)",
+    )
+
+
+def _saved(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The figures a ``--json`` run wrote to *path*; a usage error if it holds none."""
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        parser.error(f"--from-json {path}: not JSON ({error})")
+    if not isinstance(table, dict) or not all(
+        isinstance(row, dict) and ("error" in row or "caller_ns" in row) for row in table.values()
+    ):
+        parser.error(f"--from-json {path}: not the figures of kakashi bench --json")
+    return table
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run the comparison with parsed *args*; print the table, write JSON if asked."""
+    """Run the comparison with parsed *args* (or load a saved one); print the table,
+    write JSON and charts if asked."""
     from kakashi.cli.progress import ProgressBar
 
+    if args.plot is not None:  # fail now, not after minutes of measuring
+        from kakashi.cli.charts import ChartsUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ChartsUnavailable as error:
+            parser.error(f"--plot: {error}")
+        args.plot.mkdir(parents=True, exist_ok=True)
+    if args.from_json is not None:
+        if args.json is not None or args.install_peers:
+            parser.error("--from-json shows saved figures: it takes no --json or --install-peers")
+        table = _saved(args.from_json, parser)
+        print(f"figures from {args.from_json}\n")
+        return _report(table, args)
     if args.quick:
         args.records, args.runs = 10_000, 1
     if args.records < 1 or args.runs < 1:
@@ -489,9 +537,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         f"{plural(args.records, 'record')}, median of {plural(args.runs, 'run')}, python "
         f"{sys.version.split()[0]}, {os.cpu_count()} cpus\n"
     )
-    print(markdown(table))
     if args.json is not None:
-        args.json.write_text(json.dumps(table, indent=2))
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
+    return _report(table, args)
+
+
+def _report(table: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print *table*, and draw its charts if ``--plot`` asked for them."""
+    print(markdown(table))
+    if args.plot is not None:
+        from kakashi.cli.charts import peer_charts
+
+        for path in peer_charts(table, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
