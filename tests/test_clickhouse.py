@@ -557,6 +557,85 @@ def test_rows_are_the_same_json_in_both_builds(impl: Any) -> None:
     assert expected == json.loads(b"[" + body + b"]")
 
 
+def test_canonical_lines_give_the_rows_parsed_lines_give(impl: Any) -> None:
+    """The compiled build copies the lines in the form orjson writes (the JSON
+    formatter's) into rows piece by piece, without the GIL, and parses any other: lines
+    at the edges of that form (escapes orjson writes and ones it does not, non-ASCII and
+    malformed UTF-8, ints at 18 and 19 digits, decimals in and out of their shortest
+    spelling, exponents, -0, a key twice, nested values, trailing bytes) give the rows
+    the reference makes of what they parse to, in both builds, or are reported as not
+    JSON objects."""
+    kinds = {"timestamp": 0, "timestamp_us": 2, "level": 1, "message": 1, "user_id": 2}
+    stamp = '"timestamp":"2026-11-27T18:06:00.123456Z"'
+    bodies = [
+        '"level":"INFO","message":"plain","seq":1',
+        '"message":"q\\"b\\\\n\\n\\t\\u0007\\u001f\\u007f é 🎉"',
+        '"user_id":123456789012345678,"big":123456789012345678,"neg":-42,"zero":0',
+        '"a":1.5,"b":9.0,"c":0.25,"d":-0.5,"e":123456789012345.0,"f":0.123456789012345',
+        '"user_id":true,"level":false,"message":7,"x":null,"timestamp_us":null',
+        '"user_id":7.5,"level":1.25,"flag":false,"none":null',
+        '"timestamp_us":5,"fields":"mine","é":"key"',
+    ]
+    # Each alone in a line, in a place where copying it as it is would show.
+    bodies += [
+        f'"level":"INFO","x":{value}'
+        for value in (
+            '"\\u0041"',
+            '"\\/"',
+            '"\\u0008"',
+            '"\\ud83c\\udf89"',
+            '"\\u00e9"',
+            '"\\u001F"',
+            "1234567890123456789",
+            "-0",
+            "1.50",
+            "0.05",
+            "0.0000001",
+            "0.0",
+            "1e5",
+            "1E2",
+            "12345678901234.56",
+            "1.0e1",
+            '{"k":[1,"a",null]}',
+            "[1]",
+        )
+    ]
+    bodies += ['"level":"WARN","level":"INFO"', '"a\\"q":1', '"message":-0']
+    lines = [f"{{{stamp},{body}}}".encode() for body in bodies]
+    lines += [f"{{{body}}}".encode() for body in bodies[:2]]  # no timestamp: _microseconds
+    lines += [
+        b'{"timestamp":"2026-11-27T18:06:00.12345xZ","level":"INFO"}',
+        b'{"timestamp":5}',
+        b"{}",
+        b'{"message":"a" }',
+        b'{"message": "a"}',
+        b'{"message":"a"}\n',
+        b'{"timestamp":"2026-11-27T18:06:00.123456Z","message":"bad \xed\xa0\x80 surrogate"}',
+        b'{"timestamp":"2026-11-27T18:06:00.123456Z","message":"overlong \xc0\xaf"}',
+        b'{"message":"cut',
+        b'{"timestamp":"2026-11-27T18:06:00.123456Z","message":"\x01 raw control"}',
+        bytearray(b'{"level":"INFO"}'),
+    ]
+    from kakashi.writers.clickhouse import _microseconds
+
+    rows, indices, dropped = impl.format.clickhouse_rows(
+        lines, kinds, "timestamp_us", "fields", _microseconds
+    )
+    expected: list[bytes] = []
+    not_json: dict[int, str] = {}
+    for index, line in enumerate(lines):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            not_json[index] = "not_json"
+            continue
+        expected.append(orjson.dumps(_expected_row(event, kinds)))
+    assert not_json == dropped
+    assert [i for i in range(len(lines)) if i not in not_json] == indices
+    assert expected == [impl.format.clickhouse_body([row]) for row in rows]
+    assert b",".join(expected) == impl.format.clickhouse_body(rows)
+
+
 def test_a_long_batch_is_made_into_rows_a_chunk_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch longer than a chunk is made into rows chunk by chunk (the compiled rows
     let the application's threads run between chunks): the same rows, and the lines

@@ -190,13 +190,22 @@ def test_a_batch_is_framed_at_once_exactly_as_record_by_record(
         "http://127.0.0.1:9", index, document_ids=document_ids, timestamp_field=timestamp_field
     )
     chooser = random.Random(7)
-    for trial in range(40):
+    for trial in range(80):
+        # Half the batches span a day (many index names), half lie within one hour (one
+        # name, found with one search), some of them with a line of that hour whose
+        # timestamp is not in the formatter's form or a line of the next hour.
+        spread = (-90_000, 90_000) if trial < 40 else (0, 3600)
         lines = [
-            _line(n, at=BASE + chooser.randrange(-90_000, 90_000), note="100%")
+            _line(n, at=BASE + chooser.randrange(*spread), note="100%")
             for n in range(chooser.randint(1, 20))
         ]
         if trial % 2:
             lines.insert(chooser.randrange(len(lines) + 1), chooser.choice(odd))
+        if trial >= 40 and trial % 4 == 2:
+            other = _line(99, at=BASE + 1800).replace(b'Z"', b'+00:00"', 1)
+            lines.insert(chooser.randrange(len(lines) + 1), other)
+        if trial >= 40 and trial % 4 == 0:  # one line of the next hour
+            lines.insert(chooser.randrange(1, len(lines) + 1), _line(98, at=BASE + 4000))
         keys = writer._new_keys(len(lines))
         assert writer._encode_each(lines, keys) == writer.encode_batch(lines, keys)
     # The formatter's lines take the batch framing; one other line, the record by record.
@@ -968,3 +977,30 @@ def test_end_to_end_a_server_that_never_answers_times_out(collector: Any) -> Non
     assert (4 + 1, 5) == (stats["records"], stats["dropped"])
     _assert_reasons(stats, {"timeout": 5})
     pipeline.shutdown()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"errors":false,"items":[{"create":{"status":201}}]}', b' { "errors" : false }'],
+)
+def test_a_bulk_answer_without_errors_is_not_read_item_by_item(
+    monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    """An answer that starts with ``"errors": false`` (what Elasticsearch writes first once
+    filter_path drops ``took``) is taken without parsing its items; one that says
+    ``true`` is read item by item."""
+    import kakashi.writers.stores as stores
+    from kakashi.writers.http import Response
+
+    writer = ElasticsearchWriter("http://127.0.0.1:9")
+    parsed: list[bytes] = []
+    loads = stores.orjson.loads
+    monkeypatch.setattr(stores, "orjson", type("Spy", (), {}))
+    stores.orjson.loads = staticmethod(lambda data: parsed.append(data) or loads(data))  # type: ignore[attr-defined]
+    stores.orjson.JSONDecodeError = ValueError  # type: ignore[attr-defined]
+    writer.check([b"{}"], Response(200, {}, body))
+    assert [] == parsed
+    failed = b'{"errors":true,"items":[{"create":{"status":429}}]}'
+    with pytest.raises(DeliveryError) as raised:
+        writer.check([b"{}"], Response(200, {}, failed))
+    assert ([failed], (0,)) == (parsed, tuple(raised.value.retry))

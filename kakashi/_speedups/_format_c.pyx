@@ -11,6 +11,7 @@ exceptions) reuse the pure-Python twin.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.string cimport memcpy
@@ -83,10 +84,9 @@ cdef extern from *:
         0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,
     };
     /* UTF-8 bytes as a JSON string: quote, backslash and C0 controls escaped (the one
-       escape loop: kk_put_str and the ClickHouse rows use it). */
-    static int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) {
-        if (kk_reserve(b, n * 6 + 2) < 0) return -1;
-        char *out = b->data + b->len;
+       escape loop: kk_put_str and the ClickHouse rows use it), written at *out*, which
+       has room for n * 6 + 2 bytes; returns the end of what was written. */
+    static char *kk_escape_into(char *out, const char *s, Py_ssize_t n) {
         *out++ = '"';
         Py_ssize_t i = 0;
         while (i < n) {
@@ -114,7 +114,11 @@ cdef extern from *:
             }
         }
         *out++ = '"';
-        b->len = out - b->data;
+        return out;
+    }
+    static int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) {
+        if (kk_reserve(b, n * 6 + 2) < 0) return -1;
+        b->len = kk_escape_into(b->data + b->len, s, n) - b->data;
         return 0;
     }
     /* A JSON string as orjson writes it: quote, backslash and C0 controls escaped.
@@ -587,6 +591,265 @@ cdef object _format_one(Record record):
 
 # -- ClickHouse rows (kakashi.writers.clickhouse) -------------------------------------------
 
+cdef extern from *:
+    """
+    /* The rows of the JSON formatter's lines are written without the GIL (the
+       application's threads run meanwhile): a line in canonical form, the form orjson
+       writes and reads back the same (compact; strings with orjson's escapes only, valid
+       UTF-8; ints of at most 18 digits; decimals of at most 15 digits from 0.1 up, in
+       their shortest spelling; no nested value, no key twice), is copied into its row
+       piece by piece, which gives the bytes the general path (parse, then write) gives.
+       Any other line is left to the general path. */
+    typedef struct { char *data; Py_ssize_t len, cap; } kk_raw;  /* PyMem_Raw: no GIL */
+    typedef struct { const char *name; Py_ssize_t len; int kind; } kk_column;
+    #define KK_ROW_KEYS 64
+    static int kk_raw_reserve(kk_raw *b, Py_ssize_t n) {
+        if (b->len + n <= b->cap) return 0;
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 65536;
+        while (cap < b->len + n) cap *= 2;
+        char *data = PyMem_RawRealloc(b->data, cap);
+        if (data == NULL) return -1;
+        b->data = data; b->cap = cap;
+        return 0;
+    }
+    static int kk_raw_put(kk_raw *b, const char *s, Py_ssize_t n) {
+        if (kk_raw_reserve(b, n) < 0) return -1;
+        memcpy(b->data + b->len, s, n); b->len += n;
+        return 0;
+    }
+    static int kk_raw_escaped(kk_raw *b, const char *s, Py_ssize_t n) {
+        if (kk_raw_reserve(b, n * 6 + 2) < 0) return -1;
+        b->len = kk_escape_into(b->data + b->len, s, n) - b->data;
+        return 0;
+    }
+    /* The length of the UTF-8 sequence at s[i] (a byte from 0x80) if orjson reads it
+       (shortest form, no surrogate, at most U+10FFFF), else 0. */
+    static Py_ssize_t kk_utf8_length(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+        unsigned char c = s[i], low = 0x80, high = 0xBF;
+        Py_ssize_t k;
+        if (c >= 0xC2 && c <= 0xDF) k = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            k = 3;
+            if (c == 0xE0) low = 0xA0; else if (c == 0xED) high = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 4;
+            if (c == 0xF0) low = 0x90; else if (c == 0xF4) high = 0x8F;
+        } else return 0;
+        if (i + k > n || s[i + 1] < low || s[i + 1] > high) return 0;
+        for (Py_ssize_t j = 2; j < k; j++)
+            if (s[i + j] < 0x80 || s[i + j] > 0xBF) return 0;
+        return k;
+    }
+    /* The end (past the closing quote) of the canonical string whose opening quote is
+       s[i], or -1; *plain: it has no escape. */
+    static Py_ssize_t kk_canonical_string(const unsigned char *s, Py_ssize_t i, Py_ssize_t n,
+                                          int *plain) {
+        *plain = 1;
+        i++;
+        while (i < n) {
+            while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != 92) i++;
+            if (i >= n) break;
+            unsigned char c = s[i];
+            if (c == '"') return i + 1;
+            if (c < 0x20) return -1;
+            if (c == 92) {
+                *plain = 0;
+                if (i + 1 >= n) return -1;
+                unsigned char e = s[i + 1];
+                if (e == '"' || e == 92 || e == 'n' || e == 'r' || e == 't' || e == 'b'
+                        || e == 'f') {
+                    i += 2;
+                    continue;
+                }
+                /* u00XX: orjson's spelling of the C0 controls without a short escape. */
+                if (e != 'u' || i + 5 >= n || s[i + 2] != '0' || s[i + 3] != '0') return -1;
+                unsigned char high = s[i + 4], low = s[i + 5];
+                int value;
+                if (high != '0' && high != '1') return -1;
+                if (low >= '0' && low <= '9') value = low - '0';
+                else if (low >= 'a' && low <= 'f') value = low - 'a' + 10;
+                else return -1;
+                value += (high - '0') * 16;
+                if (value == 8 || value == 9 || value == 10 || value == 12 || value == 13)
+                    return -1;
+                i += 6;
+                continue;
+            }
+            if (c >= 0x80) {
+                Py_ssize_t k = kk_utf8_length(s, i, n);
+                if (k == 0) return -1;
+                i += k;
+                continue;
+            }
+            i++;
+        }
+        return -1;
+    }
+    /* The end of the canonical number at s[i], or -1. An int: at most 18 digits (within
+       64 bits), not -0. A decimal: at most 15 digits in all (so it is the shortest
+       spelling of its double when it has no trailing zero), from 0.1 up in magnitude
+       (orjson and Python spell smaller ones with an exponent), no exponent. */
+    static Py_ssize_t kk_canonical_number(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+        int negative = i < n && s[i] == '-';
+        if (negative) i++;
+        Py_ssize_t digits = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        Py_ssize_t whole = i - digits;
+        if (whole == 0 || (whole > 1 && s[digits] == '0')) return -1;
+        int zero = whole == 1 && s[digits] == '0';
+        if (i < n && (s[i] == 'e' || s[i] == 'E')) return -1;
+        if (i >= n || s[i] != '.') return whole > 18 || (zero && negative) ? -1 : i;
+        i++;
+        Py_ssize_t fraction = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+        Py_ssize_t places = i - fraction;
+        if (places == 0 || whole + places > 15) return -1;
+        if (i < n && (s[i] == 'e' || s[i] == 'E')) return -1;
+        if (zero && s[fraction] == '0') return -1;  /* below 0.1, or 0.0 */
+        if (s[i - 1] == '0' && (zero || places > 1)) return -1;  /* only X.0 ends in 0 */
+        return i;
+    }
+    /* Append the row of *line* to *row* (*extra*: scratch for the other keys): 0, or 1
+       when the line is not canonical (the general path makes its row; *row* is as it
+       was), or -1 when out of memory. Columns are matched by name, each with its kind
+       (0 as it is, 1 String, 2 number); *micros* is the microseconds column when it is
+       one of them; *micros_key* and *fields_key* (or NULL: none) are the microseconds
+       and the fields column's ``"name":``. */
+    static int kk_clickhouse_row(const char *line, Py_ssize_t n, const kk_column *columns,
+                                 Py_ssize_t count, const kk_column *micros,
+                                 const char *micros_key, Py_ssize_t micros_key_len,
+                                 const char *fields_key, Py_ssize_t fields_key_len,
+                                 kk_raw *row, kk_raw *extra) {
+        const unsigned char *s = (const unsigned char *)line;
+        Py_ssize_t mark = row->len, keys[KK_ROW_KEYS][2], stamp = -1, stamp_end = -1;
+        Py_ssize_t i = 1;
+        int seen = 0, put = 0, others = 0, timed = 0, plain;
+        extra->len = 0;
+        if (n < 3 || s[0] != '{') return 1;
+        if (kk_raw_put(row, "{", 1) < 0 || kk_raw_put(extra, "{", 1) < 0) goto memory;
+        for (;;) {
+            if (i >= n || s[i] != '"') goto general;
+            Py_ssize_t key = i + 1, end = kk_canonical_string(s, i, n, &plain);
+            if (end < 0 || !plain || seen == KK_ROW_KEYS) goto general;
+            Py_ssize_t size = end - 1 - key;
+            for (int k = 0; k < seen; k++)
+                if (keys[k][1] == size && memcmp(s + keys[k][0], s + key, size) == 0)
+                    goto general;  /* orjson keeps the last one */
+            keys[seen][0] = key; keys[seen][1] = size; seen++;
+            if (end >= n || s[end] != ':') goto general;
+            Py_ssize_t value = end + 1, after = -1;
+            int type = 0;  /* 0 string, 1 number, 2 true, 3 false, 4 null */
+            if (value >= n) goto general;
+            switch (s[value]) {
+                case '"': after = kk_canonical_string(s, value, n, &plain); break;
+                case 't':
+                    type = 2;
+                    if (n - value >= 4 && memcmp(s + value, "true", 4) == 0) after = value + 4;
+                    break;
+                case 'f':
+                    type = 3;
+                    if (n - value >= 5 && memcmp(s + value, "false", 5) == 0) after = value + 5;
+                    break;
+                case 'n':
+                    type = 4;
+                    if (n - value >= 4 && memcmp(s + value, "null", 4) == 0) after = value + 4;
+                    break;
+                default:
+                    type = 1;
+                    after = kk_canonical_number(s, value, n);
+            }
+            if (after < 0 || after >= n) goto general;
+            if (type == 0 && size == 9 && memcmp(s + key, "timestamp", 9) == 0) {
+                stamp = value + 1;
+                stamp_end = after - 1;
+            }
+            const kk_column *column = NULL;
+            for (Py_ssize_t c = 0; c < count; c++) {
+                if (columns[c].len == size && memcmp(columns[c].name, s + key, size) == 0) {
+                    column = &columns[c];
+                    break;
+                }
+            }
+            if (column == NULL) {
+                if ((others && kk_raw_put(extra, ",", 1) < 0)
+                        || kk_raw_put(extra, line + key - 1, after - key + 1) < 0)
+                    goto memory;
+                others = 1;
+            } else if (type != 4) {  /* a null is left to the column's default */
+                if ((put && kk_raw_put(row, ",", 1) < 0)
+                        || kk_raw_put(row, line + key - 1, value - key + 1) < 0)
+                    goto memory;
+                put = 1;
+                int rc;
+                if (column->kind == 1 && type != 0)
+                    rc = kk_raw_escaped(row, line + value, after - value);
+                else if (column->kind == 2 && (type == 2 || type == 3))
+                    rc = kk_raw_put(row, type == 2 ? "1" : "0", 1);
+                else
+                    rc = kk_raw_put(row, line + value, after - value);
+                if (rc < 0) goto memory;
+                if (column == micros) timed = 1;
+            }
+            if (s[after] == ',') {
+                i = after + 1;
+                continue;
+            }
+            if (s[after] == '}' && after == n - 1) break;
+            goto general;
+        }
+        if (micros_key != NULL && !timed) {
+            /* The JSON formatter's timestamp, 2026-11-27T18:06:00.123456Z: its digits. */
+            const unsigned char *t = s + stamp;
+            long micro = 0;
+            if (stamp < 0 || stamp_end - stamp != 27 || t[19] != '.' || t[26] != 'Z')
+                goto general;
+            for (int k = 0; k < 27; k++)
+                if (t[k] >= 0x80 || t[k] == 92) goto general;
+            for (int k = 20; k < 26; k++) {
+                if (t[k] < '0' || t[k] > '9') goto general;
+                micro = micro * 10 + (t[k] - '0');
+            }
+            char digits[8];
+            int position = 8;
+            do { digits[--position] = (char)('0' + micro % 10); micro /= 10; } while (micro);
+            if ((put && kk_raw_put(row, ",", 1) < 0)
+                    || kk_raw_put(row, micros_key, micros_key_len) < 0
+                    || kk_raw_put(row, digits + position, 8 - position) < 0)
+                goto memory;
+            put = 1;
+        }
+        if (others && fields_key != NULL) {
+            if (kk_raw_put(extra, "}", 1) < 0
+                    || (put && kk_raw_put(row, ",", 1) < 0)
+                    || kk_raw_put(row, fields_key, fields_key_len) < 0
+                    || kk_raw_escaped(row, extra->data, extra->len) < 0)
+                goto memory;
+        }
+        if (kk_raw_put(row, "}", 1) < 0) goto memory;
+        return 0;
+    general:
+        row->len = mark;
+        return 1;
+    memory:
+        row->len = mark;
+        return -1;
+    }
+    """
+    ctypedef struct kk_raw:
+        char *data
+        Py_ssize_t len
+        Py_ssize_t cap
+    ctypedef struct kk_column:
+        const char *name
+        Py_ssize_t len
+        int kind
+    int kk_clickhouse_row(const char *line, Py_ssize_t n, const kk_column *columns,
+                          Py_ssize_t count, const kk_column *micros,
+                          const char *micros_key, Py_ssize_t micros_key_len,
+                          const char *fields_key, Py_ssize_t fields_key_len,
+                          kk_raw *row, kk_raw *extra) nogil
+    void PyMem_RawFree(void *p) nogil
+
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 
@@ -636,78 +899,181 @@ cdef int _put_micros(kk_buf *buffer, object stamp) except -1:
     return kk_put(buffer, &digits[position], 8 - position)
 
 
-def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds,
-                    Py_ssize_t first=0):
-    """The ClickHouse JSONEachRow rows of JSON *lines*: each row's JSON written straight
-    into bytes, exactly what ``orjson.dumps`` writes for the twin's row dict."""
-    cdef list rows = []
-    cdef list indices = []
-    cdef dict dropped = {}
-    cdef Py_ssize_t index = first - 1
+cdef object _general_row(object line, dict kinds, object micros, object fields,
+                         object microseconds):
+    """The row of *line* made by parsing it (any line; ``None``: not a JSON object)."""
     cdef kk_buf row
     cdef kk_buf extra
     cdef bint columns, others, timed
     cdef object kind
-    for line in lines:
-        index += 1
-        try:
-            event = _loads(line)
-        except _JSONDecodeError:
-            dropped[index] = "not_json"
-            continue
-        if type(event) is not dict:
-            dropped[index] = "not_json"
-            continue
-        kk_buf_init(&row)
-        kk_buf_init(&extra)
-        try:
-            kk_put(&row, "{", 1)
-            kk_put(&extra, "{", 1)
-            columns = others = timed = False
-            for key, value in (<dict>event).items():
-                kind = kinds.get(key)
-                if kind is None:
-                    if others:
-                        kk_put(&extra, ",", 1)
-                    others = True
-                    _put_name(&extra, key)
-                    _put_json(&extra, value)
-                    continue
-                if value is None:
-                    continue  # the column's default
-                if columns:
-                    kk_put(&row, ",", 1)
-                columns = True
-                _put_name(&row, key)
-                if kind == 1 and type(value) is not str:
-                    text = _dumps(value)
-                    kk_put_escaped(&row, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
-                elif kind == 2 and type(value) is bool:
-                    kk_put(&row, "1" if value else "0", 1)
+    try:
+        event = _loads(line)
+    except _JSONDecodeError:
+        return None
+    if type(event) is not dict:
+        return None
+    kk_buf_init(&row)
+    kk_buf_init(&extra)
+    try:
+        kk_put(&row, "{", 1)
+        kk_put(&extra, "{", 1)
+        columns = others = timed = False
+        for key, value in (<dict>event).items():
+            kind = kinds.get(key)
+            if kind is None:
+                if others:
+                    kk_put(&extra, ",", 1)
+                others = True
+                _put_name(&extra, key)
+                _put_json(&extra, value)
+                continue
+            if value is None:
+                continue  # the column's default
+            if columns:
+                kk_put(&row, ",", 1)
+            columns = True
+            _put_name(&row, key)
+            if kind == 1 and type(value) is not str:
+                text = _dumps(value)
+                kk_put_escaped(&row, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+            elif kind == 2 and type(value) is bool:
+                kk_put(&row, "1" if value else "0", 1)
+            else:
+                _put_json(&row, value)
+            if micros is not None and not timed and key == micros:
+                timed = True
+        if micros is not None and not timed:
+            if columns:
+                kk_put(&row, ",", 1)
+            columns = True
+            _put_name(&row, micros)
+            stamp = (<dict>event).get("timestamp")
+            if _put_micros(&row, stamp) != DONE:
+                _put_json(&row, microseconds(stamp))
+        if others and fields is not None:
+            kk_put(&extra, "}", 1)
+            if columns:
+                kk_put(&row, ",", 1)
+            _put_name(&row, fields)
+            kk_put_escaped(&row, extra.data, extra.len)
+        kk_put(&row, "}", 1)
+        return PyBytes_FromStringAndSize(row.data, row.len)
+    finally:
+        kk_buf_free(&row)
+        kk_buf_free(&extra)
+
+
+cdef bytes _name_key(object name):
+    """``"name":`` for a column *name* (``None``: not a str orjson writes)."""
+    try:
+        return _dumps(name) + b":" if type(name) is str else None
+    except Exception:
+        return None
+
+
+def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds,
+                    Py_ssize_t first=0):
+    """The ClickHouse JSONEachRow rows of JSON *lines*: each row's JSON written straight
+    into bytes, exactly what ``orjson.dumps`` writes for the twin's row dict. The lines
+    in canonical form (the JSON formatter's) are made into rows without the GIL, the
+    others by parsing them."""
+    cdef list batch = list(lines)
+    cdef Py_ssize_t count = len(batch)
+    cdef list rows = []
+    cdef list indices = []
+    cdef dict dropped = {}
+    cdef list names = []  # the columns' names, UTF-8, alive while the C table points in
+    cdef kk_column *table = NULL
+    cdef const kk_column *micros_column = NULL
+    cdef const char **starts = NULL
+    cdef Py_ssize_t *sizes = NULL
+    cdef Py_ssize_t *ends = NULL
+    cdef signed char *status = NULL
+    cdef kk_raw out
+    cdef kk_raw extra
+    cdef Py_ssize_t columns = 0, index, done = 0, previous = 0
+    cdef bytes micros_key = None if micros is None else _name_key(micros)
+    cdef bytes fields_key = None if fields is None else _name_key(fields)
+    cdef const char *micros_at = NULL
+    cdef const char *fields_at = NULL
+    cdef Py_ssize_t micros_size = 0, fields_size = 0
+    cdef bint fast = (micros is None or micros_key is not None) and (
+        fields is None or fields_key is not None
+    )
+    out.data = extra.data = NULL
+    out.len = out.cap = extra.len = extra.cap = 0
+    try:
+        if fast and count:
+            table = <kk_column *>PyMem_Malloc(max(len(kinds), 1) * sizeof(kk_column))
+            starts = <const char **>PyMem_Malloc(count * sizeof(char *))
+            sizes = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            ends = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            status = <signed char *>PyMem_Malloc(count)
+            if not (table and starts and sizes and ends and status):
+                raise MemoryError()
+            for name, kind in kinds.items():
+                if type(name) is not str:
+                    continue  # no key of a line is anything but a str
+                try:
+                    encoded = (<str>name).encode("utf-8")
+                except UnicodeEncodeError:
+                    continue  # a lone surrogate: no valid UTF-8 key names it
+                names.append(encoded)
+                table[columns].name = PyBytes_AS_STRING(encoded)
+                table[columns].len = PyBytes_GET_SIZE(encoded)
+                table[columns].kind = 1 if kind == 1 else 2 if kind == 2 else 0
+                if micros is not None and name == micros:
+                    micros_column = &table[columns]
+                columns += 1
+            if micros_key is not None:
+                micros_at, micros_size = PyBytes_AS_STRING(micros_key), len(micros_key)
+            if fields_key is not None:
+                fields_at, fields_size = PyBytes_AS_STRING(fields_key), len(fields_key)
+            for index in range(count):
+                line = batch[index]
+                if type(line) is bytes:
+                    starts[index] = PyBytes_AS_STRING(line)
+                    sizes[index] = PyBytes_GET_SIZE(line)
                 else:
-                    _put_json(&row, value)
-                if micros is not None and not timed and key == micros:
-                    timed = True
-            if micros is not None and not timed:
-                if columns:
-                    kk_put(&row, ",", 1)
-                columns = True
-                _put_name(&row, micros)
-                stamp = (<dict>event).get("timestamp")
-                if _put_micros(&row, stamp) != DONE:
-                    _put_json(&row, microseconds(stamp))
-            if others and fields is not None:
-                kk_put(&extra, "}", 1)
-                if columns:
-                    kk_put(&row, ",", 1)
-                _put_name(&row, fields)
-                kk_put_escaped(&row, extra.data, extra.len)
-            kk_put(&row, "}", 1)
-            rows.append(PyBytes_FromStringAndSize(row.data, row.len))
-        finally:
-            kk_buf_free(&row)
-            kk_buf_free(&extra)
-        indices.append(index)
+                    starts[index] = NULL  # bytearray, memoryview...: parsed
+            with nogil:  # batch holds the lines meanwhile
+                for index in range(count):
+                    if starts[index] == NULL:
+                        status[index] = 1
+                    else:
+                        status[index] = kk_clickhouse_row(
+                            starts[index], sizes[index], table, columns, micros_column,
+                            micros_at, micros_size, fields_at, fields_size, &out, &extra
+                        )
+                        if status[index] < 0:
+                            break
+                    ends[index] = out.len
+                    done += 1
+            if done < count:
+                raise MemoryError()
+        for index in range(count):
+            if fast:
+                if status[index] == 0:
+                    rows.append(PyBytes_FromStringAndSize(out.data + previous,
+                                                          ends[index] - previous))
+                    indices.append(first + index)
+                    previous = ends[index]
+                    continue
+                previous = ends[index]
+            row = _general_row(batch[index], kinds, micros, fields, microseconds)
+            if row is None:
+                dropped[first + index] = "not_json"
+            else:
+                rows.append(row)
+                indices.append(first + index)
+    finally:
+        PyMem_Free(table)
+        PyMem_Free(starts)
+        PyMem_Free(sizes)
+        PyMem_Free(ends)
+        PyMem_Free(status)
+        PyMem_RawFree(out.data)
+        PyMem_RawFree(extra.data)
     return rows, indices, dropped
 
 

@@ -241,9 +241,10 @@ class ClickHouseWriter(HttpWriter):
     def _rows(self, batch: Sequence[bytes]) -> tuple[list[Any], list[int], dict[int, str]]:
         """The rows of *batch* (what the hot path's ``clickhouse_body`` makes a body of),
         the index in *batch* of each, and the lines that are not JSON objects (index ->
-        ``"not_json"``). Each line is parsed once; the compiled build writes each row's
-        JSON straight into bytes, the pure-Python one serialises the batch's rows with
-        one ``orjson.dumps``."""
+        ``"not_json"``). The compiled build copies the JSON formatter's lines into rows
+        piece by piece without the GIL and parses others once, writing each row's JSON
+        straight into bytes; the pure-Python one parses each line and serialises the
+        batch's rows with one ``orjson.dumps``."""
         kinds = self._kinds
         if kinds is None:
             raise RuntimeError("the table's columns are not known yet")
@@ -252,9 +253,10 @@ class ClickHouseWriter(HttpWriter):
         rows: list[Any] = []
         indices: list[int] = []
         dropped: dict[int, str] = {}
-        # A chunk at a time: the compiled rows hold the GIL while they run, and between
-        # chunks the application's threads get it (a 10,000-line batch at once kept
-        # them waiting 30 ms; by chunks, 10 ms at most).
+        # A chunk at a time: lines that are not in the JSON formatter's canonical form
+        # are parsed holding the GIL, and between chunks the application's threads get
+        # it (10,000 such lines at once kept them waiting 30 ms; by chunks, 10 ms at
+        # most). The compiled build makes canonical lines into rows without the GIL.
         for start in range(0, len(batch), _CHUNK):
             part = clickhouse_rows(
                 batch[start : start + _CHUNK],
