@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import http.server
 import json
 import os
@@ -371,6 +372,50 @@ def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list
     finally:
         for probe in probes:
             probe.close()
+
+
+class HeldPort:
+    """A loopback TCP port held for the life of this object: bound, with ``SO_REUSEADDR``,
+    and never listening. Connections to it are refused, as to a collector that is down,
+    and no other process can take it meanwhile (a probe closed right after ``bind`` hands
+    the port back, and another suite on the machine may get it before the test uses it).
+    A server of the test started on the port (:class:`HttpCollector` binds with
+    ``SO_REUSEADDR``) shares the bind and gets the connections; killed, it can be bound
+    again, since the hold never let the port go. A context manager; ``close()`` frees it."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+
+    def close(self) -> None:
+        """Let the port go."""
+        self._socket.close()
+
+    def __enter__(self) -> HeldPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture
+def held_port() -> Any:
+    """A :class:`HeldPort` for the test, let go after it."""
+    with HeldPort() as held:
+        yield held
+
+
+@functools.cache
+def _refusing_hold() -> HeldPort:
+    return HeldPort()  # cached: the hold lives as long as the test run
+
+
+def refusing_port() -> int:
+    """One loopback port, held for the whole test run, where every connection is refused
+    (nothing ever listens on it): the address of a collector that is down."""
+    return _refusing_hold().port
 
 
 class _PortTaken(RuntimeError):

@@ -5,7 +5,6 @@ pending after a flush, and no log call held up by the collector."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +15,7 @@ pytest.importorskip("urllib3")
 
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.http import HttpWriter, Response
-from tests.conftest import HttpCollector, balanced
+from tests.conftest import HeldPort, HttpCollector, balanced
 from tests.conftest import keeping_pipeline as pipeline
 
 
@@ -34,13 +33,6 @@ def stored(*collectors: HttpCollector) -> list[int]:
 def writer_stats(stats: dict[str, Any], writer: object) -> dict[str, Any]:
     (entry,) = [entry for entry in stats["writers"] if entry["writer"] == repr(writer)]
     return entry
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (a collector that is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def account(logged: int, delivered: list[int], stats: dict[str, Any]) -> None:
@@ -65,10 +57,10 @@ def log_until_delivered(log: Any, pipe: Any, start: int, collectors: Any, limit:
     return i
 
 
-def test_a_collector_down_at_start_then_up() -> None:
+def test_a_collector_down_at_start_then_up(held_port: HeldPort) -> None:
     """Nothing listens at first: records are retried, then counted (``connect``) and the
     circuit opens; once the collector is up, delivery resumes and the circuit closes."""
-    port = free_port()
+    port = held_port.port  # no other process can take it before the collector does
     writer = HttpWriter(
         f"http://127.0.0.1:{port}/logs",
         compression=None,
@@ -99,12 +91,12 @@ def test_a_collector_down_at_start_then_up() -> None:
         collector.kill()
 
 
-def test_a_collector_dying_mid_stream_and_coming_back() -> None:
+def test_a_collector_dying_mid_stream_and_coming_back(held_port: HeldPort) -> None:
     """The collector dies (kept-alive connections cut) and comes back on its port: the
     records meanwhile are retried or counted, never lost uncounted, and delivery resumes
     in order."""
-    first = HttpCollector().start()
-    port = first.port
+    port = held_port.port  # held while the collector is down, so it can come back on it
+    first = HttpCollector(port).start()
     writer = HttpWriter(f"{first.url}/logs", compression="gzip", timeout=5, error_retry_delay=0.01)
     pipe = pipeline(writer, batch_size=5)
     log = pipe.get_logger("t")

@@ -360,16 +360,15 @@ def test_a_tls_server_that_hangs_up_in_the_handshake_is_retried() -> None:
 
 def test_connection_refused_is_retryable_and_the_next_batch_connects() -> None:
     """TCP with no one listening: ``connect``, retryable; once a server listens, the
-    same writer connects and sends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    writer = SyslogWriter("127.0.0.1", port, "tcp", timeout=5)
-    with pytest.raises(DeliveryError) as caught:
-        writer.write([b'{"message":"a"}'])
-    assert ("connect", (0,)) == (caught.value.reason, caught.value.retry)
+    same writer connects and sends. The server's socket is bound from the start and only
+    listens later: a bound socket that does not listen refuses connections, and no other
+    process can take the port in between."""
     with socket.socket() as server:
-        server.bind(("127.0.0.1", port))
+        server.bind(("127.0.0.1", 0))
+        writer = SyslogWriter("127.0.0.1", server.getsockname()[1], "tcp", timeout=5)
+        with pytest.raises(DeliveryError) as caught:
+            writer.write([b'{"message":"a"}'])
+        assert ("connect", (0,)) == (caught.value.reason, caught.value.retry)
         server.listen()
         writer.write([b'{"message":"a"}'])
         connection, _ = server.accept()
