@@ -425,19 +425,25 @@ class _PortTaken(RuntimeError):
 class ClickHouseServer:
     """A clickhouse-server on loopback ports, with its data, logs and configuration in
     *root* (written here: nothing system-wide is read or touched). It runs fine as root.
-    ``stop()`` and ``start()`` again keep the port and the data (a restart)."""
+    ``stop(restart=True)`` and ``start()`` again keep the ports and the data (a restart).
+    Its ports are held (:class:`HeldPort`: clickhouse-server binds with ``SO_REUSEADDR``
+    beside the hold) from the moment they are chosen until ``stop()``, so no other
+    process takes them between the choice and the start, or while a restart is down."""
 
     def __init__(self, root: Path, binary: str = "clickhouse-server") -> None:
         self.root = root
         self.binary = binary
         root.mkdir(parents=True, exist_ok=True)
         (root / "users.xml").write_text(_CLICKHOUSE_USERS)
+        self._holds: list[HeldPort] = []
         self._choose_ports()
         self.process: subprocess.Popen[bytes] | None = None
         self._started = False
 
     def _choose_ports(self) -> None:
-        self.http_port, tcp_port = free_ports(2)
+        self._release_ports()
+        self._holds = [HeldPort(), HeldPort()]
+        self.http_port, tcp_port = (held.port for held in self._holds)
         config = _CLICKHOUSE_CONFIG.format(
             root=self.root, http_port=self.http_port, tcp_port=tcp_port
         )
@@ -451,10 +457,10 @@ class ClickHouseServer:
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait (bounded) until ``/ping`` answers ``Ok.``.
 
-        A free port can be taken by another process between the probe and the server's
-        bind (the machine runs other suites): on a first start that fails with "Address
-        already in use" the server gets fresh ports and tries again, up to five times. A
-        restart keeps its ports, as clients already point at them."""
+        The ports are held, but a process binding with ``SO_REUSEADDR`` can still listen on
+        one first (the machine runs other suites): on a first start that fails with
+        "Address already in use" the server gets fresh ports and tries again, up to five
+        times. A restart keeps its ports, as clients already point at them."""
         for _ in range(4 if not self._started else 0):
             try:
                 self._start_once(timeout)
@@ -491,14 +497,21 @@ class ClickHouseServer:
         self.stop()
         raise RuntimeError(f"clickhouse-server not ready after {timeout}s: {self.log_tail()}")
 
-    def stop(self) -> None:
+    def stop(self, restart: bool = False) -> None:
         """Kill the server (SIGKILL: a crash, and quick; a SIGTERM makes 18.16 wait 10 s
-        for its connections) and wait for it. What it acknowledged is already on disk."""
+        for its connections) and wait for it. What it acknowledged is already on disk.
+        The ports are let go, unless *restart* (they stay held for the next start)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.kill()
-        process.wait()
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        if not restart:
+            self._release_ports()
+
+    def _release_ports(self) -> None:
+        for held in self._holds:
+            held.close()
+        self._holds = []
 
     def query(self, sql: str) -> str:
         """Run *sql* over HTTP; the answer's text (``RuntimeError`` with the server's

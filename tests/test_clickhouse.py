@@ -342,15 +342,18 @@ def test_a_server_that_is_down_means_retry_everything(tmp_path: Path) -> None:
     """Connection refused (before the DESCRIBE, or at the insert): every record is to
     be retried, none dropped."""
     server = ClickHouseServer(tmp_path / "down")  # configured, never started
-    for columns in (None, {"message": "String"}):
-        writer = ClickHouseWriter(server.url, "logs", columns=columns, timeout=2)
-        with pytest.raises(DeliveryError) as caught:
-            writer.write([_line(1), _line(2)])
-        assert ("connect", (0, 1), {}) == (
-            caught.value.reason,
-            caught.value.retry,
-            caught.value.dropped,
-        )
+    try:
+        for columns in (None, {"message": "String"}):
+            writer = ClickHouseWriter(server.url, "logs", columns=columns, timeout=2)
+            with pytest.raises(DeliveryError) as caught:
+                writer.write([_line(1), _line(2)])
+            assert ("connect", (0, 1), {}) == (
+                caught.value.reason,
+                caught.value.retry,
+                caught.value.dropped,
+            )
+    finally:
+        server.stop()  # lets its ports go
 
 
 def test_settings_go_with_each_insert(clickhouse: ClickHouseServer, table: str) -> None:
@@ -408,7 +411,7 @@ def test_the_server_killed_mid_stream_and_restarted(
         producer.start()
         while logged < 2_000:
             time.sleep(0.01)
-        server.stop()
+        server.stop(restart=True)
         down_at = logged
         time.sleep(1.0)
         server.start()
@@ -583,7 +586,8 @@ def test_a_taken_port_is_replaced_on_first_start(tmp_path: Path) -> None:
         pytest.skip("clickhouse-server is not installed")
     server = ClickHouseServer(tmp_path / "taken")
     taken = server.http_port
-    with socket.socket() as squatter:
+    with socket.socket() as squatter:  # SO_REUSEADDR, as servers bind: it shares the hold
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         server.start()
