@@ -761,8 +761,9 @@ def test_a_spool_never_counts_delivered_what_a_vague_delivery_error_failed(
 
 def test_a_dead_collector_for_long_keeps_memory_bounded(collector: HttpCollector) -> None:
     """A collector that never answers (long timeout) holds the lane on one request while
-    ten times ``max_queue_size`` records are logged: the memory taken stops growing at
-    the bound, and the records beyond it are counted ``backlog_full``."""
+    ten times ``max_queue_size`` records are logged: once the worker has emptied the
+    queue into the lane, the memory taken stops growing at the lane's bound, and the
+    records beyond it are counted ``backlog_full``."""
     collector.answers = [(200, {}, b"", "never")]
     writer = HttpWriter(f"{collector.url}/logs", compression=None, timeout=600)
     limit = 2000
@@ -777,6 +778,9 @@ def test_a_dead_collector_for_long_keeps_memory_bounded(collector: HttpCollector
         def log_some(start: int, count: int) -> int:
             for i in range(start, start + count):
                 log.info("r", i=i, pad=pad)
+            # Measured once the worker has moved every record from the queue to the lane
+            # (its own bound): a queue still being emptied would add up to a queue's worth.
+            wait_for(lambda: 0 == pipe.stats()["queue_size"], what="an empty queue")
             assert not pipe.flush(0.5).complete  # the lane still hangs
             return tracemalloc.get_traced_memory()[0]
 
