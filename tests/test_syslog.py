@@ -36,7 +36,7 @@ from kakashi import _errors
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.syslog import OVERFLOW_PARAM, SyslogWriter, param_name, param_value, severity
 
-from .conftest import Keeper, free_ports, keeping_pipeline
+from .conftest import HeldPort, Keeper, free_ports, keeping_pipeline
 
 RSYSLOGD = shutil.which("rsyslogd") or next(
     (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if os.path.exists(p)), None
@@ -483,12 +483,17 @@ input(type="imtcp" address="127.0.0.1" port="{tls}" ruleset="store"
 
 
 class Rsyslog:
-    """One rsyslogd in the foreground, its files under *directory*."""
+    """One rsyslogd in the foreground, its files under *directory*. Its TCP and TLS ports
+    are held (:class:`HeldPort`; rsyslogd binds with ``SO_REUSEADDR`` beside the hold)
+    until :meth:`close`, so no other process takes them while it is stopped for a
+    restart. The UDP port is only probed: a second UDP socket bound to it could take
+    the datagrams meant for rsyslogd."""
 
     def __init__(self, directory: Path, certs: Certs, max_size: int = 8192) -> None:
         self.directory = directory
         self.output = directory / "stored.jsonl"
-        tcp, tls = free_ports(2)
+        self.holds = [HeldPort(), HeldPort()]
+        tcp, tls = (held.port for held in self.holds)
         self.ports = {"udp": free_ports(1, socket.SOCK_DGRAM)[0], "tcp": tcp, "tls": tls}
         (directory / "work").mkdir()
         self.config = directory / "rsyslog.conf"
@@ -572,6 +577,12 @@ class Rsyslog:
             process.kill()
             process.wait()
 
+    def close(self) -> None:
+        """Stop it for good and let its ports go."""
+        self.stop()
+        for held in self.holds:
+            held.close()
+
     def log(self) -> str:
         """What rsyslogd printed, every run."""
         return "".join(p.read_text(errors="replace") for p in sorted(self.directory.glob("*.log")))
@@ -607,7 +618,7 @@ def rsyslog(tmp_path: Path, certs: Certs) -> Iterator[Rsyslog]:
         server.start()
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 def _fields(stored: dict[str, Any]) -> dict[str, Any]:
