@@ -787,6 +787,9 @@ def test_records_logged_while_rsyslog_is_down_are_delivered_by_a_retry(rsyslog: 
     logger = pipeline.get_logger("retry")
     logger.info("up")
     assert pipeline.backend.flush(10).complete
+    # Stored before the stop: a record rsyslogd has not read from its socket when it is
+    # stopped is lost with the connection (TCP syslog has no acknowledgement).
+    assert ["\ufeffup"] == [r["msg"] for r in rsyslog.messages(1)]
     rsyslog.stop()
     logger.info("down", n=1)
     deadline = time.monotonic() + 20
