@@ -528,8 +528,11 @@ class Rsyslog:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        # Only detects a daemon that never comes up: on a loaded machine (the soak runs
+        # three suites like this one at once) a start took 23 s and one passed 30 s.
+        deadline = time.monotonic() + 120
         probe = f"probe-{self.starts}"
+        ready = {"udp probe stored": False, "tcp accepts": False, "tls accepts": False}
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -537,15 +540,13 @@ class Rsyslog:
                 udp.sendto(
                     f"<14>1 - - probe - {probe} -".encode(), ("127.0.0.1", self.ports["udp"])
                 )
-                stored = any(r["msgid"] == probe for r in self._read())
-                if (
-                    stored
-                    and self._accepts(self.ports["tcp"])
-                    and self._accepts(self.ports["tls"], tls=True)
-                ):
+                ready["udp probe stored"] = any(r["msgid"] == probe for r in self._read())
+                ready["tcp accepts"] = self._accepts(self.ports["tcp"])
+                ready["tls accepts"] = self._accepts(self.ports["tls"], tls=True)
+                if all(ready.values()):
                     return
                 time.sleep(0.05)
-        raise RuntimeError(f"rsyslogd did not start in 30 s: {self.log()}")
+        raise RuntimeError(f"rsyslogd did not start in 120 s ({ready}): {self.log()}")
 
     @staticmethod
     def _accepts(port: int, tls: bool = False) -> bool:
