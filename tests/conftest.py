@@ -385,8 +385,8 @@ class HeldPort:
 
     def __init__(self) -> None:
         self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))  # before SO_REUSEADDR: a port no one shares
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])
 
     def close(self) -> None:
