@@ -498,11 +498,19 @@ def reopen(directory: Path, url: str) -> SpoolingWriter:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_fork_while_a_lane_retries(collector: HttpCollector, seed: int) -> None:
-    """The collector answers 503 to the first requests, so the lane is retrying when the
-    process forks at a random moment: the child logs and delivers its own records, none
-    of the parent's; the parent's are each stored once."""
+    """The collector answers 503 to the first requests with the parent's records, so the
+    lane is retrying when the process forks at a random moment: the child logs and
+    delivers its own records, none of the parent's; the parent's are each stored once."""
     rng = random.Random(seed)
-    collector.answers = [(503, {}, b"busy")] * 6
+    busy = [6]
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        if b'"parent"' in body and busy[0]:
+            busy[0] -= 1
+            return (503, {}, b"busy")
+        return (200, {}, b"{}")
+
+    collector.answers = [answer] * 100
     writer = HttpWriter(
         f"{collector.url}/logs", compression=None, timeout=10, error_retry_delay=0.02
     )
