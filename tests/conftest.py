@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import http.server
 import json
 import os
@@ -120,7 +121,11 @@ def _clean_state() -> Any:
     kakashi.reset_context(token)
     reset_registry()
     shutdown_all(timeout=5.0)
-    leftover = [t.name for t in threading.enumerate() if t.name.startswith("kakashi-")]
+    # A thread the test let go at its end (a writer's flush or close it held) may still be
+    # ending: waited for, bounded; one that never ends is still reported.
+    deadline = time.monotonic() + 10
+    while (leftover := _kakashi_threads()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert leftover == []
 
 
@@ -139,6 +144,10 @@ def django_configured() -> None:
     from tests.webapps import configure_django
 
     configure_django()
+
+
+def _kakashi_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("kakashi-")]
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
@@ -390,6 +399,50 @@ def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list
             probe.close()
 
 
+class HeldPort:
+    """A loopback TCP port held for the life of this object: bound, with ``SO_REUSEADDR``,
+    and never listening. Connections to it are refused, as to a collector that is down,
+    and no other process can take it meanwhile (a probe closed right after ``bind`` hands
+    the port back, and another suite on the machine may get it before the test uses it).
+    A server of the test started on the port (:class:`HttpCollector` binds with
+    ``SO_REUSEADDR``) shares the bind and gets the connections; killed, it can be bound
+    again, since the hold never let the port go. A context manager; ``close()`` frees it."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))  # before SO_REUSEADDR: a port no one shares
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.port = int(self._socket.getsockname()[1])
+
+    def close(self) -> None:
+        """Let the port go."""
+        self._socket.close()
+
+    def __enter__(self) -> HeldPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture
+def held_port() -> Any:
+    """A :class:`HeldPort` for the test, let go after it."""
+    with HeldPort() as held:
+        yield held
+
+
+@functools.cache
+def _refusing_hold() -> HeldPort:
+    return HeldPort()  # cached: the hold lives as long as the test run
+
+
+def refusing_port() -> int:
+    """One loopback port, held for the whole test run, where every connection is refused
+    (nothing ever listens on it): the address of a collector that is down."""
+    return _refusing_hold().port
+
+
 class _PortTaken(RuntimeError):
     """clickhouse-server could not bind a port that was free when it was chosen."""
 
@@ -397,19 +450,25 @@ class _PortTaken(RuntimeError):
 class ClickHouseServer:
     """A clickhouse-server on loopback ports, with its data, logs and configuration in
     *root* (written here: nothing system-wide is read or touched). It runs fine as root.
-    ``stop()`` and ``start()`` again keep the port and the data (a restart)."""
+    ``stop(restart=True)`` and ``start()`` again keep the ports and the data (a restart).
+    Its ports are held (:class:`HeldPort`: clickhouse-server binds with ``SO_REUSEADDR``
+    beside the hold) from the moment they are chosen until ``stop()``, so no other
+    process takes them between the choice and the start, or while a restart is down."""
 
     def __init__(self, root: Path, binary: str = "clickhouse-server") -> None:
         self.root = root
         self.binary = binary
         root.mkdir(parents=True, exist_ok=True)
         (root / "users.xml").write_text(_CLICKHOUSE_USERS)
+        self._holds: list[HeldPort] = []
         self._choose_ports()
         self.process: subprocess.Popen[bytes] | None = None
         self._started = False
 
     def _choose_ports(self) -> None:
-        self.http_port, tcp_port = free_ports(2)
+        self._release_ports()
+        self._holds = [HeldPort(), HeldPort()]
+        self.http_port, tcp_port = (held.port for held in self._holds)
         config = _CLICKHOUSE_CONFIG.format(
             root=self.root, http_port=self.http_port, tcp_port=tcp_port
         )
@@ -423,10 +482,10 @@ class ClickHouseServer:
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait (bounded) until ``/ping`` answers ``Ok.``.
 
-        A free port can be taken by another process between the probe and the server's
-        bind (the machine runs other suites): on a first start that fails with "Address
-        already in use" the server gets fresh ports and tries again, up to five times. A
-        restart keeps its ports, as clients already point at them."""
+        The ports are held, but a process binding with ``SO_REUSEADDR`` can still listen on
+        one first (the machine runs other suites): on a first start that fails with
+        "Address already in use" the server gets fresh ports and tries again, up to five
+        times. A restart keeps its ports, as clients already point at them."""
         for _ in range(4 if not self._started else 0):
             try:
                 self._start_once(timeout)
@@ -463,14 +522,21 @@ class ClickHouseServer:
         self.stop()
         raise RuntimeError(f"clickhouse-server not ready after {timeout}s: {self.log_tail()}")
 
-    def stop(self) -> None:
+    def stop(self, restart: bool = False) -> None:
         """Kill the server (SIGKILL: a crash, and quick; a SIGTERM makes 18.16 wait 10 s
-        for its connections) and wait for it. What it acknowledged is already on disk."""
+        for its connections) and wait for it. What it acknowledged is already on disk.
+        The ports are let go, unless *restart* (they stay held for the next start)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.kill()
-        process.wait()
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        if not restart:
+            self._release_ports()
+
+    def _release_ports(self) -> None:
+        for held in self._holds:
+            held.close()
+        self._holds = []
 
     def query(self, sql: str) -> str:
         """Run *sql* over HTTP; the answer's text (``RuntimeError`` with the server's

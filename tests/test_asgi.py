@@ -38,7 +38,7 @@ from kakashi.concurrency import run_in_executor  # noqa: E402
 from kakashi.integrations.asgi import KakashiMiddleware  # noqa: E402
 from kakashi.integrations.web import REDACTED, RequestLogging  # noqa: E402
 from kakashi.testing import capture_logs  # noqa: E402
-from tests.conftest import free_ports, keeping_pipeline  # noqa: E402
+from tests.conftest import HeldPort, keeping_pipeline  # noqa: E402
 from tests.webapps import (  # noqa: E402
     access_records,
     app_log,
@@ -851,12 +851,16 @@ class KeepAliveClient(threading.Thread):
 
 
 class Uvicorn:
-    """A real uvicorn serving SERVER_APP on a free loopback port, in a subprocess."""
+    """A real uvicorn serving SERVER_APP on a free loopback port, in a subprocess. The
+    port is held (:class:`HeldPort`; uvicorn binds with ``SO_REUSEADDR`` beside the
+    hold) until the harness exits, so no other process listens there meanwhile: the
+    readiness probe and the client reach this uvicorn or are refused."""
 
     def __init__(self, tmp_path: Path, drain: bool, batch_timeout: float) -> None:
         (tmp_path / "served_app.py").write_text(SERVER_APP)
         self.log_file = tmp_path / "logs" / "app.log"
-        self.port = free_ports(1)[0]
+        self.held = HeldPort()
+        self.port = self.held.port
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]),
@@ -879,6 +883,7 @@ class Uvicorn:
                 return self
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
+                self.held.close()
                 raise AssertionError(f"uvicorn did not start: {self.process.communicate()[0]!r}")
             time.sleep(0.05)
 
@@ -895,6 +900,7 @@ class Uvicorn:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self.held.close()
 
 
 def _serve_and_terminate(tmp_path: Path, drain: bool, batch_timeout: float) -> dict[str, Any]:

@@ -342,15 +342,18 @@ def test_a_server_that_is_down_means_retry_everything(tmp_path: Path) -> None:
     """Connection refused (before the DESCRIBE, or at the insert): every record is to
     be retried, none dropped."""
     server = ClickHouseServer(tmp_path / "down")  # configured, never started
-    for columns in (None, {"message": "String"}):
-        writer = ClickHouseWriter(server.url, "logs", columns=columns, timeout=2)
-        with pytest.raises(DeliveryError) as caught:
-            writer.write([_line(1), _line(2)])
-        assert ("connect", (0, 1), {}) == (
-            caught.value.reason,
-            caught.value.retry,
-            caught.value.dropped,
-        )
+    try:
+        for columns in (None, {"message": "String"}):
+            writer = ClickHouseWriter(server.url, "logs", columns=columns, timeout=2)
+            with pytest.raises(DeliveryError) as caught:
+                writer.write([_line(1), _line(2)])
+            assert ("connect", (0, 1), {}) == (
+                caught.value.reason,
+                caught.value.retry,
+                caught.value.dropped,
+            )
+    finally:
+        server.stop()  # lets its ports go
 
 
 def test_settings_go_with_each_insert(clickhouse: ClickHouseServer, table: str) -> None:
@@ -394,28 +397,24 @@ def test_the_server_killed_mid_stream_and_restarted(
         pipeline = keeping_pipeline(writer, batch_size=500, max_queue_size=100_000)
         log = kakashi.get_logger("stream", pipeline)
         logged = 0
-        stop = threading.Event()
 
-        def produce() -> None:
+        def produce(until: int) -> None:
             nonlocal logged
-            while not stop.is_set() and logged < 10_000:
+            while logged < until:
                 log.info("tick", seq=logged)
                 logged += 1
                 if logged % 100 == 0:
                     time.sleep(0.005)
 
-        producer = threading.Thread(target=produce)
+        producer = threading.Thread(target=produce, args=(4_000,))
         producer.start()
-        while logged < 2_000:
+        while logged < 2_000 and producer.is_alive():
             time.sleep(0.01)
-        server.stop()
-        down_at = logged
-        time.sleep(1.0)
-        server.start()
-        time.sleep(0.5)
-        stop.set()
+        server.stop(restart=True)  # mid-stream (unless the producer ends first)
         producer.join()
-        assert logged > down_at  # records were logged while the server was down
+        produce(logged + 1_000)  # logged while the server is down, whatever the timing
+        server.start()
+        produce(logged + 1_000)  # and after it is back
         assert pipeline.flush(60.0).complete
         stats = pipeline.stats()
         rows = server.rows(
@@ -662,7 +661,8 @@ def test_a_taken_port_is_replaced_on_first_start(tmp_path: Path) -> None:
         pytest.skip("clickhouse-server is not installed")
     server = ClickHouseServer(tmp_path / "taken")
     taken = server.http_port
-    with socket.socket() as squatter:
+    with socket.socket() as squatter:  # SO_REUSEADDR, as servers bind: it shares the hold
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         server.start()

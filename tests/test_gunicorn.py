@@ -19,7 +19,7 @@ import pytest
 
 import kakashi
 from kakashi.integrations.gunicorn import DRAIN_TIMEOUT, drain_timeout, on_exit, worker_exit
-from tests.conftest import free_ports, keeping_pipeline
+from tests.conftest import HeldPort, keeping_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_conf.py"]
@@ -144,7 +144,7 @@ class Client(threading.Thread):
     ],
 )
 def test_a_stop_mid_load_loses_no_access_record(
-    tmp_path: Path, stop: signal.Signals, preload: bool
+    tmp_path: Path, held_port: HeldPort, stop: signal.Signals, preload: bool
 ) -> None:
     """gunicorn (2 sync workers, forked; the app and its async file pipeline made in the
     master before the fork, or in each worker) serving the Flask extension, stopped
@@ -158,7 +158,7 @@ def test_a_stop_mid_load_loses_no_access_record(
     (tmp_path / "gunicorn_conf.py").write_text(CONF.format(preload=preload))
     access_log = tmp_path / "access.log"
     errors = tmp_path / "gunicorn.err"
-    port = free_ports(1)[0]
+    port = held_port.port  # gunicorn binds with SO_REUSEADDR beside the hold
     env = dict(os.environ, ACCESS_LOG=str(access_log))
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
     with errors.open("wb") as stderr:

@@ -126,7 +126,13 @@ def test_shutdown_returns_within_its_timeout_while_compression_waits_for_the_loc
     takes ``<path>.lock`` and keeps it (stopped, hung). ``shutdown(0.5)`` must return
     within about its timeout (guarantee 4): every record is written already. It waited in
     ``RotatingFileWriter.close()`` for every pending compression (up to 30 s) and then
-    the compressor (5 s), whatever the timeout. The test allows 20 s (40 times it)."""
+    the compressor (5 s), whatever the timeout. The test allows 20 s (40 times it).
+
+    The close is given a little less than what is left of the 0.5 s and returns by it,
+    while the other process still holds the lock. On a loaded machine it can return just
+    after the shutdown's deadline (the shutdown then says, truly, that it is not complete),
+    so what is checked is that it returns while the lock is held, not that it beat the
+    deadline."""
     path = tmp_path / "app.log"
     writer = RotatingFileWriter(path, max_bytes=2_000, lock_timeout=60)
     slow = threading.Event()  # the compressor starts once the lock is held elsewhere
@@ -161,6 +167,10 @@ def test_shutdown_returns_within_its_timeout_while_compression_waits_for_the_loc
         shutting.start()
         shutting.join(20.0)
         returned = not shutting.is_alive()
+        deadline = time.monotonic() + 20  # only detects a close that waits for the lock
+        while closing() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        closed = not closing()
     finally:
         slow.set()
         holder.stdin.close()
@@ -168,11 +178,17 @@ def test_shutdown_returns_within_its_timeout_while_compression_waits_for_the_loc
         holder.stdout.close()
     shutting.join(120.0)
     assert returned, "shutdown(0.5) was still running 20 s later"
-    assert result[0].complete
+    assert closed, "the writer's close waited for the compression (and the lock)"
+    assert 0 == result[0].pending  # every record was written before the close
     assert writer.wait_for_compression(60)
     lines = [json.loads(line)["i"] for file in [*writer.rotated_files()[::-1], path]
              for line in read_lines(file)]  # fmt: skip
     assert list(range(100)) == lines
+
+
+def closing() -> bool:
+    """Whether a writer's close still runs on the helper thread a shutdown started."""
+    return any(thread.name == "kakashi-close" for thread in threading.enumerate())
 
 
 WRITE_ONCE = """

@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import random
-import socket
 import ssl
 import subprocess
 import threading
@@ -31,7 +30,7 @@ from kakashi.writers import batched
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.http import HttpWriter
 from kakashi.writers.spool import SpoolingWriter, SpoolInUseError
-from tests.conftest import HttpCollector, balanced, wait_or_kill
+from tests.conftest import HeldPort, HttpCollector, balanced, wait_or_kill
 from tests.conftest import keeping_pipeline as pipeline
 
 
@@ -63,13 +62,6 @@ def books_balance(stats: dict[str, Any]) -> bool:
         and sum(stats["write_error_by_reason"].values())
         == (stats["dropped_by_reason"]["write_error"])
     )
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Any, limit: float = 30.0, what: str = "condition") -> None:
@@ -231,11 +223,13 @@ class _AckHandler(http.server.BaseHTTPRequestHandler):
 
 
 class Flapping:
-    """A collector on one port that is up, then down, every *period* seconds."""
+    """A collector on one port that is up, then down, every *period* seconds. The port
+    is held from start to :meth:`kill`, so no other process takes it while it is down."""
 
     def __init__(self, period: float = 0.1) -> None:
         self.period = period
-        self.port = free_port()
+        self.held = HeldPort()
+        self.port = self.held.port
         self.servers: list[HttpCollector] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._flap, name="test-flapping", daemon=True)
@@ -249,14 +243,9 @@ class Flapping:
         self._up()  # and up for good
 
     def _up(self) -> HttpCollector:
-        while True:
-            try:
-                server = HttpCollector(self.port)
-                server.RequestHandlerClass = _AckHandler
-                server.unacked = []  # type: ignore[attr-defined]
-                break
-            except OSError:  # the port still held a moment after a kill
-                time.sleep(0.01)
+        server = HttpCollector(self.port)
+        server.RequestHandlerClass = _AckHandler
+        server.unacked = []  # type: ignore[attr-defined]
         threading.Thread(
             target=server.serve_forever, args=(0.01,), name="test-collector", daemon=True
         ).start()
@@ -272,10 +261,11 @@ class Flapping:
         self.thread.join(10)  # up for good from here
 
     def kill(self) -> None:
-        """Stop every server it started."""
+        """Stop every server it started, and let the port go."""
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.kill()
+        self.held.close()
 
     @property
     def url(self) -> str:
@@ -420,11 +410,13 @@ def test_a_flush_out_of_time_in_a_writers_flush_reports_the_records_pending() ->
 # -- shutdown with the collector down and a spool ---------------------------------------
 
 
-def test_shutdown_with_the_collector_down_spools_and_a_restart_replays(tmp_path: Path) -> None:
+def test_shutdown_with_the_collector_down_spools_and_a_restart_replays(
+    tmp_path: Path, held_port: HeldPort
+) -> None:
     """The collector is down for the whole run: a shutdown leaves every record in the
     spool (none dropped); a new writer on the directory, with the collector up, delivers
     each exactly once, in order."""
-    port = free_port()
+    port = held_port.port
     url = f"http://127.0.0.1:{port}/logs"
     writer = SpoolingWriter(
         HttpWriter(url, compression=None, timeout=2), tmp_path / "spool", retry_delay=30
@@ -506,11 +498,19 @@ def reopen(directory: Path, url: str) -> SpoolingWriter:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_fork_while_a_lane_retries(collector: HttpCollector, seed: int) -> None:
-    """The collector answers 503 to the first requests, so the lane is retrying when the
-    process forks at a random moment: the child logs and delivers its own records, none
-    of the parent's; the parent's are each stored once."""
+    """The collector answers 503 to the first requests with the parent's records, so the
+    lane is retrying when the process forks at a random moment: the child logs and
+    delivers its own records, none of the parent's; the parent's are each stored once."""
     rng = random.Random(seed)
-    collector.answers = [(503, {}, b"busy")] * 6
+    busy = [6]
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        if b'"parent"' in body and busy[0]:
+            busy[0] -= 1
+            return (503, {}, b"busy")
+        return (200, {}, b"{}")
+
+    collector.answers = [answer] * 100
     writer = HttpWriter(
         f"{collector.url}/logs", compression=None, timeout=10, error_retry_delay=0.02
     )
@@ -769,8 +769,9 @@ def test_a_spool_never_counts_delivered_what_a_vague_delivery_error_failed(
 
 def test_a_dead_collector_for_long_keeps_memory_bounded(collector: HttpCollector) -> None:
     """A collector that never answers (long timeout) holds the lane on one request while
-    ten times ``max_queue_size`` records are logged: the memory taken stops growing at
-    the bound, and the records beyond it are counted ``backlog_full``."""
+    ten times ``max_queue_size`` records are logged: once the worker has emptied the
+    queue into the lane, the memory taken stops growing at the lane's bound, and the
+    records beyond it are counted ``backlog_full``."""
     collector.answers = [(200, {}, b"", "never")]
     writer = HttpWriter(f"{collector.url}/logs", compression=None, timeout=600)
     limit = 2000
@@ -785,6 +786,9 @@ def test_a_dead_collector_for_long_keeps_memory_bounded(collector: HttpCollector
         def log_some(start: int, count: int) -> int:
             for i in range(start, start + count):
                 log.info("r", i=i, pad=pad)
+            # Measured once the worker has moved every record from the queue to the lane
+            # (its own bound): a queue still being emptied would add up to a queue's worth.
+            wait_for(lambda: 0 == pipe.stats()["queue_size"], what="an empty queue")
             assert not pipe.flush(0.5).complete  # the lane still hangs
             return tracemalloc.get_traced_memory()[0]
 

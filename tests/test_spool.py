@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import kakashi
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.http import HttpWriter, Response
 from kakashi.writers.spool import SpoolingWriter, SpoolInUseError
-from tests.conftest import balanced, keeping_pipeline, wait_or_kill
+from tests.conftest import balanced, keeping_pipeline, refusing_port, wait_or_kill
 
 pytest.importorskip("urllib3")
 
@@ -32,10 +31,9 @@ ROOT = Path(kakashi.__file__).resolve().parent.parent
 
 
 def closed_url() -> str:
-    """The URL of a loopback port nothing listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    """The URL of a loopback port nothing listens on (connections are refused), held for
+    the whole run so that no other process starts listening there."""
+    return f"http://127.0.0.1:{refusing_port()}/"
 
 
 class Always(list):  # type: ignore[type-arg]
