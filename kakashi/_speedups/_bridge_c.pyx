@@ -222,13 +222,26 @@ def make_record(long long time_ns, levelno, name, message, fields, exc_info,
                  thread, thread_name, process, trace)
 
 
+cdef object _MISSING = object()
+
+
+cdef inline object _read(object record, dict attributes, bint exact, str name):
+    """``getattr(record, name)``; of a plain LogRecord (no descriptors on its class),
+    from its ``__dict__`` first, which costs less than the generic attribute lookup."""
+    if exact:
+        value = attributes.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+    return getattr(record, name)
+
+
 cdef Record _to_record(record):
     cdef dict fields = {}
-    cdef dict attributes
+    cdef dict attributes = record.__dict__
     cdef Py_ssize_t i
     cdef bint exact = type(record) is _LogRecord
-    msg = record.msg
-    args = record.args
+    msg = _read(record, attributes, exact, "msg")
+    args = _read(record, attributes, exact, "args")
     if exact:
         message = _render(msg, args, fields)
     else:  # a record factory's class may render its own way (e.g. str.format)
@@ -236,11 +249,10 @@ cdef Record _to_record(record):
             message = record.getMessage()
         except Exception as exc:
             message = _format_error(msg, exc, fields)
-    name = record.name
+    name = _read(record, attributes, exact, "name")
     if args:
         _arguments(name, msg, args, fields)
-    fields["pathname"] = record.pathname
-    attributes = record.__dict__
+    fields["pathname"] = _read(record, attributes, exact, "pathname")
     task = attributes.get("taskName")
     if task is not None:
         fields["taskName"] = task
@@ -254,22 +266,26 @@ cdef Record _to_record(record):
                 continue
             if key not in _STANDARD:
                 fields[key] = value if _is_scalar(value) else _snapshot(value)
-    exc_info = record.exc_info
+    exc_info = _read(record, attributes, exact, "exc_info")
     if not (exc_info and exc_info[1] is not None):
         exc_info = None
-    thread = record.thread
+    thread = _read(record, attributes, exact, "thread")
     return _make(
-        int(record.created * 1e9),
-        record.levelno,
+        int(_read(record, attributes, exact, "created") * 1e9),
+        _read(record, attributes, exact, "levelno"),
         name,
         message,
         fields,
         exc_info,
-        record.stack_info,
-        (record.module, record.funcName or "?", record.lineno),
+        _read(record, attributes, exact, "stack_info"),
+        (
+            _read(record, attributes, exact, "module"),
+            _read(record, attributes, exact, "funcName") or "?",
+            _read(record, attributes, exact, "lineno"),
+        ),
         thread,
-        record.threadName,
-        record.process,
+        _read(record, attributes, exact, "threadName"),
+        _read(record, attributes, exact, "process"),
         # The span active here is the record's only on the thread that made the record.
         _trace_fields() if thread == PyThread_get_thread_ident() else None,
     )

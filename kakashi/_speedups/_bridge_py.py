@@ -10,7 +10,7 @@ records to without a ``LogRecord``).
 
 Loops are cut, never followed: a record delivered while this thread is already inside a
 handler's delivery, or by one of Kakashi's own threads (named ``kakashi-...``), is
-dropped and counted (see :func:`deliver`).
+dropped and counted (see ``_deliver``).
 """
 
 from __future__ import annotations
@@ -382,8 +382,8 @@ def handler_handle(handler: Any, record: logging.LogRecord) -> bool:
     """Filter *record* and emit it, without the handler's lock: the pipeline is
     thread-safe, so records from many threads need not queue up in the handler.
 
-    The registered handler class's own emit (:func:`handler_emit`) is called directly;
-    a subclass's ``emit`` is called as a method."""
+    ``KakashiHandler``'s own ``emit`` is called directly; a subclass's ``emit`` is
+    called as a method."""
     if handler.filters:
         passed: object = handler.filter(record)
         if not passed:
