@@ -39,7 +39,7 @@ except ValueError as exc:
     sys.exit(f"kakashi: {exc}")
 
 PACKAGE = "kakashi._speedups"
-MODULES = ("_capture_c", "_format_c", "_queue_c")
+MODULES = ("_capture_c", "_format_c", "_queue_c", "_bridge_c")
 RECORD = os.path.join("kakashi", "_speedups", "_build.json")
 
 

@@ -79,7 +79,7 @@ class Implementation:
 
     def load(self) -> Implementation:
         """Import every module now (ImportError if this implementation is not built)."""
-        for name in ("capture", "format", "queue"):
+        for name in ("capture", "format", "queue", "bridge"):
             self.module(name)
         return self
 

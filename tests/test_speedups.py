@@ -24,7 +24,7 @@ def import_copy(tmp_path: Path, broken_modules: bool) -> subprocess.CompletedPro
     shutil.copytree(PACKAGE, tmp_path / "kakashi", ignore=shutil.ignore_patterns(
         "*.so", "*.pyd", "*.c", "*.html", "_build.json", "__pycache__"))  # fmt: skip
     if broken_modules:
-        for name in ("_capture_c", "_format_c", "_queue_c"):
+        for name in ("_capture_c", "_format_c", "_queue_c", "_bridge_c"):
             (tmp_path / "kakashi/_speedups" / f"{name}.abi3.so").write_bytes(b"not a module")
     code = (
         "import kakashi, kakashi._speedups as s\n"
@@ -145,7 +145,7 @@ class TestInterpreters:
         pytest.importorskip("Cython")
         root = PACKAGE.parent
         assert "freethreading_compatible" not in (root / "setup.py").read_text()
-        for name in ("_capture_c", "_format_c", "_queue_c"):
+        for name in ("_capture_c", "_format_c", "_queue_c", "_bridge_c"):
             source = PACKAGE / "_speedups" / f"{name}.pyx"
             out = PACKAGE / "_speedups" / f"{name}.c"  # what the build made, when current
             if not out.exists() or out.stat().st_mtime < source.stat().st_mtime:
@@ -186,7 +186,7 @@ class TestParity:
         names = ["NO_EXTENSIONS", "SELECTION", "USING_SPEEDUPS", "build_record"]
         names += list(speedups._CAPTURE_NAMES)
 
-        names += [*speedups._FORMAT_NAMES, *speedups._QUEUE_NAMES]
+        names += [*speedups._FORMAT_NAMES, *speedups._QUEUE_NAMES, *speedups._BRIDGE_NAMES]
 
         assert sorted(names) == sorted(speedups.__all__)
 
@@ -198,6 +198,8 @@ class TestParity:
             assert hasattr(impl.format, name), name
         for name in speedups._QUEUE_NAMES:
             assert hasattr(impl.module("queue"), name), name
+        for name in speedups._BRIDGE_NAMES:
+            assert hasattr(impl.module("bridge"), name), name
 
     def test_same_logger_methods(self, impl: Implementation) -> None:
         """Both loggers have the same public methods."""

@@ -447,6 +447,52 @@ def test_handler_never_raises() -> None:
     assert _errors.error_counts()["stdlib bridge: OSError"] == 1
 
 
+def test_handle_does_not_take_the_handler_lock(stdlib_logger: logging.Logger, lines: Lines) -> None:
+    """KakashiHandler.handle filters and emits without the handler's lock (the pipeline
+    is thread-safe): a record is written while another thread holds that lock."""
+    (handler,) = stdlib_logger.handlers
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with handler.lock:  # type: ignore[union-attr]
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    caller = threading.Thread(target=stdlib_logger.info, args=("while locked",))
+    try:
+        caller.start()
+        caller.join(30)  # stdlib's Handler.handle would wait here until release
+        finished = not caller.is_alive()
+    finally:
+        release.set()
+        holder.join()
+        caller.join()
+
+    assert finished
+    assert ["while locked"] == [event["message"] for event in lines.events]
+
+
+def test_handle_of_a_subclass_calls_its_emit(lines: Lines) -> None:
+    """A KakashiHandler subclass's own emit is called (after the handler's filters)."""
+
+    class Counting(KakashiHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+            super().emit(record)
+
+    seen: list[str] = []
+    handler = Counting(pipeline=json_pipeline(lines))
+    handler.addFilter(lambda record: record.getMessage() != "filtered")
+    for message in ("kept", "filtered"):
+        handler.handle(logging.makeLogRecord({"msg": message, "levelno": 20}))
+
+    assert ["kept"] == seen
+    assert ["kept"] == [event["message"] for event in lines.events]
+
+
 def test_bad_pipeline_argument() -> None:
     """A pipeline= that is no pipeline fails at construction, naming the parameter."""
     with pytest.raises(TypeError, match="pipeline must be"):

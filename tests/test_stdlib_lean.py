@@ -265,6 +265,91 @@ def test_disabled_logger_and_handler_level(
     assert ["kept"] == [e["message"] for e in lines.events]
 
 
+class SubHandler(KakashiHandler):
+    """A KakashiHandler subclass: it may override emit, so it gets the LogRecord."""
+
+
+#: Each way the set of handlers a lean call reaches can change after a first lean call,
+#: and whether the next call then makes a LogRecord and writes its event.
+CHANGES = {
+    "handler appended to the list": (True, True),
+    "handler filter appended to the list": (True, True),
+    "logger filter appended to the list": (True, True),
+    "propagation to a parent with another handler": (True, True),
+    "parent's handler replaced": (True, True),
+    "handler of a subclass": (True, True),
+    "record factory": (True, True),
+    "logger class made plain": (True, True),
+    "handler level raised": (False, False),
+    "logger level raised": (False, False),
+    "handler removed": (True, False),  # no handler at all: lastResort, as stdlib
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_after_a_lean_call_is_seen_at_the_next_call(
+    pair: tuple[logging.Logger, logging.Logger],
+    handler: KakashiHandler,
+    made: list[logging.LogRecord],
+    lines: Lines,
+    change: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing about the handlers is remembered between calls: whichever way the
+    handlers, filters, levels, propagation, record factory or logger class change, the
+    next call takes the path a plain logger's call would take."""
+    _, lean = pair
+    parent = logging.getLogger("lean.test")
+    factory = logging.getLogRecordFactory()
+    lean.info("first")
+    first_made = len(made)
+    try:
+        if change == "handler appended to the list":
+            lean.handlers.append(Seen())
+        elif change == "handler filter appended to the list":
+            handler.filters.append(lambda record: True)
+        elif change == "logger filter appended to the list":
+            lean.filters.append(lambda record: True)
+        elif change == "propagation to a parent with another handler":
+            parent.handlers.append(Seen())
+            parent.propagate = False
+            lean.propagate = True
+        elif change == "parent's handler replaced":
+            parent.handlers.append(handler)
+            parent.propagate = False
+            lean.handlers.clear()
+            lean.propagate = True
+            lean.info("through the parent")
+            first_made = len(made)
+            parent.handlers[0] = Seen()
+            parent.handlers.append(handler)
+        elif change == "handler of a subclass":
+            lean.handlers[0] = SubHandler(pipeline=handler.pipeline)
+        elif change == "record factory":
+            logging.setLogRecordFactory(lambda *a, **k: factory(*a, **k))
+        elif change == "logger class made plain":
+            bridge._unlean(lean)
+        elif change == "handler level raised":
+            handler.setLevel(logging.WARNING)
+        elif change == "logger level raised":
+            lean.setLevel(logging.WARNING)
+        else:
+            lean.removeHandler(handler)
+        lean.info("second")
+    finally:
+        logging.setLogRecordFactory(factory)
+        handler.filters.clear()
+        handler.setLevel(logging.NOTSET)
+        parent.handlers.clear()
+        parent.propagate = True
+
+    record_made, written = CHANGES[change]
+    assert 0 == first_made
+    assert ([] if not record_made else ["second"]) == [r.getMessage() for r in made]
+    messages = [event["message"] for event in lines.events if event["message"] != "first"]
+    assert ([] if not written else ["second"]) == [m for m in messages if m == "second"]
+
+
 def test_no_handler_falls_back_to_last_resort(capsys: pytest.CaptureFixture[str]) -> None:
     """A lean logger that reaches no handler at all takes the usual path: lastResort."""
     logger = make_lean(logging.getLogger("lean.test.orphan"))

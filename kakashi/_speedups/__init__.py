@@ -59,7 +59,26 @@ _QUEUE_NAMES = (
     "RecordQueue",
     "never_wait_for_room",
 )
-_MODULES = {"capture": _CAPTURE_NAMES, "format": _FORMAT_NAMES, "queue": _QUEUE_NAMES}
+_BRIDGE_NAMES = (
+    "ACCESS_LOGGERS",
+    "BRIDGED",
+    "ORIGIN_KEY",
+    "STANDARD_ATTRIBUTES",
+    "direct_handlers",
+    "direct_record",
+    "handler_emit",
+    "handler_handle",
+    "lean_log",
+    "make_record",
+    "set_handler_class",
+    "to_record",
+)
+_MODULES = {
+    "capture": _CAPTURE_NAMES,
+    "format": _FORMAT_NAMES,
+    "queue": _QUEUE_NAMES,
+    "bridge": _BRIDGE_NAMES,
+}
 
 _RECORD = Path(__file__).with_name("_build.json")
 
@@ -148,6 +167,20 @@ _REQUESTED = _switch_off_extensions()
 NO_EXTENSIONS = _REQUESTED or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING:
+    from kakashi._speedups._bridge_py import (
+        ACCESS_LOGGERS,
+        BRIDGED,
+        ORIGIN_KEY,
+        STANDARD_ATTRIBUTES,
+        direct_handlers,
+        direct_record,
+        handler_emit,
+        handler_handle,
+        lean_log,
+        make_record,
+        set_handler_class,
+        to_record,
+    )
     from kakashi._speedups._capture_py import (
         CAPTURE_SOURCE,
         CAPTURE_THREAD_NAME,
@@ -215,15 +248,19 @@ else:
         )
 
 __all__ = [
+    "ACCESS_LOGGERS",
     "BLOCK",
+    "BRIDGED",
     "CAPTURE_SOURCE",
     "CAPTURE_THREAD_NAME",
     "DROP_NEWEST",
     "DROP_OLDEST",
     "NO_EXTENSIONS",
+    "ORIGIN_KEY",
     "REASONS",
     "RESERVED_KEYS",
     "SELECTION",
+    "STANDARD_ATTRIBUTES",
     "USING_SPEEDUPS",
     "Bound",
     "Logger",
@@ -231,12 +268,18 @@ __all__ = [
     "RecordQueue",
     "Route",
     "Snapshot",
+    "direct_handlers",
+    "direct_record",
+    "handler_emit",
+    "handler_handle",
     "event_dict",
     "exception_dict",
     "format_batch",
     "format_json",
     "json_default",
+    "lean_log",
     "level_name",
+    "make_record",
     "minimal_json",
     "never_wait_for_room",
     "render_message",
@@ -245,7 +288,9 @@ __all__ = [
     "clickhouse_body",
     "clickhouse_rows",
     "safe_key",
+    "set_handler_class",
     "set_trace_correlation",
     "snapshot",
+    "to_record",
     "trace_fields",
 ]
