@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -434,7 +435,9 @@ def held_port() -> Any:
 
 @functools.cache
 def _refusing_hold() -> HeldPort:
-    return HeldPort()  # cached: the hold lives as long as the test run
+    held = HeldPort()  # cached: the hold lives as long as the test run
+    atexit.register(held.close)
+    return held
 
 
 def refusing_port() -> int:
