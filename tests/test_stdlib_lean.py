@@ -175,16 +175,16 @@ def test_another_handler_sees_the_usual_log_record(
 
 @pytest.fixture
 def made(monkeypatch: pytest.MonkeyPatch) -> list[logging.LogRecord]:
-    """Every LogRecord that Logger.makeRecord makes while the test runs."""
+    """Every LogRecord made while the test runs (counted in ``LogRecord.__init__``: a
+    patched ``Logger.makeRecord`` would itself send lean loggers the ordinary way)."""
     records: list[logging.LogRecord] = []
-    original = logging.Logger.makeRecord
+    original = logging.LogRecord.__init__
 
-    def make(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = original(self, *args, **kwargs)
-        records.append(record)
-        return record
+    def init(self: logging.LogRecord, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        records.append(self)
 
-    monkeypatch.setattr(logging.Logger, "makeRecord", make)
+    monkeypatch.setattr(logging.LogRecord, "__init__", init)
     return records
 
 
@@ -519,3 +519,55 @@ def test_lean_record_in_a_span_carries_its_trace_ids(
         ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1),
         (None, None, None),
     ] == [(e.get("trace_id"), e.get("span_id"), e.get("trace_flags")) for e in lines.events]
+
+
+@pytest.mark.parametrize("method", ["makeRecord", "handle", "callHandlers", "findCaller"])
+def test_a_patched_logger_method_sees_every_record(
+    pair: tuple[logging.Logger, logging.Logger],
+    made: list[logging.LogRecord],
+    lines: Lines,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+) -> None:
+    """An integration that wraps one of the methods the lean path stands in for (Sentry
+    wraps ``Logger.callHandlers``) sees the lean logger's records: the call takes the
+    ordinary path, and the same event is written."""
+    plain, lean = pair
+    original = getattr(logging.Logger, method)
+    seen: list[str] = []
+
+    def wrapped(self: logging.Logger, *args: Any, **kwargs: Any) -> Any:
+        seen.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(logging.Logger, method, wrapped)
+    for logger in (plain, lean):
+        logger.info("through %s", method)
+    assert [plain.name, lean.name] == seen
+    assert 2 == len(made)
+    first, second = lines.events
+    if method == "findCaller":  # the wrapper's frame is the caller it finds (the pure
+        for event in (first, second):  # twin's own frame, one further back, for lean)
+            del event["source"], event["pathname"]
+    assert without_time(first) == without_time(second)
+
+
+def test_a_subclass_that_overrides_make_record_is_honoured(
+    handler: KakashiHandler, made: list[logging.LogRecord], lines: Lines
+) -> None:
+    """A subclass of a lean class (a logger class set after capture) that overrides
+    ``makeRecord`` has it called: such a logger never takes the lean path."""
+    calls: list[str] = []
+
+    class Custom(LeanLogger):
+        def makeRecord(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+            calls.append(args[0])
+            return super().makeRecord(*args, **kwargs)
+
+    logger = Custom("custom.subclass")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.info("made")
+    assert ["custom.subclass"] == calls
+    assert 1 == len(made)
+    assert ["made"] == [event["message"] for event in lines.events]

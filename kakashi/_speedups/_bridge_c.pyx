@@ -98,6 +98,8 @@ cdef object _template = _py._template
 cdef object _format_error = _py._format_error
 cdef object _module_name = _py._module
 cdef str _LOGGING_SOURCE = _py._LOGGING_SOURCE
+cdef object _make_record, _handle, _call_handlers, _find_caller
+_make_record, _handle, _call_handlers, _find_caller = _py.ORIGINAL_METHODS
 cdef object _handler_class = None
 
 cdef enum:
@@ -349,6 +351,17 @@ def handler_handle(handler, record):
 
 # -- lean loggers: no LogRecord when only Kakashi would read it ------------------------
 
+cdef inline bint _methods_are_logging_own(object cls):
+    """The pure twin's ``methods_are_logging_own``: the lean path stands in for these."""
+    return (
+        _make_record is not None
+        and cls.callHandlers is _call_handlers
+        and cls.makeRecord is _make_record
+        and cls.handle is _handle
+        and cls.findCaller is _find_caller
+    )
+
+
 cdef inline bint _is_internal(str filename):
     """``logging._is_internal_frame``: a frame of logging itself or of importlib."""
     return filename == _LOGGING_SOURCE or ("importlib" in filename and "_bootstrap" in filename)
@@ -403,6 +416,7 @@ def lean_log(self, level, msg, args, exc_info=None, extra=None, stack_info=False
         and _logging._srcfile
         and type(level) is int
         and type(stacklevel) is int
+        and _methods_are_logging_own(type(self))
     ):
         handlers = _direct_handlers(self, level)
     if handlers is None:

@@ -400,6 +400,37 @@ def handler_handle(handler: Any, record: logging.LogRecord) -> bool:
 # -- lean loggers: no LogRecord when only Kakashi would read it ------------------------
 
 _LOGGING_SOURCE = logging.addLevelName.__code__.co_filename
+
+
+def _original(name: str) -> Any:
+    """``logging.Logger``'s own method *name*; ``None`` if something replaced it before
+    Kakashi was imported (then the lean path is never taken)."""
+    method = getattr(logging.Logger, name)
+    code = getattr(method, "__code__", None)
+    if getattr(method, "__qualname__", "") != f"Logger.{name}" or code is None:
+        return None
+    return method if code.co_filename == _LOGGING_SOURCE else None
+
+
+# What the lean path stands in for. A class whose methods are not these (a subclass that
+# overrides one, or an integration that patched logging.Logger: Sentry's wraps
+# callHandlers) takes the ordinary path, so the replacement sees every record.
+ORIGINAL_METHODS = tuple(
+    _original(name) for name in ("makeRecord", "handle", "callHandlers", "findCaller")
+)
+
+
+def methods_are_logging_own(cls: type) -> bool:
+    """Whether *cls* still has ``logging.Logger``'s own ``makeRecord``, ``handle``,
+    ``callHandlers`` and ``findCaller``."""
+    make_record, handle, call_handlers, find_caller = ORIGINAL_METHODS
+    return (
+        make_record is not None
+        and cls.callHandlers is call_handlers  # type: ignore[attr-defined]
+        and cls.makeRecord is make_record  # type: ignore[attr-defined]
+        and cls.handle is handle  # type: ignore[attr-defined]
+        and cls.findCaller is find_caller  # type: ignore[attr-defined]
+    )
 _MODULES: dict[str, str] = {}  # a source file's path -> its module name, as LogRecord says
 _MAX_MODULES = 4096  # more distinct source files than any program logs from
 
@@ -467,6 +498,7 @@ def lean_log(
         and logging._srcfile
         and type(level) is int
         and type(stacklevel) is int
+        and methods_are_logging_own(type(self))
     ):
         handlers = direct_handlers(self, level)
     if handlers is None:
