@@ -114,6 +114,7 @@ class TestSdist:
         for needed in ("setup.py", "pyproject.toml", "LICENSE", "MANIFEST.in",
                        "kakashi/_switch.py", "kakashi/_speedups/_capture_c.pxd",
                        "kakashi/_speedups/_queue_c.pxd", "kakashi/_speedups/_format_c.pyx",
+                       "kakashi/_speedups/_bridge_c.pyx",
                        "kakashi/cli/demo.py", "tests/conftest.py"):  # fmt: skip
             assert needed in names
         assert [] == [n for n in names if n.endswith((*SO, ".c")) or n.endswith("_build.json")]
@@ -197,7 +198,8 @@ class TestWheel:
         failed, log = build_wheel(source, tmp_path / "dist", CC="false", LDSHARED="false")
         pure, _ = build_wheel(source, tmp_path / "dist", KAKASHI_NO_EXTENSIONS="1")
 
-        assert 3 == len(compiled_modules(compiled))
+        sources = len(list((source / "kakashi/_speedups").glob("*.pyx")))
+        assert (4, 4) == (sources, len(compiled_modules(compiled)))
         assert [] == compiled_modules(failed)
         assert [] == compiled_modules(pure)
         assert "left by an earlier build" in log
@@ -214,7 +216,7 @@ class TestWheel:
             CC="false", LDSHARED="false")  # fmt: skip
         record = json.loads((speedups / "_build.json").read_text())
 
-        assert 3 == len(built)
+        assert len(list(speedups.glob("*.pyx"))) == len(built) == 4
         assert [] == [p.name for p in speedups.iterdir() if p.name.endswith(SO)]
         assert False is record["compiled"]
 
