@@ -431,6 +431,8 @@ def methods_are_logging_own(cls: type) -> bool:
         and cls.handle is handle  # type: ignore[attr-defined]
         and cls.findCaller is find_caller  # type: ignore[attr-defined]
     )
+
+
 _MODULES: dict[str, str] = {}  # a source file's path -> its module name, as LogRecord says
 _MAX_MODULES = 4096  # more distinct source files than any program logs from
 

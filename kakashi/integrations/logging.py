@@ -134,10 +134,10 @@ class LeanLogger(logging.Logger):
     ``stack_info``, no record factory is installed, and ``makeRecord``, ``handle``,
     ``callHandlers`` and ``findCaller`` are still ``logging.Logger``'s own (not
     overridden by a subclass, nor patched by an integration such as Sentry's), the call
-    goes straight to the handlers' pipelines: the same Kakashi record, without making a ``LogRecord``, walking
-    the frames the long way, or looking up the process name. Anything else takes
-    ``Logger``'s own path, so every other handler and filter sees the usual
-    ``LogRecord``. See :func:`make_lean`.
+    goes straight to the handlers' pipelines: the same Kakashi record, without making a
+    ``LogRecord``, walking the frames the long way, or looking up the process name.
+    Anything else takes ``Logger``'s own path, so every other handler and filter sees
+    the usual ``LogRecord``. See :func:`make_lean`.
     """
 
     _log = lean_log
