@@ -621,16 +621,24 @@ def test_without_ofd_locks_records_take_the_lock(
     path = tmp_path / "app.log"
     path.write_bytes(b"1\ntorn")
     writer = FileWriter(path, lock_timeout=0.2)
-    writer.write_record(b"2")
+    # Through a pipeline, which takes the writer's way in for one record when it is
+    # made: the switch to the lock must reach it (not only the writer's attribute).
+    pipeline = Pipeline(PipelineConfig(writers=(writer,), formatter=lambda r: r.message))
+    log = pipeline.get_logger("sync")
+    log.info("2")
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         with pytest.raises(TimeoutError):  # the record waits for the flock now
             writer.write_record(b"3")
+        log.info("3b")  # waits too, times out: counted and reported, not written
     finally:
         os.close(fd)
-    writer.write_record(b"4")
+    log.info("4")
     writer.close()
 
     assert b"1\n2\n4\n" == path.read_bytes()
-    assert "records take the lock (no OFD locks here) failed" in capfd.readouterr().err
+    assert 1 == pipeline.stats()["errors"]
+    err = capfd.readouterr().err
+    assert "records take the lock (no OFD locks here) failed" in err
+    assert "TimeoutError" in err

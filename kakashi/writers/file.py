@@ -275,8 +275,6 @@ class FileWriter:
         # Decided here, not per record: without an atomic append, or a way to know who
         # appends without the lock, every record takes the locked path.
         self._lock_free = ATOMIC_APPEND and self._fcntl is not None
-        if not self._lock_free:
-            self.write_record = self._write_record_locked  # type: ignore[method-assign]
         self._open()
         _writers.add(self)
 
@@ -502,6 +500,9 @@ class FileWriter:
         Raises:
             OSError: nothing of the record was written (a full disk, ...).
         """
+        if not self._lock_free:  # no atomic append, or no OFD locks: the locked way
+            self.write((line,))
+            return
         data = self.encode_record(line)
         handle = self._handle
         # The rare cases go the locked way: a check due, a closed file, a locked write
@@ -512,10 +513,6 @@ class FileWriter:
         written = os.write(handle.fd, data)
         if written != len(data):
             self._short_write(handle, data, written)
-
-    def _write_record_locked(self, line: bytes) -> None:
-        """:meth:`write_record` where appends are not atomic: through :meth:`write`."""
-        self.write((line,))
 
     def _write_record_checked(self, data: bytes) -> None:
         """Reopen a moved path, join the lock-free writers of the file (repairing a torn
@@ -582,7 +579,6 @@ class FileWriter:
             return _presence(self._fd, _fcntl.F_RDLCK)
         except OSError as exc:
             self._lock_free = False
-            self.write_record = self._write_record_locked  # type: ignore[method-assign]
             _errors.report(f"{self.path}: records take the lock (no OFD locks here)", exc)
             return False
 
