@@ -81,12 +81,9 @@ def main() -> int:
     parser.add_argument("--from-json", type=Path, default=None, metavar="F")
     args = parser.parse_args()
     if args.plot is not None:  # before measuring: a missing matplotlib is said at once
-        from kakashi.cli.charts import ChartsUnavailable, require_matplotlib
+        from kakashi.cli.charts import check_plot_option
 
-        try:
-            require_matplotlib()
-        except ChartsUnavailable as error:
-            parser.error(f"--plot: {error}")
+        check_plot_option(parser)
     if args.from_json is not None:
         figures = json.loads(args.from_json.read_text())
     else:

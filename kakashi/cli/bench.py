@@ -504,12 +504,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from kakashi.cli.progress import ProgressBar
 
     if args.plot is not None:  # fail now, not after minutes of measuring
-        from kakashi.cli.charts import ChartsUnavailable, require_matplotlib
+        from kakashi.cli.charts import check_plot_option
 
-        try:
-            require_matplotlib()
-        except ChartsUnavailable as error:
-            parser.error(f"--plot: {error}")
+        check_plot_option(parser)
         args.plot.mkdir(parents=True, exist_ok=True)
     if args.from_json is not None:
         if args.json is not None or args.install_peers:

@@ -12,6 +12,7 @@ bar replaced by a label saying so.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import itertools
@@ -22,6 +23,7 @@ from typing import Any
 __all__ = [
     "MISSING",
     "ChartsUnavailable",
+    "check_plot_option",
     "interval_rates",
     "peer_charts",
     "require_matplotlib",
@@ -61,6 +63,15 @@ def require_matplotlib() -> None:
     """
     if importlib.util.find_spec("matplotlib") is None:
         raise ChartsUnavailable(MISSING)
+
+
+def check_plot_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--plot DIR`` option's check, before measuring: if matplotlib is missing,
+    *parser* reports the usage error (``--plot: ...``) and exits."""
+    try:
+        require_matplotlib()
+    except ChartsUnavailable as error:
+        parser.error(f"--plot: {error}")
 
 
 def _import_matplotlib() -> Any:
