@@ -62,8 +62,13 @@ cdef object _leave_region = _locks.leave_region
 
 
 cdef inline int _enter_once(bint *entered) except -1:
+    # enter_region's own work, done in C: calling the Python function would run a
+    # pending signal handler at its first bytecode, before the region is marked, while
+    # this thread holds a record it has counted as offered and not yet placed.
+    cdef object ident
     if not entered[0]:
-        _enter_region()
+        ident = PyThread_get_thread_ident()
+        _regions[ident] = _regions.get(ident, 0) + 1
         entered[0] = True
     return 0
 cdef object _checked = _py.checked_arguments
