@@ -79,6 +79,13 @@ class Writer(Protocol):
     attribute would be mandatory for every writer: the backend reads it with
     :func:`is_concurrent`, that is ``getattr(writer, "concurrent", False)``.
 
+    Optional attribute ``max_batch_records`` (an int): for a concurrent writer, when
+    batches wait for it (it fell behind), up to that many records of them are joined
+    into one ``write`` (never splitting a batch): fewer, larger requests to a store. A
+    failure it reports is settled batch by batch, and what is retried is retried batch
+    by batch. Absent or 0: each batch is written as the workers formatted it. The
+    HTTP writers join up to 10,000.
+
     Optional method ``write_record(line)``: one record, without its line terminator,
     from a synchronous :class:`~kakashi.core.pipeline.Pipeline` on the calling thread
     (several threads may call it at once); it raises if the record was not written. A

@@ -203,7 +203,7 @@ def _trimmed(reasons: Mapping[str, int], total: int) -> dict[str, int]:
 class _Outcome:
     """What one write of a batch did (see :meth:`AsyncBackend._attempt`)."""
 
-    __slots__ = ("dropped", "first", "reason", "rest", "retry_after")
+    __slots__ = ("dropped", "dropped_at", "first", "reason", "rest", "rest_at", "retry_after")
 
     def __init__(
         self,
@@ -213,18 +213,24 @@ class _Outcome:
         dropped: dict[str, int] | None = None,
         first: bool = False,
         retry_after: float | None = None,
+        rest_at: Sequence[int] | None = None,
+        dropped_at: Mapping[int, str] | None = None,
     ) -> None:
         self.rest = rest  # the lines worth trying again, in order
         self.reason = reason  # why they failed
         self.dropped = dropped or {}  # lost for good, by reason (in the writer's stats)
         self.first = first  # the batch's first line was delivered
         self.retry_after = retry_after  # the server's wish before the next try
+        # Where they were in the batch: the indices of *rest* (None: the batch's last
+        # len(rest) lines) and of the dropped lines (None: not said, a count only).
+        self.rest_at = rest_at
+        self.dropped_at = dropped_at
 
 
 class _Delivery:
     """A run's lines waiting in a lane, with what earlier tries of them left."""
 
-    __slots__ = ("lines", "lost", "reason", "retry_after", "run", "tries")
+    __slots__ = ("lines", "lost", "reason", "retry_after", "run", "shared", "tries")
 
     def __init__(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None) -> None:
         self.run = run
@@ -234,6 +240,9 @@ class _Delivery:
         self.retry_after = None if outcome is None else outcome.retry_after
         # What the writer did not get of the run so far, by reason.
         self.lost: dict[str, int] = {} if outcome is None else dict(outcome.dropped)
+        # Its last failed try was a write joined with an earlier batch, whose giving up
+        # counts for the circuit (one failed write is one failure, not one per batch).
+        self.shared = False
 
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
@@ -268,6 +277,62 @@ def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> flo
         return kind(default)
 
 
+def _join_limit(writer: Writer) -> int:
+    """How many records a writer's lane may join into one write (its optional
+    ``max_batch_records``; 0, absent or unusable: batches are written as they came)."""
+    value = getattr(writer, "max_batch_records", None)
+    if value is None or (type(value) is int and value >= 0):
+        return value or 0
+    _errors.report(
+        f"writer {_describe(writer)} max_batch_records",
+        detail=f"{value!r} is not an int >= 0; its batches are not joined",
+    )
+    return 0
+
+
+def _shares(
+    outcome: _Outcome, lines: Sequence[bytes], sizes: Sequence[int]
+) -> list[tuple[list[bytes], dict[str, int], bool]]:
+    """What one write of several batches joined into *lines* did to each (*sizes*: their
+    lengths, in order): its lines to try again, its records lost by reason, and whether
+    its first line went through. Drops the writer gave as a count only (an int returned
+    by ``write``) are charged to the latest records, where a writer that takes a batch
+    in order stops taking them."""
+    if not outcome.rest and not outcome.dropped:  # all delivered: the usual answer
+        return [([], {}, True) for _ in sizes]
+    total = len(lines)
+    rest_at = outcome.rest_at
+    if rest_at is None:
+        rest_at = range(total - len(outcome.rest), total)
+    retried = set(rest_at)
+    dropped_at = outcome.dropped_at
+    unplaced = {} if dropped_at is not None else dict(outcome.dropped)
+    shares: list[tuple[list[bytes], dict[str, int], bool]] = []
+    end = total
+    for size in reversed(sizes):  # from the last batch: count-only drops are charged there
+        start = end - size
+        rest = [lines[index] for index in range(start, end) if index in retried]
+        dropped: dict[str, int] = {}
+        if dropped_at is not None:
+            for index in range(start, end):
+                reason = dropped_at.get(index)
+                if reason is not None:
+                    dropped[reason] = dropped.get(reason, 0) + 1
+        else:
+            room = size - len(rest)
+            for reason, count in unplaced.items():
+                charge = min(count, room)
+                if charge:
+                    dropped[reason] = charge
+                    unplaced[reason] -= charge
+                    room -= charge
+        first = start not in retried and (dropped_at is None or start not in dropped_at)
+        shares.append((rest, dropped, first))
+        end = start
+    shares.reverse()
+    return shares
+
+
 def _weakly(writer: Writer, forget: Callable[[object], None] | None = None) -> Callable[[], Any]:
     """A callable returning *writer*, held weakly where it can be (else kept)."""
     try:
@@ -299,7 +364,11 @@ class _Lane:
     write); after it, one write decides (closed again, or open for longer). While a lane
     holds records for a writer, later ones queue behind them (order), up to
     ``max_queue_size`` records: beyond, the oldest are counted as dropped
-    (``backlog_full``). A shutdown stops the waiting: what is left is tried without
+    (``backlog_full``). A writer with ``max_batch_records`` gets the batches waiting
+    for it joined into one write of at most that many records (never splitting one);
+    each is settled on its own, and what failed of one goes back to the front of the
+    lane to be retried on its own (one failed write is one failure for the circuit). A
+    shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
     (``shutdown``, or the failure's reason).
@@ -329,6 +398,7 @@ class _Lane:
         self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
         self.max_delay = _policy(writer, "max_delay", _MAX_COOL_DOWN, float)
         self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
+        self.join = _join_limit(writer)
 
     @property
     def writer(self) -> Writer | None:
@@ -454,8 +524,84 @@ class _Lane:
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
-            self._deliver_one(item)
-            del item  # an idle lane holds nothing (the writer is held weakly)
+                group = self._joined(item) if self.join and self._items else None
+            if group is None:
+                self._deliver_one(item)
+            else:
+                self._deliver_joined(group)
+            del item, group  # an idle lane holds nothing (the writer is held weakly)
+
+    def _joined(self, item: _Delivery) -> list[_Delivery] | None:
+        """*item* and the batches waiting behind it that one write may take with it (the
+        writer's ``max_batch_records``), taken from the lane (under its lock); ``None``
+        when there are none. Only batches not tried yet are joined."""
+        if item.tries or item.lost:
+            return None
+        group = [item]
+        total = len(item.lines)
+        items = self._items
+        while items:
+            following = items[0]
+            size = len(following.lines)
+            if following.tries or following.lost or total + size > self.join:
+                break
+            items.popleft()
+            self.records -= size
+            total += size
+            group.append(following)
+        return group if len(group) > 1 else None
+
+    def _deliver_joined(self, group: list[_Delivery]) -> None:
+        """Write the batches of *group* at once: a collector that fell behind gets fewer,
+        larger requests. Each batch is settled on its own; what failed of one goes back
+        to the front of the lane, in order, and is retried on its own."""
+        try:
+            again = self._try_joined(group)
+        except BaseException as exc:  # never leave a run unsettled
+            _errors.report(f"writer {_describe(self.writer)}", exc)
+            for item in group:
+                self._settle(item, _add(item.lost, self.lost(len(item.lines), WRITE_ERROR)))
+            return
+        if again:
+            with self._lock:
+                self._items.extendleft(reversed(again))
+                self.records += sum(len(item.lines) for item in again)
+
+    def _try_joined(self, group: list[_Delivery]) -> list[_Delivery]:
+        """One write of *group*'s lines; settle what it settled, return what to retry."""
+        writer = self.writer
+        if writer is None or (self.cool_down and time.monotonic() < self.open_until):
+            for item in group:
+                if writer is None:
+                    lost = _add(item.lost, {_WRITER_GONE: len(item.lines)})
+                else:
+                    lost = _add(item.lost, self.left_over(item.lines, CIRCUIT_OPEN))
+                self._settle(item, lost)
+            return []
+        lines = [line for item in group for line in item.lines]
+        outcome = self.backend._attempt(writer, lines)
+        if not outcome.rest:
+            self.succeeded()
+        again: list[_Delivery] = []
+        shares = _shares(outcome, lines, [len(item.lines) for item in group])
+        for item, (rest, dropped, first) in zip(group, shares, strict=True):
+            if first:
+                item.run.took_first(item.lines)
+            _add(item.lost, dropped)
+            if rest:
+                item.lines = rest
+                item.tries = 1
+                item.reason, item.retry_after = outcome.reason, outcome.retry_after
+                item.shared = bool(again)  # the first one back stands for the write
+                again.append(item)
+            else:
+                self._settle(item, item.lost)
+        return again
+
+    def _settle(self, item: _Delivery, lost: dict[str, int]) -> None:
+        with self._lock:
+            self.pending -= 1
+        self.backend._part_settled(item.run, lost)
 
     def _deliver_one(self, item: _Delivery) -> None:
         try:
@@ -463,9 +609,7 @@ class _Lane:
         except BaseException as exc:  # never leave a run unsettled
             _errors.report(f"writer {_describe(self.writer)}", exc)
             lost = _add(item.lost, self.lost(len(item.lines), WRITE_ERROR))
-        with self._lock:
-            self.pending -= 1
-        self.backend._part_settled(item.run, lost)
+        self._settle(item, lost)
 
     def _deliver(self, item: _Delivery) -> dict[str, int]:
         """Write *item*'s lines under the policy; return what the writer did not get, by
@@ -482,7 +626,8 @@ class _Lane:
                 wait = 0.0 if backend._stopping.is_set() else self._wait(item)
                 if item.tries > (0 if self.cool_down else self.retries) or now + wait > budget_ends:
                     # Out of retries or of time (or the one try after a cool-down failed).
-                    self._give_up()
+                    if not item.shared:
+                        self._give_up()
                     return _add(lost, self.left_over(lines, item.reason))
                 if wait:
                     backend._stopping.wait(wait)
@@ -490,6 +635,7 @@ class _Lane:
             if writer is None:  # collected: no one reads what it would have written
                 return _add(lost, {_WRITER_GONE: len(lines)})
             outcome = backend._attempt(writer, lines)
+            item.shared = False
             if outcome.first:
                 item.run.took_first(lines)
             _add(lost, outcome.dropped)
@@ -1086,9 +1232,9 @@ class AsyncBackend:
         """
         size = len(lines)
         retry, named = error.within(size)
+        named = {index: str(why) or error.reason for index, why in named.items()}
         dropped: dict[str, int] = {}
-        for why in named.values():
-            reason = str(why) or error.reason
+        for reason in named.values():
             dropped[reason] = dropped.get(reason, 0) + 1
         failed = len(retry) + sum(dropped.values())
         with self._state_lock:
@@ -1104,6 +1250,8 @@ class AsyncBackend:
             dropped=dropped,
             first=0 not in named and (not retry or retry[0] != 0),
             retry_after=None if wait is None else min(float(wait), MAX_WAIT),
+            rest_at=retry,
+            dropped_at=named,
         )
 
     # -- writers that hang ------------------------------------------------------------------

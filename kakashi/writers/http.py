@@ -97,6 +97,10 @@ class HttpWriter:
             retry policy (see :class:`~kakashi.core.async_backend.AsyncConfig`); ``None``
             takes the backend's.
         pool_size: connections kept per host.
+        max_batch_records: when the collector falls behind and several batches wait for
+            it, up to this many records of them go in one request (fewer, larger
+            requests: a store pays per request, ClickHouse a new part per insert); 0
+            sends each batch as the workers formatted it.
 
     Raises:
         ValueError: a URL that is not http(s), an unknown compression, a timeout out of
@@ -129,6 +133,7 @@ class HttpWriter:
         max_delay: float | None = None,
         retry_budget: float | None = None,
         pool_size: int = 4,
+        max_batch_records: int = 10_000,
     ) -> None:
         try:
             import urllib3
@@ -157,6 +162,10 @@ class HttpWriter:
         connect = check_seconds("connect_timeout", connect, at_most=MAX_WAIT)
         if type(pool_size) is not int or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        if type(max_batch_records) is not int or max_batch_records < 0:
+            raise ValueError(f"max_batch_records must be an int >= 0, got {max_batch_records!r}")
+        #: The most records one request may carry when waiting batches are joined.
+        self.max_batch_records = max_batch_records
         set_retry_policy(
             self,
             max_error_retries=max_error_retries,
