@@ -290,3 +290,151 @@ def test_http_writers_join_by_default_and_check_the_limit() -> None:
     for bad in (-1, 1.5, "10", True):
         with pytest.raises(ValueError, match="max_batch_records"):
             HttpWriter("http://127.0.0.1:9/", max_batch_records=bad)
+
+
+class Parallel:
+    """A concurrent writer that notes how many of its writes run at once; each write
+    takes *pause* seconds and may fail as *answer* says."""
+
+    concurrent = True
+    error_retry_delay = 0.0
+    max_delay = 0.01
+    max_batch_records = 0
+
+    def __init__(self, in_flight: Any, pause: float, answer: Any = None) -> None:
+        self.max_in_flight = in_flight
+        self.pause = pause
+        self.answer = answer
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.delivered: list[Any] = []
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        items = [json.loads(line) for line in batch]
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.pause)
+            failed: set[int] = set()
+            try:
+                if self.answer is not None:
+                    self.answer(items)
+            except DeliveryError as exc:
+                failed = {*exc.retry, *exc.dropped}
+                raise
+            finally:
+                with self.lock:
+                    self.delivered += [item for k, item in enumerate(items) if k not in failed]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_writes_in_flight_at_once_are_at_most_max_in_flight(in_flight: int) -> None:
+    """A writer with ``max_in_flight`` n gets up to n writes at once (and n = 1, or none
+    said, one at a time, in order); every record arrives once."""
+    writer = Parallel(in_flight, 0.02)
+    pipe = pipeline(writer, batch_size=10)
+    log = pipe.get_logger("t")
+    for i in range(300):
+        log.info("r", i=i)
+    assert pipe.flush(30).complete
+    assert in_flight == writer.most
+    delivered = numbers(writer.delivered)
+    assert list(range(300)) == sorted(delivered)
+    if in_flight == 1:
+        assert list(range(300)) == delivered
+    stats = pipe.stats()
+    assert 300 == stats["messages_written"]
+    assert balanced(stats)
+    pipe.shutdown(5)
+
+
+def test_writes_in_flight_at_once_keep_the_books() -> None:
+    """Three writes at once, each refusing some records (to retry, or dropped for good):
+    every record is delivered or counted as dropped, exactly once overall."""
+    tried: set[int] = set()
+    guard = threading.Lock()
+
+    def answer(items: list[Any]) -> None:
+        with guard:
+            fresh = {item["i"] for item in items if "i" in item} - tried
+            tried.update(fresh)
+        index = {item.get("i"): k for k, item in enumerate(items)}
+        retry = [index[i] for i in fresh if i % 7 == 0]
+        dropped = {index[i]: "refused" for i in fresh if i % 11 == 0 and i % 7}
+        if retry or dropped:
+            raise DeliveryError("bulk", retry=retry, dropped=dropped)
+
+    writer = Parallel(3, 0.005, answer)
+    pipe = pipeline(writer, batch_size=10)
+    log = pipe.get_logger("t")
+    for i in range(1000):
+        log.info("r", i=i)
+    assert pipe.flush(30).complete
+    refused = {i for i in range(1000) if i % 11 == 0 and i % 7}
+    delivered = numbers(writer.delivered)
+    assert sorted(delivered) == sorted(set(range(1000)) - refused)  # none twice
+    stats = pipe.stats()
+    assert len(refused) == stats["messages_dropped"]
+    assert {"refused": len(refused)} == stats["write_error_by_reason"]
+    assert 3 == writer.most
+    assert balanced(stats)
+    pipe.shutdown(5)
+
+
+def test_shutdown_waits_for_every_write_in_flight() -> None:
+    """A shutdown with writes on several threads waits for all of them: nothing is left
+    pending, everything was delivered."""
+    writer = Parallel(2, 0.05)
+    pipe = pipeline(writer, batch_size=10)
+    log = pipe.get_logger("t")
+    for i in range(100):
+        log.info("r", i=i)
+    assert pipe.shutdown(30)
+    stats = pipe.stats()
+    assert 0 == stats["pending"]
+    assert 100 == stats["messages_written"]
+    assert list(range(100)) == sorted(numbers(writer.delivered))
+
+
+def test_an_unusable_max_in_flight_is_reported_and_writes_go_one_at_a_time(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A ``max_in_flight`` that is no int >= 0 is said; the lane writes one at a time."""
+    writer = Parallel("two", 0.01)
+    pipe = pipeline(writer, batch_size=10)
+    log = pipe.get_logger("t")
+    for i in range(100):
+        log.info("r", i=i)
+    assert pipe.flush(30).complete
+    assert 1 == writer.most
+    assert list(range(100)) == numbers(writer.delivered)
+    assert "max_in_flight" in capfd.readouterr().err
+    pipe.shutdown(5)
+
+
+def test_http_writers_say_how_many_requests_may_be_in_flight() -> None:
+    """HttpWriter sends one request at a time unless told (an int >= 1); the ClickHouse
+    and Elasticsearch writers, whose stores order records by time, send two."""
+    from kakashi.writers.clickhouse import ClickHouseWriter
+    from kakashi.writers.stores import ElasticsearchWriter, LokiWriter
+
+    url = "http://127.0.0.1:9"
+    assert 1 == HttpWriter(url).max_in_flight
+    assert 1 == LokiWriter(url).max_in_flight
+    assert 2 == ClickHouseWriter(url, "logs").max_in_flight
+    assert 2 == ElasticsearchWriter(url).max_in_flight
+    assert 4 == ClickHouseWriter(url, "logs", max_in_flight=4).max_in_flight
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="max_in_flight"):
+            HttpWriter(url, max_in_flight=bad)

@@ -277,17 +277,21 @@ def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> flo
         return kind(default)
 
 
-def _join_limit(writer: Writer) -> int:
-    """How many records a writer's lane may join into one write (its optional
-    ``max_batch_records``; 0, absent or unusable: batches are written as they came)."""
-    value = getattr(writer, "max_batch_records", None)
-    if value is None or (type(value) is int and value >= 0):
-        return value or 0
+def _count_setting(writer: Writer, name: str, default: int, otherwise: str) -> int:
+    """A writer's optional count setting *name* (``max_batch_records``: how many records
+    its lane may join into one write; ``max_in_flight``: how many writes it may have at
+    once): an int >= 0, else *default* (absent, or unusable: reported, saying
+    *otherwise*)."""
+    value = getattr(writer, name, None)
+    if value is None:
+        return default
+    if type(value) is int and value >= 0:
+        return value
     _errors.report(
-        f"writer {_describe(writer)} max_batch_records",
-        detail=f"{value!r} is not an int >= 0; its batches are not joined",
+        f"writer {_describe(writer)} {name}",
+        detail=f"{value!r} is not an int >= 0; {otherwise}",
     )
-    return 0
+    return default
 
 
 def _shares(
@@ -387,7 +391,9 @@ class _Lane:
         self._writer: Callable[[], Writer | None] = _weakly(writer, forget)
         self._items: collections.deque[_Delivery] = collections.deque()
         self._lock = fork_safe_condition()
-        self._thread: threading.Thread | None = None
+        # The threads delivering for it: one, or up to the writer's max_in_flight.
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0  # of them, waiting for records
         self.records = 0  # lines waiting
         self.pending = 0  # handed and not yet settled (in progress included)
         self.open_until = 0.0
@@ -398,7 +404,8 @@ class _Lane:
         self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
         self.max_delay = _policy(writer, "max_delay", _MAX_COOL_DOWN, float)
         self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
-        self.join = _join_limit(writer)
+        self.join = _count_setting(writer, "max_batch_records", 0, "its batches are not joined")
+        self.parallel = _count_setting(writer, "max_in_flight", 1, "one write at a time") or 1
 
     @property
     def writer(self) -> Writer | None:
@@ -432,10 +439,11 @@ class _Lane:
 
     def succeeded(self) -> None:
         """A write went through: the circuit closes."""
-        self.failures = 0
-        if self.cool_down:
-            self.cool_down = 0.0
-            self.open_until = 0.0
+        if self.failures or self.cool_down:
+            with self._lock:  # writes in flight at once settle on several threads
+                self.failures = 0
+                self.cool_down = 0.0
+                self.open_until = 0.0
 
     def hand(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None = None) -> None:
         """Queue *lines* of *run* for the writer (*outcome*: what a write of them just did)."""
@@ -451,14 +459,15 @@ class _Lane:
                 self.records -= len(old.lines)
                 self.pending -= 1
                 over.append(old)
-            if self._thread is None:
+            threads = self._threads
+            if not threads or (len(threads) < self.parallel and len(self._items) > self._idle):
                 thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # no thread left, or interpreter exit (3.12+)
-                    inline = True
+                    inline = not threads
                 else:
-                    self._thread = thread  # under the lock: the thread cannot have ended
+                    threads.add(thread)  # under the lock: the thread cannot have ended
             self._lock.notify()
         for old in over:
             _errors.report(
@@ -475,19 +484,19 @@ class _Lane:
         own thread could not start. Better late than a worker ended or a run unsettled."""
         while True:
             with self._lock:
-                if self._thread is not None or not self._items:
+                if self._threads or not self._items:
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
             self._deliver_one(item)
 
     def finish(self, deadline: float) -> None:
-        """Let the lane's thread end once its records are settled (a shutdown), waiting
-        for it until *deadline*."""
+        """Let the lane's threads end once its records are settled (a shutdown), waiting
+        for them until *deadline*."""
         with self._lock:
-            thread = self._thread
-            self._lock.notify()
-        if thread is not None:
+            threads = list(self._threads)
+            self._lock.notify_all()
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def abandon(self) -> None:
@@ -518,9 +527,12 @@ class _Lane:
         while True:
             with self._lock:
                 if not self._items and not self.backend._stopping.is_set():
+                    self._idle += 1
                     self._lock.wait(1.0)
+                    self._idle -= 1
                 if not self._items:
-                    self._thread = None  # idle: the next hand-off starts a thread again
+                    # idle: the next hand-off starts a thread again
+                    self._threads.discard(threading.current_thread())
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
@@ -681,12 +693,13 @@ class _Lane:
     def _give_up(self) -> None:
         """A batch is lost after its retries: after a few in a row (or after the one try
         that follows a cool-down) the circuit opens."""
-        self.failures += 1
-        if self.failures < _TRIP and not self.cool_down:
-            return
-        first = max(1.0, self.delay * 2 ** min(self.retries + 1, 60))
-        self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
-        self.open_until = time.monotonic() + self.cool_down
+        with self._lock:  # writes in flight at once settle on several threads
+            self.failures += 1
+            if self.failures < _TRIP and not self.cool_down:
+                return
+            first = max(1.0, self.delay * 2 ** min(self.retries + 1, 60))
+            self.cool_down = min(_MAX_COOL_DOWN, max(first, self.cool_down * 2))
+            self.open_until = time.monotonic() + self.cool_down
         _errors.report(
             f"writer {_describe(self.writer)} circuit",
             detail=f"failing; its records are counted as dropped for {self.cool_down:g}s, "

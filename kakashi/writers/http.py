@@ -101,6 +101,11 @@ class HttpWriter:
             it, up to this many records of them go in one request (fewer, larger
             requests: a store pays per request, ClickHouse a new part per insert); 0
             sends each batch as the workers formatted it.
+        max_in_flight: how many requests may be on their way at once (each on a thread
+            of the writer's lane). More than 1 overlaps encoding one request with the
+            server's work on another, and batches may then arrive out of order: for
+            stores that order records by their time themselves (the ClickHouse and
+            Elasticsearch writers send 2).
 
     Raises:
         ValueError: a URL that is not http(s), an unknown compression, a timeout out of
@@ -134,6 +139,7 @@ class HttpWriter:
         retry_budget: float | None = None,
         pool_size: int = 4,
         max_batch_records: int = 10_000,
+        max_in_flight: int = 1,
     ) -> None:
         try:
             import urllib3
@@ -164,8 +170,12 @@ class HttpWriter:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
         if type(max_batch_records) is not int or max_batch_records < 0:
             raise ValueError(f"max_batch_records must be an int >= 0, got {max_batch_records!r}")
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
         #: The most records one request may carry when waiting batches are joined.
         self.max_batch_records = max_batch_records
+        #: The most requests on their way at once.
+        self.max_in_flight = max_in_flight
         set_retry_policy(
             self,
             max_error_retries=max_error_retries,
