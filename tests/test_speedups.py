@@ -157,8 +157,9 @@ class TestInterpreters:
                 )  # fmt: skip
             # What the module declares unless the C compiler is told otherwise.
             declared = re.search(
-                r"#ifdef CYTHON_FREETHREADING_COMPATIBLE\n(?:.*\n){5}#else\n"
-                r"#define __Pyx_FREETHREADING_COMPATIBLE (\w+)",
+                # (indented when a verbatim C block of the module comes before it)
+                r"#ifdef CYTHON_FREETHREADING_COMPATIBLE\n(?:.*\n){5} *#else\n"
+                r" *#define __Pyx_FREETHREADING_COMPATIBLE (\w+)",
                 out.read_text(),
             )
             assert declared is not None, name

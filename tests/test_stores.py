@@ -1004,3 +1004,91 @@ def test_a_bulk_answer_without_errors_is_not_read_item_by_item(
     with pytest.raises(DeliveryError) as raised:
         writer.check([b"{}"], Response(200, {}, failed))
     assert ([failed], (0,)) == (parsed, tuple(raised.value.retry))
+
+
+# -- bulk_body, both builds --------------------------------------------------------------
+
+BULK_LINES = [
+    b'{"timestamp":"2026-12-01T23:29:02.903874Z","level":"INFO","i":0,"m":"100%"}',
+    b'{"timestamp":"2026-12-01T23:59:59.999999Z","level":"INFO","i":1,"m":"\\u00e9 %s"}',
+]
+BULK_PREFIX = b'{"create":{"_index":"logs-2026.12.01"'
+
+
+@pytest.mark.parametrize(
+    ("keys", "head", "skip", "field_key", "hour"),
+    [
+        (None, b'{"@timestamp":', 13, b'"@timestamp":', b"2026-12-01T23"),
+        (["a1", "b-2_Z"], b'{"@timestamp":', 13, b'"@timestamp":', None),
+        (["a1", "b2"], b"", 0, None, b"2026-12-01T23"),
+        (None, b"{", 1, None, None),
+    ],
+)
+def test_bulk_body_frames_each_line_with_its_action(
+    impl: Any, keys: Any, head: bytes, skip: int, field_key: Any, hour: Any
+) -> None:
+    """An action line per record (with its ``_id`` when keyed), then the line with its
+    first *skip* bytes replaced by *head*; ``%`` in the lines or the prefix is kept."""
+    body = impl.format.bulk_body(BULK_LINES, keys, BULK_PREFIX + b"%", hour, head, skip, field_key)
+    expected = b""
+    for index, line in enumerate(BULK_LINES):
+        action = BULK_PREFIX + b"%"
+        action += b"}}" if keys is None else b',"_id":"' + keys[index].encode() + b'"}}'
+        expected += action + b"\n" + head + line[skip:] + b"\n"
+    assert expected == body
+    assert b"" == impl.format.bulk_body([], keys, BULK_PREFIX, hour, head, skip, field_key)
+
+
+@pytest.mark.parametrize(
+    ("lines", "keys", "hour", "field_key"),
+    [
+        ([BULK_LINES[0], b'{"timestamp":"2026-12-01T23:00:00.000000Z",\n"i":2}'], None, None, None),
+        (
+            [BULK_LINES[0], b'{"level":"INFO","timestamp":"2026-12-01T23:00:00.000000Z"}'],
+            None,
+            None,
+            None,
+        ),
+        ([BULK_LINES[0], bytearray(BULK_LINES[1])], None, None, None),
+        (BULK_LINES, None, b"2026-12-01T22", None),  # another hour
+        (
+            [BULK_LINES[0], b'{"timestamp":"2026-12-01T23:00:00Z","i":2}'],
+            None,
+            b"2026-12-01T23",
+            None,
+        ),
+        (
+            [BULK_LINES[0], b'{"timestamp":"2026-12-01T23:00:00.00000xZ"}'],
+            None,
+            b"2026-12-01T23",
+            None,
+        ),
+        (
+            [BULK_LINES[1], b'{"timestamp":"2026-12-01T23:00:00.000000Z","@timestamp":1}'],
+            None,
+            None,
+            b'"@timestamp":',
+        ),
+        (BULK_LINES, ["a", None], None, None),
+        (BULK_LINES, ["a", 'b"c'], None, None),
+        (BULK_LINES, ["a", "b\\c"], None, None),
+        (BULK_LINES, ["a", "b\nc"], None, None),
+        (BULK_LINES, ["a", "é"], None, None),
+        (BULK_LINES, ["a"], None, None),
+        ([b"{"], None, None, None),
+    ],
+)
+def test_bulk_body_leaves_other_lines_to_the_general_framing(
+    impl: Any, lines: Any, keys: Any, hour: Any, field_key: Any
+) -> None:
+    """A line not in the JSON formatter's form, not in the hour, holding the renamed key,
+    or a key that cannot go in the action as it is: ``None`` (framed record by record)."""
+    assert impl.format.bulk_body(lines, keys, BULK_PREFIX, hour, b"", 0, field_key) is None
+
+
+def test_bulk_body_checks_its_arguments(impl: Any) -> None:
+    """*skip* beyond the timestamp key is a mistake of the caller's, said as such."""
+    with pytest.raises(ValueError, match="skip"):
+        impl.format.bulk_body(BULK_LINES, None, BULK_PREFIX, None, b"", 14, None)
+    with pytest.raises(ValueError, match="skip"):
+        impl.format.bulk_body(BULK_LINES, None, BULK_PREFIX, None, b"", -1, None)

@@ -42,6 +42,7 @@ _CAPTURE_NAMES = (
     "trace_fields",
 )
 _FORMAT_NAMES = (
+    "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
     "event_dict",
@@ -198,6 +199,7 @@ if TYPE_CHECKING:
         trace_fields,
     )
     from kakashi._speedups._format_py import (
+        bulk_body,
         clickhouse_body,
         clickhouse_rows,
         event_dict,
@@ -285,6 +287,7 @@ __all__ = [
     "render_message",
     "render_timestamp",
     "build_record",
+    "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
     "safe_key",

@@ -1080,3 +1080,160 @@ def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds,
 def clickhouse_body(list rows not None):
     """The JSONEachRow request body of *rows*: their JSON separated by commas."""
     return b",".join(rows)
+
+
+cdef extern from *:
+    """
+    /* Whether *key* (n bytes) occurs in s[0:len]. Candidates are found by the key's
+       last byte (a key ``"name":`` ends in a colon, rarer in a line than its quote). */
+    static int kk_contains(const char *s, Py_ssize_t len, const char *key, Py_ssize_t n) {
+        if (n == 0) return 1;
+        if (len < n) return 0;
+        const char *p = s + n - 1, *end = s + len;
+        while (p < end) {
+            p = (const char *)memchr(p, key[n - 1], (size_t)(end - p));
+            if (p == NULL) return 0;
+            if (memcmp(p - (n - 1), key, (size_t)n) == 0) return 1;
+            p++;
+        }
+        return 0;
+    }
+    /* Whether the line (n bytes) is one bulk_body takes: no newline, the timestamp key
+       first, no *field* (or NULL), and with an *hour* (13 bytes, or NULL) its timestamp
+       in that hour as the JSON formatter writes it (":MM:SS.ffffffZ\\""). */
+    static int kk_bulk_line(const char *line, Py_ssize_t n, const char *hour,
+                            const char *field, Py_ssize_t field_len) {
+        static const char start[] = "{\\"timestamp\\":";
+        if (n < 13 || memcmp(line, start, 13) != 0) return 0;
+        if (memchr(line, '\\n', (size_t)n) != NULL) return 0;
+        if (field != NULL && kk_contains(line, n, field, field_len)) return 0;
+        if (hour != NULL) {
+            const unsigned char *t = (const unsigned char *)line + 13;
+            static const char form[] = "\\"HHHHHHHHHHHHH:dd:dd.ddddddZ\\"";
+            if (n < 13 + 29) return 0;
+            for (int i = 0; i < 29; i++) {
+                char f = form[i];
+                if (f == 'H') { if (t[i] != (unsigned char)hour[i - 1]) return 0; }
+                else if (f == 'd') { if (t[i] < '0' || t[i] > '9') return 0; }
+                else if (t[i] != (unsigned char)f) return 0;
+            }
+        }
+        return 1;
+    }
+    """
+    int kk_bulk_line(const char *line, Py_ssize_t n, const char *hour,
+                     const char *field, Py_ssize_t field_len) nogil
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void *PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+
+cdef const char *_NO_ID = "}}\n"
+cdef const char *_ID_START = ',"_id":"'
+cdef const char *_ID_END = '"}}\n'
+
+
+cdef inline bint _plain_key(object key):
+    """A str of printable ASCII without a quote or backslash (an ``_id`` as it is)."""
+    cdef Py_ssize_t i, n
+    cdef const unsigned char *data
+    if type(key) is not str or not PyUnicode_IS_COMPACT_ASCII(key):
+        return False
+    data = <const unsigned char *>PyUnicode_DATA(key)
+    n = PyUnicode_GET_LENGTH(key)
+    for i in range(n):
+        if data[i] < 0x20 or data[i] > 0x7e or data[i] == 34 or data[i] == 92:
+            return False
+    return True
+
+
+def bulk_body(lines, keys, bytes prefix not None, hour, bytes head not None,
+              Py_ssize_t skip, field_key):
+    """The Elasticsearch ``_bulk`` body of the JSON formatter's *lines* (see the twin):
+    the lines are checked and copied without the GIL, straight into the body."""
+    cdef list batch = list(lines)
+    cdef list ids = None if keys is None else list(keys)
+    cdef Py_ssize_t count = len(batch), index, total = 0, size
+    cdef Py_ssize_t prefix_len = len(prefix), head_len = len(head), field_len = 0
+    cdef const char **starts = NULL
+    cdef Py_ssize_t *sizes = NULL
+    cdef const char **id_starts = NULL
+    cdef Py_ssize_t *id_sizes = NULL
+    cdef const char *hour_at = NULL
+    cdef const char *field_at = NULL
+    cdef const char *prefix_at = PyBytes_AS_STRING(prefix)
+    cdef const char *head_at = PyBytes_AS_STRING(head)
+    cdef char *out
+    cdef bint taken = True
+    if not 0 <= skip <= 13:
+        raise ValueError(f"skip must be from 0 to 13, got {skip!r}")
+    if not count:
+        return b""
+    if hour is not None:
+        if type(hour) is not bytes or len(hour) != 13:
+            raise ValueError(f"hour must be 13 bytes (YYYY-MM-DDTHH), got {hour!r}")
+        hour_at = PyBytes_AS_STRING(hour)
+    if field_key is not None:
+        if type(field_key) is not bytes:
+            raise TypeError(f"field_key must be bytes or None, got {field_key!r}")
+        field_at = PyBytes_AS_STRING(field_key)
+        field_len = PyBytes_GET_SIZE(field_key)
+    if ids is not None and len(ids) != count:
+        return None
+    try:
+        starts = <const char **>PyMem_Malloc(count * sizeof(char *))
+        sizes = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+        if ids is not None:
+            id_starts = <const char **>PyMem_Malloc(count * sizeof(char *))
+            id_sizes = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            if not (id_starts and id_sizes):
+                raise MemoryError()
+        if not (starts and sizes):
+            raise MemoryError()
+        for index in range(count):
+            line = batch[index]
+            if type(line) is not bytes:
+                return None
+            starts[index] = PyBytes_AS_STRING(line)
+            size = PyBytes_GET_SIZE(line)
+            sizes[index] = size
+            total += prefix_len + head_len + 1 + max(size - skip, 0)
+            if ids is None:
+                total += 3  # }}\n
+            else:
+                key = ids[index]
+                if not _plain_key(key):
+                    return None
+                id_starts[index] = <const char *>PyUnicode_DATA(key)
+                id_sizes[index] = PyUnicode_GET_LENGTH(key)
+                total += 8 + id_sizes[index] + 4  # ,"_id":" KEY "}}\n
+        body = PyBytes_FromStringAndSize(NULL, total)
+        out = PyBytes_AS_STRING(body)
+        with nogil:  # batch, ids and body are held meanwhile; body is no one else's yet
+            for index in range(count):
+                if not kk_bulk_line(starts[index], sizes[index], hour_at, field_at, field_len):
+                    taken = False
+                    break
+                memcpy(out, prefix_at, prefix_len)
+                out += prefix_len
+                if id_starts == NULL:
+                    memcpy(out, _NO_ID, 3)
+                    out += 3
+                else:
+                    memcpy(out, _ID_START, 8)
+                    out += 8
+                    memcpy(out, id_starts[index], id_sizes[index])
+                    out += id_sizes[index]
+                    memcpy(out, _ID_END, 4)
+                    out += 4
+                memcpy(out, head_at, head_len)
+                out += head_len
+                memcpy(out, starts[index] + skip, sizes[index] - skip)
+                out += sizes[index] - skip
+                out[0] = 10  # newline
+                out += 1
+        return body if taken else None
+    finally:
+        PyMem_Free(starts)
+        PyMem_Free(sizes)
+        PyMem_Free(id_starts)
+        PyMem_Free(id_sizes)

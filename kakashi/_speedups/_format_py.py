@@ -12,6 +12,8 @@ call's fields (a later one replaces an earlier one with the same key); then
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ from kakashi._speedups._capture_py import (
 )
 
 __all__ = [
+    "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
     "event_dict",
@@ -239,3 +242,82 @@ def clickhouse_body(rows: list[Any]) -> bytes:
     JSON, separated by commas (JSONEachRow reads them, ClickHouse 18.16 on). Here
     serialised at once, as an array without its brackets."""
     return orjson.dumps(rows)[1:-1]
+
+
+#: How the JSON formatter's lines start (its timestamp is the first key).
+_LINE_START = b'{"timestamp":'
+_NEXT_LINE = b"\n" + _LINE_START
+#: A key an action line may carry as it is: printable ASCII, no quote, no backslash.
+_PLAIN_KEY = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+@functools.lru_cache(maxsize=8)
+def _outside(hour: bytes) -> re.Pattern[bytes]:
+    """A search for a line (after a newline) whose timestamp is not in *hour*
+    (``YYYY-MM-DDTHH``) in the JSON formatter's form."""
+    return re.compile(rb'\n\{"timestamp":"(?!' + re.escape(hour) + rb':\d\d:\d\d\.\d{6}Z")')
+
+
+def bulk_body(
+    lines: Sequence[bytes],
+    keys: Sequence[str | None] | None,
+    prefix: bytes,
+    hour: bytes | None,
+    head: bytes,
+    skip: int,
+    field_key: bytes | None,
+) -> bytes | None:
+    """The Elasticsearch ``_bulk`` body of the JSON formatter's *lines*, one action prefix
+    for them all; ``None`` when a line is not in the form this takes (the writer then
+    frames it its general way).
+
+    Per line: *prefix* (``{"create":{"_index":"name"``), then ``,"_id":"KEY"}}`` with its
+    key from *keys* (or ``}}`` when *keys* is ``None``) and a newline, then *head* and
+    the line without its first *skip* bytes (the timestamp key renamed), and a newline.
+
+    A line is taken when it is ``bytes`` without a newline that starts with the
+    timestamp key, holds no *field_key* (a key named like the renamed one) and, with an
+    *hour* (``YYYY-MM-DDTHH``), has its timestamp in that hour in the formatter's form
+    (``...:MM:SS.ffffffZ``); a key when it is a str of printable ASCII without a quote
+    or backslash. Done batch-wide here (one join, counts and one search); the compiled
+    twin checks and copies each line without the GIL.
+
+    Raises:
+        ValueError: *skip* is not from 0 to the timestamp key's length (13).
+    """
+    if not 0 <= skip <= len(_LINE_START):
+        raise ValueError(f"skip must be from 0 to {len(_LINE_START)}, got {skip!r}")
+    count = len(lines)
+    if not count:
+        return b""
+    if not all(type(line) is bytes for line in lines):
+        return None
+    joined = b"\n".join(lines)
+    if (
+        joined.count(b"\n") != count - 1
+        or not joined.startswith(_LINE_START)
+        or joined.count(_NEXT_LINE) != count - 1
+        or (field_key is not None and field_key in joined)
+    ):
+        return None
+    if hour is not None:
+        outside = _outside(hour)
+        if outside.match(b"\n" + lines[0][:42]) or outside.search(joined):
+            return None
+    columns: list[Sequence[bytes]] = []
+    if keys is not None:
+        if len(keys) != count or not all(
+            type(key) is str and _PLAIN_KEY.fullmatch(key) for key in keys
+        ):
+            return None
+        columns.append("\n".join(keys).encode("ascii").split(b"\n"))  # type: ignore[arg-type]
+    if skip == len(_LINE_START):  # each line without its timestamp key: one split
+        columns.append(joined[skip:].split(_NEXT_LINE))
+    else:
+        columns.append([line[skip:] for line in lines] if skip else lines)
+    action = prefix.replace(b"%", b"%%") + (b',"_id":"%b"}}\n' if keys is not None else b"}}\n")
+    template = (action + head.replace(b"%", b"%%") + b"%b\n") * count
+    values: list[bytes] = [b""] * (count * len(columns))
+    for offset, column in enumerate(columns):
+        values[offset :: len(columns)] = column
+    return template % tuple(values)

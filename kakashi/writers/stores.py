@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 
+from kakashi._speedups import bulk_body
 from kakashi.formatters import epoch_ns
 from kakashi.integrations.otel import OTLPJsonFormatter, otlp_log_record
 from kakashi.writers.delivery import RETRYABLE_STATUS, DeliveryError, status_reason
@@ -370,9 +371,13 @@ class ElasticsearchWriter(_StoreWriter):
         count = len(lines)
         if not count:
             return b""
+        keyed = keys[0] is not None
+        if keyed or not self.keyed:  # every key a str, or none (an unkeyed writer)
+            body = self._one_prefix(lines, keys if keyed else None)
+            if body is not None:
+                return body
         joined = b"\n".join(lines)
         field = self.timestamp_field
-        keyed = keys[0] is not None
         if (
             # The JSON formatter's lines, each on one line with its timestamp first and no
             # key named like the field: the whole batch is framed at once.
@@ -422,6 +427,29 @@ class ElasticsearchWriter(_StoreWriter):
         for offset, column in enumerate(columns):
             values[offset :: len(columns)] = column
         return (per_record * count) % tuple(values)
+
+    def _one_prefix(
+        self, lines: Sequence[bytes], keys: Sequence[str | None] | None
+    ) -> bytes | None:
+        """The body when every line is the JSON formatter's and all go to one index (an
+        index name without directives, or a batch within one hour: most batches), framed
+        by the hot path's ``bulk_body`` (compiled: without the GIL); else ``None``."""
+        first = lines[0]
+        if type(first) is not bytes:
+            return None
+        prefix = self._static
+        hour = None
+        if self._patterned:
+            stamp = _STAMP_SECONDS.match(b"\n" + first[:42])
+            if stamp is None:
+                return None
+            second = stamp.group(1)
+            hour = second[:13]  # YYYY-MM-DDTHH
+            prefix = self._second_prefixes.get(second) or self._second_prefix(second)
+        if self.timestamp_field is None:
+            return bulk_body(lines, keys, prefix, hour, b"", 0, None)
+        renamed, skip, field_key = self._renamed, len(_TIMESTAMP_KEY), self._field_key
+        return bulk_body(lines, keys, prefix, hour, renamed, skip, field_key)
 
     def _encode_each(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
         """:meth:`encode_batch` record by record (lines of any shape)."""
