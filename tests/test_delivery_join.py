@@ -438,3 +438,31 @@ def test_http_writers_say_how_many_requests_may_be_in_flight() -> None:
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="max_in_flight"):
             HttpWriter(url, max_in_flight=bad)
+
+
+def test_a_fault_inside_a_joined_write_settles_each_batch_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the lane's own code fail while it settles a joined write (here: splitting
+    its outcome), every batch is still settled exactly once: the books balance and the
+    lane goes on with what comes next."""
+    from kakashi.core import async_backend
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("splitting failed")
+
+    writer = Held(100)
+    pipe = pipeline(writer, batch_size=10)
+    fall_behind(pipe, writer, 3)
+    monkeypatch.setattr(async_backend, "_shares", broken)
+    writer.release.set()
+    assert pipe.flush(10).complete
+    monkeypatch.undo()
+    pipe.get_logger("t").info("r", i=31)
+    assert pipe.flush(10).complete
+    stats = pipe.stats()
+    assert 30 == stats["messages_dropped"]  # counted as not delivered (the writer had them)
+    assert 2 == stats["messages_written"]
+    assert 31 in numbers(writer.delivered)
+    assert balanced(stats)
+    pipe.shutdown(5)

@@ -567,20 +567,24 @@ class _Lane:
         """Write the batches of *group* at once: a collector that fell behind gets fewer,
         larger requests. Each batch is settled on its own; what failed of one goes back
         to the front of the lane, in order, and is retried on its own."""
+        settled: list[_Delivery] = []
         try:
-            again = self._try_joined(group)
-        except BaseException as exc:  # never leave a run unsettled
+            again = self._try_joined(group, settled)
+        except BaseException as exc:  # never leave a run unsettled, nor settle one twice
             _errors.report(f"writer {_describe(self.writer)}", exc)
             for item in group:
-                self._settle(item, _add(item.lost, self.lost(len(item.lines), WRITE_ERROR)))
+                if not any(item is done for done in settled):
+                    lost = _add(item.lost, self.lost(len(item.lines), WRITE_ERROR))
+                    self._settle(item, lost)
             return
         if again:
             with self._lock:
                 self._items.extendleft(reversed(again))
                 self.records += sum(len(item.lines) for item in again)
 
-    def _try_joined(self, group: list[_Delivery]) -> list[_Delivery]:
-        """One write of *group*'s lines; settle what it settled, return what to retry."""
+    def _try_joined(self, group: list[_Delivery], settled: list[_Delivery]) -> list[_Delivery]:
+        """One write of *group*'s lines; settle what it settled (noted in *settled*),
+        return what to retry."""
         writer = self.writer
         if writer is None or (self.cool_down and time.monotonic() < self.open_until):
             for item in group:
@@ -588,6 +592,7 @@ class _Lane:
                     lost = _add(item.lost, {_WRITER_GONE: len(item.lines)})
                 else:
                     lost = _add(item.lost, self.left_over(item.lines, CIRCUIT_OPEN))
+                settled.append(item)
                 self._settle(item, lost)
             return []
         lines = [line for item in group for line in item.lines]
@@ -607,6 +612,7 @@ class _Lane:
                 item.shared = bool(again)  # the first one back stands for the write
                 again.append(item)
             else:
+                settled.append(item)
                 self._settle(item, item.lost)
         return again
 
