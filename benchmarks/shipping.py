@@ -167,6 +167,13 @@ def main() -> int:
         "takes gzip only)",
     )
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=1,
+        help="the ClickHouse and Elasticsearch writers' max_in_flight (default 1, their "
+        "default: batches in order; 2 overlaps encoding with the server's work)",
+    )
+    parser.add_argument(
         "--clickhouse-dir",
         default=None,
         help="where the ClickHouse server keeps its data (default: a temporary directory; "
@@ -174,6 +181,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     compression = None if args.compression == "none" else args.compression
+    in_flight = args.in_flight
     wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = set(wanted) - set(TARGETS)
     if unknown or "file" not in wanted:
@@ -211,7 +219,10 @@ def main() -> int:
                         create_table(server.url, f"logs_{repeat}", columns={"user_id": "UInt64"})
                     targets["clickhouse"] = Target(
                         lambda repeat: ClickHouseWriter(
-                            server.url, f"logs_{repeat}", compression=compression
+                            server.url,
+                            f"logs_{repeat}",
+                            compression=compression,
+                            max_in_flight=in_flight,
                         ),
                         lambda repeat: int(server.query(f"SELECT count() FROM logs_{repeat}")),
                     )
@@ -224,7 +235,7 @@ def main() -> int:
                 url = f"http://127.0.0.1:{port.value}"
                 makers = {
                     "elasticsearch": lambda repeat: ElasticsearchWriter(
-                        url, "logs-%Y.%m.%d", compression=compression
+                        url, "logs-%Y.%m.%d", compression=compression, max_in_flight=in_flight
                     ),
                     "loki": lambda repeat: LokiWriter(
                         url, labels={"service": "bench"}, compression=compression
@@ -268,7 +279,7 @@ def main() -> int:
                 stand_in.join()
     print(
         f"{args.records} records, batch_size {args.batch_size}, median of {args.repeats}, "
-        f"compression {args.compression}; "
+        f"compression {args.compression}, in flight {in_flight}; "
         f"speedups: {kakashi._speedups.USING_SPEEDUPS}; Python {sys.version.split()[0]}"
     )
     print(

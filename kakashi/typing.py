@@ -86,6 +86,10 @@ class Writer(Protocol):
     by batch. Absent or 0: each batch is written as the workers formatted it. The
     HTTP writers join up to 10,000.
 
+    Optional attribute ``max_in_flight`` (an int): how many writes a concurrent writer
+    may be given at once, each on a thread of its lane (absent or 1: one at a time, in
+    order). More than one gives up the order of its batches for throughput.
+
     Optional method ``write_record(line)``: one record, without its line terminator,
     from a synchronous :class:`~kakashi.core.pipeline.Pipeline` on the calling thread
     (several threads may call it at once); it raises if the record was not written. A

@@ -424,16 +424,17 @@ def test_an_unusable_max_in_flight_is_reported_and_writes_go_one_at_a_time(
 
 
 def test_http_writers_say_how_many_requests_may_be_in_flight() -> None:
-    """HttpWriter sends one request at a time unless told (an int >= 1); the ClickHouse
-    and Elasticsearch writers, whose stores order records by time, send two."""
+    """Every HTTP writer sends one request at a time (its batches in order) unless told
+    otherwise (an int >= 1)."""
     from kakashi.writers.clickhouse import ClickHouseWriter
     from kakashi.writers.stores import ElasticsearchWriter, LokiWriter
 
     url = "http://127.0.0.1:9"
     assert 1 == HttpWriter(url).max_in_flight
     assert 1 == LokiWriter(url).max_in_flight
-    assert 2 == ClickHouseWriter(url, "logs").max_in_flight
-    assert 2 == ElasticsearchWriter(url).max_in_flight
+    assert 1 == ClickHouseWriter(url, "logs").max_in_flight
+    assert 1 == ElasticsearchWriter(url).max_in_flight
+    assert 2 == ElasticsearchWriter(url, max_in_flight=2).max_in_flight
     assert 4 == ClickHouseWriter(url, "logs", max_in_flight=4).max_in_flight
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="max_in_flight"):

@@ -140,8 +140,6 @@ class ClickHouseWriter(HttpWriter):
         username, password: the ClickHouse user (HTTP basic authentication).
         compression: ``"gzip"`` (the default; ClickHouse 18.16 takes only gzip and
             deflate), ``"zstd"`` (recent servers) or ``None``.
-        max_in_flight: inserts on their way at once (2: the next batch is encoded while
-            the server takes one; the table orders rows by its key, not by arrival).
         **options: the rest of :class:`~kakashi.writers.http.HttpWriter`'s options
             (``timeout``, ``verify``, ``max_error_retries``...).
 
@@ -167,16 +165,10 @@ class ClickHouseWriter(HttpWriter):
         username: str | None = None,
         password: str | None = None,
         compression: str | None = "gzip",
-        max_in_flight: int = 2,
         **options: Any,
     ) -> None:
         super().__init__(
-            url,
-            username=username,
-            password=password,
-            compression=compression,
-            max_in_flight=max_in_flight,
-            **options,
+            url, username=username, password=password, compression=compression, **options
         )
         self.table = table
         self.database = database

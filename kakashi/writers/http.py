@@ -103,9 +103,9 @@ class HttpWriter:
             sends each batch as the workers formatted it.
         max_in_flight: how many requests may be on their way at once (each on a thread
             of the writer's lane). More than 1 overlaps encoding one request with the
-            server's work on another, and batches may then arrive out of order: for
-            stores that order records by their time themselves (the ClickHouse and
-            Elasticsearch writers send 2).
+            server's work on another, but gives up the order guarantee for this writer:
+            its batches may arrive in any order. For stores that order records by their
+            own timestamps (ClickHouse, Elasticsearch) and do not mind.
 
     Raises:
         ValueError: a URL that is not http(s), an unknown compression, a timeout out of

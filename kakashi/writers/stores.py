@@ -301,8 +301,6 @@ class ElasticsearchWriter(_StoreWriter):
         timestamp_field: the key the record's ``timestamp`` is sent as; ``None`` sends
             lines unchanged.
         pipeline: an ingest pipeline to run the documents through.
-        max_in_flight: bulk requests on their way at once (2: the next is encoded while
-            the cluster indexes one; documents are found by their time, not by arrival).
         **options: ``kakashi.writers.http.HttpWriter``'s (``headers``,
             ``compression``, ``timeout``, ``username``/``password``...).
 
@@ -320,7 +318,6 @@ class ElasticsearchWriter(_StoreWriter):
         document_ids: bool = True,
         timestamp_field: str | None = "@timestamp",
         pipeline: str | None = None,
-        max_in_flight: int = 2,
         **options: Any,
     ) -> None:
         if not isinstance(index, str):
@@ -339,7 +336,7 @@ class ElasticsearchWriter(_StoreWriter):
             not isinstance(timestamp_field, str) or not timestamp_field
         ):
             raise ValueError(f"timestamp_field must be a non-empty str, got {timestamp_field!r}")
-        super().__init__(url, max_in_flight=max_in_flight, **options)
+        super().__init__(url, **options)
         self.index = index
         self.op_type = op_type
         self.keyed = bool(document_ids)
