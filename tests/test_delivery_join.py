@@ -262,23 +262,32 @@ def test_one_failed_joined_write_is_one_failure_for_the_circuit() -> None:
 
 
 def test_shutdown_spools_or_counts_what_a_joined_write_left() -> None:
-    """A collector that fails every joined write until the shutdown's deadline: what is
-    left is counted under ``shutdown`` or its failure, never lost uncounted."""
+    """A collector that fails every write of more than one record, retried without end:
+    at the shutdown's deadline what is left is counted under its failure, or reported
+    pending while a write of it is under way; once that write returns, the lane makes no
+    more tries (a shutdown stops the backoff, and its deadline the retries), so it is
+    counted too. Never lost uncounted."""
 
     def answer(items: list[Any]) -> None:
         if len(items) > 1:
             raise DeliveryError.whole(len(items), "http_503", retryable=True)
 
     writer = Held(100, answer)
-    writer.error_retry_delay = 0.05
-    pipe = pipeline(writer, batch_size=10, max_error_retries=1000, retry_budget=60)
+    pipe = pipeline(writer, batch_size=10, max_error_retries=1_000_000, retry_budget=3600)
     fall_behind(pipe, writer, 3)
     writer.release.set()
     pipe.shutdown(1)
     stats = pipe.stats()
     assert 1 == stats["messages_written"]
+    assert 30 == stats["messages_dropped"] + stats["pending"]
+    assert stats["pending"] <= 10  # at most the batch inside a write at the deadline
+    assert balanced(stats)
+    deadline = time.monotonic() + 30  # only detects a lane retrying for ever
+    while pipe.stats()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = pipe.stats()
     assert 30 == stats["messages_dropped"]
-    assert 0 == stats["pending"]
+    assert {"http_503": 30} == stats["write_error_by_reason"]
     assert balanced(stats)
 
 

@@ -641,9 +641,15 @@ class _Lane:
             if self.cool_down and now < self.open_until:
                 return _add(lost, self.left_over(lines, CIRCUIT_OPEN))  # counted at once
             if item.tries:
-                wait = 0.0 if backend._stopping.is_set() else self._wait(item)
-                if item.tries > (0 if self.cool_down else self.retries) or now + wait > budget_ends:
-                    # Out of retries or of time (or the one try after a cool-down failed).
+                stopping = backend._stopping.is_set()
+                wait = 0.0 if stopping else self._wait(item)
+                if (
+                    item.tries > (0 if self.cool_down else self.retries)
+                    or now + wait > budget_ends
+                    or (stopping and now >= backend._shutdown_deadline)
+                ):
+                    # Out of retries or of time (or the one try after a cool-down failed,
+                    # or the shutdown's deadline passed: no more tries without backoff).
                     if not item.shared:
                         self._give_up()
                     return _add(lost, self.left_over(lines, item.reason))
@@ -864,6 +870,8 @@ class AsyncBackend:
         self._lanes: dict[int, _Lane] = {}  # id(writer): its deliveries off the turn
         self._every_lane: weakref.WeakSet[_Lane] = weakref.WeakSet()  # forgotten ones too
         self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
+        # The running shutdown's deadline (monotonic): lanes make no retry after it.
+        self._shutdown_deadline = float("inf")
         self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
@@ -924,6 +932,7 @@ class AsyncBackend:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
+        self._shutdown_deadline = deadline
         self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
