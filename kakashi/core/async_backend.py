@@ -281,8 +281,13 @@ def _count_setting(writer: Writer, name: str, default: int, otherwise: str) -> i
     """A writer's optional count setting *name* (``max_batch_records``: how many records
     its lane may join into one write; ``max_in_flight``: how many writes it may have at
     once): an int >= 0, else *default* (absent, or unusable: reported, saying
-    *otherwise*)."""
-    value = getattr(writer, name, None)
+    *otherwise*). Reading it may raise (a proxy writer): that too is reported, and must
+    not cost the pipeline its records (the lane is made inside the workers' turn)."""
+    try:
+        value = getattr(writer, name, None)
+    except Exception as exc:
+        _errors.report(f"writer {_describe(writer)} {name}", exc)
+        return default
     if value is None:
         return default
     if type(value) is int and value >= 0:
