@@ -462,3 +462,58 @@ def test_a_lane_setting_that_raises_when_read_costs_no_record(broken: str) -> No
     assert any(broken in key for key in stats["internal_errors"])
     assert balanced(stats)
     assert pipe.shutdown(10)
+
+
+class Failing:
+    """A concurrent writer (two writes at once) whose every write fails after *pause*
+    seconds; counts its writes, and those made after ``closed`` is set."""
+
+    concurrent = True
+    max_in_flight = 2
+    max_batch_records = 100
+    error_retry_delay = 0.0
+    max_delay = 0.01
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.writes = 0
+        self.closed = threading.Event()
+        self.after_close = 0
+        self.spooled: list[Any] = []
+
+    def write(self, batch: Sequence[bytes]) -> None:
+        self.writes += 1
+        if self.closed.is_set():
+            self.after_close += 1
+        time.sleep(self.pause)
+        raise ConnectionError("refused")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_retries_stop_at_the_shutdown_s_deadline() -> None:
+    """Writes that keep failing (fast, never hanging) with retries to spare: at the
+    shutdown's deadline the retrying stops, what is left is counted (``shutdown``), the
+    lane's threads end, and the writer is not written to once it is closed."""
+    writer = Failing(0.01)
+    pipe = pipeline(
+        writer, batch_size=5, batch_timeout=0.01, max_error_retries=3000, retry_budget=600
+    )
+    log = pipe.get_logger("t")
+    for i in range(20):
+        log.info("r", i=i)
+    result = pipe.shutdown(0.3)
+    lanes = list(pipe.backend._every_lane)
+    for lane in lanes:
+        lane.finish(time.monotonic() + 5)
+    assert not any(lane._threads for lane in lanes)
+    assert writer.after_close <= 2  # at most the writes in flight when it was closed
+    stats = pipe.stats()
+    assert (0, 20, 0) == (stats["messages_written"], stats["messages_dropped"], stats["pending"])
+    assert {"shutdown": 20} == stats["write_error_by_reason"]
+    assert balanced(stats)
+    assert result.pending <= 20
