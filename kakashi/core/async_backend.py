@@ -587,12 +587,14 @@ class _Lane:
     def _try_joined(self, group: list[_Delivery]) -> list[_Delivery]:
         """One write of *group*'s lines; settle what it settled, return what to retry."""
         writer = self.writer
-        if writer is None or (self.cool_down and time.monotonic() < self.open_until):
+        late = self._too_late()
+        if writer is None or late or (self.cool_down and time.monotonic() < self.open_until):
             for item in group:
                 if writer is None:
                     lost = _add(item.lost, {_WRITER_GONE: len(item.lines)})
                 else:
-                    lost = _add(item.lost, self.left_over(item.lines, CIRCUIT_OPEN))
+                    reason = SHUTDOWN if late else CIRCUIT_OPEN
+                    lost = _add(item.lost, self.left_over(item.lines, reason))
                 self._settle(item, lost)
             return []
         lines = [line for item in group for line in item.lines]
@@ -637,6 +639,8 @@ class _Lane:
         while True:
             lines = item.lines
             now = time.monotonic()
+            if self._too_late():  # the writer is being closed: not written to again
+                return _add(lost, self.left_over(lines, SHUTDOWN))
             if self.cool_down and now < self.open_until:
                 return _add(lost, self.left_over(lines, CIRCUIT_OPEN))  # counted at once
             if item.tries:
@@ -664,6 +668,14 @@ class _Lane:
             item.tries = 1 if len(outcome.rest) < len(lines) else item.tries + 1
             item.lines = outcome.rest
             item.reason, item.retry_after = outcome.reason, outcome.retry_after
+
+    def _too_late(self) -> bool:
+        """Whether a shutdown's deadline has passed: what the lane holds then, retried or
+        not, is spooled or counted (``shutdown``) rather than written (the writer is
+        closed meanwhile; a writer that fails fast would otherwise be tried for as long
+        as the retries and the budget allow)."""
+        backend = self.backend
+        return backend._stopping.is_set() and time.monotonic() >= backend._shutdown_deadline
 
     def _wait(self, item: _Delivery) -> float:
         """Seconds before the next try of *item*: the backoff, or the server's
@@ -863,6 +875,8 @@ class AsyncBackend:
         self._lanes: dict[int, _Lane] = {}  # id(writer): its deliveries off the turn
         self._every_lane: weakref.WeakSet[_Lane] = weakref.WeakSet()  # forgotten ones too
         self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
+        # The running shutdown's deadline (time.monotonic()): lanes write nothing after it.
+        self._shutdown_deadline = float("inf")
         self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
@@ -885,6 +899,7 @@ class AsyncBackend:
             self.state = "running"
             self._stop = False
             self._stopping.clear()
+            self._shutdown_deadline = float("inf")
             self._workers = []
             for index in range(self.config.worker_count):
                 thread = threading.Thread(
@@ -923,6 +938,7 @@ class AsyncBackend:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
+            self._shutdown_deadline = deadline
         self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
