@@ -517,3 +517,44 @@ def test_retries_stop_at_the_shutdown_s_deadline() -> None:
     assert {"shutdown": 20} == stats["write_error_by_reason"]
     assert balanced(stats)
     assert result.pending <= 20
+
+
+def test_clickhouse_joined_inserts_isolate_bad_rows_as_their_batches_would(clickhouse: Any) -> None:
+    """A real ClickHouse, two inserts at once, 150 batches of 10 waiting (joined into one
+    insert of up to 1,500 rows), one row in 97 that the server cannot read: the writer
+    bisects the joined insert around the bad rows with the split budget its batches would
+    have had, so every other row is stored once and only the bad ones are dropped,
+    counted once, by reason (a budget of one batch for the whole insert dropped most of
+    the good rows with them)."""
+    pytest.importorskip("urllib3")
+    from kakashi.writers.clickhouse import ClickHouseWriter, create_table
+
+    create_table(clickhouse.url, "review_lanes", columns={"user_id": "UInt64"})
+    writer = ClickHouseWriter(clickhouse.url, "review_lanes", error_retry_delay=0.01)
+    assert (2, 10_000) == (writer.max_in_flight, writer.max_batch_records)
+    gate = threading.Event()
+    post = writer.post
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(10)  # the first requests wait until every batch waits in the lane
+        return post(*args, **kwargs)
+
+    writer.post = gated  # type: ignore[method-assign]
+    pipe = pipeline(writer, batch_size=10, batch_timeout=0.01)
+    log = pipe.get_logger("lanes")
+    bad = {i for i in range(1500) if i % 97 == 13}
+    for i in range(1500):
+        log.info("r", seq=i, user_id="not a number" if i in bad else i)
+    deadline = time.monotonic() + 10
+    while pipe.stats()["queue_size"] and time.monotonic() < deadline:
+        time.sleep(0.005)  # every batch formatted: all but the first ones wait in the lane
+    gate.set()
+    assert pipe.flush(30).complete
+    stats = pipe.stats()
+    assert pipe.shutdown(10)
+    rows = clickhouse.rows("SELECT fields FROM review_lanes WHERE logger = 'lanes'")
+    stored = sorted(json.loads(row["fields"])["seq"] for row in rows)
+    assert [i for i in range(1500) if i not in bad] == stored
+    assert (1500 - len(bad), len(bad)) == (stats["messages_written"], stats["messages_dropped"])
+    assert {"clickhouse_27": len(bad)} == stats["write_error_by_reason"]
+    assert balanced(stats)
