@@ -558,3 +558,45 @@ def test_clickhouse_joined_inserts_isolate_bad_rows_as_their_batches_would(click
     assert (1500 - len(bad), len(bad)) == (stats["messages_written"], stats["messages_dropped"])
     assert {"clickhouse_27": len(bad)} == stats["write_error_by_reason"]
     assert balanced(stats)
+
+
+def test_a_joined_request_refused_as_too_large_is_sent_again_batch_by_batch(
+    collector: Any,
+) -> None:
+    """A collector that refuses requests of more than 50 records (413, as a proxy's body
+    limit does) and batches of 10 waiting behind a slow first request: the joined request
+    is refused as a whole, and its batches, each small enough, are sent again one by one
+    rather than dropped (``http_413``) for a size none of them has."""
+    from kakashi.writers.http import HttpWriter
+
+    gate = threading.Event()
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> Any:
+        gate.wait(10)  # the first request waits until every batch waits in the lane
+        if body.count(b"\n") > 50:
+            return 413, {}, b"request entity too large"
+        return 200, {}, b"{}"
+
+    collector.answers.extend([answer] * 1000)
+    writer = HttpWriter(collector.url, compression=None, timeout=20)
+    pipe = pipeline(writer, batch_size=10, batch_timeout=0.01, error_retry_delay=0.001)
+    log = pipe.get_logger("t")
+    for i in range(300):
+        log.info("r", i=i)
+    deadline = time.monotonic() + 10
+    while pipe.stats()["queue_size"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    assert pipe.flush(30).complete
+    stats = pipe.stats()
+    arrived = [
+        json.loads(line)["i"]
+        for _, _, body, status in collector.received
+        if status == 200
+        for line in body.splitlines()
+    ]
+    assert any(status == 413 for *_, status in collector.received)  # it was joined
+    assert list(range(300)) == sorted(arrived)
+    assert (300, 0) == (stats["messages_written"], stats["messages_dropped"])
+    assert balanced(stats)
+    assert pipe.shutdown(10)
