@@ -92,6 +92,7 @@ from kakashi.writers.delivery import (
     WRITE_ERROR,
     WRITER_REJECTED,
     DeliveryError,
+    status_reason,
 )
 
 __all__ = [
@@ -253,6 +254,8 @@ _TRIP = 3
 _WRITER_GONE = "writer_collected"
 #: Not delivered because an enricher, filter or formatter of the pipeline raised.
 _PIPELINE_ERROR = "pipeline_error"
+#: A request refused as too large (HTTP 413): a verdict on the request, not its records.
+_TOO_LARGE = status_reason(413)
 
 
 def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> float:
@@ -376,7 +379,9 @@ class _Lane:
     (``backlog_full``). A writer with ``max_batch_records`` gets the batches waiting
     for it joined into one write of at most that many records (never splitting one);
     each is settled on its own, and what failed of one goes back to the front of the
-    lane to be retried on its own (one failed write is one failure for the circuit). A
+    lane to be retried on its own (one failed write is one failure for the circuit); a
+    joined write refused whole as too large (HTTP 413) is tried again batch by batch
+    rather than counted. A
     shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
@@ -598,7 +603,7 @@ class _Lane:
                 self._settle(item, lost)
             return []
         lines = [line for item in group for line in item.lines]
-        outcome = self.backend._attempt(writer, lines)
+        outcome = self.backend._attempt(writer, lines, joined=True)
         if not outcome.rest:
             self.succeeded()
         again: list[_Delivery] = []
@@ -1222,7 +1227,7 @@ class AsyncBackend:
             stats["dropped"] += sum(reasons.values())
             _add(stats["dropped_by_reason"], reasons)
 
-    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> _Outcome:
+    def _attempt(self, writer: Writer, lines: Sequence[bytes], joined: bool = False) -> _Outcome:
         """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
@@ -1240,7 +1245,7 @@ class AsyncBackend:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
             if isinstance(exc, DeliveryError):
-                return self._partly_delivered(writer, lines, exc)
+                return self._partly_delivered(writer, lines, exc, joined)
             written = getattr(exc, "written", 0)
             if type(written) is int and 0 < written < len(lines):
                 stats["records"] += written  # on disk already: retry only the rest
@@ -1255,7 +1260,7 @@ class AsyncBackend:
         return _Outcome(dropped=dropped, first=True)
 
     def _partly_delivered(
-        self, writer: Writer, lines: Sequence[bytes], error: DeliveryError
+        self, writer: Writer, lines: Sequence[bytes], error: DeliveryError, joined: bool = False
     ) -> _Outcome:
         """What a :class:`~kakashi.writers.delivery.DeliveryError` says of *lines*.
 
@@ -1266,6 +1271,10 @@ class AsyncBackend:
         """
         size = len(lines)
         retry, named = error.within(size)
+        if joined and len(named) == size and set(named.values()) == {_TOO_LARGE}:
+            # A joined write (*joined*) refused whole as too large: its batches are tried
+            # again one by one, each a request the collector may take.
+            retry, named = list(range(size)), {}
         named = {index: str(why) or error.reason for index, why in named.items()}
         dropped: dict[str, int] = {}
         for reason in named.values():
