@@ -600,3 +600,41 @@ def test_a_joined_request_refused_as_too_large_is_sent_again_batch_by_batch(
     assert (300, 0) == (stats["messages_written"], stats["messages_dropped"])
     assert balanced(stats)
     assert pipe.shutdown(10)
+
+
+def test_an_elasticsearch_bulk_refused_as_too_large_is_sent_again_batch_by_batch(
+    collector: Any,
+) -> None:
+    """The same with Elasticsearch (``http.max_content_length``): the store writer does
+    not take the joined request's 413 for a refusal of its records (which it would not
+    send again), so each batch is sent again alone and stored."""
+    pytest.importorskip("urllib3")
+    from kakashi.writers.stores import ElasticsearchWriter
+    from tests.test_stores import FakeElasticsearch
+
+    gate = threading.Event()
+    store = FakeElasticsearch()
+
+    def answer(path: str, headers: dict[str, str], body: bytes) -> Any:
+        gate.wait(10)
+        if body.count(b"\n") > 100:  # 50 records: an action and a document each
+            return 413, {}, b"request entity too large"
+        return store(path, headers, body)
+
+    collector.answers.extend([answer] * 1000)
+    writer = ElasticsearchWriter(collector.url, "logs", compression=None, timeout=20)
+    pipe = pipeline(writer, batch_size=10, batch_timeout=0.01, error_retry_delay=0.001)
+    log = pipe.get_logger("app")
+    for n in range(300):
+        log.info(f"m{n}", n=n)
+    deadline = time.monotonic() + 10
+    while pipe.stats()["queue_size"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    assert pipe.flush(30).complete
+    stats = pipe.stats()
+    assert any(status == 413 for *_, status in collector.received)  # it was joined
+    assert list(range(300)) == sorted(d["n"] for d in store.stored.values() if "n" in d)
+    assert (300, 0) == (stats["messages_written"], stats["messages_dropped"])
+    assert balanced(stats)
+    assert pipe.shutdown(10)
