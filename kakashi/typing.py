@@ -83,8 +83,9 @@ class Writer(Protocol):
     batches wait for it (it fell behind), up to that many records of them are joined
     into one ``write`` (never splitting a batch): fewer, larger requests to a store. A
     failure it reports is settled batch by batch, and what is retried is retried batch
-    by batch. Absent or 0: each batch is written as the workers formatted it. The
-    HTTP writers join up to 10,000.
+    by batch (a joined write refused whole as too large, HTTP 413, is written again
+    batch by batch). Absent or 0: each batch is written as the workers formatted it.
+    The HTTP writers join up to 10,000.
 
     Optional attribute ``max_in_flight`` (an int): how many writes a concurrent writer
     may be given at once, each on a thread of its lane (absent or 1: one at a time, in

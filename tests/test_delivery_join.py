@@ -263,7 +263,7 @@ def test_one_failed_joined_write_is_one_failure_for_the_circuit() -> None:
 
 def test_shutdown_spools_or_counts_what_a_joined_write_left() -> None:
     """A collector that fails every write of more than one record, retried without end:
-    at the shutdown's deadline what is left is counted under its failure, or reported
+    at the shutdown's deadline what is left is counted (``shutdown``), or reported
     pending while a write of it is under way; once that write returns, the lane makes no
     more tries (a shutdown stops the backoff, and its deadline the retries), so it is
     counted too. Never lost uncounted."""
@@ -287,7 +287,7 @@ def test_shutdown_spools_or_counts_what_a_joined_write_left() -> None:
         time.sleep(0.01)
     stats = pipe.stats()
     assert 30 == stats["messages_dropped"]
-    assert {"http_503": 30} == stats["write_error_by_reason"]
+    assert {"shutdown": 30} == stats["write_error_by_reason"]
     assert balanced(stats)
 
 
@@ -476,3 +476,43 @@ def test_a_fault_inside_a_joined_write_settles_each_batch_once(
     assert 31 in numbers(writer.delivered)
     assert balanced(stats)
     pipe.shutdown(5)
+
+
+def test_the_backends_retry_settings_are_not_reported_as_a_writers(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A writer without retry settings of its own takes the backend's, whatever their
+    size (a count of retries has no upper bound): nothing is reported. A writer's own
+    count is checked as a count, its own seconds as seconds (at most a day)."""
+
+    class Bare:
+        concurrent = True
+
+        def write(self, batch: Sequence[bytes]) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    writer: Any = Bare()
+    pipe = pipeline(writer, max_error_retries=1_000_000)
+    pipe.get_logger("t").info("r")
+    assert pipe.flush(10).complete
+    (lane,) = pipe.backend._lanes.values()
+    assert 1_000_000 == lane.retries
+    pipe.shutdown(5)
+    assert "usable" not in capfd.readouterr().err
+    writer.max_error_retries = 500_000
+    writer.max_delay = 90_000.0  # over a day: the default (30 s) is used, and said
+    pipe = pipeline(writer)
+    pipe.get_logger("t").info("r")
+    assert pipe.flush(10).complete
+    (lane,) = pipe.backend._lanes.values()
+    assert (500_000, 30.0) == (lane.retries, lane.max_delay)
+    pipe.shutdown(5)
+    err = capfd.readouterr().err
+    assert "max_delay" in err
+    assert "max_error_retries" not in err

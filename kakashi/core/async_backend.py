@@ -92,6 +92,7 @@ from kakashi.writers.delivery import (
     WRITE_ERROR,
     WRITER_REJECTED,
     DeliveryError,
+    status_reason,
 )
 
 __all__ = [
@@ -253,19 +254,28 @@ _TRIP = 3
 _WRITER_GONE = "writer_collected"
 #: Not delivered because an enricher, filter or formatter of the pipeline raised.
 _PIPELINE_ERROR = "pipeline_error"
+#: A request refused as too large (HTTP 413): a verdict on the request, not its records.
+_TOO_LARGE = status_reason(413)
+
+
+#: A writer attribute that is not there (None may be a writer's own value).
+_ABSENT = object()
 
 
 def _policy(writer: Writer, name: str, default: float, kind: type[float]) -> float:
-    """A writer's own retry setting *name* if it has a usable one (a number from 0 to a
-    day), else *default*: a writer with an attribute of that name meaning something else
-    (``max_delay = None``) must not lose its records, nor its run, to a TypeError."""
+    """A writer's own retry setting *name* if it has a usable one (seconds: a number from 0
+    to a day; a count: an int from 0), else *default* (the backend's, already checked):
+    a writer with an attribute of that name meaning something else (``max_delay =
+    None``) must not lose its records, nor its run, to a TypeError."""
     value: object = default
     try:
-        value = getattr(writer, name, default)
+        value = getattr(writer, name, _ABSENT)
+        if value is _ABSENT:
+            return kind(default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(name)
         number = kind(value)
-        if not 0 <= number <= MAX_WAIT:  # NaN too
+        if not 0 <= number <= (MAX_WAIT if kind is float else sys.maxsize):  # NaN too
             raise ValueError(name)
         return number
     except Exception:
@@ -281,8 +291,13 @@ def _count_setting(writer: Writer, name: str, default: int, otherwise: str) -> i
     """A writer's optional count setting *name* (``max_batch_records``: how many records
     its lane may join into one write; ``max_in_flight``: how many writes it may have at
     once): an int >= 0, else *default* (absent, or unusable: reported, saying
-    *otherwise*)."""
-    value = getattr(writer, name, None)
+    *otherwise*). Reading it may raise (a proxy writer): that too is reported, and must
+    not cost the pipeline its records (the lane is made inside the workers' turn)."""
+    try:
+        value = getattr(writer, name, None)
+    except Exception as exc:
+        _errors.report(f"writer {_describe(writer)} {name}", exc)
+        return default
     if value is None:
         return default
     if type(value) is int and value >= 0:
@@ -371,7 +386,9 @@ class _Lane:
     (``backlog_full``). A writer with ``max_batch_records`` gets the batches waiting
     for it joined into one write of at most that many records (never splitting one);
     each is settled on its own, and what failed of one goes back to the front of the
-    lane to be retried on its own (one failed write is one failure for the circuit). A
+    lane to be retried on its own (one failed write is one failure for the circuit); a
+    joined write refused whole as too large (HTTP 413) is tried again batch by batch
+    rather than counted. A
     shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
@@ -586,17 +603,19 @@ class _Lane:
         """One write of *group*'s lines; settle what it settled (noted in *settled*),
         return what to retry."""
         writer = self.writer
-        if writer is None or (self.cool_down and time.monotonic() < self.open_until):
+        late = self._too_late()
+        if writer is None or late or (self.cool_down and time.monotonic() < self.open_until):
             for item in group:
                 if writer is None:
                     lost = _add(item.lost, {_WRITER_GONE: len(item.lines)})
                 else:
-                    lost = _add(item.lost, self.left_over(item.lines, CIRCUIT_OPEN))
+                    reason = SHUTDOWN if late else CIRCUIT_OPEN
+                    lost = _add(item.lost, self.left_over(item.lines, reason))
                 settled.append(item)
                 self._settle(item, lost)
             return []
         lines = [line for item in group for line in item.lines]
-        outcome = self.backend._attempt(writer, lines)
+        outcome = self.backend._attempt(writer, lines, joined=True)
         if not outcome.rest:
             self.succeeded()
         again: list[_Delivery] = []
@@ -638,18 +657,14 @@ class _Lane:
         while True:
             lines = item.lines
             now = time.monotonic()
+            if self._too_late():  # the writer is being closed: not written to again
+                return _add(lost, self.left_over(lines, SHUTDOWN))
             if self.cool_down and now < self.open_until:
                 return _add(lost, self.left_over(lines, CIRCUIT_OPEN))  # counted at once
             if item.tries:
-                stopping = backend._stopping.is_set()
-                wait = 0.0 if stopping else self._wait(item)
-                if (
-                    item.tries > (0 if self.cool_down else self.retries)
-                    or now + wait > budget_ends
-                    or (stopping and now >= backend._shutdown_deadline)
-                ):
-                    # Out of retries or of time (or the one try after a cool-down failed,
-                    # or the shutdown's deadline passed: no more tries without backoff).
+                wait = 0.0 if backend._stopping.is_set() else self._wait(item)
+                if item.tries > (0 if self.cool_down else self.retries) or now + wait > budget_ends:
+                    # Out of retries or of time (or the one try after a cool-down failed).
                     if not item.shared:
                         self._give_up()
                     return _add(lost, self.left_over(lines, item.reason))
@@ -671,6 +686,14 @@ class _Lane:
             item.tries = 1 if len(outcome.rest) < len(lines) else item.tries + 1
             item.lines = outcome.rest
             item.reason, item.retry_after = outcome.reason, outcome.retry_after
+
+    def _too_late(self) -> bool:
+        """Whether a shutdown's deadline has passed: what the lane holds then, retried or
+        not, is spooled or counted (``shutdown``) rather than written (the writer is
+        closed meanwhile; a writer that fails fast would otherwise be tried for as long
+        as the retries and the budget allow)."""
+        backend = self.backend
+        return backend._stopping.is_set() and time.monotonic() >= backend._shutdown_deadline
 
     def _wait(self, item: _Delivery) -> float:
         """Seconds before the next try of *item*: the backoff, or the server's
@@ -870,7 +893,7 @@ class AsyncBackend:
         self._lanes: dict[int, _Lane] = {}  # id(writer): its deliveries off the turn
         self._every_lane: weakref.WeakSet[_Lane] = weakref.WeakSet()  # forgotten ones too
         self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
-        # The running shutdown's deadline (monotonic): lanes make no retry after it.
+        # The running shutdown's deadline (time.monotonic()): lanes write nothing after it.
         self._shutdown_deadline = float("inf")
         self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
@@ -894,6 +917,7 @@ class AsyncBackend:
             self.state = "running"
             self._stop = False
             self._stopping.clear()
+            self._shutdown_deadline = float("inf")
             self._workers = []
             for index in range(self.config.worker_count):
                 thread = threading.Thread(
@@ -932,7 +956,7 @@ class AsyncBackend:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
-        self._shutdown_deadline = deadline
+            self._shutdown_deadline = deadline
         self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
@@ -1216,7 +1240,7 @@ class AsyncBackend:
             stats["dropped"] += sum(reasons.values())
             _add(stats["dropped_by_reason"], reasons)
 
-    def _attempt(self, writer: Writer, lines: Sequence[bytes]) -> _Outcome:
+    def _attempt(self, writer: Writer, lines: Sequence[bytes], joined: bool = False) -> _Outcome:
         """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
@@ -1234,7 +1258,7 @@ class AsyncBackend:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
             if isinstance(exc, DeliveryError):
-                return self._partly_delivered(writer, lines, exc)
+                return self._partly_delivered(writer, lines, exc, joined)
             written = getattr(exc, "written", 0)
             if type(written) is int and 0 < written < len(lines):
                 stats["records"] += written  # on disk already: retry only the rest
@@ -1249,7 +1273,7 @@ class AsyncBackend:
         return _Outcome(dropped=dropped, first=True)
 
     def _partly_delivered(
-        self, writer: Writer, lines: Sequence[bytes], error: DeliveryError
+        self, writer: Writer, lines: Sequence[bytes], error: DeliveryError, joined: bool = False
     ) -> _Outcome:
         """What a :class:`~kakashi.writers.delivery.DeliveryError` says of *lines*.
 
@@ -1260,6 +1284,10 @@ class AsyncBackend:
         """
         size = len(lines)
         retry, named = error.within(size)
+        if joined and len(named) == size and set(named.values()) == {_TOO_LARGE}:
+            # A joined write (*joined*) refused whole as too large: its batches are tried
+            # again one by one, each a request the collector may take.
+            retry, named = list(range(size)), {}
         named = {index: str(why) or error.reason for index, why in named.items()}
         dropped: dict[str, int] = {}
         for reason in named.values():

@@ -12,7 +12,7 @@ batch. The writer then isolates the bad rows by bisecting (it sends each half ag
 the halves of a half that fails, down to single rows), delivers the rest and reports the
 rejected rows as dropped under ``clickhouse_<code>`` (ClickHouse's error code), with the
 server's message as the error's detail. The number of requests this takes is bounded
-(``max_split_requests``).
+(``max_split_requests`` for each 200 rows of the insert).
 
 :func:`create_table_sql` gives the recommended table (partitioned by day, ordered for
 time-range queries, TTL where the server has it); :func:`create_table` runs it;
@@ -63,6 +63,9 @@ _REQUEST_ERROR_CODES: Final = frozenset({16, 60, 81, 89, 164, 192, 193, 194, 195
 
 #: Lines made into rows per call of the hot path (see ClickHouseWriter._rows).
 _CHUNK: Final = 1024
+#: The rows of an insert that each ``max_split_requests`` is for (the async backend's
+#: default batch): a joined insert isolates its bad rows as its batches would have.
+_SPLIT_ROWS: Final = 200
 _CODE: Final = re.compile(r"Code: (\d+)")
 _FRACTION: Final = re.compile(r"\.(\d+)")
 _SETTING: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -135,8 +138,10 @@ class ClickHouseWriter(HttpWriter):
             ClickHouse before 20.1 has no ``DateTime64``); used when the table has it.
         settings: ClickHouse settings sent with each insert, name -> value (added to
             ``date_time_input_format=best_effort``, which reads RFC 3339 timestamps).
-        max_split_requests: the most requests spent isolating the bad rows of one batch;
-            a part still failing when they are spent is dropped whole, under its reason.
+        max_split_requests: the most requests spent isolating the bad rows of a batch, for
+            each 200 rows of it (the async backend's batch: a lane that joins batches
+            into one insert gives it the budget they would have had one by one); a part
+            still failing when they are spent is dropped whole, under its reason.
         username, password: the ClickHouse user (HTTP basic authentication).
         compression: ``"gzip"`` (the default; ClickHouse 18.16 takes only gzip and
             deflate), ``"zstd"`` (recent servers) or ``None``.
@@ -308,7 +313,7 @@ class ClickHouseWriter(HttpWriter):
     ) -> DeliveryError | None:
         """Insert *rows* (for batch *indices*), bisecting around malformed ones, which go
         to *dropped*. Returns the error for the rows left to retry, or ``None``."""
-        budget = self.max_split_requests
+        budget = self.max_split_requests * -(-len(rows) // _SPLIT_ROWS)
         parts = [list(range(len(rows)))]  # a stack: the next part to send is last
         while parts:
             part = parts.pop()

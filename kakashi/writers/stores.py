@@ -60,6 +60,9 @@ def _text(line: bytes) -> str:
 #: Outcomes remembered of the records of writes that raised (see _StoreWriter._recall):
 #: the backend hands a failed batch back soon, so a few batches' worth is plenty.
 _REMEMBERED: Final = 20_000
+#: A request refused as too large: not its records' fault (the backend sends a joined
+#: write's batches again one by one), so they are not remembered as refused.
+_TOO_LARGE: Final = status_reason(413)
 
 
 class _StoreWriter(HttpWriter):
@@ -70,7 +73,8 @@ class _StoreWriter(HttpWriter):
     records ``DeliveryError`` named for a retry or, with a backend that reads only
     ``written``, every record from the first that failed. Records seen before (the same
     ``bytes`` objects) are not sent again when they were delivered or refused (a
-    refused one is counted once, as dropped), and are sent again with the same key
+    refused one is counted once, as dropped; a request refused as too large, 413, is
+    no refusal of its records), and are sent again with the same key
     when they were to be retried: so a retry never duplicates what the store already
     took, and a store that deduplicates by key (Elasticsearch ``_id``) can recognise a
     record whose earlier answer was lost. (Records are recognised by identity: every
@@ -192,7 +196,8 @@ class _StoreWriter(HttpWriter):
     ) -> None:
         """Note what became of each record of *batch* (a write that raised)."""
         sent_keys = dict(zip(indices, keys, strict=True))
-        later = set(retry)
+        too_large = (i for i, why in dropped.items() if why == _TOO_LARGE and i in sent_keys)
+        later = {*retry, *too_large}
         with self._memory_lock:
             memory = self._memory
             for index, line in enumerate(batch):
