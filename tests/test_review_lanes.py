@@ -640,3 +640,32 @@ def test_an_elasticsearch_bulk_refused_as_too_large_is_sent_again_batch_by_batch
     assert (300, 0) == (stats["messages_written"], stats["messages_dropped"])
     assert balanced(stats)
     assert pipe.shutdown(10)
+
+
+def test_a_record_after_shutdown_never_waits_for_a_lane_write_that_hangs() -> None:
+    """A lane's write hangs past the shutdown's deadline: the writer counts as hung
+    (whether the workers are still ending or already gone: a lane thread alive in a write
+    marks it too), so a record logged after the shutdown is counted as dropped
+    (``closed``) instead of waiting in the synchronous fallback for the hung writer (its
+    ``close`` returns at once, which alone does not mark it)."""
+    writer = Stuck()
+    pipe = pipeline(writer, batch_size=5)
+    log = pipe.get_logger("t")
+    log.info("r", i=0)
+    assert writer.entered.acquire(timeout=10)  # the lane is inside the write, stuck
+    result = pipe.shutdown(0.3)
+    assert (False, 1) == (result.complete, result.pending)
+    assert id(writer) in pipe.backend._hung
+    after = threading.Thread(target=log.info, args=("after",), kwargs={"i": 1}, daemon=True)
+    after.start()
+    after.join(10)  # only detects a caller left waiting for the hung writer
+    try:
+        assert not after.is_alive()
+        stats = pipe.stats()
+        assert 1 == stats["dropped_by_reason"]["closed"]
+        assert balanced(stats)
+    finally:
+        writer.release.set()
+        for lane in list(pipe.backend._every_lane):
+            for thread in list(lane._threads):
+                thread.join(10)

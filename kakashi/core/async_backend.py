@@ -971,19 +971,23 @@ class AsyncBackend:
         for lane in list(self._every_lane):
             lane.abandon()  # what the deadline left waiting: spooled, or dropped (shutdown)
         alive = [thread for thread in self._workers if thread.is_alive()]
-        if alive:
+        lanes_alive = any(
+            thread.is_alive() for lane in list(self._every_lane) for thread in list(lane._threads)
+        )
+        if alive or lanes_alive:
             with self._state_lock:
-                # Still inside a write after the deadline: hung, for the fallback's sake.
+                # Still inside a write after the deadline (a worker's, or a lane's): hung,
+                # so that no record logged after the shutdown waits for it in the fallback.
                 self._hung.update(self._busy)
-        else:
-            self._close_writers(deadline)
+        if not alive:
+            self._close_writers(deadline)  # not the hung ones
         queued = len(self.queue.abandon())
-        held = self.queue.in_flight  # in batches that workers still write (a hung writer)
+        held = self.queue.in_flight  # in batches whose write has not returned (hung)
         pending = queued + held
         if pending:
             parts = [f"{queued} left in the queue (counted as dropped)"] if queued else []
             if held:
-                parts.append(f"{held} in batches that {plural(len(alive), 'worker')} still write")
+                parts.append(f"{held} in batches whose write has not returned")
             _errors.report(
                 "shutdown",
                 detail=f"{plural(pending, 'record')} not written after "
