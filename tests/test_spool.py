@@ -687,3 +687,32 @@ def test_a_plain_exception_spools_from_written_on_and_an_int_counts_as_given_up(
     assert [b"a", b"b"] == stub.received
     assert (3, 2, 1) == (stats["spooled"], stats["replayed"], stats["spool_dropped:writer_dropped"])
     assert books_balance(stats)
+
+
+def test_a_spooled_writer_gets_waiting_batches_joined_as_the_wrapped_one_would(
+    tmp_path: Path,
+) -> None:
+    """SpoolingWriter passes on the wrapped writer's ``max_batch_records`` (not its
+    ``max_in_flight``): batches waiting behind a slow write reach the wrapped writer
+    joined, in order, every record once."""
+    from tests.test_delivery_join import Held, fall_behind, numbers, packed
+
+    http = SpoolingWriter(HttpWriter("http://127.0.0.1:9/"), tmp_path / "a")
+    assert 10_000 == http.max_batch_records
+    http.close()
+    inner = Held(25)
+    inner.max_in_flight = 2  # type: ignore[attr-defined]
+    spool = SpoolingWriter(inner, tmp_path / "b")
+    assert 25 == spool.max_batch_records
+    assert not hasattr(spool, "max_in_flight")
+    pipe = keeping_pipeline(spool, batch_size=10)
+    sizes = fall_behind(pipe, inner, 5)
+    inner.release.set()
+    assert pipe.flush(10).complete
+    assert [1, *packed(sizes, 25)] == [len(call) for call in inner.calls]
+    assert list(range(51)) == numbers(inner.delivered)
+    assert balanced(pipe.stats())
+    pipe.shutdown(5)
+    plain = SpoolingWriter(Held(None), tmp_path / "c")
+    assert 0 == plain.max_batch_records
+    plain.close()

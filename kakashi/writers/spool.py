@@ -172,6 +172,15 @@ class SpoolingWriter:
     #: Delivered off the workers' turn, like the network writer it wraps.
     concurrent = True
 
+    @property
+    def max_batch_records(self) -> int:
+        """The wrapped writer's ``max_batch_records`` (0 when it has none): batches
+        waiting for this writer are joined as they would be for the wrapped one (each
+        goes to it, or to the spool, record by record as before). Its ``max_in_flight``
+        is not passed on: the spool's replay keeps one write at a time, in order."""
+        value = getattr(self.inner, "max_batch_records", 0)
+        return value if type(value) is int and value >= 0 else 0
+
     def __init__(
         self,
         inner: Writer,
