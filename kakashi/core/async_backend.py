@@ -974,13 +974,18 @@ class AsyncBackend:
         lanes_alive = any(
             thread.is_alive() for lane in list(self._every_lane) for thread in list(lane._threads)
         )
-        if alive or lanes_alive:
+        if alive:
             with self._state_lock:
-                # Still inside a write after the deadline (a worker's, or a lane's): hung,
-                # so that no record logged after the shutdown waits for it in the fallback.
+                # Still inside a write after the deadline: hung, for the fallback's sake.
                 self._hung.update(self._busy)
-        if not alive:
-            self._close_writers(deadline)  # not the hung ones
+        else:
+            self._close_writers(deadline)
+            if lanes_alive:
+                with self._state_lock:
+                    # A lane's write that has not returned (its writer was closed all the
+                    # same: a spool releases its directory): hung, so that no record logged
+                    # after the shutdown waits for it in the synchronous fallback.
+                    self._hung.update(self._busy)
         queued = len(self.queue.abandon())
         held = self.queue.in_flight  # in batches whose write has not returned (hung)
         pending = queued + held
