@@ -354,10 +354,6 @@ class ElasticsearchWriter(_StoreWriter):
         self._patterned = bool(directives)
         self._names: dict[int, bytes] = {}  # hour -> the index's action prefix
         self._second_prefixes: dict[bytes, bytes] = {}  # b"YYYY-MM-DDTHH:MM:SS" -> prefix
-        # The hour (b"YYYY-MM-DDTHH") of the last batch in one hour, and the search for a
-        # line outside it.
-        self._hour = b""
-        self._other_hour: re.Pattern[bytes] = _STAMP_SECONDS
         self._action = b'{"' + op_type.encode() + b'":{"_index":'
         self._static = self._action + orjson.dumps(index)
         if timestamp_field is not None:
@@ -370,44 +366,41 @@ class ElasticsearchWriter(_StoreWriter):
 
     def encode_batch(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> bytes:
         """An action line and a document line per record (NDJSON, newline-terminated)."""
-        count = len(lines)
-        if not count:
+        if not lines:
             return b""
         keyed = keys[0] is not None
         if keyed or not self.keyed:  # every key a str, or none (an unkeyed writer)
             body = self._one_prefix(lines, keys if keyed else None)
+            if body is None and self._patterned:
+                body = self._by_second(lines, keys, keyed)
             if body is not None:
                 return body
+        return self._encode_each(lines, keys)
+
+    def _by_second(
+        self, lines: Sequence[bytes], keys: Sequence[str | None], keyed: bool
+    ) -> bytes | None:
+        """The body when every line is the JSON formatter's and they go to several
+        indices (a batch across the end of an hour): the whole batch framed at once, each
+        record's action looked up by its second; else ``None``."""
+        count = len(lines)
         joined = b"\n".join(lines)
         field = self.timestamp_field
         if (
-            # The JSON formatter's lines, each on one line with its timestamp first and no
-            # key named like the field: the whole batch is framed at once.
             joined.count(b"\n") != count - 1
             or not lines[0].startswith(_TIMESTAMP_KEY)
             or joined.count(_NEXT_TIMESTAMP) != count - 1
             or (field is not None and self._field_key in joined)
             or (None in keys if keyed else any(key is not None for key in keys))
         ):
-            return self._encode_each(lines, keys)
-        # One action prefix for the batch (an index without directives, or a batch within
-        # one hour), else one per record (prefixes).
-        static: bytes | None = self._static
-        prefixes: list[bytes | None] | None = None
-        if self._patterned:
-            static = self._one_hour(lines[0], joined)
-        if static is None:
-            first = _STAMP_SECONDS.match(b"\n" + lines[0][:42])
-            seconds = [first.group(1)] if first else []
-            seconds += _STAMP_SECONDS.findall(joined)  # the other lines' (after a newline)
-            if len(seconds) != count:  # a timestamp not in the formatter's UTC form
-                return self._encode_each(lines, keys)
-            known = self._second_prefixes
-            prefixes = list(map(known.get, seconds))
-            if None in prefixes:
-                for index, prefix in enumerate(prefixes):
-                    if prefix is None:
-                        prefixes[index] = self._second_prefix(seconds[index])
+            return None
+        first = _STAMP_SECONDS.match(b"\n" + lines[0][:42])
+        seconds = [first.group(1)] if first else []
+        seconds += _STAMP_SECONDS.findall(joined)  # the other lines' (after a newline)
+        if len(seconds) != count:  # a timestamp not in the formatter's UTC form
+            return None
+        known = self._second_prefixes
+        prefixes = [known.get(second) or self._second_prefix(second) for second in seconds]
         if field is None:
             head, documents = b"", lines
         else:
@@ -415,16 +408,13 @@ class ElasticsearchWriter(_StoreWriter):
             # the joined lines at each line's start gives them without their first key.
             head = self._renamed
             documents = joined[len(_TIMESTAMP_KEY) :].split(_NEXT_TIMESTAMP)
-        # One template, filled in by one % (in C): per record its action's parts and
-        # its document.
-        action = b"%b" if static is None else static.replace(b"%", b"%%")
-        action += b',"_id":"%b"}}\n' if keyed else b"}}\n"
+        # One template, filled in by one % (in C): per record its action's start, its key
+        # and its document.
+        action = b'%b,"_id":"%b"}}\n' if keyed else b"%b}}\n"
         per_record = action + head.replace(b"%", b"%%") + b"%b\n"
-        columns: list[Sequence[Any]] = [documents]
+        columns: list[Sequence[Any]] = [prefixes, documents]
         if keyed:  # the keys encoded at once (no key holds a newline)
-            columns.insert(0, "\n".join(keys).encode("ascii").split(b"\n"))  # type: ignore[arg-type]
-        if prefixes is not None:
-            columns.insert(0, prefixes)
+            columns.insert(1, "\n".join(keys).encode("ascii").split(b"\n"))  # type: ignore[arg-type]
         values: list[Any] = [None] * (count * len(columns))
         for offset, column in enumerate(columns):
             values[offset :: len(columns)] = column
@@ -467,23 +457,6 @@ class ElasticsearchWriter(_StoreWriter):
             append(document)
         parts.append(b"")
         return b"\n".join(parts)
-
-    def _one_hour(self, first: bytes, joined: bytes) -> bytes | None:
-        """The action's start for every line of *joined* (the JSON formatter's lines,
-        *first* the first) when all their timestamps are in the formatter's form and in
-        *first*'s hour (one index name: most batches), else ``None``. One search for a
-        line that differs, instead of reading each line's second."""
-        stamp = _STAMP_SECONDS.match(b"\n" + first[:42])
-        if stamp is None:
-            return None
-        hour = stamp.group(1)[:13]  # YYYY-MM-DDTHH
-        if self._hour != hour:
-            other = rb'\n\{"timestamp":"(?!' + re.escape(hour) + rb':\d\d:\d\d\.\d{6}Z")'
-            self._other_hour = re.compile(other)
-            self._hour = hour
-        if self._other_hour.search(joined) is not None:
-            return None
-        return self._second_prefix(stamp.group(1))
 
     def _second_prefix(self, second: bytes) -> bytes:
         """The action's start for a record logged in *second* (``YYYY-MM-DDTHH:MM:SS``,
