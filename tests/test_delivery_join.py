@@ -109,15 +109,19 @@ def test_waiting_batches_go_in_one_write_up_to_the_limit() -> None:
     pipe.shutdown(5)
 
 
-@pytest.mark.parametrize("limit", [None, 0])
-def test_without_a_limit_batches_go_as_they_came(limit: Any) -> None:
-    """No ``max_batch_records`` (or 0): one write per batch the workers formatted."""
+@pytest.mark.parametrize("limit", [None, 0, 1, 5])
+def test_without_a_limit_or_below_a_batch_batches_go_as_they_came(limit: Any) -> None:
+    """No ``max_batch_records`` (or 0), or a limit of one record or smaller than every
+    batch: no batch is split or joined; one write per batch the workers formatted, in
+    order."""
     writer = Held(limit)
     pipe = pipeline(writer, batch_size=10)
     sizes = fall_behind(pipe, writer, 3)
     writer.release.set()
     assert pipe.flush(10).complete
     assert [1, *sizes] == [len(call) for call in writer.calls]
+    assert list(range(31)) == numbers(writer.delivered)
+    assert balanced(pipe.stats())
     pipe.shutdown(5)
 
 

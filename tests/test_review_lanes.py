@@ -155,6 +155,19 @@ def test_joined_writes_in_flight_failing_now_and_then_keep_the_books() -> None:
     assert pipe.shutdown(10)
 
 
+def two_in_flight(log: Any, writer: Any, count: int) -> None:
+    """Log *count* records (``i`` from 0) as batches of 5 so that the first two batches
+    are inside *writer*'s two writes (each waits there) and the rest wait behind them."""
+    for i in range(5):
+        log.info("r", i=i)
+    assert writer.entered.acquire(timeout=10)
+    for i in range(5, 10):
+        log.info("r", i=i)
+    assert writer.entered.acquire(timeout=10)
+    for i in range(10, count):
+        log.info("r", i=i)
+
+
 def test_shutdown_with_writes_in_flight_hanging_counts_what_waits() -> None:
     """Two writes in flight hang past the shutdown's deadline with more batches waiting:
     the shutdown returns, what waited is counted (``shutdown``), what is in flight is
@@ -162,14 +175,7 @@ def test_shutdown_with_writes_in_flight_hanging_counts_what_waits() -> None:
     writer = Stuck(max_in_flight=2)
     pipe = pipeline(writer, batch_size=5, batch_timeout=0.01)
     log = pipe.get_logger("t")
-    for i in range(5):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(5, 10):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(10, 30):
-        log.info("r", i=i)
+    two_in_flight(log, writer, 30)
     assert pipe.flush(0.3).pending == 30
     result = pipe.shutdown(0.5)
     assert not result.complete
@@ -235,14 +241,7 @@ def test_a_fork_while_writes_are_in_flight_gives_the_child_fresh_lanes(tmp_path:
     writer = PerProcess(tmp_path)
     pipe = pipeline(writer, batch_size=5, batch_timeout=0.01)
     log = pipe.get_logger("t")
-    for i in range(5):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(5, 10):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(10, 30):
-        log.info("r", i=i)
+    two_in_flight(log, writer, 30)
     child = multiprocessing.get_context("fork").Process(target=log_in_a_child, args=(pipe,))
     child.start()
     child.join(30)
@@ -351,21 +350,6 @@ def test_a_delivery_error_naming_records_beyond_a_joined_write_is_read_within_it
     pipe.shutdown(5)
 
 
-@pytest.mark.parametrize("limit", [1, 5])
-def test_batches_bigger_than_the_limit_go_whole_and_alone(limit: int) -> None:
-    """A limit of one record, or smaller than every batch: no batch is split or joined;
-    each goes in a write of its own, in order."""
-    writer = Held(limit)
-    pipe = pipeline(writer, batch_size=10)
-    sizes = fall_behind(pipe, writer, 3)
-    writer.release.set()
-    assert pipe.flush(10).complete
-    assert [1, *sizes] == [len(call) for call in writer.calls]
-    assert list(range(31)) == numbers(writer.delivered)
-    assert balanced(pipe.stats())
-    pipe.shutdown(5)
-
-
 def test_a_backlog_over_its_limit_drops_retried_batches_first_and_keeps_the_books() -> None:
     """Joined writes, two at once, failing whole now and then while more batches arrive
     than the lane may hold: the oldest waiting (retried ones, put back at the front,
@@ -400,14 +384,7 @@ def test_flush_with_writes_in_flight_hanging_returns_what_is_pending() -> None:
     writer = Stuck(max_in_flight=2, max_batch_records=100)
     pipe = pipeline(writer, batch_size=5, batch_timeout=0.01)
     log = pipe.get_logger("t")
-    for i in range(5):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(5, 10):
-        log.info("r", i=i)
-    assert writer.entered.acquire(timeout=10)
-    for i in range(10, 40):
-        log.info("r", i=i)
+    two_in_flight(log, writer, 40)
     result = pipe.flush(0.3)
     assert (False, 40) == (result.complete, result.pending)
     assert balanced(pipe.stats())
