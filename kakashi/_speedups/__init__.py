@@ -42,6 +42,7 @@ _CAPTURE_NAMES = (
     "trace_fields",
 )
 _FORMAT_NAMES = (
+    "Lines",
     "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
@@ -199,6 +200,7 @@ if TYPE_CHECKING:
         trace_fields,
     )
     from kakashi._speedups._format_py import (
+        Lines,
         bulk_body,
         clickhouse_body,
         clickhouse_rows,
@@ -265,6 +267,7 @@ __all__ = [
     "STANDARD_ATTRIBUTES",
     "USING_SPEEDUPS",
     "Bound",
+    "Lines",
     "Logger",
     "Record",
     "RecordQueue",

@@ -17,6 +17,8 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
+cimport cython
+
 from kakashi._speedups._capture_c cimport Record
 
 import orjson
@@ -33,6 +35,7 @@ cdef extern from *:
     """
     #include <time.h>
     #include <stdio.h>
+    #include <stdint.h>
     /* Render ns since the epoch as 2026-11-27T18:06:00.123456Z (27 characters) into a
        per-thread buffer whose "YYYY-MM-DDTHH:MM:SS." prefix (20 characters) is kept for
        the last second seen; only the microseconds are written for later records. */
@@ -87,16 +90,28 @@ cdef extern from *:
        escape loop: kk_put_str and the ClickHouse rows use it), written at *out*, which
        has room for n * 6 + 2 bytes; returns the end of what was written. */
     static char *kk_escape_into(char *out, const char *s, Py_ssize_t n) {
+        const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
         *out++ = '"';
         Py_ssize_t i = 0;
-        while (i < n) {
-            Py_ssize_t run = i;
-            while (run < n && !kk_escaped[(unsigned char)s[run]]) run++;
-            memcpy(out, s + i, run - i);
-            out += run - i;
-            if (run == n) break;
-            unsigned char c = (unsigned char)s[run];
-            i = run + 1;
+        for (;;) {
+            /* Eight bytes at a time while none of them is escaped: a byte below 32, a
+               quote or a backslash makes a byte of (x - k) & ~x (x: the word, or the
+               word xor the quote or backslash) have its high bit set. */
+            while (i + 8 <= n) {
+                uint64_t w, quote, slash;
+                memcpy(&w, s + i, 8);
+                quote = w ^ (ones * 34);
+                slash = w ^ (ones * 92);
+                if ((((w - ones * 32) & ~w) | ((quote - ones) & ~quote)
+                     | ((slash - ones) & ~slash)) & highs)
+                    break;
+                memcpy(out, &w, 8);
+                out += 8;
+                i += 8;
+            }
+            while (i < n && !kk_escaped[(unsigned char)s[i]]) *out++ = s[i++];
+            if (i == n) break;
+            unsigned char c = (unsigned char)s[i++];
             *out++ = (char)92;
             switch (c) {
                 case 34: *out++ = (char)34; break;
@@ -136,57 +151,33 @@ cdef extern from *:
         }
         return kk_put_escaped(b, s, n);
     }
-    /* Field keys, encoded once: a direct-mapped cache from the key object (a str held
-       by the cache, so its address cannot be reused while it is there) to its
-       ``,"key":`` bytes and whether it is a reserved or core key. Keys come from call
-       sites' keyword names, so a few dozen cover a program. Off without a GIL (the
-       cache relies on it to be consistent). */
+    /* Field keys, looked at once: a direct-mapped cache from the key object (a str held
+       by the cache, so its address cannot be reused while it is there) to whether it is
+       a reserved or core key. Keys come from call sites' keyword names, so a few dozen
+       cover a program. Off without a GIL (the cache relies on it to be consistent). */
     #ifdef Py_GIL_DISABLED
     #define KK_KEY_CACHE 0
     #else
     #define KK_KEY_CACHE 1
     #endif
     #define KK_KEY_SLOTS 256
-    #define KK_KEY_TEXT 60
-    typedef struct { PyObject *key; int flags; int size; char text[KK_KEY_TEXT]; } kk_key;
+    typedef struct { PyObject *key; int flags; } kk_key;
     static kk_key kk_keys[KK_KEY_SLOTS];
     static kk_key *kk_key_slot(PyObject *key) {
         return &kk_keys[((size_t)key >> 4) % KK_KEY_SLOTS];
     }
-    /* An int within 64 bits (signed or unsigned, as orjson takes); 1 if out of range. */
-    static int kk_put_int(kk_buf *b, PyObject *value) {
-        char digits[24]; int pos = 24; int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-        unsigned long long u;
-        int negative = 0;
-        if (overflow > 0) {
-            u = PyLong_AsUnsignedLongLong(value);
-            if (u == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); return 1; }
-        } else if (overflow < 0) {
-            return 1;
-        } else if (v < 0) {
-            negative = 1; u = (unsigned long long)(-(v + 1)) + 1;
-        } else {
-            u = (unsigned long long)v;
-        }
-        do { digits[--pos] = (char)('0' + u % 10); u /= 10; } while (u);
-        if (negative) digits[--pos] = '-';
-        return kk_put(b, digits + pos, 24 - pos);
-    }
-    /* A float: Python's shortest repr equals orjson's output except for non-finite values
-       (orjson writes null) and magnitudes in [1e-9, 1e-4) (exponent spelling): 1 there. */
-    static const double kk_pow10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
-                                         1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
     /* Short decimals (prices, ratios): the fewest fraction digits k whose decimal
        round(m * 10^k) / 10^k converts back to m is the shortest repr. Keeping m * 10^k
        below 2^50 makes it exact: the product is off by at most 1/16, the doubles near m
        are less than 10^-k / 4 apart (so at most one k-digit decimal maps to m, and
        nearbyint finds it), and the division of two exact values is correctly rounded.
-       0: written, 1: not a short decimal (use dtoa). */
-    static int kk_put_short_decimal(kk_buf *b, double x, double m) {
+       Writes at *out* (room for 48 bytes); returns the length, 0 if not a short decimal. */
+    static const double kk_pow10[16] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+                                         1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    static int kk_short_decimal(char *out, double x, double m) {
         for (int k = 0; k < 16; k++) {
             double scaled = m * kk_pow10[k];
-            if (scaled >= 1125899906842624.0) return 1;  /* 2^50 */
+            if (scaled >= 1125899906842624.0) return 0;  /* 2^50 */
             double n = nearbyint(scaled);
             if (n / kk_pow10[k] != m) continue;
             unsigned long long whole = (unsigned long long)n;
@@ -201,24 +192,302 @@ cdef extern from *:
             text[--pos] = '.';
             do { text[--pos] = (char)('0' + integer % 10); integer /= 10; } while (integer);
             if (signbit(x)) text[--pos] = '-';
-            return kk_put(b, text + pos, 48 - pos) < 0 ? -1 : 0;
+            memcpy(out, text + pos, 48 - pos);
+            return 48 - pos;
         }
-        return 1;
+        return 0;
     }
-    static int kk_put_float(kk_buf *b, PyObject *value) {
-        double x = PyFloat_AS_DOUBLE(value);
-        if (!isfinite(x)) return kk_put(b, "null", 4);
-        double m = fabs(x);
-        if (m != 0.0 && m < 1e-4) return 1;
-        if (m < 1e15) {
-            int rc = kk_put_short_decimal(b, x, m);
-            if (rc <= 0) return rc;
+    /* The shortest repr of a finite x with 1e-4 <= |x| < 1e15 that is not a short
+       decimal, as Python writes it (fixed notation there), without the GIL: the fewest
+       significant digits p whose correctly rounded decimal (printf) reads back as x, the
+       closest such decimal, is what repr's shortest mode picks. Only the digits and the
+       exponent of printf's text are read (the decimal point follows the locale). Writes
+       at *out* (room for 40 bytes); returns the length. */
+    static int kk_shortest_fixed(char *out, double x) {
+        char text[40], digits[24];
+        int count = 0, exponent = 0, length = 0;
+        for (int p = 1; p <= 17; p++) {
+            snprintf(text, sizeof text, "%.*e", p - 1, x);
+            if (strtod(text, NULL) == x || p == 17) break;
         }
+        const char *c = text;
+        if (*c == '-') { out[length++] = '-'; c++; }
+        for (; *c && *c != 'e' && *c != 'E'; c++)
+            if (*c >= '0' && *c <= '9' && count < 24) digits[count++] = *c;
+        if (*c) exponent = atoi(c + 1);
+        while (count > 1 && digits[count - 1] == '0') count--;
+        if (exponent >= 0) {
+            for (int i = 0; i <= exponent; i++) out[length++] = i < count ? digits[i] : '0';
+            out[length++] = '.';
+            if (count > exponent + 1) {
+                for (int i = exponent + 1; i < count; i++) out[length++] = digits[i];
+            } else {
+                out[length++] = '0';
+            }
+        } else {
+            out[length++] = '0'; out[length++] = '.';
+            for (int i = 0; i < -exponent - 1; i++) out[length++] = '0';
+            for (int i = 0; i < count; i++) out[length++] = digits[i];
+        }
+        return length;
+    }
+
+    /* A batch's lines are encoded in two passes. The first, holding the GIL, walks each
+       record's values and notes what to write as a plan of operations: constant bytes
+       (by address: string literals, the level prefixes the module holds), strings and
+       keys to escape (their UTF-8 read in place; a str the record may not hold is held
+       by the plan), ints, floats, timestamps, lines made by the general path. The
+       second, without the GIL (other threads log meanwhile), writes the plan into one
+       buffer sized for the most it can need: the lines, each ending with a newline.
+       A plan starts on the stack (one record's worth) and moves to the heap as it
+       grows. */
+    #if defined(__GNUC__)
+    #define KK_HOT static inline __attribute__((always_inline))
+    #define KK_COLD static __attribute__((noinline))
+    #else
+    #define KK_HOT static inline
+    #define KK_COLD static
+    #endif
+    enum { KK_LIT, KK_ARENA, KK_STR, KK_KEY, KK_INT, KK_UINT, KK_FLOAT, KK_STAMP, KK_BYTES,
+           KK_END };
+    typedef struct {
+        int kind;
+        Py_ssize_t n;
+        union { const char *s; long long i; unsigned long long u; double d; } v;
+    } kk_op;
+    #define KK_STACK_OPS 48
+    #define KK_STACK_KEEP 16
+    #define KK_STACK_ARENA 128
+    typedef struct {
+        kk_op *ops; Py_ssize_t nops, capops;
+        PyObject **keep; Py_ssize_t nkeep, capkeep;
+        char *arena; Py_ssize_t alen, acap;
+        Py_ssize_t bound;  /* the most bytes the second pass can write */
+        kk_op stack_ops[KK_STACK_OPS];
+        PyObject *stack_keep[KK_STACK_KEEP];
+        char stack_arena[KK_STACK_ARENA];
+    } kk_plan;
+    typedef struct { Py_ssize_t nops, alen, nkeep, bound; } kk_mark;
+    static void kk_plan_init(kk_plan *p) {
+        p->ops = p->stack_ops; p->nops = 0; p->capops = KK_STACK_OPS;
+        p->keep = p->stack_keep; p->nkeep = 0; p->capkeep = KK_STACK_KEEP;
+        p->arena = p->stack_arena; p->alen = 0; p->acap = KK_STACK_ARENA;
+        p->bound = 0;
+    }
+    static void kk_plan_free(kk_plan *p) {  /* with the GIL */
+        for (Py_ssize_t i = 0; i < p->nkeep; i++) Py_DECREF(p->keep[i]);
+        if (p->ops != p->stack_ops) PyMem_RawFree(p->ops);
+        if (p->keep != p->stack_keep) PyMem_RawFree(p->keep);
+        if (p->arena != p->stack_arena) PyMem_RawFree(p->arena);
+        kk_plan_init(p);
+    }
+    static kk_mark kk_plan_mark(kk_plan *p) {
+        kk_mark m = {p->nops, p->alen, p->nkeep, p->bound};
+        return m;
+    }
+    /* Forget what was planned since *m* (a record that needs the general path). */
+    static void kk_plan_rollback(kk_plan *p, kk_mark m) {
+        for (Py_ssize_t i = m.nkeep; i < p->nkeep; i++) Py_DECREF(p->keep[i]);
+        p->nops = m.nops; p->alen = m.alen; p->nkeep = m.nkeep; p->bound = m.bound;
+    }
+    /* Room for *need* items of *item* bytes in a plan's array (moved off the stack). */
+    KK_COLD int kk_grow(void **data, Py_ssize_t *cap, void *stack, Py_ssize_t need,
+                        size_t item) {
+        Py_ssize_t size = *cap;
+        while (size < need) size *= 2;
+        void *grown = PyMem_RawMalloc((size_t)size * item);
+        if (grown == NULL) { PyErr_NoMemory(); return -1; }
+        memcpy(grown, *data, (size_t)*cap * item);
+        if (*data != stack) PyMem_RawFree(*data);
+        *data = grown; *cap = size;
+        return 0;
+    }
+    /* Room for n more operations (so that the next n adds need no check). */
+    KK_HOT int kk_plan_room(kk_plan *p, Py_ssize_t n) {
+        if (p->nops + n <= p->capops) return 0;
+        return kk_grow((void **)&p->ops, &p->capops, p->stack_ops, p->nops + n, sizeof(kk_op));
+    }
+    KK_HOT kk_op *kk_op_add(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
+        if (p->nops == p->capops && kk_plan_room(p, 1) < 0) return NULL;
+        kk_op *op = &p->ops[p->nops++];
+        op->kind = kind; op->n = n;
+        p->bound += room;
+        return op;
+    }
+    KK_HOT int kk_keep(kk_plan *p, PyObject *o) {
+        if (p->nkeep == p->capkeep && kk_grow((void **)&p->keep, &p->capkeep, p->stack_keep,
+                                              p->nkeep + 1, sizeof(PyObject *)) < 0)
+            return -1;
+        Py_INCREF(o);
+        p->keep[p->nkeep++] = o;
+        return 0;
+    }
+    /* Constant bytes, by address: *s* must outlive the plan (a literal, a module's). */
+    KK_HOT int kk_lit(kk_plan *p, const char *s, Py_ssize_t n) {
+        kk_op *op = kk_op_add(p, KK_LIT, n, n);
+        if (op == NULL) return -1;
+        op->v.s = s;
+        return 0;
+    }
+    /* Bytes copied into the plan (text made while planning). */
+    static int kk_copy(kk_plan *p, const char *s, Py_ssize_t n) {
+        if (p->alen + n > p->acap && kk_grow((void **)&p->arena, &p->acap, p->stack_arena,
+                                             p->alen + n, 1) < 0)
+            return -1;
+        memcpy(p->arena + p->alen, s, n);
+        p->alen += n;
+        return kk_op_add(p, KK_ARENA, n, n) == NULL ? -1 : 0;
+    }
+    /* A str's UTF-8, read in place (ASCII) or through its cached UTF-8 form; NULL if it
+       cannot be encoded (lone surrogates), with no error set. */
+    KK_HOT const char *kk_utf8(PyObject *str, Py_ssize_t *n) {
+        if (PyUnicode_IS_COMPACT_ASCII(str)) {
+            *n = PyUnicode_GET_LENGTH(str);
+            return (const char *)PyUnicode_DATA(str);
+        }
+        const char *s = PyUnicode_AsUTF8AndSize(str, n);
+        if (s == NULL) PyErr_Clear();
+        return s;
+    }
+    /* A JSON string as orjson writes it (KK_STR), or ``,"key":`` (KK_KEY); *held*: the
+       str outlives the plan without it holding a reference. 1 if it cannot be encoded
+       as UTF-8 (lone surrogates): not handled here. */
+    KK_HOT int kk_text(kk_plan *p, int kind, PyObject *str, int held) {
+        Py_ssize_t n;
+        const char *s = kk_utf8(str, &n);
+        if (s == NULL) return 1;
+        if (!held && kk_keep(p, str) < 0) return -1;
+        kk_op *op = kk_op_add(p, kind, n, n * 6 + 4);
+        if (op == NULL) return -1;
+        op->v.s = s;
+        return 0;
+    }
+    /* Bytes written as they are (a line of the general path, a snapshot's JSON). */
+    static int kk_bytes(kk_plan *p, PyObject *bytes) {
+        if (kk_keep(p, bytes) < 0) return -1;
+        Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+        kk_op *op = kk_op_add(p, KK_BYTES, n, n);
+        if (op == NULL) return -1;
+        op->v.s = PyBytes_AS_STRING(bytes);
+        return 0;
+    }
+    /* An int within 64 bits (signed or unsigned, as orjson takes); 1 if out of range. */
+    KK_HOT int kk_int(kk_plan *p, PyObject *value) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow == 0) {
+            kk_op *op = kk_op_add(p, KK_INT, 0, 21);
+            if (op == NULL) return -1;
+            op->v.i = v;
+            return 0;
+        }
+        if (overflow < 0) return 1;
+        unsigned long long u = PyLong_AsUnsignedLongLong(value);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); return 1; }
+        kk_op *op = kk_op_add(p, KK_UINT, 0, 21);
+        if (op == NULL) return -1;
+        op->v.u = u;
+        return 0;
+    }
+    /* A float: Python's shortest repr equals orjson's output except for non-finite values
+       (orjson writes null) and magnitudes in [1e-9, 1e-4) (exponent spelling): 1 there.
+       From 1e15 up, CPython's repr is written in this pass. */
+    KK_HOT int kk_float(kk_plan *p, PyObject *value) {
+        double x = PyFloat_AS_DOUBLE(value);
+        double m = fabs(x);
+        if (m < 1e15 && (m >= 1e-4 || m == 0.0)) {
+            kk_op *op = kk_op_add(p, KK_FLOAT, 0, 48);
+            if (op == NULL) return -1;
+            op->v.d = x;
+            return 0;
+        }
+        if (!isfinite(x)) return kk_lit(p, "null", 4);
+        if (m < 1e-4) return 1;
         char *text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
         if (text == NULL) return -1;
-        int rc = kk_put(b, text, (Py_ssize_t)strlen(text));
+        int rc = kk_copy(p, text, (Py_ssize_t)strlen(text));
         PyMem_Free(text);
         return rc;
+    }
+    /* ``{"timestamp":"`` and the time of ns since the epoch, ``...Z``; 1 past the year
+       9999 (the general path). */
+    KK_HOT int kk_time(kk_plan *p, long long ns) {
+        if (ns / 1000000000LL >= 253402300800LL) return 1;
+        kk_op *op = kk_op_add(p, KK_STAMP, 0, 41);
+        if (op == NULL) return -1;
+        op->v.i = ns;
+        return 0;
+    }
+    /* The end of a line: ``}`` (*close*) and a newline. */
+    KK_HOT int kk_end(kk_plan *p, int close) {
+        return kk_op_add(p, KK_END, close, 2) == NULL ? -1 : 0;
+    }
+    /* memcpy, without a call for the short pieces most are. */
+    KK_HOT void kk_move(char *to, const char *from, Py_ssize_t n) {
+        if (n > 16) {
+            memcpy(to, from, n);
+        } else if (n >= 8) {  /* two words that may overlap */
+            uint64_t head, tail;
+            memcpy(&head, from, 8); memcpy(&tail, from + n - 8, 8);
+            memcpy(to, &head, 8); memcpy(to + n - 8, &tail, 8);
+        } else {
+            for (Py_ssize_t i = 0; i < n; i++) to[i] = from[i];
+        }
+    }
+    /* The second pass: write the plan at *out* (p->bound bytes of room), the end of
+       each line (before its newline) into *ends* (if not NULL); return the length
+       written. No GIL. */
+    static Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) {
+        char *at = out;
+        const char *arena = p->arena;
+        Py_ssize_t line = 0;
+        for (Py_ssize_t i = 0; i < p->nops; i++) {
+            const kk_op *op = &p->ops[i];
+            switch (op->kind) {
+                case KK_LIT: case KK_BYTES:
+                    kk_move(at, op->v.s, op->n); at += op->n;
+                    break;
+                case KK_ARENA:
+                    memcpy(at, arena, op->n); at += op->n; arena += op->n;
+                    break;
+                case KK_STR:
+                    at = kk_escape_into(at, op->v.s, op->n);
+                    break;
+                case KK_KEY:
+                    *at++ = ',';
+                    at = kk_escape_into(at, op->v.s, op->n);
+                    *at++ = ':';
+                    break;
+                case KK_INT: case KK_UINT: {
+                    char digits[24]; int pos = 24;
+                    unsigned long long u;
+                    int negative = op->kind == KK_INT && op->v.i < 0;
+                    if (op->kind == KK_UINT) u = op->v.u;
+                    else if (negative) u = (unsigned long long)(-(op->v.i + 1)) + 1;
+                    else u = (unsigned long long)op->v.i;
+                    do { digits[--pos] = (char)('0' + u % 10); u /= 10; } while (u);
+                    if (negative) digits[--pos] = '-';
+                    memcpy(at, digits + pos, 24 - pos); at += 24 - pos;
+                    break;
+                }
+                case KK_FLOAT: {
+                    int n = kk_short_decimal(at, op->v.d, fabs(op->v.d));
+                    at += n ? n : kk_shortest_fixed(at, op->v.d);
+                    break;
+                }
+                case KK_STAMP:
+                    memcpy(at, "{\\"timestamp\\":\\"", 14);
+                    memcpy(at + 14, kk_render_timestamp(op->v.i), 27);
+                    at += 41;
+                    break;
+                case KK_END:
+                    if (op->n) *at++ = '}';
+                    if (ends != NULL) ends[line++] = at - out;
+                    *at++ = (char)10;
+                    break;
+            }
+        }
+        return at - out;
     }
     /* A dict with room for n items, so filling it never resizes. */
     static PyObject *kk_dict_with_room(Py_ssize_t n) {
@@ -237,19 +506,37 @@ cdef extern from *:
         Py_ssize_t len
     void kk_buf_init(kk_buf *b)
     void kk_buf_free(kk_buf *b)
+    int kk_reserve(kk_buf *b, Py_ssize_t n) except -1
     int kk_put(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int kk_put_str(kk_buf *b, object s) except -1
     int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int KK_KEY_CACHE
-    int KK_KEY_TEXT
     ctypedef struct kk_key:
         PyObject *key
         int flags
-        int size
-        char text[1]
     kk_key *kk_key_slot(object key)
-    int kk_put_int(kk_buf *b, object value) except -1
-    int kk_put_float(kk_buf *b, object value) except -1
+    ctypedef struct kk_plan:
+        Py_ssize_t nops
+        Py_ssize_t bound
+    ctypedef struct kk_mark:
+        pass
+    enum:
+        KK_STR
+        KK_KEY
+    void kk_plan_init(kk_plan *p)
+    void kk_plan_free(kk_plan *p)
+    kk_mark kk_plan_mark(kk_plan *p)
+    void kk_plan_rollback(kk_plan *p, kk_mark m)
+    int kk_plan_room(kk_plan *p, Py_ssize_t n) except -1
+    int kk_lit(kk_plan *p, const char *s, Py_ssize_t n) except -1
+    int kk_copy(kk_plan *p, const char *s, Py_ssize_t n) except -1
+    int kk_text(kk_plan *p, int kind, object s, int held) except -1
+    int kk_bytes(kk_plan *p, bytes b) except -1
+    int kk_int(kk_plan *p, object value) except -1
+    int kk_float(kk_plan *p, object value) except -1
+    int kk_time(kk_plan *p, long long ns) except -1
+    int kk_end(kk_plan *p, int close) except -1
+    Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) nogil
 
 cdef object _dumps = orjson.dumps
 cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS  # only needed when a key is not a str
@@ -324,21 +611,86 @@ cdef dict _event_dict(Record record):
 
 def format_json(Record record not None):
     """Return the record as one line of JSON (no trailing newline), via orjson. Never raises."""
-    return _format_one(record)
+    cdef kk_plan plan
+    cdef char stack[1024]
+    cdef char *out = stack
+    cdef Py_ssize_t size
+    kk_plan_init(&plan)
+    try:
+        _plan_record(&plan, record)
+        if plan.bound > 1024:
+            out = <char *>PyMem_Malloc(plan.bound)
+            if out is NULL:
+                raise MemoryError()
+        size = kk_render(&plan, out, NULL)
+        return PyBytes_FromStringAndSize(out, size - 1)  # without the newline
+    finally:
+        if out is not stack:
+            PyMem_Free(out)
+        kk_plan_free(&plan)
 
 
 def format_batch(list records):
-    """Return :func:`format_json` of each record, in order (one call for a whole batch)."""
-    cdef Py_ssize_t i, count = len(records)
-    cdef list lines = [None] * count
-    for i in range(count):
-        lines[i] = _format_one(<Record?>records[i])
+    """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
+    for a whole batch; the bytes are written without holding the GIL)."""
+    cdef Py_ssize_t i, size, count = len(records)
+    cdef kk_plan plan
+    cdef PyObject *data = NULL
+    cdef Lines lines = Lines.__new__(Lines)
+    cdef Py_ssize_t *ends = <Py_ssize_t *>PyMem_Malloc((count or 1) * sizeof(Py_ssize_t))
+    if ends is NULL:
+        raise MemoryError()
+    lines._ends = ends
+    lines._count = lines._stop = count
+    kk_plan_init(&plan)
+    try:
+        kk_plan_room(&plan, count * 16)
+        for i in range(count):
+            _plan_record(&plan, <Record?>records[i])
+        data = kk_new_bytes(NULL, plan.bound)
+        if count >= NOGIL_RECORDS:
+            with nogil:
+                size = kk_render(&plan, kk_bytes_data(data), ends)
+        else:
+            size = kk_render(&plan, kk_bytes_data(data), ends)
+        _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
+        lines._data = <bytes>data
+    finally:
+        Py_XDECREF(data)
+        kk_plan_free(&plan)
     return lines
+
+
+# Below this many records a batch is written holding the GIL: releasing it costs more.
+cdef enum:
+    NOGIL_RECORDS = 8
+
+
+cdef extern from "Python.h":
+    PyObject *kk_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
+    int _PyBytes_Resize(PyObject **bytes, Py_ssize_t n) except -1
+    char *kk_bytes_data "PyBytes_AS_STRING"(PyObject *bytes) nogil
+
+
+cdef int _plan_record(kk_plan *plan, Record record) except -1:
+    """Plan one line: the record written directly, or (what :func:`_encode` leaves to
+    it) the general path's line."""
+    cdef kk_mark mark = kk_plan_mark(plan)
+    cdef int status
+    try:
+        status = _encode(plan, record)
+    except Exception:
+        status = GENERAL
+    if status != DONE:
+        kk_plan_rollback(plan, mark)
+        kk_bytes(plan, _format_general(record))
+        return kk_end(plan, 0)
+    return kk_end(plan, 1)
 
 
 cdef object _Snapshot = Snapshot
 
-# What _encode reports: the bytes were written, or the record needs the general path.
+# What _encode reports: the record was planned, or it needs the general path.
 cdef enum:
     DONE = 0
     GENERAL = 1
@@ -350,134 +702,121 @@ cdef enum:
     MAX_DEPTH = 2
 
 
-cdef int _put_value(kk_buf *buffer, object value, int depth=0) except -1:
+cdef int _put_value(kk_plan *plan, object value, int depth, int held) except -1:
+    """Plan *value* (*held*: something outside the plan holds it until the plan is
+    written: a tuple of the record)."""
     cdef type cls = type(value)
     if cls is str:
-        return kk_put_str(buffer, value)
+        return kk_text(plan, KK_STR, value, held)
     if cls is int:
-        return kk_put_int(buffer, value)
+        return kk_int(plan, value)
     if cls is float:
-        return kk_put_float(buffer, value)
+        return kk_float(plan, value)
     if value is None:
-        return kk_put(buffer, "null", 4)
+        return kk_lit(plan, "null", 4)
     if value is True:
-        return kk_put(buffer, "true", 4)
+        return kk_lit(plan, "true", 4)
     if value is False:
-        return kk_put(buffer, "false", 5)
+        return kk_lit(plan, "false", 5)
     if cls is _Snapshot:
         data = (<object>value).json
         if type(data) is bytes:
-            return kk_put(buffer, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            return kk_bytes(plan, data)
     if cls is dict and depth < MAX_DEPTH:
-        return _put_object(buffer, <dict>value, depth + 1)
+        return _put_object(plan, <dict>value, depth + 1)
     return GENERAL
 
 
-cdef int _put_object(kk_buf *buffer, dict value, int depth) except -1:
+cdef int _put_object(kk_plan *plan, dict value, int depth) except -1:
     """A dict with str keys, as orjson writes it; GENERAL for anything else in it."""
     cdef int status
     cdef bint first = True
-    kk_put(buffer, "{", 1)
+    kk_lit(plan, "{", 1)
     for key, item in value.items():
         if type(key) is not str:
             return GENERAL
-        if not first:
-            kk_put(buffer, ",", 1)
+        if first:
+            status = kk_text(plan, KK_STR, key, 0)
+            if status == DONE:
+                kk_lit(plan, ":", 1)
+        else:
+            status = kk_text(plan, KK_KEY, key, 0)
         first = False
-        status = kk_put_str(buffer, key)
         if status == DONE:
-            kk_put(buffer, ":", 1)
-            status = _put_value(buffer, item, depth)
+            status = _put_value(plan, item, depth, 0)
         if status != DONE:
             return status
-    return kk_put(buffer, "}", 1)
+    return kk_lit(plan, "}", 1)
 
 
-cdef int _put_source(kk_buf *buffer, tuple source) except -1:
+cdef int _put_source(kk_plan *plan, tuple source) except -1:
     """``,"source":{"module":...,"function":...,"line":...}`` from (module, function, line)."""
     cdef int status
-    kk_put(buffer, ',"source":{"module":', 20)
-    status = _put_value(buffer, source[0], MAX_DEPTH)
+    kk_lit(plan, ',"source":{"module":', 20)
+    status = _put_value(plan, source[0], MAX_DEPTH, 1)
     if status == DONE:
-        kk_put(buffer, ',"function":', 12)
-        status = _put_value(buffer, source[1], MAX_DEPTH)
+        kk_lit(plan, ',"function":', 12)
+        status = _put_value(plan, source[1], MAX_DEPTH, 1)
     if status == DONE:
-        kk_put(buffer, ',"line":', 8)
-        status = _put_value(buffer, source[2], MAX_DEPTH)
+        kk_lit(plan, ',"line":', 8)
+        status = _put_value(plan, source[2], MAX_DEPTH, 1)
     if status == DONE:
-        kk_put(buffer, "}", 1)
+        kk_lit(plan, "}", 1)
     return status
 
 
-# Flags of a cached key: which renaming set holds it, or that it cannot be encoded here.
+# Flags of a cached key: which renaming set holds it.
 cdef enum:
     IN_CORE = 1
     IN_RESERVED = 2
-    UNENCODABLE = 4
 
 
-cdef int _put_key(kk_buf *buffer, str key, int renamed) except -1:
-    """Write ``,"key":``; GENERAL if *key* is in the *renamed* set or not encodable."""
-    cdef kk_buf text
-    cdef int status, flags
-    if not KK_KEY_CACHE:
-        if key in (_CORE if renamed == IN_CORE else _RESERVED):
-            return GENERAL
-        kk_put(buffer, ",", 1)
-        status = kk_put_str(buffer, key)
-        if status == DONE:
-            kk_put(buffer, ":", 1)
-        return status
-    cdef kk_key *slot = kk_key_slot(key)
-    if slot.key != <PyObject *>key:
-        flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
-        kk_buf_init(&text)
-        try:
-            kk_put(&text, ",", 1)
-            if kk_put_str(&text, key) != DONE:
-                flags |= UNENCODABLE
-            kk_put(&text, ":", 1)
-            if text.len > KK_KEY_TEXT:  # a long key: write it without caching it
-                if flags & (renamed | UNENCODABLE):
-                    return GENERAL
-                return kk_put(buffer, text.data, text.len)
+cdef int _put_key(kk_plan *plan, str key, int renamed, int held) except -1:
+    """Plan ``,"key":``; GENERAL if *key* is in the *renamed* set or not encodable."""
+    cdef int flags
+    cdef kk_key *slot
+    if KK_KEY_CACHE:
+        slot = kk_key_slot(key)
+        if slot.key != <PyObject *>key:
+            flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
             Py_INCREF(key)
             Py_XDECREF(slot.key)
             slot.key = <PyObject *>key
             slot.flags = flags
-            slot.size = <int>text.len
-            memcpy(slot.text, text.data, text.len)
-        finally:
-            kk_buf_free(&text)
-    if slot.flags & (renamed | UNENCODABLE):
+        flags = slot.flags
+    else:
+        flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
+    if flags & renamed:
         return GENERAL
-    return kk_put(buffer, slot.text, slot.size)
+    return kk_text(plan, KK_KEY, key, held)
 
 
-cdef int _put_fields(kk_buf *buffer, dict fields, int renamed) except -1:
+cdef int _put_fields(kk_plan *plan, dict fields, int renamed) except -1:
     cdef int status
     for key, value in fields.items():
         if type(key) is not str:
             return GENERAL
-        status = _put_key(buffer, <str>key, renamed)
+        status = _put_key(plan, <str>key, renamed, 0)
         if status == DONE:
-            status = _put_value(buffer, value)
+            status = _put_value(plan, value, 0, 0)
         if status != DONE:
             return status
     return DONE
 
 
-cdef int _put_pairs(kk_buf *buffer, tuple names, tuple values) except -1:
-    """The call's fields as the interpreter passed them: keyword names and values."""
+cdef int _put_pairs(kk_plan *plan, tuple names, tuple values) except -1:
+    """The call's fields as the interpreter passed them: keyword names and values (held
+    by the record's tuples)."""
     cdef Py_ssize_t i
     cdef int status
+    cdef object key
     for i in range(len(names)):
         key = names[i]
         if type(key) is not str:
             return GENERAL
-        status = _put_key(buffer, <str>key, IN_RESERVED)
+        status = _put_key(plan, <str>key, IN_RESERVED, 1)
         if status == DONE:
-            status = _put_value(buffer, values[i])
+            status = _put_value(plan, values[i], 0, 1)
         if status != DONE:
             return status
     return DONE
@@ -499,14 +838,15 @@ cdef int _disjoint(dict first, dict second) except -1:
     return 1
 
 
-cdef object _encode(Record record):
-    """The record's JSON line written directly, or None when the general path must do it."""
+cdef int _encode(kk_plan *plan, Record record) except -1:
+    """Plan the record's JSON line but its closing brace (DONE), or say the general path
+    must write it (GENERAL: the caller forgets what was planned of it)."""
     if (record.exc_info is not None or record.stack_info is not None
             or type(record.logger) is not str):
-        return None
+        return GENERAL
     source = record.source
     if source is not None and (type(source) is not tuple or len(<tuple>source) != 3):
-        return None
+        return GENERAL
     cdef dict extra = record.extra if record.extra else None
     cdef dict bound = None
     cdef tuple names = record._names
@@ -517,64 +857,54 @@ cdef object _encode(Record record):
             bound = None
     # A key appearing twice would be written twice; the general path merges it.
     if extra is not None and bound is not None and not _disjoint(extra, bound):
-        return None
+        return GENERAL
     if extra is not None and fields is not None and not _disjoint(extra, fields):
-        return None
+        return GENERAL
     if bound is not None and fields is not None and not _disjoint(bound, fields):
-        return None
+        return GENERAL
     if names is not None and (
         (extra is not None and not _disjoint_names(extra, names))
         or (bound is not None and not _disjoint_names(bound, names))
     ):
-        return None
-    message = record.msg if record.args is None else record.message
+        return GENERAL
+    cdef object message
+    cdef int held = record.args is None  # else the message is made now, held by the plan
+    message = record.msg if held else record.message
     if type(message) is not str:
-        return None
-    cdef const char *stamp = kk_render_timestamp(record.time_ns)
-    if stamp is NULL:
-        return None
-    cdef kk_buf buffer
-    cdef int status = DONE
+        return GENERAL
+    cdef int status
     cdef int level
     cdef bytes prefix
-    kk_buf_init(&buffer)
-    try:
-        kk_put(&buffer, '{"timestamp":"', 14)
-        kk_put(&buffer, stamp, 27)
-        level = record.level
-        if 0 <= level < _LEVEL_COUNT:
-            prefix = <bytes>_LEVEL_JSON[level]
-            kk_put(&buffer, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
-        else:
-            kk_put(&buffer, '","level":', 10)
-            kk_put_str(&buffer, level_name(record.level))
-            kk_put(&buffer, ',"logger":', 10)
-        status = kk_put_str(&buffer, record.logger)
-        if status == DONE:
-            kk_put(&buffer, ',"message":', 11)
-            status = kk_put_str(&buffer, message)
-        if status == DONE and extra is not None:
-            status = _put_fields(&buffer, extra, IN_CORE)
-        if status == DONE and bound is not None:
-            status = _put_fields(&buffer, bound, IN_RESERVED)
-        if status == DONE and names is not None:
-            status = _put_pairs(&buffer, names, record._values)
-        elif status == DONE and fields is not None:
-            status = _put_fields(&buffer, fields, IN_RESERVED)
-        if status == DONE and source is not None:
-            status = _put_source(&buffer, <tuple>source)
-        if status != DONE:
-            return None
-        kk_put(&buffer, "}", 1)
-        return PyBytes_FromStringAndSize(buffer.data, buffer.len)
-    finally:
-        kk_buf_free(&buffer)
+    if kk_time(plan, record.time_ns) != DONE:
+        return GENERAL
+    level = record.level
+    if 0 <= level < _LEVEL_COUNT:
+        prefix = <bytes>_LEVEL_JSON[level]  # held by the module
+        kk_lit(plan, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
+    else:
+        kk_lit(plan, '","level":', 10)
+        kk_text(plan, KK_STR, level_name(record.level), 0)
+        kk_lit(plan, ',"logger":', 10)
+    status = kk_text(plan, KK_STR, record.logger, 1)  # held by the record
+    if status == DONE:
+        kk_lit(plan, ',"message":', 11)
+        status = kk_text(plan, KK_STR, message, held)
+    if status == DONE and extra is not None:
+        status = _put_fields(plan, extra, IN_CORE)
+    if status == DONE and bound is not None:
+        status = _put_fields(plan, bound, IN_RESERVED)
+    if status == DONE and names is not None:
+        status = _put_pairs(plan, names, record._values)
+    elif status == DONE and fields is not None:
+        status = _put_fields(plan, fields, IN_RESERVED)
+    if status == DONE and source is not None:
+        status = _put_source(plan, <tuple>source)
+    return status
 
 
-cdef object _format_one(Record record):
-    line = _encode(record)
-    if line is not None:
-        return line
+cdef bytes _format_general(Record record):
+    """The line of a record the plan does not cover: the event dict through orjson, made
+    safe or minimal when that fails (never raises)."""
     try:
         event = _event_dict(record)
     except Exception as exc:
@@ -587,6 +917,95 @@ cdef object _format_one(Record record):
         return _dumps(_scrub(event), default=_json_default, option=_OPTIONS)
     except Exception as exc:
         return _minimal_json(record, f"unserialisable record: {exc}")
+
+
+@cython.final
+cdef class Lines:
+    """A batch's JSON lines (what :func:`format_batch` returns): a read-only sequence of
+    ``bytes`` (no newline), kept as one buffer, :attr:`joined`, in which each line ends
+    with a newline. Writers that append lines write :attr:`joined` as it is; the lines
+    are made ``bytes`` only when one is asked for (then all at once, and kept: a line is
+    the same object each time). A slice is a ``Lines`` on the same buffer and lines."""
+
+    cdef bytes _data
+    cdef Py_ssize_t *_ends
+    cdef Py_ssize_t _count  # lines in the buffer (shared by slices)
+    cdef Py_ssize_t _start, _stop  # this sequence's lines
+    cdef Lines _owner  # the one that frees _ends (slices hold it)
+    cdef list _items  # the lines as bytes, once asked for (the owner's)
+
+    def __init__(self):
+        raise TypeError("Lines are made by format_batch")
+
+    def __dealloc__(self):
+        if self._owner is None:
+            PyMem_Free(self._ends)
+
+    def __len__(self):
+        return self._stop - self._start
+
+    cdef Py_ssize_t _begin(self, Py_ssize_t i):
+        """Where line *i* of the buffer starts."""
+        return 0 if i == 0 else self._ends[i - 1] + 1
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i, start, stop, step
+        cdef Lines part
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._stop - self._start)
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            part = Lines.__new__(Lines)
+            part._data = self._data
+            part._ends = self._ends
+            part._count = self._count
+            part._owner = self if self._owner is None else self._owner
+            part._start = self._start + start
+            part._stop = self._start + max(start, stop)
+            return part
+        i = index
+        if i < 0:
+            i += self._stop - self._start
+        if not 0 <= i < self._stop - self._start:
+            raise IndexError("Lines index out of range")
+        return self._lines()[i + self._start]
+
+    cdef list _lines(self):
+        """Every line of the buffer as ``bytes``, made at the first ask and kept: a line
+        is the same object each time (writers may remember lines by identity)."""
+        cdef Lines owner = self if self._owner is None else self._owner
+        cdef Py_ssize_t i, start
+        cdef const char *data
+        if owner._items is None:
+            data = PyBytes_AS_STRING(owner._data)
+            owner._items = [None] * owner._count
+            for i in range(owner._count):
+                start = owner._begin(i)
+                owner._items[i] = PyBytes_FromStringAndSize(data + start, owner._ends[i] - start)
+        return owner._items
+
+    def __iter__(self):
+        return iter(self._lines()[self._start:self._stop])
+
+    def __eq__(self, other):
+        if isinstance(other, (Lines, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self):
+        return f"Lines({list(self)!r})"
+
+    @property
+    def joined(self):
+        """The lines as one ``bytes``, each followed by a newline (empty for none)."""
+        if self._start == 0 and self._stop == self._count:
+            return self._data
+        if self._start == self._stop:
+            return b""
+        cdef Py_ssize_t start = self._begin(self._start)
+        return PyBytes_FromStringAndSize(
+            PyBytes_AS_STRING(self._data) + start, self._ends[self._stop - 1] + 1 - start
+        )
 
 
 # -- ClickHouse rows (kakashi.writers.clickhouse) -------------------------------------------
@@ -872,10 +1291,15 @@ cdef object _JSONDecodeError = orjson.JSONDecodeError
 
 cdef int _put_json(kk_buf *buffer, object value) except -1:
     """Write *value* as ``orjson.dumps`` writes it (raising what it raises)."""
-    cdef Py_ssize_t mark = buffer.len
-    if _put_value(buffer, value) == DONE:
-        return DONE
-    buffer.len = mark  # a dict may be written in part: orjson writes it all instead
+    cdef kk_plan plan
+    kk_plan_init(&plan)
+    try:
+        if _put_value(&plan, value, 0, 0) == DONE:  # a dict may be planned in part: orjson instead
+            kk_reserve(buffer, plan.bound)
+            buffer.len += kk_render(&plan, buffer.data + buffer.len, NULL)
+            return DONE
+    finally:
+        kk_plan_free(&plan)
     text = _dumps(value)
     return kk_put(buffer, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
 

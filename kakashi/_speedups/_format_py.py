@@ -16,8 +16,8 @@ import functools
 import re
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, overload
 
 import orjson
 
@@ -38,6 +38,7 @@ __all__ = [
     "event_dict",
     "format_batch",
     "exception_dict",
+    "Lines",
     "format_json",
     "minimal_json",
     "render_timestamp",
@@ -173,9 +174,72 @@ def _not_a_record(value: object) -> TypeError:
     return TypeError(f"record must be a Record, got {type(value).__name__}")
 
 
-def format_batch(records: list[Record]) -> list[bytes]:
-    """Return :func:`format_json` of each record, in order (one call for a whole batch)."""
-    return [format_json(record) for record in records]
+def format_batch(records: list[Record]) -> Lines:
+    """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
+    for a whole batch; the compiled twin writes the bytes without holding the GIL)."""
+    lines = [format_json(record) for record in records]
+    return Lines._of(lines, b"\n".join(lines) + b"\n" if lines else b"")
+
+
+class Lines(Sequence[bytes]):
+    """A batch's JSON lines (what :func:`format_batch` returns): a read-only sequence of
+    ``bytes`` (no newline), kept as one buffer, :attr:`joined`, in which each line ends
+    with a newline. Writers that append lines write :attr:`joined` as it is; the lines
+    are made ``bytes`` only when one is asked for (then all at once, and kept: a line is
+    the same object each time). A slice is a ``Lines`` on the same buffer and lines."""
+
+    __slots__ = ("_items", "_joined")
+
+    _items: list[bytes]
+    _joined: bytes | None
+
+    def __init__(self) -> None:
+        raise TypeError("Lines are made by format_batch")
+
+    @classmethod
+    def _of(cls, items: list[bytes], joined: bytes | None) -> Lines:
+        lines = object.__new__(cls)
+        lines._items = items
+        lines._joined = joined
+        return lines
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            part = self._items[index]
+            if index.step not in (None, 1):
+                return part
+            return Lines._of(part, None)
+        try:
+            return self._items[index]
+        except IndexError:
+            raise IndexError("Lines index out of range") from None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Lines, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lines({self._items!r})"
+
+    @property
+    def joined(self) -> bytes:
+        """The lines as one ``bytes``, each followed by a newline (empty for none)."""
+        if self._joined is None:
+            self._joined = b"\n".join(self._items) + b"\n" if self._items else b""
+        return self._joined
 
 
 def clickhouse_rows(

@@ -1108,7 +1108,8 @@ class AsyncBackend:
             try:
                 lines, run_filtered = sink.render_batch(batch[start:end])
                 notice, told = self._drop_notice(sink)
-                lines[:0] = notice
+                if notice:
+                    lines = [*notice, *lines]
                 kept = end - start - run_filtered
                 run = _Run(sink, kept, run_filtered, told, notice[0] if notice else None)
                 for writer in sink.writers if lines else ():

@@ -109,7 +109,7 @@ class AsyncPipeline:
         """Render *record* with the pipeline's stages (see ``Pipeline.render``)."""
         return self.pipeline.render(record)
 
-    def render_batch(self, records: list[Record]) -> tuple[list[bytes], int]:
+    def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* with the pipeline's stages (see ``Pipeline.render_batch``)."""
         return self.pipeline.render_batch(records)
 

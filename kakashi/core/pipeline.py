@@ -227,7 +227,7 @@ class Pipeline:
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
 
-    def render_batch(self, records: list[Record]) -> tuple[list[bytes], int]:
+    def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return the lines and how many were filtered out.
 
         With no enrichers and no filters and the JSON formatter, the whole batch is

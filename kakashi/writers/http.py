@@ -28,6 +28,7 @@ from kakashi.writers.delivery import (
     set_retry_policy,
     status_reason,
 )
+from kakashi.writers.file import newline_joined
 
 __all__ = ["COMPRESSIONS", "HttpWriter", "Response"]
 
@@ -213,7 +214,7 @@ class HttpWriter:
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """The request body for *batch* (here: the lines, one per line, as NDJSON)."""
-        return b"\n".join(batch) + b"\n"
+        return newline_joined(batch)
 
     def target(self) -> str:
         """The URL each batch is POSTed to (here: *url*)."""

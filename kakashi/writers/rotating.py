@@ -54,7 +54,7 @@ from kakashi import _errors
 from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi.writers import naming as names
-from kakashi.writers.file import FileWriter, PartialWriteError
+from kakashi.writers.file import FileWriter, PartialWriteError, newline_joined
 from kakashi.writers.zstd import clean_frames_end
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
@@ -404,7 +404,7 @@ class RotatingFileWriter(FileWriter):
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Plain lines, or one zstd frame when the active file is ``.zst``."""
-        data = b"\n".join(batch) + b"\n"
+        data = newline_joined(batch)
         return bytes(self._zstd.compress(data)) if self.compressed_active else data
 
     # -- the seams ------------------------------------------------------------------------

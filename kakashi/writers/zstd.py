@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import zstandard
 
-from kakashi.writers.file import FileWriter
+from kakashi.writers.file import FileWriter, newline_joined
 from kakashi.writers.reading import (
     ZSTD_MAGIC,
     read_lines,  # re-exported: it was defined here first
@@ -143,7 +143,7 @@ class ZstdFileWriter(FileWriter):
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
-        return bytes(self._compressor.compress(b"\n".join(batch) + b"\n"))
+        return bytes(self._compressor.compress(newline_joined(batch)))
 
     def _whole_records(self, part: memoryview) -> int:
         """A frame the disk cut short holds no whole record: a frame decodes entirely or
