@@ -51,7 +51,8 @@ async def run_in_executor(
 ) -> T:
     """``loop.run_in_executor`` that carries the caller's context (which it does not).
 
-    *executor* ``None`` is the running loop's default executor, as there.
+    Runs ``function(*args)`` in *executor* (``None``: the running loop's default
+    executor, as there) and returns its result.
     """
     import asyncio  # here: importing kakashi does not import asyncio
 

@@ -102,14 +102,21 @@ def set_request_context(
     user_agent: str | None = None,
     access: str | None = None,
 ) -> ContextToken:
-    """Bind the request's identifiers; arguments left as ``None`` are not changed."""
+    """Bind the request's identifiers; arguments left as ``None`` are not changed.
+
+    The keys are ``request_id``, ``ip``, ``user_agent`` and ``access``, each bound
+    under its own name.
+    """
     return _set_given(request_id=request_id, ip=ip, user_agent=user_agent, access=access)
 
 
 def set_user_context(
     user_id: str | int | None = None, session_id: str | None = None, **custom: Any
 ) -> ContextToken:
-    """Bind the user's identifiers and any custom keys; ``None`` leaves a key unchanged."""
+    """Bind the user's identifiers and any custom keys; ``None`` leaves a key unchanged.
+
+    The keys are ``user_id``, ``session_id`` and those of *custom*.
+    """
     return _set_given(user_id=user_id, session_id=session_id, **custom)
 
 

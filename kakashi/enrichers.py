@@ -64,7 +64,7 @@ thread_enricher.captures = CAPTURE_THREAD_NAME  # type: ignore[attr-defined]
 
 
 def exception_enricher(record: Record) -> Record:
-    """Attach the exception being handled to ERROR and CRITICAL records that lack one.
+    """Attach the exception being handled to *record*, if ERROR or CRITICAL and without one.
 
     ``log.error("payment failed")`` inside an ``except`` block then carries the
     exception and its traceback, as ``log.exception`` would. The exception itself is
@@ -76,7 +76,7 @@ def exception_enricher(record: Record) -> Record:
 
 
 def context_enricher(record: Record) -> Record:
-    """Add the logging context captured at call time (see :mod:`kakashi.context`)."""
+    """Add to *record* the logging context captured at call time (see :mod:`kakashi.context`)."""
     context = record.context
     if context:
         _extra(record).update(context)
@@ -84,7 +84,7 @@ def context_enricher(record: Record) -> Record:
 
 
 def callsite_enricher(record: Record) -> Record:
-    """Ask the logger to capture the call site; it is written as ``source``.
+    """Ask the logger to capture the call site; it is written as ``source`` of *record*.
 
     ``source`` is ``{"module", "function", "line"}`` of the code that called the logger
     (``stacklevel`` moves it up the stack, as in :mod:`logging`). Capturing it costs a

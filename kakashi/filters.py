@@ -69,8 +69,9 @@ def logger_name_filter(
 ) -> Callable[[Record], bool]:
     """Return a filter on the logger's name, prefix aware.
 
-    ``"app"`` matches the loggers ``app`` and ``app.db`` but not ``apple``. With
-    ``exclude=True`` the matching loggers are dropped instead of kept.
+    *allowed_names* is one name or several. ``"app"`` matches the loggers ``app`` and
+    ``app.db`` but not ``apple``. With ``exclude=True`` the matching loggers are dropped
+    instead of kept.
     """
     names = (allowed_names,) if isinstance(allowed_names, str) else tuple(allowed_names)
     for name in names:

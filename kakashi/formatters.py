@@ -318,13 +318,17 @@ class ConsoleFormatter(TextFormatter):
         self.colors = colour_wanted(stream or sys.stderr) if colors is None else bool(colors)
 
 
+#: Human-readable lines, never coloured (a :class:`TextFormatter`).
 text_formatter = TextFormatter()
+#: The original library's name for :data:`text_formatter`.
 simple_text_formatter = text_formatter
+#: ``key=value`` lines (a :class:`LogfmtFormatter`).
 logfmt_formatter = LogfmtFormatter()
 
 
 def console_formatter(record: Record) -> str:
-    """Format for a terminal: coloured when stderr is one (see :class:`ConsoleFormatter`)."""
+    """Format *record* for a terminal: coloured when stderr is one (see
+    :class:`ConsoleFormatter`)."""
     return _console(record)
 
 

@@ -306,7 +306,10 @@ cdef object _weakref = _py.weakref.ref
 
 
 def handler_emit(handler, record):
-    """Turn *record* into a Kakashi record and hand it to the pipeline. Never raises."""
+    """Turn *record* into a Kakashi record and hand it to *handler*'s pipeline.
+
+    This is :class:`KakashiHandler`'s ``emit`` (*handler* is the handler). Never raises.
+    """
     global kk_bridge_state
     if record.__dict__.get(_BRIDGED):
         return  # made by a StdlibWriter from a Kakashi record: it is already logged

@@ -358,7 +358,10 @@ _seen = threading.local()  # per thread: the record capture_stdlib's handler saw
 
 
 def handler_emit(handler: Any, record: logging.LogRecord) -> None:
-    """Turn *record* into a Kakashi record and hand it to the pipeline. Never raises."""
+    """Turn *record* into a Kakashi record and hand it to *handler*'s pipeline.
+
+    This is :class:`KakashiHandler`'s ``emit`` (*handler* is the handler). Never raises.
+    """
     if record.__dict__.get(BRIDGED):
         return  # made by a StdlibWriter from a Kakashi record: it is already logged
     # capture_stdlib installs the handler on the root and on uvicorn.access & co. in

@@ -531,6 +531,11 @@ class Logger:
     record is written) and keyword fields. Three keywords are controls, not fields:
     ``exc_info`` (``True``, an exception or an ``exc_info`` tuple), ``stack_info`` and
     ``stacklevel`` (as in :mod:`logging`, for the call site).
+
+    Made by :func:`kakashi.get_logger` and :meth:`bind`, not by hand: *name* is the
+    logger's name, *route* the shared object that says where its records go and from
+    which level (the pipeline's, rerouted by :func:`kakashi.configure`), *bound* the
+    fields :meth:`bind` encoded, or ``None``.
     """
 
     __slots__ = ("__weakref__", "_bound", "_route", "name")

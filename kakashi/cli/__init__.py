@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kakashi`` command; returns the exit status."""
+    """Entry point of the ``kakashi`` command; returns the exit status.
+
+    *argv* is the command line after the program's name (default: ``sys.argv[1:]``):
+    ``main(["view", "app.log", "--level", "warning"])`` runs ``kakashi view``.
+    """
     _usable_streams()
     parser = build_parser()
     command = "kakashi"

@@ -59,7 +59,15 @@ def _parse_time(text: str) -> dt.datetime:
 
 @dataclass
 class Query:
-    """Which records to show. Built from the command line; every test is optional."""
+    """Which records to show. Built from the command line; every test is optional.
+
+    Attributes:
+        min_level: the lowest level shown (``--level``); 0 shows every record.
+        loggers: logger names, prefix aware (``--logger``); empty shows every logger.
+        since: the earliest timestamp shown (``--since``), aware, or ``None``.
+        until: the latest timestamp shown (``--until``), aware, or ``None``.
+        where: dotted field names and the text their value must have (``--where``).
+    """
 
     min_level: int = 0
     loggers: tuple[str, ...] = ()
@@ -328,7 +336,8 @@ def view(
     *stdin* (default: the process's standard input). With *follow*, keep reading until
     interrupted, *follow_for* seconds have passed or *stop* is set, looking every
     *interval* seconds. *namer* is the writers' ``namer``, for the rotated files it named
-    (not with *follow*). A closed output (``| head``) raises :class:`BrokenPipeError`.
+    (not with *follow*). Records are written to *out*, as text or, with *as_json*, as
+    JSON lines. A closed output (``| head``) raises :class:`BrokenPipeError`.
     """
     if namer is not None and follow:
         raise ValueError("a namer's rotated files are read without --follow only")

@@ -1685,7 +1685,7 @@ def configure_async_backend(
     every pipeline that used it moves to the new one. Until the new backend takes a
     record, :func:`~kakashi.core.async_interface.get_async_stats` still reports the old
     one's final figures. Further :class:`AsyncConfig` fields can be passed as keyword
-    arguments; the defaults are :class:`AsyncConfig`'s.
+    *options*; the defaults are :class:`AsyncConfig`'s.
 
     Raises:
         ValueError: an invalid setting (see :class:`AsyncConfig`).

@@ -124,10 +124,11 @@ def setup_async_logging(
     """Make every ``kakashi.get_logger(...)`` log through the async backend.
 
     Records are written as JSON lines to ``log_directory/log_file`` (the directory is
-    created; by default ``./logs``), with the service, context, exception and, except
-    in testing, thread details. Environments: ``development`` (DEBUG), ``production``
-    (INFO), ``testing`` (DEBUG, no thread details); the aliases dev, prod and test work
-    too. Loggers handed out earlier switch at once.
+    created; by default ``./logs``), with the service (*service_name* and *version*,
+    when given), context, exception and, except in testing, thread details.
+    Environments: ``development`` (DEBUG), ``production`` (INFO), ``testing`` (DEBUG, no
+    thread details); the aliases dev, prod and test work too. Loggers handed out earlier
+    switch at once.
 
     The queue settings apply to the process-wide backend when this call makes it; left
     out, they are :class:`~kakashi.core.async_backend.AsyncConfig`'s defaults, in every
@@ -257,8 +258,9 @@ def get_network_logger(
     exception retries from the message that failed (the whole batch, for a batched
     function). Left out, the retry settings are the process-wide backend's
     (``AsyncConfig.max_error_retries`` and ``error_retry_delay``); *max_retries* is the
-    original library's name for *max_error_retries*. The queue settings apply as in
-    :func:`get_high_performance_logger`.
+    original library's name for *max_error_retries*. The queue settings
+    (*max_queue_size*, *batch_size*) apply as in :func:`get_high_performance_logger`.
+    Records below *min_level* are not sent.
 
     The same name, function and settings give the same logger. The pipeline behind a
     logger is held only by its loggers: once none is referenced it is collected.

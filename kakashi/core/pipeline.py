@@ -155,6 +155,7 @@ class Pipeline:
 
     Args:
         config: the configuration; or pass its fields as keyword arguments instead.
+        options: :class:`PipelineConfig`'s fields, when *config* is not given.
     """
 
     def __init__(self, config: PipelineConfig | None = None, **options: Any) -> None:
@@ -195,7 +196,8 @@ class Pipeline:
     # -- the stages -------------------------------------------------------------------
 
     def render(self, record: Record) -> bytes | None:
-        """Run enrichers, filters and the formatter; return the line, or ``None`` if filtered.
+        """Run enrichers, filters and the formatter on *record*; return the line, or ``None``
+        if it is filtered out.
 
         Never raises (see the class description).
         """

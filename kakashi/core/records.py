@@ -61,15 +61,21 @@ class LogLevel(enum.IntEnum):
 
 _ALIASES: Final = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
+#: The level numbers as constants (the original library's names), equal to
+#: :class:`LogLevel`'s members and to :mod:`logging`'s levels.
 LOG_LEVEL_DEBUG: Final = 10
+#: See :data:`LOG_LEVEL_DEBUG`.
 LOG_LEVEL_INFO: Final = 20
+#: See :data:`LOG_LEVEL_DEBUG`.
 LOG_LEVEL_WARNING: Final = 30
+#: See :data:`LOG_LEVEL_DEBUG`.
 LOG_LEVEL_ERROR: Final = 40
+#: See :data:`LOG_LEVEL_DEBUG`.
 LOG_LEVEL_CRITICAL: Final = 50
 
 
 def to_level(value: object, parameter: str = "level") -> int:
-    """Turn a level given as a :class:`LogLevel`, an int or a name into an int.
+    """Turn *value*, a level given as a :class:`LogLevel`, an int or a name, into an int.
 
     This is the configuration-time check: anything else raises with a message that
     names *parameter*.

@@ -236,7 +236,8 @@ class KakashiMiddleware:
 
     Django builds it with *get_response* only; the settings then come from the
     ``KAKASHI`` setting, read once here. Built by hand (a subclass, a test), it also
-    takes a ``kakashi.integrations.web.RequestLogging`` or the same keyword settings.
+    takes *settings*, a ``kakashi.integrations.web.RequestLogging``, or the same keyword
+    settings as *options*.
 
     Raises:
         django.core.exceptions.ImproperlyConfigured: ``KAKASHI`` is not a dict of valid
@@ -302,7 +303,8 @@ class KakashiMiddleware:
             log.finish(500)
 
     def process_exception(self, request: Any, exception: Exception) -> None:
-        """Log an exception escaping the view once; ``None`` lets Django handle it."""
+        """Log an *exception* escaping the view of *request* once; ``None`` lets Django
+        handle it."""
         try:
             log = getattr(request, _REQUEST_LOG, None)
             if isinstance(log, RequestLog) and not isinstance(exception, _CLIENT_ERRORS):

@@ -143,6 +143,7 @@ class KakashiFlask:
         app: the application; or call :meth:`init_app` later (application factories).
         settings: a :class:`~kakashi.integrations.web.RequestLogging`; or give its
             keyword settings instead (``KakashiFlask(app, exclude_paths=["/health"])``).
+        options: those keyword settings, when *settings* is not given.
         flask_exception_log: keep Flask's own ``"Exception on ..."`` record of an
             unhandled exception (on ``app.logger``) beside the extension's
             ``"request failed"``; by default it is dropped as a duplicate.

@@ -35,8 +35,9 @@ DRAIN_TIMEOUT: Final = 5.0
 
 def drain_timeout(cfg: Any) -> float:
     """Seconds a hook may drain: :data:`DRAIN_TIMEOUT`, but at most half of gunicorn's
-    ``graceful_timeout`` (the master kills a worker that outlives it; the other half is
-    left to the request the worker was finishing)."""
+    ``graceful_timeout``, read from *cfg*, gunicorn's configuration (the master kills a
+    worker that outlives it; the other half is left to the request the worker was
+    finishing)."""
     graceful = getattr(cfg, "graceful_timeout", None)
     if isinstance(graceful, int | float) and not isinstance(graceful, bool) and graceful > 0:
         return min(DRAIN_TIMEOUT, graceful / 2)
@@ -44,7 +45,9 @@ def drain_timeout(cfg: Any) -> float:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn's ``worker_exit`` hook: drain the backend as the worker process ends.
+    """gunicorn's ``worker_exit`` hook: drain the backend as the *worker* process ends.
+
+    *server* is gunicorn's arbiter, whose configuration bounds the drain.
 
     Never raises (a drain that fails or times out is reported by
     :func:`~kakashi.integrations.web.drain`).
@@ -53,5 +56,8 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """gunicorn's ``on_exit`` hook: drain the backend as the master process ends."""
+    """gunicorn's ``on_exit`` hook: drain the backend as the master process ends.
+
+    *server* is gunicorn's arbiter, whose configuration bounds the drain.
+    """
     drain(drain_timeout(getattr(server, "cfg", None)))

@@ -410,8 +410,8 @@ class OTLPJsonFormatter:
         )
 
     def assemble(self, log_records: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        """Return one ``ExportLogsServiceRequest`` (a dict) for OTLP/JSON ``LogRecord``
-        dicts, each given with the name of its scope (``""`` for none), under this
+        """Return one ``ExportLogsServiceRequest`` (a dict) for *log_records*, OTLP/JSON
+        ``LogRecord`` dicts, each given with the name of its scope (``""`` for none), under this
         formatter's resource: one ``scopeLogs`` entry per name, in the order the names
         first appear; each scope's records in the order given. :meth:`to_document`
         builds on it, and so does :class:`~kakashi.writers.stores.OtlpHttpWriter` with

@@ -250,8 +250,11 @@ class RequestLogging:
     ) -> RequestLog:
         """Begin logging one request: pick its request id and bind it into the context.
 
-        *headers* are ``(name, value)`` pairs as received (names in any case). The
-        caller must call :meth:`RequestLog.finish` once, in the same context (it also
+        *method* and *path* are the request line's, *query* the query string (without
+        ``?``), *client* the peer's ``(host, port)``, *http_version* (``"1.1"``) and
+        *scheme* (``"https"``) as the server gives them; *headers* are ``(name, value)``
+        pairs as received (names in any case). The caller must call
+        :meth:`RequestLog.finish` once, in the same context (it also
         unbinds the id). Never raises.
         """
         return RequestLog(self, method, path, query, headers, client, http_version, scheme)
@@ -305,8 +308,9 @@ class RequestLogging:
         return f"{text[:limit]}…[+{dropped} chars]" if dropped else text
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
-        """Return the client's address: the peer's, or from ``X-Forwarded-For`` when the
-        peer is a trusted proxy (the nearest address that is not one of them)."""
+        """Return the client's address: the *peer*'s, or from *forwarded_for* (the
+        ``X-Forwarded-For`` header) when the peer is a trusted proxy (the nearest address
+        that is not one of them)."""
         if not forwarded_for or peer is None or not self._trusted(_address(peer)):
             return peer
         client = peer
@@ -330,6 +334,9 @@ class RequestLogging:
 
 class RequestLog:
     """One request being logged; made by :meth:`RequestLogging.start`.
+
+    It is given the *settings* that made it and the request's *method*, *path*,
+    *query*, *headers*, *client* ``(host, port)``, *http_version* and *scheme*.
 
     Attributes:
         request_id: the id of this request (see the module description).
@@ -410,7 +417,8 @@ class RequestLog:
         self.status = int(status)
 
     def add_request_body(self, chunk: bytes) -> None:
-        """Keep the start of the request body when ``log_request_body`` is set."""
+        """Keep the start of the request body, one *chunk* at a time, when
+        ``log_request_body`` is set."""
         if self.settings.log_request_body:
             room = self.settings.body_limit + 1 - len(self.request_body)
             if room > 0:

@@ -504,7 +504,11 @@ def _query(
 def server_version(
     url: str, *, username: str | None = None, password: str | None = None, timeout: float = 10.0
 ) -> tuple[int, int]:
-    """The ``(major, minor)`` version of the ClickHouse server at *url*."""
+    """The ``(major, minor)`` version of the ClickHouse server at *url*.
+
+    *username*, *password* (HTTP basic authentication) and *timeout* (seconds) are as
+    for :class:`ClickHouseWriter`.
+    """
     text = _query(url, "SELECT version()", username=username, password=password, timeout=timeout)
     major, minor = text.strip().split(".")[:2]
     return int(major), int(minor)
@@ -523,6 +527,9 @@ def create_table(
 ) -> str:
     """Create the recommended table (:func:`create_table_sql`) for the server's version,
     if it does not exist; return the statement run.
+
+    *url* is the server's HTTP interface; *username*, *password* and *timeout* are as
+    for :func:`server_version`.
 
     Raises:
         RuntimeError: the server refused the statement (its message).
@@ -549,6 +556,10 @@ def drop_expired_partitions(
 ) -> list[str]:
     """Drop the day partitions of the recommended table older than *days* (retention for
     servers without TTL; run it daily, from cron). Returns the partitions dropped.
+
+    *url* is the server's HTTP interface, *database* the table's, *today* the day the
+    ages count from (default: today, UTC); *username*, *password* and *timeout* are as
+    for :func:`server_version`.
 
     Raises:
         ValueError: *days* is not an int >= 1.

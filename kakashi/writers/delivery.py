@@ -109,7 +109,8 @@ class DeliveryError(ConnectionError):
         detail: str = "",
     ) -> DeliveryError:
         """The records from *start* to *size* all failed alike (a connection error, an
-        HTTP status for the whole request): retried, or dropped under *reason*."""
+        HTTP status for the whole request): retried if *retryable*, else dropped under
+        *reason*. *retry_after* and *detail* are as for the class."""
         indices = range(start, size)
         if retryable:
             return cls(reason, retry=indices, retry_after=retry_after, detail=detail)
@@ -143,8 +144,9 @@ def status_reason(status: int) -> str:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP
-    date. ``None`` when absent or unreadable; capped at an hour, never negative."""
+    """Seconds to wait from a ``Retry-After`` header's *value*: a number of seconds or an
+    HTTP date (counted from *now*, a ``time.time()``; default: the current time).
+    ``None`` when absent or unreadable; capped at an hour, never negative."""
     if not value:
         return None
     value = value.strip()
@@ -174,8 +176,10 @@ def set_retry_policy(
     """Check a network writer's own retry settings and set them as its attributes.
 
     The async backend reads these attributes (a writer without one follows the
-    backend's setting); ``None`` leaves an attribute unset. Retries are an int >= 0,
-    the durations seconds from 0 to one day.
+    backend's setting); ``None`` leaves an attribute unset. *max_error_retries* is an
+    int >= 0; *error_retry_delay* (the first wait, doubled each time), *max_delay* (the
+    longest wait) and *retry_budget* (the time bound from a batch's first try) are
+    seconds from 0 to one day (see :class:`~kakashi.core.async_backend.AsyncConfig`).
 
     Raises:
         ValueError: a setting out of range (the message names it).

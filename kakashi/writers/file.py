@@ -40,6 +40,8 @@ try:
     import fcntl as _fcntl
 except ImportError:  # Windows
     _fcntl = None  # type: ignore[assignment]
+#: Whether a synchronous pipeline's records are appended with one ``write`` and no lock
+#: (:meth:`FileWriter.write_record`): on Linux, with open-file-description locks.
 ATOMIC_APPEND = sys.platform == "linux" and hasattr(_fcntl, "F_OFD_SETLK")
 # Every writer that appends without the flock holds a shared OFD lock on this one byte,
 # far past any real end of file, for as long as its descriptor is open (the kernel drops
@@ -150,8 +152,8 @@ class PartialWriteError(OSError):
     """A writer failed after the first :attr:`written` records of its batch were written.
 
     The async backend retries only the rest of the batch, so no record is written twice
-    (see :class:`kakashi.typing.Writer`). The original error is ``__cause__``; its
-    ``errno`` is copied (``ENOSPC`` for a full disk).
+    (see :class:`kakashi.typing.Writer`). The original error, *cause*, is
+    ``__cause__``; its ``errno`` is copied (``ENOSPC`` for a full disk).
 
     Attributes:
         written: how many records at the start of the batch are written, whole.
@@ -501,7 +503,8 @@ class FileWriter:
         return line + b"\n"
 
     def write_record(self, line: bytes) -> None:
-        """Write one record (a synchronous pipeline's call) with one ``write``, no lock.
+        """Write one record, *line* (a synchronous pipeline's call), with one ``write``,
+        no lock.
 
         Every *reopen_check_interval* seconds, and after a short write, the record goes
         the way of :meth:`write` instead (see the class).
@@ -688,7 +691,8 @@ class FileWriter:
 
 
 def clean_end(fd: int, size: int, start: int = 0) -> int:
-    """The end of the last whole line of a plain file of *size* bytes (0 if none).
+    """The end of the last whole line of the plain file open as *fd*, of *size* bytes
+    (0 if none).
 
     The bytes before *start* are known to end on a line boundary; only what follows is
     read, backwards, in chunks.

@@ -71,7 +71,7 @@ class Response:
         self.body = body
 
     def text(self, limit: int = 500) -> str:
-        """The start of the body as text, for error reports."""
+        """The start of the body as text, at most *limit* characters, for error reports."""
         return self.body[:limit].decode("utf-8", "replace")
 
     def __repr__(self) -> str:
@@ -243,7 +243,8 @@ class HttpWriter:
         return None
 
     def post(self, body: bytes, size: int, url: str | None = None) -> Response:
-        """POST *body* (for *size* records) and return the 2xx answer.
+        """POST *body* (for *size* records) to *url* (default: the writer's) and return
+        the 2xx answer.
 
         Raises:
             DeliveryError: the request failed, or the server answered with another status.

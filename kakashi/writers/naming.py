@@ -171,7 +171,8 @@ def lock_name(active: str) -> str:
 
 
 def numbered_name(active: str, number: int) -> str:
-    """The numbered rotated name: ``app.log`` and 1 make ``app.log.1``."""
+    """The numbered rotated name of the *active* file's *number*: ``app.log`` and 1
+    make ``app.log.1``."""
     return f"{active}.{number}"
 
 
@@ -181,8 +182,9 @@ def compressed_name(name: str, compression: str) -> str:
 
 
 def timestamped_name(active: str, stamp: str, counter: int = 0) -> str:
-    """The timestamped rotated name: ``app.log`` and ``2026-11-27`` make
-    ``app.2026-11-27.log`` (with *counter* 2: ``app.2026-11-27.2.log``)."""
+    """The timestamped rotated name of the *active* file for *stamp*: ``app.log`` and
+    ``2026-11-27`` make ``app.2026-11-27.log`` (with *counter* 2:
+    ``app.2026-11-27.2.log``)."""
     stem, suffix = split_name(active)
     return f"{stem}.{stamp}.{counter}{suffix}" if counter else f"{stem}.{stamp}{suffix}"
 

@@ -52,7 +52,10 @@ def batched(send: F) -> F:
 
 
 class SendError(ConnectionError):
-    """``send`` failed for a message: the messages before it were sent (``written``)."""
+    """``send`` failed for a message: the messages before it were sent (``written``).
+
+    The exception ``send`` raised, *cause*, is ``__cause__``.
+    """
 
     def __init__(self, written: int, cause: BaseException) -> None:
         super().__init__(f"send failed after {written} messages: {cause!r}")

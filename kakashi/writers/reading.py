@@ -516,7 +516,7 @@ def read_batches(
 
     A pipe's lines come out as soon as its writer wrote them (the stream's ``read1`` is
     used when it has one), so a caller can flush its own output after each list. What is
-    skipped is counted in *stats* as it goes, when given.
+    skipped is counted in *stats* as it goes, when given, and reported under *name*.
     """
     decoder = Decoder(name, stats=stats)
     splitter = LineSplitter(name, stats=decoder.stats)

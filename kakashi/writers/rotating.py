@@ -403,7 +403,8 @@ class RotatingFileWriter(FileWriter):
             yield
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
-        """Plain lines, or one zstd frame when the active file is ``.zst``."""
+        """The bytes to append for *batch*: plain lines, or one zstd frame when the
+        active file is ``.zst``."""
         data = newline_joined(batch)
         return bytes(self._zstd.compress(data)) if self.compressed_active else data
 
@@ -592,7 +593,7 @@ class RotatingFileWriter(FileWriter):
                 self._release(fd)
 
     def write_record(self, line: bytes) -> None:
-        """Write one record as a batch of one (under the lock: see :meth:`write`)."""
+        """Write one record, *line*, as a batch of one (under the lock: see :meth:`write`)."""
         self.write((line,))
 
     def _write_locked(self, batch: Sequence[bytes]) -> None:

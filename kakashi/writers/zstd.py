@@ -74,7 +74,7 @@ def _frame_end(fd: int, pos: int, size: int) -> int | None:
 
 
 def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
-    """The end of the last whole frame of a zstd file of *size* bytes.
+    """The end of the last whole frame of the zstd file open as *fd*, of *size* bytes.
 
     Frames are walked from *start* (known to be a frame boundary) by their headers,
     without decompressing. A frame that runs past the end is torn: the result is where it
