@@ -652,7 +652,13 @@ def format_json(Record record not None):
 def format_batch(list records):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the bytes are written without holding the GIL)."""
-    cdef Py_ssize_t i, size, count = len(records)
+    # The records, held while the plan points into them (the list may change meanwhile).
+    # The buffer is sized for the most the plan can write (6 bytes for each byte of a
+    # string that needs escaping): address space, not memory, which only what is
+    # written takes; a batch too large for even that raises MemoryError, and the
+    # backend then formats it record by record.
+    cdef tuple held = tuple(records)
+    cdef Py_ssize_t i, size, count = len(held)
     cdef kk_plan plan
     cdef PyObject *data = NULL
     cdef Lines lines = Lines.__new__(Lines)
@@ -665,7 +671,7 @@ def format_batch(list records):
     try:
         kk_plan_room(&plan, count * 16)
         for i in range(count):
-            _plan_record(&plan, <Record?>records[i])
+            _plan_record(&plan, <Record?>held[i])
         data = kk_new_bytes(NULL, plan.bound)
         if count >= NOGIL_RECORDS:
             with nogil:
