@@ -1,6 +1,7 @@
 """Instructions per call under callgrind: stable where wall-clock time is noisy.
 
-Usage: ``python benchmarks/instructions.py [--record] [--check] [--tolerance 0.1]``
+Usage: ``python benchmarks/instructions.py [--record] [--note TEXT] [--pure] [--check]
+[--tolerance 0.1]``
 (needs valgrind). Each workload runs in a child process twice, with 20,000 and 60,000
 iterations; the difference divided by 40,000 is the cost of one iteration, start-up
 cancelled out. Children run in parallel (instruction counts do not depend on load) with
@@ -9,15 +10,20 @@ a fixed hash seed. Workloads:
 - ``empty``: an empty Python method with the benchmark's arguments (the floor);
 - ``enabled``: ``info(...)`` on an async logger whose worker waits (capture + enqueue);
 - ``disabled``: ``debug(...)`` on that INFO logger;
-- ``format``: compiled ``format_json`` of one captured record;
+- ``format``: ``format_json`` of one captured record;
 - ``handloop``: a hand-written ``orjson.dumps`` of the same event;
 - ``e2e``: ``info(...)`` into a file through the async backend, until ``flush()``.
 
-History: ``--record`` appends the counts, with the commit, date and interpreter, to
-``benchmarks/instructions-history.jsonl``; every run prints the change against the last
-entry. ``--check`` exits 1 when a tracked ratio (each workload over the empty method in
-the same run, and end to end over the hand loop) grew by more than ``--tolerance``
-since that entry: ratios carry across machines better than raw counts do.
+``--pure`` also measures the pure-Python twin (``KAKASHI_NO_EXTENSIONS=1``) and prints its
+counts beside the compiled ones (recorded under ``"pure"``; the check is the compiled
+build's).
+
+History: ``--record`` appends the counts, with the commit, date, interpreter and
+``--note`` (why they moved), to ``benchmarks/instructions-history.jsonl``; every run
+prints the change against the last entry. ``--check`` exits 1 when a tracked ratio (each
+workload over the empty method in the same run, and end to end over the hand loop) grew
+by more than ``--tolerance`` since that entry: ratios carry across machines better than
+raw counts do.
 """
 
 from __future__ import annotations
@@ -78,13 +84,15 @@ os._exit(0)
 WORKLOADS = ("empty", "enabled", "disabled", "format", "handloop", "e2e")
 
 
-def instructions(workload: str, iterations: int) -> int:
-    """Instructions executed by one child process running *workload*."""
+def instructions(workload: str, iterations: int, pure: bool = False) -> int:
+    """Instructions executed by one child process running *workload* (*pure*: on the
+    pure-Python twin)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "KAKASHI_NO_EXTENSIONS": "1" if pure else "0"}
     with tempfile.TemporaryDirectory() as directory:
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              sys.executable, "-c", CHILD, workload, str(iterations), directory],
-            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+            capture_output=True, text=True, check=True, env=env,
         )  # fmt: skip
     match = re.search(r"Collected : (\d+)", result.stderr)
     if match is None:
@@ -95,11 +103,11 @@ def instructions(workload: str, iterations: int) -> int:
 HISTORY = Path(__file__).with_name("instructions-history.jsonl")
 
 
-def measure() -> dict[str, int]:
-    """Instructions per iteration of every workload."""
+def measure(pure: bool = False) -> dict[str, int]:
+    """Instructions per iteration of every workload (*pure*: the pure-Python twin's)."""
     jobs = [(workload, n) for workload in WORKLOADS for n in (20_000, 60_000)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        totals = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
+        totals = dict(zip(jobs, pool.map(lambda job: instructions(*job, pure), jobs), strict=True))
     return {w: (totals[w, 60_000] - totals[w, 20_000]) // 40_000 for w in WORKLOADS}
 
 
@@ -137,17 +145,24 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="append to the history")
     parser.add_argument("--check", action="store_true", help="exit 1 on a regression")
     parser.add_argument("--tolerance", type=float, default=0.10)
+    parser.add_argument("--note", default="", help="why the counts moved (recorded)")
+    parser.add_argument("--pure", action="store_true", help="also the pure-Python twin")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed")
         return 1
     counts = measure()
+    pure = measure(pure=True) if args.pure else None
     now = ratios(counts)
     previous = last_entry()
     before = ratios(previous["counts"]) if previous else {}  # type: ignore[arg-type]
-    print(f"{'workload':<10} {'instr/iter':>10}  vs empty")
+    header = f"{'workload':<10} {'instr/iter':>10}  vs empty"
+    print(header + ("   pure twin  vs empty" if pure else ""))
     for workload, cost in counts.items():
-        print(f"{workload:<10} {cost:>10,}  {cost / counts['empty']:5.2f}x")
+        line = f"{workload:<10} {cost:>10,}  {cost / counts['empty']:5.2f}x"
+        if pure:
+            line += f"  {pure[workload]:>10,}  {pure[workload] / pure['empty']:5.2f}x"
+        print(line)
     regressions = []
     if previous:
         print(f"\nagainst {previous['commit']} ({previous['date']}):")
@@ -160,13 +175,17 @@ def main() -> int:
             print(f"  {key:<16} {before.get(key, float('nan')):6.3f} -> {value:6.3f} "
                   f"({change:+.1%}){flag}")  # fmt: skip
     if args.record:
-        entry = {
+        entry: dict[str, object] = {
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
             "commit": commit(),
             "python": platform.python_version(),
             "machine": platform.machine(),
             "counts": counts,
         }
+        if pure:
+            entry["pure"] = pure
+        if args.note:
+            entry["note"] = args.note
         with HISTORY.open("a") as history:
             history.write(json.dumps(entry) + "\n")
         print(f"\nrecorded in {HISTORY.name}")
