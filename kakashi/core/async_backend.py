@@ -51,6 +51,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import os
 import random
 import signal
@@ -59,7 +60,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kakashi import _errors
 from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
@@ -231,7 +232,7 @@ class _Outcome:
 class _Delivery:
     """A run's lines waiting in a lane, with what earlier tries of them left."""
 
-    __slots__ = ("lines", "lost", "reason", "retry_after", "run", "shared", "tries")
+    __slots__ = ("ahead", "lines", "lost", "reason", "retry_after", "run", "shared", "tries")
 
     def __init__(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None) -> None:
         self.run = run
@@ -244,6 +245,35 @@ class _Delivery:
         # Its last failed try was a write joined with an earlier batch, whose giving up
         # counts for the circuit (one failed write is one failure, not one per batch).
         self.shared = False
+        # The body of the write it starts, being made ahead of its turn (see _Lane).
+        self.ahead: _Prepared | None = None
+
+
+class _Prepared:
+    """What a writer's ``prepare`` made of *lines* for its ``send``: the ``body``, or the
+    ``error`` it raised (raised again in the send's place, as a ``write`` that raised
+    it). One made ahead, on a lane's preparing thread, is for the waiting batches
+    *group* (joined into *lines* when several) and is ``done`` once made."""
+
+    __slots__ = ("body", "done", "error", "group", "lines")
+
+    def __init__(self, lines: Sequence[bytes], group: Sequence[_Delivery] = ()) -> None:
+        self.lines = lines
+        self.group = group
+        self.body: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def make(self, writer: Any, backend: AsyncBackend) -> _Prepared:
+        """Call ``writer.prepare(lines)``; keep its body, or what it raised (a bad record
+        must not end a lane: it is counted as the write's failure); done. Returns self."""
+        try:
+            with backend._calling(writer):
+                self.body = writer.prepare(self.lines)
+        except BaseException as exc:
+            self.error = exc
+        self.done = True
+        return self
 
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
@@ -352,6 +382,103 @@ def _shares(
     return shares
 
 
+def _prepares_ahead(writer: Writer) -> bool:
+    """Whether *writer* asks for its next write to be prepared while one is sent: its
+    ``prepare_ahead`` is ``True`` and it has ``prepare`` and ``send``. Anything else
+    that is not ``False``, or reading it raising (a proxy writer), is reported and means
+    no."""
+    try:
+        value = getattr(writer, "prepare_ahead", False)
+        if value is False:
+            return False
+        if value is not True:
+            _errors.report(
+                f"writer {_describe(writer)} prepare_ahead",
+                detail=f"{value!r} is not a bool; its writes are prepared in their turn",
+            )
+            return False
+        split = callable(getattr(writer, "prepare", None)) and callable(
+            getattr(writer, "send", None)
+        )
+    except Exception as exc:
+        _errors.report(f"writer {_describe(writer)} prepare_ahead", exc)
+        return False
+    if not split:
+        _errors.report(
+            f"writer {_describe(writer)} prepare_ahead",
+            detail="it has no prepare and send; its writes are prepared in their turn",
+        )
+    return split
+
+
+class _Preparer:
+    """A lane's second thread (``kakashi-prepare``): it makes the body of the lane's next
+    write (the writer's ``prepare``) while the lane's thread waits for the answer to the
+    one before (see :class:`_Lane`). Started when needed; it ends once idle for a
+    second, or at a shutdown."""
+
+    def __init__(self, lane: _Lane) -> None:
+        self._lane = lane
+        self._cond = fork_safe_condition()
+        self._jobs: collections.deque[_Prepared] = collections.deque()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, prepared: _Prepared) -> bool:
+        """Have *prepared* made; ``False`` when no thread could start (made in its turn)."""
+        with self._cond:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="kakashi-prepare", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread left, or interpreter exit (3.12+)
+                    return False
+                self._thread = thread
+            self._jobs.append(prepared)
+            self._cond.notify_all()
+        return True
+
+    def wait(self, prepared: _Prepared) -> None:
+        """Return once *prepared* (submitted) is made."""
+        with self._cond:
+            while not prepared.done:
+                self._cond.wait()
+
+    def finish(self, deadline: float) -> None:
+        """Let the thread end (a shutdown), waiting for it until *deadline*."""
+        with self._cond:
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        _leave_signals_to_the_main_thread()
+        never_wait_for_room()
+        backend = self._lane.backend
+        ident = threading.get_ident()
+        backend._worker_idents.add(ident)  # a worker's thread, as the lane's (see _Lane._loop)
+        try:
+            while True:
+                with self._cond:
+                    if not self._jobs and not backend._stopping.is_set():
+                        self._cond.wait(1.0)
+                    if not self._jobs:
+                        self._thread = None  # the next submit starts a thread again
+                        return
+                    prepared = self._jobs.popleft()
+                try:
+                    writer = self._lane.writer
+                    if writer is not None:  # else not sent: the lane counts its records
+                        prepared.make(writer, backend)
+                finally:
+                    with self._cond:
+                        prepared.done = True
+                        self._cond.notify_all()
+                del prepared, writer  # an idle thread holds nothing
+        finally:
+            backend._worker_idents.discard(ident)
+
+
 def _weakly(writer: Writer, forget: Callable[[object], None] | None = None) -> Callable[[], Any]:
     """A callable returning *writer*, held weakly where it can be (else kept)."""
     try:
@@ -423,6 +550,8 @@ class _Lane:
         self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
         self.join = _count_setting(writer, "max_batch_records", 0, "its batches are not joined")
         self.parallel = _count_setting(writer, "max_in_flight", 1, "one write at a time") or 1
+        # One write at a time, the next prepared meanwhile on a thread of its own.
+        self.preparer = _Preparer(self) if self.parallel == 1 and _prepares_ahead(writer) else None
 
     @property
     def writer(self) -> Writer | None:
@@ -473,6 +602,7 @@ class _Lane:
             limit = self.backend.config.max_queue_size
             while self.records > limit and len(self._items) > 1:
                 old = self._items.popleft()
+                old.ahead = None  # its body, if made ahead, is not sent
                 self.records -= len(old.lines)
                 self.pending -= 1
                 over.append(old)
@@ -515,6 +645,8 @@ class _Lane:
             self._lock.notify_all()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self.preparer is not None:
+            self.preparer.finish(deadline)
 
     def abandon(self) -> None:
         """At a shutdown's deadline: what still waits in the lane (not the batch being
@@ -525,6 +657,7 @@ class _Lane:
             self.records = 0
             self.pending -= len(items)
         for item in items:
+            item.ahead = None  # its body, if made ahead, is not sent
             lost = _add(item.lost, self.left_over(item.lines, SHUTDOWN))
             self.backend._part_settled(item.run, lost)
 
@@ -553,40 +686,93 @@ class _Lane:
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
-                group = self._joined(item) if self.join and self._items else None
+                group, prepared = self._unit(item)
             if group is None:
-                self._deliver_one(item)
+                self._deliver_one(item, prepared)
             else:
-                self._deliver_joined(group)
-            del item, group  # an idle lane holds nothing (the writer is held weakly)
+                self._deliver_joined(group, prepared)
+            # an idle lane holds nothing (the writer is held weakly)
+            del item, group, prepared
 
-    def _joined(self, item: _Delivery) -> list[_Delivery] | None:
-        """*item* and the batches waiting behind it that one write may take with it (the
-        writer's ``max_batch_records``), taken from the lane (under its lock); ``None``
-        when there are none. Only batches not tried yet are joined."""
-        if item.tries or item.lost:
-            return None
+    def _unit(self, item: _Delivery) -> tuple[list[_Delivery] | None, _Prepared | None]:
+        """What one write takes, starting with *item* (just taken from the lane, under its
+        lock): the batches joined with it (``None``: it alone), taken from the lane too,
+        and their body when it was made ahead (``None``: made in their turn)."""
+        prepared, item.ahead = item.ahead, None
+        if prepared is not None:
+            members = prepared.group
+            items = self._items
+            following = itertools.islice(items, len(members) - 1)
+            if len(items) >= len(members) - 1 and all(
+                waiting is member for waiting, member in zip(following, members[1:], strict=True)
+            ):
+                for member in members[1:]:
+                    items.popleft()
+                    self.records -= len(member.lines)
+                return (list(members) if len(members) > 1 else None), prepared
+            # (Not reached while batches leave the lane from its front only; if they did
+            # not, the body made ahead is left unsent and the batches are made again.)
+        group = self._joinable(item, self._items)
+        for joined in group[1:]:
+            self._items.popleft()
+            self.records -= len(joined.lines)
+        return (group if len(group) > 1 else None), None
+
+    def _joinable(self, item: _Delivery, following: Iterable[_Delivery]) -> list[_Delivery]:
+        """*item* and the batches of *following* (those waiting behind it) that one write
+        may take with it, up to the writer's ``max_batch_records`` (never splitting one).
+        Only batches not tried yet are joined."""
         group = [item]
+        if not self.join or item.tries or item.lost:
+            return group
         total = len(item.lines)
-        items = self._items
-        while items:
-            following = items[0]
-            size = len(following.lines)
-            if following.tries or following.lost or total + size > self.join:
+        for waiting in following:
+            size = len(waiting.lines)
+            if waiting.tries or waiting.lost or total + size > self.join:
                 break
-            items.popleft()
-            self.records -= size
             total += size
-            group.append(following)
-        return group if len(group) > 1 else None
+            group.append(waiting)
+        return group
 
-    def _deliver_joined(self, group: list[_Delivery]) -> None:
+    def _look_ahead(self) -> None:
+        """Have the preparing thread make the body of the next write (the batch at the
+        front of the lane, with those one write will join to it), to be ready when the
+        write this thread is about to send has its answer. Only batches not tried yet:
+        a retried one is prepared in its turn (a record's earlier outcome matters)."""
+        preparer = self.preparer
+        if preparer is None:
+            return
+        with self._lock:
+            items = self._items
+            if not items or items[0].ahead is not None or items[0].tries or items[0].lost:
+                return
+            first = items[0]
+            group = self._joinable(first, itertools.islice(items, 1, None))
+            lines = first.lines if len(group) == 1 else [x for each in group for x in each.lines]
+            prepared = first.ahead = _Prepared(lines, group)
+        if not preparer.submit(prepared):
+            with self._lock:
+                if first.ahead is prepared:
+                    first.ahead = None
+
+    def _ready(
+        self, writer: Writer, lines: Sequence[bytes], prepared: _Prepared | None
+    ) -> _Prepared:
+        """The body of *lines* for the writer's ``send``: *prepared* if it was made for
+        them (waited for while the preparing thread makes it), else made now."""
+        if prepared is not None and prepared.lines is lines:
+            if not prepared.done and self.preparer is not None:
+                self.preparer.wait(prepared)
+            return prepared
+        return _Prepared(lines).make(writer, self.backend)
+
+    def _deliver_joined(self, group: list[_Delivery], prepared: _Prepared | None = None) -> None:
         """Write the batches of *group* at once: a collector that fell behind gets fewer,
         larger requests. Each batch is settled on its own; what failed of one goes back
         to the front of the lane, in order, and is retried on its own."""
         settled: list[_Delivery] = []
         try:
-            again = self._try_joined(group, settled)
+            again = self._try_joined(group, settled, prepared)
         except BaseException as exc:  # never leave a run unsettled, nor settle one twice
             _errors.report(f"writer {_describe(self.writer)}", exc)
             for item in group:
@@ -599,9 +785,11 @@ class _Lane:
                 self._items.extendleft(reversed(again))
                 self.records += sum(len(item.lines) for item in again)
 
-    def _try_joined(self, group: list[_Delivery], settled: list[_Delivery]) -> list[_Delivery]:
-        """One write of *group*'s lines; settle what it settled (noted in *settled*),
-        return what to retry."""
+    def _try_joined(
+        self, group: list[_Delivery], settled: list[_Delivery], prepared: _Prepared | None
+    ) -> list[_Delivery]:
+        """One write of *group*'s lines (*prepared*: their body, made ahead); settle what
+        it settled (noted in *settled*), return what to retry."""
         writer = self.writer
         late = self._too_late()
         if writer is None or late or (self.cool_down and time.monotonic() < self.open_until):
@@ -614,8 +802,14 @@ class _Lane:
                 settled.append(item)
                 self._settle(item, lost)
             return []
-        lines = [line for item in group for line in item.lines]
-        outcome = self.backend._attempt(writer, lines, joined=True)
+        if prepared is not None:
+            lines = prepared.lines
+        else:
+            lines = [line for item in group for line in item.lines]
+        if self.preparer is not None:
+            prepared = self._ready(writer, lines, prepared)
+            self._look_ahead()
+        outcome = self.backend._attempt(writer, lines, joined=True, prepared=prepared)
         if not outcome.rest:
             self.succeeded()
         again: list[_Delivery] = []
@@ -640,17 +834,19 @@ class _Lane:
             self.pending -= 1
         self.backend._part_settled(item.run, lost)
 
-    def _deliver_one(self, item: _Delivery) -> None:
+    def _deliver_one(self, item: _Delivery, prepared: _Prepared | None = None) -> None:
         try:
-            lost = self._deliver(item)
+            lost = self._deliver(item, prepared)
         except BaseException as exc:  # never leave a run unsettled
             _errors.report(f"writer {_describe(self.writer)}", exc)
             lost = _add(item.lost, self.lost(len(item.lines), WRITE_ERROR))
         self._settle(item, lost)
 
-    def _deliver(self, item: _Delivery) -> dict[str, int]:
-        """Write *item*'s lines under the policy; return what the writer did not get, by
-        reason (*item* keeps what is left, should this raise)."""
+    def _deliver(self, item: _Delivery, prepared: _Prepared | None = None) -> dict[str, int]:
+        """Write *item*'s lines under the policy (*prepared*: their body, made ahead);
+        return what the writer did not get, by reason (*item* keeps what is left, should
+        this raise). A retry of all of them sends the same body again; of some, a body
+        made for those."""
         backend = self.backend
         lost = item.lost
         budget_ends = time.monotonic() + self.budget
@@ -673,7 +869,12 @@ class _Lane:
             writer = self.writer
             if writer is None:  # collected: no one reads what it would have written
                 return _add(lost, {_WRITER_GONE: len(lines)})
-            outcome = backend._attempt(writer, lines)
+            if self.preparer is not None:
+                prepared = self._ready(writer, lines, prepared)
+                self._look_ahead()
+            outcome = backend._attempt(writer, lines, prepared=prepared)
+            if prepared is not None and prepared.error is not None:
+                prepared = None  # prepare raised: it is called again for a retry
             item.shared = False
             if outcome.first:
                 item.run.took_first(lines)
@@ -1249,8 +1450,16 @@ class AsyncBackend:
             stats["dropped"] += sum(reasons.values())
             _add(stats["dropped_by_reason"], reasons)
 
-    def _attempt(self, writer: Writer, lines: Sequence[bytes], joined: bool = False) -> _Outcome:
-        """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`).
+    def _attempt(
+        self,
+        writer: Writer,
+        lines: Sequence[bytes],
+        joined: bool = False,
+        prepared: _Prepared | None = None,
+    ) -> _Outcome:
+        """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`):
+        ``write(lines)``, or ``send(lines, body)`` when *prepared* holds their body (or,
+        if its ``prepare`` raised, that exception, as if the write had raised it).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
         contract: a :class:`~kakashi.writers.delivery.DeliveryError` says record by
@@ -1262,7 +1471,12 @@ class AsyncBackend:
         stats = self._stats(writer)
         try:
             with self._calling(writer):
-                result = writer.write(lines)
+                if prepared is None:
+                    result = writer.write(lines)
+                elif prepared.error is not None:
+                    raise prepared.error
+                else:
+                    result = cast(Any, writer).send(lines, prepared.body)
         except BaseException as exc:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)

@@ -65,6 +65,29 @@ _REMEMBERED: Final = 20_000
 _TOO_LARGE: Final = status_reason(413)
 
 
+class _StoreRequest:
+    """A batch made ready by :meth:`_StoreWriter.prepare`: the records to send
+    (``lines``, at ``indices`` of the batch, with their ``keys``), those an earlier write
+    counted as refused (index -> reason), the body, and whether it was sent before."""
+
+    __slots__ = ("body", "indices", "keys", "lines", "refused", "sent")
+
+    def __init__(
+        self,
+        lines: Sequence[bytes],
+        indices: list[int],
+        keys: list[str | None],
+        refused: dict[int, str],
+        body: bytes,
+    ) -> None:
+        self.lines = lines
+        self.indices = indices
+        self.keys = keys
+        self.refused = refused
+        self.body = body
+        self.sent = False
+
+
 class _StoreWriter(HttpWriter):
     """An HttpWriter that remembers, for the records of a write that raised, which were
     delivered, which refused (and why) and the document key each was sent with.
@@ -124,6 +147,11 @@ class _StoreWriter(HttpWriter):
         """
         if not batch:
             return None
+        return self.send(batch, self.prepare(batch))
+
+    def prepare(self, batch: Sequence[bytes]) -> _StoreRequest:
+        """The request for *batch*: which of its records to send (not those an earlier
+        write delivered or refused), each with its key, and the body."""
         pid = os.getpid()
         if self._memory_pid != pid:  # a forked child: nothing of the parent's
             self._memory = collections.OrderedDict()
@@ -153,10 +181,30 @@ class _StoreWriter(HttpWriter):
             indices = list(range(len(batch)))
             keys = self._new_keys(len(batch))
             lines = batch
-        if not lines:
+        body = self._compress(self.encode_batch(lines, keys)) if lines else b""
+        return _StoreRequest(lines, indices, keys, refused, body)
+
+    def send(self, batch: Sequence[bytes], prepared: _StoreRequest) -> int | None:
+        """Deliver *batch*, made ready by :meth:`prepare` (*prepared*); return and raise
+        as :meth:`write` does."""
+        if not batch:
+            return None
+        request = prepared
+        refused = request.refused
+        if request.sent and self._memory:
+            # Sent again (the whole batch is retried): what its failure remembered of its
+            # records is in the request already, as a new prepare would have taken it.
+            with self._memory_lock:
+                for line in request.lines:
+                    entry = self._memory.get(id(line))
+                    if entry is not None and entry[0] is line:
+                        del self._memory[id(line)]
+        request.sent = True
+        if not request.lines:
             return len(refused) or None
+        indices, keys = request.indices, request.keys
         try:
-            self._send(lines, keys)
+            self._send(request.lines, request.body)
         except DeliveryError as error:
             retry = [indices[index] for index in error.retry]
             dropped = {indices[index]: reason for index, reason in error.dropped.items()}
@@ -171,9 +219,8 @@ class _StoreWriter(HttpWriter):
             ) from error
         return len(refused) or None
 
-    def _send(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> None:
-        """One request for *lines*; the writer's counts follow the answer."""
-        body = self._compress(self.encode_batch(lines, keys))
+    def _send(self, lines: Sequence[bytes], body: bytes) -> None:
+        """One request of *body* for *lines*; the writer's counts follow the answer."""
         try:
             response = self.post(body, len(lines))
             self.requests += 1
