@@ -1,9 +1,10 @@
-"""A lane with one write in flight prepares the next while it waits for the answer
+"""A lane with one write at a time prepares the next while it waits for the answer
 (``prepare_ahead``, the HTTP writers' default): the writer's ``prepare`` (encoding,
-compressing) of batch N+1 runs on the lane's second thread while the request of batch N
-is on its way, and the requests still go one at a time, in order. Every guarantee of the
-lane holds: each record delivered once or counted once by reason, retries, the circuit,
-the shutdown's deadline, a ``prepare`` that raises, a spooling writer, a fork.
+compressing) of batch N+1 runs on the lane's thread between sending the request of
+batch N and reading its answer, and the requests still go one at a time, in order.
+Every guarantee of the lane holds: each record delivered once or counted once by
+reason, retries, the circuit, the shutdown's deadline, a full backlog, a ``prepare``
+that raises, a spooling writer, a fork.
 
 The tests are real threads against a local HTTP server (and the real ClickHouse server
 where the writer's own preparing matters); the server holds each answer until the
@@ -79,12 +80,12 @@ class Noting:
         finally:
             self.note("prepared", batch)
 
-    def send(self, batch: Sequence[bytes], prepared: Any) -> Any:
+    def send(self, batch: Sequence[bytes], prepared: Any, meanwhile: Any = None) -> Any:
         self.note("send", batch)
         try:
             if self.gate is not None:
                 assert self.gate.wait(BOUND)
-            return super().send(batch, prepared)  # type: ignore[misc]
+            return super().send(batch, prepared, meanwhile)  # type: ignore[misc]
         finally:
             self.note("sent", batch)
 
@@ -229,13 +230,13 @@ def reasons(stats: dict[str, Any]) -> dict[str, int]:
 
 def overlapping(events: list[tuple[str, tuple[int, ...], str]]) -> list[bool]:
     """For each send but the last: whether the next send's records were prepared, on
-    the preparing thread, after it started and before it ended."""
+    the lane's thread, after it started and before it ended."""
     sends = [numbers for event, numbers, _ in events if event == "send"]
     result = []
     for current, following in itertools.pairwise(sends):
         start = events.index(("send", current, "kakashi-lane"))
         end = events.index(("sent", current, "kakashi-lane"))
-        result.append(("prepared", following, "kakashi-prepare") in events[start:end])
+        result.append(("prepared", following, "kakashi-lane") in events[start:end])
     return result
 
 
@@ -248,7 +249,7 @@ def test_the_next_batch_is_prepared_while_one_is_sent_and_all_land_in_order(
 ) -> None:
     """Eight batches wait behind a held request; the server answers each request only
     once the writer has prepared what follows it: every request but the first has the
-    next one's prepare inside it, on the lane's second thread, the requests go one at a
+    next one's prepare inside it, on the lane's thread, the requests go one at a
     time in the order logged (joined by two with a limit of 25 records), and every
     record lands once."""
     writer = Elasticsearch(collector.url, max_batch_records=limit)
@@ -271,8 +272,8 @@ def test_the_next_batch_is_prepared_while_one_is_sent_and_all_land_in_order(
 def test_turned_off_each_batch_is_prepared_after_the_answer_before(
     collector: HttpCollector,
 ) -> None:
-    """``prepare_ahead=False``: the lane writes with ``write`` on its own thread, each
-    batch prepared after the previous request is answered; no second thread."""
+    """``prepare_ahead=False``: the lane writes with ``write``, each batch prepared
+    after the previous request is answered."""
     writer = Elasticsearch(collector.url, max_batch_records=0, prepare_ahead=False)
     store = Store(writer, last=0)  # answers without waiting for a prepare
     answered_by(collector, store)
@@ -447,6 +448,54 @@ def test_a_prepared_batch_left_at_the_shutdown_deadline_is_counted_shutdown(
     assert 0 == pipe.backend.get_stats()["pending"]
 
 
+def test_a_prepared_batch_pushed_out_of_a_full_lane_is_counted_backlog_full(
+    collector: HttpCollector,
+) -> None:
+    """Batch 2 is prepared ahead while batch 1's request is held; two more batches
+    arrive and the lane, over ``max_queue_size``, drops its oldest waiting batch, the
+    prepared one: counted ``backlog_full``, never sent; the batches after it are sent
+    in order."""
+    writer = Elasticsearch(collector.url, max_batch_records=0)
+    store = FakeElasticsearch()
+    gates = [threading.Event(), threading.Event()]
+
+    def held(gate: threading.Event) -> Callable[[str, dict[str, str], bytes], Any]:
+        def answer(path: str, headers: dict[str, str], body: bytes) -> Any:
+            assert gate.wait(BOUND)
+            return store(path, headers, body)
+
+        return answer
+
+    collector.answers.extend([held(gates[0]), held(gates[1]), *[store] * 10])
+    pipe = keeping_pipeline(writer, batch_size=SIZE, max_queue_size=25)
+    first, second = fall_behind(pipe, writer, 2)
+    gates[0].set()  # record 0 answered; batch 1 sent (held), batch 2 prepared meanwhile
+    assert writer.wait_prepared_after(first[-1])
+    (lane,) = pipe.backend._lanes.values()
+    log = pipe.get_logger("t")
+    for n in range(1 + 2 * SIZE, 1 + 3 * SIZE):
+        log.info("r", n=n)
+    deadline = time.monotonic() + BOUND
+    while lane.records < 2 * SIZE and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for n in range(1 + 3 * SIZE, 1 + 4 * SIZE):  # over 25 records: the oldest goes
+        log.info("r", n=n)
+    while not writer_stats(pipe, writer)["dropped"] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gates[1].set()
+    assert pipe.flush(BOUND).complete
+    assert second in writer.of("prepared")
+    sends = writer.of("send")
+    assert [(0,), first] == sends[:2]
+    assert [n for n in range(1 + 4 * SIZE) if n not in second] == [
+        n for numbers in sends for n in numbers
+    ]
+    stats = writer_stats(pipe, writer)
+    assert (4 * SIZE + 1 - len(second), len(second)) == (stats["records"], stats["dropped"])
+    assert {"backlog_full": len(second)} == reasons(stats)
+    pipe.shutdown(5)
+
+
 @pytest.mark.parametrize("ahead", [True, False])
 def test_a_prepare_that_raises_counts_the_batch_and_the_lane_goes_on(
     collector: HttpCollector, ahead: bool
@@ -552,8 +601,8 @@ def test_a_forked_child_delivers_its_own_records_not_the_parents_prepared_batch(
 
 def test_clickhouse_rows_prepared_ahead_land_once(clickhouse: ClickHouseServer) -> None:
     """Through the real server: with the first insert held, the batches behind it are
-    each prepared (made into rows and compressed) on the lane's second thread while the
-    insert before is sent, the inserts go in the order logged, and each row lands once."""
+    each prepared (made into rows and compressed) while the insert before waits for its
+    answer, the inserts go in the order logged, and each row lands once."""
     create_table(clickhouse.url, "pipelined", columns={"n": "UInt64"})
     writer = ClickHouse(clickhouse.url, "pipelined", max_batch_records=0)
     pipe = keeping_pipeline(writer, batch_size=SIZE)
@@ -562,12 +611,7 @@ def test_clickhouse_rows_prepared_ahead_land_once(clickhouse: ClickHouseServer) 
     assert pipe.flush(BOUND).complete
     sends = writer.of("send")
     assert [(0,), *batches] == sends
-    made_ahead = [
-        numbers
-        for event, numbers, thread in writer.events
-        if event == "prepared" and thread == "kakashi-prepare"
-    ]
-    assert batches[1:] == made_ahead
+    assert [True] * len(batches[1:]) == overlapping(writer.events)[1:]
     rows = clickhouse.rows("SELECT n, count() AS c FROM pipelined GROUP BY n ORDER BY n")
     assert [(n, 1) for n in range(6 * SIZE + 1)] == [(int(r["n"]), int(r["c"])) for r in rows]
     stats = writer_stats(pipe, writer)
@@ -596,3 +640,64 @@ def test_clickhouse_a_batch_prepared_for_columns_since_dropped_is_made_again(
     writer.send(third, prepared[1])
     rows = clickhouse.rows("SELECT fields FROM reshaped")
     assert [0, 1, 2] == sorted(json.loads(row["fields"])["n"] for row in rows)
+
+
+# -- the writer's side --------------------------------------------------------------------------
+
+
+def test_meanwhile_runs_once_the_request_is_sent_and_before_its_answer_is_read(
+    collector: HttpCollector,
+) -> None:
+    """``HttpWriter.send(..., meanwhile=f)`` calls ``f`` once, with the whole request at
+    the server and its answer not read yet: the server here answers only after ``f`` has
+    run. A request that cannot be sent (nothing listens) never calls it."""
+    ran = threading.Event()
+
+    def after_meanwhile(path: str, headers: dict[str, str], body: bytes) -> Any:
+        assert ran.wait(BOUND)
+        return 200, {}, b""
+
+    collector.answers.append(after_meanwhile)
+    writer = HttpWriter(collector.url)
+    calls: list[bool] = []
+
+    def meanwhile() -> None:
+        calls.append(ran.is_set())
+        ran.set()
+
+    assert writer.send([b'{"n":1}'], writer.prepare([b'{"n":1}']), meanwhile) is None
+    assert [False] == calls
+    ((_, headers, body, status),) = collector.received
+    assert (200, str(len(body))) == (status, headers["Content-Length"])
+    assert b'{"n":1}\n' == gzip.decompress(body)
+    collector.kill()
+    with pytest.raises(DeliveryError):
+        writer.send([b'{"n":2}'], writer.prepare([b'{"n":2}']), meanwhile)
+    assert [False] == calls
+
+
+class Unsplit(Plain):
+    """A writer with ``prepare`` and a ``send`` that takes no ``meanwhile``."""
+
+    def send(self, batch: Sequence[bytes], prepared: Any) -> Any:  # type: ignore[override]
+        return HttpWriter.send(self, batch, prepared)
+
+
+def test_a_send_without_meanwhile_is_reported_and_written_in_turn(
+    collector: HttpCollector,
+) -> None:
+    """A writer asking to prepare ahead whose ``send`` takes no ``meanwhile`` is reported
+    once and written with ``write``, in order; nothing is lost."""
+    writer = Unsplit(collector.url, max_batch_records=0)
+    pipe = keeping_pipeline(writer, batch_size=SIZE)
+    log = pipe.get_logger("t")
+    for n in range(3 * SIZE):
+        log.info("r", n=n)
+    assert pipe.flush(BOUND).complete
+    bodies = [gzip.decompress(body) for _, _, body, _ in collector.received]
+    assert list(range(3 * SIZE)) == [json.loads(x)["n"] for b in bodies for x in b.splitlines()]
+    stats = writer_stats(pipe, writer)
+    assert (3 * SIZE, 0) == (stats["records"], stats["dropped"])
+    errors = pipe.backend.get_stats()["internal_errors"]
+    assert 1 == sum(count for name, count in errors.items() if "prepare_ahead" in name)
+    pipe.shutdown(5)

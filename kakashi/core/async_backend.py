@@ -252,8 +252,8 @@ class _Delivery:
 class _Prepared:
     """What a writer's ``prepare`` made of *lines* for its ``send``: the ``body``, or the
     ``error`` it raised (raised again in the send's place, as a ``write`` that raised
-    it). One made ahead, on a lane's preparing thread, is for the waiting batches
-    *group* (joined into *lines* when several) and is ``done`` once made."""
+    it); ``done`` once made. One made ahead (while the write before it waits for its
+    answer) is for the waiting batches *group*, joined into *lines* when several."""
 
     __slots__ = ("body", "done", "error", "group", "lines")
 
@@ -383,10 +383,10 @@ def _shares(
 
 
 def _prepares_ahead(writer: Writer) -> bool:
-    """Whether *writer* asks for its next write to be prepared while one is sent: its
-    ``prepare_ahead`` is ``True`` and it has ``prepare`` and ``send``. Anything else
-    that is not ``False``, or reading it raising (a proxy writer), is reported and means
-    no."""
+    """Whether *writer* asks for its next write to be prepared while one waits for its
+    answer: its ``prepare_ahead`` is ``True`` and it has ``prepare`` and a ``send`` that
+    takes ``meanwhile``. Anything else that is not ``False``, or reading it raising (a
+    proxy writer), is reported and means no."""
     try:
         value = getattr(writer, "prepare_ahead", False)
         if value is False:
@@ -397,86 +397,19 @@ def _prepares_ahead(writer: Writer) -> bool:
                 detail=f"{value!r} is not a bool; its writes are prepared in their turn",
             )
             return False
-        split = callable(getattr(writer, "prepare", None)) and callable(
-            getattr(writer, "send", None)
-        )
+        prepare = getattr(writer, "prepare", None)
+        send = getattr(writer, "send", None)
+        split = callable(prepare) and callable(send) and _takes(send, "meanwhile")
     except Exception as exc:
         _errors.report(f"writer {_describe(writer)} prepare_ahead", exc)
         return False
     if not split:
         _errors.report(
             f"writer {_describe(writer)} prepare_ahead",
-            detail="it has no prepare and send; its writes are prepared in their turn",
+            detail="it has no prepare(batch) and send(batch, prepared, meanwhile=None); "
+            "its writes are prepared in their turn",
         )
     return split
-
-
-class _Preparer:
-    """A lane's second thread (``kakashi-prepare``): it makes the body of the lane's next
-    write (the writer's ``prepare``) while the lane's thread waits for the answer to the
-    one before (see :class:`_Lane`). Started when needed; it ends once idle for a
-    second, or at a shutdown."""
-
-    def __init__(self, lane: _Lane) -> None:
-        self._lane = lane
-        self._cond = fork_safe_condition()
-        self._jobs: collections.deque[_Prepared] = collections.deque()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, prepared: _Prepared) -> bool:
-        """Have *prepared* made; ``False`` when no thread could start (made in its turn)."""
-        with self._cond:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="kakashi-prepare", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError:  # no thread left, or interpreter exit (3.12+)
-                    return False
-                self._thread = thread
-            self._jobs.append(prepared)
-            self._cond.notify_all()
-        return True
-
-    def wait(self, prepared: _Prepared) -> None:
-        """Return once *prepared* (submitted) is made."""
-        with self._cond:
-            while not prepared.done:
-                self._cond.wait()
-
-    def finish(self, deadline: float) -> None:
-        """Let the thread end (a shutdown), waiting for it until *deadline*."""
-        with self._cond:
-            thread = self._thread
-            self._cond.notify_all()
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _run(self) -> None:
-        _leave_signals_to_the_main_thread()
-        never_wait_for_room()
-        backend = self._lane.backend
-        ident = threading.get_ident()
-        backend._worker_idents.add(ident)  # a worker's thread, as the lane's (see _Lane._loop)
-        try:
-            while True:
-                with self._cond:
-                    if not self._jobs and not backend._stopping.is_set():
-                        self._cond.wait(1.0)
-                    if not self._jobs:
-                        self._thread = None  # the next submit starts a thread again
-                        return
-                    prepared = self._jobs.popleft()
-                try:
-                    writer = self._lane.writer
-                    if writer is not None:  # else not sent: the lane counts its records
-                        prepared.make(writer, backend)
-                finally:
-                    with self._cond:
-                        prepared.done = True
-                        self._cond.notify_all()
-                del prepared, writer  # an idle thread holds nothing
-        finally:
-            backend._worker_idents.discard(ident)
 
 
 def _weakly(writer: Writer, forget: Callable[[object], None] | None = None) -> Callable[[], Any]:
@@ -515,7 +448,13 @@ class _Lane:
     each is settled on its own, and what failed of one goes back to the front of the
     lane to be retried on its own (one failed write is one failure for the circuit); a
     joined write refused whole as too large (HTTP 413) is tried again batch by batch
-    rather than counted. A
+    rather than counted. A writer that sets ``prepare_ahead`` (with ``prepare`` and
+    ``send``; one write at a time) has its next write prepared (the batch at the front
+    of the lane, with those it will be joined to) while the write before it waits for
+    its answer, in that write's ``meanwhile``: sends stay one at a time, in order, on
+    the lane's one thread. A body made ahead for batches that then meet an open circuit,
+    a shutdown's deadline or a full backlog is not sent; the batches are counted as they
+    would have been. A
     shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
@@ -550,8 +489,8 @@ class _Lane:
         self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
         self.join = _count_setting(writer, "max_batch_records", 0, "its batches are not joined")
         self.parallel = _count_setting(writer, "max_in_flight", 1, "one write at a time") or 1
-        # One write at a time, the next prepared meanwhile on a thread of its own.
-        self.preparer = _Preparer(self) if self.parallel == 1 and _prepares_ahead(writer) else None
+        # One write at a time, the next prepared while it waits for its answer.
+        self.prepares_ahead = self.parallel == 1 and _prepares_ahead(writer)
 
     @property
     def writer(self) -> Writer | None:
@@ -645,8 +584,6 @@ class _Lane:
             self._lock.notify_all()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if self.preparer is not None:
-            self.preparer.finish(deadline)
 
     def abandon(self) -> None:
         """At a shutdown's deadline: what still waits in the lane (not the batch being
@@ -734,36 +671,30 @@ class _Lane:
             group.append(waiting)
         return group
 
-    def _look_ahead(self) -> None:
-        """Have the preparing thread make the body of the next write (the batch at the
-        front of the lane, with those one write will join to it), to be ready when the
-        write this thread is about to send has its answer. Only batches not tried yet:
+    def _look_ahead(self, writer: Writer) -> Callable[[], Any] | None:
+        """What to call while the write about to be sent waits for its answer (its
+        ``meanwhile``): the preparing of the next write, the batch at the front of the
+        lane with those one write will join to it, so that its body is ready when the
+        answer is in. ``None`` when there is none to prepare. Only batches not tried yet:
         a retried one is prepared in its turn (a record's earlier outcome matters)."""
-        preparer = self.preparer
-        if preparer is None:
-            return
         with self._lock:
             items = self._items
             if not items or items[0].ahead is not None or items[0].tries or items[0].lost:
-                return
+                return None
             first = items[0]
             group = self._joinable(first, itertools.islice(items, 1, None))
             lines = first.lines if len(group) == 1 else [x for each in group for x in each.lines]
             prepared = first.ahead = _Prepared(lines, group)
-        if not preparer.submit(prepared):
-            with self._lock:
-                if first.ahead is prepared:
-                    first.ahead = None
+        return functools.partial(prepared.make, writer, self.backend)
 
     def _ready(
         self, writer: Writer, lines: Sequence[bytes], prepared: _Prepared | None
     ) -> _Prepared:
         """The body of *lines* for the writer's ``send``: *prepared* if it was made for
-        them (waited for while the preparing thread makes it), else made now."""
+        them (made now, if the write it was to be made during did not get that far), else
+        one made now."""
         if prepared is not None and prepared.lines is lines:
-            if not prepared.done and self.preparer is not None:
-                self.preparer.wait(prepared)
-            return prepared
+            return prepared if prepared.done else prepared.make(writer, self.backend)
         return _Prepared(lines).make(writer, self.backend)
 
     def _deliver_joined(self, group: list[_Delivery], prepared: _Prepared | None = None) -> None:
@@ -806,10 +737,11 @@ class _Lane:
             lines = prepared.lines
         else:
             lines = [line for item in group for line in item.lines]
-        if self.preparer is not None:
+        meanwhile = None
+        if self.prepares_ahead:
             prepared = self._ready(writer, lines, prepared)
-            self._look_ahead()
-        outcome = self.backend._attempt(writer, lines, joined=True, prepared=prepared)
+            meanwhile = self._look_ahead(writer)
+        outcome = self.backend._attempt(writer, lines, True, prepared, meanwhile)
         if not outcome.rest:
             self.succeeded()
         again: list[_Delivery] = []
@@ -869,10 +801,11 @@ class _Lane:
             writer = self.writer
             if writer is None:  # collected: no one reads what it would have written
                 return _add(lost, {_WRITER_GONE: len(lines)})
-            if self.preparer is not None:
+            meanwhile = None
+            if self.prepares_ahead:
                 prepared = self._ready(writer, lines, prepared)
-                self._look_ahead()
-            outcome = backend._attempt(writer, lines, prepared=prepared)
+                meanwhile = self._look_ahead(writer)
+            outcome = backend._attempt(writer, lines, False, prepared, meanwhile)
             if prepared is not None and prepared.error is not None:
                 prepared = None  # prepare raised: it is called again for a retry
             item.shared = False
@@ -1456,10 +1389,12 @@ class AsyncBackend:
         lines: Sequence[bytes],
         joined: bool = False,
         prepared: _Prepared | None = None,
+        meanwhile: Callable[[], Any] | None = None,
     ) -> _Outcome:
         """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`):
-        ``write(lines)``, or ``send(lines, body)`` when *prepared* holds their body (or,
-        if its ``prepare`` raised, that exception, as if the write had raised it).
+        ``write(lines)``, or ``send(lines, body, meanwhile=meanwhile)`` when *prepared*
+        holds their body (or, if its ``prepare`` raised, that exception, as if the write
+        had raised it).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
         contract: a :class:`~kakashi.writers.delivery.DeliveryError` says record by
@@ -1476,7 +1411,8 @@ class AsyncBackend:
                 elif prepared.error is not None:
                     raise prepared.error
                 else:
-                    result = cast(Any, writer).send(lines, prepared.body)
+                    send = cast(Any, writer).send
+                    result = send(lines, prepared.body, meanwhile=meanwhile)
         except BaseException as exc:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
@@ -1785,6 +1721,18 @@ def _delivery_stats(writer: Writer) -> dict[str, int]:
     except Exception as exc:
         _errors.report(f"writer {_describe(writer)} delivery_stats", exc)
         return {}
+
+
+def _takes(method: Callable[..., Any], name: str) -> bool:
+    """Whether *method* accepts a keyword argument *name* (or any keyword)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        parameter.name == name or parameter.kind is inspect.Parameter.VAR_KEYWORD
+        for parameter in parameters
+    )
 
 
 def _takes_timeout(method: Callable[..., Any]) -> bool:

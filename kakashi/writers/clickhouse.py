@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -343,9 +343,15 @@ class ClickHouseWriter(HttpWriter):
         body = self._compress(clickhouse_body(rows)) if rows else b""
         return _Insert(layout, rows, indices, dropped, body)
 
-    def send(self, batch: Sequence[bytes], prepared: _Insert) -> None:
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: _Insert,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
         """Insert *batch*, made ready by :meth:`prepare` (*prepared*), made again here if
-        the table's columns changed since; raise as :meth:`write` does."""
+        the table's columns changed since; raise as :meth:`write` does. *meanwhile* goes
+        with the first insert (see :meth:`~kakashi.writers.http.HttpWriter.post`)."""
         if not batch:
             return
         if self._layout is None:
@@ -356,7 +362,7 @@ class ClickHouseWriter(HttpWriter):
         dropped = dict(insert.dropped)  # the insert's own stays as it was (sent again)
         detail = "a line is not a JSON object (the ClickHouse writer needs the JSON formatter)"
         failure = (
-            self._insert_isolating(insert.rows, insert.indices, dropped, insert.body)
+            self._insert_isolating(insert.rows, insert.indices, dropped, insert.body, meanwhile)
             if insert.rows
             else None
         )
@@ -377,17 +383,22 @@ class ClickHouseWriter(HttpWriter):
             )
 
     def _insert_isolating(
-        self, rows: list[Any], indices: list[int], dropped: dict[int, str], body: bytes
+        self,
+        rows: list[Any],
+        indices: list[int],
+        dropped: dict[int, str],
+        body: bytes,
+        meanwhile: Callable[[], object] | None = None,
     ) -> DeliveryError | None:
-        """Insert *rows* (for batch *indices*; *body*: all of them, compressed),
-        bisecting around malformed ones, which go to *dropped*. Returns the error for the
-        rows left to retry, or ``None``."""
+        """Insert *rows* (for batch *indices*; *body*: all of them, compressed; the first
+        insert's *meanwhile*), bisecting around malformed ones, which go to *dropped*.
+        Returns the error for the rows left to retry, or ``None``."""
         budget = self.max_split_requests * -(-len(rows) // _SPLIT_ROWS)
         parts = [list(range(len(rows)))]  # a stack: the next part to send is last
         while parts:
             part = parts.pop()
             if len(part) == len(rows):
-                error = self._insert(rows, body)
+                error = self._insert(rows, body, meanwhile)
             else:
                 part_rows = [rows[i] for i in part]
                 error = self._insert(part_rows, self._compress(clickhouse_body(part_rows)))
@@ -428,11 +439,13 @@ class ClickHouseWriter(HttpWriter):
             return None
         return None
 
-    def _insert(self, rows: list[Any], body: bytes) -> DeliveryError | None:
+    def _insert(
+        self, rows: list[Any], body: bytes, meanwhile: Callable[[], object] | None = None
+    ) -> DeliveryError | None:
         """One INSERT request of *rows* (*body*: them, compressed); the error (for all of
         them) or ``None``."""
         try:
-            self.post(body, len(rows), url=self._insert_url)
+            self.post(body, len(rows), url=self._insert_url, meanwhile=meanwhile)
         except DeliveryError as error:
             return error
         self.requests += 1

@@ -11,8 +11,8 @@ APIs that answer item by item, what the answer means (:meth:`HttpWriter.check`).
 
 A write is two steps, :meth:`HttpWriter.prepare` (the CPU part: encoding, compressing)
 and :meth:`HttpWriter.send` (the request and the reading of its answer), so that the
-async backend can prepare the next batch while a request is on its way, keeping one
-request at a time and the order (``prepare_ahead``).
+async backend can prepare the next batch while a request waits for its answer, keeping
+one request at a time and the order (``prepare_ahead``).
 
 urllib3 is imported when the first writer is made, so ``import kakashi`` does not load it.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from kakashi._durations import MAX_WAIT, check_seconds
@@ -62,6 +62,12 @@ def _cut_during_handshake(error: BaseException) -> bool:
         pending.extend(arg for arg in cause.args if isinstance(arg, BaseException))
         pending.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
     return False
+
+
+def _then(body: bytes, meanwhile: Callable[[], object]) -> Iterator[bytes]:
+    """*body* as the one chunk of a request body, then ``meanwhile()`` once it is sent."""
+    yield body
+    meanwhile()
 
 
 class Response:
@@ -111,12 +117,13 @@ class HttpWriter:
             server's work on another, but gives up the order guarantee for this writer:
             its batches may arrive in any order. For stores that order records by their
             own timestamps (ClickHouse, Elasticsearch) and do not mind.
-        prepare_ahead: with one request in flight, encode and compress the next batch
-            while the server answers this one (on a second thread of the writer's lane),
-            then send it as soon as the answer is in: the order is kept, and the
-            encoding no longer adds to the server's time. ``False`` does each batch's
-            work after the previous answer, on one thread (one thread fewer per writer,
-            and no batch's body held in memory ahead of its turn).
+        prepare_ahead: with one request at a time, encode and compress the next batch
+            between sending a request and reading its answer (on the lane's thread,
+            while the server works), so that it is ready to go when the answer is in:
+            the order is kept, and the encoding no longer adds to the server's time.
+            ``False`` prepares each batch in its turn, after the answer before (no
+            batch's body held in memory ahead of its turn; each answer read as soon
+            as it comes).
 
     Raises:
         ValueError: a URL that is not http(s), an unknown compression, a timeout out of
@@ -255,15 +262,22 @@ class HttpWriter:
 
     def prepare(self, batch: Sequence[bytes]) -> Any:
         """The request for *batch*, made ready to :meth:`send`: the CPU part of a write
-        (encoding, compressing), which the async backend runs for the next batch while
-        this one's request is on its way (see *prepare_ahead*). Here the body's bytes; a
-        subclass may return an object of its own, which only its :meth:`send` reads."""
+        (encoding, compressing), which the async backend does for the next batch while
+        this one's request waits for its answer (see *prepare_ahead*). Here the body's
+        bytes; a subclass may return an object of its own, which only its :meth:`send`
+        reads."""
         return self._compress(self.encode(batch))
 
-    def send(self, batch: Sequence[bytes], prepared: Any) -> int | None:
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: Any,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> int | None:
         """Deliver *batch*, made ready by :meth:`prepare` (*prepared*), in one request;
         return and raise as :meth:`write` does. *prepared* may be sent again, when the
-        whole of *batch* is retried.
+        whole of *batch* is retried. *meanwhile* is called once the request is sent,
+        before its answer is read (if the request gets that far; see :meth:`post`).
 
         Raises:
             DeliveryError: what was not delivered and why (see the module description).
@@ -271,23 +285,39 @@ class HttpWriter:
         if not batch:
             return None
         body: bytes = prepared
-        response = self.post(body, len(batch))
+        response = self.post(body, len(batch), meanwhile=meanwhile)
         self.requests += 1
         self.bytes_sent += len(body)
         self.check(batch, response)
         return None
 
-    def post(self, body: bytes, size: int, url: str | None = None) -> Response:
-        """POST *body* (for *size* records) and return the 2xx answer.
+    def post(
+        self,
+        body: bytes,
+        size: int,
+        url: str | None = None,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> Response:
+        """POST *body* (for *size* records) and return the 2xx answer. *meanwhile* (which
+        must not raise) is called once the whole body is sent, before the answer is read:
+        the async backend prepares the next request there, on this thread, while the
+        server works on this one. It is not called when the request fails before that.
 
         Raises:
             DeliveryError: the request failed, or the server answered with another status.
         """
         urllib3 = self._urllib3
         errors = urllib3.exceptions
+        headers = self.headers
+        payload: bytes | Iterator[bytes] = body
+        if meanwhile is not None:
+            # urllib3 sends an iterable body chunk by chunk and asks for the next after
+            # sending each: after the only one, the request is on its way, unanswered.
+            headers = {**headers, "Content-Length": str(len(body))}
+            payload = _then(body, meanwhile)
         try:
             answer = self._connections().request(
-                "POST", url or self.target(), body=body, headers=self.headers
+                "POST", url or self.target(), body=payload, headers=headers
             )
         except errors.NameResolutionError as exc:
             raise DeliveryError.whole(size, "dns", retryable=True, detail=str(exc)) from exc

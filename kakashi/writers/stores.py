@@ -20,13 +20,13 @@ import collections
 import itertools
 import os
 import re
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
 
+from kakashi._locks import fork_safe_lock
 from kakashi._speedups import bulk_body
 from kakashi.formatters import epoch_ns
 from kakashi.integrations.otel import OTLPJsonFormatter, otlp_log_record
@@ -112,7 +112,8 @@ class _StoreWriter(HttpWriter):
         self._memory: collections.OrderedDict[int, tuple[bytes, str | None, str | None]] = (
             collections.OrderedDict()
         )
-        self._memory_lock = threading.Lock()
+        # Taken by the lane's threads (its preparing one too): a forked child finds it free.
+        self._memory_lock = fork_safe_lock()
         self._memory_pid = os.getpid()
         self._key_prefix = ""
         self._key_counter = itertools.count()
@@ -184,9 +185,14 @@ class _StoreWriter(HttpWriter):
         body = self._compress(self.encode_batch(lines, keys)) if lines else b""
         return _StoreRequest(lines, indices, keys, refused, body)
 
-    def send(self, batch: Sequence[bytes], prepared: _StoreRequest) -> int | None:
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: _StoreRequest,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> int | None:
         """Deliver *batch*, made ready by :meth:`prepare` (*prepared*); return and raise
-        as :meth:`write` does."""
+        as :meth:`write` does (*meanwhile*: see :meth:`~kakashi.writers.http.HttpWriter.post`)."""
         if not batch:
             return None
         request = prepared
@@ -204,7 +210,7 @@ class _StoreWriter(HttpWriter):
             return len(refused) or None
         indices, keys = request.indices, request.keys
         try:
-            self._send(request.lines, request.body)
+            self._send(request.lines, request.body, meanwhile)
         except DeliveryError as error:
             retry = [indices[index] for index in error.retry]
             dropped = {indices[index]: reason for index, reason in error.dropped.items()}
@@ -219,10 +225,12 @@ class _StoreWriter(HttpWriter):
             ) from error
         return len(refused) or None
 
-    def _send(self, lines: Sequence[bytes], body: bytes) -> None:
+    def _send(
+        self, lines: Sequence[bytes], body: bytes, meanwhile: Callable[[], object] | None
+    ) -> None:
         """One request of *body* for *lines*; the writer's counts follow the answer."""
         try:
-            response = self.post(body, len(lines))
+            response = self.post(body, len(lines), meanwhile=meanwhile)
             self.requests += 1
             self.bytes_sent += len(body)
             self.check(lines, response)
