@@ -17,6 +17,8 @@ import gzip
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -701,3 +703,20 @@ def test_a_send_without_meanwhile_is_reported_and_written_in_turn(
     errors = pipe.backend.get_stats()["internal_errors"]
     assert 1 == sum(count for name, count in errors.items() if "prepare_ahead" in name)
     pipe.shutdown(5)
+
+
+def test_the_lane_benchmark_runs_and_prints_the_ratios(clickhouse: ClickHouseServer) -> None:
+    """benchmarks/lane.py (a ClickHouse server and a stand-in of its own, every record
+    counted, each writer in turn and ahead) runs to the end with tiny figures; the
+    numbers themselves are not judged here."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "lane.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--records", "2000", "--repeats", "1", "--delay", "0.001"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "ahead/in turn" in lines[1]
+    assert ["clickhouse", "elasticsearch"] == [line.split()[0] for line in lines[2:4]]
