@@ -1,7 +1,8 @@
 """Shipping throughput against the plain file writer, in the same run (#14 section 6).
 
 Usage: ``python benchmarks/shipping.py [--records 50000] [--repeats 3] [--batch-size 1000]
-[--targets file,clickhouse,elasticsearch,loki,otlp] [--clickhouse-dir DIR]``.
+[--targets file,clickhouse,elasticsearch,loki,otlp] [--compression gzip|none]
+[--in-flight N] [--no-prepare-ahead] [--clickhouse-dir DIR]``.
 
 Each repeat logs ``--records`` records, as fast as one thread can, through a fresh
 AsyncPipeline (JSON lines, the same settings) into each target in turn:
@@ -20,8 +21,8 @@ Per target, medians over the repeats: the caller's cost (the logging loop's time
 call; delivery is off the caller, so it should match the file writer's), the end-to-end
 throughput (records per second from the first call until ``flush()`` returns with every
 record in the file, stored by ClickHouse or counted by the stand-in) and its ratio to the
-file writer's, and the writer's own cost per record (encoding and compressing one batch,
-timed alone). Exits 1 if a target did not get every record.
+file writer's, and the writer's own cost per record (preparing one batch, ``prepare``:
+encoding and compressing, timed alone). Exits 1 if a target did not get every record.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ class StandIn(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        server: Any = self.server
+        if server.delay:  # a store on another machine: the way there, a queue, a cluster
+            time.sleep(server.delay)
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
-        server: Any = self.server
         if self.path.startswith("/_bulk"):
             count = body.count(b"\n") // 2
             items = [{"create": {"status": 201}}] * count
@@ -90,10 +93,11 @@ class StandIn(http.server.BaseHTTPRequestHandler):
         """Quiet."""
 
 
-def serve(port: Any, count: Any) -> None:
-    """The stand-in's process: serve until terminated."""
+def serve(port: Any, count: Any, delay: float = 0.0) -> None:
+    """The stand-in's process: serve until terminated, each answer *delay* seconds late."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
     server.count = count  # type: ignore[attr-defined]
+    server.delay = delay  # type: ignore[attr-defined]
     port.value = server.server_address[1]
     server.serve_forever()
 
@@ -125,11 +129,11 @@ def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
 
 
 def writer_cost(writer: Any, lines: list[bytes], rounds: int = 5) -> float:
-    """The writer's own seconds per record: encoding and compressing a batch of *lines*
-    (best of *rounds*; no request)."""
+    """The writer's own seconds per record: preparing a batch of *lines* (``prepare``:
+    encoding and compressing; best of *rounds*; no request)."""
 
-    def encode(batch: list[bytes]) -> bytes:
-        return bytes(writer._compress(writer.encode(batch)))
+    def encode(batch: list[bytes]) -> Any:
+        return writer.prepare(batch)
 
     encode(lines)
     best = float("inf")
@@ -174,6 +178,12 @@ def main() -> int:
         "default: batches in order; 2 overlaps encoding with the server's work)",
     )
     parser.add_argument(
+        "--no-prepare-ahead",
+        action="store_true",
+        help="the HTTP writers' prepare_ahead=False: each batch encoded after the answer "
+        "to the one before (default: encoded while that answer is awaited)",
+    )
+    parser.add_argument(
         "--clickhouse-dir",
         default=None,
         help="where the ClickHouse server keeps its data (default: a temporary directory; "
@@ -182,6 +192,7 @@ def main() -> int:
     args = parser.parse_args()
     compression = None if args.compression == "none" else args.compression
     in_flight = args.in_flight
+    ahead = not args.no_prepare_ahead
     wanted = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = set(wanted) - set(TARGETS)
     if unknown or "file" not in wanted:
@@ -223,6 +234,7 @@ def main() -> int:
                             f"logs_{repeat}",
                             compression=compression,
                             max_in_flight=in_flight,
+                            prepare_ahead=ahead,
                         ),
                         lambda repeat: int(server.query(f"SELECT count() FROM logs_{repeat}")),
                     )
@@ -235,13 +247,20 @@ def main() -> int:
                 url = f"http://127.0.0.1:{port.value}"
                 makers = {
                     "elasticsearch": lambda repeat: ElasticsearchWriter(
-                        url, "logs-%Y.%m.%d", compression=compression, max_in_flight=in_flight
+                        url,
+                        "logs-%Y.%m.%d",
+                        compression=compression,
+                        max_in_flight=in_flight,
+                        prepare_ahead=ahead,
                     ),
                     "loki": lambda repeat: LokiWriter(
-                        url, labels={"service": "bench"}, compression=compression
+                        url,
+                        labels={"service": "bench"},
+                        compression=compression,
+                        prepare_ahead=ahead,
                     ),
                     "otlp": lambda repeat: OtlpHttpWriter(
-                        url, service_name="bench", compression=compression
+                        url, service_name="bench", compression=compression, prepare_ahead=ahead
                     ),
                 }
 
@@ -279,7 +298,7 @@ def main() -> int:
                 stand_in.join()
     print(
         f"{args.records} records, batch_size {args.batch_size}, median of {args.repeats}, "
-        f"compression {args.compression}, in flight {in_flight}; "
+        f"compression {args.compression}, in flight {in_flight}, prepare ahead {ahead}; "
         f"speedups: {kakashi._speedups.USING_SPEEDUPS}; Python {sys.version.split()[0]}"
     )
     print(

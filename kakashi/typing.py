@@ -91,6 +91,19 @@ class Writer(Protocol):
     may be given at once, each on a thread of its lane (absent or 1: one at a time, in
     order). More than one gives up the order of its batches for throughput.
 
+    Optional methods ``prepare(batch)`` and ``send(batch, prepared, meanwhile=None)``,
+    with an attribute ``prepare_ahead = True``: a write split in two, ``write(batch)``
+    being ``send(batch, prepare(batch))``. ``prepare`` does the CPU part (encoding,
+    compressing) and returns what ``send`` takes; ``send`` does the I/O and returns or
+    raises as ``write`` does, and calls ``meanwhile()`` (when given; it never raises)
+    once, after its request is sent and before it reads the answer. A concurrent
+    writer with one write at a time then has its lane prepare the next write there, on
+    the lane's thread, while the server works: its writes still go one at a time, in
+    order. (A ``send`` that never calls it loses the overlap, nothing else.) A retry of
+    a whole batch sends the same prepared value again; a retry of part of it prepares
+    that part. What ``prepare`` raises counts as the write raising it. The HTTP writers
+    do this by default.
+
     Optional method ``write_record(line)``: one record, without its line terminator,
     from a synchronous :class:`~kakashi.core.pipeline.Pipeline` on the calling thread
     (several threads may call it at once); it raises if the record was not written. A

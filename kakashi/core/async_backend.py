@@ -51,6 +51,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import os
 import random
 import signal
@@ -59,7 +60,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kakashi import _errors
 from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
@@ -231,7 +232,7 @@ class _Outcome:
 class _Delivery:
     """A run's lines waiting in a lane, with what earlier tries of them left."""
 
-    __slots__ = ("lines", "lost", "reason", "retry_after", "run", "shared", "tries")
+    __slots__ = ("ahead", "lines", "lost", "reason", "retry_after", "run", "shared", "tries")
 
     def __init__(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None) -> None:
         self.run = run
@@ -244,6 +245,35 @@ class _Delivery:
         # Its last failed try was a write joined with an earlier batch, whose giving up
         # counts for the circuit (one failed write is one failure, not one per batch).
         self.shared = False
+        # The body of the write it starts, being made ahead of its turn (see _Lane).
+        self.ahead: _Prepared | None = None
+
+
+class _Prepared:
+    """What a writer's ``prepare`` made of *lines* for its ``send``: the ``body``, or the
+    ``error`` it raised (raised again in the send's place, as a ``write`` that raised
+    it); ``done`` once made. One made ahead (while the write before it waits for its
+    answer) is for the waiting batches *group*, joined into *lines* when several."""
+
+    __slots__ = ("body", "done", "error", "group", "lines")
+
+    def __init__(self, lines: Sequence[bytes], group: Sequence[_Delivery] = ()) -> None:
+        self.lines = lines
+        self.group = group
+        self.body: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def make(self, writer: Any, backend: AsyncBackend) -> _Prepared:
+        """Call ``writer.prepare(lines)``; keep its body, or what it raised (a bad record
+        must not end a lane: it is counted as the write's failure); done. Returns self."""
+        try:
+            with backend._calling(writer):
+                self.body = writer.prepare(self.lines)
+        except BaseException as exc:
+            self.error = exc
+        self.done = True
+        return self
 
 
 #: The longest a failing writer is left alone before it is tried again, in seconds.
@@ -352,6 +382,36 @@ def _shares(
     return shares
 
 
+def _prepares_ahead(writer: Writer) -> bool:
+    """Whether *writer* asks for its next write to be prepared while one waits for its
+    answer: its ``prepare_ahead`` is ``True`` and it has ``prepare`` and a ``send`` that
+    takes ``meanwhile``. Anything else that is not ``False``, or reading it raising (a
+    proxy writer), is reported and means no."""
+    try:
+        value = getattr(writer, "prepare_ahead", False)
+        if value is False:
+            return False
+        if value is not True:
+            _errors.report(
+                f"writer {_describe(writer)} prepare_ahead",
+                detail=f"{value!r} is not a bool; its writes are prepared in their turn",
+            )
+            return False
+        prepare = getattr(writer, "prepare", None)
+        send = getattr(writer, "send", None)
+        split = callable(prepare) and callable(send) and _takes(send, "meanwhile")
+    except Exception as exc:
+        _errors.report(f"writer {_describe(writer)} prepare_ahead", exc)
+        return False
+    if not split:
+        _errors.report(
+            f"writer {_describe(writer)} prepare_ahead",
+            detail="it has no prepare(batch) and send(batch, prepared, meanwhile=None); "
+            "its writes are prepared in their turn",
+        )
+    return split
+
+
 def _weakly(writer: Writer, forget: Callable[[object], None] | None = None) -> Callable[[], Any]:
     """A callable returning *writer*, held weakly where it can be (else kept)."""
     try:
@@ -388,7 +448,13 @@ class _Lane:
     each is settled on its own, and what failed of one goes back to the front of the
     lane to be retried on its own (one failed write is one failure for the circuit); a
     joined write refused whole as too large (HTTP 413) is tried again batch by batch
-    rather than counted. A
+    rather than counted. A writer that sets ``prepare_ahead`` (with ``prepare`` and
+    ``send``; one write at a time) has its next write prepared (the batch at the front
+    of the lane, with those it will be joined to) while the write before it waits for
+    its answer, in that write's ``meanwhile``: sends stay one at a time, in order, on
+    the lane's one thread. A body made ahead for batches that then meet an open circuit,
+    a shutdown's deadline or a full backlog is not sent; the batches are counted as they
+    would have been. A
     shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
@@ -423,6 +489,8 @@ class _Lane:
         self.budget = _policy(writer, "retry_budget", config.retry_budget, float)
         self.join = _count_setting(writer, "max_batch_records", 0, "its batches are not joined")
         self.parallel = _count_setting(writer, "max_in_flight", 1, "one write at a time") or 1
+        # One write at a time, the next prepared while it waits for its answer.
+        self.prepares_ahead = self.parallel == 1 and _prepares_ahead(writer)
 
     @property
     def writer(self) -> Writer | None:
@@ -473,6 +541,7 @@ class _Lane:
             limit = self.backend.config.max_queue_size
             while self.records > limit and len(self._items) > 1:
                 old = self._items.popleft()
+                old.ahead = None  # its body, if made ahead, is not sent
                 self.records -= len(old.lines)
                 self.pending -= 1
                 over.append(old)
@@ -525,6 +594,7 @@ class _Lane:
             self.records = 0
             self.pending -= len(items)
         for item in items:
+            item.ahead = None  # its body, if made ahead, is not sent
             lost = _add(item.lost, self.left_over(item.lines, SHUTDOWN))
             self.backend._part_settled(item.run, lost)
 
@@ -553,40 +623,87 @@ class _Lane:
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
-                group = self._joined(item) if self.join and self._items else None
+                group, prepared = self._unit(item)
             if group is None:
-                self._deliver_one(item)
+                self._deliver_one(item, prepared)
             else:
-                self._deliver_joined(group)
-            del item, group  # an idle lane holds nothing (the writer is held weakly)
+                self._deliver_joined(group, prepared)
+            # an idle lane holds nothing (the writer is held weakly)
+            del item, group, prepared
 
-    def _joined(self, item: _Delivery) -> list[_Delivery] | None:
-        """*item* and the batches waiting behind it that one write may take with it (the
-        writer's ``max_batch_records``), taken from the lane (under its lock); ``None``
-        when there are none. Only batches not tried yet are joined."""
-        if item.tries or item.lost:
-            return None
+    def _unit(self, item: _Delivery) -> tuple[list[_Delivery] | None, _Prepared | None]:
+        """What one write takes, starting with *item* (just taken from the lane, under its
+        lock): the batches joined with it (``None``: it alone), taken from the lane too,
+        and their body when it was made ahead (``None``: made in their turn)."""
+        prepared, item.ahead = item.ahead, None
+        if prepared is not None:
+            members = prepared.group
+            items = self._items
+            following = itertools.islice(items, len(members) - 1)
+            if len(items) >= len(members) - 1 and all(
+                waiting is member for waiting, member in zip(following, members[1:], strict=True)
+            ):
+                for member in members[1:]:
+                    items.popleft()
+                    self.records -= len(member.lines)
+                return (list(members) if len(members) > 1 else None), prepared
+            # (Not reached while batches leave the lane from its front only; if they did
+            # not, the body made ahead is left unsent and the batches are made again.)
+        group = self._joinable(item, self._items)
+        for joined in group[1:]:
+            self._items.popleft()
+            self.records -= len(joined.lines)
+        return (group if len(group) > 1 else None), None
+
+    def _joinable(self, item: _Delivery, following: Iterable[_Delivery]) -> list[_Delivery]:
+        """*item* and the batches of *following* (those waiting behind it) that one write
+        may take with it, up to the writer's ``max_batch_records`` (never splitting one).
+        Only batches not tried yet are joined."""
         group = [item]
+        if not self.join or item.tries or item.lost:
+            return group
         total = len(item.lines)
-        items = self._items
-        while items:
-            following = items[0]
-            size = len(following.lines)
-            if following.tries or following.lost or total + size > self.join:
+        for waiting in following:
+            size = len(waiting.lines)
+            if waiting.tries or waiting.lost or total + size > self.join:
                 break
-            items.popleft()
-            self.records -= size
             total += size
-            group.append(following)
-        return group if len(group) > 1 else None
+            group.append(waiting)
+        return group
 
-    def _deliver_joined(self, group: list[_Delivery]) -> None:
+    def _look_ahead(self, writer: Writer) -> Callable[[], Any] | None:
+        """What to call while the write about to be sent waits for its answer (its
+        ``meanwhile``): the preparing of the next write, the batch at the front of the
+        lane with those one write will join to it, so that its body is ready when the
+        answer is in. ``None`` when there is none to prepare. Only batches not tried yet:
+        a retried one is prepared in its turn (a record's earlier outcome matters)."""
+        with self._lock:
+            items = self._items
+            if not items or items[0].ahead is not None or items[0].tries or items[0].lost:
+                return None
+            first = items[0]
+            group = self._joinable(first, itertools.islice(items, 1, None))
+            lines = first.lines if len(group) == 1 else [x for each in group for x in each.lines]
+            prepared = first.ahead = _Prepared(lines, group)
+        return functools.partial(prepared.make, writer, self.backend)
+
+    def _ready(
+        self, writer: Writer, lines: Sequence[bytes], prepared: _Prepared | None
+    ) -> _Prepared:
+        """The body of *lines* for the writer's ``send``: *prepared* if it was made for
+        them (made now, if the write it was to be made during did not get that far), else
+        one made now."""
+        if prepared is not None and prepared.lines is lines:
+            return prepared if prepared.done else prepared.make(writer, self.backend)
+        return _Prepared(lines).make(writer, self.backend)
+
+    def _deliver_joined(self, group: list[_Delivery], prepared: _Prepared | None = None) -> None:
         """Write the batches of *group* at once: a collector that fell behind gets fewer,
         larger requests. Each batch is settled on its own; what failed of one goes back
         to the front of the lane, in order, and is retried on its own."""
         settled: list[_Delivery] = []
         try:
-            again = self._try_joined(group, settled)
+            again = self._try_joined(group, settled, prepared)
         except BaseException as exc:  # never leave a run unsettled, nor settle one twice
             _errors.report(f"writer {_describe(self.writer)}", exc)
             for item in group:
@@ -599,9 +716,11 @@ class _Lane:
                 self._items.extendleft(reversed(again))
                 self.records += sum(len(item.lines) for item in again)
 
-    def _try_joined(self, group: list[_Delivery], settled: list[_Delivery]) -> list[_Delivery]:
-        """One write of *group*'s lines; settle what it settled (noted in *settled*),
-        return what to retry."""
+    def _try_joined(
+        self, group: list[_Delivery], settled: list[_Delivery], prepared: _Prepared | None
+    ) -> list[_Delivery]:
+        """One write of *group*'s lines (*prepared*: their body, made ahead); settle what
+        it settled (noted in *settled*), return what to retry."""
         writer = self.writer
         late = self._too_late()
         if writer is None or late or (self.cool_down and time.monotonic() < self.open_until):
@@ -614,8 +733,15 @@ class _Lane:
                 settled.append(item)
                 self._settle(item, lost)
             return []
-        lines = [line for item in group for line in item.lines]
-        outcome = self.backend._attempt(writer, lines, joined=True)
+        if prepared is not None:
+            lines = prepared.lines
+        else:
+            lines = [line for item in group for line in item.lines]
+        meanwhile = None
+        if self.prepares_ahead:
+            prepared = self._ready(writer, lines, prepared)
+            meanwhile = self._look_ahead(writer)
+        outcome = self.backend._attempt(writer, lines, True, prepared, meanwhile)
         if not outcome.rest:
             self.succeeded()
         again: list[_Delivery] = []
@@ -640,17 +766,19 @@ class _Lane:
             self.pending -= 1
         self.backend._part_settled(item.run, lost)
 
-    def _deliver_one(self, item: _Delivery) -> None:
+    def _deliver_one(self, item: _Delivery, prepared: _Prepared | None = None) -> None:
         try:
-            lost = self._deliver(item)
+            lost = self._deliver(item, prepared)
         except BaseException as exc:  # never leave a run unsettled
             _errors.report(f"writer {_describe(self.writer)}", exc)
             lost = _add(item.lost, self.lost(len(item.lines), WRITE_ERROR))
         self._settle(item, lost)
 
-    def _deliver(self, item: _Delivery) -> dict[str, int]:
-        """Write *item*'s lines under the policy; return what the writer did not get, by
-        reason (*item* keeps what is left, should this raise)."""
+    def _deliver(self, item: _Delivery, prepared: _Prepared | None = None) -> dict[str, int]:
+        """Write *item*'s lines under the policy (*prepared*: their body, made ahead);
+        return what the writer did not get, by reason (*item* keeps what is left, should
+        this raise). A retry of all of them sends the same body again; of some, a body
+        made for those."""
         backend = self.backend
         lost = item.lost
         budget_ends = time.monotonic() + self.budget
@@ -673,7 +801,13 @@ class _Lane:
             writer = self.writer
             if writer is None:  # collected: no one reads what it would have written
                 return _add(lost, {_WRITER_GONE: len(lines)})
-            outcome = backend._attempt(writer, lines)
+            meanwhile = None
+            if self.prepares_ahead:
+                prepared = self._ready(writer, lines, prepared)
+                meanwhile = self._look_ahead(writer)
+            outcome = backend._attempt(writer, lines, False, prepared, meanwhile)
+            if prepared is not None and prepared.error is not None:
+                prepared = None  # prepare raised: it is called again for a retry
             item.shared = False
             if outcome.first:
                 item.run.took_first(lines)
@@ -1250,8 +1384,18 @@ class AsyncBackend:
             stats["dropped"] += sum(reasons.values())
             _add(stats["dropped_by_reason"], reasons)
 
-    def _attempt(self, writer: Writer, lines: Sequence[bytes], joined: bool = False) -> _Outcome:
-        """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`).
+    def _attempt(
+        self,
+        writer: Writer,
+        lines: Sequence[bytes],
+        joined: bool = False,
+        prepared: _Prepared | None = None,
+        meanwhile: Callable[[], Any] | None = None,
+    ) -> _Outcome:
+        """Write *lines* to *writer* once and say what happened (see :class:`_Outcome`):
+        ``write(lines)``, or ``send(lines, body, meanwhile=meanwhile)`` when *prepared*
+        holds their body (or, if its ``prepare`` raised, that exception, as if the write
+        had raised it).
 
         What ``write`` returning or raising means is the :class:`~kakashi.typing.Writer`
         contract: a :class:`~kakashi.writers.delivery.DeliveryError` says record by
@@ -1263,7 +1407,13 @@ class AsyncBackend:
         stats = self._stats(writer)
         try:
             with self._calling(writer):
-                result = writer.write(lines)
+                if prepared is None:
+                    result = writer.write(lines)
+                elif prepared.error is not None:
+                    raise prepared.error
+                else:
+                    send = cast(Any, writer).send
+                    result = send(lines, prepared.body, meanwhile=meanwhile)
         except BaseException as exc:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
@@ -1572,6 +1722,18 @@ def _delivery_stats(writer: Writer) -> dict[str, int]:
     except Exception as exc:
         _errors.report(f"writer {_describe(writer)} delivery_stats", exc)
         return {}
+
+
+def _takes(method: Callable[..., Any], name: str) -> bool:
+    """Whether *method* accepts a keyword argument *name* (or any keyword)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(
+        parameter.name == name or parameter.kind is inspect.Parameter.VAR_KEYWORD
+        for parameter in parameters
+    )
 
 
 def _takes_timeout(method: Callable[..., Any]) -> bool:

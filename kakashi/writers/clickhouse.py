@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -121,6 +121,41 @@ def _microseconds(timestamp: Any) -> int:
     return int(found.group(1)[:6].ljust(6, "0")) if found else 0
 
 
+class _Layout:
+    """Where the keys of a line go for the table's columns: ``kinds`` (column ->
+    how values are fitted, ``_AS_IS``...), the ``micros`` and ``fields`` columns."""
+
+    __slots__ = ("fields", "kinds", "micros")
+
+    def __init__(self, kinds: dict[str, int], micros: str | None, fields: str | None) -> None:
+        self.kinds = kinds
+        self.micros = micros
+        self.fields = fields
+
+
+class _Insert:
+    """A batch made ready by :meth:`ClickHouseWriter.prepare`: the ``layout`` it was made
+    for (``None``: not made, the columns were not known), its ``rows``, the index in the
+    batch of each, the lines that are not JSON objects (index -> ``"not_json"``) and the
+    rows' compressed ``body``."""
+
+    __slots__ = ("body", "dropped", "indices", "layout", "rows")
+
+    def __init__(
+        self,
+        layout: _Layout | None,
+        rows: list[Any],
+        indices: list[int],
+        dropped: dict[int, str],
+        body: bytes,
+    ) -> None:
+        self.layout = layout
+        self.rows = rows
+        self.indices = indices
+        self.dropped = dropped
+        self.body = body
+
+
 class ClickHouseWriter(HttpWriter):
     """Insert each batch of JSON lines into a ClickHouse table (see the module description).
 
@@ -199,9 +234,10 @@ class ClickHouseWriter(HttpWriter):
         self._describe_url = base + urllib.parse.urlencode(describe, quote_via=urllib.parse.quote)
         self.fields_column = fields_column
         self.timestamp_us_column = timestamp_us_column
-        self._kinds: dict[str, int] | None = None
-        self._fields: str | None = None
-        self._micros: str | None = None
+        # Where each key of a line goes, decided once (see _use_columns); None until the
+        # columns are known. One object, replaced whole: a batch prepared on another
+        # thread sees all of it, old or new, and send knows whether it is still current.
+        self._layout: _Layout | None = None
         self._discovered = False  # the columns came from the server, not from columns=
         if columns is not None:
             if not isinstance(columns, Mapping) or not all(
@@ -222,9 +258,8 @@ class ClickHouseWriter(HttpWriter):
         self.columns = dict(columns)
         fields = self.fields_column if self.fields_column in self.columns else None
         micros = self.timestamp_us_column if self.timestamp_us_column in self.columns else None
-        self._kinds = {name: _kind(kind) for name, kind in self.columns.items() if name != fields}
-        self._fields = fields
-        self._micros = micros
+        kinds = {name: _kind(kind) for name, kind in self.columns.items() if name != fields}
+        self._layout = _Layout(kinds, micros, fields)
 
     def target(self) -> str:
         """The insert URL (statement and settings in its query string)."""
@@ -250,11 +285,19 @@ class ClickHouseWriter(HttpWriter):
         piece by piece without the GIL and parses others once, writing each row's JSON
         straight into bytes; the pure-Python one parses each line and serialises the
         batch's rows with one ``orjson.dumps``."""
-        kinds = self._kinds
-        if kinds is None:
+        layout = self._layout
+        if layout is None:
             raise RuntimeError("the table's columns are not known yet")
+        return self._rows_for(batch, layout)
+
+    @staticmethod
+    def _rows_for(
+        batch: Sequence[bytes], layout: _Layout
+    ) -> tuple[list[Any], list[int], dict[int, str]]:
+        """:meth:`_rows` for the columns *layout*."""
+        kinds, micros, fields = layout.kinds, layout.micros, layout.fields
         if len(batch) <= _CHUNK:
-            return clickhouse_rows(batch, kinds, self._micros, self._fields, _microseconds)
+            return clickhouse_rows(batch, kinds, micros, fields, _microseconds)
         rows: list[Any] = []
         indices: list[int] = []
         dropped: dict[int, str] = {}
@@ -266,8 +309,8 @@ class ClickHouseWriter(HttpWriter):
             part = clickhouse_rows(
                 batch[start : start + _CHUNK],
                 kinds,
-                self._micros,
-                self._fields,
+                micros,
+                fields,
                 _microseconds,
                 start,
             )
@@ -287,11 +330,42 @@ class ClickHouseWriter(HttpWriter):
         """
         if not batch:
             return
-        if self._kinds is None:
+        self.send(batch, self.prepare(batch))
+
+    def prepare(self, batch: Sequence[bytes]) -> _Insert:
+        """The insert for *batch*: its rows (for the table's columns as known now) and
+        their body; while the columns are not known yet (before the first insert asks the
+        server), nothing: :meth:`send` makes them."""
+        layout = self._layout
+        if layout is None:
+            return _Insert(None, [], [], {}, b"")
+        rows, indices, dropped = self._rows_for(batch, layout)
+        body = self._compress(clickhouse_body(rows)) if rows else b""
+        return _Insert(layout, rows, indices, dropped, body)
+
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: _Insert,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> None:
+        """Insert *batch*, made ready by :meth:`prepare` (*prepared*), made again here if
+        the table's columns changed since; raise as :meth:`write` does. *meanwhile* goes
+        with the first insert (see :meth:`~kakashi.writers.http.HttpWriter.post`)."""
+        if not batch:
+            return
+        if self._layout is None:
             self._discover(len(batch))
-        rows, indices, dropped = self._rows(batch)
+        insert = prepared
+        if insert.layout is not self._layout:  # prepared for columns no longer current
+            insert = self.prepare(batch)
+        dropped = dict(insert.dropped)  # the insert's own stays as it was (sent again)
         detail = "a line is not a JSON object (the ClickHouse writer needs the JSON formatter)"
-        failure = self._insert_isolating(rows, indices, dropped) if rows else None
+        failure = (
+            self._insert_isolating(insert.rows, insert.indices, dropped, insert.body, meanwhile)
+            if insert.rows
+            else None
+        )
         if failure is not None:
             raise DeliveryError(
                 failure.reason,
@@ -309,21 +383,31 @@ class ClickHouseWriter(HttpWriter):
             )
 
     def _insert_isolating(
-        self, rows: list[Any], indices: list[int], dropped: dict[int, str]
+        self,
+        rows: list[Any],
+        indices: list[int],
+        dropped: dict[int, str],
+        body: bytes,
+        meanwhile: Callable[[], object] | None = None,
     ) -> DeliveryError | None:
-        """Insert *rows* (for batch *indices*), bisecting around malformed ones, which go
-        to *dropped*. Returns the error for the rows left to retry, or ``None``."""
+        """Insert *rows* (for batch *indices*; *body*: all of them, compressed; the first
+        insert's *meanwhile*), bisecting around malformed ones, which go to *dropped*.
+        Returns the error for the rows left to retry, or ``None``."""
         budget = self.max_split_requests * -(-len(rows) // _SPLIT_ROWS)
         parts = [list(range(len(rows)))]  # a stack: the next part to send is last
         while parts:
             part = parts.pop()
-            error = self._insert(rows if len(part) == len(rows) else [rows[i] for i in part])
+            if len(part) == len(rows):
+                error = self._insert(rows, body, meanwhile)
+            else:
+                part_rows = [rows[i] for i in part]
+                error = self._insert(part_rows, self._compress(clickhouse_body(part_rows)))
             if error is None:
                 continue
             code = _error_code(error.detail)
             if code == 117 and self._discovered and "Unknown field" in error.detail:
                 # A column went away since the DESCRIBE: ask again on the next try.
-                self._kinds = None
+                self._layout = None
                 rest = [indices[i] for piece in (part, *reversed(parts)) for i in piece]
                 return DeliveryError("clickhouse_117", retry=rest, detail=error.detail)
             if code in DATA_ERROR_CODES:
@@ -355,11 +439,13 @@ class ClickHouseWriter(HttpWriter):
             return None
         return None
 
-    def _insert(self, rows: list[Any]) -> DeliveryError | None:
-        """One INSERT request of *rows*; the error (for all of them) or ``None``."""
-        body = self._compress(clickhouse_body(rows))
+    def _insert(
+        self, rows: list[Any], body: bytes, meanwhile: Callable[[], object] | None = None
+    ) -> DeliveryError | None:
+        """One INSERT request of *rows* (*body*: them, compressed); the error (for all of
+        them) or ``None``."""
         try:
-            self.post(body, len(rows), url=self._insert_url)
+            self.post(body, len(rows), url=self._insert_url, meanwhile=meanwhile)
         except DeliveryError as error:
             return error
         self.requests += 1

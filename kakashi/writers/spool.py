@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import inspect
 import os
 import random
 import re
@@ -46,8 +47,8 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from kakashi import _errors
 from kakashi._durations import MAX_WAIT, check_seconds
@@ -422,13 +423,54 @@ class SpoolingWriter:
         """
         if not batch:
             return None
+        inner = self.inner
+        return self._through(batch, lambda: inner.write(batch))
+
+    @property
+    def prepare_ahead(self) -> bool:
+        """Whether the wrapped writer prepares its next batch while a request waits for
+        its answer (its ``prepare_ahead``, with ``prepare`` and a ``send`` taking
+        ``meanwhile``): then so does this one, handing its batches to the wrapped
+        writer's ``send`` (those it spools instead leave their prepared body unused; the
+        replay writes with ``write``)."""
+        inner = self.inner
+        send = getattr(inner, "send", None)
+        if getattr(inner, "prepare_ahead", False) is not True or not callable(send):
+            return False
+        try:
+            takes = "meanwhile" in inspect.signature(send).parameters
+        except (TypeError, ValueError):  # no signature to read
+            takes = False
+        return takes and callable(getattr(inner, "prepare", None))
+
+    def prepare(self, batch: Sequence[bytes]) -> Any:
+        """The wrapped writer's ``prepare(batch)`` (see :attr:`prepare_ahead`)."""
+        inner: Any = self.inner
+        return inner.prepare(batch)
+
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: Any,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> int | None:
+        """:meth:`write` with *batch* made ready by :meth:`prepare` (*prepared*), through
+        the wrapped writer's ``send`` (given *meanwhile*)."""
+        if not batch:
+            return None
+        inner: Any = self.inner
+        return self._through(batch, lambda: inner.send(batch, prepared, meanwhile=meanwhile))
+
+    def _through(self, batch: Sequence[bytes], deliver: Callable[[], int | None]) -> int | None:
+        """:meth:`write` of *batch*, which ``deliver()`` delivers through the wrapped
+        writer (while the spool is empty)."""
         with self._cond:
             direct = not self._owner or self._records == 0
         if not direct:
             self.spool(batch)
             return None
         try:
-            result = self.inner.write(batch)
+            result = deliver()
         except DeliveryError as exc:
             if not self._owner:
                 raise

@@ -20,13 +20,13 @@ import collections
 import itertools
 import os
 import re
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
 
+from kakashi._locks import fork_safe_lock
 from kakashi._speedups import bulk_body
 from kakashi.formatters import epoch_ns
 from kakashi.integrations.otel import OTLPJsonFormatter, otlp_log_record
@@ -65,6 +65,29 @@ _REMEMBERED: Final = 20_000
 _TOO_LARGE: Final = status_reason(413)
 
 
+class _StoreRequest:
+    """A batch made ready by :meth:`_StoreWriter.prepare`: the records to send
+    (``lines``, at ``indices`` of the batch, with their ``keys``), those an earlier write
+    counted as refused (index -> reason), the body, and whether it was sent before."""
+
+    __slots__ = ("body", "indices", "keys", "lines", "refused", "sent")
+
+    def __init__(
+        self,
+        lines: Sequence[bytes],
+        indices: list[int],
+        keys: list[str | None],
+        refused: dict[int, str],
+        body: bytes,
+    ) -> None:
+        self.lines = lines
+        self.indices = indices
+        self.keys = keys
+        self.refused = refused
+        self.body = body
+        self.sent = False
+
+
 class _StoreWriter(HttpWriter):
     """An HttpWriter that remembers, for the records of a write that raised, which were
     delivered, which refused (and why) and the document key each was sent with.
@@ -89,7 +112,8 @@ class _StoreWriter(HttpWriter):
         self._memory: collections.OrderedDict[int, tuple[bytes, str | None, str | None]] = (
             collections.OrderedDict()
         )
-        self._memory_lock = threading.Lock()
+        # Taken by the lane's threads (its preparing one too): a forked child finds it free.
+        self._memory_lock = fork_safe_lock()
         self._memory_pid = os.getpid()
         self._key_prefix = ""
         self._key_counter = itertools.count()
@@ -124,6 +148,11 @@ class _StoreWriter(HttpWriter):
         """
         if not batch:
             return None
+        return self.send(batch, self.prepare(batch))
+
+    def prepare(self, batch: Sequence[bytes]) -> _StoreRequest:
+        """The request for *batch*: which of its records to send (not those an earlier
+        write delivered or refused), each with its key, and the body."""
         pid = os.getpid()
         if self._memory_pid != pid:  # a forked child: nothing of the parent's
             self._memory = collections.OrderedDict()
@@ -153,10 +182,35 @@ class _StoreWriter(HttpWriter):
             indices = list(range(len(batch)))
             keys = self._new_keys(len(batch))
             lines = batch
-        if not lines:
+        body = self._compress(self.encode_batch(lines, keys)) if lines else b""
+        return _StoreRequest(lines, indices, keys, refused, body)
+
+    def send(
+        self,
+        batch: Sequence[bytes],
+        prepared: _StoreRequest,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> int | None:
+        """Deliver *batch*, made ready by :meth:`prepare` (*prepared*); return and raise
+        as :meth:`write` does (*meanwhile*: see :meth:`~kakashi.writers.http.HttpWriter.post`)."""
+        if not batch:
+            return None
+        request = prepared
+        refused = request.refused
+        if request.sent and self._memory:
+            # Sent again (the whole batch is retried): what its failure remembered of its
+            # records is in the request already, as a new prepare would have taken it.
+            with self._memory_lock:
+                for line in request.lines:
+                    entry = self._memory.get(id(line))
+                    if entry is not None and entry[0] is line:
+                        del self._memory[id(line)]
+        request.sent = True
+        if not request.lines:
             return len(refused) or None
+        indices, keys = request.indices, request.keys
         try:
-            self._send(lines, keys)
+            self._send(request.lines, request.body, meanwhile)
         except DeliveryError as error:
             retry = [indices[index] for index in error.retry]
             dropped = {indices[index]: reason for index, reason in error.dropped.items()}
@@ -171,11 +225,12 @@ class _StoreWriter(HttpWriter):
             ) from error
         return len(refused) or None
 
-    def _send(self, lines: Sequence[bytes], keys: Sequence[str | None]) -> None:
-        """One request for *lines*; the writer's counts follow the answer."""
-        body = self._compress(self.encode_batch(lines, keys))
+    def _send(
+        self, lines: Sequence[bytes], body: bytes, meanwhile: Callable[[], object] | None
+    ) -> None:
+        """One request of *body* for *lines*; the writer's counts follow the answer."""
         try:
-            response = self.post(body, len(lines))
+            response = self.post(body, len(lines), meanwhile=meanwhile)
             self.requests += 1
             self.bytes_sent += len(body)
             self.check(lines, response)
