@@ -418,6 +418,57 @@ cdef extern from *:
         op->v.i = ns;
         return 0;
     }
+    /* Flags of a key (kk_key): which renaming set holds it. */
+    enum { KK_IN_CORE = 1, KK_IN_RESERVED = 2 };
+    static int kk_key_flags(PyObject *key, PyObject *core, PyObject *reserved) {
+        int in_core = PySet_Contains(core, key), in_reserved;
+        if (in_core < 0) return -1;
+        in_reserved = PySet_Contains(reserved, key);
+        if (in_reserved < 0) return -1;
+        return (in_core ? KK_IN_CORE : 0) | (in_reserved ? KK_IN_RESERVED : 0);
+    }
+    typedef int (*kk_value_fn)(kk_plan *p, PyObject *value);
+    /* The call's fields as the interpreter passed them, keyword names and values (held
+       by the record's tuples): ``,"key":value`` each, the scalars planned here and any
+       other value by *other*. 1 (the general path) for a key to be renamed (in
+       *reserved*) or that is not a str, and for a value the plan cannot take. */
+    static int kk_pairs(kk_plan *p, PyObject *names, PyObject *values, kk_value_fn other,
+                        PyObject *core, PyObject *reserved) {
+        Py_ssize_t count = PyTuple_GET_SIZE(names);
+        if (PyTuple_GET_SIZE(values) < count) return 1;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *key = PyTuple_GET_ITEM(names, i);
+            PyObject *value = PyTuple_GET_ITEM(values, i);
+            int flags, status;
+            if (!PyUnicode_CheckExact(key)) return 1;
+            if (KK_KEY_CACHE) {
+                kk_key *slot = kk_key_slot(key);
+                if (slot->key != key) {
+                    flags = kk_key_flags(key, core, reserved);
+                    if (flags < 0) return -1;
+                    Py_INCREF(key);
+                    Py_XSETREF(slot->key, key);
+                    slot->flags = flags;
+                }
+                flags = slot->flags;
+            } else {
+                flags = kk_key_flags(key, core, reserved);
+                if (flags < 0) return -1;
+            }
+            if (flags & KK_IN_RESERVED) return 1;
+            status = kk_text(p, KK_KEY, key, 1);
+            if (status != 0) return status;
+            if (PyUnicode_CheckExact(value)) status = kk_text(p, KK_STR, value, 1);
+            else if (PyLong_CheckExact(value)) status = kk_int(p, value);
+            else if (PyFloat_CheckExact(value)) status = kk_float(p, value);
+            else if (value == Py_None) status = kk_lit(p, "null", 4);
+            else if (value == Py_True) status = kk_lit(p, "true", 4);
+            else if (value == Py_False) status = kk_lit(p, "false", 5);
+            else status = other(p, value);
+            if (status != 0) return status;
+        }
+        return 0;
+    }
     /* The end of a line: ``}`` (*close*) and a newline. */
     KK_HOT int kk_end(kk_plan *p, int close) {
         return kk_op_add(p, KK_END, close, 2) == NULL ? -1 : 0;
@@ -555,6 +606,9 @@ cdef extern from *:
     int kk_float(kk_plan *p, object value) except -1
     int kk_time(kk_plan *p, long long ns) except -1
     int kk_end(kk_plan *p, int close) except -1
+    ctypedef int (*kk_value_fn)(kk_plan *p, PyObject *value) except -1
+    int kk_pairs(kk_plan *p, object names, object values, kk_value_fn other, object core,
+                 object reserved) except -1
     Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) nogil
 
 cdef object _dumps = orjson.dumps
@@ -829,22 +883,9 @@ cdef int _put_fields(kk_plan *plan, dict fields, int renamed) except -1:
     return DONE
 
 
-cdef int _put_pairs(kk_plan *plan, tuple names, tuple values) except -1:
-    """The call's fields as the interpreter passed them: keyword names and values (held
-    by the record's tuples)."""
-    cdef Py_ssize_t i
-    cdef int status
-    cdef object key
-    for i in range(len(names)):
-        key = names[i]
-        if type(key) is not str:
-            return GENERAL
-        status = _put_key(plan, <str>key, IN_RESERVED, 1)
-        if status == DONE:
-            status = _put_value(plan, values[i], 0, 1)
-        if status != DONE:
-            return status
-    return DONE
+cdef int _put_other(kk_plan *plan, PyObject *value) except -1:
+    """A call field's value that is not a scalar (a snapshot, a dict), for kk_pairs."""
+    return _put_value(plan, <object>value, 0, 1)
 
 
 cdef int _disjoint_names(dict first, tuple names) except -1:
@@ -919,7 +960,7 @@ cdef int _encode(kk_plan *plan, Record record) except -1:
     if status == DONE and bound is not None:
         status = _put_fields(plan, bound, IN_RESERVED)
     if status == DONE and names is not None:
-        status = _put_pairs(plan, names, record._values)
+        status = kk_pairs(plan, names, record._values, _put_other, _CORE, _RESERVED)
     elif status == DONE and fields is not None:
         status = _put_fields(plan, fields, IN_RESERVED)
     if status == DONE and source is not None:
