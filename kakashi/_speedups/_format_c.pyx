@@ -13,7 +13,7 @@ exceptions) reuse the pure-Python twin.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_XDECREF
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
@@ -428,43 +428,60 @@ cdef extern from *:
         return (in_core ? KK_IN_CORE : 0) | (in_reserved ? KK_IN_RESERVED : 0);
     }
     typedef int (*kk_value_fn)(kk_plan *p, PyObject *value);
-    /* The call's fields as the interpreter passed them, keyword names and values (held
-       by the record's tuples): ``,"key":value`` each, the scalars planned here and any
-       other value by *other*. 1 (the general path) for a key to be renamed (in
-       *reserved*) or that is not a str, and for a value the plan cannot take. */
+    /* One field, ``,"key":value``: the scalars planned here, any other value by
+       *other*; *held*: the key and value outlive the plan without it holding them. 1
+       (the general path) for a key to be renamed (its flags in *renamed*) or that is
+       not a str, and for a value the plan cannot take. */
+    KK_HOT int kk_field(kk_plan *p, PyObject *key, PyObject *value, int renamed, int held,
+                        kk_value_fn other, PyObject *core, PyObject *reserved) {
+        int flags, status;
+        if (!PyUnicode_CheckExact(key)) return 1;
+        if (KK_KEY_CACHE) {
+            kk_key *slot = kk_key_slot(key);
+            if (slot->key != key) {
+                flags = kk_key_flags(key, core, reserved);
+                if (flags < 0) return -1;
+                Py_INCREF(key);
+                Py_XSETREF(slot->key, key);
+                slot->flags = flags;
+            }
+            flags = slot->flags;
+        } else {
+            flags = kk_key_flags(key, core, reserved);
+            if (flags < 0) return -1;
+        }
+        if (flags & renamed) return 1;
+        status = kk_text(p, KK_KEY, key, held);
+        if (status != 0) return status;
+        if (PyUnicode_CheckExact(value)) return kk_text(p, KK_STR, value, held);
+        if (PyLong_CheckExact(value)) return kk_int(p, value);
+        if (PyFloat_CheckExact(value)) return kk_float(p, value);
+        if (value == Py_None) return kk_lit(p, "null", 4);
+        if (value == Py_True) return kk_lit(p, "true", 4);
+        if (value == Py_False) return kk_lit(p, "false", 5);
+        return other(p, value);
+    }
+    /* The call's fields as the interpreter passed them: keyword names and values, held
+       by the record's tuples (see kk_field; a key in *reserved* is renamed). */
     static int kk_pairs(kk_plan *p, PyObject *names, PyObject *values, kk_value_fn other,
                         PyObject *core, PyObject *reserved) {
         Py_ssize_t count = PyTuple_GET_SIZE(names);
         if (PyTuple_GET_SIZE(values) < count) return 1;
         for (Py_ssize_t i = 0; i < count; i++) {
-            PyObject *key = PyTuple_GET_ITEM(names, i);
-            PyObject *value = PyTuple_GET_ITEM(values, i);
-            int flags, status;
-            if (!PyUnicode_CheckExact(key)) return 1;
-            if (KK_KEY_CACHE) {
-                kk_key *slot = kk_key_slot(key);
-                if (slot->key != key) {
-                    flags = kk_key_flags(key, core, reserved);
-                    if (flags < 0) return -1;
-                    Py_INCREF(key);
-                    Py_XSETREF(slot->key, key);
-                    slot->flags = flags;
-                }
-                flags = slot->flags;
-            } else {
-                flags = kk_key_flags(key, core, reserved);
-                if (flags < 0) return -1;
-            }
-            if (flags & KK_IN_RESERVED) return 1;
-            status = kk_text(p, KK_KEY, key, 1);
+            int status = kk_field(p, PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(values, i),
+                                  KK_IN_RESERVED, 1, other, core, reserved);
             if (status != 0) return status;
-            if (PyUnicode_CheckExact(value)) status = kk_text(p, KK_STR, value, 1);
-            else if (PyLong_CheckExact(value)) status = kk_int(p, value);
-            else if (PyFloat_CheckExact(value)) status = kk_float(p, value);
-            else if (value == Py_None) status = kk_lit(p, "null", 4);
-            else if (value == Py_True) status = kk_lit(p, "true", 4);
-            else if (value == Py_False) status = kk_lit(p, "false", 5);
-            else status = other(p, value);
+        }
+        return 0;
+    }
+    /* A dict's fields (enrichers', bound, a call's as a dict), which the plan holds
+       (see kk_field; a key with a flag in *renamed* is renamed). */
+    static int kk_fields(kk_plan *p, PyObject *fields, int renamed, kk_value_fn other,
+                         PyObject *core, PyObject *reserved) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(fields, &position, &key, &value)) {
+            int status = kk_field(p, key, value, renamed, 0, other, core, reserved);
             if (status != 0) return status;
         }
         return 0;
@@ -580,11 +597,6 @@ cdef extern from *:
     int kk_put(kk_buf *b, const char *s, Py_ssize_t n) except -1
     int kk_put_str(kk_buf *b, object s) except -1
     int kk_put_escaped(kk_buf *b, const char *s, Py_ssize_t n) except -1
-    int KK_KEY_CACHE
-    ctypedef struct kk_key:
-        PyObject *key
-        int flags
-    kk_key *kk_key_slot(object key)
     ctypedef struct kk_plan:
         Py_ssize_t nops
         Py_ssize_t bound
@@ -609,6 +621,8 @@ cdef extern from *:
     ctypedef int (*kk_value_fn)(kk_plan *p, PyObject *value) except -1
     int kk_pairs(kk_plan *p, object names, object values, kk_value_fn other, object core,
                  object reserved) except -1
+    int kk_fields(kk_plan *p, object fields, int renamed, kk_value_fn other, object core,
+                  object reserved) except -1
     Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) nogil
 
 cdef object _dumps = orjson.dumps
@@ -844,48 +858,25 @@ cdef int _put_source(kk_plan *plan, tuple source) except -1:
     return status
 
 
-# Flags of a cached key: which renaming set holds it.
+# Which renaming set a field's key is looked up in (kk_key_flags's KK_IN_CORE and
+# KK_IN_RESERVED).
 cdef enum:
     IN_CORE = 1
     IN_RESERVED = 2
 
 
-cdef int _put_key(kk_plan *plan, str key, int renamed, int held) except -1:
-    """Plan ``,"key":``; GENERAL if *key* is in the *renamed* set or not encodable."""
-    cdef int flags
-    cdef kk_key *slot
-    if KK_KEY_CACHE:
-        slot = kk_key_slot(key)
-        if slot.key != <PyObject *>key:
-            flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
-            Py_INCREF(key)
-            Py_XDECREF(slot.key)
-            slot.key = <PyObject *>key
-            slot.flags = flags
-        flags = slot.flags
-    else:
-        flags = (IN_CORE if key in _CORE else 0) | (IN_RESERVED if key in _RESERVED else 0)
-    if flags & renamed:
-        return GENERAL
-    return kk_text(plan, KK_KEY, key, held)
-
-
 cdef int _put_fields(kk_plan *plan, dict fields, int renamed) except -1:
-    cdef int status
-    for key, value in fields.items():
-        if type(key) is not str:
-            return GENERAL
-        status = _put_key(plan, <str>key, renamed, 0)
-        if status == DONE:
-            status = _put_value(plan, value, 0, 0)
-        if status != DONE:
-            return status
-    return DONE
+    return kk_fields(plan, fields, renamed, _put_other_unheld, _CORE, _RESERVED)
 
 
 cdef int _put_other(kk_plan *plan, PyObject *value) except -1:
     """A call field's value that is not a scalar (a snapshot, a dict), for kk_pairs."""
     return _put_value(plan, <object>value, 0, 1)
+
+
+cdef int _put_other_unheld(kk_plan *plan, PyObject *value) except -1:
+    """A dict field's value that is not a scalar, for kk_fields (the plan holds it)."""
+    return _put_value(plan, <object>value, 0, 0)
 
 
 cdef int _disjoint_names(dict first, tuple names) except -1:
