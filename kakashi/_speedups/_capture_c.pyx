@@ -236,7 +236,7 @@ cdef inline long long _now_ns() noexcept:
 
 
 @cython.final
-@cython.freelist(64)
+@cython.freelist(1024)
 @cython.no_gc
 cdef class Record:
     """One log call, captured (see the pure-Python twin for the attributes).
