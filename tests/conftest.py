@@ -173,6 +173,17 @@ def wait_or_kill(pid: int, timeout: float = 60.0) -> int:
     return os.waitpid(pid, 0)[1]
 
 
+def child_report(pid: int, read: int, write: int) -> tuple[int, Any]:
+    """The parent's side of a fork test: close *write*, wait for the child (killed after
+    a timeout, see :func:`wait_or_kill`), return its exit code and the JSON it wrote to
+    the pipe (``{}`` when it wrote nothing)."""
+    os.close(write)
+    status = wait_or_kill(pid)
+    with os.fdopen(read, "rb") as answer:
+        report = json.loads(answer.read() or b"{}")
+    return os.waitstatus_to_exitcode(status), report
+
+
 class Keeper:
     """A writer that keeps every line (decoded JSON)."""
 

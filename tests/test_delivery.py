@@ -18,7 +18,7 @@ from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 from kakashi.core.async_interface import get_async_stats, get_network_logger
 from kakashi.writers import SendWriter, batched
 from kakashi.writers.delivery import DeliveryError
-from tests.conftest import balanced, wait_or_kill
+from tests.conftest import balanced, child_report
 from tests.conftest import keeping_pipeline as pipeline
 
 
@@ -407,12 +407,9 @@ def test_a_forked_child_starts_with_fresh_lanes() -> None:
             code = 0
         finally:
             os._exit(code)
-    os.close(write)
-    status = wait_or_kill(pid)
-    with os.fdopen(read, "rb") as answer:
-        report = json.loads(answer.read() or b"{}")
+    code, report = child_report(pid, read, write)
     hung.gate.set()
-    assert 0 == os.waitstatus_to_exitcode(status)
+    assert 0 == code
     expected = {"flushed": True, "hung": [100], "tripped": [100], "circuit": "closed"}
     assert expected | {"dropped": 0} == report
 

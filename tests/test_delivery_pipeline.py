@@ -38,8 +38,8 @@ from tests.conftest import (
     ClickHouseServer,
     HttpCollector,
     balanced,
+    child_report,
     keeping_pipeline,
-    wait_or_kill,
 )
 from tests.test_stores import FakeElasticsearch
 
@@ -587,11 +587,8 @@ def test_a_forked_child_delivers_its_own_records_not_the_parents_prepared_batch(
             code = 0
         finally:
             os._exit(code)
-    os.close(write)
-    status = wait_or_kill(pid)
-    with os.fdopen(read, "rb") as answer:
-        report = json.loads(answer.read() or b"{}")
-    assert 0 == os.waitstatus_to_exitcode(status)
+    code, report = child_report(pid, read, write)
+    assert 0 == code
     assert {"flushed": True, "sent": [[1000]]} == report
     bodies = [gzip.decompress(body) for _, _, body, _ in collector.received]
     assert [[0], [1000]] == [[json.loads(line)["n"] for line in b.splitlines()] for b in bodies]

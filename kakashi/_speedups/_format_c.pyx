@@ -605,6 +605,8 @@ cdef extern from *:
     enum:
         KK_STR
         KK_KEY
+        KK_IN_CORE  # the renaming sets a field's key is looked up in (kk_key_flags)
+        KK_IN_RESERVED
     void kk_plan_init(kk_plan *p)
     void kk_plan_free(kk_plan *p)
     kk_mark kk_plan_mark(kk_plan *p)
@@ -858,13 +860,6 @@ cdef int _put_source(kk_plan *plan, tuple source) except -1:
     return status
 
 
-# Which renaming set a field's key is looked up in (kk_key_flags's KK_IN_CORE and
-# KK_IN_RESERVED).
-cdef enum:
-    IN_CORE = 1
-    IN_RESERVED = 2
-
-
 cdef int _put_fields(kk_plan *plan, dict fields, int renamed) except -1:
     return kk_fields(plan, fields, renamed, _put_other_unheld, _CORE, _RESERVED)
 
@@ -947,13 +942,13 @@ cdef int _encode(kk_plan *plan, Record record) except -1:
         kk_lit(plan, ',"message":', 11)
         status = kk_text(plan, KK_STR, message, held)
     if status == DONE and extra is not None:
-        status = _put_fields(plan, extra, IN_CORE)
+        status = _put_fields(plan, extra, KK_IN_CORE)
     if status == DONE and bound is not None:
-        status = _put_fields(plan, bound, IN_RESERVED)
+        status = _put_fields(plan, bound, KK_IN_RESERVED)
     if status == DONE and names is not None:
         status = kk_pairs(plan, names, record._values, _put_other, _CORE, _RESERVED)
     elif status == DONE and fields is not None:
-        status = _put_fields(plan, fields, IN_RESERVED)
+        status = _put_fields(plan, fields, KK_IN_RESERVED)
     if status == DONE and source is not None:
         status = _put_source(plan, <tuple>source)
     return status

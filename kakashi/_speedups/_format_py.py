@@ -177,8 +177,7 @@ def _not_a_record(value: object) -> TypeError:
 def format_batch(records: list[Record]) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL)."""
-    lines = [format_json(record) for record in records]
-    return Lines._of(lines, b"\n".join(lines) + b"\n" if lines else b"")
+    return Lines._of([format_json(record) for record in records])
 
 
 class Lines(Sequence[bytes]):
@@ -197,10 +196,10 @@ class Lines(Sequence[bytes]):
         raise TypeError("Lines are made by format_batch")
 
     @classmethod
-    def _of(cls, items: list[bytes], joined: bytes | None) -> Lines:
+    def _of(cls, items: list[bytes]) -> Lines:
         lines = object.__new__(cls)
         lines._items = items
-        lines._joined = joined
+        lines._joined = None
         return lines
 
     def __len__(self) -> int:
@@ -215,7 +214,7 @@ class Lines(Sequence[bytes]):
             part = self._items[index]
             if index.step not in (None, 1):
                 return part
-            return Lines._of(part, None)
+            return Lines._of(part)
         try:
             return self._items[index]
         except IndexError:
