@@ -22,7 +22,11 @@ call; delivery is off the caller, so it should match the file writer's), the end
 throughput (records per second from the first call until ``flush()`` returns with every
 record in the file, stored by ClickHouse or counted by the stand-in) and its ratio to the
 file writer's, and the writer's own cost per record (preparing one batch, ``prepare``:
-encoding and compressing, timed alone). Exits 1 if a target did not get every record.
+encoding and compressing, timed alone), and the CPU time per record of this process
+(every thread: the caller, the worker, the lane) and of the server (ClickHouse, or the
+stand-in), read from ``/proc``: on a machine the server shares, their sum per record
+against the cores there are bounds the throughput. Exits 1 if a target did not get every
+record.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import gzip
 import http.server
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -147,12 +152,30 @@ def writer_cost(writer: Any, lines: list[bytes], rounds: int = 5) -> float:
 class Target:
     """How to make a target's writer for a repeat, and count what it received."""
 
-    def __init__(self, make: Callable[[int], Any], count: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        make: Callable[[int], Any],
+        count: Callable[[int], int],
+        server_pid: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.make = make
         self.count = count
+        self.server_pid = server_pid
         self.costs: list[float] = []
         self.rates: list[float] = []
+        self.own_cpu: list[float] = []  # this process's CPU seconds per record
+        self.server_cpu: list[float] = []  # the server's
         self.writer_cost: float | None = None
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user and system, every thread) that process *pid* has used so far;
+    0.0 for None."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -237,6 +260,7 @@ def main() -> int:
                             prepare_ahead=ahead,
                         ),
                         lambda repeat: int(server.query(f"SELECT count() FROM logs_{repeat}")),
+                        lambda: server.process.pid,
                     )
             if {"elasticsearch", "loki", "otlp"} & set(wanted):
                 from kakashi.writers.stores import ElasticsearchWriter, LokiWriter, OtlpHttpWriter
@@ -269,13 +293,17 @@ def main() -> int:
 
                 for name in ("elasticsearch", "loki", "otlp"):
                     if name in wanted:
-                        targets[name] = Target(makers[name], counted)
+                        targets[name] = Target(makers[name], counted, lambda: stand_in.pid)
             sample: list[bytes] = []
             for repeat in range(args.repeats):
                 for name, target in targets.items():
                     received.value = 0  # the stand-in counts each run from zero
                     writer = target.make(repeat)
+                    pid = target.server_pid()
+                    own, theirs = time.process_time(), process_cpu(pid)
                     caller, total = run_once(writer, args.records, args.batch_size)
+                    target.own_cpu.append((time.process_time() - own) / args.records)
+                    target.server_cpu.append((process_cpu(pid) - theirs) / args.records)
                     stored = target.count(repeat)
                     if stored != args.records + 1:  # the warm-up record too
                         raise RuntimeError(
@@ -303,14 +331,19 @@ def main() -> int:
     )
     print(
         f"{'target':<15}{'caller us/call':>15}{'end-to-end rec/s':>18}{'vs file':>9}"
-        f"{'writer us/rec':>15}"
+        f"{'writer us/rec':>15}{'CPU us/rec: ours':>18}{'server':>8}"
     )
     file_rate = statistics.median(targets["file"].rates)
     file_cost = statistics.median(targets["file"].costs)
     for name, target in targets.items():
         cost, rate = statistics.median(target.costs), statistics.median(target.rates)
         own = "-" if target.writer_cost is None else f"{target.writer_cost * 1e6:.2f}"
-        print(f"{name:<15}{cost:>15.3f}{rate:>18,.0f}{rate / file_rate:>9.2f}{own:>15}")
+        ours = statistics.median(target.own_cpu) * 1e6
+        theirs = statistics.median(target.server_cpu) * 1e6
+        print(
+            f"{name:<15}{cost:>15.3f}{rate:>18,.0f}{rate / file_rate:>9.2f}{own:>15}"
+            f"{ours:>18.2f}{theirs:>8.2f}"
+        )
     for name, target in targets.items():
         if name != "file":
             cost, rate = statistics.median(target.costs), statistics.median(target.rates)

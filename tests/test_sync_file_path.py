@@ -13,16 +13,19 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kakashi import _errors
+from kakashi import USING_SPEEDUPS, _errors
+from kakashi._speedups import gil_held_writes, write_holding_gil
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.writers import FileWriter, RotatingFileWriter, ZstdFileWriter, file_writer, read_lines
 from kakashi.writers import file as file_module
@@ -49,6 +52,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(file_module, "_monotonic", fake)
     return fake
+
+
+def patch_write(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    """Make *fake* the writers' ``write``: ``os.write``, and the compiled build's write
+    that keeps the interpreter lock (a record's, on a local filesystem)."""
+    monkeypatch.setattr(os, "write", fake)
+    monkeypatch.setattr(file_module, "write_holding_gil", fake)
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -362,7 +372,7 @@ def test_short_write_leaves_the_part_on_a_line_and_writes_the_record_again(
     path = tmp_path / "app.log"
     writer = FileWriter(path)
     writer.write_record(b"before")
-    monkeypatch.setattr(os, "write", ShortWrites(writer, taken=4))
+    patch_write(monkeypatch, ShortWrites(writer, taken=4))
     writer.write_record(b"the record")
     writer.write_record(b"after")
     monkeypatch.undo()
@@ -383,7 +393,7 @@ def test_short_write_on_a_full_disk(
     pipeline = Pipeline(PipelineConfig(writers=(writer,), formatter=lambda r: r.message))
     log = pipeline.get_logger("sync")
     log.info("before")
-    monkeypatch.setattr(os, "write", ShortWrites(writer, taken=3, error=errno.ENOSPC))
+    patch_write(monkeypatch, ShortWrites(writer, taken=3, error=errno.ENOSPC))
     log.info("lost to the full disk")
     monkeypatch.undo()
     log.info("after")
@@ -403,7 +413,7 @@ def test_short_write_with_a_record_appended_after_it(
     writer, other = FileWriter(path), FileWriter(path)
     writer.write_record(b"before")
     shorts = ShortWrites(writer, taken=4, meanwhile=lambda: other.write_record(b"other"))
-    monkeypatch.setattr(os, "write", shorts)
+    patch_write(monkeypatch, shorts)
     writer.write_record(b"the record")
     monkeypatch.undo()
     writer.close()
@@ -529,7 +539,7 @@ def test_a_failed_batch_keeps_its_whole_records_while_others_append_without_the_
             return real_write(fd, b"a\nb\nc")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "write", two_and_a_half_records)
+    patch_write(monkeypatch, two_and_a_half_records)
     with pytest.raises(PartialWriteError) as caught:
         batches.write([b"a", b"b", b"cde"])
     monkeypatch.undo()
@@ -557,7 +567,7 @@ def test_a_record_logged_inside_a_checked_write_follows_it(
             writer.write_record(b"from the handler")
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", handler_logs_first)
+    patch_write(monkeypatch, handler_logs_first)
     writer.write_record(b"outer")  # the first record: the checked way
     monkeypatch.undo()
     writer.close()
@@ -587,7 +597,7 @@ def test_a_zstd_batch_cut_short_claims_no_whole_record(
 
     batch = [b"\n\n\n%d" % n for n in range(200)]
     assert b"\n" in batches.encode(batch)[:-8]  # a newline byte that counts nothing
-    monkeypatch.setattr(os, "write", most_of_a_frame)
+    patch_write(monkeypatch, most_of_a_frame)
     with pytest.raises(OSError) as caught:
         batches.write(batch)
     monkeypatch.undo()
@@ -642,3 +652,172 @@ def test_without_ofd_locks_records_take_the_lock(
     err = capfd.readouterr().err
     assert "records take the lock (no OFD locks here) failed" in err
     assert "TimeoutError" in err
+
+
+# -- the interpreter lock during a record's write -----------------------------------------------
+
+
+def steps_while_writing(writer: FileWriter, records: int = 2000) -> int:
+    """How many steps another thread took while this one wrote *records* records.
+
+    The other thread takes a step each time it gets the interpreter lock, and gives it
+    back at once (``time.sleep(0)``). The switch interval is 100 s meanwhile, so it gets
+    the lock only when this thread releases it of its own accord.
+    """
+    steps = 0
+    stop = False
+    started = threading.Event()
+
+    def other() -> None:
+        nonlocal steps
+        started.set()
+        while not stop:
+            steps += 1
+            time.sleep(0)
+
+    writer.write_record(b"first")  # the checked way, which may release the lock
+    interval = sys.getswitchinterval()
+    thread = threading.Thread(target=other)
+    thread.start()
+    started.wait()
+    sys.setswitchinterval(100)
+    try:
+        time.sleep(0.01)  # the other thread is now waiting for the lock
+        before = steps
+        for index in range(records):
+            writer.write_record(b"record %d" % index)
+        taken = steps - before
+    finally:
+        sys.setswitchinterval(interval)
+        stop = True
+        thread.join()
+    return taken
+
+
+def local_filesystem(path: Path) -> bool:
+    """Whether the tests' own folder is on a filesystem the compiled build calls local."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return gil_held_writes(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not USING_SPEEDUPS, reason="the compiled build keeps the lock")
+def test_a_record_on_a_local_filesystem_keeps_the_lock(tmp_path: Path) -> None:
+    """On a local filesystem a record's write keeps the interpreter lock: another thread
+    that wants it takes no step while 2,000 records are written; with hold_gil=False it
+    takes steps (at some of the writes)."""
+    path = tmp_path / "app.log"
+    path.touch()
+    if not local_filesystem(path):
+        pytest.skip("the tests' folder is not on a filesystem listed as local")
+    held = FileWriter(path, reopen_check_interval=3600)
+    released = FileWriter(tmp_path / "released.log", reopen_check_interval=3600, hold_gil=False)
+    assert held.holds_gil and not released.holds_gil
+
+    assert 0 == steps_while_writing(held)
+    assert steps_while_writing(released) > 0  # the instrument sees a release
+    held.close()
+    released.close()
+    assert 2001 == len(path.read_bytes().splitlines())
+
+
+def test_hold_gil_is_checked_and_passed_on(tmp_path: Path) -> None:
+    """hold_gil is None, True or False (anything else fails at configuration); the file
+    and zstd writers and their factories take it; the pure-Python build never holds."""
+    for bad in (1, "yes", 0.0):
+        with pytest.raises(ValueError, match="hold_gil must be None, True or False"):
+            FileWriter(tmp_path / "bad.log", hold_gil=bad)
+    for make in (FileWriter, file_writer, ZstdFileWriter, zstd_file_writer):
+        off = make(tmp_path / f"{make.__name__}-off.log", hold_gil=False)
+        on = make(tmp_path / f"{make.__name__}-on.log", hold_gil=True)
+        assert (off.hold_gil, off.holds_gil) == (False, False)
+        assert (on.hold_gil, on.holds_gil) == (True, USING_SPEEDUPS)
+        off.close()
+        on.close()
+    rotating = RotatingFileWriter(tmp_path / "rotating.log", max_bytes=1000)
+    assert not rotating.holds_gil  # its records take the lock: see RotatingFileWriter
+    rotating.close()
+
+
+def test_which_descriptors_keep_the_lock(tmp_path: Path) -> None:
+    """Only regular files, and only on a filesystem of the machine's own (procfs is not
+    one): a pipe, a device or /proc never; any regular file with any_filesystem."""
+    read, write = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    proc = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        for fd in (read, write, null):
+            assert not gil_held_writes(fd) and not gil_held_writes(fd, True)
+        assert not gil_held_writes(proc)
+        assert gil_held_writes(proc, True) is USING_SPEEDUPS
+    finally:
+        for fd in (read, write, null, proc):
+            os.close(fd)
+
+
+def test_write_holding_gil_writes_like_os_write(tmp_path: Path) -> None:
+    """Small and large (over 64 KiB, released) writes land whole; a failure is the
+    OSError that os.write raises (a descriptor open for reading only)."""
+    path = tmp_path / "raw"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    large = bytes(range(256)) * 1024  # 256 KiB
+    try:
+        assert 6 == write_holding_gil(fd, b"small\n")
+        assert len(large) == write_holding_gil(fd, large)
+    finally:
+        os.close(fd)
+    assert b"small\n" + large == path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as failure:
+            write_holding_gil(fd, b"x")
+        assert errno.EBADF == failure.value.errno
+    finally:
+        os.close(fd)
+
+
+def test_a_signal_during_a_held_write_runs_its_handler(tmp_path: Path) -> None:
+    """A write that blocks (a full pipe) with the lock held is interrupted by a signal:
+    the handler runs; when it returns, the write is made again (the handler emptied the
+    pipe), and when it raises, the exception comes out of the write, as with os.write."""
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    try:
+        while True:
+            os.write(write, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write, True)
+
+    def drain(signum: int, frame: Any) -> None:
+        os.set_blocking(read, False)
+        try:
+            while os.read(read, 65536):
+                pass
+        except BlockingIOError:
+            pass
+
+    def refuse(signum: int, frame: Any) -> None:
+        raise RuntimeError("interrupted")
+
+    previous = signal.signal(signal.SIGALRM, drain)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert 5 == write_holding_gil(write, b"after")
+        try:
+            while True:  # full again, then interrupted for good
+                os.set_blocking(write, False)
+                os.write(write, b"x" * 65536)
+        except BlockingIOError:
+            os.set_blocking(write, True)
+        signal.signal(signal.SIGALRM, refuse)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            write_holding_gil(write, b"never")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(read)
+        os.close(write)

@@ -50,8 +50,10 @@ _FORMAT_NAMES = (
     "exception_dict",
     "format_batch",
     "format_json",
+    "gil_held_writes",
     "minimal_json",
     "render_timestamp",
+    "write_holding_gil",
 )
 _QUEUE_NAMES = (
     "BLOCK",
@@ -208,8 +210,10 @@ if TYPE_CHECKING:
         exception_dict,
         format_batch,
         format_json,
+        gil_held_writes,
         minimal_json,
         render_timestamp,
+        write_holding_gil,
     )
     from kakashi._speedups._queue_py import (
         BLOCK,
@@ -281,6 +285,7 @@ __all__ = [
     "exception_dict",
     "format_batch",
     "format_json",
+    "gil_held_writes",
     "json_default",
     "lean_log",
     "level_name",
@@ -289,6 +294,7 @@ __all__ = [
     "never_wait_for_room",
     "render_message",
     "render_timestamp",
+    "write_holding_gil",
     "build_record",
     "bulk_body",
     "clickhouse_body",

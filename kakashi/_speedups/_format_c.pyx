@@ -21,6 +21,8 @@ cimport cython
 
 from kakashi._speedups._capture_c cimport Record
 
+import os
+
 import orjson
 
 from kakashi._speedups import _format_py as _py
@@ -1729,3 +1731,92 @@ def bulk_body(lines, keys, bytes prefix not None, hour, bytes head not None,
         PyMem_Free(sizes)
         PyMem_Free(id_starts)
         PyMem_Free(id_sizes)
+
+
+# -- one record's write, the interpreter lock kept ---------------------------------------
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <unistd.h>
+    #include <sys/stat.h>
+    #ifdef __linux__
+    #include <sys/vfs.h>
+    #endif
+    /* Whether fd is a regular file on a filesystem of this machine's own disks or memory
+       (ext2/3/4, XFS, Btrfs, F2FS, ZFS, tmpfs, overlayfs): a write there goes to the page
+       cache. Network and user-space filesystems (NFS, SMB, Ceph, 9p, FUSE...) are not
+       listed: a write there can wait on a server. Only Linux says which is which. */
+    static int kk_regular_file(int fd) {
+        struct stat info;
+        return fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
+    }
+    static int kk_local_filesystem(int fd) {
+    #ifdef __linux__
+        struct statfs fs;
+        if (fstatfs(fd, &fs) != 0) return 0;
+        switch ((unsigned long)fs.f_type) {
+            case 0xEF53UL:      /* ext2, ext3, ext4 */
+            case 0x58465342UL:  /* XFS */
+            case 0x9123683EUL:  /* Btrfs */
+            case 0xF2F52010UL:  /* F2FS */
+            case 0x2FC12FC1UL:  /* ZFS */
+            case 0x01021994UL:  /* tmpfs */
+            case 0x794C7630UL:  /* overlayfs (containers) */
+                return 1;
+            default:
+                return 0;
+        }
+    #else
+        (void)fd;
+        return 0;
+    #endif
+    }
+    """
+    int kk_regular_file(int fd) nogil
+    int kk_local_filesystem(int fd) nogil
+    int errno
+    int EINTR
+    Py_ssize_t write(int fd, const void *buf, size_t count) nogil
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+# Larger writes release the lock: copying them into the page cache takes long enough for
+# the application's other threads to want it.
+cdef Py_ssize_t _HELD_WRITE_MAX = 65536
+
+
+def gil_held_writes(int fd, bint any_filesystem=False):
+    """Whether :func:`write_holding_gil` keeps the interpreter lock writing to *fd*: a
+    regular file on a local filesystem (ext4, XFS, Btrfs, F2FS, ZFS, tmpfs, overlayfs;
+    Linux), or on any filesystem with *any_filesystem*."""
+    return bool(kk_regular_file(fd) and (any_filesystem or kk_local_filesystem(fd)))
+
+
+def write_holding_gil(int fd, bytes data not None):
+    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
+    kernel took, like ``os.write``, but keeping the interpreter lock when *data* is at
+    most 64 KiB: no other thread is woken to take the lock for the microsecond a write
+    to the page cache lasts, and none has to be waited for afterwards. Interrupted by a
+    signal, it runs the handlers (which may raise) and tries again.
+
+    Raises:
+        OSError: the write failed (``ENOSPC``...).
+    """
+    cdef const char *buf = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t done
+    cdef int error
+    while True:
+        if size <= _HELD_WRITE_MAX:
+            done = write(fd, buf, <size_t>size)
+        else:
+            with nogil:
+                done = write(fd, buf, <size_t>size)
+        if done >= 0:
+            return done
+        error = errno
+        if error != EINTR:
+            raise OSError(error, os.strerror(error))
+        PyErr_CheckSignals()

@@ -13,6 +13,7 @@ call's fields (a later one replaces an earlier one with the same key); then
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 import traceback
@@ -384,3 +385,27 @@ def bulk_body(
     for offset, column in enumerate(columns):
         values[offset :: len(columns)] = column
     return template % tuple(values)
+
+
+# -- one record's write ----------------------------------------------------------------------
+
+
+def gil_held_writes(fd: int, any_filesystem: bool = False) -> bool:
+    """Whether :func:`write_holding_gil` keeps the interpreter lock writing to *fd*.
+
+    Never here: Python code cannot make a system call without releasing the lock. The
+    compiled twin says True for a regular file on a local filesystem (ext4, XFS, Btrfs,
+    F2FS, ZFS, tmpfs, overlayfs; Linux), or on any filesystem with *any_filesystem*.
+    """
+    return False
+
+
+def write_holding_gil(fd: int, data: bytes) -> int:
+    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
+    kernel took: ``os.write``, which releases the interpreter lock meanwhile (the
+    compiled twin keeps it for up to 64 KiB; see :func:`gil_held_writes`).
+
+    Raises:
+        OSError: the write failed (``ENOSPC``...).
+    """
+    return os.write(fd, data)

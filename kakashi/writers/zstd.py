@@ -107,10 +107,12 @@ class ZstdFileWriter(FileWriter):
         reopen_check_interval: the most seconds a synchronous pipeline's records go
             without checking the path and the tail (see
             :class:`~kakashi.writers.file.FileWriter`).
+        hold_gil: whether a synchronous pipeline's record keeps the interpreter lock
+            through its ``write`` (see :class:`~kakashi.writers.file.FileWriter`).
 
     Raises:
-        ValueError: *level* outside 1..22, or a bad *mode*, *lock_timeout* or
-            *reopen_check_interval*.
+        ValueError: *level* outside 1..22, or a bad *mode*, *lock_timeout*,
+            *reopen_check_interval* or *hold_gil*.
         TypeError: *path* is not a str or path-like object.
     """
 
@@ -123,6 +125,7 @@ class ZstdFileWriter(FileWriter):
         fsync: bool = False,
         lock_timeout: float = 10.0,
         reopen_check_interval: float = 1.0,
+        hold_gil: bool | None = None,
     ) -> None:
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise ValueError(f"level must be an int within 1..22, got {level!r}")
@@ -134,6 +137,7 @@ class ZstdFileWriter(FileWriter):
             fsync=fsync,
             lock_timeout=lock_timeout,
             reopen_check_interval=reopen_check_interval,
+            hold_gil=hold_gil,
         )
 
     @staticmethod
@@ -166,6 +170,7 @@ def zstd_file_writer(
     fsync: bool = False,
     lock_timeout: float = 10.0,
     reopen_check_interval: float = 1.0,
+    hold_gil: bool | None = None,
 ) -> ZstdFileWriter:
     """Return a :class:`ZstdFileWriter` appending frames to *path* (see it for the options)."""
     return ZstdFileWriter(
@@ -175,4 +180,5 @@ def zstd_file_writer(
         fsync=fsync,
         lock_timeout=lock_timeout,
         reopen_check_interval=reopen_check_interval,
+        hold_gil=hold_gil,
     )
