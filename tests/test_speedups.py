@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,30 @@ class TestParity:
         signature = inspect.signature(impl.capture.Logger.info)
 
         assert "msg" in signature.parameters
+
+
+def test_sink_run_end_finds_each_run(impl: Implementation) -> None:
+    """The worker hands each run of records going to one sink to that sink at once:
+    sink_run_end gives the index after the run from *start* (records of either kind, or
+    any object with a ``sink``), and refuses a start outside the batch."""
+
+    class Other:
+        def __init__(self, sink: object) -> None:
+            self.sink = sink
+
+    first, second = object(), object()
+    record = impl.capture.Record
+
+    def make(sink: object) -> Any:
+        return record(0, 20, "app", "message", sink=sink)
+
+    batch = [make(first), make(first), Other(first), make(second), make(first), make(first)]
+    assert 3 == impl.capture.sink_run_end(batch, 0)
+    assert 3 == impl.capture.sink_run_end(batch, 1)
+    assert 4 == impl.capture.sink_run_end(batch, 3)
+    assert 6 == impl.capture.sink_run_end(batch, 4)
+    assert 6 == impl.capture.sink_run_end(batch, 5)
+    assert 1 == impl.capture.sink_run_end([make(None)], 0)
+    for start in (-1, 6):
+        with pytest.raises(IndexError, match="outside a batch of 6"):
+            impl.capture.sink_run_end(batch, start)

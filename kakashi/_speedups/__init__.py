@@ -37,6 +37,7 @@ _CAPTURE_NAMES = (
     "render_message",
     "safe_key",
     "set_trace_correlation",
+    "sink_run_end",
     "snapshot",
     "Snapshot",
     "trace_fields",
@@ -198,6 +199,7 @@ if TYPE_CHECKING:
         render_message,
         safe_key,
         set_trace_correlation,
+        sink_run_end,
         snapshot,
         trace_fields,
     )
@@ -302,6 +304,7 @@ __all__ = [
     "safe_key",
     "set_handler_class",
     "set_trace_correlation",
+    "sink_run_end",
     "snapshot",
     "to_record",
     "trace_fields",

@@ -15,6 +15,7 @@ after one integer comparison, before any tuple or dict of arguments is built.
 cimport cython
 from cpython.bool cimport PyBool_Check
 from cpython.contextvars cimport get_value
+from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -222,6 +223,25 @@ cpdef str level_name(int level):
     if 0 <= level <= MAX_LEVEL:
         return <str>_LEVEL_NAMES[level]
     return f"LEVEL{level}"
+
+
+def sink_run_end(list batch not None, Py_ssize_t start):
+    """The index after the run of records from *start* in *batch* that go to the same
+    sink as ``batch[start]`` (see the pure twin)."""
+    cdef Py_ssize_t count = len(batch)
+    cdef Py_ssize_t end = start + 1
+    if not 0 <= start < count:
+        raise IndexError(f"start {start} is outside a batch of {count}")
+    sink = _sink_of(<object>PyList_GET_ITEM(batch, start))
+    while end < count and _sink_of(<object>PyList_GET_ITEM(batch, end)) is sink:
+        end += 1
+    return end
+
+
+cdef inline object _sink_of(object record):
+    if type(record) is Record:
+        return (<Record>record).sink
+    return record.sink
 
 
 cdef inline bint _is_scalar(object value):

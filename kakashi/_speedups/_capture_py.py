@@ -101,6 +101,23 @@ def level_name(level: int) -> str:
     return name if name is not None else f"LEVEL{level}"
 
 
+def sink_run_end(batch: list[Record], start: int) -> int:
+    """The index after the run of records from *start* in *batch* that go to the same
+    sink as ``batch[start]``: the worker hands each such run to its pipeline at once.
+
+    Raises:
+        IndexError: *start* is not an index of *batch*.
+    """
+    count = len(batch)
+    if not 0 <= start < count:
+        raise IndexError(f"start {start} is outside a batch of {count}")
+    sink = batch[start].sink
+    end = start + 1
+    while end < count and batch[end].sink is sink:
+        end += 1
+    return end
+
+
 def safe_key(key: str) -> str:
     """Return *key*, or ``field.<key>`` when it is one of :data:`RESERVED_KEYS`."""
     return "field." + key if key in RESERVED_KEYS else key

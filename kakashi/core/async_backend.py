@@ -83,6 +83,7 @@ from kakashi._speedups import (
     Record,
     RecordQueue,
     never_wait_for_room,
+    sink_run_end,
 )
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
@@ -1234,9 +1235,7 @@ class AsyncBackend:
         start = 0
         while start < len(batch):
             sink: Sink = batch[start].sink
-            end = start + 1
-            while end < len(batch) and batch[end].sink is sink:
-                end += 1
+            end = sink_run_end(batch, start)
             told = None
             handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]] = []
             try:
