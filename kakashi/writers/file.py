@@ -6,6 +6,7 @@ import contextlib
 import errno
 import math
 import os
+import stat
 import struct
 import sys
 import time
@@ -183,7 +184,8 @@ class FileWriter:
       at all, so threads and processes logging at once do not wait for each other. The
       checks that :meth:`write` makes before every batch run at most once per
       *reopen_check_interval* seconds, under the locks; elsewhere each record goes
-      through :meth:`write`.
+      through :meth:`write`, as they do for a FIFO (where a ``write`` over
+      ``PIPE_BUF`` bytes is not atomic).
 
     What a failure or a crash can leave is repaired under the ``flock``:
 
@@ -325,6 +327,10 @@ class FileWriter:
         info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
+        if stat.S_ISFIFO(info.st_mode):
+            # A pipe takes a write whole only up to PIPE_BUF (4 KiB): a longer one is
+            # copied in as the reader makes room, interleaved with other writers' records.
+            self._lock_free = False
 
     def _close_fd(self) -> None:
         # Dropping the handle closes the descriptor, or, if a lock-free write on another
