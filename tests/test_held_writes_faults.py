@@ -13,11 +13,14 @@ The pure build (``KAKASHI_NO_EXTENSIONS=1``) runs the same tests, never holding 
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import random
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -30,6 +33,7 @@ from typing import Any
 import pytest
 
 from kakashi import USING_SPEEDUPS, _errors
+from kakashi._speedups import gil_held_writes
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.writers import FileWriter
 from kakashi.writers import file as file_module
@@ -427,16 +431,15 @@ def test_a_file_size_limit_is_counted_and_logging_resumes(tmp_path: Path, cut: i
     assert whole[:fitting] + part + whole[fitting:] == lines
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 128 KiB tmpfs mounted for the test (skips where it cannot be: not root, no
-    mount(8), or a container that forbids it); unmounted after."""
+@contextlib.contextmanager
+def mounted_tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at *mount* with *options* for the block (skips the test where it
+    cannot be: not root, no mount(8), a container that forbids it); unmounted after."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8)")
-    mount = tmp_path / "tmpfs"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=128k", "kakashi-test", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", options, "kakashi-test", str(mount)],
         capture_output=True,
         timeout=30,
         check=False,
@@ -447,6 +450,13 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 128 KiB tmpfs mounted for the test."""
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=128k") as mount:
+        yield mount
 
 
 def small(tag: str, n: int) -> str:
@@ -607,3 +617,77 @@ def test_a_file_on_dev_shm_holds_the_lock_and_keeps_every_record(shm_path: Path)
     assert {"emitted": 4000, "written": 4000, "filtered": 0, "errors": 0} == pipeline.stats()
     expected = [text(f"shm{t}", n) for t in range(4) for n in range(1000)]
     assert_each_once(lines_on_disk(shm_path), expected)
+
+
+# -- writes that wait for the disk --------------------------------------------------------------
+
+# linux/fs.h: _IOR('f', 1, long), _IOW('f', 2, long) (the kernel reads an int), and the
+# attribute chattr +S sets.
+_LONG = struct.calcsize("l") << 16
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_SYNC_FL = 0x80006601 | _LONG, 0x40006602 | _LONG, 0x8
+
+
+def log_to_both(default: FileWriter, forced: FileWriter, path: Path) -> None:
+    """Log 100 records through each writer (both on *path*): all of them land, counted."""
+    for writer, tag in ((default, "default"), (forced, "forced")):
+        pipeline = sync_pipeline(writer)
+        log = pipeline.get_logger(tag)
+        for n in range(100):
+            log.info(text(tag, n))
+        pipeline.close()
+        assert {"emitted": 100, "written": 100, "filtered": 0, "errors": 0} == pipeline.stats()
+    expected = [text(tag, n) for tag in ("default", "forced") for n in range(100)]
+    assert_each_once(lines_on_disk(path), expected)
+
+
+def test_a_file_with_the_sync_attribute_does_not_hold_by_default(tmp_path: Path) -> None:
+    """chattr +S makes every write of the file wait for the disk (hundreds of
+    microseconds on an SSD, with every other thread waiting too if the lock were held):
+    the default releases the lock there; hold_gil=True still holds; records land."""
+    path = tmp_path / "synced.log"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        attributes = struct.pack("i", 0)
+        try:
+            attributes = fcntl.ioctl(fd, FS_IOC_GETFLAGS, attributes)
+            flags = struct.unpack("i", attributes)[0] | FS_SYNC_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags))
+        except OSError as exc:
+            pytest.skip(f"no sync attribute on this filesystem: {exc}")
+        assert not gil_held_writes(fd)
+        assert gil_held_writes(fd, True) is USING_SPEEDUPS
+    finally:
+        os.close(fd)
+    default, forced = FileWriter(path), FileWriter(path, hold_gil=True)
+    assert (False, USING_SPEEDUPS) == (default.holds_gil, forced.holds_gil)
+    log_to_both(default, forced, path)
+
+
+def test_a_filesystem_mounted_sync_does_not_hold_by_default(tmp_path: Path) -> None:
+    """A tmpfs mounted ``sync`` (the mount option that makes every write synchronous on
+    a disk filesystem): the default releases the lock; hold_gil=True holds; records land."""
+    with mounted_tmpfs(tmp_path / "synced", "sync,size=1m") as mount:
+        path = mount / "app.log"
+        default, forced = FileWriter(path), FileWriter(path, hold_gil=True)
+        assert (False, USING_SPEEDUPS) == (default.holds_gil, forced.holds_gil)
+        log_to_both(default, forced, path)
+
+
+@pytest.mark.parametrize("flag", ["O_SYNC", "O_DSYNC"])
+def test_a_descriptor_opened_for_synchronous_writes_does_not_hold(
+    tmp_path: Path, flag: str
+) -> None:
+    """A descriptor opened O_SYNC or O_DSYNC waits for the disk at every write: not
+    held, unless on any filesystem; the same file opened without it is, on /dev/shm."""
+    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    path = folder / f"kakashi-sync-{uuid.uuid4().hex}"
+    synced = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, flag))
+    plain = os.open(path, os.O_WRONLY)
+    try:
+        assert (False, USING_SPEEDUPS) == (gil_held_writes(synced), gil_held_writes(synced, True))
+        if folder != tmp_path:
+            assert gil_held_writes(plain) is USING_SPEEDUPS
+    finally:
+        os.close(synced)
+        os.close(plain)
+        path.unlink()

@@ -239,13 +239,14 @@ class FileWriter:
             ``write`` (compiled build, records up to 64 KiB). ``None`` (the default):
             where the file is on a local filesystem (ext4, XFS, Btrfs, F2FS, ZFS, tmpfs,
             overlayfs; Linux), where such a write goes to the page cache in a
-            microsecond or two; then threads logging at once take turns without waking
-            each other at every record (with 4 threads, twice the records a second of
-            releasing it). ``True``: on any filesystem; ``False``: never. While a write
-            waits (a network filesystem's server, or the kernel throttling a writer on
-            a saturated disk), no other thread of the process runs Python code: give
-            ``False`` where that must not happen. :attr:`holds_gil` says what applies
-            to the open file.
+            microsecond or two (not where writes wait for the disk: a ``sync`` mount,
+            a file with the sync attribute, ``chattr +S``); then threads logging at
+            once take turns without waking each other at every record (with 4
+            threads, twice the records a second of releasing it). ``True``: on any
+            filesystem; ``False``: never. While a write waits (a network filesystem's
+            server, or the kernel throttling a writer on a saturated disk), no other
+            thread of the process runs Python code: give ``False`` where that must not
+            happen. :attr:`holds_gil` says what applies to the open file.
 
     Raises:
         TypeError: *path* is not a str or path-like object.
