@@ -1738,15 +1738,25 @@ def bulk_body(lines, keys, bytes prefix not None, hour, bytes head not None,
 cdef extern from *:
     """
     #include <errno.h>
+    #include <fcntl.h>
     #include <unistd.h>
     #include <sys/stat.h>
     #ifdef __linux__
+    #include <sys/ioctl.h>
+    #include <sys/statvfs.h>
     #include <sys/vfs.h>
+    #include <linux/fs.h>
+    #ifndef ST_VALID
+    #define ST_VALID 0x0020  /* the kernel's: statfs fills f_flags (Linux 2.6.36 on) */
+    #endif
     #endif
     /* Whether fd is a regular file on a filesystem of this machine's own disks or memory
        (ext2/3/4, XFS, Btrfs, F2FS, ZFS, tmpfs, overlayfs): a write there goes to the page
        cache. Network and user-space filesystems (NFS, SMB, Ceph, 9p, FUSE...) are not
-       listed: a write there can wait on a server. Only Linux says which is which. */
+       listed: a write there can wait on a server. Nor is a synchronous write (the
+       descriptor opened O_SYNC or O_DSYNC, a filesystem mounted -o sync, a file with the
+       sync attribute, chattr +S), which waits for the disk: hundreds of microseconds on
+       an SSD, milliseconds on a disk. Only Linux says which is which. */
     static int kk_regular_file(int fd) {
         struct stat info;
         return fstat(fd, &info) == 0 && S_ISREG(info.st_mode);
@@ -1754,7 +1764,13 @@ cdef extern from *:
     static int kk_local_filesystem(int fd) {
     #ifdef __linux__
         struct statfs fs;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags == -1 || (flags & (O_SYNC | O_DSYNC))) return 0;
         if (fstatfs(fd, &fs) != 0) return 0;
+        if ((fs.f_flags & ST_VALID) && (fs.f_flags & ST_SYNCHRONOUS)) return 0;
+        int attributes = 0;  /* the kernel reads and writes an int, whatever the macro says */
+        if (ioctl(fd, FS_IOC_GETFLAGS, &attributes) == 0 && (attributes & FS_SYNC_FL))
+            return 0;
         switch ((unsigned long)fs.f_type) {
             case 0xEF53UL:      /* ext2, ext3, ext4 */
             case 0x58465342UL:  /* XFS */
@@ -1790,7 +1806,8 @@ cdef Py_ssize_t _HELD_WRITE_MAX = 65536
 def gil_held_writes(int fd, bint any_filesystem=False):
     """Whether :func:`write_holding_gil` keeps the interpreter lock writing to *fd*: a
     regular file on a local filesystem (ext4, XFS, Btrfs, F2FS, ZFS, tmpfs, overlayfs;
-    Linux), or on any filesystem with *any_filesystem*."""
+    Linux) written to the page cache (not O_SYNC or O_DSYNC, not mounted ``sync``, not
+    ``chattr +S``), or any regular file with *any_filesystem*."""
     return bool(kk_regular_file(fd) and (any_filesystem or kk_local_filesystem(fd)))
 
 

@@ -395,7 +395,8 @@ def gil_held_writes(fd: int, any_filesystem: bool = False) -> bool:
 
     Never here: Python code cannot make a system call without releasing the lock. The
     compiled twin says True for a regular file on a local filesystem (ext4, XFS, Btrfs,
-    F2FS, ZFS, tmpfs, overlayfs; Linux), or on any filesystem with *any_filesystem*.
+    F2FS, ZFS, tmpfs, overlayfs; Linux) written to the page cache (not O_SYNC or O_DSYNC,
+    not mounted ``sync``, not ``chattr +S``), or any regular file with *any_filesystem*.
     """
     return False
 

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import math
 import os
+import stat
 import struct
 import sys
 import time
@@ -183,7 +184,8 @@ class FileWriter:
       at all, so threads and processes logging at once do not wait for each other. The
       checks that :meth:`write` makes before every batch run at most once per
       *reopen_check_interval* seconds, under the locks; elsewhere each record goes
-      through :meth:`write`.
+      through :meth:`write`, as they do for a FIFO (where a ``write`` over
+      ``PIPE_BUF`` bytes is not atomic).
 
     What a failure or a crash can leave is repaired under the ``flock``:
 
@@ -237,13 +239,14 @@ class FileWriter:
             ``write`` (compiled build, records up to 64 KiB). ``None`` (the default):
             where the file is on a local filesystem (ext4, XFS, Btrfs, F2FS, ZFS, tmpfs,
             overlayfs; Linux), where such a write goes to the page cache in a
-            microsecond or two; then threads logging at once take turns without waking
-            each other at every record (with 4 threads, twice the records a second of
-            releasing it). ``True``: on any filesystem; ``False``: never. While a write
-            waits (a network filesystem's server, or the kernel throttling a writer on
-            a saturated disk), no other thread of the process runs Python code: give
-            ``False`` where that must not happen. :attr:`holds_gil` says what applies
-            to the open file.
+            microsecond or two (not where writes wait for the disk: a ``sync`` mount,
+            a file with the sync attribute, ``chattr +S``); then threads logging at
+            once take turns without waking each other at every record (with 4
+            threads, twice the records a second of releasing it). ``True``: on any
+            filesystem; ``False``: never. While a write waits (a network filesystem's
+            server, or the kernel throttling a writer on a saturated disk), no other
+            thread of the process runs Python code: give ``False`` where that must not
+            happen. :attr:`holds_gil` says what applies to the open file.
 
     Raises:
         TypeError: *path* is not a str or path-like object.
@@ -325,6 +328,10 @@ class FileWriter:
         info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
+        if stat.S_ISFIFO(info.st_mode):
+            # A pipe takes a write whole only up to PIPE_BUF (4 KiB): a longer one is
+            # copied in as the reader makes room, interleaved with other writers' records.
+            self._lock_free = False
 
     def _close_fd(self) -> None:
         # Dropping the handle closes the descriptor, or, if a lock-free write on another

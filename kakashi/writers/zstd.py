@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import zstandard
 
+from kakashi._locks import fork_safe_rlock
 from kakashi.writers.file import FileWriter, newline_joined
 from kakashi.writers.reading import (
     ZSTD_MAGIC,
@@ -131,6 +132,12 @@ class ZstdFileWriter(FileWriter):
             raise ValueError(f"level must be an int within 1..22, got {level!r}")
         self.level = level
         self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        # A compressor is one zstd context, which zstandard lets the GIL go to use: two
+        # threads compressing with it at once (a synchronous pipeline's, each logging a
+        # record) fail ("Src size is incorrect") or corrupt each other's frame.
+        # Re-entrant: a signal handler that logs on a thread about to compress compresses
+        # first (never inside the call, which runs no Python code).
+        self._compressing = fork_safe_rlock()
         super().__init__(
             path,
             mode=mode,
@@ -147,7 +154,7 @@ class ZstdFileWriter(FileWriter):
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
-        return bytes(self._compressor.compress(newline_joined(batch)))
+        return self._compress(newline_joined(batch))
 
     def _whole_records(self, part: memoryview) -> int:
         """A frame the disk cut short holds no whole record: a frame decodes entirely or
@@ -156,7 +163,17 @@ class ZstdFileWriter(FileWriter):
 
     def encode_record(self, line: bytes) -> bytes:
         """Return one record as a complete zstd frame of one newline-terminated line."""
-        return bytes(self._compressor.compress(line + b"\n"))
+        return self._compress(line + b"\n")
+
+    def _compress(self, data: bytes) -> bytes:
+        """*data* as one complete zstd frame, one thread at a time."""
+        with self._compressing:
+            return bytes(self._compressor.compress(data))
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        # Another thread of the parent may have been compressing with it at the fork.
+        self._compressor = zstandard.ZstdCompressor(level=self.level, write_checksum=True)
 
     def __repr__(self) -> str:
         return f"<ZstdFileWriter {str(self.path)!r} level={self.level}>"
