@@ -51,3 +51,27 @@ def test_scaling_prints_ratios_to_one_thread() -> None:
     assert result.returncode in (0, 1), result.stderr
     cell = r" [\d,]+ \(\d\.\d\dx\) \|"
     assert re.search(r"\| kakashi async \| [\d,]+ \|" + cell + cell, result.stdout)
+
+
+def test_sync_threads_compares_both_settings() -> None:
+    """Both hold_gil settings get a row with 1, 4 and 16 thread figures (the script
+    fails if a line is missing); the compiled build holds the lock on the default row
+    where the temporary directory is on a local filesystem, the pure one never."""
+    result = run("sync_threads.py", "--records", "3200", "--runs", "1")
+
+    assert result.returncode == 0, result.stderr
+    cell = r" [\d,]+ \(\d\.\d\dx\) \|"
+    assert re.search(r"\| hold_gil=None \| (yes|no) \| [\d,]+ \|" + cell + cell, result.stdout)
+    assert re.search(r"\| hold_gil=False \| no \| [\d,]+ \|" + cell + cell, result.stdout)
+
+
+def test_latency_measures_the_floors_beside_the_logger() -> None:
+    """Three rows in one run (the two floors and the async call), each with its
+    percentiles and page faults per call, and nothing dropped."""
+    result = run("latency.py", "5000")
+
+    assert result.returncode == 0, result.stderr
+    figures = r" p50 [\d.]+ us, p99 [\d.]+ us, p99\.9 [\d.]+ us; page faults per call [\d.]+"
+    for row in ("empty method (floor)", "empty method keeping memory", "kakashi async"):
+        assert re.search(re.escape(row) + r".*" + figures, result.stdout), row
+    assert "dropped 0" in result.stdout
