@@ -758,14 +758,23 @@ def test_which_descriptors_keep_the_lock(tmp_path: Path) -> None:
 
 
 def test_write_holding_gil_writes_like_os_write(tmp_path: Path) -> None:
-    """Small and large (over 64 KiB, released) writes land whole; a failure is the
-    OSError that os.write raises (a descriptor open for reading only)."""
+    """Small and large (over 64 KiB, released) writes land whole; anything but bytes is
+    refused by both twins; a failure is the OSError that os.write raises (a descriptor
+    open for reading only)."""
     path = tmp_path / "raw"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     large = bytes(range(256)) * 1024  # 256 KiB
     try:
         assert 6 == write_holding_gil(fd, b"small\n")
         assert len(large) == write_holding_gil(fd, large)
+    finally:
+        os.close(fd)
+    assert b"small\n" + large == path.read_bytes()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        for other in (bytearray(b"x"), memoryview(b"x"), type("Sub", (bytes,), {})(b"x")):
+            with pytest.raises(TypeError, match="expected bytes"):
+                write_holding_gil(fd, other)  # both twins: exactly bytes, nothing written
     finally:
         os.close(fd)
     assert b"small\n" + large == path.read_bytes()

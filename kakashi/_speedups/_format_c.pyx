@@ -1819,6 +1819,7 @@ def write_holding_gil(int fd, bytes data not None):
     signal, it runs the handlers (which may raise) and tries again.
 
     Raises:
+        TypeError: *data* is not exactly ``bytes``.
         OSError: the write failed (``ENOSPC``...).
     """
     cdef const char *buf = PyBytes_AS_STRING(data)

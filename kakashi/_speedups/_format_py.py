@@ -407,6 +407,12 @@ def write_holding_gil(fd: int, data: bytes) -> int:
     compiled twin keeps it for up to 64 KiB; see :func:`gil_held_writes`).
 
     Raises:
+        TypeError: *data* is not exactly ``bytes`` (as the compiled twin: a
+            ``bytearray`` or a ``memoryview`` is refused, not written).
         OSError: the write failed (``ENOSPC``...).
     """
+    if type(data) is not bytes:
+        raise TypeError(
+            f"Argument 'data' has incorrect type (expected bytes, got {type(data).__name__})"
+        )
     return os.write(fd, data)
