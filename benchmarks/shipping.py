@@ -36,7 +36,6 @@ import gzip
 import http.server
 import json
 import multiprocessing
-import os
 import shutil
 import statistics
 import sys
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import kakashi
+from kakashi.cli.bench import cpu_seconds
 from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
@@ -170,12 +170,9 @@ class Target:
 
 def process_cpu(pid: int | None) -> float:
     """CPU seconds (user and system, every thread) that process *pid* has used so far;
-    0.0 for None."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    0.0 for None or where /proc does not say (the comparison's reader)."""
+    used = None if pid is None else cpu_seconds(pid)
+    return 0.0 if used is None else used
 
 
 def main() -> int:

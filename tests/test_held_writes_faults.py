@@ -117,6 +117,18 @@ def join_all(threads: list[threading.Thread]) -> None:
     assert [] == [thread.name for thread in threads if thread.is_alive()]
 
 
+def log_from_threads(log: Any, tags: list[str], records: int) -> None:
+    """One thread per tag logs ``text(tag, n)`` for each n below *records*, all at once;
+    joined within the deadlock bound."""
+    workers = [
+        threading.Thread(target=lambda tag=tag: [log.info(text(tag, n)) for n in range(records)])
+        for tag in tags
+    ]
+    for worker in workers:
+        worker.start()
+    join_all(workers)
+
+
 def sync_pipeline(writer: FileWriter) -> Pipeline:
     """A synchronous pipeline writing each record's message to *writer*."""
     return Pipeline(PipelineConfig(writers=(writer,), formatter=lambda r: r.message))
@@ -590,14 +602,7 @@ def test_hold_gil_true_on_dev_null_does_not_hold_and_works() -> None:
     writer = FileWriter(os.devnull, hold_gil=True)
     assert (True, False) == (writer.hold_gil, writer.holds_gil)
     pipeline = sync_pipeline(writer)
-    log = pipeline.get_logger("null")
-    workers = [
-        threading.Thread(target=lambda: [log.info(text("null", n)) for n in range(1000)])
-        for _ in range(3)
-    ]
-    for worker in workers:
-        worker.start()
-    join_all(workers)
+    log_from_threads(pipeline.get_logger("null"), ["null"] * 3, 1000)
     pipeline.close()
     assert {"emitted": 3000, "written": 3000, "filtered": 0, "errors": 0} == pipeline.stats()
     assert {} == _errors.error_counts()
@@ -621,14 +626,7 @@ def test_a_file_on_dev_shm_holds_the_lock_and_keeps_every_record(shm_path: Path)
     writer = FileWriter(shm_path, reopen_check_interval=0.003)
     assert (None, USING_SPEEDUPS) == (writer.hold_gil, writer.holds_gil)
     pipeline = sync_pipeline(writer)
-    log = pipeline.get_logger("shm")
-    workers = [
-        threading.Thread(target=lambda t=t: [log.info(text(f"shm{t}", n)) for n in range(1000)])
-        for t in range(4)
-    ]
-    for worker in workers:
-        worker.start()
-    join_all(workers)
+    log_from_threads(pipeline.get_logger("shm"), [f"shm{t}" for t in range(4)], 1000)
     pipeline.close()
     assert {"emitted": 4000, "written": 4000, "filtered": 0, "errors": 0} == pipeline.stats()
     expected = [text(f"shm{t}", n) for t in range(4) for n in range(1000)]

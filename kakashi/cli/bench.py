@@ -265,7 +265,7 @@ report({
 """
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     """CPU time used so far by every thread of *pid* (Linux ``/proc``), else None."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -291,13 +291,13 @@ def run_child(name: str, records: int, threads: int, path: Path) -> dict[str, An
             [*command, str(threads), str(out)], stdout=subprocess.DEVNULL, stderr=stderr
         )
         started = window = time.monotonic()
-        cpu = _cpu_seconds(child.pid)
+        cpu = cpu_seconds(child.pid)
         error = None
         while child.poll() is None:
             time.sleep(0.1)
             now = time.monotonic()
             if now - window >= STALL_S:
-                used = _cpu_seconds(child.pid)
+                used = cpu_seconds(child.pid)
                 if used is not None and cpu is not None and used - cpu < 0.05 * STALL_S:
                     error = f"hung: under 5% CPU for {STALL_S:.0f} s (deadlock)"
                 cpu, window = used, now

@@ -303,7 +303,8 @@ class FileWriter:
         # Whether this writer holds the presence lock on its descriptor (see _PRESENCE).
         self._present = False
         # Decided here, not per record: without an atomic append, or a way to know who
-        # appends without the lock, every record takes the locked path.
+        # appends without the lock, every record takes the locked path (and so it does
+        # into a FIFO: _open turns this off for one).
         self._lock_free = ATOMIC_APPEND and self._fcntl is not None
         self._open()
         _writers.add(self)
