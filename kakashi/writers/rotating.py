@@ -213,7 +213,11 @@ class RotatingFileWriter(FileWriter):
         utc: read the schedule in UTC (``False``: local time; a day then has 23 or 25
             hours when the clocks change, and ``daily@HH:MM`` still rotates once).
         naming: ``"numbered"`` (``app.log.1`` is the newest) or ``"timestamped"``
-            (``app.2026-11-27.log``; hourly files carry the hour).
+            (``app.2026-11-27.log``; hourly files carry the hour, files rotated by size or
+            an interval the time; in local time, a stamp with a time of day carries the
+            UTC offset too: ``app.2026-11-01T01-05-00-0500.log``). Rotated files are
+            ordered, kept and deleted by the moment their stamps name, not by their
+            letters (see :mod:`kakashi.writers.naming`).
         backup_count: keep at most this many rotated files (``None``: no limit).
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
@@ -431,6 +435,10 @@ class RotatingFileWriter(FileWriter):
         if self._schedule is not None:
             stamp_format = self._schedule.stamp_format
         stamp = dt.datetime.fromtimestamp(self._file_time, zone).strftime(stamp_format)
+        if not self.utc and "T" in stamp_format:
+            # The offset tells the two passes of the hour the clocks go back through apart
+            # (see naming): a day's stamp needs none, a day happens once.
+            stamp += names.utc_offset(time.localtime(self._file_time).tm_gmtoff)
         existing = os.listdir(self.path.parent)
         if self.namer is not None:  # the stamps and counters its names took
             existing += [
