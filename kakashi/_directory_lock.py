@@ -5,9 +5,10 @@ share. A lock on a separate file (``app.log.lock``) fails the day something dele
 file while a writer holds it: the next writer creates a fresh one, locks it at once and
 goes ahead beside the first (a clean-up job deleting the lock files lost a fifth of the
 records of four processes rotating one path). A directory cannot be deleted while it holds
-the log, nor replaced under its name without a rename of the whole directory, which the
-lock notices (it locks again the directory the name then names). So the rotating writers
-take an exclusive ``flock`` on the directory of their file first, then their lock file.
+the log, nor replaced under its name without renaming or deleting the whole directory and
+its files; a writer then finds its lock file gone and locks the directory the name names
+now (:meth:`DirectoryLock.renew`). So the rotating writers take an exclusive ``flock`` on
+the directory of their file first, then their lock file.
 
 What it costs and where it does not work:
 
@@ -34,9 +35,13 @@ import errno
 import os
 import time
 import weakref
-from typing import Any
 
 from kakashi._locks import after_fork_in_child, fork_safe_lock, fork_safe_rlock
+
+try:
+    import fcntl
+except ImportError:  # Windows: no rotating writer (it needs fcntl), so no directory lock
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["DirectoryLock", "DirectoryLockUnsupported", "directory_lock"]
 
@@ -54,8 +59,6 @@ _UNSUPPORTED = frozenset(
         errno.ENOSYS,
     )
 )
-# How often the directory may be replaced under the lock before acquire gives up.
-_ATTEMPTS = 10
 _FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -98,6 +101,8 @@ class DirectoryLock:
             )
         try:
             if self._depth == 0:
+                if self._fd < 0:
+                    self._open()
                 self._lock(timeout, deadline)
             self._depth += 1
         except BaseException:
@@ -110,40 +115,43 @@ class DirectoryLock:
         try:
             if self._depth == 0 and self._fd >= 0:
                 # Explicitly: a forked child may hold a copy of the descriptor.
-                _flock(self._fd, _fcntl().LOCK_UN)
+                _flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
 
+    def renew(self, timeout: float) -> None:
+        """Make sure the lock held is on the directory the name names now, or lock that one.
+
+        The holder calls it when something under the name changed (its lock file is gone
+        or replaced): the directory may have been renamed or deleted meanwhile. Not
+        checked at every acquire, which would cost a ``stat`` a batch. Only the outermost
+        acquire of the holding thread renews (an inner one keeps what the outer locked).
+
+        Raises:
+            As :meth:`acquire`.
+        """
+        if self._depth != 1 or self._inode == _identity(self._name):
+            return
+        _flock(self._fd, fcntl.LOCK_UN)
+        self._forget()
+        self._open()
+        self._lock(timeout, time.monotonic() + timeout)
+
     def _lock(self, timeout: float, deadline: float) -> None:
-        """Lock the directory the name names now (it may have been replaced meanwhile)."""
-        fcntl = _fcntl()
-        for _ in range(_ATTEMPTS):
-            if self._fd < 0:
-                self._open()
-            pause = 0.0002
-            while True:
-                try:
-                    _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            errno.ETIMEDOUT,
-                            f"{self._name}: another process held the lock for more than "
-                            f"{timeout:g} s",
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.02)
+        """Take the ``flock`` on the open directory, waiting until *deadline* at most."""
+        pause = 0.0002
+        while True:
             try:
-                info = os.stat(self._name)
-                current: tuple[int, int] | None = (info.st_dev, info.st_ino)
-            except FileNotFoundError:
-                current = None
-            if current == self._inode:
+                _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
-            _flock(self._fd, fcntl.LOCK_UN)
-            self._forget()
-        raise OSError(errno.EAGAIN, f"{self._name}: the directory keeps being replaced")
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        errno.ETIMEDOUT,
+                        f"{self._name}: another process held the lock for more than {timeout:g} s",
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
     def _open(self) -> None:
         try:
@@ -182,16 +190,19 @@ class DirectoryLock:
         return f"<DirectoryLock {self._name!r}>"
 
 
-def _fcntl() -> Any:
-    import fcntl
-
-    return fcntl
+def _identity(name: str) -> tuple[int, int] | None:
+    """The device and inode of the directory *name* names now (``None``: gone)."""
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def _flock(fd: int, operation: int) -> None:
     """``flock``, with what says the directory cannot be locked raised as such."""
     try:
-        _fcntl().flock(fd, operation)
+        fcntl.flock(fd, operation)
     except BlockingIOError:
         raise
     except OSError as exc:

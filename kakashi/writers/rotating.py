@@ -402,7 +402,7 @@ class RotatingFileWriter(FileWriter):
                     "they run can let two of them rotate at once",
                 )
         try:
-            fd = self._acquire_lock_file()
+            fd = self._acquire_lock_file(directory)
         except BaseException:
             if directory is not None:
                 directory.release()
@@ -411,8 +411,10 @@ class RotatingFileWriter(FileWriter):
         self._holder = threading.get_ident()
         return fd
 
-    def _acquire_lock_file(self) -> int:
-        """Lock the lock file, checking it is still the one the path names."""
+    def _acquire_lock_file(self, directory: DirectoryLock | None) -> int:
+        """Lock the lock file, checking it is still the one the path names (if not, the
+        directory held may be another than the path's now: see
+        :meth:`DirectoryLock.renew <kakashi._directory_lock.DirectoryLock.renew>`)."""
         for _ in range(10):
             fd = super()._acquire()
             try:
@@ -424,6 +426,8 @@ class RotatingFileWriter(FileWriter):
             super()._release(fd)
             os.close(fd)
             self._lock_file = -1
+            if directory is not None:
+                directory.renew(self.lock_timeout)
         raise OSError(f"{self.path}: its lock file keeps being replaced")
 
     def _release(self, fd: int) -> None:
