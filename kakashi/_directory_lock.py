@@ -94,17 +94,26 @@ class DirectoryLock:
             DirectoryLockUnsupported: the directory cannot be opened or locked here.
             OSError: the directory cannot be made or opened (a full disk, ...).
         """
-        deadline = time.monotonic() + timeout
-        if not self._thread_lock.acquire(timeout=timeout):
-            raise TimeoutError(
-                errno.ETIMEDOUT, f"{self._name}: another thread held the lock for {timeout:g} s"
-            )
+        # The common case first, without reading the clock: nobody holds it.
+        if not self._thread_lock.acquire(False):
+            started = time.monotonic()
+            if not self._thread_lock.acquire(timeout=timeout):
+                raise TimeoutError(
+                    errno.ETIMEDOUT,
+                    f"{self._name}: another thread held the lock for {timeout:g} s",
+                )
+            timeout = max(0.0, timeout - (time.monotonic() - started))
+        if self._depth:
+            self._depth += 1  # taken again by the thread holding it
+            return
         try:
-            if self._depth == 0:
-                if self._fd < 0:
-                    self._open()
-                self._lock(timeout, deadline)
-            self._depth += 1
+            if self._fd < 0:
+                self._open()
+            try:
+                _flock(self._fd, _EXCLUSIVE_NOW)
+            except BlockingIOError:
+                self._wait(timeout)
+            self._depth = 1
         except BaseException:
             self._thread_lock.release()
             raise
@@ -113,9 +122,9 @@ class DirectoryLock:
         """Give back one :meth:`acquire`; the last one unlocks the directory."""
         self._depth -= 1
         try:
-            if self._depth == 0 and self._fd >= 0:
+            if not self._depth and self._fd >= 0:
                 # Explicitly: a forked child may hold a copy of the descriptor.
-                _flock(self._fd, fcntl.LOCK_UN)
+                _flock(self._fd, _UNLOCK)
         finally:
             self._thread_lock.release()
 
@@ -132,17 +141,18 @@ class DirectoryLock:
         """
         if self._depth != 1 or self._inode == _identity(self._name):
             return
-        _flock(self._fd, fcntl.LOCK_UN)
+        _flock(self._fd, _UNLOCK)
         self._forget()
         self._open()
-        self._lock(timeout, time.monotonic() + timeout)
+        self._wait(timeout)
 
-    def _lock(self, timeout: float, deadline: float) -> None:
-        """Take the ``flock`` on the open directory, waiting until *deadline* at most."""
+    def _wait(self, timeout: float) -> None:
+        """Take the ``flock`` on the open directory, waiting *timeout* seconds at most."""
+        deadline = time.monotonic() + timeout
         pause = 0.0002
         while True:
             try:
-                _flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(self._fd, _EXCLUSIVE_NOW)
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -202,7 +212,7 @@ def _identity(name: str) -> tuple[int, int] | None:
 def _flock(fd: int, operation: int) -> None:
     """``flock``, with what says the directory cannot be locked raised as such."""
     try:
-        fcntl.flock(fd, operation)
+        _flock_call(fd, operation)
     except BlockingIOError:
         raise
     except OSError as exc:
@@ -211,6 +221,12 @@ def _flock(fd: int, operation: int) -> None:
                 exc.errno, f"cannot lock the directory: {exc.strerror}"
             ) from exc
         raise
+
+
+if fcntl is not None:  # module constants: one lookup fewer a batch
+    _flock_call = fcntl.flock
+    _EXCLUSIVE_NOW = fcntl.LOCK_EX | fcntl.LOCK_NB
+    _UNLOCK = fcntl.LOCK_UN
 
 
 # The one lock object per directory in this process (weakly held: gone with its writers).
