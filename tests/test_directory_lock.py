@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from kakashi import _errors
 from kakashi.writers import RotatingFileWriter, read_lines
-from tests.conftest import file_lines, wait_or_kill
+from tests.conftest import child_report, file_lines, wait_or_kill
 
 ROTATE = """
 import json, sys, threading
@@ -174,3 +176,45 @@ def test_a_directory_replaced_under_its_name_is_locked_again(tmp_path: Path, how
     assert [b"after"] == list(read_lines(directory / "app.log"))
     if how == "renamed":
         assert [b"before"] == list(read_lines(tmp_path / "logs.old" / "app.log"))
+
+
+def test_a_directory_it_may_not_read_falls_back_to_the_lock_file() -> None:
+    """A process that may write in its log's directory but not read it (mode 0o333; a
+    forked child that became user nobody) cannot lock the directory: it writes under
+    ``<path>.lock`` alone, counts and reports that once, and loses nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to become another user")
+    base = Path(tempfile.mkdtemp(prefix="kakashi-unreadable-"))
+    try:
+        base.chmod(0o711)  # nobody may pass through
+        directory = base / "logs"
+        directory.mkdir()
+        os.chown(directory, 65534, 65534)
+        directory.chmod(0o333)  # write and search, no read
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become nobody, write twice, report the counts
+            code = 1
+            try:
+                os.close(read)
+                os.setgid(65534)
+                os.setuid(65534)
+                _errors.reset()
+                writer = RotatingFileWriter(directory / "app.log", compression=None)
+                writer.write([b"one"])
+                writer.write([b"two"])
+                writer.close()
+                counts = _errors.error_counts()
+                os.write(write, json.dumps(counts).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        code, counts = child_report(pid, read, write)
+        assert 0 == code
+        assert ["DirectoryLockUnsupported"] == [
+            kind.rpartition(": ")[2] for kind in counts if "locking its directory" in kind
+        ]
+        assert [1] == list(counts.values())
+        assert [b"one", b"two"] == list(read_lines(directory / "app.log"))
+    finally:
+        shutil.rmtree(base)
