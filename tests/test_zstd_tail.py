@@ -234,6 +234,29 @@ def test_first_write_of_a_big_file_reads_only_its_tail(
     assert {"message": "first"} == read[-1]
 
 
+def test_a_batch_writer_reads_only_the_tail_of_what_others_appended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer whose last batch was followed by 2 MB of other processes' frames checks
+    the last 16 KiB before its next batch, where it walked every frame they appended."""
+    path = tmp_path / "app.log.zst"
+    writer = ZstdFileWriter(path)
+    writer.write([b'{"message": "before"}'])
+    others = tmp_path / "others.zst"
+    count = _one_record_frames(others, 2)
+    with path.open("ab") as file:
+        file.write(others.read_bytes())
+    counted = _CountedReads()
+    monkeypatch.setattr(os, "pread", counted)
+    writer.write([b'{"message": "after"}'])
+    monkeypatch.undo()
+    writer.close()
+    assert counted.bytes <= 16 * 1024
+    read = [json.loads(line) for line in read_lines(path)]
+    assert count + 2 == len(read)
+    assert [{"message": "before"}, {"message": "after"}] == [read[0], read[-1]]
+
+
 def test_a_torn_frame_longer_than_the_window_is_found_by_widening(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

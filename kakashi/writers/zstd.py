@@ -170,6 +170,8 @@ def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_W
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
+    if start >= size:
+        return size  # nothing after the boundary (clean_frames_end's answer too)
     span = window
     while True:
         first = max(start, size - span)
