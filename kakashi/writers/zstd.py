@@ -118,7 +118,7 @@ def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
     file is left as it is, for the reader to resynchronise.
 
     This reads every frame header after *start*; :func:`tail_frames_end` gives the same
-    answer from the end of the file.
+    answer from the end of the file (see it for the files where they differ).
     """
     return _walk(lambda count, offset: os.pread(fd, count, offset), size, start)
 
@@ -139,19 +139,21 @@ def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_W
     boundary), as :func:`clean_frames_end` does.
 
     Why the answer is the full walk's: a frame that proves itself starts where a frame
-    was written, and from any such start the walk to the end is the walk from *start*
-    (the same frames, the same code), so the answer is the same. For anything else to
+    was written. The full walk from *start* steps on the start of every frame written
+    after it (unless damage stops it first, below), and from any of them both walk the
+    same frames with the same code, so the answer is the same. For anything else to
     pass, the four bytes of the magic number would have to occur inside a frame (in
     compressed data, about once in 2**32 positions; never inside a line Kakashi
     formats, which is UTF-8, where the magic's last byte, 0xFD, cannot occur) and be
     followed by a header and blocks that decode to the declared size with a matching
     32-bit checksum. A magic number that does not start such a frame (the common false
-    candidate) is passed over. Only bytes crafted for it (a whole zstd frame inside a
-    record written as raw bytes, not a formatted line) could pass, and they are looked
-    at only when the frame holding them starts before the window (a frame that starts in
-    the window proves itself first, and the walk from it steps over them); they change
-    the answer only if what follows them also reads as a torn frame with no magic number
-    after it, so only in the file's last frame, longer than the window.
+    candidate) is passed over. Only bytes crafted for it (a whole zstd frame with a
+    checksum inside a record written as raw bytes, not a formatted line) could pass, and
+    only when the frame holding them cannot prove itself first: it starts before the
+    window (a frame that starts in the window proves itself first, and the walk from it
+    steps over them) or has no checksum (not a Kakashi writer's). Even then they change
+    the answer only if what follows them reads as a torn frame with no magic number
+    after it: only in the file's last frame, so one longer than the window.
 
     Where the bytes before the window do not parse as frames (damage that nothing could
     repair: a torn frame another writer left in the middle), :func:`clean_frames_end`
