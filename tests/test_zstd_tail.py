@@ -138,13 +138,15 @@ def test_damage_in_the_middle_never_costs_a_readable_record(
 ) -> None:
     """A torn frame left in the middle (another writer's, while writers appended without
     the lock) stops the full walk, which then leaves the file alone; the tail check judges
-    the tail on its own, and whatever it cuts off holds nothing a reader could read."""
+    the tail on its own, and whatever it cuts off holds nothing a reader could read
+    (a reader may get more: a frame without a checksum followed by a torn one is taken
+    whole once nothing follows it)."""
     first = bytes(zstandard.ZstdCompressor(write_checksum=True).compress(b'{"n": 0}\n'))
     data = first + b"".join(before) + torn[: keep % len(torn)] + b"".join(after)
     data = data[: max(len(first), cut % (len(data) + 1))]
     _, tail = ends(data, 0, window)
     assert tail <= len(data)
-    assert lines(data) == lines(data[:tail])
+    assert Counter() == Counter(lines(data)) - Counter(lines(data[:tail]))
 
 
 def test_a_frame_inside_a_record_is_not_taken_for_a_frame_start(tmp_path: Path) -> None:
@@ -329,7 +331,7 @@ _WORKER = textwrap.dedent(
 
 def _kill_mid_write(tmp_path: Path) -> tuple[bool, int, dict[str, list[int]]]:
     """Three processes append batches to one .zst file; the third is killed with SIGKILL
-    while its big batch is being written (the file has grown by 1 to 8 MB of its 36); the
+    while its big batch is being written (the file has grown by 1 to 6 MB of its 36); the
     other two append after it. Returns whether a survivor cut a torn frame off, which batch
     was the big one, and each process's acknowledged batches (those whose write returned)."""
     path, stop = tmp_path / "app.log.zst", tmp_path / "stop"
@@ -356,7 +358,7 @@ def _kill_mid_write(tmp_path: Path) -> tuple[bool, int, dict[str, list[int]]]:
         if line.strip() == "giant":
             break
         acked["victim"].append(int(line))
-    threshold = path.stat().st_size + rng.randint(1, 8) * 1_000_000
+    threshold = path.stat().st_size + rng.randint(1, 6) * 1_000_000
     deadline = time.monotonic() + 120
     while path.stat().st_size < threshold and time.monotonic() < deadline:
         pass
