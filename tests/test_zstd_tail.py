@@ -167,18 +167,26 @@ def test_a_frame_inside_a_record_is_not_taken_for_a_frame_start(tmp_path: Path) 
 
 
 class _CountedReads:
-    """Replaces os.pread: counts the calls and the bytes they return."""
+    """Replaces os.pread: keeps the size of each read (the bytes it returned)."""
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.bytes = 0
+        self.sizes: list[int] = []
         self._pread = os.pread
 
     def __call__(self, fd: int, count: int, offset: int) -> bytes:
         data = self._pread(fd, count, offset)
-        self.calls += 1
-        self.bytes += len(data)
+        self.sizes.append(len(data))
         return data
+
+    @property
+    def bytes(self) -> int:
+        """All the bytes read."""
+        return sum(self.sizes)
+
+    @property
+    def windows(self) -> list[int]:
+        """The reads of more than a frame header (18 bytes) or a block header (3)."""
+        return [size for size in self.sizes if size > 18]
 
 
 def _one_record_frames(path: Path, megabytes: float) -> int:
@@ -199,9 +207,9 @@ def _one_record_frames(path: Path, megabytes: float) -> int:
 def test_first_write_of_a_big_file_reads_only_its_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, torn: bool
 ) -> None:
-    """A fresh writer's first write to a 2 MB file of 40,000 frames reads at most the first
-    window (16 KiB) to check the tail, where the full walk reads every frame header
-    (hundreds of kilobytes); a torn last frame is cut off all the same."""
+    """A fresh writer's first write to a 2 MB file of 40,000 frames reads the first window
+    (16 KiB) and the first frame's header to check the tail, where the full walk reads
+    every frame header (hundreds of kilobytes); a torn last frame is cut off all the same."""
     path = tmp_path / "app.log.zst"
     count = _one_record_frames(path, 2)
     last = ZstdFileWriter(tmp_path / "encoder.zst").encode_record(
@@ -226,8 +234,8 @@ def test_first_write_of_a_big_file_reads_only_its_tail(
     writer.write([b'{"message": "first"}'])
     monkeypatch.undo()
     writer.close()
-    assert counted.bytes <= 16 * 1024
-    assert counted.calls <= 2
+    assert [16 * 1024] == counted.windows  # and the first frame's header (it is a frame)
+    assert counted.bytes <= 16 * 1024 + 64
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the torn frame is gone, not skipped
         read = [json.loads(line) for line in read_lines(path)]
@@ -253,7 +261,8 @@ def test_a_batch_writer_reads_only_the_tail_of_what_others_appended(
     writer.write([b'{"message": "after"}'])
     monkeypatch.undo()
     writer.close()
-    assert counted.bytes <= 16 * 1024
+    assert [16 * 1024] == counted.windows
+    assert counted.bytes <= 16 * 1024 + 64
     read = [json.loads(line) for line in read_lines(path)]
     assert count + 2 == len(read)
     assert [{"message": "before"}, {"message": "after"}] == [read[0], read[-1]]
@@ -279,8 +288,7 @@ def test_a_torn_frame_longer_than_the_window_is_found_by_widening(
         end = tail_frames_end(file.fileno(), path.stat().st_size)
     monkeypatch.undo()
     assert whole == end
-    assert counted.calls == 3
-    assert 16 * 1024 + 128 * 1024 + 1024 * 1024 == counted.bytes
+    assert [16 * 1024, 128 * 1024, 1024 * 1024] == counted.windows
 
 
 def test_frames_without_a_checksum_are_walked_from_the_start() -> None:
@@ -293,6 +301,22 @@ def test_frames_without_a_checksum_are_walked_from_the_start() -> None:
     data_torn = data + frames_[5][:-3]
     assert (len(data), len(data)) == ends(data_torn, 0, 64)
     assert (len(data), len(data)) == ends(data, 0, 64)
+
+
+def test_a_file_that_is_not_frames_is_judged_at_its_first_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain log named .zst is left as it is, as the full walk leaves it, after reading
+    its first bytes only (no window to widen to 16 MiB looking for a frame)."""
+    path = tmp_path / "plain.zst"
+    path.write_bytes(b'{"message": "plain"}\n' * 50_000)
+    counted = _CountedReads()
+    monkeypatch.setattr(os, "pread", counted)
+    with path.open("rb") as file:
+        end = tail_frames_end(file.fileno(), path.stat().st_size)
+    monkeypatch.undo()
+    assert path.stat().st_size == end
+    assert counted.bytes <= 64
 
 
 @pytest.mark.parametrize("window", [0, -1, 1.5, True, None])

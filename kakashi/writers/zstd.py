@@ -24,6 +24,7 @@ compresses, so the application's threads keep running.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 
@@ -120,7 +121,7 @@ def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
     This reads every frame header after *start*; :func:`tail_frames_end` gives the same
     answer from the end of the file (see it for the files where they differ).
     """
-    return _walk(lambda count, offset: os.pread(fd, count, offset), size, start)
+    return _walk(functools.partial(os.pread, fd), size, start)
 
 
 def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_WINDOW) -> int:
@@ -136,7 +137,8 @@ def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_W
     frame in the window proves itself (a torn frame longer than the window, frames without
     a checksum), the window is made 8 times wider, up to 16 MiB; past that the frames are
     walked from *start*. A window that reaches *start* is walked from *start* (a known
-    boundary), as :func:`clean_frames_end` does.
+    boundary), as :func:`clean_frames_end` does, and so is a file with no whole frame at
+    *start* (a file that is not zstd frames, or one torn frame): that walk ends there.
 
     Why the answer is the full walk's: a frame that proves itself starts where a frame
     was written. The full walk from *start* steps on the start of every frame written
@@ -174,6 +176,11 @@ def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_W
         raise ValueError(f"window must be a positive int, got {window!r}")
     if start >= size:
         return size  # nothing after the boundary (clean_frames_end's answer too)
+    end = _frame_end(functools.partial(os.pread, fd), start, size)
+    if end is None or end > size:
+        # No whole frame at start (not a zstd file, or one torn frame): the full walk's
+        # answer is one step away, and the window would find no frame to prove.
+        return clean_frames_end(fd, size, start)
     span = window
     while True:
         first = max(start, size - span)
