@@ -59,7 +59,7 @@ _TAIL_LIMIT = 16 * 1024 * 1024
 # is kilobytes; bounds what one check holds in memory).
 _PROOF_LIMIT = 16 * 1024 * 1024
 
-#: ``read(count, offset)``: up to *count* bytes of the file from *offset*, as ``os.pread``.
+# ``read(count, offset)``: up to *count* bytes of the file from *offset*, as ``os.pread``.
 _Read = Callable[[int, int], bytes]
 
 
