@@ -18,7 +18,9 @@ AsyncPipeline (JSON lines, the same settings) into each target in turn:
   would; its cost is in the figures where a real store's would be).
 
 Per target, medians over the repeats: the caller's cost (the logging loop's time per
-call; delivery is off the caller, so it should match the file writer's), the end-to-end
+call) and, in brackets, the CPU time the calling thread used per call (delivery is off the
+caller, so this should match the file writer's; the time can differ where the writer's
+threads and the server take the cores or the GIL meanwhile), the end-to-end
 throughput (records per second from the first call until ``flush()`` returns with every
 record in the file, stored by ClickHouse or counted by the stand-in) and its ratio to the
 file writer's, and the writer's own cost per record (preparing one batch, ``prepare``:
@@ -107,9 +109,9 @@ def serve(port: Any, count: Any, delay: float = 0.0) -> None:
     server.serve_forever()
 
 
-def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
-    """Log *records* into *writer* on a fresh backend; (caller seconds, end-to-end
-    seconds)."""
+def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float, float]:
+    """Log *records* into *writer* on a fresh backend; (caller seconds, the caller
+    thread's CPU seconds meanwhile, end-to-end seconds)."""
     pipeline = AsyncPipeline(
         AsyncPipelineConfig(
             PipelineConfig(writers=(writer,)),
@@ -120,17 +122,17 @@ def run_once(writer: Any, records: int, batch_size: int) -> tuple[float, float]:
     log.info("warm up")  # starts the worker and the lane, connects
     if not pipeline.flush(30.0).complete:
         raise RuntimeError("the warm-up record was not delivered")
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.thread_time()
     for i in range(records):
         log.info("order placed", seq=i, user_id=i % 1000, path="/cart", amount=9.5)
-    called = time.perf_counter()
+    called, called_cpu = time.perf_counter(), time.thread_time()
     result = pipeline.flush(600.0)
     done = time.perf_counter()
     stats = pipeline.stats()
     pipeline.shutdown()
     if not result.complete or stats["messages_dropped"]:
         raise RuntimeError(f"not everything was delivered: {stats}")
-    return called - start, done - start
+    return called - start, called_cpu - start_cpu, done - start
 
 
 def writer_cost(writer: Any, lines: list[bytes], rounds: int = 5) -> float:
@@ -161,7 +163,8 @@ class Target:
         self.make = make
         self.count = count
         self.server_pid = server_pid
-        self.costs: list[float] = []
+        self.costs: list[float] = []  # the caller's µs per call
+        self.cpu_costs: list[float] = []  # the caller thread's CPU µs per call
         self.rates: list[float] = []
         self.own_cpu: list[float] = []  # this process's CPU seconds per record
         self.server_cpu: list[float] = []  # the server's
@@ -298,7 +301,7 @@ def main() -> int:
                     writer = target.make(repeat)
                     pid = target.server_pid()
                     own, theirs = time.process_time(), process_cpu(pid)
-                    caller, total = run_once(writer, args.records, args.batch_size)
+                    caller, caller_cpu, total = run_once(writer, args.records, args.batch_size)
                     target.own_cpu.append((time.process_time() - own) / args.records)
                     target.server_cpu.append((process_cpu(pid) - theirs) / args.records)
                     stored = target.count(repeat)
@@ -307,6 +310,7 @@ def main() -> int:
                             f"{name}: {stored} records received, {args.records + 1} logged"
                         )
                     target.costs.append(caller / args.records * 1e6)
+                    target.cpu_costs.append(caller_cpu / args.records * 1e6)
                     target.rates.append(args.records / total)
                     if name == "file" and not sample:
                         lines = (root / f"run{repeat}.log").read_bytes().splitlines()
@@ -327,25 +331,29 @@ def main() -> int:
         f"speedups: {kakashi._speedups.USING_SPEEDUPS}; Python {sys.version.split()[0]}"
     )
     print(
-        f"{'target':<15}{'caller us/call':>15}{'end-to-end rec/s':>18}{'vs file':>9}"
+        f"{'target':<15}{'caller us/call':>15}{'(CPU)':>7}{'end-to-end rec/s':>18}{'vs file':>9}"
         f"{'writer us/rec':>15}{'CPU us/rec: ours':>18}{'server':>8}"
     )
     file_rate = statistics.median(targets["file"].rates)
     file_cost = statistics.median(targets["file"].costs)
+    file_cpu = statistics.median(targets["file"].cpu_costs)
     for name, target in targets.items():
         cost, rate = statistics.median(target.costs), statistics.median(target.rates)
+        cpu = statistics.median(target.cpu_costs)
         own = "-" if target.writer_cost is None else f"{target.writer_cost * 1e6:.2f}"
         ours = statistics.median(target.own_cpu) * 1e6
         theirs = statistics.median(target.server_cpu) * 1e6
         print(
-            f"{name:<15}{cost:>15.3f}{rate:>18,.0f}{rate / file_rate:>9.2f}{own:>15}"
+            f"{name:<15}{cost:>15.3f}{cpu:>7.3f}{rate:>18,.0f}{rate / file_rate:>9.2f}{own:>15}"
             f"{ours:>18.2f}{theirs:>8.2f}"
         )
     for name, target in targets.items():
         if name != "file":
             cost, rate = statistics.median(target.costs), statistics.median(target.rates)
+            cpu = statistics.median(target.cpu_costs)
             print(
-                f"ratio {name}/file: caller cost {cost / file_cost:.2f}x, "
+                f"ratio {name}/file: caller cost {cost / file_cost:.2f}x "
+                f"(its CPU {cpu / file_cpu:.2f}x), "
                 f"end-to-end throughput {rate / file_rate:.2f}x"
             )
     if server is not None:

@@ -130,21 +130,17 @@ def test_a_namer_may_return_a_path(tmp_path: Path) -> None:
     } == contents(tmp_path)  # fmt: skip
 
 
-# -- known defects, not fixed here ------------------------------------------------------------
+# -- local stamps on the night the clocks go back (see tests/test_local_stamps.py) ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local stamps with seconds repeat on the night the clocks go back: the second "
-    "pass sorts before the first, so retention deletes newer files and keeps older ones",
-)
 def test_local_timestamped_names_sort_in_real_order_when_the_clocks_go_back(
     tmp_path: Path,
 ) -> None:
     """Size rotation, timestamped names in local time (``%Y-%m-%dT%H-%M-%S``), New York's
-    repeated hour: ``T01-05-00`` (EST, later) sorts before ``T01-40-00`` (EDT, earlier).
-    With backup_count=2 the file of 01:05 EST is deleted and the older one of 01:40 EDT
-    kept (5 records logged, 3 on disk, the wrong 3)."""
+    repeated hour: ``T01-05-00`` (EST, later) sorted before ``T01-40-00`` (EDT, earlier).
+    With backup_count=2 the file of 01:05 EST was deleted and the older one of 01:40 EDT
+    kept (5 records logged, 3 on disk, the wrong 3). The stamps now carry the offset and
+    files are ordered by the moment they name: the newest 2 are kept."""
     day = "2026-11-01"
     steps = [
         f"{day}T00:50:00-04:00",

@@ -4,7 +4,6 @@ defect needs them). Every child has a deadline."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.writers import RotatingFileWriter, read_lines
 from kakashi.writers import naming as names
+from tests.conftest import file_lines
 
 
 @pytest.fixture(name="few_inodes")
@@ -196,39 +196,52 @@ import sys
 from kakashi.writers import RotatingFileWriter
 writer = RotatingFileWriter(sys.argv[1], max_bytes=10_000, compression=None, lock_timeout=1)
 try:
-    writer.write([b'{"i": 1}'])
+    writer.write([sys.argv[2].encode()])
     print("written")
 except TimeoutError:
     print("waited")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the writers' lock is a file that can be deleted: a writer that opens the path "
-    "anew locks a fresh file while another is between its check and its write; needs a lock "
-    "that cannot be replaced (for example flock on the directory)",
-)
-def test_deleted_lock_file_does_not_let_a_second_writer_in(tmp_path: Path) -> None:
-    """A writer holds ``<path>.lock`` (in the middle of a batch or a rotation) when a clean-up
-    job deletes the lock file. Another process's writer must still wait for it. It creates
-    a fresh lock file and goes ahead at once: two writers shift and rename at the same
-    time. With a process deleting the lock file every 10 ms while 4 processes x 2 threads
-    rotated one path, 12,525 of 64,000 records were lost without a report, no exception."""
-    path = tmp_path / "app.log"
-    RotatingFileWriter(path, max_bytes=10_000, compression=None).write([b'{"i": 0}'])
-    lock = os.open(str(path) + ".lock", os.O_RDWR)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # a writer between its check and its write
-    try:
-        os.unlink(str(path) + ".lock")  # the clean-up job
-        child = subprocess.run(
-            [sys.executable, "-c", WRITE_ONCE, str(path)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    finally:
-        os.close(lock)
+def write_once(path: Path, record: str) -> str:
+    """Run a process whose writer writes *record* to *path*, waiting at most 1 s for the
+    lock: ``"written"`` or ``"waited"``."""
+    child = subprocess.run(
+        [sys.executable, "-c", WRITE_ONCE, str(path), record],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert 0 == child.returncode, child.stderr
-    assert "waited" == child.stdout.strip()
+    return child.stdout.strip()
+
+
+def test_deleted_lock_file_does_not_let_a_second_writer_in(tmp_path: Path) -> None:
+    """A writer holds its lock (here in the middle of a rotation: in its rotator) when a
+    clean-up job deletes ``<path>.lock``. Another process's writer must still wait for it.
+    It created a fresh lock file and went ahead at once: two writers shifted and renamed at
+    the same time (with a process deleting the lock file every 10 ms while 4 processes x 2
+    threads rotated one path, 12,525 of 64,000 records were lost without a report). The
+    writers now lock the directory first, which nobody can delete: the other process waits,
+    and writes once the rotation is over; every record is on disk once."""
+    path = tmp_path / "app.log"
+    answers: list[str] = []
+
+    def rotator(source: str, destination: str) -> None:
+        if not answers:
+            os.unlink(str(path) + ".lock")  # the clean-up job
+            answers.append(write_once(path, '{"i": "child 1"}'))
+        os.rename(source, destination)
+
+    writer = RotatingFileWriter(path, max_bytes=10, compression=None, rotator=rotator)
+    writer.write([b'{"i": 0}'])
+    writer.write([b'{"i": 1}'])  # rotates, under the lock
+    answers.append(write_once(path, '{"i": "child 2"}'))  # the lock is free again
+    writer.write([b'{"i": 2}'])
+    writer.close()
+
+    assert ["waited", "written"] == answers
+    on_disk = sorted(str(json.loads(line)["i"]) for lines in file_lines(tmp_path).values()
+                     for line in lines)  # fmt: skip
+    assert ["0", "1", "2", "child 2"] == on_disk
 
 
 NAMED = """

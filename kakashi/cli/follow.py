@@ -455,10 +455,10 @@ class Follower:
                 os.close(fd)  # closing releases the lock
 
 
-def _age(active: str, name: str) -> tuple[int, str, int]:
+def _age(active: str, name: str) -> tuple[int, float, str, int]:
     """Sort key of a log's file names: rotated files oldest first, the active file last."""
     parsed = naming.parse(name)
-    return (2, "", 0) if name == active or parsed is None else parsed.order
+    return (2, 0.0, "", 0) if name == active or parsed is None else parsed.order
 
 
 def _same_file(file: _File, read: _Read) -> bool:

@@ -11,7 +11,15 @@ exactly one :class:`RotatedName` or to nothing (an active file, a lock, anything
   ``app.log`` splits into the stem ``app`` and the suffix ``.log`` at its first dot, the
   stamp is ``2026-11-27``, ``2026-11-27T16`` (hourly) or ``2026-11-27T16-59-00``, and the
   counter ``.1``, ``.2``... is added when a name is taken already:
-  ``app.2026-11-27.log``, ``app.2026-11-27.1.log.gz``.
+  ``app.2026-11-27.log``, ``app.2026-11-27.1.log.gz``. A stamp in local time that carries
+  a time of day carries its UTC offset too, ``2026-11-01T01-05-00-0500``, so that the
+  hour the clocks go back through twice names each of its files once.
+
+A log's rotated files are ordered by the moment their stamps name (:attr:`RotatedName.order`),
+not by the letters of their names: on the night the clocks go back, ``T01-05-00-0500`` (the
+second pass) comes after ``T01-40-00-0400`` (the first). A stamp without an offset (UTC, a
+day, or a local one named before offsets were written) is read in the local time of the
+process, which keeps such names in the order of their letters (see :func:`stamp_instant`).
 
 Names are compared literally (no glob), and the stem ends at the first dot, so the files of
 ``app.log`` and ``app.access.log`` never mix: ``app.2026-11-27.access.log`` belongs to the
@@ -36,8 +44,12 @@ the counter (``app.2026-11-27.1.log`` is a second file of ``app.log``, not of ``
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
+import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +70,9 @@ __all__ = [
     "parse",
     "rotated_files",
     "split_name",
+    "stamp_instant",
     "timestamped_name",
+    "utc_offset",
 ]
 
 #: What each compression appends to a rotated file's name.
@@ -66,13 +80,17 @@ COMPRESSION_SUFFIXES = {"zstd": ".zst", "gzip": ".gz"}
 # Files next to a log that are not part of it: the rotation lock, a compression in progress.
 _NOT_LOGS = (".lock", ".partial")
 
+# A date, an hour or a time of day, and (local time) the UTC offset: 2026-11-01T01-05-00-0500.
+_STAMP = r"\d{4}-\d\d-\d\d(?:T\d\d(?:-\d\d-\d\d)?(?:[+-]\d{4})?)?"
+_STAMP_PARTS = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:T(\d\d)(?:-(\d\d)-(\d\d))?(?:([+-])(\d\d)(\d\d))?)?"
+)
 _NUMBERED = re.compile(r"(?P<active>.+)\.(?P<number>\d+)(?P<compression>\.zst|\.gz)?")
 _TIMESTAMPED = re.compile(
-    r"(?P<stem>\.*[^.]+)\.(?P<stamp>\d{4}-\d\d-\d\d(?:T\d\d(?:-\d\d-\d\d)?)?)"
+    rf"(?P<stem>\.*[^.]+)\.(?P<stamp>{_STAMP})"
     r"(?:\.(?P<counter>\d+))?(?P<suffix>(?:\.[^.]+)*?)(?P<compression>\.zst|\.gz)?"
 )
 _ENDS_IN_NUMBER = re.compile(r"\.\d+$")
-_STAMP = r"\d{4}-\d\d-\d\d(?:T\d\d(?:-\d\d-\d\d)?)?"
 _COMPRESSED = r"(?P<compression>\.zst|\.gz)?"
 # Sample keys a namer is asked about: they differ in their first and last characters, so the
 # part of the answers they share is what the namer adds around them.
@@ -103,15 +121,17 @@ class RotatedName:
     compression: str
 
     @property
-    def order(self) -> tuple[int, str, int]:
+    def order(self) -> tuple[int, float, str, int]:
         """The sort key that puts a log's rotated files oldest first.
 
-        Timestamped files come by stamp then counter, numerically, then numbered files
-        from the highest number down (``.10`` before ``.2``).
+        Timestamped files come by the moment their stamps name (:func:`stamp_instant`),
+        then by stamp and counter, numerically; then numbered files from the highest
+        number down (``.10`` before ``.2``).
         """
         if self.number is not None:
-            return (1, "", -self.number)
-        return (0, self.stamp or "", self.counter)
+            return (1, 0.0, "", -self.number)
+        stamp = self.stamp or ""
+        return (0, stamp_instant(stamp), stamp, self.counter)
 
     def renumbered(self, number: int) -> str:
         """This numbered file's name with *number* instead (compression kept)."""
@@ -163,6 +183,59 @@ def parse(name: str) -> RotatedName | None:
             compression=match["compression"] or "",
         )
     return None
+
+
+def utc_offset(seconds: int) -> str:
+    """How a stamp writes a UTC offset of *seconds*: ``-0500``, ``+0530``, ``+0000``
+    (whole minutes, as zones have had them since 1972)."""
+    sign = "-" if seconds < 0 else "+"
+    minutes = abs(int(seconds)) // 60
+    return f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+
+
+def stamp_instant(stamp: str) -> float:
+    """The moment *stamp* names, in seconds since the epoch (what orders rotated files).
+
+    A stamp with an offset (``2026-11-01T01-05-00-0500``) names one moment. One without is
+    read in the local time of the process: a time the clocks went through twice as its
+    first pass, and a time they skipped as the moment they skipped it, so that a later
+    stamp never names an earlier moment and names without offsets keep the order of their
+    letters, whatever zone reads them. A stamp that is no date (``2026-13-45``) comes
+    before every other.
+    """
+    parts = _STAMP_PARTS.fullmatch(stamp)
+    if parts is None:
+        return -math.inf
+    year, month, day, hour, minute, second, sign, off_hours, off_minutes = parts.groups()
+    try:
+        wall = dt.datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
+        )
+        if sign is not None:
+            offset = (int(off_hours) * 60 + int(off_minutes)) * 60
+            return calendar.timegm(wall.timetuple()) - (offset if sign == "+" else -offset)
+        return _local_instant(wall)
+    except (ValueError, OverflowError, OSError):  # no such date, or outside the platform's range
+        return -math.inf
+
+
+def _local_instant(wall: dt.datetime) -> float:
+    """The moment the local clock read *wall* (its first pass when it read it twice; the
+    moment the clocks skipped it when they did)."""
+    first, second = wall.replace(fold=0).timestamp(), wall.replace(fold=1).timestamp()
+    if first <= second:
+        return first  # an ordinary time (both the same), or a repeated one
+    # A skipped time: fold 0 reads it with the offset before the change, fold 1 with the
+    # one after, so the change lies between; find it to the second.
+    low, high = int(second), math.ceil(first)
+    before = time.localtime(low).tm_gmtoff
+    while high - low > 1:
+        middle = (low + high) // 2
+        if time.localtime(middle).tm_gmtoff == before:
+            low = middle
+        else:
+            high = middle
+    return float(high)
 
 
 def lock_name(active: str) -> str:
@@ -317,7 +390,7 @@ def _entries(directory: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def _in_order(found: list[tuple[tuple[int, str, int], str, Path]]) -> list[Path]:
+def _in_order(found: list[tuple[tuple[int, float, str, int], str, Path]]) -> list[Path]:
     """The paths of *found*, oldest first, each file once.
 
     A rotated file whose compressed copy exists beside it (``app.log.2`` and
@@ -346,7 +419,7 @@ def rotated_files(
     once: an original beside its compressed copy is left out (see the module).
     """
     wanted = log_name(active)
-    found: dict[Path, tuple[tuple[int, str, int], str, Path]] = {}
+    found: dict[Path, tuple[tuple[int, float, str, int], str, Path]] = {}
     for entry in _entries(Path(directory)):
         parsed = parse(entry.name)
         if parsed is not None and parsed.log == wanted:
@@ -383,7 +456,7 @@ def log_sets(directory: str | os.PathLike[str]) -> list[LogSet]:
     Dot-files, ``.lock`` and ``.partial`` files and sub-directories are left out."""
     directory = Path(directory)
     sets: dict[str, LogSet] = {}
-    ordered: dict[str, list[tuple[tuple[int, str, int], str, Path]]] = {}
+    ordered: dict[str, list[tuple[tuple[int, float, str, int], str, Path]]] = {}
     for entry in _entries(directory):
         if entry.name.startswith("."):
             continue

@@ -11,9 +11,12 @@ Any number of writers, in any number of processes, may write and rotate the same
 (gunicorn-style workers), with compression and retention on, and each record lands once:
 
 - every batch is written, and every rotation, shift, compression swap and retention pass
-  is made, under one exclusive ``flock`` on ``<path>.lock``; a writer checks under that
-  lock that its path still names its file (another process may have rotated it), so no
-  batch lands in a file that was rotated away and no rotation happens twice;
+  is made, under one exclusive ``flock`` on the file's directory, which nobody can delete
+  while it is held (see ``kakashi._directory_lock``), then on ``<path>.lock`` (for
+  older versions and ``kakashi view --follow``; alone where a directory cannot be
+  locked); a writer checks under that lock that its path still names its file (another
+  process may have rotated it), so no batch lands in a file that was rotated away and no
+  rotation happens twice;
 - a rotated file is compressed in the background without the lock (into a temporary file
   named after the process, so two compressors never share one); the lock is taken again
   only to swap: the file is found by its inode, wherever shifting moved it meanwhile, the
@@ -51,6 +54,7 @@ from typing import Any
 import zstandard
 
 from kakashi import _errors
+from kakashi._directory_lock import DirectoryLock, DirectoryLockUnsupported, directory_lock
 from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi.writers import naming as names
@@ -213,7 +217,11 @@ class RotatingFileWriter(FileWriter):
         utc: read the schedule in UTC (``False``: local time; a day then has 23 or 25
             hours when the clocks change, and ``daily@HH:MM`` still rotates once).
         naming: ``"numbered"`` (``app.log.1`` is the newest) or ``"timestamped"``
-            (``app.2026-11-27.log``; hourly files carry the hour).
+            (``app.2026-11-27.log``; hourly files carry the hour, files rotated by size or
+            an interval the time; in local time, a stamp with a time of day carries the
+            UTC offset too: ``app.2026-11-01T01-05-00-0500.log``). Rotated files are
+            ordered, kept and deleted by the moment their stamps name, not by their
+            letters (see :mod:`kakashi.writers.naming`).
         backup_count: keep at most this many rotated files (``None``: no limit).
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
@@ -317,6 +325,10 @@ class RotatingFileWriter(FileWriter):
         self._lock_free = False
         self._log = names.log_name(self.path.name)
         self._lock_name = str(self.path.with_name(names.lock_name(self.path.name)))
+        # The lock nobody can delete (see kakashi._directory_lock): None where the
+        # directory cannot be locked, then the lock file alone excludes.
+        self._directory: DirectoryLock | None = directory_lock(self.path.parent)
+        self._directories: list[DirectoryLock | None] = []  # what each _acquire took
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
@@ -329,6 +341,7 @@ class RotatingFileWriter(FileWriter):
         self._jobs = queue.Queue()
         self._compressor = None
         self._holder = None
+        self._directories = []  # the directory lock renews itself (kakashi._directory_lock)
 
     # -- opening, sizes and the lock --------------------------------------------------------
 
@@ -367,10 +380,41 @@ class RotatingFileWriter(FileWriter):
         return self._lock_file
 
     def _acquire(self) -> int:
-        """Lock the lock file, checking it is still the one the path names.
+        """Lock the directory, then the lock file (checking it is still the one the path
+        names); return the lock file's descriptor.
 
-        Someone may delete or replace ``<path>.lock``; writers must all lock the same file.
+        The directory's lock is what excludes: someone may delete or replace
+        ``<path>.lock`` while a writer holds it, and a writer that opens the path then
+        locks a fresh file. The lock file is locked too, for the writers of earlier
+        versions, which lock only it, and for ``kakashi view --follow``; and alone where
+        the directory cannot be locked (see ``kakashi._directory_lock``).
         """
+        directory = self._directory
+        if directory is not None:
+            try:
+                directory.acquire(self.lock_timeout)
+            except DirectoryLockUnsupported as exc:
+                self._directory = directory = None
+                _errors.report(
+                    f"{self.path}: locking its directory",
+                    exc,
+                    detail=f"the writers lock {self._lock_name} alone; deleting it while "
+                    "they run can let two of them rotate at once",
+                )
+        try:
+            fd = self._acquire_lock_file(directory)
+        except BaseException:
+            if directory is not None:
+                directory.release()
+            raise
+        self._directories.append(directory)
+        self._holder = threading.get_ident()
+        return fd
+
+    def _acquire_lock_file(self, directory: DirectoryLock | None) -> int:
+        """Lock the lock file, checking it is still the one the path names (if not, the
+        directory held may be another than the path's now: see
+        :meth:`DirectoryLock.renew <kakashi._directory_lock.DirectoryLock.renew>`)."""
         for _ in range(10):
             fd = super()._acquire()
             try:
@@ -378,16 +422,22 @@ class RotatingFileWriter(FileWriter):
             except FileNotFoundError:
                 current = None
             if current == self._lock_inode:
-                self._holder = threading.get_ident()
                 return fd
-            self._release(fd)
+            super()._release(fd)
             os.close(fd)
             self._lock_file = -1
+            if directory is not None:
+                directory.renew(self.lock_timeout)
         raise OSError(f"{self.path}: its lock file keeps being replaced")
 
     def _release(self, fd: int) -> None:
         self._holder = None
-        super()._release(fd)
+        try:
+            super()._release(fd)
+        finally:
+            directory = self._directories.pop() if self._directories else None
+            if directory is not None:
+                directory.release()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -431,6 +481,10 @@ class RotatingFileWriter(FileWriter):
         if self._schedule is not None:
             stamp_format = self._schedule.stamp_format
         stamp = dt.datetime.fromtimestamp(self._file_time, zone).strftime(stamp_format)
+        if not self.utc and "T" in stamp_format:
+            # The offset tells the two passes of the hour the clocks go back through apart
+            # (see naming): a day's stamp needs none, a day happens once.
+            stamp += names.utc_offset(time.localtime(self._file_time).tm_gmtoff)
         existing = os.listdir(self.path.parent)
         if self.namer is not None:  # the stamps and counters its names took
             existing += [
