@@ -59,7 +59,7 @@ from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi.writers import naming as names
 from kakashi.writers.file import FileWriter, PartialWriteError, newline_joined
-from kakashi.writers.zstd import clean_frames_end
+from kakashi.writers.zstd import tail_frames_end
 
 __all__ = ["RotatingFileWriter", "rotating_file_writer"]
 
@@ -308,7 +308,7 @@ class RotatingFileWriter(FileWriter):
         self.compressed_active = str(path).endswith(".zst")
         self.compression = None if self.compressed_active else compression
         if self.compressed_active:
-            self._clean_end = clean_frames_end  # type: ignore[method-assign]
+            self._clean_end = tail_frames_end  # type: ignore[method-assign]
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._jobs_lock = fork_safe_lock()
         self._compressor: threading.Thread | None = None

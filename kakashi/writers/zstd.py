@@ -7,7 +7,8 @@ system call (``O_APPEND``). A zstd file is a sequence of frames, so:
   there is no open frame to finish, and ``flush`` has nothing left to push;
 - reopening an existing file simply appends frames;
 - after a crash at most the frame being written is torn: the next writer to append
-  cuts it off first (see :func:`clean_frames_end`), and until then
+  cuts it off first (see :func:`tail_frames_end`: it reads the last frames, not the
+  whole file), and until then
   :func:`~kakashi.writers.reading.read_lines` skips it with a warning, not an error (a
   torn or damaged frame anywhere in a file is skipped the same way, and reading goes on
   at the next frame);
@@ -23,8 +24,9 @@ compresses, so the application's threads keep running.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zstandard
 
@@ -35,19 +37,38 @@ from kakashi.writers.reading import (
     read_lines,  # re-exported: it was defined here first
 )
 
-__all__ = ["ZstdFileWriter", "clean_frames_end", "read_lines", "zstd_file_writer"]
+__all__ = [
+    "ZstdFileWriter",
+    "clean_frames_end",
+    "read_lines",
+    "tail_frames_end",
+    "zstd_file_writer",
+]
 
 # Skippable frames: magic 0x184D2A50..0x184D2A5F (little-endian), then a 4-byte size.
 _SKIPPABLE_TAIL = b"\x2a\x4d\x18"
 _MAX_HEADER = 18  # the longest zstd frame header
+# The tail check (tail_frames_end): the bytes it reads first (a few hundred one-record
+# frames, or the end of one batch's), how much wider each next look is, and the most it
+# reads before walking the frames from the start instead (a frame that long has few
+# block headers, so that walk is short).
+_TAIL_WINDOW = 16 * 1024
+_WIDEN = 8
+_TAIL_LIMIT = 16 * 1024 * 1024
+# Largest declared content of a frame the tail check decodes to prove it whole (a batch
+# is kilobytes; bounds what one check holds in memory).
+_PROOF_LIMIT = 16 * 1024 * 1024
+
+# ``read(count, offset)``: up to *count* bytes of the file from *offset*, as ``os.pread``.
+_Read = Callable[[int, int], bytes]
 
 
-def _frame_end(fd: int, pos: int, size: int) -> int | None:
+def _frame_end(read: _Read, pos: int, size: int) -> int | None:
     """The end of the frame that starts at *pos*, or ``None`` when it is not a frame.
 
     Walks the frame's block headers; an end past *size* means the frame is torn.
     """
-    head = os.pread(fd, _MAX_HEADER, pos)
+    head = read(_MAX_HEADER, pos)
     if head[1:4] == _SKIPPABLE_TAIL and 0x50 <= head[0] <= 0x5F:
         return pos + 8 + int.from_bytes(head[4:8], "little") if len(head) >= 8 else size + 1
     if not ZSTD_MAGIC.startswith(head[:4]):
@@ -60,7 +81,7 @@ def _frame_end(fd: int, pos: int, size: int) -> int | None:
         return size + 1 if pos + len(head) >= size else None
     at = pos + header
     while True:
-        block = os.pread(fd, 3, at)
+        block = read(3, at)
         if len(block) < 3:
             return size + 1
         value = int.from_bytes(block, "little")
@@ -74,6 +95,20 @@ def _frame_end(fd: int, pos: int, size: int) -> int | None:
             return at + (4 if checksum else 0)
 
 
+def _walk(read: _Read, size: int, start: int) -> int:
+    """:func:`clean_frames_end` over *read*: the frames from *start*, by their headers."""
+    pos = start
+    while pos < size:
+        end = _frame_end(read, pos, size)
+        if end is None:
+            return size
+        if end > size:
+            rest = read(size - pos, pos)
+            return size if ZSTD_MAGIC in rest[1:] else pos
+        pos = end
+    return size
+
+
 def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
     """The end of the last whole frame of the zstd file open as *fd*, of *size* bytes.
 
@@ -82,17 +117,125 @@ def clean_frames_end(fd: int, size: int, start: int = 0) -> int:
     starts. When the bytes do not parse as frames, or the would-be torn frame contains
     another frame's magic number (so it may not be the last), *size* is returned: the
     file is left as it is, for the reader to resynchronise.
+
+    This reads every frame header after *start*; :func:`tail_frames_end` gives the same
+    answer from the end of the file (see it for the files where they differ).
     """
-    pos = start
-    while pos < size:
-        end = _frame_end(fd, pos, size)
-        if end is None:
-            return size
-        if end > size:
-            rest = os.pread(fd, size - pos, pos)
-            return size if ZSTD_MAGIC in rest[1:] else pos
-        pos = end
-    return size
+    return _walk(functools.partial(os.pread, fd), size, start)
+
+
+def tail_frames_end(fd: int, size: int, start: int = 0, *, window: int = _TAIL_WINDOW) -> int:
+    """:func:`clean_frames_end`'s answer, from the end of the file: reads about as many
+    bytes as the last frames hold, not the whole file.
+
+    It reads the last *window* bytes (the bytes from *start* if that is less) and looks
+    there for the first frame that proves itself: a zstd magic number where a frame
+    starts that has a checksum, declares its content size, and decodes, from its first
+    byte to the last, to exactly that size with the checksum matching. From that frame on
+    the frames are walked as :func:`clean_frames_end` walks them, with the same rules (a
+    torn last frame is cut off only when no magic number follows its start). When no
+    frame in the window proves itself (a torn frame longer than the window, frames without
+    a checksum), the window is made 8 times wider, up to 16 MiB; past that the frames are
+    walked from *start*. A window that reaches *start* is walked from *start* (a known
+    boundary), as :func:`clean_frames_end` does, and so is a file with no whole frame at
+    *start* (a file that is not zstd frames, or one torn frame): that walk ends there.
+
+    Why the answer is the full walk's: a frame that proves itself starts where a frame
+    was written. The full walk from *start* steps on the start of every frame written
+    after it (unless damage stops it first, below), and from any of them both walk the
+    same frames with the same code, so the answer is the same. For anything else to
+    pass, the four bytes of the magic number would have to occur inside a frame (in
+    compressed data, about once in 2**32 positions; never inside a line Kakashi
+    formats, which is UTF-8, where the magic's last byte, 0xFD, cannot occur) and be
+    followed by a header and blocks that decode to the declared size with a matching
+    32-bit checksum. A magic number that does not start such a frame (the common false
+    candidate) is passed over. Only bytes crafted for it (a whole zstd frame with a
+    checksum inside a record written as raw bytes, not a formatted line) could pass, and
+    only when the frame holding them cannot prove itself first: it starts before the
+    window (a frame that starts in the window proves itself first, and the walk from it
+    steps over them) or has no checksum (not a Kakashi writer's). Even then they change
+    the answer only if what follows them reads as a torn frame with no magic number
+    after it: only in the file's last frame, so one longer than the window.
+
+    Where the bytes before the window do not parse as frames (damage that nothing could
+    repair: a torn frame another writer left in the middle), :func:`clean_frames_end`
+    from 0 stops there and leaves the file as it is; this judges the tail on its own, so
+    a torn last frame is still cut off.
+
+    Args:
+        fd: the file, open for reading.
+        size: its size; nothing after it is read.
+        start: a frame boundary: nothing before it is read.
+        window: the bytes read first (16 KiB; tests make it small to look inside
+            small files).
+
+    Raises:
+        ValueError: *window* is not a positive int.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int, got {window!r}")
+    if start >= size:
+        return size  # nothing after the boundary (clean_frames_end's answer too)
+    end = _frame_end(functools.partial(os.pread, fd), start, size)
+    if end is None or end > size:
+        # No whole frame at start (not a zstd file, or one torn frame): the full walk's
+        # answer is one step away, and the window would find no frame to prove.
+        return clean_frames_end(fd, size, start)
+    span = window
+    while True:
+        first = max(start, size - span)
+        if size - first > _TAIL_LIMIT:
+            return clean_frames_end(fd, size, start)
+        data = _read_exactly(fd, size - first, first)
+        if data is None:  # the file shrank: judge it with the reads of the full walk
+            return clean_frames_end(fd, size, start)
+
+        def read(count: int, offset: int, data: bytes = data, first: int = first) -> bytes:
+            return data[offset - first : offset - first + count]
+
+        if first == start:
+            return _walk(read, size, start)
+        anchor = _proven_frame(data, first, size, read)
+        if anchor is not None:
+            return _walk(read, size, anchor)
+        span *= _WIDEN
+
+
+def _read_exactly(fd: int, count: int, offset: int) -> bytes | None:
+    """*count* bytes of the file from *offset*, or ``None`` if it ends before."""
+    data = os.pread(fd, count, offset)
+    while len(data) < count:
+        more = os.pread(fd, count - len(data), offset + len(data))
+        if not more:
+            return None
+        data += more
+    return data
+
+
+def _proven_frame(data: bytes, first: int, size: int, read: _Read) -> int | None:
+    """Where the first frame that proves itself (see :func:`tail_frames_end`) starts in
+    *data*, the file's bytes from *first* to *size*; ``None`` if none does."""
+    at = data.find(ZSTD_MAGIC)
+    while at >= 0:
+        end = _frame_end(read, first + at, size)
+        if end is not None and end <= size and _decodes_whole(data[at : end - first]):
+            return first + at
+        at = data.find(ZSTD_MAGIC, at + 1)
+    return None
+
+
+def _decodes_whole(frame: bytes) -> bool:
+    """Whether *frame* is exactly one zstd frame with a checksum and a declared content
+    size (at most :data:`_PROOF_LIMIT`) that it decodes to, the checksum matching."""
+    try:
+        declared = zstandard.get_frame_parameters(frame)
+        if not declared.has_checksum or declared.content_size > _PROOF_LIMIT:
+            return False  # also an unknown size (CONTENTSIZE_UNKNOWN is 2**64 - 1)
+        decoder = zstandard.ZstdDecompressor().decompressobj()
+        content = decoder.decompress(frame)  # zstd fails a checksum that does not match
+    except zstandard.ZstdError:
+        return False
+    return decoder.eof and not decoder.unused_data and len(content) == declared.content_size
 
 
 class ZstdFileWriter(FileWriter):
@@ -149,8 +292,9 @@ class ZstdFileWriter(FileWriter):
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
-        """Where the whole frames of the file end (see :func:`clean_frames_end`)."""
-        return clean_frames_end(fd, size, start)
+        """Where the whole frames of the file end, read from its tail (see
+        :func:`tail_frames_end`)."""
+        return tail_frames_end(fd, size, start)
 
     def encode(self, batch: Sequence[bytes]) -> bytes:
         """Return *batch* as one complete zstd frame of newline-terminated lines."""
