@@ -302,6 +302,9 @@ class FileWriter:
         self._check_at = 0.0  # monotonic time of write_record's next check
         # Whether this writer holds the presence lock on its descriptor (see _PRESENCE).
         self._present = False
+        # Where a tail that looked torn stopped, while others appended without the lock
+        # (-1: none): a crash's leftover if this writer's next write lands right there.
+        self._torn_at = -1
         # Decided here, not per record: without an atomic append, or a way to know who
         # appends without the lock, every record takes the locked path (and so it does
         # into a FIFO: _open turns this off for one).
@@ -321,6 +324,7 @@ class FileWriter:
         # which makes this descriptor present before any record goes on it without a lock.
         self._check_at = 0.0
         self._present = False
+        self._torn_at = -1
         self._fd = fd
         # How records are written to this file (see hold_gil), decided before the handle
         # is seen; a thread still writing to the old descriptor may use either way.
@@ -427,16 +431,17 @@ class FileWriter:
 
         Another writer appended since this one last wrote (or this one just opened the
         file): what it left ends on a newline unless it died in the middle of a write.
-        Cut only when nobody can be appending without the lock (:meth:`_may_cut`): what
-        looks torn may then be a record still on its way in.
+        Cut only when nobody can be appending without the lock (:meth:`_may_cut`);
+        otherwise what looks torn may be a record still on its way in (the kernel makes
+        a large write visible page by page), so it is only reported once this writer's
+        next write shows that it is not (:meth:`_landed`).
         """
         end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
         if end < size:
             if not self._may_cut():
-                _errors.report(
-                    f"{self.path}: a torn record at the end",
-                    detail="left: other writers append without the lock; readers skip it",
-                )
+                # Most often a large record of another writer, its pages still being
+                # copied in: only this writer's next write can tell (see _landed).
+                self._torn_at = size
                 return size
             os.ftruncate(self._fd, end)
             _errors.report(
@@ -447,9 +452,13 @@ class FileWriter:
     def _may_cut(self) -> bool:
         """Whether cutting the file's tail is safe: called with the flock held, so no
         batch is on its way in; no record of a lock-free writer is either if this
-        writer appends none and can take the presence byte (see :data:`_PRESENCE`)."""
-        if not self._lock_free:
-            return True  # every write of the file takes the flock
+        writer appends none and can take the presence byte (see :data:`_PRESENCE`).
+
+        Asked even by a writer whose own records take the flock (a rotating writer, one
+        on a file system without OFD locks): other writers of the file may not.
+        """
+        if not ATOMIC_APPEND:
+            return True  # no writer here appends without the flock
         if self._present:
             return False
         try:
@@ -459,6 +468,31 @@ class FileWriter:
             return True
         _presence(self._fd, _fcntl.F_UNLCK)
         return True
+
+    def _landed(self, fd: int, data: bytes) -> None:
+        """After *data* was appended whole (with the thread lock held): if a tail looked
+        torn while others appended (:attr:`_torn_at`), report it when *data* landed right
+        where it stopped.
+
+        A record on its way in holds the file's inode lock for its whole ``write``, so
+        a later append lands after all of it: one that starts where the torn bytes stop
+        shows that they are all there will ever be (a writer died in the middle). If
+        another writer's record landed there first, nothing is known and nothing is
+        said (readers still skip the torn part with a warning). The descriptor's offset
+        says where *data* ended; the bytes are read back in case another thread's write
+        on the same descriptor moved it.
+        """
+        torn_at, self._torn_at = self._torn_at, -1
+        start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+        if start != torn_at or os.pread(fd, len(data), start) != data:
+            return
+        if start == 0 or os.pread(fd, 1, start - 1) == b"\n":  # the file was cut meanwhile
+            return
+        _errors.report(
+            f"{self.path}: a record torn by a crash",
+            detail="left before the next record: other writers append without the lock; "
+            "readers skip the torn part",
+        )
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
@@ -481,6 +515,8 @@ class FileWriter:
         try:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
+            if self._torn_at >= 0:
+                self._landed(self._fd, data)
         except OSError as exc:
             self._end = -1
             if done:
@@ -571,7 +607,7 @@ class FileWriter:
                 self._busy = True
                 try:
                     self._check()
-                    if not self._lock_free:  # _check found no OFD locks: the locked way
+                    if not self._present:  # no OFD locks (or not joined): the locked way
                         self._deferred.append(data)
                         self._write_deferred()
                         return
@@ -587,6 +623,8 @@ class FileWriter:
                         del self._deferred[:taken]
                         if written != len(data):
                             self._short_write(handle, data, written)
+                        elif self._torn_at >= 0:
+                            self._landed(handle.fd, data)
                         if not self._deferred:
                             break
                         data = b""
@@ -611,7 +649,8 @@ class FileWriter:
                 self._present = self._join()
             finally:
                 self._release(fd)
-        self._check_at = _monotonic() + self.reopen_check_interval
+        if self._present:  # else every record checks again (and takes the locked way)
+            self._check_at = _monotonic() + self.reopen_check_interval
 
     def _join(self) -> bool:
         """Take the presence lock (with the flock held, so it cannot be refused: only a
