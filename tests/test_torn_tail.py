@@ -271,3 +271,50 @@ def test_a_writer_whose_presence_is_refused_does_not_append_without_the_lock(
     writer.close()
 
     assert b"1\n2\n" == path.read_bytes()
+
+
+class OneFailedExclusiveLock:
+    """The fcntl module, but the first exclusive OFD lock request fails with ``ENOLCK``,
+    as when the kernel cannot allocate a lock (memory pressure) on a file system that
+    has them."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(fcntl, name)
+
+    def fcntl(self, fd: int, command: int, *args: Any) -> Any:
+        exclusive = command == fcntl.F_OFD_SETLK and (
+            struct.unpack(file_module._FLOCK_STRUCT, args[0])[0] == fcntl.F_WRLCK
+        )
+        if exclusive and not self.failed:
+            self.failed += 1
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        return fcntl.fcntl(fd, command, *args)
+
+
+def test_a_lock_the_kernel_could_not_allocate_does_not_let_a_writer_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exclusive presence request fails (``ENOLCK``) on a file system whose other
+    writers hold their shared locks: that says nothing about who appends, so the tail
+    (here another writer's record on its way in) is left, and the writer goes on
+    appending without the lock."""
+    path = tmp_path / "app.log"
+    present = FileWriter(path)
+    present.write_record(b"1")
+    arriving = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(arriving, b'{"arriving')
+    locks = OneFailedExclusiveLock()
+    monkeypatch.setattr(file_module, "_fcntl", locks)
+    joining = FileWriter(path)
+    joining.write_record(b"2")
+    monkeypatch.undo()
+    os.close(arriving)
+    joining.close()
+    present.close()
+
+    assert 1 == locks.failed
+    assert joining._lock_free
+    assert b'1\n{"arriving2\n' == path.read_bytes()

@@ -200,10 +200,12 @@ class FileWriter:
     the end of the file (an open-file-description lock, dropped by the kernel when the
     process dies). While any does, a tail that looks torn may be a record on its way in,
     so nothing is cut: a failed batch keeps the whole records that landed
-    (:class:`PartialWriteError`), and a torn tail is left (reported) to share its line
-    with the next record, which readers skip with a warning. A lock-free record the
-    kernel took only part of (a short write) is counted in :attr:`short_writes` and
-    reported; a newline ends the part and the record is written again, whole.
+    (:class:`PartialWriteError`), and a torn tail is left to share its line with the
+    next record, which readers skip with a warning; it is reported once that record
+    lands right where it stops (a record still on its way in never is). A lock-free
+    record the kernel took only part of (a short write) is counted in
+    :attr:`short_writes` and reported; a newline ends the part and the record is
+    written again, whole.
 
     logrotate: the writer checks that its path still names the open file (before each
     batch of :meth:`write`; at most once per *reopen_check_interval* for
@@ -305,6 +307,8 @@ class FileWriter:
         # Where a tail that looked torn stopped, while others appended without the lock
         # (-1: none): a crash's leftover if this writer's next write lands right there.
         self._torn_at = -1
+        # Whether an OFD lock request of this writer failed (see _join, _may_cut).
+        self._no_ofd_locks = False
         # Decided here, not per record: without an atomic append, or a way to know who
         # appends without the lock, every record takes the locked path (and so it does
         # into a FIFO: _open turns this off for one).
@@ -464,8 +468,11 @@ class FileWriter:
         try:
             if not _presence(self._fd, _fcntl.F_WRLCK):
                 return False
-        except OSError:  # no such locks here, so no writer appends without the flock
-            return True
+        except OSError:
+            # ENOLCK is both "no such locks here" and a lock the kernel could not
+            # allocate (memory pressure) while others hold theirs: cut only where this
+            # writer's own shared lock failed already (the file system has none).
+            return self._no_ofd_locks
         _presence(self._fd, _fcntl.F_UNLCK)
         return True
 
@@ -483,10 +490,13 @@ class FileWriter:
         on the same descriptor moved it.
         """
         torn_at, self._torn_at = self._torn_at, -1
-        start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
-        if start != torn_at or os.pread(fd, len(data), start) != data:
-            return
-        if start == 0 or os.pread(fd, 1, start - 1) == b"\n":  # the file was cut meanwhile
+        try:
+            start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+            if start != torn_at or os.pread(fd, len(data), start) != data:
+                return
+            if start == 0 or os.pread(fd, 1, start - 1) == b"\n":  # the file was cut since
+                return
+        except OSError:  # the records are written; only the report is given up
             return
         _errors.report(
             f"{self.path}: a record torn by a crash",
@@ -515,8 +525,6 @@ class FileWriter:
         try:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
-            if self._torn_at >= 0:
-                self._landed(self._fd, data)
         except OSError as exc:
             self._end = -1
             if done:
@@ -531,6 +539,8 @@ class FileWriter:
                     _errors.report(f"{self.path}: cutting off a failed write", cut_exc)
             raise
         self._end = size + done
+        if self._torn_at >= 0:
+            self._landed(self._fd, data)
 
     def _whole_records(self, part: memoryview) -> int:
         """How many whole records the start *part* of an encoded batch holds."""
@@ -653,8 +663,9 @@ class FileWriter:
             self._check_at = _monotonic() + self.reopen_check_interval
 
     def _join(self) -> bool:
-        """Take the presence lock (with the flock held, so it cannot be refused: only a
-        writer holding the flock takes it exclusively); whether this writer holds it.
+        """Take the presence lock (with the flock held, so no writer of this class is
+        holding it exclusively; a rotating writer, under a lock of its own, may be for
+        a moment); whether this writer holds it.
 
         Where the file system has no such locks, nobody could tell that this writer
         appends without the flock: from then on its records take the lock, as batches do.
@@ -663,6 +674,7 @@ class FileWriter:
             return _presence(self._fd, _fcntl.F_RDLCK)
         except OSError as exc:
             self._lock_free = False
+            self._no_ofd_locks = True
             _errors.report(f"{self.path}: records take the lock (no OFD locks here)", exc)
             return False
 
