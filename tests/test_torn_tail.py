@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,17 +110,25 @@ def test_writers_joining_while_large_records_arrive_report_nothing(tmp_path: Pat
             assert child.stdout is not None
             assert b"ready\n" == child.stdout.readline()
         joins = 0
-        while any(child.poll() is None for child in children):
+        hung = time.monotonic() + DEADLOCK
+        while any(child.poll() is None for child in children) and time.monotonic() < hung:
             writer = FileWriter(path)
             writer.write_record(f"joined {joins}".encode())
             writer.close()
             joins += 1
-        outputs = [child.communicate(timeout=DEADLOCK) for child in children]
+        outputs = []
+        for child in children:  # ended (or killed below): read on through the same files
+            child.wait(timeout=1)  # raises if it is still running: a hang, not a time
+            assert child.stdout is not None and child.stderr is not None
+            outputs.append((child.stdout.read(), child.stderr.read()))
     finally:
         for child in children:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+            for stream in (child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
     assert [0, 0] == [child.returncode for child in children], outputs
 
     data = path.read_bytes()
