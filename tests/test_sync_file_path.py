@@ -265,8 +265,8 @@ def test_a_torn_tail_is_left_while_others_append_without_the_lock(
     tmp_path: Path, clock: FakeClock, capfd: Any
 ) -> None:
     """Another writer appends records without the lock: what looks torn may be its
-    record on the way in, so a writer opening the file leaves it (reported); the next
-    record lands after it, on its line, which readers skip."""
+    record on the way in, so a writer opening the file leaves it; the next record lands
+    right after it (which shows it torn: reported), on its line, which readers skip."""
     path = tmp_path / "app.log"
     present = FileWriter(path)
     present.write_record(b"1")
@@ -279,7 +279,8 @@ def test_a_torn_tail_is_left_while_others_append_without_the_lock(
     present.close()
 
     assert b'1\n{"torn2\n3\n' == path.read_bytes()
-    assert "a torn record at the end failed (left: other writers" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "a record torn by a crash failed (left before the next record: other" in err
 
 
 def test_a_tail_torn_between_checks_glues_one_line(tmp_path: Path, clock: FakeClock) -> None:

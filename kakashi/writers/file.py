@@ -200,10 +200,12 @@ class FileWriter:
     the end of the file (an open-file-description lock, dropped by the kernel when the
     process dies). While any does, a tail that looks torn may be a record on its way in,
     so nothing is cut: a failed batch keeps the whole records that landed
-    (:class:`PartialWriteError`), and a torn tail is left (reported) to share its line
-    with the next record, which readers skip with a warning. A lock-free record the
-    kernel took only part of (a short write) is counted in :attr:`short_writes` and
-    reported; a newline ends the part and the record is written again, whole.
+    (:class:`PartialWriteError`), and a torn tail is left to share its line with the
+    next record, which readers skip with a warning; it is reported once that record
+    lands right where it stops (a record still on its way in never is). A lock-free
+    record the kernel took only part of (a short write) is counted in
+    :attr:`short_writes` and reported; a newline ends the part and the record is
+    written again, whole.
 
     logrotate: the writer checks that its path still names the open file (before each
     batch of :meth:`write`; at most once per *reopen_check_interval* for
@@ -302,6 +304,11 @@ class FileWriter:
         self._check_at = 0.0  # monotonic time of write_record's next check
         # Whether this writer holds the presence lock on its descriptor (see _PRESENCE).
         self._present = False
+        # Where a tail that looked torn stopped, while others appended without the lock
+        # (-1: none): a crash's leftover if this writer's next write lands right there.
+        self._torn_at = -1
+        # Whether an OFD lock request of this writer failed (see _join, _may_cut).
+        self._no_ofd_locks = False
         # Decided here, not per record: without an atomic append, or a way to know who
         # appends without the lock, every record takes the locked path (and so it does
         # into a FIFO: _open turns this off for one).
@@ -321,6 +328,7 @@ class FileWriter:
         # which makes this descriptor present before any record goes on it without a lock.
         self._check_at = 0.0
         self._present = False
+        self._torn_at = -1
         self._fd = fd
         # How records are written to this file (see hold_gil), decided before the handle
         # is seen; a thread still writing to the old descriptor may use either way.
@@ -427,16 +435,17 @@ class FileWriter:
 
         Another writer appended since this one last wrote (or this one just opened the
         file): what it left ends on a newline unless it died in the middle of a write.
-        Cut only when nobody can be appending without the lock (:meth:`_may_cut`): what
-        looks torn may then be a record still on its way in.
+        Cut only when nobody can be appending without the lock (:meth:`_may_cut`);
+        otherwise what looks torn may be a record still on its way in (the kernel makes
+        a large write visible page by page), so it is only reported once this writer's
+        next write shows that it is not (:meth:`_landed`).
         """
         end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
         if end < size:
             if not self._may_cut():
-                _errors.report(
-                    f"{self.path}: a torn record at the end",
-                    detail="left: other writers append without the lock; readers skip it",
-                )
+                # Most often a large record of another writer, its pages still being
+                # copied in: only this writer's next write can tell (see _landed).
+                self._torn_at = size
                 return size
             os.ftruncate(self._fd, end)
             _errors.report(
@@ -447,18 +456,53 @@ class FileWriter:
     def _may_cut(self) -> bool:
         """Whether cutting the file's tail is safe: called with the flock held, so no
         batch is on its way in; no record of a lock-free writer is either if this
-        writer appends none and can take the presence byte (see :data:`_PRESENCE`)."""
-        if not self._lock_free:
-            return True  # every write of the file takes the flock
+        writer appends none and can take the presence byte (see :data:`_PRESENCE`).
+
+        Asked even by a writer whose own records take the flock (a rotating writer, one
+        on a file system without OFD locks): other writers of the file may not.
+        """
+        if not ATOMIC_APPEND:
+            return True  # no writer here appends without the flock
         if self._present:
             return False
         try:
             if not _presence(self._fd, _fcntl.F_WRLCK):
                 return False
-        except OSError:  # no such locks here, so no writer appends without the flock
-            return True
+        except OSError:
+            # ENOLCK is both "no such locks here" and a lock the kernel could not
+            # allocate (memory pressure) while others hold theirs: cut only where this
+            # writer's own shared lock failed already (the file system has none).
+            return self._no_ofd_locks
         _presence(self._fd, _fcntl.F_UNLCK)
         return True
+
+    def _landed(self, fd: int, data: bytes) -> None:
+        """After *data* was appended whole (with the thread lock held): if a tail looked
+        torn while others appended (:attr:`_torn_at`), report it when *data* landed right
+        where it stopped.
+
+        A record on its way in holds the file's inode lock for its whole ``write``, so
+        a later append lands after all of it: one that starts where the torn bytes stop
+        shows that they are all there will ever be (a writer died in the middle). If
+        another writer's record landed there first, nothing is known and nothing is
+        said (readers still skip the torn part with a warning). The descriptor's offset
+        says where *data* ended; the bytes are read back in case another thread's write
+        on the same descriptor moved it.
+        """
+        torn_at, self._torn_at = self._torn_at, -1
+        try:
+            start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+            if start != torn_at or os.pread(fd, len(data), start) != data:
+                return
+            if start == 0 or os.pread(fd, 1, start - 1) == b"\n":  # the file was cut since
+                return
+        except OSError:  # the records are written; only the report is given up
+            return
+        _errors.report(
+            f"{self.path}: a record torn by a crash",
+            detail="left before the next record: other writers append without the lock; "
+            "readers skip the torn part",
+        )
 
     @staticmethod
     def _clean_end(fd: int, size: int, start: int) -> int:
@@ -495,6 +539,8 @@ class FileWriter:
                     _errors.report(f"{self.path}: cutting off a failed write", cut_exc)
             raise
         self._end = size + done
+        if self._torn_at >= 0:
+            self._landed(self._fd, data)
 
     def _whole_records(self, part: memoryview) -> int:
         """How many whole records the start *part* of an encoded batch holds."""
@@ -571,7 +617,7 @@ class FileWriter:
                 self._busy = True
                 try:
                     self._check()
-                    if not self._lock_free:  # _check found no OFD locks: the locked way
+                    if not self._present:  # no OFD locks (or not joined): the locked way
                         self._deferred.append(data)
                         self._write_deferred()
                         return
@@ -587,6 +633,8 @@ class FileWriter:
                         del self._deferred[:taken]
                         if written != len(data):
                             self._short_write(handle, data, written)
+                        elif self._torn_at >= 0:
+                            self._landed(handle.fd, data)
                         if not self._deferred:
                             break
                         data = b""
@@ -611,11 +659,13 @@ class FileWriter:
                 self._present = self._join()
             finally:
                 self._release(fd)
-        self._check_at = _monotonic() + self.reopen_check_interval
+        if self._present:  # else every record checks again (and takes the locked way)
+            self._check_at = _monotonic() + self.reopen_check_interval
 
     def _join(self) -> bool:
-        """Take the presence lock (with the flock held, so it cannot be refused: only a
-        writer holding the flock takes it exclusively); whether this writer holds it.
+        """Take the presence lock (with the flock held, so no writer of this class is
+        holding it exclusively; a rotating writer, under a lock of its own, may be for
+        a moment); whether this writer holds it.
 
         Where the file system has no such locks, nobody could tell that this writer
         appends without the flock: from then on its records take the lock, as batches do.
@@ -624,6 +674,7 @@ class FileWriter:
             return _presence(self._fd, _fcntl.F_RDLCK)
         except OSError as exc:
             self._lock_free = False
+            self._no_ofd_locks = True
             _errors.report(f"{self.path}: records take the lock (no OFD locks here)", exc)
             return False
 
