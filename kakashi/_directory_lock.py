@@ -174,10 +174,7 @@ class DirectoryLock:
                 os.makedirs(self._name, exist_ok=True)
                 fd = os.open(self._name, _FLAGS)
         except OSError as exc:
-            if exc.errno in _UNSUPPORTED:
-                raise DirectoryLockUnsupported(
-                    exc.errno, f"{self._name}: cannot open the directory: {exc.strerror}"
-                ) from exc
+            _raise_unsupported(exc, f"{self._name}: cannot open the directory")
             raise
         info = os.fstat(fd)
         self._fd, self._inode = fd, (info.st_dev, info.st_ino)
@@ -219,11 +216,15 @@ def _flock(fd: int, operation: int) -> None:
     except BlockingIOError:
         raise
     except OSError as exc:
-        if exc.errno in _UNSUPPORTED:
-            raise DirectoryLockUnsupported(
-                exc.errno, f"cannot lock the directory: {exc.strerror}"
-            ) from exc
+        _raise_unsupported(exc, "cannot lock the directory")
         raise
+
+
+def _raise_unsupported(exc: OSError, what: str) -> None:
+    """Raise *exc* as :class:`DirectoryLockUnsupported` when its errno says the
+    directory cannot be locked here (see the module); return otherwise."""
+    if exc.errno in _UNSUPPORTED:
+        raise DirectoryLockUnsupported(exc.errno, f"{what}: {exc.strerror}") from exc
 
 
 if fcntl is not None:  # module constants: one lookup fewer a batch
