@@ -8,8 +8,7 @@ shared open-file-description lock on one byte of the locked file (:data:`_WAITIN
 kernel drops it when the waiter's descriptor closes, also when the process dies), and a
 process that comes to take the lock while another waits lets the waiter go first: it
 takes its turn once nobody waits any more, or after :data:`_DEFER_LIMIT` seconds (a
-waiter stopped by a debugger must not stop the others: once a process gave up waiting
-for a waiter, it lets nobody go first for :data:`_DEFER_PAUSE` seconds). Where open-file-description
+waiter stopped by a debugger must not stop the others). Where open-file-description
 locks are missing (not Linux, a file system without them), nobody says that it waits
 and the lock is taken as before.
 """
@@ -32,11 +31,8 @@ __all__ = ["take_exclusive"]
 # data: a lock there never covers a record.
 _WAITING = (1 << 62) + 1
 _FLOCK_STRUCT = "@hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
-# How long a process lets a waiter go first at most, and how long after it gave up (the
-# waiter did not take the lock: stopped) it lets nobody go first.
+# How long a process lets a waiter go first at most.
 _DEFER_LIMIT = 1.0
-_DEFER_PAUSE = 10.0
-_defer_from = 0.0  # the monotonic time before which nobody is let go first
 _OFD = fcntl is not None and hasattr(fcntl, "F_OFD_GETLK")
 
 
@@ -61,17 +57,6 @@ def _another_waits(fd: int) -> bool:
     return kind != fcntl.F_UNLCK
 
 
-def _let_go_first(fd: int, until: float) -> None:
-    """Wait until nobody waits for the lock on *fd* any more, or *until*; if still
-    somebody does then, let nobody go first for :data:`_DEFER_PAUSE` seconds."""
-    global _defer_from
-    while time.monotonic() < until:
-        time.sleep(0.0002)
-        if not _another_waits(fd):
-            return
-    _defer_from = time.monotonic() + _DEFER_PAUSE
-
-
 def take_exclusive(
     fd: int, timeout: float, flock: Callable[[int, int], object], holder: str
 ) -> None:
@@ -86,8 +71,12 @@ def take_exclusive(
     request = fcntl.LOCK_EX | fcntl.LOCK_NB
     started = time.monotonic()
     deadline = started + timeout
-    if _OFD and started >= _defer_from and _another_waits(fd):  # the waiter goes first
-        _let_go_first(fd, min(deadline, started + _DEFER_LIMIT))
+    if _OFD and _another_waits(fd):  # let the waiter go first
+        until = min(deadline, started + _DEFER_LIMIT)
+        while time.monotonic() < until:
+            time.sleep(0.0002)
+            if not _another_waits(fd):
+                break
     try:
         flock(fd, request)
         return
