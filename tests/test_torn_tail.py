@@ -65,6 +65,39 @@ def test_a_record_still_arriving_is_neither_cut_nor_reported(tmp_path: Path) -> 
     assert {} == _errors.error_counts()
 
 
+def test_a_tail_completed_before_the_cut_is_judged_again(tmp_path: Path) -> None:
+    """The joining writer sees a record on its way in; before it asks whether anyone
+    appends without the lock, the record lands, another follows, and their writer
+    closes. Nobody appends any more, so cutting is allowed: but the tail is whole now,
+    and cutting where it looked torn would remove two records."""
+    path = tmp_path / "app.log"
+    present = FileWriter(path)
+    present.write_record(b"1")
+    big = b'{"big": "' + b"x" * 10_000 + b'"}'
+    arriving = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(arriving, big[:4096])
+    joining = FileWriter(path)
+    looked = []
+
+    def clean_end(fd: int, size: int, start: int) -> int:
+        """The real tail check; after the first, the record lands and its writer goes."""
+        looked.append(file_module.clean_end(fd, size, start))
+        if len(looked) == 1:
+            os.write(arriving, big[4096:] + b"\n")
+            os.close(arriving)
+            present.write_record(b"3")
+            present.close()
+        return looked[-1]
+
+    joining._clean_end = clean_end  # type: ignore[method-assign]
+    joining.write_record(b"2")
+    joining.close()
+
+    assert 2 == looked[0]  # it saw the record torn, just after "1\n"
+    assert b"1\n" + big + b"\n3\n2\n" == path.read_bytes()
+    assert {} == _errors.error_counts()
+
+
 BIG_WRITER = """
     import sys, threading
     from kakashi.writers import FileWriter

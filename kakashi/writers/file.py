@@ -443,13 +443,23 @@ class FileWriter:
         a large write visible page by page), so it is only reported once this writer's
         next write shows that it is not (:meth:`_landed`).
         """
-        end = self._clean_end(self._fd, size, self._end if 0 <= self._end <= size else 0)
+        start = self._end if 0 <= self._end <= size else 0
+        end = self._clean_end(self._fd, size, start)
         if end < size:
             if not self._may_cut():
                 # Most often a large record of another writer, its pages still being
                 # copied in: only this writer's next write can tell (see _landed).
                 self._torn_at = size
                 return size
+            # Nobody appends now, but between the look and the question the record may
+            # have landed, others after it, and their writers gone: judge what is there
+            # now. Appends only grow the file, so an unchanged size means unchanged bytes.
+            now = os.fstat(self._fd).st_size
+            if now != size:
+                # (smaller only if cut outside the lock, by logrotate's copytruncate)
+                size, end = now, self._clean_end(self._fd, now, start if start <= now else 0)
+                if end == size:
+                    return size
             os.ftruncate(self._fd, end)
             _errors.report(
                 f"{self.path}: removed a record torn by a crash ({size - end} bytes at the end)"
