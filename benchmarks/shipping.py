@@ -1,7 +1,7 @@
 """Shipping throughput against the plain file writer, in the same run (#14 section 6).
 
 Usage: ``python benchmarks/shipping.py [--records 50000] [--repeats 3] [--batch-size 1000]
-[--targets file,clickhouse,elasticsearch,loki,otlp] [--compression gzip|none]
+[--targets file,clickhouse,clickhouse-tsv,elasticsearch,loki,otlp] [--compression gzip|none]
 [--in-flight N] [--no-prepare-ahead] [--clickhouse-dir DIR]``.
 
 Each repeat logs ``--records`` records, as fast as one thread can, through a fresh
@@ -12,6 +12,7 @@ AsyncPipeline (JSON lines, the same settings) into each target in turn:
   clickhouse-server the script starts (loopback ports, data in a temporary directory;
   the launcher is the test suite's ``ClickHouseServer``); skipped, and said so, when
   clickhouse-server is not installed;
+- ``clickhouse-tsv``: the same, with ``insert_format="TabSeparated"``;
 - ``elasticsearch``, ``loki``, ``otlp``: the store writers against a stand-in server in
   another process (Python's threading HTTP server with Nagle off, as a real store's: it
   decompresses and frames every request, counts its records and answers as the store
@@ -57,7 +58,7 @@ from kakashi.writers import FileWriter
 # The server launcher is the test suite's (one definition of a throwaway server).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TARGETS = ("file", "clickhouse", "elasticsearch", "loki", "otlp")
+TARGETS = ("file", "clickhouse", "clickhouse-tsv", "elasticsearch", "loki", "otlp")
 
 
 class StandIn(http.server.BaseHTTPRequestHandler):
@@ -234,7 +235,7 @@ def main() -> int:
                 lambda repeat: FileWriter(str(root / f"run{repeat}.log")),
                 lambda repeat: len((root / f"run{repeat}.log").read_bytes().splitlines()),
             )
-            if "clickhouse" in wanted:
+            if {"clickhouse", "clickhouse-tsv"} & set(wanted):
                 binary = shutil.which("clickhouse-server")
                 if binary is None:
                     notes.append("clickhouse: not measured, clickhouse-server is not installed")
@@ -249,19 +250,33 @@ def main() -> int:
                     )
                     server = ClickHouseServer(data / "clickhouse", binary)
                     server.start()
-                    for repeat in range(args.repeats):
-                        create_table(server.url, f"logs_{repeat}", columns={"user_id": "UInt64"})
-                    targets["clickhouse"] = Target(
-                        lambda repeat: ClickHouseWriter(
-                            server.url,
-                            f"logs_{repeat}",
-                            compression=compression,
-                            max_in_flight=in_flight,
-                            prepare_ahead=ahead,
-                        ),
-                        lambda repeat: int(server.query(f"SELECT count() FROM logs_{repeat}")),
-                        lambda: server.process.pid,
-                    )
+                    for name, insert_format in (
+                        ("clickhouse", "JSONEachRow"),
+                        ("clickhouse-tsv", "TabSeparated"),
+                    ):
+                        if name not in wanted:
+                            continue
+                        prefix = f"logs_{insert_format}"
+                        for repeat in range(args.repeats):
+                            create_table(
+                                server.url, f"{prefix}_{repeat}", columns={"user_id": "UInt64"}
+                            )
+                        targets[name] = Target(
+                            lambda repeat, prefix=prefix, insert_format=insert_format: (
+                                ClickHouseWriter(
+                                    server.url,
+                                    f"{prefix}_{repeat}",
+                                    compression=compression,
+                                    max_in_flight=in_flight,
+                                    prepare_ahead=ahead,
+                                    insert_format=insert_format,
+                                )
+                            ),
+                            lambda repeat, prefix=prefix: int(
+                                server.query(f"SELECT count() FROM {prefix}_{repeat}")
+                            ),
+                            lambda: server.process.pid,
+                        )
             if {"elasticsearch", "loki", "otlp"} & set(wanted):
                 from kakashi.writers.stores import ElasticsearchWriter, LokiWriter, OtlpHttpWriter
 

@@ -20,12 +20,14 @@ import orjson
 import pytest
 
 import kakashi
+from kakashi import _errors
 from kakashi.writers.delivery import DeliveryError
 from tests.conftest import ClickHouseServer, balanced, keeping_pipeline
 
 pytest.importorskip("urllib3")
 
 from kakashi.writers.clickhouse import (
+    DATA_ERROR_CODES,
     ClickHouseWriter,
     create_table,
     create_table_sql,
@@ -496,6 +498,7 @@ def test_the_shipping_benchmark_runs_and_prints_the_ratios(clickhouse: ClickHous
     )
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "ratio clickhouse/file: caller cost" in result.stdout
+    assert "ratio clickhouse-tsv/file: caller cost" in result.stdout
 
 
 def _expected_row(event: dict[str, Any], kinds: dict[str, int]) -> dict[str, Any]:
@@ -556,15 +559,8 @@ def test_rows_are_the_same_json_in_both_builds(impl: Any) -> None:
     assert expected == json.loads(b"[" + body + b"]")
 
 
-def test_canonical_lines_give_the_rows_parsed_lines_give(impl: Any) -> None:
-    """The compiled build copies the lines in the form orjson writes (the JSON
-    formatter's) into rows piece by piece, without the GIL, and parses any other: lines
-    at the edges of that form (escapes orjson writes and ones it does not, non-ASCII and
-    malformed UTF-8, ints at 18 and 19 digits, decimals in and out of their shortest
-    spelling, exponents, -0, a key twice, nested values, trailing bytes) give the rows
-    the reference makes of what they parse to, in both builds, or are reported as not
-    JSON objects."""
-    kinds = {"timestamp": 0, "timestamp_us": 2, "level": 1, "message": 1, "user_id": 2}
+def _edge_lines() -> list[Any]:
+    """Lines at the edges of the canonical form (see the test below), and beyond."""
     stamp = '"timestamp":"2026-11-27T18:06:00.123456Z"'
     bodies = [
         '"level":"INFO","message":"plain","seq":1',
@@ -615,6 +611,19 @@ def test_canonical_lines_give_the_rows_parsed_lines_give(impl: Any) -> None:
         b'{"timestamp":"2026-11-27T18:06:00.123456Z","message":"\x01 raw control"}',
         bytearray(b'{"level":"INFO"}'),
     ]
+    return lines
+
+
+def test_canonical_lines_give_the_rows_parsed_lines_give(impl: Any) -> None:
+    """The compiled build copies the lines in the form orjson writes (the JSON
+    formatter's) into rows piece by piece, without the GIL, and parses any other: lines
+    at the edges of that form (escapes orjson writes and ones it does not, non-ASCII and
+    malformed UTF-8, ints at 18 and 19 digits, decimals in and out of their shortest
+    spelling, exponents, -0, a key twice, nested values, trailing bytes) give the rows
+    the reference makes of what they parse to, in both builds, or are reported as not
+    JSON objects."""
+    kinds = {"timestamp": 0, "timestamp_us": 2, "level": 1, "message": 1, "user_id": 2}
+    lines = _edge_lines()
     from kakashi.writers.clickhouse import _microseconds
 
     rows, indices, dropped = impl.format.clickhouse_rows(
@@ -671,3 +680,210 @@ def test_a_taken_port_is_replaced_on_first_start(tmp_path: Path) -> None:
             assert "1\n" == server.query("SELECT 1")
         finally:
             server.stop()
+
+
+# -- TabSeparated inserts -------------------------------------------------------------------
+
+TSV_COLUMNS = [
+    ("timestamp", 3, b"0"),
+    ("timestamp_us", 2, b"0"),
+    ("level", 1, b""),
+    ("message", 1, b""),
+    ("user_id", 2, b"0"),
+    ("note", 0, b"\\N"),
+    ("fields", 1, b""),
+]
+
+
+def _tsv_text(text: str) -> str:
+    """*text* escaped as ClickHouse writes TabSeparated text, spelled out."""
+    out = []
+    for char in text:
+        out.append(
+            {
+                "\\": "\\\\",
+                "\t": "\\t",
+                "\n": "\\n",
+                "\r": "\\r",
+                "\b": "\\b",
+                "\f": "\\f",
+                "\0": "\\0",
+            }.get(char, char)
+        )
+    return "".join(out)
+
+
+def _expected_tsv_row(event: dict[str, Any]) -> bytes:
+    """The TabSeparated row the writer makes of *event* for TSV_COLUMNS, spelled out."""
+    from kakashi.writers.clickhouse import _microseconds
+
+    names = {name for name, _, _ in TSV_COLUMNS if name != "fields"}
+    texts = []
+    for name, kind, default in TSV_COLUMNS:
+        value = event.get(name)
+        if name == "fields":
+            extra = {key: item for key, item in event.items() if key not in names}
+            text = _tsv_text(orjson.dumps(extra).decode()) if extra else default.decode()
+        elif value is None:
+            text = (
+                str(_microseconds(event.get("timestamp")))
+                if name == "timestamp_us"
+                else default.decode()
+            )
+        elif isinstance(value, bool) and kind == 2:
+            text = str(int(value))
+        elif isinstance(value, str):
+            shape = "dddd-dd-ddTdd:dd:dd.ddddddZ"  # the shape only: a bad date is the server's
+            stamp = kind == 3 and len(value) == len(shape)
+            stamp = stamp and all(
+                char in "0123456789" if form == "d" else char == form
+                for char, form in zip(value, shape, strict=False)
+            )
+            text = value[:10] + " " + value[11:19] if stamp else _tsv_text(value)
+        else:
+            text = _tsv_text(orjson.dumps(value).decode())
+        texts.append(text)
+    return ("\t".join(texts) + "\n").encode()
+
+
+def test_tab_separated_rows_are_the_same_in_both_builds(impl: Any) -> None:
+    """The compiled build copies canonical lines into TabSeparated rows without the GIL
+    (orjson's escapes are ClickHouse's but for the quote and \\u00XX); every line at the
+    edges of that form, and beyond it, gives the row spelled out here in both builds:
+    columns in the insert's order, a missing key or null as the column's default,
+    booleans as 1/0 in number columns, the JSON formatter's timestamp as
+    ``YYYY-MM-DD hh:mm:ss`` in a DateTime column, other keys as JSON in ``fields``."""
+    from kakashi.writers.clickhouse import _microseconds
+
+    lines = _edge_lines()
+    lines += [
+        b'{"timestamp":"2026-11-27T18:06:00.123456Z","note":"a\\u0000b\\u0001c","user_id":"7"}',
+        b'{"timestamp":"2026-13-27T18:06:00.123456Z","note":true,"fields":{"k":"\\\\"}}',
+        b'{"timestamp":"2026-11-27 18:06:00.123456Z","note":1.5,"message":false}',
+    ]
+    rows, indices, dropped = impl.format.clickhouse_tsv_rows(
+        lines, TSV_COLUMNS, "timestamp_us", "fields", _microseconds, 3
+    )
+    expected: list[bytes] = []
+    not_json: dict[int, str] = {}
+    for index, line in enumerate(lines, 3):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            not_json[index] = "not_json"
+            continue
+        if not isinstance(event, dict):
+            not_json[index] = "not_json"
+            continue
+        expected.append(_expected_tsv_row(event))
+    assert not_json == dropped
+    assert [i for i in range(3, len(lines) + 3) if i not in not_json] == indices
+    assert expected == rows
+    # A batch the compiled build makes without parsing.
+    batch = [_line(n, user_id=n, note=f"n\t{n}") for n in range(50)]
+    canonical = [orjson.dumps(orjson.loads(line)) for line in batch]
+    rows = impl.format.clickhouse_tsv_rows(
+        canonical, TSV_COLUMNS, "timestamp_us", "fields", _microseconds
+    )[0]
+    assert [_expected_tsv_row(orjson.loads(line)) for line in canonical] == rows
+
+
+def _tsv_events() -> list[dict[str, Any]]:
+    """Records with every kind of value a log line holds, each with its ``seq``."""
+    return [
+        {"message": "plain", "user_id": 1},
+        {"message": 'quote " backslash \\ tab \t newline \n cr \r nul \0 bell \x07 é 🎉'},
+        {"message": None, "user_id": None, "path": None, "extra": None},
+        {"user_id": True, "path": ["a", 1], "level": 3.5},
+        {"timestamp": "2026-01-02T05:04:05.5+02:00", "user_id": 2**63},
+        {"path": {"k": "v\\"}, "tags": ["x", "\t"], "n": 0.1},
+        {"logger": "l\\n", "message": "\\N"},
+        {},
+    ]
+
+
+def test_tab_separated_inserts_store_what_json_inserts_store(
+    clickhouse: ClickHouseServer,
+) -> None:
+    """The same records, inserted as TabSeparated into one table and as JSONEachRow
+    into another, are the same rows: every column, escapes, non-ASCII, nulls and
+    missing keys (the recommended table's columns have no DEFAULT expression), a
+    timestamp in another form (read by ``best_effort``), fields as JSON."""
+    tables = {}
+    for insert_format in ("JSONEachRow", "TabSeparated"):
+        name = f"logs_{next(_names)}_{insert_format}"
+        create_table(clickhouse.url, name, columns=FIELDS)
+        writer = ClickHouseWriter(clickhouse.url, name, insert_format=insert_format)
+        writer.write([_line(seq, **event) for seq, event in enumerate(_tsv_events())])
+        assert len(_tsv_events()) == writer.rows_delivered
+        tables[insert_format] = name
+    assert "FORMAT%20TabSeparated" in writer.target()
+    stored = {
+        insert_format: clickhouse.rows(f"SELECT * FROM {name} ORDER BY fields")
+        for insert_format, name in tables.items()
+    }
+    assert stored["JSONEachRow"] == stored["TabSeparated"]
+    by_seq = {json.loads(row["fields"])["seq"]: row for row in stored["TabSeparated"]}
+    assert _tsv_events()[1]["message"] == by_seq[1]["message"]
+    assert ("0", "", "") == (by_seq[2]["user_id"], by_seq[2]["path"], by_seq[2]["message"])
+    assert "\\N" == by_seq[6]["message"]
+
+
+def test_a_bad_row_in_a_tab_separated_insert_is_isolated(
+    clickhouse: ClickHouseServer, table: str
+) -> None:
+    """A value the column cannot take fails a TabSeparated insert as it fails a
+    JSONEachRow one: the writer bisects, drops the row under ClickHouse's code and
+    stores the others."""
+    lines = [_line(i, user_id=i) for i in range(60)]
+    lines[41] = _line(41, user_id="not a number")
+    writer = ClickHouseWriter(clickhouse.url, table, insert_format="TabSeparated")
+    with pytest.raises(DeliveryError) as caught:
+        writer.write(lines)
+    error = caught.value
+    assert [41] == list(error.dropped)
+    code = int(error.dropped[41].removeprefix("clickhouse_"))
+    assert code in DATA_ERROR_CODES
+    assert () == error.retry
+    assert [i for i in range(60) if i != 41] == _seqs(clickhouse, table)
+
+
+def test_a_table_tab_separated_cannot_fill_is_inserted_as_json(
+    clickhouse: ClickHouseServer,
+) -> None:
+    """Columns the insert cannot name (MATERIALIZED) are left out of a TabSeparated
+    insert; a column whose default has no known text (an Enum) makes the writer insert
+    as JSONEachRow, said once; with ``columns=`` given, that is an error at once."""
+    name = f"logs_{next(_names)}_computed"
+    clickhouse.query(
+        f"CREATE TABLE {name} (timestamp DateTime('UTC'), message String, fields String, "
+        "day Date MATERIALIZED toDate(timestamp)) ENGINE = MergeTree ORDER BY timestamp"
+    )
+    writer = ClickHouseWriter(clickhouse.url, name, insert_format="TabSeparated")
+    writer.write([_line(1), _line(2)])
+    assert "FORMAT%20TabSeparated" in writer.target() and "day" not in writer.target()
+    assert [{"day": "2026-11-27", "message": "record 1"}] == clickhouse.rows(
+        f"SELECT day, message FROM {name} ORDER BY message LIMIT 1"
+    )
+
+    enum = f"logs_{next(_names)}_enum"
+    clickhouse.query(
+        f"CREATE TABLE {enum} (timestamp DateTime('UTC'), level Enum8('INFO' = 1, "
+        "'WARNING' = 2), message String) ENGINE = MergeTree ORDER BY timestamp"
+    )
+    writer = ClickHouseWriter(clickhouse.url, enum, insert_format="TabSeparated")
+    writer.write([_line(1), _line(2, level="WARNING")])
+    assert "FORMAT%20JSONEachRow" in writer.target()
+    assert ["INFO", "WARNING"] == [
+        row["level"] for row in clickhouse.rows(f"SELECT level FROM {enum} ORDER BY level")
+    ]
+    assert [1] == list(_errors.error_counts().values())
+    with pytest.raises(ValueError, match="Enum8"):
+        ClickHouseWriter(
+            clickhouse.url,
+            enum,
+            insert_format="TabSeparated",
+            columns={"timestamp": "DateTime('UTC')", "level": "Enum8('INFO' = 1)"},
+        )
+    with pytest.raises(ValueError, match="insert_format"):
+        ClickHouseWriter(clickhouse.url, enum, insert_format="CSV")

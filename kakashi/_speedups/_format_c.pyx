@@ -1571,6 +1571,308 @@ def clickhouse_rows(lines, dict kinds not None, micros, fields, microseconds,
     return rows, indices, dropped
 
 
+cdef extern from *:
+    """
+    /* A column of a TabSeparated insert: its name, kind (0 as it is, 1 String, 2 number,
+       3 DateTime) and the text of its default (for a key missing or null). */
+    typedef struct {
+        const char *name; Py_ssize_t len; int kind; const char *dflt; Py_ssize_t dflt_len;
+    } kk_tsv_column;
+    static int kk_hex(unsigned char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+    /* Append the content s[a:b] of a canonical string as TabSeparated text: orjson's
+       escapes are ClickHouse's too, but for \\" (a plain quote) and \\u00XX (the byte;
+       \\0 for NUL). Never longer than the content. */
+    static int kk_tsv_text(kk_raw *out, const unsigned char *s, Py_ssize_t a, Py_ssize_t b) {
+        if (kk_raw_reserve(out, b - a) < 0) return -1;
+        char *d = out->data + out->len;
+        Py_ssize_t i = a;
+        while (i < b) {
+            unsigned char c = s[i];
+            if (c != 92) { *d++ = (char)c; i++; continue; }
+            unsigned char e = s[i + 1];
+            if (e == '"') { *d++ = '"'; i += 2; }
+            else if (e == 'u') {
+                int v = kk_hex(s[i + 4]) * 16 + kk_hex(s[i + 5]);
+                if (v == 0) { *d++ = 92; *d++ = '0'; } else *d++ = (char)v;
+                i += 6;
+            } else { *d++ = 92; *d++ = (char)e; i += 2; }
+        }
+        out->len = d - out->data;
+        return 0;
+    }
+    /* Append s[0:n] with each backslash doubled (JSON text as TabSeparated text). */
+    static int kk_tsv_doubled(kk_raw *out, const char *s, Py_ssize_t n) {
+        if (kk_raw_reserve(out, 2 * n) < 0) return -1;
+        char *d = out->data + out->len;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (s[i] == 92) *d++ = 92;
+            *d++ = s[i];
+        }
+        out->len = d - out->data;
+        return 0;
+    }
+    /* Whether t[0:27] is the JSON formatter's timestamp, 2026-11-27T18:06:00.123456Z. */
+    static int kk_formatter_stamp(const unsigned char *t) {
+        static const char form[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+        for (int k = 0; k < 27; k++) {
+            if (form[k] == 'd') { if (t[k] < '0' || t[k] > '9') return 0; }
+            else if (t[k] != (unsigned char)form[k]) return 0;
+        }
+        return 1;
+    }
+    /* Append the TabSeparated row of *line* to *row* (*extra*: scratch for the keys that
+       are not columns; *at*: scratch for each column's value, 3 per column): 0, 1 when
+       the line is not canonical (the general path makes its row; *row* is as it was), -1
+       when out of memory. *micros* and *fields* are the indices of the microseconds and
+       the fields column (-1: none). */
+    static int kk_clickhouse_tsv_row(const char *line, Py_ssize_t n,
+                                     const kk_tsv_column *columns, Py_ssize_t count,
+                                     Py_ssize_t micros, Py_ssize_t fields,
+                                     kk_raw *row, kk_raw *extra, Py_ssize_t *at) {
+        const unsigned char *s = (const unsigned char *)line;
+        Py_ssize_t mark = row->len, keys[KK_ROW_KEYS][2], stamp = -1, stamp_end = -1;
+        Py_ssize_t i = 1;
+        int seen = 0, others = 0, plain;
+        extra->len = 0;
+        if (n < 3 || s[0] != '{') return 1;
+        for (Py_ssize_t c = 0; c < count; c++) at[3 * c] = -1;
+        if (kk_raw_put(extra, "{", 1) < 0) goto memory;
+        for (;;) {
+            if (i >= n || s[i] != '"') goto general;
+            Py_ssize_t key = i + 1, end = kk_canonical_string(s, i, n, &plain);
+            if (end < 0 || !plain || seen == KK_ROW_KEYS) goto general;
+            Py_ssize_t size = end - 1 - key;
+            for (int k = 0; k < seen; k++)
+                if (keys[k][1] == size && memcmp(s + keys[k][0], s + key, size) == 0)
+                    goto general;  /* orjson keeps the last one */
+            keys[seen][0] = key; keys[seen][1] = size; seen++;
+            if (end >= n || s[end] != ':') goto general;
+            Py_ssize_t value = end + 1, after = -1;
+            int type = 0;  /* 0 string, 1 number, 2 true, 3 false, 4 null */
+            if (value >= n) goto general;
+            switch (s[value]) {
+                case '"': after = kk_canonical_string(s, value, n, &plain); break;
+                case 't':
+                    type = 2;
+                    if (n - value >= 4 && memcmp(s + value, "true", 4) == 0) after = value + 4;
+                    break;
+                case 'f':
+                    type = 3;
+                    if (n - value >= 5 && memcmp(s + value, "false", 5) == 0) after = value + 5;
+                    break;
+                case 'n':
+                    type = 4;
+                    if (n - value >= 4 && memcmp(s + value, "null", 4) == 0) after = value + 4;
+                    break;
+                default:
+                    type = 1;
+                    after = kk_canonical_number(s, value, n);
+            }
+            if (after < 0 || after >= n) goto general;
+            if (type == 0 && size == 9 && memcmp(s + key, "timestamp", 9) == 0) {
+                stamp = value + 1;
+                stamp_end = after - 1;
+            }
+            Py_ssize_t column = -1;
+            for (Py_ssize_t c = 0; c < count; c++) {
+                if (c != fields && columns[c].len == size
+                        && memcmp(columns[c].name, s + key, size) == 0) {
+                    column = c;
+                    break;
+                }
+            }
+            if (column < 0) {
+                if ((others && kk_raw_put(extra, ",", 1) < 0)
+                        || kk_raw_put(extra, line + key - 1, after - key + 1) < 0)
+                    goto memory;
+                others = 1;
+            } else if (type != 4) {  /* a null is left to the column's default */
+                at[3 * column] = value;
+                at[3 * column + 1] = after;
+                at[3 * column + 2] = type;
+            }
+            if (s[after] == ',') {
+                i = after + 1;
+                continue;
+            }
+            if (s[after] == '}' && after == n - 1) break;
+            goto general;
+        }
+        for (Py_ssize_t c = 0; c < count; c++) {
+            const kk_tsv_column *column = &columns[c];
+            int rc = 0;
+            if (c && kk_raw_put(row, "\\t", 1) < 0) goto memory;
+            if (c == fields) {
+                if (others)
+                    rc = kk_raw_put(extra, "}", 1) < 0 ? -1
+                         : kk_tsv_doubled(row, extra->data, extra->len);
+                else
+                    rc = kk_raw_put(row, column->dflt, column->dflt_len);
+            } else if (at[3 * c] >= 0) {
+                Py_ssize_t value = at[3 * c], after = at[3 * c + 1];
+                int type = (int)at[3 * c + 2];
+                if (type == 0) {
+                    if (column->kind == 3 && after - value == 29
+                            && kk_formatter_stamp(s + value + 1)) {
+                        if (kk_raw_reserve(row, 19) < 0) goto memory;
+                        memcpy(row->data + row->len, line + value + 1, 19);
+                        row->data[row->len + 10] = ' ';
+                        row->len += 19;
+                    } else
+                        rc = kk_tsv_text(row, s, value + 1, after - 1);
+                } else if (type == 1 || column->kind == 1 || column->kind != 2)
+                    rc = kk_raw_put(row, line + value, after - value);
+                else
+                    rc = kk_raw_put(row, type == 2 ? "1" : "0", 1);
+            } else if (c == micros) {
+                /* The JSON formatter's timestamp, 2026-11-27T18:06:00.123456Z: its digits. */
+                const unsigned char *t = s + stamp;
+                long micro = 0;
+                if (stamp < 0 || stamp_end - stamp != 27 || t[19] != '.' || t[26] != 'Z')
+                    goto general;
+                for (int k = 0; k < 27; k++)
+                    if (t[k] >= 0x80 || t[k] == 92) goto general;
+                for (int k = 20; k < 26; k++) {
+                    if (t[k] < '0' || t[k] > '9') goto general;
+                    micro = micro * 10 + (t[k] - '0');
+                }
+                char digits[8];
+                int position = 8;
+                do { digits[--position] = (char)('0' + micro % 10); micro /= 10; } while (micro);
+                rc = kk_raw_put(row, digits + position, 8 - position);
+            } else
+                rc = kk_raw_put(row, column->dflt, column->dflt_len);
+            if (rc < 0) goto memory;
+        }
+        if (kk_raw_put(row, "\\n", 1) < 0) goto memory;
+        return 0;
+    general:
+        row->len = mark;
+        return 1;
+    memory:
+        row->len = mark;
+        return -1;
+    }
+    """
+    ctypedef struct kk_tsv_column:
+        const char *name
+        Py_ssize_t len
+        int kind
+        const char *dflt
+        Py_ssize_t dflt_len
+    int kk_clickhouse_tsv_row(const char *line, Py_ssize_t n, const kk_tsv_column *columns,
+                              Py_ssize_t count, Py_ssize_t micros, Py_ssize_t fields,
+                              kk_raw *row, kk_raw *extra, Py_ssize_t *at) nogil
+
+from kakashi._speedups._format_py import clickhouse_tsv_rows as _tsv_rows_parsed
+
+
+def clickhouse_tsv_rows(lines, columns, micros, fields, microseconds, Py_ssize_t first=0):
+    """The ClickHouse TabSeparated rows of JSON *lines* (see the twin): the lines in
+    canonical form (the JSON formatter's) are made into rows without the GIL, straight
+    into bytes; the others by parsing them, as the twin does."""
+    cdef list batch = list(lines)
+    cdef list table = list(columns)
+    cdef Py_ssize_t count = len(batch), width = len(table), index, c, done = 0, previous = 0
+    cdef Py_ssize_t micros_at = -1, fields_at = -1
+    cdef list rows = []
+    cdef list indices = []
+    cdef dict dropped = {}
+    cdef list keep = []  # the columns' names and defaults, UTF-8, alive while C points in
+    cdef kk_tsv_column *cols = NULL
+    cdef Py_ssize_t *at = NULL
+    cdef const char **starts = NULL
+    cdef Py_ssize_t *sizes = NULL
+    cdef Py_ssize_t *ends = NULL
+    cdef signed char *status = NULL
+    cdef kk_raw out
+    cdef kk_raw extra
+    cdef bint fast = True
+    out.data = extra.data = NULL
+    out.len = out.cap = extra.len = extra.cap = 0
+    try:
+        if count and width:
+            cols = <kk_tsv_column *>PyMem_Malloc(width * sizeof(kk_tsv_column))
+            at = <Py_ssize_t *>PyMem_Malloc(3 * width * sizeof(Py_ssize_t))
+            starts = <const char **>PyMem_Malloc(count * sizeof(char *))
+            sizes = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            ends = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            status = <signed char *>PyMem_Malloc(count)
+            if not (cols and at and starts and sizes and ends and status):
+                raise MemoryError()
+            for c in range(width):
+                name, kind, default = table[c]
+                if type(name) is not str or type(default) is not bytes:
+                    fast = False  # the twin says what is wrong
+                    break
+                try:
+                    encoded = (<str>name).encode("utf-8")
+                except UnicodeEncodeError:
+                    fast = False
+                    break
+                keep.append(encoded)
+                keep.append(default)
+                cols[c].name = PyBytes_AS_STRING(encoded)
+                cols[c].len = PyBytes_GET_SIZE(encoded)
+                cols[c].kind = 1 if kind == 1 else 2 if kind == 2 else 3 if kind == 3 else 0
+                cols[c].dflt = PyBytes_AS_STRING(default)
+                cols[c].dflt_len = PyBytes_GET_SIZE(default)
+                if micros is not None and name == micros:
+                    micros_at = c
+                if fields is not None and name == fields:
+                    fields_at = c
+        else:
+            fast = False
+        if fast:
+            for index in range(count):
+                line = batch[index]
+                if type(line) is bytes:
+                    starts[index] = PyBytes_AS_STRING(line)
+                    sizes[index] = PyBytes_GET_SIZE(line)
+                else:
+                    starts[index] = NULL  # bytearray, memoryview...: parsed
+            with nogil:  # batch holds the lines meanwhile
+                for index in range(count):
+                    if starts[index] == NULL:
+                        status[index] = 1
+                    else:
+                        status[index] = kk_clickhouse_tsv_row(
+                            starts[index], sizes[index], cols, width, micros_at, fields_at,
+                            &out, &extra, at
+                        )
+                        if status[index] < 0:
+                            break
+                    ends[index] = out.len
+                    done += 1
+            if done < count:
+                raise MemoryError()
+        else:
+            return _tsv_rows_parsed(batch, table, micros, fields, microseconds, first)
+        for index in range(count):
+            if status[index] == 0:
+                rows.append(PyBytes_FromStringAndSize(out.data + previous,
+                                                      ends[index] - previous))
+                indices.append(first + index)
+                previous = ends[index]
+                continue
+            previous = ends[index]
+            part = _tsv_rows_parsed((batch[index],), table, micros, fields, microseconds,
+                                    first + index)
+            rows += part[0]
+            indices += part[1]
+            dropped.update(part[2])
+    finally:
+        PyMem_Free(cols)
+        PyMem_Free(at)
+        PyMem_Free(starts)
+        PyMem_Free(sizes)
+        PyMem_Free(ends)
+        PyMem_Free(status)
+        PyMem_RawFree(out.data)
+        PyMem_RawFree(extra.data)
+    return rows, indices, dropped
+
+
 def clickhouse_body(list rows not None):
     """The JSONEachRow request body of *rows*: their JSON separated by commas."""
     return b",".join(rows)

@@ -36,6 +36,7 @@ __all__ = [
     "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
+    "clickhouse_tsv_rows",
     "event_dict",
     "format_batch",
     "exception_dict",
@@ -306,6 +307,77 @@ def clickhouse_body(rows: list[Any]) -> bytes:
     JSON, separated by commas (JSONEachRow reads them, ClickHouse 18.16 on). Here
     serialised at once, as an array without its brackets."""
     return orjson.dumps(rows)[1:-1]
+
+
+# TabSeparated escapes, as ClickHouse writes them (it reads these and raw bytes alike;
+# only the tab and the newline must be escaped, and the backslash that starts escapes).
+_TSV_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f", "\0": "\\0"}
+)
+#: The JSON formatter's timestamp, ``2026-11-27T18:06:00.123456Z``.
+_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
+
+def clickhouse_tsv_rows(
+    lines: Sequence[bytes],
+    columns: Sequence[tuple[str, int, bytes]],
+    micros: str | None,
+    fields: str | None,
+    microseconds: Callable[[Any], int],
+    first: int = 0,
+) -> tuple[list[bytes], list[int], dict[int, str]]:
+    """The ClickHouse TabSeparated rows of JSON *lines* (``kakashi.writers.clickhouse``).
+
+    *columns*: the insert's columns in order, each ``(name, kind, default)``: *kind* is
+    how a value is fitted (0: as it is; 1: a String column, a value that is not a string
+    as its JSON text; 2: a number column, a boolean as 0/1; 3: a ``DateTime`` column,
+    the JSON formatter's timestamp as ``YYYY-MM-DD hh:mm:ss``, which ClickHouse reads
+    without guessing); *default*: the text for a key the line lacks or holds ``null``
+    (the type's default: ``0``, empty, ``\\N``...). *micros*, when a column's name and not
+    a key of the line, gets ``microseconds(line's timestamp)``; *fields*, when a
+    column's name, gets the keys that are not columns as one JSON object (its default
+    when there are none). Text is escaped as ClickHouse escapes it.
+
+    Returns the rows (bytes, each ending in a newline: the body is their concatenation),
+    the index of each, and the lines that are not JSON objects (index -> ``"not_json"``);
+    indices count from *first*. Raises what ``orjson.dumps`` raises for a value it cannot
+    write (an integer beyond 64 bits).
+    """
+    loads, dumps, escapes = orjson.loads, orjson.dumps, _TSV_ESCAPES
+    names = {name for name, _, _ in columns if name != fields}  # the rest go to fields
+    rows: list[bytes] = []
+    indices: list[int] = []
+    dropped: dict[int, str] = {}
+    for index, line in enumerate(lines, first):
+        try:
+            event = loads(line)
+        except orjson.JSONDecodeError:
+            dropped[index] = "not_json"
+            continue
+        if type(event) is not dict:
+            dropped[index] = "not_json"
+            continue
+        texts: list[str] = []
+        for name, kind, default in columns:
+            value = event.get(name)
+            if name == fields:
+                extra = {key: item for key, item in event.items() if key not in names}
+                text = dumps(extra).decode().translate(escapes) if extra else None
+            elif value is None:
+                text = str(microseconds(event.get("timestamp"))) if name == micros else None
+            elif type(value) is str:
+                if kind == 3 and len(value) == 27 and _STAMP.fullmatch(value):
+                    text = f"{value[:10]} {value[11:19]}"
+                else:
+                    text = value.translate(escapes)
+            elif type(value) is bool and kind != 1:
+                text = ("1" if value else "0") if kind == 2 else ("true" if value else "false")
+            else:
+                text = dumps(value).decode().translate(escapes)
+            texts.append(default.decode() if text is None else text)
+        rows.append(("\t".join(texts) + "\n").encode())
+        indices.append(index)
+    return rows, indices, dropped
 
 
 #: How the JSON formatter's lines start (its timestamp is the first key).
