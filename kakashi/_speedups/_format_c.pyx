@@ -1198,6 +1198,52 @@ cdef extern from *:
         if (s[i - 1] == '0' && (zero || places > 1)) return -1;  /* only X.0 ends in 0 */
         return i;
     }
+    /* The pair at s[i] of a canonical line (i: its key's opening quote): the key's start
+       and *size*, the value's start, the end past it (*after*, before the end of the
+       line) and its *type* (0 string, 1 number, 2 true, 3 false, 4 null). *keys* and
+       *seen*: the keys read so far, this one added. 0, or 1 when not canonical (a key
+       with an escape, a key twice, which orjson reads as the last one, a nested value,
+       too many keys). */
+    static int kk_pair(const unsigned char *s, Py_ssize_t i, Py_ssize_t n,
+                       Py_ssize_t keys[][2], int *seen, Py_ssize_t *key, Py_ssize_t *size,
+                       Py_ssize_t *value, Py_ssize_t *after, int *type) {
+        int plain;
+        if (i >= n || s[i] != '"') return 1;
+        Py_ssize_t end = kk_canonical_string(s, i, n, &plain);
+        if (end < 0 || !plain || *seen == KK_ROW_KEYS) return 1;
+        *key = i + 1;
+        *size = end - 1 - *key;
+        for (int k = 0; k < *seen; k++)
+            if (keys[k][1] == *size && memcmp(s + keys[k][0], s + *key, *size) == 0)
+                return 1;
+        keys[*seen][0] = *key; keys[*seen][1] = *size; (*seen)++;
+        if (end >= n || s[end] != ':') return 1;
+        Py_ssize_t v = end + 1, past = -1;
+        *type = 0;
+        if (v >= n) return 1;
+        switch (s[v]) {
+            case '"': past = kk_canonical_string(s, v, n, &plain); break;
+            case 't':
+                *type = 2;
+                if (n - v >= 4 && memcmp(s + v, "true", 4) == 0) past = v + 4;
+                break;
+            case 'f':
+                *type = 3;
+                if (n - v >= 5 && memcmp(s + v, "false", 5) == 0) past = v + 5;
+                break;
+            case 'n':
+                *type = 4;
+                if (n - v >= 4 && memcmp(s + v, "null", 4) == 0) past = v + 4;
+                break;
+            default:
+                *type = 1;
+                past = kk_canonical_number(s, v, n);
+        }
+        if (past < 0 || past >= n) return 1;
+        *value = v;
+        *after = past;
+        return 0;
+    }
     /* Append the row of *line* to *row* (*extra*: scratch for the other keys): 0, or 1
        when the line is not canonical (the general path makes its row; *row* is as it
        was), or -1 when out of memory. Columns are matched by name, each with its kind
@@ -1212,42 +1258,15 @@ cdef extern from *:
         const unsigned char *s = (const unsigned char *)line;
         Py_ssize_t mark = row->len, keys[KK_ROW_KEYS][2], stamp = -1, stamp_end = -1;
         Py_ssize_t i = 1;
-        int seen = 0, put = 0, others = 0, timed = 0, plain;
+        int seen = 0, put = 0, others = 0, timed = 0;
         extra->len = 0;
         if (n < 3 || s[0] != '{') return 1;
         if (kk_raw_put(row, "{", 1) < 0 || kk_raw_put(extra, "{", 1) < 0) goto memory;
         for (;;) {
-            if (i >= n || s[i] != '"') goto general;
-            Py_ssize_t key = i + 1, end = kk_canonical_string(s, i, n, &plain);
-            if (end < 0 || !plain || seen == KK_ROW_KEYS) goto general;
-            Py_ssize_t size = end - 1 - key;
-            for (int k = 0; k < seen; k++)
-                if (keys[k][1] == size && memcmp(s + keys[k][0], s + key, size) == 0)
-                    goto general;  /* orjson keeps the last one */
-            keys[seen][0] = key; keys[seen][1] = size; seen++;
-            if (end >= n || s[end] != ':') goto general;
-            Py_ssize_t value = end + 1, after = -1;
-            int type = 0;  /* 0 string, 1 number, 2 true, 3 false, 4 null */
-            if (value >= n) goto general;
-            switch (s[value]) {
-                case '"': after = kk_canonical_string(s, value, n, &plain); break;
-                case 't':
-                    type = 2;
-                    if (n - value >= 4 && memcmp(s + value, "true", 4) == 0) after = value + 4;
-                    break;
-                case 'f':
-                    type = 3;
-                    if (n - value >= 5 && memcmp(s + value, "false", 5) == 0) after = value + 5;
-                    break;
-                case 'n':
-                    type = 4;
-                    if (n - value >= 4 && memcmp(s + value, "null", 4) == 0) after = value + 4;
-                    break;
-                default:
-                    type = 1;
-                    after = kk_canonical_number(s, value, n);
-            }
-            if (after < 0 || after >= n) goto general;
+            Py_ssize_t key, size, value, after;
+            int type;
+            if (kk_pair(s, i, n, keys, &seen, &key, &size, &value, &after, &type))
+                goto general;
             if (type == 0 && size == 9 && memcmp(s + key, "timestamp", 9) == 0) {
                 stamp = value + 1;
                 stamp_end = after - 1;
@@ -1632,43 +1651,16 @@ cdef extern from *:
         const unsigned char *s = (const unsigned char *)line;
         Py_ssize_t mark = row->len, keys[KK_ROW_KEYS][2], stamp = -1, stamp_end = -1;
         Py_ssize_t i = 1;
-        int seen = 0, others = 0, plain;
+        int seen = 0, others = 0;
         extra->len = 0;
         if (n < 3 || s[0] != '{') return 1;
         for (Py_ssize_t c = 0; c < count; c++) at[3 * c] = -1;
         if (kk_raw_put(extra, "{", 1) < 0) goto memory;
         for (;;) {
-            if (i >= n || s[i] != '"') goto general;
-            Py_ssize_t key = i + 1, end = kk_canonical_string(s, i, n, &plain);
-            if (end < 0 || !plain || seen == KK_ROW_KEYS) goto general;
-            Py_ssize_t size = end - 1 - key;
-            for (int k = 0; k < seen; k++)
-                if (keys[k][1] == size && memcmp(s + keys[k][0], s + key, size) == 0)
-                    goto general;  /* orjson keeps the last one */
-            keys[seen][0] = key; keys[seen][1] = size; seen++;
-            if (end >= n || s[end] != ':') goto general;
-            Py_ssize_t value = end + 1, after = -1;
-            int type = 0;  /* 0 string, 1 number, 2 true, 3 false, 4 null */
-            if (value >= n) goto general;
-            switch (s[value]) {
-                case '"': after = kk_canonical_string(s, value, n, &plain); break;
-                case 't':
-                    type = 2;
-                    if (n - value >= 4 && memcmp(s + value, "true", 4) == 0) after = value + 4;
-                    break;
-                case 'f':
-                    type = 3;
-                    if (n - value >= 5 && memcmp(s + value, "false", 5) == 0) after = value + 5;
-                    break;
-                case 'n':
-                    type = 4;
-                    if (n - value >= 4 && memcmp(s + value, "null", 4) == 0) after = value + 4;
-                    break;
-                default:
-                    type = 1;
-                    after = kk_canonical_number(s, value, n);
-            }
-            if (after < 0 || after >= n) goto general;
+            Py_ssize_t key, size, value, after;
+            int type;
+            if (kk_pair(s, i, n, keys, &seen, &key, &size, &value, &after, &type))
+                goto general;
             if (type == 0 && size == 9 && memcmp(s + key, "timestamp", 9) == 0) {
                 stamp = value + 1;
                 stamp_end = after - 1;
