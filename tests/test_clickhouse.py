@@ -377,13 +377,14 @@ def test_settings_go_with_each_insert(clickhouse: ClickHouseServer, table: str) 
     assert [1] == _seqs(clickhouse, table)
 
 
+@pytest.mark.parametrize("insert_format", ["JSONEachRow", "TabSeparated"])
 def test_the_server_killed_mid_stream_and_restarted(
-    clickhouse: ClickHouseServer, tmp_path: Path
+    clickhouse: ClickHouseServer, tmp_path: Path, insert_format: str
 ) -> None:
     """A server of its own is killed while records stream in and started again on the
     same port and data: the async backend retries; every record logged is stored or
     counted as dropped, and duplicates (an insert taken just before the kill, its answer
-    lost) are at most one batch."""
+    lost) are at most one batch. In both insert formats."""
     server = ClickHouseServer(tmp_path / "restarting", clickhouse.binary)  # not the shared one
     server.start()
     try:
@@ -395,6 +396,7 @@ def test_the_server_killed_mid_stream_and_restarted(
             max_error_retries=100,
             error_retry_delay=0.05,
             max_delay=0.5,
+            insert_format=insert_format,
         )
         pipeline = keeping_pipeline(writer, batch_size=500, max_queue_size=100_000)
         log = kakashi.get_logger("stream", pipeline)
