@@ -37,6 +37,7 @@ import time
 import weakref
 
 from kakashi._locks import after_fork_in_child, fork_safe_lock, fork_safe_rlock
+from kakashi._turns import take_exclusive
 
 try:
     import fcntl
@@ -109,10 +110,7 @@ class DirectoryLock:
         try:
             if self._fd < 0:
                 self._open()
-            try:
-                _flock(self._fd, _EXCLUSIVE_NOW)
-            except BlockingIOError:
-                self._wait(timeout)
+            take_exclusive(self._fd, timeout, _flock, self._name)
             self._depth = 1
         except BaseException:
             self._thread_lock.release()
@@ -144,27 +142,7 @@ class DirectoryLock:
         _flock(self._fd, _UNLOCK)
         self._forget()
         self._open()
-        self._wait(timeout)
-
-    def _wait(self, timeout: float) -> None:
-        """Take the ``flock`` on the open directory, waiting *timeout* seconds at most."""
-        deadline = time.monotonic() + timeout
-        pause = 0.0002
-        while True:
-            try:
-                _flock(self._fd, _EXCLUSIVE_NOW)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        errno.ETIMEDOUT,
-                        f"{self._name}: another process held the lock for more than {timeout:g} s",
-                    ) from None
-                time.sleep(pause)
-                # At most 1 ms between tries: writers that hold the lock batch after batch
-                # free it only for the moment between two, and a waiter that looked every
-                # 20 ms waited up to 3 s behind two of them (10 s, its timeout, under load).
-                pause = min(pause * 2, 0.001)
+        take_exclusive(self._fd, timeout, _flock, self._name)
 
     def _open(self) -> None:
         try:
@@ -229,7 +207,6 @@ def _raise_unsupported(exc: OSError, what: str) -> None:
 
 if fcntl is not None:  # module constants: one lookup fewer a batch
     _flock_call = fcntl.flock
-    _EXCLUSIVE_NOW = fcntl.LOCK_EX | fcntl.LOCK_NB
     _UNLOCK = fcntl.LOCK_UN
 
 

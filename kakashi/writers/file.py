@@ -19,6 +19,7 @@ from kakashi import _errors
 from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi._speedups import Lines, gil_held_writes, write_holding_gil
+from kakashi._turns import take_exclusive
 
 __all__ = [
     "FileWriter",
@@ -396,30 +397,8 @@ class FileWriter:
         if self._fcntl is None:
             return -1
         fd = self._lock_fd()
-        flock, request = self._fcntl.flock, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB
-        try:
-            flock(fd, request)
-            return fd
-        except BlockingIOError:
-            pass
-        deadline = time.monotonic() + self.lock_timeout
-        pause = 0.0002
-        while True:
-            time.sleep(pause)
-            try:
-                flock(fd, request)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        errno.ETIMEDOUT,
-                        f"{self.path}: another process held the lock for more than "
-                        f"{self.lock_timeout:g} s",
-                    ) from None
-                # At most 1 ms between tries: writers that hold the lock batch after batch
-                # free it only for the moment between two, and a waiter that looked every
-                # 20 ms waited up to 3 s behind two of them (10 s, its timeout, under load).
-                pause = min(pause * 2, 0.001)
+        take_exclusive(fd, self.lock_timeout, self._fcntl.flock, str(self.path))
+        return fd
 
     # -- writing, under the lock -------------------------------------------------------------
 
