@@ -69,6 +69,13 @@ def writer_stats(stats: dict[str, Any], writer: object) -> dict[str, Any]:
     return entry
 
 
+def circuit_of(stats: dict[str, Any], writer: object) -> str | None:
+    """The circuit of *writer* in *stats* (``None`` before the worker has seen it: a busy
+    machine may not have run the worker yet)."""
+    entries = [entry for entry in stats["writers"] if entry["writer"] == repr(writer)]
+    return entries[0]["circuit"] if entries else None
+
+
 def books_balance(stats: dict[str, Any]) -> bool:
     """The totals add up, and the write errors by reason add up to ``write_error``."""
     return (
@@ -379,14 +386,21 @@ def test_a_forked_child_starts_with_fresh_lanes() -> None:
     tripped.error_retry_delay = 5.0  # a cool-down of 10 s
     pipe = pipeline(hung, tripped, batch_size=1)
     log = pipe.get_logger("t")
-    for i in range(4):
-        log.info("parent", i=i)
-        time.sleep(0.05)
-    deadline = time.monotonic() + 10
-    while writer_stats(pipe.stats(), tripped)["circuit"] != "open":
-        assert time.monotonic() < deadline, pipe.stats()
-        time.sleep(0.01)
-    assert 3 <= pipe.backend._lanes[id(hung)].records  # a backlog behind the hung write
+    try:
+        for i in range(4):
+            log.info("parent", i=i)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while circuit_of(pipe.stats(), tripped) != "open":
+            assert time.monotonic() < deadline, pipe.stats()
+            time.sleep(0.01)
+        # A backlog behind the hung write: the other three records, once dispatched.
+        while getattr(pipe.backend._lanes.get(id(hung)), "records", 0) < 3:
+            assert time.monotonic() < deadline, pipe.stats()
+            time.sleep(0.01)
+    except BaseException:
+        hung.gate.set()  # the hung lane ends with the test, not 30 s into the next one
+        raise
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
