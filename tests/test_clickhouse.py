@@ -289,17 +289,19 @@ def test_a_line_that_is_not_json_is_dropped_and_the_rest_land(
     assert [0, 3] == _seqs(clickhouse, table)
 
 
+@pytest.mark.parametrize(("insert_format", "code"), [("JSONEachRow", 117), ("TabSeparated", 16)])
 def test_a_column_dropped_since_the_describe_is_asked_again(
-    clickhouse: ClickHouseServer, table: str
+    clickhouse: ClickHouseServer, table: str, insert_format: str, code: int
 ) -> None:
     """The table's columns are learnt once; when one is dropped later, the insert that
-    names it is retried (not bisected into drops) and the next one asks again."""
-    writer = ClickHouseWriter(clickhouse.url, table)
+    names it (a JSONEachRow row with the key; every TabSeparated insert, which lists the
+    columns) is retried, not bisected into drops, and the next one asks again."""
+    writer = ClickHouseWriter(clickhouse.url, table, insert_format=insert_format)
     writer.write([_line(0, path="/a")])
     clickhouse.query(f"ALTER TABLE {table} DROP COLUMN path")
     with pytest.raises(DeliveryError) as caught:
         writer.write([_line(1, path="/b"), _line(2)])
-    assert ("clickhouse_117", (0, 1), {}) == (
+    assert (f"clickhouse_{code}", (0, 1), {}) == (
         caught.value.reason,
         caught.value.retry,
         caught.value.dropped,
@@ -741,7 +743,11 @@ def _expected_tsv_row(event: dict[str, Any]) -> bytes:
                 char in "0123456789" if form == "d" else char == form
                 for char, form in zip(value, shape, strict=False)
             )
-            text = value[:10] + " " + value[11:19] if stamp else _tsv_text(value)
+            text = value[:10] + " " + value[11:19] + "Z" if stamp else _tsv_text(value)
+        elif kind == 3 and type(value) is int:
+            text = datetime.datetime.fromtimestamp(value, datetime.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%SZ"
+            )
         else:
             text = _tsv_text(orjson.dumps(value).decode())
         texts.append(text)
@@ -762,6 +768,8 @@ def test_tab_separated_rows_are_the_same_in_both_builds(impl: Any) -> None:
         b'{"timestamp":"2026-11-27T18:06:00.123456Z","note":"a\\u0000b\\u0001c","user_id":"7"}',
         b'{"timestamp":"2026-13-27T18:06:00.123456Z","note":true,"fields":{"k":"\\\\"}}',
         b'{"timestamp":"2026-11-27 18:06:00.123456Z","note":1.5,"message":false}',
+        b'{"timestamp":1764680405,"level":"INFO"}',
+        b'{"timestamp":1764680405.5,"level":"INFO"}',
     ]
     rows, indices, dropped = impl.format.clickhouse_tsv_rows(
         lines, TSV_COLUMNS, "timestamp_us", "fields", _microseconds, 3
@@ -788,6 +796,10 @@ def test_tab_separated_rows_are_the_same_in_both_builds(impl: Any) -> None:
         canonical, TSV_COLUMNS, "timestamp_us", "fields", _microseconds
     )[0]
     assert [_expected_tsv_row(orjson.loads(line)) for line in canonical] == rows
+    # A name given twice gets the value once, its default after.
+    twice = [("level", 1, b""), ("level", 2, b"0"), ("message", 1, b"")]
+    rows = impl.format.clickhouse_tsv_rows(canonical[:1], twice, None, None, _microseconds)[0]
+    assert [b"INFO\t0\trecord 0\n"] == rows
 
 
 def _tsv_events() -> list[dict[str, Any]]:
@@ -889,3 +901,53 @@ def test_a_table_tab_separated_cannot_fill_is_inserted_as_json(
         )
     with pytest.raises(ValueError, match="insert_format"):
         ClickHouseWriter(clickhouse.url, enum, insert_format="CSV")
+
+
+def test_tab_separated_times_and_arrays_are_stored_as_json_stores_them(
+    clickhouse: ClickHouseServer,
+) -> None:
+    """DateTime columns in any time zone get the same moment in both formats (the
+    formatter's timestamp is sent with its ``Z``, a Unix time as a UTC time, a missing
+    or null one as the epoch, not as ``best_effort``'s reading of a bare ``0``, the year
+    2000); arrays of numbers go as they are; an ``Array(String)`` column, whose text
+    would need single quotes, makes the writer insert as JSONEachRow."""
+    stamp = "2026-12-02T13:00:05.123456Z"
+    events: list[dict[str, Any]] = [
+        {"at": stamp, "plain": stamp, "nums": [1, 2]},
+        {"at": 1764680405, "plain": 1764680405, "nums": []},
+        {"at": None, "plain": None, "nums": None},
+        {"timestamp": None},
+        {"timestamp": "2026-12-02T13:00:05+09:00"},
+    ]
+    stored = {}
+    for insert_format in ("JSONEachRow", "TabSeparated"):
+        name = f"logs_{next(_names)}_times_{insert_format}"
+        clickhouse.query(
+            f"CREATE TABLE {name} (timestamp DateTime('UTC'), message String, "
+            "at DateTime('Asia/Tokyo'), plain DateTime, nums Array(UInt32), fields String) "
+            "ENGINE = MergeTree ORDER BY message"
+        )
+        writer = ClickHouseWriter(clickhouse.url, name, insert_format=insert_format)
+        writer.write([_line(seq, **event) for seq, event in enumerate(events)])
+        assert f"FORMAT%20{insert_format}" in writer.target()
+        stored[insert_format] = clickhouse.rows(
+            f"SELECT *, toUnixTimestamp(at) AS at_unix, toUnixTimestamp(plain) AS plain_unix, "
+            f"toUnixTimestamp(timestamp) AS stamp_unix FROM {name} ORDER BY message"
+        )
+    assert stored["JSONEachRow"] == stored["TabSeparated"]
+    first, second, third, fourth = stored["TabSeparated"][:4]
+    assert (1796216405, 1796216405) == (first["at_unix"], first["plain_unix"])  # the stamp
+    assert (1764680405, 1764680405) == (second["at_unix"], second["plain_unix"])
+    assert "2026-12-02 22:00:05" == first["at"]  # shown in Tokyo time
+    assert (0, 0, 0) == (third["at_unix"], third["plain_unix"], fourth["stamp_unix"])
+    assert [1, 2] == first["nums"]
+
+    strings = f"logs_{next(_names)}_strings"
+    clickhouse.query(
+        f"CREATE TABLE {strings} (timestamp DateTime('UTC'), tags Array(String)) "
+        "ENGINE = MergeTree ORDER BY timestamp"
+    )
+    writer = ClickHouseWriter(clickhouse.url, strings, insert_format="TabSeparated")
+    writer.write([_line(1, tags=["q'q", "b\\s", "n\nl"])])
+    assert "FORMAT%20JSONEachRow" in writer.target()
+    assert [{"tags": ["q'q", "b\\s", "n\nl"]}] == clickhouse.rows(f"SELECT tags FROM {strings}")

@@ -1706,13 +1706,17 @@ cdef extern from *:
                 if (type == 0) {
                     if (column->kind == 3 && after - value == 29
                             && kk_formatter_stamp(s + value + 1)) {
-                        if (kk_raw_reserve(row, 19) < 0) goto memory;
+                        /* 2026-11-27 18:06:00Z: still UTC in a column of another zone */
+                        if (kk_raw_reserve(row, 20) < 0) goto memory;
                         memcpy(row->data + row->len, line + value + 1, 19);
                         row->data[row->len + 10] = ' ';
-                        row->len += 19;
+                        row->data[row->len + 19] = 'Z';
+                        row->len += 20;
                     } else
                         rc = kk_tsv_text(row, s, value + 1, after - 1);
-                } else if (type == 1 || column->kind == 1 || column->kind != 2)
+                } else if (type == 1 && column->kind == 3)
+                    goto general;  /* a Unix time: written as a time by the general path */
+                else if (type == 1 || column->kind == 1 || column->kind != 2)
                     rc = kk_raw_put(row, line + value, after - value);
                 else
                     rc = kk_raw_put(row, type == 2 ? "1" : "0", 1);

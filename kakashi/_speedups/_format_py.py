@@ -12,6 +12,7 @@ call's fields (a later one replaces an earlier one with the same key); then
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import re
@@ -318,6 +319,17 @@ _TSV_ESCAPES = str.maketrans(
 _STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
+def _unix_time_text(seconds: int) -> str:
+    """*seconds* since the epoch as ``YYYY-MM-DD hh:mm:ssZ`` (a TabSeparated ``DateTime``
+    that ``best_effort`` reads in UTC, where a bare number is misread); its JSON text
+    when out of range."""
+    try:
+        moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def clickhouse_tsv_rows(
     lines: Sequence[bytes],
     columns: Sequence[tuple[str, int, bytes]],
@@ -331,10 +343,12 @@ def clickhouse_tsv_rows(
     *columns*: the insert's columns in order, each ``(name, kind, default)``: *kind* is
     how a value is fitted (0: as it is; 1: a String column, a value that is not a string
     as its JSON text; 2: a number column, a boolean as 0/1; 3: a ``DateTime`` column,
-    the JSON formatter's timestamp as ``YYYY-MM-DD hh:mm:ss``, which ClickHouse reads
-    without guessing); *default*: the text for a key the line lacks or holds ``null``
-    (the type's default: ``0``, empty, ``\\N``...). *micros*, when a column's name and not
-    a key of the line, gets ``microseconds(line's timestamp)``; *fields*, when a
+    the JSON formatter's timestamp as ``YYYY-MM-DD hh:mm:ssZ`` (shorter to read than
+    the whole stamp, still in UTC whatever the column's time zone) and an integer as
+    the UTC time of that Unix time); *default*: the text for a key the line lacks or
+    holds ``null`` (the type's default: ``0``, empty, ``\\N``...). A name given twice
+    gets the value the first time, its default after. *micros*, when a column's name
+    and not a key of the line, gets ``microseconds(line's timestamp)``; *fields*, when a
     column's name, gets the keys that are not columns as one JSON object (its default
     when there are none). Text is escaped as ClickHouse escapes it.
 
@@ -358,8 +372,10 @@ def clickhouse_tsv_rows(
             dropped[index] = "not_json"
             continue
         texts: list[str] = []
+        filled: set[str] = set()
         for name, kind, default in columns:
-            value = event.get(name)
+            value = event.get(name) if name not in filled else None
+            filled.add(name)
             if name == fields:
                 extra = {key: item for key, item in event.items() if key not in names}
                 text = dumps(extra).decode().translate(escapes) if extra else None
@@ -367,9 +383,11 @@ def clickhouse_tsv_rows(
                 text = str(microseconds(event.get("timestamp"))) if name == micros else None
             elif type(value) is str:
                 if kind == 3 and len(value) == 27 and _STAMP.fullmatch(value):
-                    text = f"{value[:10]} {value[11:19]}"
+                    text = f"{value[:10]} {value[11:19]}Z"
                 else:
                     text = value.translate(escapes)
+            elif kind == 3 and type(value) is int:
+                text = _unix_time_text(value)
             elif type(value) is bool and kind != 1:
                 text = ("1" if value else "0") if kind == 2 else ("true" if value else "false")
             else:

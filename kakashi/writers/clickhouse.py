@@ -121,7 +121,8 @@ def _kind(column_type: str) -> int:
 
 def _tsv_default(column_type: str) -> bytes | None:
     """The TabSeparated text of *column_type*'s default value, what JSONEachRow leaves a
-    missing key (``None``: a type this writer does not know the default text of)."""
+    missing key (``None``: a type whose default, or whose values, this writer cannot
+    write as TabSeparated text)."""
     if column_type.startswith("Nullable("):
         return b"\\N"
     base = column_type
@@ -134,13 +135,17 @@ def _tsv_default(column_type: str) -> bytes | None:
     if base.startswith(("Int", "UInt", "Float", "Decimal")):
         return b"0"
     if base == "DateTime" or base.startswith(("DateTime(", "DateTime64(")):
-        return b"0"  # a Unix time: the epoch in any time zone
+        # The epoch in any time zone (best_effort reads a bare 0 as the year 2000).
+        return b"1970-01-01 00:00:00Z"
     if base in ("Date", "Date32"):
         return b"1970-01-01"
     if base == "UUID":
         return b"00000000-0000-0000-0000-000000000000"
     if base.startswith("Array("):
-        return b"[]"
+        # A JSON array is ClickHouse's text of an array of numbers only (strings in it
+        # would need single quotes): other arrays go as JSONEachRow.
+        element = base[len("Array(") : -1]
+        return b"[]" if element.startswith(("Int", "UInt", "Float")) else None
     if base == "IPv4":
         return b"0.0.0.0"
     if base == "IPv6":
@@ -257,10 +262,12 @@ class ClickHouseWriter(HttpWriter):
             deflate), ``"zstd"`` (recent servers) or ``None``.
         insert_format: ``"JSONEachRow"`` (the default) or ``"TabSeparated"``: the same
             rows in about half the bytes, which the server reads with about half the CPU
-            (a key a line lacks, or holds ``null``, then gets the type's default, ``0``,
-            empty or ``NULL``, not a ``DEFAULT`` expression of the column). A table with
-            a column whose default text the writer does not know (an ``Enum``, a
-            ``Map``...) is inserted as JSONEachRow, once reported.
+            (a key a line lacks, or holds ``null``, gets the type's default, ``0``, empty
+            or ``NULL``, as JSONEachRow gets it on 18.16; a server that fills omitted
+            JSONEachRow fields from a column's ``DEFAULT`` expression does not do so
+            here). A table with a column whose text the writer cannot spell (an
+            ``Enum``, a ``Map``, an array of strings...) is inserted as JSONEachRow,
+            once reported.
         **options: the rest of :class:`~kakashi.writers.http.HttpWriter`'s options
             (``timeout``, ``verify``, ``max_error_retries``...).
 
@@ -339,7 +346,7 @@ class ClickHouseWriter(HttpWriter):
                 for name, kind in columns.items():
                     if _tsv_default(kind) is None:
                         raise ValueError(
-                            f"columns: the default of {name!r} ({kind}) has no text known "
+                            f"columns: {name!r} ({kind}) cannot be written as TabSeparated "
                             "here: use insert_format='JSONEachRow'"
                         )
             self._use_columns(columns)
@@ -372,7 +379,7 @@ class ClickHouseWriter(HttpWriter):
                 if default is None:
                     _errors.report(
                         f"{self!r}: inserting as JSONEachRow, not TabSeparated",
-                        detail=f"the default of column {name!r} ({kind}) has no text known here",
+                        detail=f"column {name!r} ({kind}) cannot be written as TabSeparated here",
                     )
                     tsv = None
                     break
@@ -518,11 +525,13 @@ class ClickHouseWriter(HttpWriter):
             if error is None:
                 continue
             code = _error_code(error.detail)
-            if code == 117 and self._discovered and "Unknown field" in error.detail:
+            renamed = code == 117 and "Unknown field" in error.detail  # JSONEachRow
+            listed = code == 16 and insert.layout.tsv is not None  # type: ignore[union-attr]
+            if self._discovered and (renamed or listed):
                 # A column went away since the DESCRIBE: ask again on the next try.
                 self._layout = None
                 rest = [indices[i] for piece in (part, *reversed(parts)) for i in piece]
-                return DeliveryError("clickhouse_117", retry=rest, detail=error.detail)
+                return DeliveryError(f"clickhouse_{code}", retry=rest, detail=error.detail)
             if code in DATA_ERROR_CODES:
                 label = f"clickhouse_{code}"
                 if len(part) == 1 or budget < 2:
