@@ -92,6 +92,29 @@ def test_deleting_the_lock_file_all_along_loses_nothing(tmp_path: Path) -> None:
     assert len(file_lines(path.parent)) > 20  # it did rotate, many times
 
 
+def test_a_lock_file_replaced_faster_than_checked_costs_the_check_not_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file that never stays the one just locked (here every check sees another
+    inode, as when something deletes it faster than a loaded machine checks) is given up
+    after ``lock_timeout``: the writer, holding the directory's lock, which keeps the
+    other writers out, writes, and says so once; it does not raise and lose the batch."""
+    from kakashi.writers import rotating
+
+    path = tmp_path / "app.log"
+    writer = RotatingFileWriter(path, lock_timeout=0.05)
+    inodes = iter(range(10**9))
+    monkeypatch.setattr(rotating, "_inode", lambda info: (-1, next(inodes)))
+    writer.write([b'{"n": 1}'])
+    writer.write([b'{"n": 2}'])
+    monkeypatch.undo()
+    writer.close()
+
+    assert [b'{"n": 1}', b'{"n": 2}'] == path.read_bytes().splitlines()
+    # Said once on stderr, counted at each write.
+    assert {f"{path}: its lock file keeps being replaced": 2} == _errors.error_counts()
+
+
 def test_a_hook_may_log_to_another_file_of_the_directory(tmp_path: Path) -> None:
     """The writers of one directory share its lock in a process, and the thread holding it
     may take it again: a rotator that logs to ``audit.log`` beside ``app.log`` (under the

@@ -279,19 +279,25 @@ class TestDirectory:
         )
 
     def test_closed_output(self, logs: Path) -> None:
-        """``kakashi view dir | head -1``: ends quietly (status 141), no traceback."""
+        """``kakashi view dir | head -1``: ends quietly (status 141), no traceback. The
+        log is larger than a pipe holds, so the reader closes it while view still
+        writes, however the two are scheduled."""
+        (logs / "big.log").write_bytes(b"".join(event(n) + b"\n" for n in range(20_000)))
         process = subprocess.Popen(
             [sys.executable, "-m", "kakashi", "view", str(logs)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         assert process.stdout is not None and process.stderr is not None
-        first = process.stdout.readline()
-        process.stdout.close()
+        try:
+            first = process.stdout.readline()
+        finally:
+            process.stdout.close()
         status = process.wait(60)
+        with process.stderr:
+            errors = process.stderr.read()
 
         assert first.startswith(b"==> ")
-        assert (141, b"") == (status, process.stderr.read())
-        process.stderr.close()
+        assert (141, b"") == (status, errors)
 
 
 class TestStdin:
