@@ -10,6 +10,7 @@ the lock, and never cuts (or reports) a record on its way in.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -35,33 +36,51 @@ pytestmark = pytest.mark.skipif(
 DEADLOCK = 120.0  # the longest a child may take before the test fails (a hang, not a time)
 
 
+#: A record larger than a page: another writer's, still on its way in (no newline).
+BIG = b'{"big": "' + b"x" * 10_000 + b'"}'
+
+
+def join_while_arriving(path: Path, after_first_look: Any) -> list[int]:
+    """A writer appends "1" and another descriptor the first page of :data:`BIG`; a
+    joining writer then writes "2", and right after its first look at the tail
+    ``after_first_look(arriving, present)`` runs (the descriptor, the first writer).
+    Returns where each of its looks found the whole records to end."""
+    present = FileWriter(path)
+    present.write_record(b"1")
+    arriving = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(arriving, BIG[:4096])
+    joining = FileWriter(path)
+    looked: list[int] = []
+
+    def clean_end(fd: int, size: int, start: int) -> int:
+        """The real tail check, then the test's events after the first."""
+        looked.append(file_module.clean_end(fd, size, start))
+        if len(looked) == 1:
+            after_first_look(arriving, present)
+        return looked[-1]
+
+    joining._clean_end = clean_end  # type: ignore[method-assign]
+    try:
+        joining.write_record(b"2")
+    finally:
+        joining.close()
+        present.close()
+        with contextlib.suppress(OSError):
+            os.close(arriving)
+    return looked
+
+
 def test_a_record_still_arriving_is_neither_cut_nor_reported(tmp_path: Path) -> None:
     """A writer opening the file sees part of another writer's large record (the rest
     arrives before its own write, as when the kernel copies it in page by page): the
     record stays whole, the new record follows it, and nothing is reported."""
     path = tmp_path / "app.log"
-    present = FileWriter(path)
-    present.write_record(b"1")
-    big = b'{"big": "' + b"x" * 10_000 + b'"}\n'
-    arriving = os.open(path, os.O_WRONLY | os.O_APPEND)
-    os.write(arriving, big[:4096])
-    joining = FileWriter(path)
-    looked = []
 
-    def clean_end(fd: int, size: int, start: int) -> int:
-        """The real tail check; then the rest of the record lands."""
-        looked.append(file_module.clean_end(fd, size, start))
-        os.write(arriving, big[4096:])
-        return looked[-1]
+    def the_rest_lands(arriving: int, present: FileWriter) -> None:
+        os.write(arriving, BIG[4096:] + b"\n")
 
-    joining._clean_end = clean_end  # type: ignore[method-assign]
-    joining.write_record(b"2")
-    os.close(arriving)
-    joining.close()
-    present.close()
-
-    assert [2] == looked  # it did see the record torn, just after "1\n"
-    assert b"1\n" + big + b"2\n" == path.read_bytes()
+    assert [2] == join_while_arriving(path, the_rest_lands)  # torn, just after "1\n"
+    assert b"1\n" + BIG + b"\n2\n" == path.read_bytes()
     assert {} == _errors.error_counts()
 
 
@@ -71,30 +90,16 @@ def test_a_tail_completed_before_the_cut_is_judged_again(tmp_path: Path) -> None
     closes. Nobody appends any more, so cutting is allowed: but the tail is whole now,
     and cutting where it looked torn would remove two records."""
     path = tmp_path / "app.log"
-    present = FileWriter(path)
-    present.write_record(b"1")
-    big = b'{"big": "' + b"x" * 10_000 + b'"}'
-    arriving = os.open(path, os.O_WRONLY | os.O_APPEND)
-    os.write(arriving, big[:4096])
-    joining = FileWriter(path)
-    looked = []
 
-    def clean_end(fd: int, size: int, start: int) -> int:
-        """The real tail check; after the first, the record lands and its writer goes."""
-        looked.append(file_module.clean_end(fd, size, start))
-        if len(looked) == 1:
-            os.write(arriving, big[4096:] + b"\n")
-            os.close(arriving)
-            present.write_record(b"3")
-            present.close()
-        return looked[-1]
+    def landed_and_gone(arriving: int, present: FileWriter) -> None:
+        os.write(arriving, BIG[4096:] + b"\n")
+        os.close(arriving)
+        present.write_record(b"3")
+        present.close()
 
-    joining._clean_end = clean_end  # type: ignore[method-assign]
-    joining.write_record(b"2")
-    joining.close()
-
+    looked = join_while_arriving(path, landed_and_gone)
     assert 2 == looked[0]  # it saw the record torn, just after "1\n"
-    assert b"1\n" + big + b"\n3\n2\n" == path.read_bytes()
+    assert b"1\n" + BIG + b"\n3\n2\n" == path.read_bytes()
     assert {} == _errors.error_counts()
 
 

@@ -1244,6 +1244,24 @@ cdef extern from *:
         *after = past;
         return 0;
     }
+    /* The microseconds of the JSON formatter's timestamp s[stamp:stamp_end]
+       (2026-11-27T18:06:00.123456Z) as decimal digits, written at the end of *digits*:
+       where they start, or -1 when the timestamp is not in that form. */
+    static int kk_stamp_micros(const unsigned char *s, Py_ssize_t stamp, Py_ssize_t stamp_end,
+                               char digits[8]) {
+        const unsigned char *t = s + stamp;
+        long micro = 0;
+        if (stamp < 0 || stamp_end - stamp != 27 || t[19] != '.' || t[26] != 'Z') return -1;
+        for (int k = 0; k < 27; k++)
+            if (t[k] >= 0x80 || t[k] == 92) return -1;
+        for (int k = 20; k < 26; k++) {
+            if (t[k] < '0' || t[k] > '9') return -1;
+            micro = micro * 10 + (t[k] - '0');
+        }
+        int position = 8;
+        do { digits[--position] = (char)('0' + micro % 10); micro /= 10; } while (micro);
+        return position;
+    }
     /* Append the row of *line* to *row* (*extra*: scratch for the other keys): 0, or 1
        when the line is not canonical (the general path makes its row; *row* is as it
        was), or -1 when out of memory. Columns are matched by name, each with its kind
@@ -1306,20 +1324,9 @@ cdef extern from *:
             goto general;
         }
         if (micros_key != NULL && !timed) {
-            /* The JSON formatter's timestamp, 2026-11-27T18:06:00.123456Z: its digits. */
-            const unsigned char *t = s + stamp;
-            long micro = 0;
-            if (stamp < 0 || stamp_end - stamp != 27 || t[19] != '.' || t[26] != 'Z')
-                goto general;
-            for (int k = 0; k < 27; k++)
-                if (t[k] >= 0x80 || t[k] == 92) goto general;
-            for (int k = 20; k < 26; k++) {
-                if (t[k] < '0' || t[k] > '9') goto general;
-                micro = micro * 10 + (t[k] - '0');
-            }
             char digits[8];
-            int position = 8;
-            do { digits[--position] = (char)('0' + micro % 10); micro /= 10; } while (micro);
+            int position = kk_stamp_micros(s, stamp, stamp_end, digits);
+            if (position < 0) goto general;
             if ((put && kk_raw_put(row, ",", 1) < 0)
                     || kk_raw_put(row, micros_key, micros_key_len) < 0
                     || kk_raw_put(row, digits + position, 8 - position) < 0)
@@ -1716,25 +1723,14 @@ cdef extern from *:
                         rc = kk_tsv_text(row, s, value + 1, after - 1);
                 } else if (type == 1 && column->kind == 3)
                     goto general;  /* a Unix time: written as a time by the general path */
-                else if (type == 1 || column->kind == 1 || column->kind != 2)
+                else if (type == 1 || column->kind != 2)  /* true/false as themselves */
                     rc = kk_raw_put(row, line + value, after - value);
                 else
                     rc = kk_raw_put(row, type == 2 ? "1" : "0", 1);
             } else if (c == micros) {
-                /* The JSON formatter's timestamp, 2026-11-27T18:06:00.123456Z: its digits. */
-                const unsigned char *t = s + stamp;
-                long micro = 0;
-                if (stamp < 0 || stamp_end - stamp != 27 || t[19] != '.' || t[26] != 'Z')
-                    goto general;
-                for (int k = 0; k < 27; k++)
-                    if (t[k] >= 0x80 || t[k] == 92) goto general;
-                for (int k = 20; k < 26; k++) {
-                    if (t[k] < '0' || t[k] > '9') goto general;
-                    micro = micro * 10 + (t[k] - '0');
-                }
                 char digits[8];
-                int position = 8;
-                do { digits[--position] = (char)('0' + micro % 10); micro /= 10; } while (micro);
+                int position = kk_stamp_micros(s, stamp, stamp_end, digits);
+                if (position < 0) goto general;
                 rc = kk_raw_put(row, digits + position, 8 - position);
             } else
                 rc = kk_raw_put(row, column->dflt, column->dflt_len);

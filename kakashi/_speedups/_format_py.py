@@ -244,6 +244,23 @@ class Lines(Sequence[bytes]):
         return self._joined
 
 
+def _json_objects(
+    lines: Sequence[bytes], first: int, dropped: dict[int, str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each line of *lines* that is a JSON object, parsed, with its index (from *first*);
+    the others go to *dropped* as ``"not_json"``."""
+    for index, line in enumerate(lines, first):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            dropped[index] = "not_json"
+            continue
+        if type(event) is not dict:
+            dropped[index] = "not_json"
+            continue
+        yield index, event
+
+
 def clickhouse_rows(
     lines: Sequence[bytes],
     kinds: dict[str, int],
@@ -266,19 +283,11 @@ def clickhouse_rows(
     ``"not_json"``); indices count from *first* (where *lines* start in a batch). Raises
     what ``orjson.dumps`` raises for a value it cannot write (an integer beyond 64 bits).
     """
-    loads, dumps = orjson.loads, orjson.dumps
+    dumps = orjson.dumps
     rows: list[Any] = []
     indices: list[int] = []
     dropped: dict[int, str] = {}
-    for index, line in enumerate(lines, first):
-        try:
-            event = loads(line)
-        except orjson.JSONDecodeError:
-            dropped[index] = "not_json"
-            continue
-        if type(event) is not dict:
-            dropped[index] = "not_json"
-            continue
+    for index, event in _json_objects(lines, first, dropped):
         row: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         # One pass, no call per key in the common case (a string for a String column).
@@ -357,25 +366,20 @@ def clickhouse_tsv_rows(
     indices count from *first*. Raises what ``orjson.dumps`` raises for a value it cannot
     write (an integer beyond 64 bits).
     """
-    loads, dumps, escapes = orjson.loads, orjson.dumps, _TSV_ESCAPES
+    dumps, escapes = orjson.dumps, _TSV_ESCAPES
     names = {name for name, _, _ in columns if name != fields}  # the rest go to fields
+    # Each column with whether it takes the line's value: a name given again takes its
+    # default (the compiled build matches a key to the first column of its name).
+    table: list[tuple[str, int, bytes, bool]] = []
+    for name, kind, default in columns:
+        table.append((name, kind, default, all(name != taken[0] for taken in table)))
     rows: list[bytes] = []
     indices: list[int] = []
     dropped: dict[int, str] = {}
-    for index, line in enumerate(lines, first):
-        try:
-            event = loads(line)
-        except orjson.JSONDecodeError:
-            dropped[index] = "not_json"
-            continue
-        if type(event) is not dict:
-            dropped[index] = "not_json"
-            continue
+    for index, event in _json_objects(lines, first, dropped):
         texts: list[str] = []
-        filled: set[str] = set()
-        for name, kind, default in columns:
-            value = event.get(name) if name not in filled else None
-            filled.add(name)
+        for name, kind, default, takes in table:
+            value = event.get(name) if takes else None
             if name == fields:
                 extra = {key: item for key, item in event.items() if key not in names}
                 text = dumps(extra).decode().translate(escapes) if extra else None

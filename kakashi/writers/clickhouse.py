@@ -95,7 +95,7 @@ def _error_code(detail: str) -> int | None:
 # How a JSON value is made fit for a column, by the column's type: as it is; for a String
 # column, a value that is not a string as its JSON text; for a number column, a boolean
 # as 0/1 (ClickHouse 18 reads no ``true``); for a DateTime column in a TabSeparated
-# insert, the JSON formatter's timestamp as ``YYYY-MM-DD hh:mm:ss``. The numbers
+# insert, the JSON formatter's timestamp as ``YYYY-MM-DD hh:mm:ssZ``. The numbers
 # clickhouse_rows and clickhouse_tsv_rows take.
 _AS_IS: Final = 0
 _TEXT: Final = 1
@@ -106,12 +106,20 @@ _DATETIME: Final = 3
 INSERT_FORMATS: Final = ("JSONEachRow", "TabSeparated")
 
 
-def _kind(column_type: str) -> int:
-    """How values are fitted to a column of *column_type* (``_AS_IS``, ``_TEXT``...)."""
-    base = column_type
+def _base_type(column_type: str) -> tuple[str, bool]:
+    """*column_type* without its ``LowCardinality(...)`` and ``Nullable(...)``, and whether
+    it was nullable."""
+    base, nullable = column_type, False
     for wrapper in ("LowCardinality(", "Nullable("):
         if base.startswith(wrapper):
             base = base[len(wrapper) : -1]
+            nullable = nullable or wrapper == "Nullable("
+    return base, nullable
+
+
+def _kind(column_type: str) -> int:
+    """How values are fitted to a column of *column_type* (``_AS_IS``, ``_TEXT``...)."""
+    base, _ = _base_type(column_type)
     if base == "String" or base.startswith("FixedString("):
         return _TEXT
     if base.startswith(("Int", "UInt", "Float", "Decimal")):
@@ -123,13 +131,9 @@ def _tsv_default(column_type: str) -> bytes | None:
     """The TabSeparated text of *column_type*'s default value, what JSONEachRow leaves a
     missing key (``None``: a type whose default, or whose values, this writer cannot
     write as TabSeparated text)."""
-    if column_type.startswith("Nullable("):
+    base, nullable = _base_type(column_type)
+    if nullable:
         return b"\\N"
-    base = column_type
-    if base.startswith("LowCardinality("):
-        base = base[len("LowCardinality(") : -1]
-        if base.startswith("Nullable("):
-            return b"\\N"
     if base == "String" or base.startswith("FixedString("):
         return b""
     if base.startswith(("Int", "UInt", "Float", "Decimal")):
@@ -155,10 +159,7 @@ def _tsv_default(column_type: str) -> bytes | None:
 
 def _tsv_kind(column_type: str) -> int:
     """:func:`_kind`, but ``_DATETIME`` for a ``DateTime`` (seconds) column."""
-    base = column_type
-    for wrapper in ("LowCardinality(", "Nullable("):
-        if base.startswith(wrapper):
-            base = base[len(wrapper) : -1]
+    base, _ = _base_type(column_type)
     if base == "DateTime" or base.startswith("DateTime("):
         return _DATETIME
     return _kind(column_type)
