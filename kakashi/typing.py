@@ -91,6 +91,14 @@ class Writer(Protocol):
     may be given at once, each on a thread of its lane (absent or 1: one at a time, in
     order). More than one gives up the order of its batches for throughput.
 
+    Optional attribute ``keeps_gil_claim = True``: the worker keeps its claim on the
+    interpreter lock through this writer's ``write`` (compiled build; see
+    ``AsyncConfig.gil_handover_depth``), so a logging thread that takes the lock while
+    ``write`` lets it go briefly hands it back at its next record. Only for a writer
+    whose releases of the lock are short (a local file's ``stat``, ``flock``, page-cache
+    ``write``); the file writers set it. Absent: the claim is paused for the call, and
+    the worker waits for the lock afterwards as any thread does.
+
     Optional methods ``prepare(batch)`` and ``send(batch, prepared, meanwhile=None)``,
     with an attribute ``prepare_ahead = True``: a write split in two, ``write(batch)``
     being ``send(batch, prepare(batch))``. ``prepare`` does the CPU part (encoding,

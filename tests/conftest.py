@@ -632,3 +632,14 @@ def without_observed_time(document: dict[str, Any]) -> dict[str, Any]:
                 observed = record.pop("observedTimeUnixNano")
                 assert isinstance(observed, str) and observed.isdigit(), observed
     return document
+
+
+def patch_os_write(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    """Make *fake* every ``write`` system call the file writers make: ``os.write``, and
+    the compiled build's entries to ``write(2)`` (a batch's write, which pauses the
+    worker's claim on the GIL; a record's, which keeps the GIL on a local filesystem)."""
+    from kakashi.writers import file as file_module
+
+    monkeypatch.setattr(os, "write", fake)
+    monkeypatch.setattr(file_module, "write_releasing_gil", fake)
+    monkeypatch.setattr(file_module, "write_holding_gil", fake)

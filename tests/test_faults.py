@@ -15,6 +15,7 @@ from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig
 from kakashi.writers import FileWriter, RotatingFileWriter
+from tests.conftest import patch_os_write
 
 
 @pytest.fixture(name="small_fs")
@@ -202,10 +203,10 @@ def test_failed_write_cuts_off_only_its_own_bytes(
         other_done.wait(0.5)
         raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
 
-    monkeypatch.setattr(os, "write", short_then_full)
+    patch_os_write(monkeypatch, short_then_full)
     with pytest.raises(OSError, match="No space"):
         failing.write([b"lost-record"])
-    monkeypatch.setattr(os, "write", real_write)
+    patch_os_write(monkeypatch, real_write)
     assert other_done.wait(10)
     failing.close()
     other.close()

@@ -23,7 +23,7 @@ import kakashi
 from kakashi.writers.delivery import DeliveryError
 from kakashi.writers.http import HttpWriter, Response
 from kakashi.writers.spool import SpoolingWriter, SpoolInUseError
-from tests.conftest import balanced, keeping_pipeline, refusing_port, wait_or_kill
+from tests.conftest import balanced, keeping_pipeline, patch_os_write, refusing_port, wait_or_kill
 
 pytest.importorskip("urllib3")
 
@@ -451,7 +451,7 @@ def test_a_failing_disk_counts_the_records_and_raises_nothing(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", write)
+    patch_os_write(monkeypatch, write)
     for start in range(10, 40, 10):
         assert writer.write(lines(start, start + 10)) is None
     full = False

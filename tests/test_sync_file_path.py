@@ -30,6 +30,7 @@ from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.writers import FileWriter, RotatingFileWriter, ZstdFileWriter, file_writer, read_lines
 from kakashi.writers import file as file_module
 from kakashi.writers.zstd import zstd_file_writer
+from tests.conftest import patch_os_write
 
 pytestmark = pytest.mark.skipif(
     not file_module.ATOMIC_APPEND, reason="the lock-free path needs atomic appends"
@@ -54,11 +55,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake
 
 
-def patch_write(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
-    """Make *fake* the writers' ``write``: ``os.write``, and the compiled build's write
-    that keeps the interpreter lock (a record's, on a local filesystem)."""
-    monkeypatch.setattr(os, "write", fake)
-    monkeypatch.setattr(file_module, "write_holding_gil", fake)
+patch_write = patch_os_write
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import kakashi
 from kakashi.writers import CallableWriter, FileWriter, StreamWriter, file_writer
-from tests.conftest import wait_or_kill
+from tests.conftest import patch_os_write, wait_or_kill
 
 
 class TestFileWriter:
@@ -38,7 +38,7 @@ class TestFileWriter:
             return real_write(fd, data)
 
         writer = FileWriter(tmp_path / "app.log")
-        monkeypatch.setattr(os, "write", counting_write)
+        patch_os_write(monkeypatch, counting_write)
         writer.write([b"x" * 100] * 1000)
         monkeypatch.undo()
         writer.close()
@@ -53,7 +53,7 @@ class TestFileWriter:
             return real_write(fd, bytes(data[:7]))
 
         writer = FileWriter(tmp_path / "app.log")
-        monkeypatch.setattr(os, "write", short_write)
+        patch_os_write(monkeypatch, short_write)
         writer.write([b"abcdefghij", b"klmnop"])
         monkeypatch.undo()
         writer.close()

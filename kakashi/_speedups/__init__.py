@@ -56,6 +56,7 @@ _FORMAT_NAMES = (
     "minimal_json",
     "render_timestamp",
     "write_holding_gil",
+    "write_releasing_gil",
 )
 _QUEUE_NAMES = (
     "BLOCK",
@@ -63,7 +64,12 @@ _QUEUE_NAMES = (
     "DROP_OLDEST",
     "REASONS",
     "RecordQueue",
+    "claim_counts",
+    "claim_gil",
+    "claiming",
     "never_wait_for_room",
+    "unclaim_gil",
+    "unclaimed",
 )
 _BRIDGE_NAMES = (
     "ACCESS_LOGGERS",
@@ -218,6 +224,7 @@ if TYPE_CHECKING:
         minimal_json,
         render_timestamp,
         write_holding_gil,
+        write_releasing_gil,
     )
     from kakashi._speedups._queue_py import (
         BLOCK,
@@ -225,7 +232,12 @@ if TYPE_CHECKING:
         DROP_OLDEST,
         REASONS,
         RecordQueue,
+        claim_counts,
+        claim_gil,
+        claiming,
         never_wait_for_room,
+        unclaim_gil,
+        unclaimed,
     )
     from kakashi._state import Snapshot
 
@@ -281,6 +293,9 @@ __all__ = [
     "RecordQueue",
     "Route",
     "Snapshot",
+    "claim_counts",
+    "claim_gil",
+    "claiming",
     "direct_handlers",
     "direct_record",
     "handler_emit",
@@ -299,6 +314,9 @@ __all__ = [
     "render_message",
     "render_timestamp",
     "write_holding_gil",
+    "write_releasing_gil",
+    "unclaim_gil",
+    "unclaimed",
     "build_record",
     "bulk_body",
     "clickhouse_body",

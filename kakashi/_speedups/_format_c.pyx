@@ -20,6 +20,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 cimport cython
 
 from kakashi._speedups._capture_c cimport Record
+from kakashi._speedups._queue_c cimport pause_claim, resume_claim
 
 import os
 
@@ -747,7 +748,9 @@ def format_batch(list records):
         data = kk_new_bytes(NULL, plan.bound)
         if count >= NOGIL_RECORDS:
             with nogil:
+                pause_claim()
                 size = kk_render(&plan, kk_bytes_data(data), ends)
+                resume_claim()
         else:
             size = kk_render(&plan, kk_bytes_data(data), ends)
         _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
@@ -2125,7 +2128,36 @@ def write_holding_gil(int fd, bytes data not None):
             done = write(fd, buf, <size_t>size)
         else:
             with nogil:
+                pause_claim()
                 done = write(fd, buf, <size_t>size)
+                resume_claim()
+        if done >= 0:
+            return done
+        error = errno
+        if error != EINTR:
+            raise OSError(error, os.strerror(error))
+        PyErr_CheckSignals()
+
+
+def write_releasing_gil(int fd, bytes data not None):
+    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
+    kernel took, like ``os.write`` (the GIL released meanwhile), but quiet inside a
+    worker's turn (see ``_queue_c.claim_gil``). Interrupted by a signal, it runs the
+    handlers (which may raise) and tries again.
+
+    Raises:
+        TypeError: *data* is not exactly ``bytes``.
+        OSError: the write failed (``ENOSPC``...).
+    """
+    cdef const char *buf = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t done
+    cdef int error
+    while True:
+        with nogil:
+            pause_claim()
+            done = write(fd, buf, <size_t>size)
+            resume_claim()
         if done >= 0:
             return done
         error = errno

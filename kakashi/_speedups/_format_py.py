@@ -495,6 +495,22 @@ def gil_held_writes(fd: int, any_filesystem: bool = False) -> bool:
     return False
 
 
+def write_releasing_gil(fd: int, data: bytes) -> int:
+    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
+    kernel took: ``os.write`` (the compiled twin also lets a worker's turn go on while
+    it writes; see :func:`kakashi._speedups._queue_py.claim_gil`).
+
+    Raises:
+        TypeError: *data* is not exactly ``bytes``.
+        OSError: the write failed (``ENOSPC``...).
+    """
+    if type(data) is not bytes:
+        raise TypeError(
+            f"Argument 'data' has incorrect type (expected bytes, got {type(data).__name__})"
+        )
+    return os.write(fd, data)
+
+
 def write_holding_gil(fd: int, data: bytes) -> int:
     """Write *data* to *fd* with one ``write`` system call and return how many bytes the
     kernel took: ``os.write``, which releases the interpreter lock meanwhile (the

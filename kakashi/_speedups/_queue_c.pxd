@@ -29,6 +29,9 @@ cdef class RecordQueue:
     # Written from Python: by the backend (starter) and by wait_while_full (waiters).
     cdef public object starter
     cdef public Py_ssize_t waiters
+    # Callers hand the GIL to a claiming worker once this many records wait (see
+    # claim_gil); more than the capacity: never.
+    cdef public Py_ssize_t hand_over_at
     cdef long long _dropped[7]
     cdef object _deferred
     cdef object _hold_timeout
@@ -46,3 +49,8 @@ cdef class RecordQueue:
     cdef inline object _pop(self)
     cdef void _reset_counters(self) noexcept
     cdef void _clear_ring(self)
+
+
+# A worker's long GIL release inside its turn (see _queue_c.claim_gil).
+cdef void pause_claim() noexcept nogil
+cdef void resume_claim() noexcept nogil

@@ -19,6 +19,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
+import os as _os
 from collections import deque
 from time import monotonic
 
@@ -29,6 +30,57 @@ from kakashi._speedups import _queue_py as _py
 
 cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident()
+
+# A worker's claim on the GIL (see claim_gil): how many worker threads claim it now (not
+# counting those in a long release), when one last did, and this thread's claim depth.
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+    #include <sched.h>
+    #include <time.h>
+    static long long kk_mono_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    }
+    static int kk_claims = 0;
+    static long long kk_claimed_at = 0;
+    static __thread int kk_claim_depth = 0;
+    static void kk_yield(void) { sched_yield(); }
+    static void kk_want(void) {
+        __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
+        __atomic_add_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
+    }
+    static void kk_unwant(void) { __atomic_sub_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST); }
+    static int kk_claimed(long long within_ns) {
+        return __atomic_load_n(&kk_claims, __ATOMIC_RELAXED) > 0
+            && kk_mono_ns() - __atomic_load_n(&kk_claimed_at, __ATOMIC_RELAXED) < within_ns;
+    }
+    static void kk_claim(void) { if (kk_claim_depth++ == 0) kk_want(); }
+    static void kk_unclaim(void) { if (kk_claim_depth > 0 && --kk_claim_depth == 0) kk_unwant(); }
+    static void kk_pause_claim(void) { if (kk_claim_depth) kk_unwant(); }
+    static void kk_resume_claim(void) { if (kk_claim_depth) kk_want(); }
+    static int kk_claiming(void) { return kk_claim_depth; }
+    static void kk_claims_reset(void) { kk_claims = 0; kk_claim_depth = 0; }
+    #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
+    static void kk_yield(void) {}
+    static void kk_claim(void) {}
+    static void kk_unclaim(void) {}
+    static void kk_pause_claim(void) {}
+    static void kk_resume_claim(void) {}
+    static int kk_claimed(long long within_ns) { (void)within_ns; return 0; }
+    static int kk_claiming(void) { return 0; }
+    static void kk_claims_reset(void) {}
+    #endif
+    """
+    void kk_claim() nogil
+    void kk_unclaim() nogil
+    void kk_pause_claim() nogil
+    void kk_resume_claim() nogil
+    int kk_claimed(long long within_ns) nogil
+    int kk_claiming() nogil
+    void kk_claims_reset() nogil
+    void kk_yield() nogil
 
 BLOCK = _py.BLOCK
 DROP_OLDEST = _py.DROP_OLDEST
@@ -72,6 +124,84 @@ cdef inline int _enter_once(bint *entered) except -1:
         entered[0] = True
     return 0
 cdef object _checked = _py.checked_arguments
+
+# How long after a worker claimed the GIL a caller still hands it over: a worker holds it
+# for tens of microseconds at a time; a claim older than this is waiting on something
+# else (a lock another process holds, a hung disk), and callers stop handing over to it.
+cdef long long _CLAIM_NS = 500_000
+cdef long long _handed_over = 0
+cdef long long _waited_out = 0
+
+
+def claim_gil():
+    """Claim the GIL for this worker thread until :func:`unclaim_gil`: a thread that puts
+    a record while this one waits for the GIL hands the GIL over before it goes on.
+
+    A worker holds the GIL in short stretches: taking a batch, planning it, counting it,
+    and between the small system calls of a file write (stat, flock, fstat), each of
+    which lets the GIL go for a microsecond. A caller that takes it in such a gap keeps
+    it until the interpreter's switch interval (5 ms) forces it out, while the worker,
+    and the queue behind it, wait. A claimed worker gets it back at the caller's next
+    record. The long releases inside a claim (rendering a batch, the write itself) pause
+    it (:c:func:`pause_claim`): callers log in parallel then. Nested claims count once.
+    """
+    kk_claim()
+
+
+def unclaim_gil():
+    """End the claim :func:`claim_gil` made (the outermost one, when nested)."""
+    kk_unclaim()
+
+
+def unclaimed(fn, *args):
+    """Return ``fn(*args)``, a call that releases the GIL for long (compressing a batch),
+    with this thread's claim on the GIL paused meanwhile, so callers log in parallel
+    instead of handing the GIL to a worker that does not need it. (Taking the GIL back
+    after such a call is not announced: it waits as any thread does.)"""
+    kk_pause_claim()
+    try:
+        return fn(*args)
+    finally:
+        kk_resume_claim()
+
+
+cdef void pause_claim() noexcept nogil:
+    # The first thing in a long GIL release by a claiming worker: callers run meanwhile.
+    kk_pause_claim()
+
+
+cdef void resume_claim() noexcept nogil:
+    # The last thing before the worker takes the GIL back: callers hand it over again.
+    kk_resume_claim()
+
+
+cdef void _hand_over() noexcept:
+    # A worker claims the GIL: let it go until the worker has it, or the claim is stale.
+    global _handed_over, _waited_out
+    _handed_over += 1
+    with nogil:
+        while kk_claimed(_CLAIM_NS):
+            kk_yield()
+    if kk_claimed(1_000_000_000_000):  # still claimed: it went stale while we waited
+        _waited_out += 1
+
+
+def claiming():
+    """Whether this thread claims the GIL now (between :func:`claim_gil` and
+    :func:`unclaim_gil`, paused or not)."""
+    return bool(kk_claiming())
+
+
+def claim_counts():
+    """``(handed_over, waited_out)``: how many times callers handed the GIL over to a
+    claiming worker, and how many of those ended because the claim went stale (the
+    worker was waiting on something else). ``(0, 0)`` where claims are off."""
+    return _handed_over, _waited_out
+
+
+def _reset_claims_after_fork():
+    kk_claims_reset()
+
 cdef object _monotonic = monotonic
 
 
@@ -85,6 +215,7 @@ cdef class RecordQueue:
         # capacity under an allocated ring.
         (self.capacity, self.strategy, self.block_timeout, self.wake, self.on_drop,
          self.on_closed) = _checked(capacity, strategy, block_timeout, wake, on_drop, on_closed)
+        self.hand_over_at = self.capacity + 1  # never, unless the backend says from where
         self.starter = None
         self._reset()
 
@@ -175,6 +306,8 @@ cdef class RecordQueue:
         self._offer(record, True)
         if self._deferred:
             self._take_deferred()
+        if self._size >= self.hand_over_at and kk_claimed(_CLAIM_NS) and not kk_claiming():
+            _hand_over()
 
     cdef _take_deferred(self):
         """Offer the records set aside by re-entrant puts; none of them may wait."""
@@ -381,3 +514,7 @@ cdef class RecordQueue:
             "written_sync": self.written_sync,
             "dropped": dict(zip(REASONS, self.dropped)),
         }
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_reset_claims_after_fork)

@@ -255,6 +255,9 @@ class RecordQueue:
             self._on_closed,
         ) = checked_arguments(capacity, strategy, block_timeout, wake, on_drop, on_closed)
         self.starter: Callable[[], Any] | None = None
+        # From how many waiting records a put hands the GIL to a claiming worker (the
+        # compiled twin's; see claim_gil); more than the capacity: never.
+        self.hand_over_at = self._capacity + 1
         self._reset()
 
     def _reset(self) -> None:
@@ -540,3 +543,39 @@ class RecordQueue:
                 "written_sync": self._written_sync,
                 "dropped": dict(zip(REASONS, self._dropped, strict=True)),
             }
+
+
+_claims = threading.local()
+
+
+def claim_gil() -> None:
+    """Claim the GIL for this worker thread until :func:`unclaim_gil`. In the compiled
+    twin, a thread that puts a record while a claiming worker waits for the GIL hands it
+    over (see ``_queue_c``); here nothing is done: the pure-Python worker holds the GIL
+    for all of its batch but its system calls, and callers are as slow as the switch
+    interval lets them be either way. The claim is only counted (:func:`claiming`)."""
+    _claims.depth = getattr(_claims, "depth", 0) + 1
+
+
+def unclaim_gil() -> None:
+    """End the claim :func:`claim_gil` made (the outermost one, when nested)."""
+    depth = getattr(_claims, "depth", 0)
+    if depth:
+        _claims.depth = depth - 1
+
+
+def claiming() -> bool:
+    """Whether this thread claims the GIL now (between :func:`claim_gil` and
+    :func:`unclaim_gil`)."""
+    return bool(getattr(_claims, "depth", 0))
+
+
+def unclaimed(fn: Callable[..., T], *args: Any) -> T:
+    """Return ``fn(*args)`` (the compiled twin pauses this thread's claim on the GIL
+    meanwhile; see :func:`claim_gil`)."""
+    return fn(*args)
+
+
+def claim_counts() -> tuple[int, int]:
+    """``(handed_over, waited_out)`` (see the compiled twin); always ``(0, 0)`` here."""
+    return 0, 0

@@ -82,8 +82,11 @@ from kakashi._speedups import (
     REASONS,
     Record,
     RecordQueue,
+    claim_gil,
     never_wait_for_room,
     sink_run_end,
+    unclaim_gil,
+    unclaimed,
 )
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
@@ -917,6 +920,13 @@ class AsyncConfig:
             are counted as dropped under the last failure's reason. A writer may carry
             its own ``retry_budget``. From 0 to one day.
         thread_name_prefix: workers are named ``<prefix>-<n>``.
+        gil_handover_depth: how full the queue must be (a fraction of
+            ``max_queue_size``, from 0 to 1) before a logging call hands the GIL to a
+            worker that is waiting for it; ``None``: never. Below it, a call never waits
+            for the worker; at or above it the queue drains faster (40 to 70% more records
+            a second on two cores), and a call that hands over waits while the worker
+            takes its next batch (100 to 200 microseconds for a batch of 1,000). Compiled
+            build only (see :doc:`/performance`).
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
@@ -938,6 +948,7 @@ class AsyncConfig:
     error_retry_delay: float = 0.1
     retry_budget: float = 60.0
     thread_name_prefix: str = "kakashi-worker"
+    gil_handover_depth: float | None = 0.25
     queue_overflow_strategy: dataclasses.InitVar[str | None] = None
 
     def __post_init__(self, queue_overflow_strategy: str | None) -> None:
@@ -967,6 +978,14 @@ class AsyncConfig:
                 f"overflow_strategy must be one of {', '.join(_STRATEGIES)}, "
                 f"got {self.overflow_strategy!r}"
             )
+        depth = self.gil_handover_depth
+        if depth is not None:
+            if isinstance(depth, bool) or not isinstance(depth, (int, float)):
+                raise TypeError(
+                    f"gil_handover_depth must be a fraction or None, got {type(depth).__name__}"
+                )
+            if not 0 <= depth <= 1:  # a NaN fails too
+                raise ValueError(f"gil_handover_depth must be from 0 to 1, got {depth!r}")
         if not isinstance(self.thread_name_prefix, str) or not self.thread_name_prefix:
             raise ValueError("thread_name_prefix must be a non-empty str")
 
@@ -1018,6 +1037,8 @@ class AsyncBackend:
             self._on_drop,
             self._on_closed,
         )
+        if config.gil_handover_depth is not None:
+            self.queue.hand_over_at = int(config.max_queue_size * config.gil_handover_depth)
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
         self._state_lock = fork_safe_lock()
         self._settled = fork_safe_condition()
@@ -1205,10 +1226,17 @@ class AsyncBackend:
                     self._wake.clear()
                 while True:
                     with self._turn:
-                        batch = queue.drain(size)
-                        if not batch:
-                            break
-                        self._process(batch)
+                        # Claimed from taking the batch to settling it (freeing the last
+                        # one too): see claim_gil. Inside the turn: a worker waiting for
+                        # it does not claim the GIL it has no use for.
+                        claim_gil()
+                        try:
+                            batch = queue.drain(size)
+                            if not batch:
+                                break
+                            self._process(batch)
+                        finally:
+                            unclaim_gil()
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
@@ -1407,7 +1435,10 @@ class AsyncBackend:
         try:
             with self._calling(writer):
                 if prepared is None:
-                    result = writer.write(lines)
+                    if getattr(writer, "keeps_gil_claim", False) is True:
+                        result = writer.write(lines)
+                    else:  # its releases are its own: nobody hands it the GIL
+                        result = unclaimed(writer.write, lines)
                 elif prepared.error is not None:
                     raise prepared.error
                 else:

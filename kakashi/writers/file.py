@@ -18,7 +18,7 @@ from typing import Any
 from kakashi import _errors
 from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
-from kakashi._speedups import Lines, gil_held_writes, write_holding_gil
+from kakashi._speedups import Lines, gil_held_writes, write_holding_gil, write_releasing_gil
 from kakashi._turns import take_exclusive
 
 __all__ = [
@@ -259,6 +259,11 @@ class FileWriter:
         NotADirectoryError: a component of *path* is a file (the message names it).
         OSError: the file cannot be opened.
     """
+
+    #: The async worker keeps its claim on the GIL (``kakashi._speedups.claim_gil``)
+    #: through :meth:`write`: its checks and locks are short, and its long release, the
+    #: write itself, pauses the claim. A writer without it is called unclaimed.
+    keeps_gil_claim = True
 
     def __init__(
         self,
@@ -516,7 +521,10 @@ class FileWriter:
         done = 0
         try:
             while done < len(data):
-                done += os.write(self._fd, view[done:])
+                if done == 0 and type(data) is bytes:  # the worker's claim paused meanwhile
+                    done = write_releasing_gil(self._fd, data)
+                else:  # what a short write left, or an encode that returned another buffer
+                    done += os.write(self._fd, view[done:])
         except OSError as exc:
             self._end = -1
             if done:

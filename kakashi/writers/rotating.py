@@ -57,6 +57,7 @@ from kakashi import _errors
 from kakashi._directory_lock import DirectoryLock, DirectoryLockUnsupported, directory_lock
 from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
+from kakashi._speedups import unclaimed
 from kakashi.writers import naming as names
 from kakashi.writers.file import FileWriter, PartialWriteError, newline_joined
 from kakashi.writers.zstd import tail_frames_end
@@ -467,7 +468,7 @@ class RotatingFileWriter(FileWriter):
         """The bytes to append for *batch*: plain lines, or one zstd frame when the
         active file is ``.zst``."""
         data = newline_joined(batch)
-        return bytes(self._zstd.compress(data)) if self.compressed_active else data
+        return bytes(unclaimed(self._zstd.compress, data)) if self.compressed_active else data
 
     # -- the seams ------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import zstandard
 
 from kakashi._locks import fork_safe_rlock
+from kakashi._speedups import unclaimed
 from kakashi.writers.file import FileWriter, newline_joined
 from kakashi.writers.reading import (
     ZSTD_MAGIC,
@@ -312,7 +313,7 @@ class ZstdFileWriter(FileWriter):
     def _compress(self, data: bytes) -> bytes:
         """*data* as one complete zstd frame, one thread at a time."""
         with self._compressing:
-            return bytes(self._compressor.compress(data))
+            return bytes(unclaimed(self._compressor.compress, data))
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()

@@ -1,0 +1,327 @@
+"""A worker's claim on the GIL (kakashi._speedups claim_gil), with real threads and a
+real fork.
+
+In the compiled build a thread that puts a record while a claiming worker waits for the
+GIL hands it over; never to itself, never for a claim gone stale (the worker waits on
+something else), never in a forked child for a parent's worker. The pure twin only
+counts claims. Both builds: claims nest, ``unclaimed`` pauses and restores one, and
+``write_releasing_gil`` writes as ``os.write`` does.
+"""
+
+from __future__ import annotations
+
+import ast
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kakashi import USING_SPEEDUPS
+from kakashi._speedups import (
+    BLOCK,
+    RecordQueue,
+    claim_counts,
+    claim_gil,
+    claiming,
+    unclaim_gil,
+    unclaimed,
+    write_releasing_gil,
+)
+
+BOUND = 60.0  # seconds: a deadline for a hung test, never a measure
+compiled = pytest.mark.skipif(not USING_SPEEDUPS, reason="claims act in the compiled build")
+
+
+def queue(capacity: int = 1_000_000, hand_over_at: int = 0) -> RecordQueue:
+    """A queue whose puts hand the GIL over from *hand_over_at* records on."""
+    q = RecordQueue(
+        capacity, BLOCK, 1.0, lambda: None, lambda record, reason: None, lambda record: True
+    )
+    q.hand_over_at = hand_over_at
+    return q
+
+
+def test_claims_nest_and_unclaimed_restores_the_claim() -> None:
+    assert not claiming()
+    claim_gil()
+    try:
+        claim_gil()
+        assert claiming()
+        unclaim_gil()
+        assert claiming()  # the outer claim stands
+        assert 3 == unclaimed(max, 1, 3, 2)
+        assert claiming()
+        with pytest.raises(ZeroDivisionError):
+            unclaimed(lambda: 1 / 0)
+        assert claiming()  # restored when the call raises too
+    finally:
+        unclaim_gil()
+    assert not claiming()
+    unclaim_gil()  # one too many: nothing to end, nothing goes negative
+    assert not claiming()
+
+
+def test_without_a_claim_nobody_hands_over() -> None:
+    before = claim_counts()
+    q = queue()
+    for i in range(10_000):
+        q.put(i)
+    assert before == claim_counts()
+    assert 10_000 == q.size
+
+
+def test_a_claiming_thread_never_hands_over_to_itself() -> None:
+    """A worker whose writer or enricher logs puts records while it claims the GIL."""
+    before = claim_counts()
+    q = queue()
+    claim_gil()
+    try:
+        for i in range(10_000):
+            q.put(i)
+    finally:
+        unclaim_gil()
+    assert before == claim_counts()
+
+
+@compiled
+def test_a_caller_hands_the_gil_to_a_worker_that_takes_it_back(tmp_path: Path) -> None:
+    """The worker claims the GIL and makes long releases (writes of 256 KiB) in a loop;
+    the main thread, logging meanwhile, takes the GIL in those releases and hands it back
+    when the worker wants it. The claim is fresh each time: never waited out."""
+    handed, waited = claim_counts()
+    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    data = b"x" * 262_144
+    done = threading.Event()
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            deadline = time.monotonic() + BOUND
+            while claim_counts()[0] == handed and time.monotonic() < deadline:
+                write_releasing_gil(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+        finally:
+            unclaim_gil()
+            done.set()
+
+    q = queue(capacity=100)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        while not done.is_set():
+            q.put(None)
+            if q.size == 100:
+                q.drain(100)
+    finally:
+        thread.join(BOUND)
+        os.close(fd)
+    assert claim_counts()[0] > handed
+    assert claim_counts()[1] == waited
+
+
+@compiled
+def test_a_stale_claim_is_handed_over_once_at_most() -> None:
+    """A claiming worker that waits on something else (here an event; in production a
+    lock another process holds, a hung disk) is not waited for: a caller hands over at
+    most once, until the claim is 0.5 ms old, then logs on."""
+    handed, _ = claim_counts()
+    claimed = threading.Event()
+    release = threading.Event()
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            claimed.set()
+            release.wait(BOUND)
+        finally:
+            unclaim_gil()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    q = queue()
+    try:
+        assert claimed.wait(BOUND)
+        for i in range(20_000):
+            q.put(i)
+    finally:
+        release.set()
+        thread.join(BOUND)
+    assert claim_counts()[0] - handed <= 1
+    assert 20_000 == q.size
+
+
+@compiled
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:
+    """A fork while a parent's worker keeps its claim fresh: in the child that worker
+    does not exist, and its records are put without handing over to it."""
+    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    data = b"x" * 262_144
+    stop = threading.Event()
+    writing = threading.Event()
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            while not stop.is_set():
+                write_releasing_gil(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+                writing.set()
+        finally:
+            unclaim_gil()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    read, write = os.pipe()
+    try:
+        assert writing.wait(BOUND)
+        pid = os.fork()
+        if pid == 0:  # the child: no worker, no claim
+            code = 1
+            try:
+                before = claim_counts()
+                q = queue()
+                for i in range(1_000):
+                    q.put(i)
+                os.write(write, repr((before, claim_counts(), claiming())).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        write = -1
+        answer = b""
+        while chunk := os.read(read, 4096):
+            answer += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        stop.set()
+        thread.join(BOUND)
+        os.close(fd)
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    before, after, child_claiming = ast.literal_eval(answer.decode())
+    assert before == after
+    assert not child_claiming
+
+
+def test_write_releasing_gil_writes_like_os_write(tmp_path: Path) -> None:
+    """Small and large writes land whole; anything but bytes is refused by both twins; a
+    failure is the OSError that os.write raises (a descriptor open for reading only)."""
+    path = tmp_path / "raw"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    large = bytes(range(256)) * 1024
+    try:
+        assert 6 == write_releasing_gil(fd, b"small\n")
+        assert len(large) == write_releasing_gil(fd, large)
+        others: list[Any] = [bytearray(b"x"), memoryview(b"x"), type("Sub", (bytes,), {})(b"x")]
+        for other in others:
+            with pytest.raises(TypeError, match="expected bytes"):
+                write_releasing_gil(fd, other)
+    finally:
+        os.close(fd)
+    assert b"small\n" + large == path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as failure:
+            write_releasing_gil(fd, b"x")
+        assert errno.EBADF == failure.value.errno
+    finally:
+        os.close(fd)
+
+
+@compiled
+def test_below_the_depth_a_caller_never_hands_over(tmp_path: Path) -> None:
+    """The same claiming worker as above, but the queue holds fewer records than its
+    hand-over depth: the caller keeps the GIL (a call never waits for the worker)."""
+    handed, _ = claim_counts()
+    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    data = b"x" * 262_144
+    stop = threading.Event()
+    writes = [0]
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            while not stop.is_set():
+                write_releasing_gil(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+                writes[0] += 1
+        finally:
+            unclaim_gil()
+
+    q = queue(capacity=100, hand_over_at=100)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        deadline = time.monotonic() + BOUND
+        while writes[0] < 200 and time.monotonic() < deadline:
+            q.put(None)
+            if q.size == 99:
+                q.drain(99)
+    finally:
+        stop.set()
+        thread.join(BOUND)
+        os.close(fd)
+    assert writes[0] >= 200
+    assert handed == claim_counts()[0]
+
+
+@pytest.mark.parametrize(
+    ("depth", "error"),
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (True, TypeError),
+        ("0.5", TypeError),
+    ],
+)
+def test_gil_handover_depth_is_checked(depth: Any, error: type[Exception]) -> None:
+    from kakashi.core.async_backend import AsyncConfig
+
+    with pytest.raises(error, match="gil_handover_depth"):
+        AsyncConfig(gil_handover_depth=depth)
+
+
+def test_the_backend_sets_the_queue_depth() -> None:
+    from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+
+    for depth, expected in ((0.25, 250), (0, 0), (1, 1000), (None, 1001)):
+        backend = AsyncBackend(AsyncConfig(max_queue_size=1000, gil_handover_depth=depth))
+        try:
+            assert expected == backend.queue.hand_over_at
+        finally:
+            backend.shutdown(5)
+
+
+def test_handing_over_from_the_first_record_loses_nothing(tmp_path: Path) -> None:
+    """Every call may hand over (depth 0), with a file writer, a small queue that fills
+    (callers block) and batches that split: every record lands once, in order."""
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    path = tmp_path / "out.log"
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(file_writer(path),)),
+            AsyncConfig(max_queue_size=2_000, batch_size=500, gil_handover_depth=0),
+        )
+    )
+    log = pipeline.get_logger("claims")
+    for i in range(50_000):
+        log.info("order filled", order_id=i, price=101.25, qty=3, side="buy")
+    assert pipeline.flush(BOUND)
+    stats = pipeline.stats()
+    pipeline.shutdown(BOUND)
+    ids = [
+        int(line.split(b'"order_id":')[1].split(b",")[0]) for line in path.read_bytes().splitlines()
+    ]
+    assert list(range(50_000)) == ids
+    assert 0 == stats["messages_dropped"]
