@@ -75,3 +75,18 @@ def test_latency_measures_the_floors_beside_the_logger() -> None:
     for row in ("empty method (floor)", "empty method keeping memory", "kakashi async"):
         assert re.search(re.escape(row) + r".*" + figures, result.stdout), row
     assert "dropped 0" in result.stdout
+
+
+def test_handover_compares_each_setting_with_the_loop(tmp_path: Path) -> None:
+    """One row per setting and one for the loop, each with its ratio to the loop; every
+    run's file held every record (the script fails otherwise)."""
+    result = run("handover.py", "--records", "3000", "--runs", "1", "--dir", str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert ["orjson loop", "gil_handover_depth=0", "gil_handover_depth=0.25",
+            "gil_handover_depth=none"] == names  # fmt: skip
+    assert "| 1.00x |" in rows[0]
+    assert all(re.search(r"\| \d+\.\d\dx \|", row) for row in rows)
+    assert not list(tmp_path.iterdir())  # its temporary directory is gone
