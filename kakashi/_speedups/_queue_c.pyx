@@ -202,6 +202,7 @@ def claim_counts():
 def _reset_claims_after_fork():
     kk_claims_reset()
 
+
 cdef object _monotonic = monotonic
 
 
