@@ -85,7 +85,7 @@ def test_handover_compares_each_setting_with_the_loop(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     names = [row.split("|")[1].strip() for row in rows]
-    assert ["orjson loop", "gil_handover_depth=0", "gil_handover_depth=0.25",
+    assert ["orjson loop (floor)", "gil_handover_depth=0", "gil_handover_depth=0.25",
             "gil_handover_depth=none"] == names  # fmt: skip
     assert "| 1.00x |" in rows[0]
     assert all(re.search(r"\| \d+\.\d\dx \|", row) for row in rows)

@@ -4,17 +4,17 @@ real fork.
 In the compiled build a thread that puts a record while a claiming worker waits for the
 GIL hands it over; never to itself, never for a claim gone stale (the worker waits on
 something else), never in a forked child for a parent's worker. The pure twin only
-counts claims. Both builds: claims nest, ``unclaimed`` pauses and restores one, and
-``write_releasing_gil`` writes as ``os.write`` does.
+counts claims. Both builds: claims nest, ``unclaimed`` pauses and restores one.
+(``write_releasing_gil`` is tested beside ``write_holding_gil``, in test_sync_file_path.)
 """
 
 from __future__ import annotations
 
 import ast
-import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,40 @@ def queue(capacity: int = 1_000_000, hand_over_at: int = 0) -> RecordQueue:
     )
     q.hand_over_at = hand_over_at
     return q
+
+
+class ClaimingWorker:
+    """A thread that claims the GIL and makes long releases in a loop (256 KiB writes to
+    a file, as a worker renders and writes), until stopped or *enough* says so."""
+
+    def __init__(self, path: Path, enough: Callable[[], bool] = lambda: False) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        self.enough = enough
+        self.writes = 0
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        claim_gil()
+        try:
+            deadline = time.monotonic() + BOUND
+            while not (self.stop.is_set() or self.enough()) and time.monotonic() < deadline:
+                write_releasing_gil(self.fd, b"x" * 262_144)
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                self.writes += 1
+        finally:
+            unclaim_gil()
+            self.done.set()
+
+    def __enter__(self) -> ClaimingWorker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(BOUND)
+        os.close(self.fd)
 
 
 def test_claims_nest_and_unclaimed_restores_the_claim() -> None:
@@ -89,36 +123,16 @@ def test_a_claiming_thread_never_hands_over_to_itself() -> None:
 
 @compiled
 def test_a_caller_hands_the_gil_to_a_worker_that_takes_it_back(tmp_path: Path) -> None:
-    """The worker claims the GIL and makes long releases (writes of 256 KiB) in a loop;
-    the main thread, logging meanwhile, takes the GIL in those releases and hands it back
-    when the worker wants it. The claim is fresh each time: never waited out."""
+    """The worker claims the GIL and makes long releases in a loop; the main thread,
+    logging meanwhile, takes the GIL in those releases and hands it back when the worker
+    wants it. The claim is fresh each time: never waited out."""
     handed, waited = claim_counts()
-    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    data = b"x" * 262_144
-    done = threading.Event()
-
-    def worker() -> None:
-        claim_gil()
-        try:
-            deadline = time.monotonic() + BOUND
-            while claim_counts()[0] == handed and time.monotonic() < deadline:
-                write_releasing_gil(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-        finally:
-            unclaim_gil()
-            done.set()
-
     q = queue(capacity=100)
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
-        while not done.is_set():
+    with ClaimingWorker(tmp_path / "data", lambda: claim_counts()[0] > handed) as worker:
+        while not worker.done.is_set():
             q.put(None)
             if q.size == 100:
                 q.drain(100)
-    finally:
-        thread.join(BOUND)
-        os.close(fd)
     assert claim_counts()[0] > handed
     assert claim_counts()[1] == waited
 
@@ -159,38 +173,24 @@ def test_a_stale_claim_is_handed_over_once_at_most() -> None:
 def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:
     """A fork while a parent's worker keeps its claim fresh: in the child that worker
     does not exist, and its records are put without handing over to it."""
-    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    data = b"x" * 262_144
-    stop = threading.Event()
-    writing = threading.Event()
-
-    def worker() -> None:
-        claim_gil()
-        try:
-            while not stop.is_set():
-                write_releasing_gil(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-                writing.set()
-        finally:
-            unclaim_gil()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
     read, write = os.pipe()
     try:
-        assert writing.wait(BOUND)
-        pid = os.fork()
-        if pid == 0:  # the child: no worker, no claim
-            code = 1
-            try:
-                before = claim_counts()
-                q = queue()
-                for i in range(1_000):
-                    q.put(i)
-                os.write(write, repr((before, claim_counts(), claiming())).encode())
-                code = 0
-            finally:
-                os._exit(code)
+        with ClaimingWorker(tmp_path / "data") as worker:
+            until = time.monotonic() + BOUND
+            while worker.writes == 0 and time.monotonic() < until:
+                time.sleep(0.001)
+            pid = os.fork()
+            if pid == 0:  # the child: no worker, no claim
+                code = 1
+                try:
+                    before = claim_counts()
+                    q = queue()
+                    for i in range(1_000):
+                        q.put(i)
+                    os.write(write, repr((before, claim_counts(), claiming())).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
         os.close(write)
         write = -1
         answer = b""
@@ -198,9 +198,6 @@ def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:
             answer += chunk
         _, status = os.waitpid(pid, 0)
     finally:
-        stop.set()
-        thread.join(BOUND)
-        os.close(fd)
         os.close(read)
         if write >= 0:
             os.close(write)
@@ -210,65 +207,19 @@ def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:
     assert not child_claiming
 
 
-def test_write_releasing_gil_writes_like_os_write(tmp_path: Path) -> None:
-    """Small and large writes land whole; anything but bytes is refused by both twins; a
-    failure is the OSError that os.write raises (a descriptor open for reading only)."""
-    path = tmp_path / "raw"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    large = bytes(range(256)) * 1024
-    try:
-        assert 6 == write_releasing_gil(fd, b"small\n")
-        assert len(large) == write_releasing_gil(fd, large)
-        others: list[Any] = [bytearray(b"x"), memoryview(b"x"), type("Sub", (bytes,), {})(b"x")]
-        for other in others:
-            with pytest.raises(TypeError, match="expected bytes"):
-                write_releasing_gil(fd, other)
-    finally:
-        os.close(fd)
-    assert b"small\n" + large == path.read_bytes()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with pytest.raises(OSError) as failure:
-            write_releasing_gil(fd, b"x")
-        assert errno.EBADF == failure.value.errno
-    finally:
-        os.close(fd)
-
-
 @compiled
 def test_below_the_depth_a_caller_never_hands_over(tmp_path: Path) -> None:
-    """The same claiming worker as above, but the queue holds fewer records than its
-    hand-over depth: the caller keeps the GIL (a call never waits for the worker)."""
+    """The same claiming worker, but the queue holds fewer records than its hand-over
+    depth: the caller keeps the GIL (a call never waits for the worker)."""
     handed, _ = claim_counts()
-    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    data = b"x" * 262_144
-    stop = threading.Event()
-    writes = [0]
-
-    def worker() -> None:
-        claim_gil()
-        try:
-            while not stop.is_set():
-                write_releasing_gil(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-                writes[0] += 1
-        finally:
-            unclaim_gil()
-
     q = queue(capacity=100, hand_over_at=100)
-    thread = threading.Thread(target=worker)
-    thread.start()
-    try:
+    with ClaimingWorker(tmp_path / "data") as worker:
         deadline = time.monotonic() + BOUND
-        while writes[0] < 200 and time.monotonic() < deadline:
+        while worker.writes < 200 and time.monotonic() < deadline:
             q.put(None)
             if q.size == 99:
                 q.drain(99)
-    finally:
-        stop.set()
-        thread.join(BOUND)
-        os.close(fd)
-    assert writes[0] >= 200
+    assert worker.writes >= 200
     assert handed == claim_counts()[0]
 
 

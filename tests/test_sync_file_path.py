@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from kakashi import USING_SPEEDUPS, _errors
-from kakashi._speedups import gil_held_writes, write_holding_gil
+from kakashi._speedups import gil_held_writes, write_holding_gil, write_releasing_gil
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.writers import FileWriter, RotatingFileWriter, ZstdFileWriter, file_writer, read_lines
 from kakashi.writers import file as file_module
@@ -761,16 +761,17 @@ def test_which_descriptors_keep_the_lock(tmp_path: Path) -> None:
             os.close(fd)
 
 
-def test_write_holding_gil_writes_like_os_write(tmp_path: Path) -> None:
-    """Small and large (over 64 KiB, released) writes land whole; anything but bytes is
-    refused by both twins; a failure is the OSError that os.write raises (a descriptor
-    open for reading only)."""
+@pytest.mark.parametrize("write_data", [write_holding_gil, write_releasing_gil])
+def test_the_compiled_writes_write_like_os_write(tmp_path: Path, write_data: Any) -> None:
+    """Small and large (over 64 KiB: released by both) writes land whole; anything but
+    bytes is refused by both twins; a failure is the OSError that os.write raises (a
+    descriptor open for reading only)."""
     path = tmp_path / "raw"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     large = bytes(range(256)) * 1024  # 256 KiB
     try:
-        assert 6 == write_holding_gil(fd, b"small\n")
-        assert len(large) == write_holding_gil(fd, large)
+        assert 6 == write_data(fd, b"small\n")
+        assert len(large) == write_data(fd, large)
     finally:
         os.close(fd)
     assert b"small\n" + large == path.read_bytes()
@@ -778,23 +779,25 @@ def test_write_holding_gil_writes_like_os_write(tmp_path: Path) -> None:
     try:
         for other in (bytearray(b"x"), memoryview(b"x"), type("Sub", (bytes,), {})(b"x")):
             with pytest.raises(TypeError, match="expected bytes"):
-                write_holding_gil(fd, other)  # both twins: exactly bytes, nothing written
+                write_data(fd, other)  # both twins: exactly bytes, nothing written
     finally:
         os.close(fd)
     assert b"small\n" + large == path.read_bytes()
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(OSError) as failure:
-            write_holding_gil(fd, b"x")
+            write_data(fd, b"x")
         assert errno.EBADF == failure.value.errno
     finally:
         os.close(fd)
 
 
-def test_a_signal_during_a_held_write_runs_its_handler(tmp_path: Path) -> None:
-    """A write that blocks (a full pipe) with the lock held is interrupted by a signal:
-    the handler runs; when it returns, the write is made again (the handler emptied the
-    pipe), and when it raises, the exception comes out of the write, as with os.write."""
+@pytest.mark.parametrize("write_data", [write_holding_gil, write_releasing_gil])
+def test_a_signal_during_a_compiled_write_runs_its_handler(tmp_path: Path, write_data: Any) -> None:
+    """A write that blocks (a full pipe), the lock held or released, is interrupted by a
+    signal: the handler runs; when it returns, the write is made again (the handler
+    emptied the pipe), and when it raises, the exception comes out of the write, as with
+    os.write."""
     read, write = os.pipe()
     os.set_blocking(write, False)
     try:
@@ -818,7 +821,7 @@ def test_a_signal_during_a_held_write_runs_its_handler(tmp_path: Path) -> None:
     previous = signal.signal(signal.SIGALRM, drain)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        assert 5 == write_holding_gil(write, b"after")
+        assert 5 == write_data(write, b"after")
         try:
             while True:  # full again, then interrupted for good
                 os.set_blocking(write, False)
@@ -828,7 +831,7 @@ def test_a_signal_during_a_held_write_runs_its_handler(tmp_path: Path) -> None:
         signal.signal(signal.SIGALRM, refuse)
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         with pytest.raises(RuntimeError, match="interrupted"):
-            write_holding_gil(write, b"never")
+            write_data(write, b"never")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -2119,45 +2119,38 @@ def write_holding_gil(int fd, bytes data not None):
         TypeError: *data* is not exactly ``bytes``.
         OSError: the write failed (``ENOSPC``...).
     """
+    return _write(fd, data, PyBytes_GET_SIZE(data) <= _HELD_WRITE_MAX)
+
+
+def write_releasing_gil(int fd, bytes data not None):
+    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
+    kernel took, like ``os.write``: the interpreter lock is released meanwhile, and a
+    worker's claim on it paused (see ``_queue_c.claim_gil``), so threads that take it
+    log on rather than hand it back. Interrupted by a signal, it runs the handlers
+    (which may raise) and tries again.
+
+    Raises:
+        TypeError: *data* is not exactly ``bytes``.
+        OSError: the write failed (``ENOSPC``...).
+    """
+    return _write(fd, data, False)
+
+
+cdef Py_ssize_t _write(int fd, bytes data, bint hold) except -1:
+    # One write(2) of all of *data*, holding the lock or releasing it (a claim paused);
+    # EINTR runs the signal handlers and tries again, as os.write does.
     cdef const char *buf = PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t done
     cdef int error
     while True:
-        if size <= _HELD_WRITE_MAX:
+        if hold:
             done = write(fd, buf, <size_t>size)
         else:
             with nogil:
                 pause_claim()
                 done = write(fd, buf, <size_t>size)
                 resume_claim()
-        if done >= 0:
-            return done
-        error = errno
-        if error != EINTR:
-            raise OSError(error, os.strerror(error))
-        PyErr_CheckSignals()
-
-
-def write_releasing_gil(int fd, bytes data not None):
-    """Write *data* to *fd* with one ``write`` system call and return how many bytes the
-    kernel took, like ``os.write`` (the GIL released meanwhile), but quiet inside a
-    worker's turn (see ``_queue_c.claim_gil``). Interrupted by a signal, it runs the
-    handlers (which may raise) and tries again.
-
-    Raises:
-        TypeError: *data* is not exactly ``bytes``.
-        OSError: the write failed (``ENOSPC``...).
-    """
-    cdef const char *buf = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t done
-    cdef int error
-    while True:
-        with nogil:
-            pause_claim()
-            done = write(fd, buf, <size_t>size)
-            resume_claim()
         if done >= 0:
             return done
         error = errno
