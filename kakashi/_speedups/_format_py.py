@@ -497,8 +497,8 @@ def gil_held_writes(fd: int, any_filesystem: bool = False) -> bool:
 
 def write_releasing_gil(fd: int, data: bytes) -> int:
     """Write *data* to *fd* with one ``write`` system call and return how many bytes the
-    kernel took: ``os.write`` (the compiled twin also lets a worker's turn go on while
-    it writes; see :func:`kakashi._speedups._queue_py.claim_gil`).
+    kernel took: ``os.write``. (The compiled twin also pauses a worker's claim on the GIL
+    while it writes; see :func:`kakashi._speedups._queue_py.claim_gil`.)
 
     Raises:
         TypeError: *data* is not exactly ``bytes``.

@@ -923,10 +923,10 @@ class AsyncConfig:
         gil_handover_depth: how full the queue must be (a fraction of
             ``max_queue_size``, from 0 to 1) before a logging call hands the GIL to a
             worker that is waiting for it; ``None``: never. Below it, a call never waits
-            for the worker; at or above it the queue drains faster (40 to 70% more records
-            a second on two cores), and a call that hands over waits while the worker
-            takes its next batch (100 to 200 microseconds for a batch of 1,000). Compiled
-            build only (see :doc:`/performance`).
+            for the worker; at or above it the queue drains faster (20 to 45% more records
+            a second on two cores, ``benchmarks/handover.py``), and a call that hands over
+            waits while the worker takes its next batch (100 to 200 microseconds for a
+            batch of 1,000). Compiled build only (see :doc:`/performance`).
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
