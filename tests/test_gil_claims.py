@@ -125,8 +125,9 @@ def test_a_claiming_thread_never_hands_over_to_itself() -> None:
 def test_a_caller_hands_the_gil_to_a_worker_that_takes_it_back(tmp_path: Path) -> None:
     """The worker claims the GIL and makes long releases in a loop; the main thread,
     logging meanwhile, takes the GIL in those releases and hands it back when the worker
-    wants it. The claim is fresh each time: never waited out."""
-    handed, waited = claim_counts()
+    wants it. (Whether a hand-over outlasts the claim's 0.5 ms depends on the machine's
+    load: a worker descheduled meanwhile. It is not asserted.)"""
+    handed, _ = claim_counts()
     q = queue(capacity=100)
     with ClaimingWorker(tmp_path / "data", lambda: claim_counts()[0] > handed) as worker:
         while not worker.done.is_set():
@@ -134,7 +135,6 @@ def test_a_caller_hands_the_gil_to_a_worker_that_takes_it_back(tmp_path: Path) -
             if q.size == 100:
                 q.drain(100)
     assert claim_counts()[0] > handed
-    assert claim_counts()[1] == waited
 
 
 @compiled
