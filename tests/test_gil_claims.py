@@ -142,7 +142,7 @@ def test_a_stale_claim_is_handed_over_once_at_most() -> None:
     """A claiming worker that waits on something else (here an event; in production a
     lock another process holds, a hung disk) is not waited for: a caller hands over at
     most once, until the claim is 0.5 ms old, then logs on."""
-    handed, _ = claim_counts()
+    handed, waited = claim_counts()
     claimed = threading.Event()
     release = threading.Event()
 
@@ -165,32 +165,49 @@ def test_a_stale_claim_is_handed_over_once_at_most() -> None:
         release.set()
         thread.join(BOUND)
     assert claim_counts()[0] - handed <= 1
+    # A hand-over, if any, ended because the claim went stale, not because the worker
+    # let go (it is released only after the puts).
+    assert claim_counts()[0] - handed == claim_counts()[1] - waited
     assert 20_000 == q.size
 
 
 @compiled
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:
-    """A fork while a parent's worker keeps its claim fresh: in the child that worker
-    does not exist, and its records are put without handing over to it."""
+    """A fork, from a thread that claims the GIL, while a parent's worker keeps its claim
+    fresh: in the child that worker does not exist, and its records are put without
+    handing over to it; nor is the forking thread's claim the child's (its unclaim would
+    count the child's claims below zero)."""
     read, write = os.pipe()
     try:
         with ClaimingWorker(tmp_path / "data") as worker:
             until = time.monotonic() + BOUND
             while worker.writes == 0 and time.monotonic() < until:
                 time.sleep(0.001)
-            pid = os.fork()
+            claim_gil()
+            try:
+                pid = os.fork()
+            except BaseException:
+                unclaim_gil()
+                raise
             if pid == 0:  # the child: no worker, no claim
                 code = 1
                 try:
-                    before = claim_counts()
+                    inherited = claiming()
+                    unclaim_gil()  # as the forking code goes on to do
                     q = queue()
+                    before = claim_counts()
+                    # A claim made and ended here: a fresh claim time, the count back to
+                    # what the fork left, which must be none (else the puts hand over).
+                    claim_gil()
+                    unclaim_gil()
                     for i in range(1_000):
                         q.put(i)
-                    os.write(write, repr((before, claim_counts(), claiming())).encode())
+                    os.write(write, repr((before, claim_counts(), inherited)).encode())
                     code = 0
                 finally:
                     os._exit(code)
+            unclaim_gil()
         os.close(write)
         write = -1
         answer = b""

@@ -19,7 +19,6 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
-import os as _os
 from collections import deque
 from time import monotonic
 
@@ -200,6 +199,8 @@ def claim_counts():
 
 
 def _reset_claims_after_fork():
+    # Not counted down by threads that do not exist here: a count left above 0 would
+    # have every put hand over; a depth left above 0, a count below 0 at its unclaim.
     kk_claims_reset()
 
 
@@ -517,5 +518,5 @@ cdef class RecordQueue:
         }
 
 
-if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(after_in_child=_reset_claims_after_fork)
+# A child has none of its parent's workers, and the forking thread's claim is not its.
+_locks.after_fork_in_child(_reset_claims_after_fork)
