@@ -86,6 +86,46 @@ def test_compiled_and_pure_json_are_identical(
     )
 
 
+ascii_text = st.text(st.characters(max_codepoint=127), max_size=30)
+flat_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.integers(min_value=-(2**31), max_value=2**31),
+    st.floats(),
+    ascii_text,
+    any_text,
+)
+
+
+@pytest.mark.c_extension
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=st.one_of(ascii_text, any_text),
+    fields=st.dictionaries(st.one_of(ascii_text, keys), flat_scalars, max_size=6),
+    count=st.integers(1, 40),
+)
+def test_compiled_batches_of_unbound_records_are_the_pure_twin_s_lines(
+    request: pytest.FixtureRequest, msg: str, fields: dict[str, Any], count: int
+) -> None:
+    """Records of an unbound logger with scalar fields, the ones the compiled twin plans
+    without the GIL: a batch of them is the pure twin's lines."""
+    py, c = both(request)
+    fields = {key: value for key, value in fields.items() if key not in CONTROL_KEYWORDS}
+    lines = []
+    for impl in (py, c):
+        sink = Collector()
+        logger = impl.capture.Logger("prop", impl.capture.Route(sink, 0))
+        for _ in range(count):
+            logger.info(msg, **fields)
+        for i, record in enumerate(sink.records):
+            record.time_ns = TIME_NS + i
+            record.thread_id = 1
+        lines.append(sink.records)
+    expected = [py.format.format_json(record) for record in lines[0]]
+    assert list(c.format.format_batch(lines[1])) == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(msg=any_text, fields=fields_strategy)
 def test_json_parses_back_to_what_was_logged(msg: str, fields: dict[str, Any]) -> None:

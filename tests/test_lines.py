@@ -18,7 +18,7 @@ import pytest
 
 from kakashi.writers.file import FileWriter, newline_joined
 from kakashi.writers.rotating import RotatingFileWriter
-from tests.conftest import Implementation, file_lines
+from tests.conftest import Collector, Implementation, file_lines
 
 TIME_NS = 1_795_798_641_123_456_789
 
@@ -210,3 +210,215 @@ class TestWriters:
         )
         assert len(files) > 7  # split: at most 7 records to a file
         assert all(sum(len(line) + 1 for line in found) <= limit for found in files.values())
+
+
+# -- The planner without the GIL (compiled) ----------------------------------------------
+
+# Values at the edges of what the planner without the GIL takes (ints in two digits,
+# floats it writes itself, str of ASCII), and beyond them (the GIL's planner).
+EDGE_VALUES: list[Any] = [
+    0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**60 - 1, -(2**60 - 1), 2**60, -(2**60),
+    2**62, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**64, -(2**63) - 1,
+    0.0, -0.0, 101.25, 1e-4, 9.99e-5, 1e-7, 1e15, 1e16, -2.5e300, float("nan"),
+    float("inf"), float("-inf"), 0.30000000000000004,
+    True, False, None, "", "buy", 'say "hi"\n\tand \\ \x01\x7f', "é 日本 🎉",
+    "lone \ud800 surrogate", "x" * 5000, [1, 2], {"a": 1},
+]  # fmt: skip
+
+
+def logged(
+    impl: Implementation, calls: list[tuple[str, dict[str, Any]]], name: str = "app"
+) -> list[Any]:
+    """The records of *calls* (message, fields) as a logger captures them: the keyword
+    fields as the interpreter passed them, which the planner without the GIL reads."""
+    sink = Collector()
+    logger = impl.capture.Logger(name, impl.capture.Route(sink, 0))
+    for i, (msg, fields) in enumerate(calls):
+        logger.info(msg, **fields)
+        record = sink.records[-1]
+        record.time_ns = TIME_NS + i * 1000
+        record.thread_id = 1
+    return sink.records
+
+
+def edge_calls() -> list[tuple[str, dict[str, Any]]]:
+    calls = [("order filled", {"value": value}) for value in EDGE_VALUES]
+    calls += [(msg, {"side": "buy"}) for msg in ("", "é", "tab\there", "a" * 300)]
+    calls += [("renamed", {"message": "m", "level": 1, "timestamp": 2, "logger": 3})]
+    calls += [("several", {"order_id": 7, "price": 101.25, "qty": 3, "side": "buy"})]
+    calls += [("no fields", {})]
+    return calls
+
+
+@pytest.fixture
+def compiled() -> Implementation:
+    try:
+        return Implementation(pure=False).load()
+    except ImportError:
+        pytest.skip("the compiled extension is not built here")
+
+
+@pytest.fixture
+def pure() -> Implementation:
+    return Implementation(pure=True)
+
+
+@pytest.fixture
+def fast_plan(compiled: Implementation) -> Any:
+    """Restores the compiled formatter's planner setting after the test."""
+    previous = compiled.format._use_fast_plan(True)
+    yield compiled.format._use_fast_plan
+    compiled.format._use_fast_plan(previous)
+
+
+class TestThePlannerWithoutTheGil:
+    def test_its_lines_are_orjson_s(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """Each record at the edges, in a batch (planned without the GIL) and alone, as
+        the pure twin writes it through orjson; and as the GIL's planner writes it."""
+        calls = edge_calls()
+        expected = [pure.format.format_json(r) for r in logged(pure, calls)]
+        records = logged(compiled, calls)
+        batch = compiled.format.format_batch(records)
+        assert list(batch) == expected
+        assert [compiled.format.format_json(r) for r in records] == expected
+        fast_plan(False)
+        assert list(compiled.format.format_batch(records)) == expected
+        assert [compiled.format.format_json(r) for r in records] == expected
+
+    def test_logger_names_and_levels(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        calls = [("m", {"k": 1})] * 8
+        for name in ("app", "é-app", "", "a" * 200):
+            py_records, c_records = (logged(impl, calls, name=name) for impl in (pure, compiled))
+            assert list(compiled.format.format_batch(c_records)) == [
+                pure.format.format_json(r) for r in py_records
+            ]
+        for level in (0, 5, 20, 50, 99, 100, 101, 150):
+            py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+            for record in (*py_records, *c_records):
+                record.level = level
+            assert list(compiled.format.format_batch(c_records)) == [
+                pure.format.format_json(r) for r in py_records
+            ]
+
+    def test_which_records_it_takes(self, compiled: Implementation, fast_plan: Any) -> None:
+        """The common record is planned without the GIL; one with bound fields, an
+        exception, a call site, enrichers' fields, ``%`` arguments, a non-ASCII message,
+        a snapshotted value or a dict of fields is left to the GIL's planner."""
+        planned = compiled.format._planned_without_gil_count
+        calls = [("order filled", {"order_id": i, "side": "buy"}) for i in range(64)]
+        common = logged(compiled, calls)
+        compiled.format.format_json(common[0])  # its keys in the cache (the GIL's planner's)
+        before = planned()
+        compiled.format.format_batch(common)
+        assert planned() - before == 64
+
+        sink = Collector()
+        logger = compiled.capture.Logger("app", compiled.capture.Route(sink, 0))
+        logger.bind(request="r1").info("bound", k=1)
+        logger.info("args %s", "a", k=1)
+        logger.info("é", k=1)
+        logger.info("snapshot", items=[1, 2])
+        logger.info("control", k=1, stack_info=False)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed", k=1)
+        extra, source = logged(compiled, [("m", {"k": 1})] * 2)
+        extra.extra = {"service": "api"}
+        source.source = ("mod", "fn", 3)
+        dict_fields = compiled.capture.Record(TIME_NS, 20, "app", "m", fields={"k": 1})
+        others = [*sink.records, extra, source, dict_fields]
+        batch = others * 8  # 80 records, none of which it takes
+        before = planned()
+        lines = compiled.format.format_batch(batch)
+        assert planned() - before == 0
+        assert list(lines) == [compiled.format.format_json(r) for r in batch]
+
+    def test_a_batch_it_leaves_and_takes_again(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """Records it leaves between ones it takes: the GIL's planner takes each left one
+        and the rest is planned without the GIL again while enough is left, a few times
+        a batch at most; every line is in its place."""
+        pattern = [("fast", {"i": 1})] * 40 + [("é slow", {"i": 2})]
+        calls = pattern * 10 + [("fast", {"i": 3})] * 5 + [("é", {})] + [("fast", {})] * 3
+        py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+        compiled.format.format_json(c_records[0])  # its key in the cache
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(c_records)
+        assert list(lines) == [pure.format.format_json(r) for r in py_records]
+        # Sections: the first 40, then 40 after each of the first three left ones; the
+        # fourth section's end hands the rest of the batch to the GIL's planner.
+        assert planned() - before == 160
+
+    def test_a_batch_larger_than_the_room_it_expected(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """The buffer is sized from the last batch; a batch of far longer lines than the
+        last one's is planned, then written into a buffer of the room it needs."""
+        small = logged(compiled, [("s", {})] * 64)
+        compiled.format.format_batch(small)
+        calls = [("m" * 20_000, {"note": "n" * 10_000})] * 16
+        py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+        compiled.format.format_json(c_records[0])  # its key in the cache
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(c_records)
+        assert planned() - before == 16
+        assert lines.joined == b"".join(pure.format.format_json(r) + b"\n" for r in py_records)
+
+    def test_a_key_it_has_not_seen_goes_to_the_gil_s_planner_once(
+        self, compiled: Implementation, fast_plan: Any
+    ) -> None:
+        """A key is looked up in the renaming sets by the GIL's planner, which caches it:
+        the first record with a new key is left to it, the rest of the batch is not."""
+        key = "".join(["never", "_seen_", str(id(self))])  # a new str object
+        records = logged(compiled, [("m", {key: 1})] * 64)
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        compiled.format.format_batch(records)
+        assert planned() - before == 63
+
+    def test_a_key_cached_as_renamed_stays_renamed(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """The key cache, which the planner without the GIL reads, is filled by the GIL's
+        planner: a reserved key is written renamed before and after it is cached."""
+        for _ in range(3):
+            calls = [("m", {"message": "x", "plain": 1})] * 10
+            py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+            lines = compiled.format.format_batch(c_records)
+            assert list(lines) == [pure.format.format_json(r) for r in py_records]
+            assert b'"field.message":"x"' in lines.joined
+
+    def test_threads_formatting_while_keys_are_cached(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """Four threads format batches with keys that share the cache's slots (new key
+        objects each round, so slots keep being replaced) while others plan without the
+        GIL: every line stays right."""
+        errors: list[str] = []
+
+        def work(seed: int) -> None:
+            for round_ in range(60):
+                keys = ["".join(["k", str(seed), "_", str(round_), "_", str(j)]) for j in range(6)]
+                keys.append("message")
+                fields = {key: j for j, key in enumerate(keys)}
+                calls = [("m", fields)] * 40
+                py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+                if list(compiled.format.format_batch(c_records)) != [
+                    pure.format.format_json(r) for r in py_records
+                ]:
+                    errors.append(f"thread {seed} round {round_}")
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []

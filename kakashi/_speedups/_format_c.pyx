@@ -12,8 +12,9 @@ exceptions) reuse the pure-Python twin.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_XDECREF
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from libc.string cimport memcpy
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
@@ -164,8 +165,20 @@ cdef extern from *:
     #define KK_KEY_CACHE 1
     #endif
     #define KK_KEY_SLOTS 256
-    typedef struct { PyObject *key; int flags; } kk_key;
+    /* A slot is one word, the key's address with its flags in the low bits (objects
+       are aligned to 8 bytes at least), stored and loaded whole: the planner that runs
+       without the GIL (kk_fast_key) reads slots that a thread holding it may replace,
+       and must never pair a key with another key's flags. The slot holds the key. */
+    typedef uintptr_t kk_key;
+    #define KK_KEY_FLAGS ((kk_key)3)
     static kk_key kk_keys[KK_KEY_SLOTS];
+    #if defined(__GNUC__) || defined(__clang__)
+    #define KK_KEY_LOAD(slot) __atomic_load_n((slot), __ATOMIC_ACQUIRE)
+    #define KK_KEY_STORE(slot, word) __atomic_store_n((slot), (word), __ATOMIC_RELEASE)
+    #else
+    #define KK_KEY_LOAD(slot) (*(volatile kk_key *)(slot))
+    #define KK_KEY_STORE(slot, word) (*(volatile kk_key *)(slot) = (word))
+    #endif
     static kk_key *kk_key_slot(PyObject *key) {
         return &kk_keys[((size_t)key >> 4) % KK_KEY_SLOTS];
     }
@@ -294,15 +307,20 @@ cdef extern from *:
         p->nops = m.nops; p->alen = m.alen; p->nkeep = m.nkeep; p->bound = m.bound;
     }
     /* Room for *need* items of *item* bytes in a plan's array (moved off the stack). */
-    KK_COLD int kk_grow(void **data, Py_ssize_t *cap, void *stack, Py_ssize_t need,
-                        size_t item) {
+    KK_COLD int kk_grow_raw(void **data, Py_ssize_t *cap, void *stack, Py_ssize_t need,
+                            size_t item) {  /* no GIL needed; -1 with no error set */
         Py_ssize_t size = *cap;
         while (size < need) size *= 2;
         void *grown = PyMem_RawMalloc((size_t)size * item);
-        if (grown == NULL) { PyErr_NoMemory(); return -1; }
+        if (grown == NULL) return -1;
         memcpy(grown, *data, (size_t)*cap * item);
         if (*data != stack) PyMem_RawFree(*data);
         *data = grown; *cap = size;
+        return 0;
+    }
+    KK_COLD int kk_grow(void **data, Py_ssize_t *cap, void *stack, Py_ssize_t need,
+                        size_t item) {
+        if (kk_grow_raw(data, cap, stack, need, item) < 0) { PyErr_NoMemory(); return -1; }
         return 0;
     }
     /* Room for n more operations (so that the next n adds need no check). */
@@ -439,16 +457,19 @@ cdef extern from *:
                         kk_value_fn other, PyObject *core, PyObject *reserved) {
         int flags, status;
         if (!PyUnicode_CheckExact(key)) return 1;
-        if (KK_KEY_CACHE) {
+        if (KK_KEY_CACHE && ((uintptr_t)key & KK_KEY_FLAGS) == 0) {
             kk_key *slot = kk_key_slot(key);
-            if (slot->key != key) {
+            kk_key word = KK_KEY_LOAD(slot);
+            PyObject *cached = (PyObject *)(word & ~KK_KEY_FLAGS);
+            if (cached != key) {
                 flags = kk_key_flags(key, core, reserved);
                 if (flags < 0) return -1;
                 Py_INCREF(key);
-                Py_XSETREF(slot->key, key);
-                slot->flags = flags;
+                KK_KEY_STORE(slot, (kk_key)key | (kk_key)flags);
+                Py_XDECREF(cached);
+            } else {
+                flags = (int)(word & KK_KEY_FLAGS);
             }
-            flags = slot->flags;
         } else {
             flags = kk_key_flags(key, core, reserved);
             if (flags < 0) return -1;
@@ -579,6 +600,126 @@ cdef extern from *:
         }
         return at - out;
     }
+    /* -- The planner without the GIL ----------------------------------------------------
+       format_batch plans the common record (see _plan_fast) with the GIL released, so
+       that the application's threads log while the worker plans. It reads only what is
+       safe to read without the GIL: the fields of records the batch holds (no other
+       thread has them), the type and value of objects that cannot change (a str of
+       ASCII, an int of at most two digits, a float, None, True, False) and the key
+       cache's words. It takes no reference, allocates only raw memory and sets no
+       error: each function returns 0, or 1 when the record needs the planner that holds
+       the GIL (then what it planned of the record is forgotten). */
+    KK_HOT kk_op *kk_fast_op(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
+        if (p->nops == p->capops && kk_grow_raw((void **)&p->ops, &p->capops, p->stack_ops,
+                                                p->nops + 1, sizeof(kk_op)) < 0)
+            return NULL;
+        kk_op *op = &p->ops[p->nops++];
+        op->kind = kind; op->n = n;
+        p->bound += room;
+        return op;
+    }
+    KK_HOT int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) {
+        kk_op *op = kk_fast_op(p, KK_LIT, n, n);
+        if (op == NULL) return 1;
+        op->v.s = s;
+        return 0;
+    }
+    /* A str of ASCII (KK_STR) or a key (KK_KEY), read in place. */
+    KK_HOT int kk_fast_ascii(kk_plan *p, int kind, PyObject *str) {
+        if (!PyUnicode_CheckExact(str) || !PyUnicode_IS_COMPACT_ASCII(str)) return 1;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(str);
+        kk_op *op = kk_fast_op(p, kind, n, n * 6 + 4);
+        if (op == NULL) return 1;
+        op->v.s = (const char *)PyUnicode_DATA(str);
+        return 0;
+    }
+    /* An int whose value sits in the object (at most two 30-bit digits before 3.12,
+       a compact int from 3.12). */
+    KK_HOT int kk_fast_int(kk_plan *p, PyObject *value) {
+        long long v;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (!PyUnstable_Long_IsCompact((PyLongObject *)value)) return 1;
+        v = (long long)PyUnstable_Long_CompactValue((PyLongObject *)value);
+    #else
+        Py_ssize_t size = Py_SIZE(value);
+        const digit *d = ((PyLongObject *)value)->ob_digit;
+        if (size < -2 || size > 2) return 1;
+        if (size == 0) v = 0;
+        else if (size == 1 || size == -1) v = (long long)d[0];
+        else v = (long long)d[0] | ((long long)d[1] << PyLong_SHIFT);
+        if (size < 0) v = -v;
+    #endif
+        kk_op *op = kk_fast_op(p, KK_INT, 0, 21);
+        if (op == NULL) return 1;
+        op->v.i = v;
+        return 0;
+    }
+    /* A float in the range kk_float plans itself, or not finite (null). */
+    KK_HOT int kk_fast_float(kk_plan *p, PyObject *value) {
+        double x = PyFloat_AS_DOUBLE(value);
+        double m = fabs(x);
+        if (m < 1e15 && (m >= 1e-4 || m == 0.0)) {
+            kk_op *op = kk_fast_op(p, KK_FLOAT, 0, 48);
+            if (op == NULL) return 1;
+            op->v.d = x;
+            return 0;
+        }
+        if (!isfinite(x)) return kk_fast_lit(p, "null", 4);
+        return 1;
+    }
+    /* A field's value, as kk_field writes the scalars. */
+    KK_HOT int kk_fast_value(kk_plan *p, PyObject *value) {
+        if (PyUnicode_CheckExact(value)) return kk_fast_ascii(p, KK_STR, value);
+        if (PyLong_CheckExact(value)) return kk_fast_int(p, value);
+        if (PyFloat_CheckExact(value)) return kk_fast_float(p, value);
+        if (value == Py_None) return kk_fast_lit(p, "null", 4);
+        if (value == Py_True) return kk_fast_lit(p, "true", 4);
+        if (value == Py_False) return kk_fast_lit(p, "false", 5);
+        return 1;
+    }
+    /* ``,"key":`` for a key the cache knows is not renamed (kk_field fills the cache). */
+    KK_HOT int kk_fast_key(kk_plan *p, PyObject *key) {
+    #if KK_KEY_CACHE
+        if (!PyUnicode_CheckExact(key)) return 1;
+        kk_key word = KK_KEY_LOAD(kk_key_slot(key));
+        if ((PyObject *)(word & ~KK_KEY_FLAGS) != key || (word & KK_IN_RESERVED)) return 1;
+        return kk_fast_ascii(p, KK_KEY, key);
+    #else
+        (void)p; (void)key;
+        return 1;
+    #endif
+    }
+    /* The call's fields as the interpreter passed them (see kk_pairs). */
+    static int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) {
+        if (!PyTuple_CheckExact(names) || !PyTuple_CheckExact(values)) return 1;
+        Py_ssize_t count = PyTuple_GET_SIZE(names);
+        if (PyTuple_GET_SIZE(values) < count) return 1;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (kk_fast_key(p, PyTuple_GET_ITEM(names, i))
+                || kk_fast_value(p, PyTuple_GET_ITEM(values, i)))
+                return 1;
+        }
+        return 0;
+    }
+    KK_HOT int kk_fast_time(kk_plan *p, long long ns) {
+        if (ns / 1000000000LL >= 253402300800LL) return 1;
+        kk_op *op = kk_fast_op(p, KK_STAMP, 0, 41);
+        if (op == NULL) return 1;
+        op->v.i = ns;
+        return 0;
+    }
+    KK_HOT int kk_fast_end(kk_plan *p) {
+        return kk_fast_op(p, KK_END, 1, 2) == NULL;
+    }
+    /* Forget a record the fast planner began (it keeps no reference). */
+    KK_HOT void kk_fast_rollback(kk_plan *p, kk_mark m) {
+        p->nops = m.nops; p->alen = m.alen; p->bound = m.bound;
+    }
+    KK_HOT int kk_is_none(PyObject *o) { return o == Py_None; }
+    KK_HOT int kk_none_or_empty_dict(PyObject *o) {
+        return o == Py_None || (PyDict_CheckExact(o) && PyDict_GET_SIZE(o) == 0);
+    }
+    KK_HOT PyTypeObject *kk_type(PyObject *o) { return Py_TYPE(o); }
     /* A dict with room for n items, so filling it never resizes. */
     static PyObject *kk_dict_with_room(Py_ssize_t n) {
     #if PY_VERSION_HEX < 0x030D0000
@@ -612,7 +753,7 @@ cdef extern from *:
         KK_IN_RESERVED
     void kk_plan_init(kk_plan *p)
     void kk_plan_free(kk_plan *p)
-    kk_mark kk_plan_mark(kk_plan *p)
+    kk_mark kk_plan_mark(kk_plan *p) nogil
     void kk_plan_rollback(kk_plan *p, kk_mark m)
     int kk_plan_room(kk_plan *p, Py_ssize_t n) except -1
     int kk_lit(kk_plan *p, const char *s, Py_ssize_t n) except -1
@@ -629,6 +770,16 @@ cdef extern from *:
     int kk_fields(kk_plan *p, object fields, int renamed, kk_value_fn other, object core,
                   object reserved) except -1
     Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) nogil
+    # The planner without the GIL: 0, or 1 for a record that needs the one with it.
+    int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) nogil
+    int kk_fast_ascii(kk_plan *p, int kind, PyObject *s) nogil
+    int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) nogil
+    int kk_fast_time(kk_plan *p, long long ns) nogil
+    int kk_fast_end(kk_plan *p) nogil
+    void kk_fast_rollback(kk_plan *p, kk_mark m) nogil
+    int kk_is_none(PyObject *o) nogil
+    int kk_none_or_empty_dict(PyObject *o) nogil
+    PyTypeObject *kk_type(PyObject *o) nogil
 
 cdef object _dumps = orjson.dumps
 cdef int _OPTIONS = orjson.OPT_NON_STR_KEYS  # only needed when a key is not a str
@@ -641,6 +792,13 @@ cdef tuple _LEVEL_JSON = tuple(
     b'","level":' + orjson.dumps(level_name(n)) + b',"logger":' for n in range(101)
 )
 cdef Py_ssize_t _LEVEL_COUNT = len(_LEVEL_JSON)
+# The same, as C pointers (into the tuple's bytes) for the planner without the GIL.
+cdef const char *_LEVEL_DATA[101]
+cdef Py_ssize_t _LEVEL_SIZE[101]
+for _n in range(_LEVEL_COUNT):
+    _LEVEL_DATA[_n] = PyBytes_AS_STRING(_LEVEL_JSON[_n])
+    _LEVEL_SIZE[_n] = PyBytes_GET_SIZE(_LEVEL_JSON[_n])
+del _n
 cdef object _minimal_json = _py.minimal_json
 
 
@@ -724,14 +882,18 @@ def format_json(Record record not None):
 
 def format_batch(list records):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
-    for a whole batch; the bytes are written without holding the GIL)."""
+    for a whole batch; the common records are planned and written without holding the
+    GIL)."""
     # The records, held while the plan points into them (the list may change meanwhile).
-    # The buffer is sized for the most the plan can write (6 bytes for each byte of a
-    # string that needs escaping): address space, not memory, which only what is
-    # written takes; a batch too large for even that raises MemoryError, and the
-    # backend then formats it record by record.
+    # The buffer is allocated before the GIL is released, for what the batch's plan is
+    # expected to need (6 bytes for each byte of a string that needs escaping): address
+    # space, not memory, which only what is written takes. A batch too large for even
+    # that raises MemoryError, and the backend then formats it record by record.
     cdef tuple held = tuple(records)
-    cdef Py_ssize_t i, size, count = len(held)
+    cdef PyObject **items = PySequence_Fast_ITEMS(held)
+    cdef Py_ssize_t i = 0, first, size = -1, room = 0, count = len(held)
+    global _planned_without_gil
+    cdef int sections = 0
     cdef kk_plan plan
     cdef PyObject *data = NULL
     cdef Lines lines = Lines.__new__(Lines)
@@ -743,16 +905,45 @@ def format_batch(list records):
     kk_plan_init(&plan)
     try:
         kk_plan_room(&plan, count * 16)
-        for i in range(count):
-            _plan_record(&plan, <Record?>held[i])
-        data = kk_new_bytes(NULL, plan.bound)
-        if count >= NOGIL_RECORDS:
-            with nogil:
-                pause_claim()
-                size = kk_render(&plan, kk_bytes_data(data), ends)
-                resume_claim()
+        if count < NOGIL_RECORDS or not _fast_plan:
+            for i in range(count):
+                _plan_record(&plan, <Record?>held[i])
         else:
-            size = kk_render(&plan, kk_bytes_data(data), ends)
+            room = count * _expected_bound + 4096
+            data = kk_new_bytes(NULL, room)
+            while size < 0:
+                # Plan the records the fast planner takes, and write them if the buffer
+                # has room, without the GIL; the GIL's planner takes a record it leaves.
+                sections += 1
+                first = i
+                with nogil:
+                    pause_claim()
+                    while i < count and _plan_fast(&plan, items[i]) == 0:
+                        i += 1
+                    if i == count and plan.bound <= room:
+                        size = kk_render(&plan, kk_bytes_data(data), ends)
+                    resume_claim()
+                _planned_without_gil += i - first
+                if i == count:
+                    break
+                _plan_record(&plan, <Record?>held[i])
+                i += 1
+                if count - i < NOGIL_REST or sections == NOGIL_SECTIONS:
+                    for i in range(i, count):  # the rest with the GIL (few, or mixed)
+                        _plan_record(&plan, <Record?>held[i])
+                    break
+        if size < 0:  # planned with the GIL, or more than the buffer's room
+            Py_XDECREF(data)
+            data = NULL
+            data = kk_new_bytes(NULL, plan.bound)
+            if count >= NOGIL_RECORDS:
+                with nogil:
+                    pause_claim()
+                    size = kk_render(&plan, kk_bytes_data(data), ends)
+                    resume_claim()
+            else:
+                size = kk_render(&plan, kk_bytes_data(data), ends)
+        _note_bound(plan.bound, count)
         _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
         lines._data = <bytes>data
     finally:
@@ -761,9 +952,47 @@ def format_batch(list records):
     return lines
 
 
-# Below this many records a batch is written holding the GIL: releasing it costs more.
+# Below this many records a batch is planned and written holding the GIL: releasing it
+# costs more. After the GIL's planner took a record, the rest of the batch is planned
+# without the GIL again only if at least NOGIL_REST records are left, and at most
+# NOGIL_SECTIONS times a batch (a batch of records it cannot take keeps the GIL).
 cdef enum:
     NOGIL_RECORDS = 8
+    NOGIL_REST = 32
+    NOGIL_SECTIONS = 4
+
+# The room a batch's buffer is given per record: the last batch's plan's (at least
+# 128 bytes), a quarter more.
+cdef Py_ssize_t _expected_bound = 512
+
+
+cdef inline void _note_bound(Py_ssize_t bound, Py_ssize_t count) noexcept:
+    global _expected_bound
+    if count:
+        _expected_bound = max(128, bound // count + bound // count // 4)
+
+
+# How many records format_batch planned without the GIL (for tests).
+cdef long long _planned_without_gil = 0
+
+
+def _planned_without_gil_count():
+    """Return how many records :func:`format_batch` planned without the GIL so far."""
+    return _planned_without_gil
+
+
+# Whether records are tried with the planner without the GIL first (tests turn it off
+# to compare the two planners' lines).
+cdef bint _fast_plan = True
+
+
+def _use_fast_plan(bint enabled):
+    """Plan records without the GIL when possible (``True``, the default) or always with
+    it; return the previous setting (for tests)."""
+    global _fast_plan
+    previous = _fast_plan
+    _fast_plan = enabled
+    return previous
 
 
 cdef extern from "Python.h":
@@ -772,9 +1001,52 @@ cdef extern from "Python.h":
     char *kk_bytes_data "PyBytes_AS_STRING"(PyObject *bytes) nogil
 
 
+cdef PyTypeObject *_RECORD_TYPE = <PyTypeObject *>Record
+
+
+cdef int _plan_fast(kk_plan *plan, PyObject *item) noexcept nogil:
+    """Plan *item*'s line without the GIL if it is a common record: a record with no
+    exception, stack, call site, bound fields, enrichers' fields or ``%`` arguments; a
+    str of ASCII logger and message; keyword fields of scalars the fast planner takes
+    (kk_fast_value) under keys the key cache knows are not renamed. 0 if planned, 1
+    (nothing planned) if the record needs :func:`_plan_record`."""
+    if kk_type(item) != _RECORD_TYPE:
+        return 1
+    cdef kk_mark mark = kk_plan_mark(plan)
+    if _plan_fast_record(plan, <Record>item) == 0:
+        return 0
+    kk_fast_rollback(plan, mark)
+    return 1
+
+
+cdef int _plan_fast_record(kk_plan *plan, Record record) noexcept nogil:
+    cdef PyObject *names = <PyObject *>record._names
+    cdef int level = record.level
+    if not (kk_is_none(<PyObject *>record.exc_info) and kk_is_none(<PyObject *>record.stack_info)
+            and kk_is_none(<PyObject *>record.source) and kk_is_none(<PyObject *>record.bound)
+            and kk_is_none(<PyObject *>record.args)
+            and kk_none_or_empty_dict(<PyObject *>record.extra)):
+        return 1
+    if kk_is_none(names) and not kk_none_or_empty_dict(<PyObject *>record._fields):
+        return 1
+    if not 0 <= level < _LEVEL_COUNT:
+        return 1
+    if (kk_fast_time(plan, record.time_ns)
+            or kk_fast_lit(plan, _LEVEL_DATA[level], _LEVEL_SIZE[level])
+            or kk_fast_ascii(plan, KK_STR, <PyObject *>record.logger)
+            or kk_fast_lit(plan, ',"message":', 11)
+            or kk_fast_ascii(plan, KK_STR, <PyObject *>record.msg)):
+        return 1
+    if not kk_is_none(names) and kk_fast_pairs(plan, names, <PyObject *>record._values):
+        return 1
+    return kk_fast_end(plan)
+
+
 cdef int _plan_record(kk_plan *plan, Record record) except -1:
-    """Plan one line: the record written directly, or (what :func:`_encode` leaves to
-    it) the general path's line."""
+    """Plan one line: the common record by the fast planner, any other directly, or (what
+    :func:`_encode` leaves to it) the general path's line."""
+    if _fast_plan and _plan_fast(plan, <PyObject *>record) == 0:
+        return 0
     cdef kk_mark mark = kk_plan_mark(plan)
     cdef int status
     try:
