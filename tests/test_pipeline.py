@@ -318,6 +318,113 @@ class TestStages:
         assert () == base.config.enrichers
 
 
+class _Sink:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.emit = self.records.append
+
+
+def _mixed_records() -> list[Any]:
+    """Records of a real logger: plain ones, in a context, errors inside an except block
+    (an active exception), and both; a warning inside the except block, which has none."""
+    from kakashi._speedups import Logger, Route
+
+    sink = _Sink()
+    log = Logger("svc", Route(sink, 0))
+    for i in range(20):
+        log.info("plain", i=i)
+    with kakashi.context_scope(request_id="r-1", user_id=9):
+        for i in range(5):
+            log.info("in context", i=i)
+    with kakashi.context_scope():
+        log.info("empty context")
+    try:
+        raise ConnectionError("db gone")
+    except ConnectionError:
+        log.error("query failed", attempt=1)
+        log.warning("retrying")
+        with kakashi.context_scope(request_id="r-2"):
+            log.error("in context and failed")
+    for i in range(20):
+        log.info("plain again", i=i)
+    for i, record in enumerate(sink.records):  # the same lines from two captures
+        record.time_ns = 1_795_798_641_123_456_789 + i * 1000
+        record.thread_id = 1
+    return sink.records
+
+
+class TestBatchedEnrichers:
+    """A pipeline whose only enrichers are exception_enricher and context_enricher
+    formats a batch in one call: a record they would change is rendered on its own,
+    every other one formatted as it is. The lines are the record-by-record ones."""
+
+    @pytest.mark.parametrize(
+        "enrichers",
+        [
+            (exception_enricher,),
+            (context_enricher,),
+            (exception_enricher, context_enricher),
+            (context_enricher, exception_enricher),
+        ],
+    )
+    def test_the_lines_of_render(self, enrichers: tuple[Any, ...]) -> None:
+        pipeline = Pipeline(PipelineConfig(enrichers=enrichers, writers=(ListWriter(),)))
+        records = _mixed_records()
+        expected = [pipeline.render(record) for record in _mixed_records()]
+        lines, filtered = pipeline.render_batch(records)
+
+        assert type(lines).__name__ == "Lines"  # one format_batch call
+        assert (list(lines), filtered) == (expected, 0)
+        text = b"\n".join(expected).decode()
+        assert ('"exception":{"type":"ConnectionError"' in text) is (
+            exception_enricher in enrichers
+        )
+        assert ('"request_id":"r-1"' in text) is (context_enricher in enrichers)
+
+    def test_other_enrichers_render_record_by_record(self) -> None:
+        pipeline = Pipeline(
+            PipelineConfig(enrichers=(exception_enricher, thread_enricher), writers=(ListWriter(),))
+        )
+        lines, filtered = pipeline.render_batch(_mixed_records())
+
+        assert type(lines) is list and filtered == 0
+        assert all(b'"thread":{' in line for line in lines)
+
+    def test_a_render_that_returns_no_bytes_falls_back(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """format_batch refuses a line that is not bytes; the pipeline then renders the
+        batch record by record (and reports it), losing nothing."""
+        pipeline = Pipeline(PipelineConfig(enrichers=(context_enricher,), writers=(ListWriter(),)))
+        monkeypatch.setattr(pipeline, "_batch_render", lambda record: "not bytes")
+        records = _mixed_records()
+        expected = [pipeline.render(record) for record in _mixed_records()]
+        lines, filtered = pipeline.render_batch(records)
+
+        assert (list(lines), filtered) == (expected, 0)
+        assert _errors.error_counts() == {"format_batch: TypeError": 1}
+
+    def test_the_high_performance_logger_writes_the_active_exception(self, tmp_path: Path) -> None:
+        from kakashi.core.async_interface import (
+            get_high_performance_logger,
+            shutdown_async_backend,
+        )
+
+        log = get_high_performance_logger("svc", tmp_path / "app.log")
+        log.info("before", n=1)
+        try:
+            raise ConnectionError("db gone")
+        except ConnectionError:
+            log.error("query failed")
+        log.info("after", n=2)
+        shutdown_async_backend()
+        events = read_json_lines(tmp_path / "app.log")
+
+        assert [event["message"] for event in events] == ["before", "query failed", "after"]
+        assert events[1]["exception"]["type"] == "ConnectionError"
+        assert "exception" not in events[0] and "exception" not in events[2]
+
+
 class TestRegistry:
     def test_loggers_are_cached_and_thread_safe(self) -> None:
         """get_logger returns one object per name, even under concurrent first calls."""

@@ -880,10 +880,15 @@ def format_json(Record record not None):
         kk_plan_free(&plan)
 
 
-def format_batch(list records):
+def format_batch(list records, render=None):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
-    GIL)."""
+    GIL).
+
+    *render*, if given, makes the line of a record that ``exception_enricher`` or
+    ``context_enricher`` would change (one with an active exception, or a non-empty
+    context): a pipeline whose only enrichers are those passes its ``render``, which
+    runs them, and every other record's line is the same without them."""
     # The records, held while the plan points into them (the list may change meanwhile).
     # The buffer is allocated before the GIL is released, for what the batch's plan is
     # expected to need (6 bytes for each byte of a string that needs escaping): address
@@ -894,6 +899,7 @@ def format_batch(list records):
     cdef Py_ssize_t i = 0, first, size = -1, room = 0, count = len(held)
     global _planned_without_gil
     cdef int sections = 0
+    cdef bint enriched = render is not None
     cdef kk_plan plan
     cdef PyObject *data = NULL
     cdef Lines lines = Lines.__new__(Lines)
@@ -907,7 +913,7 @@ def format_batch(list records):
         kk_plan_room(&plan, count * 16)
         if count < NOGIL_RECORDS or not _fast_plan:
             for i in range(count):
-                _plan_record(&plan, <Record?>held[i])
+                _plan_in_batch(&plan, <Record?>held[i], render)
         else:
             room = count * _expected_bound + 4096
             data = kk_new_bytes(NULL, room)
@@ -918,7 +924,7 @@ def format_batch(list records):
                 first = i
                 with nogil:
                     pause_claim()
-                    while i < count and _plan_fast(&plan, items[i]) == 0:
+                    while i < count and _plan_fast(&plan, items[i], enriched) == 0:
                         i += 1
                     if i == count and plan.bound <= room:
                         size = kk_render(&plan, kk_bytes_data(data), ends)
@@ -926,11 +932,11 @@ def format_batch(list records):
                 _planned_without_gil += i - first
                 if i == count:
                     break
-                _plan_record(&plan, <Record?>held[i])
+                _plan_in_batch(&plan, <Record?>held[i], render)
                 i += 1
                 if count - i < NOGIL_REST or sections == NOGIL_SECTIONS:
                     for i in range(i, count):  # the rest with the GIL (few, or mixed)
-                        _plan_record(&plan, <Record?>held[i])
+                        _plan_in_batch(&plan, <Record?>held[i], render)
                     break
         if size < 0:  # planned with the GIL, or more than the buffer's room
             Py_XDECREF(data)
@@ -1004,13 +1010,31 @@ cdef extern from "Python.h":
 cdef PyTypeObject *_RECORD_TYPE = <PyTypeObject *>Record
 
 
-cdef int _plan_fast(kk_plan *plan, PyObject *item) noexcept nogil:
+cdef int _plan_in_batch(kk_plan *plan, Record record, object render) except -1:
+    """Plan one line of a batch holding the GIL: *render*'s line for a record the
+    enrichers it runs would change, else the record's own."""
+    cdef object line
+    if render is not None and not (kk_is_none(<PyObject *>record.active_exc)
+                                   and kk_none_or_empty_dict(<PyObject *>record.context)):
+        line = render(record)
+        if type(line) is not bytes:
+            raise TypeError(f"render returned {type(line).__name__}, not bytes")
+        kk_bytes(plan, <bytes>line)
+        return kk_end(plan, 0)
+    return _plan_record(plan, record)
+
+
+cdef int _plan_fast(kk_plan *plan, PyObject *item, bint enriched=False) noexcept nogil:
     """Plan *item*'s line without the GIL if it is a common record: a record with no
     exception, stack, call site, bound fields, enrichers' fields or ``%`` arguments; a
     str of ASCII logger and message; keyword fields of scalars the fast planner takes
-    (kk_fast_value) under keys the key cache knows are not renamed. 0 if planned, 1
-    (nothing planned) if the record needs :func:`_plan_record`."""
+    (kk_fast_value) under keys the key cache knows are not renamed; *enriched*: and
+    with no active exception or context (see format_batch's *render*). 0 if planned,
+    1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
     if kk_type(item) != _RECORD_TYPE:
+        return 1
+    if enriched and not (kk_is_none(<PyObject *>(<Record>item).active_exc)
+                         and kk_none_or_empty_dict(<PyObject *>(<Record>item).context)):
         return 1
     cdef kk_mark mark = kk_plan_mark(plan)
     if _plan_fast_record(plan, <Record>item) == 0:

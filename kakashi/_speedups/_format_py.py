@@ -177,10 +177,29 @@ def _not_a_record(value: object) -> TypeError:
     return TypeError(f"record must be a Record, got {type(value).__name__}")
 
 
-def format_batch(records: list[Record]) -> Lines:
+def format_batch(
+    records: list[Record], render: Callable[[Record], bytes | None] | None = None
+) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
-    for a whole batch; the compiled twin writes the bytes without holding the GIL)."""
-    return Lines._of([format_json(record) for record in records])
+    for a whole batch; the compiled twin writes the bytes without holding the GIL).
+
+    *render*, if given, makes the line of a record that ``exception_enricher`` or
+    ``context_enricher`` would change (one with an active exception, or a non-empty
+    context): a pipeline whose only enrichers are those passes its ``render``, which
+    runs them, and every other record's line is the same without them.
+    """
+    if render is None:
+        return Lines._of([format_json(record) for record in records])
+    lines = []
+    for record in records:
+        if record.active_exc is None and (record.context is None or record.context == {}):
+            lines.append(format_json(record))
+            continue
+        line = render(record)
+        if type(line) is not bytes:
+            raise TypeError(f"render returned {type(line).__name__}, not bytes")
+        lines.append(line)
+    return Lines._of(lines)
 
 
 class Lines(Sequence[bytes]):

@@ -76,6 +76,11 @@ __all__ = [
 ]
 
 
+# Enrichers that change only a record with an active exception (exception_enricher) or
+# a non-empty context (context_enricher): format_batch leaves every other record alone.
+_BATCHED_ENRICHERS = (exception_enricher, context_enricher)
+
+
 def _callables(name: str, stages: Any) -> tuple[Any, ...]:
     if callable(stages) or isinstance(stages, (str, bytes)):
         raise TypeError(f"{name} must be a sequence of callables, got {type(stages).__name__}")
@@ -173,11 +178,15 @@ class Pipeline:
         self._enrichers = config.enrichers
         self._filters = config.filters
         self._format: Callable[[Record], bytes | str] = config.formatter  # type: ignore[assignment]
+        # The whole batch is formatted by one compiled call with the JSON formatter, no
+        # filters and no enrichers but the two that leave most records alone: a record
+        # they would change is rendered on its own (format_batch's render).
         self._plain_json = (
-            not config.enrichers
-            and not config.filters
+            not config.filters
             and config.formatter is default_json_formatter
+            and all(enricher in _BATCHED_ENRICHERS for enricher in config.enrichers)
         )
+        self._batch_render = self.render if config.enrichers else None
         self._writers = self.writers = config.writers
         # Each writer's way in for one record, chosen here: its write_record (a file
         # writer appends it with one system call and no lock), else a batch of one.
@@ -232,12 +241,13 @@ class Pipeline:
     def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return the lines and how many were filtered out.
 
-        With no enrichers and no filters and the JSON formatter, the whole batch is
-        formatted by one compiled call. Never raises.
+        With the JSON formatter, no filters and no enrichers but ``exception_enricher``
+        and ``context_enricher``, the whole batch is formatted by one compiled call
+        (a record those enrichers would change is rendered on its own). Never raises.
         """
         if self._plain_json:
             try:
-                return format_batch(records), 0
+                return format_batch(records, self._batch_render), 0
             except Exception as exc:  # e.g. a record of the other implementation
                 _errors.report("format_batch", exc)
         lines: list[bytes] = []
