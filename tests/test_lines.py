@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import kakashi
 from kakashi.writers.file import FileWriter, newline_joined
 from kakashi.writers.rotating import RotatingFileWriter
 from tests.conftest import Collector, Implementation, file_lines
@@ -384,6 +385,29 @@ class TestThePlannerWithoutTheGil:
         compiled.format.format_batch(records)
         assert planned() - before == 63
 
+    @pytest.mark.parametrize("colliding", [2, 3])
+    def test_keys_that_share_a_cache_set(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any, colliding: int
+    ) -> None:
+        """Keys of one call that map to the same set of the key cache (by address, 256
+        sets of 2): two both stay cached, and the records are planned without the GIL;
+        a third one keeps replacing one of them, which only costs speed."""
+        keys = ["".join(["collide_", str(n)]) for n in range(20_000)]
+        by_set: dict[int, list[str]] = {}
+        for key in keys:
+            by_set.setdefault((id(key) >> 4) % 256, []).append(key)
+        chosen = next(group for group in by_set.values() if len(group) >= colliding)
+        fields = {key: n for n, key in enumerate(chosen[:colliding])}
+        calls = [("m", fields)] * 64
+        py_records, c_records = (logged(impl, calls) for impl in (pure, compiled))
+        compiled.format.format_json(c_records[0])
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(c_records)
+        assert list(lines) == [pure.format.format_json(r) for r in py_records]
+        if colliding == 2:
+            assert planned() - before == 64
+
     def test_a_key_cached_as_renamed_stays_renamed(
         self, compiled: Implementation, pure: Implementation, fast_plan: Any
     ) -> None:
@@ -422,3 +446,163 @@ class TestThePlannerWithoutTheGil:
         for thread in threads:
             thread.join()
         assert errors == []
+
+
+def _bound_records(impl: Implementation, bound: dict[str, Any], calls: list[Any]) -> list[Any]:
+    """Records of a logger bound to *bound*, as its calls (message, fields) make them."""
+    sink = Collector()
+    logger = impl.capture.Logger("app", impl.capture.Route(sink, 0)).bind(**bound)
+    for i, (msg, fields) in enumerate(calls):
+        logger.info(msg, **fields)
+        sink.records[-1].time_ns = TIME_NS + i * 1000
+        sink.records[-1].thread_id = 1
+    return sink.records
+
+
+def _fresh(text: str) -> str:
+    """*text* as a new str object (equal to a literal, not the same object)."""
+    return "".join(list(text))
+
+
+class TestBoundAndContextWithoutTheGil:
+    """A bound logger's fields and the context (for a pipeline with context_enricher)
+    are dicts never mutated once made: the planner without the GIL reads them too."""
+
+    @pytest.mark.parametrize(
+        ("bound", "fields", "taken"),
+        [
+            ({"request_id": "r-1", "user": 7, "ok": True}, {"k": 1}, True),
+            ({"request_id": "r-1"}, {}, True),
+            ({}, {"k": 1}, True),
+            ({"message": "a reserved key"}, {"k": 1}, False),  # renamed: field.message
+            ({"k": "bound"}, {"k": "call"}, False),  # one key twice: the call's wins
+            ({_fresh("dup_key"): 1}, {"dup_key": 2}, False),  # equal, not identical
+            ({"items": [1, 2]}, {"k": 1}, False),  # a snapshot
+            ({"text": "é"}, {"k": 1}, False),  # not ASCII
+            ({"big": 2**64}, {"k": 1}, False),
+        ],
+    )
+    def test_bound_fields(
+        self,
+        compiled: Implementation,
+        pure: Implementation,
+        fast_plan: Any,
+        bound: dict[str, Any],
+        fields: dict[str, Any],
+        taken: bool,
+    ) -> None:
+        calls = [("m", fields)] * 16
+        py_records = _bound_records(pure, bound, calls)
+        c_records = _bound_records(compiled, bound, calls)
+        compiled.format.format_json(c_records[0])  # its keys in the cache
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(c_records)
+        assert list(lines) == [pure.format.format_json(r) for r in py_records]
+        assert planned() - before == (16 if taken else 0)
+
+    @pytest.mark.parametrize(
+        ("context", "fields", "taken"),
+        [
+            ({"request_id": "r-1", "user_id": 9}, {"k": 1}, True),
+            ({"request_id": "r-1"}, {}, True),
+            ({"k": "context"}, {"k": "call"}, False),  # the call's wins
+            ({_fresh("dup_key"): 1}, {"dup_key": 2}, False),
+            ({"items": [1, 2]}, {"k": 1}, False),
+            # Bound as "field.level", a str made at each bind (not the object the key
+            # cache knows): the GIL's planner takes it.
+            ({"level": "a reserved key"}, {"k": 1}, False),
+        ],
+    )
+    def test_context(
+        self,
+        compiled: Implementation,
+        pure: Implementation,
+        fast_plan: Any,
+        context: dict[str, Any],
+        fields: dict[str, Any],
+        taken: bool,
+    ) -> None:
+        """With context=True and the pipeline's render, each line is what rendering the
+        record would give (context_enricher, then the formatter), as the pure twin's."""
+        from kakashi.enrichers import context_enricher, exception_enricher
+
+        def render_with(impl: Implementation) -> Any:
+            def render(record: Any) -> bytes:  # a pipeline's render with the two enrichers
+                return impl.format.format_json(context_enricher(exception_enricher(record)))
+
+            return render
+
+        calls = [("m", fields)] * 16
+        records = {}
+        for impl in (pure, compiled):
+            with kakashi.context_scope(context):
+                records[impl.pure] = logged(impl, calls)
+            records[impl.pure].append(logged(impl, [("no context", fields)])[0])
+        c_records = records[False]
+        render = render_with(compiled)
+        with kakashi.context_scope(context):  # the keys in the cache (render fills it)
+            render(logged(compiled, calls[:1])[0])
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(c_records, render, True)
+        expected = pure.format.format_batch(records[True], render_with(pure), True)
+        assert list(lines) == list(expected)
+        assert planned() - before == (17 if taken else 0)
+        if taken:
+            assert all(b'"request_id":"r-1"' in line for line in list(lines)[:16])
+
+    def test_context_needs_render(self, compiled: Implementation, pure: Implementation) -> None:
+        for impl in (compiled, pure):
+            with pytest.raises(ValueError, match="context=True needs render"):
+                impl.format.format_batch([], None, True)
+
+    def test_interleaved_call_sites_loggers_and_contexts(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """The planner without the GIL remembers what it read of the last record's shared
+        objects (message, keyword names, values by position, bound fields, context):
+        records of different call sites, loggers and contexts taking turns in one batch
+        each get their own line."""
+        from kakashi.enrichers import context_enricher, exception_enricher
+
+        def render_with(impl: Implementation) -> Any:
+            def render(record: Any) -> bytes:
+                return impl.format.format_json(context_enricher(exception_enricher(record)))
+
+            return render
+
+        shared = "shared value"
+        batches = {}
+        for impl in (pure, compiled):
+            sink = Collector()
+            base = impl.capture.Logger("app", impl.capture.Route(sink, 0))
+            loggers = [base, base.bind(a=1, b="x"), base.bind(a=2, c=True), base.bind()]
+            contexts = [{"request_id": "r-1"}, {"request_id": "r-2", "user": 3}, {}]
+            for i in range(300):
+                log = loggers[i % 4]
+                with kakashi.context_scope(contexts[i % 3]):
+                    if i % 5 == 0:
+                        log.info("site one", k=i, s=shared, f=1.5)
+                    elif i % 5 == 1:
+                        log.info("site two", s=shared, k=i)  # the same names, other order
+                    elif i % 5 == 2:
+                        log.warning("site three", k=shared, n=None, t=False, big=2**40)
+                    elif i % 5 == 3:
+                        log.info("site one", k=-i, s="other", f=2.5)
+                    else:
+                        log.info("no fields")
+            for i, record in enumerate(sink.records):
+                record.time_ns = TIME_NS + i
+                record.thread_id = 1
+            batches[impl.pure] = sink.records
+        for context in (False, True):  # the second renders (and so changes) records
+            py_records = batches[True]
+            c_records = batches[False]
+            if context:
+                expected = pure.format.format_batch(py_records, render_with(pure), True)
+                lines = compiled.format.format_batch(c_records, render_with(compiled), True)
+            else:
+                expected = pure.format.format_batch(py_records)
+                lines = compiled.format.format_batch(c_records)
+            assert list(lines) == list(expected)

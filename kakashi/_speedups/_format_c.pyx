@@ -29,7 +29,7 @@ import orjson
 
 from kakashi._speedups import _format_py as _py
 from kakashi._speedups._capture_c import RESERVED_KEYS, json_default, level_name
-from kakashi._speedups._capture_py import _scrub
+from kakashi._speedups._capture_py import Bound, _scrub
 from kakashi._state import Snapshot
 
 exception_dict = _py.exception_dict
@@ -40,6 +40,7 @@ cdef extern from *:
     #include <time.h>
     #include <stdio.h>
     #include <stdint.h>
+    #include "structmember.h"
     /* Render ns since the epoch as 2026-11-27T18:06:00.123456Z (27 characters) into a
        per-thread buffer whose "YYYY-MM-DDTHH:MM:SS." prefix (20 characters) is kept for
        the last second seen; only the microseconds are written for later records. */
@@ -164,11 +165,13 @@ cdef extern from *:
     #else
     #define KK_KEY_CACHE 1
     #endif
-    #define KK_KEY_SLOTS 256
+    #define KK_KEY_SLOTS 512
     /* A slot is one word, the key's address with its flags in the low bits (objects
        are aligned to 8 bytes at least), stored and loaded whole: the planner that runs
        without the GIL (kk_fast_key) reads slots that a thread holding it may replace,
-       and must never pair a key with another key's flags. The slot holds the key. */
+       and must never pair a key with another key's flags. The slot holds the key.
+       Two slots per set (the last two keys that mapped there), so that two keys of one
+       call site that happen to map to the same set do not keep replacing each other. */
     typedef uintptr_t kk_key;
     #define KK_KEY_FLAGS ((kk_key)3)
     static kk_key kk_keys[KK_KEY_SLOTS];
@@ -179,8 +182,27 @@ cdef extern from *:
     #define KK_KEY_LOAD(slot) (*(volatile kk_key *)(slot))
     #define KK_KEY_STORE(slot, word) (*(volatile kk_key *)(slot) = (word))
     #endif
-    static kk_key *kk_key_slot(PyObject *key) {
-        return &kk_keys[((size_t)key >> 4) % KK_KEY_SLOTS];
+    static kk_key *kk_key_set(PyObject *key) {
+        return &kk_keys[(((size_t)key >> 4) % (KK_KEY_SLOTS / 2)) * 2];
+    }
+    /* The cached flags of *key*, or -1 if it is not cached. */
+    static int kk_key_lookup(PyObject *key) {
+        kk_key *set = kk_key_set(key);
+        kk_key word = KK_KEY_LOAD(&set[0]);
+        if ((PyObject *)(word & ~KK_KEY_FLAGS) == key) return (int)(word & KK_KEY_FLAGS);
+        word = KK_KEY_LOAD(&set[1]);
+        if ((PyObject *)(word & ~KK_KEY_FLAGS) == key) return (int)(word & KK_KEY_FLAGS);
+        return -1;
+    }
+    /* Cache *key* with *flags* (holding the GIL): first in its set, the set's first
+       moving second, and the second let go. */
+    static void kk_key_store(PyObject *key, int flags) {
+        kk_key *set = kk_key_set(key);
+        kk_key first = KK_KEY_LOAD(&set[0]), second = KK_KEY_LOAD(&set[1]);
+        Py_INCREF(key);
+        KK_KEY_STORE(&set[1], first);
+        KK_KEY_STORE(&set[0], (kk_key)key | (kk_key)flags);
+        Py_XDECREF((PyObject *)(second & ~KK_KEY_FLAGS));
     }
     /* Short decimals (prices, ratios): the fewest fraction digits k whose decimal
        round(m * 10^k) / 10^k converts back to m is the shortest repr. Keeping m * 10^k
@@ -458,17 +480,11 @@ cdef extern from *:
         int flags, status;
         if (!PyUnicode_CheckExact(key)) return 1;
         if (KK_KEY_CACHE && ((uintptr_t)key & KK_KEY_FLAGS) == 0) {
-            kk_key *slot = kk_key_slot(key);
-            kk_key word = KK_KEY_LOAD(slot);
-            PyObject *cached = (PyObject *)(word & ~KK_KEY_FLAGS);
-            if (cached != key) {
+            flags = kk_key_lookup(key);
+            if (flags < 0) {
                 flags = kk_key_flags(key, core, reserved);
                 if (flags < 0) return -1;
-                Py_INCREF(key);
-                KK_KEY_STORE(slot, (kk_key)key | (kk_key)flags);
-                Py_XDECREF(cached);
-            } else {
-                flags = (int)(word & KK_KEY_FLAGS);
+                kk_key_store(key, flags);
             }
         } else {
             flags = kk_key_flags(key, core, reserved);
@@ -677,17 +693,67 @@ cdef extern from *:
         if (value == Py_False) return kk_fast_lit(p, "false", 5);
         return 1;
     }
-    /* ``,"key":`` for a key the cache knows is not renamed (kk_field fills the cache). */
-    KK_HOT int kk_fast_key(kk_plan *p, PyObject *key) {
+    /* ``,"key":`` for a key the cache knows has none of the flags in *renamed*
+       (kk_field fills the cache). */
+    KK_HOT int kk_fast_key(kk_plan *p, PyObject *key, int renamed) {
     #if KK_KEY_CACHE
         if (!PyUnicode_CheckExact(key)) return 1;
-        kk_key word = KK_KEY_LOAD(kk_key_slot(key));
-        if ((PyObject *)(word & ~KK_KEY_FLAGS) != key || (word & KK_IN_RESERVED)) return 1;
+        int flags = kk_key_lookup(key);
+        if (flags < 0 || (flags & renamed)) return 1;
         return kk_fast_ascii(p, KK_KEY, key);
     #else
-        (void)p; (void)key;
+        (void)p; (void)key; (void)renamed;
         return 1;
     #endif
+    }
+    /* A dict's fields that nothing mutates once it is made (a bound logger's, the
+       context's), read with PyDict_Next, which only reads; keys with a flag in
+       *renamed* are left to the GIL's planner (see kk_fields). */
+    static int kk_fast_dict(kk_plan *p, PyObject *fields, int renamed) {
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(fields, &position, &key, &value)) {
+            if (kk_fast_key(p, key, renamed) || kk_fast_value(p, value)) return 1;
+        }
+        return 0;
+    }
+    /* Whether two keys differ: 1, or 0 if they are equal or cannot be told apart here
+       (not both str of ASCII). */
+    KK_HOT int kk_keys_differ(PyObject *a, PyObject *b) {
+        if (a == b || !PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b)
+            || !PyUnicode_IS_COMPACT_ASCII(a) || !PyUnicode_IS_COMPACT_ASCII(b))
+            return 0;
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        return n != PyUnicode_GET_LENGTH(b) || memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), n);
+    }
+    /* Whether no key of the dict *first* is a key of the dict or the tuple of names
+       *second*: 1, or 0 (a key written twice is merged by the GIL's planner). */
+    static int kk_fast_disjoint(PyObject *first, PyObject *second) {
+        Py_ssize_t i = 0, j;
+        PyObject *key, *value, *other;
+        while (PyDict_Next(first, &i, &key, &value)) {
+            if (PyTuple_CheckExact(second)) {
+                for (j = 0; j < PyTuple_GET_SIZE(second); j++)
+                    if (!kk_keys_differ(key, PyTuple_GET_ITEM(second, j))) return 0;
+            } else {
+                j = 0;
+                while (PyDict_Next(second, &j, &other, &value))
+                    if (!kk_keys_differ(key, other)) return 0;
+            }
+        }
+        return 1;
+    }
+    /* The object in a __slots__ member of *o* at *offset* (see kk_member_offset). */
+    KK_HOT PyObject *kk_slot(PyObject *o, Py_ssize_t offset) {
+        return *(PyObject **)((char *)o + offset);
+    }
+    /* Where a __slots__ member descriptor's object sits in its instances; -1 if
+       *descr* is not one. */
+    static Py_ssize_t kk_member_offset(PyObject *descr) {
+        if (!PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type != T_OBJECT_EX) return -1;
+        return member->offset;
     }
     /* The call's fields as the interpreter passed them (see kk_pairs). */
     static int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) {
@@ -695,7 +761,7 @@ cdef extern from *:
         Py_ssize_t count = PyTuple_GET_SIZE(names);
         if (PyTuple_GET_SIZE(values) < count) return 1;
         for (Py_ssize_t i = 0; i < count; i++) {
-            if (kk_fast_key(p, PyTuple_GET_ITEM(names, i))
+            if (kk_fast_key(p, PyTuple_GET_ITEM(names, i), KK_IN_RESERVED)
                 || kk_fast_value(p, PyTuple_GET_ITEM(values, i)))
                 return 1;
         }
@@ -720,6 +786,116 @@ cdef extern from *:
         return o == Py_None || (PyDict_CheckExact(o) && PyDict_GET_SIZE(o) == 0);
     }
     KK_HOT PyTypeObject *kk_type(PyObject *o) { return Py_TYPE(o); }
+    /* What the planner without the GIL read of the objects a batch's records share.
+       Records of one call site share their logger's name, message, keyword names,
+       constant values, bound fields and context, and the logging thread keeps writing
+       those objects' reference counts, in the memory their contents start in: reading
+       them for every record would move that memory between the two cores each time.
+       An object the same as the last one read in its place (the batch holds every
+       record, so the same address is the same object, and these objects cannot
+       change) gets the operations planned for it then, without being read. */
+    #define KK_MEMO_OPS 16
+    typedef struct { PyObject *obj; kk_op op; Py_ssize_t room; } kk_memo_op;
+    typedef struct {
+        PyObject *obj; Py_ssize_t count;  /* count < 0: not kept (too many) */
+        kk_op ops[KK_MEMO_OPS]; Py_ssize_t room;
+    } kk_memo_run;
+    typedef struct { PyObject *first, *second; } kk_memo_pair;
+    typedef struct {
+        kk_memo_op logger, msg, values[KK_MEMO_OPS];
+        kk_memo_run keys, bound_fields, context;
+        PyObject *bound, *bound_dict;  /* the last Bound read and its fields */
+        PyObject *context_dict;  /* the last non-empty context dict read */
+        kk_memo_pair disjoint[3];  /* pairs last found disjoint */
+    } kk_memo;
+    static void kk_memo_init(kk_memo *m) { memset(m, 0, sizeof *m); }
+    KK_HOT int kk_memo_emit(kk_plan *p, const kk_op *from, Py_ssize_t room) {
+        kk_op *op = kk_fast_op(p, from->kind, from->n, room);
+        if (op == NULL) return 1;
+        op->v = from->v;
+        return 0;
+    }
+    /* One operation for *obj* (a str of ASCII with *kind*, or a value): as remembered
+       in *slot*, or planned and remembered. */
+    KK_HOT int kk_memo_one(kk_plan *p, kk_memo_op *slot, PyObject *obj, int kind) {
+        if (slot == NULL) return kind ? kk_fast_ascii(p, kind, obj) : kk_fast_value(p, obj);
+        if (slot->obj == obj) return kk_memo_emit(p, &slot->op, slot->room);
+        Py_ssize_t before = p->bound;
+        if (kind ? kk_fast_ascii(p, kind, obj) : kk_fast_value(p, obj)) return 1;
+        slot->obj = obj; slot->op = p->ops[p->nops - 1]; slot->room = p->bound - before;
+        return 0;
+    }
+    /* The operations planned since *start* (and *before* in bound) as *run*'s. */
+    KK_HOT void kk_memo_keep_run(kk_plan *p, kk_memo_run *run, PyObject *obj,
+                                 Py_ssize_t start, Py_ssize_t before) {
+        Py_ssize_t count = p->nops - start;
+        run->obj = obj;
+        run->count = count <= KK_MEMO_OPS ? count : -1;
+        if (run->count >= 0) memcpy(run->ops, p->ops + start, count * sizeof(kk_op));
+        run->room = p->bound - before;
+    }
+    /* *run*'s operations again if *obj* is its object: 0, 1 (failed), or -1 (not it). */
+    KK_HOT int kk_memo_replay(kk_plan *p, const kk_memo_run *run, PyObject *obj) {
+        if (run->obj != obj || run->count < 0) return -1;
+        if (run->count && kk_fast_op(p, run->ops[0].kind, run->ops[0].n, run->room) == NULL)
+            return 1;
+        if (run->count) p->ops[p->nops - 1].v = run->ops[0].v;
+        for (Py_ssize_t i = 1; i < run->count; i++) {
+            kk_op *op = kk_fast_op(p, run->ops[i].kind, run->ops[i].n, 0);
+            if (op == NULL) return 1;
+            op->v = run->ops[i].v;
+        }
+        return 0;
+    }
+    /* A dict of fields (kk_fast_dict), remembered in *run*. */
+    static int kk_memo_dict(kk_plan *p, kk_memo_run *run, PyObject *fields, int renamed) {
+        if (run == NULL) return kk_fast_dict(p, fields, renamed);
+        int replayed = kk_memo_replay(p, run, fields);
+        if (replayed >= 0) return replayed;
+        Py_ssize_t start = p->nops, before = p->bound;
+        if (kk_fast_dict(p, fields, renamed)) return 1;
+        kk_memo_keep_run(p, run, fields, start, before);
+        return 0;
+    }
+    /* The call's fields (kk_fast_pairs): the keys remembered per keyword-name tuple,
+       each value per position. */
+    static int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject *values) {
+        if (m == NULL) return kk_fast_pairs(p, names, values);
+        if (!PyTuple_CheckExact(values)) return 1;
+        Py_ssize_t count = m->keys.obj == names ? m->keys.count : -1;
+        int known = count >= 0;
+        if (!known) {
+            if (!PyTuple_CheckExact(names)) return 1;
+            count = PyTuple_GET_SIZE(names);
+        }
+        if (PyTuple_GET_SIZE(values) < count) return 1;
+        Py_ssize_t start = p->nops, i;
+        for (i = 0; i < count; i++) {
+            if (known) {
+                if (kk_memo_emit(p, &m->keys.ops[i], m->keys.ops[i].n * 6 + 4)) return 1;
+            } else if (kk_fast_key(p, PyTuple_GET_ITEM(names, i), KK_IN_RESERVED)) {
+                return 1;
+            }
+            PyObject *value = PyTuple_GET_ITEM(values, i);
+            if (i < KK_MEMO_OPS ? kk_memo_one(p, &m->values[i], value, 0)
+                                : kk_fast_value(p, value))
+                return 1;
+        }
+        if (!known && count <= KK_MEMO_OPS) {  /* the keys alone, for the next record */
+            m->keys.obj = names; m->keys.count = count; m->keys.room = 0;
+            for (i = 0; i < count; i++) m->keys.ops[i] = p->ops[start + 2 * i];
+        }
+        return 0;
+    }
+    /* kk_fast_disjoint, remembered for the last pair found disjoint in *slot*. */
+    KK_HOT int kk_memo_disjoint(kk_memo *m, int which, PyObject *first, PyObject *second) {
+        if (m == NULL) return kk_fast_disjoint(first, second);
+        kk_memo_pair *slot = &m->disjoint[which];
+        if (slot->first == first && slot->second == second) return 1;
+        if (!kk_fast_disjoint(first, second)) return 0;
+        slot->first = first; slot->second = second;
+        return 1;
+    }
     /* A dict with room for n items, so filling it never resizes. */
     static PyObject *kk_dict_with_room(Py_ssize_t n) {
     #if PY_VERSION_HEX < 0x030D0000
@@ -774,6 +950,30 @@ cdef extern from *:
     int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) nogil
     int kk_fast_ascii(kk_plan *p, int kind, PyObject *s) nogil
     int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) nogil
+    int kk_fast_dict(kk_plan *p, PyObject *fields, int renamed) nogil
+    int kk_fast_disjoint(PyObject *first, PyObject *second) nogil
+    PyObject *kk_slot(PyObject *o, Py_ssize_t offset) nogil
+    ctypedef struct kk_memo_op:
+        pass
+    ctypedef struct kk_memo_run:
+        pass
+    ctypedef struct kk_memo_pair:
+        pass
+    ctypedef struct kk_memo:
+        kk_memo_op logger
+        kk_memo_op msg
+        kk_memo_run bound_fields
+        kk_memo_run context
+        PyObject *bound
+        PyObject *bound_dict
+        PyObject *context_dict
+        kk_memo_pair disjoint[3]
+    void kk_memo_init(kk_memo *m) nogil
+    int kk_memo_one(kk_plan *p, kk_memo_op *slot, PyObject *obj, int kind) nogil
+    int kk_memo_dict(kk_plan *p, kk_memo_run *run, PyObject *fields, int renamed) nogil
+    int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject *values) nogil
+    int kk_memo_disjoint(kk_memo *m, int which, PyObject *first, PyObject *second) nogil
+    Py_ssize_t kk_member_offset(object descr)
     int kk_fast_time(kk_plan *p, long long ns) nogil
     int kk_fast_end(kk_plan *p) nogil
     void kk_fast_rollback(kk_plan *p, kk_mark m) nogil
@@ -880,15 +1080,24 @@ def format_json(Record record not None):
         kk_plan_free(&plan)
 
 
-def format_batch(list records, render=None):
+def format_batch(list records, render=None, bint context=False):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
     GIL).
 
-    *render*, if given, makes the line of a record that ``exception_enricher`` or
-    ``context_enricher`` would change (one with an active exception, or a non-empty
-    context): a pipeline whose only enrichers are those passes its ``render``, which
-    runs them, and every other record's line is the same without them."""
+    For a pipeline whose only enrichers are ``exception_enricher`` and
+    ``context_enricher``: *render* (the pipeline's, which runs them) makes the line of a
+    record they would change, one with an active exception, or with a non-empty context
+    when *context* is true (``context_enricher`` is one of them); every other record's
+    line is the same without them. With *context*, a context of scalars is written as
+    ``context_enricher`` writes it without calling *render*.
+
+    The records must not change while the call runs (a worker's batch is its own):
+    the common ones are read with the GIL released.
+
+    Raises:
+        ValueError: *context* without *render*.
+    """
     # The records, held while the plan points into them (the list may change meanwhile).
     # The buffer is allocated before the GIL is released, for what the batch's plan is
     # expected to need (6 bytes for each byte of a string that needs escaping): address
@@ -899,8 +1108,13 @@ def format_batch(list records, render=None):
     cdef Py_ssize_t i = 0, first, size = -1, room = 0, count = len(held)
     global _planned_without_gil
     cdef int sections = 0
-    cdef bint enriched = render is not None
+    cdef int flags = FAST_CONTEXT if context else 0
+    if render is not None:
+        flags |= FAST_EXCEPTION
+    if context and render is None:
+        raise ValueError("format_batch: context=True needs render")
     cdef kk_plan plan
+    cdef kk_memo memo
     cdef PyObject *data = NULL
     cdef Lines lines = Lines.__new__(Lines)
     cdef Py_ssize_t *ends = <Py_ssize_t *>PyMem_Malloc((count or 1) * sizeof(Py_ssize_t))
@@ -909,13 +1123,14 @@ def format_batch(list records, render=None):
     lines._ends = ends
     lines._count = lines._stop = count
     kk_plan_init(&plan)
+    kk_memo_init(&memo)
     try:
         kk_plan_room(&plan, count * 16)
         if count < NOGIL_RECORDS or not _fast_plan:
             for i in range(count):
-                _plan_in_batch(&plan, <Record?>held[i], render)
+                _plan_in_batch(&plan, <Record?>held[i], render, context)
         else:
-            room = count * _expected_bound + 4096
+            room = min(count * _expected_bound, MAX_ROOM) + 4096
             data = kk_new_bytes(NULL, room)
             while size < 0:
                 # Plan the records the fast planner takes, and write them if the buffer
@@ -924,7 +1139,7 @@ def format_batch(list records, render=None):
                 first = i
                 with nogil:
                     pause_claim()
-                    while i < count and _plan_fast(&plan, items[i], enriched) == 0:
+                    while i < count and _plan_fast(&plan, items[i], flags, &memo) == 0:
                         i += 1
                     if i == count and plan.bound <= room:
                         size = kk_render(&plan, kk_bytes_data(data), ends)
@@ -932,11 +1147,11 @@ def format_batch(list records, render=None):
                 _planned_without_gil += i - first
                 if i == count:
                     break
-                _plan_in_batch(&plan, <Record?>held[i], render)
+                _plan_in_batch(&plan, <Record?>held[i], render, context)
                 i += 1
                 if count - i < NOGIL_REST or sections == NOGIL_SECTIONS:
                     for i in range(i, count):  # the rest with the GIL (few, or mixed)
-                        _plan_in_batch(&plan, <Record?>held[i], render)
+                        _plan_in_batch(&plan, <Record?>held[i], render, context)
                     break
         if size < 0:  # planned with the GIL, or more than the buffer's room
             Py_XDECREF(data)
@@ -968,14 +1183,18 @@ cdef enum:
     NOGIL_SECTIONS = 4
 
 # The room a batch's buffer is given per record: the last batch's plan's (at least
-# 128 bytes), a quarter more.
+# 128 bytes), a quarter more; and at most MAX_ROOM for a whole batch, so that a batch of
+# huge records does not make the next ones ask for gigabytes (a batch that needs more
+# than its room is written into a buffer of what it needs, allocated after planning).
 cdef Py_ssize_t _expected_bound = 512
+cdef enum:
+    MAX_ROOM = 1 << 26
 
 
 cdef inline void _note_bound(Py_ssize_t bound, Py_ssize_t count) noexcept:
     global _expected_bound
     if count:
-        _expected_bound = max(128, bound // count + bound // count // 4)
+        _expected_bound = min(MAX_ROOM, max(128, bound // count + bound // count // 4))
 
 
 # How many records format_batch planned without the GIL (for tests).
@@ -1008,14 +1227,20 @@ cdef extern from "Python.h":
 
 
 cdef PyTypeObject *_RECORD_TYPE = <PyTypeObject *>Record
+cdef PyTypeObject *_BOUND_TYPE = <PyTypeObject *>Bound
+cdef PyTypeObject *_DICT_TYPE = <PyTypeObject *>dict
+# Where a Bound keeps its fields dict (a __slots__ member), read without the GIL.
+cdef Py_ssize_t _BOUND_FIELDS = kk_member_offset(Bound.__dict__["fields"])
 
 
-cdef int _plan_in_batch(kk_plan *plan, Record record, object render) except -1:
+cdef int _plan_in_batch(kk_plan *plan, Record record, object render, bint context) except -1:
     """Plan one line of a batch holding the GIL: *render*'s line for a record the
-    enrichers it runs would change, else the record's own."""
+    enrichers it runs would change (see format_batch), else the record's own."""
     cdef object line
-    if render is not None and not (kk_is_none(<PyObject *>record.active_exc)
-                                   and kk_none_or_empty_dict(<PyObject *>record.context)):
+    if render is not None and not (
+        kk_is_none(<PyObject *>record.active_exc)
+        and not (context and not kk_none_or_empty_dict(<PyObject *>record.context))
+    ):
         line = render(record)
         if type(line) is not bytes:
             raise TypeError(f"render returned {type(line).__name__}, not bytes")
@@ -1024,44 +1249,103 @@ cdef int _plan_in_batch(kk_plan *plan, Record record, object render) except -1:
     return _plan_record(plan, record)
 
 
-cdef int _plan_fast(kk_plan *plan, PyObject *item, bint enriched=False) noexcept nogil:
+# What format_batch's planner without the GIL does for a pipeline's two enrichers:
+# FAST_EXCEPTION, leave a record with an active exception to render (exception_enricher);
+# FAST_CONTEXT, write the context (context_enricher).
+cdef enum:
+    FAST_EXCEPTION = 1
+    FAST_CONTEXT = 2
+
+
+cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NULL) noexcept nogil:
     """Plan *item*'s line without the GIL if it is a common record: a record with no
-    exception, stack, call site, bound fields, enrichers' fields or ``%`` arguments; a
-    str of ASCII logger and message; keyword fields of scalars the fast planner takes
-    (kk_fast_value) under keys the key cache knows are not renamed; *enriched*: and
-    with no active exception or context (see format_batch's *render*). 0 if planned,
-    1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
+    exception, stack, call site, enrichers' fields or ``%`` arguments; a str of ASCII
+    logger and message; bound fields, keyword fields (and, with FAST_CONTEXT, context)
+    of scalars the fast planner takes (kk_fast_value) under keys the key cache knows
+    are not renamed, no key in two of them; with FAST_EXCEPTION, no active exception.
+    *memo*: what was read of the batch's earlier records (see kk_memo), or NULL.
+    0 if planned, 1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
     if kk_type(item) != _RECORD_TYPE:
         return 1
-    if enriched and not (kk_is_none(<PyObject *>(<Record>item).active_exc)
-                         and kk_none_or_empty_dict(<PyObject *>(<Record>item).context)):
+    if flags & FAST_EXCEPTION and not kk_is_none(<PyObject *>(<Record>item).active_exc):
         return 1
     cdef kk_mark mark = kk_plan_mark(plan)
-    if _plan_fast_record(plan, <Record>item) == 0:
+    if _plan_fast_record(plan, <Record>item, flags, memo) == 0:
         return 0
     kk_fast_rollback(plan, mark)
     return 1
 
 
-cdef int _plan_fast_record(kk_plan *plan, Record record) noexcept nogil:
+cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *memo) noexcept nogil:
     cdef PyObject *names = <PyObject *>record._names
+    cdef PyObject *bound = <PyObject *>record.bound
+    cdef PyObject *context = <PyObject *>record.context
     cdef int level = record.level
+    cdef bint memo_on = memo != NULL
     if not (kk_is_none(<PyObject *>record.exc_info) and kk_is_none(<PyObject *>record.stack_info)
-            and kk_is_none(<PyObject *>record.source) and kk_is_none(<PyObject *>record.bound)
-            and kk_is_none(<PyObject *>record.args)
+            and kk_is_none(<PyObject *>record.source) and kk_is_none(<PyObject *>record.args)
             and kk_none_or_empty_dict(<PyObject *>record.extra)):
         return 1
-    if kk_is_none(names) and not kk_none_or_empty_dict(<PyObject *>record._fields):
-        return 1
+    if kk_is_none(names):
+        if not kk_none_or_empty_dict(<PyObject *>record._fields):
+            return 1
+        names = NULL
     if not 0 <= level < _LEVEL_COUNT:
         return 1
+    # The bound fields (a Bound's dict) and the context: dicts never mutated once made.
+    if kk_is_none(bound):
+        bound = NULL
+    elif memo_on and bound == memo.bound:
+        bound = memo.bound_dict
+    else:
+        if kk_type(bound) != _BOUND_TYPE or _BOUND_FIELDS < 0:
+            return 1
+        fields = kk_slot(bound, _BOUND_FIELDS)
+        if fields == NULL or kk_type(fields) != _DICT_TYPE:
+            return 1
+        if kk_none_or_empty_dict(fields):
+            fields = NULL
+        if memo_on:
+            memo.bound = bound
+            memo.bound_dict = fields
+        bound = fields
+    if not flags & FAST_CONTEXT or kk_is_none(context):
+        context = NULL
+    elif not (memo_on and context == memo.context_dict):
+        if kk_type(context) != _DICT_TYPE:
+            return 1
+        if kk_none_or_empty_dict(context):
+            context = NULL
+        elif memo_on:
+            memo.context_dict = context
+    # A key in two of them is merged by the GIL's planner (the later one wins).
+    if context != NULL and (
+        (bound != NULL and not kk_memo_disjoint(memo, 0, context, bound))
+        or (names != NULL and not kk_memo_disjoint(memo, 1, context, names))
+    ):
+        return 1
+    if bound != NULL and names != NULL and not kk_memo_disjoint(memo, 2, bound, names):
+        return 1
+    cdef kk_memo_op *logger_slot = &memo.logger if memo_on else NULL
+    cdef kk_memo_op *msg_slot = &memo.msg if memo_on else NULL
     if (kk_fast_time(plan, record.time_ns)
             or kk_fast_lit(plan, _LEVEL_DATA[level], _LEVEL_SIZE[level])
-            or kk_fast_ascii(plan, KK_STR, <PyObject *>record.logger)
+            or kk_memo_one(plan, logger_slot, <PyObject *>record.logger, KK_STR)
             or kk_fast_lit(plan, ',"message":', 11)
-            or kk_fast_ascii(plan, KK_STR, <PyObject *>record.msg)):
+            or kk_memo_one(plan, msg_slot, <PyObject *>record.msg, KK_STR)):
         return 1
-    if not kk_is_none(names) and kk_fast_pairs(plan, names, <PyObject *>record._values):
+    cdef kk_memo_run *run = NULL
+    if context != NULL:
+        if memo_on:
+            run = &memo.context
+        if kk_memo_dict(plan, run, context, KK_IN_CORE):
+            return 1
+    if bound != NULL:
+        if memo_on:
+            run = &memo.bound_fields
+        if kk_memo_dict(plan, run, bound, KK_IN_RESERVED):
+            return 1
+    if names != NULL and kk_memo_pairs(plan, memo, names, <PyObject *>record._values):
         return 1
     return kk_fast_end(plan)
 

@@ -178,21 +178,30 @@ def _not_a_record(value: object) -> TypeError:
 
 
 def format_batch(
-    records: list[Record], render: Callable[[Record], bytes | None] | None = None
+    records: list[Record],
+    render: Callable[[Record], bytes | None] | None = None,
+    context: bool = False,
 ) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL).
 
-    *render*, if given, makes the line of a record that ``exception_enricher`` or
-    ``context_enricher`` would change (one with an active exception, or a non-empty
-    context): a pipeline whose only enrichers are those passes its ``render``, which
-    runs them, and every other record's line is the same without them.
+    For a pipeline whose only enrichers are ``exception_enricher`` and
+    ``context_enricher``: *render* (the pipeline's, which runs them) makes the line of a
+    record they would change, one with an active exception, or with a non-empty context
+    when *context* is true (``context_enricher`` is one of them); every other record's
+    line is the same without them. (The compiled twin writes a context of scalars
+    itself, as ``context_enricher`` does, without calling *render*.)
+
+    Raises:
+        ValueError: *context* without *render*.
     """
     if render is None:
+        if context:
+            raise ValueError("format_batch: context=True needs render")
         return Lines._of([format_json(record) for record in records])
     lines = []
     for record in records:
-        if record.active_exc is None and (record.context is None or record.context == {}):
+        if record.active_exc is None and not (context and record.context):
             lines.append(format_json(record))
             continue
         line = render(record)

@@ -187,6 +187,7 @@ class Pipeline:
             and all(enricher in _BATCHED_ENRICHERS for enricher in config.enrichers)
         )
         self._batch_render = self.render if config.enrichers else None
+        self._batch_context = context_enricher in config.enrichers
         self._writers = self.writers = config.writers
         # Each writer's way in for one record, chosen here: its write_record (a file
         # writer appends it with one system call and no lock), else a batch of one.
@@ -247,7 +248,7 @@ class Pipeline:
         """
         if self._plain_json:
             try:
-                return format_batch(records, self._batch_render), 0
+                return format_batch(records, self._batch_render, self._batch_context), 0
             except Exception as exc:  # e.g. a record of the other implementation
                 _errors.report("format_batch", exc)
         lines: list[bytes] = []
