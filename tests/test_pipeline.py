@@ -424,6 +424,64 @@ class TestBatchedEnrichers:
         assert events[1]["exception"]["type"] == "ConnectionError"
         assert "exception" not in events[0] and "exception" not in events[2]
 
+    def test_threads_with_bound_loggers_and_contexts_end_to_end(self, tmp_path: Path) -> None:
+        """Four threads log through bound loggers into one async pipeline with both
+        enrichers, each changing its context every 10 records, with an error inside an
+        except block now and then and a call field that overrides a bound one: every
+        record is in the file once, with its own thread's bound fields, the context of
+        its call, its exception, and the call's value where keys meet."""
+        from kakashi.core.async_backend import AsyncConfig
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+
+        threads, per = 4, 3000
+        path = tmp_path / "app.log"
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(
+                PipelineConfig(
+                    writers=(file_writer(path),), enrichers=(exception_enricher, context_enricher)
+                ),
+                AsyncConfig(max_queue_size=2000, batch_size=200),
+            )
+        )
+
+        def work(t: int) -> None:
+            log = pipeline.get_logger("attack").bind(thread_no=t, side="buy" if t % 2 else "sell")
+            for k in range(per // 10):
+                with kakashi.context_scope(request_id=f"r{t}-{k}", tenant="acme"):
+                    for j in range(10):
+                        seq = k * 10 + j
+                        if seq % 97 == 0:
+                            try:
+                                raise ValueError(f"boom {t} {seq}")
+                            except ValueError:
+                                log.error("failed", seq=seq, k=k)
+                        elif seq % 13 == 0:
+                            log.info("override", seq=seq, k=k, thread_no=-1)
+                        else:
+                            log.info("order filled", seq=seq, k=k, price=101.25, qty=3)
+
+        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert pipeline.shutdown(60)
+        events = read_json_lines(path)
+        seen = set()
+        for event in events:
+            t = int(event["request_id"][1:].split("-")[0])
+            seq = event["seq"]
+            seen.add((t, seq))
+            assert event["request_id"] == f"r{t}-{event['k']}" and event["tenant"] == "acme"
+            assert event["side"] == ("buy" if t % 2 else "sell")
+            if seq % 97 == 0:
+                assert event["exception"]["type"] == "ValueError" and event["thread_no"] == t
+            elif seq % 13 == 0:
+                assert event["thread_no"] == -1 and "exception" not in event
+            else:
+                assert event["thread_no"] == t and (event["price"], event["qty"]) == (101.25, 3)
+        assert len(events) == len(seen) == threads * per
+
 
 class TestRegistry:
     def test_loggers_are_cached_and_thread_safe(self) -> None:

@@ -287,7 +287,7 @@ cdef extern from *:
     #define KK_COLD static
     #endif
     enum { KK_LIT, KK_ARENA, KK_STR, KK_KEY, KK_INT, KK_UINT, KK_FLOAT, KK_STAMP, KK_BYTES,
-           KK_END };
+           KK_END, KK_SIDE };
     typedef struct {
         int kind;
         Py_ssize_t n;
@@ -561,60 +561,77 @@ cdef extern from *:
             for (Py_ssize_t i = 0; i < n; i++) to[i] = from[i];
         }
     }
-    /* The second pass: write the plan at *out* (p->bound bytes of room), the end of
-       each line (before its newline) into *ends* (if not NULL); return the length
-       written. No GIL. */
-    static Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) {
+    /* One operation of the second pass at *at*; returns where the next goes. */
+    KK_HOT char *kk_render_op(const kk_op *op, char *at, const char **arena, char *out,
+                              Py_ssize_t *ends, Py_ssize_t *line) {
+        switch (op->kind) {
+            case KK_LIT: case KK_BYTES:
+                kk_move(at, op->v.s, op->n); at += op->n;
+                break;
+            case KK_ARENA:
+                memcpy(at, *arena, op->n); at += op->n; *arena += op->n;
+                break;
+            case KK_STR:
+                at = kk_quote(at, op->v.s, op->n);
+                break;
+            case KK_KEY:
+                *at++ = ',';
+                at = kk_quote(at, op->v.s, op->n);
+                *at++ = ':';
+                break;
+            case KK_INT: case KK_UINT: {
+                char digits[24]; int pos = 24;
+                unsigned long long u;
+                int negative = op->kind == KK_INT && op->v.i < 0;
+                if (op->kind == KK_UINT) u = op->v.u;
+                else if (negative) u = (unsigned long long)(-(op->v.i + 1)) + 1;
+                else u = (unsigned long long)op->v.i;
+                do { digits[--pos] = (char)('0' + u % 10); u /= 10; } while (u);
+                if (negative) digits[--pos] = '-';
+                memcpy(at, digits + pos, 24 - pos); at += 24 - pos;
+                break;
+            }
+            case KK_FLOAT: {
+                int n = kk_short_decimal(at, op->v.d, fabs(op->v.d));
+                at += n ? n : kk_shortest_fixed(at, op->v.d);
+                break;
+            }
+            case KK_STAMP:
+                memcpy(at, "{\\"timestamp\\":\\"", 14);
+                memcpy(at + 14, kk_render_timestamp(op->v.i), 27);
+                at += 41;
+                break;
+            case KK_END:
+                if (op->n) *at++ = '}';
+                if (ends != NULL) ends[(*line)++] = at - out;
+                *at++ = (char)10;
+                break;
+        }
+        return at;
+    }
+    /* The second pass: write the plan at *out* (room for p->bound bytes, and side's
+       too if given), the end of each line (before its newline) into *ends* (if not
+       NULL); return the length written. A KK_SIDE operation stands for *side*'s
+       operations from v.i, n of them: the line of a record planned later, with the
+       GIL, in its place. No GIL. */
+    static Py_ssize_t kk_render_with(const kk_plan *p, const kk_plan *side, char *out,
+                                     Py_ssize_t *ends) {
         char *at = out;
-        const char *arena = p->arena;
+        const char *arena = p->arena, *side_arena = side != NULL ? side->arena : NULL;
         Py_ssize_t line = 0;
         for (Py_ssize_t i = 0; i < p->nops; i++) {
             const kk_op *op = &p->ops[i];
-            switch (op->kind) {
-                case KK_LIT: case KK_BYTES:
-                    kk_move(at, op->v.s, op->n); at += op->n;
-                    break;
-                case KK_ARENA:
-                    memcpy(at, arena, op->n); at += op->n; arena += op->n;
-                    break;
-                case KK_STR:
-                    at = kk_quote(at, op->v.s, op->n);
-                    break;
-                case KK_KEY:
-                    *at++ = ',';
-                    at = kk_quote(at, op->v.s, op->n);
-                    *at++ = ':';
-                    break;
-                case KK_INT: case KK_UINT: {
-                    char digits[24]; int pos = 24;
-                    unsigned long long u;
-                    int negative = op->kind == KK_INT && op->v.i < 0;
-                    if (op->kind == KK_UINT) u = op->v.u;
-                    else if (negative) u = (unsigned long long)(-(op->v.i + 1)) + 1;
-                    else u = (unsigned long long)op->v.i;
-                    do { digits[--pos] = (char)('0' + u % 10); u /= 10; } while (u);
-                    if (negative) digits[--pos] = '-';
-                    memcpy(at, digits + pos, 24 - pos); at += 24 - pos;
-                    break;
-                }
-                case KK_FLOAT: {
-                    int n = kk_short_decimal(at, op->v.d, fabs(op->v.d));
-                    at += n ? n : kk_shortest_fixed(at, op->v.d);
-                    break;
-                }
-                case KK_STAMP:
-                    memcpy(at, "{\\"timestamp\\":\\"", 14);
-                    memcpy(at + 14, kk_render_timestamp(op->v.i), 27);
-                    at += 41;
-                    break;
-                case KK_END:
-                    if (op->n) *at++ = '}';
-                    if (ends != NULL) ends[line++] = at - out;
-                    *at++ = (char)10;
-                    break;
+            if (op->kind == KK_SIDE) {
+                for (Py_ssize_t j = op->v.i; j < op->v.i + op->n; j++)
+                    at = kk_render_op(&side->ops[j], at, &side_arena, out, ends, &line);
+            } else {
+                at = kk_render_op(op, at, &arena, out, ends, &line);
             }
         }
         return at - out;
+    }
+    static Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) {
+        return kk_render_with(p, NULL, out, ends);
     }
     /* -- The planner without the GIL ----------------------------------------------------
        format_batch plans the common record (see _plan_fast) with the GIL released, so
@@ -776,6 +793,23 @@ cdef extern from *:
     }
     KK_HOT int kk_fast_end(kk_plan *p) {
         return kk_fast_op(p, KK_END, 1, 2) == NULL;
+    }
+    /* The place of a record left to the GIL's planner, whose operations go to a side
+       plan (kk_render_with); its range there is filled in later (kk_side_fill). */
+    KK_HOT int kk_fast_defer(kk_plan *p) {
+        kk_op *op = kk_fast_op(p, KK_SIDE, 0, 0);
+        if (op == NULL) return 1;
+        op->v.i = 0;
+        return 0;
+    }
+    /* Point the first KK_SIDE operation from index *from* at the side plan's
+       operations [start, stop); return the index after it. */
+    static Py_ssize_t kk_side_fill(kk_plan *p, Py_ssize_t from, Py_ssize_t start,
+                                   Py_ssize_t stop) {
+        while (p->ops[from].kind != KK_SIDE) from++;
+        p->ops[from].v.i = start;
+        p->ops[from].n = stop - start;
+        return from + 1;
     }
     /* Forget a record the fast planner began (it keeps no reference). */
     KK_HOT void kk_fast_rollback(kk_plan *p, kk_mark m) {
@@ -946,6 +980,11 @@ cdef extern from *:
     int kk_fields(kk_plan *p, object fields, int renamed, kk_value_fn other, object core,
                   object reserved) except -1
     Py_ssize_t kk_render(const kk_plan *p, char *out, Py_ssize_t *ends) nogil
+    Py_ssize_t kk_render_with(const kk_plan *p, const kk_plan *side, char *out,
+                              Py_ssize_t *ends) nogil
+    int kk_fast_defer(kk_plan *p) nogil
+    Py_ssize_t kk_side_fill(kk_plan *p, Py_ssize_t start_from, Py_ssize_t start,
+                            Py_ssize_t stop)
     # The planner without the GIL: 0, or 1 for a record that needs the one with it.
     int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) nogil
     int kk_fast_ascii(kk_plan *p, int kind, PyObject *s) nogil
@@ -1105,15 +1144,17 @@ def format_batch(list records, render=None, bint context=False):
     # that raises MemoryError, and the backend then formats it record by record.
     cdef tuple held = tuple(records)
     cdef PyObject **items = PySequence_Fast_ITEMS(held)
-    cdef Py_ssize_t i = 0, first, size = -1, room = 0, count = len(held)
+    cdef Py_ssize_t i = 0, k, start, where, nleft = 0, size = -1, room = 0
+    cdef Py_ssize_t count = len(held)
+    cdef Py_ssize_t *left = NULL  # the records left to the GIL's planner
+    cdef bint failed = False
     global _planned_without_gil
-    cdef int sections = 0
     cdef int flags = FAST_CONTEXT if context else 0
     if render is not None:
         flags |= FAST_EXCEPTION
     if context and render is None:
         raise ValueError("format_batch: context=True needs render")
-    cdef kk_plan plan
+    cdef kk_plan plan, side
     cdef kk_memo memo
     cdef PyObject *data = NULL
     cdef Lines lines = Lines.__new__(Lines)
@@ -1123,6 +1164,7 @@ def format_batch(list records, render=None, bint context=False):
     lines._ends = ends
     lines._count = lines._stop = count
     kk_plan_init(&plan)
+    kk_plan_init(&side)
     kk_memo_init(&memo)
     try:
         kk_plan_room(&plan, count * 16)
@@ -1130,57 +1172,63 @@ def format_batch(list records, render=None, bint context=False):
             for i in range(count):
                 _plan_in_batch(&plan, <Record?>held[i], render, context)
         else:
+            # The records the fast planner takes are planned without the GIL; each one
+            # it leaves gets a place in the plan (KK_SIDE), and is planned afterwards,
+            # with the GIL, into a side plan; the lines are written without the GIL,
+            # in the same release when no record was left and the buffer has room.
             room = min(count * _expected_bound, MAX_ROOM) + 4096
             data = kk_new_bytes(NULL, room)
-            while size < 0:
-                # Plan the records the fast planner takes, and write them if the buffer
-                # has room, without the GIL; the GIL's planner takes a record it leaves.
-                sections += 1
-                first = i
-                with nogil:
-                    pause_claim()
-                    while i < count and _plan_fast(&plan, items[i], flags, &memo) == 0:
-                        i += 1
-                    if i == count and plan.bound <= room:
-                        size = kk_render(&plan, kk_bytes_data(data), ends)
-                    resume_claim()
-                _planned_without_gil += i - first
-                if i == count:
-                    break
-                _plan_in_batch(&plan, <Record?>held[i], render, context)
-                i += 1
-                if count - i < NOGIL_REST or sections == NOGIL_SECTIONS:
-                    for i in range(i, count):  # the rest with the GIL (few, or mixed)
-                        _plan_in_batch(&plan, <Record?>held[i], render, context)
-                    break
-        if size < 0:  # planned with the GIL, or more than the buffer's room
-            Py_XDECREF(data)
-            data = NULL
-            data = kk_new_bytes(NULL, plan.bound)
-            if count >= NOGIL_RECORDS:
-                with nogil:
-                    pause_claim()
+            left = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
+            if left is NULL:
+                raise MemoryError()
+            with nogil:
+                pause_claim()
+                for i in range(count):
+                    if _plan_fast(&plan, items[i], flags, &memo) != 0:
+                        if kk_fast_defer(&plan) != 0:
+                            failed = True
+                            break
+                        left[nleft] = i
+                        nleft += 1
+                if not failed and nleft == 0 and plan.bound <= room:
                     size = kk_render(&plan, kk_bytes_data(data), ends)
+                resume_claim()
+            if failed:
+                raise MemoryError()
+            _planned_without_gil += count - nleft
+            where = 0
+            for k in range(nleft):
+                start = side.nops
+                _plan_in_batch(&side, <Record?>held[left[k]], render, context)
+                where = kk_side_fill(&plan, where, start, side.nops)
+            if size < 0:
+                if plan.bound + side.bound > room:
+                    Py_XDECREF(data)
+                    data = NULL
+                    data = kk_new_bytes(NULL, plan.bound + side.bound)
+                with nogil:
+                    pause_claim()
+                    size = kk_render_with(&plan, &side, kk_bytes_data(data), ends)
                     resume_claim()
-            else:
-                size = kk_render(&plan, kk_bytes_data(data), ends)
-        _note_bound(plan.bound, count)
+        if size < 0:  # a batch planned with the GIL
+            data = kk_new_bytes(NULL, plan.bound)
+            size = kk_render(&plan, kk_bytes_data(data), ends)
+        _note_bound(plan.bound + side.bound, count)
         _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
         lines._data = <bytes>data
     finally:
         Py_XDECREF(data)
+        PyMem_Free(left)
         kk_plan_free(&plan)
+        kk_plan_free(&side)
     return lines
 
 
 # Below this many records a batch is planned and written holding the GIL: releasing it
-# costs more. After the GIL's planner took a record, the rest of the batch is planned
-# without the GIL again only if at least NOGIL_REST records are left, and at most
-# NOGIL_SECTIONS times a batch (a batch of records it cannot take keeps the GIL).
+# costs more.
 cdef enum:
     NOGIL_RECORDS = 8
-    NOGIL_REST = 32
-    NOGIL_SECTIONS = 4
+
 
 # The room a batch's buffer is given per record: the last batch's plan's (at least
 # 128 bytes), a quarter more; and at most MAX_ROOM for a whole batch, so that a batch of
