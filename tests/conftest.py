@@ -104,6 +104,21 @@ def _impl(request: pytest.FixtureRequest) -> Implementation:
     return implementation
 
 
+@pytest.fixture
+def compiled() -> Implementation:
+    """The compiled implementation (the test is skipped where it is not built)."""
+    try:
+        return Implementation(pure=False).load()
+    except ImportError:
+        pytest.skip("the compiled extension is not built here")
+
+
+@pytest.fixture
+def pure() -> Implementation:
+    """The pure-Python implementation."""
+    return Implementation(pure=True)
+
+
 class Collector:
     """A pipeline sink for the twin tests: keeps every record it is given."""
 

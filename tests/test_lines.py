@@ -252,19 +252,6 @@ def edge_calls() -> list[tuple[str, dict[str, Any]]]:
 
 
 @pytest.fixture
-def compiled() -> Implementation:
-    try:
-        return Implementation(pure=False).load()
-    except ImportError:
-        pytest.skip("the compiled extension is not built here")
-
-
-@pytest.fixture
-def pure() -> Implementation:
-    return Implementation(pure=True)
-
-
-@pytest.fixture
 def fast_plan(compiled: Implementation) -> Any:
     """Restores the compiled formatter's planner setting after the test."""
     previous = compiled.format._use_fast_plan(True)

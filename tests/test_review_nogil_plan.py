@@ -83,19 +83,6 @@ def adversarial_calls() -> list[tuple[str, dict[str, Any]]]:
     return calls
 
 
-@pytest.fixture
-def compiled() -> Implementation:
-    try:
-        return Implementation(pure=False).load()
-    except ImportError:
-        pytest.skip("the compiled extension is not built here")
-
-
-@pytest.fixture
-def pure() -> Implementation:
-    return Implementation(pure=True)
-
-
 @pytest.fixture(autouse=True)
 def fast_plan(request: pytest.FixtureRequest) -> Any:
     try:
