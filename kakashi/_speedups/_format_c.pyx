@@ -350,11 +350,20 @@ cdef extern from *:
         if (p->nops + n <= p->capops) return 0;
         return kk_grow((void **)&p->ops, &p->capops, p->stack_ops, p->nops + n, sizeof(kk_op));
     }
-    KK_HOT kk_op *kk_op_add(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
-        if (p->nops == p->capops && kk_plan_room(p, 1) < 0) return NULL;
+    /* One more operation (NULL when out of memory, with no error set: the planner
+       without the GIL uses it too), its room added to the bound. */
+    KK_HOT kk_op *kk_fast_op(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
+        if (p->nops == p->capops && kk_grow_raw((void **)&p->ops, &p->capops, p->stack_ops,
+                                                p->nops + 1, sizeof(kk_op)) < 0)
+            return NULL;
         kk_op *op = &p->ops[p->nops++];
         op->kind = kind; op->n = n;
         p->bound += room;
+        return op;
+    }
+    KK_HOT kk_op *kk_op_add(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
+        kk_op *op = kk_fast_op(p, kind, n, room);
+        if (op == NULL) PyErr_NoMemory();
         return op;
     }
     KK_HOT int kk_keep(kk_plan *p, PyObject *o) {
@@ -642,15 +651,6 @@ cdef extern from *:
        cache's words. It takes no reference, allocates only raw memory and sets no
        error: each function returns 0, or 1 when the record needs the planner that holds
        the GIL (then what it planned of the record is forgotten). */
-    KK_HOT kk_op *kk_fast_op(kk_plan *p, int kind, Py_ssize_t n, Py_ssize_t room) {
-        if (p->nops == p->capops && kk_grow_raw((void **)&p->ops, &p->capops, p->stack_ops,
-                                                p->nops + 1, sizeof(kk_op)) < 0)
-            return NULL;
-        kk_op *op = &p->ops[p->nops++];
-        op->kind = kind; op->n = n;
-        p->bound += room;
-        return op;
-    }
     KK_HOT int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) {
         kk_op *op = kk_fast_op(p, KK_LIT, n, n);
         if (op == NULL) return 1;
@@ -1199,7 +1199,7 @@ def format_batch(list records, render=None, bint context=False):
             where = 0
             for k in range(nleft):
                 start = side.nops
-                _plan_in_batch(&side, <Record?>held[left[k]], render, context)
+                _plan_in_batch(&side, <Record?>held[left[k]], render, context, False)
                 where = kk_side_fill(&plan, where, start, side.nops)
             if size < 0:
                 if plan.bound + side.bound > room:
@@ -1281,20 +1281,22 @@ cdef PyTypeObject *_DICT_TYPE = <PyTypeObject *>dict
 cdef Py_ssize_t _BOUND_FIELDS = kk_member_offset(Bound.__dict__["fields"])
 
 
-cdef int _plan_in_batch(kk_plan *plan, Record record, object render, bint context) except -1:
+cdef int _plan_in_batch(kk_plan *plan, Record record, object render, bint context,
+                        bint fast=True) except -1:
     """Plan one line of a batch holding the GIL: *render*'s line for a record the
-    enrichers it runs would change (see format_batch), else the record's own."""
+    enrichers it runs would change (see format_batch), else the record's own (*fast*:
+    trying the fast planner first; False for a record it has just left)."""
     cdef object line
-    if render is not None and not (
-        kk_is_none(<PyObject *>record.active_exc)
-        and not (context and not kk_none_or_empty_dict(<PyObject *>record.context))
+    if render is not None and (
+        not kk_is_none(<PyObject *>record.active_exc)
+        or (context and not kk_none_or_empty_dict(<PyObject *>record.context))
     ):
         line = render(record)
         if type(line) is not bytes:
             raise TypeError(f"render returned {type(line).__name__}, not bytes")
         kk_bytes(plan, <bytes>line)
         return kk_end(plan, 0)
-    return _plan_record(plan, record)
+    return _plan_record(plan, record, fast)
 
 
 # What format_batch's planner without the GIL does for a pipeline's two enrichers:
@@ -1398,10 +1400,10 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
     return kk_fast_end(plan)
 
 
-cdef int _plan_record(kk_plan *plan, Record record) except -1:
-    """Plan one line: the common record by the fast planner, any other directly, or (what
-    :func:`_encode` leaves to it) the general path's line."""
-    if _fast_plan and _plan_fast(plan, <PyObject *>record) == 0:
+cdef int _plan_record(kk_plan *plan, Record record, bint fast=True) except -1:
+    """Plan one line: the common record by the fast planner (if *fast*), any other
+    directly, or (what :func:`_encode` leaves to it) the general path's line."""
+    if fast and _fast_plan and _plan_fast(plan, <PyObject *>record) == 0:
         return 0
     cdef kk_mark mark = kk_plan_mark(plan)
     cdef int status
