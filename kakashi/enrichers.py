@@ -96,17 +96,47 @@ def callsite_enricher(record: Record) -> Record:
 callsite_enricher.captures = CAPTURE_SOURCE  # type: ignore[attr-defined]
 
 
+class _ConstantFields:
+    """The enricher :func:`fields_enricher` returns: adds the same fields to every record.
+
+    A pipeline that formats whole batches at once writes :attr:`fields` itself (see
+    ``format_batch``'s *constants*) instead of calling it per record; the two give the
+    same line. The fields are snapshotted when made and never change after.
+    """
+
+    __slots__ = ("_fields", "__name__", "__qualname__")
+
+    def __init__(self, fields: dict[str, Any], name: str) -> None:
+        self._fields = fields
+        self.__name__ = self.__qualname__ = name
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """A copy of the fields added (changing it changes nothing)."""
+        return dict(self._fields)
+
+    def __call__(self, record: Record) -> Record:
+        _extra(record).update(self._fields)
+        return record
+
+    def __repr__(self) -> str:
+        return f"<{self.__name__} {self._fields!r}>"
+
+
+def constant_fields(enricher: object) -> dict[str, Any] | None:
+    """The fields *enricher* adds to every record if it is one made by
+    :func:`fields_enricher` or :func:`service_enricher` (the dict itself, never to be
+    changed), else ``None``."""
+    return enricher._fields if type(enricher) is _ConstantFields else None
+
+
 def fields_enricher(**fields: Any) -> Any:
     """Return an enricher that adds the constant *fields* to every record."""
     from kakashi._speedups import snapshot
 
-    constant = {key: snapshot(value) for key, value in fields.items()}
-
-    def add_fields(record: Record) -> Record:
-        _extra(record).update(constant)
-        return record
-
-    return add_fields
+    return _ConstantFields(
+        {key: snapshot(value) for key, value in fields.items()}, "add_fields"
+    )
 
 
 def service_enricher(
@@ -124,6 +154,4 @@ def service_enricher(
         values["version"] = str(version)
     if environment is not None:
         values["environment"] = str(environment)
-    enricher = fields_enricher(**values)
-    enricher.__name__ = enricher.__qualname__ = "service_enricher"
-    return enricher
+    return _ConstantFields(values, "service_enricher")

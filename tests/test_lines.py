@@ -451,6 +451,99 @@ def _fresh(text: str) -> str:
     return "".join(list(text))
 
 
+class TestConstantFieldsWithoutTheGil:
+    """The constant fields of a pipeline's fields_enricher and service_enricher
+    (format_batch's *constants*, after the context) are written by the planner without
+    the GIL too: the lines are those of rendering each record, in both twins."""
+
+    @staticmethod
+    def render_with(impl: Implementation, constants: dict[str, Any]) -> Any:
+        from kakashi.enrichers import context_enricher, exception_enricher
+
+        def render(record: Any) -> bytes:  # exception, context, then the constants
+            record = context_enricher(exception_enricher(record))
+            if record.extra is None:
+                record.extra = {}
+            record.extra.update(constants)
+            return impl.format.format_json(record)
+
+        return render
+
+    @pytest.mark.parametrize(
+        ("constants", "context", "bound", "fields", "taken"),
+        [
+            ({"service": "api", "version": "2.1.0"}, {}, {}, {"k": 1}, True),
+            ({"service": "api"}, {"request_id": "r-1"}, {"user": 7}, {"k": 1}, True),
+            ({"service": "api", "n": 3, "on": True, "x": None}, {}, {}, {}, True),
+            ({"k": "constant"}, {}, {}, {"k": "call"}, False),  # the call's wins, in place
+            ({"user": "constant"}, {}, {"user": 7}, {}, False),  # the bound one's wins
+            ({"request_id": "c"}, {"request_id": "r-1"}, {}, {}, False),  # the constant's
+            ({"message": "reserved"}, {}, {}, {"k": 1}, False),  # written field.message
+            ({"items": [1, 2]}, {}, {}, {"k": 1}, False),  # a snapshot
+            ({"text": "é"}, {}, {}, {"k": 1}, False),  # not ASCII
+        ],
+    )
+    def test_constants(
+        self,
+        compiled: Implementation,
+        pure: Implementation,
+        fast_plan: Any,
+        constants: dict[str, Any],
+        context: dict[str, Any],
+        bound: dict[str, Any],
+        fields: dict[str, Any],
+        taken: bool,
+    ) -> None:
+        from kakashi._speedups import snapshot
+
+        constants = {key: snapshot(value) for key, value in constants.items()}
+        calls = [("m", fields)] * 16
+        with kakashi.context_scope(context):
+            c_records = _bound_records(compiled, bound, calls)
+            py_records = _bound_records(pure, bound, calls)
+            one_by_one = _bound_records(pure, bound, calls)
+            warm = _bound_records(compiled, bound, calls[:1])[0]
+        self.render_with(compiled, constants)(warm)  # the keys in the cache
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(
+            c_records, self.render_with(compiled, constants), True, constants
+        )
+        expected = pure.format.format_batch(
+            py_records, self.render_with(pure, constants), True, constants
+        )
+        render = self.render_with(pure, constants)
+        assert list(lines) == list(expected) == [render(record) for record in one_by_one]
+        assert planned() - before == (16 if taken else 0)
+        first = next(iter(constants))
+        assert all(f'"{first}":'.encode() in line for line in lines)
+
+    def test_every_record_of_a_small_batch_has_them(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """Below the batch size that releases the GIL, and with the planner without it
+        off, a record still gets the constants (its line is rendered)."""
+        constants = {"service": "api"}
+        for impl in (compiled, pure):
+            for fast in (True, False):
+                compiled.format._use_fast_plan(fast)
+                records = logged(impl, [("m", {"k": 1})] * 3)
+                lines = impl.format.format_batch(
+                    records, self.render_with(impl, constants), False, constants
+                )
+                assert all(line.endswith(b'"message":"m","service":"api","k":1}') for line in lines)
+        compiled.format._use_fast_plan(True)
+
+    def test_bad_constants(self, compiled: Implementation, pure: Implementation) -> None:
+        for impl in (compiled, pure):
+            with pytest.raises(TypeError, match="dict"):
+                impl.format.format_batch([], lambda record: b"", False, [("k", 1)])
+            with pytest.raises(ValueError, match="constants need render"):
+                impl.format.format_batch([], None, False, {"k": 1})
+            assert list(impl.format.format_batch([], None, False, {})) == []  # none to add
+
+
+
 class TestBoundAndContextWithoutTheGil:
     """A bound logger's fields and the context (for a pipeline with context_enricher)
     are dicts never mutated once made: the planner without the GIL reads them too."""
@@ -542,7 +635,7 @@ class TestBoundAndContextWithoutTheGil:
 
     def test_context_needs_render(self, compiled: Implementation, pure: Implementation) -> None:
         for impl in (compiled, pure):
-            with pytest.raises(ValueError, match="context=True needs render"):
+            with pytest.raises(ValueError, match="context=True or constants need render"):
                 impl.format.format_batch([], None, True)
 
     def test_interleaved_call_sites_loggers_and_contexts(

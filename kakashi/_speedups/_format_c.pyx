@@ -837,10 +837,11 @@ cdef extern from *:
     typedef struct { PyObject *first, *second; } kk_memo_pair;
     typedef struct {
         kk_memo_op logger, msg, values[KK_MEMO_OPS];
-        kk_memo_run keys, bound_fields, context;
+        kk_memo_run keys, bound_fields, context, constants;
         PyObject *bound, *bound_dict;  /* the last Bound read and its fields */
         PyObject *context_dict;  /* the last non-empty context dict read */
-        kk_memo_pair disjoint[3];  /* pairs last found disjoint */
+        PyObject *constants_dict;  /* the enrichers' constant fields (format_batch's) */
+        kk_memo_pair disjoint[6];  /* pairs last found disjoint */
     } kk_memo;
     static void kk_memo_init(kk_memo *m) { memset(m, 0, sizeof *m); }
     KK_HOT int kk_memo_emit(kk_plan *p, const kk_op *from, Py_ssize_t room) {
@@ -1003,10 +1004,12 @@ cdef extern from *:
         kk_memo_op msg
         kk_memo_run bound_fields
         kk_memo_run context
+        kk_memo_run constants
         PyObject *bound
         PyObject *bound_dict
         PyObject *context_dict
-        kk_memo_pair disjoint[3]
+        PyObject *constants_dict
+        kk_memo_pair disjoint[6]
     void kk_memo_init(kk_memo *m) nogil
     int kk_memo_one(kk_plan *p, kk_memo_op *slot, PyObject *obj, int kind) nogil
     int kk_memo_dict(kk_plan *p, kk_memo_run *run, PyObject *fields, int renamed) nogil
@@ -1119,23 +1122,26 @@ def format_json(Record record not None):
         kk_plan_free(&plan)
 
 
-def format_batch(list records, render=None, bint context=False):
+def format_batch(list records, render=None, bint context=False, dict constants=None):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
     GIL).
 
-    For a pipeline whose only enrichers are ``exception_enricher`` and
-    ``context_enricher``: *render* (the pipeline's, which runs them) makes the line of a
-    record they would change, one with an active exception, or with a non-empty context
-    when *context* is true (``context_enricher`` is one of them); every other record's
-    line is the same without them. With *context*, a context of scalars is written as
-    ``context_enricher`` writes it without calling *render*.
+    For a pipeline whose enrichers format_batch can stand in for: *render* (the
+    pipeline's, which runs them) makes the line of a record they would change. Those
+    are ``exception_enricher`` (a record with an active exception), ``context_enricher``
+    when *context* is true (a record with a non-empty context), and enrichers of
+    constant fields, merged in *constants* (every record; they come after
+    ``context_enricher``). Every other record's line is the same without them. A
+    context and constants of scalars are written here as the enrichers would write
+    them, without calling *render*; *constants* must not change while the call runs.
 
     The records must not change while the call runs (a worker's batch is its own):
     the common ones are read with the GIL released.
 
     Raises:
-        ValueError: *context* without *render*.
+        ValueError: *context* or *constants* without *render*.
+        TypeError: *constants* is not a dict.
     """
     # The records, held while the plan points into them (the list may change meanwhile).
     # The buffer is allocated before the GIL is released, for what the batch's plan is
@@ -1152,8 +1158,12 @@ def format_batch(list records, render=None, bint context=False):
     cdef int flags = FAST_CONTEXT if context else 0
     if render is not None:
         flags |= FAST_EXCEPTION
-    if context and render is None:
-        raise ValueError("format_batch: context=True needs render")
+    if not constants:
+        constants = None
+    else:
+        flags |= FAST_CONSTANTS
+    if render is None and (context or constants is not None):
+        raise ValueError("format_batch: context=True or constants need render")
     cdef kk_plan plan, side
     cdef kk_memo memo
     cdef PyObject *data = NULL
@@ -1166,11 +1176,14 @@ def format_batch(list records, render=None, bint context=False):
     kk_plan_init(&plan)
     kk_plan_init(&side)
     kk_memo_init(&memo)
+    memo.constants_dict = <PyObject *>constants if constants is not None else NULL
+    if constants is not None:
+        _learn_keys(constants)
     try:
         kk_plan_room(&plan, count * 16)
         if count < NOGIL_RECORDS or not _fast_plan:
             for i in range(count):
-                _plan_in_batch(&plan, <Record?>held[i], render, context)
+                _plan_in_batch(&plan, <Record?>held[i], render, flags, &memo)
         else:
             # The records the fast planner takes are planned without the GIL; each one
             # it leaves gets a place in the plan (KK_SIDE), and is planned afterwards,
@@ -1199,7 +1212,7 @@ def format_batch(list records, render=None, bint context=False):
             where = 0
             for k in range(nleft):
                 start = side.nops
-                _plan_in_batch(&side, <Record?>held[left[k]], render, context, False)
+                _plan_in_batch(&side, <Record?>held[left[k]], render, flags, &memo, False)
                 where = kk_side_fill(&plan, where, start, side.nops)
             if size < 0:
                 if plan.bound + side.bound > room:
@@ -1222,6 +1235,19 @@ def format_batch(list records, render=None, bint context=False):
         kk_plan_free(&plan)
         kk_plan_free(&side)
     return lines
+
+
+cdef int _learn_keys(dict fields) except -1:
+    """Put the keys of *fields* in the key cache (planning them once with the GIL), so
+    that the planner without it finds them there: it leaves a record with a key the
+    cache does not know."""
+    cdef kk_plan scratch
+    kk_plan_init(&scratch)
+    try:
+        _put_fields(&scratch, fields, KK_IN_CORE)
+    finally:
+        kk_plan_free(&scratch)
+    return 0
 
 
 # Below this many records a batch is planned and written holding the GIL: releasing it
@@ -1281,15 +1307,20 @@ cdef PyTypeObject *_DICT_TYPE = <PyTypeObject *>dict
 cdef Py_ssize_t _BOUND_FIELDS = kk_member_offset(Bound.__dict__["fields"])
 
 
-cdef int _plan_in_batch(kk_plan *plan, Record record, object render, bint context,
-                        bint fast=True) except -1:
+cdef int _plan_in_batch(kk_plan *plan, Record record, object render, int flags,
+                        kk_memo *memo, bint fast=True) except -1:
     """Plan one line of a batch holding the GIL: *render*'s line for a record the
     enrichers it runs would change (see format_batch), else the record's own (*fast*:
-    trying the fast planner first; False for a record it has just left)."""
+    trying the fast planner first; False for a record it has just left). With
+    FAST_CONSTANTS every record is changed: the fast planner writes the ones it can."""
     cdef object line
+    if flags & FAST_CONSTANTS and fast and _fast_plan:
+        if _plan_fast(plan, <PyObject *>record, flags, memo) == 0:
+            return 0
     if render is not None and (
-        not kk_is_none(<PyObject *>record.active_exc)
-        or (context and not kk_none_or_empty_dict(<PyObject *>record.context))
+        flags & FAST_CONSTANTS
+        or not kk_is_none(<PyObject *>record.active_exc)
+        or (flags & FAST_CONTEXT and not kk_none_or_empty_dict(<PyObject *>record.context))
     ):
         line = render(record)
         if type(line) is not bytes:
@@ -1299,12 +1330,14 @@ cdef int _plan_in_batch(kk_plan *plan, Record record, object render, bint contex
     return _plan_record(plan, record, fast)
 
 
-# What format_batch's planner without the GIL does for a pipeline's two enrichers:
+# What format_batch's planner without the GIL does for a pipeline's enrichers:
 # FAST_EXCEPTION, leave a record with an active exception to render (exception_enricher);
-# FAST_CONTEXT, write the context (context_enricher).
+# FAST_CONTEXT, write the context (context_enricher); FAST_CONSTANTS, write the memo's
+# constants_dict after it (fields_enricher, service_enricher).
 cdef enum:
     FAST_EXCEPTION = 1
     FAST_CONTEXT = 2
+    FAST_CONSTANTS = 4
 
 
 cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NULL) noexcept nogil:
@@ -1312,7 +1345,8 @@ cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NU
     exception, stack, call site, enrichers' fields or ``%`` arguments; a str of ASCII
     logger and message; bound fields, keyword fields (and, with FAST_CONTEXT, context)
     of scalars the fast planner takes (kk_fast_value) under keys the key cache knows
-    are not renamed, no key in two of them; with FAST_EXCEPTION, no active exception.
+    are not renamed, no key in two of them (with FAST_CONSTANTS, *memo*'s constants
+    too, written after the context); with FAST_EXCEPTION, no active exception.
     *memo*: what was read of the batch's earlier records (see kk_memo), or NULL.
     0 if planned, 1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
     if kk_type(item) != _RECORD_TYPE:
@@ -1376,6 +1410,15 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         return 1
     if bound != NULL and names != NULL and not kk_memo_disjoint(memo, 2, bound, names):
         return 1
+    cdef PyObject *constants = NULL
+    if flags & FAST_CONSTANTS:
+        if not memo_on:
+            return 1
+        constants = memo.constants_dict
+        if (context != NULL and not kk_memo_disjoint(memo, 3, constants, context)) or (
+            bound != NULL and not kk_memo_disjoint(memo, 4, constants, bound)) or (
+            names != NULL and not kk_memo_disjoint(memo, 5, constants, names)):
+            return 1
     cdef kk_memo_op *logger_slot = &memo.logger if memo_on else NULL
     cdef kk_memo_op *msg_slot = &memo.msg if memo_on else NULL
     if (kk_fast_time(plan, record.time_ns)
@@ -1390,6 +1433,8 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
             run = &memo.context
         if kk_memo_dict(plan, run, context, KK_IN_CORE):
             return 1
+    if constants != NULL and kk_memo_dict(plan, &memo.constants, constants, KK_IN_CORE):
+        return 1
     if bound != NULL:
         if memo_on:
             run = &memo.bound_fields

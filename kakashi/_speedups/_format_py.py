@@ -181,27 +181,30 @@ def format_batch(
     records: list[Record],
     render: Callable[[Record], bytes | None] | None = None,
     context: bool = False,
+    constants: dict[str, Any] | None = None,
 ) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL).
 
-    For a pipeline whose only enrichers are ``exception_enricher`` and
-    ``context_enricher``: *render* (the pipeline's, which runs them) makes the line of a
-    record they would change, one with an active exception, or with a non-empty context
-    when *context* is true (``context_enricher`` is one of them); every other record's
-    line is the same without them. (The compiled twin writes a context of scalars
-    itself, as ``context_enricher`` does, without calling *render*.)
+    For a pipeline whose enrichers format_batch can stand in for: *render* (the
+    pipeline's, which runs them) makes the line of a record they would change. Those
+    are ``exception_enricher`` (a record with an active exception), ``context_enricher``
+    when *context* is true (a record with a non-empty context), and enrichers of
+    constant fields, merged in *constants* (every record; they come after
+    ``context_enricher``). Every other record's line is the same without them. (The
+    compiled twin writes a context and constants of scalars itself, as the enrichers
+    would, without calling *render*.)
 
     Raises:
-        ValueError: *context* without *render*.
+        ValueError: *context* or *constants* without *render*.
+        TypeError: *constants* is not a dict.
     """
+    _check_batch_options(render, context, constants)
     if render is None:
-        if context:
-            raise ValueError("format_batch: context=True needs render")
         return Lines._of([format_json(record) for record in records])
     lines = []
     for record in records:
-        if record.active_exc is None and not (context and record.context):
+        if constants is None and record.active_exc is None and not (context and record.context):
             lines.append(format_json(record))
             continue
         line = render(record)
@@ -209,6 +212,13 @@ def format_batch(
             raise TypeError(f"render returned {type(line).__name__}, not bytes")
         lines.append(line)
     return Lines._of(lines)
+
+
+def _check_batch_options(render: object, context: bool, constants: object) -> None:
+    if constants is not None and type(constants) is not dict:
+        raise TypeError(f"format_batch: constants must be a dict, got {type(constants).__name__}")
+    if render is None and (context or constants):
+        raise ValueError("format_batch: context=True or constants need render")
 
 
 class Lines(Sequence[bytes]):

@@ -21,6 +21,7 @@ from kakashi.core.logger_cache import LoggerCache
 from kakashi.core.records import LogLevel, to_level
 from kakashi.enrichers import (
     callsite_enricher,
+    constant_fields,
     context_enricher,
     exception_enricher,
     fields_enricher,
@@ -76,9 +77,26 @@ __all__ = [
 ]
 
 
-# Enrichers that change only a record with an active exception (exception_enricher) or
-# a non-empty context (context_enricher): format_batch leaves every other record alone.
-_BATCHED_ENRICHERS = (exception_enricher, context_enricher)
+def _batch_plan(enrichers: tuple[Any, ...]) -> tuple[bool, dict[str, Any] | None] | None:
+    """How format_batch stands in for *enrichers*: ``(context, constants)``, or ``None``
+    when it cannot. Besides exception_enricher, anywhere: context_enricher, then the
+    enrichers of constant fields (fields_enricher, service_enricher), merged in order
+    as they update a record's fields (a later key replaces an earlier one in place)."""
+    context = False
+    constants: dict[str, Any] | None = None
+    for enricher in enrichers:
+        if enricher is exception_enricher:
+            continue
+        if enricher is context_enricher and not context and constants is None:
+            context = True
+            continue
+        fields = constant_fields(enricher)
+        if fields is None:
+            return None
+        if constants is None:
+            constants = {}
+        constants.update(fields)
+    return context, constants or None
 
 
 def _callables(name: str, stages: Any) -> tuple[Any, ...]:
@@ -179,15 +197,17 @@ class Pipeline:
         self._filters = config.filters
         self._format: Callable[[Record], bytes | str] = config.formatter  # type: ignore[assignment]
         # The whole batch is formatted by one compiled call with the JSON formatter, no
-        # filters and no enrichers but the two that leave most records alone: a record
-        # they would change is rendered on its own (format_batch's render).
+        # filters, and enrichers format_batch can stand in for (see _batch_plan): the
+        # two that leave most records alone and those of constant fields. A record it
+        # cannot write itself is rendered on its own (format_batch's render).
+        batching = _batch_plan(config.enrichers)
         self._plain_json = (
             not config.filters
             and config.formatter is default_json_formatter
-            and all(enricher in _BATCHED_ENRICHERS for enricher in config.enrichers)
+            and batching is not None
         )
         self._batch_render = self.render if config.enrichers else None
-        self._batch_context = context_enricher in config.enrichers
+        self._batch_context, self._batch_constants = batching or (False, None)
         self._writers = self.writers = config.writers
         # Each writer's way in for one record, chosen here: its write_record (a file
         # writer appends it with one system call and no lock), else a batch of one.
@@ -242,13 +262,17 @@ class Pipeline:
     def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return the lines and how many were filtered out.
 
-        With the JSON formatter, no filters and no enrichers but ``exception_enricher``
-        and ``context_enricher``, the whole batch is formatted by one compiled call
-        (a record those enrichers would change is rendered on its own). Never raises.
+        With the JSON formatter, no filters and no enrichers but ``exception_enricher``,
+        ``context_enricher`` and enrichers of constant fields (``fields_enricher``,
+        ``service_enricher``, after ``context_enricher``), the whole batch is formatted
+        by one compiled call (a record it cannot write itself is rendered on its own).
+        Never raises.
         """
         if self._plain_json:
             try:
-                return format_batch(records, self._batch_render, self._batch_context), 0
+                return format_batch(
+                    records, self._batch_render, self._batch_context, self._batch_constants
+                ), 0
             except Exception as exc:  # e.g. a record of the other implementation
                 _errors.report("format_batch", exc)
         lines: list[bytes] = []
