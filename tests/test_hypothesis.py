@@ -212,3 +212,66 @@ def test_compiled_and_pure_json_are_identical_with_extra_and_source(
         records.append(record)
 
     assert py.format.format_json(records[0]) == c.format.format_json(records[1])
+
+
+@pytest.mark.c_extension
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.dictionaries(st.one_of(ascii_text, keys), flat_scalars, max_size=4),
+    bound=st.dictionaries(st.one_of(ascii_text, keys), flat_scalars, max_size=3),
+    context=st.dictionaries(st.one_of(ascii_text, keys), flat_scalars, max_size=3),
+    constants=st.dictionaries(
+        st.one_of(ascii_text, keys, st.sampled_from(["thread", "process", "k"])),
+        flat_scalars,
+        max_size=3,
+    ),
+    thread=st.booleans(),
+    count=st.integers(8, 40),
+)
+def test_compiled_batches_with_enrichers_are_the_rendered_lines(
+    request: pytest.FixtureRequest,
+    fields: dict[str, Any],
+    bound: dict[str, Any],
+    context: dict[str, Any],
+    constants: dict[str, Any],
+    thread: bool,
+    count: int,
+) -> None:
+    """Bound fields, a context, constant fields and thread_enricher, with keys that may
+    meet: a batch formatted by format_batch (the compiled twin writes most records
+    without the GIL) is, in both twins, what rendering each record gives."""
+    from kakashi.enrichers import context_enricher, thread_enricher
+
+    py, c = both(request)
+    fields = {key: value for key, value in fields.items() if key not in CONTROL_KEYWORDS}
+    bound = {key: value for key, value in bound.items() if key not in CONTROL_KEYWORDS}
+
+    def render_with(impl: Implementation) -> Any:
+        def render(record: Any) -> bytes:
+            if thread:
+                record = thread_enricher(record)
+            record = context_enricher(record)
+            if constants:
+                if record.extra is None:
+                    record.extra = {}
+                record.extra.update(constants)
+            return impl.format.format_json(record)
+
+        return render
+
+    records = []
+    for impl in (py, c, py):
+        sink = Collector()
+        flags = impl.capture.CAPTURE_THREAD_NAME
+        logger = impl.capture.Logger("prop", impl.capture.Route(sink, 0, flags)).bind(**bound)
+        with kakashi.context_scope(context):
+            for _ in range(count):
+                logger.info("m", **fields)
+        for i, record in enumerate(sink.records):
+            record.time_ns = TIME_NS + i
+            record.thread_id = 1
+        records.append(sink.records)
+    expected = [render_with(py)(record) for record in records[2]]
+    for impl, batch in ((py, records[0]), (c, records[1])):
+        lines = impl.format.format_batch(batch, render_with(impl), True, constants, thread)
+        assert list(lines) == expected

@@ -8,6 +8,7 @@ the GIL released: another thread runs meanwhile.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -538,10 +539,136 @@ class TestConstantFieldsWithoutTheGil:
         for impl in (compiled, pure):
             with pytest.raises(TypeError, match="dict"):
                 impl.format.format_batch([], lambda record: b"", False, [("k", 1)])
-            with pytest.raises(ValueError, match="constants need render"):
+            with pytest.raises(ValueError, match="constants or thread=True need render"):
                 impl.format.format_batch([], None, False, {"k": 1})
             assert list(impl.format.format_batch([], None, False, {})) == []  # none to add
 
+
+
+def _threaded_records(
+    impl: Implementation,
+    calls: list[Any],
+    bound: dict[str, Any] | None = None,
+    thread_name: str | None = None,
+) -> list[Any]:
+    """Records of *calls* by a logger that captures the thread's name (as for a pipeline
+    with thread_enricher), made in a thread called *thread_name* if given."""
+    sink = Collector()
+    flags = impl.capture.CAPTURE_THREAD_NAME
+    logger = impl.capture.Logger("app", impl.capture.Route(sink, 0, flags))
+    if bound:
+        logger = logger.bind(**bound)
+    context = kakashi.get_context()
+
+    def log() -> None:
+        with kakashi.context_scope(context):
+            for msg, fields in calls:
+                logger.info(msg, **fields)
+
+    if thread_name is None:
+        log()
+    else:
+        thread = threading.Thread(target=log, name=thread_name)
+        thread.start()
+        thread.join()
+    for i, record in enumerate(sink.records):
+        record.time_ns = TIME_NS + i * 1000
+        record.thread_id = 2**47 + 5  # a thread's ident, the same in each set of records
+    return sink.records
+
+
+class TestThreadEnricherWithoutTheGil:
+    """thread_enricher's ``thread`` ({"id", "name"}) and ``process`` ({"id"}), first of
+    the enrichers' keys, are written by the planner without the GIL for a record whose
+    thread name was captured (format_batch's *thread*)."""
+
+    @staticmethod
+    def render_with(impl: Implementation, constants: dict[str, Any] | None = None) -> Any:
+        from kakashi.enrichers import context_enricher, exception_enricher, thread_enricher
+
+        def render(record: Any) -> bytes:  # thread, exception, context, constants
+            record = context_enricher(exception_enricher(thread_enricher(record)))
+            if constants:
+                record.extra.update(constants)
+            return impl.format.format_json(record)
+
+        return render
+
+    @pytest.mark.parametrize(
+        ("context", "bound", "fields", "constants", "name", "taken"),
+        [
+            ({}, {}, {"k": 1}, None, None, True),
+            ({"request_id": "r-1"}, {"user": 7}, {"k": 1}, {"service": "api"}, "web-1", True),
+            ({}, {}, {}, None, "wörker", False),  # a name of more than ASCII
+            # Its keys are reserved: a bound or call field is written field.process (by
+            # the GIL's planner), a context's is captured as field.process.
+            ({}, {}, {"process": 1}, None, None, False),
+            ({}, {"thread": "bound"}, {}, None, None, False),
+            ({"process": "ctx"}, {}, {}, None, None, True),
+            ({}, {}, {"k": 1}, {"process": "constant"}, None, False),  # replaces it in place
+        ],
+    )
+    def test_thread(
+        self,
+        compiled: Implementation,
+        pure: Implementation,
+        fast_plan: Any,
+        context: dict[str, Any],
+        bound: dict[str, Any],
+        fields: dict[str, Any],
+        constants: dict[str, Any] | None,
+        name: str | None,
+        taken: bool,
+    ) -> None:
+        calls = [("m", fields)] * 16
+        with kakashi.context_scope(context):
+            c_records = _threaded_records(compiled, calls, bound, name)
+            py_records = _threaded_records(pure, calls, bound, name)
+            one_by_one = _threaded_records(pure, calls, bound, name)
+            warm = _threaded_records(compiled, calls[:1], bound, name)[0]
+        self.render_with(compiled, constants)(warm)  # the keys in the cache
+        planned = compiled.format._planned_without_gil_count
+        before = planned()
+        lines = compiled.format.format_batch(
+            c_records, self.render_with(compiled, constants), True, constants, True
+        )
+        expected = pure.format.format_batch(
+            py_records, self.render_with(pure, constants), True, constants, True
+        )
+        render = self.render_with(pure, constants)
+        assert list(lines) == list(expected) == [render(record) for record in one_by_one]
+        assert planned() - before == (16 if taken else 0)
+        if taken:
+            thread = f'"thread":{{"id":{c_records[0].thread_id},"name":"{name or "MainThread"}"}}'
+            assert all(f'{thread},"process":{{"id":{os.getpid()}}}'.encode() in line for line in lines)
+
+    def test_a_name_not_captured(
+        self, compiled: Implementation, pure: Implementation, fast_plan: Any
+    ) -> None:
+        """A record made without the thread's name (a logger of another pipeline) is
+        rendered: thread_enricher looks the name up."""
+        for impl in (compiled, pure):
+            records = logged(impl, [("m", {"k": 1})] * 12)
+            lines = impl.format.format_batch(records, self.render_with(impl), False, None, True)
+            assert all(b'"name":"thread-1"}' in line for line in lines)  # no such thread
+
+    def test_the_process_after_a_fork(self, compiled: Implementation, pure: Implementation) -> None:
+        """The process id is the one of the process that formats the batch."""
+        for impl in (compiled, pure):
+            records = _threaded_records(impl, [("m", {"k": 1})] * 12)
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    lines = impl.format.format_batch(records, self.render_with(impl), thread=True)
+                    os.write(write, b"\n".join(lines))
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read, "rb") as pipe:
+                text = pipe.read()
+            os.waitpid(pid, 0)
+            assert text.count(f'"process":{{"id":{pid}}}'.encode()) == 12
 
 
 class TestBoundAndContextWithoutTheGil:
@@ -635,7 +762,7 @@ class TestBoundAndContextWithoutTheGil:
 
     def test_context_needs_render(self, compiled: Implementation, pure: Implementation) -> None:
         for impl in (compiled, pure):
-            with pytest.raises(ValueError, match="context=True or constants need render"):
+            with pytest.raises(ValueError, match="context=True, constants or thread=True need render"):
                 impl.format.format_batch([], None, True)
 
     def test_interleaved_call_sites_loggers_and_contexts(

@@ -29,6 +29,7 @@ from kakashi.core.pipeline import (
     service_enricher,
     thread_enricher,
 )
+from kakashi.enrichers import fields_enricher
 from tests.conftest import read_json_lines
 
 
@@ -324,13 +325,14 @@ class _Sink:
         self.emit = self.records.append
 
 
-def _mixed_records() -> list[Any]:
+def _mixed_records(flags: int = 0) -> list[Any]:
     """Records of a real logger: plain ones, in a context, errors inside an except block
-    (an active exception), and both; a warning inside the except block, which has none."""
+    (an active exception), and both; a warning inside the except block, which has none.
+    *flags*: what the logger captures (a pipeline's ``capture_flags``)."""
     from kakashi._speedups import Logger, Route
 
     sink = _Sink()
-    log = Logger("svc", Route(sink, 0))
+    log = Logger("svc", Route(sink, 0, flags))
     for i in range(20):
         log.info("plain", i=i)
     with kakashi.context_scope(request_id="r-1", user_id=9):
@@ -353,10 +355,14 @@ def _mixed_records() -> list[Any]:
     return sink.records
 
 
+_SERVICE = service_enricher("web-api", version="2.1.0", environment="production")
+
+
 class TestBatchedEnrichers:
-    """A pipeline whose only enrichers are exception_enricher and context_enricher
-    formats a batch in one call: a record they would change is rendered on its own,
-    every other one formatted as it is. The lines are the record-by-record ones."""
+    """A pipeline whose enrichers are exception_enricher, thread_enricher (first),
+    context_enricher and enrichers of constant fields (after it) formats a batch in one
+    call: a record format_batch cannot write itself is rendered on its own. The lines
+    are the record-by-record ones."""
 
     @pytest.mark.parametrize(
         "enrichers",
@@ -365,12 +371,21 @@ class TestBatchedEnrichers:
             (context_enricher,),
             (exception_enricher, context_enricher),
             (context_enricher, exception_enricher),
+            (thread_enricher,),
+            (_SERVICE,),
+            (thread_enricher, exception_enricher, context_enricher, _SERVICE),
+            (exception_enricher, thread_enricher, context_enricher),
+            (context_enricher, _SERVICE, fields_enricher(region="eu", version="3")),
+            (context_enricher, fields_enricher(request_id="shadowed", i=-1)),
+            (thread_enricher, fields_enricher(thread="a constant", items=[1, 2])),
         ],
     )
     def test_the_lines_of_render(self, enrichers: tuple[Any, ...]) -> None:
         pipeline = Pipeline(PipelineConfig(enrichers=enrichers, writers=(ListWriter(),)))
-        records = _mixed_records()
-        expected = [pipeline.render(record) for record in _mixed_records()]
+        records = _mixed_records(pipeline.capture_flags)
+        expected = [
+            pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)
+        ]
         lines, filtered = pipeline.render_batch(records)
 
         assert type(lines).__name__ == "Lines"  # one format_batch call
@@ -379,16 +394,112 @@ class TestBatchedEnrichers:
         assert ('"exception":{"type":"ConnectionError"' in text) is (
             exception_enricher in enrichers
         )
-        assert ('"request_id":"r-1"' in text) is (context_enricher in enrichers)
+        shadowed = any("request_id" in getattr(e, "fields", {}) for e in enrichers)
+        assert ('"request_id":"r-1"' in text) is (context_enricher in enrichers and not shadowed)
 
-    def test_other_enrichers_render_record_by_record(self) -> None:
-        pipeline = Pipeline(
-            PipelineConfig(enrichers=(exception_enricher, thread_enricher), writers=(ListWriter(),))
-        )
-        lines, filtered = pipeline.render_batch(_mixed_records())
+    @pytest.mark.parametrize(
+        "enrichers",
+        [
+            (exception_enricher, callsite_enricher),
+            (context_enricher, thread_enricher),  # the thread's keys after the context's
+            (_SERVICE, context_enricher),  # the context's after the constants
+            (thread_enricher, thread_enricher),
+            (context_enricher, lambda record: record),
+        ],
+    )
+    def test_other_enrichers_render_record_by_record(self, enrichers: tuple[Any, ...]) -> None:
+        pipeline = Pipeline(PipelineConfig(enrichers=enrichers, writers=(ListWriter(),)))
+        expected = [
+            pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)
+        ]
+        lines, filtered = pipeline.render_batch(_mixed_records(pipeline.capture_flags))
 
         assert type(lines) is list and filtered == 0
-        assert all(b'"thread":{' in line for line in lines)
+        assert lines == expected
+
+    def test_the_constant_fields_enricher(self) -> None:
+        """fields_enricher's and service_enricher's fields are snapshotted once and
+        cannot be changed through what the enricher shows."""
+        items = [1, 2]
+        enricher = fields_enricher(region="eu", items=items)
+        items.append(3)
+        enricher.fields["region"] = "us"
+        out = ListWriter()
+        Pipeline(PipelineConfig(enrichers=(enricher,), writers=(out,))).get_logger("a").info("m")
+
+        assert '"region":"eu","items":[1,2]' in out.lines[0]
+        assert enricher.__name__ == "add_fields" and _SERVICE.__name__ == "service_enricher"
+        assert _SERVICE.fields == {
+            "service": "web-api",
+            "version": "2.1.0",
+            "environment": "production",
+        }
+        assert "web-api" in repr(_SERVICE)
+
+    def test_the_pages_web_server_setup_end_to_end(self, tmp_path: Path) -> None:
+        """The Async Backends page's web-server setup (production: thread details,
+        exception, context and service enrichers): three threads, each in its own
+        contexts, some errors inside except blocks; every record is in the file once,
+        with its thread, the process, the service and its context; in the compiled
+        build, most are written without rendering them one by one."""
+        from kakashi._speedups import USING_SPEEDUPS
+        from kakashi.core.async_interface import setup_async_logging, shutdown_async_backend
+
+        setup_async_logging(
+            environment="production",
+            service_name="web-api",
+            version="2.1.0",
+            log_directory=tmp_path,
+            max_queue_size=5000,
+            batch_size=500,
+        )
+        threads, per = 3, 2000
+        idents: dict[int, str] = {}
+        if USING_SPEEDUPS:
+            from kakashi._speedups import _format_c
+
+            before = _format_c._planned_without_gil_count()
+
+        def work(t: int) -> None:
+            idents[t] = f"{threading.get_ident()} web-{t}"
+            log = kakashi.get_logger("web.requests")
+            for k in range(per // 100):
+                with kakashi.context_scope(request_id=f"r{t}-{k}"):
+                    for j in range(100):
+                        seq = k * 100 + j
+                        if seq % 101 == 0:
+                            try:
+                                raise KeyError(seq)
+                            except KeyError:
+                                log.error("lookup failed", t=t, seq=seq)
+                        else:
+                            log.info("request", t=t, seq=seq, status=200)
+
+        workers = [threading.Thread(target=work, args=(t,), name=f"web-{t}") for t in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        shutdown_async_backend(timeout=30)
+        events = read_json_lines(tmp_path / "app.log")
+
+        seen = set()
+        for event in events:
+            t, seq = event["t"], event["seq"]
+            seen.add((t, seq))
+            thread = event["thread"]
+            assert f"{thread['id']} {thread['name']}" == idents[t]
+            assert event["process"] == {"id": os.getpid()}
+            assert (event["service"], event["version"], event["environment"]) == (
+                "web-api",
+                "2.1.0",
+                "production",
+            )
+            assert event["request_id"] == f"r{t}-{seq // 100}"
+            assert ("exception" in event) is (seq % 101 == 0)
+        assert len(events) == len(seen) == threads * per
+        if USING_SPEEDUPS:
+            assert _format_c._planned_without_gil_count() - before > threads * per // 2
 
     def test_a_render_that_returns_no_bytes_falls_back(
         self, monkeypatch: pytest.MonkeyPatch

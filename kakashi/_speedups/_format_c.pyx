@@ -16,6 +16,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_XDECREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from libc.string cimport memcpy
+from posix.unistd cimport getpid
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 cimport cython
@@ -791,6 +792,13 @@ cdef extern from *:
         op->v.i = ns;
         return 0;
     }
+    /* A C integer (a thread's id, a process's). */
+    KK_HOT int kk_fast_uint(kk_plan *p, unsigned long long u) {
+        kk_op *op = kk_fast_op(p, KK_UINT, 0, 21);
+        if (op == NULL) return 1;
+        op->v.u = u;
+        return 0;
+    }
     KK_HOT int kk_fast_end(kk_plan *p) {
         return kk_fast_op(p, KK_END, 1, 2) == NULL;
     }
@@ -836,12 +844,14 @@ cdef extern from *:
     } kk_memo_run;
     typedef struct { PyObject *first, *second; } kk_memo_pair;
     typedef struct {
-        kk_memo_op logger, msg, values[KK_MEMO_OPS];
+        kk_memo_op logger, msg, values[KK_MEMO_OPS], thread_name;
         kk_memo_run keys, bound_fields, context, constants;
         PyObject *bound, *bound_dict;  /* the last Bound read and its fields */
         PyObject *context_dict;  /* the last non-empty context dict read */
         PyObject *constants_dict;  /* the enrichers' constant fields (format_batch's) */
-        kk_memo_pair disjoint[6];  /* pairs last found disjoint */
+        PyObject *thread_keys;  /* thread_enricher's keys, as a dict (format_batch's) */
+        long long pid;  /* this process's id, for thread_enricher's "process" */
+        kk_memo_pair disjoint[7];  /* pairs last found disjoint */
     } kk_memo;
     static void kk_memo_init(kk_memo *m) { memset(m, 0, sizeof *m); }
     KK_HOT int kk_memo_emit(kk_plan *p, const kk_op *from, Py_ssize_t room) {
@@ -992,6 +1002,7 @@ cdef extern from *:
     int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) nogil
     int kk_fast_dict(kk_plan *p, PyObject *fields, int renamed) nogil
     int kk_fast_disjoint(PyObject *first, PyObject *second) nogil
+    int kk_fast_uint(kk_plan *p, unsigned long long u) nogil
     PyObject *kk_slot(PyObject *o, Py_ssize_t offset) nogil
     ctypedef struct kk_memo_op:
         pass
@@ -1005,11 +1016,14 @@ cdef extern from *:
         kk_memo_run bound_fields
         kk_memo_run context
         kk_memo_run constants
+        kk_memo_op thread_name
         PyObject *bound
         PyObject *bound_dict
         PyObject *context_dict
         PyObject *constants_dict
-        kk_memo_pair disjoint[6]
+        PyObject *thread_keys
+        long long pid
+        kk_memo_pair disjoint[7]
     void kk_memo_init(kk_memo *m) nogil
     int kk_memo_one(kk_plan *p, kk_memo_op *slot, PyObject *obj, int kind) nogil
     int kk_memo_dict(kk_plan *p, kk_memo_run *run, PyObject *fields, int renamed) nogil
@@ -1122,7 +1136,8 @@ def format_json(Record record not None):
         kk_plan_free(&plan)
 
 
-def format_batch(list records, render=None, bint context=False, dict constants=None):
+def format_batch(list records, render=None, bint context=False, dict constants=None,
+                 bint thread=False):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
     GIL).
@@ -1132,15 +1147,17 @@ def format_batch(list records, render=None, bint context=False, dict constants=N
     are ``exception_enricher`` (a record with an active exception), ``context_enricher``
     when *context* is true (a record with a non-empty context), and enrichers of
     constant fields, merged in *constants* (every record; they come after
-    ``context_enricher``). Every other record's line is the same without them. A
-    context and constants of scalars are written here as the enrichers would write
-    them, without calling *render*; *constants* must not change while the call runs.
+    ``context_enricher``), and ``thread_enricher`` when *thread* is true (every
+    record; it comes first). Every other record's line is the same without them. A
+    context and constants of scalars, and the thread and process of a record whose
+    thread name was captured, are written here as the enrichers would write them,
+    without calling *render*; *constants* must not change while the call runs.
 
     The records must not change while the call runs (a worker's batch is its own):
     the common ones are read with the GIL released.
 
     Raises:
-        ValueError: *context* or *constants* without *render*.
+        ValueError: *context*, *constants* or *thread* without *render*.
         TypeError: *constants* is not a dict.
     """
     # The records, held while the plan points into them (the list may change meanwhile).
@@ -1162,8 +1179,10 @@ def format_batch(list records, render=None, bint context=False, dict constants=N
         constants = None
     else:
         flags |= FAST_CONSTANTS
-    if render is None and (context or constants is not None):
-        raise ValueError("format_batch: context=True or constants need render")
+    if thread:
+        flags |= FAST_THREAD
+    if render is None and (context or constants is not None or thread):
+        raise ValueError("format_batch: context=True, constants or thread=True need render")
     cdef kk_plan plan, side
     cdef kk_memo memo
     cdef PyObject *data = NULL
@@ -1177,6 +1196,8 @@ def format_batch(list records, render=None, bint context=False, dict constants=N
     kk_plan_init(&side)
     kk_memo_init(&memo)
     memo.constants_dict = <PyObject *>constants if constants is not None else NULL
+    memo.thread_keys = <PyObject *>_THREAD_KEYS
+    memo.pid = getpid()
     if constants is not None:
         _learn_keys(constants)
     try:
@@ -1312,13 +1333,14 @@ cdef int _plan_in_batch(kk_plan *plan, Record record, object render, int flags,
     """Plan one line of a batch holding the GIL: *render*'s line for a record the
     enrichers it runs would change (see format_batch), else the record's own (*fast*:
     trying the fast planner first; False for a record it has just left). With
-    FAST_CONSTANTS every record is changed: the fast planner writes the ones it can."""
+    FAST_CONSTANTS or FAST_THREAD every record is changed: the fast planner writes
+    the ones it can."""
     cdef object line
-    if flags & FAST_CONSTANTS and fast and _fast_plan:
+    if flags & (FAST_CONSTANTS | FAST_THREAD) and fast and _fast_plan:
         if _plan_fast(plan, <PyObject *>record, flags, memo) == 0:
             return 0
     if render is not None and (
-        flags & FAST_CONSTANTS
+        flags & (FAST_CONSTANTS | FAST_THREAD)
         or not kk_is_none(<PyObject *>record.active_exc)
         or (flags & FAST_CONTEXT and not kk_none_or_empty_dict(<PyObject *>record.context))
     ):
@@ -1333,11 +1355,17 @@ cdef int _plan_in_batch(kk_plan *plan, Record record, object render, int flags,
 # What format_batch's planner without the GIL does for a pipeline's enrichers:
 # FAST_EXCEPTION, leave a record with an active exception to render (exception_enricher);
 # FAST_CONTEXT, write the context (context_enricher); FAST_CONSTANTS, write the memo's
-# constants_dict after it (fields_enricher, service_enricher).
+# constants_dict after it (fields_enricher, service_enricher); FAST_THREAD, write the
+# record's thread and the process before them all (thread_enricher).
 cdef enum:
     FAST_EXCEPTION = 1
     FAST_CONTEXT = 2
     FAST_CONSTANTS = 4
+    FAST_THREAD = 8
+
+
+# thread_enricher's keys, as a dict, for kk_fast_disjoint.
+cdef dict _THREAD_KEYS = {"thread": None, "process": None}
 
 
 cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NULL) noexcept nogil:
@@ -1346,7 +1374,9 @@ cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NU
     logger and message; bound fields, keyword fields (and, with FAST_CONTEXT, context)
     of scalars the fast planner takes (kk_fast_value) under keys the key cache knows
     are not renamed, no key in two of them (with FAST_CONSTANTS, *memo*'s constants
-    too, written after the context); with FAST_EXCEPTION, no active exception.
+    too, written after the context; with FAST_THREAD, thread_enricher's keys, written
+    before it, and a captured thread name of ASCII); with FAST_EXCEPTION, no active
+    exception.
     *memo*: what was read of the batch's earlier records (see kk_memo), or NULL.
     0 if planned, 1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
     if kk_type(item) != _RECORD_TYPE:
@@ -1411,13 +1441,22 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
     if bound != NULL and names != NULL and not kk_memo_disjoint(memo, 2, bound, names):
         return 1
     cdef PyObject *constants = NULL
+    if flags & (FAST_CONSTANTS | FAST_THREAD) and not memo_on:
+        return 1
     if flags & FAST_CONSTANTS:
-        if not memo_on:
-            return 1
         constants = memo.constants_dict
         if (context != NULL and not kk_memo_disjoint(memo, 3, constants, context)) or (
             bound != NULL and not kk_memo_disjoint(memo, 4, constants, bound)) or (
             names != NULL and not kk_memo_disjoint(memo, 5, constants, names)):
+            return 1
+    # thread_enricher's keys are reserved: a context's are written field.thread when
+    # captured, and a bound or call field's are left by kk_fast_key (renamed). Only a
+    # constant can replace them.
+    cdef PyObject *thread_keys = NULL
+    if flags & FAST_THREAD:
+        thread_keys = memo.thread_keys
+        if kk_is_none(<PyObject *>record.thread_name) or (
+                constants != NULL and not kk_memo_disjoint(memo, 6, thread_keys, constants)):
             return 1
     cdef kk_memo_op *logger_slot = &memo.logger if memo_on else NULL
     cdef kk_memo_op *msg_slot = &memo.msg if memo_on else NULL
@@ -1426,6 +1465,15 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
             or kk_memo_one(plan, logger_slot, <PyObject *>record.logger, KK_STR)
             or kk_fast_lit(plan, ',"message":', 11)
             or kk_memo_one(plan, msg_slot, <PyObject *>record.msg, KK_STR)):
+        return 1
+    if thread_keys != NULL and (
+            kk_fast_lit(plan, ',"thread":{"id":', 16)
+            or kk_fast_uint(plan, record.thread_id)
+            or kk_fast_lit(plan, ',"name":', 8)
+            or kk_memo_one(plan, &memo.thread_name, <PyObject *>record.thread_name, KK_STR)
+            or kk_fast_lit(plan, '},"process":{"id":', 18)
+            or kk_fast_uint(plan, <unsigned long long>memo.pid)
+            or kk_fast_lit(plan, '}', 1)):
         return 1
     cdef kk_memo_run *run = NULL
     if context != NULL:

@@ -182,6 +182,7 @@ def format_batch(
     render: Callable[[Record], bytes | None] | None = None,
     context: bool = False,
     constants: dict[str, Any] | None = None,
+    thread: bool = False,
 ) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL).
@@ -191,20 +192,29 @@ def format_batch(
     are ``exception_enricher`` (a record with an active exception), ``context_enricher``
     when *context* is true (a record with a non-empty context), and enrichers of
     constant fields, merged in *constants* (every record; they come after
-    ``context_enricher``). Every other record's line is the same without them. (The
-    compiled twin writes a context and constants of scalars itself, as the enrichers
-    would, without calling *render*.)
+    ``context_enricher``), and ``thread_enricher`` when *thread* is true (every record;
+    it comes first). Every other record's line is the same without them. (The compiled
+    twin writes a context and constants of scalars, and the thread and process of a
+    record whose thread name was captured, itself, as the enrichers would, without
+    calling *render*.)
 
     Raises:
-        ValueError: *context* or *constants* without *render*.
+        ValueError: *context*, *constants* or *thread* without *render*.
         TypeError: *constants* is not a dict.
     """
-    _check_batch_options(render, context, constants)
+    _check_batch_options(render, context, constants, thread)
+    if not constants:
+        constants = None
     if render is None:
         return Lines._of([format_json(record) for record in records])
     lines = []
     for record in records:
-        if constants is None and record.active_exc is None and not (context and record.context):
+        if (
+            constants is None
+            and not thread
+            and record.active_exc is None
+            and not (context and record.context)
+        ):
             lines.append(format_json(record))
             continue
         line = render(record)
@@ -214,11 +224,11 @@ def format_batch(
     return Lines._of(lines)
 
 
-def _check_batch_options(render: object, context: bool, constants: object) -> None:
+def _check_batch_options(render: object, context: bool, constants: object, thread: bool) -> None:
     if constants is not None and type(constants) is not dict:
         raise TypeError(f"format_batch: constants must be a dict, got {type(constants).__name__}")
-    if render is None and (context or constants):
-        raise ValueError("format_batch: context=True or constants need render")
+    if render is None and (context or constants or thread):
+        raise ValueError("format_batch: context=True, constants or thread=True need render")
 
 
 class Lines(Sequence[bytes]):

@@ -77,15 +77,19 @@ __all__ = [
 ]
 
 
-def _batch_plan(enrichers: tuple[Any, ...]) -> tuple[bool, dict[str, Any] | None] | None:
-    """How format_batch stands in for *enrichers*: ``(context, constants)``, or ``None``
-    when it cannot. Besides exception_enricher, anywhere: context_enricher, then the
-    enrichers of constant fields (fields_enricher, service_enricher), merged in order
-    as they update a record's fields (a later key replaces an earlier one in place)."""
-    context = False
+def _batch_plan(
+    enrichers: tuple[Any, ...],
+) -> tuple[bool, dict[str, Any] | None, bool] | None:
+    """How format_batch stands in for *enrichers*: ``(context, constants, thread)``, or
+    ``None`` when it cannot. Besides exception_enricher, anywhere: thread_enricher,
+    then context_enricher, then the enrichers of constant fields (fields_enricher,
+    service_enricher), merged in order as they update a record's fields (a later key
+    replaces an earlier one in place), each part optional."""
+    thread = context = False
     constants: dict[str, Any] | None = None
-    for enricher in enrichers:
-        if enricher is exception_enricher:
+    for position, enricher in enumerate(e for e in enrichers if e is not exception_enricher):
+        if enricher is thread_enricher and position == 0:
+            thread = True
             continue
         if enricher is context_enricher and not context and constants is None:
             context = True
@@ -96,7 +100,7 @@ def _batch_plan(enrichers: tuple[Any, ...]) -> tuple[bool, dict[str, Any] | None
         if constants is None:
             constants = {}
         constants.update(fields)
-    return context, constants or None
+    return context, constants or None, thread
 
 
 def _callables(name: str, stages: Any) -> tuple[Any, ...]:
@@ -207,7 +211,11 @@ class Pipeline:
             and batching is not None
         )
         self._batch_render = self.render if config.enrichers else None
-        self._batch_context, self._batch_constants = batching or (False, None)
+        self._batch_context, self._batch_constants, self._batch_thread = batching or (
+            False,
+            None,
+            False,
+        )
         self._writers = self.writers = config.writers
         # Each writer's way in for one record, chosen here: its write_record (a file
         # writer appends it with one system call and no lock), else a batch of one.
@@ -263,16 +271,22 @@ class Pipeline:
         """Render *records* in order; return the lines and how many were filtered out.
 
         With the JSON formatter, no filters and no enrichers but ``exception_enricher``,
-        ``context_enricher`` and enrichers of constant fields (``fields_enricher``,
-        ``service_enricher``, after ``context_enricher``), the whole batch is formatted
-        by one compiled call (a record it cannot write itself is rendered on its own).
+        ``thread_enricher`` (first), ``context_enricher`` and enrichers of constant
+        fields (``fields_enricher``, ``service_enricher``, after ``context_enricher``),
+        the whole batch is formatted by one compiled call (a record it cannot write
+        itself is rendered on its own).
         Never raises.
         """
         if self._plain_json:
             try:
-                return format_batch(
-                    records, self._batch_render, self._batch_context, self._batch_constants
-                ), 0
+                lines = format_batch(
+                    records,
+                    self._batch_render,
+                    self._batch_context,
+                    self._batch_constants,
+                    self._batch_thread,
+                )
+                return lines, 0
             except Exception as exc:  # e.g. a record of the other implementation
                 _errors.report("format_batch", exc)
         lines: list[bytes] = []
