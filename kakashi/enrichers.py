@@ -104,7 +104,7 @@ class _ConstantFields:
     same line. The fields are snapshotted when made and never change after.
     """
 
-    __slots__ = ("_fields", "__name__", "__qualname__")
+    __slots__ = ("__name__", "__qualname__", "_fields")
 
     def __init__(self, fields: dict[str, Any], name: str) -> None:
         self._fields = fields
@@ -134,9 +134,7 @@ def fields_enricher(**fields: Any) -> Any:
     """Return an enricher that adds the constant *fields* to every record."""
     from kakashi._speedups import snapshot
 
-    return _ConstantFields(
-        {key: snapshot(value) for key, value in fields.items()}, "add_fields"
-    )
+    return _ConstantFields({key: snapshot(value) for key, value in fields.items()}, "add_fields")
 
 
 def service_enricher(

@@ -544,7 +544,6 @@ class TestConstantFieldsWithoutTheGil:
             assert list(impl.format.format_batch([], None, False, {})) == []  # none to add
 
 
-
 def _threaded_records(
     impl: Implementation,
     calls: list[Any],
@@ -640,7 +639,8 @@ class TestThreadEnricherWithoutTheGil:
         assert planned() - before == (16 if taken else 0)
         if taken:
             thread = f'"thread":{{"id":{c_records[0].thread_id},"name":"{name or "MainThread"}"}}'
-            assert all(f'{thread},"process":{{"id":{os.getpid()}}}'.encode() in line for line in lines)
+            process = f'"process":{{"id":{os.getpid()}}}'
+            assert all(f"{thread},{process}".encode() in line for line in lines)
 
     def test_a_name_not_captured(
         self, compiled: Implementation, pure: Implementation, fast_plan: Any
@@ -762,7 +762,7 @@ class TestBoundAndContextWithoutTheGil:
 
     def test_context_needs_render(self, compiled: Implementation, pure: Implementation) -> None:
         for impl in (compiled, pure):
-            with pytest.raises(ValueError, match="context=True, constants or thread=True need render"):
+            with pytest.raises(ValueError, match="context=True, constants or thread=True need"):
                 impl.format.format_batch([], None, True)
 
     def test_interleaved_call_sites_loggers_and_contexts(

@@ -383,9 +383,7 @@ class TestBatchedEnrichers:
     def test_the_lines_of_render(self, enrichers: tuple[Any, ...]) -> None:
         pipeline = Pipeline(PipelineConfig(enrichers=enrichers, writers=(ListWriter(),)))
         records = _mixed_records(pipeline.capture_flags)
-        expected = [
-            pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)
-        ]
+        expected = [pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)]
         lines, filtered = pipeline.render_batch(records)
 
         assert type(lines).__name__ == "Lines"  # one format_batch call
@@ -409,9 +407,7 @@ class TestBatchedEnrichers:
     )
     def test_other_enrichers_render_record_by_record(self, enrichers: tuple[Any, ...]) -> None:
         pipeline = Pipeline(PipelineConfig(enrichers=enrichers, writers=(ListWriter(),)))
-        expected = [
-            pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)
-        ]
+        expected = [pipeline.render(record) for record in _mixed_records(pipeline.capture_flags)]
         lines, filtered = pipeline.render_batch(_mixed_records(pipeline.capture_flags))
 
         assert type(lines) is list and filtered == 0

@@ -1445,9 +1445,11 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         return 1
     if flags & FAST_CONSTANTS:
         constants = memo.constants_dict
-        if (context != NULL and not kk_memo_disjoint(memo, 3, constants, context)) or (
-            bound != NULL and not kk_memo_disjoint(memo, 4, constants, bound)) or (
-            names != NULL and not kk_memo_disjoint(memo, 5, constants, names)):
+        if context != NULL and not kk_memo_disjoint(memo, 3, constants, context):
+            return 1
+        if bound != NULL and not kk_memo_disjoint(memo, 4, constants, bound):
+            return 1
+        if names != NULL and not kk_memo_disjoint(memo, 5, constants, names):
             return 1
     # thread_enricher's keys are reserved: a context's are written field.thread when
     # captured, and a bound or call field's are left by kk_fast_key (renamed). Only a
@@ -1455,8 +1457,9 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
     cdef PyObject *thread_keys = NULL
     if flags & FAST_THREAD:
         thread_keys = memo.thread_keys
-        if kk_is_none(<PyObject *>record.thread_name) or (
-                constants != NULL and not kk_memo_disjoint(memo, 6, thread_keys, constants)):
+        if kk_is_none(<PyObject *>record.thread_name):
+            return 1
+        if constants != NULL and not kk_memo_disjoint(memo, 6, thread_keys, constants):
             return 1
     cdef kk_memo_op *logger_slot = &memo.logger if memo_on else NULL
     cdef kk_memo_op *msg_slot = &memo.msg if memo_on else NULL

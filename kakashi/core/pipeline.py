@@ -78,7 +78,7 @@ __all__ = [
 
 
 def _batch_plan(
-    enrichers: tuple[Any, ...],
+    enrichers: Sequence[Any],
 ) -> tuple[bool, dict[str, Any] | None, bool] | None:
     """How format_batch stands in for *enrichers*: ``(context, constants, thread)``, or
     ``None`` when it cannot. Besides exception_enricher, anywhere: thread_enricher,
@@ -279,14 +279,14 @@ class Pipeline:
         """
         if self._plain_json:
             try:
-                lines = format_batch(
+                batch = format_batch(
                     records,
                     self._batch_render,
                     self._batch_context,
                     self._batch_constants,
                     self._batch_thread,
                 )
-                return lines, 0
+                return batch, 0
             except Exception as exc:  # e.g. a record of the other implementation
                 _errors.report("format_batch", exc)
         lines: list[bytes] = []
