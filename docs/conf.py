@@ -32,6 +32,7 @@ myst_heading_anchors = 3
 html_theme = "furo"
 html_static_path = ["_static"]
 html_css_files = ["kakashi.css"]
+html_favicon = "_static/favicon.svg"
 html_title = f"Kakashi {release}"
 
 autodoc_member_order = "bysource"
