@@ -2,16 +2,19 @@
 ``gil_handover_depth`` settings, beside the hand-written ``orjson`` loop, in one run.
 
 Usage: ``python benchmarks/handover.py [--records 500000] [--runs 8] [--depths 0,0.25,none]
-[--dir DIR]``. Each run of each setting is a process of its own, and the settings take
-turns (loop, then each depth, then the loop again...), so a machine that slows down
-slows them all. One producer thread logs the benchmark workload
+[--batch-sizes 1000] [--dir DIR]``. Each run of each setting is a process of its own, and
+the settings take turns (loop, then each setting, then the loop again...), so a machine
+that slows down slows them all. One producer thread logs the benchmark workload
 (``info("order filled", order_id=i, price=101.25, qty=3, side="buy")``) into a JSON-lines
 file in *DIR* (default: the system's temporary directory; ``/dev/shm`` leaves the disk
-out), through ``AsyncConfig(max_queue_size=100_000, batch_size=1000)``, in the child
-process of ``kakashi bench`` (one call in 16 timed on its own). Printed per setting: the
-median records/s from the first call until everything is in the file, its ratio to the
-loop's median, and the median p99 / p99.9 of the timed calls. Every file's lines are
-counted: a run that lost records fails.
+out), through ``AsyncConfig(max_queue_size=100_000, batch_size=1000)`` (each of
+``--batch-sizes`` with each depth, when more than one is given), in the child process of
+``kakashi bench`` (one call in 16 timed on its own). Printed per setting: the median
+records/s from the first call until everything is in the file, its ratio to the loop's
+median, and the median p99 / p99.9 / slowest of the timed calls. A call waits for the
+worker once per batch or so, for about as long as the worker takes a batch: larger
+batches make those waits rarer (p99.9 counts one call in a thousand) and longer (the
+slowest). Every file's lines are counted: a run that lost records fails.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from kakashi.core.pipeline import PipelineConfig, file_writer
 def setup(path):
     pipeline = AsyncPipeline(AsyncPipelineConfig(
         PipelineConfig(writers=(file_writer(path),)),
-        AsyncConfig(max_queue_size=100_000, batch_size=1000, gil_handover_depth=DEPTH)))
+        AsyncConfig(max_queue_size=100_000, batch_size=BATCH, gil_handover_depth=DEPTH)))
     log = pipeline.get_logger("bench")
     def finish():
         assert pipeline.flush(300)
@@ -60,6 +63,7 @@ def run_one(name: str, records: int, directory: Path) -> dict[str, float]:
         "rate": records / figures["e2e_s"],
         "p99": figures["p99_ns"] / 1000,
         "p999": figures["p999_ns"] / 1000,
+        "max": figures["max_ns"] / 1000,
     }
 
 
@@ -69,14 +73,19 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--depths", default="0,0.25,none", help="comma-separated, or none")
+    parser.add_argument("--batch-sizes", default="1000", help="comma-separated batch sizes")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go")
     args = parser.parse_args()
     settings = [LOOP]
-    for depth in args.depths.split(","):
-        name = f"gil_handover_depth={depth}"
-        value = "None" if depth == "none" else repr(float(depth))
-        bench.PEERS[name] = ASYNC.replace("DEPTH", value)
-        settings.append(name)
+    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    for size in sizes:
+        for depth in args.depths.split(","):
+            name = f"gil_handover_depth={depth}"
+            if len(sizes) > 1:
+                name += f", batch_size={size}"
+            value = "None" if depth == "none" else repr(float(depth))
+            bench.PEERS[name] = ASYNC.replace("DEPTH", value).replace("BATCH", str(size))
+            settings.append(name)
     results: dict[str, list[dict[str, float]]] = {setting: [] for setting in settings}
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         for run in range(args.runs):
@@ -85,13 +94,15 @@ def main() -> int:
             print(f"  run {run + 1} of {args.runs} done", file=sys.stderr)
     loop = statistics.median(figures["rate"] for figures in results[LOOP])
     print(f"{args.records:,} records, median of {args.runs} runs, {os.cpu_count()} cpus")
-    print("| setting | records/s | vs the loop | p99 / p99.9 us |")
+    print("| setting | records/s | vs the loop | p99 / p99.9 / slowest us |")
     print("|---|---|---|---|")
     for setting, runs in results.items():
         rate = statistics.median(figures["rate"] for figures in runs)
-        p99 = statistics.median(figures["p99"] for figures in runs)
-        p999 = statistics.median(figures["p999"] for figures in runs)
-        print(f"| {setting} | {rate:,.0f} | {rate / loop:.2f}x | {p99:.2f} / {p999:.2f} |")
+        tail = " / ".join(
+            f"{statistics.median(figures[key] for figures in runs):.2f}"
+            for key in ("p99", "p999", "max")
+        )
+        print(f"| {setting} | {rate:,.0f} | {rate / loop:.2f}x | {tail} |")
     return 0
 
 

@@ -90,3 +90,24 @@ def test_handover_compares_each_setting_with_the_loop(tmp_path: Path) -> None:
     assert "| 1.00x |" in rows[0]
     assert all(re.search(r"\| \d+\.\d\dx \|", row) for row in rows)
     assert not list(tmp_path.iterdir())  # its temporary directory is gone
+
+
+def test_handover_crosses_depths_with_batch_sizes(tmp_path: Path) -> None:
+    """With several batch sizes, each depth is run with each (the rows say which); each
+    row has p99 / p99.9 / the slowest call, in that order."""
+    result = run(
+        "handover.py", "--records", "3000", "--runs", "1", "--dir", str(tmp_path),
+        "--depths", "0.25", "--batch-sizes", "500,2000",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names == [
+        "orjson loop (floor)",
+        "gil_handover_depth=0.25, batch_size=500",
+        "gil_handover_depth=0.25, batch_size=2000",
+    ]
+    for row in rows:
+        p99, p999, slowest = (float(x) for x in row.split("|")[4].split(" / "))
+        assert 0 < p99 <= p999 <= slowest

@@ -258,6 +258,7 @@ pick = lambda q: samples[min(len(samples) - 1, round(q * (len(samples) - 1)))]
 report({
     "caller_ns": (calls_done - start) / records,
     "p50_ns": pick(0.5), "p99_ns": pick(0.99), "p999_ns": pick(0.999),
+    "max_ns": samples[-1] if samples else 0,
     "disabled_ns": disabled,
     "e2e_s": (durable - start) / 1e9,
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
