@@ -1197,7 +1197,8 @@ def format_batch(list records, render=None, bint context=False, dict constants=N
     kk_memo_init(&memo)
     memo.constants_dict = <PyObject *>constants if constants is not None else NULL
     memo.thread_keys = <PyObject *>_THREAD_KEYS
-    memo.pid = getpid()
+    if thread:
+        memo.pid = getpid()  # the process's now, as thread_enricher's after a fork
     if constants is not None:
         _learn_keys(constants)
     try:
