@@ -111,3 +111,23 @@ def test_handover_crosses_depths_with_batch_sizes(tmp_path: Path) -> None:
     for row in rows:
         p99, p999, slowest = (float(x) for x in row.split("|")[4].split(" / "))
         assert 0 < p99 <= p999 <= slowest
+
+
+def test_stalls_counts_the_slow_calls_and_every_line(tmp_path: Path) -> None:
+    """Every call is in one range or under 5 µs, the hand-overs are counted, and the
+    file holds every record (the script fails otherwise)."""
+    result = run("stalls.py", "--records", "5000", "--batch-size", "500", "--dir", str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "lines in the file: 5,000" in result.stdout
+    slow_line = next(line for line in result.stdout.splitlines() if line.startswith("slow calls"))
+    counts = [
+        int(n.replace(",", "")) for n in re.findall(r"(?:\d+-\d+|>\d+) µs: ([\d,]+)", slow_line)
+    ]
+    assert len(counts) == 6 and sum(counts) <= 5000
+    assert re.search(r"hand-overs: [\d,]+ \(waited out: [\d,]+\)", result.stdout)
+    p99, p999, p9999, slowest = (
+        float(x) for x in result.stdout.split("slowest µs: ")[1].split()[0:7:2]
+    )
+    assert 0 < p99 <= p999 <= p9999 <= slowest
+    assert not list(tmp_path.iterdir())

@@ -925,7 +925,7 @@ class AsyncConfig:
             worker that is waiting for it; ``None``: never. Below it, a call never waits
             for the worker; at or above it the queue drains faster (20 to 45% more records
             a second on two cores, ``benchmarks/handover.py``), and a call that hands over
-            waits while the worker takes its next batch (40 to 70 microseconds for a
+            waits while the worker takes its next batch (20 to 200 microseconds for a
             batch of 1,000). Compiled build only (see :doc:`/performance`).
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
