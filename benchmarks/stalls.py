@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -69,11 +70,11 @@ def main() -> int:
         raise SystemExit(f"{lines:,} of {count:,} records in the file")
     took.sort()
     bounds = [bisect.bisect_left(took, edge * 1000) for edge in EDGES_US] + [count]
-    ranges = [f"{a}-{b}" for a, b in zip(EDGES_US, EDGES_US[1:], strict=False)]
+    ranges = [f"{a}-{b}" for a, b in itertools.pairwise(EDGES_US)]
     ranges.append(f">{EDGES_US[-1]}")
     slow = ", ".join(
         f"{name} µs: {high - low:,}"
-        for name, low, high in zip(ranges, bounds[:-1], bounds[1:], strict=True)
+        for name, (low, high) in zip(ranges, itertools.pairwise(bounds), strict=True)
     )
     over_10 = count - bounds[1]
 
