@@ -824,6 +824,9 @@ cdef extern from *:
         p->nops = m.nops; p->alen = m.alen; p->bound = m.bound;
     }
     KK_HOT int kk_is_none(PyObject *o) { return o == Py_None; }
+    KK_HOT int kk_empty_str(PyObject *o) {
+        return PyUnicode_CheckExact(o) && PyUnicode_GET_LENGTH(o) == 0;
+    }
     KK_HOT int kk_none_or_empty_dict(PyObject *o) {
         return o == Py_None || (PyDict_CheckExact(o) && PyDict_GET_SIZE(o) == 0);
     }
@@ -1034,6 +1037,7 @@ cdef extern from *:
     int kk_fast_end(kk_plan *p) nogil
     void kk_fast_rollback(kk_plan *p, kk_mark m) nogil
     int kk_is_none(PyObject *o) nogil
+    int kk_empty_str(PyObject *o) nogil
     int kk_none_or_empty_dict(PyObject *o) nogil
     PyTypeObject *kk_type(PyObject *o) nogil
 
@@ -1458,7 +1462,9 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
     cdef PyObject *thread_keys = NULL
     if flags & FAST_THREAD:
         thread_keys = memo.thread_keys
-        if kk_is_none(<PyObject *>record.thread_name):
+        # No name captured, or an empty one: thread_enricher looks the thread up then.
+        if kk_is_none(<PyObject *>record.thread_name) or kk_empty_str(
+                <PyObject *>record.thread_name):
             return 1
         if constants != NULL and not kk_memo_disjoint(memo, 6, thread_keys, constants):
             return 1
