@@ -212,3 +212,47 @@ def test_failed_write_cuts_off_only_its_own_bytes(
     other.close()
 
     assert b"before\nother\n" == path.read_bytes()
+
+
+def test_a_batch_formatted_as_it_is_written_that_fills_the_disk(small_fs: Path) -> None:
+    """The async backend's file writer formats a batch and writes it in one release of
+    the GIL (PendingLines, compiled build). A disk with room for part of a batch: the
+    kernel takes part of it, then ENOSPC; the part is cut off, the batch is retried and
+    counted as dropped, no torn line is left, and writing resumes once there is room."""
+    from kakashi._speedups import USING_SPEEDUPS
+
+    path = small_fs / "app.log"
+    writer = FileWriter(path)
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(writers=(writer,)),
+            async_config=AsyncConfig(batch_size=100, max_error_retries=1, error_retry_delay=0.01),
+        )
+    )
+    log = pipeline.get_logger("disk")
+    for i in range(100):
+        log.info("before", i=i, pad="x" * 100)
+    assert pipeline.flush(10)
+    fused_before = writer.fused_writes
+    filler = fill(small_fs)
+    os.truncate(filler, filler.stat().st_size - 3 * 4096)  # room for part of a batch
+    for i in range(100):
+        log.info("during", i=i, pad="y" * 100)
+    assert pipeline.flush(10)
+    during = pipeline.stats()
+    fused_during = writer.fused_writes  # the part of the batch the kernel took
+    filler.unlink()
+    for i in range(100):
+        log.info("after", i=i)
+    assert pipeline.flush(10)
+    pipeline.shutdown(10)
+    data = path.read_bytes()
+    events = [json.loads(line) for line in data.splitlines()]
+
+    assert data.endswith(b"\n")
+    assert [e["i"] for e in events if e["message"] == "before"] == list(range(100))
+    assert [e["i"] for e in events if e["message"] == "after"] == list(range(100))
+    written_during = [e["i"] for e in events if e["message"] == "during"]
+    assert written_during == []  # the part that landed was cut off
+    assert during["dropped_by_reason"]["write_error"] == 100
+    assert (fused_before, fused_during) == ((1, 2) if USING_SPEEDUPS else (0, 0))

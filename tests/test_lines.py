@@ -8,6 +8,8 @@ the GIL released: another thread runs meanwhile.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import sys
 import threading
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 
 import kakashi
-from kakashi.writers.file import FileWriter, newline_joined
+from kakashi.writers.file import FileWriter, PendingLines, newline_joined
 from kakashi.writers.rotating import RotatingFileWriter
 from tests.conftest import Collector, Implementation, file_lines
 
@@ -212,6 +214,102 @@ class TestWriters:
         )
         assert len(files) > 7  # split: at most 7 records to a file
         assert all(sum(len(line) + 1 for line in found) <= limit for found in files.values())
+
+
+class TestFormattedAsWritten:
+    """format_batch(..., fd=) writes the lines in the same release of the GIL as the
+    rendering (compiled); PendingLines lets a file writer have a batch formatted so."""
+
+    def test_format_batch_writes_to_fd(self, impl: Implementation, tmp_path: Path) -> None:
+        path = tmp_path / "out"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            lines = impl.format.format_batch([plain(impl, i) for i in range(12)], fd=fd)
+            few = impl.format.format_batch([plain(impl, i) for i in range(3)], fd=fd)
+        finally:
+            os.close(fd)
+        if impl.pure:  # the pure twin writes nothing: the caller does
+            assert (lines.written, lines.write_error, path.read_bytes()) == (0, 0, b"")
+        else:
+            assert (lines.written, lines.write_error) == (len(lines.joined), 0)
+            assert path.read_bytes() == lines.joined
+        assert (few.written, few.write_error) == (0, 0)  # below 8: rendered with the GIL
+        assert list(lines) == [impl.format.format_json(plain(impl, i)) for i in range(12)]
+
+    def test_a_write_that_fails_says_why(self, impl: Implementation, tmp_path: Path) -> None:
+        fd = os.open(tmp_path / "out", os.O_RDONLY | os.O_CREAT)
+        try:
+            lines = impl.format.format_batch([plain(impl, i) for i in range(12)], fd=fd)
+        finally:
+            os.close(fd)
+        assert lines.written == 0
+        assert lines.write_error == (0 if impl.pure else errno.EBADF)
+        assert len(lines) == 12 and lines.joined.count(b"\n") == 12
+
+    def test_a_file_writer_formats_pending_lines(
+        self, impl: Implementation, tmp_path: Path
+    ) -> None:
+        """A FileWriter appends PendingLines formatted as they are written (compiled);
+        used as a sequence first, or given to another writer, they are formatted then
+        and written the usual way."""
+        records = [plain(impl, i) for i in range(20)]
+        expected = impl.format.format_batch(records).joined
+        calls: list[int] = []
+
+        def pending() -> PendingLines:
+            def format_into(fd: int) -> Any:
+                calls.append(fd)
+                return impl.format.format_batch(records, fd=fd)
+
+            return PendingLines(len(records), format_into)
+
+        writer = FileWriter(tmp_path / "app.log")
+        rotating = RotatingFileWriter(tmp_path / "rotating.log", max_bytes=10**6)
+        try:
+            writer.write(pending())
+            used = pending()
+            assert len(used) == 20 and calls[-1] != -1 and used[3] == list(used)[3]
+            assert calls[-1] == -1  # formatted by the sequence, not the writer
+            writer.write(used)
+            rotating.write(pending())
+        finally:
+            writer.close()
+            rotating.close()
+        assert (tmp_path / "app.log").read_bytes() == expected * 2
+        assert (tmp_path / "rotating.log").read_bytes() == expected
+        assert writer.fused_writes == (0 if impl.pure else 1)
+        assert rotating.fused_writes == 0
+
+    def test_the_async_backend_formats_as_it_writes(
+        self, impl: Implementation, tmp_path: Path
+    ) -> None:
+        """Batches of a pipeline whose only writer is a FileWriter are formatted by it
+        as it appends them; with two writers, they are formatted first."""
+        from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+        from kakashi.core.pipeline import PipelineConfig
+
+        if impl.pure != (not kakashi.USING_SPEEDUPS):
+            pytest.skip("the pipeline formats with the build under test")
+        one, two, three = (FileWriter(tmp_path / f"{n}.log") for n in ("one", "two", "three"))
+        backend = AsyncBackend(AsyncConfig(batch_size=100, max_queue_size=10_000))
+        pipelines = [
+            AsyncPipeline(AsyncPipelineConfig(PipelineConfig(writers=writers)), backend)
+            for writers in ((one,), (two, three))
+        ]
+        try:
+            for pipeline in pipelines:
+                log = pipeline.get_logger("app")
+                for i in range(1000):
+                    log.info("m", i=i)
+                assert pipeline.flush(10)
+        finally:
+            backend.shutdown(10)
+        for name in ("one", "two", "three"):
+            text = (tmp_path / f"{name}.log").read_text()
+            assert [json.loads(line)["i"] for line in text.splitlines()] == list(range(1000))
+        assert one.fused_writes == (0 if impl.pure else 10)
+        assert two.fused_writes == three.fused_writes == 0
 
 
 # -- The planner without the GIL (compiled) ----------------------------------------------

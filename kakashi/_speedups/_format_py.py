@@ -183,6 +183,7 @@ def format_batch(
     context: bool = False,
     constants: dict[str, Any] | None = None,
     thread: bool = False,
+    fd: int = -1,
 ) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL).
@@ -197,6 +198,10 @@ def format_batch(
     twin writes a context and constants of scalars, and the thread and process of a
     record whose thread name was captured, itself, as the enrichers would, without
     calling *render*.)
+
+    *fd*: where the compiled twin writes the lines in the same release of the GIL as
+    the rendering; this twin holds the GIL throughout and writes nothing (the result's
+    ``written`` is 0, its ``write_error`` 0: the caller writes them).
 
     Raises:
         ValueError: *context*, *constants* or *thread* without *render*.
@@ -242,6 +247,10 @@ class Lines(Sequence[bytes]):
 
     _items: list[bytes]
     _joined: bytes | None
+    #: Bytes of :attr:`joined` that format_batch wrote to its *fd*: none in this twin.
+    written = 0
+    #: The ``errno`` that stopped that write: none here.
+    write_error = 0
 
     def __init__(self) -> None:
         raise TypeError("Lines are made by format_batch")

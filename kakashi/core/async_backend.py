@@ -99,6 +99,7 @@ from kakashi.writers.delivery import (
     DeliveryError,
     status_reason,
 )
+from kakashi.writers.file import FileWriter
 
 __all__ = [
     "AsyncBackend",
@@ -1267,7 +1268,7 @@ class AsyncBackend:
             told = None
             handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]] = []
             try:
-                lines, run_filtered = sink.render_batch(batch[start:end])
+                lines, run_filtered = self._render(sink, batch[start:end])
                 notice, told = self._drop_notice(sink)
                 if notice:
                     lines = [*notice, *lines]
@@ -1331,6 +1332,22 @@ class AsyncBackend:
                 _add(self._undelivered, undelivered)
         self.queue.done(written, filtered, failed)
         self._notify_settled()
+
+    def _render(self, sink: Sink, records: list[Record]) -> tuple[Sequence[bytes], int]:
+        """A run's lines and how many of its records were filtered out. For a sink whose
+        only writer is a plain :class:`~kakashi.writers.file.FileWriter` with no lane
+        (it wrote the last batch without failing), lines the writer formats as it
+        appends them (:class:`~kakashi.writers.file.PendingLines`): one release of the
+        GIL for both, so a logging thread hands it back once a batch, not twice."""
+        writers = sink.writers
+        only = writers[0] if len(writers) == 1 else None
+        if type(only) is FileWriter and id(only) not in self._lanes:
+            pending_batch = getattr(sink, "pending_batch", None)
+            if pending_batch is not None:
+                pending = pending_batch(records)
+                if pending is not None:
+                    return pending, 0
+        return sink.render_batch(records)
 
     def _part_settled(self, run: _Run, lost: Mapping[str, int]) -> None:
         """A lane is done with *run* (*lost*: what its writer did not get, by reason);

@@ -25,6 +25,7 @@ from kakashi.core.async_backend import (
 from kakashi.core.logger_cache import LoggerCache
 from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.typing import Writer
+from kakashi.writers.file import PendingLines
 
 __all__ = ["AsyncPipeline", "AsyncPipelineConfig"]
 
@@ -112,6 +113,11 @@ class AsyncPipeline:
     def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* with the pipeline's stages (see ``Pipeline.render_batch``)."""
         return self.pipeline.render_batch(records)
+
+    def pending_batch(self, records: list[Record]) -> PendingLines | None:
+        """*records*' lines for the file writer to format as it appends them, or ``None``
+        (see ``Pipeline.pending_batch``)."""
+        return self.pipeline.pending_batch(records)
 
     def emit(self, record: Record) -> None:
         """Process *record* now, on the calling thread (the synchronous path)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kakashi import _errors
-from kakashi._speedups import Logger, Record, format_batch, minimal_json
+from kakashi._speedups import USING_SPEEDUPS, Logger, Record, format_batch, minimal_json
 from kakashi._state import SURROGATES
 from kakashi._tally import Tally
 from kakashi.core.logger_cache import LoggerCache
@@ -45,6 +45,7 @@ from kakashi.writers import (
     stderr_writer,
     stdout_writer,
 )
+from kakashi.writers.file import PendingLines
 
 __all__ = [
     "LogLevel",
@@ -267,6 +268,36 @@ class Pipeline:
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
 
+    def pending_batch(self, records: list[Record]) -> PendingLines | None:
+        """*records*' lines to be formatted by the file writer that appends them, in the
+        same release of the GIL as the write (see :class:`~kakashi.writers.file.PendingLines`),
+        or ``None`` where :meth:`render_batch` would not format the batch in one compiled
+        call (then render it). Used by the async backend; never raises."""
+        if not (self._plain_json and USING_SPEEDUPS):
+            return None
+        return PendingLines(len(records), lambda fd: self._format_batch(records, fd))
+
+    def _format_batch(self, records: list[Record], fd: int = -1) -> Sequence[bytes]:
+        """:meth:`render_batch`'s lines of a batch without filters, written to *fd* as they
+        are formatted when *fd* is not -1 (see ``format_batch``). Never raises."""
+        try:
+            return format_batch(
+                records,
+                self._batch_render,
+                self._batch_context,
+                self._batch_constants,
+                self._batch_thread,
+                fd,
+            )
+        except Exception as exc:  # e.g. a record of the other implementation
+            _errors.report("format_batch", exc)
+        lines: list[bytes] = []
+        for record in records:
+            line = self.render(record)
+            if line is not None:
+                lines.append(line)
+        return lines
+
     def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return the lines and how many were filtered out.
 
@@ -278,17 +309,7 @@ class Pipeline:
         Never raises.
         """
         if self._plain_json:
-            try:
-                batch = format_batch(
-                    records,
-                    self._batch_render,
-                    self._batch_context,
-                    self._batch_constants,
-                    self._batch_thread,
-                )
-                return batch, 0
-            except Exception as exc:  # e.g. a record of the other implementation
-                _errors.report("format_batch", exc)
+            return self._format_batch(records), 0  # no filters: none filtered out
         lines: list[bytes] = []
         render = self.render
         for record in records:
