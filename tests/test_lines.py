@@ -280,6 +280,30 @@ class TestFormattedAsWritten:
         assert writer.fused_writes == (0 if impl.pure else 1)
         assert rotating.fused_writes == 0
 
+    def test_a_format_that_raises_is_tried_again(self, tmp_path: Path) -> None:
+        """PendingLines keep nothing of a format that raised (even SystemExit): the next
+        use formats them again, and a FileWriter that met the error writes nothing."""
+        tries: list[int] = []
+
+        def format_into(fd: int) -> list[bytes]:
+            tries.append(fd)
+            if len(tries) == 1:
+                raise SystemExit("a render that ends the thread")
+            return [b"a", b"b"]
+
+        pending = PendingLines(2, format_into)
+        writer = FileWriter(tmp_path / "app.log")
+        try:
+            with pytest.raises(SystemExit):
+                writer.write(pending)
+            assert (tmp_path / "app.log").read_bytes() == b""
+            assert len(pending) == 2 and list(pending) == [b"a", b"b"]
+            writer.write(pending)  # formatted already: written the usual way
+        finally:
+            writer.close()
+        assert (tmp_path / "app.log").read_bytes() == b"a\nb\n"
+        assert tries[1] == -1 and len(tries) == 2 and writer.fused_writes == 0
+
     def test_the_async_backend_formats_as_it_writes(
         self, impl: Implementation, tmp_path: Path
     ) -> None:

@@ -87,19 +87,24 @@ class PendingLines(Sequence[bytes]):
     def lines(self) -> Sequence[bytes]:
         """The lines, formatted now if they were not yet."""
         if self._lines is None:
-            self.write_to(-1)
-        assert self._lines is not None
+            return self._format_into(-1)
         return self._lines
+
+    def _format_into(self, fd: int) -> Sequence[bytes]:
+        # Kept only once made: a format that raised is tried again by the next use.
+        format_into = self._format
+        assert format_into is not None
+        lines = self._lines = format_into(fd)
+        self._format = None
+        return lines
 
     def write_to(self, fd: int) -> tuple[bytes, int, int]:
         """Format the lines, written to *fd* as they are (when not formatted yet); return
         ``(data, written, errno)``: what is to be appended (each line and a newline), how
         much of it is written already, and the ``errno`` that stopped that (0: none)."""
-        format_into = self._format
-        if format_into is None or self._lines is not None:
-            return newline_joined(self.lines()), 0, 0
-        self._format = None
-        lines = self._lines = format_into(fd)
+        if self._lines is not None:
+            return newline_joined(self._lines), 0, 0
+        lines = self._format_into(fd)
         written = getattr(lines, "written", 0) if fd >= 0 else 0
         error = getattr(lines, "write_error", 0) if fd >= 0 else 0
         return newline_joined(lines), written, error
