@@ -927,7 +927,7 @@ class AsyncConfig:
             for the worker; at or above it the queue drains faster (20 to 45% more records
             a second on two cores, ``benchmarks/handover.py``), and a call that hands over
             waits while the worker takes its next batch (20 to 200 microseconds for a
-            batch of 1,000). Compiled build only (see :doc:`/performance`).
+            batch of 1,000, about once per batch). Compiled build only (see :doc:`/performance`).
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
