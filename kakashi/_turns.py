@@ -50,11 +50,17 @@ def _say_waiting(fd: int, kind: int) -> bool:
     return True
 
 
-def _another_waits(fd: int) -> bool:
-    """Whether a descriptor of the file other than *fd*'s says that it waits."""
+def _ofd_getlk(fd: int, request: bytes) -> bytes:
+    answer: bytes = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+    return answer
+
+
+def _another_waits(fd: int, getlk: Callable[[int, bytes], bytes] = _ofd_getlk) -> bool:
+    """Whether a descriptor of the file other than *fd*'s says that it waits (asked with
+    *getlk*, ``F_OFD_GETLK``)."""
     request = struct.pack(_FLOCK_STRUCT, fcntl.F_WRLCK, 0, _WAITING, 1, 0)
     try:
-        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+        answer = getlk(fd, request)
     except OSError:
         return False
     kind: int = struct.unpack(_FLOCK_STRUCT, answer)[0]
@@ -73,10 +79,15 @@ def _let_go_first(fd: int, until: float) -> None:
 
 
 def take_exclusive(
-    fd: int, timeout: float, flock: Callable[[int, int], object], holder: str
+    fd: int,
+    timeout: float,
+    flock: Callable[[int, int], object],
+    holder: str,
+    getlk: Callable[[int, bytes], bytes] = _ofd_getlk,
 ) -> None:
     """Take the exclusive ``flock`` on *fd* (with *flock*, ``fcntl.flock`` or a wrapper
-    of it), in turn (see the module), waiting at most *timeout* seconds.
+    of it), in turn (see the module), waiting at most *timeout* seconds. *getlk* asks
+    whether another waits (``F_OFD_GETLK``, or a wrapper of it).
 
     Raises:
         TimeoutError: another process held it all that time (*holder* names the file in
@@ -86,7 +97,7 @@ def take_exclusive(
     request = fcntl.LOCK_EX | fcntl.LOCK_NB
     started = time.monotonic()
     deadline = started + timeout
-    if _OFD and started >= _defer_from and _another_waits(fd):  # the waiter goes first
+    if _OFD and started >= _defer_from and _another_waits(fd, getlk):  # the waiter first
         _let_go_first(fd, min(deadline, started + _DEFER_LIMIT))
     try:
         flock(fd, request)

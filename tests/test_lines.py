@@ -216,6 +216,48 @@ class TestWriters:
         assert all(sum(len(line) + 1 for line in found) <= limit for found in files.values())
 
 
+class TestHeldSystemCalls:
+    """The small system calls of a file writer's batch (the path's identity, the file's
+    size, the flock tries that never wait, the OFD query) that the compiled twin makes
+    keeping the GIL on a local filesystem: the same answers and errors as os and fcntl."""
+
+    def test_the_answers(self, impl: Implementation, tmp_path: Path) -> None:
+        import fcntl
+        import struct
+
+        speedups = impl.format
+        path = tmp_path / "app.log"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        other = os.open(path, os.O_RDONLY)
+        try:
+            os.write(fd, b"12345")
+            info = os.stat(path)
+            assert speedups.fstat_size_holding_gil(fd) == 5
+            assert speedups.stat_identity_holding_gil(str(path)) == (info.st_dev, info.st_ino)
+            with pytest.raises(FileNotFoundError) as gone:
+                speedups.stat_identity_holding_gil(str(tmp_path / "gone.log"))
+            assert gone.value.filename == str(tmp_path / "gone.log")
+            with pytest.raises(OSError) as closed:
+                speedups.fstat_size_holding_gil(10_000)
+            assert closed.value.errno == errno.EBADF
+            speedups.flock_holding_gil(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(BlockingIOError):
+                speedups.flock_holding_gil(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            speedups.flock_holding_gil(fd, fcntl.LOCK_UN)
+            speedups.flock_holding_gil(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+            with pytest.raises(ValueError, match="LOCK_NB or LOCK_UN"):
+                speedups.flock_holding_gil(fd, fcntl.LOCK_EX)  # could wait: refused
+            shape = "@hhqqi4x"
+            fcntl.fcntl(other, fcntl.F_OFD_SETLK, struct.pack(shape, fcntl.F_RDLCK, 0, 7, 1, 0))
+            request = struct.pack(shape, fcntl.F_WRLCK, 0, 7, 1, 0)
+            answer = speedups.ofd_getlk_holding_gil(fd, request)
+            assert answer == fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+            assert struct.unpack(shape, answer)[0] == fcntl.F_RDLCK  # another holds it
+        finally:
+            os.close(fd)
+            os.close(other)
+
+
 class TestFormattedAsWritten:
     """format_batch(..., fd=) writes the lines in the same release of the GIL as the
     rendering (compiled); PendingLines lets a file writer have a batch formatted so."""

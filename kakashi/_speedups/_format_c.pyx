@@ -2913,6 +2913,120 @@ def write_releasing_gil(int fd, bytes data not None):
     return _write(fd, data, False)
 
 
+cdef extern from *:
+    """
+    #include <sys/stat.h>
+    #include <sys/file.h>
+    #include <fcntl.h>
+    static int kk_fstat_size(int fd, long long *size) {
+        struct stat st;
+        if (fstat(fd, &st) != 0) return -1;
+        *size = (long long)st.st_size;
+        return 0;
+    }
+    static int kk_stat_id(const char *path, unsigned long long *dev, unsigned long long *ino) {
+        struct stat st;
+        if (stat(path, &st) != 0) return -1;
+        *dev = (unsigned long long)st.st_dev;
+        *ino = (unsigned long long)st.st_ino;
+        return 0;
+    }
+    static int kk_flock(int fd, int operation) { return flock(fd, operation); }
+    /* F_OFD_GETLK (Linux) on a struct flock held in *buf*: -1 where there is none. */
+    static int kk_ofd_getlk(int fd, char *buf) {
+    #ifdef F_OFD_GETLK
+        return fcntl(fd, F_OFD_GETLK, (struct flock *)buf);
+    #else
+        (void)fd; (void)buf; errno = EINVAL; return -1;
+    #endif
+    }
+    static int kk_nonblocking_flock(int operation) {
+        return (operation & LOCK_NB) != 0 || operation == LOCK_UN;
+    }
+    """
+    int kk_fstat_size(int fd, long long *size)
+    int kk_stat_id(const char *path, unsigned long long *dev, unsigned long long *ino)
+    int kk_flock(int fd, int operation)
+    int kk_ofd_getlk(int fd, char *buf)
+    ctypedef struct kk_struct_flock "struct flock":
+        pass
+    int kk_nonblocking_flock(int operation)
+
+
+cdef int _raise_errno(object filename=None) except -1:
+    # As os does: an OSError of the errno's subclass (FileNotFoundError...), EINTR aside.
+    cdef int error = errno
+    if filename is None:
+        raise OSError(error, os.strerror(error))
+    raise OSError(error, os.strerror(error), filename)
+
+
+def fstat_size_holding_gil(int fd):
+    """``os.fstat(fd).st_size``, keeping the interpreter lock for the microsecond the
+    call takes (a file writer's check of its file's end on a local filesystem; see
+    :func:`gil_held_writes`).
+
+    Raises:
+        OSError: as ``os.fstat``.
+    """
+    cdef long long size
+    while kk_fstat_size(fd, &size) != 0:
+        if errno != EINTR:
+            _raise_errno()
+        PyErr_CheckSignals()
+    return size
+
+
+def stat_identity_holding_gil(path):
+    """``(st_dev, st_ino)`` of ``os.stat(path)``, keeping the interpreter lock (a file
+    writer's check that its path still names its file, on a local filesystem).
+
+    Raises:
+        OSError: as ``os.stat`` (``FileNotFoundError`` for a path that is gone).
+    """
+    cdef bytes encoded = os.fsencode(path)
+    cdef unsigned long long dev, ino
+    while kk_stat_id(encoded, &dev, &ino) != 0:
+        if errno != EINTR:
+            _raise_errno(path)
+        PyErr_CheckSignals()
+    return dev, ino
+
+
+def ofd_getlk_holding_gil(int fd, bytes request not None):
+    """``fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)`` keeping the interpreter lock (the
+    query never waits): *request* is a packed ``struct flock``; the answer is returned.
+
+    Raises:
+        ValueError: *request* is not the size of a ``struct flock``.
+        OSError: as ``fcntl.fcntl`` (``EINVAL`` where there are no OFD locks).
+    """
+    cdef bytearray buffer = bytearray(request)
+    if len(buffer) != sizeof(kk_struct_flock):
+        raise ValueError(f"request must be {sizeof(kk_struct_flock)} bytes, got {len(buffer)}")
+    while kk_ofd_getlk(fd, buffer) != 0:
+        if errno != EINTR:
+            _raise_errno()
+        PyErr_CheckSignals()
+    return bytes(buffer)
+
+
+def flock_holding_gil(int fd, int operation):
+    """``fcntl.flock(fd, operation)`` keeping the interpreter lock, for an operation
+    that never waits (with ``LOCK_NB``, or ``LOCK_UN``).
+
+    Raises:
+        ValueError: an operation that could wait.
+        OSError: as ``fcntl.flock`` (``BlockingIOError`` when another holds the lock).
+    """
+    if not kk_nonblocking_flock(operation):
+        raise ValueError("flock_holding_gil takes LOCK_NB or LOCK_UN operations only")
+    while kk_flock(fd, operation) != 0:
+        if errno != EINTR:
+            _raise_errno()
+        PyErr_CheckSignals()
+
+
 cdef Py_ssize_t _write(int fd, bytes data, bint hold) except -1:
     # One write(2) of all of *data*, holding the lock or releasing it (a claim paused);
     # EINTR runs the signal handlers and tries again, as os.write does.

@@ -34,6 +34,10 @@ from kakashi._speedups._capture_py import (
 )
 
 __all__ = [
+    "flock_holding_gil",
+    "fstat_size_holding_gil",
+    "ofd_getlk_holding_gil",
+    "stat_identity_holding_gil",
     "bulk_body",
     "clickhouse_body",
     "clickhouse_rows",
@@ -550,6 +554,53 @@ def gil_held_writes(fd: int, any_filesystem: bool = False) -> bool:
     not mounted ``sync``, not ``chattr +S``), or any regular file with *any_filesystem*.
     """
     return False
+
+
+def fstat_size_holding_gil(fd: int) -> int:
+    """``os.fstat(fd).st_size`` (the compiled twin keeps the interpreter lock meanwhile).
+
+    Raises:
+        OSError: as ``os.fstat``.
+    """
+    return os.fstat(fd).st_size
+
+
+def stat_identity_holding_gil(path: str | os.PathLike[str] | bytes) -> tuple[int, int]:
+    """``(st_dev, st_ino)`` of ``os.stat(path)`` (the compiled twin keeps the lock).
+
+    Raises:
+        OSError: as ``os.stat`` (``FileNotFoundError`` for a path that is gone).
+    """
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def ofd_getlk_holding_gil(fd: int, request: bytes) -> bytes:
+    """``fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)`` (the compiled twin keeps the
+    interpreter lock meanwhile): *request* is a packed ``struct flock``.
+
+    Raises:
+        OSError: as ``fcntl.fcntl``.
+    """
+    import fcntl
+
+    answer: bytes = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, request)
+    return answer
+
+
+def flock_holding_gil(fd: int, operation: int) -> None:
+    """``fcntl.flock(fd, operation)`` for an operation that never waits (``LOCK_NB``, or
+    ``LOCK_UN``); the compiled twin keeps the interpreter lock meanwhile.
+
+    Raises:
+        ValueError: an operation that could wait.
+        OSError: as ``fcntl.flock`` (``BlockingIOError`` when another holds the lock).
+    """
+    import fcntl
+
+    if not (operation & fcntl.LOCK_NB or operation == fcntl.LOCK_UN):
+        raise ValueError("flock_holding_gil takes LOCK_NB or LOCK_UN operations only")
+    fcntl.flock(fd, operation)
 
 
 def write_releasing_gil(fd: int, data: bytes) -> int:

@@ -18,7 +18,16 @@ from typing import Any, overload
 from kakashi import _errors
 from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
-from kakashi._speedups import Lines, gil_held_writes, write_holding_gil, write_releasing_gil
+from kakashi._speedups import (
+    Lines,
+    flock_holding_gil,
+    fstat_size_holding_gil,
+    gil_held_writes,
+    ofd_getlk_holding_gil,
+    stat_identity_holding_gil,
+    write_holding_gil,
+    write_releasing_gil,
+)
 from kakashi._turns import take_exclusive
 
 __all__ = [
@@ -62,6 +71,15 @@ def newline_joined(batch: Sequence[bytes]) -> bytes:
     if type(batch) is Lines:
         return batch.joined
     return b"\n".join(batch) + b"\n"
+
+
+def _held_flock(fd: int, operation: int) -> None:
+    """``flock`` for :func:`~kakashi._turns.take_exclusive`: its tries that never wait
+    (``LOCK_NB``) keep the GIL; any other operation releases it, as ``fcntl.flock``."""
+    if operation & _fcntl.LOCK_NB:
+        flock_holding_gil(fd, operation)
+    else:
+        _fcntl.flock(fd, operation)
 
 
 class PendingLines(Sequence[bytes]):
@@ -357,6 +375,7 @@ class FileWriter:
         #: Batches written as they were formatted, the GIL released once for both (an
         #: async backend's :class:`PendingLines`; compiled build).
         self.fused_writes = 0
+        self._hold = False  # set when the file is opened (see hold_gil)
         try:
             self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
         except UnsupportedPlatformError:
@@ -421,6 +440,8 @@ class FileWriter:
     def _moved(self) -> bool:
         """Whether the path no longer names the open file (moved, deleted, replaced)."""
         try:
+            if self._hold:  # a local filesystem: keep the GIL for the microsecond
+                return stat_identity_holding_gil(self._name) != self._inode
             info = os.stat(self._name)
         except FileNotFoundError:
             return True
@@ -456,8 +477,8 @@ class FileWriter:
             self._release(fd)
 
     def _release(self, fd: int) -> None:
-        if fd >= 0:
-            self._fcntl.flock(fd, self._fcntl.LOCK_UN)  # explicitly: a child may hold a copy
+        if fd >= 0:  # explicitly: a child may hold a copy
+            (flock_holding_gil if self._hold else self._fcntl.flock)(fd, self._fcntl.LOCK_UN)
 
     def _acquire(self) -> int:
         """Take the lock on :meth:`_lock_fd`, waiting at most ``lock_timeout``; return the fd
@@ -465,7 +486,12 @@ class FileWriter:
         if self._fcntl is None:
             return -1
         fd = self._lock_fd()
-        take_exclusive(fd, self.lock_timeout, self._fcntl.flock, str(self.path))
+        if self._hold:  # the tries that never wait keep the GIL (a local filesystem)
+            take_exclusive(
+                fd, self.lock_timeout, _held_flock, str(self.path), ofd_getlk_holding_gil
+            )
+        else:
+            take_exclusive(fd, self.lock_timeout, self._fcntl.flock, str(self.path))
         return fd
 
     # -- writing, under the lock -------------------------------------------------------------
@@ -475,7 +501,7 @@ class FileWriter:
 
         Called with the lock held (for :class:`FileWriter`, on the descriptor it opens).
         """
-        size = os.fstat(self._fd).st_size
+        size = fstat_size_holding_gil(self._fd) if self._hold else os.fstat(self._fd).st_size
         if size != self._end:
             size = self._repair_tail(size)
         return size
