@@ -346,6 +346,57 @@ class TestFormattedAsWritten:
         assert (tmp_path / "app.log").read_bytes() == b"a\nb\n"
         assert tries[1] == -1 and len(tries) == 2 and writer.fused_writes == 0
 
+    def test_a_message_argument_that_logs_while_its_batch_is_written(self, tmp_path: Path) -> None:
+        """A ``%`` argument is made text when its batch is formatted: with the fused
+        write, inside the file writer's locks. One whose ``__str__`` logs through the
+        same pipeline (ARCHITECTURE, re-entrancy) neither deadlocks nor is lost: its
+        record is queued and written with a later batch, and every record is counted."""
+        from kakashi.core.async_backend import AsyncConfig
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+        from kakashi.core.pipeline import PipelineConfig
+
+        writer = FileWriter(tmp_path / "app.log")
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(
+                PipelineConfig(writers=(writer,)),
+                AsyncConfig(batch_size=50, max_queue_size=1000),
+            )
+        )
+        log = pipeline.get_logger("app")
+
+        class Chatty:
+            def __init__(self, n: int) -> None:
+                self.n = n
+
+            def __str__(self) -> str:
+                log.info("from str", n=self.n)
+                return f"chatty-{self.n}"
+
+        try:
+            for i in range(200):
+                if i % 10 == 0:
+                    log.info("order %s", Chatty(i))
+                else:
+                    log.info("plain", i=i)
+            assert pipeline.flush(10)
+            assert pipeline.flush(10)  # the records logged while the last batch was written
+        finally:
+            pipeline.shutdown(10)
+        events = [json.loads(line) for line in (tmp_path / "app.log").read_text().splitlines()]
+        messages = [e["message"] for e in events]
+        assert [e["i"] for e in events if e["message"] == "plain"] == [
+            i for i in range(200) if i % 10
+        ]
+        assert messages.count("from str") == 20
+        assert sorted(e["n"] for e in events if e["message"] == "from str") == list(
+            range(0, 200, 10)
+        )
+        assert [m for m in messages if m.startswith("order")] == [
+            f"order chatty-{i}" for i in range(0, 200, 10)
+        ]
+        assert sum(pipeline.stats()["dropped_by_reason"].values()) == 0
+        assert (writer.fused_writes > 0) is kakashi.USING_SPEEDUPS
+
     def test_the_async_backend_formats_as_it_writes(
         self, impl: Implementation, tmp_path: Path
     ) -> None:
@@ -616,23 +667,58 @@ def _fresh(text: str) -> str:
     return "".join(list(text))
 
 
+def _enriched_render(
+    impl: Implementation, constants: dict[str, Any] | None = None, thread: bool = False
+) -> Any:
+    """A pipeline's render (*impl*'s formatter) with the enrichers format_batch stands
+    in for: thread_enricher (if *thread*), exception_enricher, context_enricher, then
+    the constant fields *constants*."""
+    from kakashi.enrichers import context_enricher, exception_enricher, thread_enricher
+
+    def render(record: Any) -> bytes:
+        if thread:
+            record = thread_enricher(record)
+        record = context_enricher(exception_enricher(record))
+        if constants:
+            if record.extra is None:
+                record.extra = {}
+            record.extra.update(constants)
+        return impl.format.format_json(record)
+
+    return render
+
+
+def _batch_against_rendering(
+    compiled: Implementation,
+    pure: Implementation,
+    make: Any,
+    constants: dict[str, Any] | None,
+    thread: bool,
+) -> tuple[list[bytes], int]:
+    """The compiled twin's format_batch of 16 records *make(impl, count)* makes (in the
+    caller's context), checked equal to the pure twin's and to rendering each record
+    (:func:`_enriched_render`); and how many of them it planned without the GIL."""
+    warm = make(compiled, 1)[0]
+    c_records, py_records, one_by_one = make(compiled, 16), make(pure, 16), make(pure, 16)
+    _enriched_render(compiled, constants, thread)(warm)  # the keys in the cache
+    planned = compiled.format._planned_without_gil_count
+    before = planned()
+    lines = compiled.format.format_batch(
+        c_records, _enriched_render(compiled, constants, thread), True, constants, thread
+    )
+    taken = planned() - before
+    expected = pure.format.format_batch(
+        py_records, _enriched_render(pure, constants, thread), True, constants, thread
+    )
+    render = _enriched_render(pure, constants, thread)
+    assert list(lines) == list(expected) == [render(record) for record in one_by_one]
+    return list(lines), taken
+
+
 class TestConstantFieldsWithoutTheGil:
     """The constant fields of a pipeline's fields_enricher and service_enricher
     (format_batch's *constants*, after the context) are written by the planner without
     the GIL too: the lines are those of rendering each record, in both twins."""
-
-    @staticmethod
-    def render_with(impl: Implementation, constants: dict[str, Any]) -> Any:
-        from kakashi.enrichers import context_enricher, exception_enricher
-
-        def render(record: Any) -> bytes:  # exception, context, then the constants
-            record = context_enricher(exception_enricher(record))
-            if record.extra is None:
-                record.extra = {}
-            record.extra.update(constants)
-            return impl.format.format_json(record)
-
-        return render
 
     @pytest.mark.parametrize(
         ("constants", "context", "bound", "fields", "taken"),
@@ -662,24 +748,13 @@ class TestConstantFieldsWithoutTheGil:
         from kakashi._speedups import snapshot
 
         constants = {key: snapshot(value) for key, value in constants.items()}
-        calls = [("m", fields)] * 16
+
+        def make(impl: Implementation, count: int) -> list[Any]:
+            return _bound_records(impl, bound, [("m", fields)] * count)
+
         with kakashi.context_scope(context):
-            c_records = _bound_records(compiled, bound, calls)
-            py_records = _bound_records(pure, bound, calls)
-            one_by_one = _bound_records(pure, bound, calls)
-            warm = _bound_records(compiled, bound, calls[:1])[0]
-        self.render_with(compiled, constants)(warm)  # the keys in the cache
-        planned = compiled.format._planned_without_gil_count
-        before = planned()
-        lines = compiled.format.format_batch(
-            c_records, self.render_with(compiled, constants), True, constants
-        )
-        expected = pure.format.format_batch(
-            py_records, self.render_with(pure, constants), True, constants
-        )
-        render = self.render_with(pure, constants)
-        assert list(lines) == list(expected) == [render(record) for record in one_by_one]
-        assert planned() - before == (16 if taken else 0)
+            lines, planned = _batch_against_rendering(compiled, pure, make, constants, False)
+        assert planned == (16 if taken else 0)
         first = next(iter(constants))
         assert all(f'"{first}":'.encode() in line for line in lines)
 
@@ -694,7 +769,7 @@ class TestConstantFieldsWithoutTheGil:
                 compiled.format._use_fast_plan(fast)
                 records = logged(impl, [("m", {"k": 1})] * 3)
                 lines = impl.format.format_batch(
-                    records, self.render_with(impl, constants), False, constants
+                    records, _enriched_render(impl, constants), False, constants
                 )
                 assert all(line.endswith(b'"message":"m","service":"api","k":1}') for line in lines)
         compiled.format._use_fast_plan(True)
@@ -706,6 +781,10 @@ class TestConstantFieldsWithoutTheGil:
             with pytest.raises(ValueError, match="constants or thread=True need render"):
                 impl.format.format_batch([], None, False, {"k": 1})
             assert list(impl.format.format_batch([], None, False, {})) == []  # none to add
+
+
+# A thread's ident, the same in each set of records _threaded_records makes.
+_THREAD_ID = 2**47 + 5
 
 
 def _threaded_records(
@@ -736,7 +815,7 @@ def _threaded_records(
         thread.join()
     for i, record in enumerate(sink.records):
         record.time_ns = TIME_NS + i * 1000
-        record.thread_id = 2**47 + 5  # a thread's ident, the same in each set of records
+        record.thread_id = _THREAD_ID
     return sink.records
 
 
@@ -744,18 +823,6 @@ class TestThreadEnricherWithoutTheGil:
     """thread_enricher's ``thread`` ({"id", "name"}) and ``process`` ({"id"}), first of
     the enrichers' keys, are written by the planner without the GIL for a record whose
     thread name was captured (format_batch's *thread*)."""
-
-    @staticmethod
-    def render_with(impl: Implementation, constants: dict[str, Any] | None = None) -> Any:
-        from kakashi.enrichers import context_enricher, exception_enricher, thread_enricher
-
-        def render(record: Any) -> bytes:  # thread, exception, context, constants
-            record = context_enricher(exception_enricher(thread_enricher(record)))
-            if constants:
-                record.extra.update(constants)
-            return impl.format.format_json(record)
-
-        return render
 
     @pytest.mark.parametrize(
         ("context", "bound", "fields", "constants", "name", "taken"),
@@ -783,26 +850,14 @@ class TestThreadEnricherWithoutTheGil:
         name: str | None,
         taken: bool,
     ) -> None:
-        calls = [("m", fields)] * 16
+        def make(impl: Implementation, count: int) -> list[Any]:
+            return _threaded_records(impl, [("m", fields)] * count, bound, name)
+
         with kakashi.context_scope(context):
-            c_records = _threaded_records(compiled, calls, bound, name)
-            py_records = _threaded_records(pure, calls, bound, name)
-            one_by_one = _threaded_records(pure, calls, bound, name)
-            warm = _threaded_records(compiled, calls[:1], bound, name)[0]
-        self.render_with(compiled, constants)(warm)  # the keys in the cache
-        planned = compiled.format._planned_without_gil_count
-        before = planned()
-        lines = compiled.format.format_batch(
-            c_records, self.render_with(compiled, constants), True, constants, True
-        )
-        expected = pure.format.format_batch(
-            py_records, self.render_with(pure, constants), True, constants, True
-        )
-        render = self.render_with(pure, constants)
-        assert list(lines) == list(expected) == [render(record) for record in one_by_one]
-        assert planned() - before == (16 if taken else 0)
+            lines, planned = _batch_against_rendering(compiled, pure, make, constants, True)
+        assert planned == (16 if taken else 0)
         if taken:
-            thread = f'"thread":{{"id":{c_records[0].thread_id},"name":"{name or "MainThread"}"}}'
+            thread = f'"thread":{{"id":{_THREAD_ID},"name":"{name or "MainThread"}"}}'
             process = f'"process":{{"id":{os.getpid()}}}'
             assert all(f"{thread},{process}".encode() in line for line in lines)
 
@@ -813,7 +868,9 @@ class TestThreadEnricherWithoutTheGil:
         rendered: thread_enricher looks the name up."""
         for impl in (compiled, pure):
             records = logged(impl, [("m", {"k": 1})] * 12)
-            lines = impl.format.format_batch(records, self.render_with(impl), False, None, True)
+            lines = impl.format.format_batch(
+                records, _enriched_render(impl, thread=True), False, None, True
+            )
             assert all(b'"name":"thread-1"}' in line for line in lines)  # no such thread
 
     def test_the_process_after_a_fork(self, compiled: Implementation, pure: Implementation) -> None:
@@ -824,7 +881,9 @@ class TestThreadEnricherWithoutTheGil:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child
                 try:
-                    lines = impl.format.format_batch(records, self.render_with(impl), thread=True)
+                    lines = impl.format.format_batch(
+                        records, _enriched_render(impl, thread=True), thread=True
+                    )
                     os.write(write, b"\n".join(lines))
                 finally:
                     os._exit(0)
@@ -896,14 +955,6 @@ class TestBoundAndContextWithoutTheGil:
     ) -> None:
         """With context=True and the pipeline's render, each line is what rendering the
         record would give (context_enricher, then the formatter), as the pure twin's."""
-        from kakashi.enrichers import context_enricher, exception_enricher
-
-        def render_with(impl: Implementation) -> Any:
-            def render(record: Any) -> bytes:  # a pipeline's render with the two enrichers
-                return impl.format.format_json(context_enricher(exception_enricher(record)))
-
-            return render
-
         calls = [("m", fields)] * 16
         records = {}
         for impl in (pure, compiled):
@@ -911,14 +962,14 @@ class TestBoundAndContextWithoutTheGil:
                 records[impl.pure] = logged(impl, calls)
             records[impl.pure].append(logged(impl, [("no context", fields)])[0])
         c_records = records[False]
-        render = render_with(compiled)
+        render = _enriched_render(compiled)
         with kakashi.context_scope(context):  # the keys in the cache (render fills it)
             render(logged(compiled, calls[:1])[0])
         compiled.format.format_json(logged(compiled, calls[:1])[0])  # the call's alone
         planned = compiled.format._planned_without_gil_count
         before = planned()
         lines = compiled.format.format_batch(c_records, render, True)
-        expected = pure.format.format_batch(records[True], render_with(pure), True)
+        expected = pure.format.format_batch(records[True], _enriched_render(pure), True)
         assert list(lines) == list(expected)
         assert planned() - before == (17 if taken else 1)  # and the one without
         if taken:
@@ -936,14 +987,6 @@ class TestBoundAndContextWithoutTheGil:
         objects (message, keyword names, values by position, bound fields, context):
         records of different call sites, loggers and contexts taking turns in one batch
         each get their own line."""
-        from kakashi.enrichers import context_enricher, exception_enricher
-
-        def render_with(impl: Implementation) -> Any:
-            def render(record: Any) -> bytes:
-                return impl.format.format_json(context_enricher(exception_enricher(record)))
-
-            return render
-
         shared = "shared value"
         batches = {}
         for impl in (pure, compiled):
@@ -972,8 +1015,8 @@ class TestBoundAndContextWithoutTheGil:
             py_records = batches[True]
             c_records = batches[False]
             if context:
-                expected = pure.format.format_batch(py_records, render_with(pure), True)
-                lines = compiled.format.format_batch(c_records, render_with(compiled), True)
+                expected = pure.format.format_batch(py_records, _enriched_render(pure), True)
+                lines = compiled.format.format_batch(c_records, _enriched_render(compiled), True)
             else:
                 expected = pure.format.format_batch(py_records)
                 lines = compiled.format.format_batch(c_records)

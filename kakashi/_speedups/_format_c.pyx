@@ -1375,15 +1375,13 @@ cdef Py_ssize_t _BOUND_FIELDS = kk_member_offset(Bound.__dict__["fields"])
 
 cdef int _plan_in_batch(kk_plan *plan, Record record, object render, int flags,
                         kk_memo *memo, bint fast=True) except -1:
-    """Plan one line of a batch holding the GIL: *render*'s line for a record the
-    enrichers it runs would change (see format_batch), else the record's own (*fast*:
-    trying the fast planner first; False for a record it has just left). With
-    FAST_CONSTANTS or FAST_THREAD every record is changed: the fast planner writes
-    the ones it can."""
+    """Plan one line of a batch holding the GIL: the fast planner's, with the batch's
+    enrichers (*flags*, *memo*), unless *fast* is False (a record it has just left);
+    else *render*'s line for a record the enrichers would change (see format_batch:
+    with FAST_CONSTANTS or FAST_THREAD, every record), else the record's own."""
     cdef object line
-    if flags & (FAST_CONSTANTS | FAST_THREAD) and fast and _fast_plan:
-        if _plan_fast(plan, <PyObject *>record, flags, memo) == 0:
-            return 0
+    if fast and _fast_plan and _plan_fast(plan, <PyObject *>record, flags, memo) == 0:
+        return 0
     if render is not None and (
         flags & (FAST_CONSTANTS | FAST_THREAD)
         or not kk_is_none(<PyObject *>record.active_exc)
@@ -1394,7 +1392,7 @@ cdef int _plan_in_batch(kk_plan *plan, Record record, object render, int flags,
             raise TypeError(f"render returned {type(line).__name__}, not bytes")
         kk_bytes(plan, <bytes>line)
         return kk_end(plan, 0)
-    return _plan_record(plan, record, fast)
+    return _plan_record(plan, record, False)
 
 
 # What format_batch's planner without the GIL does for a pipeline's enrichers:
@@ -2953,14 +2951,6 @@ cdef extern from *:
     int kk_nonblocking_flock(int operation)
 
 
-cdef int _raise_errno(object filename=None) except -1:
-    # As os does: an OSError of the errno's subclass (FileNotFoundError...), EINTR aside.
-    cdef int error = errno
-    if filename is None:
-        raise OSError(error, os.strerror(error))
-    raise OSError(error, os.strerror(error), filename)
-
-
 def fstat_size_holding_gil(int fd):
     """``os.fstat(fd).st_size``, keeping the interpreter lock for the microsecond the
     call takes (a file writer's check of its file's end on a local filesystem; see
@@ -3027,13 +3017,20 @@ def flock_holding_gil(int fd, int operation):
         PyErr_CheckSignals()
 
 
+cdef int _raise_errno(object filename=None) except -1:
+    # As os does: an OSError of the errno's subclass (FileNotFoundError...), EINTR aside.
+    cdef int error = errno
+    if filename is None:
+        raise OSError(error, os.strerror(error))
+    raise OSError(error, os.strerror(error), filename)
+
+
 cdef Py_ssize_t _write(int fd, bytes data, bint hold) except -1:
     # One write(2) of all of *data*, holding the lock or releasing it (a claim paused);
     # EINTR runs the signal handlers and tries again, as os.write does.
     cdef const char *buf = PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t done
-    cdef int error
     while True:
         if hold:
             done = write(fd, buf, <size_t>size)
@@ -3044,7 +3041,6 @@ cdef Py_ssize_t _write(int fd, bytes data, bint hold) except -1:
                 resume_claim()
         if done >= 0:
             return done
-        error = errno
-        if error != EINTR:
-            raise OSError(error, os.strerror(error))
+        if errno != EINTR:
+            _raise_errno()
         PyErr_CheckSignals()

@@ -291,9 +291,14 @@ class Pipeline:
             )
         except Exception as exc:  # e.g. a record of the other implementation
             _errors.report("format_batch", exc)
+        return self._render_each(records)
+
+    def _render_each(self, records: list[Record]) -> list[bytes]:
+        """The lines of *records* rendered one by one (those not filtered out)."""
         lines: list[bytes] = []
+        render = self.render
         for record in records:
-            line = self.render(record)
+            line = render(record)
             if line is not None:
                 lines.append(line)
         return lines
@@ -310,12 +315,7 @@ class Pipeline:
         """
         if self._plain_json:
             return self._format_batch(records), 0  # no filters: none filtered out
-        lines: list[bytes] = []
-        render = self.render
-        for record in records:
-            line = render(record)
-            if line is not None:
-                lines.append(line)
+        lines = self._render_each(records)
         return lines, len(records) - len(lines)
 
     def write(self, batch: Sequence[bytes]) -> int:
