@@ -1,7 +1,7 @@
 """Where the async caller's tail comes from: every call timed, the slow ones counted.
 
 Usage: ``python benchmarks/stalls.py [--records 200000] [--batch-size 1000]
-[--depth 0.25|none] [--dir DIR]``. One thread logs the benchmark workload
+[--depth 0|0.25|none] [--dir DIR]``. One thread logs the benchmark workload
 (``info("order filled", order_id=i, price=101.25, qty=3, side="buy")``) into a JSON-lines
 file through ``AsyncConfig(max_queue_size=100_000)`` with the given batch size and
 ``gil_handover_depth``, timing every call (``time.perf_counter_ns`` around it, so each
@@ -35,7 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--depth", default="0.25", help="gil_handover_depth, or none")
+    parser.add_argument("--depth", default="0", help="gil_handover_depth, or none")
     parser.add_argument("--dir", type=Path, default=None, help="where the file goes")
     args = parser.parse_args()
     depth = None if args.depth == "none" else float(args.depth)

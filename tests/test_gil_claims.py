@@ -257,20 +257,36 @@ def test_gil_handover_depth_is_checked(depth: Any, error: type[Exception]) -> No
         AsyncConfig(gil_handover_depth=depth)
 
 
-def test_the_backend_sets_the_queue_depth() -> None:
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"gil_handover_depth": 0.25, "batch_size": 100}, 250),
+        ({"gil_handover_depth": 0.25}, 400),  # never below two batches (of 200)
+        ({}, 400),  # the default, 0: two batches
+        ({"gil_handover_depth": 0, "batch_size": 100}, 200),
+        ({"gil_handover_depth": 0.1, "batch_size": 10}, 100),  # the depth, above two batches
+        ({"gil_handover_depth": 0, "batch_size": 800}, 1000),  # two batches: the whole queue
+        ({"gil_handover_depth": 0, "enable_batching": False}, 2),  # batches of one record
+        ({"gil_handover_depth": 1}, 1000),
+        ({"gil_handover_depth": None}, 1001),  # never: more than the queue holds
+    ],
+)
+def test_the_backend_sets_the_queue_depth(settings: dict[str, Any], expected: int) -> None:
     from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 
-    for depth, expected in ((0.25, 250), (0, 0), (1, 1000), (None, 1001)):
-        backend = AsyncBackend(AsyncConfig(max_queue_size=1000, gil_handover_depth=depth))
-        try:
-            assert expected == backend.queue.hand_over_at
-        finally:
-            backend.shutdown(5)
+    config = AsyncConfig(max_queue_size=1000, **settings)
+    assert (None if expected == 1001 else expected) == config.handover_threshold
+    backend = AsyncBackend(config)
+    try:
+        assert expected == backend.queue.hand_over_at
+    finally:
+        backend.shutdown(5)
 
 
-def test_handing_over_from_the_first_record_loses_nothing(tmp_path: Path) -> None:
-    """Every call may hand over (depth 0), with a file writer, a small queue that fills
-    (callers block) and batches that split: every record lands once, in order."""
+def test_handing_over_from_two_batches_loses_nothing(tmp_path: Path) -> None:
+    """Calls hand over from two batches on (depth 0: half this queue), with a file
+    writer, a small queue that fills (callers block) and batches that split: every
+    record lands once, in order."""
     from kakashi.core.async_backend import AsyncConfig
     from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
     from kakashi.core.pipeline import PipelineConfig, file_writer

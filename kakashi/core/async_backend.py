@@ -923,11 +923,15 @@ class AsyncConfig:
         thread_name_prefix: workers are named ``<prefix>-<n>``.
         gil_handover_depth: how full the queue must be (a fraction of
             ``max_queue_size``, from 0 to 1) before a logging call hands the GIL to a
-            worker that is waiting for it; ``None``: never. Below it, a call never waits
-            for the worker; at or above it the queue drains faster (20 to 45% more records
-            a second on two cores, ``benchmarks/handover.py``), and a call that hands over
-            waits while the worker takes its next batch (20 to 200 microseconds for a
-            batch of 1,000, about once per batch). Compiled build only (see :doc:`/performance`).
+            worker that is waiting for it, and never less than two batches
+            (``2 * batch_size``, or the whole queue if it is smaller: see
+            :attr:`handover_threshold`); ``None``: never. Below it, a call never waits
+            for the worker; at or above it the queue drains faster, and a call that
+            hands over waits while the worker takes its next batch (20 to 200
+            microseconds for a batch of 1,000, about once per batch). The default, 0,
+            hands over from two batches on: the worker keeps up with the callers, and
+            little is left to write when they stop. Compiled build only (see
+            :doc:`/performance`).
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
@@ -949,7 +953,7 @@ class AsyncConfig:
     error_retry_delay: float = 0.1
     retry_budget: float = 60.0
     thread_name_prefix: str = "kakashi-worker"
-    gil_handover_depth: float | None = 0.25
+    gil_handover_depth: float | None = 0.0
     queue_overflow_strategy: dataclasses.InitVar[str | None] = None
 
     def __post_init__(self, queue_overflow_strategy: str | None) -> None:
@@ -995,6 +999,18 @@ class AsyncConfig:
         """``batch_size``, or 1 when batching is off."""
         return self.batch_size if self.enable_batching else 1
 
+    @property
+    def handover_threshold(self) -> int | None:
+        """How many queued records make a logging call hand the GIL to a waiting worker
+        (see ``gil_handover_depth``), or ``None`` for never: the depth's share of the
+        queue, and at least two batches (the whole queue, if it holds fewer). Below two
+        batches the worker would take part of a batch for each hand-over, and callers
+        would wait for it more often than once a batch."""
+        if self.gil_handover_depth is None:
+            return None
+        floor = min(2 * self.effective_batch_size, self.max_queue_size)
+        return max(floor, int(self.max_queue_size * self.gil_handover_depth))
+
 
 @dataclasses.dataclass(frozen=True)
 class FlushResult:
@@ -1038,8 +1054,8 @@ class AsyncBackend:
             self._on_drop,
             self._on_closed,
         )
-        if config.gil_handover_depth is not None:
-            self.queue.hand_over_at = int(config.max_queue_size * config.gil_handover_depth)
+        if config.handover_threshold is not None:
+            self.queue.hand_over_at = config.handover_threshold
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
         self._state_lock = fork_safe_lock()
         self._settled = fork_safe_condition()
