@@ -15,9 +15,15 @@ thread in a region sets its record aside, as the twin does.
 """
 
 cimport cython
+from cpython.list cimport PyList_New
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
+
+cdef extern from "Python.h":
+    # The macro, taking the item as a pointer: the list steals the ring's reference
+    # without Cython's temporary one (which would touch the record's reference count).
+    void _list_set_owned "PyList_SET_ITEM" (object lst, Py_ssize_t i, PyObject *item)
 
 from collections import deque
 from time import monotonic
@@ -430,10 +436,21 @@ cdef class RecordQueue:
         cdef list batch
         if self._deferred:
             self._take_deferred()
+        cdef PyObject **ring = self._ring
+        cdef Py_ssize_t head = self._head
         count = min(max_items, self._size)
-        batch = [None] * count
+        # The ring's references move to the list as they are: no record is touched here
+        # (they were written on the logging thread's core; the planner reads them later,
+        # without the GIL), so the worker's stretch with the GIL is shorter.
+        batch = PyList_New(count)
         for i in range(count):
-            batch[i] = self._pop()
+            _list_set_owned(batch, i, ring[head])
+            ring[head] = NULL
+            head += 1
+            if head == self.capacity:
+                head = 0
+        self._head = head
+        self._size -= count
         self.in_flight += count
         if count and self.waiters:
             self._notify_all()
