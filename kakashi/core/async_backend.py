@@ -925,7 +925,7 @@ class AsyncConfig:
             ``max_queue_size``, from 0 to 1) before a logging call hands the GIL to a
             worker that is waiting for it, and never less than two batches
             (``2 * batch_size``, or the whole queue if it is smaller: see
-            :attr:`handover_threshold`); ``None``: never. Below it, a call never waits
+            the ``handover_threshold`` property); ``None``: never. Below it, a call never waits
             for the worker; at or above it the queue drains faster, and a call that
             hands over waits while the worker takes its next batch (20 to 200
             microseconds for a batch of 1,000, about once per batch). The default, 0,
