@@ -46,6 +46,7 @@ cdef class RecordQueue:
     cdef _take_deferred(self)
     cdef _offer_closed(self, object record)
     cdef inline void _push(self, object record)
+    cdef inline PyObject *_take(self) noexcept
     cdef inline object _pop(self)
     cdef void _reset_counters(self) noexcept
     cdef void _clear_ring(self)

@@ -291,15 +291,19 @@ cdef class RecordQueue:
         self._ring[index] = <PyObject *>record
         self._size += 1
 
-    cdef inline object _pop(self):
+    cdef inline PyObject *_take(self) noexcept:
+        # The oldest slot's reference, now the caller's; the record is not touched.
         cdef PyObject *item = self._ring[self._head]
         self._ring[self._head] = NULL
         self._head += 1
         if self._head == self.capacity:
             self._head = 0
         self._size -= 1
-        record = <object>item  # takes a new reference...
-        Py_DECREF(record)      # ...so drop the ring's
+        return item
+
+    cdef inline object _pop(self):
+        record = <object>self._take()  # takes a new reference...
+        Py_DECREF(record)              # ...so drop the ring's
         return record
 
     cpdef put(self, object record):
@@ -436,21 +440,13 @@ cdef class RecordQueue:
         cdef list batch
         if self._deferred:
             self._take_deferred()
-        cdef PyObject **ring = self._ring
-        cdef Py_ssize_t head = self._head
         count = min(max_items, self._size)
         # The ring's references move to the list as they are: no record is touched here
         # (they were written on the logging thread's core; the planner reads them later,
         # without the GIL), so the worker's stretch with the GIL is shorter.
         batch = PyList_New(count)
         for i in range(count):
-            _list_set_owned(batch, i, ring[head])
-            ring[head] = NULL
-            head += 1
-            if head == self.capacity:
-                head = 0
-        self._head = head
-        self._size -= count
+            _list_set_owned(batch, i, self._take())
         self.in_flight += count
         if count and self.waiters:
             self._notify_all()
