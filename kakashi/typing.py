@@ -171,7 +171,7 @@ class Sink(Protocol):
         The backend renders its drop notices (a WARNING record) with it.
         """
 
-    def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
+    def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return a new list of lines and how many were filtered.
 
         The caller owns the list (the backend prepends a drop notice to it).

@@ -84,7 +84,7 @@ class TestQueue:
         for item in "abcd":
             queue.put(item)
 
-        assert ["a", "b"] == queue.drain(10)
+        assert ("a", "b") == queue.drain(10)
         assert [("c", "queue_full_drop_newest"), ("d", "queue_full_drop_newest")] == events
 
     def test_drop_oldest(self, impl: Implementation) -> None:
@@ -93,7 +93,7 @@ class TestQueue:
         for item in "abcd":
             queue.put(item)
 
-        assert ["c", "d"] == queue.drain(10)
+        assert ("c", "d") == queue.drain(10)
         assert [("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
 
     def test_block_times_out_and_counts(self, impl: Implementation) -> None:
@@ -116,7 +116,7 @@ class TestQueue:
         drained = queue.drain(1)
         producer.join()
 
-        assert (["a"], ["b"]) == (drained, queue.drain(1))
+        assert (("a",), ("b",)) == (drained, queue.drain(1))
 
     def test_wakes_only_a_sleeping_worker(self, impl: Implementation) -> None:
         """wake runs for the first record after the worker said it sleeps, and only then."""

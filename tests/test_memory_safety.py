@@ -127,4 +127,4 @@ def test_a_valid_queue_still_works(impl: Implementation) -> None:
         "print(q.drain(5), dropped, q.capacity, q.counters()['offered'])"
     )
 
-    assert "[2] [0, 1] 1 3" == refused(impl, code)
+    assert "(2,) [0, 1] 1 3" == refused(impl, code)

@@ -316,3 +316,34 @@ def test_records_of_the_pure_twin_are_refused_as_before(
             compiled.format.format_batch(records)
         with pytest.raises(TypeError):
             compiled.format.format_json(records[0])
+
+
+def test_a_tuple_batch_is_held_as_it_is(compiled: Implementation) -> None:
+    """format_batch copies a list (it may change while the batch is formatted without
+    the GIL), a reference more to each record, but holds a tuple (the async backend's
+    batch) as it is: the worker's stretch with the GIL touches no record for it."""
+    seen: list[int] = []
+
+    def render(record: Any) -> bytes:
+        seen.append(sys.getrefcount(record))
+        return b'{"rendered":true}'
+
+    sink = Collector()
+    logger = compiled.capture.Logger("app", compiled.capture.Route(sink, 0))
+    for i in range(20):
+        if i == 10:
+            try:
+                raise KeyError(i)
+            except KeyError:
+                logger.error("failed")  # a record with an exception: render makes it
+        else:
+            logger.info("fine", i=i)
+    as_list = list(sink.records)  # each record in one container, then the other
+    del sink.records[:]
+    lines = list(compiled.format.format_batch(as_list, render))
+    as_tuple = tuple(as_list)
+    del as_list
+    assert list(compiled.format.format_batch(as_tuple, render)) == lines
+    assert lines[10] == b'{"rendered":true}'
+    assert len(seen) == 2
+    assert seen[1] == seen[0] - 1, seen

@@ -265,6 +265,23 @@ def test_sink_run_end_finds_each_run(impl: Implementation) -> None:
     assert 6 == impl.capture.sink_run_end(batch, 4)
     assert 6 == impl.capture.sink_run_end(batch, 5)
     assert 1 == impl.capture.sink_run_end([make(None)], 0)
+    assert 3 == impl.capture.sink_run_end(tuple(batch), 0)  # the worker's batch
     for start in (-1, 6):
         with pytest.raises(IndexError, match="outside a batch of 6"):
             impl.capture.sink_run_end(batch, start)
+
+
+def test_sink_run_end_reads_a_list_as_it_was(impl: Implementation) -> None:
+    """A record's ``sink`` that empties the list being read ends no run early and
+    reads no freed memory: a list is read as it was when the call began."""
+    first = object()
+
+    class Clearing:
+        @property
+        def sink(self) -> object:
+            batch.clear()
+            return first
+
+    batch: list[Any] = [Clearing(), Clearing(), Clearing()]
+    assert 3 == impl.capture.sink_run_end(batch, 0)
+    assert [] == batch

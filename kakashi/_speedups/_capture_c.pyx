@@ -15,7 +15,6 @@ after one integer comparison, before any tuple or dict of arguments is built.
 cimport cython
 from cpython.bool cimport PyBool_Check
 from cpython.contextvars cimport get_value
-from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -225,15 +224,16 @@ cpdef str level_name(int level):
     return f"LEVEL{level}"
 
 
-def sink_run_end(list batch not None, Py_ssize_t start):
-    """The index after the run of records from *start* in *batch* that go to the same
-    sink as ``batch[start]`` (see the pure twin)."""
-    cdef Py_ssize_t count = len(batch)
+def sink_run_end(batch, Py_ssize_t start):
+    """The index after the run of records from *start* in *batch* (a tuple or a list)
+    that go to the same sink as ``batch[start]`` (see the pure twin)."""
+    cdef tuple held = tuple(batch)  # a tuple as it is; a list copied, as it may change
+    cdef Py_ssize_t count = len(held)
     cdef Py_ssize_t end = start + 1
     if not 0 <= start < count:
         raise IndexError(f"start {start} is outside a batch of {count}")
-    sink = _sink_of(<object>PyList_GET_ITEM(batch, start))
-    while end < count and _sink_of(<object>PyList_GET_ITEM(batch, end)) is sink:
+    sink = _sink_of(<object>PyTuple_GET_ITEM(held, start))
+    while end < count and _sink_of(<object>PyTuple_GET_ITEM(held, end)) is sink:
         end += 1
     return end
 

@@ -21,7 +21,7 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from time import time_ns
 from types import FrameType, TracebackType
@@ -101,19 +101,20 @@ def level_name(level: int) -> str:
     return name if name is not None else f"LEVEL{level}"
 
 
-def sink_run_end(batch: list[Record], start: int) -> int:
+def sink_run_end(batch: Sequence[Record], start: int) -> int:
     """The index after the run of records from *start* in *batch* that go to the same
     sink as ``batch[start]``: the worker hands each such run to its pipeline at once.
 
     Raises:
         IndexError: *start* is not an index of *batch*.
     """
-    count = len(batch)
+    held = tuple(batch)  # a tuple as it is; a list as it was (a record's sink may change it)
+    count = len(held)
     if not 0 <= start < count:
         raise IndexError(f"start {start} is outside a batch of {count}")
-    sink = batch[start].sink
+    sink = held[start].sink
     end = start + 1
-    while end < count and batch[end].sink is sink:
+    while end < count and held[end].sink is sink:
         end += 1
     return end
 

@@ -1140,7 +1140,7 @@ def format_json(Record record not None):
         kk_plan_free(&plan)
 
 
-def format_batch(list records, render=None, bint context=False, dict constants=None,
+def format_batch(records, render=None, bint context=False, dict constants=None,
                  bint thread=False, int fd=-1):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
@@ -1171,7 +1171,8 @@ def format_batch(list records, render=None, bint context=False, dict constants=N
         ValueError: *context*, *constants* or *thread* without *render*.
         TypeError: *constants* is not a dict.
     """
-    # The records, held while the plan points into them (the list may change meanwhile).
+    # The records, held while the plan points into them: a tuple as it is (the async
+    # backend's batch), a list copied (it may change meanwhile).
     # The buffer is allocated before the GIL is released, for what the batch's plan is
     # expected to need (6 bytes for each byte of a string that needs escaping): address
     # space, not memory, which only what is written takes. A batch too large for even

@@ -182,7 +182,7 @@ def _not_a_record(value: object) -> TypeError:
 
 
 def format_batch(
-    records: list[Record],
+    records: Sequence[Record],
     render: Callable[[Record], bytes | None] | None = None,
     context: bool = False,
     constants: dict[str, Any] | None = None,

@@ -15,7 +15,7 @@ thread in a region sets its record aside, as the twin does.
 """
 
 cimport cython
-from cpython.list cimport PyList_New
+from cpython.tuple cimport PyTuple_New
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
@@ -23,7 +23,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 cdef extern from "Python.h":
     # The macro, taking the item as a pointer: the list steals the ring's reference
     # without Cython's temporary one (which would touch the record's reference count).
-    void _list_set_owned "PyList_SET_ITEM" (object lst, Py_ssize_t i, PyObject *item)
+    void _tuple_set_owned "PyTuple_SET_ITEM" (object tup, Py_ssize_t i, PyObject *item)
 
 from collections import deque
 from time import monotonic
@@ -431,22 +431,24 @@ cdef class RecordQueue:
         return True
 
     def drain(self, Py_ssize_t max_items):
-        """Take up to *max_items* records, oldest first; they count as in flight.
+        """Take up to *max_items* records, oldest first, as a tuple; they count as in flight.
 
         Records set aside by re-entrant puts are taken in first.
         """
         cdef Py_ssize_t count
         cdef Py_ssize_t i
-        cdef list batch
+        cdef tuple batch
         if self._deferred:
             self._take_deferred()
         count = min(max_items, self._size)
-        # The ring's references move to the list as they are: no record is touched here
+        # The ring's references move to the tuple as they are: no record is touched here
         # (they were written on the logging thread's core; the planner reads them later,
-        # without the GIL), so the worker's stretch with the GIL is shorter.
-        batch = PyList_New(count)
+        # without the GIL), so the worker's stretch with the GIL is shorter. A tuple, so
+        # that the formatter holds the batch as it is (a list it would copy, a reference
+        # more to each record) and a run of the whole batch is the batch.
+        batch = PyTuple_New(count)
         for i in range(count):
-            _list_set_owned(batch, i, self._take())
+            _tuple_set_owned(batch, i, self._take())
         self.in_flight += count
         if count and self.waiters:
             self._notify_all()

@@ -442,8 +442,8 @@ class RecordQueue:
             self._sleeping = True
             return True
 
-    def drain(self, max_items: int) -> list[Any]:
-        """Take up to *max_items* records, oldest first; they count as in flight.
+    def drain(self, max_items: int) -> tuple[Any, ...]:
+        """Take up to *max_items* records, oldest first, as a tuple; they count as in flight.
 
         Records set aside by re-entrant puts are taken in first.
         """
@@ -452,7 +452,7 @@ class RecordQueue:
         with self._guard:
             items = self._items
             count = min(max_items, len(items))
-            batch = [items.popleft() for _ in range(count)]
+            batch = tuple([items.popleft() for _ in range(count)])
             self._in_flight += count
         if count and self.waiters:
             self._notify_all()

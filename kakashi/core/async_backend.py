@@ -1262,7 +1262,7 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: list[Record]) -> None:
+    def _process(self, batch: Sequence[Record]) -> None:
         """Format one batch and write it (called in turn).
 
         A run of records is written at once to each ordered writer that is well; it goes
@@ -1349,7 +1349,7 @@ class AsyncBackend:
         self.queue.done(written, filtered, failed)
         self._notify_settled()
 
-    def _render(self, sink: Sink, records: list[Record]) -> tuple[Sequence[bytes], int]:
+    def _render(self, sink: Sink, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """A run's lines and how many of its records were filtered out. For a sink whose
         only writer is a plain :class:`~kakashi.writers.file.FileWriter` with no lane
         (it wrote the last batch without failing), lines the writer formats as it

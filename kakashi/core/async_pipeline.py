@@ -110,11 +110,11 @@ class AsyncPipeline:
         """Render *record* with the pipeline's stages (see ``Pipeline.render``)."""
         return self.pipeline.render(record)
 
-    def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
+    def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* with the pipeline's stages (see ``Pipeline.render_batch``)."""
         return self.pipeline.render_batch(records)
 
-    def pending_batch(self, records: list[Record]) -> PendingLines | None:
+    def pending_batch(self, records: Sequence[Record]) -> PendingLines | None:
         """*records*' lines for the file writer to format as it appends them, or ``None``
         (see ``Pipeline.pending_batch``)."""
         return self.pipeline.pending_batch(records)

@@ -268,7 +268,7 @@ class Pipeline:
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
 
-    def pending_batch(self, records: list[Record]) -> PendingLines | None:
+    def pending_batch(self, records: Sequence[Record]) -> PendingLines | None:
         """*records*' lines to be formatted by the file writer that appends them, in the
         same release of the GIL as the write (see :class:`~kakashi.writers.file.PendingLines`),
         or ``None`` where :meth:`render_batch` would not format the batch in one compiled
@@ -277,7 +277,7 @@ class Pipeline:
             return None
         return PendingLines(len(records), lambda fd: self._format_batch(records, fd))
 
-    def _format_batch(self, records: list[Record], fd: int = -1) -> Sequence[bytes]:
+    def _format_batch(self, records: Sequence[Record], fd: int = -1) -> Sequence[bytes]:
         """:meth:`render_batch`'s lines of a batch without filters, written to *fd* as they
         are formatted when *fd* is not -1 (see ``format_batch``). Never raises."""
         try:
@@ -293,7 +293,7 @@ class Pipeline:
             _errors.report("format_batch", exc)
         return self._render_each(records)
 
-    def _render_each(self, records: list[Record]) -> list[bytes]:
+    def _render_each(self, records: Sequence[Record]) -> list[bytes]:
         """The lines of *records* rendered one by one (those not filtered out)."""
         lines: list[bytes] = []
         render = self.render
@@ -303,7 +303,7 @@ class Pipeline:
                 lines.append(line)
         return lines
 
-    def render_batch(self, records: list[Record]) -> tuple[Sequence[bytes], int]:
+    def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* in order; return the lines and how many were filtered out.
 
         With the JSON formatter, no filters and no enrichers but ``exception_enricher``,
