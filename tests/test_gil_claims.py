@@ -309,3 +309,60 @@ def test_handing_over_from_two_batches_loses_nothing(tmp_path: Path) -> None:
     ]
     assert list(range(50_000)) == ids
     assert 0 == stats["messages_dropped"]
+
+
+def test_batches_taken_one_after_another_are_one_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker claims the GIL once for the batches it takes one after the other: no
+    gap between two batches' claims, in which a caller handing the GIL over would stop
+    waiting for the worker's next long release and sleep on the GIL the worker holds
+    (to wake up tens of microseconds after the worker let it go)."""
+    from kakashi.core import async_backend
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig
+
+    written: list[int] = []
+    claims: list[int] = []  # the batches written when each claim began
+
+    def counted_claim() -> None:
+        claims.append(len(written))
+        claim_gil()
+
+    monkeypatch.setattr(async_backend, "claim_gil", counted_claim)
+    release = threading.Event()
+
+    class Gate:
+        """Holds the worker in its first batch's write until the others wait."""
+
+        def write(self, batch: Any) -> None:
+            release.wait(BOUND)
+            written.append(len(batch))
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(Gate(),)), AsyncConfig(max_queue_size=10_000, batch_size=100)
+        )
+    )
+    log = pipeline.get_logger("claims")
+    try:
+        log.info("first")
+        deadline = time.monotonic() + BOUND
+        while not claims and time.monotonic() < deadline:  # the worker is in its turn
+            time.sleep(0.001)
+        for i in range(1_000):
+            log.info("queued", i=i)
+        release.set()
+        assert pipeline.flush(BOUND)
+    finally:
+        pipeline.shutdown(BOUND)
+    assert 1_001 == sum(written)
+    assert len(written) >= 11  # ten batches and more, taken one after the other
+    # Every batch was written in the first claim (a later one, when the flush wakes the
+    # worker, finds the queue empty).
+    assert [0, len(written)] == [*claims, len(written)][:2], claims

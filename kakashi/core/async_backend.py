@@ -1241,19 +1241,23 @@ class AsyncBackend:
                 if fill > 1 and not self._stop and queue.sleep(fill):
                     self._wake.wait(timeout)  # until the batch is full, or batch_timeout
                     self._wake.clear()
-                while True:
-                    with self._turn:
-                        # Claimed from taking the batch to settling it (freeing the last
-                        # one too): see claim_gil. Inside the turn: a worker waiting for
-                        # it does not claim the GIL it has no use for.
-                        claim_gil()
-                        try:
+                with self._turn:
+                    # Claimed from taking the first batch to settling the last one that
+                    # waits (freeing each one too): see claim_gil. One claim for the
+                    # batches taken one after the other: a caller handing the GIL over
+                    # waits for the worker's next long release, not for a gap between
+                    # two claims, after which it would sleep on the GIL the worker holds
+                    # and wake up long after the worker let it go. Inside the turn: a
+                    # worker waiting for it does not claim the GIL it has no use for.
+                    claim_gil()
+                    try:
+                        while True:
                             batch = queue.drain(size)
                             if not batch:
                                 break
                             self._process(batch)
-                        finally:
-                            unclaim_gil()
+                    finally:
+                        unclaim_gil()
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
