@@ -96,6 +96,18 @@ class TestQueue:
         assert ("c", "d") == queue.drain(10)
         assert [("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
 
+    @pytest.mark.parametrize("count", [0, -1, -1000])
+    def test_draining_less_than_one_takes_nothing(self, impl: Implementation, count: int) -> None:
+        """A count below 1 takes no record, in both builds, and the counters still add up
+        (the pure twin's in_flight went negative, the compiled one raised SystemError)."""
+        queue, _ = self.make(impl, 4, impl.queue.DROP_OLDEST)
+        queue.put("a")
+
+        assert () == queue.drain(count)
+        c = queue.counters()
+        assert (c["size"], c["in_flight"], c["offered"]) == (1, 0, 1)
+        assert ("a",) == queue.drain(10)
+
     def test_block_times_out_and_counts(self, impl: Implementation) -> None:
         """Under block, a caller waits for room; with none, the record is dropped, counted."""
         queue, events = self.make(impl, 1, impl.queue.BLOCK)

@@ -440,7 +440,7 @@ cdef class RecordQueue:
         cdef tuple batch
         if self._deferred:
             self._take_deferred()
-        count = min(max_items, self._size)
+        count = max(0, min(max_items, self._size))  # a count below 1 takes nothing
         # The ring's references move to the tuple as they are: no record is touched here
         # (they were written on the logging thread's core; the planner reads them later,
         # without the GIL), so the worker's stretch with the GIL is shorter. A tuple, so

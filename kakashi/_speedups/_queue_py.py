@@ -451,7 +451,7 @@ class RecordQueue:
             self._take_deferred()
         with self._guard:
             items = self._items
-            count = min(max_items, len(items))
+            count = max(0, min(max_items, len(items)))  # a count below 1 takes nothing
             batch = tuple([items.popleft() for _ in range(count)])
             self._in_flight += count
         if count and self.waiters:
