@@ -318,13 +318,12 @@ class TestPipelineBatches:
         if not USING_SPEEDUPS:
             pytest.skip("the pure build renders every record")
         pipeline = _pipeline(BATCHED["production"])
-        # The planner without the GIL leaves a record whose keys the key cache (two keys
+        # The planner without the GIL leaves a record whose keys the key cache (four keys
         # per set of addresses) does not hold, and the batch's planner with the GIL puts
         # them there. Other keys may have taken their places since they were last used:
-        # here a thousand of them do (long ones, which malloc places one after the other,
-        # at a stride that reaches every set), so the first batch is the one that learns
-        # the keys and the second is the common case.
-        flood = {f"flood_{n:04}_" + "x" * 610: n for n in range(1000)}
+        # here 3,000 of them do (about 23 a set), so the first batch is the one that
+        # learns the keys and the second is the common case.
+        flood = {f"flood_{n:04}_" + "x" * 610: n for n in range(3000)}
         pipeline.render_batch(
             _captured(pipeline.capture_flags, lambda log: log.info("flood", **flood))
         )

@@ -157,7 +157,7 @@ cdef extern from *:
         }
         return kk_put_escaped(b, s, n);
     }
-    /* Field keys, looked at once: a direct-mapped cache from the key object (a str held
+    /* Field keys, looked at once: a set-associative cache from the key object (a str held
        by the cache, so its address cannot be reused while it is there) to whether it is
        a reserved or core key. Keys come from call sites' keyword names, so a few dozen
        cover a program. Off without a GIL (the cache relies on it to be consistent). */
@@ -167,12 +167,16 @@ cdef extern from *:
     #define KK_KEY_CACHE 1
     #endif
     #define KK_KEY_SLOTS 512
+    #define KK_KEY_WAYS 4
     /* A slot is one word, the key's address with its flags in the low bits (objects
        are aligned to 8 bytes at least), stored and loaded whole: the planner that runs
        without the GIL (kk_fast_key) reads slots that a thread holding it may replace,
        and must never pair a key with another key's flags. The slot holds the key.
-       Two slots per set (the last two keys that mapped there), so that two keys of one
-       call site that happen to map to the same set do not keep replacing each other. */
+       Four slots per set (the last four keys that mapped there, newest first), so that
+       the keys of one record that happen to map to the same set do not keep replacing
+       each other; the set is picked by a multiplicative hash of the whole address:
+       short keys are same-size objects at the same offsets of their pymalloc pools,
+       and their low address bits alone reached a quarter of the sets. */
     typedef uintptr_t kk_key;
     #define KK_KEY_FLAGS ((kk_key)3)
     static kk_key kk_keys[KK_KEY_SLOTS];
@@ -184,26 +188,29 @@ cdef extern from *:
     #define KK_KEY_STORE(slot, word) (*(volatile kk_key *)(slot) = (word))
     #endif
     static kk_key *kk_key_set(PyObject *key) {
-        return &kk_keys[(((size_t)key >> 4) % (KK_KEY_SLOTS / 2)) * 2];
+        uint64_t hashed = (uint64_t)((uintptr_t)key >> 3) * 0x9E3779B97F4A7C15ULL;
+        return &kk_keys[(size_t)(hashed >> 57) * KK_KEY_WAYS];  /* 128 sets */
     }
     /* The cached flags of *key*, or -1 if it is not cached. */
     static int kk_key_lookup(PyObject *key) {
         kk_key *set = kk_key_set(key);
-        kk_key word = KK_KEY_LOAD(&set[0]);
-        if ((PyObject *)(word & ~KK_KEY_FLAGS) == key) return (int)(word & KK_KEY_FLAGS);
-        word = KK_KEY_LOAD(&set[1]);
-        if ((PyObject *)(word & ~KK_KEY_FLAGS) == key) return (int)(word & KK_KEY_FLAGS);
+        for (int way = 0; way < KK_KEY_WAYS; way++) {
+            kk_key word = KK_KEY_LOAD(&set[way]);
+            if ((PyObject *)(word & ~KK_KEY_FLAGS) == key) return (int)(word & KK_KEY_FLAGS);
+        }
         return -1;
     }
-    /* Cache *key* with *flags* (holding the GIL): first in its set, the set's first
-       moving second, and the second let go. */
+    /* Cache *key* with *flags* (holding the GIL): first in its set, the others moving
+       down one, and the last one let go. */
     static void kk_key_store(PyObject *key, int flags) {
         kk_key *set = kk_key_set(key);
-        kk_key first = KK_KEY_LOAD(&set[0]), second = KK_KEY_LOAD(&set[1]);
+        kk_key last = KK_KEY_LOAD(&set[KK_KEY_WAYS - 1]);
         Py_INCREF(key);
-        KK_KEY_STORE(&set[1], first);
+        for (int way = KK_KEY_WAYS - 1; way > 0; way--) {
+            KK_KEY_STORE(&set[way], KK_KEY_LOAD(&set[way - 1]));
+        }
         KK_KEY_STORE(&set[0], (kk_key)key | (kk_key)flags);
-        Py_XDECREF((PyObject *)(second & ~KK_KEY_FLAGS));
+        Py_XDECREF((PyObject *)(last & ~KK_KEY_FLAGS));
     }
     /* Short decimals (prices, ratios): the fewest fraction digits k whose decimal
        round(m * 10^k) / 10^k converts back to m is the shortest repr. Keeping m * 10^k
