@@ -22,7 +22,7 @@ import pytest
 import kakashi
 from kakashi.writers.file import FileWriter, PendingLines, newline_joined
 from kakashi.writers.rotating import RotatingFileWriter
-from tests.conftest import Collector, Implementation, file_lines
+from tests.conftest import Collector, Implementation, file_lines, why_left
 
 TIME_NS = 1_795_798_641_123_456_789
 
@@ -688,6 +688,9 @@ def _enriched_render(
     return render
 
 
+_left_why: list[str] = []  # why_left of the last batch _batch_against_rendering made
+
+
 def _batch_against_rendering(
     compiled: Implementation,
     pure: Implementation,
@@ -707,6 +710,7 @@ def _batch_against_rendering(
         c_records, _enriched_render(compiled, constants, thread), True, constants, thread
     )
     taken = planned() - before
+    _left_why.append(why_left(c_records))
     expected = pure.format.format_batch(
         py_records, _enriched_render(pure, constants, thread), True, constants, thread
     )
@@ -754,7 +758,7 @@ class TestConstantFieldsWithoutTheGil:
 
         with kakashi.context_scope(context):
             lines, planned = _batch_against_rendering(compiled, pure, make, constants, False)
-        assert planned == (16 if taken else 0)
+        assert planned == (16 if taken else 0), _left_why[-1]
         first = next(iter(constants))
         assert all(f'"{first}":'.encode() in line for line in lines)
 
@@ -855,7 +859,7 @@ class TestThreadEnricherWithoutTheGil:
 
         with kakashi.context_scope(context):
             lines, planned = _batch_against_rendering(compiled, pure, make, constants, True)
-        assert planned == (16 if taken else 0)
+        assert planned == (16 if taken else 0), _left_why[-1]
         if taken:
             thread = f'"thread":{{"id":{_THREAD_ID},"name":"{name or "MainThread"}"}}'
             process = f'"process":{{"id":{os.getpid()}}}'

@@ -14,7 +14,7 @@ import pytest
 
 import kakashi
 from kakashi.enrichers import context_enricher, exception_enricher
-from tests.conftest import Collector, Implementation
+from tests.conftest import Collector, Implementation, why_left
 from tests.test_lines import TIME_NS, _fresh
 
 pytestmark = pytest.mark.c_extension
@@ -568,7 +568,7 @@ def test_dicts_past_the_memo_s_sixteen_operations(
         before = planned()
         lines = compiled.format.format_batch(records[False], render_with(compiled), context_on)
         assert list(lines) == list(expected)
-        assert planned() > before
+        assert planned() > before, why_left(records[False])
 
 
 @pytest.mark.parametrize("seed", range(6))

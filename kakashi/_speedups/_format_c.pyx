@@ -995,6 +995,7 @@ cdef extern from *:
     int kk_float(kk_plan *p, object value) except -1
     int kk_time(kk_plan *p, long long ns) except -1
     int kk_end(kk_plan *p, int close) except -1
+    int kk_key_lookup(PyObject *key)
     ctypedef int (*kk_value_fn)(kk_plan *p, PyObject *value) except -1
     int kk_pairs(kk_plan *p, object names, object values, kk_value_fn other, object core,
                  object reserved) except -1
@@ -1332,6 +1333,12 @@ def _planned_without_gil_count():
 # Whether records are tried with the planner without the GIL first (tests turn it off
 # to compare the two planners' lines).
 cdef bint _fast_plan = True
+
+
+def _key_cached(key):
+    """Whether the key cache holds *key* (this very object), so that the planner without
+    the GIL may write it (for tests)."""
+    return isinstance(key, str) and kk_key_lookup(<PyObject *>key) >= 0
 
 
 def _use_fast_plan(bint enabled):
