@@ -31,6 +31,7 @@ from kakashi._speedups import (
     unclaimed,
     write_releasing_gil,
 )
+from tests.conftest import Keeper, keeping_pipeline
 
 BOUND = 60.0  # seconds: a deadline for a hung test, never a measure
 compiled = pytest.mark.skipif(not USING_SPEEDUPS, reason="claims act in the compiled build")
@@ -317,9 +318,6 @@ def test_batches_taken_one_after_another_are_one_claim(monkeypatch: pytest.Monke
     waiting for the worker's next long release and sleep on the GIL the worker holds
     (to wake up tens of microseconds after the worker let it go)."""
     from kakashi.core import async_backend
-    from kakashi.core.async_backend import AsyncConfig
-    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
-    from kakashi.core.pipeline import PipelineConfig
 
     written: list[int] = []
     claims: list[int] = []  # the batches written when each claim began
@@ -331,24 +329,14 @@ def test_batches_taken_one_after_another_are_one_claim(monkeypatch: pytest.Monke
     monkeypatch.setattr(async_backend, "claim_gil", counted_claim)
     release = threading.Event()
 
-    class Gate:
+    class Gate(Keeper):
         """Holds the worker in its first batch's write until the others wait."""
 
         def write(self, batch: Any) -> None:
             release.wait(BOUND)
             written.append(len(batch))
 
-        def flush(self) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    pipeline = AsyncPipeline(
-        AsyncPipelineConfig(
-            PipelineConfig(writers=(Gate(),)), AsyncConfig(max_queue_size=10_000, batch_size=100)
-        )
-    )
+    pipeline = keeping_pipeline(Gate(), max_queue_size=10_000, batch_size=100)
     log = pipeline.get_logger("claims")
     try:
         log.info("first")
