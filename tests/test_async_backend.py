@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,186 @@ class TestQueue:
 
         assert ("late", "closed") == events[-1]
         assert 1 == queue.counters()["dropped"]["closed"]
+
+
+class Payload:
+    """A record stand-in whose freeing can be watched (a weak reference) and whose
+    finalizer can run code (*on_free*)."""
+
+    def __init__(self, name: str, on_free: Any = None) -> None:
+        self.name = name
+        self.on_free = on_free
+
+    def __del__(self) -> None:
+        if self.on_free is not None:
+            self.on_free(self)
+
+
+class TestRetiredBatches:
+    """The worker hands a finished batch back (``retire``): the compiled queue has the next
+    puts free its records, two a put, so the worker's stretch with the GIL does not
+    include freeing a thousand records; the pure twin lets it go at once. Either way
+    every record is freed, none too early, and the counters do not move."""
+
+    def make(self, impl: Implementation, capacity: int = 64) -> Any:
+        return impl.queue.RecordQueue(
+            capacity, impl.queue.DROP_NEWEST, 0.0, lambda: None, lambda r, i: None, bool
+        )
+
+    def retired_batch(self, queue: Any, count: int) -> list[weakref.ref[Payload]]:
+        for i in range(count):
+            queue.put(Payload(f"r{i}"))
+        batch = queue.drain(count)
+        queue.done(count, 0, 0)
+        refs = [weakref.ref(item) for item in batch]
+        queue.retire(batch)
+        return refs
+
+    def test_puts_free_the_records_of_a_retired_batch(self, impl: Implementation) -> None:
+        """Ten records retired: the compiled queue keeps them until five puts free them
+        (two a put) and the next one lets the empty batch go; the pure twin frees them
+        as soon as the worker's reference goes. The counters are those of the records."""
+        queue = self.make(impl)
+        refs = self.retired_batch(queue, 10)
+        alive = sum(ref() is not None for ref in refs)
+        assert (0 if impl.pure else 10) == alive
+        assert (0 if impl.pure else 1) == queue.retired
+
+        for i in range(5):
+            queue.put(f"n{i}")
+        assert [None] * 10 == [ref() for ref in refs]
+        queue.put("n5")
+        assert 0 == queue.retired
+        c = queue.counters()
+        assert (c["offered"], c["written"], c["size"], c["in_flight"]) == (16, 10, 6, 0)
+
+    def test_a_batch_still_referenced_is_not_freed(self, compiled: Implementation) -> None:
+        """A batch someone else still holds (the worker's variable, a lane retrying it)
+        is left whole: every put skips it, and it is freed once only the queue has it."""
+        queue = self.make(compiled)
+        for i in range(6):
+            queue.put(Payload(f"r{i}"))
+        batch = queue.drain(6)
+        queue.retire(batch)
+        for i in range(10):
+            queue.put(f"n{i}")
+        assert ["r0", "r1", "r2", "r3", "r4", "r5"] == [item.name for item in batch]
+        assert 1 == queue.retired
+
+        refs = [weakref.ref(item) for item in batch]
+        del batch
+        for i in range(4):
+            queue.put(f"m{i}")
+        assert [None] * 6 == [ref() for ref in refs]
+        assert 0 == queue.retired
+
+    def test_a_half_freed_batch_is_out_of_the_collector_s_reach(
+        self, compiled: Implementation
+    ) -> None:
+        """Once its first record is freed, the batch (a tuple with empty slots) is no
+        longer tracked by the collector: gc.get_objects never gives it to Python code,
+        which would read a slot that holds nothing."""
+        queue = self.make(compiled)
+        refs = self.retired_batch(queue, 10)
+        queue.put("n0")  # frees two of the ten
+        assert 8 == sum(ref() is not None for ref in refs)
+
+        survivors = {id(ref()) for ref in refs if ref() is not None}
+        holding = []
+        for o in gc.get_objects():
+            if type(o) is tuple:
+                items = list(o)  # reads every slot: an empty one would crash here
+                if survivors & {id(x) for x in items}:
+                    holding.append(o)
+        assert [] == holding
+
+    def test_free_retired_lets_every_batch_go(self, impl: Implementation) -> None:
+        """What a worker does before it idles: every retired record is freed now."""
+        queue = self.make(impl)
+        for i in range(12):
+            queue.put(Payload(f"r{i}"))
+        refs = []
+        for count in (5, 7):  # two batches retired with no put in between
+            batch = queue.drain(count)
+            refs += [weakref.ref(item) for item in batch]
+            queue.retire(batch)
+            del batch
+        assert (0 if impl.pure else 2) == queue.free_retired()
+        assert [None] * 12 == [ref() for ref in refs]
+        assert 0 == queue.retired
+
+    def test_no_more_than_eight_batches_are_kept(self, compiled: Implementation) -> None:
+        """Without puts, a ninth retired batch makes the queue let the oldest go."""
+        queue = self.make(compiled)
+        for i in range(27):
+            queue.put(Payload(f"r{i}"))
+        batches = [queue.drain(3) for _ in range(9)]
+        first, *rest = [[weakref.ref(item) for item in batch] for batch in batches]
+        for batch in batches[:8]:
+            queue.retire(batch)
+        del batch
+        ninth = batches[8]
+        del batches
+        assert 8 == queue.retired
+        assert all(ref() is not None for ref in first)
+
+        queue.retire(ninth)
+        assert 8 == queue.retired
+        assert [None] * 3 == [ref() for ref in first]
+        assert all(ref() is not None for refs in rest for ref in refs)
+
+    def test_a_finalizer_that_logs_while_its_record_is_freed(self, impl: Implementation) -> None:
+        """A record's finalizer that puts a record (a ``__del__`` that logs) runs in the
+        put that frees it: its record is taken, it frees nothing itself (no recursion
+        through a thousand finalizers), and every record is counted."""
+        queue = self.make(impl, capacity=256)
+        seen: list[str] = []
+
+        def log_from_del(payload: Payload) -> None:
+            seen.append(payload.name)
+            queue.put(f"from-del-{payload.name}")
+
+        for i in range(20):
+            queue.put(Payload(f"r{i}", log_from_del))
+        batch = queue.drain(20)
+        queue.done(20, 0, 0)
+        queue.retire(batch)
+        del batch
+        for i in range(11):
+            queue.put(f"n{i}")
+        queue.free_retired()
+
+        assert 20 == len(seen)
+        assert 20 == len(set(seen))
+        c = queue.counters()
+        assert c["offered"] == 20 + 20 + 11
+        assert c["size"] == 31
+        assert c["offered"] == c["written"] + c["size"] + c["in_flight"]
+
+    def test_the_worker_frees_what_it_retired_before_it_idles(
+        self, impl: Implementation, tmp_path: Path
+    ) -> None:
+        """Through the backend: after a burst, the records' values are freed once the
+        worker goes idle, with no further log call to free them."""
+        pipeline = async_pipeline(
+            file_writer(tmp_path / "retired.log"), batch_size=100, batch_timeout=0.01
+        )
+        try:
+            log = pipeline.get_logger("retired")
+            values = [Payload(f"v{i}") for i in range(500)]
+            refs = [weakref.ref(v) for v in values]
+            for value in values:
+                log.info("burst", value=value)
+            del values, value
+            assert pipeline.flush(30)
+            deadline = time.monotonic() + 30
+            while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [None] * 500 == [ref() for ref in refs]
+            assert 0 == pipeline.backend.queue.retired
+        finally:
+            pipeline.shutdown(10)
+        assert 500 == len(read_json_lines(tmp_path / "retired.log"))
 
 
 class TestConfig:

@@ -39,6 +39,13 @@ cdef class RecordQueue:
     cdef PyObject **_ring
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
+    # Batches the worker is done with, whose records later puts free (see retire): a
+    # ring of owned tuple references, and how many items of the oldest are left (-1:
+    # none freed yet).
+    cdef PyObject *_graves[8]
+    cdef Py_ssize_t _graves_head
+    cdef Py_ssize_t _graves_n
+    cdef Py_ssize_t _grave_left
 
     cpdef put(self, object record)
     cdef _offer(self, object record, bint may_wait)
@@ -50,6 +57,8 @@ cdef class RecordQueue:
     cdef inline object _pop(self)
     cdef void _reset_counters(self) noexcept
     cdef void _clear_ring(self)
+    cdef void _free_some(self) noexcept
+    cdef PyObject *_unbury(self) noexcept
 
 
 # A worker's long GIL release inside its turn (see _queue_c.claim_gil).

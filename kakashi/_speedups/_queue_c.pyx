@@ -18,12 +18,18 @@ cimport cython
 from cpython.tuple cimport PyTuple_New
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 
 cdef extern from "Python.h":
     # The macro, taking the item as a pointer: the list steals the ring's reference
     # without Cython's temporary one (which would touch the record's reference count).
     void _tuple_set_owned "PyTuple_SET_ITEM" (object tup, Py_ssize_t i, PyObject *item)
+    # The same on a tuple only the queue holds (see retire), and what it reads.
+    void _tuple_set "PyTuple_SET_ITEM" (PyObject *tup, Py_ssize_t i, PyObject *item)
+    PyObject *_tuple_item "PyTuple_GET_ITEM" (PyObject *tup, Py_ssize_t i)
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE" (PyObject *tup)
+    Py_ssize_t _refcount "Py_REFCNT" (PyObject *obj)
+    void PyObject_GC_UnTrack(void *obj)
 
 from collections import deque
 from time import monotonic
@@ -207,7 +213,21 @@ def claim_counts():
 def _reset_claims_after_fork():
     # Not counted down by threads that do not exist here: a count left above 0 would
     # have every put hand over; a depth left above 0, a count below 0 at its unclaim.
+    # Nor is a free the forking thread did not make (see RecordQueue.retire).
+    global _freeing
     kk_claims_reset()
+    _freeing = False
+
+
+# Records of retired batches a put frees (see RecordQueue.retire): about one a put keeps
+# pace with the records put; two catch up after a put that found its batch still held.
+cdef enum:
+    GRAVES = 8
+    FREED_PER_PUT = 2
+
+# A put is freeing records: a record's finalizer that logs (or another thread, while it
+# runs) frees none, and the worker does not let go of a retired batch meanwhile.
+cdef bint _freeing = False
 
 
 cdef object _monotonic = monotonic
@@ -251,6 +271,8 @@ cdef class RecordQueue:
         self._hold_timeout = None
         self._exempt = frozenset()
         self._deferred = deque()
+        if self._graves_n == 0:
+            self._grave_left = -1
         self._reset_counters()
 
     cdef void _clear_ring(self):
@@ -263,10 +285,14 @@ cdef class RecordQueue:
             Py_DECREF(<object>item)
 
     def __dealloc__(self):
+        cdef PyObject *batch
         if self._ring is not NULL:
             self._clear_ring()
             PyMem_Free(self._ring)
             self._ring = NULL
+        while self._graves_n:
+            batch = self._unbury()
+            Py_DECREF(<object>batch)
 
     @property
     def size(self):
@@ -318,8 +344,100 @@ cdef class RecordQueue:
         self._offer(record, True)
         if self._deferred:
             self._take_deferred()
+        if self._graves_n:
+            self._free_some()
         if self._size >= self.hand_over_at and kk_claimed(_CLAIM_NS) and not kk_claiming():
             _hand_over()
+
+    def retire(self, batch):
+        """Take back *batch*, a tuple :meth:`drain` returned, once the worker is done with
+        it: its records are freed by the next puts, one or two a put, rather than all at
+        once by the worker.
+
+        Freeing a batch of records holds the GIL for about as long as everything else the
+        worker does with it between two writes (each record was last written on the
+        logging thread's core); a logging thread that hands the GIL over to the worker
+        waits that long. Freed by the puts, the records go back to the allocator on the
+        thread that makes the next ones. A put frees nothing of a batch still referenced
+        elsewhere (the worker's own variable, a lane retrying its lines); at most
+        ``GRAVES`` batches are kept, the oldest let go by this call beyond that, and
+        :meth:`free_retired` frees them all (a worker about to idle). The pure twin lets
+        go of the batch at once.
+        """
+        cdef PyObject *oldest = NULL
+        cdef Py_ssize_t slot
+        if type(batch) is not tuple or not batch:
+            return
+        if self._graves_n == GRAVES:
+            if _freeing:  # a put frees the oldest now: this one goes with the worker's reference
+                return
+            oldest = self._unbury()
+        slot = (self._graves_head + self._graves_n) % GRAVES
+        Py_INCREF(batch)
+        self._graves[slot] = <PyObject *>batch
+        self._graves_n += 1
+        if oldest is not NULL:  # the ring is consistent: what its records' finalizers do is safe
+            Py_DECREF(<object>oldest)
+
+    def free_retired(self):
+        """Let go of every batch :meth:`retire` kept (its records freed unless still
+        referenced elsewhere): what a worker does before it idles, so that records do not
+        outlive a burst in memory. Returns how many batches were let go."""
+        cdef PyObject *batch
+        cdef Py_ssize_t count = 0
+        while self._graves_n and not _freeing:
+            batch = self._unbury()
+            count += 1
+            Py_DECREF(<object>batch)  # may run code: the ring is consistent already
+        return count
+
+    @property
+    def retired(self):
+        """How many batches :meth:`retire` kept whose records are not all freed yet."""
+        return self._graves_n
+
+    cdef PyObject *_unbury(self) noexcept:
+        # The oldest retired batch, out of the ring: its reference is now the caller's.
+        cdef PyObject *batch = self._graves[self._graves_head]
+        self._graves[self._graves_head] = NULL
+        self._graves_head = (self._graves_head + 1) % GRAVES
+        self._graves_n -= 1
+        self._grave_left = -1
+        return batch
+
+    cdef void _free_some(self) noexcept:
+        # Free up to FREED_PER_PUT records of the oldest retired batch that only the queue
+        # holds, last first: each item leaves the tuple before its reference is dropped,
+        # so whatever a finalizer runs (a log call, another thread) finds the ring
+        # consistent. The tuple is untracked first: the collector (gc.get_objects) must
+        # not hand a tuple with empty slots to Python code.
+        global _freeing
+        cdef PyObject *batch
+        cdef PyObject *item
+        cdef Py_ssize_t left
+        cdef int _
+        if _freeing:
+            return
+        _freeing = True
+        for _ in range(FREED_PER_PUT):
+            if self._graves_n == 0:
+                break
+            batch = self._graves[self._graves_head]
+            if _refcount(batch) != 1:
+                break  # still used elsewhere: a later put frees it
+            left = self._grave_left
+            if left < 0:
+                PyObject_GC_UnTrack(batch)
+                left = _tuple_size(batch)
+            if left == 0:
+                Py_DECREF(<object>self._unbury())  # empty now: nothing of the user's runs
+                continue
+            left -= 1
+            item = _tuple_item(batch, left)
+            _tuple_set(batch, left, NULL)
+            self._grave_left = left
+            Py_XDECREF(item)
+        _freeing = False
 
     cdef _take_deferred(self):
         """Offer the records set aside by re-entrant puts; none of them may wait."""

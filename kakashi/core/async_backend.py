@@ -1236,6 +1236,9 @@ class AsyncBackend:
         try:
             while True:
                 if queue.sleep():  # idle: the first record wakes us
+                    # Records of finished batches that no put freed yet (see retire)
+                    # do not outlive the burst: nobody waits for the GIL now.
+                    queue.free_retired()
                     self._wake.wait(timeout)
                     self._wake.clear()
                 if fill > 1 and not self._stop and queue.sleep(fill):
@@ -1256,6 +1259,9 @@ class AsyncBackend:
                             if not batch:
                                 break
                             self._process(batch)
+                            # Its records are freed by the next puts, a few each, rather
+                            # than here, with the GIL that a caller handed over waiting.
+                            queue.retire(batch)
                     finally:
                         unclaim_gil()
                 if self._stop and queue.size == 0:
