@@ -254,6 +254,50 @@ class _Delivery:
         self.ahead: _Prepared | None = None
 
 
+class _OnTurn:
+    """A write a worker makes in its turn, watched (see :meth:`AsyncBackend._watch`):
+    where the worker is (the run of *batch* from *start* to *end*, its *index*-th
+    writer, the lanes it hands to after) so that, should the write hang, a new worker
+    takes the turn and the batch from there, and the writer's lane takes the write's
+    outcome when it comes back (*revoked*)."""
+
+    __slots__ = (
+        "batch",
+        "end",
+        "handoffs",
+        "index",
+        "lane",
+        "lines",
+        "revoked",
+        "run",
+        "since",
+        "thread",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        batch: Sequence[Record],
+        end: int,
+        run: _Run,
+        lines: Sequence[bytes],
+        handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]],
+        index: int,
+        writer: Writer,
+    ) -> None:
+        self.batch = batch
+        self.end = end
+        self.run = run
+        self.lines = lines
+        self.handoffs = handoffs
+        self.index = index
+        self.writer = writer
+        self.thread = threading.current_thread()
+        self.since = time.monotonic()
+        self.revoked = False
+        self.lane: _Lane | None = None
+
+
 class _Prepared:
     """What a writer's ``prepare`` made of *lines* for its ``send``: the ``body``, or the
     ``error`` it raised (raised again in the send's place, as a ``write`` that raised
@@ -478,6 +522,9 @@ class _Lane:
 
         self._writer: Callable[[], Writer | None] = _weakly(writer, forget)
         self._items: collections.deque[_Delivery] = collections.deque()
+        # A write a worker made in its turn that hung (see expect_late): nothing of the
+        # lane is written until it returns.
+        self._late: _OnTurn | None = None
         self._lock = fork_safe_condition()
         # The threads delivering for it: one, or up to the writer's max_in_flight.
         self._threads: set[threading.Thread] = set()
@@ -550,15 +597,7 @@ class _Lane:
                 self.records -= len(old.lines)
                 self.pending -= 1
                 over.append(old)
-            threads = self._threads
-            if not threads or (len(threads) < self.parallel and len(self._items) > self._idle):
-                thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError:  # no thread left, or interpreter exit (3.12+)
-                    inline = not threads
-                else:
-                    threads.add(thread)  # under the lock: the thread cannot have ended
+            inline = self._add_thread()
             self._lock.notify()
         for old in over:
             _errors.report(
@@ -570,12 +609,58 @@ class _Lane:
         if inline:
             self._deliver_here()
 
+    def _add_thread(self) -> bool:
+        """Start a thread for the lane if it has none, or fewer than the writer allows
+        and more records than idle threads (called with its lock held); whether the
+        records must be delivered on the calling thread (none could start)."""
+        threads = self._threads
+        if not threads or (len(threads) < self.parallel and len(self._items) > self._idle):
+            thread = threading.Thread(target=self._loop, name="kakashi-lane", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread left, or interpreter exit (3.12+)
+                return not threads
+            threads.add(thread)  # under the lock: the thread cannot have ended
+        return False
+
+    def expect_late(self, watch: _OnTurn) -> None:
+        """A write of the writer that a worker made in its turn has not returned within
+        ``writer_hang_threshold`` (*watch*): the turn went on without it. Until it returns
+        (:meth:`returned`), the lane counts it as its own write in progress: later
+        batches for the writer queue here, behind it, and none is written."""
+        with self._lock:
+            self._late = watch
+            self.pending += 1
+        watch.lane = self
+
+    def returned(self, watch: _OnTurn, outcome: _Outcome) -> None:
+        """The write :meth:`expect_late` waited for returned with *outcome*: the lane
+        settles it as its own (what is to be retried goes first, before the batches that
+        queued behind it) and writes on."""
+        run = watch.run
+        if outcome.first:
+            run.took_first(watch.lines)
+        with self._lock:
+            self._late = None
+            if outcome.rest:  # the write's place in the lane (pending) is the retry's
+                self._items.appendleft(_Delivery(run, outcome.rest, outcome))
+                self.records += len(outcome.rest)
+            else:
+                self.pending -= 1
+            inline = bool(self._items) and self._add_thread()
+            self._lock.notify_all()
+        if not outcome.rest:
+            self.succeeded()
+            self.backend._part_settled(run, outcome.dropped)
+        if inline:
+            self._deliver_here()
+
     def _deliver_here(self) -> None:
         """Deliver what the lane holds on the calling thread (a worker, in its turn): its
         own thread could not start. Better late than a worker ended or a run unsettled."""
         while True:
             with self._lock:
-                if self._threads or not self._items:
+                if self._threads or not self._items or self._late is not None:
                     return
                 item = self._items.popleft()
                 self.records -= len(item.lines)
@@ -616,14 +701,18 @@ class _Lane:
             self.backend._worker_idents.discard(ident)
 
     def _deliver_all(self) -> None:
+        stopping = self.backend._stopping
         while True:
             with self._lock:
-                if not self._items and not self.backend._stopping.is_set():
+                while self._late is not None and not stopping.is_set():
+                    self._lock.wait(1.0)  # behind a write that hung (see expect_late)
+                if not self._items and not stopping.is_set():
                     self._idle += 1
                     self._lock.wait(1.0)
                     self._idle -= 1
-                if not self._items:
-                    # idle: the next hand-off starts a thread again
+                if not self._items or self._late is not None:
+                    # idle (the next hand-off starts a thread again), or a shutdown
+                    # behind a write that hung: what waits is the shutdown's (abandon)
                     self._threads.discard(threading.current_thread())
                     return
                 item = self._items.popleft()
@@ -932,6 +1021,12 @@ class AsyncConfig:
             hands over from two batches on: the worker keeps up with the callers, and
             little is left to write when they stop. Compiled build only (see
             :doc:`/performance`).
+        writer_hang_threshold: seconds a worker waits in its turn for one writer's
+            ``write`` before it counts as hung: the turn passes to a new worker, which
+            goes on with the other writers (of this batch and the next ones), while
+            that writer's batches wait for it in a lane of its own, in order, and the
+            worker left inside the write ends when it returns. More than 0, at most one
+            day. The guarantee that a slow or hung writer does not hold up the others.
         queue_overflow_strategy: the original library's name for ``overflow_strategy``.
 
     Raises:
@@ -954,6 +1049,7 @@ class AsyncConfig:
     retry_budget: float = 60.0
     thread_name_prefix: str = "kakashi-worker"
     gil_handover_depth: float | None = 0.0
+    writer_hang_threshold: float = 1.0
     queue_overflow_strategy: dataclasses.InitVar[str | None] = None
 
     def __post_init__(self, queue_overflow_strategy: str | None) -> None:
@@ -976,6 +1072,7 @@ class AsyncConfig:
             ("error_retry_delay", MAX_WAIT, True),
             ("retry_budget", MAX_WAIT, True),
             ("shutdown_timeout", MAX_TIMEOUT, False),
+            ("writer_hang_threshold", MAX_WAIT, False),
         ):
             check_seconds(name, getattr(self, name), at_most=at_most, zero=zero)
         if self.overflow_strategy not in _STRATEGIES:
@@ -1057,6 +1154,10 @@ class AsyncBackend:
         if config.handover_threshold is not None:
             self.queue.hand_over_at = config.handover_threshold
         self._turn = fork_safe_lock()  # one worker at a time drains, formats, writes
+        # Who holds the turn (a token per taking), so that a turn passed on from a worker
+        # whose write hung (see _watch) is not released by that worker when it returns.
+        self._turn_holder: object | None = None
+        self._on_turn: _OnTurn | None = None  # the write made in the turn now, if any
         self._state_lock = fork_safe_lock()
         self._settled = fork_safe_condition()
         self._settle_waiters = 0
@@ -1101,6 +1202,7 @@ class AsyncBackend:
                 self._workers.append(thread)
                 thread.start()
         _drain_when_multiprocessing_ends_this_process()
+        _watch_turns()
 
     def is_running(self) -> bool:
         """Return whether the workers are running."""
@@ -1175,6 +1277,7 @@ class AsyncBackend:
             self.state = "stopped"
             self._workers = alive
             hung = bool(self._hung)  # a writer not flushed or closed in time
+        _unwatch(deadline)
         return FlushResult(drained and pending == 0 and not hung, pending)
 
     stop = shutdown
@@ -1223,7 +1326,10 @@ class AsyncBackend:
 
     # -- the workers -------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, resume: _OnTurn | None = None, token: object | None = None) -> None:
+        """A worker's loop: wait for a batch, take the turn, write batches while they
+        wait. A worker started by :meth:`_watch` (*resume*, holding the turn passed on as
+        *token*) first finishes the batch whose write hung."""
         _leave_signals_to_the_main_thread()
         never_wait_for_room()  # a writer or enricher that logs must not wait for itself
         self._worker_idents.add(threading.get_ident())
@@ -1235,35 +1341,42 @@ class AsyncBackend:
         fill = min(size, self.config.max_queue_size)
         try:
             while True:
-                if queue.sleep():  # idle: the first record wakes us
-                    # Records of finished batches that no put freed yet (see retire)
-                    # do not outlive the burst: nobody waits for the GIL now.
-                    queue.free_retired()
-                    self._wake.wait(timeout)
-                    self._wake.clear()
-                if fill > 1 and not self._stop and queue.sleep(fill):
-                    self._wake.wait(timeout)  # until the batch is full, or batch_timeout
-                    self._wake.clear()
-                with self._turn:
-                    # Claimed from taking the first batch to settling the last one that
-                    # waits (freeing each one too): see claim_gil. One claim for the
-                    # batches taken one after the other: a caller handing the GIL over
-                    # waits for the worker's next long release, not for a gap between
-                    # two claims, after which it would sleep on the GIL the worker holds
-                    # and wake up long after the worker let it go. Inside the turn: a
-                    # worker waiting for it does not claim the GIL it has no use for.
-                    claim_gil()
-                    try:
-                        while True:
-                            batch = queue.drain(size)
-                            if not batch:
-                                break
-                            self._process(batch)
-                            # Its records are freed by the next puts, a few each, rather
-                            # than here, with the GIL that a caller handed over waiting.
-                            queue.retire(batch)
-                    finally:
-                        unclaim_gil()
+                if resume is None:
+                    if queue.sleep():  # idle: the first record wakes us
+                        # Records of finished batches that no put freed yet (see retire)
+                        # do not outlive the burst: nobody waits for the GIL now.
+                        queue.free_retired()
+                        self._wake.wait(timeout)
+                        self._wake.clear()
+                    if fill > 1 and not self._stop and queue.sleep(fill):
+                        self._wake.wait(timeout)  # until the batch is full, or batch_timeout
+                        self._wake.clear()
+                    token = self._take_turn()
+                # Claimed from taking the first batch to settling the last one that
+                # waits (freeing each one too): see claim_gil. One claim for the
+                # batches taken one after the other: a caller handing the GIL over
+                # waits for the worker's next long release, not for a gap between two
+                # claims, after which it would sleep on the GIL the worker holds and
+                # wake up long after the worker let it go. Inside the turn: a worker
+                # waiting for it does not claim the GIL it has no use for.
+                claim_gil()
+                try:
+                    if resume is not None:
+                        watch, resume = resume, None
+                        if not self._process(watch.batch, watch):
+                            return  # a write of this batch hung again: passed on again
+                    while True:
+                        batch = queue.drain(size)
+                        if not batch:
+                            break
+                        if not self._process(batch):
+                            return  # this worker's write hung: the turn went on without it
+                        # Its records are freed by the next puts, a few each, rather
+                        # than here, with the GIL that a caller handed over waiting.
+                        queue.retire(batch)
+                finally:
+                    unclaim_gil()
+                    self._give_turn(token)
                 if self._stop and queue.size == 0:
                     return
         except BaseException as exc:  # the loop itself failed: report, never die silently
@@ -1272,8 +1385,89 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _process(self, batch: Sequence[Record]) -> None:
-        """Format one batch and write it (called in turn).
+    def _take_turn(self) -> object:
+        """Wait for the workers' turn; the token that gives it back."""
+        self._turn.acquire()
+        token = self._turn_holder = object()
+        return token
+
+    def _give_turn(self, token: object | None) -> None:
+        """Give the turn back, unless it was passed on (see :meth:`_watch`) since *token*."""
+        with self._state_lock:
+            mine = token is not None and self._turn_holder is token
+            if mine:
+                self._turn_holder = None
+        if mine:
+            self._turn.release()
+
+    def _watch(self) -> None:
+        """The watchdog's look at this backend (see :func:`_watch_turns`): a write made in
+        the workers' turn that has not returned within ``writer_hang_threshold`` seconds
+        counts as hung, and the turn goes on without it.
+
+        The turn passes to a new worker, which finishes the batch from the next writer
+        on; the writer's lane holds the write's place (:meth:`_Lane.expect_late`), so the
+        writer's later batches wait behind it, in order, and the write's outcome is
+        settled there when it returns; the worker left inside it ends then. The writer
+        counts as hung meanwhile (the synchronous fallback does not wait for it).
+        """
+        threshold = self.config.writer_hang_threshold
+        watch = self._on_turn
+        if watch is None or time.monotonic() - watch.since < threshold:
+            return
+        writer = watch.writer
+        lane = self._lane(writer)
+        # Started first, told what to do once the turn is passed on: should no thread
+        # start, the worker inside the write keeps the turn and the batch.
+        handed: list[tuple[_OnTurn, object]] = []
+        go = threading.Event()
+        thread = threading.Thread(
+            target=self._take_over,
+            args=(go, handed),
+            name=f"{self.config.thread_name_prefix}-{len(self._workers)}",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # no thread left, or interpreter exit
+            return
+        with self._state_lock:
+            if self._on_turn is watch and not watch.revoked and self.state != "stopped":
+                watch.revoked = True
+                self._on_turn = None
+                watch.run.waiting += 1  # the part the lane settles when the write returns
+                lane.expect_late(watch)
+                handed.append((watch, self._pass_turn()))
+                if watch.thread in self._workers:
+                    self._workers.remove(watch.thread)
+                self._workers.append(thread)
+                self._hung.add(id(writer))
+        go.set()
+        if handed:
+            _errors.report(
+                f"writer {_describe(writer)}",
+                detail=f"its write has not returned after {threshold:g}s; the other "
+                "writers go on, its own batches wait for it in order",
+            )
+
+    def _pass_turn(self) -> object:
+        # (With the state lock held.) The turn, held by a worker whose write hung, is a
+        # new holder's now: the lock stays taken, the token changes.
+        token = self._turn_holder = object()
+        return token
+
+    def _take_over(self, go: threading.Event, handed: list[tuple[_OnTurn, object]]) -> None:
+        """A worker started by :meth:`_watch`: once told (*go*), finish the batch whose
+        write hung and go on as a worker (or end, if the turn was not passed on)."""
+        go.wait()
+        if handed:
+            watch, token = handed[0]
+            del handed[:]
+            self._run(watch, token)
+
+    def _process(self, batch: Sequence[Record], resume: _OnTurn | None = None) -> bool:
+        """Format one batch and write it (called in turn); ``False`` if a write of this
+        worker hung and the turn, with the rest of the batch, went on without it.
 
         A run of records is written at once to each ordered writer that is well; it goes
         to a writer's :class:`_Lane` instead when the writer is concurrent, when a write
@@ -1283,80 +1477,137 @@ class AsyncBackend:
         written, filtered or dropped) once every writer took it or gave up; until then it
         stays in flight, and a flush waits for it. Nothing that user code raises (an
         enricher, a formatter, a writer, even ``SystemExit``) leaves a record unsettled or
-        ends the worker.
+        ends the worker. A write in the turn that hangs is the watchdog's (:meth:`_watch`):
+        *resume* is where a new worker takes the batch up.
         """
-        written = filtered = failed = 0
-        undelivered: dict[str, int] = {}  # the failed ones, by reason
-        start = 0
+        if resume is None:
+            start = 0
+        else:
+            if not self._write_run(batch, resume.end, resume):
+                return False
+            start = resume.end
         while start < len(batch):
-            sink: Sink = batch[start].sink
             end = sink_run_end(batch, start)
+            if not self._write_run(batch, end, None, start):
+                return False
+            start = end
+        self._batches += 1
+        return True
+
+    def _write_run(
+        self, batch: Sequence[Record], end: int, resume: _OnTurn | None, start: int = 0
+    ) -> bool:
+        """Render the run of *batch* from *start* to *end* and write it to its sink's
+        writers (from the one after *resume*'s, for a run taken up from a worker whose
+        write hung); settle it, or leave it to the lanes. ``False``: this worker's write
+        hung, and the run is a new worker's."""
+        handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]]
+        if resume is None:
+            sink: Sink = batch[start].sink
             told = None
-            handoffs: list[tuple[_Lane, Sequence[bytes], _Outcome | None]] = []
             try:
                 lines, run_filtered = self._render(sink, batch[start:end])
                 notice, told = self._drop_notice(sink)
                 if notice:
                     lines = [*notice, *lines]
-                kept = end - start - run_filtered
-                run = _Run(sink, kept, run_filtered, told, notice[0] if notice else None)
-                for writer in sink.writers if lines else ():
-                    lane = self._lanes.get(id(writer))
-                    if lane is not None and lane.writer is not writer:
-                        lane = None  # another writer's, with the same id once
-                    state = "ready" if lane is None else lane.state()
-                    if lane is not None and state == "open":
-                        # Skipped fast: a remote writer is not tried during its cool-down;
-                        # a local one (a full disk) is tried once, with no retries, so it
-                        # is back as soon as it can write.
-                        if is_concurrent(writer):
-                            run.lose(lane.left_over(lines, CIRCUIT_OPEN))
-                            continue
-                        outcome = self._attempt(writer, lines)
-                        if outcome.first:
-                            run.took_first(lines)
-                        if outcome.rest:
-                            failed_now = lane.lost(len(outcome.rest), outcome.reason)
-                            run.lose(_add(dict(outcome.dropped), failed_now))
-                        else:
-                            lane.succeeded()
-                            run.lose(outcome.dropped)
-                    elif state == "busy" or is_concurrent(writer):
-                        handoffs.append((self._lane(writer), lines, None))
+            except BaseException as exc:  # user code: an enricher, a filter, a formatter
+                self._run_failed(sink, end - start, told, exc)
+                return True
+            kept = end - start - run_filtered
+            run = _Run(sink, kept, run_filtered, told, notice[0] if notice else None)
+            run.waiting = 1  # this turn's part, settled below once every writer took it
+            handoffs = []
+            index = 0
+        else:
+            run, lines, handoffs = resume.run, resume.lines, resume.handoffs
+            index = resume.index + 1
+            sink = run.sink
+        try:
+            writers = sink.writers if lines else ()
+            while index < len(writers):
+                writer = writers[index]
+                lane = self._lanes.get(id(writer))
+                if lane is not None and lane.writer is not writer:
+                    lane = None  # another writer's, with the same id once
+                state = "ready" if lane is None else lane.state()
+                if lane is not None and state == "open":
+                    # Skipped fast: a remote writer is not tried during its cool-down;
+                    # a local one (a full disk) is tried once, with no retries, so it
+                    # is back as soon as it can write.
+                    if is_concurrent(writer):
+                        run.lose(lane.left_over(lines, CIRCUIT_OPEN))
+                        index += 1
+                        continue
+                    outcome = self._attempt_in_turn(
+                        _OnTurn(batch, end, run, lines, handoffs, index, writer)
+                    )
+                    if outcome is None:
+                        return False
+                    if outcome.first:
+                        run.took_first(lines)
+                    if outcome.rest:
+                        failed_now = lane.lost(len(outcome.rest), outcome.reason)
+                        run.lose(_add(dict(outcome.dropped), failed_now))
                     else:
-                        outcome = self._attempt(writer, lines)
-                        if outcome.first:
-                            run.took_first(lines)
-                        if outcome.rest:  # retried off the turn
-                            handoffs.append((self._lane(writer), outcome.rest, outcome))
-                        else:
-                            if lane is not None:
-                                lane.succeeded()
-                            run.lose(outcome.dropped)
-            except BaseException as exc:  # user code outside a writer's write
-                _errors.report("worker", exc)
-                failed += end - start
-                _add(undelivered, {_PIPELINE_ERROR: end - start})
-                self._note_drops(sink, end - start, told)
-                start = end
-                continue
-            run.waiting = len(handoffs)
-            for lane, rest, tried in handoffs:
-                lane.hand(run, rest, tried)
-            if not handoffs:
-                lost = min(run.kept, run.lost)
-                written += run.kept - lost
-                failed += lost
-                filtered += run.filtered
-                if run.lost:
-                    _add(undelivered, _trimmed(run.reasons, lost))
-                    self._note_drops(sink, lost, run.untold())
-            start = end
-        self._batches += 1
-        if undelivered:
-            with self._state_lock:
-                _add(self._undelivered, undelivered)
-        self.queue.done(written, filtered, failed)
+                        lane.succeeded()
+                        run.lose(outcome.dropped)
+                elif state == "busy" or is_concurrent(writer):
+                    handoffs.append((self._lane(writer), lines, None))
+                else:
+                    outcome = self._attempt_in_turn(
+                        _OnTurn(batch, end, run, lines, handoffs, index, writer)
+                    )
+                    if outcome is None:
+                        return False
+                    if outcome.first:
+                        run.took_first(lines)
+                    if outcome.rest:  # retried off the turn
+                        handoffs.append((self._lane(writer), outcome.rest, outcome))
+                    else:
+                        if lane is not None:
+                            lane.succeeded()
+                        run.lose(outcome.dropped)
+                index += 1
+        except BaseException as exc:  # user code outside a writer's write
+            if resume is None and run.waiting == 1:  # no lane has a part of it: fails whole
+                self._run_failed(sink, end - start, run.told, exc)
+                return True
+            # Taken up after a hang (a lane has a part of it): the writers left lose it.
+            _errors.report("worker", exc)
+            run.lose({_PIPELINE_ERROR: run.kept})
+        with self._state_lock:
+            run.waiting += len(handoffs)
+        for lane, rest, tried in handoffs:
+            lane.hand(run, rest, tried)
+        self._part_settled(run, {})  # this turn's part
+        return True
+
+    def _attempt_in_turn(self, watch: _OnTurn) -> _Outcome | None:
+        """:meth:`_attempt` the write *watch* describes, in the turn, watched; ``None`` if
+        it hung and the watchdog passed the turn on meanwhile (its outcome is then the
+        writer's lane's)."""
+        self._on_turn = watch
+        outcome = self._attempt(watch.writer, watch.lines)
+        with self._state_lock:
+            self._on_turn = None
+            late = watch.revoked
+        if not late:
+            return outcome
+        lane = watch.lane
+        assert lane is not None
+        lane.returned(watch, outcome)
+        return None
+
+    def _run_failed(
+        self, sink: Sink, count: int, told: list[int] | None, exc: BaseException
+    ) -> None:
+        """A run of *count* records that user code outside a writer's write failed (an
+        enricher, a formatter): reported, and counted as dropped (``pipeline_error``)."""
+        _errors.report("worker", exc)
+        with self._state_lock:
+            _add(self._undelivered, {_PIPELINE_ERROR: count})
+        self._note_drops(sink, count, told)
+        self.queue.done(0, 0, count)
         self._notify_settled()
 
     def _render(self, sink: Sink, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
@@ -1756,6 +2007,8 @@ class AsyncBackend:
         self._settle_waiters = 0
         self._workers = []
         self._worker_idents = set()
+        self._turn_holder = None  # the turn's lock is released here; its holder is gone
+        self._on_turn = None
         self._drops = {}
         self._lanes = {}
         self._every_lane = weakref.WeakSet()
@@ -1856,6 +2109,67 @@ _global: AsyncBackend | None = None
 #: The process-wide backend last shut down or replaced: get_async_stats reports its final
 #: figures until the next one takes a record.
 _retired: AsyncBackend | None = None
+
+
+#: The watchdog of every backend's turn (see AsyncBackend._watch), started with the first
+#: backend that starts; it ends when none runs.
+_watchdog: threading.Thread | None = None
+_watchdog_lock = fork_safe_lock()
+_watchdog_wake = fork_safe_event()  # a backend stopped: the watchdog looks at once
+
+
+def _watch_turns() -> None:
+    """Make sure the watchdog runs (a backend just started)."""
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None or not _watchdog.is_alive():
+            thread = threading.Thread(target=_watch_all, name="kakashi-watch", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread left, or interpreter exit: nobody watches
+                return
+            _watchdog = thread
+
+
+def _watch_all() -> None:
+    """The watchdog's loop: every running backend looked at (:meth:`AsyncBackend._watch`)
+    four times per the smallest ``writer_hang_threshold`` among them (at most once a
+    second, at least every 5 ms); it ends once no backend runs (the next start starts
+    it again)."""
+    global _watchdog
+    _leave_signals_to_the_main_thread()
+    while True:
+        running = [backend for backend in list(_live) if backend.state != "stopped"]
+        if not running:
+            with _watchdog_lock:  # a backend starting now finds it gone, and starts another
+                if not any(backend.state != "stopped" for backend in list(_live)):
+                    if _watchdog is threading.current_thread():
+                        _watchdog = None
+                    return
+            continue
+        period = min(backend.config.writer_hang_threshold for backend in running) / 4
+        del running  # not held while asleep: a backend no one uses is collected
+        if _watchdog_wake.wait(min(max(period, 0.005), 1.0)):
+            _watchdog_wake.clear()
+            continue
+        for backend in list(_live):
+            if backend.state != "stopped":
+                try:
+                    backend._watch()
+                except Exception as exc:  # never the watchdog's end
+                    _errors.report("watchdog", exc)
+
+
+def _unwatch(deadline: float) -> None:
+    """A backend stopped: if none runs any more, let the watchdog end now, waiting for it
+    until *deadline* (at most a second), so that a shutdown leaves no thread of ours."""
+    with _watchdog_lock:
+        thread = _watchdog
+    if thread is None or thread is threading.current_thread():
+        return
+    _watchdog_wake.set()
+    if not any(backend.state != "stopped" for backend in list(_live)):
+        thread.join(max(0.0, min(1.0, deadline - time.monotonic())))
 
 
 def _is_shut_down(backend: AsyncBackend) -> bool:
