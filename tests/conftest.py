@@ -88,20 +88,23 @@ class Implementation:
 def why_left(records: Any) -> str:
     """What the compiled planner without the GIL would find about the first of
     *records*, for the message of a failed count of records it planned: whether it is
-    on, the record's exception, call site and arguments, and which of its keys (call
-    fields, bound fields, context) the key cache does not hold."""
+    on, how the last batch was planned and why it left records (by reason), the record's
+    exception, call site and arguments, and which of its keys (call fields, bound
+    fields, context) the key cache does not hold."""
     fmt = import_module("kakashi._speedups._format_c")
+    mode, left = fmt._left_in_last_batch()  # first: nothing below formats a batch
     on = fmt._use_fast_plan(True)
     fmt._use_fast_plan(on)
+    last = f"last batch planned {mode}, left by reason {left}"
     if not records:
-        return f"fast plan {on}; no records"
+        return f"fast plan {on}; {last}; no records"
     record = records[0]
     keys = list(record.fields or ())  # (builds the record's dict: call it after the batch)
     bound = getattr(getattr(record, "bound", None), "fields", None) or {}
     context = record.context if isinstance(record.context, dict) else {}
     missing = [k for k in [*keys, *bound, *context] if not fmt._key_cached(k)]
     return (
-        f"fast plan {on}; {type(record).__name__}: active_exc {record.active_exc!r}, "
+        f"fast plan {on}; {last}; {type(record).__name__}: active_exc {record.active_exc!r}, "
         f"exc_info {record.exc_info!r}, source {record.source!r}, args {record.args!r}; "
         f"keys not in the key cache: {missing} of {[*keys, *bound, *context]}"
     )

@@ -659,3 +659,21 @@ def test_threads_log_and_churn_the_key_cache_while_batches_are_formatted(
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_the_last_batch_says_why_records_were_left(compiled: Implementation) -> None:
+    """The diagnostics the planned-count checks print (tests.conftest.why_left): the
+    last batch planned without the GIL counts the records it left, by reason."""
+    warm(compiled)
+    kinds = ["fast"] * 20 + ["active_exc", "source", "source", "args", "ctx_dup_call"]
+    compiled.format.format_batch(build(compiled, kinds), render_with(compiled), True)
+    mode, left = compiled.format._left_in_last_batch()
+    assert "without the GIL" == mode
+    assert left == {
+        "an active exception": 1,
+        "exc_info, stack_info, source, args or extra": 3,
+        "context shares a key with bound or call fields": 1,
+    }
+
+    compiled.format.format_batch(build(compiled, ["fast"] * 3), render_with(compiled), True)
+    assert ("with the GIL", {}) == compiled.format._left_in_last_batch()

@@ -15,7 +15,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_XDECREF
 from cpython.sequence cimport PySequence_Fast_ITEMS
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from posix.unistd cimport getpid
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 
@@ -1193,7 +1193,8 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
     cdef Py_ssize_t written = 0
     cdef int write_error = 0
     cdef bint failed = False
-    global _planned_without_gil
+    global _planned_without_gil, _last_batch_mode
+    cdef int why
     cdef int flags = FAST_CONTEXT if context else 0
     if render is not None:
         flags |= FAST_EXCEPTION
@@ -1226,6 +1227,7 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
     try:
         kk_plan_room(&plan, count * 16)
         if count < NOGIL_RECORDS or not _fast_plan:
+            _last_batch_mode = 1
             for i in range(count):
                 _plan_in_batch(&plan, <Record?>held[i], render, flags, &memo)
         else:
@@ -1238,10 +1240,14 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
             left = <Py_ssize_t *>PyMem_Malloc(count * sizeof(Py_ssize_t))
             if left is NULL:
                 raise MemoryError()
+            _last_batch_mode = 2
+            memset(_last_left, 0, sizeof(_last_left))
             with nogil:
                 pause_claim()
                 for i in range(count):
-                    if _plan_fast(&plan, items[i], flags, &memo) != 0:
+                    why = _plan_fast(&plan, items[i], flags, &memo)
+                    if why != 0:
+                        _last_left[why if why < LEFT_CODES else 1] += 1
                         if kk_fast_defer(&plan) != 0:
                             failed = True
                             break
@@ -1426,6 +1432,54 @@ cdef enum:
 cdef dict _THREAD_KEYS = {"thread": None, "process": None}
 
 
+# Why the planner without the GIL left records to the GIL's (by _plan_fast's code), in
+# the last batch format_batch planned that way: what tests say when a count of records
+# planned without the GIL comes out short (see _left_in_last_batch).
+_LEFT_WHY = (
+    "planned",
+    "not a record",
+    "exc_info, stack_info, source, args or extra",
+    "fields without names",
+    "level out of range",
+    "bound: not a Bound",
+    "bound: fields not a dict",
+    "context: not a dict",
+    "context shares a key with bound or call fields",
+    "bound shares a key with call fields",
+    "no memo",
+    "constants share a key with the context",
+    "constants share a key with bound fields",
+    "constants share a key with call fields",
+    "no thread name",
+    "constants share a thread key",
+    "time, logger or message",
+    "thread fields",
+    "context: a key or value",
+    "constants: a key or value",
+    "bound: a key or value",
+    "call fields: a key or value",
+    "an active exception",
+    "no room in the plan",
+)
+cdef enum:
+    LEFT_CODES = 24
+cdef Py_ssize_t _last_left[LEFT_CODES]
+cdef int _last_batch_mode = 0  # 0: none yet; 1: planned with the GIL whole; 2: without
+
+
+def _left_in_last_batch():
+    """Diagnostics for tests: how the last batch :func:`format_batch` planned was planned
+    (``"with the GIL"``: too small, or the planner without it off; ``"without the GIL"``)
+    and, for the latter, how many records it left to the GIL's planner, by reason."""
+    if _last_batch_mode == 0:
+        return "no batch yet", {}
+    if _last_batch_mode == 1:
+        return "with the GIL", {}
+    return "without the GIL", {
+        _LEFT_WHY[i]: _last_left[i] for i in range(LEFT_CODES) if _last_left[i]
+    }
+
+
 cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NULL) noexcept nogil:
     """Plan *item*'s line without the GIL if it is a common record: a record with no
     exception, stack, call site, enrichers' fields or ``%`` arguments; a str of ASCII
@@ -1436,16 +1490,18 @@ cdef int _plan_fast(kk_plan *plan, PyObject *item, int flags=0, kk_memo *memo=NU
     before it, and a captured thread name of ASCII); with FAST_EXCEPTION, no active
     exception.
     *memo*: what was read of the batch's earlier records (see kk_memo), or NULL.
-    0 if planned, 1 (nothing planned) if the record needs :func:`_plan_in_batch`."""
+    0 if planned; otherwise (nothing planned: the record needs :func:`_plan_in_batch`)
+    why, a code of ``_LEFT_WHY``."""
     if kk_type(item) != _RECORD_TYPE:
         return 1
     if flags & FAST_EXCEPTION and not kk_is_none(<PyObject *>(<Record>item).active_exc):
-        return 1
+        return 22
     cdef kk_mark mark = kk_plan_mark(plan)
-    if _plan_fast_record(plan, <Record>item, flags, memo) == 0:
+    cdef int why = _plan_fast_record(plan, <Record>item, flags, memo)
+    if why == 0:
         return 0
     kk_fast_rollback(plan, mark)
-    return 1
+    return why
 
 
 cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *memo) noexcept nogil:
@@ -1457,13 +1513,13 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
     if not (kk_is_none(<PyObject *>record.exc_info) and kk_is_none(<PyObject *>record.stack_info)
             and kk_is_none(<PyObject *>record.source) and kk_is_none(<PyObject *>record.args)
             and kk_none_or_empty_dict(<PyObject *>record.extra)):
-        return 1
+        return 2
     if kk_is_none(names):
         if not kk_none_or_empty_dict(<PyObject *>record._fields):
-            return 1
+            return 3
         names = NULL
     if not 0 <= level < _LEVEL_COUNT:
-        return 1
+        return 4
     # The bound fields (a Bound's dict) and the context: dicts never mutated once made.
     if kk_is_none(bound):
         bound = NULL
@@ -1471,10 +1527,10 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         bound = memo.bound_dict
     else:
         if kk_type(bound) != _BOUND_TYPE or _BOUND_FIELDS < 0:
-            return 1
+            return 5
         fields = kk_slot(bound, _BOUND_FIELDS)
         if fields == NULL or kk_type(fields) != _DICT_TYPE:
-            return 1
+            return 6
         if kk_none_or_empty_dict(fields):
             fields = NULL
         if memo_on:
@@ -1485,7 +1541,7 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         context = NULL
     elif not (memo_on and context == memo.context_dict):
         if kk_type(context) != _DICT_TYPE:
-            return 1
+            return 7
         if kk_none_or_empty_dict(context):
             context = NULL
         elif memo_on:
@@ -1495,20 +1551,20 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         (bound != NULL and not kk_memo_disjoint(memo, 0, context, bound))
         or (names != NULL and not kk_memo_disjoint(memo, 1, context, names))
     ):
-        return 1
+        return 8
     if bound != NULL and names != NULL and not kk_memo_disjoint(memo, 2, bound, names):
-        return 1
+        return 9
     cdef PyObject *constants = NULL
     if flags & (FAST_CONSTANTS | FAST_THREAD) and not memo_on:
-        return 1
+        return 10
     if flags & FAST_CONSTANTS:
         constants = memo.constants_dict
         if context != NULL and not kk_memo_disjoint(memo, 3, constants, context):
-            return 1
+            return 11
         if bound != NULL and not kk_memo_disjoint(memo, 4, constants, bound):
-            return 1
+            return 12
         if names != NULL and not kk_memo_disjoint(memo, 5, constants, names):
-            return 1
+            return 13
     # thread_enricher's keys are reserved: a context's are written field.thread when
     # captured, and a bound or call field's are left by kk_fast_key (renamed). Only a
     # constant can replace them.
@@ -1518,9 +1574,9 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
         # No name captured, or an empty one: thread_enricher looks the thread up then.
         if kk_is_none(<PyObject *>record.thread_name) or kk_empty_str(
                 <PyObject *>record.thread_name):
-            return 1
+            return 14
         if constants != NULL and not kk_memo_disjoint(memo, 6, thread_keys, constants):
-            return 1
+            return 15
     cdef kk_memo_op *logger_slot = &memo.logger if memo_on else NULL
     cdef kk_memo_op *msg_slot = &memo.msg if memo_on else NULL
     if (kk_fast_time(plan, record.time_ns)
@@ -1528,7 +1584,7 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
             or kk_memo_one(plan, logger_slot, <PyObject *>record.logger, KK_STR)
             or kk_fast_lit(plan, ',"message":', 11)
             or kk_memo_one(plan, msg_slot, <PyObject *>record.msg, KK_STR)):
-        return 1
+        return 16
     if thread_keys != NULL and (
             kk_fast_lit(plan, ',"thread":{"id":', 16)
             or kk_fast_uint(plan, record.thread_id)
@@ -1537,23 +1593,25 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
             or kk_fast_lit(plan, '},"process":{"id":', 18)
             or kk_fast_uint(plan, <unsigned long long>memo.pid)
             or kk_fast_lit(plan, '}', 1)):
-        return 1
+        return 17
     cdef kk_memo_run *run = NULL
     if context != NULL:
         if memo_on:
             run = &memo.context
         if kk_memo_dict(plan, run, context, KK_IN_CORE):
-            return 1
+            return 18
     if constants != NULL and kk_memo_dict(plan, &memo.constants, constants, KK_IN_CORE):
-        return 1
+        return 19
     if bound != NULL:
         if memo_on:
             run = &memo.bound_fields
         if kk_memo_dict(plan, run, bound, KK_IN_RESERVED):
-            return 1
+            return 20
     if names != NULL and kk_memo_pairs(plan, memo, names, <PyObject *>record._values):
-        return 1
-    return kk_fast_end(plan)
+        return 21
+    if kk_fast_end(plan):
+        return 23
+    return 0
 
 
 cdef int _plan_record(kk_plan *plan, Record record, bint fast=True) except -1:
