@@ -128,3 +128,44 @@ def test_a_valid_queue_still_works(impl: Implementation) -> None:
     )
 
     assert "(2,) [0, 1] 1 3" == refused(impl, code)
+
+
+def test_a_value_s_repr_walking_every_object_while_its_record_is_made(
+    impl: Implementation,
+) -> None:
+    """A keyword value that is snapshotted runs Python code (its ``__repr__``) while the
+    record's values are gathered: gc.get_objects() there reads every slot of every tuple
+    the collector tracks, and none is half built (the compiled values tuple was tracked
+    before it was filled: reading its empty slot crashed the interpreter)."""
+    result = run(
+        impl,
+        f"""
+        assert USING_SPEEDUPS is {not impl.pure}
+        import gc
+        from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+        from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+        from kakashi.core.pipeline import PipelineConfig
+
+        class Writer:
+            def write(self, batch): pass
+            def flush(self): pass
+            def close(self): pass
+
+        walked = []
+
+        class Walks:
+            def __repr__(self):
+                walked.append(sum(len(list(o)) for o in gc.get_objects() if type(o) is tuple))
+                return "walks"
+
+        backend = AsyncBackend(AsyncConfig())
+        pipeline = AsyncPipelineConfig(PipelineConfig(writers=(Writer(),)))
+        log = AsyncPipeline(pipeline, backend=backend).get_logger("x")
+        for _ in range(3):
+            log.info("m", a=12345, b=Walks(), c="after")
+        backend.shutdown(5)
+        print("walked", len(walked))
+        """,
+    )
+    assert 0 == result.returncode, result.stderr  # a crash is -11 (SIGSEGV)
+    assert "walked 3" in result.stdout

@@ -472,15 +472,17 @@ cdef tuple _values(PyObject **args, Py_ssize_t nargs, Py_ssize_t count):
     """The keyword values, snapshotted, as a tuple."""
     cdef tuple values = PyTuple_New(count)
     cdef Py_ssize_t i
+    # Scalars and snapshots only: the tuple cannot be part of a cycle, so the collector
+    # need not visit it while its record waits in the queue. Untracked before it is
+    # filled: a snapshot runs Python code (a value's __repr__), and gc.get_objects()
+    # there, or on another thread meanwhile, must not hand out a tuple with empty slots.
+    PyObject_GC_UnTrack(values)
     for i in range(count):
         value = <object>args[nargs + i]
         if not _is_scalar(value):
             value = _snapshot(value)
         Py_INCREF(value)
         PyTuple_SET_ITEM(values, i, value)
-    # Scalars and snapshots only: the tuple cannot be part of a cycle, so the collector
-    # need not visit it while its record waits in the queue.
-    PyObject_GC_UnTrack(values)
     return values
 
 
