@@ -535,7 +535,10 @@ class TestFlushAndShutdown:
         assert result.pending >= 9
 
     def test_shutdown_report_counts_only_records_not_written(self, capfd: Any) -> None:
-        """The report gives the time spent; records the fallback writes are not abandoned."""
+        """The report gives the time spent and counts what it abandoned: the record whose
+        write has not returned. A record logged during the drain is kept behind it, never
+        written ahead of it (nor while its write runs): when the drain runs out of time
+        it is dropped and counted (``shutdown_timeout``), and its caller never waited."""
         worker_gate, fallback_gate = threading.Event(), threading.Event()
         lines: list[bytes] = []
 
@@ -561,13 +564,14 @@ class TestFlushAndShutdown:
         shutting.start()
         while not pipeline.backend.queue.closed:
             time.sleep(0.001)
-        late = threading.Thread(target=log.info, args=("written by the fallback",))
-        late.start()  # in the synchronous fallback, inside the writer, when the report is made
+        late = threading.Thread(target=log.info, args=("kept behind the held batch",))
+        late.start()  # kept (in fallback) until the drain ends
         while not pipeline.stats()["in_fallback"]:
             time.sleep(0.001)
+        late.join(30)
+        assert not late.is_alive()  # its caller did not wait for the drain
         shutting.join(30)
         fallback_gate.set()
-        late.join(30)
         worker_gate.set()
         report = capfd.readouterr().err
         took = float(re.search(r"not written after (\d+\.\d\d)s \(allowed 0.5s\)", report)[1])
@@ -577,7 +581,10 @@ class TestFlushAndShutdown:
         assert "1 in batches whose write has not returned" in report
         assert "left in the queue" not in report
         assert took >= 0.5  # it waited for its whole timeout, and says how long it took
-        assert 1 == pipeline.stats()["messages_written_sync"]
+        stats = pipeline.stats()
+        assert 0 == stats["messages_written_sync"]
+        assert 1 == stats["dropped_by_reason"]["shutdown_timeout"]
+        assert not [line for line in lines if b"kept behind" in line]
 
     def test_fallback_to_sync_after_shutdown(self) -> None:
         """After shutdown, fallback_to_sync writes records synchronously instead of losing them."""
@@ -589,6 +596,86 @@ class TestFlushAndShutdown:
 
         assert ["after shutdown"] == [line["message"] for line in writer.lines]
         assert 1 == pipeline.stats()["messages_written_sync"]
+
+    def test_a_record_logged_during_the_drain_is_written_after_the_queued_ones(self) -> None:
+        """Logged once intake closed but while the shutdown still drains: kept (pending,
+        in fallback) and written by the shutdown behind the records queued before it,
+        never ahead of them; the caller does not wait."""
+        writer = SlowWriter()
+        writer.gate.clear()
+        gate_wait = writer.gate.wait
+        writer.gate.wait = lambda: gate_wait(10)  # type: ignore[method-assign]
+        pipeline = async_pipeline(writer)
+        log = pipeline.get_logger("order")
+        for i in range(5):
+            log.info("queued", i=i)
+        result: list[Any] = []
+        stopper = threading.Thread(target=lambda: result.append(pipeline.shutdown(10)))
+        stopper.start()
+        deadline = time.monotonic() + 10
+        while pipeline.backend.queue.closed is False and time.monotonic() < deadline:
+            time.sleep(0.001)
+        started = time.monotonic()
+        log.info("during the drain", i=5)
+        assert time.monotonic() - started < 0.5
+        assert 1 == pipeline.stats()["pending"] - pipeline.backend.queue.size - (
+            pipeline.backend.queue.in_flight
+        )
+        writer.gate.set()
+        stopper.join(10)
+
+        assert [0, 1, 2, 3, 4, 5] == [line["i"] for line in writer.lines]
+        assert result[0].complete
+        stats = pipeline.stats()
+        assert (stats["messages_written_sync"], stats["pending"]) == (1, 0)
+        assert balanced(stats)
+
+    @pytest.mark.parametrize("strategy", ["block", "drop_newest"])
+    def test_threads_logging_through_a_shutdown_keep_their_order(
+        self, tmp_path: Path, strategy: str
+    ) -> None:
+        """Three threads log without pause while the backend shuts down: each thread's
+        records are in the file in the order it logged them, none twice, and every one
+        is counted (written, through the fallback or not, or dropped)."""
+        path = tmp_path / "through.log"
+        pipeline = async_pipeline(
+            file_writer(path), max_queue_size=5_000, batch_size=500, overflow_strategy=strategy
+        )
+        log = pipeline.get_logger("through")
+        stop = threading.Event()
+        counts = [0, 0, 0]
+
+        def produce(t: int) -> None:
+            i = 0
+            while not stop.is_set():
+                log.info("m", t=t, i=i)
+                i += 1
+            counts[t] = i
+
+        threads = [threading.Thread(target=produce, args=(t,)) for t in range(3)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        result = pipeline.shutdown(10)
+        time.sleep(0.1)  # logged after the shutdown: written at once
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+        lines = [line for line in read_json_lines(path) if line.get("logger") == "through"]
+        per: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        for line in lines:
+            per[line["t"]].append(line["i"])
+        for t in range(3):
+            assert per[t] == sorted(set(per[t]))  # in order, none twice
+        stats = pipeline.stats()
+        assert balanced(stats)
+        assert stats["messages_enqueued"] == sum(counts)
+        assert stats["messages_written"] == len(lines)
+        assert stats["pending"] == 0
+        assert result.complete
+        if strategy == "block":
+            assert stats["messages_dropped"] == 0
 
     def test_no_fallback_counts_a_drop(self) -> None:
         """With fallback_to_sync=False, a record after shutdown is dropped and counted."""

@@ -94,6 +94,7 @@ cdef extern from *:
     void kk_yield() nogil
 
 BLOCK = _py.BLOCK
+KEPT = _py.KEPT
 DROP_OLDEST = _py.DROP_OLDEST
 DROP_NEWEST = _py.DROP_NEWEST
 REASONS = _py.REASONS
@@ -533,12 +534,26 @@ cdef class RecordQueue:
                 handled = self.on_closed(record)
             except Exception:
                 handled = False
+            if handled is KEPT:  # in fallback until settle_fallback
+                return
         self.in_fallback -= 1
         if handled:
             self.written_sync += 1
         else:
             self._dropped[reason] += 1
             self.on_drop(record, reason)
+
+    def settle_fallback(self, bint written, int reason=CLOSED):
+        """Settle a record ``on_closed`` kept (returned ``KEPT``): written synchronously
+        (*written*), or dropped for *reason* (an index of ``REASONS``; the caller tells
+        ``on_drop`` itself)."""
+        if not written and not 0 <= reason < REASON_COUNT:
+            raise ValueError(f"reason must be an index of REASONS, got {reason}")
+        self.in_fallback -= 1
+        if written:
+            self.written_sync += 1
+        else:
+            self._dropped[reason] += 1
 
     def sleep(self, Py_ssize_t threshold=1):
         """Say a worker is about to wait for *threshold* records; ``False``: they are here."""

@@ -58,6 +58,7 @@ __all__ = [
     "BLOCK",
     "DROP_NEWEST",
     "DROP_OLDEST",
+    "KEPT",
     "REASONS",
     "RecordQueue",
     "wait_while_full",
@@ -82,6 +83,19 @@ T = TypeVar("T")
 _NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN, _REENTRANT = range(7)
 #: The states of :meth:`RecordQueue.hold`: closed offers go on, wait, or are refused.
 OPEN, HOLDING, REFUSING = range(3)
+
+
+class _Kept:
+    """The type of :data:`KEPT`."""
+
+    def __repr__(self) -> str:
+        return "KEPT"
+
+
+#: What ``on_closed`` returns for a record it keeps to write later (during a shutdown's
+#: drain, behind the records still queued): the record stays counted in fallback until
+#: :meth:`RecordQueue.settle_fallback`.
+KEPT = _Kept()
 _STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
 # The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
 _MAX_CAPACITY = sys.maxsize // 8
@@ -234,7 +248,8 @@ class RecordQueue:
         on_drop: called as ``on_drop(record, reason_index)`` for each dropped record.
         on_closed: called with each record offered after :meth:`close`; returns
             ``True`` if it took care of the record (written synchronously), ``False`` to
-            count it as dropped.
+            count it as dropped, :data:`KEPT` if it keeps it to write later (it stays in
+            fallback until :meth:`settle_fallback`).
     """
 
     def __init__(
@@ -244,7 +259,7 @@ class RecordQueue:
         block_timeout: float,
         wake: Callable[[], Any],
         on_drop: Callable[[Any, int], Any],
-        on_closed: Callable[[Any], bool],
+        on_closed: Callable[[Any], Any],
     ) -> None:
         (
             self._capacity,
@@ -414,12 +429,14 @@ class RecordQueue:
             and not wait_while_held(self, self._hold_timeout)
         ):
             reason = _SHUTDOWN
-        handled = False
+        handled: Any = False
         if reason == _CLOSED:
             try:
                 handled = self._on_closed(record)
             except Exception:
                 handled = False
+            if handled is KEPT:  # in fallback until settle_fallback
+                return
         with self._lock:
             self._in_fallback -= 1
             if handled:
@@ -428,6 +445,19 @@ class RecordQueue:
                 self._dropped[reason] += 1
         if not handled:
             self._on_drop(record, reason)
+
+    def settle_fallback(self, written: bool, reason: int = _CLOSED) -> None:
+        """Settle a record ``on_closed`` kept (returned :data:`KEPT`): written synchronously
+        (*written*), or dropped for *reason* (an index of ``REASONS``; the caller tells
+        ``on_drop`` itself)."""
+        if not written and not 0 <= reason < len(REASONS):
+            raise ValueError(f"reason must be an index of REASONS, got {reason}")
+        with self._lock:
+            self._in_fallback -= 1
+            if written:
+                self._written_sync += 1
+            else:
+                self._dropped[reason] += 1
 
     def sleep(self, threshold: int = 1) -> bool:
         """Say a worker is about to wait for *threshold* records; ``False``: they are here.

@@ -88,6 +88,7 @@ from kakashi._speedups import (
     unclaim_gil,
     unclaimed,
 )
+from kakashi._speedups._queue_py import KEPT
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
 from kakashi.writers.delivery import (
@@ -116,6 +117,8 @@ __all__ = [
 
 _STRATEGIES = {"block": BLOCK, "drop_oldest": DROP_OLDEST, "drop_newest": DROP_NEWEST}
 _WRITE_ERROR = REASONS.index("write_error")
+_CLOSED_REASON = REASONS.index("closed")
+_SHUTDOWN_REASON = REASONS.index("shutdown_timeout")
 # Per thread: inside the synchronous fallback (a writer that logs from there would recurse).
 _thread_state = threading.local()
 
@@ -1169,6 +1172,10 @@ class AsyncBackend:
         self._stopping = fork_safe_event()  # set by shutdown: lanes stop waiting to retry
         # The running shutdown's deadline (time.monotonic()): lanes write nothing after it.
         self._shutdown_deadline = float("inf")
+        # While a shutdown drains: the records offered since intake closed, to write
+        # synchronously behind the queued ones (see _on_closed); None otherwise.
+        self._after_drain: list[Record] | None = None
+        self._kept_full = False  # the shutdown is writing them: no more are kept
         self._busy: dict[int, int] = {}  # id(writer): threads inside one of its methods
         self._hung: set[int] = set()  # id(writer): a call that a deadline gave up on
         self._batches = 0
@@ -1232,20 +1239,26 @@ class AsyncBackend:
                 return FlushResult(True, 0)
             self.state = "stopping"
             self._shutdown_deadline = deadline
+            self._after_drain = []
         self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
-            return FlushResult(False, self._pending())  # called from a writer: cannot wait
-        drained = self._wait_settled(self.queue.offered, deadline)
+            self._write_after_drain(True)  # called from a writer: cannot wait for the drain
+            return FlushResult(False, self._pending())
+        drained = _wait_drained(self, deadline)
+        self._write_after_drain(drained and time.monotonic() < deadline)
         self._stop = True
         self._wake.set()
-        for thread in self._workers:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        joined: set[threading.Thread] = set()
+        while waiting := [t for t in list(self._workers) if t not in joined]:
+            for thread in waiting:  # (a worker taking over from a hung one joins the list)
+                thread.join(max(0.0, deadline - time.monotonic()))
+                joined.add(thread)
         for lane in list(self._every_lane):
             lane.finish(deadline)
         for lane in list(self._every_lane):
             lane.abandon()  # what the deadline left waiting: spooled, or dropped (shutdown)
-        alive = [thread for thread in self._workers if thread.is_alive()]
+        alive = [thread for thread in list(self._workers) if thread.is_alive()]
         lanes_alive = any(
             thread.is_alive() for lane in list(self._every_lane) for thread in list(lane._threads)
         )
@@ -1288,13 +1301,63 @@ class AsyncBackend:
         """Offer *record* to the queue (what a logger routed here does)."""
         self.queue.put(record)
 
-    def _on_closed(self, record: Record) -> bool:
+    def _on_closed(self, record: Record) -> Any:
         """A record offered after shutdown: written synchronously if its pipeline says so
         (``fallback_to_sync``); else, or when that would block or recurse, counted as
-        dropped (``closed``)."""
+        dropped (``closed``).
+
+        While the shutdown drains the queue, such a record is kept (``KEPT``: pending,
+        in fallback) and written by the shutdown once the records queued before it are,
+        so that each writer still gets records in the order they were logged; the caller
+        never waits. At most ``max_queue_size`` are kept; beyond, they count as dropped
+        (``closed``); those kept when the drain does not finish in time count as
+        ``shutdown_timeout``, as the records it left in the queue do.
+        """
         sink: Sink | None = record.sink
         if sink is None or not getattr(sink, "fallback_to_sync", False):
             return False
+        if getattr(_thread_state, "in_fallback", False):
+            return False  # logged by a writer from inside the fallback: it would recurse
+        if self._after_drain is not None:
+            return self._keep(record)
+        return self._fallback(record)
+
+    def _keep(self, record: Record) -> Any:
+        """Keep *record* for :meth:`_write_after_drain` (``KEPT``); when ``max_queue_size``
+        are kept already (or the shutdown is writing them), wait for that to end as a full
+        queue makes a caller wait
+        (``block``: up to ``block_timeout``; never a worker's thread), then write it at
+        once; ``False`` (dropped, ``closed``) if it did not end in time, or at once under
+        the ``drop_*`` strategies."""
+        config = self.config
+        until = None
+        while True:
+            with self._state_lock:
+                kept = self._after_drain
+                if kept is None:
+                    break  # drained: written now, behind the kept ones
+                if len(kept) < config.max_queue_size and not self._kept_full:
+                    kept.append(record)
+                    return KEPT
+            if config.overflow_strategy != "block" or threading.get_ident() in self._worker_idents:
+                return False
+            now = time.monotonic()
+            if until is None:
+                until = now + config.block_timeout
+            if now >= until:
+                return False
+            with self._settled:
+                self._settle_waiters += 1
+                try:
+                    self._settled.wait(min(until - now, 0.05))
+                finally:
+                    self._settle_waiters -= 1
+        return self._fallback(record)
+
+    def _fallback(self, record: Record) -> bool:
+        """Write *record* synchronously through its sink (``fallback_to_sync``), unless
+        that would recurse or wait for a hung writer; whether it was."""
+        sink: Sink = record.sink
         if getattr(_thread_state, "in_fallback", False):
             return False  # logged by a writer from inside the fallback: it would recurse
         hung = self._hung_writer(sink)
@@ -1363,7 +1426,9 @@ class AsyncBackend:
                 try:
                     if resume is not None:
                         watch, resume = resume, None
-                        if not self._process(watch.batch, watch):
+                        done = self._process(watch.batch, watch)
+                        del watch  # its batch, lines and writer are not this loop's to keep
+                        if not done:
                             return  # a write of this batch hung again: passed on again
                     while True:
                         batch = queue.drain(size)
@@ -1461,9 +1526,7 @@ class AsyncBackend:
         write hung and go on as a worker (or end, if the turn was not passed on)."""
         go.wait()
         if handed:
-            watch, token = handed[0]
-            del handed[:]
-            self._run(watch, token)
+            self._run(*handed.pop())
 
     def _process(self, batch: Sequence[Record], resume: _OnTurn | None = None) -> bool:
         """Format one batch and write it (called in turn); ``False`` if a write of this
@@ -1874,6 +1937,34 @@ class AsyncBackend:
             with self._settled:
                 self._settled.notify_all()
 
+    def _write_after_drain(self, write: bool) -> None:
+        """Write the records :meth:`_on_closed` kept during the drain, in order, through
+        the synchronous fallback (*write*), or count them as dropped
+        (``shutdown_timeout``: the drain did not finish in time, and they would land
+        ahead of records still on their way, or in a write still running). Records
+        offered meanwhile find the kept list full (see :meth:`_keep`); from the end of
+        this call on they are written at once."""
+        with self._state_lock:
+            kept = self._after_drain or []
+            self._kept_full = True
+        try:
+            for record in kept:
+                written = False
+                if write:
+                    try:
+                        written = self._fallback(record)
+                    except Exception as exc:  # a sink's emit: counted, not the shutdown's end
+                        _errors.report("synchronous fallback", exc)
+                reason = _CLOSED_REASON if write else _SHUTDOWN_REASON
+                self.queue.settle_fallback(written, reason)
+                if not written:
+                    self._on_drop(record, reason)
+        finally:
+            with self._state_lock:
+                self._after_drain = None
+                self._kept_full = False
+            self._notify_settled()  # and callers waiting for the kept ones to be written
+
     def _wait_settled(self, target: int, deadline: float) -> bool:
         with self._settled:
             self._settle_waiters += 1
@@ -2008,6 +2099,8 @@ class AsyncBackend:
         self._workers = []
         self._worker_idents = set()
         self._turn_holder = None  # the turn's lock is released here; its holder is gone
+        self._after_drain = None
+        self._kept_full = False
         self._on_turn = None
         self._drops = {}
         self._lanes = {}
