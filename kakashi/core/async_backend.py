@@ -1323,12 +1323,11 @@ class AsyncBackend:
         return self._fallback(record)
 
     def _keep(self, record: Record) -> Any:
-        """Keep *record* for :meth:`_write_after_drain` (``KEPT``); when ``max_queue_size``
-        are kept already (or the shutdown is writing them), wait for that to end as a full
-        queue makes a caller wait
-        (``block``: up to ``block_timeout``; never a worker's thread), then write it at
-        once; ``False`` (dropped, ``closed``) if it did not end in time, or at once under
-        the ``drop_*`` strategies."""
+        """Keep *record* for :meth:`_write_after_drain` (``KEPT``). When ``max_queue_size``
+        are kept already (or the shutdown is writing them), wait for that to end as a
+        full queue makes a caller wait (``block``: up to ``block_timeout``; never on a
+        worker's thread), then write it at once; ``False`` (dropped, ``closed``) if it
+        did not end in time, or at once under the ``drop_*`` strategies."""
         config = self.config
         until = None
         while True:
