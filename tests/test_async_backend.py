@@ -258,18 +258,19 @@ class TestRetiredBatches:
         longer tracked by the collector: gc.get_objects never gives it to Python code,
         which would read a slot that holds nothing."""
         queue = self.make(compiled)
-        refs = self.retired_batch(queue, 10)
+        for i in range(10):
+            queue.put(Payload(f"r{i}"))
+        batch = queue.drain(10)
+        assert gc.is_tracked(batch)  # as drained: the collector sees it
+        where = id(batch)
+        refs = [weakref.ref(item) for item in batch]
+        queue.retire(batch)
+        del batch
         queue.put("n0")  # frees two of the ten
         assert 8 == sum(ref() is not None for ref in refs)
 
-        survivors = {id(ref()) for ref in refs if ref() is not None}
-        holding = []
-        for o in gc.get_objects():
-            if type(o) is tuple:
-                items = list(o)  # reads every slot: an empty one would crash here
-                if survivors & {id(x) for x in items}:
-                    holding.append(o)
-        assert [] == holding
+        # (Only addresses compared: reading the batch's slots would crash if it were here.)
+        assert where not in {id(o) for o in gc.get_objects()}
 
     def test_free_retired_lets_every_batch_go(self, impl: Implementation) -> None:
         """What a worker does before it idles: every retired record is freed now."""
@@ -617,7 +618,7 @@ class TestFlushAndShutdown:
             time.sleep(0.001)
         started = time.monotonic()
         log.info("during the drain", i=5)
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 5  # not the writer's gate (10 s): no wait
         assert 1 == pipeline.stats()["pending"] - pipeline.backend.queue.size - (
             pipeline.backend.queue.in_flight
         )

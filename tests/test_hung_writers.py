@@ -7,6 +7,7 @@ counted, none duplicated."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig, file_writer
 from kakashi.writers.file import FileWriter
-from tests.conftest import balanced, read_json_lines
+from tests.conftest import balanced, read_json_lines, wait_or_kill
 
 THRESHOLD = 0.2
 
@@ -317,6 +318,55 @@ def test_shutdown_returns_in_time_with_a_write_hung_in_the_turn(tmp_path: Path) 
         assert stats["messages_dropped"] + stats["pending"] == 501
     finally:
         hung.gate.set()
+
+
+def test_a_child_forked_while_a_write_hangs_in_the_turn(tmp_path: Path) -> None:
+    """Forked while a writer's write hangs and the turn went on without it: the child
+    holds no turn, watch or lane of the parent's; its own workers write every record it
+    logs, in order, and its books count only its own."""
+    shared = backend()
+    hung = Gate()
+    path = tmp_path / "forked.log"
+    bad = pipeline(shared, hung).get_logger("hung")
+    good = pipeline(shared, file_writer(path)).get_logger("good")
+    try:
+        bad.info("first", i=0)
+        assert hung.entered.wait(10)
+        for i in range(100):
+            good.info("parent", i=i)
+        deadline = time.monotonic() + 10
+        while len(read_json_lines(path)) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)  # written past the hung write: the turn went on
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                hung.gate.set()  # the child's copy of the writer answers
+                for i in range(1000):
+                    good.info("child", i=i)
+                    if i % 100 == 0:
+                        bad.info("child", i=i)  # behind nothing of the parent's
+                result = shared.flush(10)
+                stats = shared.get_stats()
+                counts = (stats["messages_enqueued"], stats["messages_written"])
+                got = ids([x for x in hung.lines if x["message"] == "child"])
+                ok = result.complete and counts == (1010, 1010) and balanced(stats)
+                code = 0 if ok and got == list(range(0, 1000, 100)) else 2
+            finally:
+                os._exit(code)
+        status = wait_or_kill(pid)
+        assert os.WIFEXITED(status) and 0 == os.WEXITSTATUS(status)
+        lines = read_json_lines(path)
+        assert list(range(100)) == ids([x for x in lines if x["message"] == "parent"])
+        assert list(range(1000)) == ids([x for x in lines if x["message"] == "child"])
+
+        hung.gate.set()
+        assert shared.flush(10).complete
+        assert [0] == ids(hung.lines)  # the child's records went to the child's copy
+        assert balanced(shared.get_stats())
+    finally:
+        hung.gate.set()
+        shared.shutdown(10)
 
 
 @pytest.mark.parametrize(

@@ -1592,28 +1592,11 @@ class AsyncBackend:
                 if lane is not None and lane.writer is not writer:
                     lane = None  # another writer's, with the same id once
                 state = "ready" if lane is None else lane.state()
-                if lane is not None and state == "open":
-                    # Skipped fast: a remote writer is not tried during its cool-down;
-                    # a local one (a full disk) is tried once, with no retries, so it
-                    # is back as soon as it can write.
-                    if is_concurrent(writer):
-                        run.lose(lane.left_over(lines, CIRCUIT_OPEN))
-                        index += 1
-                        continue
-                    outcome = self._attempt_in_turn(
-                        _OnTurn(batch, end, run, lines, handoffs, index, writer)
-                    )
-                    if outcome is None:
-                        return False
-                    if outcome.first:
-                        run.took_first(lines)
-                    if outcome.rest:
-                        failed_now = lane.lost(len(outcome.rest), outcome.reason)
-                        run.lose(_add(dict(outcome.dropped), failed_now))
-                    else:
-                        lane.succeeded()
-                        run.lose(outcome.dropped)
-                elif state == "busy" or is_concurrent(writer):
+                cooling = lane if state == "open" else None  # its circuit open
+                if cooling is not None and is_concurrent(writer):
+                    # Skipped fast: a remote writer is not tried during its cool-down.
+                    run.lose(cooling.left_over(lines, CIRCUIT_OPEN))
+                elif state == "busy" or (cooling is None and is_concurrent(writer)):
                     handoffs.append((self._lane(writer), lines, None))
                 else:
                     outcome = self._attempt_in_turn(
@@ -1623,15 +1606,21 @@ class AsyncBackend:
                         return False
                     if outcome.first:
                         run.took_first(lines)
-                    if outcome.rest:  # retried off the turn
-                        handoffs.append((self._lane(writer), outcome.rest, outcome))
-                    else:
+                    if not outcome.rest:
                         if lane is not None:
                             lane.succeeded()
                         run.lose(outcome.dropped)
+                    elif cooling is not None:
+                        # A local writer during its cool-down (a full disk) is tried
+                        # once, with no retries, so that it is back as soon as it can
+                        # write: what it did not take is lost now.
+                        failed_now = cooling.lost(len(outcome.rest), outcome.reason)
+                        run.lose(_add(dict(outcome.dropped), failed_now))
+                    else:  # retried off the turn
+                        handoffs.append((self._lane(writer), outcome.rest, outcome))
                 index += 1
         except BaseException as exc:  # user code outside a writer's write
-            if resume is None and run.waiting == 1:  # no lane has a part of it: fails whole
+            if resume is None:  # no lane has a part of it yet: the run fails whole
                 self._run_failed(sink, end - start, run.told, exc)
                 return True
             # Taken up after a hang (a lane has a part of it): the writers left lose it.
@@ -1946,6 +1935,7 @@ class AsyncBackend:
         with self._state_lock:
             kept = self._after_drain or []
             self._kept_full = True
+        reason = _CLOSED_REASON if write else _SHUTDOWN_REASON  # of those not written
         try:
             for record in kept:
                 written = False
@@ -1954,7 +1944,6 @@ class AsyncBackend:
                         written = self._fallback(record)
                     except Exception as exc:  # a sink's emit: counted, not the shutdown's end
                         _errors.report("synchronous fallback", exc)
-                reason = _CLOSED_REASON if write else _SHUTDOWN_REASON
                 self.queue.settle_fallback(written, reason)
                 if not written:
                     self._on_drop(record, reason)
