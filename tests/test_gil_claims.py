@@ -23,6 +23,8 @@ import pytest
 from kakashi import USING_SPEEDUPS
 from kakashi._speedups import (
     BLOCK,
+    DROP_OLDEST,
+    Record,
     RecordQueue,
     claim_counts,
     claim_gil,
@@ -30,6 +32,7 @@ from kakashi._speedups import (
     unclaim_gil,
     unclaimed,
     write_releasing_gil,
+    yield_gil,
 )
 from tests.conftest import Keeper, keeping_pipeline
 
@@ -354,3 +357,145 @@ def test_batches_taken_one_after_another_are_one_claim(monkeypatch: pytest.Monke
     # Every batch was written in the first claim (a later one, when the flush wakes the
     # worker, finds the queue empty).
     assert [0, len(written)] == [*claims, len(written)][:2], claims
+
+
+def record(sink: object) -> Record:
+    made = Record(0, 20, "sinks", "m")
+    made.sink = sink
+    return made
+
+
+def test_the_queue_knows_when_a_batch_goes_to_one_sink() -> None:
+    """The compiled queue notes where sinks change as records are put, so the worker
+    need not read each record of a batch to split it into runs; the pure twin never
+    claims to know. Known is always true: a batch said to be of one sink is."""
+    a, b = object(), object()
+    q = queue()
+    knows = USING_SPEEDUPS
+
+    def drained(count: int) -> tuple[bool, list[object]]:
+        batch = q.drain(count)
+        return q.drained_one_sink, [r.sink for r in batch]
+
+    for _ in range(5):
+        q.put(record(a))
+    assert (knows, [a] * 3) == drained(3)
+    assert (knows, [a] * 2) == drained(5)
+    for sink in (a, a, b, b):
+        q.put(record(sink))
+    assert (False, [a, a]) == drained(2)  # a change waits behind: not known
+    assert (knows, [b, b]) == drained(2)  # from the change on
+    for sink in (b, a, b):
+        q.put(record(sink))
+    assert (False, [b, a, b]) == drained(3)
+    q.put("not a record")  # anything else queued is a sink of its own
+    q.put(record(b))
+    assert (False, ["not a record", b]) == (q.drain(2) and q.drained_one_sink, ["not a record", b])
+    q.drain(10)
+    # A dropped oldest record does not count: the change it held is gone with it.
+    full = RecordQueue(3, DROP_OLDEST, 1.0, lambda: None, lambda r, why: None, lambda r: True)
+    for sink in (a, b, b, b):
+        full.put(record(sink))
+    batch = full.drain(3)
+    assert [b, b, b] == [r.sink for r in batch]
+    assert knows == full.drained_one_sink
+
+
+def test_records_of_two_sinks_in_one_backend_land_in_their_files(tmp_path: Path) -> None:
+    """Two pipelines on one backend, logging in turn and in runs: batches mix sinks, and
+    each record lands in its own pipeline's file once, in order."""
+    from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    backend = AsyncBackend(AsyncConfig(max_queue_size=5_000, batch_size=300))
+    paths = [tmp_path / "a.log", tmp_path / "b.log"]
+    pipelines = [
+        AsyncPipeline(AsyncPipelineConfig(PipelineConfig(writers=(file_writer(path),))), backend)
+        for path in paths
+    ]
+    logs = [pipeline.get_logger("two") for pipeline in pipelines]
+    sent: list[list[int]] = [[], []]
+    try:
+        for i in range(20_000):
+            which = (i // 7) % 2 if i < 10_000 else i % 2  # runs of 7, then alternating
+            logs[which].info("order filled", order_id=i)
+            sent[which].append(i)
+        assert backend.flush(BOUND)
+    finally:
+        backend.shutdown(BOUND)
+    for path, ids in zip(paths, sent, strict=True):
+        got = [
+            int(line.split(b'"order_id":')[1].split(b"}")[0].split(b",")[0])
+            for line in path.read_bytes().splitlines()
+        ]
+        assert ids == got
+
+
+def test_yield_gil_without_a_caller_waiting_does_nothing() -> None:
+    yield_gil()  # no claim
+    claim_gil()
+    try:
+        before = claim_counts()
+        for _ in range(1_000):
+            yield_gil()  # a claim, nobody handing over
+        assert before == claim_counts()
+        assert claiming()
+    finally:
+        unclaim_gil()
+
+
+@compiled
+def test_a_worker_that_yields_lets_a_waiting_caller_log_between_its_pieces(
+    tmp_path: Path,
+) -> None:
+    """A claiming worker that, after each long release (a write), holds the GIL in
+    Python code for a while (the interpreter's switch interval set to a second, so it
+    never has to let go) and calls yield_gil between pieces of it: a caller that handed
+    it over logs a record at each yield and hands it back, instead of waiting for all
+    of it."""
+    import sys
+
+    q = queue(hand_over_at=0)
+    started = threading.Event()
+    advanced: list[int] = []
+    stop = threading.Event()
+    puts = kept = 0
+    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            started.set()
+            until = time.monotonic() + BOUND
+            while len(advanced) < 300 and time.monotonic() < until:
+                write_releasing_gil(fd, b"x" * 65_536)  # the claim is fresh again
+                for _ in range(3):
+                    deadline = time.perf_counter() + 20e-6  # a piece, the GIL held
+                    while time.perf_counter() < deadline:
+                        pass
+                    before = puts
+                    yield_gil()
+                    advanced.append(puts - before)
+        finally:
+            unclaim_gil()
+            stop.set()
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    thread = threading.Thread(target=worker)
+    try:
+        thread.start()
+        assert started.wait(BOUND)
+        while not stop.is_set():
+            q.put(puts)
+            puts += 1
+            if q.size == 10_000:
+                kept += len(q.drain(10_000))
+    finally:
+        sys.setswitchinterval(previous)
+        thread.join(BOUND)
+        os.close(fd)
+    assert puts == kept + q.size
+    # Records went in while the worker was between two pieces of its stretch.
+    assert sum(1 for n in advanced if n > 0) >= 10, advanced

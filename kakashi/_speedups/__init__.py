@@ -74,6 +74,7 @@ _QUEUE_NAMES = (
     "never_wait_for_room",
     "unclaim_gil",
     "unclaimed",
+    "yield_gil",
 )
 _BRIDGE_NAMES = (
     "ACCESS_LOGGERS",
@@ -246,6 +247,7 @@ if TYPE_CHECKING:
         never_wait_for_room,
         unclaim_gil,
         unclaimed,
+        yield_gil,
     )
     from kakashi._state import Snapshot
 
@@ -329,6 +331,7 @@ __all__ = [
     "write_releasing_gil",
     "unclaim_gil",
     "unclaimed",
+    "yield_gil",
     "build_record",
     "bulk_body",
     "clickhouse_body",

@@ -3,7 +3,7 @@
 
 cimport cython
 
-from kakashi._speedups._queue_c cimport RecordQueue
+from kakashi._speedups._queue_c cimport RecordQueue, set_record_layout
 
 
 @cython.final

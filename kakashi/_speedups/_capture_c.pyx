@@ -16,7 +16,7 @@ cimport cython
 from cpython.bool cimport PyBool_Check
 from cpython.contextvars cimport get_value
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
@@ -349,6 +349,23 @@ cdef class Record:
 
     def __repr__(self):
         return f"<Record {level_name(self.level)} {self.logger!r} {self.msg!r}>"
+
+
+cdef void _tell_the_queue_where_sinks_are():
+    # The queue reads each record's sink as it is put (see RecordQueue.drained_one_sink),
+    # at the field's place in the object, which only this module knows.
+    cdef object marker = object()
+    cdef Record probe = Record.__new__(Record)
+    cdef PyObject **words = <PyObject **><PyObject *>probe
+    cdef Py_ssize_t i
+    probe.sink = marker
+    for i in range((<PyTypeObject *>Record).tp_basicsize // sizeof(PyObject *)):
+        if words[i] is <PyObject *>marker:
+            set_record_layout(<PyTypeObject *>Record, i * sizeof(PyObject *))
+            return
+
+
+_tell_the_queue_where_sinks_are()
 
 
 @cython.final

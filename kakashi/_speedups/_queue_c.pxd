@@ -2,7 +2,7 @@
 # Declared here so the capture module can push records without a Python-level call.
 
 cimport cython
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 
 
 @cython.final
@@ -39,6 +39,13 @@ cdef class RecordQueue:
     cdef PyObject **_ring
     cdef Py_ssize_t _head
     cdef Py_ssize_t _size
+    # Where the records' sinks change (see drained_one_sink): records pushed so far, the
+    # number of the last one pushed whose sink is not its predecessor's, and that sink
+    # (borrowed: compared by address only; see _push).
+    cdef long long _pushed
+    cdef long long _changed_at
+    cdef PyObject *_last_sink
+    cdef readonly bint drained_one_sink
     # Batches the worker is done with, whose records later puts free (see retire): a
     # ring of owned tuple references, and how many items of the oldest are left (-1:
     # none freed yet).
@@ -64,3 +71,7 @@ cdef class RecordQueue:
 # A worker's long GIL release inside its turn (see _queue_c.claim_gil).
 cdef void pause_claim() noexcept nogil
 cdef void resume_claim() noexcept nogil
+
+
+# Where a record's sink is (see _push): set by _capture_c, which defines Record.
+cdef void set_record_layout(PyTypeObject *record_type, Py_ssize_t sink_offset) noexcept

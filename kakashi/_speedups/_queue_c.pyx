@@ -17,7 +17,7 @@ thread in a region sets its record aside, as the twin does.
 cimport cython
 from cpython.tuple cimport PyTuple_New
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from cpython.object cimport PyObject
+from cpython.object cimport Py_TYPE, PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 
 cdef extern from "Python.h":
@@ -54,6 +54,16 @@ cdef extern from *:
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     }
+    #include <pthread.h>
+    #include <errno.h>
+    #define KK_SPIN_NS 20000LL
+    #define KK_PARK_NS 2000000L
+    #define KK_WOKEN_SPIN_NS 500000LL
+    /* A worker let the GIL go in the middle of a hand-over (yield_gil): it wants the
+       GIL back at the next record, whatever the queue's depth. */
+    static int kk_yielding = 0;
+    static long long kk_last_hand_ns = 0;  /* when a caller last handed the GIL over */
+    #define KK_RECENT_NS 10000000LL
     static int kk_claims = 0;
     static long long kk_claimed_at = 0;
     static __thread int kk_claim_depth = 0;
@@ -69,10 +79,99 @@ cdef extern from *:
     }
     static void kk_claim(void) { if (kk_claim_depth++ == 0) kk_want(); }
     static void kk_unclaim(void) { if (kk_claim_depth > 0 && --kk_claim_depth == 0) kk_unwant(); }
-    static void kk_pause_claim(void) { if (kk_claim_depth) kk_unwant(); }
+    /* Callers inside a hand-over now; hand-overs begun (a caller let the GIL go) and
+       ended (it took the GIL back); the begun count this thread saw at its pause. */
+    static int kk_handing = 0;
+    static unsigned long kk_hand_seq = 0, kk_took_seq = 0;
+    static __thread unsigned long kk_seen_seq = 0;
+    static void kk_pause_claim(void) {
+        if (!kk_claim_depth) return;
+        kk_seen_seq = __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST);
+        kk_unwant();
+    }
+    static void kk_spin_until_changed(unsigned long *seq, unsigned long seen, long long ns) {
+        long long until = kk_mono_ns() + ns;
+        /* Yielding the processor: the thread it waits for may need this one. */
+        while (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == seen && kk_mono_ns() < until)
+            sched_yield();
+    }
     static void kk_resume_claim(void) { if (kk_claim_depth) kk_want(); }
+    /* A worker that no caller handed the GIL over to soon parks here (not on the GIL,
+       where a caller's hand-over would have to wake it, which takes longer than the
+       worker then holds the GIL); a caller nearing the hand-over depth wakes it, so
+       that it spins for the hand-over, awake. */
+    static pthread_mutex_t kk_park_mutex = PTHREAD_MUTEX_INITIALIZER;
+    static pthread_cond_t kk_park_cond = PTHREAD_COND_INITIALIZER;
+    static int kk_parked = 0, kk_wake_sent = 0;
+    static unsigned long kk_wake_gen = 0;
+    static int kk_park(unsigned long seen) {
+        /* Until woken (1), or a hand-over began, or KK_PARK_NS passed (0). */
+        struct timespec until;
+        unsigned long gen;
+        int woken = 0;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += KK_PARK_NS;
+        if (until.tv_nsec >= 1000000000L) { until.tv_sec += 1; until.tv_nsec -= 1000000000L; }
+        pthread_mutex_lock(&kk_park_mutex);
+        gen = kk_wake_gen;
+        __atomic_store_n(&kk_wake_sent, 0, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
+        while (kk_wake_gen == gen && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen)
+            if (pthread_cond_timedwait(&kk_park_cond, &kk_park_mutex, &until) != 0) break;
+        woken = kk_wake_gen != gen;
+        __atomic_sub_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&kk_park_mutex);
+        return woken;
+    }
+    static void kk_wake_parked(void) {
+        /* A caller: wake parked workers, once for each time they park. */
+        if (__atomic_load_n(&kk_parked, __ATOMIC_RELAXED) == 0) return;
+        if (__atomic_exchange_n(&kk_wake_sent, 1, __ATOMIC_SEQ_CST)) return;
+        pthread_mutex_lock(&kk_park_mutex);
+        kk_wake_gen++;
+        pthread_cond_broadcast(&kk_park_cond);
+        pthread_mutex_unlock(&kk_park_mutex);
+    }
+    static void kk_resume_claim_nogil(void) {
+        unsigned long seen = kk_seen_seq;
+        if (!kk_claim_depth) return;
+        kk_want();
+        /* A caller hands the GIL over at its next record: spin for that briefly rather
+           than sleep on the GIL, as waking a sleeping thread takes longer. */
+        kk_spin_until_changed(&kk_hand_seq, seen, KK_SPIN_NS);
+        if (__atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) != seen) return;
+        /* Parked only while callers hand over (one did lately): otherwise none wakes it. */
+        if (kk_mono_ns() - __atomic_load_n(&kk_last_hand_ns, __ATOMIC_RELAXED) > KK_RECENT_NS)
+            return;
+        if (kk_park(seen))  /* a caller is a few records from handing over */
+            kk_spin_until_changed(&kk_hand_seq, seen, KK_WOKEN_SPIN_NS);
+    }
+    static void kk_begin_hand(void) {
+        __atomic_store_n(&kk_last_hand_ns, kk_mono_ns(), __ATOMIC_RELAXED);
+        __atomic_add_fetch(&kk_handing, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&kk_hand_seq, 1, __ATOMIC_SEQ_CST);
+    }
+    static void kk_end_hand(void) { __atomic_sub_fetch(&kk_handing, 1, __ATOMIC_SEQ_CST); }
+    static void kk_took(void) { __atomic_add_fetch(&kk_took_seq, 1, __ATOMIC_SEQ_CST); }
+    static void kk_set_yielding(int on) { __atomic_store_n(&kk_yielding, on, __ATOMIC_SEQ_CST); }
+    static int kk_yield_pending(void) { return __atomic_load_n(&kk_yielding, __ATOMIC_RELAXED); }
+    static int kk_someone_hands(void) {
+        return kk_claim_depth && __atomic_load_n(&kk_handing, __ATOMIC_RELAXED) > 0;
+    }
+    static unsigned long kk_took_now(void) {
+        return __atomic_load_n(&kk_took_seq, __ATOMIC_SEQ_CST);
+    }
+    static void kk_wait_taken(unsigned long seen) {
+        kk_spin_until_changed(&kk_took_seq, seen, KK_SPIN_NS);
+    }
     static int kk_claiming(void) { return kk_claim_depth; }
-    static void kk_claims_reset(void) { kk_claims = 0; kk_claim_depth = 0; }
+    static void kk_claims_reset(void) {
+        kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
+        kk_yielding = 0;
+        /* A thread that does not exist in this child may have held them. */
+        pthread_mutex_init(&kk_park_mutex, NULL);
+        pthread_cond_init(&kk_park_cond, NULL);
+    }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
     static void kk_yield(void) {}
     static void kk_claim(void) {}
@@ -82,6 +181,16 @@ cdef extern from *:
     static int kk_claimed(long long within_ns) { (void)within_ns; return 0; }
     static int kk_claiming(void) { return 0; }
     static void kk_claims_reset(void) {}
+    static void kk_resume_claim_nogil(void) {}
+    static void kk_begin_hand(void) {}
+    static void kk_end_hand(void) {}
+    static void kk_took(void) {}
+    static int kk_someone_hands(void) { return 0; }
+    static void kk_set_yielding(int on) { (void)on; }
+    static void kk_wake_parked(void) {}
+    static int kk_yield_pending(void) { return 0; }
+    static unsigned long kk_took_now(void) { return 0; }
+    static void kk_wait_taken(unsigned long seen) { (void)seen; }
     #endif
     """
     void kk_claim() nogil
@@ -92,6 +201,16 @@ cdef extern from *:
     int kk_claiming() nogil
     void kk_claims_reset() nogil
     void kk_yield() nogil
+    void kk_resume_claim_nogil() nogil
+    void kk_begin_hand() nogil
+    void kk_end_hand() nogil
+    void kk_took() nogil
+    int kk_someone_hands() nogil
+    void kk_set_yielding(int on) nogil
+    void kk_wake_parked() nogil
+    int kk_yield_pending() nogil
+    unsigned long kk_took_now() nogil
+    void kk_wait_taken(unsigned long seen) nogil
 
 BLOCK = _py.BLOCK
 KEPT = _py.KEPT
@@ -156,6 +275,12 @@ def claim_gil():
     and the queue behind it, wait. A claimed worker gets it back at the caller's next
     record. The long releases inside a claim (rendering a batch, the write itself) pause
     it (:c:func:`pause_claim`): callers log in parallel then. Nested claims count once.
+
+    A caller that hands over waits, spinning, until the worker's next long release or
+    :func:`yield_gil`. At the end of a long release the worker spins briefly for that
+    hand-over rather than sleep on the GIL (waking a sleeping thread takes longer than
+    it then holds the GIL); while callers hand over but the queue is below the depth,
+    it parks, and a put a few records short of the depth wakes it (``WAKE_AHEAD``).
     """
     kk_claim()
 
@@ -184,18 +309,41 @@ cdef void pause_claim() noexcept nogil:
 
 cdef void resume_claim() noexcept nogil:
     # The last thing before the worker takes the GIL back: callers hand it over again.
-    kk_resume_claim()
+    kk_resume_claim_nogil()
 
 
 cdef void _hand_over() noexcept:
     # A worker claims the GIL: let it go until the worker has it, or the claim is stale.
     global _handed_over, _waited_out
     _handed_over += 1
+    cdef bint stale
     with nogil:
+        kk_begin_hand()
         while kk_claimed(_CLAIM_NS):
             kk_yield()
-    if kk_claimed(1_000_000_000_000):  # still claimed: it went stale while we waited
+        # Still claimed: it went stale while we waited. (Asked before the GIL is taken
+        # back: a worker that let it go for a record only (yield_gil) claims it again
+        # once this thread has it.)
+        stale = kk_claimed(1_000_000_000_000)
+        kk_end_hand()
+    kk_took()
+    if stale:
         _waited_out += 1
+
+
+def yield_gil():
+    """Let a caller that handed the GIL over to this claiming worker have it back for
+    one record, when one waits for it now: cuts the worker's stretch holding the GIL
+    into pieces, so that no caller waits for all of it. Cheap when nobody waits."""
+    cdef unsigned long seen
+    if kk_someone_hands():
+        seen = kk_took_now()
+        with nogil:
+            kk_set_yielding(1)
+            kk_pause_claim()
+            kk_wait_taken(seen)
+            kk_resume_claim_nogil()
+        kk_set_yielding(0)
 
 
 def claiming():
@@ -220,6 +368,11 @@ def _reset_claims_after_fork():
     _freeing = False
 
 
+# How many records before the hand-over depth a put wakes a parked worker (see
+# kk_park): about as long as a thread takes to wake, at the rate one thread logs.
+cdef enum:
+    WAKE_AHEAD = 128
+
 # Records of retired batches a put frees (see RecordQueue.retire): about one a put keeps
 # pace with the records put; two catch up after a put that found its batch still held.
 cdef enum:
@@ -232,6 +385,25 @@ cdef bint _freeing = False
 
 
 cdef object _monotonic = monotonic
+
+# The record type and where its sink field is (see set_record_layout); NULL: not known
+# yet, and every record counts as a new sink.
+cdef PyTypeObject *_record_type = NULL
+cdef Py_ssize_t _sink_offset = 0
+
+
+cdef void set_record_layout(PyTypeObject *record_type, Py_ssize_t sink_offset) noexcept:
+    global _record_type, _sink_offset
+    _sink_offset = sink_offset
+    _record_type = record_type
+
+
+cdef inline PyObject *_sink_at(PyObject *record) noexcept:
+    # A record's sink, read in C (the logging thread just wrote the record: no cache
+    # miss); NULL for anything else queued.
+    if _record_type is NULL or Py_TYPE(<object>record) is not _record_type:
+        return NULL
+    return (<PyObject **>(<char *>record + _sink_offset))[0]
 
 
 @cython.final
@@ -263,6 +435,7 @@ cdef class RecordQueue:
                 raise MemoryError("cannot allocate the record queue")
         self._head = 0
         self._size = 0
+        self._last_sink = NULL  # the next record starts a run
         self.not_full = fork_safe_condition()
         self.waiters = 0
         self.sleeping = False
@@ -312,11 +485,18 @@ cdef class RecordQueue:
 
     cdef inline void _push(self, object record):
         cdef Py_ssize_t index = self._head + self._size
+        cdef PyObject *sink = _sink_at(<PyObject *>record)
         if index >= self.capacity:
             index -= self.capacity
         Py_INCREF(record)  # the ring owns a reference
         self._ring[index] = <PyObject *>record
         self._size += 1
+        self._pushed += 1
+        # By address, borrowed: a sink that went (and another took its address) went
+        # with every record that held it, so those left behind share the new one.
+        if sink is NULL or sink is not self._last_sink:
+            self._changed_at = self._pushed
+            self._last_sink = sink
 
     cdef inline PyObject *_take(self) noexcept:
         # The oldest slot's reference, now the caller's; the record is not touched.
@@ -347,7 +527,10 @@ cdef class RecordQueue:
             self._take_deferred()
         if self._graves_n:
             self._free_some()
-        if self._size >= self.hand_over_at and kk_claimed(_CLAIM_NS) and not kk_claiming():
+        if self._size + WAKE_AHEAD >= self.hand_over_at:
+            kk_wake_parked()
+        if ((self._size >= self.hand_over_at or kk_yield_pending())
+                and kk_claimed(_CLAIM_NS) and not kk_claiming()):
             _hand_over()
 
     def retire(self, batch):
@@ -566,7 +749,10 @@ cdef class RecordQueue:
     def drain(self, Py_ssize_t max_items):
         """Take up to *max_items* records, oldest first, as a tuple; they count as in flight.
 
-        Records set aside by re-entrant puts are taken in first.
+        Records set aside by re-entrant puts are taken in first. :attr:`drained_one_sink`
+        then says whether every record taken goes to the same sink: the queue notes, as
+        each record is put, whether its sink is its predecessor's, so the worker need
+        not read a batch's records (written on another core) to split it into runs.
         """
         cdef Py_ssize_t count
         cdef Py_ssize_t i
@@ -579,6 +765,9 @@ cdef class RecordQueue:
         # without the GIL), so the worker's stretch with the GIL is shorter. A tuple, so
         # that the formatter holds the batch as it is (a list it would copy, a reference
         # more to each record) and a run of the whole batch is the batch.
+        # The oldest record waiting is number _pushed - _size + 1: no sink changed since
+        # it, the batch goes to one sink (the worker need not read each record's).
+        self.drained_one_sink = self._changed_at <= self._pushed - self._size + 1
         batch = PyTuple_New(count)
         for i in range(count):
             _tuple_set_owned(batch, i, self._take())

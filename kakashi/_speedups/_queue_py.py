@@ -273,6 +273,11 @@ class RecordQueue:
         # From how many waiting records a put hands the GIL to a claiming worker (the
         # compiled twin's; see claim_gil); more than the capacity: never.
         self.hand_over_at = self._capacity + 1
+        #: Whether the last :meth:`drain` is known to have taken records of one sink
+        #: only (the compiled twin tracks where sinks change as records are put, so that
+        #: the worker need not read each record to split a batch into runs); never known
+        #: here.
+        self.drained_one_sink = False
         self._reset()
 
     def _reset(self) -> None:
@@ -620,6 +625,11 @@ def unclaimed(fn: Callable[..., T], *args: Any) -> T:
     """Return ``fn(*args)`` (the compiled twin pauses this thread's claim on the GIL
     meanwhile; see :func:`claim_gil`)."""
     return fn(*args)
+
+
+def yield_gil() -> None:
+    """Let a caller waiting for the GIL have it back for a record (the compiled twin;
+    callers never hand the GIL over here, so nothing to do)."""
 
 
 def claim_counts() -> tuple[int, int]:

@@ -87,6 +87,7 @@ from kakashi._speedups import (
     sink_run_end,
     unclaim_gil,
     unclaimed,
+    yield_gil,
 )
 from kakashi._speedups._queue_py import KEPT
 from kakashi._wording import plural
@@ -1019,8 +1020,9 @@ class AsyncConfig:
             (``2 * batch_size``, or the whole queue if it is smaller: see
             the ``handover_threshold`` property); ``None``: never. Below it, a call never waits
             for the worker; at or above it the queue drains faster, and a call that
-            hands over waits while the worker takes its next batch (20 to 200
-            microseconds for a batch of 1,000, about once per batch). The default, 0,
+            hands over waits while the worker settles a batch and takes the next one,
+            in pieces of a few microseconds (between two, the worker lets the caller
+            have the GIL back for a record), a few times a batch. The default, 0,
             hands over from two batches on: the worker keeps up with the callers, and
             little is left to write when they stop. Compiled build only (see
             :doc:`/performance`).
@@ -1433,11 +1435,16 @@ class AsyncBackend:
                         batch = queue.drain(size)
                         if not batch:
                             break
-                        if not self._process(batch):
+                        if not self._process(batch, one_sink=queue.drained_one_sink):
                             return  # this worker's write hung: the turn went on without it
                         # Its records are freed by the next puts, a few each, rather
                         # than here, with the GIL that a caller handed over waiting.
                         queue.retire(batch)
+                        # The worker holds the GIL from one long release to the next
+                        # (settling this batch, taking the next, opening its write):
+                        # a caller that handed it over logs a record between pieces
+                        # of that rather than wait for all of it (see yield_gil).
+                        yield_gil()
                 finally:
                     unclaim_gil()
                     self._give_turn(token)
@@ -1527,7 +1534,9 @@ class AsyncBackend:
         if handed:
             self._run(*handed.pop())
 
-    def _process(self, batch: Sequence[Record], resume: _OnTurn | None = None) -> bool:
+    def _process(
+        self, batch: Sequence[Record], resume: _OnTurn | None = None, one_sink: bool = False
+    ) -> bool:
         """Format one batch and write it (called in turn); ``False`` if a write of this
         worker hung and the turn, with the rest of the batch, went on without it.
 
@@ -1540,7 +1549,9 @@ class AsyncBackend:
         stays in flight, and a flush waits for it. Nothing that user code raises (an
         enricher, a formatter, a writer, even ``SystemExit``) leaves a record unsettled or
         ends the worker. A write in the turn that hangs is the watchdog's (:meth:`_watch`):
-        *resume* is where a new worker takes the batch up.
+        *resume* is where a new worker takes the batch up. *one_sink*: every record of
+        the batch goes to the same sink (the queue knows: see ``drained_one_sink``), so
+        the records need not be read to find where a run ends.
         """
         if resume is None:
             start = 0
@@ -1549,7 +1560,7 @@ class AsyncBackend:
                 return False
             start = resume.end
         while start < len(batch):
-            end = sink_run_end(batch, start)
+            end = len(batch) if one_sink else sink_run_end(batch, start)
             if not self._write_run(batch, end, None, start):
                 return False
             start = end
@@ -1626,6 +1637,7 @@ class AsyncBackend:
             # Taken up after a hang (a lane has a part of it): the writers left lose it.
             _errors.report("worker", exc)
             run.lose({_PIPELINE_ERROR: run.kept})
+        yield_gil()  # a piece of the worker's stretch ends (see _run)
         with self._state_lock:
             run.waiting += len(handoffs)
         for lane, rest, tried in handoffs:
@@ -1776,12 +1788,14 @@ class AsyncBackend:
         (``SystemExit`` from a callback included) is counted and reported, never the
         caller's end. Records lost for good are counted in the writer's stats here.
         """
+        yield_gil()  # a piece of the worker's stretch ends (see _run)
         stats = self._stats(writer)
         try:
             with self._calling(writer):
                 if prepared is None:
                     if getattr(writer, "keeps_gil_claim", False) is True:
                         result = writer.write(lines)
+                        yield_gil()  # (see _run)
                     else:  # its releases are its own: nobody hands it the GIL
                         result = unclaimed(writer.write, lines)
                 elif prepared.error is not None:

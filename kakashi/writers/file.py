@@ -27,6 +27,7 @@ from kakashi._speedups import (
     stat_identity_holding_gil,
     write_holding_gil,
     write_releasing_gil,
+    yield_gil,
 )
 from kakashi._turns import take_exclusive
 
@@ -816,6 +817,7 @@ class FileWriter:
         if self._fd < 0 or self._moved():
             self._close_fd()
             self._open()
+        yield_gil()  # a piece of an async worker's stretch with the GIL ends here
         fd = self._acquire()  # no context manager: this is the hot path
         try:
             self._append(data, self._ready())
