@@ -29,6 +29,7 @@ from kakashi._speedups import (
     claim_counts,
     claim_gil,
     claiming,
+    park_counts,
     unclaim_gil,
     unclaimed,
     write_releasing_gil,
@@ -499,3 +500,154 @@ def test_a_worker_that_yields_lets_a_waiting_caller_log_between_its_pieces(
     assert puts == kept + q.size
     # Records went in while the worker was between two pieces of its stretch.
     assert sum(1 for n in advanced if n > 0) >= 10, advanced
+
+
+def test_a_queue_that_never_hands_over_does_not_while_another_worker_yields(
+    tmp_path: Path,
+) -> None:
+    """Backend A hands over (depth 0, its callers flood it: its worker yields between
+    pieces of its stretch); backend B never does (``gil_handover_depth=None``): no call
+    into B hands the GIL over, whatever A's worker is doing (found by review: a yield
+    pending anywhere made every queue hand over)."""
+    import sys
+
+    from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    def pipeline(name: str, depth: float | None) -> tuple[AsyncBackend, AsyncPipeline]:
+        backend = AsyncBackend(
+            AsyncConfig(max_queue_size=20_000, batch_size=1000, gil_handover_depth=depth)
+        )
+        config = PipelineConfig(writers=(file_writer(tmp_path / f"{name}.log"),))
+        return backend, AsyncPipeline(AsyncPipelineConfig(config), backend)
+
+    backend_a, pipeline_a = pipeline("a", 0.0)
+    backend_b, pipeline_b = pipeline("b", None)
+    log_a, log_b = pipeline_a.get_logger("a"), pipeline_b.get_logger("b")
+    stop = threading.Event()
+
+    def flood() -> None:
+        i = 0
+        while not stop.is_set():
+            log_a.info("a", i=i)
+            i += 1
+            if i % 3000 == 0:
+                time.sleep(0)
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the GIL changes threads in hand-overs, yields, sleeps
+    thread = threading.Thread(target=flood)
+    handed_in_b = 0
+    try:
+        thread.start()
+        for i in range(50_000):
+            before = claim_counts()[0]
+            log_b.info("b", i=i)
+            handed_in_b += claim_counts()[0] != before
+            if i % 100 == 0:
+                time.sleep(0)
+    finally:
+        stop.set()
+        sys.setswitchinterval(previous)
+        thread.join(BOUND)
+        for backend in (backend_a, backend_b):
+            backend.flush(BOUND)
+            backend.shutdown(BOUND)
+    assert 0 == handed_in_b
+    assert 50_000 == len((tmp_path / "b.log").read_bytes().splitlines())
+
+
+@compiled
+def test_a_caller_that_hands_over_after_a_yield_finds_the_worker_awake(tmp_path: Path) -> None:
+    """The worker yields the GIL to a caller for a record; the caller does other work
+    first, then logs one record into a queue far below its depth: it hands over (a
+    yield is pending), and the worker takes the GIL then, not once the claim is stale
+    (found by review: the worker had parked where nothing woke it)."""
+    q = queue(hand_over_at=1000)
+    stop = threading.Event()
+    fd = os.open(tmp_path / "data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    def worker() -> None:
+        claim_gil()
+        try:
+            while not stop.is_set():
+                write_releasing_gil(fd, b"x" * 65_536)
+                os.lseek(fd, 0, os.SEEK_SET)
+                for _ in range(3):
+                    deadline = time.perf_counter() + 20e-6
+                    while time.perf_counter() < deadline:
+                        pass
+                    yield_gil()
+        finally:
+            unclaim_gil()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    second: list[int] = []  # waited out, for each second hand-over
+    try:
+        until = time.monotonic() + BOUND
+        while len(second) < 100 and time.monotonic() < until:
+            handed = claim_counts()[0]
+            while claim_counts()[0] == handed and time.monotonic() < until:
+                q.put(None)  # until a put hands over
+            q.drain(q.size)
+            deadline = time.perf_counter() + 50e-6  # the caller's own work
+            while time.perf_counter() < deadline:
+                pass
+            before = claim_counts()
+            q.put(None)
+            after = claim_counts()
+            if after[0] > before[0]:
+                second.append(after[1] - before[1])
+    finally:
+        stop.set()
+        thread.join(BOUND)
+        os.close(fd)
+    assert second
+    # Stale only when the machine kept the worker from running for 0.5 ms.
+    assert sum(second) <= len(second) // 2, (sum(second), len(second))
+
+
+@compiled
+def test_callers_blocked_on_a_full_queue_do_not_leave_the_worker_parked(
+    tmp_path: Path,
+) -> None:
+    """Four threads fill a small queue with the block strategy: they wait for room and
+    hand nothing over, so a worker that parked for their hand-over would sleep its 2 ms
+    out at every batch (found by review: 1.7 s instead of 0.15 s for 80,000 records).
+    A caller that blocks wakes a parked worker, and no worker parks while one waits:
+    parks that time out stay rare. Every record lands once."""
+    from kakashi.core.async_backend import AsyncBackend, AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    backend = AsyncBackend(
+        AsyncConfig(max_queue_size=2_000, batch_size=300, overflow_strategy="block")
+    )
+    paths = [tmp_path / "a.log", tmp_path / "b.log"]
+    logs = [
+        AsyncPipeline(
+            AsyncPipelineConfig(PipelineConfig(writers=(file_writer(path),))), backend
+        ).get_logger("full")
+        for path in paths
+    ]
+    parks, timed_out = park_counts()
+
+    def run(thread: int) -> None:
+        for i in range(20_000):
+            logs[(i // 25) % 2].info("m", t=thread, i=i)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(BOUND)
+        assert backend.flush(BOUND)
+    finally:
+        backend.shutdown(BOUND)
+    parks, timed_out = park_counts()[0] - parks, park_counts()[1] - timed_out
+    assert 80_000 == sum(len(path.read_bytes().splitlines()) for path in paths)
+    batches = 80_000 // 300
+    assert timed_out <= batches // 10, (parks, timed_out)

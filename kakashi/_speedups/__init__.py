@@ -74,6 +74,7 @@ _QUEUE_NAMES = (
     "never_wait_for_room",
     "unclaim_gil",
     "unclaimed",
+    "park_counts",
     "yield_gil",
 )
 _BRIDGE_NAMES = (
@@ -245,6 +246,7 @@ if TYPE_CHECKING:
         claim_gil,
         claiming,
         never_wait_for_room,
+        park_counts,
         unclaim_gil,
         unclaimed,
         yield_gil,
@@ -331,6 +333,7 @@ __all__ = [
     "write_releasing_gil",
     "unclaim_gil",
     "unclaimed",
+    "park_counts",
     "yield_gil",
     "build_record",
     "bulk_body",

@@ -72,53 +72,89 @@ cdef extern from *:
         __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
         __atomic_add_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
     }
+    static void kk_want_again(void) {
+        __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
+    }
     static void kk_unwant(void) { __atomic_sub_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST); }
     static int kk_claimed(long long within_ns) {
         return __atomic_load_n(&kk_claims, __ATOMIC_RELAXED) > 0
             && kk_mono_ns() - __atomic_load_n(&kk_claimed_at, __ATOMIC_RELAXED) < within_ns;
     }
+    /* How deep this thread's claim is paused now (a long release inside unclaimed()). */
+    static __thread int kk_paused = 0;
     static void kk_claim(void) { if (kk_claim_depth++ == 0) kk_want(); }
-    static void kk_unclaim(void) { if (kk_claim_depth > 0 && --kk_claim_depth == 0) kk_unwant(); }
+    static void kk_unclaim(void) {
+        if (kk_claim_depth > 0 && --kk_claim_depth == 0) {
+            if (!kk_paused) kk_unwant();  /* (a pause took it back already) */
+            kk_paused = 0;
+        }
+    }
     /* Callers inside a hand-over now; hand-overs begun (a caller let the GIL go) and
        ended (it took the GIL back); the begun count this thread saw at its pause. */
     static int kk_handing = 0;
+    /* Callers waiting for room in a full queue: they hand nothing over until the worker
+       makes room, so no worker parks (or spins for a hand-over) meanwhile. */
+    static int kk_blocked = 0;
     static unsigned long kk_hand_seq = 0, kk_took_seq = 0;
     static __thread unsigned long kk_seen_seq = 0;
     static void kk_pause_claim(void) {
-        if (!kk_claim_depth) return;
+        if (!kk_claim_depth || kk_paused++) return;
         kk_seen_seq = __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST);
         kk_unwant();
     }
+    static int kk_unpause(void) {
+        /* Whether this ends the outermost pause (the claim is wanted again). */
+        if (!kk_claim_depth || kk_paused == 0) return 0;
+        return --kk_paused == 0;
+    }
     static void kk_spin_until_changed(unsigned long *seq, unsigned long seen, long long ns) {
         long long until = kk_mono_ns() + ns;
-        /* Yielding the processor: the thread it waits for may need this one. */
-        while (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == seen && kk_mono_ns() < until)
+        /* Yielding the processor: the thread it waits for may need this one. Callers
+           that block for room hand nothing over: no use waiting for them. */
+        while (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == seen && kk_mono_ns() < until
+               && __atomic_load_n(&kk_blocked, __ATOMIC_RELAXED) == 0)
             sched_yield();
     }
-    static void kk_resume_claim(void) { if (kk_claim_depth) kk_want(); }
+    static void kk_resume_claim(void) { if (kk_unpause()) kk_want(); }
     /* A worker that no caller handed the GIL over to soon parks here (not on the GIL,
        where a caller's hand-over would have to wake it, which takes longer than the
        worker then holds the GIL); a caller nearing the hand-over depth wakes it, so
        that it spins for the hand-over, awake. */
     static pthread_mutex_t kk_park_mutex = PTHREAD_MUTEX_INITIALIZER;
-    static pthread_cond_t kk_park_cond = PTHREAD_COND_INITIALIZER;
+    static pthread_cond_t kk_park_cond;
     static int kk_parked = 0, kk_wake_sent = 0;
+    static long long kk_parks = 0, kk_parks_timed_out = 0;  /* (park_counts) */
     static unsigned long kk_wake_gen = 0;
+    static void kk_park_init(void) {
+        /* (At import, and in a forked child.) Timed on the monotonic clock, so that a
+           step of the wall clock does not stretch a park. */
+        pthread_condattr_t attr;
+        pthread_mutex_init(&kk_park_mutex, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&kk_park_cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
     static int kk_park(unsigned long seen) {
         /* Until woken (1), or a hand-over began, or KK_PARK_NS passed (0). */
         struct timespec until;
         unsigned long gen;
         int woken = 0;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_nsec += KK_PARK_NS;
         if (until.tv_nsec >= 1000000000L) { until.tv_sec += 1; until.tv_nsec -= 1000000000L; }
         pthread_mutex_lock(&kk_park_mutex);
         gen = kk_wake_gen;
         __atomic_store_n(&kk_wake_sent, 0, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
-        while (kk_wake_gen == gen && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen)
+        while (kk_wake_gen == gen && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen
+               && __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST) == 0)
             if (pthread_cond_timedwait(&kk_park_cond, &kk_park_mutex, &until) != 0) break;
         woken = kk_wake_gen != gen;
+        kk_parks++;
+        if (!woken && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen
+                && __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST) == 0)
+            kk_parks_timed_out++;
         __atomic_sub_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&kk_park_mutex);
         return woken;
@@ -132,31 +168,60 @@ cdef extern from *:
         pthread_cond_broadcast(&kk_park_cond);
         pthread_mutex_unlock(&kk_park_mutex);
     }
-    static void kk_resume_claim_nogil(void) {
+    static int kk_handed_since(unsigned long seen) {
+        return __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) != seen;
+    }
+    static void kk_resume_claim_spinning(int may_park) {
+        /* The end of a long release (may_park) or of a yield: claim the GIL again and
+           wait, awake, for a caller to hand it over. */
         unsigned long seen = kk_seen_seq;
-        if (!kk_claim_depth) return;
+        if (!kk_unpause()) return;
         kk_want();
         /* A caller hands the GIL over at its next record: spin for that briefly rather
            than sleep on the GIL, as waking a sleeping thread takes longer. */
         kk_spin_until_changed(&kk_hand_seq, seen, KK_SPIN_NS);
-        if (__atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) != seen) return;
+        if (!may_park || kk_handed_since(seen) || __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST))
+            return;
         /* Parked only while callers hand over (one did lately): otherwise none wakes it. */
         if (kk_mono_ns() - __atomic_load_n(&kk_last_hand_ns, __ATOMIC_RELAXED) > KK_RECENT_NS)
             return;
-        if (kk_park(seen))  /* a caller is a few records from handing over */
+        if (kk_park(seen) && !kk_handed_since(seen)) {
+            /* A caller is a few records from handing over; the claim is fresh again (a
+               caller hands nothing to a claim older than _CLAIM_NS). */
+            kk_want_again();
             kk_spin_until_changed(&kk_hand_seq, seen, KK_WOKEN_SPIN_NS);
+        }
     }
+    static void kk_resume_claim_nogil(void) { kk_resume_claim_spinning(1); }
     static void kk_begin_hand(void) {
         __atomic_store_n(&kk_last_hand_ns, kk_mono_ns(), __ATOMIC_RELAXED);
         __atomic_add_fetch(&kk_handing, 1, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&kk_hand_seq, 1, __ATOMIC_SEQ_CST);
+        kk_wake_parked();  /* a worker parked meanwhile: the hand-over is here */
     }
+    static void kk_begin_blocked(void) {
+        __atomic_add_fetch(&kk_blocked, 1, __ATOMIC_SEQ_CST);
+        kk_wake_parked();
+    }
+    static void kk_end_blocked(void) { __atomic_sub_fetch(&kk_blocked, 1, __ATOMIC_SEQ_CST); }
     static void kk_end_hand(void) { __atomic_sub_fetch(&kk_handing, 1, __ATOMIC_SEQ_CST); }
     static void kk_took(void) { __atomic_add_fetch(&kk_took_seq, 1, __ATOMIC_SEQ_CST); }
     static void kk_set_yielding(int on) { __atomic_store_n(&kk_yielding, on, __ATOMIC_SEQ_CST); }
     static int kk_yield_pending(void) { return __atomic_load_n(&kk_yielding, __ATOMIC_RELAXED); }
+    /* When records were last put by another thread than the one before: with several
+       threads logging, a worker that lets the GIL go for a record (yield_gil) has it
+       taken by one of the others, which do not hand it back, and drains slower. */
+    static long long kk_mixed_at = 0;
+    static unsigned long kk_last_putter = 0;
+    static void kk_note_putter(unsigned long ident) {
+        if (ident != __atomic_load_n(&kk_last_putter, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&kk_last_putter, ident, __ATOMIC_RELAXED);
+            __atomic_store_n(&kk_mixed_at, kk_mono_ns(), __ATOMIC_RELAXED);
+        }
+    }
     static int kk_someone_hands(void) {
-        return kk_claim_depth && __atomic_load_n(&kk_handing, __ATOMIC_RELAXED) > 0;
+        return kk_claim_depth && !kk_paused && __atomic_load_n(&kk_handing, __ATOMIC_RELAXED) > 0
+            && kk_mono_ns() - __atomic_load_n(&kk_mixed_at, __ATOMIC_RELAXED) > KK_RECENT_NS;
     }
     static unsigned long kk_took_now(void) {
         return __atomic_load_n(&kk_took_seq, __ATOMIC_SEQ_CST);
@@ -167,10 +232,8 @@ cdef extern from *:
     static int kk_claiming(void) { return kk_claim_depth; }
     static void kk_claims_reset(void) {
         kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
-        kk_yielding = 0;
-        /* A thread that does not exist in this child may have held them. */
-        pthread_mutex_init(&kk_park_mutex, NULL);
-        pthread_cond_init(&kk_park_cond, NULL);
+        kk_yielding = 0; kk_blocked = 0; kk_paused = 0;
+        kk_park_init();  /* a thread that does not exist in this child may have held them */
     }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
     static void kk_yield(void) {}
@@ -188,6 +251,12 @@ cdef extern from *:
     static int kk_someone_hands(void) { return 0; }
     static void kk_set_yielding(int on) { (void)on; }
     static void kk_wake_parked(void) {}
+    static void kk_note_putter(unsigned long ident) { (void)ident; }
+    static long long kk_parks = 0, kk_parks_timed_out = 0;
+    static void kk_park_init(void) {}
+    static void kk_begin_blocked(void) {}
+    static void kk_end_blocked(void) {}
+    static void kk_resume_claim_spinning(int may_park) { (void)may_park; }
     static int kk_yield_pending(void) { return 0; }
     static unsigned long kk_took_now(void) { return 0; }
     static void kk_wait_taken(unsigned long seen) { (void)seen; }
@@ -208,9 +277,17 @@ cdef extern from *:
     int kk_someone_hands() nogil
     void kk_set_yielding(int on) nogil
     void kk_wake_parked() nogil
+    void kk_note_putter(unsigned long ident) nogil
+    long long kk_parks, kk_parks_timed_out
+    void kk_park_init() nogil
+    void kk_begin_blocked() nogil
+    void kk_end_blocked() nogil
+    void kk_resume_claim_spinning(int may_park) nogil
     int kk_yield_pending() nogil
     unsigned long kk_took_now() nogil
     void kk_wait_taken(unsigned long seen) nogil
+
+kk_park_init()
 
 BLOCK = _py.BLOCK
 KEPT = _py.KEPT
@@ -280,7 +357,11 @@ def claim_gil():
     :func:`yield_gil`. At the end of a long release the worker spins briefly for that
     hand-over rather than sleep on the GIL (waking a sleeping thread takes longer than
     it then holds the GIL); while callers hand over but the queue is below the depth,
-    it parks, and a put a few records short of the depth wakes it (``WAKE_AHEAD``).
+    it parks, and a put a few records short of the depth wakes it (``WAKE_AHEAD``), as
+    does a caller that begins a hand-over or blocks for room in a full queue (a worker
+    never parks while one waits for room: see :func:`park_counts`). With several
+    threads logging lately, :func:`yield_gil` does nothing: the GIL it let go would go
+    to a thread that does not hand it back.
     """
     kk_claim()
 
@@ -342,8 +423,16 @@ def yield_gil():
             kk_set_yielding(1)
             kk_pause_claim()
             kk_wait_taken(seen)
-            kk_resume_claim_nogil()
+            kk_resume_claim_spinning(0)  # the caller hands it back at its next record
         kk_set_yielding(0)
+
+
+def park_counts():
+    """``(parks, timed_out)``: how many times a claiming worker parked at the end of a
+    long release waiting for callers to near the hand-over depth (see claim_gil), and
+    how many of those parks nothing ended before their 2 ms ran out. ``(0, 0)`` where
+    claims are off."""
+    return kk_parks, kk_parks_timed_out
 
 
 def claiming():
@@ -529,7 +618,9 @@ cdef class RecordQueue:
             self._free_some()
         if self._size + WAKE_AHEAD >= self.hand_over_at:
             kk_wake_parked()
-        if ((self._size >= self.hand_over_at or kk_yield_pending())
+            kk_note_putter(PyThread_get_thread_ident())
+        if ((self._size >= self.hand_over_at
+                or (kk_yield_pending() and self.hand_over_at <= self.capacity))
                 and kk_claimed(_CLAIM_NS) and not kk_claiming()):
             _hand_over()
 
@@ -695,9 +786,11 @@ cdef class RecordQueue:
                 deadline = _monotonic() + self.block_timeout
             self.blocked += 1
             _enter_once(entered)
+            kk_begin_blocked()
             try:
                 room = _wait_while_full(self, max(0.0, deadline - _monotonic()))
             finally:
+                kk_end_blocked()
                 self.blocked -= 1
             if not room:
                 self._dropped[BLOCK_TIMEOUT] += 1

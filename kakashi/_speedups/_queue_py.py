@@ -632,6 +632,11 @@ def yield_gil() -> None:
     callers never hand the GIL over here, so nothing to do)."""
 
 
+def park_counts() -> tuple[int, int]:
+    """``(parks, timed_out)`` (see the compiled twin); always ``(0, 0)`` here."""
+    return 0, 0
+
+
 def claim_counts() -> tuple[int, int]:
     """``(handed_over, waited_out)`` (see the compiled twin); always ``(0, 0)`` here."""
     return 0, 0
