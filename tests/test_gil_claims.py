@@ -376,7 +376,7 @@ def test_the_queue_knows_when_a_batch_goes_to_one_sink() -> None:
 
     def drained(count: int) -> tuple[bool, list[object]]:
         batch = q.drain(count)
-        return q.drained_one_sink, [r.sink for r in batch]
+        return q.drained_one_sink, [getattr(r, "sink", r) for r in batch]
 
     for _ in range(5):
         q.put(record(a))
@@ -391,7 +391,7 @@ def test_the_queue_knows_when_a_batch_goes_to_one_sink() -> None:
     assert (False, [b, a, b]) == drained(3)
     q.put("not a record")  # anything else queued is a sink of its own
     q.put(record(b))
-    assert (False, ["not a record", b]) == (q.drain(2) and q.drained_one_sink, ["not a record", b])
+    assert (False, ["not a record", b]) == drained(2)
     q.drain(10)
     # A dropped oldest record does not count: the change it held is gone with it.
     full = RecordQueue(3, DROP_OLDEST, 1.0, lambda: None, lambda r, why: None, lambda r: True)
@@ -433,17 +433,41 @@ def test_records_of_two_sinks_in_one_backend_land_in_their_files(tmp_path: Path)
         assert ids == got
 
 
-def test_yield_gil_without_a_caller_waiting_does_nothing() -> None:
-    yield_gil()  # no claim
+def test_yield_gil_without_a_caller_waiting_keeps_the_gil() -> None:
+    """With no caller inside a hand-over, yield_gil lets the GIL go to nobody: a thread
+    that wants it meanwhile (the switch interval set to a second, so only a release
+    would let it in) does not run until the claiming thread lets go itself."""
+    import sys
+
+    go, done = threading.Event(), threading.Event()
+    ran: list[float] = []
+
+    def other() -> None:
+        go.wait(BOUND)
+        ran.append(time.perf_counter())  # needs the GIL
+        done.wait(BOUND)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    yield_gil()  # no claim: nothing to do
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
     claim_gil()
     try:
         before = claim_counts()
-        for _ in range(1_000):
+        go.set()  # the other thread wants the GIL from now on
+        until = time.perf_counter() + 0.02
+        while time.perf_counter() < until:
             yield_gil()  # a claim, nobody handing over
+        held_until = time.perf_counter()
         assert before == claim_counts()
         assert claiming()
     finally:
         unclaim_gil()
+        sys.setswitchinterval(previous)
+        done.set()
+        thread.join(BOUND)
+    assert ran and ran[0] >= held_until
 
 
 @compiled

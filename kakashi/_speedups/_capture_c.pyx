@@ -357,12 +357,13 @@ cdef void _tell_the_queue_where_sinks_are():
     cdef object marker = object()
     cdef Record probe = Record.__new__(Record)
     cdef PyObject **words = <PyObject **><PyObject *>probe
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, word = <Py_ssize_t>sizeof(PyObject *)
     probe.sink = marker
-    for i in range((<PyTypeObject *>Record).tp_basicsize // sizeof(PyObject *)):
+    for i in range((<PyTypeObject *>Record).tp_basicsize // word):
         if words[i] is <PyObject *>marker:
-            set_record_layout(<PyTypeObject *>Record, i * sizeof(PyObject *))
+            set_record_layout(<PyTypeObject *>Record, i * word)
             return
+    # Not found (cannot happen): the queue then counts every record as a new sink.
 
 
 _tell_the_queue_where_sinks_are()

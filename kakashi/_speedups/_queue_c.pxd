@@ -65,6 +65,7 @@ cdef class RecordQueue:
     cdef void _reset_counters(self) noexcept
     cdef void _clear_ring(self)
     cdef void _free_some(self) noexcept
+    cdef void _settle(self, bint written, int reason) noexcept
     cdef PyObject *_unbury(self) noexcept
 
 

@@ -192,7 +192,6 @@ cdef extern from *:
             kk_spin_until_changed(&kk_hand_seq, seen, KK_WOKEN_SPIN_NS);
         }
     }
-    static void kk_resume_claim_nogil(void) { kk_resume_claim_spinning(1); }
     static void kk_begin_hand(void) {
         __atomic_store_n(&kk_last_hand_ns, kk_mono_ns(), __ATOMIC_RELAXED);
         __atomic_add_fetch(&kk_handing, 1, __ATOMIC_SEQ_CST);
@@ -233,6 +232,7 @@ cdef extern from *:
     static void kk_claims_reset(void) {
         kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
         kk_yielding = 0; kk_blocked = 0; kk_paused = 0;
+        kk_last_hand_ns = 0; kk_mixed_at = 0; kk_last_putter = 0;  /* the parent's threads */
         kk_park_init();  /* a thread that does not exist in this child may have held them */
     }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
@@ -244,7 +244,6 @@ cdef extern from *:
     static int kk_claimed(long long within_ns) { (void)within_ns; return 0; }
     static int kk_claiming(void) { return 0; }
     static void kk_claims_reset(void) {}
-    static void kk_resume_claim_nogil(void) {}
     static void kk_begin_hand(void) {}
     static void kk_end_hand(void) {}
     static void kk_took(void) {}
@@ -270,7 +269,6 @@ cdef extern from *:
     int kk_claiming() nogil
     void kk_claims_reset() nogil
     void kk_yield() nogil
-    void kk_resume_claim_nogil() nogil
     void kk_begin_hand() nogil
     void kk_end_hand() nogil
     void kk_took() nogil
@@ -390,7 +388,7 @@ cdef void pause_claim() noexcept nogil:
 
 cdef void resume_claim() noexcept nogil:
     # The last thing before the worker takes the GIL back: callers hand it over again.
-    kk_resume_claim_nogil()
+    kk_resume_claim_spinning(1)
 
 
 cdef void _hand_over() noexcept:
@@ -812,12 +810,17 @@ cdef class RecordQueue:
                 handled = False
             if handled is KEPT:  # in fallback until settle_fallback
                 return
+        self._settle(handled, reason)
+        if not handled:
+            self.on_drop(record, reason)
+
+    cdef void _settle(self, bint written, int reason) noexcept:
+        # A record in fallback is done: written synchronously, or dropped for *reason*.
         self.in_fallback -= 1
-        if handled:
+        if written:
             self.written_sync += 1
         else:
             self._dropped[reason] += 1
-            self.on_drop(record, reason)
 
     def settle_fallback(self, bint written, int reason=CLOSED):
         """Settle a record ``on_closed`` kept (returned ``KEPT``): written synchronously
@@ -825,11 +828,7 @@ cdef class RecordQueue:
         ``on_drop`` itself)."""
         if not written and not 0 <= reason < REASON_COUNT:
             raise ValueError(f"reason must be an index of REASONS, got {reason}")
-        self.in_fallback -= 1
-        if written:
-            self.written_sync += 1
-        else:
-            self._dropped[reason] += 1
+        self._settle(written, reason)
 
     def sleep(self, Py_ssize_t threshold=1):
         """Say a worker is about to wait for *threshold* records; ``False``: they are here."""

@@ -442,12 +442,7 @@ class RecordQueue:
                 handled = False
             if handled is KEPT:  # in fallback until settle_fallback
                 return
-        with self._lock:
-            self._in_fallback -= 1
-            if handled:
-                self._written_sync += 1
-            else:
-                self._dropped[reason] += 1
+        self.settle_fallback(bool(handled), reason)
         if not handled:
             self._on_drop(record, reason)
 
