@@ -26,11 +26,11 @@ try:
 except ImportError:  # Windows: the writers take no flock there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["take_exclusive"]
+__all__ = ["WAITING_BYTE", "take_exclusive"]
 
 # Next to the file writer's presence byte (kakashi.writers.file._PRESENCE), far past any
 # data: a lock there never covers a record.
-_WAITING = (1 << 62) + 1
+_WAITING = WAITING_BYTE = (1 << 62) + 1
 _FLOCK_STRUCT = "@hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 # How long a process lets a waiter go first at most, and how long after it gave up (the
 # waiter did not take the lock: stopped) it lets nobody go first.

@@ -299,9 +299,9 @@ class TestFormattedAsWritten:
         calls: list[int] = []
 
         def pending() -> PendingLines:
-            def format_into(fd: int) -> Any:
+            def format_into(fd: int, gate: Any) -> Any:
                 calls.append(fd)
-                return impl.format.format_batch(records, fd=fd)
+                return impl.format.format_batch(records, fd=fd, gate=gate)
 
             return PendingLines(len(records), format_into)
 
@@ -327,7 +327,7 @@ class TestFormattedAsWritten:
         use formats them again, and a FileWriter that met the error writes nothing."""
         tries: list[int] = []
 
-        def format_into(fd: int) -> list[bytes]:
+        def format_into(fd: int, gate: Any) -> list[bytes]:
             tries.append(fd)
             if len(tries) == 1:
                 raise SystemExit("a render that ends the thread")

@@ -1149,7 +1149,7 @@ def format_json(Record record not None):
 
 
 def format_batch(records, render=None, bint context=False, dict constants=None,
-                 bint thread=False, int fd=-1):
+                 bint thread=False, int fd=-1, tuple gate=None):
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the common records are planned and written without holding the
     GIL).
@@ -1175,6 +1175,17 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
     that stopped it (0: none). A file writer uses it to append a batch with the GIL
     released once (see ``FileWriter``).
 
+    *gate*: ``(path, st_dev, st_ino, end, waiting)``, the conditions of a file writer's
+    locked append, checked in that same release before anything is written: *path*
+    (``bytes``) still names the file with that device and inode, the exclusive
+    ``flock`` on *fd* can be taken at once, no other descriptor holds an OFD lock on
+    byte *waiting* (it waits for the flock), and the file is *end* bytes long. The
+    append is then made under the flock, which is released after a whole write. The
+    result's ``gate`` says what happened: 0 no write was tried (the batch was rendered
+    holding the GIL), 1 a condition failed and nothing was done, 2 the lines were
+    appended whole and the flock released, 3 the flock is held and the append stopped
+    short (``written``, ``write_error``): the caller finishes it and releases the flock.
+
     Raises:
         ValueError: *context*, *constants* or *thread* without *render*.
         TypeError: *constants* is not a dict.
@@ -1192,7 +1203,13 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
     cdef Py_ssize_t *left = NULL  # the records left to the GIL's planner
     cdef Py_ssize_t written = 0
     cdef int write_error = 0
+    cdef int gate_state = 0
     cdef bint failed = False
+    cdef bytes gate_path = None
+    cdef unsigned long long gate_dev = 0, gate_ino = 0
+    cdef long long gate_end = 0, gate_waiting = 0
+    if gate is not None:
+        gate_path, gate_dev, gate_ino, gate_end, gate_waiting = gate
     global _planned_without_gil, _last_batch_mode
     cdef int why
     cdef int flags = FAST_CONTEXT if context else 0
@@ -1256,7 +1273,9 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
                 if not failed and nleft == 0 and plan.bound <= room:
                     size = kk_render(&plan, kk_bytes_data(data), ends)
                     if fd >= 0 and size > 0:
-                        written = kk_write_out(fd, kk_bytes_data(data), size, &write_error)
+                        gate_state = _write_lines(fd, gate_path, gate_dev, gate_ino,
+                                                  gate_end, gate_waiting, data, size,
+                                                  &written, &write_error)
                 resume_claim()
             if failed:
                 raise MemoryError()
@@ -1275,7 +1294,9 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
                     pause_claim()
                     size = kk_render_with(&plan, &side, kk_bytes_data(data), ends)
                     if fd >= 0 and size > 0:
-                        written = kk_write_out(fd, kk_bytes_data(data), size, &write_error)
+                        gate_state = _write_lines(fd, gate_path, gate_dev, gate_ino,
+                                                  gate_end, gate_waiting, data, size,
+                                                  &written, &write_error)
                     resume_claim()
         if size < 0:  # a batch planned with the GIL
             data = kk_new_bytes(NULL, plan.bound)
@@ -1285,6 +1306,7 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
         lines._data = <bytes>data
         lines.written = written
         lines.write_error = write_error
+        lines.gate = gate_state
     finally:
         Py_XDECREF(data)
         PyMem_Free(left)
@@ -1377,14 +1399,80 @@ cdef extern from *:
         }
         return done;
     }
+    #include <string.h>
+    #include <sys/stat.h>
+    #include <sys/file.h>
+    #include <fcntl.h>
+    /* kk_gated_write's outcomes (Lines.gate; 0: no write was tried). */
+    #define KK_GATE_CLOSED 1   /* nothing written, no lock held */
+    #define KK_GATE_WRITTEN 2  /* all of it appended, the lock released */
+    #define KK_GATE_LOCKED 3   /* the lock held, the append incomplete (or not unlocked) */
+    /* A file writer's append of a batch as its locked write makes it, when everything is
+       as the writer last left it: *path* still names the file (*dev*, *ino*), the
+       exclusive flock is free (LOCK_NB), no other descriptor of the file says that it
+       waits for it (an OFD lock on *waiting*: kakashi._turns), and the file is *end*
+       bytes long (nothing appended since, no torn tail to look at). Anything else is
+       left to the writer's own way, with nothing done. */
+    static int kk_gated_write(int fd, const char *path, unsigned long long dev,
+                              unsigned long long ino, long long end, long long waiting,
+                              const char *buf, Py_ssize_t n, Py_ssize_t *written,
+                              int *error) {
+        struct stat st;
+        *written = 0;
+        *error = 0;
+        if (stat(path, &st) != 0 || (unsigned long long)st.st_dev != dev
+                || (unsigned long long)st.st_ino != ino)
+            return KK_GATE_CLOSED;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+            return KK_GATE_CLOSED;
+    #ifdef F_OFD_GETLK
+        {
+            struct flock q;
+            memset(&q, 0, sizeof q);
+            q.l_type = F_WRLCK;
+            q.l_whence = SEEK_SET;
+            q.l_start = (off_t)waiting;
+            q.l_len = 1;
+            /* no such locks (EINVAL): nobody can say that it waits, as in _turns */
+            if (fcntl(fd, F_OFD_GETLK, &q) == 0 && q.l_type != F_UNLCK)
+                goto closed;
+        }
+    #endif
+        if (fstat(fd, &st) != 0 || (long long)st.st_size != end)
+            goto closed;
+        *written = kk_write_out(fd, buf, n, error);
+        if (*written == n && flock(fd, LOCK_UN) == 0)
+            return KK_GATE_WRITTEN;
+        return KK_GATE_LOCKED;
+    closed:
+        flock(fd, LOCK_UN);
+        return KK_GATE_CLOSED;
+    }
     """
     Py_ssize_t kk_write_out(int fd, const char *buf, Py_ssize_t n, int *error) nogil
+    int kk_gated_write(int fd, const char *path, unsigned long long dev,
+                       unsigned long long ino, long long end, long long waiting,
+                       const char *buf, Py_ssize_t n, Py_ssize_t *written,
+                       int *error) nogil
 
 
 cdef extern from "Python.h":
     PyObject *kk_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
     int _PyBytes_Resize(PyObject **bytes, Py_ssize_t n) except -1
     char *kk_bytes_data "PyBytes_AS_STRING"(PyObject *bytes) nogil
+
+
+cdef inline int _write_lines(int fd, bytes path, unsigned long long dev,
+                             unsigned long long ino, long long end, long long waiting,
+                             PyObject *data, Py_ssize_t size, Py_ssize_t *written,
+                             int *error) noexcept nogil:
+    # format_batch's write of its lines to *fd*, without the GIL (the caller holds
+    # *path* and *data*): through the gate when there is one (its outcome), else 0.
+    if path is None:
+        written[0] = kk_write_out(fd, kk_bytes_data(data), size, error)
+        return 0
+    return kk_gated_write(fd, kk_bytes_data(<PyObject *>path), dev, ino, end, waiting,
+                          kk_bytes_data(data), size, written, error)
 
 
 cdef PyTypeObject *_RECORD_TYPE = <PyTypeObject *>Record
@@ -1838,6 +1926,8 @@ cdef class Lines:
     cdef readonly Py_ssize_t written
     #: The ``errno`` that stopped that write (0: none).
     cdef readonly int write_error
+    #: What became of format_batch's *gate* (0: no write tried; see format_batch).
+    cdef readonly int gate
 
     def __init__(self):
         raise TypeError("Lines are made by format_batch")

@@ -188,6 +188,7 @@ def format_batch(
     constants: dict[str, Any] | None = None,
     thread: bool = False,
     fd: int = -1,
+    gate: tuple[bytes, int, int, int, int] | None = None,
 ) -> Lines:
     """Return :func:`format_json` of each record, in order, as :class:`Lines` (one call
     for a whole batch; the compiled twin writes the bytes without holding the GIL).
@@ -205,7 +206,9 @@ def format_batch(
 
     *fd*: where the compiled twin writes the lines in the same release of the GIL as
     the rendering; this twin holds the GIL throughout and writes nothing (the result's
-    ``written`` is 0, its ``write_error`` 0: the caller writes them).
+    ``written`` is 0, its ``write_error`` 0: the caller writes them). *gate*: the
+    conditions the compiled twin checks before that write (a file writer's locked
+    append); here its ``gate`` is 0, no write tried.
 
     Raises:
         ValueError: *context*, *constants* or *thread* without *render*.
@@ -255,6 +258,8 @@ class Lines(Sequence[bytes]):
     written = 0
     #: The ``errno`` that stopped that write: none here.
     write_error = 0
+    #: What became of format_batch's *gate*: 0, no write tried (this twin writes none).
+    gate = 0
 
     def __init__(self) -> None:
         raise TypeError("Lines are made by format_batch")

@@ -275,11 +275,17 @@ class Pipeline:
         call (then render it). Used by the async backend; never raises."""
         if not (self._plain_json and USING_SPEEDUPS):
             return None
-        return PendingLines(len(records), lambda fd: self._format_batch(records, fd))
+        return PendingLines(len(records), lambda fd, gate: self._format_batch(records, fd, gate))
 
-    def _format_batch(self, records: Sequence[Record], fd: int = -1) -> Sequence[bytes]:
+    def _format_batch(
+        self,
+        records: Sequence[Record],
+        fd: int = -1,
+        gate: tuple[bytes, int, int, int, int] | None = None,
+    ) -> Sequence[bytes]:
         """:meth:`render_batch`'s lines of a batch without filters, written to *fd* as they
-        are formatted when *fd* is not -1 (see ``format_batch``). Never raises."""
+        are formatted when *fd* is not -1, through *gate* if given (see ``format_batch``).
+        Never raises."""
         try:
             return format_batch(
                 records,
@@ -288,6 +294,7 @@ class Pipeline:
                 self._batch_constants,
                 self._batch_thread,
                 fd,
+                gate,
             )
         except Exception as exc:  # e.g. a record of the other implementation
             _errors.report("format_batch", exc)

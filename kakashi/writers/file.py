@@ -29,7 +29,7 @@ from kakashi._speedups import (
     write_releasing_gil,
     yield_gil,
 )
-from kakashi._turns import take_exclusive
+from kakashi._turns import WAITING_BYTE, take_exclusive
 
 __all__ = [
     "FileWriter",
@@ -66,6 +66,14 @@ _FLOCK_STRUCT = "@hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_
 _monotonic = time.monotonic  # the clock of reopen_check_interval (tests replace it)
 
 
+#: ``format_batch``'s gate for a file writer's append: ``(path, st_dev, st_ino, end,
+#: waiting byte)``, and what became of it (``Lines.gate``).
+_Gate = tuple[bytes, int, int, int, int]
+GATE_CLOSED = 1  # a condition failed: nothing written, no lock held
+GATE_WRITTEN = 2  # appended whole, the flock released
+GATE_LOCKED = 3  # the flock held, the append stopped short
+
+
 def newline_joined(batch: Sequence[bytes]) -> bytes:
     """*batch*'s lines, each followed by a newline: for a formatted batch
     (:class:`~kakashi._speedups.Lines`) the buffer it already is, with no copy."""
@@ -96,11 +104,14 @@ class PendingLines(Sequence[bytes]):
 
     __slots__ = ("_count", "_format", "_lines")
 
-    def __init__(self, count: int, format_into: Callable[[int], Sequence[bytes]]) -> None:
-        """*count*: the lines there will be; *format_into(fd)*: the lines, written to
-        *fd* as they are formatted when it can (``-1``: not written)."""
+    def __init__(
+        self, count: int, format_into: Callable[[int, _Gate | None], Sequence[bytes]]
+    ) -> None:
+        """*count*: the lines there will be; *format_into(fd, gate)*: the lines, written
+        to *fd* as they are formatted when it can (``-1``: not written), through
+        *gate* when it is not ``None`` (``format_batch``'s)."""
         self._count = count
-        self._format: Callable[[int], Sequence[bytes]] | None = format_into
+        self._format: Callable[[int, _Gate | None], Sequence[bytes]] | None = format_into
         self._lines: Sequence[bytes] | None = None
 
     def lines(self) -> Sequence[bytes]:
@@ -109,24 +120,31 @@ class PendingLines(Sequence[bytes]):
             return self._format_into(-1)
         return self._lines
 
-    def _format_into(self, fd: int) -> Sequence[bytes]:
+    def _format_into(self, fd: int, gate: _Gate | None = None) -> Sequence[bytes]:
         # Kept only once made: a format that raised is tried again by the next use.
         format_into = self._format
         assert format_into is not None
-        lines = self._lines = format_into(fd)
+        lines = self._lines = format_into(fd, gate)
         self._format = None
         return lines
 
-    def write_to(self, fd: int) -> tuple[bytes, int, int]:
-        """Format the lines, written to *fd* as they are (when not formatted yet); return
-        ``(data, written, errno)``: what is to be appended (each line and a newline), how
-        much of it is written already, and the ``errno`` that stopped that (0: none)."""
+    def write_to(self, fd: int, gate: _Gate | None = None) -> tuple[bytes, int, int, int]:
+        """Format the lines, written to *fd* as they are (when not formatted yet), through
+        *gate* if given (see ``format_batch``); return ``(data, written, errno, gate)``:
+        what is to be appended (each line and a newline), how much of it is written
+        already, the ``errno`` that stopped that (0: none), and what became of the gate
+        (:data:`GATE_CLOSED`...; 0: no write was tried)."""
         if self._lines is not None:
-            return newline_joined(self._lines), 0, 0
-        lines = self._format_into(fd)
-        written = getattr(lines, "written", 0) if fd >= 0 else 0
-        error = getattr(lines, "write_error", 0) if fd >= 0 else 0
-        return newline_joined(lines), written, error
+            return newline_joined(self._lines), 0, 0, 0
+        lines = self._format_into(fd, gate)
+        if fd < 0:
+            return newline_joined(lines), 0, 0, 0
+        return (
+            newline_joined(lines),
+            getattr(lines, "written", 0),
+            getattr(lines, "write_error", 0),
+            getattr(lines, "gate", 0),
+        )
 
     def __len__(self) -> int:
         return self._count if self._lines is None else len(self._lines)
@@ -359,6 +377,7 @@ class FileWriter:
             raise ValueError(f"hold_gil must be None, True or False, got {hold_gil!r}")
         self.hold_gil = hold_gil
         self._name = str(self.path)
+        self._name_bytes = os.fsencode(self._name)  # for format_batch's gate
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be permission bits within 0..0o777, got {mode!r}")
         if isinstance(lock_timeout, bool) or not (
@@ -609,9 +628,14 @@ class FileWriter:
         """
         done = error = 0
         if isinstance(data, PendingLines):  # formatted now, written as it is when it can be
-            data, done, error = data.write_to(self._fd)
+            data, done, error, _ = data.write_to(self._fd)
             if done:
                 self.fused_writes += 1
+        self._append_rest(data, size, done, error)
+
+    def _append_rest(self, data: bytes, size: int, done: int, error: int) -> None:
+        """:meth:`_append` once the first *done* bytes of *data* are written (*error*: the
+        ``errno`` that stopped that, 0: none)."""
         view = memoryview(data)
         try:
             if error:
@@ -814,6 +838,11 @@ class FileWriter:
 
     def _write_now(self, data: bytes | PendingLines) -> None:
         """Append *data* (called with the thread lock held and ``_busy`` set)."""
+        if type(data) is PendingLines:
+            rest = self._write_gated(data)
+            if rest is None:
+                return
+            data = rest
         if self._fd < 0 or self._moved():
             self._close_fd()
             self._open()
@@ -823,6 +852,40 @@ class FileWriter:
             self._append(data, self._ready())
         finally:
             self._release(fd)
+
+    def _write_gated(self, pending: PendingLines) -> bytes | PendingLines | None:
+        """Append *pending* the way :meth:`_write_now` does, its checks, locks and
+        write made in the release of the GIL that formats it (``format_batch``'s gate),
+        when the file is as this writer left it: ``None`` once appended, else what is
+        left to append the usual way (nothing of it written, no lock held).
+
+        The gate asks what :meth:`_moved`, :meth:`_acquire` (its first, waitless try)
+        and :meth:`_ready` ask: whether the path names the open file, the flock is free
+        and nobody waits for it, and the file ends where this writer's last write did.
+        Anything else (moved, contended, appended to by others, torn) takes the usual
+        way, which knows what to do. The pure build's ``format_batch`` tries no write.
+        """
+        inode = self._inode
+        if self._fd < 0 or self._end < 0 or self._torn_at >= 0 or inode is None:
+            return pending
+        if self._fcntl is None:
+            return pending
+        fd = self._fd
+        gate = (self._name_bytes, inode[0], inode[1], self._end, WAITING_BYTE)
+        data, done, error, outcome = pending.write_to(fd, gate)
+        if outcome == GATE_WRITTEN:
+            self._end += done
+            self.fused_writes += 1
+            return None
+        if outcome != GATE_LOCKED:
+            return data
+        try:  # the flock is held: finish (or undo) the append as _append does
+            if done:
+                self.fused_writes += 1
+            self._append_rest(data, self._end, done, error)
+        finally:
+            self._release(fd)
+        return None
 
     def _write_deferred(self) -> None:
         """Write what re-entrant writes set aside (it stays there if the write fails)."""
