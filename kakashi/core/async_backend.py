@@ -302,6 +302,10 @@ class _OnTurn:
         self.lane: _Lane | None = None
 
 
+# The outcome of a write that delivered every line (never changed: outcomes are read only).
+_DELIVERED = _Outcome(first=True)
+
+
 class _Prepared:
     """What a writer's ``prepare`` made of *lines* for its ``send``: the ``body``, or the
     ``error`` it raised (raised again in the send's place, as a ``write`` that raised
@@ -1638,10 +1642,11 @@ class AsyncBackend:
             _errors.report("worker", exc)
             run.lose({_PIPELINE_ERROR: run.kept})
         yield_gil()  # a piece of the worker's stretch ends (see _run)
-        with self._state_lock:
-            run.waiting += len(handoffs)
-        for lane, rest, tried in handoffs:
-            lane.hand(run, rest, tried)
+        if handoffs:
+            with self._state_lock:
+                run.waiting += len(handoffs)
+            for lane, rest, tried in handoffs:
+                lane.hand(run, rest, tried)
         self._part_settled(run, {})  # this turn's part
         return True
 
@@ -1729,6 +1734,8 @@ class AsyncBackend:
     def _drop_notice(self, sink: Sink) -> tuple[list[bytes], list[int] | None]:
         """The notice line of the records of *sink* dropped since its last one, and their
         counts by reason (to restore if the notice itself is not written)."""
+        if sink not in self._drops:  # the usual case, without the lock: a drop noted just
+            return [], None  # after this look is told by the next run, as if after the pop
         with self._state_lock:
             counts = self._drops.pop(sink, None)
         if not counts:
@@ -1790,8 +1797,9 @@ class AsyncBackend:
         """
         yield_gil()  # a piece of the worker's stretch ends (see _run)
         stats = self._stats(writer)
+        key = self._enter_writer(writer)  # (as _calling, without a generator: hot path)
         try:
-            with self._calling(writer):
+            try:
                 if prepared is None:
                     if getattr(writer, "keeps_gil_claim", False) is True:
                         result = writer.write(lines)
@@ -1803,6 +1811,8 @@ class AsyncBackend:
                 else:
                     send = cast(Any, writer).send
                     result = send(lines, prepared.body, meanwhile=meanwhile)
+            finally:
+                self._leave_writer(key)
         except BaseException as exc:
             stats["errors"] += 1
             _errors.report(f"writer {_describe(writer)}", exc)
@@ -1813,12 +1823,16 @@ class AsyncBackend:
                 stats["records"] += written  # on disk already: retry only the rest
                 return _Outcome(lines[written:], first=True)
             return _Outcome(lines)
-        lost = result if type(result) is int and 0 < result <= len(lines) else 0
         stats["batches"] += 1
+        if result is None:  # the usual answer: every line taken
+            stats["records"] += len(lines)
+            return _DELIVERED
+        lost = result if type(result) is int and 0 < result <= len(lines) else 0
         stats["records"] += len(lines) - lost
-        dropped = {WRITER_REJECTED: lost} if lost else {}
-        if dropped:
-            self._count_lost(writer, dropped)
+        if not lost:
+            return _DELIVERED
+        dropped = {WRITER_REJECTED: lost}
+        self._count_lost(writer, dropped)
         return _Outcome(dropped=dropped, first=True)
 
     def _partly_delivered(
@@ -1864,18 +1878,27 @@ class AsyncBackend:
     @contextlib.contextmanager
     def _calling(self, writer: Writer) -> Iterator[None]:
         """Note that a thread is inside one of *writer*'s methods (see :meth:`_hung`)."""
-        key = id(writer)
-        with self._state_lock:
-            self._busy[key] = self._busy.get(key, 0) + 1
+        key = self._enter_writer(writer)
         try:
             yield
         finally:
-            with self._state_lock:
-                left = self._busy.pop(key) - 1
-                if left:
-                    self._busy[key] = left
-                else:
-                    self._hung.discard(key)  # it returned: not hung after all
+            self._leave_writer(key)
+
+    def _enter_writer(self, writer: Writer) -> int:
+        """A thread enters one of *writer*'s methods (see :meth:`_calling`); its key."""
+        key = id(writer)
+        with self._state_lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        return key
+
+    def _leave_writer(self, key: int) -> None:
+        """A thread left the writer method :meth:`_enter_writer` noted."""
+        with self._state_lock:
+            left = self._busy.pop(key) - 1
+            if left:
+                self._busy[key] = left
+            else:
+                self._hung.discard(key)  # it returned: not hung after all
 
     def _bounded(self, writer: Writer, what: str, call: Callable[[], Any], deadline: float) -> None:
         """Run ``call`` (a writer's flush or close) on a helper thread and wait for it until
