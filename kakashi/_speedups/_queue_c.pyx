@@ -54,7 +54,6 @@ cdef extern from *:
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     }
-    #include <pthread.h>
     #include <errno.h>
     #define KK_SPIN_NS 20000LL
     #define KK_PARK_NS 2000000L
@@ -120,53 +119,50 @@ cdef extern from *:
        where a caller's hand-over would have to wake it, which takes longer than the
        worker then holds the GIL); a caller nearing the hand-over depth wakes it, so
        that it spins for the hand-over, awake. */
-    static pthread_mutex_t kk_park_mutex = PTHREAD_MUTEX_INITIALIZER;
-    static pthread_cond_t kk_park_cond;
     static int kk_parked = 0, kk_wake_sent = 0;
     static long long kk_parks = 0, kk_parks_timed_out = 0;  /* (park_counts) */
     static unsigned long kk_wake_gen = 0;
-    static void kk_park_init(void) {
-        /* (At import, and in a forked child.) Timed on the monotonic clock, so that a
-           step of the wall clock does not stretch a park. */
-        pthread_condattr_t attr;
-        pthread_mutex_init(&kk_park_mutex, NULL);
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&kk_park_cond, &attr);
-        pthread_condattr_destroy(&attr);
-    }
+    #ifdef __linux__
+    #include <sys/prctl.h>
+    #endif
+    #define KK_NAP_NS 20000L
+    static __thread int kk_slack_set = 0;
     static int kk_park(unsigned long seen) {
-        /* Until woken (1), or a hand-over began, or KK_PARK_NS passed (0). */
-        struct timespec until;
-        unsigned long gen;
-        int woken = 0;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += KK_PARK_NS;
-        if (until.tv_nsec >= 1000000000L) { until.tv_sec += 1; until.tv_nsec -= 1000000000L; }
-        pthread_mutex_lock(&kk_park_mutex);
-        gen = kk_wake_gen;
+        /* Until woken (1), or a hand-over began, or KK_PARK_NS passed (0): naps of
+           KK_NAP_NS, looking between them, so that a caller wakes it with a store, not
+           a system call: waking a thread that sleeps on a condition took the caller
+           5 to 10 us on a 2-core VM, one call in a batch (more than the rest of its
+           record), while a nap wakes on the worker's own core. */
+        long long until = kk_mono_ns() + KK_PARK_NS;
+        struct timespec nap = {0, KK_NAP_NS};
+        unsigned long gen = __atomic_load_n(&kk_wake_gen, __ATOMIC_SEQ_CST);
+        int woken;
+    #ifdef __linux__
+        if (!kk_slack_set) {  /* the default 50 us of timer slack would stretch each nap */
+            prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+            kk_slack_set = 1;
+        }
+    #endif
         __atomic_store_n(&kk_wake_sent, 0, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
-        while (kk_wake_gen == gen && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen
-               && __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST) == 0)
-            if (pthread_cond_timedwait(&kk_park_cond, &kk_park_mutex, &until) != 0) break;
-        woken = kk_wake_gen != gen;
+        while (__atomic_load_n(&kk_wake_gen, __ATOMIC_SEQ_CST) == gen
+               && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen
+               && __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST) == 0
+               && kk_mono_ns() < until)
+            nanosleep(&nap, NULL);
+        woken = __atomic_load_n(&kk_wake_gen, __ATOMIC_SEQ_CST) != gen;
         kk_parks++;
         if (!woken && __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) == seen
                 && __atomic_load_n(&kk_blocked, __ATOMIC_SEQ_CST) == 0)
             kk_parks_timed_out++;
         __atomic_sub_fetch(&kk_parked, 1, __ATOMIC_SEQ_CST);
-        pthread_mutex_unlock(&kk_park_mutex);
         return woken;
     }
     static void kk_wake_parked(void) {
         /* A caller: wake parked workers, once for each time they park. */
         if (__atomic_load_n(&kk_parked, __ATOMIC_RELAXED) == 0) return;
         if (__atomic_exchange_n(&kk_wake_sent, 1, __ATOMIC_SEQ_CST)) return;
-        pthread_mutex_lock(&kk_park_mutex);
-        kk_wake_gen++;
-        pthread_cond_broadcast(&kk_park_cond);
-        pthread_mutex_unlock(&kk_park_mutex);
+        __atomic_add_fetch(&kk_wake_gen, 1, __ATOMIC_SEQ_CST);
     }
     static int kk_handed_since(unsigned long seen) {
         return __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) != seen;
@@ -233,7 +229,6 @@ cdef extern from *:
         kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
         kk_yielding = 0; kk_blocked = 0; kk_paused = 0;
         kk_last_hand_ns = 0; kk_mixed_at = 0; kk_last_putter = 0;  /* the parent's threads */
-        kk_park_init();  /* a thread that does not exist in this child may have held them */
     }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
     static void kk_yield(void) {}
@@ -252,7 +247,6 @@ cdef extern from *:
     static void kk_wake_parked(void) {}
     static void kk_note_putter(unsigned long ident) { (void)ident; }
     static long long kk_parks = 0, kk_parks_timed_out = 0;
-    static void kk_park_init(void) {}
     static void kk_begin_blocked(void) {}
     static void kk_end_blocked(void) {}
     static void kk_resume_claim_spinning(int may_park) { (void)may_park; }
@@ -277,7 +271,6 @@ cdef extern from *:
     void kk_wake_parked() nogil
     void kk_note_putter(unsigned long ident) nogil
     long long kk_parks, kk_parks_timed_out
-    void kk_park_init() nogil
     void kk_begin_blocked() nogil
     void kk_end_blocked() nogil
     void kk_resume_claim_spinning(int may_park) nogil
@@ -285,7 +278,6 @@ cdef extern from *:
     unsigned long kk_took_now() nogil
     void kk_wait_taken(unsigned long seen) nogil
 
-kk_park_init()
 
 BLOCK = _py.BLOCK
 KEPT = _py.KEPT
