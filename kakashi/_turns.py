@@ -26,7 +26,7 @@ try:
 except ImportError:  # Windows: the writers take no flock there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["WAITING_BYTE", "take_exclusive"]
+__all__ = ["WAITING_BYTE", "lets_waiters_go_first", "take_exclusive"]
 
 # Next to the file writer's presence byte (kakashi.writers.file._PRESENCE), far past any
 # data: a lock there never covers a record.
@@ -76,6 +76,12 @@ def _let_go_first(fd: int, until: float) -> None:
         if not _another_waits(fd):
             return
     _defer_from = time.monotonic() + _DEFER_PAUSE
+
+
+def lets_waiters_go_first() -> bool:
+    """Whether :func:`take_exclusive` would let a process that waits go first now (not
+    in the pause after it gave up on one, nor where there are no OFD locks)."""
+    return _OFD and time.monotonic() >= _defer_from
 
 
 def take_exclusive(

@@ -154,6 +154,53 @@ def test_each_condition_keeps_the_gate_closed(
     assert flock_free(path.with_suffix(".1") if how in ("renamed", "replaced") else path)
 
 
+def test_a_waiter_is_not_asked_about_when_waiting_is_minus_one(
+    compiled: Implementation, log_file: tuple[Path, int]
+) -> None:
+    """*waiting* -1 (the writer lets nobody go first now: _turns' pause after giving up
+    on a waiter): a waiter does not keep the gate closed."""
+    path, fd = log_file
+    other = os.open(path, os.O_RDONLY)
+    try:
+        say_waiting(other)
+        gate = (*gate_of(path, fd)[:4], -1)
+        lines = compiled.format.format_batch(records(compiled, 0), fd=fd, gate=gate)
+        assert lines.gate == GATE_WRITTEN
+        assert path.read_bytes() == b"first\n" + lines.joined
+    finally:
+        os.close(other)
+
+
+def test_a_file_writer_asks_about_waiters_as_take_exclusive_would(
+    compiled: Implementation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While take_exclusive lets nobody go first (it gave up on a waiter lately), the
+    writer's gate does not ask either: a waiter that never takes the flock does not
+    keep every batch off the gate."""
+    from kakashi import _turns
+
+    outcomes = Outcomes(monkeypatch)
+    path = tmp_path / "app.log"
+    writer = FileWriter(path)
+    other = -1
+    try:
+        writer.write(pending(compiled, 0))
+        other = os.open(path, os.O_RDONLY)
+        say_waiting(other)
+        monkeypatch.setattr(_turns, "_defer_from", time.monotonic() + 60)
+        writer.write(pending(compiled, 100))
+        assert outcomes.take() == {GATE_WRITTEN: 1}
+        monkeypatch.setattr(_turns, "_defer_from", 0.0)
+        monkeypatch.setattr(_turns, "_DEFER_LIMIT", 0.05)  # let it go first, briefly
+        writer.write(pending(compiled, 200))
+        assert outcomes.take() == {GATE_CLOSED: 1}
+    finally:
+        if other >= 0:
+            os.close(other)
+        writer.close()
+    assert ids(path) == [*range(0, 40), *range(100, 140), *range(200, 240)]
+
+
 def test_a_write_that_fails_keeps_the_flock_for_the_caller(
     compiled: Implementation, tmp_path: Path
 ) -> None:
@@ -388,4 +435,72 @@ def test_processes_appending_through_the_gate_and_without_the_lock(tmp_path: Pat
         "b": True,
         "c": True,
         "s": True,
+    }
+
+
+MIXED_WRITER = """
+    import json, sys
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+    from kakashi.writers import RotatingFileWriter
+
+    path, tag, kind, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if kind == "rotating":
+        writer = RotatingFileWriter(path, max_bytes=300_000, backup_count=None,
+                                    compression="zstd")
+    else:
+        writer = file_writer(path)
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        PipelineConfig(writers=(writer,)), AsyncConfig(batch_size=100, max_queue_size=100_000)))
+    log = pipeline.get_logger(tag)
+    for n in range(count):
+        log.info("record", tag=tag, n=n, pad="x" * 60)
+    pipeline.shutdown(60)
+    if kind == "rotating":
+        writer.wait_for_compression(60)
+    print(json.dumps({"tag": tag, "dropped": pipeline.stats()["messages_dropped"]}))
+"""
+
+
+def test_plain_and_rotating_writers_of_one_path_keep_every_record(tmp_path: Path) -> None:
+    """Two processes append through plain file writers (their batches through the gate)
+    while a third writes through a rotating writer of the same path that rotates every
+    300 KB and compresses what it moves away: every record of each process is once in
+    the files (active, rotated, compressed), whole, in order, and none is dropped. (The
+    rotating writer locks its directory and lock file; a plain writer locks the file: the
+    rotating one holds that flock too, or a plain writer's batch on its way in was cut off
+    by its tail check, and a batch could land in a file it was compressing.)"""
+    from kakashi.writers import read_lines
+
+    path = tmp_path / "app.log"
+    count = 50_000
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(MIXED_WRITER), str(path), tag, kind, str(count)],
+            stdout=subprocess.PIPE,
+        )
+        for tag, kind in (("a", "plain"), ("b", "plain"), ("r", "rotating"))
+    ]
+    reports = []
+    for child in children:
+        out, _ = child.communicate(timeout=240)
+        assert child.returncode == 0
+        reports.append(json.loads(out.splitlines()[-1]))
+    assert [r["dropped"] for r in reports] == [0, 0, 0]
+    files = sorted(
+        p
+        for p in tmp_path.iterdir()
+        if p.name.startswith("app.log") and not p.name.endswith(".lock")
+    )
+    assert any(p.name.endswith(".zst") for p in files)  # it did rotate and compress
+    by_tag: dict[str, list[int]] = {}
+    for file in files:
+        for line in read_lines(file):
+            event = json.loads(line)
+            by_tag.setdefault(event["tag"], []).append(event["n"])
+    assert {tag: sorted(numbers) == list(range(count)) for tag, numbers in by_tag.items()} == {
+        "a": True,
+        "b": True,
+        "r": True,
     }

@@ -1176,10 +1176,10 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
     released once (see ``FileWriter``).
 
     *gate*: ``(path, st_dev, st_ino, end, waiting)``, the conditions of a file writer's
-    locked append, checked in that same release before anything is written: *path*
-    (``bytes``) still names the file with that device and inode, the exclusive
-    ``flock`` on *fd* can be taken at once, no other descriptor holds an OFD lock on
-    byte *waiting* (it waits for the flock), and the file is *end* bytes long. The
+    locked append, checked in that same release before anything is written: the
+    exclusive ``flock`` on *fd* can be taken at once, *path* (``bytes``) still names
+    the file with that device and inode, no other descriptor holds an OFD lock on byte
+    *waiting* (it waits for the flock; -1: not asked), and the file is *end* bytes long. The
     append is then made under the flock, which is released after a whole write. The
     result's ``gate`` says what happened: 0 no write was tried (the batch was rendered
     holding the GIL), 1 a condition failed and nothing was done, 2 the lines were
@@ -1302,7 +1302,13 @@ def format_batch(records, render=None, bint context=False, dict constants=None,
             data = kk_new_bytes(NULL, plan.bound)
             size = kk_render(&plan, kk_bytes_data(data), ends)
         _note_bound(plan.bound + side.bound, count)
-        _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
+        if written or gate_state > 1:  # KK_GATE_WRITTEN, KK_GATE_LOCKED
+            # Written already (or the flock held): nothing may raise from here on, or
+            # the caller would take the batch as unwritten and write it again (a
+            # resize can fail, and frees the object when it does).
+            kk_bytes_shrink(data, size)
+        else:
+            _PyBytes_Resize(&data, size)  # the most it could need, down to what it took
         lines._data = <bytes>data
         lines.written = written
         lines.write_error = write_error
@@ -1408,11 +1414,13 @@ cdef extern from *:
     #define KK_GATE_WRITTEN 2  /* all of it appended, the lock released */
     #define KK_GATE_LOCKED 3   /* the lock held, the append incomplete (or not unlocked) */
     /* A file writer's append of a batch as its locked write makes it, when everything is
-       as the writer last left it: *path* still names the file (*dev*, *ino*), the
-       exclusive flock is free (LOCK_NB), no other descriptor of the file says that it
-       waits for it (an OFD lock on *waiting*: kakashi._turns), and the file is *end*
-       bytes long (nothing appended since, no torn tail to look at). Anything else is
-       left to the writer's own way, with nothing done. */
+       as the writer last left it: the exclusive flock is free (LOCK_NB), *path* still
+       names the file (*dev*, *ino*; looked at with the flock held, so that a writer
+       that moves the file under it cannot do so in between), no other descriptor of
+       the file says that it waits for the flock (an OFD lock on byte *waiting*:
+       kakashi._turns; not asked when *waiting* is -1), and the file is *end* bytes long
+       (nothing appended since, no torn tail to look at). Anything else is left to the
+       writer's own way, with nothing done. */
     static int kk_gated_write(int fd, const char *path, unsigned long long dev,
                               unsigned long long ino, long long end, long long waiting,
                               const char *buf, Py_ssize_t n, Py_ssize_t *written,
@@ -1420,13 +1428,13 @@ cdef extern from *:
         struct stat st;
         *written = 0;
         *error = 0;
-        if (stat(path, &st) != 0 || (unsigned long long)st.st_dev != dev
-                || (unsigned long long)st.st_ino != ino)
-            return KK_GATE_CLOSED;
         if (flock(fd, LOCK_EX | LOCK_NB) != 0)
             return KK_GATE_CLOSED;
+        if (stat(path, &st) != 0 || (unsigned long long)st.st_dev != dev
+                || (unsigned long long)st.st_ino != ino)
+            goto closed;
     #ifdef F_OFD_GETLK
-        {
+        if (waiting >= 0) {
             struct flock q;
             memset(&q, 0, sizeof q);
             q.l_type = F_WRLCK;
@@ -1460,6 +1468,19 @@ cdef extern from "Python.h":
     PyObject *kk_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n) except NULL
     int _PyBytes_Resize(PyObject **bytes, Py_ssize_t n) except -1
     char *kk_bytes_data "PyBytes_AS_STRING"(PyObject *bytes) nogil
+
+
+cdef extern from *:
+    """
+    /* A new bytes object (only this code holds it, never hashed) cut to its first *n*
+       bytes where it lies: unlike _PyBytes_Resize, it cannot fail (the rest of its
+       allocation stays unused until it is freed). */
+    static void kk_bytes_shrink(PyObject *b, Py_ssize_t n) {
+        Py_SET_SIZE((PyVarObject *)b, n);
+        PyBytes_AS_STRING(b)[n] = 0;
+    }
+    """
+    void kk_bytes_shrink(PyObject *b, Py_ssize_t n) noexcept
 
 
 cdef inline int _write_lines(int fd, bytes path, unsigned long long dev,

@@ -29,7 +29,7 @@ from kakashi._speedups import (
     write_releasing_gil,
     yield_gil,
 )
-from kakashi._turns import WAITING_BYTE, take_exclusive
+from kakashi._turns import WAITING_BYTE, lets_waiters_go_first, take_exclusive
 
 __all__ = [
     "FileWriter",
@@ -133,7 +133,7 @@ class PendingLines(Sequence[bytes]):
         *gate* if given (see ``format_batch``); return ``(data, written, errno, gate)``:
         what is to be appended (each line and a newline), how much of it is written
         already, the ``errno`` that stopped that (0: none), and what became of the gate
-        (:data:`GATE_CLOSED`...; 0: no write was tried)."""
+        (``GATE_CLOSED``, ``GATE_WRITTEN``, ``GATE_LOCKED``; 0: no write was tried)."""
         if self._lines is not None:
             return newline_joined(self._lines), 0, 0, 0
         lines = self._format_into(fd, gate)
@@ -843,11 +843,17 @@ class FileWriter:
             if rest is None:
                 return
             data = rest
-        if self._fd < 0 or self._moved():
-            self._close_fd()
+        if self._fd < 0:
             self._open()
         yield_gil()  # a piece of an async worker's stretch with the GIL ends here
         fd = self._acquire()  # no context manager: this is the hot path
+        # Looked at with the flock held: a rotating writer of the path moves the file
+        # only holding it, so the batch cannot land in a file it has just moved away.
+        while self._moved():
+            self._release(fd)
+            self._close_fd()
+            self._open()
+            fd = self._acquire()
         try:
             self._append(data, self._ready())
         finally:
@@ -859,9 +865,10 @@ class FileWriter:
         when the file is as this writer left it: ``None`` once appended, else what is
         left to append the usual way (nothing of it written, no lock held).
 
-        The gate asks what :meth:`_moved`, :meth:`_acquire` (its first, waitless try)
-        and :meth:`_ready` ask: whether the path names the open file, the flock is free
-        and nobody waits for it, and the file ends where this writer's last write did.
+        The gate asks what :meth:`_acquire` (its first, waitless try), :meth:`_moved`
+        and :meth:`_ready` ask: whether the flock is free and nobody waits for it (when
+        :func:`~kakashi._turns.take_exclusive` would let one go first), the path names
+        the open file, and the file ends where this writer's last write did.
         Anything else (moved, contended, appended to by others, torn) takes the usual
         way, which knows what to do. The pure build's ``format_batch`` tries no write.
         """
@@ -871,7 +878,8 @@ class FileWriter:
         if self._fcntl is None:
             return pending
         fd = self._fd
-        gate = (self._name_bytes, inode[0], inode[1], self._end, WAITING_BYTE)
+        waiting = WAITING_BYTE if lets_waiters_go_first() else -1  # as _acquire would
+        gate = (self._name_bytes, inode[0], inode[1], self._end, waiting)
         data, done, error, outcome = pending.write_to(fd, gate)
         if outcome == GATE_WRITTEN:
             self._end += done
