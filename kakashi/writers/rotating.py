@@ -58,6 +58,7 @@ from kakashi._directory_lock import DirectoryLock, DirectoryLockUnsupported, dir
 from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi._speedups import unclaimed
+from kakashi._turns import take_exclusive
 from kakashi.writers import naming as names
 from kakashi.writers.file import FileWriter, PartialWriteError, newline_joined
 from kakashi.writers.zstd import tail_frames_end
@@ -316,6 +317,7 @@ class RotatingFileWriter(FileWriter):
         self._lock_file = -1
         self._lock_inode: tuple[int, int] | None = None
         self._holder: int | None = None  # the thread holding the lock
+        self._data_held = -1  # the active file's descriptor whose own flock is held
         self._size = 0
         self._rollover_at = 0.0
         self._file_time = 0.0  # when the open file's records begin (see _open)
@@ -342,6 +344,7 @@ class RotatingFileWriter(FileWriter):
         self._jobs = queue.Queue()
         self._compressor = None
         self._holder = None
+        self._data_held = -1
         self._directories = []  # the directory lock renews itself (kakashi._directory_lock)
 
     # -- opening, sizes and the lock --------------------------------------------------------
@@ -349,6 +352,8 @@ class RotatingFileWriter(FileWriter):
     def _open(self) -> None:
         known = self._inode
         super()._open()
+        if self._holder == threading.get_ident():  # opened under the lock: hold it too
+            self._hold_data()
         info = os.fstat(self._fd)
         self._size = info.st_size
         if self._inode == known:
@@ -410,7 +415,30 @@ class RotatingFileWriter(FileWriter):
             raise
         self._directories.append(directory)
         self._holder = threading.get_ident()
+        try:
+            self._hold_data()
+        except BaseException:
+            self._release(fd)
+            raise
         return fd
+
+    def _hold_data(self) -> None:
+        """Take the exclusive flock of the active file itself as well (called with this
+        writer's locks held, for as long as they are).
+
+        Plain file writers (:class:`~kakashi.writers.file.FileWriter`) of the same path
+        lock only that: while this writer holds it, none of them is between its look at
+        the file's end and its append (where this writer's tail check would take their
+        batch on its way in for a torn record, and cut it), nor appending to the file
+        this writer is about to move away and compress.
+        """
+        if self._fd >= 0 and self._data_held < 0:
+            take_exclusive(self._fd, self.lock_timeout, self._fcntl.flock, str(self.path))
+            self._data_held = self._fd
+
+    def _close_fd(self) -> None:
+        self._data_held = -1  # closing the descriptor releases its flock
+        super()._close_fd()
 
     def _acquire_lock_file(self, directory: DirectoryLock | None) -> int:
         """Lock the lock file, checking it is still the one the path names (if not, the
@@ -444,7 +472,10 @@ class RotatingFileWriter(FileWriter):
 
     def _release(self, fd: int) -> None:
         self._holder = None
+        data, self._data_held = self._data_held, -1
         try:
+            if data >= 0 and data == self._fd:
+                self._fcntl.flock(data, self._fcntl.LOCK_UN)
             super()._release(fd)
         finally:
             directory = self._directories.pop() if self._directories else None
