@@ -1584,6 +1584,7 @@ class AsyncBackend:
             told = None
             try:
                 lines, run_filtered = self._render(sink, batch[start:end])
+                yield_gil()  # a piece of the worker's stretch ends (see _run)
                 notice, told = self._drop_notice(sink)
                 if notice:
                     lines = [*notice, *lines]
