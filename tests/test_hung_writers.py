@@ -382,3 +382,63 @@ def test_a_child_forked_while_a_write_hangs_in_the_turn(tmp_path: Path) -> None:
 def test_a_bad_threshold_is_refused(value: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="writer_hang_threshold"):
         AsyncConfig(writer_hang_threshold=value)
+
+
+def test_a_file_lock_held_past_the_hang_threshold_loses_nothing_under_block(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the file's flock for 2.5 s while an async pipeline logs at
+    full speed with ``overflow_strategy="block"``: the write waiting for the lock counts
+    as hung after 1 s and the turn goes on, the writer's batches queue in its lane, and
+    the lane, full, makes the worker wait for room (as a full queue makes callers wait)
+    instead of dropping its oldest batches: every record logged is in the file, none
+    dropped. (Before, a lane beyond max_queue_size dropped them: hundreds of thousands.)"""
+    import subprocess
+    import sys
+
+    path = tmp_path / "app.log"
+    path.touch()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(2.5)\n",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    pipeline = None
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(
+                PipelineConfig(writers=(FileWriter(path),)),
+                AsyncConfig(
+                    batch_size=500,
+                    max_queue_size=20_000,
+                    overflow_strategy="block",
+                    block_timeout=10.0,
+                ),
+            )
+        )
+        log = pipeline.get_logger("app")
+        logged = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 3.5:
+            log.info("record", n=logged)
+            logged += 1
+        assert pipeline.flush(30)
+        stats = pipeline.stats()
+    finally:
+        if pipeline is not None:
+            pipeline.shutdown(30)
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    numbers = [json.loads(line)["n"] for line in path.read_bytes().splitlines()]
+    assert stats["messages_dropped"] == 0, stats["dropped_by_reason"]
+    assert numbers == list(range(logged))

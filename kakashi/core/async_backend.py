@@ -591,14 +591,32 @@ class _Lane:
                 self.open_until = 0.0
 
     def hand(self, run: _Run, lines: Sequence[bytes], outcome: _Outcome | None = None) -> None:
-        """Queue *lines* of *run* for the writer (*outcome*: what a write of them just did)."""
+        """Queue *lines* of *run* for the writer (*outcome*: what a write of them just did).
+
+        Beyond ``max_queue_size`` records the oldest batches are dropped
+        (``backlog_full``); under ``overflow_strategy="block"`` the worker first waits up
+        to ``block_timeout`` for the lane to make room, as a caller waits for the queue:
+        the queue then fills and callers wait too, rather than records being dropped
+        because a local writer was late (another process holding its file's lock). A
+        concurrent (network) writer's lane drops as before: a collector that is down
+        must not make every log call wait (its circuit breaker counts records at once)."""
         over = []
         inline = False
+        config = self.backend.config
+        limit = config.max_queue_size
+        writer = self.writer
         with self._lock:
+            if (
+                self.records + len(lines) > limit
+                and self._items
+                and config.overflow_strategy == "block"
+                and writer is not None
+                and not is_concurrent(writer)
+            ):
+                self._wait_for_room(len(lines), limit, config.block_timeout)
             self._items.append(_Delivery(run, lines, outcome))
             self.records += len(lines)
             self.pending += 1
-            limit = self.backend.config.max_queue_size
             while self.records > limit and len(self._items) > 1:
                 old = self._items.popleft()
                 old.ahead = None  # its body, if made ahead, is not sent
@@ -616,6 +634,18 @@ class _Lane:
             self.backend._part_settled(old.run, lost)
         if inline:
             self._deliver_here()
+
+    def _wait_for_room(self, count: int, limit: int, timeout: float) -> None:
+        """Wait (with the lane's lock held, which the wait lets go) until *count* more
+        records fit under *limit*, for at most *timeout* seconds, or until a shutdown
+        begins or the lane has no thread to make room (one could not start)."""
+        stopping = self.backend._stopping
+        deadline = time.monotonic() + timeout
+        while self.records + count > limit and self._items and self._threads:
+            left = deadline - time.monotonic()
+            if left <= 0 or stopping.is_set():
+                return
+            self._lock.wait(min(left, 0.1))
 
     def _add_thread(self) -> bool:
         """Start a thread for the lane if it has none, or fewer than the writer allows
@@ -726,6 +756,7 @@ class _Lane:
                 item = self._items.popleft()
                 self.records -= len(item.lines)
                 group, prepared = self._unit(item)
+                self._lock.notify_all()  # room for a worker waiting to hand (see hand)
             if group is None:
                 self._deliver_one(item, prepared)
             else:
