@@ -504,3 +504,77 @@ def test_plain_and_rotating_writers_of_one_path_keep_every_record(tmp_path: Path
         "b": True,
         "r": True,
     }
+
+
+RECOVERY = """
+    import json, os, resource, signal, sys, time
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+    from kakashi.writers.file import PendingLines
+
+    seen = []
+    original = PendingLines.write_to
+    def write_to(pending, fd, gate=None):
+        answer = original(pending, fd, gate)
+        if gate is not None:
+            seen.append(answer[3])
+        return answer
+    PendingLines.write_to = write_to
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    path = sys.argv[1]
+    writer = file_writer(path)
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        PipelineConfig(writers=(writer,)),
+        AsyncConfig(batch_size=100, max_queue_size=100_000, max_error_retries=1,
+                    error_retry_delay=0.01)))
+    log = pipeline.get_logger("app")
+    def burst(first, count):
+        for n in range(first, first + count):
+            log.info("record", n=n)
+            if n % 100 == 99:
+                time.sleep(0.002)
+        pipeline.flush(30)
+    burst(0, 1000)
+    before = list(seen); seen.clear()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 5000, hard))
+    burst(1000, 500)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    seen.clear()
+    time.sleep(2.5)  # past the circuit's cool-down
+    burst(2000, 1000)
+    after = list(seen)
+    pipeline.shutdown(30)
+    print(json.dumps({"before": before, "after": after,
+                      "dropped": pipeline.stats()["messages_dropped"]}))
+"""
+
+
+def test_the_gate_is_taken_again_once_a_failed_writer_is_well(
+    compiled: Implementation, tmp_path: Path
+) -> None:
+    """A write that failed (RLIMIT_FSIZE, in a child process) gives the writer a lane
+    for its retries; once that lane holds nothing and its circuit is closed again, the
+    writer's batches are formatted as they are written, through the gate, as before
+    (they were not, for the rest of the process, while any lane existed)."""
+    import kakashi
+
+    if not kakashi.USING_SPEEDUPS:  # the child's pipeline: the build under test
+        pytest.skip("a pipeline formats batches as they are written in the compiled build")
+    path = tmp_path / "app.log"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RECOVERY), str(path)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert GATE_WRITTEN in report["before"]
+    assert report["dropped"] > 0  # the limit did fail writes
+    assert report["after"].count(GATE_WRITTEN) >= len(report["after"]) - 1 > 0
+    events = [json.loads(line) for line in path.read_bytes().splitlines()]
+    numbers = [event["n"] for event in events if "n" in event]  # (and a drop notice)
+    assert numbers[-1000:] == list(range(2000, 3000))

@@ -1713,18 +1713,25 @@ class AsyncBackend:
     def _render(self, sink: Sink, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """A run's lines and how many of its records were filtered out. For a sink whose
         only writer is a plain :class:`~kakashi.writers.file.FileWriter` with no lane
-        (it wrote the last batch without failing), lines the writer formats as it
-        appends them (:class:`~kakashi.writers.file.PendingLines`): one release of the
-        GIL for both, so a logging thread hands it back once a batch, not twice."""
+        holding anything (its last batch was written, or failed and is settled), lines
+        the writer formats as it appends them (:class:`~kakashi.writers.file.PendingLines`):
+        one release of the GIL for both, so a logging thread hands it back once a batch,
+        not twice."""
         writers = sink.writers
         only = writers[0] if len(writers) == 1 else None
-        if type(only) is FileWriter and id(only) not in self._lanes:
+        if type(only) is FileWriter and self._lane_ready(only):
             pending_batch = getattr(sink, "pending_batch", None)
             if pending_batch is not None:
                 pending = pending_batch(records)
                 if pending is not None:
                     return pending, 0
         return sink.render_batch(records)
+
+    def _lane_ready(self, writer: Writer) -> bool:
+        """Whether *writer* has no lane, or one that holds nothing and whose circuit is
+        closed (it failed once and is well again): its batches are written in the turn."""
+        lane = self._lanes.get(id(writer))
+        return lane is None or (lane.writer is writer and lane.state() == "ready")
 
     def _part_settled(self, run: _Run, lost: Mapping[str, int]) -> None:
         """A lane is done with *run* (*lost*: what its writer did not get, by reason);
