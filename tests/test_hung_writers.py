@@ -439,6 +439,61 @@ def test_a_file_lock_held_past_the_hang_threshold_loses_nothing_under_block(
         holder.wait(timeout=30)
         assert holder.stdout is not None
         holder.stdout.close()
-    numbers = [json.loads(line)["n"] for line in path.read_bytes().splitlines()]
-    assert stats["messages_dropped"] == 0, stats["dropped_by_reason"]
-    assert numbers == list(range(logged))
+    dropped = {reason: n for reason, n in stats["dropped_by_reason"].items() if n}
+    assert stats["messages_dropped"] == 0, dropped
+    events = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [event.get("n") for event in events] == list(range(logged))
+
+
+FAILING_FILE = """
+    import json, os, resource, signal, sys
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig
+    from kakashi.writers.file import FileWriter
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
+    path = sys.argv[1]
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        PipelineConfig(writers=(FileWriter(path),)),
+        AsyncConfig(batch_size=200, max_queue_size=2000, overflow_strategy="block",
+                    block_timeout=0.2)))
+    log = pipeline.get_logger("app")
+    log.info("first")
+    pipeline.flush(10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path), hard))  # full
+    for n in range(60_000):
+        log.info("record", n=n)
+    pipeline.flush(30)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    pipeline.shutdown(30)
+    stats = pipeline.stats()
+    print(json.dumps({"dropped": stats["messages_dropped"],
+                      "reasons": stats["dropped_by_reason"],
+                      "written": stats["messages_written"]}))
+"""
+
+
+def test_a_failing_file_writer_under_block_does_not_make_callers_wait(tmp_path: Path) -> None:
+    """A file that cannot grow (RLIMIT_FSIZE, a child process) under ``"block"``: the
+    writer's lane fills with batches it fails to write, and drops the oldest, counted,
+    rather than making the worker wait for room (only a late writer that is not failing
+    does): the queue never stays full, so no caller's wait runs out
+    (``queue_full_block_timeout`` 0), and every record is written or counted."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "app.log"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FAILING_FILE), str(path)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["reasons"]["queue_full_block_timeout"] == 0, report
+    assert report["dropped"] > 0
+    assert report["written"] + report["dropped"] == 60_001

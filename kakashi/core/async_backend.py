@@ -542,6 +542,7 @@ class _Lane:
         self.open_until = 0.0
         self.cool_down = 0.0  # > 0 while the circuit is open or being tried again
         self.failures = 0  # batches given up on in a row
+        self.failing = False  # its last write failed (or some lines of it), none since took
         config = backend.config
         self.retries = int(_policy(writer, "max_error_retries", config.max_error_retries, int))
         self.delay = _policy(writer, "error_retry_delay", config.error_retry_delay, float)
@@ -584,6 +585,7 @@ class _Lane:
 
     def succeeded(self) -> None:
         """A write went through: the circuit closes."""
+        self.failing = False
         if self.failures or self.cool_down:
             with self._lock:  # writes in flight at once settle on several threads
                 self.failures = 0
@@ -594,21 +596,26 @@ class _Lane:
         """Queue *lines* of *run* for the writer (*outcome*: what a write of them just did).
 
         Beyond ``max_queue_size`` records the oldest batches are dropped
-        (``backlog_full``); under ``overflow_strategy="block"`` the worker first waits up
-        to ``block_timeout`` for the lane to make room, as a caller waits for the queue:
-        the queue then fills and callers wait too, rather than records being dropped
-        because a local writer was late (another process holding its file's lock). A
-        concurrent (network) writer's lane drops as before: a collector that is down
-        must not make every log call wait (its circuit breaker counts records at once)."""
+        (``backlog_full``). For a local writer that is late but not failing (a write
+        that hung, :meth:`expect_late`: another process holding its file's lock, say,
+        and the backlog behind it) under ``overflow_strategy="block"``, the worker first
+        waits up to ``block_timeout`` for the lane to make room, as a caller waits for the
+        queue: the queue then fills and callers wait too, rather than records being
+        dropped because the writer was slow. A writer that fails (a full disk: retries,
+        a circuit) and a concurrent (network) writer drop as before: a failure that lasts
+        must not make every log call wait."""
         over = []
         inline = False
         config = self.backend.config
         limit = config.max_queue_size
         writer = self.writer
         with self._lock:
+            if outcome is not None and outcome.rest:
+                self.failing = True
             if (
                 self.records + len(lines) > limit
                 and self._items
+                and not (self.failing or self.failures or self.cool_down)
                 and config.overflow_strategy == "block"
                 and writer is not None
                 and not is_concurrent(writer)
@@ -638,10 +645,11 @@ class _Lane:
     def _wait_for_room(self, count: int, limit: int, timeout: float) -> None:
         """Wait (with the lane's lock held, which the wait lets go) until *count* more
         records fit under *limit*, for at most *timeout* seconds, or until a shutdown
-        begins or the lane has no thread to make room (one could not start)."""
+        begins, the lane has no thread to make room (one could not start) or its writer
+        fails meanwhile."""
         stopping = self.backend._stopping
         deadline = time.monotonic() + timeout
-        while self.records + count > limit and self._items and self._threads:
+        while self.records + count > limit and self._items and self._threads and not self.failing:
             left = deadline - time.monotonic()
             if left <= 0 or stopping.is_set():
                 return
@@ -948,6 +956,7 @@ class _Lane:
             if not outcome.rest:
                 self.succeeded()
                 return lost
+            self.failing = True
             # Progress (part of the batch settled) starts the count afresh: a collector
             # that takes some of each try is slow, not down. The time budget goes on.
             item.tries = 1 if len(outcome.rest) < len(lines) else item.tries + 1
