@@ -384,15 +384,19 @@ def test_a_bad_threshold_is_refused(value: Any, error: type[Exception]) -> None:
         AsyncConfig(writer_hang_threshold=value)
 
 
+@pytest.mark.parametrize("ending", ["logging", "shutdown"])
 def test_a_file_lock_held_past_the_hang_threshold_loses_nothing_under_block(
-    tmp_path: Path,
+    tmp_path: Path, ending: str
 ) -> None:
     """Another process holds the file's flock for 2.5 s while an async pipeline logs at
     full speed with ``overflow_strategy="block"``: the write waiting for the lock counts
     as hung after 1 s and the turn goes on, the writer's batches queue in its lane, and
     the lane, full, makes the worker wait for room (as a full queue makes callers wait)
     instead of dropping its oldest batches: every record logged is in the file, none
-    dropped. (Before, a lane beyond max_queue_size dropped them: hundreds of thousands.)"""
+    dropped. (Before, a lane beyond max_queue_size dropped them: hundreds of thousands.)
+    *ending* "shutdown": the records are logged at once and the pipeline shut down while
+    the lock is still held; the drain waits for the lane too (within the shutdown's
+    deadline) rather than dropping what is beyond its bound."""
     import subprocess
     import sys
 
@@ -428,9 +432,11 @@ def test_a_file_lock_held_past_the_hang_threshold_loses_nothing_under_block(
         log = pipeline.get_logger("app")
         logged = 0
         started = time.monotonic()
-        while time.monotonic() - started < 3.5:
+        while time.monotonic() - started < 3.5 if ending == "logging" else logged < 35_000:
             log.info("record", n=logged)
             logged += 1
+        if ending == "shutdown":
+            assert pipeline.shutdown(30)
         assert pipeline.flush(30)
         stats = pipeline.stats()
     finally:

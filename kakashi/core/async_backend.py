@@ -644,14 +644,15 @@ class _Lane:
 
     def _wait_for_room(self, count: int, limit: int, timeout: float) -> None:
         """Wait (with the lane's lock held, which the wait lets go) until *count* more
-        records fit under *limit*, for at most *timeout* seconds, or until a shutdown
-        begins, the lane has no thread to make room (one could not start) or its writer
-        fails meanwhile."""
-        stopping = self.backend._stopping
+        records fit under *limit*, for at most *timeout* seconds and, in a shutdown, no
+        later than its deadline; or until the writer fails meanwhile, or nobody can make
+        room (no thread, and no late write whose return starts one)."""
         deadline = time.monotonic() + timeout
-        while self.records + count > limit and self._items and self._threads and not self.failing:
+        while self.records + count > limit and self._items and not self.failing:
+            if not self._threads and self._late is None:
+                return
             left = deadline - time.monotonic()
-            if left <= 0 or stopping.is_set():
+            if left <= 0 or self._too_late():
                 return
             self._lock.wait(min(left, 0.1))
 
