@@ -13,6 +13,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -211,6 +213,20 @@ def wait_or_kill(pid: int, timeout: float = 60.0) -> int:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     return os.waitpid(pid, 0)[1]
+
+
+def script_report(script: str, *args: object, timeout: float = 120) -> dict[str, Any]:
+    """Run *script* (dedented) in a new interpreter with *args*; return the JSON object it
+    printed on its last line. Fails, with its stderr, if it exits with an error."""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return report
 
 
 def child_report(pid: int, read: int, write: int) -> tuple[int, Any]:

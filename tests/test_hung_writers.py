@@ -19,7 +19,7 @@ from kakashi.core.async_backend import AsyncBackend, AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.core.pipeline import PipelineConfig, file_writer
 from kakashi.writers.file import FileWriter
-from tests.conftest import balanced, read_json_lines, wait_or_kill
+from tests.conftest import balanced, read_json_lines, script_report, wait_or_kill
 
 THRESHOLD = 0.2
 
@@ -487,19 +487,8 @@ def test_a_failing_file_writer_under_block_does_not_make_callers_wait(tmp_path: 
     rather than making the worker wait for room (only a late writer that is not failing
     does): the queue never stays full, so no caller's wait runs out
     (``queue_full_block_timeout`` 0), and every record is written or counted."""
-    import subprocess
-    import sys
-    import textwrap
-
     path = tmp_path / "app.log"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FAILING_FILE), str(path)],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    report = json.loads(done.stdout.splitlines()[-1])
+    report = script_report(FAILING_FILE, path)
     assert report["reasons"]["queue_full_block_timeout"] == 0, report
     assert report["dropped"] > 0
     assert report["written"] + report["dropped"] == 60_001

@@ -35,7 +35,7 @@ from kakashi.writers.file import (
     FileWriter,
     PendingLines,
 )
-from tests.conftest import Implementation
+from tests.conftest import Implementation, script_report
 
 TIME_NS = 1_795_798_641_123_456_789
 BATCH = 40  # planned without the GIL (the compiled twin's NOGIL_RECORDS is 8)
@@ -376,14 +376,7 @@ def test_a_write_through_the_gate_that_fills_the_file_is_undone(
     and raises, releasing the flock; the next batch goes the usual way (the end is
     checked again), the one after through the gate. No partial line is left."""
     path = tmp_path / "app.log"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FILE_SIZE_LIMIT), str(path)],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    report = json.loads(done.stdout.splitlines()[-1])
+    report = script_report(FILE_SIZE_LIMIT, path)
     assert report["failed"] == errno.EFBIG
     assert report["after_failure"] == report["size"]  # the part was cut off
     assert report["seen"] == [None, GATE_WRITTEN, GATE_LOCKED, None, GATE_WRITTEN]
@@ -564,14 +557,7 @@ def test_the_gate_is_taken_again_once_a_failed_writer_is_well(
     if not kakashi.USING_SPEEDUPS:  # the child's pipeline: the build under test
         pytest.skip("a pipeline formats batches as they are written in the compiled build")
     path = tmp_path / "app.log"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(RECOVERY), str(path)],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    report = json.loads(done.stdout.splitlines()[-1])
+    report = script_report(RECOVERY, path)
     assert GATE_WRITTEN in report["before"]
     assert report["dropped"] > 0  # the limit did fail writes
     assert report["after"].count(GATE_WRITTEN) >= len(report["after"]) - 1 > 0
