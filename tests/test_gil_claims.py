@@ -29,6 +29,7 @@ from kakashi._speedups import (
     claim_counts,
     claim_gil,
     claiming,
+    handed_over_here,
     park_counts,
     unclaim_gil,
     unclaimed,
@@ -174,6 +175,103 @@ def test_a_stale_claim_is_handed_over_once_at_most() -> None:
     # let go (it is released only after the puts).
     assert claim_counts()[0] - handed == claim_counts()[1] - waited
     assert 20_000 == q.size
+
+
+@compiled
+def test_a_worker_a_put_woke_is_handed_the_gil_at_the_depth_once_at_most() -> None:
+    """A put that wakes a sleeping worker for its batch marks it as wanting the GIL
+    before it claims anything: a caller at the hand-over depth hands the GIL over
+    (without that, the woken worker waited for the switch interval while the queue grew
+    by thousands). Nobody takes it here: the hand-over is waited out, once, and the
+    puts after it keep the GIL."""
+    q = queue(hand_over_at=10)
+    assert q.sleep(5)
+    handed, waited = claim_counts()
+    for i in range(9):
+        q.put(i)  # the fifth wakes the worker; below the depth nobody hands over
+    assert (handed, waited) == claim_counts()
+    for i in range(1_000):
+        q.put(i)
+    assert (handed + 1, waited + 1) == claim_counts()
+
+
+@compiled
+def test_a_worker_gone_back_to_sleep_is_not_handed_the_gil() -> None:
+    """The woken worker found too few records and sleeps again: a caller at the depth
+    keeps the GIL."""
+    q = queue(hand_over_at=10)
+    assert q.sleep(5)
+    for i in range(5):
+        q.put(i)  # wakes it
+    assert q.sleep(1_000)
+    handed = claim_counts()
+    for i in range(900):
+        q.put(i)  # past the depth, short of the next wake
+    assert handed == claim_counts()
+
+
+@compiled
+def test_a_queue_that_never_hands_over_does_not_for_a_woken_worker() -> None:
+    q = queue(capacity=100)
+    q.hand_over_at = 101  # gil_handover_depth=None
+    assert q.sleep(5)
+    handed = claim_counts()
+    for i in range(100):
+        q.put(i)
+    assert handed == claim_counts()
+
+
+@compiled
+def test_a_flush_does_not_leave_the_worker_parked(tmp_path: Path) -> None:
+    """A thread in ``flush`` waits for the worker and hands nothing over: a worker that
+    parked for a hand-over at the end of each batch would sleep 2 ms out at each of the
+    last batches (the flush of a 100,000-record burst took 5 ms instead of 1). No park
+    times out during a flush. Every record lands once."""
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig, file_writer
+
+    path = tmp_path / "a.log"
+    pipeline = AsyncPipeline(
+        AsyncPipelineConfig(
+            PipelineConfig(writers=(file_writer(path),)),
+            AsyncConfig(max_queue_size=100_000, batch_size=1000),
+        )
+    )
+    log = pipeline.get_logger("flush")
+    timed_out = 0
+    try:
+        for burst in range(3):
+            for i in range(30_000):
+                log.info("m", burst=burst, i=i)
+            before = park_counts()[1]
+            assert pipeline.flush(BOUND)
+            timed_out += park_counts()[1] - before
+    finally:
+        pipeline.shutdown(BOUND)
+    assert 90_000 == len(path.read_bytes().splitlines())
+    # (A park that began before the flush could time out before the flush says it waits.)
+    assert timed_out <= 1, timed_out
+
+
+def test_waiting_for_workers_is_said_in_both_builds() -> None:
+    """``begin_waiting_for_workers`` and ``end_waiting_for_workers`` pair up (a no-op in
+    the pure twin); a flush says it waits, then ends it, whatever happens."""
+    from kakashi._speedups import begin_waiting_for_workers, end_waiting_for_workers
+
+    begin_waiting_for_workers()
+    begin_waiting_for_workers()
+    end_waiting_for_workers()
+    end_waiting_for_workers()
+    q = queue(hand_over_at=1)
+    claim_gil()
+    try:
+        handed = claim_counts()
+        for i in range(100):
+            q.put(i)  # (a claiming thread never hands over to itself)
+        assert handed == claim_counts()
+    finally:
+        unclaim_gil()
 
 
 @compiled
@@ -566,9 +664,11 @@ def test_a_queue_that_never_hands_over_does_not_while_another_worker_yields(
     try:
         thread.start()
         for i in range(50_000):
-            before = claim_counts()[0]
+            # This thread's: in a call that waits for a lock (waking B's worker), the
+            # flooding thread may take the GIL and hand it over to A's worker.
+            before = handed_over_here()
             log_b.info("b", i=i)
-            handed_in_b += claim_counts()[0] != before
+            handed_in_b += handed_over_here() != before
             if i % 100 == 0:
                 time.sleep(0)
     finally:

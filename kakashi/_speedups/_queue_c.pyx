@@ -67,17 +67,45 @@ cdef extern from *:
     static long long kk_claimed_at = 0;
     static __thread int kk_claim_depth = 0;
     static void kk_yield(void) { sched_yield(); }
+    /* When a put last woke a sleeping worker, or a claiming worker came to take the GIL
+       back after a long release (0: none since, or the worker let the GIL go again): it
+       wants the GIL now, and waits for nothing else. A caller at the hand-over depth
+       hands it over, for up to KK_WOKEN_NS after that rather than _CLAIM_NS after the
+       claim: without that, a woken worker, or one whose claim went stale while the
+       queue was below the depth (several threads logging), waited for the
+       interpreter's switch interval (5 ms, a lottery among the threads waiting) while
+       the queue grew by thousands. */
+    static long long kk_woken_at = 0;
+    #define KK_WOKEN_NS 5000000LL
+    static void kk_note_woken(void) {
+        __atomic_store_n(&kk_woken_at, kk_mono_ns(), __ATOMIC_RELAXED);
+    }
+    static void kk_clear_woken(void) { __atomic_store_n(&kk_woken_at, 0, __ATOMIC_RELAXED); }
+    static int kk_woken(long long within_ns) {
+        long long at = __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
+        return at != 0 && kk_mono_ns() - at < within_ns;
+    }
     static void kk_want(void) {
         __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
         __atomic_add_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&kk_woken_at, 0, __ATOMIC_RELAXED);
     }
     static void kk_want_again(void) {
         __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
     }
-    static void kk_unwant(void) { __atomic_sub_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST); }
+    static void kk_unwant(void) {
+        __atomic_sub_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&kk_woken_at, 0, __ATOMIC_RELAXED);
+    }
     static int kk_claimed(long long within_ns) {
         return __atomic_load_n(&kk_claims, __ATOMIC_RELAXED) > 0
             && kk_mono_ns() - __atomic_load_n(&kk_claimed_at, __ATOMIC_RELAXED) < within_ns;
+    }
+    static int kk_wants_gil(long long within_ns) {
+        /* Whether a caller at the hand-over depth hands the GIL over now: a claim made
+           within *within_ns*, or a worker that a put woke, or that came to take the GIL
+           back, within KK_WOKEN_NS (see kk_woken_at). */
+        return kk_claimed(within_ns) || kk_woken(KK_WOKEN_NS);
     }
     /* How deep this thread's claim is paused now (a long release inside unclaimed()). */
     static __thread int kk_paused = 0;
@@ -167,12 +195,7 @@ cdef extern from *:
     static int kk_handed_since(unsigned long seen) {
         return __atomic_load_n(&kk_hand_seq, __ATOMIC_SEQ_CST) != seen;
     }
-    static void kk_resume_claim_spinning(int may_park) {
-        /* The end of a long release (may_park) or of a yield: claim the GIL again and
-           wait, awake, for a caller to hand it over. */
-        unsigned long seen = kk_seen_seq;
-        if (!kk_unpause()) return;
-        kk_want();
+    static void kk_wait_for_hand(unsigned long seen, int may_park) {
         /* A caller hands the GIL over at its next record: spin for that briefly rather
            than sleep on the GIL, as waking a sleeping thread takes longer. */
         kk_spin_until_changed(&kk_hand_seq, seen, KK_SPIN_NS);
@@ -187,6 +210,17 @@ cdef extern from *:
             kk_want_again();
             kk_spin_until_changed(&kk_hand_seq, seen, KK_WOKEN_SPIN_NS);
         }
+    }
+    static void kk_resume_claim_spinning(int may_park) {
+        /* The end of a long release (may_park) or of a yield: claim the GIL again and
+           wait, awake, for a caller to hand it over. */
+        unsigned long seen = kk_seen_seq;
+        if (!kk_unpause()) return;
+        kk_want();
+        kk_wait_for_hand(seen, may_park);
+        /* At the GIL's door now (this thread takes it next): a caller reaching the depth
+           later than _CLAIM_NS from the claim still hands it over (see kk_woken_at). */
+        kk_note_woken();
     }
     static void kk_begin_hand(void) {
         __atomic_store_n(&kk_last_hand_ns, kk_mono_ns(), __ATOMIC_RELAXED);
@@ -224,11 +258,35 @@ cdef extern from *:
     static void kk_wait_taken(unsigned long seen) {
         kk_spin_until_changed(&kk_took_seq, seen, KK_SPIN_NS);
     }
+    static int kk_wait_handed(long long within_ns) {
+        /* A caller that let the GIL go for a worker: until the worker lets it go again
+           (its claim paused or ended), or the claim is older than *within_ns*, or, for a
+           worker at the GIL's door, *within_ns* from now. Whether it is still wanted
+           then (waited out: the claim, or the wake, went stale). (Asked before the GIL
+           is taken back: a worker that let it go for a record only (yield_gil) claims
+           it again once this thread has it.) */
+        long long until = kk_mono_ns() + within_ns;
+        long long woken = __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
+        int stale;
+        while (kk_claimed(within_ns) || (kk_woken(KK_WOKEN_NS) && kk_mono_ns() < until))
+            kk_yield();
+        stale = kk_claimed(1000000000000LL) || __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
+        /* A wake that this hand-over waited out is not handed over to again (the worker
+           may wait on something else after all), unless a newer one came meanwhile. */
+        if (woken && kk_mono_ns() >= until)
+            __atomic_compare_exchange_n(&kk_woken_at, &woken, 0, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        return stale;
+    }
+    static __thread long long kk_handed_here = 0;  /* hand-overs this thread made */
+    static void kk_count_hand(void) { kk_handed_here++; }
+    static long long kk_handed_by_me(void) { return kk_handed_here; }
     static int kk_claiming(void) { return kk_claim_depth; }
     static void kk_claims_reset(void) {
         kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
         kk_yielding = 0; kk_blocked = 0; kk_paused = 0;
         kk_last_hand_ns = 0; kk_mixed_at = 0; kk_last_putter = 0;  /* the parent's threads */
+        kk_woken_at = 0;
     }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
     static void kk_yield(void) {}
@@ -237,6 +295,13 @@ cdef extern from *:
     static void kk_pause_claim(void) {}
     static void kk_resume_claim(void) {}
     static int kk_claimed(long long within_ns) { (void)within_ns; return 0; }
+    static void kk_count_hand(void) {}
+    static long long kk_handed_by_me(void) { return 0; }
+    static void kk_note_woken(void) {}
+    static void kk_clear_woken(void) {}
+    static int kk_woken(long long within_ns) { (void)within_ns; return 0; }
+    static int kk_wants_gil(long long within_ns) { (void)within_ns; return 0; }
+    static int kk_wait_handed(long long within_ns) { (void)within_ns; return 0; }
     static int kk_claiming(void) { return 0; }
     static void kk_claims_reset(void) {}
     static void kk_begin_hand(void) {}
@@ -260,6 +325,11 @@ cdef extern from *:
     void kk_pause_claim() nogil
     void kk_resume_claim() nogil
     int kk_claimed(long long within_ns) nogil
+    void kk_note_woken() nogil
+    void kk_clear_woken() nogil
+    int kk_woken(long long within_ns) nogil
+    int kk_wants_gil(long long within_ns) nogil
+    int kk_wait_handed(long long within_ns) nogil
     int kk_claiming() nogil
     void kk_claims_reset() nogil
     void kk_yield() nogil
@@ -271,6 +341,8 @@ cdef extern from *:
     void kk_wake_parked() nogil
     void kk_note_putter(unsigned long ident) nogil
     long long kk_parks, kk_parks_timed_out
+    void kk_count_hand() nogil
+    long long kk_handed_by_me() nogil
     void kk_begin_blocked() nogil
     void kk_end_blocked() nogil
     void kk_resume_claim_spinning(int may_park) nogil
@@ -352,6 +424,15 @@ def claim_gil():
     never parks while one waits for room: see :func:`park_counts`). With several
     threads logging lately, :func:`yield_gil` does nothing: the GIL it let go would go
     to a thread that does not hand it back.
+
+    A caller hands the GIL over to a claim made in the last 500 microseconds
+    (``_CLAIM_NS``; an older one waits on something else), and also, for 5 ms, to a
+    worker that wants the GIL now and nothing else: one a put just woke for a batch
+    (before it claims anything), or one that came to take the GIL back at the end of a
+    long release. Without that, such a worker waited for the interpreter's switch
+    interval, a lottery among every thread waiting, while the queue grew by thousands.
+    A thread that waits for the workers (:func:`begin_waiting_for_workers`) hands
+    nothing over, so no worker spins or parks for it.
     """
     kk_claim()
 
@@ -387,19 +468,28 @@ cdef void _hand_over() noexcept:
     # A worker claims the GIL: let it go until the worker has it, or the claim is stale.
     global _handed_over, _waited_out
     _handed_over += 1
+    kk_count_hand()
     cdef bint stale
     with nogil:
         kk_begin_hand()
-        while kk_claimed(_CLAIM_NS):
-            kk_yield()
-        # Still claimed: it went stale while we waited. (Asked before the GIL is taken
-        # back: a worker that let it go for a record only (yield_gil) claims it again
-        # once this thread has it.)
-        stale = kk_claimed(1_000_000_000_000)
+        stale = kk_wait_handed(_CLAIM_NS)
         kk_end_hand()
     kk_took()
     if stale:
         _waited_out += 1
+
+
+def begin_waiting_for_workers():
+    """Say this thread now waits for the workers (a flush, a shutdown's drain) until
+    :func:`end_waiting_for_workers`: a claiming worker does not wait for a caller to hand
+    the GIL over meanwhile (spinning, or parked for up to 2 ms), as a thread that waits
+    for room in a full queue does not: the GIL may be nobody's."""
+    kk_begin_blocked()
+
+
+def end_waiting_for_workers():
+    """End what :func:`begin_waiting_for_workers` began."""
+    kk_end_blocked()
 
 
 def yield_gil():
@@ -429,6 +519,12 @@ def claiming():
     """Whether this thread claims the GIL now (between :func:`claim_gil` and
     :func:`unclaim_gil`, paused or not)."""
     return bool(kk_claiming())
+
+
+def handed_over_here():
+    """How many times this thread handed the GIL over (see :func:`claim_counts`, which
+    counts every thread's)."""
+    return kk_handed_by_me()
 
 
 def claim_counts():
@@ -611,7 +707,7 @@ cdef class RecordQueue:
             kk_note_putter(PyThread_get_thread_ident())
         if ((self._size >= self.hand_over_at
                 or (kk_yield_pending() and self.hand_over_at <= self.capacity))
-                and kk_claimed(_CLAIM_NS) and not kk_claiming()):
+                and kk_wants_gil(_CLAIM_NS) and not kk_claiming()):
             _hand_over()
 
     def retire(self, batch):
@@ -768,6 +864,8 @@ cdef class RecordQueue:
                     _enter_once(entered)
                     self.on_drop(dropped, reason)
                 elif first:
+                    if self.hand_over_at <= self.capacity:
+                        kk_note_woken()  # the worker wants the GIL now (see kk_woken_at)
                     _enter_once(entered)
                     self.wake()
                 return
@@ -828,6 +926,7 @@ cdef class RecordQueue:
             return False
         self.wake_at = threshold
         self.sleeping = True
+        kk_clear_woken()  # (a worker going to sleep wants no GIL handed to it)
         return True
 
     def drain(self, Py_ssize_t max_items):

@@ -622,6 +622,15 @@ def unclaimed(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+def begin_waiting_for_workers() -> None:
+    """Say this thread now waits for the workers (the compiled twin's claiming worker
+    then waits for no hand-over of the GIL; there are none here, so nothing to do)."""
+
+
+def end_waiting_for_workers() -> None:
+    """End what :func:`begin_waiting_for_workers` began (nothing to do here)."""
+
+
 def yield_gil() -> None:
     """Let a caller waiting for the GIL have it back for a record (the compiled twin;
     callers never hand the GIL over here, so nothing to do)."""
@@ -630,6 +639,12 @@ def yield_gil() -> None:
 def park_counts() -> tuple[int, int]:
     """``(parks, timed_out)`` (see the compiled twin); always ``(0, 0)`` here."""
     return 0, 0
+
+
+def handed_over_here() -> int:
+    """How many times this thread handed the GIL over (see the compiled twin); always 0
+    here."""
+    return 0
 
 
 def claim_counts() -> tuple[int, int]:

@@ -82,7 +82,9 @@ from kakashi._speedups import (
     REASONS,
     Record,
     RecordQueue,
+    begin_waiting_for_workers,
     claim_gil,
+    end_waiting_for_workers,
     never_wait_for_room,
     sink_run_end,
     unclaim_gil,
@@ -654,7 +656,8 @@ class _Lane:
             left = deadline - time.monotonic()
             if left <= 0 or self._too_late():
                 return
-            self._lock.wait(min(left, 0.1))
+            # Not claiming the GIL meanwhile: callers need not hand it over (see claim_gil).
+            unclaimed(self._lock.wait, min(left, 0.1))
 
     def _add_thread(self) -> bool:
         """Start a thread for the lane if it has none, or fewer than the writer allows
@@ -2040,17 +2043,22 @@ class AsyncBackend:
             self._notify_settled()  # and callers waiting for the kept ones to be written
 
     def _wait_settled(self, target: int, deadline: float) -> bool:
-        with self._settled:
-            self._settle_waiters += 1
-            try:
-                while self._settled_count() < target:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not any(t.is_alive() for t in self._workers):
-                        return self._settled_count() >= target
-                    self._wake.set()
-                    self._settled.wait(min(remaining, 0.05))  # re-checks even if not told
-            finally:
-                self._settle_waiters -= 1
+        # Waiting for the workers: no caller is about to hand the GIL over to them.
+        begin_waiting_for_workers()
+        try:
+            with self._settled:
+                self._settle_waiters += 1
+                try:
+                    while self._settled_count() < target:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not any(t.is_alive() for t in self._workers):
+                            return self._settled_count() >= target
+                        self._wake.set()
+                        self._settled.wait(min(remaining, 0.05))  # re-checks even if not told
+                finally:
+                    self._settle_waiters -= 1
+        finally:
+            end_waiting_for_workers()
         return True
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
@@ -2524,6 +2532,7 @@ def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
     queue = backend.queue
     # A region: a signal handler that logs meanwhile must not wait for _settled.
     enter_region()
+    begin_waiting_for_workers()  # (see AsyncBackend._wait_settled)
     try:
         with backend._settled:
             backend._settle_waiters += 1
@@ -2537,6 +2546,7 @@ def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
             finally:
                 backend._settle_waiters -= 1
     finally:
+        end_waiting_for_workers()
         leave_region()
     return True
 
