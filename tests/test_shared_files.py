@@ -535,3 +535,35 @@ def test_forked_children_have_every_record_on_disk(tmp_path: Path) -> None:
     _report, seen, _problems = forking_run(tmp_path)
 
     assert {(f"child-{n}", seq) for n in range(10) for seq in range(200)} <= set(seen)
+
+
+def test_a_copy_of_the_active_files_descriptor_keeps_no_lock_on_it_once_rotated(
+    tmp_path: Path,
+) -> None:
+    """A child forked while a parent thread had just opened the active file (after
+    open(2), before the writer owned the descriptor) keeps a copy of that descriptor
+    that its fork hook cannot close. Once the parent rotated the file away, closing its
+    own descriptor did not release the file's flock (the copy shares the open file
+    description), and a writer whose descriptor was still on that file waited
+    lock_timeout at every batch, holding the directory's lock: the child itself, and
+    every other writer of the path with it (test_forked_children_have_every_record_on_disk
+    saw the parent's notices of records dropped as write errors). The copy is made here
+    with os.dup; a second writer stands for the child."""
+    path = tmp_path / "app.log"
+    line = b"x" * 99  # 100 bytes a record: the third one rotates
+    parent = RotatingFileWriter(path, max_bytes=250, compression=None, lock_timeout=0.5)
+    child = RotatingFileWriter(path, max_bytes=250, compression=None, lock_timeout=0.5)
+    parent.write([line])
+    child.write([line])  # both have the same active file open
+    copy = os.dup(parent._fd)  # the copy a child forked at the wrong moment keeps
+    try:
+        parent.write([line])  # rotates: app.log becomes app.log.1
+        assert 1 == parent.rotations
+        child.write([line])  # its descriptor is still on app.log.1: it must not wait
+    finally:
+        os.close(copy)
+        parent.close()
+        child.close()
+    lines, problems = read_all(path)
+    assert [] == problems
+    assert [line] * 4 == lines

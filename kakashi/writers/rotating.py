@@ -437,7 +437,17 @@ class RotatingFileWriter(FileWriter):
             self._data_held = self._fd
 
     def _close_fd(self) -> None:
-        self._data_held = -1  # closing the descriptor releases its flock
+        # Unlocked explicitly: closing the descriptor releases its flock only if no other
+        # descriptor shares its open file description. A child forked while a thread of
+        # this process was opening the file (after open(2), before the handle owned the
+        # descriptor) keeps such a copy, which its fork hook cannot know of: the rotated
+        # file stayed locked for the child's life, and a writer of any process whose
+        # descriptor was still on it waited lock_timeout at every batch (in _hold_data,
+        # with the directory's lock held, so every other writer of the path waited too).
+        data, self._data_held = self._data_held, -1
+        if data >= 0 and data == self._fd:
+            with contextlib.suppress(OSError):  # the close below releases it at worst
+                self._fcntl.flock(data, self._fcntl.LOCK_UN)
         super()._close_fd()
 
     def _acquire_lock_file(self, directory: DirectoryLock | None) -> int:
@@ -598,7 +608,10 @@ class RotatingFileWriter(FileWriter):
             self._do_rollover()
 
     def _do_rollover(self) -> None:
-        self._close_fd()
+        # The active file stays open, and its flock held, until it is moved away (closed
+        # below, before the fresh one opens): a plain writer of the path waiting for that
+        # flock then finds the path moved and reopens it, rather than appending to the
+        # file about to be compressed.
         if self.naming == "numbered":
             self._shift_numbered()
         default = str(self._rotated_name())
@@ -621,6 +634,7 @@ class RotatingFileWriter(FileWriter):
             except FileNotFoundError:  # a rotator that did something else
                 moved = None
         self.rotations += 1
+        self._close_fd()
         self._open()
         compressed = names.parse(Path(destination).name)
         if compressed is not None and compressed.compression:
