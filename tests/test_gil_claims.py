@@ -254,26 +254,6 @@ def test_a_flush_does_not_leave_the_worker_parked(tmp_path: Path) -> None:
     assert timed_out <= 1, timed_out
 
 
-def test_waiting_for_workers_is_said_in_both_builds() -> None:
-    """``begin_waiting_for_workers`` and ``end_waiting_for_workers`` pair up (a no-op in
-    the pure twin); a flush says it waits, then ends it, whatever happens."""
-    from kakashi._speedups import begin_waiting_for_workers, end_waiting_for_workers
-
-    begin_waiting_for_workers()
-    begin_waiting_for_workers()
-    end_waiting_for_workers()
-    end_waiting_for_workers()
-    q = queue(hand_over_at=1)
-    claim_gil()
-    try:
-        handed = claim_counts()
-        for i in range(100):
-            q.put(i)  # (a claiming thread never hands over to itself)
-        assert handed == claim_counts()
-    finally:
-        unclaim_gil()
-
-
 @compiled
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_has_no_claims_of_its_parent(tmp_path: Path) -> None:

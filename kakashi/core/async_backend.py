@@ -2042,17 +2042,20 @@ class AsyncBackend:
                 self._kept_full = False
             self._notify_settled()  # and callers waiting for the kept ones to be written
 
-    def _wait_settled(self, target: int, deadline: float) -> bool:
-        # Waiting for the workers: no caller is about to hand the GIL over to them.
+    def _wait_for_workers(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wake the workers and wait until ``done()`` (asked as each batch settles, and
+        every 50 ms); whether it is, at *deadline* or once no worker lives. Meanwhile the
+        workers know that this thread hands them no GIL (they neither spin nor park for
+        it: see ``begin_waiting_for_workers``)."""
         begin_waiting_for_workers()
         try:
             with self._settled:
                 self._settle_waiters += 1
                 try:
-                    while self._settled_count() < target:
+                    while not done():
                         remaining = deadline - time.monotonic()
                         if remaining <= 0 or not any(t.is_alive() for t in self._workers):
-                            return self._settled_count() >= target
+                            return done()
                         self._wake.set()
                         self._settled.wait(min(remaining, 0.05))  # re-checks even if not told
                 finally:
@@ -2060,6 +2063,9 @@ class AsyncBackend:
         finally:
             end_waiting_for_workers()
         return True
+
+    def _wait_settled(self, target: int, deadline: float) -> bool:
+        return self._wait_for_workers(lambda: self._settled_count() >= target, deadline)
 
     def flush(self, timeout: float = 5.0) -> FlushResult:
         """Wait until every record enqueued before this call is written, then flush writers.
@@ -2532,23 +2538,12 @@ def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
     queue = backend.queue
     # A region: a signal handler that logs meanwhile must not wait for _settled.
     enter_region()
-    begin_waiting_for_workers()  # (see AsyncBackend._wait_settled)
     try:
-        with backend._settled:
-            backend._settle_waiters += 1
-            try:
-                while queue.size or queue.in_flight or queue.deferred:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not any(t.is_alive() for t in backend._workers):
-                        return False
-                    backend._wake.set()
-                    backend._settled.wait(min(remaining, 0.05))  # re-checks even if not told
-            finally:
-                backend._settle_waiters -= 1
+        return backend._wait_for_workers(
+            lambda: not (queue.size or queue.in_flight or queue.deferred), deadline
+        )
     finally:
-        end_waiting_for_workers()
         leave_region()
-    return True
 
 
 # The thread draining every backend now (shutdown_all, or the drain at exit), and what a
