@@ -85,21 +85,36 @@ cdef extern from *:
         long long at = __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
         return at != 0 && kk_mono_ns() - at < within_ns;
     }
+    /* When this thread last wanted the GIL (kk_claimed_at, if no thread wanted it
+       since): its unwant forgets that claim, and only that one. A claim that some
+       other thread holds on (a worker whose write hung, passing its turn on, keeps its
+       claim) neither makes a newer one look fresh once that one is let go, which had
+       every caller at the depth wait 0.5 ms for a worker that no longer wanted the GIL,
+       nor makes such a hand-over look waited out. */
+    static __thread long long kk_my_claim_at = 0;
+    static void kk_note_claim(void) {
+        long long now = kk_mono_ns();
+        kk_my_claim_at = now;
+        __atomic_store_n(&kk_claimed_at, now, __ATOMIC_RELAXED);
+    }
     static void kk_want(void) {
-        __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
+        kk_note_claim();
         __atomic_add_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
         __atomic_store_n(&kk_woken_at, 0, __ATOMIC_RELAXED);
     }
-    static void kk_want_again(void) {
-        __atomic_store_n(&kk_claimed_at, kk_mono_ns(), __ATOMIC_RELAXED);
-    }
+    static void kk_want_again(void) { kk_note_claim(); }
     static void kk_unwant(void) {
+        long long mine = kk_my_claim_at;
+        __atomic_compare_exchange_n(&kk_claimed_at, &mine, 0, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED);
         __atomic_sub_fetch(&kk_claims, 1, __ATOMIC_SEQ_CST);
         __atomic_store_n(&kk_woken_at, 0, __ATOMIC_RELAXED);
     }
     static int kk_claimed(long long within_ns) {
-        return __atomic_load_n(&kk_claims, __ATOMIC_RELAXED) > 0
-            && kk_mono_ns() - __atomic_load_n(&kk_claimed_at, __ATOMIC_RELAXED) < within_ns;
+        /* A claim made within *within_ns* that its thread still holds on (any age: -1). */
+        long long at = __atomic_load_n(&kk_claimed_at, __ATOMIC_RELAXED);
+        return __atomic_load_n(&kk_claims, __ATOMIC_RELAXED) > 0 && at != 0
+            && (within_ns < 0 || kk_mono_ns() - at < within_ns);
     }
     static int kk_wants_gil(long long within_ns) {
         /* Whether a caller at the hand-over depth hands the GIL over now: a claim made
@@ -270,7 +285,7 @@ cdef extern from *:
         int stale;
         while (kk_claimed(within_ns) || (kk_woken(KK_WOKEN_NS) && kk_mono_ns() < until))
             kk_yield();
-        stale = kk_claimed(1000000000000LL) || __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
+        stale = kk_claimed(-1) || __atomic_load_n(&kk_woken_at, __ATOMIC_RELAXED);
         /* A wake that this hand-over waited out is not handed over to again (the worker
            may wait on something else after all), unless a newer one came meanwhile. */
         if (woken && kk_mono_ns() >= until)
@@ -286,7 +301,7 @@ cdef extern from *:
         kk_claims = 0; kk_claim_depth = 0; kk_handing = 0; kk_parked = 0; kk_wake_sent = 0;
         kk_yielding = 0; kk_blocked = 0; kk_paused = 0;
         kk_last_hand_ns = 0; kk_mixed_at = 0; kk_last_putter = 0;  /* the parent's threads */
-        kk_woken_at = 0;
+        kk_woken_at = 0; kk_claimed_at = 0; kk_my_claim_at = 0;
     }
     #else  /* no atomics or POSIX clock known here: no claims (callers never hand over) */
     static void kk_yield(void) {}
@@ -426,7 +441,9 @@ def claim_gil():
     to a thread that does not hand it back.
 
     A caller hands the GIL over to a claim made in the last 500 microseconds
-    (``_CLAIM_NS``; an older one waits on something else), and also, for 5 ms, to a
+    (``_CLAIM_NS``; an older one waits on something else) and not let go since (a claim
+    another thread keeps, such as a worker whose write hung, does not keep it fresh),
+    and also, for 5 ms, to a
     worker that wants the GIL now and nothing else: one a put just woke for a batch
     (before it claims anything), or one that came to take the GIL back at the end of a
     long release. Without that, such a worker waited for the interpreter's switch
