@@ -694,8 +694,8 @@ def test_a_claim_let_go_is_not_kept_fresh_by_a_hung_threads_claim() -> None:
     """A hung worker keeps its claim; a new worker claims the GIL and pauses its claim
     for a long release: a caller at the depth does not hand the GIL over meanwhile (it
     did, and waited 0.5 ms for a worker that no longer wanted it, each time: the claims
-    were one count and one time for all threads; found by CI, where an earlier test
-    left such a thread)."""
+    were one count and one time for all threads; found while looking into a CI
+    failure)."""
     q = queue()
     paused = threading.Event()
     done = threading.Event()
