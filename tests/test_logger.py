@@ -211,6 +211,31 @@ class TestCapture:
         assert a.fields == {"replaced": True} and line(impl, a)["replaced"] is True
         assert "order" not in line(impl, a)
 
+    @pytest.mark.parametrize("count", [1, 6, 7, 12])
+    def test_keyword_values_are_held_once_and_let_go(
+        self, impl: Implementation, count: int
+    ) -> None:
+        """However many keyword fields a call has (the compiled record holds up to six
+        values in itself, more in a tuple), each value is held once by the record, read
+        back in order by ``fields`` and the formatter, and let go when the record is
+        freed, or moved into the dict when ``fields`` is first read."""
+        log, sink = make_logger(impl)
+        values = [f"value-{count}-{i}-" + "x" * i for i in range(count)]  # made now: unshared
+        names = [f"k{i}" for i in range(count)]
+        before = [sys.getrefcount(v) for v in values]
+        log.info("m", **dict(zip(names, values, strict=True)))
+        log.info("n", **dict(zip(names, values, strict=True)))
+        held = [sys.getrefcount(v) for v in values]
+        first, second = sink.records
+
+        assert [b + 2 for b in before] == held  # one reference by each record
+        assert [line(impl, first)[name] for name in names] == values
+        assert list(first.fields.items()) == list(zip(names, values, strict=True))
+        assert held == [sys.getrefcount(v) for v in values]  # moved into the dict
+        sink.records.clear()
+        del first, second
+        assert before == [sys.getrefcount(v) for v in values]
+
     def test_captured_records_give_the_collector_nothing_to_walk(
         self, impl: Implementation
     ) -> None:

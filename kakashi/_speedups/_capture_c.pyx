@@ -18,7 +18,7 @@ from cpython.contextvars cimport get_value
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_Check
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.time cimport time_t
 
@@ -302,23 +302,41 @@ cdef class Record:
         self.extra = extra
         self.sink = sink
 
+    def __dealloc__(self):
+        self._let_go_of_values()
+
+    cdef void _let_go_of_values(self) noexcept:
+        # The values held in the record (INLINE_VALUES at most), let go of last first;
+        # the count goes down before each reference does, so that whatever a value's
+        # finalizer runs finds the record consistent.
+        cdef PyObject *value
+        while self._nv:
+            self._nv -= 1
+            value = self._v[self._nv]
+            self._v[self._nv] = NULL
+            Py_XDECREF(value)
+
     @property
     def fields(self):
         """The call's keyword fields as a dict, or None if there were none."""
         cdef Py_ssize_t i
         cdef dict fields
+        cdef PyObject **values
         if self._names is not None:
             fields = {}
+            values = record_values(self)
             for i in range(len(self._names)):
-                fields[self._names[i]] = self._values[i]
+                fields[self._names[i]] = <object>values[i]
             self._fields = fields
             self._names = self._values = None
+            self._let_go_of_values()
         return self._fields
 
     @fields.setter
     def fields(self, value):
         self._fields = value
         self._names = self._values = None
+        self._let_go_of_values()
 
     @property
     def message(self):
@@ -391,13 +409,14 @@ cdef class Route:
 
 
 cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
-                  bint control, tuple names=None, tuple values=None) except -1:
+                  bint control, tuple names=None, PyObject **values=NULL) except -1:
     """Build the record for one enabled call and hand it to the route. Never raises.
 
     *fields* were snapshotted while they were collected; *control* says whether they
     hold one of the control keywords (exc_info, stack_info, stacklevel). Without
     control keywords the fields may come as *names* (the call's keyword names) and
-    *values* (snapshotted) instead, and *fields* is None.
+    *values* (the interpreter's array of their values, one for each name, snapshotted
+    here) instead, and *fields* is None.
     """
     cdef Route route
     cdef Record record
@@ -433,8 +452,8 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
         record.msg = msg
         record.args = args if args else None
         if names is not None:
+            _keep_values(record, values, PyTuple_GET_SIZE(names))
             record._names = names
-            record._values = values
         elif fields:
             record._fields = fields
         record.bound = logger._bound
@@ -486,22 +505,35 @@ cdef bint _has_control(PyObject *kwnames):
     return False
 
 
-cdef tuple _values(PyObject **args, Py_ssize_t nargs, Py_ssize_t count):
-    """The keyword values, snapshotted, as a tuple."""
-    cdef tuple values = PyTuple_New(count)
+cdef int _keep_values(Record record, PyObject **values, Py_ssize_t count) except -1:
+    """Keep the keyword *values*, snapshotted, in *record*: in the record itself when
+    there are at most INLINE_VALUES, else in a tuple. (The record is nobody else's yet:
+    a snapshot, which runs Python code, cannot reach it.)"""
+    cdef tuple kept
     cdef Py_ssize_t i
+    if count <= INLINE_VALUES:
+        for i in range(count):
+            value = <object>values[i]
+            if not _is_scalar(value):
+                value = _snapshot(value)
+            Py_INCREF(value)
+            record._v[i] = <PyObject *>value
+            record._nv = i + 1
+        return 0
+    kept = PyTuple_New(count)
     # Scalars and snapshots only: the tuple cannot be part of a cycle, so the collector
     # need not visit it while its record waits in the queue. Untracked before it is
     # filled: a snapshot runs Python code (a value's __repr__), and gc.get_objects()
     # there, or on another thread meanwhile, must not hand out a tuple with empty slots.
-    PyObject_GC_UnTrack(values)
+    PyObject_GC_UnTrack(kept)
     for i in range(count):
-        value = <object>args[nargs + i]
+        value = <object>values[i]
         if not _is_scalar(value):
             value = _snapshot(value)
         Py_INCREF(value)
-        PyTuple_SET_ITEM(values, i, value)
-    return values
+        PyTuple_SET_ITEM(kept, i, value)
+    record._values = kept
+    return 0
 
 
 cdef dict _keywords(PyObject **args, Py_ssize_t nargs, PyObject *kwnames, bint *control):
@@ -563,7 +595,7 @@ cdef object _dispatch(PyObject *self_ptr, int level, PyObject **args, Py_ssize_t
     if fields is None:
         if kwnames is not NULL and level != EXCEPTION and not _has_control(kwnames):
             _capture(self, level, <object>args[first], rest, None, False,
-                     <tuple>kwnames, _values(args, nargs, PyTuple_GET_SIZE(<tuple>kwnames)))
+                     <tuple>kwnames, args + nargs)
             return None
         fields = _keywords(args, nargs, kwnames, &control)
     if level == EXCEPTION:

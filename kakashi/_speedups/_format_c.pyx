@@ -21,7 +21,7 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 
 cimport cython
 
-from kakashi._speedups._capture_c cimport Record
+from kakashi._speedups._capture_c cimport Record, record_values
 from kakashi._speedups._queue_c cimport pause_claim, resume_claim
 
 import os
@@ -518,14 +518,14 @@ cdef extern from *:
         if (value == Py_False) return kk_lit(p, "false", 5);
         return other(p, value);
     }
-    /* The call's fields as the interpreter passed them: keyword names and values, held
-       by the record's tuples (see kk_field; a key in *reserved* is renamed). */
-    static int kk_pairs(kk_plan *p, PyObject *names, PyObject *values, kk_value_fn other,
+    /* The call's fields as the interpreter passed them: the keyword names' tuple and
+       their values, one for each, held by the record (see kk_field; a key in *reserved*
+       is renamed). */
+    static int kk_pairs(kk_plan *p, PyObject *names, PyObject **values, kk_value_fn other,
                         PyObject *core, PyObject *reserved) {
         Py_ssize_t count = PyTuple_GET_SIZE(names);
-        if (PyTuple_GET_SIZE(values) < count) return 1;
         for (Py_ssize_t i = 0; i < count; i++) {
-            int status = kk_field(p, PyTuple_GET_ITEM(names, i), PyTuple_GET_ITEM(values, i),
+            int status = kk_field(p, PyTuple_GET_ITEM(names, i), values[i],
                                   KK_IN_RESERVED, 1, other, core, reserved);
             if (status != 0) return status;
         }
@@ -781,13 +781,12 @@ cdef extern from *:
         return member->offset;
     }
     /* The call's fields as the interpreter passed them (see kk_pairs). */
-    static int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) {
-        if (!PyTuple_CheckExact(names) || !PyTuple_CheckExact(values)) return 1;
+    static int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject **values) {
+        if (!PyTuple_CheckExact(names)) return 1;
         Py_ssize_t count = PyTuple_GET_SIZE(names);
-        if (PyTuple_GET_SIZE(values) < count) return 1;
         for (Py_ssize_t i = 0; i < count; i++) {
             if (kk_fast_key(p, PyTuple_GET_ITEM(names, i), KK_IN_RESERVED)
-                || kk_fast_value(p, PyTuple_GET_ITEM(values, i)))
+                || kk_fast_value(p, values[i]))
                 return 1;
         }
         return 0;
@@ -914,16 +913,14 @@ cdef extern from *:
     }
     /* The call's fields (kk_fast_pairs): the keys remembered per keyword-name tuple,
        each value per position. */
-    static int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject *values) {
+    static int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject **values) {
         if (m == NULL) return kk_fast_pairs(p, names, values);
-        if (!PyTuple_CheckExact(values)) return 1;
         Py_ssize_t count = m->keys.obj == names ? m->keys.count : -1;
         int known = count >= 0;
         if (!known) {
             if (!PyTuple_CheckExact(names)) return 1;
             count = PyTuple_GET_SIZE(names);
         }
-        if (PyTuple_GET_SIZE(values) < count) return 1;
         Py_ssize_t start = p->nops, i;
         for (i = 0; i < count; i++) {
             if (known) {
@@ -931,7 +928,7 @@ cdef extern from *:
             } else if (kk_fast_key(p, PyTuple_GET_ITEM(names, i), KK_IN_RESERVED)) {
                 return 1;
             }
-            PyObject *value = PyTuple_GET_ITEM(values, i);
+            PyObject *value = values[i];
             if (i < KK_MEMO_OPS ? kk_memo_one(p, &m->values[i], value, 0)
                                 : kk_fast_value(p, value))
                 return 1;
@@ -997,7 +994,7 @@ cdef extern from *:
     int kk_end(kk_plan *p, int close) except -1
     int kk_key_lookup(PyObject *key)
     ctypedef int (*kk_value_fn)(kk_plan *p, PyObject *value) except -1
-    int kk_pairs(kk_plan *p, object names, object values, kk_value_fn other, object core,
+    int kk_pairs(kk_plan *p, object names, PyObject **values, kk_value_fn other, object core,
                  object reserved) except -1
     int kk_fields(kk_plan *p, object fields, int renamed, kk_value_fn other, object core,
                   object reserved) except -1
@@ -1010,7 +1007,7 @@ cdef extern from *:
     # The planner without the GIL: 0, or 1 for a record that needs the one with it.
     int kk_fast_lit(kk_plan *p, const char *s, Py_ssize_t n) nogil
     int kk_fast_ascii(kk_plan *p, int kind, PyObject *s) nogil
-    int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject *values) nogil
+    int kk_fast_pairs(kk_plan *p, PyObject *names, PyObject **values) nogil
     int kk_fast_dict(kk_plan *p, PyObject *fields, int renamed) nogil
     int kk_fast_disjoint(PyObject *first, PyObject *second) nogil
     int kk_fast_uint(kk_plan *p, unsigned long long u) nogil
@@ -1038,7 +1035,7 @@ cdef extern from *:
     void kk_memo_init(kk_memo *m) nogil
     int kk_memo_one(kk_plan *p, kk_memo_op *slot, PyObject *obj, int kind) nogil
     int kk_memo_dict(kk_plan *p, kk_memo_run *run, PyObject *fields, int renamed) nogil
-    int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject *values) nogil
+    int kk_memo_pairs(kk_plan *p, kk_memo *m, PyObject *names, PyObject **values) nogil
     int kk_memo_disjoint(kk_memo *m, int which, PyObject *first, PyObject *second) nogil
     Py_ssize_t kk_member_offset(object descr)
     int kk_fast_time(kk_plan *p, long long ns) nogil
@@ -1110,10 +1107,12 @@ cdef dict _event_dict(Record record):
         for key, value in (<dict?>record.bound.fields).items():
             event["field." + key if key in _RESERVED else key] = value
     cdef Py_ssize_t i
+    cdef PyObject **values
     if record._names is not None:
+        values = record_values(record)
         for i in range(len(record._names)):
             key = record._names[i]
-            event["field." + key if key in _RESERVED else key] = record._values[i]
+            event["field." + key if key in _RESERVED else key] = <object>values[i]
     elif record._fields:
         for key, value in (<dict?>record._fields).items():
             event["field." + key if key in _RESERVED else key] = value
@@ -1716,7 +1715,7 @@ cdef int _plan_fast_record(kk_plan *plan, Record record, int flags, kk_memo *mem
             run = &memo.bound_fields
         if kk_memo_dict(plan, run, bound, KK_IN_RESERVED):
             return 20
-    if names != NULL and kk_memo_pairs(plan, memo, names, <PyObject *>record._values):
+    if names != NULL and kk_memo_pairs(plan, memo, names, record_values(record)):
         return 21
     if kk_fast_end(plan):
         return 23
@@ -1904,7 +1903,7 @@ cdef int _encode(kk_plan *plan, Record record) except -1:
     if status == DONE and bound is not None:
         status = _put_fields(plan, bound, KK_IN_RESERVED)
     if status == DONE and names is not None:
-        status = kk_pairs(plan, names, record._values, _put_other, _CORE, _RESERVED)
+        status = kk_pairs(plan, names, record_values(record), _put_other, _CORE, _RESERVED)
     elif status == DONE and fields is not None:
         status = _put_fields(plan, fields, KK_IN_RESERVED)
     if status == DONE and source is not None:
