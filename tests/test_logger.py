@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
+import pickle
 import sys
 import threading
 from typing import Any
@@ -235,6 +237,19 @@ class TestCapture:
         sink.records.clear()
         del first, second
         assert before == [sys.getrefcount(v) for v in values]
+
+    def test_a_record_pickles_and_copies_with_its_fields(self, impl: Implementation) -> None:
+        """A captured record survives ``pickle`` and ``copy`` (the compiled one through its
+        constructor: the values it holds in itself are no attribute), fields and line
+        alike, whether its call had a few fields, many, a dict of them or none."""
+        log, sink = make_logger(impl)
+        log.info("few", order=1, side="buy")
+        log.info("many", **{f"k{i}": i for i in range(9)})
+        log.info("dict", **{"exc_" + "info": False, "n": 2})
+        log.info("none")
+        for record in sink.records:
+            for twin in (pickle.loads(pickle.dumps(record)), copy.copy(record)):
+                assert (twin.fields, line(impl, twin)) == (record.fields, line(impl, record))
 
     def test_captured_records_give_the_collector_nothing_to_walk(
         self, impl: Implementation

@@ -26,6 +26,7 @@ cdef class Record:
     cdef Py_ssize_t _nv
     cdef PyObject *_v[6]
     cdef void _let_go_of_values(self) noexcept
+    cdef object _fields_copy(self)
     cdef public object bound
     cdef public unsigned long thread_id
     cdef public object thread_name

@@ -305,6 +305,24 @@ cdef class Record:
     def __dealloc__(self):
         self._let_go_of_values()
 
+    def __reduce__(self):
+        # Pickled and copied through the constructor, the call's fields as a dict (the
+        # values the record holds in itself are no Python attribute to pickle).
+        return (Record, (
+            self.time_ns, self.level, self.logger, self.msg, self.args, self._fields_copy(),
+            self.bound, self.thread_id, self.thread_name, self.context, self.exc_info,
+            self.stack_info, self.source, self.active_exc, self.extra, self.sink,
+        ))
+
+    cdef object _fields_copy(self):
+        # The call's fields as a new dict (None if there are none), the record unchanged.
+        cdef Py_ssize_t i
+        cdef PyObject **values
+        if self._names is None:
+            return None if self._fields is None else dict(self._fields)
+        values = record_values(self)
+        return {self._names[i]: <object>values[i] for i in range(len(self._names))}
+
     cdef void _let_go_of_values(self) noexcept:
         # The values held in the record (INLINE_VALUES at most), let go of last first;
         # the count goes down before each reference does, so that whatever a value's
