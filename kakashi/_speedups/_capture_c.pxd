@@ -27,6 +27,7 @@ cdef class Record:
     cdef PyObject *_v[6]
     cdef void _let_go_of_values(self) noexcept
     cdef object _fields_copy(self)
+    cdef tuple _kept_values(self)
     cdef public object bound
     cdef public unsigned long thread_id
     cdef public object thread_name

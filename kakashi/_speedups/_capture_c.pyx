@@ -316,12 +316,31 @@ cdef class Record:
 
     cdef object _fields_copy(self):
         # The call's fields as a new dict (None if there are none), the record unchanged.
-        cdef Py_ssize_t i
-        cdef PyObject **values
-        if self._names is None:
+        cdef tuple names = self._names
+        cdef tuple values = self._kept_values()
+        if values is None:
             return None if self._fields is None else dict(self._fields)
+        return dict(zip(names, values))
+
+    cdef tuple _kept_values(self):
+        # The values of the keyword names, in a new tuple (None if there are none now):
+        # what builds a dict of them holds them itself, for a key's __hash__ or __eq__
+        # may read this record's fields meanwhile, which lets go of its own.
+        cdef tuple kept
+        cdef PyObject **values
+        cdef Py_ssize_t i, count
+        if self._names is None:
+            return None
+        count = len(self._names)
+        kept = PyTuple_New(count)  # (may collect garbage, which may run a finalizer)
+        if self._names is None or len(self._names) != count:
+            return None
         values = record_values(self)
-        return {self._names[i]: <object>values[i] for i in range(len(self._names))}
+        for i in range(count):  # nothing here runs Python code
+            value = <object>values[i]
+            Py_INCREF(value)
+            PyTuple_SET_ITEM(kept, i, value)
+        return kept
 
     cdef void _let_go_of_values(self) noexcept:
         # The values held in the record (INLINE_VALUES at most), let go of last first;
@@ -337,14 +356,12 @@ cdef class Record:
     @property
     def fields(self):
         """The call's keyword fields as a dict, or None if there were none."""
-        cdef Py_ssize_t i
-        cdef dict fields
-        cdef PyObject **values
-        if self._names is not None:
-            fields = {}
-            values = record_values(self)
-            for i in range(len(self._names)):
-                fields[self._names[i]] = <object>values[i]
+        cdef tuple names = self._names
+        cdef tuple values = self._kept_values()
+        if values is None:
+            return self._fields
+        fields = dict(zip(names, values))
+        if self._names is names:  # (else a key's __hash__ read them meanwhile)
             self._fields = fields
             self._names = self._values = None
             self._let_go_of_values()

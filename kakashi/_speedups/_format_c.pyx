@@ -1106,13 +1106,11 @@ cdef dict _event_dict(Record record):
     if record.bound is not None:
         for key, value in (<dict?>record.bound.fields).items():
             event["field." + key if key in _RESERVED else key] = value
-    cdef Py_ssize_t i
-    cdef PyObject **values
-    if record._names is not None:
-        values = record_values(record)
-        for i in range(len(record._names)):
-            key = record._names[i]
-            event["field." + key if key in _RESERVED else key] = <object>values[i]
+    cdef tuple names = record._names
+    cdef tuple values = record._kept_values()  # (held here: a key's __eq__ may run code)
+    if values is not None:
+        for key, value in zip(names, values):
+            event["field." + key if key in _RESERVED else key] = value
     elif record._fields:
         for key, value in (<dict?>record._fields).items():
             event["field." + key if key in _RESERVED else key] = value
