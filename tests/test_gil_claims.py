@@ -85,6 +85,33 @@ class ClaimingWorker:
         os.close(self.fd)
 
 
+class HungClaim:
+    """A thread that claims the GIL and then waits on an event without pausing its claim,
+    as a worker whose write hung (in Python: the turn passes on, the claim stays)."""
+
+    def __init__(self) -> None:
+        self.claimed = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        claim_gil()
+        try:
+            self.claimed.set()
+            self.release.wait(BOUND)
+        finally:
+            unclaim_gil()
+
+    def __enter__(self) -> HungClaim:
+        self.thread.start()
+        assert self.claimed.wait(BOUND)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.thread.join(BOUND)
+
+
 def test_claims_nest_and_unclaimed_restores_the_claim() -> None:
     assert not claiming()
     claim_gil()
@@ -149,27 +176,10 @@ def test_a_stale_claim_is_handed_over_once_at_most() -> None:
     lock another process holds, a hung disk) is not waited for: a caller hands over at
     most once, until the claim is 0.5 ms old, then logs on."""
     handed, waited = claim_counts()
-    claimed = threading.Event()
-    release = threading.Event()
-
-    def worker() -> None:
-        claim_gil()
-        try:
-            claimed.set()
-            release.wait(BOUND)
-        finally:
-            unclaim_gil()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
     q = queue()
-    try:
-        assert claimed.wait(BOUND)
+    with HungClaim():
         for i in range(20_000):
             q.put(i)
-    finally:
-        release.set()
-        thread.join(BOUND)
     assert claim_counts()[0] - handed <= 1
     # A hand-over, if any, ended because the claim went stale, not because the worker
     # let go (it is released only after the puts).
@@ -662,33 +672,6 @@ def test_a_queue_that_never_hands_over_does_not_while_another_worker_yields(
     assert 50_000 == len((tmp_path / "b.log").read_bytes().splitlines())
 
 
-class HungClaim:
-    """A thread that claims the GIL and then waits on an event without pausing its claim,
-    as a worker whose write hung (in Python: the turn passes on, the claim stays)."""
-
-    def __init__(self) -> None:
-        self.claimed = threading.Event()
-        self.release = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        claim_gil()
-        try:
-            self.claimed.set()
-            self.release.wait(BOUND)
-        finally:
-            unclaim_gil()
-
-    def __enter__(self) -> HungClaim:
-        self.thread.start()
-        assert self.claimed.wait(BOUND)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.thread.join(BOUND)
-
-
 @compiled
 def test_a_claim_let_go_is_not_kept_fresh_by_a_hung_threads_claim() -> None:
     """A hung worker keeps its claim; a new worker claims the GIL and pauses its claim
@@ -699,7 +682,6 @@ def test_a_claim_let_go_is_not_kept_fresh_by_a_hung_threads_claim() -> None:
     q = queue()
     paused = threading.Event()
     done = threading.Event()
-    counted: list[tuple[int, int]] = []
 
     def worker() -> None:
         claim_gil()
@@ -721,11 +703,11 @@ def test_a_claim_let_go_is_not_kept_fresh_by_a_hung_threads_claim() -> None:
             assert paused.wait(BOUND)
             for i in range(1_000):
                 q.put(i)
-            counted.append(claim_counts())
+            after = claim_counts()
         finally:
             done.set()
             thread.join(BOUND)
-    assert [before] == counted
+    assert before == after
 
 
 @compiled

@@ -333,7 +333,7 @@ cdef class Record:
             return None
         count = len(self._names)
         kept = PyTuple_New(count)  # (may collect garbage, which may run a finalizer)
-        if self._names is None or len(self._names) != count:
+        if self._names is None:
             return None
         values = record_values(self)
         for i in range(count):  # nothing here runs Python code
@@ -357,10 +357,9 @@ cdef class Record:
     def fields(self):
         """The call's keyword fields as a dict, or None if there were none."""
         cdef tuple names = self._names
-        cdef tuple values = self._kept_values()
-        if values is None:
+        if names is None:
             return self._fields
-        fields = dict(zip(names, values))
+        fields = self._fields_copy()
         if self._names is names:  # (else a key's __hash__ read them meanwhile)
             self._fields = fields
             self._names = self._values = None
@@ -545,29 +544,27 @@ cdef int _keep_values(Record record, PyObject **values, Py_ssize_t count) except
     there are at most INLINE_VALUES, else in a tuple. (The record is nobody else's yet:
     a snapshot, which runs Python code, cannot reach it.)"""
     cdef tuple kept
+    cdef PyObject **slots = record._v
+    cdef bint inline = count <= INLINE_VALUES
     cdef Py_ssize_t i
-    if count <= INLINE_VALUES:
-        for i in range(count):
-            value = <object>values[i]
-            if not _is_scalar(value):
-                value = _snapshot(value)
-            Py_INCREF(value)
-            record._v[i] = <PyObject *>value
-            record._nv = i + 1
-        return 0
-    kept = PyTuple_New(count)
-    # Scalars and snapshots only: the tuple cannot be part of a cycle, so the collector
-    # need not visit it while its record waits in the queue. Untracked before it is
-    # filled: a snapshot runs Python code (a value's __repr__), and gc.get_objects()
-    # there, or on another thread meanwhile, must not hand out a tuple with empty slots.
-    PyObject_GC_UnTrack(kept)
+    if not inline:
+        kept = PyTuple_New(count)
+        # Scalars and snapshots only: the tuple cannot be part of a cycle, so the
+        # collector need not visit it while its record waits in the queue. Untracked
+        # before it is filled: a snapshot runs Python code (a value's __repr__), and
+        # gc.get_objects() there, or on another thread meanwhile, must not hand out a
+        # tuple with empty slots.
+        PyObject_GC_UnTrack(kept)
+        record._values = kept
+        slots = kk_tuple_items(<PyObject *>kept)
     for i in range(count):
         value = <object>values[i]
         if not _is_scalar(value):
             value = _snapshot(value)
         Py_INCREF(value)
-        PyTuple_SET_ITEM(kept, i, value)
-    record._values = kept
+        slots[i] = <PyObject *>value
+        if inline:
+            record._nv = i + 1  # (so that a snapshot that fails leaves nothing uncounted)
     return 0
 
 
