@@ -567,3 +567,153 @@ def test_a_copy_of_the_active_files_descriptor_keeps_no_lock_on_it_once_rotated(
     lines, problems = read_all(path)
     assert [] == problems
     assert [line] * 4 == lines
+
+
+# The writer's hold_gil probe runs between open(2) and the writer's handle on the
+# descriptor: replaced, it says when a thread is there (inside) and keeps it there while
+# the script's stay() runs. Put in a script where it says #<wide window>.
+WIDE_WINDOW = r"""
+import threading
+import kakashi.writers.file as file_module
+inside = threading.Event()
+probe = file_module.gil_held_writes
+def wide_probe(*args):
+    inside.set()
+    stay()
+    return probe(*args)
+file_module.gil_held_writes = wide_probe
+"""
+
+
+def with_wide_window(script: str) -> str:
+    """*script* with :data:`WIDE_WINDOW` in it."""
+    return script.replace("#<wide window>\n", WIDE_WINDOW)
+
+
+# A child forked while another thread of the parent is in that window ("reopen": a
+# writer opens its moved file's path again; "new": a new writer, whose window lasts until
+# the fork hooks know of it).
+STRAY_SCRIPT = r"""
+import json, os, sys, threading, time
+from pathlib import Path
+import kakashi.writers.file as file_module
+from kakashi.writers import FileWriter
+
+import kakashi._locks as locks
+locks.FORK_WAIT_S = 60.0  # the wait is not what is tested here: a busy machine must not end it
+path, how = Path(sys.argv[1]), sys.argv[2]
+writer = FileWriter(path, reopen_check_interval=0)
+writer.write([b"first"])
+stay = lambda: time.sleep(0.3)
+#<wide window>
+if how == "reopen":
+    os.rename(path, str(path) + ".1")  # moved away: the next write opens the path again
+    opening = threading.Thread(target=writer.write, args=([b"second"],))
+else:  # the window is wider: from the opening to the fork hooks knowing the writer
+    import kakashi.writers.spool as spool_module
+    module = spool_module if how == "spool" else file_module
+    known = module._writers
+    class Slow:
+        def add(self, writer):
+            inside.set()
+            stay()
+            known.add(writer)
+        def __iter__(self):
+            return iter(known)
+    module._writers = Slow()
+    if how == "spool":  # a spool's lock file
+        class Inner:
+            write = flush = close = lambda self, *args: None
+        spool = Path(str(path) + ".spool")
+        path = spool / "lock"
+        made = []  # kept: a spool dropped unclosed leaves its descriptors to the process
+        opening = threading.Thread(
+            target=lambda: made.append(spool_module.SpoolingWriter(Inner(), spool))
+        )
+    else:
+        path = Path(str(path) + ".new")
+        opening = threading.Thread(target=lambda: FileWriter(path).write([b"second"]))
+opening.start()
+assert inside.wait(10)
+pid = os.fork()
+if pid == 0:  # how many of the child's descriptors are on the file just opened
+    target = os.stat(path)
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            info = os.fstat(int(name))
+        except OSError:
+            continue
+        count += (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino)
+    # Another thread of the child opens a file: what forks wait for is free here.
+    other = threading.Thread(target=lambda: FileWriter(str(path) + ".child").close())
+    other.start()
+    other.join(10)
+    os._exit(count + 10 * other.is_alive())
+_, status = os.waitpid(pid, 0)
+opening.join()
+writer.close()
+if how == "spool":
+    made[0].close()
+print(json.dumps({"stray": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="lists descriptors in /proc")
+@pytest.mark.parametrize("how", ["reopen", "new", "spool"])
+def test_a_child_forked_while_the_file_is_opened_keeps_no_copy_of_it(
+    tmp_path: Path, how: str
+) -> None:
+    """A fork waits while another thread opens the log file and gives the descriptor to
+    the writer (and, for a new writer or spool, until the fork hooks know it): a child
+    forked in between kept a copy that no fork hook knew of, open for its whole life (a
+    rotated or deleted file's space held while it runs). The child counts its
+    descriptors on the file just opened; without the wait it has one. A thread of the
+    child then opens a file of its own: the parent's wait is over there."""
+    path = tmp_path / "app.log"
+    (report,) = run_children(with_wide_window(STRAY_SCRIPT), [[str(path), how]])
+    assert 0 == report["stray"]
+    moved, opened = (path.with_name("app.log.1"), path) if how == "reopen" else (path, None)
+    assert [b"first"] == list(read_lines(moved))
+    if how != "spool":
+        assert [b"second"] == list(read_lines(opened or path.with_name("app.log.new")))
+
+
+# An open that takes long (a network filesystem that does not answer) holds forks up for
+# FORK_WAIT_S at most: here the window stays open until the fork is over. The alarm ends
+# a fork that would wait for it.
+SLOW_OPEN_SCRIPT = r"""
+import json, os, signal, sys, threading
+from pathlib import Path
+import kakashi._locks as locks
+from kakashi.writers import FileWriter
+
+signal.alarm(30)
+locks.FORK_WAIT_S = 0.2
+forked = threading.Event()
+stay = lambda: forked.wait(20)
+#<wide window>
+made = []
+opening = threading.Thread(target=lambda: made.append(FileWriter(Path(sys.argv[1]))))
+opening.start()
+assert inside.wait(10)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+still_opening = opening.is_alive()
+forked.set()
+opening.join(10)
+made[0].write([b"after the fork"])
+made[0].close()
+print(json.dumps({"child": os.waitstatus_to_exitcode(status), "still_opening": still_opening}))
+"""
+
+
+def test_a_fork_waits_for_an_opening_writer_only_so_long(tmp_path: Path) -> None:
+    """The wait is bounded: a writer whose opening hangs (a network filesystem) holds a
+    fork up for FORK_WAIT_S, not until the opening ends."""
+    (report,) = run_children(with_wide_window(SLOW_OPEN_SCRIPT), [[str(tmp_path / "app.log")]])
+    assert 0 == report["child"]
+    assert report["still_opening"]  # the fork went on while the opening still hung
+    assert [b"after the fork"] == list(read_lines(tmp_path / "app.log"))
