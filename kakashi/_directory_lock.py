@@ -36,7 +36,7 @@ import os
 import time
 import weakref
 
-from kakashi._locks import after_fork_in_child, fork_safe_lock, fork_safe_rlock, owning_descriptor
+from kakashi._locks import after_fork_in_child, fork_safe_lock, fork_safe_rlock
 from kakashi._turns import take_exclusive
 
 try:
@@ -145,18 +145,17 @@ class DirectoryLock:
         take_exclusive(self._fd, timeout, _flock, self._name)
 
     def _open(self) -> None:
-        with owning_descriptor():  # a fork waits until self._fd holds it
+        try:
             try:
-                try:
-                    fd = os.open(self._name, _FLAGS)
-                except FileNotFoundError:  # deleted with its files: the writer makes it again
-                    os.makedirs(self._name, exist_ok=True)
-                    fd = os.open(self._name, _FLAGS)
-            except OSError as exc:
-                _raise_unsupported(exc, f"{self._name}: cannot open the directory")
-                raise
-            info = os.fstat(fd)
-            self._fd, self._inode = fd, (info.st_dev, info.st_ino)
+                fd = os.open(self._name, _FLAGS)
+            except FileNotFoundError:  # deleted with its files: the writer makes it again
+                os.makedirs(self._name, exist_ok=True)
+                fd = os.open(self._name, _FLAGS)
+        except OSError as exc:
+            _raise_unsupported(exc, f"{self._name}: cannot open the directory")
+            raise
+        info = os.fstat(fd)
+        self._fd, self._inode = fd, (info.st_dev, info.st_ino)
 
     def _forget(self) -> None:
         """Close the descriptor (without unlocking: in a forked child the lock is the

@@ -11,13 +11,6 @@ Every lock the library creates comes from here. A fork hook that itself takes on
 these locks must be registered with :func:`after_fork_in_child`, which runs it once
 every lock is free again (a plain ``os.register_at_fork`` hook might run first).
 
-Descriptors. A writer's fork hook closes, in the child, the descriptors it knows of. One
-that a thread of the parent had opened but not yet handed to its owner when another
-thread forked would stay open in the child for its whole life, unknown to any hook (a
-rotated or deleted log file whose space is not freed while the child runs). Code that
-opens such a descriptor does it inside :func:`owning_descriptor`, which ``os.fork()``
-waits for (up to :data:`FORK_WAIT_S`).
-
 Re-entry. A signal handler runs on the main thread between two bytecodes, wherever that
 thread is, also inside a log call that holds one of these locks; a handler that logs
 would then wait forever for a lock its own thread holds. So code that takes a lock on a
@@ -47,7 +40,6 @@ __all__ = [
     "fork_safe_rlock",
     "in_region",
     "leave_region",
-    "owning_descriptor",
     "when_out_of_region",
 ]
 
@@ -174,40 +166,9 @@ def after_fork_in_child(hook: Callable[[], object]) -> None:
     _child_hooks.append(hook)
 
 
-# How long os.fork() waits for a descriptor being opened to reach its owner (see
-# owning_descriptor). An open that takes longer (a network filesystem that does not
-# answer) holds a fork up no further; the child may then keep that one descriptor, as it
-# would without the wait.
-FORK_WAIT_S = 1.0
-_owning = fork_safe_rlock()
-_forking = threading.local()
-
-
-@contextlib.contextmanager
-def owning_descriptor() -> Iterator[None]:
-    """Open a descriptor and give it to its owner inside this block: ``os.fork()`` in
-    another thread waits until the block ends (up to :data:`FORK_WAIT_S`), so that a
-    forked child has no copy of a descriptor that no fork hook knows of. Re-entrant;
-    keep the block to the opening and the handing over."""
-    with _owning:
-        yield
-
-
-def _before_fork() -> None:
-    # The forking thread: wait for descriptors being opened by other threads (bounded).
-    _forking.held = _owning.acquire(timeout=FORK_WAIT_S)
-
-
-def _after_fork_in_parent() -> None:
-    if getattr(_forking, "held", False):
-        _forking.held = False
-        _owning.release()
-
-
 def _after_fork_in_child() -> None:
     # The regions were the parent's threads' (the forking thread's own, too, is over for
     # the child: it leaves them unbalanced, which leave_region tolerates).
-    _forking.held = False  # _owning itself is re-initialised with the other locks
     _regions.clear()
     _when_out.clear()
     for lock in list(_registry):
@@ -222,8 +183,4 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )
+    os.register_at_fork(after_in_child=_after_fork_in_child)

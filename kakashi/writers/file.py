@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from kakashi import _errors
-from kakashi._locks import (
-    after_fork_in_child,
-    enter_region,
-    fork_safe_rlock,
-    leave_region,
-    owning_descriptor,
-)
+from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi._speedups import (
     Lines,
@@ -427,32 +421,27 @@ class FileWriter:
         # appends without the lock, every record takes the locked path (and so it does
         # into a FIFO: _open turns this off for one).
         self._lock_free = ATOMIC_APPEND and self._fcntl is not None
-        with owning_descriptor():  # a fork waits until the fork hook knows the writer
-            self._open()
-            _writers.add(self)
+        self._open()
+        _writers.add(self)
 
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
-        # Until the handle holds it, a fork would leave the child a copy that its fork
-        # hook (which drops the handle) does not know of: forks wait (owning_descriptor).
-        with owning_descriptor():
-            try:
-                fd = os.open(self.path, _FLAGS, self.mode)
-            except IsADirectoryError as exc:
-                raise IsADirectoryError(
-                    exc.errno, f"path={str(self.path)!r} is a folder, not a file"
-                ) from exc
-            # Set before the handle is seen: every thread's next record takes the checked
-            # way, which makes this descriptor present before any record goes on it
-            # without a lock.
-            self._check_at = 0.0
-            self._present = False
-            self._torn_at = -1
-            self._fd = fd
-            # How records are written to this file (see hold_gil), decided before the
-            # handle is seen; a thread still writing to the old descriptor may use either.
-            self._hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
-            self._handle = _Descriptor(fd)
+        try:
+            fd = os.open(self.path, _FLAGS, self.mode)
+        except IsADirectoryError as exc:
+            raise IsADirectoryError(
+                exc.errno, f"path={str(self.path)!r} is a folder, not a file"
+            ) from exc
+        # Set before the handle is seen: every thread's next record takes the checked way,
+        # which makes this descriptor present before any record goes on it without a lock.
+        self._check_at = 0.0
+        self._present = False
+        self._torn_at = -1
+        self._fd = fd
+        # How records are written to this file (see hold_gil), decided before the handle
+        # is seen; a thread still writing to the old descriptor may use either way.
+        self._hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
+        self._handle = _Descriptor(fd)
         info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1

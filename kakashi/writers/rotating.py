@@ -55,7 +55,7 @@ import zstandard
 
 from kakashi import _errors
 from kakashi._directory_lock import DirectoryLock, DirectoryLockUnsupported, directory_lock
-from kakashi._locks import fork_safe_lock, owning_descriptor
+from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
 from kakashi._speedups import unclaimed
 from kakashi._turns import take_exclusive
@@ -377,12 +377,11 @@ class RotatingFileWriter(FileWriter):
     def _lock_fd(self) -> int:
         """The lock file ``<path>.lock``, opened once (and again if it was replaced)."""
         if self._lock_file < 0:
-            with owning_descriptor():  # (see FileWriter._open)
-                self._lock_file = os.open(
-                    self._lock_name,
-                    os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                    self.mode,
-                )
+            self._lock_file = os.open(
+                self._lock_name,
+                os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                self.mode,
+            )
             self._lock_inode = _inode(os.fstat(self._lock_file))
         return self._lock_file
 

@@ -52,7 +52,7 @@ from typing import Any, Final
 
 from kakashi import _errors
 from kakashi._durations import MAX_WAIT, check_seconds
-from kakashi._locks import after_fork_in_child, fork_safe_condition, owning_descriptor
+from kakashi._locks import after_fork_in_child, fork_safe_condition
 from kakashi.typing import Writer
 from kakashi.writers.delivery import DeliveryError
 
@@ -220,16 +220,12 @@ class SpoolingWriter:
         )
         self.fsync = bool(fsync)
         os.makedirs(self.directory, exist_ok=True)
-        self._write_fd = -1  # open on the newest segment while appending to it
-        self._read_fd = -1
-        # A fork waits until the lock's descriptor is here and the writer is known to the
-        # fork hook that closes it in a child.
-        with owning_descriptor():
-            self._lock_fd = self._take_lock()
-            _writers.add(self)
+        self._lock_fd = self._take_lock()
         self._cond = fork_safe_condition()
         self._reset_counts()
         self._segments: collections.deque[_Segment] = collections.deque()
+        self._write_fd = -1  # open on the newest segment while appending to it
+        self._read_fd = -1
         self._read_seq = -1  # the segment _read_fd is open on
         self._read_offset = 0  # in the oldest segment: the next record to replay
         self._read_records = 0  # records of the oldest segment before _read_offset
@@ -245,10 +241,9 @@ class SpoolingWriter:
         try:
             self._open()
         except BaseException:
-            _writers.discard(self)
             os.close(self._lock_fd)
-            self._lock_fd = -1
             raise
+        _writers.add(self)
         if self._records:
             with self._cond:
                 self._start_replay()
@@ -578,8 +573,7 @@ class SpoolingWriter:
         seq = self._next_seq
         path = self._segment_path(seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        with owning_descriptor():
-            self._write_fd = os.open(path, flags, 0o600)
+        self._write_fd = os.open(path, flags, 0o600)
         self._next_seq = seq + 1
         self._segments.append(_Segment(seq, path, 0, 0))
         if self.fsync:
@@ -742,8 +736,7 @@ class SpoolingWriter:
                 continue
             if self._read_seq != segment.seq:
                 self._close_read()
-                with owning_descriptor():
-                    self._read_fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._read_fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
                 self._read_seq = segment.seq
             start = self._read_offset
             data = os.pread(self._read_fd, min(segment.size - start, _READ_CHUNK), start)
