@@ -389,6 +389,48 @@ class TestConfig:
 
 
 class TestAccounting:
+    def test_stats_while_writers_first_write(self) -> None:
+        """Stats read on another thread while the worker meets writers for the first time
+        (each adds its entry): never an error, and every writer's entry in the end.
+
+        Regression: the worker added an entry without the lock that the stats walk held
+        ("dictionary changed size during iteration" on the monitoring thread)."""
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # threads take turns often: the window is hit
+        errors: list[BaseException] = []
+        try:
+            for _ in range(15):
+                writers = tuple(SlowWriter() for _ in range(200))
+                config = AsyncPipelineConfig(
+                    pipeline_config=PipelineConfig(min_level="DEBUG", writers=writers),
+                    async_config=AsyncConfig(),
+                )
+                pipeline = AsyncPipeline(config)
+                stop = threading.Event()
+
+                def monitor(
+                    pipeline: AsyncPipeline = pipeline, stop: threading.Event = stop
+                ) -> None:
+                    while not stop.is_set():
+                        try:
+                            pipeline.stats()
+                        except BaseException as exc:
+                            errors.append(exc)
+                            return
+
+                watcher = threading.Thread(target=monitor)
+                watcher.start()
+                pipeline.get_logger("first").info("one")
+                result = pipeline.shutdown(10)
+                stop.set()
+                watcher.join()
+                assert result.complete
+                assert 200 == len(pipeline.stats()["writers"])
+                assert all(1 == len(writer.lines) for writer in writers)
+        finally:
+            sys.setswitchinterval(previous)
+        assert [] == errors
+
     @pytest.mark.parametrize("strategy", ["block", "drop_oldest", "drop_newest"])
     def test_exact_under_overflow(self, strategy: str) -> None:
         """With a slow writer, the counters balance at every instant and after shutdown."""

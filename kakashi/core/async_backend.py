@@ -1001,8 +1001,9 @@ class _Lane:
         except BaseException as exc:
             _errors.report(f"writer {_describe(writer)} spool", exc)
             return False
+        stats = self.backend._stats(writer)
         with self.backend._state_lock:
-            self.backend._stats(writer)["spooled_at_shutdown"] += len(lines)
+            stats["spooled_at_shutdown"] += len(lines)
         return True
 
     def _give_up(self) -> None:
@@ -1806,24 +1807,33 @@ class AsyncBackend:
         return ([line] if line is not None else []), counts
 
     def _stats(self, writer: Writer) -> dict[str, Any]:
+        """*writer*'s entry in the stats, made on its first batch.
+
+        The entry is added under the state lock, which :meth:`_writers_stats` holds while
+        it walks the entries; call this without holding it.
+        """
         stats = self._writer_stats.get(id(writer))
         if stats is None:
-            stats = self._writer_stats[id(writer)] = {
-                "writer": _describe(writer),
-                "batches": 0,
-                "records": 0,
-                "errors": 0,
-                "dropped": 0,
-                "dropped_by_reason": {},
-                "spooled_at_shutdown": 0,
-            }
-            self._writer_refs[id(writer)] = _weakly(writer)
+            described = _describe(writer)
+            with self._state_lock:
+                stats = self._writer_stats.get(id(writer))
+                if stats is None:
+                    stats = self._writer_stats[id(writer)] = {
+                        "writer": described,
+                        "batches": 0,
+                        "records": 0,
+                        "errors": 0,
+                        "dropped": 0,
+                        "dropped_by_reason": {},
+                        "spooled_at_shutdown": 0,
+                    }
+                    self._writer_refs[id(writer)] = _weakly(writer)
         return stats
 
     def _count_lost(self, writer: Writer, reasons: Mapping[str, int]) -> None:
         """Records *writer* did not get, by reason, in its stats."""
+        stats = self._stats(writer)
         with self._state_lock:
-            stats = self._stats(writer)
             stats["dropped"] += sum(reasons.values())
             _add(stats["dropped_by_reason"], reasons)
 
@@ -1908,8 +1918,9 @@ class AsyncBackend:
         for reason in named.values():
             dropped[reason] = dropped.get(reason, 0) + 1
         failed = len(retry) + sum(dropped.values())
+        stats = self._stats(writer)
         with self._state_lock:
-            self._stats(writer)["records"] += size - failed
+            stats["records"] += size - failed
         if dropped:
             self._count_lost(writer, dropped)
         wait = error.retry_after
