@@ -36,6 +36,7 @@ import os
 import time
 import weakref
 
+from kakashi._descriptors import close_owned, open_owned
 from kakashi._locks import after_fork_in_child, fork_safe_lock, fork_safe_rlock
 from kakashi._turns import take_exclusive
 
@@ -76,7 +77,7 @@ class DirectoryLock:
     """
 
     __slots__ = ("__weakref__", "_depth", "_fd", "_inode", "_name", "_thread_lock", "directory")
-    _close = staticmethod(os.close)  # kept: module globals may be gone at exit
+    _close = staticmethod(close_owned)  # kept: module globals may be gone at exit
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -147,10 +148,10 @@ class DirectoryLock:
     def _open(self) -> None:
         try:
             try:
-                fd = os.open(self._name, _FLAGS)
+                fd = open_owned(self._name, _FLAGS)
             except FileNotFoundError:  # deleted with its files: the writer makes it again
                 os.makedirs(self._name, exist_ok=True)
-                fd = os.open(self._name, _FLAGS)
+                fd = open_owned(self._name, _FLAGS)
         except OSError as exc:
             _raise_unsupported(exc, f"{self._name}: cannot open the directory")
             raise
@@ -158,8 +159,7 @@ class DirectoryLock:
         self._fd, self._inode = fd, (info.st_dev, info.st_ino)
 
     def _forget(self) -> None:
-        """Close the descriptor (without unlocking: in a forked child the lock is the
-        parent's)."""
+        """Close the descriptor (:meth:`renew` unlocked it first)."""
         fd, self._fd, self._inode = self._fd, -1, None
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -167,7 +167,8 @@ class DirectoryLock:
 
     def _after_fork_in_child(self) -> None:
         self._depth = 0  # the thread lock is renewed by kakashi._locks
-        self._forget()
+        # Closed already, without unlocking (kakashi._descriptors): forgotten here.
+        self._fd, self._inode = -1, None
 
     def __del__(self) -> None:
         if self._fd >= 0:

@@ -31,6 +31,8 @@ from _thread import get_ident
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kakashi import _descriptors
+
 __all__ = [
     "after_fork_in_child",
     "enter_region",
@@ -173,7 +175,10 @@ def _after_fork_in_child() -> None:
     _when_out.clear()
     for lock in list(_registry):
         lock._at_fork_reinit()
-    for hook in _child_hooks:
+    # Before any hook: the parent's descriptors, whoever held them, are closed here, so
+    # a hook (or a thread it starts) that opens a file never has its number closed as
+    # the parent's.
+    for hook in (_descriptors._after_fork_in_child, *_child_hooks):
         try:
             hook()
         except Exception as exc:  # one failing hook must not keep the others from running

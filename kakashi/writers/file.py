@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from kakashi import _errors
+from kakashi._descriptors import close_owned, open_owned
 from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi._speedups import (
@@ -168,15 +169,20 @@ class _Descriptor:
     the number under it.
     """
 
-    __slots__ = ("fd",)
-    _close = staticmethod(os.close)  # kept: module globals may be gone at exit
+    __slots__ = ("fd", "pid")
+    _close = staticmethod(close_owned)  # kept: module globals may be gone at exit
+    _getpid = staticmethod(os.getpid)
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        self.fd = fd  # from open_owned: a forked child closes its copy first thing
+        self.pid = os.getpid()
 
     def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            self._close(self.fd)
+        # Only in the process that opened it: in a forked child, the number was closed
+        # before the fork hooks ran and may be another file's now.
+        if self._getpid() == self.pid:
+            with contextlib.suppress(OSError):
+                self._close(self.fd)
 
 
 def _presence(fd: int, kind: int) -> bool:
@@ -427,7 +433,7 @@ class FileWriter:
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
         try:
-            fd = os.open(self.path, _FLAGS, self.mode)
+            fd = open_owned(self.path, _FLAGS, self.mode)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
@@ -474,9 +480,9 @@ class FileWriter:
         # was making is not the child's, nor is what a handler set aside in the parent.
         self._busy = False
         self._deferred = []
-        # Closed when dropped (no other thread of the parent exists here to hold it); a
-        # parent thread may have been closing it at the fork (EBADF, ignored): the
-        # descriptor is forgotten either way, or the child could never write.
+        # Closed already (kakashi._descriptors), with any copy a write in progress on
+        # another thread of the parent held: forgotten here, or the child could never
+        # write.
         self._handle = None
         self._fd = -1
         self._present = False  # the parent's presence lock stays the parent's

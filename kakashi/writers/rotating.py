@@ -54,6 +54,7 @@ from typing import Any
 import zstandard
 
 from kakashi import _errors
+from kakashi._descriptors import close_owned, open_owned, owned_file
 from kakashi._directory_lock import DirectoryLock, DirectoryLockUnsupported, directory_lock
 from kakashi._locks import fork_safe_lock
 from kakashi._platform import posix_module
@@ -335,10 +336,8 @@ class RotatingFileWriter(FileWriter):
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
-        if self._lock_file >= 0:
-            with contextlib.suppress(OSError):  # see FileWriter._after_fork_in_child
-                os.close(self._lock_file)  # the parent's lock stays the parent's
-            self._lock_file = -1
+        # Closed already (kakashi._descriptors): the parent's lock stays the parent's.
+        self._lock_file = -1
         # The compressor thread did not survive the fork: start afresh; files the parent
         # had queued are the parent's to compress.
         self._jobs = queue.Queue()
@@ -377,7 +376,7 @@ class RotatingFileWriter(FileWriter):
     def _lock_fd(self) -> int:
         """The lock file ``<path>.lock``, opened once (and again if it was replaced)."""
         if self._lock_file < 0:
-            self._lock_file = os.open(
+            self._lock_file = open_owned(
                 self._lock_name,
                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                 self.mode,
@@ -473,8 +472,8 @@ class RotatingFileWriter(FileWriter):
                 )
                 return fd
             super()._release(fd)
-            os.close(fd)
             self._lock_file = -1
+            close_owned(fd)
             if directory is not None:
                 directory.renew(self.lock_timeout)
             elif time.monotonic() > deadline:
@@ -821,7 +820,9 @@ class RotatingFileWriter(FileWriter):
             source = self._find(job)
             if source is None:
                 return  # deleted by retention, or compressed already
-            reading = source.open("rb")
+            # (Descriptors from kakashi._descriptors: a child forked while this thread
+            # compresses closes its copies.)
+            source_fd = open_owned(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         pid = os.getpid()
         partial = source.with_name(
             f"{names.compressed_name(source.name, self.compression)}"
@@ -833,8 +834,8 @@ class RotatingFileWriter(FileWriter):
             # or another compressor removes this one meanwhile. Closed before the swap, the
             # number went to a newer file, whose name got this file's records and whose own
             # records were deleted (4 processes, timestamped: 563 records lost, 567 twice).
-            with reading:
-                with partial.open("wb") as dst:
+            with open(source_fd, "rb", closefd=False) as reading:
+                with owned_file(partial, "wb") as dst:
                     if self.compression == "zstd":
                         zstandard.ZstdCompressor(level=self.level, write_checksum=True).copy_stream(
                             reading, dst
@@ -861,6 +862,7 @@ class RotatingFileWriter(FileWriter):
                         os.replace(partial, target)
                         source.unlink()
         finally:
+            close_owned(source_fd)
             partial.unlink(missing_ok=True)
 
     def wait_for_compression(self, timeout: float = 30.0) -> bool:
@@ -944,8 +946,8 @@ class RotatingFileWriter(FileWriter):
             return  # the compressor holds it (and uses the lock file)
         try:
             if self._lock_file >= 0:
-                os.close(self._lock_file)
-                self._lock_file = -1
+                fd, self._lock_file = self._lock_file, -1
+                close_owned(fd)
         finally:
             self._lock.release()
 

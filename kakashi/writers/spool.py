@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from kakashi import _errors
+from kakashi._descriptors import close_owned, open_owned, owned_file
 from kakashi._durations import MAX_WAIT, check_seconds
 from kakashi._locks import after_fork_in_child, fork_safe_condition
 from kakashi.typing import Writer
@@ -131,11 +132,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = open_owned(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
-        os.close(fd)
+        close_owned(fd)
 
 
 class SpoolingWriter:
@@ -241,7 +242,7 @@ class SpoolingWriter:
         try:
             self._open()
         except BaseException:
-            os.close(self._lock_fd)
+            close_owned(self._lock_fd)
             raise
         _writers.add(self)
         if self._records:
@@ -254,12 +255,12 @@ class SpoolingWriter:
         import fcntl
 
         path = os.path.join(self.directory, _LOCK_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_owned(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
+            close_owned(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise SpoolInUseError(
                     f"spool directory {self.directory!r} is in use by another "
@@ -309,7 +310,7 @@ class SpoolingWriter:
 
     def _load_offset(self) -> tuple[int, int]:
         try:
-            with open(os.path.join(self.directory, _OFFSET_FILE), "rb") as file:
+            with owned_file(os.path.join(self.directory, _OFFSET_FILE), "rb") as file:
                 seq, offset = file.read(64).split()
                 return int(seq), int(offset)
         except FileNotFoundError:
@@ -325,7 +326,7 @@ class SpoolingWriter:
         """Check the frames of segment *path*: return its record count, its size once a
         damaged tail is cut off (counted), and the records before byte *offset* (-1 when
         *offset* is not the start of a record: the segment is then replayed whole)."""
-        with open(path, "r+b") as file:
+        with owned_file(path, "r+b") as file:
             data = file.read()
             records, size, damaged = _parse(data, len(data) + 1)
             if size < len(data):
@@ -359,12 +360,13 @@ class SpoolingWriter:
         path = os.path.join(self.directory, _OFFSET_FILE)
         temporary = f"{path}.tmp"
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = open_owned(temporary, flags, 0o600)
             try:
                 _write_all(fd, f"{seq} {offset}\n".encode())
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                close_owned(fd)
             os.replace(temporary, path)
             _fsync_directory(self.directory)
         except OSError as exc:
@@ -573,7 +575,7 @@ class SpoolingWriter:
         seq = self._next_seq
         path = self._segment_path(seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self._write_fd = os.open(path, flags, 0o600)
+        self._write_fd = open_owned(path, flags, 0o600)
         self._next_seq = seq + 1
         self._segments.append(_Segment(seq, path, 0, 0))
         if self.fsync:
@@ -584,14 +586,14 @@ class SpoolingWriter:
         fd, self._write_fd = self._write_fd, -1
         if fd >= 0:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                close_owned(fd)
 
     def _close_read(self) -> None:
         fd, self._read_fd = self._read_fd, -1
         self._read_seq = -1
         if fd >= 0:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                close_owned(fd)
 
     def _discard_oldest(self) -> None:
         """Delete the oldest segment to make room; count its records not yet replayed
@@ -736,7 +738,7 @@ class SpoolingWriter:
                 continue
             if self._read_seq != segment.seq:
                 self._close_read()
-                self._read_fd = os.open(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._read_fd = open_owned(segment.path, os.O_RDONLY | os.O_CLOEXEC)
                 self._read_seq = segment.seq
             start = self._read_offset
             data = os.pread(self._read_fd, min(segment.size - start, _READ_CHUNK), start)
@@ -822,19 +824,15 @@ class SpoolingWriter:
             self._close_write()
             self._close_read()
             if owner and self._lock_fd >= 0:
-                os.close(self._lock_fd)  # releases the flock
+                close_owned(self._lock_fd)  # releases the flock
             self._lock_fd = -1
             self._in_flight = None
         self.inner.close()
 
     def _after_fork_in_child(self) -> None:
         # The parent owns the directory: the child neither replays nor appends to it. Its
-        # copies of the descriptors are closed without unlocking (an flock belongs to the
-        # open file, which the parent still holds).
-        for fd in (self._write_fd, self._read_fd, self._lock_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        # copies of the descriptors were closed without unlocking (an flock belongs to the
+        # open file, which the parent still holds) by kakashi._descriptors: forgotten here.
         self._write_fd = self._read_fd = self._lock_fd = -1
         self._read_seq = -1
         self._owner = False

@@ -1,0 +1,352 @@
+"""A forked child keeps no copy of a descriptor the writers opened (kakashi._descriptors).
+
+Real forks, real files and threads. Each child lists, through /proc/self/fd, the
+descriptors it has on the test's files right after the fork hooks ran, sends that list
+to the parent through a pipe and exits. A copy of a writer's descriptor that a child
+kept stayed open for its whole life (a rotated or deleted file's space, and the locks
+on a shared open file description, held while it ran) whenever another thread of the
+parent held the descriptor at the fork: a write in progress, the compressor, an open
+or a close under way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kakashi import _descriptors
+from kakashi.writers.file import FileWriter
+from kakashi.writers.rotating import RotatingFileWriter
+from tests.conftest import wait_or_kill
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork") or not os.path.isdir("/proc/self/fd"),
+    reason="needs os.fork and /proc/self/fd",
+)
+
+
+def open_under(folder: Path) -> list[str]:
+    """The files (not folders) this process's descriptors name under *folder*.
+
+    Folders are left out: a thread inside ``os.listdir`` or ``os.scandir`` of the log
+    folder at the fork (rotation lists the rotated files) leaves the child a copy of
+    that folder's descriptor, opened inside Python, which Kakashi cannot know of. It
+    holds no space and no lock.
+    """
+    names = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if stat.S_ISDIR(os.fstat(int(name)).st_mode):
+                continue
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        if target.startswith(str(folder)):
+            names.append(target)
+    return sorted(names)
+
+
+def in_child(work: Callable[[], Any]) -> Any:
+    """Fork; the child runs *work* and sends back what it returned (as JSON)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            answer = json.dumps(work()).encode()
+            with open(write, "wb") as pipe:
+                pipe.write(answer)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with open(read, "rb") as pipe:
+        answer = pipe.read()
+    status = wait_or_kill(pid, timeout=30.0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    return json.loads(answer)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return Path(os.path.realpath(tmp_path))  # as /proc names it
+
+
+def test_a_descriptor_another_thread_holds_is_closed_in_the_child(folder: Path) -> None:
+    """A descriptor held only by another thread's frame (a write in progress, the
+    compressor's files): that thread does not exist in the child."""
+    path = folder / "held.log"
+    opened = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        opened.set()
+        done.wait(30)
+        _descriptors.close_owned(fd)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert opened.wait(30)
+        assert [str(path)] == open_under(folder)
+        assert [] == in_child(lambda: open_under(folder))
+        assert [str(path)] == open_under(folder)  # the parent's stays open
+    finally:
+        done.set()
+        thread.join(30)
+    assert [] == open_under(folder)
+
+
+def test_a_descriptor_being_opened_at_the_fork(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked after open(2) returned, before the number was noted (the opening thread
+    waits for the GIL there): the child finds its copy by the path and the flags."""
+    path = folder / "opening.log"
+    real_open = os.open
+    opened = threading.Event()
+    go_on = threading.Event()
+
+    def slow_open(name: Any, flags: int, mode: int = 0o777, **options: Any) -> int:
+        fd = real_open(name, flags, mode, **options)
+        if str(name) == str(path):
+            opened.set()
+            go_on.wait(30)
+        return fd
+
+    monkeypatch.setattr(os, "open", slow_open)
+    got: list[int] = []
+    thread = threading.Thread(
+        target=lambda: got.append(
+            _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        )
+    )
+    thread.start()
+    try:
+        assert opened.wait(30)
+        monkeypatch.setattr(os, "open", real_open)
+        assert [str(path)] == open_under(folder)
+        assert [] == in_child(lambda: open_under(folder))
+    finally:
+        go_on.set()
+        thread.join(30)
+    _descriptors.close_owned(got[0])
+    assert [] == open_under(folder)
+
+
+def test_only_a_copy_opened_that_way_is_closed(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same window: a descriptor of the application's on the same file, opened
+    another way (for reading), stays open in the child."""
+    path = folder / "shared.log"
+    path.write_bytes(b"")
+    reader = os.open(path, os.O_RDONLY)
+    real_open = os.open
+    opened = threading.Event()
+    go_on = threading.Event()
+
+    def slow_open(name: Any, flags: int, mode: int = 0o777, **options: Any) -> int:
+        fd = real_open(name, flags, mode, **options)
+        opened.set()
+        go_on.wait(30)
+        return fd
+
+    monkeypatch.setattr(os, "open", slow_open)
+    got: list[int] = []
+    thread = threading.Thread(
+        target=lambda: got.append(_descriptors.open_owned(path, os.O_WRONLY | os.O_APPEND))
+    )
+    thread.start()
+    try:
+        assert opened.wait(30)
+        monkeypatch.setattr(os, "open", real_open)
+        assert [str(path)] == in_child(lambda: open_under(folder))  # the reader's
+    finally:
+        go_on.set()
+        thread.join(30)
+        os.close(reader)
+    _descriptors.close_owned(got[0])
+
+
+def test_a_descriptor_being_closed_at_the_fork(folder: Path) -> None:
+    """Forked inside close(2) (before it took effect): the child closes its copy."""
+    path = folder / "closing.log"
+    fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    closing = threading.Event()
+    go_on = threading.Event()
+
+    def slow_close(number: int) -> None:
+        closing.set()
+        go_on.wait(30)
+        os.close(number)
+
+    thread = threading.Thread(
+        target=_descriptors.close_owned, args=(fd,), kwargs={"_close": slow_close}
+    )
+    thread.start()
+    try:
+        assert closing.wait(30)
+        assert [] == in_child(lambda: open_under(folder))
+    finally:
+        go_on.set()
+        thread.join(30)
+    assert [] == open_under(folder)
+
+
+def test_a_number_closed_and_taken_again_is_left_alone(folder: Path) -> None:
+    """Forked once close(2) took effect and the number went to another file: the child
+    keeps that file's descriptor."""
+    path = folder / "closed.log"
+    other = folder / "other.log"
+    fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    closed = threading.Event()
+    go_on = threading.Event()
+
+    def close_then_wait(number: int) -> None:
+        os.close(number)
+        closed.set()
+        go_on.wait(30)
+
+    thread = threading.Thread(
+        target=_descriptors.close_owned, args=(fd,), kwargs={"_close": close_then_wait}
+    )
+    thread.start()
+    try:
+        assert closed.wait(30)
+        again = os.open(other, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            assert fd == again  # the lowest free number: the one just closed
+            assert [str(other)] == in_child(lambda: open_under(folder))
+        finally:
+            os.close(again)
+    finally:
+        go_on.set()
+        thread.join(30)
+
+
+def test_a_handle_dropped_in_the_child_closes_nothing_of_the_childs(folder: Path) -> None:
+    """A writer's handle made in the parent and let go in the child (after the child
+    opened a file that got the same number) does not close the child's file."""
+    path = folder / "app.log"
+    writer = FileWriter(path)
+    kept = [writer._handle]
+    number = writer._fd
+
+    def child() -> list[Any]:
+        # Opened until one gets the parent's number (each open takes the lowest free).
+        fillers = []
+        for _ in range(1000):
+            mine = _descriptors.open_owned(folder / "child.log", os.O_WRONLY | os.O_CREAT, 0o600)
+            if mine >= number:
+                break
+            fillers.append(mine)
+        kept.clear()  # the parent's handle goes: its __del__ runs here
+        return [mine == number, os.readlink(f"/proc/self/fd/{mine}")]
+
+    try:
+        same, target = in_child(child)
+    finally:
+        kept.clear()
+        writer.close()
+    assert same  # the case that matters happened
+    assert str(folder / "child.log") == target
+
+
+def test_a_write_in_progress_at_the_fork(folder: Path) -> None:
+    """A thread inside a write (blocked on a full pipe) holds the writer's descriptor:
+    the child has no copy of it, and the parent's write completes."""
+    fifo = folder / "pipe.log"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = FileWriter(fifo)
+    line = b"x" * 1023
+    batch = [line] * 256  # 256 KiB: more than the pipe holds
+    thread = threading.Thread(target=writer.write, args=(batch,))
+    thread.start()
+    received = bytearray()
+    try:
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+            received += read_some(reader)
+        time.sleep(0.05)  # the writer fills the pipe again and waits in write(2)
+        assert thread.is_alive()
+
+        def child() -> list[str]:
+            os.close(reader)  # the test's own
+            return open_under(folder)
+
+        assert [] == in_child(child)
+    finally:
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and time.monotonic() < deadline:
+            received += read_some(reader)
+            time.sleep(0.001)
+        thread.join(30)
+        received += read_some(reader)
+        writer.close()
+        os.close(reader)
+    assert b"".join(entry + b"\n" for entry in batch) == bytes(received)
+
+
+def read_some(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def writing(writers: list[Any], stop: threading.Event) -> Iterator[threading.Thread]:
+    """Threads writing to *writers* until *stop* (records of 200 bytes)."""
+    line = b"y" * 199
+
+    def run(writer: Any) -> None:
+        while not stop.is_set():
+            writer.write([line] * 8)
+
+    for writer in writers:
+        thread = threading.Thread(target=run, args=(writer,))
+        thread.start()
+        yield thread
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_forks_at_random_moments_keep_no_copy(folder: Path, compression: str | None) -> None:
+    """Threads write a plain file and a rotating one (a rotation every few batches,
+    compressed or not) while the main thread forks 40 times at random moments: no
+    child has a descriptor on any of the files. (Before kakashi._descriptors, most
+    children kept one: a write in progress, a rotation's open or close, the
+    compressor's files.)"""
+    plain = FileWriter(folder / "plain.log")
+    rotating = RotatingFileWriter(
+        folder / "rotating.log", max_bytes=20_000, backup_count=3, compression=compression
+    )
+    stop = threading.Event()
+    threads = list(writing([plain, rotating, rotating], stop))
+    kept: list[list[str]] = []
+    try:
+        rng = random.Random(7)
+        for _ in range(40):
+            time.sleep(rng.random() / 200)
+            kept.append(in_child(lambda: open_under(folder)))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        rotating.wait_for_compression(30)
+        plain.close()
+        rotating.close()
+    assert rotating.rotations > 10  # the forks met rotations
+    assert [[]] * 40 == kept
