@@ -3,7 +3,9 @@ HttpWriter delivering to the local ``collector`` server."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import gzip
 import json
 import os
@@ -361,6 +363,33 @@ def test_a_second_writer_on_a_spool_directory_is_refused(tmp_path: Path) -> None
     writer.close()
     assert other.stdout.startswith("refused"), other.stderr
     spooling(closed_url(), tmp_path).close()  # free again
+
+
+def test_a_writer_dropped_without_close_lets_the_directory_go(tmp_path: Path) -> None:
+    """A SpoolingWriter let go without close() (nothing spooled, so no replay thread
+    keeps it) closes its descriptors, its lock with them: another writer of this
+    process takes the directory. (They stayed open, and the directory was refused as
+    "in use by another SpoolingWriter (process <this one>)".)"""
+    inner = Stub()
+    writer = SpoolingWriter(inner, tmp_path)
+    writer.write(lines(0, 5))  # straight through
+    lock = os.path.realpath(tmp_path / "lock")
+
+    def open_on_the_lock() -> int:
+        found = 0
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                found += os.readlink(f"/proc/self/fd/{name}") == lock
+        return found
+
+    assert 1 == open_on_the_lock()
+    del writer
+    gc.collect()
+    assert 0 == open_on_the_lock()
+    again = SpoolingWriter(inner, tmp_path)  # not refused
+    again.write(lines(5, 10))
+    again.close()
+    assert lines(0, 10) == inner.received
 
 
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")

@@ -242,7 +242,8 @@ class SpoolingWriter:
         try:
             self._open()
         except BaseException:
-            close_owned(self._lock_fd)
+            fd, self._lock_fd = self._lock_fd, -1
+            close_owned(fd)
             raise
         _writers.add(self)
         if self._records:
@@ -828,6 +829,20 @@ class SpoolingWriter:
             self._lock_fd = -1
             self._in_flight = None
         self.inner.close()
+
+    def __del__(self, _close: Any = close_owned) -> None:
+        # Dropped without close() (a replay thread keeps it alive while it has records):
+        # its descriptors go, the directory's lock with them, so another writer of this
+        # process can take the directory; what it spooled stays there for that one.
+        # (_close kept: module globals may be gone at exit.)
+        for name in ("_write_fd", "_read_fd", "_lock_fd"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                setattr(self, name, -1)
+                try:
+                    _close(fd)
+                except OSError:
+                    pass
 
     def _after_fork_in_child(self) -> None:
         # The parent owns the directory: the child neither replays nor appends to it. Its
