@@ -11,19 +11,21 @@ or a close under way.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kakashi import _descriptors
+from kakashi._speedups import USING_SPEEDUPS, open_holding_gil
 from kakashi.writers.file import FileWriter
 from kakashi.writers.rotating import RotatingFileWriter
 from tests.conftest import wait_or_kill
@@ -34,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def open_under(folder: Path) -> list[str]:
+def open_under(folder: Path, but: Collection[int] = ()) -> list[str]:
     """The files (not folders) this process's descriptors name under *folder*.
 
     Folders are left out: a thread inside ``os.listdir`` or ``os.scandir`` of the log
@@ -44,6 +46,8 @@ def open_under(folder: Path) -> list[str]:
     """
     names = []
     for name in os.listdir("/proc/self/fd"):
+        if int(name) in but:  # the test's own
+            continue
         try:
             target = os.readlink(f"/proc/self/fd/{name}")
             if stat.S_ISDIR(os.fstat(int(name)).st_mode):
@@ -104,103 +108,6 @@ def test_a_descriptor_another_thread_holds_is_closed_in_the_child(folder: Path) 
         assert [str(path)] == open_under(folder)  # the parent's stays open
     finally:
         done.set()
-        thread.join(30)
-    assert [] == open_under(folder)
-
-
-def test_a_descriptor_being_opened_at_the_fork(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Forked after open(2) returned, before the number was noted (the opening thread
-    waits for the GIL there): the child finds its copy by the path and the flags."""
-    path = folder / "opening.log"
-    real_open = os.open
-    opened = threading.Event()
-    go_on = threading.Event()
-
-    def slow_open(name: Any, flags: int, mode: int = 0o777, **options: Any) -> int:
-        fd = real_open(name, flags, mode, **options)
-        if str(name) == str(path):
-            opened.set()
-            go_on.wait(30)
-        return fd
-
-    monkeypatch.setattr(os, "open", slow_open)
-    got: list[int] = []
-    thread = threading.Thread(
-        target=lambda: got.append(
-            _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        )
-    )
-    thread.start()
-    try:
-        assert opened.wait(30)
-        monkeypatch.setattr(os, "open", real_open)
-        assert [str(path)] == open_under(folder)
-        assert [] == in_child(lambda: open_under(folder))
-    finally:
-        go_on.set()
-        thread.join(30)
-    _descriptors.close_owned(got[0])
-    assert [] == open_under(folder)
-
-
-def test_only_a_copy_opened_that_way_is_closed(
-    folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The same window: a descriptor of the application's on the same file, opened
-    another way (for reading), stays open in the child."""
-    path = folder / "shared.log"
-    path.write_bytes(b"")
-    reader = os.open(path, os.O_RDONLY)
-    real_open = os.open
-    opened = threading.Event()
-    go_on = threading.Event()
-
-    def slow_open(name: Any, flags: int, mode: int = 0o777, **options: Any) -> int:
-        fd = real_open(name, flags, mode, **options)
-        opened.set()
-        go_on.wait(30)
-        return fd
-
-    monkeypatch.setattr(os, "open", slow_open)
-    got: list[int] = []
-    thread = threading.Thread(
-        target=lambda: got.append(_descriptors.open_owned(path, os.O_WRONLY | os.O_APPEND))
-    )
-    thread.start()
-    try:
-        assert opened.wait(30)
-        monkeypatch.setattr(os, "open", real_open)
-        assert [str(path)] == in_child(lambda: open_under(folder))  # the reader's
-    finally:
-        go_on.set()
-        thread.join(30)
-        os.close(reader)
-    _descriptors.close_owned(got[0])
-
-
-def test_a_descriptor_being_closed_at_the_fork(folder: Path) -> None:
-    """Forked inside close(2) (before it took effect): the child closes its copy."""
-    path = folder / "closing.log"
-    fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    closing = threading.Event()
-    go_on = threading.Event()
-
-    def slow_close(number: int) -> None:
-        closing.set()
-        go_on.wait(30)
-        os.close(number)
-
-    thread = threading.Thread(
-        target=_descriptors.close_owned, args=(fd,), kwargs={"_close": slow_close}
-    )
-    thread.start()
-    try:
-        assert closing.wait(30)
-        assert [] == in_child(lambda: open_under(folder))
-    finally:
-        go_on.set()
         thread.join(30)
     assert [] == open_under(folder)
 
@@ -308,6 +215,47 @@ def read_some(fd: int) -> bytes:
         return b""
 
 
+def test_opening_and_closing_holding_the_gil(folder: Path) -> None:
+    """open_owned(hold=True) notes the descriptor (close-on-exec, blocking, as os.open
+    makes it) and close_owned forgets and closes it; a FIFO nobody reads is opened the
+    usual way once a reader comes (the compiled open answers ENXIO rather than wait
+    with the GIL held)."""
+    path = folder / "held.log"
+    fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600, hold=True)
+    assert fd in _descriptors._owned
+    assert not os.get_inheritable(fd)
+    assert os.get_blocking(fd)
+    os.write(fd, b"one\n")
+    _descriptors.close_owned(fd)
+    assert fd not in _descriptors._owned
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    _descriptors.close_owned(fd)  # closed already: nothing
+    assert b"one\n" == path.read_bytes()
+
+    fifo = folder / "pipe"
+    os.mkfifo(fifo)
+    if USING_SPEEDUPS:
+        with pytest.raises(OSError) as raised:
+            open_holding_gil(fifo, os.O_WRONLY, 0, {})
+        assert errno.ENXIO == raised.value.errno
+    got: list[int] = []
+    thread = threading.Thread(
+        target=lambda: got.append(_descriptors.open_owned(fifo, os.O_WRONLY, hold=True))
+    )
+    thread.start()  # waits for a reader, the GIL let go
+    time.sleep(0.05)
+    reader = os.open(fifo, os.O_RDONLY)
+    thread.join(30)
+    try:
+        assert os.get_blocking(got[0])
+        os.write(got[0], b"two")
+        assert b"two" == os.read(reader, 16)
+    finally:
+        _descriptors.close_owned(got[0])
+        os.close(reader)
+
+
 def writing(writers: list[Any], stop: threading.Event) -> Iterator[threading.Thread]:
     """Threads writing to *writers* until *stop* (records of 200 bytes)."""
     line = b"y" * 199
@@ -322,25 +270,49 @@ def writing(writers: list[Any], stop: threading.Event) -> Iterator[threading.Thr
         yield thread
 
 
+@pytest.mark.skipif(
+    not USING_SPEEDUPS,
+    reason="the pure twin's open releases the GIL: a fork can come before the note",
+)
 @pytest.mark.parametrize("compression", [None, "zstd"])
 def test_forks_at_random_moments_keep_no_copy(folder: Path, compression: str | None) -> None:
     """Threads write a plain file and a rotating one (a rotation every few batches,
     compressed or not) while the main thread forks 40 times at random moments: no
-    child has a descriptor on any of the files. (Before kakashi._descriptors, most
-    children kept one: a write in progress, a rotation's open or close, the
-    compressor's files.)"""
+    child has a descriptor on any of the files, and every descriptor of the
+    application's own on them (the active file for reading, another file of the same
+    name and flags, the folder) is still open in the child, on the same file.
+
+    Before kakashi._descriptors, children kept copies (a write in progress, the
+    compressor's files, a rotation's reopen); a first version of it, which guessed the
+    copies of a file being opened or closed by name, flags or inode, closed some of the
+    application's descriptors instead."""
     plain = FileWriter(folder / "plain.log")
     rotating = RotatingFileWriter(
         folder / "rotating.log", max_bytes=20_000, backup_count=3, compression=compression
     )
+    plain.write([b"first"])
+    rotating.write([b"first"])
+    mine = [
+        os.open(folder / "rotating.log", os.O_RDONLY),
+        os.open(folder / "rotating.log.audit", os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600),
+        os.open(folder, os.O_RDONLY),
+    ]
+    identities = [identity(fd) for fd in mine]
+
+    def child() -> list[Any]:
+        return [open_under(folder, but=mine), [identity(fd) for fd in mine]]
+
     stop = threading.Event()
     threads = list(writing([plain, rotating, rotating], stop))
     kept: list[list[str]] = []
+    theirs: list[list[Any]] = []
     try:
         rng = random.Random(7)
         for _ in range(40):
             time.sleep(rng.random() / 200)
-            kept.append(in_child(lambda: open_under(folder)))
+            copies, still = in_child(child)
+            kept.append(copies)
+            theirs.append(still)
     finally:
         stop.set()
         for thread in threads:
@@ -348,5 +320,17 @@ def test_forks_at_random_moments_keep_no_copy(folder: Path, compression: str | N
         rotating.wait_for_compression(30)
         plain.close()
         rotating.close()
+        for fd in mine:
+            os.close(fd)
     assert rotating.rotations > 10  # the forks met rotations
     assert [[]] * 40 == kept
+    assert [identities] * 40 == theirs
+
+
+def identity(fd: int) -> list[int] | None:
+    """The device and inode *fd* is open on (None: not open)."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino]

@@ -3122,6 +3122,24 @@ cdef extern from *:
     static int kk_nonblocking_flock(int operation) {
         return (operation & LOCK_NB) != 0 || operation == LOCK_UN;
     }
+    /* open(2) that never waits for a FIFO's other end (ENXIO instead), close-on-exec as
+       os.open makes it; O_NONBLOCK is cleared again unless *flags* asked for it. */
+    static int kk_open_no_wait(const char *path, int flags, int mode) {
+        int fd, got, error;
+    #ifdef O_CLOEXEC
+        flags |= O_CLOEXEC;
+    #endif
+        fd = open(path, flags | O_NONBLOCK, mode);
+        if (fd < 0 || (flags & O_NONBLOCK)) return fd;
+        got = fcntl(fd, F_GETFL);
+        if (got == -1 || fcntl(fd, F_SETFL, got & ~O_NONBLOCK) == -1) {
+            error = errno;
+            close(fd);
+            errno = error;
+            return -1;
+        }
+        return fd;
+    }
     """
     int kk_fstat_size(int fd, long long *size)
     int kk_stat_id(const char *path, unsigned long long *dev, unsigned long long *ino)
@@ -3130,6 +3148,8 @@ cdef extern from *:
     ctypedef struct kk_struct_flock "struct flock":
         pass
     int kk_nonblocking_flock(int operation)
+    int kk_open_no_wait(const char *path, int flags, int mode)
+    int close(int fd)
 
 
 def fstat_size_holding_gil(int fd):
@@ -3146,6 +3166,47 @@ def fstat_size_holding_gil(int fd):
             _raise_errno()
         PyErr_CheckSignals()
     return size
+
+
+def open_holding_gil(path, int flags, int mode, dict owned not None, note=None):
+    """``os.open(path, flags, mode)`` keeping the interpreter lock, the descriptor put in
+    *owned* (as ``owned[fd] = note``) before the lock is let go: no other thread runs,
+    and so none forks, between the two (see :mod:`kakashi._descriptors`). For a regular
+    file on a local filesystem: a FIFO without a reader is ``ENXIO`` here rather than a
+    wait. Interrupted by a signal, it runs the handlers (which may raise) and tries again.
+
+    Raises:
+        OSError: as ``os.open`` (``ENXIO``: a FIFO nobody reads).
+    """
+    cdef bytes encoded = os.fsencode(path)
+    cdef int fd
+    while True:
+        fd = kk_open_no_wait(encoded, flags, mode)
+        if fd >= 0:
+            break
+        if errno != EINTR:
+            _raise_errno(path)
+        PyErr_CheckSignals()
+    try:
+        owned[fd] = note
+    except BaseException:  # (MemoryError)
+        os.close(fd)
+        raise
+    return fd
+
+
+def close_holding_gil(int fd, dict owned not None):
+    """``del owned[fd]`` (if there) and ``os.close(fd)``, keeping the interpreter lock
+    from one to the other: no thread forks between them (see :mod:`kakashi._descriptors`).
+    For a file on a local filesystem. ``EINTR`` is success, as for ``os.close`` (the
+    descriptor is gone on Linux).
+
+    Raises:
+        OSError: as ``os.close`` (``EBADF``...).
+    """
+    owned.pop(fd, None)
+    if close(fd) != 0 and errno != EINTR:
+        _raise_errno()
 
 
 def stat_identity_holding_gil(path):

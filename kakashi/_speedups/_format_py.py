@@ -570,6 +570,37 @@ def fstat_size_holding_gil(fd: int) -> int:
     return os.fstat(fd).st_size
 
 
+def open_holding_gil(
+    path: str | os.PathLike[str] | bytes,
+    flags: int,
+    mode: int,
+    owned: dict[int, Any],
+    note: Any = None,
+) -> int:
+    """``os.open(path, flags, mode)``, the descriptor put in *owned* (``owned[fd] =
+    note``). The compiled twin keeps the interpreter lock from the ``open`` to that
+    (Python code cannot: a thread may fork between the two here), and answers ``ENXIO``
+    for a FIFO nobody reads.
+
+    Raises:
+        OSError: as ``os.open``.
+    """
+    fd = os.open(path, flags, mode)
+    owned[fd] = note
+    return fd
+
+
+def close_holding_gil(fd: int, owned: dict[int, Any]) -> None:
+    """``del owned[fd]`` (if there) and ``os.close(fd)``; the compiled twin keeps the
+    interpreter lock from one to the other.
+
+    Raises:
+        OSError: as ``os.close``.
+    """
+    owned.pop(fd, None)
+    os.close(fd)
+
+
 def stat_identity_holding_gil(path: str | os.PathLike[str] | bytes) -> tuple[int, int]:
     """``(st_dev, st_ino)`` of ``os.stat(path)`` (the compiled twin keeps the lock).
 

@@ -433,7 +433,8 @@ class FileWriter:
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
         try:
-            fd = open_owned(self.path, _FLAGS, self.mode)
+            # (Holding the GIL where the last file was local: see kakashi._descriptors.)
+            fd = open_owned(self.path, _FLAGS, self.mode, hold=self._hold)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"

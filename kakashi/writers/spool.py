@@ -54,6 +54,7 @@ from kakashi import _errors
 from kakashi._descriptors import close_owned, open_owned, owned_file
 from kakashi._durations import MAX_WAIT, check_seconds
 from kakashi._locks import after_fork_in_child, fork_safe_condition
+from kakashi._speedups import gil_held_writes
 from kakashi.typing import Writer
 from kakashi.writers.delivery import DeliveryError
 
@@ -131,8 +132,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_directory(directory: str) -> None:
-    fd = open_owned(directory, os.O_RDONLY)
+def _fsync_directory(directory: str, hold: bool = False) -> None:
+    fd = open_owned(directory, os.O_RDONLY, hold=hold)
     try:
         os.fsync(fd)
     finally:
@@ -222,6 +223,9 @@ class SpoolingWriter:
         self.fsync = bool(fsync)
         os.makedirs(self.directory, exist_ok=True)
         self._lock_fd = self._take_lock()
+        # Whether the spool's files are on a local filesystem, opened holding the GIL
+        # (see kakashi._descriptors).
+        self._hold = gil_held_writes(self._lock_fd)
         self._cond = fork_safe_condition()
         self._reset_counts()
         self._segments: collections.deque[_Segment] = collections.deque()
@@ -311,7 +315,8 @@ class SpoolingWriter:
 
     def _load_offset(self) -> tuple[int, int]:
         try:
-            with owned_file(os.path.join(self.directory, _OFFSET_FILE), "rb") as file:
+            offset_file = os.path.join(self.directory, _OFFSET_FILE)
+            with owned_file(offset_file, "rb", hold=self._hold) as file:
                 seq, offset = file.read(64).split()
                 return int(seq), int(offset)
         except FileNotFoundError:
@@ -327,7 +332,7 @@ class SpoolingWriter:
         """Check the frames of segment *path*: return its record count, its size once a
         damaged tail is cut off (counted), and the records before byte *offset* (-1 when
         *offset* is not the start of a record: the segment is then replayed whole)."""
-        with owned_file(path, "r+b") as file:
+        with owned_file(path, "r+b", hold=self._hold) as file:
             data = file.read()
             records, size, damaged = _parse(data, len(data) + 1)
             if size < len(data):
@@ -362,14 +367,14 @@ class SpoolingWriter:
         temporary = f"{path}.tmp"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            fd = open_owned(temporary, flags, 0o600)
+            fd = open_owned(temporary, flags, 0o600, hold=self._hold)
             try:
                 _write_all(fd, f"{seq} {offset}\n".encode())
                 os.fsync(fd)
             finally:
                 close_owned(fd)
             os.replace(temporary, path)
-            _fsync_directory(self.directory)
+            _fsync_directory(self.directory, self._hold)
         except OSError as exc:
             # The batch stays uncommitted on disk: replayed once more after a restart.
             _errors.report(f"spool {self.directory} offset", exc)
@@ -576,11 +581,11 @@ class SpoolingWriter:
         seq = self._next_seq
         path = self._segment_path(seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self._write_fd = open_owned(path, flags, 0o600)
+        self._write_fd = open_owned(path, flags, 0o600, hold=self._hold)
         self._next_seq = seq + 1
         self._segments.append(_Segment(seq, path, 0, 0))
         if self.fsync:
-            _fsync_directory(self.directory)
+            _fsync_directory(self.directory, self._hold)
         return self._write_fd
 
     def _close_write(self) -> None:
@@ -739,7 +744,9 @@ class SpoolingWriter:
                 continue
             if self._read_seq != segment.seq:
                 self._close_read()
-                self._read_fd = open_owned(segment.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._read_fd = open_owned(
+                    segment.path, os.O_RDONLY | os.O_CLOEXEC, hold=self._hold
+                )
                 self._read_seq = segment.seq
             start = self._read_offset
             data = os.pread(self._read_fd, min(segment.size - start, _READ_CHUNK), start)
