@@ -9,12 +9,15 @@ import logging
 import pickle
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kakashi import _errors
+from kakashi.core.pipeline import Pipeline, PipelineConfig
 from kakashi.enrichers import exception_enricher
+from kakashi.writers.file import FileWriter
 from tests.conftest import Collector, Implementation
 
 
@@ -284,6 +287,29 @@ class TestCapture:
         for record in sink.records:
             for twin in (pickle.loads(pickle.dumps(record)), copy.copy(record)):
                 assert (twin.fields, line(impl, twin)) == (record.fields, line(impl, record))
+
+    def test_a_record_deep_copies_with_its_sink_shared(
+        self, impl: Implementation, tmp_path: Path
+    ) -> None:
+        """``copy.deepcopy`` of a record going to a real pipeline (a file writer, with its
+        locks) copies its values and shares its sink, the route: the pipeline was copied
+        too, which raised ("cannot pickle '_thread.lock' object") in both builds, and a
+        copy whose copied sink held the copy formed a cycle through a compiled record
+        that the collector does not walk."""
+        writer = FileWriter(tmp_path / "app.log")
+        pipeline = Pipeline(PipelineConfig(writers=(writer,)))
+        try:
+            record = impl.capture.Record(
+                1, 20, "app", "m %s", args=(1,), fields={"items": [1, 2]}, sink=pipeline
+            )
+            twin = copy.deepcopy(record)
+            assert twin.sink is pipeline
+            assert (twin.fields, twin.message, twin.level) == ({"items": [1, 2]}, "m 1", 20)
+            assert line(impl, twin) == line(impl, record)
+            twin.fields["items"].append(3)
+            assert {"items": [1, 2]} == record.fields
+        finally:
+            pipeline.close()
 
     def test_captured_records_give_the_collector_nothing_to_walk(
         self, impl: Implementation

@@ -314,6 +314,11 @@ cdef class Record:
             self.stack_info, self.source, self.active_exc, self.extra, self.sink,
         ))
 
+    def __deepcopy__(self, memo):
+        # The values copied deeply, the sink shared (see the pure twin).
+        parts = self.__reduce__()[1]
+        return Record(*_py.deepcopy(parts[:-1], memo), self.sink)
+
     cdef object _fields_copy(self):
         # The call's fields as a new dict (None if there are none), the record unchanged.
         cdef tuple names = self._names

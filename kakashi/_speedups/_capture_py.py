@@ -22,6 +22,7 @@ import threading
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from pathlib import PurePath
 from time import time_ns
 from types import FrameType, TracebackType
@@ -317,6 +318,18 @@ class Record:
         self.active_exc = active_exc
         self.extra = extra
         self.sink = sink
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Record:
+        """A copy whose values are copied deeply, with the same ``sink``: the pipeline
+        the record goes through (its writers, files and locks) is its route, not its
+        data. (Copied too, it made ``copy.deepcopy`` of any logged record fail on the
+        pipeline's locks.)"""
+        copied = Record.__new__(Record)
+        memo[id(self)] = copied
+        for name in Record.__slots__:
+            value = getattr(self, name)
+            setattr(copied, name, value if name == "sink" else deepcopy(value, memo))
+        return copied
 
     @property
     def message(self) -> str:
