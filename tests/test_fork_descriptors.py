@@ -232,6 +232,12 @@ def test_opening_and_closing_holding_the_gil(folder: Path) -> None:
         os.fstat(fd)
     _descriptors.close_owned(fd)  # closed already: nothing
     assert b"one\n" == path.read_bytes()
+    deleted = _descriptors.open_owned(path, os.O_RDONLY, hold=True)
+    path.unlink()  # (closed with the GIL let go: freeing its blocks may take long)
+    _descriptors.close_owned(deleted)
+    assert deleted not in _descriptors._owned
+    with pytest.raises(OSError):
+        os.fstat(deleted)
 
     fifo = folder / "pipe"
     os.mkfifo(fifo)

@@ -3124,6 +3124,12 @@ cdef extern from *:
     }
     /* open(2) that never waits for a FIFO's other end (ENXIO instead), close-on-exec as
        os.open makes it; O_NONBLOCK is cleared again unless *flags* asked for it. */
+    /* Whether *fd*'s file still has a name: 1, 0 (deleted while open), -1 unknown. */
+    static int kk_linked(int fd) {
+        struct stat st;
+        if (fstat(fd, &st) != 0) return -1;
+        return st.st_nlink > 0;
+    }
     static int kk_open_no_wait(const char *path, int flags, int mode) {
         int fd, got, error;
     #ifdef O_CLOEXEC
@@ -3149,7 +3155,8 @@ cdef extern from *:
         pass
     int kk_nonblocking_flock(int operation)
     int kk_open_no_wait(const char *path, int flags, int mode)
-    int close(int fd)
+    int kk_linked(int fd)
+    int close(int fd) nogil
 
 
 def fstat_size_holding_gil(int fd):
@@ -3198,14 +3205,23 @@ def open_holding_gil(path, int flags, int mode, dict owned not None, note=None):
 def close_holding_gil(int fd, dict owned not None):
     """``del owned[fd]`` (if there) and ``os.close(fd)``, keeping the interpreter lock
     from one to the other: no thread forks between them (see :mod:`kakashi._descriptors`).
-    For a file on a local filesystem. ``EINTR`` is success, as for ``os.close`` (the
+    For a file on a local filesystem. A file whose last name is gone (deleted while
+    open) is closed with the lock let go, as closing it may free all its blocks, which
+    takes long for a large one. ``EINTR`` is success, as for ``os.close`` (the
     descriptor is gone on Linux).
 
     Raises:
         OSError: as ``os.close`` (``EBADF``...).
     """
+    cdef int linked = kk_linked(fd)
+    cdef int result
     owned.pop(fd, None)
-    if close(fd) != 0 and errno != EINTR:
+    if linked == 0:  # the last name is gone: close(2) may free all its blocks, slowly
+        with nogil:
+            result = close(fd)
+    else:
+        result = close(fd)
+    if result != 0 and errno != EINTR:
         _raise_errno()
 
 

@@ -863,9 +863,14 @@ class RotatingFileWriter(FileWriter):
                                 errno.EEXIST, f"{target} exists; {source} is kept"
                             )
                         os.replace(partial, target)
+                        # Closed while it still has its name (holding the GIL, cheap),
+                        # so that deleting it frees its blocks with no descriptor left.
+                        fd, source_fd = source_fd, -1
+                        close_owned(fd)
                         source.unlink()
         finally:
-            close_owned(source_fd)
+            if source_fd >= 0:
+                close_owned(source_fd)
             partial.unlink(missing_ok=True)
 
     def wait_for_compression(self, timeout: float = 30.0) -> bool:
