@@ -50,8 +50,9 @@ def open_owned(
 
     With *hold* (a file on a local filesystem, as the writer found its last one), the
     compiled build opens without letting the interpreter lock go, so that no thread
-    forks between the ``open`` and the note (see the module); a FIFO nobody reads is
-    then opened the usual way, which waits for a reader.
+    forks between the ``open`` and the note (see the module); what would make the open
+    wait (a FIFO nobody reads, another process's lease on the file) makes it open the
+    usual way instead, with the lock let go.
 
     Close it with :func:`close_owned` (not ``os.close``): a forked child closes its copy.
 
@@ -64,7 +65,9 @@ def open_owned(
         try:
             return int(open_holding_gil(path, flags, mode, _owned, close_holding_gil))
         except OSError as exc:
-            if exc.errno != errno.ENXIO:
+            # A FIFO nobody reads (ENXIO), a lease another process holds on the file
+            # (EAGAIN, where the usual open waits for the holder to let go).
+            if exc.errno not in (errno.ENXIO, errno.EAGAIN, errno.EWOULDBLOCK):
                 raise
     fd = os.open(path, flags, mode)
     _owned[fd] = None

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import random
+import signal
 import stat
 import threading
 import time
@@ -260,6 +262,54 @@ def test_opening_and_closing_holding_the_gil(folder: Path) -> None:
     finally:
         _descriptors.close_owned(got[0])
         os.close(reader)
+
+
+def hold_a_lease(path: str, ready: Any) -> None:
+    """(In a child process.) Hold a read lease on *path* (as Samba or an NFS server's
+    delegations do); let it go 0.2 s after the kernel asks (SIGIO)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+
+    def let_go(*_: Any) -> None:
+        time.sleep(0.2)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+
+    signal.signal(signal.SIGIO, let_go)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError:  # no leases here (the filesystem, or not the file's owner)
+        os._exit(3)
+    ready.set()
+    time.sleep(30)
+
+
+def test_opening_holding_the_gil_waits_for_a_lease(folder: Path) -> None:
+    """Another process's lease on the file makes an open wait for the holder to let go:
+    opening holding the GIL answers EAGAIN instead (O_NONBLOCK), and the file is then
+    opened the usual way, the GIL let go (found by review: the compiled build raised
+    BlockingIOError, and a writer reopening its file lost the record)."""
+    path = folder / "leased.log"
+    path.write_bytes(b"")
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=hold_a_lease, args=(str(path), ready))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.wait(0.05) and holder.is_alive() and time.monotonic() < deadline:
+            pass
+        if holder.exitcode == 3:
+            pytest.skip("no file leases here")
+        assert ready.is_set()
+        started = time.monotonic()
+        fd = _descriptors.open_owned(path, os.O_WRONLY | os.O_APPEND, hold=True)
+        waited = time.monotonic() - started
+        _descriptors.close_owned(fd)
+    finally:
+        holder.terminate()
+        holder.join(30)
+    assert waited >= 0.1  # the holder was asked, and let go
 
 
 def writing(writers: list[Any], stop: threading.Event) -> Iterator[threading.Thread]:

@@ -308,6 +308,18 @@ class TestCapture:
             assert line(impl, twin) == line(impl, record)
             twin.fields["items"].append(3)
             assert {"items": [1, 2]} == record.fields
+            # An exception is shared (a traceback cannot be copied); a record that holds
+            # itself gives a copy that holds the copy.
+            try:
+                raise ValueError("boom")
+            except ValueError as exc:
+                error = (ValueError, exc, exc.__traceback__)
+            failed = impl.capture.Record(2, 40, "app", "m", exc_info=error, sink=pipeline)
+            failed.extra = {"me": failed}
+            copied = copy.deepcopy(failed)
+            assert copied.exc_info is error
+            assert copied.extra["me"] is copied
+            failed.extra = copied.extra = None  # (the cycles, broken)
         finally:
             pipeline.close()
 

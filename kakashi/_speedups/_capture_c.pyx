@@ -315,9 +315,19 @@ cdef class Record:
         ))
 
     def __deepcopy__(self, memo):
-        # The values copied deeply, the sink shared (see the pure twin).
+        # The values copied deeply; the sink and the exceptions shared (see the pure
+        # twin). The copy is in *memo* before its parts are copied, so a part that holds
+        # this record holds the copy.
+        cdef Record copied = Record.__new__(Record)
+        memo[id(self)] = copied
         parts = self.__reduce__()[1]
-        return Record(*_py.deepcopy(parts[:-1], memo), self.sink)
+        shared = {10: self.exc_info, 13: self.active_exc}  # (exc_info, active_exc)
+        values = [
+            shared[index] if index in shared else _py.deepcopy(part, memo)
+            for index, part in enumerate(parts[:-1])
+        ]
+        copied.__init__(*values, self.sink)
+        return copied
 
     cdef object _fields_copy(self):
         # The call's fields as a new dict (None if there are none), the record unchanged.

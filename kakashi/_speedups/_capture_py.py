@@ -238,6 +238,10 @@ class Bound:
         return Bound(fields)
 
 
+# What a deep copy of a record shares with it (see Record.__deepcopy__).
+_SHARED = frozenset({"sink", "exc_info", "active_exc"})
+
+
 class Record:
     """One log call, captured. Built by the logger; read by enrichers, filters, formatters.
 
@@ -320,15 +324,15 @@ class Record:
         self.sink = sink
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Record:
-        """A copy whose values are copied deeply, with the same ``sink``: the pipeline
-        the record goes through (its writers, files and locks) is its route, not its
-        data. (Copied too, it made ``copy.deepcopy`` of any logged record fail on the
-        pipeline's locks.)"""
+        """A copy whose values are copied deeply, with the same ``sink`` and the same
+        exceptions: the pipeline the record goes through (its writers, files and locks)
+        is its route, not its data, and an exception's traceback cannot be copied.
+        (Copied too, they made ``copy.deepcopy`` of a logged record fail.)"""
         copied = Record.__new__(Record)
         memo[id(self)] = copied
         for name in Record.__slots__:
             value = getattr(self, name)
-            setattr(copied, name, value if name == "sink" else deepcopy(value, memo))
+            setattr(copied, name, value if name in _SHARED else deepcopy(value, memo))
         return copied
 
     @property

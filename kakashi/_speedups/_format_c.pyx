@@ -3179,11 +3179,13 @@ def open_holding_gil(path, int flags, int mode, dict owned not None, note=None):
     """``os.open(path, flags, mode)`` keeping the interpreter lock, the descriptor put in
     *owned* (as ``owned[fd] = note``) before the lock is let go: no other thread runs,
     and so none forks, between the two (see :mod:`kakashi._descriptors`). For a regular
-    file on a local filesystem: a FIFO without a reader is ``ENXIO`` here rather than a
-    wait. Interrupted by a signal, it runs the handlers (which may raise) and tries again.
+    file on a local filesystem: what would make the open wait is an error here instead
+    (opened ``O_NONBLOCK``, which is cleared on the descriptor after). Interrupted by a
+    signal, it runs the handlers (which may raise) and tries again.
 
     Raises:
-        OSError: as ``os.open`` (``ENXIO``: a FIFO nobody reads).
+        OSError: as ``os.open``; ``ENXIO``: a FIFO nobody reads; ``EAGAIN``: another
+            process holds a lease on the file.
     """
     cdef bytes encoded = os.fsencode(path)
     cdef int fd

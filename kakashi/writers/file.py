@@ -402,6 +402,7 @@ class FileWriter:
         #: async backend's :class:`PendingLines`; compiled build).
         self.fused_writes = 0
         self._hold = False  # set when the file is opened (see hold_gil)
+        self._local = False  # (the same, for opening and closing: see _open)
         try:
             self._fcntl: Any = posix_module("fcntl", "the lock that lets processes share a file")
         except UnsupportedPlatformError:
@@ -434,7 +435,7 @@ class FileWriter:
         make_folder("path", self.path.parent, self.path)
         try:
             # (Holding the GIL where the last file was local: see kakashi._descriptors.)
-            fd = open_owned(self.path, _FLAGS, self.mode, hold=self._hold)
+            fd = open_owned(self.path, _FLAGS, self.mode, hold=self._local)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
@@ -448,6 +449,9 @@ class FileWriter:
         # How records are written to this file (see hold_gil), decided before the handle
         # is seen; a thread still writing to the old descriptor may use either way.
         self._hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
+        # Whether the next file is opened and closed holding the GIL too (see
+        # kakashi._descriptors): a local filesystem only, whatever hold_gil says of writes.
+        self._local = self.hold_gil is not False and gil_held_writes(fd, False)
         self._handle = _Descriptor(fd)
         info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)

@@ -380,7 +380,7 @@ class RotatingFileWriter(FileWriter):
                 self._lock_name,
                 os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
                 self.mode,
-                hold=self._hold,
+                hold=self._local,
             )
             self._lock_inode = _inode(os.fstat(self._lock_file))
         return self._lock_file
@@ -824,7 +824,7 @@ class RotatingFileWriter(FileWriter):
             # (Descriptors from kakashi._descriptors: a child forked while this thread
             # compresses closes its copies.)
             source_fd = open_owned(
-                source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0), hold=self._hold
+                source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0), hold=self._local
             )
         pid = os.getpid()
         partial = source.with_name(
@@ -838,7 +838,7 @@ class RotatingFileWriter(FileWriter):
             # number went to a newer file, whose name got this file's records and whose own
             # records were deleted (4 processes, timestamped: 563 records lost, 567 twice).
             with open(source_fd, "rb", closefd=False) as reading:
-                with owned_file(partial, "wb", hold=self._hold) as dst:
+                with owned_file(partial, "wb", hold=self._local) as dst:
                     if self.compression == "zstd":
                         zstandard.ZstdCompressor(level=self.level, write_checksum=True).copy_stream(
                             reading, dst
