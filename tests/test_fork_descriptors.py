@@ -83,6 +83,19 @@ def in_child(work: Callable[[], Any]) -> Any:
     return json.loads(answer)
 
 
+_NEW = os.O_WRONLY | os.O_CREAT
+
+
+def open_at(number: int, opening: Callable[[], int]) -> int:
+    """Call *opening* until it gives *number* (each open takes the lowest free number;
+    the ones below it are left open) or a higher one; return the last it gave."""
+    for _ in range(1000):
+        fd = opening()
+        if fd >= number:
+            return fd
+    raise AssertionError(f"no open reached descriptor {number}")
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return Path(os.path.realpath(tmp_path))  # as /proc names it
@@ -134,9 +147,9 @@ def test_a_number_closed_and_taken_again_is_left_alone(folder: Path) -> None:
     thread.start()
     try:
         assert closed.wait(30)
-        again = os.open(other, os.O_WRONLY | os.O_CREAT, 0o600)
+        again = open_at(fd, lambda: os.open(other, _NEW, 0o600))
         try:
-            assert fd == again  # the lowest free number: the one just closed
+            assert fd == again  # the case that matters happened
             assert [str(other)] == in_child(lambda: open_under(folder))
         finally:
             os.close(again)
@@ -154,13 +167,7 @@ def test_a_handle_dropped_in_the_child_closes_nothing_of_the_childs(folder: Path
     number = writer._fd
 
     def child() -> list[Any]:
-        # Opened until one gets the parent's number (each open takes the lowest free).
-        fillers = []
-        for _ in range(1000):
-            mine = _descriptors.open_owned(folder / "child.log", os.O_WRONLY | os.O_CREAT, 0o600)
-            if mine >= number:
-                break
-            fillers.append(mine)
+        mine = open_at(number, lambda: _descriptors.open_owned(folder / "child.log", _NEW))
         kept.clear()  # the parent's handle goes: its __del__ runs here
         return [mine == number, os.readlink(f"/proc/self/fd/{mine}")]
 

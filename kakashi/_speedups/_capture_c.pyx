@@ -319,14 +319,8 @@ cdef class Record:
         # twin). The copy is in *memo* before its parts are copied, so a part that holds
         # this record holds the copy.
         cdef Record copied = Record.__new__(Record)
-        memo[id(self)] = copied
-        parts = self.__reduce__()[1]
-        shared = {10: self.exc_info, 13: self.active_exc}  # (exc_info, active_exc)
-        values = [
-            shared[index] if index in shared else _py.deepcopy(part, memo)
-            for index, part in enumerate(parts[:-1])
-        ]
-        copied.__init__(*values, self.sink)
+        _py.share_in_copies(self, copied, memo)
+        copied.__init__(*_py.deepcopy(self.__reduce__()[1], memo))
         return copied
 
     cdef object _fields_copy(self):

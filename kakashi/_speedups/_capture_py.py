@@ -238,8 +238,13 @@ class Bound:
         return Bound(fields)
 
 
-# What a deep copy of a record shares with it (see Record.__deepcopy__).
-_SHARED = frozenset({"sink", "exc_info", "active_exc"})
+def share_in_copies(record: Any, copied: Any, memo: dict[int, Any]) -> None:
+    """Prepare *memo* for a deep copy of *record* into *copied* (both twins'
+    ``Record.__deepcopy__``): the record stands for its copy, and its sink and
+    exceptions stand for themselves."""
+    memo[id(record)] = copied
+    for shared in (record.sink, record.exc_info, record.active_exc):
+        memo[id(shared)] = shared
 
 
 class Record:
@@ -329,10 +334,9 @@ class Record:
         is its route, not its data, and an exception's traceback cannot be copied.
         (Copied too, they made ``copy.deepcopy`` of a logged record fail.)"""
         copied = Record.__new__(Record)
-        memo[id(self)] = copied
+        share_in_copies(self, copied, memo)
         for name in Record.__slots__:
-            value = getattr(self, name)
-            setattr(copied, name, value if name in _SHARED else deepcopy(value, memo))
+            setattr(copied, name, deepcopy(getattr(self, name), memo))
         return copied
 
     @property

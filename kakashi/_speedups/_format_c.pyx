@@ -3122,14 +3122,15 @@ cdef extern from *:
     static int kk_nonblocking_flock(int operation) {
         return (operation & LOCK_NB) != 0 || operation == LOCK_UN;
     }
-    /* open(2) that never waits for a FIFO's other end (ENXIO instead), close-on-exec as
-       os.open makes it; O_NONBLOCK is cleared again unless *flags* asked for it. */
     /* Whether *fd*'s file still has a name: 1, 0 (deleted while open), -1 unknown. */
     static int kk_linked(int fd) {
         struct stat st;
         if (fstat(fd, &st) != 0) return -1;
         return st.st_nlink > 0;
     }
+    /* open(2) that never waits (a FIFO's other end, a lease: ENXIO, EAGAIN instead),
+       close-on-exec as os.open makes it; O_NONBLOCK is cleared again unless *flags*
+       asked for it. */
     static int kk_open_no_wait(const char *path, int flags, int mode) {
         int fd, got, error;
     #ifdef O_CLOEXEC

@@ -580,7 +580,8 @@ def open_holding_gil(
     """``os.open(path, flags, mode)``, the descriptor put in *owned* (``owned[fd] =
     note``). The compiled twin keeps the interpreter lock from the ``open`` to that
     (Python code cannot: a thread may fork between the two here), and answers ``ENXIO``
-    for a FIFO nobody reads.
+    for a FIFO nobody reads and ``EAGAIN`` for a file another process holds a lease on,
+    rather than wait.
 
     Raises:
         OSError: as ``os.open``.
