@@ -465,19 +465,23 @@ def test_shutdown_while_a_post_hangs_spools_the_rest_and_reports_the_batch_pendi
     wait_for(lambda: collector.unanswered, what="the hung request")
     for i in range(5, 9):
         log.info("r", i=i)
-    result = pipe.shutdown(0.5)
-    stats = pipe.stats()
-    entry = writer_stats(stats, writer)
-    assert (False, 5) == (result.complete, result.pending)
-    assert (0, 4) == (stats["messages_dropped"], entry["spooled_at_shutdown"])
-    assert books_balance(stats)
-    collector.answers.clear()
-    again = reopen(tmp_path / "spool", f"{collector.url}/logs")
-    again.flush()
-    assert [5, 6, 7, 8] == stored(collector)
-    again.close()
-    collector.kill()  # the hung request fails: the old lane's thread ends
-    wait_for(lambda: not any(t.name == "kakashi-lane" for t in threading.enumerate()))
+    try:
+        result = pipe.shutdown(0.5)
+        stats = pipe.stats()
+        entry = writer_stats(stats, writer)
+        assert (False, 5) == (result.complete, result.pending)
+        assert (0, 4) == (stats["messages_dropped"], entry["spooled_at_shutdown"])
+        assert books_balance(stats)
+        collector.answers.clear()
+        again = reopen(tmp_path / "spool", f"{collector.url}/logs")
+        again.flush()
+        assert [5, 6, 7, 8] == stored(collector)
+        again.close()
+    finally:
+        # The hung request fails: the old lane's thread ends (also when an assertion
+        # failed, or every later test's teardown would find it left over).
+        collector.kill()
+        wait_for(lambda: not any(t.name == "kakashi-lane" for t in threading.enumerate()))
 
 
 def reopen(directory: Path, url: str) -> SpoolingWriter:
