@@ -577,6 +577,72 @@ class TestFlushAndShutdown:
         assert 10 == result.pending + stats["messages_written"]
         assert result.pending >= 9
 
+    def test_shutdown_closes_the_writers_when_an_idle_worker_wakes_too_late(self) -> None:
+        """The worker, idle, has not run since the shutdown woke it when the deadline
+        comes (a loaded machine; or the drain used all the time, waiting for a lane's
+        hung write): it is in no write, so the writers are flushed and closed all the
+        same, and the shutdown is complete. It was taken for hung, and a spool's
+        directory stayed locked."""
+
+        class Closing(SlowWriter):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls: list[str] = []
+
+            def flush(self) -> None:
+                self.calls.append("flush")
+
+            def close(self) -> None:
+                self.calls.append("close")
+
+        class Stalled:
+            """The worker's wake event; a wait after ``stall`` is set does not return
+            until ``go`` is, whatever ``set`` says (the worker is not scheduled)."""
+
+            def __init__(self, event: threading.Event) -> None:
+                self.event = event
+                self.stall = threading.Event()
+                self.stalled = threading.Event()
+                self.go = threading.Event()
+
+            def wait(self, timeout: float | None = None) -> bool:
+                if self.stall.is_set():
+                    self.stalled.set()
+                    self.go.wait(30)
+                return self.event.wait(timeout)
+
+            def set(self) -> None:
+                self.event.set()
+
+            def clear(self) -> None:
+                self.event.clear()
+
+        writer = Closing()
+        pipeline = async_pipeline(writer, batch_size=5, batch_timeout=0.01)
+        backend = pipeline.backend
+        wake = backend._wake = Stalled(backend._wake)  # type: ignore[assignment]
+        log = pipeline.get_logger("s")
+        for i in range(7):
+            log.info("r", i=i)
+        assert pipeline.flush(10).complete
+        wake.stall.set()
+        assert wake.stalled.wait(10)
+        try:
+            result = pipeline.shutdown(0.2)
+            worker_alive = any(thread.is_alive() for thread in backend._workers)
+            stats = pipeline.stats()
+        finally:
+            wake.go.set()
+
+        assert worker_alive  # the case under test: the worker had not run
+        assert (True, 0) == (result.complete, result.pending)
+        assert ["flush", "flush", "close"] == writer.calls[-3:]
+        assert list(range(7)) == [line["i"] for line in writer.lines]
+        assert balanced(stats)
+        for thread in list(backend._workers):
+            thread.join(10)
+            assert not thread.is_alive()
+
     def test_shutdown_report_counts_only_records_not_written(self, capfd: Any) -> None:
         """The report gives the time spent and counts what it abandoned: the record whose
         write has not returned. A record logged during the drain is kept behind it, never

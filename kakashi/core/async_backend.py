@@ -1313,7 +1313,12 @@ class AsyncBackend:
         lanes_alive = any(
             thread.is_alive() for lane in list(self._every_lane) for thread in list(lane._threads)
         )
-        if alive:
+        # A worker still alive at the deadline may only not have run since it was woken
+        # (the drain can use all the time, waiting for a lane's hung write): if nobody
+        # holds the turn, no worker is inside a write, and holding it keeps them out
+        # while the writers close and the queue is emptied.
+        token = self._try_take_turn() if alive else None
+        if alive and token is None:
             with self._state_lock:
                 # Still inside a write after the deadline: hung, for the fallback's sake.
                 self._hung.update(self._busy)
@@ -1326,6 +1331,7 @@ class AsyncBackend:
                     # after the shutdown waits for it in the synchronous fallback.
                     self._hung.update(self._busy)
         queued = len(self.queue.abandon())
+        self._give_turn(token)  # the workers left find the queue empty and end
         held = self.queue.in_flight  # in batches whose write has not returned (hung)
         pending = queued + held
         if pending:
@@ -1508,6 +1514,13 @@ class AsyncBackend:
     def _take_turn(self) -> object:
         """Wait for the workers' turn; the token that gives it back."""
         self._turn.acquire()
+        token = self._turn_holder = object()
+        return token
+
+    def _try_take_turn(self) -> object | None:
+        """The workers' turn if nobody holds it (its token), else ``None``."""
+        if not self._turn.acquire(blocking=False):
+            return None
         token = self._turn_holder = object()
         return token
 
