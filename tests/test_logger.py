@@ -638,6 +638,15 @@ class TestBinding:
 
         assert ["a"] == line(impl, sink.records[0])["tags"]
 
+    def test_any_field_name_binds(self, impl: Implementation) -> None:
+        """A field named ``self`` (or ``msg``) binds like any other, as the level
+        methods take it (hypothesis found ``bind(self=...)`` refused)."""
+        log, sink = make_logger(impl)
+        log.bind(self="me", msg="kept").with_fields(self="again").info("x", self="call")
+
+        event = line(impl, sink.records[0])
+        assert ("call", "kept") == (event["self"], event["msg"])
+
     def test_bind_does_not_touch_parent(self, impl: Implementation) -> None:
         """bind returns a new logger; the original has no bound fields."""
         log, sink = make_logger(impl)

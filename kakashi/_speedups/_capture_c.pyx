@@ -670,7 +670,7 @@ cdef class Logger:
         """The lowest level this logger lets through."""
         return self._route.level
 
-    def bind(self, **fields):
+    def bind(self, /, **fields):
         """Return a logger that adds *fields* to every record; they are encoded once, here."""
         base = self._bound if self._bound is not None else _EMPTY_BOUND
         return Logger(self.name, self._route, base.merged(fields))

@@ -663,7 +663,7 @@ class Logger:
         """The lowest level this logger lets through."""
         return self._route.level
 
-    def bind(self, **fields: Any) -> Logger:
+    def bind(self, /, **fields: Any) -> Logger:
         """Return a logger that adds *fields* to every record; they are encoded once, here.
 
         The new logger shares this logger's route (level and pipeline).
