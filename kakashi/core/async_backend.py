@@ -122,6 +122,10 @@ _STRATEGIES = {"block": BLOCK, "drop_oldest": DROP_OLDEST, "drop_newest": DROP_N
 _WRITE_ERROR = REASONS.index("write_error")
 _CLOSED_REASON = REASONS.index("closed")
 _SHUTDOWN_REASON = REASONS.index("shutdown_timeout")
+# The part of a shutdown's timeout kept for closing the writers (at most this many
+# seconds): the drain stops that much before the deadline (see AsyncBackend.shutdown).
+_CLOSE_SHARE = 0.1
+_CLOSE_RESERVE_MAX = 0.25
 # Per thread: inside the synchronous fallback (a writer that logs from there would recurse).
 _thread_state = threading.local()
 
@@ -1283,55 +1287,65 @@ class AsyncBackend:
         timeout = self.config.shutdown_timeout if timeout is None else _check_timeout(timeout)
         started = time.monotonic()
         deadline = started + max(timeout, 0.0)
+        # Part of the time is kept for closing the writers (a rotating writer's close waits
+        # for its compressions, a zstd writer ends its frame): the drain, and then the
+        # wait for the workers' turn and the lanes' deliveries, stop that much earlier.
+        reserve = min(timeout * _CLOSE_SHARE, _CLOSE_RESERVE_MAX)
+        drain_deadline = deadline - reserve
+        turn_deadline = drain_deadline + reserve / 2
         with self._state_lock:
             self.queue.starter = None  # a shut-down backend is not restarted by a record
             if self.state == "stopped" and not self._workers:
                 self.queue.close()
                 return FlushResult(True, 0)
             self.state = "stopping"
-            self._shutdown_deadline = deadline
+            self._shutdown_deadline = turn_deadline  # the lanes' (see _Lane._too_late)
             self._after_drain = []
         self._stopping.set()
         self.queue.close()
         if threading.get_ident() in self._worker_idents:
             self._write_after_drain(True)  # called from a writer: cannot wait for the drain
             return FlushResult(False, self._pending())
-        drained = _wait_drained(self, deadline)
-        self._write_after_drain(drained and time.monotonic() < deadline)
+        drained = _wait_drained(self, drain_deadline)
+        self._write_after_drain(drained and time.monotonic() < drain_deadline)
         self._stop = True
         self._wake.set()
+        # Once the shutdown holds the workers' turn no worker writes any more: a worker
+        # late to end (woken, not yet run) finds the queue emptied and ends. Not had in
+        # time: a worker is still inside a write (or holds the turn on its way out).
+        token = self._take_turn_by(turn_deadline)
+        closed = False  # every writer flushed and closed, in time
+        try:
+            for lane in list(self._every_lane):
+                lane.finish(turn_deadline)
+            for lane in list(self._every_lane):
+                lane.abandon()  # what the deadline left waiting: spooled, or dropped (shutdown)
+            lanes_alive = any(
+                thread.is_alive()
+                for lane in list(self._every_lane)
+                for thread in list(lane._threads)
+            )
+            if token is None:
+                with self._state_lock:
+                    # Still inside a write after the deadline: hung, for the fallback's sake.
+                    self._hung.update(self._busy)
+            else:
+                closed = self._close_writers(deadline)
+                if lanes_alive:
+                    with self._state_lock:
+                        # A lane's write that has not returned (its writer was closed all
+                        # the same: a spool releases its directory): hung, so that no record
+                        # logged after the shutdown waits for it in the synchronous fallback.
+                        self._hung.update(self._busy)
+            queued = len(self.queue.abandon())
+        finally:
+            self._give_turn(token)  # (also when a Ctrl-C interrupts the closes)
         joined: set[threading.Thread] = set()
         while waiting := [t for t in list(self._workers) if t not in joined]:
             for thread in waiting:  # (a worker taking over from a hung one joins the list)
                 thread.join(max(0.0, deadline - time.monotonic()))
                 joined.add(thread)
-        for lane in list(self._every_lane):
-            lane.finish(deadline)
-        for lane in list(self._every_lane):
-            lane.abandon()  # what the deadline left waiting: spooled, or dropped (shutdown)
         alive = [thread for thread in list(self._workers) if thread.is_alive()]
-        lanes_alive = any(
-            thread.is_alive() for lane in list(self._every_lane) for thread in list(lane._threads)
-        )
-        # A worker still alive at the deadline may only not have run since it was woken
-        # (the drain can use all the time, waiting for a lane's hung write): if nobody
-        # holds the turn, no worker is inside a write, and holding it keeps them out
-        # while the writers close and the queue is emptied.
-        token = self._try_take_turn() if alive else None
-        if alive and token is None:
-            with self._state_lock:
-                # Still inside a write after the deadline: hung, for the fallback's sake.
-                self._hung.update(self._busy)
-        else:
-            self._close_writers(deadline)
-            if lanes_alive:
-                with self._state_lock:
-                    # A lane's write that has not returned (its writer was closed all the
-                    # same: a spool releases its directory): hung, so that no record logged
-                    # after the shutdown waits for it in the synchronous fallback.
-                    self._hung.update(self._busy)
-        queued = len(self.queue.abandon())
-        self._give_turn(token)  # the workers left find the queue empty and end
         held = self.queue.in_flight  # in batches whose write has not returned (hung)
         pending = queued + held
         if pending:
@@ -1345,10 +1359,12 @@ class AsyncBackend:
             )
         with self._state_lock:
             self.state = "stopped"
-            self._workers = alive
+            # Workers still inside a write, kept to be joined by a later shutdown; once
+            # the writers are closed, a late one is not waited for again (it ends alone).
+            self._workers = alive if token is None else []
             hung = bool(self._hung)  # a writer not flushed or closed in time
         _unwatch(deadline)
-        return FlushResult(drained and pending == 0 and not hung, pending)
+        return FlushResult(drained and pending == 0 and not hung and closed, pending)
 
     stop = shutdown
 
@@ -1517,9 +1533,9 @@ class AsyncBackend:
         token = self._turn_holder = object()
         return token
 
-    def _try_take_turn(self) -> object | None:
-        """The workers' turn if nobody holds it (its token), else ``None``."""
-        if not self._turn.acquire(blocking=False):
+    def _take_turn_by(self, deadline: float) -> object | None:
+        """The workers' turn, waited for until *deadline* (its token), else ``None``."""
+        if not self._turn.acquire(True, max(0.0, deadline - time.monotonic())):
             return None
         token = self._turn_holder = object()
         return token
@@ -1976,10 +1992,11 @@ class AsyncBackend:
             else:
                 self._hung.discard(key)  # it returned: not hung after all
 
-    def _bounded(self, writer: Writer, what: str, call: Callable[[], Any], deadline: float) -> None:
+    def _bounded(self, writer: Writer, what: str, call: Callable[[], Any], deadline: float) -> bool:
         """Run ``call`` (a writer's flush or close) on a helper thread and wait for it until
-        *deadline*. A call still running then is left to finish (it may never: fsync on a
-        hung mount) and the writer counts as hung, so no caller waits for it again."""
+        *deadline*; whether it returned in time without raising. A call still running then
+        is left to finish (it may never: fsync on a hung mount) and the writer counts as
+        hung, so no caller waits for it again."""
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -1993,8 +2010,9 @@ class AsyncBackend:
         try:
             thread.start()
         except RuntimeError:  # no new thread at this point of interpreter shutdown
-            run()
-        thread.join(max(0.0, deadline - time.monotonic()))
+            run()  # here, then: it has returned
+        else:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             with self._state_lock:
                 if id(writer) in self._busy:
@@ -2004,8 +2022,11 @@ class AsyncBackend:
                 detail="did not return in time; it is left running, and records are not "
                 "written to this writer synchronously while it hangs",
             )
-        elif failure:
+            return False
+        if failure:
             _errors.report(f"writer {_describe(writer)} {what}", failure[0])
+            return False
+        return True
 
     def _hung_writer(self, sink: Sink) -> Writer | None:
         """A writer of *sink* that a flush, close or shutdown gave up waiting for and that
@@ -2128,14 +2149,17 @@ class AsyncBackend:
                 writers[id(writer)] = writer
         return list(writers.values())
 
-    def _close_writers(self, deadline: float | None = None) -> None:
-        """Flush and close every writer; a writer whose ``close`` takes a ``timeout`` is
-        given what is left until *deadline* (a rotating file writer would otherwise wait
-        for its pending compressions, which may wait for another process's lock)."""
+    def _close_writers(self, deadline: float | None = None) -> bool:
+        """Flush and close every writer; whether each was, in time and without an error.
+        A writer whose ``close`` takes a ``timeout`` is given what is left until
+        *deadline* (a rotating file writer would otherwise wait for its pending
+        compressions, which may wait for another process's lock)."""
         if deadline is None:
             deadline = time.monotonic() + self.config.shutdown_timeout
+        every = True
         for writer in self._all_writers():
             if id(writer) in self._hung:
+                every = False
                 continue  # still inside a call that a flush gave up on
             close = writer.close
             if _takes_timeout(close):
@@ -2143,15 +2167,23 @@ class AsyncBackend:
                 # still be back before the deadline, or it would count as hung.
                 left = max(0.0, (deadline - time.monotonic()) * 0.9 - 0.01)
                 close = functools.partial(close, timeout=left)  # type: ignore[call-arg]
+            flushed: list[bool] = []
 
-            def flush_and_close(writer: Writer = writer, close: Callable[[], Any] = close) -> None:
+            def flush_and_close(
+                writer: Writer = writer,
+                close: Callable[[], Any] = close,
+                flushed: list[bool] = flushed,
+            ) -> None:
                 try:
                     writer.flush()
-                except Exception as exc:
+                    flushed.append(True)
+                except BaseException as exc:  # even SystemExit: the writer is closed all the same
                     _errors.report(f"writer {_describe(writer)} flush", exc)
                 close()
 
-            self._bounded(writer, "close", flush_and_close, deadline)
+            every = self._bounded(writer, "close", flush_and_close, deadline) and every
+            every = every and bool(flushed)
+        return every
 
     # -- stats -----------------------------------------------------------------------------
 
