@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -647,6 +648,112 @@ class TestFlushAndShutdown:
         # Closed once: a second shutdown has nothing left to do.
         assert pipeline.shutdown(1.0).complete
         assert ["flush", "flush", "close"] == writer.calls
+
+    def test_a_flush_that_raises_systemexit_still_closes_the_writer(self, capfd: Any) -> None:
+        """The shutdown's flush raises ``SystemExit``: the writer is closed all the same,
+        the failure reported, and the shutdown incomplete (it was never closed, and the
+        shutdown said complete)."""
+
+        class Exiting(SlowWriter):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls: list[str] = []
+
+            def flush(self) -> None:
+                self.calls.append("flush")
+                raise SystemExit(3)
+
+            def close(self) -> None:
+                self.calls.append("close")
+
+        writer = Exiting()
+        pipeline = async_pipeline(writer, batch_size=5)
+        pipeline.get_logger("s").info("r", i=0)
+        result = pipeline.shutdown(5)
+
+        assert (False, 0) == (result.complete, result.pending)
+        assert ["flush", "close"] == writer.calls
+        assert [0] == [line["i"] for line in writer.lines]
+        assert "flush failed: SystemExit: 3" in capfd.readouterr().err
+
+    def test_an_interrupted_shutdown_gives_the_turn_back(self) -> None:
+        """A Ctrl-C while the shutdown holds the workers' turn to close the writers: the
+        interrupt reaches the caller, the turn is free again (it stayed taken, and the
+        workers with it), and a second shutdown closes the writers and completes."""
+
+        class Interrupting(SlowWriter):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls: list[str] = []
+
+            def flush(self) -> None:
+                self.calls.append("flush")
+                if self.calls.count("flush") == 1:
+                    os.kill(os.getpid(), signal.SIGINT)  # to the main thread, in its wait
+                    time.sleep(0.5)
+
+            def close(self) -> None:
+                self.calls.append("close")
+
+        writer = Interrupting()
+        pipeline = async_pipeline(writer, batch_size=5)
+        pipeline.get_logger("s").info("r", i=0)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.shutdown(5)
+
+        assert not pipeline.backend._turn.locked()
+        assert pipeline.shutdown(5).complete
+        assert "close" in writer.calls
+        assert balanced(pipeline.stats())
+
+    def test_a_hung_lane_leaves_the_closes_their_time(self, tmp_path: Path) -> None:
+        """A lane's write never returns, so the drain runs out of time: the other writer
+        is still closed with time left (a close taking a timeout is given a positive one;
+        it was given 0)."""
+
+        class Hanging:
+            concurrent = True  # its writes are made on a lane of its own
+
+            def __init__(self) -> None:
+                self.gate = threading.Event()
+                self.entered = threading.Event()
+
+            def write(self, batch: Any) -> None:
+                self.entered.set()
+                self.gate.wait(30)
+
+            def flush(self) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        class Timed(SlowWriter):
+            def __init__(self) -> None:
+                super().__init__()
+                self.given: list[float] = []
+
+            def close(self, timeout: float = 5.0) -> None:
+                self.given.append(timeout)
+
+        hanging, timed = Hanging(), Timed()
+        config = AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(min_level="DEBUG", writers=(hanging, timed)),
+            async_config=AsyncConfig(batch_size=5),
+        )
+        pipeline = AsyncPipeline(config)
+        log = pipeline.get_logger("s")
+        for i in range(5):
+            log.info("r", i=i)
+        assert hanging.entered.wait(10)
+        try:
+            result = pipeline.shutdown(2.0)
+        finally:
+            hanging.gate.set()
+
+        assert not result.complete  # the lane's write never returned in time
+        assert len(timed.given) == 1 and timed.given[0] > 0
+        assert [0, 1, 2, 3, 4] == [line["i"] for line in timed.lines]
 
     def test_shutdown_report_counts_only_records_not_written(self, capfd: Any) -> None:
         """The report gives the time spent and counts what it abandoned: the record whose

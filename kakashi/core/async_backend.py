@@ -1313,7 +1313,7 @@ class AsyncBackend:
         # Once the shutdown holds the workers' turn no worker writes any more: a worker
         # late to end (woken, not yet run) finds the queue emptied and ends. Not had in
         # time: a worker is still inside a write (or holds the turn on its way out).
-        token = self._take_turn_by(turn_deadline)
+        token = self._take_turn(turn_deadline)
         closed = False  # every writer flushed and closed, in time
         try:
             for lane in list(self._every_lane):
@@ -1527,15 +1527,12 @@ class AsyncBackend:
         finally:
             self._worker_idents.discard(threading.get_ident())
 
-    def _take_turn(self) -> object:
-        """Wait for the workers' turn; the token that gives it back."""
-        self._turn.acquire()
-        token = self._turn_holder = object()
-        return token
-
-    def _take_turn_by(self, deadline: float) -> object | None:
-        """The workers' turn, waited for until *deadline* (its token), else ``None``."""
-        if not self._turn.acquire(True, max(0.0, deadline - time.monotonic())):
+    def _take_turn(self, deadline: float | None = None) -> object | None:
+        """Wait for the workers' turn (until *deadline*, if given); the token that gives
+        it back, or ``None`` if the deadline came first."""
+        if deadline is None:
+            self._turn.acquire()
+        elif not self._turn.acquire(True, max(0.0, deadline - time.monotonic())):
             return None
         token = self._turn_holder = object()
         return token
@@ -2181,8 +2178,12 @@ class AsyncBackend:
                     _errors.report(f"writer {_describe(writer)} flush", exc)
                 close()
 
-            every = self._bounded(writer, "close", flush_and_close, deadline) and every
-            every = every and bool(flushed)
+            # (The close is made first: neither a failed flush nor an earlier writer skips it.)
+            every = (
+                self._bounded(writer, "close", flush_and_close, deadline)
+                and bool(flushed)
+                and every
+            )
         return every
 
     # -- stats -----------------------------------------------------------------------------
