@@ -58,6 +58,20 @@ class SlowWriter:
         pass
 
 
+class CallsWriter(SlowWriter):
+    """A :class:`SlowWriter` that also notes each flush and close, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
 def async_pipeline(writer: Any, **async_options: Any) -> AsyncPipeline:
     config = AsyncPipelineConfig(
         pipeline_config=PipelineConfig(min_level="DEBUG", writers=(writer,)),
@@ -586,17 +600,6 @@ class TestFlushAndShutdown:
         hung, and no writer was closed (a spool's directory stayed locked), while the
         shutdown said it was complete."""
 
-        class Closing(SlowWriter):
-            def __init__(self) -> None:
-                super().__init__()
-                self.calls: list[str] = []
-
-            def flush(self) -> None:
-                self.calls.append("flush")
-
-            def close(self) -> None:
-                self.calls.append("close")
-
         class Stalled:
             """The worker's wake event; a wait after ``stall`` is set does not return
             until ``go`` is, whatever ``set`` says (the worker is not scheduled)."""
@@ -619,7 +622,7 @@ class TestFlushAndShutdown:
             def clear(self) -> None:
                 self.event.clear()
 
-        writer = Closing()
+        writer = CallsWriter()
         pipeline = async_pipeline(writer, batch_size=5, batch_timeout=0.01)
         backend = pipeline.backend
         wake = backend._wake = Stalled(backend._wake)  # type: ignore[assignment]
@@ -654,17 +657,10 @@ class TestFlushAndShutdown:
         the failure reported, and the shutdown incomplete (it was never closed, and the
         shutdown said complete)."""
 
-        class Exiting(SlowWriter):
-            def __init__(self) -> None:
-                super().__init__()
-                self.calls: list[str] = []
-
+        class Exiting(CallsWriter):
             def flush(self) -> None:
-                self.calls.append("flush")
+                super().flush()
                 raise SystemExit(3)
-
-            def close(self) -> None:
-                self.calls.append("close")
 
         writer = Exiting()
         pipeline = async_pipeline(writer, batch_size=5)
@@ -681,19 +677,12 @@ class TestFlushAndShutdown:
         interrupt reaches the caller, the turn is free again (it stayed taken, and the
         workers with it), and a second shutdown closes the writers and completes."""
 
-        class Interrupting(SlowWriter):
-            def __init__(self) -> None:
-                super().__init__()
-                self.calls: list[str] = []
-
+        class Interrupting(CallsWriter):
             def flush(self) -> None:
-                self.calls.append("flush")
+                super().flush()
                 if self.calls.count("flush") == 1:
                     os.kill(os.getpid(), signal.SIGINT)  # to the main thread, in its wait
                     time.sleep(0.5)
-
-            def close(self) -> None:
-                self.calls.append("close")
 
         writer = Interrupting()
         pipeline = async_pipeline(writer, batch_size=5)
