@@ -687,8 +687,13 @@ class TestFlushAndShutdown:
         writer = Interrupting()
         pipeline = async_pipeline(writer, batch_size=5)
         pipeline.get_logger("s").info("r", i=0)
-        with pytest.raises(KeyboardInterrupt):
-            pipeline.shutdown(5)
+        # Python's own handler: a process started in the background (CI) ignores SIGINT.
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pipeline.shutdown(5)
+        finally:
+            signal.signal(signal.SIGINT, before)
 
         assert not pipeline.backend._turn.locked()
         assert pipeline.shutdown(5).complete
