@@ -113,6 +113,22 @@ class TestQueue:
         assert ("c", "d") == queue.drain(10)
         assert [("a", "queue_full_drop_oldest"), ("b", "queue_full_drop_oldest")] == events
 
+    def test_refuse_counts_a_record_it_never_takes(self, impl: Implementation) -> None:
+        """``refuse`` counts one record offered and dropped for the reason, leaves the
+        queue and on_drop alone (its caller reports it); a reason that is not one is a
+        ValueError, and counts nothing."""
+        queue, events = self.make(impl, 2, impl.queue.BLOCK)
+        queue.put("a")
+        loop = impl.queue.REASONS.index("stdlib_loop")
+        queue.refuse(loop)
+        for bad in (-1, len(impl.queue.REASONS)):
+            with pytest.raises(ValueError, match="index of REASONS"):
+                queue.refuse(bad)
+        c = queue.counters()
+        assert (c["offered"], c["size"], c["dropped"]["stdlib_loop"]) == (2, 1, 1)
+        assert sum(c["dropped"].values()) == 1
+        assert ([], ("a",)) == (events, queue.drain(10))
+
     @pytest.mark.parametrize("count", [0, -1, -1000])
     def test_draining_less_than_one_takes_nothing(self, impl: Implementation, count: int) -> None:
         """A count below 1 takes no record, in both builds, and the counters still add up

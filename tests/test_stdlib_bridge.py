@@ -6,6 +6,7 @@ import http.server
 import json
 import logging
 import logging.config
+import signal
 import subprocess
 import sys
 import threading
@@ -339,6 +340,105 @@ def test_recursion_guard_async_worker() -> None:
     pipeline.shutdown(timeout=30)
     assert sorted(e["message"] for e in writer.events) == [f"outer {n}" for n in range(5)]
     assert capture.handler.dropped == len(writer.events) == 5
+    # The cut records are in the backend's books too, which still add up.
+    stats = pipeline.stats()
+    assert stats["dropped_by_reason"]["stdlib_loop"] == 5
+    assert (stats["messages_enqueued"], stats["messages_written"], stats["pending"]) == (10, 5, 0)
+    assert stats["messages_dropped"] == 5
+
+
+@pytest.fixture
+def isolated() -> Iterator[logging.Logger]:
+    """The stdlib logger ``iso``, which does not propagate (pytest's own handlers on the
+    root would render the records again, outside any delivery); its handlers are
+    removed afterwards."""
+    logger = logging.getLogger("iso")
+    logger.propagate = False
+    yield logger
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def attach(logger: logging.Logger, pipeline: Any) -> KakashiHandler:
+    handler = KakashiHandler(pipeline=pipeline)
+    logger.addHandler(handler)
+    return handler
+
+
+def async_pipeline(writer: Any) -> AsyncPipeline:
+    return AsyncPipeline(AsyncPipelineConfig(json_pipeline(writer).config))
+
+
+class LogsWhenRendered:
+    """A message whose ``__str__`` logs through stdlib first (a record inside a record)."""
+
+    def __str__(self) -> str:
+        logging.getLogger("iso.inner").warning("from __str__")
+        return "outer"
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["handler", "lean"])
+def test_a_record_logged_while_converting_one_reaches_an_async_pipeline(
+    lean: bool, lines: Lines, isolated: logging.Logger
+) -> None:
+    """A record logged from inside a delivery that only queues (an async pipeline) is
+    not a loop: both arrive, none is dropped."""
+    pipeline = async_pipeline(lines)
+    handler = attach(isolated, pipeline)
+    outer = logging.getLogger("iso.outer")
+    if lean:
+        bridge.make_lean(outer)
+    try:
+        outer.warning(LogsWhenRendered())
+    finally:
+        bridge._unlean(outer)
+    pipeline.shutdown(timeout=30)
+    assert sorted(e["message"] for e in lines.events) == ["from __str__", "outer"]
+    stats = pipeline.stats()
+    assert (handler.dropped, stats["messages_dropped"]) == (0, 0)
+    assert stats["messages_written"] == stats["messages_enqueued"] == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_a_signal_handler_logging_during_a_stdlib_call_is_delivered(
+    lines: Lines, isolated: logging.Logger
+) -> None:
+    """A signal that arrives while its thread is inside the handler's delivery, and whose
+    handler logs through stdlib: its record is delivered (it used to be dropped, counted
+    only in ``handler.dropped``, so ``get_async_stats()`` did not see the loss)."""
+    pipeline = async_pipeline(lines)
+    handler = attach(isolated, pipeline)
+
+    class RaisesSignal:
+        def __str__(self) -> str:
+            signal.raise_signal(signal.SIGUSR1)  # handled before this returns
+            return "interrupted"
+
+    def on_signal(signum: int, frame: Any) -> None:
+        logging.getLogger("iso.signal").warning("from the signal handler")
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        for _ in range(3):
+            logging.getLogger("iso.outer").warning(RaisesSignal())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    pipeline.shutdown(timeout=30)
+    messages = [e["message"] for e in lines.events]
+    assert sorted(messages) == ["from the signal handler"] * 3 + ["interrupted"] * 3
+    assert (handler.dropped, pipeline.stats()["messages_dropped"]) == (0, 0)
+
+
+def test_a_record_logged_while_converting_one_for_a_sync_pipeline_is_cut(
+    lines: Lines, isolated: logging.Logger
+) -> None:
+    """Into a synchronous pipeline (whose stages run on the calling thread) the inner
+    record is still cut, and counted."""
+    handler = attach(isolated, json_pipeline(lines))
+    logging.getLogger("iso.outer").warning(LogsWhenRendered())
+    assert [e["message"] for e in lines.events] == ["outer"]
+    assert handler.dropped == 1
 
 
 def test_urllib3_debug_logs_arrive(lines: Lines) -> None:

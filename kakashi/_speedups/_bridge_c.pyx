@@ -55,7 +55,8 @@ cdef extern from "time.h" nogil:
 
 cdef extern from *:
     """
-    /* Per thread: 0 not decided yet, else _IDLE + 1, _BUSY + 1 or _KAKASHI + 1. */
+    /* Per thread: 0 not decided yet, _KAKASHI, or _IDLE plus the number of deliveries
+       the thread is inside. */
     static _Thread_local int kk_bridge_state = 0;
     """
     int kk_bridge_state
@@ -103,9 +104,9 @@ _make_record, _handle, _call_handlers, _find_caller = _py.ORIGINAL_METHODS
 cdef object _handler_class = None
 
 cdef enum:
-    _IDLE = 0
-    _BUSY = 1
-    _KAKASHI = 2
+    _UNDECIDED = 0
+    _KAKASHI = 1
+    _IDLE = 2
 
 
 def set_handler_class(cls):
@@ -119,11 +120,11 @@ def set_handler_class(cls):
 cdef inline int _thread_state():
     global kk_bridge_state
     cdef int state = kk_bridge_state
-    if state == 0:
+    if state == _UNDECIDED:
         name = _thread().name
-        state = (_KAKASHI if name.startswith("kakashi-") else _IDLE) + 1
+        state = _KAKASHI if name.startswith("kakashi-") else _IDLE
         kk_bridge_state = state
-    return state - 1
+    return state
 
 
 cdef inline object _thread():
@@ -144,21 +145,24 @@ cdef object _default():
     return _default_pipeline()
 
 
-cdef object _target(handler, level):
-    """*handler*'s pipeline (the default one if it has none) if *level* reaches it."""
+cdef object _queue_of = _py._queue_of
+cdef object _cut = _py._cut
+
+
+cdef object _deliverable(handler, level):
+    """*handler*'s pipeline (the default one if it has none), if a record of *level*
+    reaches it and this thread may deliver it now; else ``None`` (a record cut to avoid
+    a loop is counted: see the twin's ``_deliver``)."""
+    cdef int state = _thread_state()
     pipeline = handler.pipeline
     if pipeline is None:
         pipeline = _default()
-    return pipeline if level >= pipeline.min_level else None
-
-
-cdef bint _may_deliver(handler):
-    """Whether this thread may deliver now; if not, the drop is counted and reported."""
-    if _thread_state() == _IDLE:
-        return True
-    handler._dropped.add()
-    _report("stdlib bridge: re-entrant record dropped")
-    return False
+    if level < pipeline.min_level:
+        return None
+    if state == _KAKASHI or (state != _IDLE and _queue_of(pipeline) is None):
+        _cut(handler, pipeline)
+        return None
+    return pipeline
 
 
 # -- the message ------------------------------------------------------------------------
@@ -324,17 +328,18 @@ def handler_emit(handler, record):
                 seen[1].append(handler)
             else:
                 _seen.seen = (_weakref(record), [handler])
-    if not _may_deliver(handler):
-        return
-    kk_bridge_state = _BUSY + 1
+    cdef int state
     try:
-        pipeline = _target(handler, record.levelno)
+        pipeline = _deliverable(handler, record.levelno)
         if pipeline is not None:
-            pipeline.process(_to_record(record))
+            state = kk_bridge_state
+            kk_bridge_state = state + 1
+            try:
+                pipeline.process(_to_record(record))
+            finally:
+                kk_bridge_state = state
     except Exception as exc:
         _report("stdlib bridge", exc)
-    finally:
-        kk_bridge_state = _IDLE + 1
 
 
 def handler_handle(handler, record):
@@ -455,18 +460,20 @@ def lean_log(self, level, msg, args, exc_info=None, extra=None, stack_info=False
     pathname = <object>kk_code_file(<PyObject *>code)
     function = <object>kk_code_name(<PyObject *>code)
     name = self.name
+    cdef int state
     for handler in handlers:
-        if not _may_deliver(handler):
-            continue
-        kk_bridge_state = _BUSY + 1
         try:
-            pipeline = _target(handler, level)
+            pipeline = _deliverable(handler, level)
             if pipeline is not None:
-                pipeline.process(_direct(name, level, msg, args, extra, pathname, function, line))
+                state = kk_bridge_state
+                kk_bridge_state = state + 1
+                try:
+                    record = _direct(name, level, msg, args, extra, pathname, function, line)
+                    pipeline.process(record)
+                finally:
+                    kk_bridge_state = state
         except Exception as exc:
             _report("stdlib bridge", exc)
-        finally:
-            kk_bridge_state = _IDLE + 1
 
 
 cdef inline long long _now_ns() noexcept:

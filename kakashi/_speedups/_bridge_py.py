@@ -8,9 +8,12 @@ per-record functions from here (through the dispatcher); it registers its handle
 once, at import, with :func:`set_handler_class` (the only class the lean path hands
 records to without a ``LogRecord``).
 
-Loops are cut, never followed: a record delivered while this thread is already inside a
-handler's delivery, or by one of Kakashi's own threads (named ``kakashi-...``), is
-dropped and counted (see ``_deliver``).
+Loops are cut, never followed: a record logged by one of Kakashi's own threads (named
+``kakashi-...``: a stage or a writer on a worker), or delivered while this thread is
+already inside a delivery to a pipeline that runs its stages on the calling thread, is
+dropped and counted (see ``_deliver``). A re-entrant record for a pipeline that only
+queues it (an async pipeline: a signal handler that logs during a stdlib log call) is
+delivered: the queue takes re-entrant records without waiting.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import orjson
 
 from kakashi import _errors
 from kakashi._speedups._capture_py import Record, snapshot, trace_fields
+from kakashi._speedups._queue_py import REASONS
 from kakashi._state import Snapshot
 
 __all__ = [
@@ -59,6 +63,8 @@ STANDARD_ATTRIBUTES: frozenset[str] = _BASE | {
 }
 #: How many attributes ``LogRecord.__init__`` sets: a record with more has extras.
 BASE_ATTRIBUTES = len(_BASE)
+#: The reason the backend's stats give for a record the bridge cut to avoid a loop.
+STDLIB_LOOP = REASONS.index("stdlib_loop")
 
 _SCALARS = (str, int, float, bool, type(None))  # immutable: kept as they are, as a logger does
 _dumps = orjson.dumps
@@ -93,17 +99,16 @@ def set_handler_class(cls: type) -> None:
 
 # -- who may deliver now ----------------------------------------------------------------
 
-# Per thread: whether it may hand records to a pipeline now. IDLE: yes; BUSY: it is
-# inside a delivery already; KAKASHI: it is one of Kakashi's threads (decided once per
-# thread, on its first record, from its name).
-_IDLE, _BUSY, _KAKASHI = 0, 1, 2
+# Per thread: how many deliveries it is inside (0: none), or _KAKASHI for Kakashi's own
+# threads (decided once per thread, on its first record, from its name).
+_KAKASHI = -1
 _local = threading.local()
 
 
 def _thread_state() -> int:
     state: int | None = getattr(_local, "state", None)
     if state is None:
-        state = _KAKASHI if _current_thread().name.startswith("kakashi-") else _IDLE
+        state = _KAKASHI if _current_thread().name.startswith("kakashi-") else 0
         _local.state = state
     return state
 
@@ -121,26 +126,55 @@ def _default() -> Any:
     return _default_pipeline()
 
 
+def _queue_of(pipeline: Any) -> Any:
+    """The queue *pipeline* hands its records to (an async pipeline's), else ``None``:
+    its stages then run on the calling thread."""
+    backend = getattr(pipeline, "backend", None)
+    if backend is None:
+        return None
+    queue = backend.queue
+    return queue if pipeline.route_emit is queue else None
+
+
+def _cut(handler: Any, pipeline: Any) -> None:
+    """Count a record the bridge does not deliver, since delivering it could loop: in
+    ``handler.dropped``, in the error counts, and in the stats of *pipeline*'s backend
+    (``stdlib_loop``) when it has one. Never raises."""
+    handler._dropped.add()
+    _errors.report("stdlib bridge: re-entrant record dropped")
+    queue = _queue_of(pipeline)
+    if queue is not None:
+        try:
+            queue.refuse(STDLIB_LOOP)
+        except Exception as exc:
+            _errors.report("stdlib bridge", exc)
+
+
 def _deliver(handler: Any, level: int, convert: Callable[..., Record], *source: Any) -> None:
-    """Convert *source* (a ``LogRecord``, or a lean logger's call) and hand the result to
-    *handler*'s pipeline (the default one if it has none): on an idle thread only (a
-    re-entrant record is dropped and counted in ``handler._dropped``), at or above the
-    pipeline's level. Never raises."""
-    if _thread_state() != _IDLE:
-        handler._dropped.add()
-        _errors.report("stdlib bridge: re-entrant record dropped")
-        return
-    _local.state = _BUSY
+    """Convert *source* (a ``LogRecord``, or a lean logger's call) and hand the result
+    to *handler*'s pipeline (the default one if it has none), at or above the pipeline's
+    level. Never raises.
+
+    Loops are cut (see the module description): on one of Kakashi's own threads, or on a
+    thread already inside a delivery to a pipeline whose stages run on it, the record is
+    dropped and counted (:func:`_cut`)."""
+    state = _thread_state()
     try:
         pipeline: Any = handler.pipeline
         if pipeline is None:
             pipeline = _default()
-        if level >= pipeline.min_level:
+        if level < pipeline.min_level:
+            return
+        if state == _KAKASHI or (state and _queue_of(pipeline) is None):
+            _cut(handler, pipeline)
+            return
+        _local.state = state + 1
+        try:
             pipeline.process(convert(*source))
+        finally:
+            _local.state = state
     except Exception as exc:
         _errors.report("stdlib bridge", exc)
-    finally:
-        _local.state = _IDLE
 
 
 # -- the message ------------------------------------------------------------------------

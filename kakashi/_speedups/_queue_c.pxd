@@ -32,7 +32,7 @@ cdef class RecordQueue:
     # Callers hand the GIL to a claiming worker once this many records wait (see
     # claim_gil); more than the capacity: never.
     cdef public Py_ssize_t hand_over_at
-    cdef long long _dropped[7]
+    cdef long long _dropped[8]
     cdef object _deferred
     cdef object _hold_timeout
     cdef frozenset _exempt

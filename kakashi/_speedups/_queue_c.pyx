@@ -383,7 +383,13 @@ cdef enum:
     WRITE_ERROR = 4
     SHUTDOWN = 5
     REENTRANT = 6
-    REASON_COUNT = 7
+    STDLIB_LOOP = 7
+    REASON_COUNT = 8
+
+if len(REASONS) != REASON_COUNT:
+    raise ImportError(
+        f"the compiled queue counts {REASON_COUNT} reasons, REASONS names {len(REASONS)}"
+    )
 
 cdef enum:
     OPEN = 0
@@ -928,6 +934,13 @@ cdef class RecordQueue:
             self.written_sync += 1
         else:
             self._dropped[reason] += 1
+
+    def refuse(self, int reason):
+        """Count one record as offered and at once dropped for *reason* (see the twin)."""
+        if not 0 <= reason < REASON_COUNT:
+            raise ValueError(f"reason must be an index of REASONS, got {reason}")
+        self.offered += 1
+        self._dropped[reason] += 1
 
     def settle_fallback(self, bint written, int reason=CLOSED):
         """Settle a record ``on_closed`` kept (returned ``KEPT``): written synchronously

@@ -78,6 +78,7 @@ REASONS: tuple[str, ...] = (
     "write_error",
     "shutdown_timeout",
     "reentrant",
+    "stdlib_loop",
 )
 T = TypeVar("T")
 _NEWEST, _OLDEST, _BLOCK_TIMEOUT, _CLOSED, _WRITE_ERROR, _SHUTDOWN, _REENTRANT = range(7)
@@ -357,6 +358,20 @@ class RecordQueue:
             leave_region()
         if self._deferred:
             self._take_deferred()
+
+    def refuse(self, reason: int) -> None:
+        """Count one record as offered and at once dropped for *reason* (an index of
+        ``REASONS``), without taking it: a record its caller keeps out of the queue (the
+        stdlib bridge cuts a loop so, as ``stdlib_loop``) and reports itself (``on_drop``
+        is not told, so no drop notice is written for it).
+
+        Not for a thread inside the queue (a signal handler that interrupted a put):
+        it takes the lock."""
+        if not 0 <= reason < len(REASONS):
+            raise ValueError(f"reason must be an index of REASONS, got {reason}")
+        with self._lock:
+            self._offered += 1
+            self._dropped[reason] += 1
 
     def _take_deferred(self) -> None:
         """Offer the records set aside by re-entrant puts; none of them may wait."""

@@ -12,10 +12,16 @@ real ``LogRecord``, so ``caplog``, ``assertLogs`` and existing handlers see it.
 
 Loops are cut, never followed:
 
-- a ``LogRecord`` emitted while this thread is already inside a ``KakashiHandler`` (a
-  writer or stage that logs through stdlib), or by one of Kakashi's own threads (named
-  ``kakashi-...``), is dropped and counted (:attr:`KakashiHandler.dropped` and
-  :func:`kakashi.error_counts` under ``"stdlib bridge: re-entrant record dropped"``);
+- a ``LogRecord`` emitted by one of Kakashi's own threads (named ``kakashi-...``: a
+  writer or stage of an async pipeline that logs through stdlib), or while this thread is
+  already inside a ``KakashiHandler`` whose pipeline runs its stages on the calling thread
+  (a synchronous pipeline's writer or stage that logs through stdlib), is dropped and
+  counted: in :attr:`KakashiHandler.dropped`, in :func:`kakashi.error_counts` under
+  ``"stdlib bridge: re-entrant record dropped"``, and, for an async pipeline, in its
+  backend's ``dropped_by_reason["stdlib_loop"]`` (no drop notice is written for it). A
+  record emitted while this thread is inside a ``KakashiHandler`` whose pipeline only
+  queues it (an async pipeline: a signal handler that logs through stdlib during a stdlib
+  log call, or a message whose ``__str__`` does) is delivered, not dropped;
 - a ``LogRecord`` made by a :class:`StdlibWriter` is never taken back by a handler, and a
   record that came from stdlib (marked ``"kakashi_origin": "stdlib"``) is never sent back
   by a ``StdlibWriter``.
@@ -110,7 +116,8 @@ class KakashiHandler(logging.Handler):
 
     @property
     def dropped(self) -> int:
-        """How many re-entrant records (see the module description) were dropped."""
+        """How many records this handler dropped to cut a loop (see the module
+        description)."""
         return self._dropped.value
 
     # logging.Handler.handle takes the handler's lock around emit(); this one does not
