@@ -12,12 +12,13 @@ it) never waits: its kind is set aside and counted by the next report.
 from __future__ import annotations
 
 import sys
+import threading
 from collections import Counter, deque
 from typing import TextIO
 
 from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
 
-__all__ = ["error_counts", "report", "reset"]
+__all__ = ["error_counts", "is_interrupt", "report", "reset"]
 
 # Re-entrant, so that a signal handler that reports while its thread holds the lock
 # does not wait for itself; _counting tells it that the counts are being changed.
@@ -32,7 +33,9 @@ stream: TextIO | None = None
 
 
 def report(where: str, exc: BaseException | None = None, detail: str = "") -> None:
-    """Count a failure at *where* and print it to stderr the first time it happens.
+    """Count a failure at *where* and print it to stderr the first time it happens:
+    ``kakashi: <where> failed: <exception>`` with *exc*, else ``kakashi: <where>``, then
+    ``(<detail>)`` if given.
 
     Never raises: if stderr itself is gone, the failure is still counted.
     """
@@ -56,9 +59,9 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
         leave_region()
     if not first:
         return
-    text = f"kakashi: {where} failed"
-    if exc is not None:
-        text += f": {type(exc).__name__}: {_safe_str(exc)}"
+    text = f"kakashi: {where}"
+    if exc is not None:  # without one, *where* and *detail* say what happened
+        text += f" failed: {type(exc).__name__}: {_safe_str(exc)}"
     if detail:
         text += f" ({detail})"
     text += " (reported once; later occurrences are counted)\n"
@@ -68,6 +71,21 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
         target.flush()
     except Exception:
         pass
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether *exc*, caught around code Kakashi calls but does not own (an enricher, a
+    formatter, a value's ``repr``, a message's ``__str__``), is the user's Ctrl-C: a
+    ``KeyboardInterrupt`` on the main thread, which goes on up to the application.
+
+    Anything else such code raises there is its failure, caught and counted rather than
+    raised into a log call or costing a worker its batch: ``SystemExit`` and
+    ``GeneratorExit`` included, and a ``KeyboardInterrupt`` on another thread, which no
+    Ctrl-C raises.
+    """
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    return threading.current_thread() is threading.main_thread()
 
 
 def error_counts() -> dict[str, int]:
@@ -99,7 +117,9 @@ def reset() -> None:
 def _safe_str(obj: object) -> str:
     try:
         return str(obj)
-    except Exception:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return f"<unprintable {type(obj).__name__}>"
 
 

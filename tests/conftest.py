@@ -270,15 +270,22 @@ class Keeper:
         pass
 
 
-def keeping_pipeline(*writers: Any, enrichers: Any = (), **options: Any) -> Any:
-    """An AsyncPipeline at DEBUG with *writers* and *enrichers*, on a backend of its own
-    built from the AsyncConfig *options*."""
+def keeping_pipeline(
+    *writers: Any, enrichers: Any = (), formatter: Any = None, **options: Any
+) -> Any:
+    """An AsyncPipeline at DEBUG with *writers*, *enrichers* and *formatter* (the JSON one
+    if ``None``), on a backend of its own built from the AsyncConfig *options*."""
     from kakashi.core.async_backend import AsyncConfig
     from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
     from kakashi.core.pipeline import PipelineConfig
 
     config = AsyncPipelineConfig(
-        pipeline_config=PipelineConfig(min_level="DEBUG", writers=writers, enrichers=enrichers),
+        pipeline_config=PipelineConfig(
+            min_level="DEBUG",
+            writers=writers,
+            enrichers=enrichers,
+            **({} if formatter is None else {"formatter": formatter}),
+        ),
         async_config=AsyncConfig(**options),
     )
     return AsyncPipeline(config)

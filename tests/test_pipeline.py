@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import threading
@@ -209,6 +210,96 @@ class TestFailures:
         log.info("bad \udc80 text")
 
         assert "bad \ufffd text" in out.lines[0]
+
+
+class RaisesWhenRendered:
+    """A value or message whose ``repr`` and ``str`` raise *error*."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        raise self.error
+
+    __str__ = __repr__
+
+
+NOT_INTERRUPTS = [SystemExit(2), GeneratorExit()]
+
+
+class TestBaseExceptions:
+    """What code Kakashi calls but does not own raises, beyond ``Exception``: the record
+    is written (marked where something of it is missing) and the log call returns; only
+    the user's Ctrl-C (a ``KeyboardInterrupt`` on the main thread) goes on up."""
+
+    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    def test_a_value_or_message_that_raises_never_reaches_the_caller(
+        self, out: ListWriter, error: BaseException
+    ) -> None:
+        log = json_pipeline(out).get_logger("svc")
+        log.info("value", bad=RaisesWhenRendered(error))
+        log.info(RaisesWhenRendered(error))
+        log.info("args %s", RaisesWhenRendered(error))
+        events = [json.loads(line) for line in out.lines]
+        assert 3 == len(events)
+        assert events[0]["bad"].startswith("!repr:<RaisesWhenRendered with failing repr")
+        assert "RaisesWhenRendered with failing repr" in events[1]["message"]
+        assert events[2]["message"].startswith("args ")
+
+    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize("stage", ["enricher", "filter", "formatter"])
+    def test_a_stage_that_raises_costs_nothing_but_its_own_part(
+        self, out: ListWriter, stage: str, error: BaseException
+    ) -> None:
+        def broken(record: Any) -> Any:
+            raise error
+
+        options = {"formatter": broken} if stage == "formatter" else {f"{stage}s": (broken,)}
+        log = json_pipeline(out, **options).get_logger("svc")
+        log.warning("kept", n=1)
+        (event,) = [json.loads(line) for line in out.lines]
+        assert "kept" == event["message"]
+        assert (stage == "filter") == ("kakashi_error" not in event)
+
+    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    def test_a_writer_that_raises_leaves_the_others_their_record(
+        self, out: ListWriter, error: BaseException
+    ) -> None:
+        class Broken(ListWriter):
+            def write(self, batch: Any) -> None:
+                raise error
+
+        pipeline = Pipeline(PipelineConfig(writers=(Broken(), out)))
+        pipeline.get_logger("svc").info("kept")
+        assert 1 == len(out.lines)
+        assert 1 == pipeline.stats()["errors"]
+
+    def test_ctrl_c_on_the_main_thread_goes_on_up(self, out: ListWriter) -> None:
+        """A KeyboardInterrupt where the caller's code runs (a value's ``repr``, taken at
+        the call) is the user's Ctrl-C on the main thread: it interrupts the call, as it
+        would any code. On another thread no Ctrl-C arrives: it is the code's failure."""
+        assert threading.current_thread() is threading.main_thread()
+        log = json_pipeline(out).get_logger("svc")
+        with pytest.raises(KeyboardInterrupt):
+            log.info("value", bad=RaisesWhenRendered(KeyboardInterrupt()))
+        thread = threading.Thread(
+            target=log.info,
+            args=("value",),
+            kwargs={"bad": RaisesWhenRendered(KeyboardInterrupt())},
+        )
+        thread.start()
+        thread.join()
+        (event,) = [json.loads(line) for line in out.lines]
+        assert event["bad"].startswith("!repr:<RaisesWhenRendered with failing repr")
+
+    def test_a_report_says_failed_only_for_a_failure(self, capfd: Any) -> None:
+        """``kakashi: <where> failed: <exception>`` for a failure, and no "failed" for an
+        event that is not one (a record dropped, a setting ignored)."""
+        _errors.report("checked thing", RuntimeError("broke"))
+        _errors.report("checked event", detail="what happened")
+        err = capfd.readouterr().err
+        assert "kakashi: checked thing failed: RuntimeError: broke (reported once" in err
+        assert "kakashi: checked event (what happened) (reported once" in err
 
 
 class TestStages:

@@ -430,6 +430,35 @@ def test_a_signal_handler_logging_during_a_stdlib_call_is_delivered(
     assert (handler.dropped, pipeline.stats()["messages_dropped"]) == (0, 0)
 
 
+class ExitsWhenRendered:
+    def __str__(self) -> str:
+        raise SystemExit("from __str__")
+
+    __repr__ = __str__
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["handler", "lean"])
+def test_a_message_or_argument_raising_system_exit_never_reaches_the_caller(
+    lean: bool, lines: Lines, isolated: logging.Logger
+) -> None:
+    """A message or ``%`` argument whose ``__str__`` raises ``SystemExit``: the stdlib
+    call returns, and the record is written with the template and the failure."""
+    handler = attach(isolated, json_pipeline(lines))
+    outer = logging.getLogger("iso.outer")
+    if lean:
+        bridge.make_lean(outer)
+    try:
+        outer.warning(ExitsWhenRendered())
+        outer.warning("value %s", ExitsWhenRendered())
+    finally:
+        bridge._unlean(outer)
+    first, second = lines.events
+    assert "ExitsWhenRendered" in first["message"]
+    assert second["message"] == "value %s"
+    assert second["kakashi_format_error"] == "SystemExit: from __str__"
+    assert handler.dropped == 0
+
+
 def test_a_record_logged_while_converting_one_for_a_sync_pipeline_is_cut(
     lines: Lines, isolated: logging.Logger
 ) -> None:

@@ -277,7 +277,7 @@ def test_a_torn_tail_is_left_while_others_append_without_the_lock(
 
     assert b'1\n{"torn2\n3\n' == path.read_bytes()
     err = capfd.readouterr().err
-    assert "a record torn by a crash failed (left before the next record: other" in err
+    assert "a record torn by a crash (left before the next record: other" in err
 
 
 def test_a_tail_torn_between_checks_glues_one_line(tmp_path: Path, clock: FakeClock) -> None:
@@ -378,7 +378,7 @@ def test_short_write_leaves_the_part_on_a_line_and_writes_the_record_again(
 
     assert b"before\nthe \nthe record\nafter\n" == path.read_bytes()
     assert 1 == writer.short_writes
-    assert "a short write failed (4 of 11 bytes;" in capfd.readouterr().err
+    assert "a short write (4 of 11 bytes;" in capfd.readouterr().err
 
 
 def test_short_write_on_a_full_disk(

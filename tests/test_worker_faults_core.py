@@ -52,28 +52,47 @@ def test_a_writer_raising_a_base_exception_does_not_end_the_worker(error: BaseEx
     assert balanced(stats)
 
 
-def test_an_enricher_raising_system_exit_costs_its_run_only() -> None:
-    """An enricher that raises SystemExit: its records are counted as dropped and the
-    worker goes on with the next ones."""
-    calls = []
+BASE_EXCEPTIONS = [SystemExit("stage"), KeyboardInterrupt(), GeneratorExit()]
 
-    def enricher(record: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            raise SystemExit("from an enricher")
-        return record
+
+@pytest.mark.parametrize("error", BASE_EXCEPTIONS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("stage", ["enricher", "formatter"])
+def test_a_stage_raising_a_base_exception_costs_its_record_only(
+    stage: str, error: BaseException
+) -> None:
+    """An enricher or formatter that raises ``SystemExit``, ``KeyboardInterrupt`` (on a
+    worker, where no Ctrl-C arrives) or ``GeneratorExit`` for one record: that record is
+    written in the minimal form, marked, and the rest of its batch as usual. The whole
+    batch (other threads' records too) used to be dropped as ``pipeline_error``."""
+    from kakashi.formatters import default_json_formatter
+
+    def fails_on_7(record: Any) -> Any:
+        if record.fields and record.fields.get("i") == 7:
+            raise error
+        return record if stage == "enricher" else default_json_formatter(record)
 
     writer = Keeper()
-    pipe = pipeline(writer, enrichers=(enricher,), batch_size=1)
+    if stage == "enricher":
+        pipe = pipeline(writer, enrichers=(fails_on_7,), batch_size=64)
+    else:
+        pipe = pipeline(writer, formatter=fails_on_7, batch_size=64)
     log = pipe.get_logger("faults")
-    log.info("first")
-    assert pipe.flush(10).complete
-    log.info("second")
+    for i in range(20):
+        log.info("record", i=i)
     assert pipe.flush(10).complete
     stats = pipe.stats()
     pipe.shutdown(10)
-    assert ["second"] == [line["message"] for line in writer.lines if line["logger"] == "faults"]
-    assert (1, 1, 0) == (stats["active_workers"], stats["messages_dropped"], stats["in_flight"])
+    lines = [line for line in writer.lines if line["logger"] == "faults"]
+    assert 20 == len(lines)
+    marked = [n for n, line in enumerate(lines) if "kakashi_error" in line]
+    assert [7] == marked
+    assert type(error).__name__ in lines[7]["kakashi_error"]
+    assert list(range(20)) == [line.get("i", 7) for line in lines]
+    assert (1, 0, 20) == (
+        stats["active_workers"],
+        stats["messages_dropped"],
+        stats["messages_written"],
+    )
     assert balanced(stats)
 
 

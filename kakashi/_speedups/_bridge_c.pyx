@@ -68,6 +68,7 @@ import threading
 import orjson
 
 from kakashi import _errors
+from kakashi._errors import is_interrupt
 from kakashi._speedups import _bridge_py as _py
 from kakashi._speedups._capture_c import snapshot, trace_fields
 from kakashi._state import Snapshot
@@ -176,7 +177,9 @@ cdef object _render(object msg, object args, dict fields):
     try:
         text = msg if type(msg) is str else str(msg)
         return text % args if args else text
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return _format_error(msg, exc, fields)
 
 
@@ -186,7 +189,9 @@ cdef int _arguments(str name, object msg, object args, dict fields) except -1:
         try:
             if parse(args, fields):
                 return 0
-        except Exception as exc:  # an argument whose comparison or str() fails
+        except BaseException as exc:  # an argument whose comparison or str() fails
+            if is_interrupt(exc):
+                raise
             _report("stdlib bridge: access record", exc)
     fields["msg_template"] = msg if type(msg) is str else _template(msg)
     try:
@@ -253,7 +258,9 @@ cdef Record _to_record(record):
     else:  # a record factory's class may render its own way (e.g. str.format)
         try:
             message = record.getMessage()
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             message = _format_error(msg, exc, fields)
     name = _read(record, attributes, exact, "name")
     if args:
@@ -338,7 +345,9 @@ def handler_emit(handler, record):
                 pipeline.process(_to_record(record))
             finally:
                 kk_bridge_state = state
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         _report("stdlib bridge", exc)
 
 
@@ -472,7 +481,9 @@ def lean_log(self, level, msg, args, exc_info=None, extra=None, stack_info=False
                     pipeline.process(record)
                 finally:
                     kk_bridge_state = state
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             _report("stdlib bridge", exc)
 
 

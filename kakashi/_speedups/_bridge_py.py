@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from kakashi import _errors
+from kakashi._errors import is_interrupt
 from kakashi._speedups._capture_py import Record, snapshot, trace_fields
 from kakashi._speedups._queue_py import REASONS
 from kakashi._state import Snapshot
@@ -173,7 +174,9 @@ def _deliver(handler: Any, level: int, convert: Callable[..., Record], *source: 
             pipeline.process(convert(*source))
         finally:
             _local.state = state
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         _errors.report("stdlib bridge", exc)
 
 
@@ -183,7 +186,9 @@ def _deliver(handler: Any, level: int, convert: Callable[..., Record], *source: 
 def _template(msg: object) -> str:
     try:
         return str(msg)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         return f"<{type(msg).__qualname__} with failing str>"
 
 
@@ -192,11 +197,13 @@ def _render(msg: object, args: Any, fields: dict[str, Any]) -> str:
     try:
         text = msg if type(msg) is str else str(msg)
         return text % args if args else text
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return _format_error(msg, exc, fields)
 
 
-def _format_error(msg: object, exc: Exception, fields: dict[str, Any]) -> str:
+def _format_error(msg: object, exc: BaseException, fields: dict[str, Any]) -> str:
     _errors.report("stdlib bridge: bad format arguments", exc)
     fields["kakashi_format_error"] = f"{type(exc).__name__}: {exc}"
     return _template(msg)
@@ -281,7 +288,9 @@ def _arguments(name: str, msg: object, args: Any, fields: dict[str, Any]) -> Non
         try:
             if parse(args, fields):
                 return
-        except Exception as exc:  # an argument whose comparison or str() fails
+        except BaseException as exc:  # an argument whose comparison or str() fails
+            if is_interrupt(exc):
+                raise
             _errors.report("stdlib bridge: access record", exc)
     fields["msg_template"] = msg if type(msg) is str else _template(msg)
     try:  # what snapshot() writes, for the common arguments (str, numbers) at less cost
@@ -349,7 +358,9 @@ def to_record(record: logging.LogRecord) -> Record:
     else:  # a record factory's class may render its own way (e.g. str.format)
         try:
             message = record.getMessage()
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             message = _format_error(msg, exc, fields)
     if args:
         _arguments(record.name, msg, args, fields)

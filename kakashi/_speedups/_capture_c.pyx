@@ -29,6 +29,7 @@ cdef extern from "Python.h":
 import sys
 
 from kakashi import _errors, _trace
+from kakashi._errors import is_interrupt
 from kakashi._speedups import _capture_py as _py
 from kakashi._state import LOG_CONTEXT, Snapshot  # no-cython-lint (re-exported)
 
@@ -519,7 +520,9 @@ cdef int _capture(Logger logger, int level, object msg, tuple args, dict fields,
             route.queue.put(record)  # a C call, no Python frame
         else:
             route.emit(record)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         _report("capture", exc)
     return 0
 

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from kakashi import _errors, _trace
+from kakashi._errors import is_interrupt
 from kakashi._state import LOG_CONTEXT, SURROGATES, Snapshot
 
 __all__ = [
@@ -128,7 +129,9 @@ def safe_key(key: str) -> str:
 def _safe_repr(obj: object) -> str:
     try:
         return repr(obj)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         return f"<{type(obj).__qualname__} with failing repr>"
 
 
@@ -183,18 +186,23 @@ def snapshot(value: Any) -> Any:
         return value
     try:
         return Snapshot(orjson.dumps(value, default=json_default, option=_JSON_OPTIONS))
-    except Exception:
-        pass
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
     try:
         return Snapshot(orjson.dumps(_scrub(value), default=json_default, option=_JSON_OPTIONS))
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         return Snapshot(orjson.dumps("!repr:" + _scrub(_safe_repr(value))))
 
 
 def _safe_str(msg: object) -> str:
     try:
         return str(msg)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         return _safe_repr(msg)
 
 
@@ -214,7 +222,9 @@ def render_message(msg: object, args: tuple[Any, ...] | None) -> str:
         values = args
     try:
         return str(text % values)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return f"{text} [kakashi: bad format arguments {_safe_repr(args)}: {exc}]"
 
 
@@ -559,7 +569,9 @@ def _capture(
             if info[1] is not None:
                 record.active_exc = info
         route._emit(record)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         _errors.report("capture", exc)
 
 
@@ -745,6 +757,8 @@ def level_of(level: Any) -> tuple[int, str | None]:
             if number >= 0:
                 return number, None
         return 30, _safe_repr(level)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         _errors.report("log level", exc)
         return 30, f"<unreadable {type(level).__qualname__}>"

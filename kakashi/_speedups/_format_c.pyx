@@ -28,6 +28,7 @@ import os
 
 import orjson
 
+from kakashi._errors import is_interrupt
 from kakashi._speedups import _format_py as _py
 from kakashi._speedups._capture_c import RESERVED_KEYS, json_default, level_name
 from kakashi._speedups._capture_py import Bound, _scrub
@@ -1729,7 +1730,9 @@ cdef int _plan_record(kk_plan *plan, Record record, bint fast=True) except -1:
     cdef int status
     try:
         status = _encode(plan, record)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         status = GENERAL
     if status != DONE:
         kk_plan_rollback(plan, mark)
@@ -1914,15 +1917,20 @@ cdef bytes _format_general(Record record):
     safe or minimal when that fails (never raises)."""
     try:
         event = _event_dict(record)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return _minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:
         return _dumps(event, _json_default)  # top-level keys are str: no options needed
-    except Exception:
-        pass
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
     try:
         return _dumps(_scrub(event), default=_json_default, option=_OPTIONS)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return _minimal_json(record, f"unserialisable record: {exc}")
 
 

@@ -23,6 +23,7 @@ from typing import Any, overload
 
 import orjson
 
+from kakashi._errors import is_interrupt
 from kakashi._speedups._capture_py import (
     RESERVED_KEYS,
     ExcInfo,
@@ -87,11 +88,15 @@ def exception_dict(exc_info: ExcInfo) -> dict[str, str]:
     cls, exc, tb = exc_info
     try:
         message = str(exc)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         message = _safe_repr(exc)
     try:
         text = "".join(traceback.format_exception(cls, exc, tb)).rstrip("\n")
-    except Exception as failure:
+    except BaseException as failure:
+        if is_interrupt(failure):
+            raise
         text = f"<traceback unavailable: {type(failure).__name__}>"
     return {"type": _type_name(cls), "message": message, "traceback": text}
 
@@ -138,11 +143,15 @@ def minimal_json(record: Record, problem: str) -> bytes:
     """
     try:
         timestamp = render_timestamp(record.time_ns)
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         timestamp = render_timestamp(time.time_ns())
     try:
         message = record.message
-    except Exception:
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
         message = _safe_repr(record.msg)
     event = {
         "timestamp": timestamp,
@@ -163,17 +172,22 @@ def format_json(record: Record) -> bytes:
     """
     try:
         event = event_dict(record)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         if not hasattr(record, "time_ns"):  # as the compiled twin, which takes only a Record
             raise _not_a_record(record) from None
         return minimal_json(record, f"unformattable record: {type(exc).__name__}: {exc}")
     try:
         return orjson.dumps(event, json_default)  # top-level keys are str: no options needed
-    except Exception:
-        pass
+    except BaseException as caught:
+        if is_interrupt(caught):
+            raise
     try:
         return orjson.dumps(_scrub(event), default=json_default, option=_JSON_OPTIONS)
-    except Exception as exc:
+    except BaseException as exc:
+        if is_interrupt(exc):
+            raise
         return minimal_json(record, f"unserialisable record: {exc}")
 
 

@@ -101,7 +101,7 @@ def _process_wide_backend(preset: str, **asked: Any) -> AsyncBackend:
         given = ", ".join(f"{key}={value!r}" for key, value in differ.items())
         running = ", ".join(f"{key}={getattr(config, key)!r}" for key in differ)
         _errors.report(
-            f"{preset}({given})",
+            f"{preset}({given}): settings ignored",
             detail=f"the process-wide async backend already runs with {running} and is "
             "kept; configure_async_backend changes it",
         )

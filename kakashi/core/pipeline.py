@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kakashi import _errors
+from kakashi._errors import is_interrupt
 from kakashi._speedups import USING_SPEEDUPS, Logger, Record, format_batch, minimal_json
 from kakashi._state import SURROGATES
 from kakashi._tally import Tally
@@ -245,7 +246,9 @@ class Pipeline:
                 enriched = enricher(record)
                 if enriched is not None:
                     record = enriched
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             _errors.report(f"enricher {_name(enricher)}", exc)
             return minimal_json(record, f"enricher {_name(enricher)} failed: {exc!r}")
         for filter_ in self._filters:
@@ -253,7 +256,9 @@ class Pipeline:
                 if not filter_(record):
                     self._filtered.add()
                     return None
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    raise
                 _errors.report(f"filter {_name(filter_)}", exc)
         try:
             line: object = self._format(record)
@@ -264,7 +269,9 @@ class Pipeline:
             if isinstance(line, (bytearray, memoryview)):
                 return bytes(line)
             raise TypeError(f"formatter returned {type(line).__name__}, not bytes or str")
-        except Exception as exc:
+        except BaseException as exc:
+            if is_interrupt(exc):
+                raise
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
 
@@ -296,7 +303,9 @@ class Pipeline:
                 fd,
                 gate,
             )
-        except Exception as exc:  # e.g. a record of the other implementation
+        except BaseException as exc:  # e.g. a record of the other implementation
+            if is_interrupt(exc):
+                raise
             _errors.report("format_batch", exc)
         return self._render_each(records)
 
@@ -331,7 +340,9 @@ class Pipeline:
         for writer in self._writers:
             try:
                 writer.write(batch)
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    raise
                 failures += 1
                 _errors.report(f"writer {writer!r}", exc)
         return failures
@@ -346,7 +357,9 @@ class Pipeline:
         for writer, write in self._record_writes:
             try:
                 write(line)
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    raise
                 failed = True
                 _errors.report(f"writer {writer!r}", exc)
         if failed:
@@ -374,7 +387,9 @@ class Pipeline:
         for writer in self._writers:
             try:
                 writer.flush()
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    raise
                 _errors.report(f"writer {writer!r} flush", exc)
 
     def close(self) -> None:
@@ -382,7 +397,9 @@ class Pipeline:
         for writer in self._writers:
             try:
                 writer.close()
-            except Exception as exc:
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    raise
                 _errors.report(f"writer {writer!r} close", exc)
 
     def stats(self) -> dict[str, int]:
