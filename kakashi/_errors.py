@@ -75,15 +75,16 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
 
 def is_interrupt(exc: BaseException) -> bool:
     """Whether *exc*, caught around code Kakashi calls but does not own (an enricher, a
-    formatter, a value's ``repr``, a message's ``__str__``), is the user's Ctrl-C: a
-    ``KeyboardInterrupt`` on the main thread, which goes on up to the application.
+    formatter, a value's ``repr``, a message's ``__str__``), may be a signal's, which
+    goes on up to the application: a ``KeyboardInterrupt`` (Ctrl-C) or a ``SystemExit``
+    (a SIGTERM handler calling ``sys.exit()``) on the main thread, where Python runs
+    signal handlers, wherever that thread is, inside a log call too.
 
     Anything else such code raises there is its failure, caught and counted rather than
-    raised into a log call or costing a worker its batch: ``SystemExit`` and
-    ``GeneratorExit`` included, and a ``KeyboardInterrupt`` on another thread, which no
-    Ctrl-C raises.
+    raised into a log call or costing a worker its batch: ``GeneratorExit``, and a
+    ``SystemExit`` or ``KeyboardInterrupt`` on another thread, which no signal raises.
     """
-    if not isinstance(exc, KeyboardInterrupt):
+    if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return False
     return threading.current_thread() is threading.main_thread()
 

@@ -33,7 +33,7 @@ from kakashi.core.pipeline import (
     file_writer,
     thread_enricher,
 )
-from tests.conftest import Implementation, balanced, read_json_lines, wait_or_kill
+from tests.conftest import Implementation, Keeper, balanced, read_json_lines, wait_or_kill
 
 
 class SlowWriter:
@@ -128,6 +128,47 @@ class TestQueue:
         assert (c["offered"], c["size"], c["dropped"]["stdlib_loop"]) == (2, 1, 1)
         assert sum(c["dropped"].values()) == 1
         assert ([], ("a",)) == (events, queue.drain(10))
+
+    def test_refuse_from_inside_the_queue_counts_once_out(self, impl: Implementation) -> None:
+        """A thread inside the queue (a finalizer the garbage collector runs on a worker
+        that holds the pure queue's lock) never waits for itself: the refusal is counted
+        once the thread is out of the queue's region, not before the books can take it."""
+        from kakashi._locks import enter_region, leave_region
+
+        queue, _ = self.make(impl, 2, impl.queue.BLOCK)
+        loop = impl.queue.REASONS.index("stdlib_loop")
+        enter_region()
+        try:
+            if impl.pure:
+                with queue._lock:  # what a worker in drain() holds
+                    queue.refuse(loop)
+            else:
+                queue.refuse(loop)
+        finally:
+            leave_region()
+        c = queue.counters()
+        assert (c["offered"], c["dropped"]["stdlib_loop"]) == (1, 1)
+
+    def test_a_ctrl_c_while_waiting_for_room_counts_the_record(self, impl: Implementation) -> None:
+        """A KeyboardInterrupt (a real SIGINT) while a caller waits for room under block
+        goes on up, and its record is counted as dropped first: the books kept it as
+        blocked for ever (pure) or lost it from them (compiled)."""
+        queue, events = self.make(impl, 1, impl.queue.BLOCK, block_timeout=30.0)
+        queue.put("a")
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        # Python's own handler: a process started in the background (CI) ignores SIGINT.
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                queue.put("b")
+        finally:
+            timer.join()
+            signal.signal(signal.SIGINT, before)
+        c = queue.counters()
+        assert (c["offered"], c["size"], c["blocked"]) == (2, 1, 0)
+        assert 1 == c["dropped"]["queue_full_block_timeout"]
+        assert [("b", "queue_full_block_timeout")] == events
 
     @pytest.mark.parametrize("count", [0, -1, -1000])
     def test_draining_less_than_one_takes_nothing(self, impl: Implementation, count: int) -> None:
@@ -945,6 +986,39 @@ class TestFlushAndShutdown:
 
 
 class TestFaults:
+    def test_a_start_that_cannot_make_a_thread_leaves_the_next_record_to_try(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first record starts the workers; when no thread can be started (the
+        system's limit), that record is queued all the same, the backend stays stopped,
+        and the next record tries again. A failed start used to leave the backend
+        "running" with no worker, or "stopped" with no one left to start it."""
+        from kakashi import _errors
+        from kakashi.core import async_backend
+
+        writer = Keeper()
+        pipeline = async_pipeline(writer)
+        refuse = [True]
+        real = threading.Thread
+
+        class Refused(real):  # type: ignore[misc, valid-type]
+            def start(self) -> None:
+                if refuse[0]:
+                    raise RuntimeError("can't start new thread")
+                super().start()
+
+        monkeypatch.setattr(async_backend.threading, "Thread", Refused)
+        log = pipeline.get_logger("s")
+        log.info("first")
+        assert ("stopped", 1) == (pipeline.backend.state, pipeline.stats()["queue_size"])
+        assert 1 == _errors.error_counts()["async backend start: RuntimeError"]
+        refuse[0] = False
+        log.info("second")
+        assert pipeline.flush(10).complete
+        pipeline.shutdown(10)
+        assert ["first", "second"] == [line["message"] for line in writer.lines]
+        assert balanced(pipeline.stats())
+
     def test_raising_writer_never_reaches_the_caller(self, capfd: Any) -> None:
         """A writer that raises is retried, counted, reported once; the worker survives."""
 

@@ -224,73 +224,92 @@ class RaisesWhenRendered:
     __str__ = __repr__
 
 
-NOT_INTERRUPTS = [SystemExit(2), GeneratorExit()]
+# What code Kakashi calls may raise beyond Exception, and where: on the main thread a
+# KeyboardInterrupt or SystemExit may be a signal handler's (Ctrl-C, sys.exit() on
+# SIGTERM), which goes on up; anywhere else, and GeneratorExit anywhere, is a failure.
+FAILURES = [
+    ("main", GeneratorExit()),
+    ("thread", GeneratorExit()),
+    ("thread", SystemExit(2)),
+    ("thread", KeyboardInterrupt()),
+]
+FAILURE_IDS = [f"{where}-{type(error).__name__}" for where, error in FAILURES]
+
+
+def run_on(where: str, call: Any) -> None:
+    """*call* on the main thread, or on a thread of its own (joined)."""
+    if where == "main":
+        call()
+        return
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
 
 
 class TestBaseExceptions:
     """What code Kakashi calls but does not own raises, beyond ``Exception``: the record
     is written (marked where something of it is missing) and the log call returns; only
-    the user's Ctrl-C (a ``KeyboardInterrupt`` on the main thread) goes on up."""
+    what may be a signal handler's (a ``KeyboardInterrupt`` or ``SystemExit`` on the main
+    thread) goes on up."""
 
-    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize(("where", "error"), FAILURES, ids=FAILURE_IDS)
     def test_a_value_or_message_that_raises_never_reaches_the_caller(
-        self, out: ListWriter, error: BaseException
+        self, out: ListWriter, where: str, error: BaseException
     ) -> None:
         log = json_pipeline(out).get_logger("svc")
-        log.info("value", bad=RaisesWhenRendered(error))
-        log.info(RaisesWhenRendered(error))
-        log.info("args %s", RaisesWhenRendered(error))
+
+        def calls() -> None:
+            log.info("value", bad=RaisesWhenRendered(error))
+            log.info(RaisesWhenRendered(error))
+            log.info("args %s", RaisesWhenRendered(error))
+
+        run_on(where, calls)
         events = [json.loads(line) for line in out.lines]
         assert 3 == len(events)
         assert events[0]["bad"].startswith("!repr:<RaisesWhenRendered with failing repr")
         assert "RaisesWhenRendered with failing repr" in events[1]["message"]
         assert events[2]["message"].startswith("args ")
 
-    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize(("where", "error"), FAILURES, ids=FAILURE_IDS)
     @pytest.mark.parametrize("stage", ["enricher", "filter", "formatter"])
     def test_a_stage_that_raises_costs_nothing_but_its_own_part(
-        self, out: ListWriter, stage: str, error: BaseException
+        self, out: ListWriter, stage: str, where: str, error: BaseException
     ) -> None:
         def broken(record: Any) -> Any:
             raise error
 
         options = {"formatter": broken} if stage == "formatter" else {f"{stage}s": (broken,)}
         log = json_pipeline(out, **options).get_logger("svc")
-        log.warning("kept", n=1)
+        run_on(where, lambda: log.warning("kept", n=1))
         (event,) = [json.loads(line) for line in out.lines]
         assert "kept" == event["message"]
         assert (stage == "filter") == ("kakashi_error" not in event)
 
-    @pytest.mark.parametrize("error", NOT_INTERRUPTS, ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize(("where", "error"), FAILURES, ids=FAILURE_IDS)
     def test_a_writer_that_raises_leaves_the_others_their_record(
-        self, out: ListWriter, error: BaseException
+        self, out: ListWriter, where: str, error: BaseException
     ) -> None:
         class Broken(ListWriter):
             def write(self, batch: Any) -> None:
                 raise error
 
         pipeline = Pipeline(PipelineConfig(writers=(Broken(), out)))
-        pipeline.get_logger("svc").info("kept")
+        run_on(where, lambda: pipeline.get_logger("svc").info("kept"))
         assert 1 == len(out.lines)
         assert 1 == pipeline.stats()["errors"]
 
-    def test_ctrl_c_on_the_main_thread_goes_on_up(self, out: ListWriter) -> None:
-        """A KeyboardInterrupt where the caller's code runs (a value's ``repr``, taken at
-        the call) is the user's Ctrl-C on the main thread: it interrupts the call, as it
-        would any code. On another thread no Ctrl-C arrives: it is the code's failure."""
+    @pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(3)], ids=repr)
+    def test_what_a_signal_raises_on_the_main_thread_goes_on_up(
+        self, out: ListWriter, error: BaseException
+    ) -> None:
+        """A KeyboardInterrupt or SystemExit where the caller's code runs (a value's
+        ``repr``, taken at the call) may be a signal handler's: on the main thread it
+        interrupts the call, as it would any code."""
         assert threading.current_thread() is threading.main_thread()
         log = json_pipeline(out).get_logger("svc")
-        with pytest.raises(KeyboardInterrupt):
-            log.info("value", bad=RaisesWhenRendered(KeyboardInterrupt()))
-        thread = threading.Thread(
-            target=log.info,
-            args=("value",),
-            kwargs={"bad": RaisesWhenRendered(KeyboardInterrupt())},
-        )
-        thread.start()
-        thread.join()
-        (event,) = [json.loads(line) for line in out.lines]
-        assert event["bad"].startswith("!repr:<RaisesWhenRendered with failing repr")
+        with pytest.raises(type(error)):
+            log.info("value", bad=RaisesWhenRendered(error))
+        assert [] == out.lines
 
     def test_a_report_says_failed_only_for_a_failure(self, capfd: Any) -> None:
         """``kakashi: <where> failed: <exception>`` for a failure, and no "failed" for an

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
@@ -22,6 +23,7 @@ from kakashi.core.async_backend import AsyncConfig
 from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
 from kakashi.integrations import logging as bridge
 from kakashi.integrations.logging import KakashiHandler, capture_stdlib, stdlib_writer
+from tests.conftest import balanced
 
 
 class Lines:
@@ -360,6 +362,18 @@ def isolated() -> Iterator[logging.Logger]:
     logger.propagate = True
 
 
+@contextlib.contextmanager
+def outer_logger(lean: bool) -> Iterator[logging.Logger]:
+    """The stdlib logger ``iso.outer``, made lean for the lean path (plain again after)."""
+    outer = logging.getLogger("iso.outer")
+    if lean:
+        bridge.make_lean(outer)
+    try:
+        yield outer
+    finally:
+        bridge._unlean(outer)
+
+
 def attach(logger: logging.Logger, pipeline: Any) -> KakashiHandler:
     handler = KakashiHandler(pipeline=pipeline)
     logger.addHandler(handler)
@@ -386,13 +400,8 @@ def test_a_record_logged_while_converting_one_reaches_an_async_pipeline(
     not a loop: both arrive, none is dropped."""
     pipeline = async_pipeline(lines)
     handler = attach(isolated, pipeline)
-    outer = logging.getLogger("iso.outer")
-    if lean:
-        bridge.make_lean(outer)
-    try:
+    with outer_logger(lean) as outer:
         outer.warning(LogsWhenRendered())
-    finally:
-        bridge._unlean(outer)
     pipeline.shutdown(timeout=30)
     assert sorted(e["message"] for e in lines.events) == ["from __str__", "outer"]
     stats = pipeline.stats()
@@ -430,6 +439,71 @@ def test_a_signal_handler_logging_during_a_stdlib_call_is_delivered(
     assert (handler.dropped, pipeline.stats()["messages_dropped"]) == (0, 0)
 
 
+class LogsItselfWhenRendered:
+    """A message whose ``__str__`` logs a record holding the object itself."""
+
+    def __str__(self) -> str:
+        logging.getLogger("iso.inner").warning("rendering %s", self)
+        return "rendered"
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["handler", "lean"])
+def test_a_message_that_logs_itself_recurses_no_deeper_than_max_depth(
+    lean: bool, lines: Lines, isolated: logging.Logger
+) -> None:
+    """Each level is a delivery that only queues, so each used to be delivered: one call
+    recursed until a RecursionError, which could land in the backend's start and leave
+    it with no worker. Deliveries nest at most MAX_DEPTH deep; the next one is cut and
+    counted (stdlib_loop), and the backend runs on."""
+    from kakashi._speedups._bridge_py import MAX_DEPTH
+
+    pipeline = async_pipeline(lines)
+    handler = attach(isolated, pipeline)
+    with outer_logger(lean) as outer:
+        outer.warning(LogsItselfWhenRendered())
+        outer.warning("after")
+    assert pipeline.flush(timeout=30).complete
+    stats = pipeline.stats()
+    pipeline.shutdown(timeout=30)
+    assert MAX_DEPTH + 1 == len(lines.events)
+    assert "after" == lines.events[-1]["message"]
+    assert (1, 1) == (handler.dropped, stats["dropped_by_reason"]["stdlib_loop"])
+    assert 1 == stats["active_workers"]
+    assert balanced(stats)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+@pytest.mark.parametrize("where", ["stdlib", "kakashi"])
+def test_sys_exit_in_a_signal_handler_during_a_log_call_exits(
+    where: str, lines: Lines, isolated: logging.Logger
+) -> None:
+    """A signal handler that calls ``sys.exit()`` (the usual SIGTERM handler) runs on the
+    main thread, wherever it is: inside a log call, inside a writer. Its SystemExit goes
+    on up, out of the log call, as it would out of any code; it is not the writer's
+    failure."""
+
+    class SignalsOnWrite(Lines):
+        def write(self, batch: Any) -> None:
+            signal.raise_signal(signal.SIGUSR1)  # handled before this returns
+            super().write(batch)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        sys.exit(3)
+
+    pipeline = json_pipeline(SignalsOnWrite())
+    attach(isolated, pipeline)
+    log = pipeline.get_logger("k")
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        with pytest.raises(SystemExit):
+            if where == "stdlib":
+                logging.getLogger("iso.outer").warning("interrupted")
+            else:
+                log.warning("interrupted")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 class ExitsWhenRendered:
     def __str__(self) -> str:
         raise SystemExit("from __str__")
@@ -441,17 +515,19 @@ class ExitsWhenRendered:
 def test_a_message_or_argument_raising_system_exit_never_reaches_the_caller(
     lean: bool, lines: Lines, isolated: logging.Logger
 ) -> None:
-    """A message or ``%`` argument whose ``__str__`` raises ``SystemExit``: the stdlib
-    call returns, and the record is written with the template and the failure."""
+    """A message or ``%`` argument whose ``__str__`` raises ``SystemExit``, off the main
+    thread (where no signal handler raises one): the stdlib call returns, and the record
+    is written with the template and the failure."""
     handler = attach(isolated, json_pipeline(lines))
-    outer = logging.getLogger("iso.outer")
-    if lean:
-        bridge.make_lean(outer)
-    try:
-        outer.warning(ExitsWhenRendered())
-        outer.warning("value %s", ExitsWhenRendered())
-    finally:
-        bridge._unlean(outer)
+    with outer_logger(lean) as outer:
+
+        def log_both() -> None:
+            outer.warning(ExitsWhenRendered())
+            outer.warning("value %s", ExitsWhenRendered())
+
+        thread = threading.Thread(target=log_both)
+        thread.start()
+        thread.join()
     first, second = lines.events
     assert "ExitsWhenRendered" in first["message"]
     assert second["message"] == "value %s"

@@ -147,6 +147,7 @@ cdef object _default():
 
 
 cdef object _queue_of = _py._queue_of
+cdef int _MAX_DEPTH = _py.MAX_DEPTH
 cdef object _cut = _py._cut
 
 
@@ -160,7 +161,9 @@ cdef object _deliverable(handler, level):
         pipeline = _default()
     if level < pipeline.min_level:
         return None
-    if state == _KAKASHI or (state != _IDLE and _queue_of(pipeline) is None):
+    if state == _KAKASHI or (
+        state != _IDLE and (state - _IDLE >= _MAX_DEPTH or _queue_of(pipeline) is None)
+    ):
         _cut(handler, pipeline)
         return None
     return pipeline

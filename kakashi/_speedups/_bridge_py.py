@@ -13,7 +13,8 @@ Loops are cut, never followed: a record logged by one of Kakashi's own threads (
 already inside a delivery to a pipeline that runs its stages on the calling thread, is
 dropped and counted (see ``_deliver``). A re-entrant record for a pipeline that only
 queues it (an async pipeline: a signal handler that logs during a stdlib log call) is
-delivered: the queue takes re-entrant records without waiting.
+delivered, up to :data:`MAX_DEPTH` nested deliveries: the queue takes re-entrant records
+without waiting.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def set_handler_class(cls: type) -> None:
 # Per thread: how many deliveries it is inside (0: none), or _KAKASHI for Kakashi's own
 # threads (decided once per thread, on its first record, from its name).
 _KAKASHI = -1
+#: How many deliveries may be nested on one thread (a signal handler's record inside a
+#: delivery, another signal's inside that): a message whose ``__str__`` logs itself goes
+#: no deeper, so one call cannot recurse until a ``RecursionError`` lands anywhere.
+MAX_DEPTH = 3
 _local = threading.local()
 
 
@@ -156,9 +161,9 @@ def _deliver(handler: Any, level: int, convert: Callable[..., Record], *source: 
     to *handler*'s pipeline (the default one if it has none), at or above the pipeline's
     level. Never raises.
 
-    Loops are cut (see the module description): on one of Kakashi's own threads, or on a
-    thread already inside a delivery to a pipeline whose stages run on it, the record is
-    dropped and counted (:func:`_cut`)."""
+    Loops are cut (see the module description): on one of Kakashi's own threads, on a
+    thread already inside a delivery to a pipeline whose stages run on it, or inside
+    :data:`MAX_DEPTH` deliveries, the record is dropped and counted (:func:`_cut`)."""
     state = _thread_state()
     try:
         pipeline: Any = handler.pipeline
@@ -166,7 +171,7 @@ def _deliver(handler: Any, level: int, convert: Callable[..., Record], *source: 
             pipeline = _default()
         if level < pipeline.min_level:
             return
-        if state == _KAKASHI or (state and _queue_of(pipeline) is None):
+        if state == _KAKASHI or (state and (state >= MAX_DEPTH or _queue_of(pipeline) is None)):
             _cut(handler, pipeline)
             return
         _local.state = state + 1

@@ -34,7 +34,7 @@ cdef extern from "Python.h":
 from collections import deque
 from time import monotonic
 
-from kakashi import _locks
+from kakashi import _errors, _locks
 from kakashi._locks import fork_safe_condition
 from kakashi._speedups import _queue_py as _py
 
@@ -397,6 +397,8 @@ cdef enum:
     REFUSING = 2
 
 cdef object _wait_while_full = _py.wait_while_full
+cdef object _is_interrupt = _errors.is_interrupt
+cdef object _report = _errors.report
 cdef object _wait_while_held = _py.wait_while_held
 # The same dictionary as kakashi._locks' (never rebound; cleared in place after a fork).
 cdef dict _regions = _locks._regions
@@ -853,7 +855,12 @@ cdef class RecordQueue:
             starter = self.starter
             self.starter = None
             _enter_once(entered)
-            starter()
+            try:
+                starter()
+            except BaseException as exc:  # the record is queued all the same
+                if _is_interrupt(exc):
+                    raise
+                _report("async backend start", exc)
         self.offered += 1
         while True:
             if self.closed:
@@ -900,9 +907,14 @@ cdef class RecordQueue:
             kk_begin_blocked()
             try:
                 room = _wait_while_full(self, max(0.0, deadline - _monotonic()))
-            finally:
+            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
                 kk_end_blocked()
                 self.blocked -= 1
+                self._dropped[BLOCK_TIMEOUT] += 1
+                self.on_drop(record, BLOCK_TIMEOUT)
+                raise
+            kk_end_blocked()
+            self.blocked -= 1
             if not room:
                 self._dropped[BLOCK_TIMEOUT] += 1
                 self.on_drop(record, BLOCK_TIMEOUT)
@@ -919,7 +931,11 @@ cdef class RecordQueue:
         if reason == CLOSED:
             try:
                 handled = self.on_closed(record)
-            except Exception:
+            except BaseException as exc:
+                if _is_interrupt(exc):  # counted as dropped before it goes on up
+                    self._settle(False, reason)
+                    self.on_drop(record, reason)
+                    raise
                 handled = False
             if handled is KEPT:  # in fallback until settle_fallback
                 return

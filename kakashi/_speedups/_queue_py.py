@@ -46,12 +46,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from kakashi import _errors
+from kakashi._errors import is_interrupt
 from kakashi._locks import (
     _regions,
     enter_region,
     fork_safe_condition,
     fork_safe_lock,
     leave_region,
+    when_out_of_region,
 )
 
 __all__ = [
@@ -365,10 +368,15 @@ class RecordQueue:
         stdlib bridge cuts a loop so, as ``stdlib_loop``) and reports itself (``on_drop``
         is not told, so no drop notice is written for it).
 
-        Not for a thread inside the queue (a signal handler that interrupted a put):
-        it takes the lock."""
+        A thread inside the queue counts it once it leaves (the count waits for nothing)."""
         if not 0 <= reason < len(REASONS):
             raise ValueError(f"reason must be an index of REASONS, got {reason}")
+        # A thread inside the queue (a finalizer run by the garbage collector on a worker
+        # holding the lock) would wait for itself: it counts once it is out.
+        if not when_out_of_region(lambda: self._refused(reason)):
+            self._refused(reason)
+
+    def _refused(self, reason: int) -> None:
         with self._lock:
             self._offered += 1
             self._dropped[reason] += 1
@@ -390,7 +398,12 @@ class RecordQueue:
     def _offer(self, record: Any, may_wait: bool) -> None:
         if self.starter is not None:
             starter, self.starter = self.starter, None
-            starter()
+            try:
+                starter()
+            except BaseException as exc:  # the record is queued all the same
+                if is_interrupt(exc):
+                    raise
+                _errors.report("async backend start", exc)
         deadline = None
         waited = False
         while True:
@@ -433,13 +446,22 @@ class RecordQueue:
             if deadline is None:
                 deadline = time.monotonic() + self._block_timeout
             waited = True
-            if not wait_while_full(self, max(0.0, deadline - time.monotonic())):
-                with self._lock:
-                    self._blocked -= 1
-                    self._dropped[_BLOCK_TIMEOUT] += 1
-                self._on_drop(record, _BLOCK_TIMEOUT)
+            try:
+                room = wait_while_full(self, max(0.0, deadline - time.monotonic()))
+            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
+                self._no_room(record)
+                raise
+            if not room:
+                self._no_room(record)
                 return
         self._offer_closed(record)
+
+    def _no_room(self, record: Any) -> None:
+        """A caller's wait for room ended without it: *record* is dropped, counted."""
+        with self._lock:
+            self._blocked -= 1
+            self._dropped[_BLOCK_TIMEOUT] += 1
+        self._on_drop(record, _BLOCK_TIMEOUT)
 
     def _offer_closed(self, record: Any) -> None:
         reason = _CLOSED
@@ -453,7 +475,11 @@ class RecordQueue:
         if reason == _CLOSED:
             try:
                 handled = self._on_closed(record)
-            except Exception:
+            except BaseException as exc:
+                if is_interrupt(exc):  # counted as dropped before it goes on up
+                    self.settle_fallback(False, reason)
+                    self._on_drop(record, reason)
+                    raise
                 handled = False
             if handled is KEPT:  # in fallback until settle_fallback
                 return

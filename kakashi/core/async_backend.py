@@ -1244,25 +1244,41 @@ class AsyncBackend:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers (done automatically by the first record)."""
+        """Start the workers (done automatically by the first record).
+
+        Raises:
+            RuntimeError: not one worker thread could be started (the interpreter's or
+                the system's limit); the backend stays stopped, and the next record
+                tries again. Some of them: the others are reported, and it runs.
+        """
         with self._state_lock:
             if self.state in ("running", "stopping"):
                 return
             self.queue.starter = None
-            self.queue.reopen()
-            self.state = "running"
             self._stop = False
             self._stopping.clear()
             self._shutdown_deadline = float("inf")
             self._workers = []
-            for index in range(self.config.worker_count):
-                thread = threading.Thread(
-                    target=self._run,
-                    name=f"{self.config.thread_name_prefix}-{index}",
-                    daemon=True,  # a hung writer must not keep the process alive
+            try:
+                self.queue.reopen()
+                for index in range(self.config.worker_count):
+                    thread = threading.Thread(
+                        target=self._run,
+                        name=f"{self.config.thread_name_prefix}-{index}",
+                        daemon=True,  # a hung writer must not keep the process alive
+                    )
+                    thread.start()
+                    self._workers.append(thread)
+            except BaseException as exc:
+                if not self._workers:  # still stopped: the next record tries again
+                    self.queue.starter = self.start
+                    raise
+                _errors.report(
+                    "async backend start",
+                    exc,
+                    detail=f"running with {plural(len(self._workers), 'worker')}",
                 )
-                self._workers.append(thread)
-                thread.start()
+            self.state = "running"
         _drain_when_multiprocessing_ends_this_process()
         _watch_turns()
 

@@ -21,7 +21,8 @@ Loops are cut, never followed:
   backend's ``dropped_by_reason["stdlib_loop"]`` (no drop notice is written for it). A
   record emitted while this thread is inside a ``KakashiHandler`` whose pipeline only
   queues it (an async pipeline: a signal handler that logs through stdlib during a stdlib
-  log call, or a message whose ``__str__`` does) is delivered, not dropped;
+  log call, or a message whose ``__str__`` does) is delivered, not dropped, up to three
+  nested deliveries (a message whose ``__str__`` logs itself is cut there, and counted);
 - a ``LogRecord`` made by a :class:`StdlibWriter` is never taken back by a handler, and a
   record that came from stdlib (marked ``"kakashi_origin": "stdlib"``) is never sent back
   by a ``StdlibWriter``.
