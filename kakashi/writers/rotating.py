@@ -225,7 +225,11 @@ class RotatingFileWriter(FileWriter):
             UTC offset too: ``app.2026-11-01T01-05-00-0500.log``). Rotated files are
             ordered, kept and deleted by the moment their stamps name, not by their
             letters (see :mod:`kakashi.writers.naming`).
-        backup_count: keep at most this many rotated files (``None``: no limit).
+        backup_count: keep at most this many rotated files (``None``: no limit). With
+            ``naming="numbered"`` a rotation renames every file it keeps (``.1`` becomes
+            ``.2``, and so on), so an unlimited numbered set makes each rotation slower
+            than the last: set a limit, or name files ``"timestamped"``, which are
+            never renamed.
         max_age: delete rotated files older than this many seconds (or a timedelta).
         compression: ``"zstd"`` (default), ``"gzip"`` or ``None`` for rotated files.
         level: the zstd level for compression and for a ``.zst`` active file.
