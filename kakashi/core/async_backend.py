@@ -1249,7 +1249,8 @@ class AsyncBackend:
         Raises:
             RuntimeError: not one worker thread could be started (the interpreter's or
                 the system's limit); the backend stays stopped, and the next record
-                tries again. Some of them: the others are reported, and it runs.
+                tries again. When only some could be, the failure is reported and the
+                backend runs with those.
         """
         with self._state_lock:
             if self.state in ("running", "stopping"):
