@@ -1019,6 +1019,36 @@ class TestFaults:
         assert ["first", "second"] == [line["message"] for line in writer.lines]
         assert balanced(pipeline.stats())
 
+    def test_a_start_that_makes_some_threads_runs_with_them(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two workers asked, the second thread refused: the failure is reported and the
+        backend runs with the one it has."""
+        from kakashi import _errors
+        from kakashi.core import async_backend
+
+        writer = Keeper()
+        pipeline = async_pipeline(writer, worker_count=2)
+        started = [0]
+        real = threading.Thread
+
+        class SecondRefused(real):  # type: ignore[misc, valid-type]
+            def start(self) -> None:
+                started[0] += 1
+                if started[0] == 2:
+                    raise RuntimeError("can't start new thread")
+                super().start()
+
+        monkeypatch.setattr(async_backend.threading, "Thread", SecondRefused)
+        log = pipeline.get_logger("s")
+        log.info("first")
+        assert "running" == pipeline.backend.state
+        assert 1 == pipeline.stats()["active_workers"]
+        assert 1 == _errors.error_counts()["async backend start: RuntimeError"]
+        assert pipeline.flush(10).complete
+        pipeline.shutdown(10)
+        assert ["first"] == [line["message"] for line in writer.lines]
+
     def test_raising_writer_never_reaches_the_caller(self, capfd: Any) -> None:
         """A writer that raises is retried, counted, reported once; the worker survives."""
 
