@@ -170,6 +170,27 @@ class TestQueue:
         assert 1 == c["dropped"]["queue_full_block_timeout"]
         assert [("b", "queue_full_block_timeout")] == events
 
+    def test_a_ctrl_c_while_held_at_shutdown_counts_the_record(self, impl: Implementation) -> None:
+        """A record offered while a shutdown holds the closed queue waits for the drain; a
+        KeyboardInterrupt (a real SIGINT) meanwhile goes on up, and the record is counted
+        as dropped (``shutdown_timeout``) first, not left in fallback for ever."""
+        queue, events = self.make(impl, 4, impl.queue.BLOCK)
+        queue.hold(timeout=30.0)
+        queue.close()
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        # Python's own handler: a process started in the background (CI) ignores SIGINT.
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                queue.put("late")
+        finally:
+            timer.join()
+            signal.signal(signal.SIGINT, before)
+        c = queue.counters()
+        assert (c["offered"], c["in_fallback"], c["dropped"]["shutdown_timeout"]) == (1, 0, 1)
+        assert [("late", "shutdown_timeout")] == events
+
     @pytest.mark.parametrize("count", [0, -1, -1000])
     def test_draining_less_than_one_takes_nothing(self, impl: Implementation, count: int) -> None:
         """A count below 1 takes no record, in both builds, and the counters still add up

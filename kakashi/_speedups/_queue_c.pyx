@@ -926,7 +926,13 @@ cdef class RecordQueue:
         cdef int reason = CLOSED
         handled = False
         if self.gate != OPEN and PyThread_get_thread_ident() not in self._exempt:
-            if not _wait_while_held(self, self._hold_timeout):
+            try:
+                admitted = _wait_while_held(self, self._hold_timeout)
+            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
+                self._settle(False, SHUTDOWN)
+                self.on_drop(record, SHUTDOWN)
+                raise
+            if not admitted:
                 reason = SHUTDOWN
         if reason == CLOSED:
             try:

@@ -465,12 +465,15 @@ class RecordQueue:
 
     def _offer_closed(self, record: Any) -> None:
         reason = _CLOSED
-        if (
-            self._gate != OPEN
-            and _get_ident() not in self._exempt
-            and not wait_while_held(self, self._hold_timeout)
-        ):
-            reason = _SHUTDOWN
+        if self._gate != OPEN and _get_ident() not in self._exempt:
+            try:
+                admitted = wait_while_held(self, self._hold_timeout)
+            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
+                self.settle_fallback(False, _SHUTDOWN)
+                self._on_drop(record, _SHUTDOWN)
+                raise
+            if not admitted:
+                reason = _SHUTDOWN
         handled: Any = False
         if reason == _CLOSED:
             try:
