@@ -1070,6 +1070,39 @@ class TestFaults:
         pipeline.shutdown(10)
         assert ["first"] == [line["message"] for line in writer.lines]
 
+    def test_a_ctrl_c_during_a_partial_start_goes_on_up_and_keeps_the_thread(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A KeyboardInterrupt that lands in the second worker's start once that thread
+        runs (Thread.start waits for it to begin): the interrupt reaches the caller (it
+        was reported and swallowed), and the thread is one of the backend's workers (it
+        ran unlisted)."""
+        from kakashi.core import async_backend
+
+        writer = Keeper()
+        pipeline = async_pipeline(writer, worker_count=2)
+        started = [0]
+        real = threading.Thread
+
+        class InterruptedAfterSpawn(real):  # type: ignore[misc, valid-type]
+            def start(self) -> None:
+                super().start()
+                started[0] += 1
+                if started[0] == 2:
+                    raise KeyboardInterrupt
+
+        monkeypatch.setattr(async_backend.threading, "Thread", InterruptedAfterSpawn)
+        log = pipeline.get_logger("s")
+        with pytest.raises(KeyboardInterrupt):
+            log.info("interrupted")
+        assert "running" == pipeline.backend.state
+        assert 2 == pipeline.stats()["active_workers"]
+        log.info("next")
+        assert pipeline.flush(10).complete
+        pipeline.shutdown(10)
+        assert ["next"] == [line["message"] for line in writer.lines]
+        assert balanced(pipeline.stats())
+
     def test_raising_writer_never_reaches_the_caller(self, capfd: Any) -> None:
         """A writer that raises is retried, counted, reported once; the worker survives."""
 
@@ -1096,6 +1129,37 @@ class TestFaults:
         assert 20 == broken["dropped"]
         assert 1 == capfd.readouterr().err.count("collector down")
         assert 1 == stats["active_workers"]
+
+    @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+    def test_a_child_forked_after_shutdown_writes_through_the_fallback(
+        self, tmp_path: Path
+    ) -> None:
+        """Shut down in the parent, so in the child: its records are written by the
+        synchronous fallback, as the parent's would be. They used to wait in a reopened
+        queue that no worker would ever start for, and the child's shutdown said
+        complete."""
+        path = tmp_path / "after.log"
+        pipeline = AsyncPipeline(
+            AsyncPipelineConfig(pipeline_config=PipelineConfig(writers=(file_writer(path),)))
+        )
+        log = pipeline.get_logger("fork")
+        log.info("parent")
+        assert pipeline.shutdown(5).complete
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for i in range(5):
+                    log.info("child", i=i)
+                stats = pipeline.stats()
+                ok = pipeline.shutdown(5).complete and balanced(stats) and stats["pending"] == 0
+                code = 0 if ok and stats["messages_written_sync"] == 5 else 2
+            finally:
+                os._exit(code)
+        status = wait_or_kill(pid)
+        messages = [event["message"] for event in read_json_lines(path)]
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert ["parent"] + ["child"] * 5 == messages
 
     @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
     def test_fork_child_logs_through_the_same_logger(self, tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ from typing import Any, cast
 
 from kakashi import _errors
 from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
+from kakashi._errors import is_interrupt
 from kakashi._locks import (
     after_fork_in_child,
     enter_region,
@@ -1268,11 +1269,17 @@ class AsyncBackend:
                         name=f"{self.config.thread_name_prefix}-{index}",
                         daemon=True,  # a hung writer must not keep the process alive
                     )
-                    thread.start()
-                    self._workers.append(thread)
+                    try:
+                        thread.start()
+                    finally:  # a start interrupted (Ctrl-C) once the thread runs: it counts
+                        if thread.ident is not None:
+                            self._workers.append(thread)
             except BaseException as exc:
                 if not self._workers:  # still stopped: the next record tries again
                     self.queue.starter = self.start
+                    raise
+                self.state = "running"
+                if is_interrupt(exc):
                     raise
                 _errors.report(
                     "async backend start",
@@ -2256,7 +2263,13 @@ class AsyncBackend:
 
     def _after_fork_in_child(self) -> None:
         # The locks, the condition and the wake event are fork-safe: already released.
+        # Shut down in the parent: so in the child, whose records then go to the
+        # synchronous fallback as the parent's would (a reset queue takes records that
+        # no worker would ever start for).
+        shut_down = self.state == "stopped" and self.queue.closed
         self.queue.reset_after_fork()
+        if shut_down:
+            self.queue.close()
         self._settle_waiters = 0
         self._workers = []
         self._worker_idents = set()
