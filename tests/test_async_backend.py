@@ -1007,6 +1007,22 @@ class TestFlushAndShutdown:
 
 
 class TestFaults:
+    @staticmethod
+    def start_threads_with(monkeypatch: pytest.MonkeyPatch, start: Any) -> None:
+        """Make the backend's threads start through ``start(n, real_start)``, *n* counting
+        the starts from 1 (``real_start()`` starts the thread)."""
+        from kakashi.core import async_backend
+
+        count = [0]
+        real = threading.Thread
+
+        class Patched(real):  # type: ignore[misc, valid-type]
+            def start(self) -> None:
+                count[0] += 1
+                start(count[0], lambda: real.start(self))
+
+        monkeypatch.setattr(async_backend.threading, "Thread", Patched)
+
     def test_a_start_that_cannot_make_a_thread_leaves_the_next_record_to_try(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -1015,20 +1031,17 @@ class TestFaults:
         and the next record tries again. A failed start used to leave the backend
         "running" with no worker, or "stopped" with no one left to start it."""
         from kakashi import _errors
-        from kakashi.core import async_backend
 
         writer = Keeper()
         pipeline = async_pipeline(writer)
         refuse = [True]
-        real = threading.Thread
 
-        class Refused(real):  # type: ignore[misc, valid-type]
-            def start(self) -> None:
-                if refuse[0]:
-                    raise RuntimeError("can't start new thread")
-                super().start()
+        def start(n: int, real_start: Any) -> None:
+            if refuse[0]:
+                raise RuntimeError("can't start new thread")
+            real_start()
 
-        monkeypatch.setattr(async_backend.threading, "Thread", Refused)
+        self.start_threads_with(monkeypatch, start)
         log = pipeline.get_logger("s")
         log.info("first")
         assert ("stopped", 1) == (pipeline.backend.state, pipeline.stats()["queue_size"])
@@ -1046,21 +1059,15 @@ class TestFaults:
         """Two workers asked, the second thread refused: the failure is reported and the
         backend runs with the one it has."""
         from kakashi import _errors
-        from kakashi.core import async_backend
+
+        def start(n: int, real_start: Any) -> None:
+            if n == 2:
+                raise RuntimeError("can't start new thread")
+            real_start()
 
         writer = Keeper()
         pipeline = async_pipeline(writer, worker_count=2)
-        started = [0]
-        real = threading.Thread
-
-        class SecondRefused(real):  # type: ignore[misc, valid-type]
-            def start(self) -> None:
-                started[0] += 1
-                if started[0] == 2:
-                    raise RuntimeError("can't start new thread")
-                super().start()
-
-        monkeypatch.setattr(async_backend.threading, "Thread", SecondRefused)
+        self.start_threads_with(monkeypatch, start)
         log = pipeline.get_logger("s")
         log.info("first")
         assert "running" == pipeline.backend.state
@@ -1077,21 +1084,15 @@ class TestFaults:
         runs (Thread.start waits for it to begin): the interrupt reaches the caller (it
         was reported and swallowed), and the thread is one of the backend's workers (it
         ran unlisted)."""
-        from kakashi.core import async_backend
+
+        def start(n: int, real_start: Any) -> None:
+            real_start()
+            if n == 2:
+                raise KeyboardInterrupt
 
         writer = Keeper()
         pipeline = async_pipeline(writer, worker_count=2)
-        started = [0]
-        real = threading.Thread
-
-        class InterruptedAfterSpawn(real):  # type: ignore[misc, valid-type]
-            def start(self) -> None:
-                super().start()
-                started[0] += 1
-                if started[0] == 2:
-                    raise KeyboardInterrupt
-
-        monkeypatch.setattr(async_backend.threading, "Thread", InterruptedAfterSpawn)
+        self.start_threads_with(monkeypatch, start)
         log = pipeline.get_logger("s")
         with pytest.raises(KeyboardInterrupt):
             log.info("interrupted")
