@@ -403,7 +403,8 @@ cdef object _wait_while_held = _py.wait_while_held
 # The same dictionary as kakashi._locks' (never rebound; cleared in place after a fork).
 cdef dict _regions = _locks._regions
 cdef object _enter_region = _locks.enter_region
-cdef object _leave_region = _locks.leave_region
+cdef list _when_out = _locks._when_out  # (never rebound; cleared in place after a fork)
+cdef object _run_deferred = _locks._run_deferred
 
 
 cdef inline int _enter_once(bint *entered) except -1:
@@ -416,6 +417,24 @@ cdef inline int _enter_once(bint *entered) except -1:
         _regions[ident] = _regions.get(ident, 0) + 1
         entered[0] = True
     return 0
+
+
+cdef inline int _leave_once() except -1:
+    # leave_region's own work, done in C too: the Python function would run a pending
+    # signal handler at its first bytecode, before the region is left, and one that
+    # raises there (a Ctrl-C) left the thread in a region for ever: every later record
+    # of it set aside as re-entrant, never waiting for room.
+    cdef object ident = PyThread_get_thread_ident()
+    cdef Py_ssize_t depth = _regions.get(ident, 1) - 1
+    if depth > 0:
+        _regions[ident] = depth
+        return 0
+    _regions.pop(ident, None)
+    if _when_out:
+        _run_deferred(ident)
+    return 0
+
+
 cdef object _checked = _py.checked_arguments
 
 # How long after a worker claimed the GIL a caller still hands it over: a worker holds it
@@ -844,7 +863,7 @@ cdef class RecordQueue:
             self._offer_in(record, may_wait, &entered)
         finally:
             if entered:
-                _leave_region()
+                _leave_once()
 
     cdef _offer_in(self, object record, bint may_wait, bint *entered):
         cdef object dropped
@@ -1017,7 +1036,7 @@ cdef class RecordQueue:
             with self.not_full:
                 self.not_full.notify_all()
         finally:
-            _leave_region()
+            _leave_once()
 
     def done(self, long long written, long long filtered, long long failed):
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""
