@@ -80,6 +80,21 @@ def async_pipeline(writer: Any, **async_options: Any) -> AsyncPipeline:
     return AsyncPipeline(config)
 
 
+def ctrl_c_during(call: Any) -> None:
+    """Run *call*, which waits, while a real SIGINT arrives 0.2 s in; the
+    KeyboardInterrupt must come out of it."""
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    # Python's own handler: a process started in the background (CI) ignores SIGINT.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, before)
+
+
 class TestQueue:
     def make(
         self, impl: Implementation, capacity: int, strategy: int, block_timeout: float = 0.05
@@ -155,16 +170,7 @@ class TestQueue:
         blocked for ever (pure) or lost it from them (compiled)."""
         queue, events = self.make(impl, 1, impl.queue.BLOCK, block_timeout=30.0)
         queue.put("a")
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-        # Python's own handler: a process started in the background (CI) ignores SIGINT.
-        before = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            timer.start()
-            with pytest.raises(KeyboardInterrupt):
-                queue.put("b")
-        finally:
-            timer.join()
-            signal.signal(signal.SIGINT, before)
+        ctrl_c_during(lambda: queue.put("b"))
         c = queue.counters()
         assert (c["offered"], c["size"], c["blocked"]) == (2, 1, 0)
         assert 1 == c["dropped"]["queue_full_block_timeout"]
@@ -177,16 +183,7 @@ class TestQueue:
         queue, events = self.make(impl, 4, impl.queue.BLOCK)
         queue.hold(timeout=30.0)
         queue.close()
-        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-        # Python's own handler: a process started in the background (CI) ignores SIGINT.
-        before = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            timer.start()
-            with pytest.raises(KeyboardInterrupt):
-                queue.put("late")
-        finally:
-            timer.join()
-            signal.signal(signal.SIGINT, before)
+        ctrl_c_during(lambda: queue.put("late"))
         c = queue.counters()
         assert (c["offered"], c["in_fallback"], c["dropped"]["shutdown_timeout"]) == (1, 0, 1)
         assert [("late", "shutdown_timeout")] == events

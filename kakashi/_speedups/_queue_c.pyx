@@ -944,26 +944,21 @@ cdef class RecordQueue:
     cdef _offer_closed(self, object record):
         cdef int reason = CLOSED
         handled = False
-        if self.gate != OPEN and PyThread_get_thread_ident() not in self._exempt:
-            try:
-                admitted = _wait_while_held(self, self._hold_timeout)
-            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
-                self._settle(False, SHUTDOWN)
-                self.on_drop(record, SHUTDOWN)
-                raise
-            if not admitted:
-                reason = SHUTDOWN
-        if reason == CLOSED:
-            try:
+        try:
+            if self.gate != OPEN and PyThread_get_thread_ident() not in self._exempt:
+                reason = SHUTDOWN  # unless the drain admits it
+                if _wait_while_held(self, self._hold_timeout):
+                    reason = CLOSED
+            if reason == CLOSED:
                 handled = self.on_closed(record)
-            except BaseException as exc:
-                if _is_interrupt(exc):  # counted as dropped before it goes on up
-                    self._settle(False, reason)
-                    self.on_drop(record, reason)
-                    raise
-                handled = False
-            if handled is KEPT:  # in fallback until settle_fallback
-                return
+        except BaseException as exc:
+            # As the twin: a signal handler's in the wait or the fallback is counted first.
+            if reason == SHUTDOWN or _is_interrupt(exc):
+                self._settle(False, reason)
+                self.on_drop(record, reason)
+                raise
+        if handled is KEPT:  # in fallback until settle_fallback
+            return
         self._settle(handled, reason)
         if not handled:
             self.on_drop(record, reason)

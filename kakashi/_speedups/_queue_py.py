@@ -465,27 +465,23 @@ class RecordQueue:
 
     def _offer_closed(self, record: Any) -> None:
         reason = _CLOSED
-        if self._gate != OPEN and _get_ident() not in self._exempt:
-            try:
-                admitted = wait_while_held(self, self._hold_timeout)
-            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
-                self.settle_fallback(False, _SHUTDOWN)
-                self._on_drop(record, _SHUTDOWN)
-                raise
-            if not admitted:
-                reason = _SHUTDOWN
         handled: Any = False
-        if reason == _CLOSED:
-            try:
+        try:
+            if self._gate != OPEN and _get_ident() not in self._exempt:
+                reason = _SHUTDOWN  # unless the drain admits it
+                if wait_while_held(self, self._hold_timeout):
+                    reason = _CLOSED
+            if reason == _CLOSED:
                 handled = self._on_closed(record)
-            except BaseException as exc:
-                if is_interrupt(exc):  # counted as dropped before it goes on up
-                    self.settle_fallback(False, reason)
-                    self._on_drop(record, reason)
-                    raise
-                handled = False
-            if handled is KEPT:  # in fallback until settle_fallback
-                return
+        except BaseException as exc:
+            # A signal handler's (Ctrl-C) in the wait or the fallback: counted as dropped
+            # before it goes on up. Anything else the fallback raises: not written.
+            if reason == _SHUTDOWN or is_interrupt(exc):
+                self.settle_fallback(False, reason)
+                self._on_drop(record, reason)
+                raise
+        if handled is KEPT:  # in fallback until settle_fallback
+            return
         self.settle_fallback(bool(handled), reason)
         if not handled:
             self._on_drop(record, reason)
