@@ -23,13 +23,16 @@ writer), and a SIGTERM handler that must drain defers its work until the thread 
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
 import threading
 import weakref
-from _thread import get_ident
-from collections.abc import Callable, Iterator
-from typing import Any
+from _thread import allocate_lock, get_ident
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import methodcaller
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kakashi import _descriptors
 
@@ -42,8 +45,12 @@ __all__ = [
     "fork_safe_rlock",
     "in_region",
     "leave_region",
+    "run_in_region",
     "when_out_of_region",
+    "SignalSafeCondition",
 ]
+
+T = TypeVar("T")
 
 # Weakly held: a lock that is gone needs no re-initialising.
 _registry: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -64,20 +71,119 @@ def fork_safe_rlock() -> threading.RLock:
     return lock
 
 
-def fork_safe_condition() -> threading.Condition:
-    """Return a new :class:`threading.Condition` (on a plain lock) that a forked child
-    finds released and without waiters."""
-    condition = threading.Condition(threading.Lock())
+# Interrupts. Python runs a signal handler on the main thread between two bytecodes: since
+# CPython 3.11, at a function's first instruction, a backward jump, or right after a call
+# into C returns (3.10 may run one between any two; no Python code is safe there). One that
+# raises (Ctrl-C, a SIGTERM handler's sys.exit()) there must not leave a lock held or a
+# region entered for ever. A `with` statement on a C lock takes and releases it with no
+# such point between the lock and the statement's own cleanup; threading.Condition runs
+# Python code there (its __enter__ and __exit__, and the release and re-take in wait), so
+# one Ctrl-C at the wrong bytecode left the queue's lock held and every later shutdown
+# waiting for it.
+_release_lock = _thread.LockType.release
+_exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # an iterator to its end, in C
+_call = methodcaller("__call__")
+
+
+class SignalSafeCondition(_thread.RLock):  # type: ignore[misc]  # (final in the stubs only)
+    """A condition variable that a signal handler's exception never leaves locked.
+
+    A drop-in for :class:`threading.Condition` as the library uses it (``with``,
+    :meth:`wait`, :meth:`notify`, :meth:`notify_all`), on a re-entrant lock that is the
+    object itself, so ``with condition:`` takes and releases it in C. Each waiter waits
+    on a lock of its own, released by the notifier that takes it off the list; all of
+    that is done by single calls into C, so a handler that raises in :meth:`wait` or in
+    a notification leaves the lock as the ``with`` statement expects it and no waiter
+    released twice or left waiting by an interrupted notification.
+    """
+
+    if TYPE_CHECKING:  # the lock's own, in C
+
+        def _is_owned(self) -> bool: ...
+        def _release_save(self) -> Any: ...
+        def _acquire_restore(self, state: Any) -> None: ...
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: deque[Any] = deque()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait to be notified (at most *timeout* seconds, ``None``:
+        for ever), take the lock again; return whether notified.
+
+        Raises:
+            RuntimeError: the calling thread does not hold the lock.
+        """
+        if not self._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = allocate_lock()
+        waiter.acquire()
+        self._waiters.append(waiter)
+        mine = (1, get_ident())  # the lock as taken by a `with` (never nested here)
+        saved = None
+        notified = False
+        try:
+            # A handler that raises right after this call returns finds the lock released
+            # and *saved* unset: the `finally` takes the lock back as it was taken.
+            saved = self._release_save()
+            if timeout is None:
+                notified = waiter.acquire()
+            elif timeout > 0:
+                notified = waiter.acquire(True, timeout)
+            else:
+                notified = waiter.acquire(False)
+            return notified
+        finally:
+            # Takes the lock back without running handlers in between.
+            self._acquire_restore(mine if saved is None else saved)
+            if not notified:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:  # a notifier took it off meanwhile
+                    pass
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to *n* threads waiting in :meth:`wait` (the caller holds the lock)."""
+        if not self._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        count = min(n, len(waiters))
+        if count > 0:
+            # Take each waiter off, then release it, all in one call into C.
+            _exhaust(map(_release_lock, map(_call, repeat(waiters.popleft, count))))
+
+    def notify_all(self) -> None:
+        """Wake every thread waiting in :meth:`wait` (the caller holds the lock)."""
+        if not self._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        if waiters:
+            releases = map(_release_lock, waiters)
+            fresh: deque[Any] = deque()
+            self._waiters = fresh  # the next two lines run with no handler in between
+            _exhaust(releases)
+
+    def _at_fork_reinit(self) -> None:
+        super()._at_fork_reinit()  # type: ignore[misc]
+        self._waiters = deque()
+
+
+def fork_safe_condition() -> SignalSafeCondition:
+    """Return a new :class:`SignalSafeCondition` that a forked child finds released and
+    without waiters."""
+    condition = SignalSafeCondition()
     _registry.add(condition)
     return condition
 
 
 def fork_safe_event() -> threading.Event:
-    """Return a new :class:`threading.Event` whose inner lock a forked child finds free.
+    """Return a new :class:`threading.Event` whose inner lock a forked child finds free,
+    on a :class:`SignalSafeCondition`.
 
     The child keeps the event's flag as it was at the fork.
     """
     event = threading.Event()
+    event._cond = SignalSafeCondition()  # type: ignore[attr-defined]  # see the class
     _registry.add(event)
     return event
 
@@ -103,7 +209,12 @@ def enter_region() -> None:
 
 def leave_region() -> None:
     """End the region :func:`enter_region` began; leaving the last one runs what
-    :func:`when_out_of_region` deferred on this thread."""
+    :func:`when_out_of_region` deferred on this thread.
+
+    A signal handler that raises at this function's first bytecode leaves the thread in
+    the region: the library's own code uses :func:`run_in_region`, which has no such
+    point.
+    """
     ident = get_ident()
     depth = _regions.get(ident, 1) - 1
     if depth > 0:
@@ -114,25 +225,57 @@ def leave_region() -> None:
         _run_deferred(ident)
 
 
+def run_in_region(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Return ``fn(*args, **kwargs)``, run inside a region (see :func:`enter_region`).
+
+    The region is always left: from the moment it is entered to the moment it is left,
+    every point where a signal handler could run and raise is inside the ``try``, and
+    leaving makes no call before the count is down (a handler that raises at
+    :func:`leave_region`'s first bytecode would leave the thread in the region for ever,
+    every later log call of it set aside as re-entrant).
+    """
+    ident = get_ident()
+    _regions[ident] = _regions.get(ident, 0) + 1
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if ident in _regions:  # (not in a child forked inside the region)
+            depth = _regions[ident] - 1
+            if depth:
+                _regions[ident] = depth
+            else:
+                del _regions[ident]
+                if _when_out:
+                    _run_deferred(ident)
+
+
 def in_region() -> bool:
     """Whether the calling thread is inside a region (a log call here is re-entrant)."""
     return bool(_regions) and get_ident() in _regions
 
 
-@contextlib.contextmanager
-def outside_region() -> Iterator[None]:
-    """Run a block as if the calling thread were in no region, then restore its regions.
+def run_outside_region(fn: Callable[..., T], /, *args: Any) -> T:
+    """Return ``fn(*args)``, run as if the calling thread were in no region, then restore
+    its regions.
 
     Only for a caller that holds none of the library's locks at that point although a
     region is open (the queue's ``on_closed`` callback, which runs after the queue's lock
-    is released): a log call made inside the block then takes the ordinary path, which
-    the caller can see, instead of being set aside and offered again after the block,
-    where it would be written again by the same path, for ever.
+    is released): a log call made inside *fn* then takes the ordinary path, which the
+    caller can see, instead of being set aside and offered again afterwards, where it
+    would be written again by the same path, for ever.
+
+    The regions are restored when *fn* ends, however it ends, and only then: nothing
+    between taking them off and the ``try`` is a point where a signal handler could
+    raise. (As a generator-based context manager, a Ctrl-C at its ``__exit__`` left the
+    restoring to the garbage collector, which ran it after the thread had left its
+    regions: the thread stayed in one for ever.)
     """
     ident = get_ident()
-    depth = _regions.pop(ident, 0)
+    depth = _regions.get(ident, 0)
+    if depth:
+        del _regions[ident]
     try:
-        yield
+        return fn(*args)
     finally:
         if depth:
             _regions[ident] = depth

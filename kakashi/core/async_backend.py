@@ -67,13 +67,12 @@ from kakashi._durations import MAX_TIMEOUT, MAX_WAIT, check_seconds
 from kakashi._errors import is_interrupt
 from kakashi._locks import (
     after_fork_in_child,
-    enter_region,
     fork_safe_condition,
     fork_safe_event,
     fork_safe_lock,
     fork_safe_rlock,
-    leave_region,
-    outside_region,
+    run_in_region,
+    run_outside_region,
     when_out_of_region,
 )
 from kakashi._speedups import (
@@ -1469,8 +1468,7 @@ class AsyncBackend:
             # The queue's lock is released by now: a writer that logs from here takes the
             # ordinary path and meets the guard above, rather than being set aside and
             # offered again after this call (by the same path, for ever).
-            with outside_region():
-                sink.emit(record)
+            run_outside_region(sink.emit, record)
         finally:
             _thread_state.in_fallback = False
         return True
@@ -2624,13 +2622,11 @@ def _wait_drained(backend: AsyncBackend, deadline: float) -> bool:
     """Wait until *backend*'s workers wrote every record queued; ``False`` at *deadline*."""
     queue = backend.queue
     # A region: a signal handler that logs meanwhile must not wait for _settled.
-    enter_region()
-    try:
-        return backend._wait_for_workers(
-            lambda: not (queue.size or queue.in_flight or queue.deferred), deadline
-        )
-    finally:
-        leave_region()
+    return run_in_region(
+        backend._wait_for_workers,
+        lambda: not (queue.size or queue.in_flight or queue.deferred),
+        deadline,
+    )
 
 
 # The thread draining every backend now (shutdown_all, or the drain at exit), and what a
