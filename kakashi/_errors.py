@@ -16,7 +16,7 @@ import threading
 from collections import Counter, deque
 from typing import TextIO
 
-from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
+from kakashi._locks import after_fork_in_child, fork_safe_rlock, run_in_region
 
 __all__ = ["error_counts", "is_interrupt", "report", "reset"]
 
@@ -39,25 +39,8 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
 
     Never raises: if stderr itself is gone, the failure is still counted.
     """
-    global _counting
     kind = f"{where}: {type(exc).__name__}" if exc is not None else where
-    enter_region()
-    try:
-        with _lock:
-            if _counting:  # re-entered on this thread: the counts are half-changed
-                _late.append(kind)
-                return
-            _counting = True
-            try:
-                while _late:
-                    _counts[_late.popleft()] += 1
-                _counts[kind] += 1
-                first = _counts[kind] == 1
-            finally:
-                _counting = False
-    finally:
-        leave_region()
-    if not first:
+    if not run_in_region(_count, kind):
         return
     text = f"kakashi: {where}"
     if exc is not None:  # without one, *where* and *detail* say what happened
@@ -71,6 +54,23 @@ def report(where: str, exc: BaseException | None = None, detail: str = "") -> No
         target.flush()
     except Exception:
         pass
+
+
+def _count(kind: str) -> bool:
+    """Count one failure of *kind*; return whether it is the first."""
+    global _counting
+    with _lock:
+        if _counting:  # re-entered on this thread: the counts are half-changed
+            _late.append(kind)
+            return False
+        _counting = True
+        try:
+            while _late:
+                _counts[_late.popleft()] += 1
+            _counts[kind] += 1
+            return _counts[kind] == 1
+        finally:
+            _counting = False
 
 
 def is_interrupt(exc: BaseException) -> bool:
@@ -91,12 +91,7 @@ def is_interrupt(exc: BaseException) -> bool:
 
 def error_counts() -> dict[str, int]:
     """Return how often each kind of internal failure happened in this process."""
-    enter_region()
-    try:
-        with _lock:
-            counts = dict(_counts)
-    finally:
-        leave_region()
+    counts = run_in_region(_copy_counts)
     for kind in list(_late):  # reported re-entrantly, not counted yet
         counts[kind] = counts.get(kind, 0) + 1
     return counts
@@ -104,15 +99,20 @@ def error_counts() -> dict[str, int]:
 
 def reset() -> None:
     """Forget all counts, so the next failure of each kind is reported again."""
+    run_in_region(_forget_counts)
+
+
+def _copy_counts() -> dict[str, int]:
+    with _lock:
+        return dict(_counts)
+
+
+def _forget_counts() -> None:
     global _counting
-    enter_region()
-    try:
-        with _lock:
-            _counts.clear()
-            _late.clear()
-            _counting = False  # in a forked child: a count the parent was making is over
-    finally:
-        leave_region()
+    with _lock:
+        _counts.clear()
+        _late.clear()
+        _counting = False  # in a forked child: a count the parent was making is over
 
 
 def _safe_str(obj: object) -> str:

@@ -191,6 +191,175 @@ def test_a_signal_never_finds_a_counted_record_outside_a_region(tmp_path: Path) 
     assert 20_000 == len(records(tmp_path / "out.log"))
 
 
+INTERRUPT_SWEEP = """
+    import collections, glob, json, os, sys, threading
+    from kakashi import _locks
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import Pipeline, PipelineConfig
+    from kakashi.formatters import json_formatter
+    from kakashi.writers.file import file_writer
+    from kakashi.writers.rotating import rotating_file_writer
+
+    mode, directory = sys.argv[1], sys.argv[2]
+
+    class Gated:  # a writer that stops while the gate is shut: the queue stays full
+        concurrent = False
+        def __init__(self):
+            self.lines, self.gate = [], threading.Event()
+            self.gate.set()
+        def write(self, batch):
+            self.gate.wait()
+            self.lines.extend(batch)
+        def flush(self):
+            pass
+        def close(self):
+            pass
+
+    gated = Gated()
+    strategy = {"drop_newest": "drop_newest", "drop_oldest": "drop_oldest"}.get(mode, "block")
+    pipeline = AsyncPipeline(AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(min_level="DEBUG", writers=(gated,)),
+        async_config=AsyncConfig(max_queue_size=2, overflow_strategy=strategy,
+                                 block_timeout=0.005, batch_size=1,
+                                 writer_hang_threshold=3600.0)))
+    log = pipeline.get_logger("sweep")
+    log.info("warm")
+    pipeline.flush(10)
+    queue = pipeline.backend.queue
+    file = None
+    if mode == "closed":  # every record goes through the synchronous fallback
+        pipeline.shutdown(10)
+        gated.gate = None
+        gated.write = gated.lines.extend  # (the sweep runs in it: no Event of its own)
+    elif mode.startswith("sync"):  # a synchronous pipeline writing a file
+        path = os.path.join(directory, "out.log")
+        file = (file_writer(path) if mode == "sync_file"
+                else rotating_file_writer(path, max_bytes=400, backup_count=0))
+        log = Pipeline(PipelineConfig(min_level="DEBUG", formatter=json_formatter,
+                                      writers=(file,))).get_logger("sweep")
+    else:  # a full queue: the worker is stuck in the writer, callers wait or drop
+        gated.gate.clear()
+        while queue.in_flight != 1 or queue.size != 2:  # one in the writer, two waiting
+            if queue.size < 2:
+                log.info("fill")
+            threading.Event().wait(0.01)
+
+    def free_for_others(lock):
+        taken = []
+
+        def take():
+            taken.append(lock.acquire(timeout=5))
+            if taken[0]:
+                lock.release()
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        thread.join()
+        return taken[0]
+
+    def settled(counters):
+        return (counters["written"] + counters["filtered"] + counters["written_sync"]
+                + sum(counters["dropped"].values()) + counters["size"]
+                + counters["in_flight"] + counters["blocked"] + counters["in_fallback"])
+
+    me = threading.get_ident()
+    at = {"point": 0, "count": 0, "hit": False}
+
+    def interrupt(frame, event, arg):
+        # Where CPython runs a pending signal handler: a Python function's first
+        # instruction, and right after a call into C returns.
+        if event in ("call", "c_return"):
+            at["count"] += 1
+            if at["count"] == at["point"]:
+                at["hit"] = True
+                raise KeyboardInterrupt
+
+    problems = []
+    point = 0
+    while True:
+        point += 1
+        at.update(point=point, count=0, hit=False)
+        escaped = None
+        sys.setprofile(interrupt)
+        try:
+            log.info("m", point=point)
+        except BaseException as exc:
+            escaped = exc
+        finally:
+            sys.setprofile(None)
+        if not at["hit"]:  # the call has fewer points: every one was tried
+            break
+        found = []
+        if not isinstance(escaped, KeyboardInterrupt):
+            found.append(f"the log call raised {escaped!r}, not the KeyboardInterrupt")
+        if me in _locks._regions:
+            found.append("the thread is left in a region")
+            del _locks._regions[me]
+        if not free_for_others(queue.not_full):
+            found.append("the queue's condition is left locked")
+        if hasattr(queue, "_lock") and not free_for_others(queue._lock):
+            found.append("the queue's lock is left locked")
+        counters = queue.counters()
+        if counters["blocked"] or counters["in_fallback"] or queue.deferred:
+            found.append(f"a record is left held: {counters}")
+        if settled(counters) != counters["offered"]:
+            found.append(f"the books do not add up: {counters}")
+        if file is not None:
+            if file._lock._is_owned() or not free_for_others(file._lock) or file._busy:
+                found.append("the file writer is left locked or busy")
+        if found:
+            problems.append({"point": point, "found": found})
+    on_disk = collections.Counter()
+    if file is not None:
+        log.info("last")
+        file.close()
+        for name in glob.glob(os.path.join(directory, "out.log*")):
+            for line in open(name, "rb").read().splitlines():
+                on_disk[json.loads(line).get("point")] += 1  # (a torn line fails here)
+    if gated.gate is not None:
+        gated.gate.set()
+    complete = pipeline.shutdown(10).complete
+    stats = pipeline.stats()
+    balanced = stats["messages_enqueued"] == (
+        stats["messages_written"] + stats["messages_filtered"] + stats["messages_dropped"]
+        + stats["pending"])
+    twice = sorted(point for point, count in on_disk.items() if point and count > 1)
+    print(json.dumps({"points": point - 1, "problems": problems, "twice": twice,
+                      "balanced": balanced, "complete": complete}))
+"""
+
+
+@pytest.mark.parametrize(
+    "mode", ["block", "drop_newest", "drop_oldest", "closed", "sync_file", "sync_rotating"]
+)
+def test_a_ctrl_c_at_any_point_of_a_log_call_leaves_nothing_stuck(
+    tmp_path: Path, mode: str
+) -> None:
+    """A KeyboardInterrupt raised at each point of a log call where a signal handler can
+    run goes on up and leaves nothing stuck: no lock held, no region entered, no record
+    held as blocked or in fallback, books that add up, no line written twice.
+
+    One point per log call: a profile hook raises at the n-th Python function entry or
+    return from a C call, as a handler of a real SIGINT does there; n runs up from 1
+    until a call has fewer points. (The hook sees no return from a Cython function,
+    where a handler can run too; the real-signal storms cover those.) Before the fixes:
+    under ``block`` the queue's ``threading.Condition`` was left locked at its
+    ``__exit__`` and the next shutdown hung; in the pure build an interrupt in the
+    queue's locked stretch or before the fallback's ``try`` left a record counted as
+    offered and nowhere, or in fallback for ever; a Ctrl-C at a context manager's exit
+    left the thread in a region once the garbage collector restored it.
+    """
+    returncode, out, err = finish(start(tmp_path, INTERRUPT_SWEEP, mode, tmp_path))
+    assert 0 == returncode, err
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["points"] >= 5  # the sweep did interrupt the calls
+    assert [] == seen["problems"]
+    assert [] == seen["twice"]
+    assert seen["balanced"]
+    assert seen["complete"]
+
+
 SIGTERM_LOGGER = """
     import json, os, signal, sys
     from kakashi.core.async_backend import AsyncConfig, install_sigterm_handler

@@ -402,7 +402,6 @@ cdef object _report = _errors.report
 cdef object _wait_while_held = _py.wait_while_held
 # The same dictionary as kakashi._locks' (never rebound; cleared in place after a fork).
 cdef dict _regions = _locks._regions
-cdef object _enter_region = _locks.enter_region
 cdef list _when_out = _locks._when_out  # (never rebound; cleared in place after a fork)
 cdef object _run_deferred = _locks._run_deferred
 
@@ -1026,12 +1025,14 @@ cdef class RecordQueue:
         return batch
 
     def _notify_all(self):
-        _enter_region()
+        cdef bint entered = False
         try:
-            with self.not_full:
+            _enter_once(&entered)
+            with self.not_full:  # (a SignalSafeCondition: taken and released in C)
                 self.not_full.notify_all()
         finally:
-            _leave_once()
+            if entered:
+                _leave_once()
 
     def done(self, long long written, long long filtered, long long failed):
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""

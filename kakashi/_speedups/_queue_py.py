@@ -38,6 +38,7 @@ record once the queue is closed wait, so the records already queued are drained 
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -50,10 +51,9 @@ from kakashi import _errors
 from kakashi._errors import is_interrupt
 from kakashi._locks import (
     _regions,
-    enter_region,
     fork_safe_condition,
     fork_safe_lock,
-    leave_region,
+    run_in_region,
     when_out_of_region,
 )
 
@@ -201,22 +201,20 @@ def wait_while_held(queue: Any, timeout: float | None) -> bool:
         return bool(queue.gate == OPEN)
 
 
-class _Guard:
-    """``with guard:`` enters a region, then takes the lock (and undoes both in reverse)."""
+def _in_region(method: Callable[..., T]) -> Callable[..., T]:
+    """Run *method* inside a region (the methods that take the queue's lock, with a
+    ``with`` on it, which a signal handler cannot leave held; see ``run_in_region``)."""
 
-    __slots__ = ("_acquire", "_release")
+    @functools.wraps(method)
+    def in_region(*args: Any, **kwargs: Any) -> T:
+        return run_in_region(method, *args, **kwargs)
 
-    def __init__(self, lock: Any) -> None:
-        self._acquire = lock.acquire
-        self._release = lock.release
+    return in_region
 
-    def __enter__(self) -> None:
-        enter_region()
-        self._acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self._release()
-        leave_region()
+def _notify_all(condition: Any) -> None:
+    with condition:
+        condition.notify_all()
 
 
 class _ReadOnly(Generic[T]):
@@ -288,7 +286,6 @@ class RecordQueue:
         self._items: deque[Any] = deque()
         self._deferred: deque[Any] = deque()  # offered re-entrantly, not yet counted
         self._lock = fork_safe_lock()
-        self._guard = _Guard(self._lock)
         self._not_full = fork_safe_condition()
         self._gate = OPEN
         self._hold_timeout: float | None = None
@@ -354,11 +351,7 @@ class RecordQueue:
         if _regions and _get_ident() in _regions:  # in_region(), without a call
             self._deferred.append(record)
             return
-        enter_region()
-        try:
-            self._offer(record, True)
-        finally:
-            leave_region()
+        run_in_region(self._offer, record, True)
         if self._deferred:
             self._take_deferred()
 
@@ -389,11 +382,7 @@ class RecordQueue:
                 record = deferred.popleft()
             except IndexError:  # another thread took the last one
                 return
-            enter_region()
-            try:
-                self._offer(record, False)
-            finally:
-                leave_region()
+            run_in_region(self._offer, record, False)
 
     def _offer(self, record: Any, may_wait: bool) -> None:
         if self.starter is not None:
@@ -405,86 +394,103 @@ class RecordQueue:
                     raise
                 _errors.report("async backend start", exc)
         deadline = None
-        waited = False
-        while True:
-            dropped = None
-            with self._lock:
-                if waited:
-                    self._blocked -= 1
-                else:
-                    self._offered += 1
-                if self._closed:
-                    self._in_fallback += 1  # handed to on_closed below
-                    break
-                items = self._items
-                if len(items) < self._capacity:
-                    items.append(record)
-                    first = self._sleeping and len(items) >= self._wake_at
-                    if first:
-                        self._sleeping = False
-                    record = None
-                elif self._strategy == DROP_NEWEST:
-                    self._dropped[_NEWEST] += 1
-                    dropped, reason, record = record, _NEWEST, None
-                elif self._strategy == DROP_OLDEST:
-                    self._dropped[_OLDEST] += 1
-                    dropped, reason = items.popleft(), _OLDEST
-                    items.append(record)
-                    first, record = False, None
-                elif not may_wait:
-                    self._dropped[_REENTRANT] += 1
-                    dropped, reason, record = record, _REENTRANT, None
-                else:
-                    self._blocked += 1
-            if record is None:
-                if dropped is not None:
-                    self._on_drop(dropped, reason)
-                elif first:
-                    self._wake()
+        # Where this caller's record is counted, each mark set with its count, with no call
+        # between them (no signal handler runs there): blocked (waiting for room), or in
+        # fallback (the reason it is dropped for if not written). Under the lock, the one
+        # call comes before anything changes: a signal handler that raises right after a
+        # call (or at a Python function's first instruction) finds the books whole.
+        blocked = False
+        fallback = -1
+        try:
+            while True:
+                dropped = None
+                with self._lock:
+                    items = self._items
+                    size = len(items)
+                    if blocked:
+                        self._blocked -= 1
+                        blocked = False
+                    else:
+                        self._offered += 1
+                    if self._closed:
+                        self._in_fallback += 1  # handed to on_closed below
+                        fallback = _CLOSED
+                        break
+                    if size < self._capacity:
+                        first = self._sleeping and size + 1 >= self._wake_at
+                        if first:
+                            self._sleeping = False
+                        items += (record,)  # (an operator, not a call: see above)
+                        record = None
+                    elif self._strategy == DROP_NEWEST:
+                        self._dropped[_NEWEST] += 1
+                        dropped, reason, record = record, _NEWEST, None
+                    elif self._strategy == DROP_OLDEST:
+                        self._dropped[_OLDEST] += 1
+                        items += (record,)
+                        first, record, reason = False, None, _OLDEST
+                        dropped = items.popleft()  # (the call comes last: all is counted)
+                    elif not may_wait:
+                        self._dropped[_REENTRANT] += 1
+                        dropped, reason, record = record, _REENTRANT, None
+                    else:
+                        self._blocked += 1
+                        blocked = True
+                if record is None:
+                    if dropped is not None:
+                        self._on_drop(dropped, reason)
+                    elif first:
+                        self._wake()
+                    return
+                # Full, and the strategy is to block: wait for room outside the lock.
+                if deadline is None:
+                    deadline = time.monotonic() + self._block_timeout
+                if not wait_while_full(self, max(0.0, deadline - time.monotonic())):
+                    with self._lock:
+                        self._blocked -= 1
+                        blocked = False
+                        self._dropped[_BLOCK_TIMEOUT] += 1
+                    self._on_drop(record, _BLOCK_TIMEOUT)
+                    return
+            # Closed: the record is in fallback.
+            if self._gate != OPEN and _get_ident() not in self._exempt:
+                fallback = _SHUTDOWN  # unless the drain admits it
+                if wait_while_held(self, self._hold_timeout):
+                    fallback = _CLOSED
+            handled: Any = self._on_closed(record) if fallback == _CLOSED else False
+            if handled is KEPT:  # in fallback until settle_fallback
                 return
-            # Full, and the strategy is to block: wait for room outside the lock.
-            if deadline is None:
-                deadline = time.monotonic() + self._block_timeout
-            waited = True
-            try:
-                room = wait_while_full(self, max(0.0, deadline - time.monotonic()))
-            except BaseException:  # a signal handler's exception (Ctrl-C): counted first
+            reason = fallback
+            with self._lock:  # settle_fallback's, with the mark taken off with the count
+                self._in_fallback -= 1
+                fallback = -1
+                if handled:
+                    self._written_sync += 1
+                else:
+                    self._dropped[reason] += 1
+        except BaseException as exc:
+            if blocked:  # a signal handler's exception (Ctrl-C) while waiting for room
                 self._no_room(record)
                 raise
-            if not room:
-                self._no_room(record)
-                return
-        self._offer_closed(record)
+            if fallback < 0:  # the record was placed or counted already
+                raise
+            # In fallback, from the `break` on (the handler of a signal that lands as the
+            # `with` ends too): counted as dropped; a signal handler's exception (Ctrl-C)
+            # then goes on up, anything else the fallback raised means it was not written.
+            self.settle_fallback(False, fallback)
+            self._on_drop(record, fallback)
+            if fallback == _SHUTDOWN or is_interrupt(exc):
+                raise
+            return
+        if not handled:
+            self._on_drop(record, reason)
 
     def _no_room(self, record: Any) -> None:
-        """A caller's wait for room ended without it: *record* is dropped, counted."""
+        """A caller's wait for room was interrupted: *record* is dropped, counted."""
         with self._lock:
             self._blocked -= 1
             self._dropped[_BLOCK_TIMEOUT] += 1
         self._on_drop(record, _BLOCK_TIMEOUT)
-
-    def _offer_closed(self, record: Any) -> None:
-        reason = _CLOSED
-        handled: Any = False
-        try:
-            if self._gate != OPEN and _get_ident() not in self._exempt:
-                reason = _SHUTDOWN  # unless the drain admits it
-                if wait_while_held(self, self._hold_timeout):
-                    reason = _CLOSED
-            if reason == _CLOSED:
-                handled = self._on_closed(record)
-        except BaseException as exc:
-            # A signal handler's (Ctrl-C) in the wait or the fallback: counted as dropped
-            # before it goes on up. Anything else the fallback raises: not written.
-            if reason == _SHUTDOWN or is_interrupt(exc):
-                self.settle_fallback(False, reason)
-                self._on_drop(record, reason)
-                raise
-        if handled is KEPT:  # in fallback until settle_fallback
-            return
-        self.settle_fallback(bool(handled), reason)
-        if not handled:
-            self._on_drop(record, reason)
 
     def settle_fallback(self, written: bool, reason: int = _CLOSED) -> None:
         """Settle a record ``on_closed`` kept (returned :data:`KEPT`): written synchronously
@@ -499,19 +505,21 @@ class RecordQueue:
             else:
                 self._dropped[reason] += 1
 
+    @_in_region
     def sleep(self, threshold: int = 1) -> bool:
         """Say a worker is about to wait for *threshold* records; ``False``: they are here.
 
         The put that brings the queue to *threshold* records wakes the worker; records
         put before this call are seen here, so no wake-up is lost.
         """
-        with self._guard:
+        with self._lock:
             if len(self._items) >= threshold:
                 return False
             self._wake_at = threshold
             self._sleeping = True
             return True
 
+    @_in_region
     def drain(self, max_items: int) -> tuple[Any, ...]:
         """Take up to *max_items* records, oldest first, as a tuple; they count as in flight.
 
@@ -519,7 +527,7 @@ class RecordQueue:
         """
         if self._deferred:
             self._take_deferred()
-        with self._guard:
+        with self._lock:
             items = self._items
             count = max(0, min(max_items, len(items)))  # a count below 1 takes nothing
             batch = tuple([items.popleft() for _ in range(count)])
@@ -545,27 +553,24 @@ class RecordQueue:
         return 0
 
     def _notify_all(self) -> None:
-        enter_region()
-        try:
-            with self._not_full:
-                self._not_full.notify_all()
-        finally:
-            leave_region()
+        run_in_region(_notify_all, self._not_full)
 
+    @_in_region
     def done(self, written: int, filtered: int, failed: int) -> None:
         """Settle a drained batch: each record written, filtered, or failed (dropped)."""
-        with self._guard:
+        with self._lock:
             self._in_flight -= written + filtered + failed
             self._written += written
             self._filtered += filtered
             self._dropped[_WRITE_ERROR] += failed
 
+    @_in_region
     def abandon(self) -> list[Any]:
         """Remove every waiting record, counting it as dropped at shutdown.
 
         Records set aside by re-entrant puts are counted too (as offered, then dropped).
         """
-        with self._guard:
+        with self._lock:
             batch = list(self._items)
             self._items.clear()
             deferred = self._deferred
@@ -578,12 +583,14 @@ class RecordQueue:
             self._dropped[_SHUTDOWN] += len(batch)
         return batch
 
+    @_in_region
     def close(self) -> None:
         """Stop taking records: later offers go to ``on_closed``; blocked callers wake."""
-        with self._guard:
+        with self._lock:
             self._closed = True
         self._notify_all()
 
+    @_in_region
     def hold(self, exempt: frozenset[int] = frozenset(), timeout: float | None = None) -> None:
         """Make callers that offer a record once the queue is closed wait for :meth:`release`.
 
@@ -591,22 +598,24 @@ class RecordQueue:
         waits longer than *timeout* seconds (``None``: until released), then its record
         counts as dropped (``shutdown_timeout``).
         """
-        with self._guard:
+        with self._lock:
             self._exempt = frozenset(exempt)
             self._hold_timeout = timeout
             self._gate = HOLDING
 
+    @_in_region
     def release(self, admit: bool) -> None:
         """End :meth:`hold`: the waiting callers go on to ``on_closed`` if *admit*, else
         their records, and those of every later closed offer, count as dropped
         (``shutdown_timeout``) until :meth:`reopen`."""
-        with self._guard:
+        with self._lock:
             self._gate = OPEN if admit else REFUSING
         self._notify_all()
 
+    @_in_region
     def reopen(self) -> None:
         """Take records again after :meth:`close` (and end a :meth:`hold`)."""
-        with self._guard:
+        with self._lock:
             self._closed = False
             self._gate = OPEN
         self._notify_all()
@@ -615,9 +624,10 @@ class RecordQueue:
         """In a forked child: forget the parent's records and counters, renew the locks."""
         self._reset()
 
+    @_in_region
     def counters(self) -> dict[str, Any]:
         """Return every counter, read at one instant."""
-        with self._guard:
+        with self._lock:
             return {
                 "offered": self._offered,
                 "size": len(self._items),

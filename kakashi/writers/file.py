@@ -17,7 +17,7 @@ from typing import Any, overload
 
 from kakashi import _errors
 from kakashi._descriptors import close_owned, open_owned
-from kakashi._locks import after_fork_in_child, enter_region, fork_safe_rlock, leave_region
+from kakashi._locks import after_fork_in_child, fork_safe_rlock, run_in_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi._speedups import (
     Lines,
@@ -691,25 +691,24 @@ class FileWriter:
             data = batch
         else:
             data = self.encode(batch.lines() if type(batch) is PendingLines else batch)
-        enter_region()
-        try:
-            with self._lock:
-                if self._busy:
-                    if isinstance(data, PendingLines):
-                        data = newline_joined(data.lines())
-                    self._deferred.append(data)
-                    return
-                self._busy = True
-                try:
-                    if self._deferred:
-                        self._write_deferred()
-                    self._write_now(data)
-                    if self._deferred:
-                        self._write_deferred()
-                finally:
-                    self._busy = False
-        finally:
-            leave_region()
+        run_in_region(self._write_held, data)
+
+    def _write_held(self, data: bytes | PendingLines) -> None:
+        with self._lock:
+            if self._busy:
+                if isinstance(data, PendingLines):
+                    data = newline_joined(data.lines())
+                self._deferred.append(data)
+                return
+            self._busy = True
+            try:
+                if self._deferred:
+                    self._write_deferred()
+                self._write_now(data)
+                if self._deferred:
+                    self._write_deferred()
+            finally:
+                self._busy = False
 
     def encode_record(self, line: bytes) -> bytes:
         """Return the bytes written for one record: *line* and a newline."""
@@ -748,40 +747,39 @@ class FileWriter:
     def _write_record_checked(self, data: bytes) -> None:
         """Reopen a moved path, join the lock-free writers of the file (repairing a torn
         tail if none is there yet), then append *data*; the checks under the locks."""
-        enter_region()
-        try:
-            with self._lock:
-                if self._busy:  # a signal handler, inside this thread's locked write
+        run_in_region(self._write_record_locked, data)
+
+    def _write_record_locked(self, data: bytes) -> None:
+        with self._lock:
+            if self._busy:  # a signal handler, inside this thread's locked write
+                self._deferred.append(data)
+                return
+            self._busy = True
+            try:
+                self._check()
+                if not self._present:  # no OFD locks (or not joined): the locked way
                     self._deferred.append(data)
+                    self._write_deferred()
                     return
-                self._busy = True
-                try:
-                    self._check()
-                    if not self._present:  # no OFD locks (or not joined): the locked way
-                        self._deferred.append(data)
-                        self._write_deferred()
-                        return
-                    handle = self._handle
-                    assert handle is not None  # _check opened it
-                    # What was set aside goes first, and what a signal handler sets aside
-                    # meanwhile right after; it stays set aside if the write fails.
-                    while True:
-                        taken = len(self._deferred)
-                        if taken:
-                            data = b"".join(self._deferred[:taken]) + data
-                        written = os.write(handle.fd, data)
-                        del self._deferred[:taken]
-                        if written != len(data):
-                            self._short_write(handle, data, written)
-                        elif self._torn_at >= 0:
-                            self._landed(handle.fd, data)
-                        if not self._deferred:
-                            break
-                        data = b""
-                finally:
-                    self._busy = False
-        finally:
-            leave_region()
+                handle = self._handle
+                assert handle is not None  # _check opened it
+                # What was set aside goes first, and what a signal handler sets aside
+                # meanwhile right after; it stays set aside if the write fails.
+                while True:
+                    taken = len(self._deferred)
+                    if taken:
+                        data = b"".join(self._deferred[:taken]) + data
+                    written = os.write(handle.fd, data)
+                    del self._deferred[:taken]
+                    if written != len(data):
+                        self._short_write(handle, data, written)
+                    elif self._torn_at >= 0:
+                        self._landed(handle.fd, data)
+                    if not self._deferred:
+                        break
+                    data = b""
+            finally:
+                self._busy = False
 
     def _check(self) -> None:
         """Reopen a moved path; on a descriptor not yet present, repair a torn tail
@@ -926,14 +924,13 @@ class FileWriter:
         """Nothing is buffered; with ``fsync=True``, force the data to disk."""
         if not self.fsync and not self._deferred:
             return
-        enter_region()
-        try:
-            with self._lock:
-                self._catch_up()
-                if self.fsync and self._fd >= 0:
-                    os.fsync(self._fd)
-        finally:
-            leave_region()
+        run_in_region(self._flush_locked)
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            self._catch_up()
+            if self.fsync and self._fd >= 0:
+                os.fsync(self._fd)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and close the file; a later write reopens it.
@@ -941,22 +938,25 @@ class FileWriter:
         Waits at most *timeout* seconds (``None``: as long as it takes) for a write of
         another thread to end; after that, the file is left open.
         """
-        enter_region()
+        run_in_region(self._close_locked, timeout)
+
+    def _close_locked(self, timeout: float | None) -> None:
+        wait = -1 if timeout is None else max(0.0, timeout)
+        # Taken inside the `try`, with no call before it: a signal handler that raises as
+        # the lock is taken (before *taken* is set) finds it released by the `finally`.
+        taken = False
         try:
-            if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            taken = self._lock.acquire(timeout=wait)
+            if not taken or self._busy:  # busy: re-entered during a write of this thread
                 return
-            try:
-                if self._busy:  # re-entered during a write of this thread: it goes on
-                    return
-                self._catch_up()
-                if self._fd >= 0:
-                    if self.fsync:
-                        os.fsync(self._fd)
-                    self._close_fd()
-            finally:
-                self._lock.release()
+            self._catch_up()
+            if self._fd >= 0:
+                if self.fsync:
+                    os.fsync(self._fd)
+                self._close_fd()
         finally:
-            leave_region()
+            if taken or self._lock._is_owned():  # type: ignore[attr-defined]
+                self._lock.release()
 
     def __repr__(self) -> str:
         return f"<FileWriter {str(self.path)!r}>"
