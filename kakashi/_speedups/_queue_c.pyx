@@ -368,6 +368,7 @@ cdef extern from *:
 
 BLOCK = _py.BLOCK
 KEPT = _py.KEPT
+keep_despite = _py.keep_despite
 DROP_OLDEST = _py.DROP_OLDEST
 DROP_NEWEST = _py.DROP_NEWEST
 REASONS = _py.REASONS
@@ -951,11 +952,17 @@ cdef class RecordQueue:
             if reason == CLOSED:
                 handled = self.on_closed(record)
         except BaseException as exc:
-            # As the twin: a signal handler's in the wait or the fallback is counted first.
-            if reason == SHUTDOWN or _is_interrupt(exc):
-                self._settle(False, reason)
-                self.on_drop(record, reason)
+            # As the twin: kept by on_closed all the same (keep_despite), it stays in
+            # fallback; else counted first, with no Python call before the count, then a
+            # signal handler's (in the wait or the fallback) goes on up, and anything
+            # else the fallback raised means it was not written.
+            if getattr(exc, "kakashi_kept", False):
                 raise
+            self._settle(False, reason)
+            self.on_drop(record, reason)
+            if reason == SHUTDOWN or _is_interrupt(exc):
+                raise
+            return
         if handled is KEPT:  # in fallback until settle_fallback
             return
         self._settle(handled, reason)

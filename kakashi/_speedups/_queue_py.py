@@ -64,6 +64,7 @@ __all__ = [
     "KEPT",
     "REASONS",
     "RecordQueue",
+    "keep_despite",
     "wait_while_full",
     "wait_while_held",
 ]
@@ -100,6 +101,15 @@ class _Kept:
 #: drain, behind the records still queued): the record stays counted in fallback until
 #: :meth:`RecordQueue.settle_fallback`.
 KEPT = _Kept()
+_KEPT_MARK = "kakashi_kept"
+
+
+def keep_despite(exc: BaseException) -> None:
+    """Mark *exc*, raised out of ``on_closed`` once it had kept its record (a signal
+    handler's, as the keeping ended): the record stays in fallback, as for :data:`KEPT`,
+    for whoever kept it to settle, rather than being counted as dropped by the queue and
+    then settled again when it is written."""
+    setattr(exc, _KEPT_MARK, True)
 _STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
 # The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
 _MAX_CAPACITY = sys.maxsize // 8
@@ -469,28 +479,30 @@ class RecordQueue:
                 else:
                     self._dropped[reason] += 1
         except BaseException as exc:
+            # Each count comes first, with no call before it: a second interrupt meets a
+            # record counted (only its drop notice may be lost).
             if blocked:  # a signal handler's exception (Ctrl-C) while waiting for room
-                self._no_room(record)
+                with self._lock:
+                    self._blocked -= 1
+                    self._dropped[_BLOCK_TIMEOUT] += 1
+                self._on_drop(record, _BLOCK_TIMEOUT)
                 raise
-            if fallback < 0:  # the record was placed or counted already
+            # Placed or counted already; or kept by on_closed all the same (see
+            # keep_despite; read without a call): in fallback until settle_fallback.
+            if fallback < 0 or _KEPT_MARK in exc.__dict__:
                 raise
             # In fallback, from the `break` on (the handler of a signal that lands as the
             # `with` ends too): counted as dropped; a signal handler's exception (Ctrl-C)
             # then goes on up, anything else the fallback raised means it was not written.
-            self.settle_fallback(False, fallback)
+            with self._lock:
+                self._in_fallback -= 1
+                self._dropped[fallback] += 1
             self._on_drop(record, fallback)
             if fallback == _SHUTDOWN or is_interrupt(exc):
                 raise
             return
         if not handled:
             self._on_drop(record, reason)
-
-    def _no_room(self, record: Any) -> None:
-        """A caller's wait for room was interrupted: *record* is dropped, counted."""
-        with self._lock:
-            self._blocked -= 1
-            self._dropped[_BLOCK_TIMEOUT] += 1
-        self._on_drop(record, _BLOCK_TIMEOUT)
 
     def settle_fallback(self, written: bool, reason: int = _CLOSED) -> None:
         """Settle a record ``on_closed`` kept (returned :data:`KEPT`): written synchronously

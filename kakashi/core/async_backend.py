@@ -91,7 +91,7 @@ from kakashi._speedups import (
     unclaimed,
     yield_gil,
 )
-from kakashi._speedups._queue_py import KEPT
+from kakashi._speedups._queue_py import KEPT, keep_despite
 from kakashi._wording import plural
 from kakashi.typing import AsyncSink, Sink, Writer, is_concurrent
 from kakashi.writers.delivery import (
@@ -1427,13 +1427,22 @@ class AsyncBackend:
         config = self.config
         until = None
         while True:
-            with self._state_lock:
-                kept = self._after_drain
-                if kept is None:
-                    break  # drained: written now, behind the kept ones
-                if len(kept) < config.max_queue_size and not self._kept_full:
-                    kept.append(record)
-                    return KEPT
+            kept_it = False
+            try:
+                with self._state_lock:
+                    kept = self._after_drain
+                    if kept is None:
+                        break  # drained: written now, behind the kept ones
+                    if len(kept) < config.max_queue_size and not self._kept_full:
+                        kept += (record,)  # (no call between it and the mark)
+                        kept_it = True
+                        return KEPT
+            except BaseException as exc:
+                # A signal handler's, as the lock was let go: the record is kept all the
+                # same (the shutdown may be writing it already), which the queue is told.
+                if kept_it:
+                    keep_despite(exc)
+                raise
             if config.overflow_strategy != "block" or threading.get_ident() in self._worker_idents:
                 return False
             now = time.monotonic()
