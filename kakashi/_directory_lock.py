@@ -114,8 +114,38 @@ class DirectoryLock:
             take_exclusive(self._fd, timeout, _flock, self._name)
             self._depth = 1
         except BaseException:
+            # The flock may be taken (a signal handler's exception as it returned): the
+            # thread lock is held, so no other thread of the process holds it.
+            if self._fd >= 0 and not self._depth:
+                with contextlib.suppress(OSError):
+                    _flock(self._fd, _UNLOCK)
             self._thread_lock.release()
             raise
+
+    def held_here(self) -> int:
+        """How many acquires of the calling thread are not released yet (0: it holds no
+        acquire of this lock)."""
+        return self._depth if self._thread_lock._is_owned() else 0  # type: ignore[attr-defined]
+
+    def let_go(self, keep: int) -> None:
+        """Give back what the calling thread holds beyond *keep* acquires (what it held
+        before a call that a signal handler's exception interrupted): its counted
+        acquires, and a thread lock taken but not yet counted; unlock the directory if
+        none is kept. Nothing to do on an interpreter without ``RLock._recursion_count``
+        (before 3.11, where no stretch of Python is safe from a handler anyway)."""
+        lock = self._thread_lock
+        count = getattr(lock, "_recursion_count", None)
+        if count is None or not lock._is_owned():  # type: ignore[attr-defined]
+            return
+        extra = count() - keep
+        if extra <= 0:
+            return
+        self._depth = keep
+        if not keep and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                _flock(self._fd, _UNLOCK)
+        for _ in range(extra):
+            lock.release()
 
     def release(self) -> None:
         """Give back one :meth:`acquire`; the last one unlocks the directory."""

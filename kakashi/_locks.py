@@ -30,8 +30,6 @@ import weakref
 from _thread import allocate_lock, get_ident
 from collections import deque
 from collections.abc import Callable, Iterable
-from itertools import repeat
-from operator import methodcaller
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kakashi import _descriptors
@@ -82,7 +80,6 @@ def fork_safe_rlock() -> threading.RLock:
 # waiting for it.
 _release_lock = _thread.LockType.release
 _exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # an iterator to its end, in C
-_call = methodcaller("__call__")
 
 
 class SignalSafeCondition(_thread.RLock):  # type: ignore[misc]  # (final in the stubs only)
@@ -118,13 +115,15 @@ class SignalSafeCondition(_thread.RLock):  # type: ignore[misc]  # (final in the
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = allocate_lock()
         waiter.acquire()
-        self._waiters.append(waiter)
         mine = (1, get_ident())  # the lock as taken by a `with` (never nested here)
         saved = None
-        notified = False
+        released = notified = False
         try:
-            # A handler that raises right after this call returns finds the lock released
-            # and *saved* unset: the `finally` takes the lock back as it was taken.
+            self._waiters.append(waiter)
+            # Marked first, with no call between the mark and the release: a handler
+            # that raises right after the release returns finds *saved* unset, and the
+            # `finally` takes the lock back as a `with` took it.
+            released = True
             saved = self._release_save()
             if timeout is None:
                 notified = waiter.acquire()
@@ -134,8 +133,8 @@ class SignalSafeCondition(_thread.RLock):  # type: ignore[misc]  # (final in the
                 notified = waiter.acquire(False)
             return notified
         finally:
-            # Takes the lock back without running handlers in between.
-            self._acquire_restore(mine if saved is None else saved)
+            if released:  # taken back without running handlers in between
+                self._acquire_restore(mine if saved is None else saved)
             if not notified:
                 try:
                     self._waiters.remove(waiter)
@@ -143,14 +142,12 @@ class SignalSafeCondition(_thread.RLock):  # type: ignore[misc]  # (final in the
                     pass
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to *n* threads waiting in :meth:`wait` (the caller holds the lock)."""
-        if not self._is_owned():
-            raise RuntimeError("cannot notify on un-acquired lock")
-        waiters = self._waiters
-        count = min(n, len(waiters))
-        if count > 0:
-            # Take each waiter off, then release it, all in one call into C.
-            _exhaust(map(_release_lock, map(_call, repeat(waiters.popleft, count))))
+        """Wake the threads waiting in :meth:`wait`, every one of them (the caller holds
+        the lock): a waiter that a signal handler's exception took out of its ``wait``
+        at the wrong moment may be left on the list, and the one wake-up *n* allows
+        would be spent on it while a live waiter slept on. Waking more than *n* is what
+        a condition's waiters must expect anyway: each checks its predicate again."""
+        self.notify_all()
 
     def notify_all(self) -> None:
         """Wake every thread waiting in :meth:`wait` (the caller holds the lock)."""

@@ -192,7 +192,7 @@ def test_a_signal_never_finds_a_counted_record_outside_a_region(tmp_path: Path) 
 
 
 INTERRUPT_SWEEP = """
-    import collections, glob, json, os, sys, threading
+    import collections, fcntl, glob, json, os, sys, threading
     from kakashi import _locks
     from kakashi.core.async_backend import AsyncConfig
     from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
@@ -245,8 +245,13 @@ INTERRUPT_SWEEP = """
         gated.write = gated.lines.extend  # (the sweep runs in it: no Event of its own)
     elif mode.startswith("sync"):  # a synchronous pipeline writing a file
         path = os.path.join(directory, "out.log")
-        file = (file_writer(path) if mode == "sync_file"
-                else rotating_file_writer(path, max_bytes=400, backup_count=0))
+        if mode == "sync_rotating":
+            file = rotating_file_writer(path, max_bytes=400, backup_count=0)
+        else:
+            file = file_writer(path)
+            # sync_file_locked: as where appends are not atomic (a FIFO, no OFD locks),
+            # each record takes the file's flock
+            file._lock_free = mode == "sync_file"
         log = Pipeline(PipelineConfig(min_level="DEBUG", formatter=json_formatter,
                                       writers=(file,))).get_logger("sweep")
     else:  # a full queue: the worker is stuck in the writer, callers wait or drop
@@ -268,6 +273,18 @@ INTERRUPT_SWEEP = """
         thread.start()
         thread.join()
         return taken[0]
+
+    def flock_free(name):  # whether another open file can take its flock now
+        if not os.path.exists(name):
+            return True
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
 
     def settled(counters):
         return (counters["written"] + counters["filtered"] + counters["written_sync"]
@@ -320,6 +337,14 @@ INTERRUPT_SWEEP = """
         if file is not None:
             if file._lock._is_owned() or not free_for_others(file._lock) or file._busy:
                 found.append("the file writer is left locked or busy")
+            held = [name for name in (path, path + ".lock", directory) if not flock_free(name)]
+            if held:
+                found.append(f"flocks left held: {held}")
+            shared = getattr(file, "_directory", None)  # the rotating writer's, per directory
+            if shared is not None and (
+                shared.held_here() or not free_for_others(shared._thread_lock)
+            ):
+                found.append("the directory's lock is left held")
         if found:
             problems.append({"point": point, "found": found})
     on_disk = collections.Counter()
@@ -346,7 +371,16 @@ INTERRUPT_SWEEP = """
 
 @pytest.mark.parametrize(
     "mode",
-    ["block", "drop_newest", "drop_oldest", "closed", "kept", "sync_file", "sync_rotating"],
+    [
+        "block",
+        "drop_newest",
+        "drop_oldest",
+        "closed",
+        "kept",
+        "sync_file",
+        "sync_file_locked",
+        "sync_rotating",
+    ],
 )
 def test_a_ctrl_c_at_any_point_of_a_log_call_leaves_nothing_stuck(
     tmp_path: Path, mode: str
@@ -365,7 +399,9 @@ def test_a_ctrl_c_at_any_point_of_a_log_call_leaves_nothing_stuck(
     offered and nowhere, or in fallback for ever; a Ctrl-C at a context manager's exit
     left the thread in a region once the garbage collector restored it; a record kept
     for a draining shutdown (``kept``) was counted as dropped, then written and settled
-    again by the shutdown.
+    again by the shutdown; a rotating writer's directory lock, lock file or data file, or
+    a locked file writer's flock, was left held, and every writer of another thread in
+    that directory timed out.
     """
     returncode, out, err = finish(start(tmp_path, INTERRUPT_SWEEP, mode, tmp_path))
     assert 0 == returncode, err

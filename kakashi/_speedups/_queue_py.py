@@ -110,6 +110,8 @@ def keep_despite(exc: BaseException) -> None:
     for whoever kept it to settle, rather than being counted as dropped by the queue and
     then settled again when it is written."""
     setattr(exc, _KEPT_MARK, True)
+
+
 _STRATEGIES = (BLOCK, DROP_OLDEST, DROP_NEWEST)
 # The compiled ring is a C array of pointers: its byte size must fit in a Py_ssize_t.
 _MAX_CAPACITY = sys.maxsize // 8

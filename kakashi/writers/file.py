@@ -707,8 +707,22 @@ class FileWriter:
                 self._write_now(data)
                 if self._deferred:
                     self._write_deferred()
+            except BaseException:
+                self._let_go_of_flock()
+                raise
             finally:
                 self._busy = False
+
+    def _let_go_of_flock(self) -> None:
+        """After an exception out of a locked write (holding the thread lock): unlock the
+        file's flock. A signal handler's exception can land between taking it and the
+        ``try`` that gives it back: it stayed held until this writer's next write, other
+        processes' writers of the file waiting meanwhile. Unlocking it when it is not
+        held changes nothing (no other thread of the process holds it: the thread lock
+        is held)."""
+        if self._fd >= 0 and self._fcntl is not None:
+            with contextlib.suppress(OSError):
+                self._fcntl.flock(self._fd, self._fcntl.LOCK_UN)
 
     def encode_record(self, line: bytes) -> bytes:
         """Return the bytes written for one record: *line* and a newline."""
@@ -778,6 +792,9 @@ class FileWriter:
                     if not self._deferred:
                         break
                     data = b""
+            except BaseException:
+                self._let_go_of_flock()
+                raise
             finally:
                 self._busy = False
 

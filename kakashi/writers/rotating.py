@@ -701,11 +701,40 @@ class RotatingFileWriter(FileWriter):
             OSError: nothing of the batch was written.
         """
         with self._lock:
-            fd = self._acquire()  # no context manager: this is the hot path
+            outermost = self._holder != threading.get_ident()
+            directory = self._directory
+            kept = 0 if directory is None else directory.held_here()
             try:
-                self._write_locked(batch)
-            finally:
-                self._release(fd)
+                fd = self._acquire()  # no context manager: this is the hot path
+                try:
+                    self._write_locked(batch)
+                finally:
+                    self._release(fd)
+            except BaseException:
+                if outermost:
+                    self._let_go(directory, kept)
+                raise
+
+    def _let_go(self, directory: DirectoryLock | None, kept: int) -> None:
+        """After an exception out of :meth:`write` (holding the thread lock): let go of
+        every lock of the path that it took, wherever the exception landed. A signal
+        handler's (Ctrl-C) can land between taking a lock and the ``try`` that gives it
+        back, in any of the steps of :meth:`_acquire`: the directory's lock was then left
+        held for good, and every writer of another thread in that directory (the
+        compressor too) timed out at every batch. Nothing is left to do after an
+        ordinary failure, which :meth:`_release` has settled."""
+        self._holder = None
+        data, self._data_held = self._data_held, -1
+        # The active file's flock may be taken and not yet noted (_data_held): this
+        # writer's own descriptors, which no other thread locks meanwhile (the thread
+        # lock is held), so unlocking one not locked costs nothing.
+        for fd in {data, self._fd, self._lock_file}:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+        self._directories.clear()
+        if directory is not None:
+            directory.let_go(kept)
 
     def write_record(self, line: bytes) -> None:
         """Write one record, *line*, as a batch of one (under the lock: see :meth:`write`)."""
