@@ -3,9 +3,10 @@
 A lock held by another thread at the moment of ``fork()`` stays held forever in the
 child, where that thread does not exist. Every lock, condition and event made here is
 re-initialised (released, its waiters forgotten) in the child right after the fork, so
-the child can always log. They are the standard :mod:`threading` objects, so using them
-costs nothing extra; the child re-initialises them in place with ``_at_fork_reinit``,
-as the standard library does for its own locks (``threading``, ``logging``).
+the child can always log. The locks are the standard :mod:`threading` ones, the
+conditions a :class:`SignalSafeCondition` (see "Interrupts" below); the child
+re-initialises them in place with ``_at_fork_reinit``, as the standard library does for
+its own locks (``threading``, ``logging``).
 
 Every lock the library creates comes from here. A fork hook that itself takes one of
 these locks must be registered with :func:`after_fork_in_child`, which runs it once
@@ -14,8 +15,8 @@ every lock is free again (a plain ``os.register_at_fork`` hook might run first).
 Re-entry. A signal handler runs on the main thread between two bytecodes, wherever that
 thread is, also inside a log call that holds one of these locks; a handler that logs
 would then wait forever for a lock its own thread holds. So code that takes a lock on a
-log call's path marks the stretch as a *region* (:func:`enter_region`,
-:func:`leave_region`); a log call that finds its thread already in a region
+log call's path runs it inside a *region* (:func:`run_in_region`); a log call that
+finds its thread already in a region
 (:func:`in_region`) takes a path that waits for nothing (see the queue and the file
 writer), and a SIGTERM handler that must drain defers its work until the thread is out
 (:func:`when_out_of_region`).
@@ -36,13 +37,11 @@ from kakashi import _descriptors
 
 __all__ = [
     "after_fork_in_child",
-    "enter_region",
     "fork_safe_condition",
     "fork_safe_event",
     "fork_safe_lock",
     "fork_safe_rlock",
     "in_region",
-    "leave_region",
     "run_in_region",
     "when_out_of_region",
     "SignalSafeCondition",
@@ -194,42 +193,16 @@ _regions: dict[int, int] = {}
 _when_out: list[tuple[int, Callable[[], object]]] = []
 
 
-def enter_region() -> None:
-    """Mark the calling thread as (possibly) holding one of the library's locks.
-
-    Call it *before* taking the lock and :func:`leave_region` after releasing it: a
-    signal handler that runs between the two finds the thread in the region.
-    """
-    ident = get_ident()
-    _regions[ident] = _regions.get(ident, 0) + 1
-
-
-def leave_region() -> None:
-    """End the region :func:`enter_region` began; leaving the last one runs what
-    :func:`when_out_of_region` deferred on this thread.
-
-    A signal handler that raises at this function's first bytecode leaves the thread in
-    the region: the library's own code uses :func:`run_in_region`, which has no such
-    point.
-    """
-    ident = get_ident()
-    depth = _regions.get(ident, 1) - 1
-    if depth > 0:
-        _regions[ident] = depth
-        return
-    _regions.pop(ident, None)
-    if _when_out:
-        _run_deferred(ident)
-
-
 def run_in_region(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Return ``fn(*args, **kwargs)``, run inside a region (see :func:`enter_region`).
+    """Return ``fn(*args, **kwargs)``, run inside a region: the calling thread is marked
+    as (possibly) holding one of the library's locks, so that a signal handler that
+    logs meanwhile finds it there.
 
     The region is always left: from the moment it is entered to the moment it is left,
     every point where a signal handler could run and raise is inside the ``try``, and
-    leaving makes no call before the count is down (a handler that raises at
-    :func:`leave_region`'s first bytecode would leave the thread in the region for ever,
-    every later log call of it set aside as re-entrant).
+    leaving makes no call before the count is down (a handler that raised at the first
+    bytecode of a function leaving it left the thread in the region for ever, every
+    later log call of it set aside as re-entrant).
     """
     ident = get_ident()
     _regions[ident] = _regions.get(ident, 0) + 1
@@ -310,7 +283,7 @@ def after_fork_in_child(hook: Callable[[], object]) -> None:
 
 def _after_fork_in_child() -> None:
     # The regions were the parent's threads' (the forking thread's own, too, is over for
-    # the child: it leaves them unbalanced, which leave_region tolerates).
+    # the child: it leaves them unbalanced, which run_in_region tolerates).
     _regions.clear()
     _when_out.clear()
     for lock in list(_registry):

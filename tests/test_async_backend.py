@@ -148,19 +148,19 @@ class TestQueue:
         """A thread inside the queue (a finalizer the garbage collector runs on a worker
         that holds the pure queue's lock) never waits for itself: the refusal is counted
         once the thread is out of the queue's region, not before the books can take it."""
-        from kakashi._locks import enter_region, leave_region
+        from kakashi._locks import run_in_region
 
         queue, _ = self.make(impl, 2, impl.queue.BLOCK)
         loop = impl.queue.REASONS.index("stdlib_loop")
-        enter_region()
-        try:
+
+        def refuse_inside() -> None:
             if impl.pure:
                 with queue._lock:  # what a worker in drain() holds
                     queue.refuse(loop)
             else:
                 queue.refuse(loop)
-        finally:
-            leave_region()
+
+        run_in_region(refuse_inside)
         c = queue.counters()
         assert (c["offered"], c["dropped"]["stdlib_loop"]) == (1, 1)
 

@@ -175,12 +175,13 @@ def test_a_signal_never_finds_a_counted_record_outside_a_region(tmp_path: Path) 
     """A signal handler never runs while the caller holds an offered record unmarked.
 
     A put that must wait for room counts the record as offered, then enters a region
-    before any Python code runs. The compiled queue used to enter it by calling
-    ``enter_region``, whose first bytecode ran a pending handler before the region was
-    marked: a SIGTERM drain there finished while the record was in the caller's hand, and
-    the process ended with one record counted as enqueued that was neither written nor
-    dropped (seen in CI as 11101 enqueued, 11100 on disk, 0 dropped). Signals come every
-    100 microseconds into a queue of 4 kept full; the old code was caught ~100 times a run.
+    before any Python code runs. The compiled queue used to enter it by calling a Python
+    function (``enter_region``, since removed), whose first bytecode ran a pending
+    handler before the region was marked: a SIGTERM drain there finished while the
+    record was in the caller's hand, and the process ended with one record counted as
+    enqueued that was neither written nor dropped (seen in CI as 11101 enqueued, 11100 on
+    disk, 0 dropped). Signals come every 100 microseconds into a queue of 4 kept full;
+    the old code was caught ~100 times a run.
     """
     returncode, out, err = finish(start(tmp_path, HELD_RECORD_LOGGER, tmp_path / "out.log", 20_000))
     assert 0 == returncode, err

@@ -408,7 +408,7 @@ cdef object _run_deferred = _locks._run_deferred
 
 
 cdef inline int _enter_once(bint *entered) except -1:
-    # enter_region's own work, done in C: calling the Python function would run a
+    # run_in_region's entering, done in C: calling a Python function would run a
     # pending signal handler at its first bytecode, before the region is marked, while
     # this thread holds a record it has counted as offered and not yet placed.
     cdef object ident
@@ -420,7 +420,7 @@ cdef inline int _enter_once(bint *entered) except -1:
 
 
 cdef inline int _leave_once() except -1:
-    # leave_region's own work, done in C too: the Python function would run a pending
+    # run_in_region's leaving, done in C too: a Python function would run a pending
     # signal handler at its first bytecode, before the region is left, and one that
     # raises there (a Ctrl-C) left the thread in a region for ever: every later record
     # of it set aside as re-entrant, never waiting for room.
