@@ -285,7 +285,7 @@ class Payload:
 
 class TestRetiredBatches:
     """The worker hands a finished batch back (``retire``): the compiled queue has the next
-    puts free its records, two a put, so the worker's stretch with the GIL does not
+    puts free its records, one a put, so the worker's stretch with the GIL does not
     include freeing a thousand records; the pure twin lets it go at once. Either way
     every record is freed, none too early, and the counters do not move."""
 
@@ -304,22 +304,27 @@ class TestRetiredBatches:
         return refs
 
     def test_puts_free_the_records_of_a_retired_batch(self, impl: Implementation) -> None:
-        """Ten records retired: the compiled queue keeps them until five puts free them
-        (two a put) and the next one lets the empty batch go; the pure twin frees them
-        as soon as the worker's reference goes. The counters are those of the records."""
+        """Ten records retired: the compiled queue keeps them until ten puts free them
+        (one a put, the last record first) and the next one lets the empty batch go; the
+        pure twin frees them as soon as the worker's reference goes. The counters are
+        those of the records."""
         queue = self.make(impl)
         refs = self.retired_batch(queue, 10)
         alive = sum(ref() is not None for ref in refs)
         assert (0 if impl.pure else 10) == alive
         assert (0 if impl.pure else 1) == queue.retired
 
-        for i in range(5):
+        for i in range(4):
+            queue.put(f"n{i}")
+        alive_after_four = [ref() is not None for ref in refs]
+        assert ([False] * 10 if impl.pure else [True] * 6 + [False] * 4) == alive_after_four
+        for i in range(4, 10):
             queue.put(f"n{i}")
         assert [None] * 10 == [ref() for ref in refs]
-        queue.put("n5")
+        queue.put("n10")
         assert 0 == queue.retired
         c = queue.counters()
-        assert (c["offered"], c["written"], c["size"], c["in_flight"]) == (16, 10, 6, 0)
+        assert (c["offered"], c["written"], c["size"], c["in_flight"]) == (21, 10, 11, 0)
 
     def test_a_batch_still_referenced_is_not_freed(self, compiled: Implementation) -> None:
         """A batch someone else still holds (the worker's variable, a lane retrying it)
@@ -336,7 +341,7 @@ class TestRetiredBatches:
 
         refs = [weakref.ref(item) for item in batch]
         del batch
-        for i in range(4):
+        for i in range(7):  # six records, then the empty batch
             queue.put(f"m{i}")
         assert [None] * 6 == [ref() for ref in refs]
         assert 0 == queue.retired
@@ -356,8 +361,8 @@ class TestRetiredBatches:
         refs = [weakref.ref(item) for item in batch]
         queue.retire(batch)
         del batch
-        queue.put("n0")  # frees two of the ten
-        assert 8 == sum(ref() is not None for ref in refs)
+        queue.put("n0")  # frees one of the ten
+        assert 9 == sum(ref() is not None for ref in refs)
 
         # (Only addresses compared: reading the batch's slots would crash if it were here.)
         assert where not in {id(o) for o in gc.get_objects()}

@@ -552,8 +552,8 @@ class RecordQueue:
 
     def retire(self, batch: tuple[Any, ...]) -> None:
         """Take back *batch*, a tuple :meth:`drain` returned, once the worker is done with
-        it. The compiled queue keeps it and has the next puts free its records, one or two
-        a put, so the worker's stretch with the GIL is shorter; here the batch is let go
+        it. The compiled queue keeps it and has the next puts free its records, one a put,
+        so the worker's stretch with the GIL is shorter; here the batch is let go
         at once (the worker's reference is the last one)."""
 
     def free_retired(self) -> int:
