@@ -37,10 +37,13 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["close_owned", "open_owned", "owned_file"]
+__all__ = ["close_owned", "forks", "open_owned", "owned_file"]
 
 # Open now: descriptor -> None, or for one opened holding the GIL, what closes it so.
 _owned: dict[int, Any] = {}
+# How many forks made this process, a child of a child counting two: what a finalizer
+# reads to know a descriptor object from before a fork (a list: read without a call).
+forks = [0]
 
 
 def open_owned(
@@ -89,11 +92,16 @@ def close_owned(fd: int, _owned: dict[int, Any] = _owned, _close: Any = os.close
     Raises:
         OSError: as ``os.close``.
     """
-    closer = _owned.get(fd, False)
+    # No call before the close (a finalizer calls this): a signal handler's exception
+    # can come only at this function's first instruction, not between looking the
+    # descriptor up and closing it.
+    if fd not in _owned:
+        return
+    closer = _owned[fd]
     if closer is None:
         del _owned[fd]  # (forgotten first: a fork meanwhile keeps a copy)
         _close(fd)
-    elif closer is not False:
+    else:
         closer(fd, _owned)
 
 
@@ -122,6 +130,7 @@ def owned_file(
 
 def _after_fork_in_child() -> None:
     """Close the child's copies of Kakashi's descriptors (see the module)."""
+    forks[0] += 1
     try:
         for fd in list(_owned):
             with contextlib.suppress(OSError):

@@ -414,6 +414,131 @@ def test_a_ctrl_c_at_any_point_of_a_log_call_leaves_nothing_stuck(
     assert seen["complete"]
 
 
+OPEN_SWEEP = """
+    import gc, json, os, sys
+    from kakashi.writers.file import FileWriter
+
+    path, what = sys.argv[1], sys.argv[2]
+    ignored = []
+    sys.unraisablehook = lambda u: ignored.append([repr(u.exc_value), n, repr(u.object)])
+
+    def descriptors():
+        # (The listing's own descriptor is closed once it is done: not counted.)
+        listed = [int(name) for name in os.listdir("/proc/self/fd")]
+        return {fd for fd in listed if is_open(fd)}
+
+    def is_open(fd):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    def interrupted_at(n, step):
+        # Raise KeyboardInterrupt at the n-th point where a signal handler can run
+        # (a Python function's first instruction, a return from a C call); the point,
+        # or None if the step has fewer. (One raised inside a finalizer is ignored by
+        # the interpreter, and the step goes on.)
+        seen = []
+        def hook(frame, event, arg):
+            if event == "call":  # (the function, and its caller)
+                seen.append([event, frame.f_code.co_name, frame.f_back.f_code.co_name])
+            elif event == "c_return":  # (the C function, and the one that called it)
+                seen.append([event, getattr(arg, "__name__", "?"), frame.f_code.co_name])
+            if event in ("call", "c_return"):
+                if len(seen) == n:
+                    sys.setprofile(None)
+                    raise KeyboardInterrupt
+        sys.setprofile(hook)
+        try:
+            step()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.setprofile(None)
+        return seen[-1] if len(seen) >= n else None
+
+    problems, n = [], 0
+    while True:
+        n += 1
+        gc.collect()
+        before = descriptors()  # (before the writer: it must leave none of its own)
+        if what == "reopen":  # logrotate moved the file: the next record reopens the path
+            writer = FileWriter(path, reopen_check_interval=0)
+            os.replace(path, path + ".1")
+            step = lambda: writer.write_record(b"r")
+        else:
+            writer = None
+            def step():
+                global writer
+                writer = FileWriter(path)
+        point = interrupted_at(n, step)
+        if writer is not None:
+            # The writer's descriptor, if it has one, is open on its file (the path's, or
+            # the moved one's until the next record reopens the path), and that record
+            # goes to the path.
+            fd = writer._fd
+            if fd >= 0:
+                try:
+                    inode = os.fstat(fd).st_ino
+                except OSError:
+                    problems.append(["a closed descriptor kept", n, point])
+                else:
+                    files = [p for p in (path, path + ".1") if os.path.exists(p)]
+                    if not any(os.stat(p).st_ino == inode for p in files):
+                        problems.append(["a descriptor on none of its files", n, point])
+            writer.write_record(b"after")
+            writer.close()
+            with open(path, "rb") as file:
+                if not file.read().endswith(b"after\\n"):
+                    problems.append(["the next record not in the file", n, point])
+        writer = step = None
+        gc.collect()
+        extra = [fd for fd in descriptors() if fd not in before]
+        # The windows left: the open itself returned and the handler raised before its
+        # result was kept (os.open's return, as in any Python code that opens a file);
+        # the first instruction of the old descriptor's finalizer or of the close it
+        # calls (the interpreter ignores the exception, and the descriptor stays open).
+        inherent = point is not None and (
+            point in (["c_return", "open", "open_owned"], ["c_return", "int", "open_owned"])
+            or point[:2] == ["call", "__del__"]  # (called from wherever the last reference went)
+            or point == ["call", "close_owned", "__del__"]
+        )
+        if extra and not inherent:
+            problems.append(["left open", n, point, len(extra)])
+        for fd in extra:
+            os.close(fd)
+        if point is None:
+            break
+    print(json.dumps({"points": n - 1, "problems": problems, "ignored": ignored}))
+"""
+
+
+@pytest.mark.parametrize("what", ["open", "reopen"])
+def test_a_ctrl_c_while_a_file_writer_opens_its_file_leaves_no_descriptor_behind(
+    tmp_path: Path, what: str
+) -> None:
+    """A KeyboardInterrupt at each point of a file writer's open (made, or reopening a
+    path that logrotate moved) leaves no descriptor open and no half-made handle: the
+    writer either has the new file whole or its old one (its next record opens the
+    path), and no finalizer fails.
+
+    Before: an interrupt between the open and the handle that closes the descriptor (the
+    handle's first instruction, or its ``getpid``) left the descriptor open for the
+    process's life, and the half-made handle's finalizer raised ``AttributeError``; one
+    at six points of the old handle's finalizer left the old file open. Left: the return
+    of the ``open`` call itself, before its result is kept (as in any Python code that
+    opens a file), and the first instruction of the finalizer and of the close it calls.
+    An interrupt inside a finalizer is ignored by the interpreter, here as anywhere.
+    """
+    returncode, out, err = finish(start(tmp_path, OPEN_SWEEP, tmp_path / "app.log", what))
+    assert 0 == returncode, err
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["points"] >= 5  # the sweep did interrupt the open
+    assert [] == seen["problems"]
+    assert [] == [i for i in seen["ignored"] if not i[0].startswith("KeyboardInterrupt")]
+
+
 SIGTERM_LOGGER = """
     import json, os, signal, sys
     from kakashi.core.async_backend import AsyncConfig, install_sigterm_handler

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from kakashi import _errors
-from kakashi._descriptors import close_owned, open_owned
+from kakashi._descriptors import close_owned, forks, open_owned
 from kakashi._locks import after_fork_in_child, fork_safe_rlock, run_in_region
 from kakashi._platform import UnsupportedPlatformError, posix_module
 from kakashi._speedups import (
@@ -169,20 +169,31 @@ class _Descriptor:
     the number under it.
     """
 
-    __slots__ = ("fd", "pid")
+    __slots__ = ("fd", "forks")
     _close = staticmethod(close_owned)  # kept: module globals may be gone at exit
-    _getpid = staticmethod(os.getpid)
+    _forks = forks  # (kept, as _close is)
 
     def __init__(self, fd: int) -> None:
+        # No call here, so both are set or neither: a signal handler's exception can come
+        # only at the first instruction (the caller then closes it: see FileWriter._open).
         self.fd = fd  # from open_owned: a forked child closes its copy first thing
-        self.pid = os.getpid()
+        self.forks = self._forks[0]
 
     def __del__(self) -> None:
+        # No call before close_owned's, which makes none before the close either: a
+        # signal handler's exception (ignored in a finalizer) can leave the descriptor
+        # open only at the first instruction of either.
+        try:
+            forks = self.forks
+        except AttributeError:  # __init__ stopped before it took the descriptor
+            return
         # Only in the process that opened it: in a forked child, the number was closed
         # before the fork hooks ran and may be another file's now.
-        if self._getpid() == self.pid:
-            with contextlib.suppress(OSError):
+        if forks == self._forks[0]:
+            try:
                 self._close(self.fd)
+            except OSError:
+                pass
 
 
 def _presence(fd: int, kind: int) -> bool:
@@ -440,26 +451,37 @@ class FileWriter:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
             ) from exc
-        # Set before the handle is seen: every thread's next record takes the checked way,
-        # which makes this descriptor present before any record goes on it without a lock.
+        # The descriptor's owner at once: an exception from here on (a signal handler's,
+        # Ctrl-C) drops the handle, which closes it, instead of leaving it open for ever.
+        try:
+            handle = _Descriptor(fd)
+        except BaseException:  # before the handle took it (the call's first instruction)
+            close_owned(fd)
+            raise
+        # How records are written to this file (see hold_gil), decided before the handle
+        # is seen; a thread still writing to the old descriptor may use either way.
+        hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
+        # Whether the next file is opened and closed holding the GIL too (see
+        # kakashi._descriptors): a local filesystem only, whatever hold_gil says of writes.
+        local = self.hold_gil is not False and gil_held_writes(fd, False)
+        info = os.fstat(fd)
+        # A pipe takes a write whole only up to PIPE_BUF (4 KiB): a longer one is copied in
+        # as the reader makes room, interleaved with other writers' records.
+        fifo = stat.S_ISFIFO(info.st_mode)
+        # The new file's state, set with no call in between (so all of it or none of it),
+        # the handle last: every thread's next record takes the checked way, which makes
+        # this descriptor present before any record goes on it without a lock.
         self._check_at = 0.0
         self._present = False
         self._torn_at = -1
-        self._fd = fd
-        # How records are written to this file (see hold_gil), decided before the handle
-        # is seen; a thread still writing to the old descriptor may use either way.
-        self._hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
-        # Whether the next file is opened and closed holding the GIL too (see
-        # kakashi._descriptors): a local filesystem only, whatever hold_gil says of writes.
-        self._local = self.hold_gil is not False and gil_held_writes(fd, False)
-        self._handle = _Descriptor(fd)
-        info = os.fstat(fd)
         self._inode = (info.st_dev, info.st_ino)
         self._end = -1
-        if stat.S_ISFIFO(info.st_mode):
-            # A pipe takes a write whole only up to PIPE_BUF (4 KiB): a longer one is
-            # copied in as the reader makes room, interleaved with other writers' records.
+        self._fd = fd
+        self._hold = hold
+        self._local = local
+        if fifo:
             self._lock_free = False
+        self._handle = handle
 
     def _close_fd(self) -> None:
         # Dropping the handle closes the descriptor, or, if a lock-free write on another
