@@ -539,6 +539,75 @@ def test_a_ctrl_c_while_a_file_writer_opens_its_file_leaves_no_descriptor_behind
     assert [] == [i for i in seen["ignored"] if not i[0].startswith("KeyboardInterrupt")]
 
 
+HANDLE_UNWIND = """
+    import ctypes, json, os, sys
+    import kakashi._descriptors as descriptors
+    from kakashi.writers.file import FileWriter
+
+    folder = sys.argv[1]
+    state = {"raised": False, "other": None, "closes": []}
+
+    def raise_as_the_handle_is_made(frame, event, arg):
+        # A handler's KeyboardInterrupt right as the handle's constructor returns (the
+        # check that ends its call): the traceback keeps no reference to the handle, so
+        # it is freed as the stack unwinds, as with a real signal there.
+        if (event == "return" and frame.f_code.co_name == "__init__"
+                and type(frame.f_locals.get("self")).__name__ == "_Descriptor"
+                and not state["raised"]):
+            state["raised"] = True
+            frame.f_locals.pop("self")
+            ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(1))
+            raise KeyboardInterrupt
+
+    def another_thread_opens(frame, event, arg):
+        # Each close of a descriptor of the writers, noted; after the first, "another
+        # thread" opens a file, which takes the lowest free number.
+        if event == "call" and frame.f_code.co_name == "close_owned":
+            state["closes"].append(frame.f_locals["fd"])
+            if state["other"] is None:
+                sys.settrace(None)
+                state["other"] = FileWriter(os.path.join(folder, "other.log"))
+                sys.settrace(another_thread_opens)
+        return None
+
+    sys.settrace(another_thread_opens)
+    sys.setprofile(raise_as_the_handle_is_made)
+    try:
+        FileWriter(os.path.join(folder, "first.log"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.setprofile(None)
+        sys.settrace(None)
+    other = state["other"] or FileWriter(os.path.join(folder, "other.log"))
+    other.write_record(b"a record")
+    with open(os.path.join(folder, "other.log"), "rb") as file:
+        written = file.read()
+    print(json.dumps({"raised": state["raised"], "closes": state["closes"],
+                      "written": written.decode()}))
+"""
+
+
+def test_a_ctrl_c_as_a_file_writer_takes_its_descriptor_never_closes_one_twice(
+    tmp_path: Path,
+) -> None:
+    """A KeyboardInterrupt right as the handle that owns a file writer's descriptor is
+    made (the check that ends the constructor's call) closes no descriptor twice.
+
+    Before: the handle was made after the open, and the ``except`` that closed the
+    descriptor when the handle could not take it ran after the unwinding had freed the
+    handle, which closed it first: between the two closes another thread could open a
+    file under the same number, and the second close closed that file (its records then
+    failed, or went to whatever took the number next). Now the handle exists before the
+    open and takes the descriptor by an assignment; nothing else closes it."""
+    returncode, out, err = finish(start(tmp_path, HANDLE_UNWIND, tmp_path))
+    assert 0 == returncode, err
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["raised"]  # the interrupt came where it should
+    assert len(seen["closes"]) == len(set(seen["closes"]))  # no number closed twice
+    assert seen["written"].endswith("a record\n")  # the other writer's file is whole
+
+
 SIGTERM_LOGGER = """
     import json, os, signal, sys
     from kakashi.core.async_backend import AsyncConfig, install_sigterm_handler

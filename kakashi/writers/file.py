@@ -173,10 +173,13 @@ class _Descriptor:
     _close = staticmethod(close_owned)  # kept: module globals may be gone at exit
     _forks = forks  # (kept, as _close is)
 
-    def __init__(self, fd: int) -> None:
-        # No call here, so both are set or neither: a signal handler's exception can come
-        # only at the first instruction (the caller then closes it: see FileWriter._open).
-        self.fd = fd  # from open_owned: a forked child closes its copy first thing
+    def __init__(self) -> None:
+        # Made before the open, and given its descriptor by an assignment (see
+        # FileWriter._open): only this object ever closes it, so a signal handler's
+        # exception around the open leaves at worst a descriptor open, never one closed
+        # twice (the second time, perhaps, another thread's file that took the number).
+        # No call here: both are set or neither.
+        self.fd = -1  # from open_owned: a forked child closes its copy first thing
         self.forks = self._forks[0]
 
     def __del__(self) -> None:
@@ -184,14 +187,14 @@ class _Descriptor:
         # signal handler's exception (ignored in a finalizer) can leave the descriptor
         # open only at the first instruction of either.
         try:
-            forks = self.forks
-        except AttributeError:  # __init__ stopped before it took the descriptor
+            fd, forks = self.fd, self.forks
+        except AttributeError:  # __init__ stopped at its first instruction
             return
         # Only in the process that opened it: in a forked child, the number was closed
         # before the fork hooks ran and may be another file's now.
-        if forks == self._forks[0]:
+        if fd >= 0 and forks == self._forks[0]:
             try:
-                self._close(self.fd)
+                self._close(fd)
             except OSError:
                 pass
 
@@ -444,20 +447,16 @@ class FileWriter:
 
     def _open(self) -> None:
         make_folder("path", self.path.parent, self.path)
+        # The descriptor's owner, before there is one: an exception from the assignment
+        # on (a signal handler's, Ctrl-C) drops the handle, which closes it.
+        handle = _Descriptor()
         try:
             # (Holding the GIL where the last file was local: see kakashi._descriptors.)
-            fd = open_owned(self.path, _FLAGS, self.mode, hold=self._local)
+            handle.fd = fd = open_owned(self.path, _FLAGS, self.mode, hold=self._local)
         except IsADirectoryError as exc:
             raise IsADirectoryError(
                 exc.errno, f"path={str(self.path)!r} is a folder, not a file"
             ) from exc
-        # The descriptor's owner at once: an exception from here on (a signal handler's,
-        # Ctrl-C) drops the handle, which closes it, instead of leaving it open for ever.
-        try:
-            handle = _Descriptor(fd)
-        except BaseException:  # before the handle took it (the call's first instruction)
-            close_owned(fd)
-            raise
         # How records are written to this file (see hold_gil), decided before the handle
         # is seen; a thread still writing to the old descriptor may use either way.
         hold = self.hold_gil is not False and gil_held_writes(fd, self.hold_gil is True)
