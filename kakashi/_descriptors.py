@@ -43,6 +43,11 @@ __all__ = ["close_owned", "forks", "open_owned", "owned_file"]
 _owned: dict[int, Any] = {}
 # How many forks made this process, a child of a child counting two: what a finalizer
 # reads to know a descriptor object from before a fork (a list: read without a call).
+# Counted by the fork hook: a fork that runs no Python hooks (a C extension calling
+# fork(2) and going on in Python, uWSGI without py-call-osafterfork) is not seen; such a
+# child keeps the parent's descriptors, and one of the parent's descriptor objects
+# freed there closes that number (the inherited copy, or whatever the child opened
+# under the number after closing the copy itself).
 forks = [0]
 
 
@@ -94,7 +99,8 @@ def close_owned(fd: int, _owned: dict[int, Any] = _owned, _close: Any = os.close
     """
     # No call before the close (a finalizer calls this): a signal handler's exception
     # can come only at this function's first instruction, not between looking the
-    # descriptor up and closing it.
+    # descriptor up and closing it. (Two steps that no other thread comes between
+    # under the GIL; a free-threaded build would need a lock here.)
     if fd not in _owned:
         return
     closer = _owned[fd]

@@ -305,8 +305,9 @@ class TestRetiredBatches:
 
     def test_puts_free_the_records_of_a_retired_batch(self, impl: Implementation) -> None:
         """Ten records retired: the compiled queue keeps them until ten puts free them
-        (one a put, the last record first) and the next one lets the empty batch go; the
-        pure twin frees them as soon as the worker's reference goes. The counters are
+        (one a put, the last record first) and the next one lets the empty batch go (as
+        it frees a record of the next batch, if there is one: see the steady-state test);
+        the pure twin frees them as soon as the worker's reference goes. The counters are
         those of the records."""
         queue = self.make(impl)
         refs = self.retired_batch(queue, 10)
@@ -325,6 +326,28 @@ class TestRetiredBatches:
         assert 0 == queue.retired
         c = queue.counters()
         assert (c["offered"], c["written"], c["size"], c["in_flight"]) == (21, 10, 11, 0)
+
+    def test_the_puts_keep_pace_with_a_batch_retired_every_batch_of_puts(
+        self, compiled: Implementation
+    ) -> None:
+        """A worker that retires a batch of B records every B puts (the steady state of a
+        burst) finds one batch retired at most at each retire: B puts free its B records,
+        and letting the emptied batch go costs no put a record. (When it cost one, the
+        ring filled up to eight batches, and eight batches of records stayed alive.)"""
+        queue = self.make(compiled, capacity=64)
+        seen = []
+        for i in range(10):
+            queue.put(Payload(f"r{i}"))
+        for cycle in range(60):
+            batch = queue.drain(10)
+            queue.done(10, 0, 0)
+            queue.retire(batch)
+            del batch
+            for i in range(10):
+                queue.put(Payload(f"c{cycle}-{i}"))
+            seen.append(queue.retired)
+        assert max(seen) <= 2
+        assert 1 == seen[-1]
 
     def test_a_batch_still_referenced_is_not_freed(self, compiled: Implementation) -> None:
         """A batch someone else still holds (the worker's variable, a lane retrying it)

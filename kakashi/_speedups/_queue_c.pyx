@@ -825,11 +825,14 @@ cdef class RecordQueue:
         cdef PyObject *batch
         cdef PyObject *item
         cdef Py_ssize_t left
-        cdef int _
+        cdef int freed = 0
         if _freeing:
             return
         _freeing = True
-        for _ in range(FREED_PER_PUT):
+        # Letting an emptied batch go is not counted: a batch of B records takes B puts,
+        # so the puts keep pace with a worker that retires one every B records (counted,
+        # the ring slowly filled up to GRAVES batches and stayed full).
+        while freed < FREED_PER_PUT:
             if self._graves_n == 0:
                 break
             batch = self._graves[self._graves_head]
@@ -847,6 +850,7 @@ cdef class RecordQueue:
             _tuple_set(batch, left, NULL)
             self._grave_left = left
             Py_XDECREF(item)
+            freed += 1
         _freeing = False
 
     cdef _take_deferred(self):
