@@ -369,6 +369,7 @@ cdef extern from *:
 BLOCK = _py.BLOCK
 KEPT = _py.KEPT
 keep_despite = _py.keep_despite
+cdef str _KEPT_MARK = _py._KEPT_MARK  # the attribute keep_despite sets
 DROP_OLDEST = _py.DROP_OLDEST
 DROP_NEWEST = _py.DROP_NEWEST
 REASONS = _py.REASONS
@@ -965,7 +966,7 @@ cdef class RecordQueue:
             # fallback; else counted first, with no Python call before the count, then a
             # signal handler's (in the wait or the fallback) goes on up, and anything
             # else the fallback raised means it was not written.
-            if getattr(exc, "kakashi_kept", False):
+            if getattr(exc, _KEPT_MARK, False):
                 raise
             self._settle(False, reason)
             self.on_drop(record, reason)
