@@ -130,8 +130,8 @@ fi
 
 lint() {
     echo "== lint =="
-    "$PYTHON" -m ruff check kakashi tests benchmarks &&
-        "$PYTHON" -m ruff format --check kakashi tests benchmarks &&
+    "$PYTHON" -m ruff check kakashi tests benchmarks docs/examples &&
+        "$PYTHON" -m ruff format --check kakashi tests benchmarks docs/examples &&
         "$PYTHON" -m mypy &&
         "$PYTHON" -c "import sys; from cython_lint.cython_lint import main; sys.exit(main())" \
             kakashi/_speedups/*.pyx kakashi/_speedups/*.pxd

@@ -25,7 +25,7 @@ extensions = [
     "sphinx_design",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "examples"]  # examples/: files the pages include
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 

@@ -217,6 +217,35 @@ def test_capture_is_idempotent_and_uninstall_restores(lines: Lines) -> None:
     assert capture_stdlib(pipeline=json_pipeline(lines)) is not first
 
 
+def test_a_logger_the_server_silenced_stays_silent(lines: Lines) -> None:
+    """uvicorn turns its access log off (``--no-access-log``, ``access_log=False``) by
+    emptying ``uvicorn.access`` and stopping its propagation, before it imports the
+    application: a capture installed then leaves it silent. A non-propagating logger
+    with a handler of its own (uvicorn's default logging) gets the capture's handler,
+    as does one still in its default state."""
+    access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+    own = logging.NullHandler()
+    saved = [(x, list(x.handlers), x.propagate, x.level) for x in (access, error)]
+    try:
+        access.handlers, access.propagate = [], False  # what access_log=False leaves
+        error.handlers, error.propagate = [own], False
+        access.setLevel(logging.INFO)
+        error.setLevel(logging.INFO)
+        capture = capture_stdlib(pipeline=json_pipeline(lines))
+        assert [] == access.handlers
+        assert [own, capture.handler] == error.handlers
+        assert logging.getLogger("gunicorn.access").handlers[-1] is capture.handler
+        access.info("%s - %s", "127.0.0.1:1", "GET / HTTP/1.1")
+        error.info("Started server process")
+        capture.uninstall()
+        assert ([], [own]) == (access.handlers, error.handlers)
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+    assert ["Started server process"] == [e["message"] for e in lines.events]
+
+
 def test_root_capture_of_propagating_logger(lines: Lines) -> None:
     """A library logger that propagates reaches Kakashi through the root."""
     root = logging.getLogger()

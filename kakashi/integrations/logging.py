@@ -325,6 +325,13 @@ def capture_stdlib(
     ``gunicorn.access`` and *loggers*). Called again while installed, it returns the
     same :class:`Capture` and installs nothing more.
 
+    A logger of those that has been silenced, one that exists, does not propagate and
+    has no handler, is left silent: that is how uvicorn turns its access log off
+    (``--no-access-log``, ``access_log=False``, which gunicorn's uvicorn workers take
+    too), and a server that configures logging before it imports the application
+    would otherwise find its access records written again, beside the access records
+    of Kakashi's own middleware.
+
     Args:
         level: the handler's level.
         loggers: more non-propagating logger names to install on.
@@ -361,6 +368,8 @@ def capture_stdlib(
         capture.handler._installed_on = frozenset(named)
         capture.handler._under = tuple(f"{name}." for name in named)
         for name in (None, *named):
+            if name is not None and _silenced(name):
+                continue
             logger = logging.getLogger(name)
             logger.addHandler(capture.handler)
             capture.loggers.append(logger)
@@ -385,6 +394,14 @@ def capture_stdlib(
                     make_lean(logger)
         _installed = capture
         return capture
+
+
+def _silenced(name: str) -> bool:
+    """Whether the logger *name* exists and was made silent: it does not propagate and
+    has no handler (not a placeholder, not a logger in its default state)."""
+    with logging._lock:  # type: ignore[attr-defined]
+        logger = logging.Logger.manager.loggerDict.get(name)
+    return isinstance(logger, logging.Logger) and not logger.propagate and not logger.handlers
 
 
 def _all_loggers() -> list[logging.Logger]:

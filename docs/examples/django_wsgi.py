@@ -1,0 +1,8 @@
+"""wsgi.py of the example site."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_settings")
+application = get_wsgi_application()
