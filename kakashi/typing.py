@@ -168,7 +168,10 @@ class Sink(Protocol):
     def render(self, record: Record) -> bytes | None:
         """Return *record*'s line (enriched, filtered, formatted), or ``None`` if filtered.
 
-        The backend renders its drop notices (a WARNING record) with it.
+        The backend renders its drop notices (a WARNING record) with the sink's
+        ``render_notice(record)`` when it has one (Kakashi's pipelines do: enriched and
+        formatted, never filtered out), else with this; a notice this filters out is
+        written in the minimal JSON form.
         """
 
     def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import kakashi
 from kakashi.core.async_backend import (
     AsyncBackend,
     AsyncConfig,
@@ -602,6 +603,42 @@ class TestAccounting:
         notice = next(line for line in writer.lines if line["logger"] == "kakashi")
         assert notice["message"].startswith("dropped ")
         assert "queue_full_drop_newest" in notice["message"]
+
+    @pytest.mark.parametrize("refusing", ["logger_name", "level"])
+    def test_no_filter_hides_the_notice(self, refusing: str) -> None:
+        """The notice is the library's, not the application's: a pipeline whose filters
+        would refuse it (one that keeps only its own logger, one above WARNING) still
+        writes it, enriched and formatted, and the counts it carries add up."""
+        writer = SlowWriter()
+        writer.gate.clear()
+        keep = (
+            kakashi.logger_name_filter(["n"])
+            if refusing == "logger_name"
+            else kakashi.level_filter("ERROR")
+        )
+        config = AsyncPipelineConfig(
+            pipeline_config=PipelineConfig(
+                min_level="DEBUG",
+                enrichers=(kakashi.fields_enricher(app="shop"),),
+                filters=(keep,),
+                writers=(writer,),
+            ),
+            async_config=AsyncConfig(max_queue_size=2, overflow_strategy="drop_newest"),
+        )
+        pipeline = AsyncPipeline(config)
+        log = pipeline.get_logger("n")
+        for i in range(10):
+            log.error("r", n=i)
+        writer.gate.set()
+        pipeline.flush(5)
+        log.error("after")
+        pipeline.shutdown(5)
+        stats = pipeline.stats()
+
+        notices = [line for line in writer.lines if line["logger"] == "kakashi"]
+        assert stats["messages_dropped"] > 0
+        assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
+        assert {"shop"} == {n["app"] for n in notices}
 
 
 class TestOrder:

@@ -85,6 +85,7 @@ from kakashi._speedups import (
     begin_waiting_for_workers,
     claim_gil,
     end_waiting_for_workers,
+    minimal_json,
     never_wait_for_room,
     sink_run_end,
     unclaim_gil,
@@ -1860,8 +1861,13 @@ class AsyncBackend:
             thread_id=threading.get_ident(),
         )
         notice.sink = sink
-        line = sink.render(notice)
-        return ([line] if line is not None else []), counts
+        # No filter of the pipeline may hide it: a sink of Kakashi's renders it without
+        # them; one of another kind that filters it out still has its minimal line.
+        render_notice = getattr(sink, "render_notice", None)
+        line = render_notice(notice) if render_notice is not None else sink.render(notice)
+        if line is None:
+            line = minimal_json(notice, "the sink filtered out its drop notice")
+        return [line], counts
 
     def _stats(self, writer: Writer) -> dict[str, Any]:
         """*writer*'s entry in the stats, made on its first batch.

@@ -110,6 +110,10 @@ class AsyncPipeline:
         """Render *record* with the pipeline's stages (see ``Pipeline.render``)."""
         return self.pipeline.render(record)
 
+    def render_notice(self, record: Record) -> bytes:
+        """Render a drop notice, never filtered out (see ``Pipeline.render_notice``)."""
+        return self.pipeline.render_notice(record)
+
     def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:
         """Render *records* with the pipeline's stages (see ``Pipeline.render_batch``)."""
         return self.pipeline.render_batch(records)

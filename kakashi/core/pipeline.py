@@ -235,11 +235,12 @@ class Pipeline:
 
     # -- the stages -------------------------------------------------------------------
 
-    def render(self, record: Record) -> bytes | None:
+    def render(self, record: Record, *, filtered: bool = True) -> bytes | None:
         """Run enrichers, filters and the formatter on *record*; return the line, or ``None``
         if it is filtered out.
 
-        Never raises (see the class description).
+        *filtered*: ``False`` skips the filters (the async backend's drop notices, which
+        no filter may hide). Never raises (see the class description).
         """
         try:
             for enricher in self._enrichers:
@@ -251,7 +252,7 @@ class Pipeline:
                 raise
             _errors.report(f"enricher {_name(enricher)}", exc)
             return minimal_json(record, f"enricher {_name(enricher)} failed: {exc!r}")
-        for filter_ in self._filters:
+        for filter_ in self._filters if filtered else ():
             try:
                 if not filter_(record):
                     self._filtered.add()
@@ -274,6 +275,12 @@ class Pipeline:
                 raise
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
+
+    def render_notice(self, record: Record) -> bytes:
+        """*record*'s line, enriched and formatted, never filtered out: how the async
+        backend renders its drop notices. Never raises."""
+        line = self.render(record, filtered=False)
+        return minimal_json(record, "not rendered") if line is None else line
 
     def pending_batch(self, records: Sequence[Record]) -> PendingLines | None:
         """*records*' lines to be formatted by the file writer that appends them, in the
