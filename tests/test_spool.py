@@ -433,6 +433,37 @@ def test_a_forked_child_does_not_touch_its_parent_s_spool(collector: Any, tmp_pa
     assert list(range(10)) == ids
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_s_records_left_at_shutdown_are_counted_dropped(tmp_path: Path) -> None:
+    """A forked child cannot keep records in its parent's spool: what its backend still
+    holds at shutdown (the collector is down) is counted as dropped by the backend, not
+    as spooled, and as ``spool_dropped:forked_child`` by the writer."""
+    writer = spooling(f"http://127.0.0.1:{refusing_port()}/ingest", tmp_path, flush_timeout=5.0)
+    pipeline = keeping_pipeline(writer, batch_size=10, shutdown_timeout=1.0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            log = pipeline.get_logger("child")
+            for i in range(5):
+                log.info("r", i=i)
+            pipeline.shutdown(1.0)
+            stats = pipeline.stats()
+            (entry,) = stats["writers"]
+            if (stats["messages_dropped"], entry["spooled_at_shutdown"]) != (5, 0):
+                code = 2
+            elif not balanced(stats):
+                code = 3
+            elif 5 != writer.delivery_stats().get("spool_dropped:forked_child"):
+                code = 4
+        except BaseException:
+            code = 5
+        os._exit(code)
+    status = wait_or_kill(pid)
+    pipeline.shutdown(5.0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+
+
 # -- the size cap and the disk --------------------------------------------------------------
 
 
@@ -745,3 +776,18 @@ def test_a_spooled_writer_gets_waiting_batches_joined_as_the_wrapped_one_would(
     plain = SpoolingWriter(Held(None), tmp_path / "c")
     assert 0 == plain.max_batch_records
     plain.close()
+
+
+def test_the_replay_backoff_stays_within_max_delay(tmp_path: Path) -> None:
+    """The wait between replay attempts doubles from ``retry_delay`` with jitter and never
+    exceeds ``max_delay`` (the jitter is applied before the cap, as the backend's lanes
+    do), unless the server's ``Retry-After`` asks for longer."""
+    writer = SpoolingWriter(Stub(), tmp_path, retry_delay=1.0, max_delay=30.0)
+    try:
+        waits = [writer._backoff(tries, None) for tries in range(1, 12) for _ in range(200)]
+        assert max(waits) <= 30.0
+        assert min(writer._backoff(1, None) for _ in range(200)) >= 0.5
+        late = DeliveryError("busy", retry_after=120.0)
+        assert 120.0 == writer._backoff(20, late)
+    finally:
+        writer.close()

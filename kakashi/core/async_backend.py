@@ -522,7 +522,8 @@ class _Lane:
     shutdown stops the waiting: what is left is tried without
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
-    (``shutdown``, or the failure's reason).
+    (``shutdown``, or the failure's reason), as is what ``spool`` did not keep (it
+    raised or returned ``False``).
     """
 
     def __init__(self, backend: AsyncBackend, writer: Writer) -> None:
@@ -995,16 +996,19 @@ class _Lane:
         return self.lost(len(lines), reason)
 
     def _spool(self, lines: Sequence[bytes]) -> bool:
-        """Give *lines* to the writer's ``spool(lines)``; whether it kept them."""
+        """Give *lines* to the writer's ``spool(lines)``; whether it kept them (it did
+        unless it raised or returned ``False``)."""
         writer = self.writer
         spool = getattr(writer, "spool", None)
         if writer is None or not callable(spool):
             return False
         try:
             with self.backend._calling(writer):
-                spool(lines)
+                kept = spool(lines)
         except BaseException as exc:
             _errors.report(f"writer {_describe(writer)} spool", exc)
+            return False
+        if kept is False:
             return False
         stats = self.backend._stats(writer)
         with self.backend._state_lock:

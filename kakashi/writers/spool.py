@@ -514,14 +514,17 @@ class SpoolingWriter:
         if lines:
             self.spool(lines)
 
-    def spool(self, lines: Sequence[bytes]) -> None:
+    def spool(self, lines: Sequence[bytes]) -> bool:
         """Append *lines* to the spool, behind what it holds, for the replay thread.
 
         What the backend calls at shutdown for records it could not deliver in time.
         Never raises: records that cannot be kept are counted (``spool_dropped``).
+        Returns ``False`` when none was kept (a closed spool, a forked child's copy, a
+        batch larger than the whole spool), so that the backend counts them as dropped
+        too rather than as spooled.
         """
         if not lines:
-            return
+            return True
         frames = [_frame(bytes(line)) for line in lines]
         with self._cond:
             self.spooled += len(frames)
@@ -533,7 +536,7 @@ class SpoolingWriter:
                     detail=f"records handed to a spool that is not this process's ({reason}) "
                     "are dropped and counted",
                 )
-                return
+                return False
             size = sum(map(len, frames))
             first = 0
             while size > self.max_bytes:  # one batch larger than the whole spool
@@ -547,7 +550,7 @@ class SpoolingWriter:
                     "records are dropped and counted",
                 )
             if first == len(frames):
-                return
+                return False
             while self._bytes + size > self.max_bytes and self._segments:
                 self._discard_oldest()
             try:
@@ -564,7 +567,7 @@ class SpoolingWriter:
             except OSError as exc:
                 self._count_dropped("spool_write_failed", len(frames) - first)
                 _errors.report(f"spool {self.directory} write", exc)
-                return
+                return False
             segment = self._segments[-1]
             segment.size += size
             segment.records += len(frames) - first
@@ -572,6 +575,7 @@ class SpoolingWriter:
             self._bytes += size
             self._start_replay()
             self._cond.notify_all()
+            return True
 
     def _writable(self) -> int:
         """The descriptor of the segment to append to; a new one once the newest is full."""
@@ -641,8 +645,8 @@ class SpoolingWriter:
         self._thread = thread
 
     def _backoff(self, tries: int, exc: BaseException | None) -> float:
-        delay = min(self.max_delay, self.retry_delay * 2.0 ** min(tries - 1, 60))
-        delay *= random.uniform(0.5, 1.5)
+        delay = self.retry_delay * 2.0 ** min(tries - 1, 60) * random.uniform(0.5, 1.5)
+        delay = min(self.max_delay, delay)  # the jitter within the cap, as the lanes do
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and retry_after > delay:
             delay = float(retry_after)
