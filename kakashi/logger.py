@@ -39,6 +39,9 @@ _lock = fork_safe_rlock()
 _routes: dict[str, Route] = {}
 _loggers: dict[str, Logger] = {}
 _default: AnyPipeline | None = None
+#: The level that ``set_level(level)`` without a name gave every logger, those got later
+#: too; ``None`` until then, and again once :func:`configure` installs a pipeline.
+_default_level: int | None = None
 
 
 def _initial_pipeline() -> Pipeline:
@@ -89,7 +92,8 @@ def get_logger(name: str = "root", pipeline: LoggerSource | None = None) -> Logg
     with _lock:
         logger = _loggers.get(name)
         if logger is None:
-            route = Route(default, default.min_level, default.capture_flags, _emit_of(default))
+            level = default.min_level if _default_level is None else _default_level
+            route = Route(default, level, default.capture_flags, _emit_of(default))
             _routes[name] = route
             logger = _loggers[name] = Logger(name, route)
     return logger
@@ -99,10 +103,12 @@ def configure(pipeline: AnyPipeline | PipelineConfig | None = None, **options: A
     """Make *pipeline* (or one built from a config or keyword options) the default.
 
     Every logger from :func:`get_logger` without an explicit pipeline (and every logger
-    bound from one) switches to it at once. Returns the new default pipeline. The old
-    one is flushed; its writers stay open for anyone still holding it.
+    bound from one) switches to it at once, at the new pipeline's ``min_level`` unless
+    :func:`set_level` gave it a level by name (a level set for every logger, without a
+    name, gives way to the new pipeline's). Returns the new default pipeline. The old one
+    is flushed; its writers stay open for anyone still holding it.
     """
-    global _default
+    global _default, _default_level
     new: AnyPipeline
     if pipeline is None:
         new = Pipeline(PipelineConfig(**options)) if options else _initial_pipeline()
@@ -115,6 +121,7 @@ def configure(pipeline: AnyPipeline | PipelineConfig | None = None, **options: A
         raise TypeError(f"pipeline must be a Pipeline or PipelineConfig, got {kind}")
     with _lock:
         old, _default = _default, new
+        _default_level = None
         for route in _routes.values():
             level = route.level if route.explicit_level else new.min_level
             route.set(new, level, new.capture_flags, _emit_of(new))
@@ -143,14 +150,19 @@ def reroute(pipeline: LoggerSource) -> None:
 def set_level(level: int | str, name: str | None = None) -> None:
     """Set the level of the logger called *name*, or of every default-routed logger.
 
-    A logger given its own level keeps it when :func:`configure` changes the default.
+    Without a name, every logger takes *level*: those handed out so far (a level set by
+    name included) and those got later, until :func:`configure` installs a pipeline,
+    whose ``min_level`` then applies. A logger given its own level by name keeps it when
+    :func:`configure` changes the default.
 
     Raises:
         ValueError: unknown level name.
     """
+    global _default_level
     value = to_level(level)
     with _lock:
         if name is None:
+            _default_level = value
             for route in _routes.values():
                 route.level = value
                 route.explicit_level = False
@@ -181,13 +193,35 @@ def flush(timeout: float = 5.0) -> FlushResult:
     return result
 
 
+def _levels() -> tuple[int | None, dict[str, tuple[int, bool]]]:
+    """The levels :func:`set_level` and :func:`configure` gave: the level of every
+    logger, those got later too, and each logger's (level, set by name)."""
+    with _lock:
+        return _default_level, {name: (r.level, r.explicit_level) for name, r in _routes.items()}
+
+
+def _restore_levels(saved: tuple[int | None, dict[str, tuple[int, bool]]]) -> None:
+    """Put back the levels :func:`_levels` returned (``kakashi.testing.capture_logs``):
+    a logger got since takes the level every logger had, or its pipeline's."""
+    global _default_level
+    every, levels = saved
+    with _lock:
+        _default_level = every
+        for name, route in _routes.items():
+            if name in levels:
+                route.level, route.explicit_level = levels[name]
+            elif not route.explicit_level:
+                route.level = route.sink.min_level if every is None else every
+
+
 def reset_registry() -> None:
     """Forget every cached logger and the configured default pipeline (for tests).
 
     Loggers handed out before keep working through the pipeline they had.
     """
-    global _default
+    global _default, _default_level
     with _lock:
         _routes.clear()
         _loggers.clear()
         _default = None
+        _default_level = None

@@ -27,7 +27,7 @@ from kakashi._locks import fork_safe_lock
 from kakashi._speedups import Record, Snapshot, event_dict
 from kakashi.core.records import to_level
 from kakashi.enrichers import context_enricher, exception_enricher
-from kakashi.logger import configure, get_default_pipeline
+from kakashi.logger import _levels, _restore_levels, configure, get_default_pipeline
 
 __all__ = ["LogCapture", "capture_logs"]
 
@@ -59,7 +59,10 @@ class LogCapture:
         self._lock = fork_safe_lock()
 
     def emit(self, record: Record) -> None:
-        """Keep *record* (the entry point loggers call; never raises)."""
+        """Keep *record* unless it is below :attr:`min_level` (the entry point loggers
+        call; never raises)."""
+        if record.level < self.min_level:  # a logger given a lower level of its own
+            return
         for enricher in (exception_enricher, context_enricher):
             record = enricher(record)
         entry = {key: _plain(value) for key, value in event_dict(record).items()}
@@ -98,11 +101,13 @@ def capture_logs(level: int | str = "DEBUG") -> Iterator[list[dict[str, Any]]]:
     """
     capture = LogCapture(level)
     previous = get_default_pipeline()
+    levels = _levels()
     configure(capture)  # type: ignore[arg-type]  # any sink with emit() serves
     try:
         yield capture.entries
     finally:
         configure(previous)
+        _restore_levels(levels)  # set_level's, which configure would leave behind
 
 
 try:  # the fixture, when pytest is there (``pytest_plugins = ["kakashi.testing"]``)

@@ -737,6 +737,23 @@ class TestRegistry:
 
         assert 1 == len(out.lines)
 
+    def test_set_level_without_a_name_reaches_later_loggers_until_configure(
+        self, out: ListWriter
+    ) -> None:
+        """``set_level(level)`` sets every logger, those got afterwards too (a module
+        imported later); a later ``configure`` puts its pipeline's ``min_level`` back."""
+        kakashi.configure(writers=(out,), min_level="INFO")
+        early = kakashi.get_logger("early")
+        kakashi.set_level("DEBUG")
+        late = kakashi.get_logger("late")
+        early.debug("early debug")
+        late.debug("late debug")
+        kakashi.configure(writers=(out,), min_level="INFO")
+        late.debug("hidden again")
+        kakashi.get_logger("later").debug("hidden too")
+
+        assert ["early debug", "late debug"] == [json.loads(x)["message"] for x in out.lines]
+
     def test_get_logger_with_pipeline(self, out: ListWriter) -> None:
         """get_logger(name, pipeline=p) is p.get_logger(name)."""
         pipeline = json_pipeline(out)

@@ -35,6 +35,27 @@ def test_module_level_loggers_are_captured_with_fields_context_and_levels(module
     ] == [{k: v for k, v in entry.items() if k != "timestamp"} for entry in logs]  # fmt: skip
 
 
+def test_a_capture_keeps_its_level_and_the_levels_set_before_it(module_log: Any) -> None:
+    """``capture_logs("WARNING")`` keeps warnings and above, even from a logger given a
+    lower level of its own; leaving the block puts back the levels ``set_level`` gave,
+    with and without a name, for loggers got before the block and inside it."""
+    kakashi.set_level("DEBUG", "chatty")
+    with capture_logs("WARNING") as logs:
+        kakashi.get_logger("chatty").debug("not kept")
+        kakashi.get_logger("chatty").warning("kept")
+    assert ["kept"] == [entry["message"] for entry in logs]
+
+    kakashi.set_level("DEBUG")
+    with capture_logs("ERROR"):
+        inside = kakashi.get_logger("tests.inside")
+    kakashi.set_level("WARNING", "tests.named")
+    with capture_logs():
+        pass
+    assert module_log.is_enabled_for(kakashi.LogLevel.DEBUG)
+    assert inside.is_enabled_for(kakashi.LogLevel.DEBUG)
+    assert not kakashi.get_logger("tests.named").is_enabled_for(kakashi.LogLevel.INFO)
+
+
 def test_exceptions_are_captured(module_log: Any) -> None:
     with capture_logs() as logs:
         try:
