@@ -59,7 +59,7 @@ class LogCapture:
         self._lock = fork_safe_lock()
 
     def emit(self, record: Record) -> None:
-        """Keep *record* unless it is below :attr:`min_level` (the entry point loggers
+        """Keep *record* unless it is below ``min_level`` (the entry point loggers
         call; never raises)."""
         if record.level < self.min_level:  # a logger given a lower level of its own
             return

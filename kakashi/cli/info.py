@@ -44,8 +44,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     ]
     if build is not None and not build.get("compiled") and not build.get("requested_pure"):
         rows.append(
-            ("to compile", "install a C compiler and the Python headers, then "
-             "python3 -m pip install --force-reinstall --no-cache-dir kakashi")
+            ("to compile", "install a C compiler and the Python headers, then reinstall "
+             "from the same source without pip's cache: python3 -m pip install "
+             "--force-reinstall --no-cache-dir <the sdist, the clone, or kakashi>")
         )  # fmt: skip
     for key, value in rows:
         sys.stdout.write(f"{key:<11} {value}\n")
