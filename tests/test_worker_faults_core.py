@@ -3,6 +3,7 @@ pipeline, or run concurrently; every record written or counted, no caller blocke
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -251,6 +252,93 @@ def test_a_writer_logging_from_the_fallback_does_not_recurse() -> None:
     assert lines < 1_000
     assert closed >= 1
     assert dropped >= closed
+
+
+FINALIZERS_THAT_LOG = textwrap.dedent(
+    """
+    import faulthandler, gc, json, sys, threading, time
+    from kakashi.core.async_backend import AsyncConfig
+    from kakashi.core.async_pipeline import AsyncPipeline, AsyncPipelineConfig
+    from kakashi.core.pipeline import PipelineConfig
+
+    faulthandler.dump_traceback_later(60, exit=True)  # a deadlock: the stacks, then out
+    strategy = sys.argv[1]
+    lines = []
+
+    class Slow:
+        def write(self, batch):
+            time.sleep(0.001)  # slower than the caller: the queue fills
+            lines.extend(bytes(line) for line in batch)
+        def flush(self): pass
+        def close(self): pass
+
+    pipe = AsyncPipeline(AsyncPipelineConfig(
+        pipeline_config=PipelineConfig(min_level="DEBUG", writers=(Slow(),)),
+        async_config=AsyncConfig(max_queue_size=64, batch_size=16, overflow_strategy=strategy,
+                                 block_timeout=5.0)))
+    log = pipe.get_logger("app")
+    finalized = []
+
+    class Logs:
+        # Kept by the record that carries it, so freed where the record is freed: by a
+        # later log call (a put frees a finished batch's records), by the worker, or by
+        # the garbage collector (the cycle) on whichever thread it runs.
+        def __init__(self, n):
+            self.n, self.cycle = n, self
+        def __del__(self):
+            finalized.append(self.n)
+            log.warning("finalized", n=self.n)
+
+    def produce(first):
+        for i in range(first, first + 1500):
+            log.info("carrying", n=i, payload=Logs(i))
+            if i % 100 == 0:
+                gc.collect()
+
+    threads = [threading.Thread(target=produce, args=(k * 1500,)) for k in range(2)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    gc.collect()
+    done = pipe.shutdown(30.0)
+    stats = pipe.stats()
+    written = [json.loads(line) for line in lines]
+    print(json.dumps({
+        "complete": done.complete,
+        "books": stats["messages_enqueued"] == stats["messages_written"]
+            + stats["messages_filtered"] + stats["messages_dropped"] + stats["pending"],
+        "finalized": len(finalized),
+        "carrying": sum(r["message"] == "carrying" for r in written),
+        "finalized_written": sum(r["message"] == "finalized" for r in written),
+        "enqueued": stats["messages_enqueued"],
+        "written": stats["messages_written"],
+        "dropped": stats["dropped_by_reason"],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("strategy", ["block", "drop_newest", "drop_oldest"])
+def test_a_finalizer_that_logs_never_deadlocks_blocks_or_recurses(strategy: str) -> None:
+    """ARCHITECTURE guarantee 10, from ``__del__``: 3,000 records from two threads each
+    carry an object whose finalizer logs, into a queue of 64 that a slow writer keeps
+    full. The finalizers run wherever the records are freed: inside later log calls
+    (a put frees a finished batch's records), on the worker, in the garbage collector.
+    Nothing deadlocks (a hang fails the test), no nested call waits for room or
+    recurses, and every record, the finalizers' included, is written or counted."""
+    child = subprocess.run(
+        [sys.executable, "-c", FINALIZERS_THAT_LOG, strategy],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # a hang fails the test (TimeoutExpired), the child killed
+    assert 0 == child.returncode, child.stderr
+    result = json.loads(child.stdout)
+    assert result["complete"] and result["books"], result
+    assert (3000, 6000) == (result["finalized"], result["enqueued"]), result
+    assert result["written"] == result["carrying"] + result["finalized_written"], result
+    assert 6000 == result["written"] + sum(result["dropped"].values()), result
+    if strategy == "block":  # nothing dropped: the nested calls were taken in, not refused
+        assert (3000, 3000) == (result["carrying"], result["finalized_written"]), result
 
 
 # -- item 1: writers whose flush, close or write hangs -------------------------------------
