@@ -368,3 +368,63 @@ def test_every_python_example_of_the_docs_runs() -> None:
     assert set() == shown - examples, "pages include examples that do not exist"
     source = Path(__file__).read_text()
     assert set() == {name for name in examples if Path(name).stem not in source}
+
+
+# -- the shell examples: kakashi view ----------------------------------------------------
+
+
+def shown_view_commands() -> list[str]:
+    """Every ``kakashi view`` command line of the pages' shell blocks, without comments;
+    a pipeline's kakashi part."""
+    commands = []
+    for page in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```(?:bash|console)\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                line = line.split("#", 1)[0].strip().removeprefix("$ ")
+                for part in line.split("|"):
+                    if part.strip().startswith("kakashi view"):
+                        commands.append(part.strip())
+    return commands
+
+
+def test_every_kakashi_view_command_shown_runs(tmp_path: Path) -> None:
+    """The ``kakashi view`` commands of the pages (getting started, file output), run as
+    shown against logs of each kind they name: every option exists and every command
+    exits 0 (``--follow`` keeps reading: it is stopped after a second, still running)."""
+    from kakashi.writers.zstd import ZstdFileWriter
+
+    commands = shown_view_commands()
+    assert len(commands) >= 8, commands
+    (tmp_path / "logs").mkdir()
+    records = [
+        b'{"timestamp":"2026-11-27T10:30:00Z","level":"WARNING","logger":"app.db",'
+        b'"message":"slow","order_id":1042,"user_id":42,"req":{"path":"/orders"}}\n',
+        b'{"timestamp":"2026-11-27T10:31:00Z","level":"INFO","logger":"app",'
+        b'"message":"ok","order_id":7}\n',
+    ]
+    for path in (tmp_path / "app.log", tmp_path / "logs" / "app.log"):
+        path.write_bytes(b"".join(records))
+    for path in (tmp_path / "app.log.zst", tmp_path / "logs" / "app.log.zst"):
+        writer = ZstdFileWriter(str(path))
+        writer.write(records)
+        writer.close()
+    kakashi_view = [sys.executable, "-m", "kakashi", "view"]
+    for command in commands:
+        argv = kakashi_view + command.split()[2:]
+        stdin = (tmp_path / "app.log").open("rb") if argv[-1] == "-" else subprocess.DEVNULL
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            out, err = process.communicate(timeout=1 if "--follow" in argv else 60)
+        except subprocess.TimeoutExpired:
+            assert "--follow" in argv, command
+            process.kill()
+            out, err = process.communicate()
+            assert b"slow" in out, (command, err)
+            continue
+        finally:
+            if stdin is not subprocess.DEVNULL:
+                stdin.close()
+        assert 0 == process.returncode, (command, err.decode())
+        assert out, command
