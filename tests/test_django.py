@@ -700,7 +700,8 @@ def test_drain_at_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
 
 # -- the LOGGING of docs/django.md ------------------------------------------------------
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "django.md"
+#: The settings file docs/django.md shows (its LOGGING part).
+SETTINGS = Path(__file__).resolve().parent.parent / "docs" / "examples" / "django_settings.py"
 
 LOGGING_PROBE = """
 import json, logging, sys, types
@@ -748,15 +749,18 @@ for line in lines:
 
 
 def test_the_documented_logging_settings(tmp_path: Path) -> None:
-    """docs/django.md's LOGGING, applied by Django in a fresh process: Django's and the
+    """docs/django.md's LOGGING (docs/examples/django_settings.py), applied by Django in a
+    fresh process: Django's and the
     application's stdlib records arrive in Kakashi; runserver's access lines and
     django.request's twins of the access record are gone, and nothing goes to stderr."""
     import ast
     import json
 
-    text = DOCS.read_text()
-    block = text.split("```python\n# settings.py\nLOGGING = ", 1)[1].split("```", 1)[0]
-    logging_settings = ast.literal_eval(block)
+    (logging_settings,) = [
+        ast.literal_eval(node.value)
+        for node in ast.parse(SETTINGS.read_text()).body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "LOGGING"
+    ]
     out = subprocess.run(
         [sys.executable, "-c", LOGGING_PROBE, json.dumps(logging_settings)],
         capture_output=True,
