@@ -750,9 +750,9 @@ for line in lines:
 
 def test_the_documented_logging_settings(tmp_path: Path) -> None:
     """docs/django.md's LOGGING (docs/examples/django_settings.py), applied by Django in a
-    fresh process: Django's and the
-    application's stdlib records arrive in Kakashi; runserver's access lines and
-    django.request's twins of the access record are gone, and nothing goes to stderr."""
+    fresh process: Django's and the application's stdlib records arrive in Kakashi;
+    runserver's access lines and django.request's twins of the access record are gone,
+    and nothing goes to stderr."""
     import ast
     import json
 
