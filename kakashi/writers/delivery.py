@@ -5,9 +5,10 @@ some were not, it raises :class:`DeliveryError`, which says, record by record, w
 happened to the batch:
 
 - ``retry``: the indices (into the batch, ascending) worth trying again: a connection
-  refused or reset, a timeout, a 429 or a 5xx, the items a bulk API reports as
-  retryable. The backend tries them again after its backoff (at least ``retry_after``
-  seconds when the server said so), within the writer's retry budget, in order.
+  refused or reset, a timeout, a 408, 425, 429, 500, 502, 503 or 504, the items a bulk
+  API reports as retryable. The backend tries them again after its backoff (at least
+  ``retry_after`` seconds when the server said so), within the writer's retry budget, in
+  order.
 - ``dropped``: index -> reason, for records no retry can help (a 400 for a malformed
   entry, a record over the server's size limit). The backend counts them as dropped
   under their reason, at once.

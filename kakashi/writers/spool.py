@@ -400,7 +400,9 @@ class SpoolingWriter:
         ``replayed``: records delivered from the spool; ``spool_dropped``: records the
         spool lost, also by reason as ``spool_dropped:<reason>``; ``spool_records`` and
         ``spool_bytes``: what the spool holds now. At every instant
-        ``recovered + spooled == replayed + spool_dropped + spool_records``.
+        ``recovered + spooled == replayed + spool_dropped + spool_records``, leaving out
+        ``spool_dropped:spool_corrupt``: a damaged tail found when the spool was opened
+        counts 1 there, though it was never part of ``recovered``.
         """
         with self._cond:
             stats = {

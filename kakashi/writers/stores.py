@@ -342,7 +342,8 @@ class ElasticsearchWriter(_StoreWriter):
     ...}}``; ``create`` is what data streams take) and the record's JSON line, its
     ``timestamp`` key renamed *timestamp_field* (``@timestamp`` by default: what data
     streams and ECS expect). The answer is read item by item: an item taken (2xx) is
-    delivered; 429 and 5xx items are retried; a ``create`` refused with 409 because its
+    delivered; items answered 408, 425, 429, 500, 502, 503 or 504 are retried; a
+    ``create`` refused with 409 because its
     ``_id`` exists already is delivered (an earlier request took it and its answer was
     lost); any other refusal (``mapper_parsing_exception``...) drops the record under the
     error's type.
