@@ -6,7 +6,8 @@ twins, which are the specification of the compiled modules).
 
 Public names are every name in ``kakashi.__all__`` and in the ``__all__`` of every public
 module the documentation names: a dotted ``kakashi...`` path in ``docs/*.md`` or
-``docs/api.rst`` that imports as a module and has no part starting with ``_``. A module
+``docs/api.rst`` or ``docs/api/*.rst`` that imports as a module and has no part starting
+with ``_``. A module
 without ``__all__`` contributes the functions and classes it defines whose names do not
 start with ``_``.
 
@@ -75,7 +76,8 @@ def resolve(name: str) -> Any:
 def documented_modules() -> list[str]:
     """The public modules the documentation names, ``kakashi`` first."""
     text = "\n".join(path.read_text() for path in sorted((ROOT / "docs").glob("*.md")))
-    text += (ROOT / "docs" / "api.rst").read_text()
+    for path in [ROOT / "docs" / "api.rst", *sorted((ROOT / "docs" / "api").glob("*.rst"))]:
+        text += path.read_text()
     found = {"kakashi"}
     for match in MODULE_PATH.finditer(text):
         parts = match.group().split(".")
