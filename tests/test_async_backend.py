@@ -640,6 +640,49 @@ class TestAccounting:
         assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
         assert {"shop"} == {n["app"] for n in notices}
 
+    @pytest.mark.parametrize("render", ["filters_it_out", "raises", "returns_str"])
+    def test_a_sink_of_another_kind_still_tells(self, render: str) -> None:
+        """A sink without ``render_notice`` whose ``render`` filters the notice out,
+        raises on it or returns no bytes: the notice is still written as a JSON line
+        with its counts, later batches go on, and the books balance."""
+
+        class Foreign(AsyncPipeline):
+            render_notice = None  # type: ignore[assignment]  # a sink of another kind
+
+            def render(self, record: Any, **options: Any) -> Any:
+                if record.logger == "kakashi":
+                    if render == "raises":
+                        raise RuntimeError("this render cannot do the notice")
+                    return None if render == "filters_it_out" else "not bytes"
+                return super().render(record)
+
+        writer = SlowWriter()
+        writer.gate.clear()
+        pipeline = Foreign(
+            AsyncPipelineConfig(
+                pipeline_config=PipelineConfig(min_level="DEBUG", writers=(writer,)),
+                async_config=AsyncConfig(
+                    max_queue_size=2, batch_size=1, overflow_strategy="drop_newest"
+                ),
+            )
+        )
+        log = pipeline.get_logger("n")
+        for i in range(20):
+            log.info("r", n=i)
+        writer.gate.set()
+        pipeline.flush(5)
+        for i in range(3):
+            log.info("after", n=i)
+            pipeline.flush(5)
+        pipeline.shutdown(5)
+        stats = pipeline.stats()
+
+        notices = [line for line in writer.lines if line["logger"] == "kakashi"]
+        assert stats["messages_dropped"] > 0
+        assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
+        assert 3 == sum(line["message"] == "after" for line in writer.lines)
+        assert balanced(stats)
+
 
 class TestOrder:
     def test_file_receives_enqueue_order_with_many_workers(self, tmp_path: Path) -> None:

@@ -779,15 +779,92 @@ def test_a_spooled_writer_gets_waiting_batches_joined_as_the_wrapped_one_would(
 
 
 def test_the_replay_backoff_stays_within_max_delay(tmp_path: Path) -> None:
-    """The wait between replay attempts doubles from ``retry_delay`` with jitter and never
-    exceeds ``max_delay`` (the jitter is applied before the cap, as the backend's lanes
-    do), unless the server's ``Retry-After`` asks for longer."""
+    """The wait between replay attempts doubles from ``retry_delay``, is capped at
+    ``max_delay`` and then spread over its upper half (so processes that failed together
+    do not all retry together), unless the server's ``Retry-After`` asks for longer."""
     writer = SpoolingWriter(Stub(), tmp_path, retry_delay=1.0, max_delay=30.0)
     try:
         waits = [writer._backoff(tries, None) for tries in range(1, 12) for _ in range(200)]
         assert max(waits) <= 30.0
         assert min(writer._backoff(1, None) for _ in range(200)) >= 0.5
+        capped = {round(writer._backoff(20, None), 3) for _ in range(200)}
+        assert len(capped) > 100 and min(capped) >= 15.0  # spread out, not all at the cap
         late = DeliveryError("busy", retry_after=120.0)
         assert 120.0 == writer._backoff(20, late)
     finally:
         writer.close()
+
+
+class _Down:
+    """An inner writer whose collector is down."""
+
+    def write(self, batch: Any) -> None:
+        raise ConnectionRefusedError("collector down")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_oversize_batch_at_shutdown_is_counted_as_far_as_the_spool_kept_it(
+    tmp_path: Path,
+) -> None:
+    """A batch larger than the whole spool, handed over at shutdown: the spool keeps its
+    newest records and says how many; the backend counts those as spooled and the rest
+    as dropped (it counted all of them as spooled)."""
+    from kakashi.core.async_backend import _Lane
+
+    spool = SpoolingWriter(_Down(), tmp_path, max_bytes=1024, segment_bytes=1024)
+    pipe = keeping_pipeline(spool)
+    try:
+        batch = [b'{"n":%03d,"pad":"%s"}' % (i, b"x" * 80) for i in range(30)]
+        lane = _Lane(pipe.backend, spool)
+        pipe.backend._stopping.set()  # what a shutdown's lane sees
+        lost = lane.left_over(batch, "shutdown")
+        kept = spool.delivery_stats()["spool_records"]
+        assert 0 < kept < 30
+        assert {"shutdown": 30 - kept} == lost
+        assert kept == pipe.backend._stats(spool)["spooled_at_shutdown"]
+        assert 30 - kept == spool.delivery_stats()["spool_dropped:spool_full"]
+    finally:
+        pipe.backend._stopping.clear()
+        pipe.shutdown(2.0)
+        spool.close()
+
+
+def test_an_interrupt_in_a_spool_write_leaves_no_torn_frame_and_counts_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (or a signal handler's SystemExit) between two writes of one batch: the
+    part written is cut off, the batch counted as dropped, the interrupt goes on up; the
+    books of the spool balance, and a record spooled afterwards survives a restart."""
+    import kakashi.writers.spool as spool_module
+
+    writer = SpoolingWriter(_Down(), tmp_path, retry_delay=3600.0, max_delay=3600.0)
+    writer.spool([b'{"n":0}'])
+    real_write = os.write
+    calls = []
+
+    def short_then_interrupted(fd: int, data: Any) -> int:
+        calls.append(fd)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:5])  # a short write, as a signal causes
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spool_module.os, "write", short_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        writer.spool([b'{"n":1}', b'{"n":2}'])
+    monkeypatch.setattr(spool_module.os, "write", real_write)
+    assert 1 == writer.spool([b'{"n":3}'])
+    stats = writer.delivery_stats()
+    assert (2, 2) == (stats["spool_records"], stats["spool_dropped:spool_write_failed"])
+    assert books_balance(stats)
+    writer.close()
+    again = SpoolingWriter(_Down(), tmp_path, retry_delay=3600.0, max_delay=3600.0)
+    try:
+        stats = again.delivery_stats()
+        assert (2, 0) == (stats["recovered"], stats["spool_dropped"])
+    finally:
+        again.close()

@@ -85,6 +85,7 @@ from kakashi._speedups import (
     begin_waiting_for_workers,
     claim_gil,
     end_waiting_for_workers,
+    format_json,
     minimal_json,
     never_wait_for_room,
     sink_run_end,
@@ -129,6 +130,18 @@ _CLOSE_SHARE = 0.1
 _CLOSE_RESERVE_MAX = 0.25
 # Per thread: inside the synchronous fallback (a writer that logs from there would recurse).
 _thread_state = threading.local()
+
+
+def _notice_line(notice: Record) -> bytes:
+    """A drop notice's JSON line, with its counts, where the sink gave none (it filtered
+    the notice out, its render failed or returned no bytes)."""
+    try:
+        line: object = format_json(notice)
+        if type(line) is bytes:
+            return line
+    except Exception as exc:
+        _errors.report("drop notice: format_json", exc)
+    return minimal_json(notice, "drop notice")
 
 
 def _describe(writer: object) -> str:
@@ -523,7 +536,7 @@ class _Lane:
     backoff until its deadline; what a shutdown's deadline leaves, or what fails while
     it runs, is given to the writer's ``spool(lines)`` if it has one, else counted
     (``shutdown``, or the failure's reason), as is what ``spool`` did not keep (it
-    raised or returned ``False``).
+    raised, returned ``False``, or returned how many it kept).
     """
 
     def __init__(self, backend: AsyncBackend, writer: Writer) -> None:
@@ -985,35 +998,44 @@ class _Lane:
         """Seconds before the next try of *item*: the backoff, or the server's
         ``retry_after`` if longer (not capped by ``max_delay``; the budget bounds it)."""
         exponent = min(item.tries - 1, 60)  # 2**60 times any delay is past any max_delay
-        backoff = min(self.max_delay, self.delay * 2.0**exponent * random.uniform(0.5, 1.5))
+        # Spread within the cap: past it, writers that failed together (a collector down
+        # for every process) do not all try again at once.
+        backoff = min(self.max_delay, self.delay * 2.0**exponent) * random.uniform(0.5, 1.0)
         return backoff if item.retry_after is None else max(backoff, float(item.retry_after))
 
     def left_over(self, lines: Sequence[bytes], reason: str) -> dict[str, int]:
         """*lines* given up on (or not tried: an open circuit): kept by the writer's
         ``spool`` while a shutdown runs (none lost), else counted as lost under *reason*."""
-        if self.backend._stopping.is_set() and self._spool(lines):
-            return {}
-        return self.lost(len(lines), reason)
+        kept = self._spool(lines) if self.backend._stopping.is_set() else 0
+        return self.lost(len(lines) - kept, reason)
 
-    def _spool(self, lines: Sequence[bytes]) -> bool:
-        """Give *lines* to the writer's ``spool(lines)``; whether it kept them (it did
-        unless it raised or returned ``False``)."""
+    def _spool(self, lines: Sequence[bytes]) -> int:
+        """Give *lines* to the writer's ``spool(lines)``; how many it kept: all unless
+        it returned ``False`` (none) or a number (that many), none if it raised. An
+        interrupt it raises goes on up, the lines counted as lost first."""
         writer = self.writer
         spool = getattr(writer, "spool", None)
         if writer is None or not callable(spool):
-            return False
+            return 0
         try:
             with self.backend._calling(writer):
-                kept = spool(lines)
+                answer = spool(lines)
         except BaseException as exc:
+            if is_interrupt(exc):
+                self.lost(len(lines), "shutdown")
+                raise
             _errors.report(f"writer {_describe(writer)} spool", exc)
-            return False
-        if kept is False:
-            return False
+            return 0
+        if answer is False:
+            kept = 0
+        elif isinstance(answer, int) and answer is not True:
+            kept = max(0, min(len(lines), answer))
+        else:
+            kept = len(lines)
         stats = self.backend._stats(writer)
         with self.backend._state_lock:
-            stats["spooled_at_shutdown"] += len(lines)
-        return True
+            stats["spooled_at_shutdown"] += kept
+        return kept
 
     def _give_up(self) -> None:
         """A batch is lost after its retries: after a few in a row (or after the one try
@@ -1868,9 +1890,16 @@ class AsyncBackend:
         # No filter of the pipeline may hide it: a sink of Kakashi's renders it without
         # them; one of another kind that filters it out still has its minimal line.
         render_notice = getattr(sink, "render_notice", None)
-        line = render_notice(notice) if render_notice is not None else sink.render(notice)
-        if line is None:
-            line = minimal_json(notice, "the sink filtered out its drop notice")
+        try:
+            line = render_notice(notice) if render_notice is not None else sink.render(notice)
+        except BaseException as exc:  # a sink of another kind: its render failed
+            if is_interrupt(exc):
+                self._note_drops(sink, 0, counts)  # the next notice tells them
+                raise
+            _errors.report(f"sink {type(sink).__name__} render", exc)
+            line = None
+        if type(line) is not bytes:
+            line = _notice_line(notice)
         return [line], counts
 
     def _stats(self, writer: Writer) -> dict[str, Any]:

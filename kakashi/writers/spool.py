@@ -516,17 +516,19 @@ class SpoolingWriter:
         if lines:
             self.spool(lines)
 
-    def spool(self, lines: Sequence[bytes]) -> bool:
+    def spool(self, lines: Sequence[bytes]) -> int:
         """Append *lines* to the spool, behind what it holds, for the replay thread.
 
         What the backend calls at shutdown for records it could not deliver in time.
-        Never raises: records that cannot be kept are counted (``spool_dropped``).
-        Returns ``False`` when none was kept (a closed spool, a forked child's copy, a
-        batch larger than the whole spool), so that the backend counts them as dropped
-        too rather than as spooled.
+        Returns how many it kept, the newest (0 for a closed spool, a forked child's
+        copy or a failed write; fewer than given for a batch larger than the whole
+        spool), so that the backend counts the others as dropped too rather than as
+        spooled. Records that cannot be kept are counted (``spool_dropped``). Raises
+        only an interrupt (``KeyboardInterrupt``, a signal handler's ``SystemExit``)
+        that lands in the write, after cutting off what it wrote and counting the batch.
         """
         if not lines:
-            return True
+            return 0
         frames = [_frame(bytes(line)) for line in lines]
         with self._cond:
             self.spooled += len(frames)
@@ -538,7 +540,7 @@ class SpoolingWriter:
                     detail=f"records handed to a spool that is not this process's ({reason}) "
                     "are dropped and counted",
                 )
-                return False
+                return 0
             size = sum(map(len, frames))
             first = 0
             while size > self.max_bytes:  # one batch larger than the whole spool
@@ -552,7 +554,7 @@ class SpoolingWriter:
                     "records are dropped and counted",
                 )
             if first == len(frames):
-                return False
+                return 0
             while self._bytes + size > self.max_bytes and self._segments:
                 self._discard_oldest()
             try:
@@ -562,14 +564,16 @@ class SpoolingWriter:
                     _write_all(fd, b"".join(frames[first:]))
                     if self.fsync:
                         os.fsync(fd)
-                except OSError:
+                except BaseException:  # an interrupt too: no torn frame left behind
                     with contextlib.suppress(OSError):
-                        os.ftruncate(fd, before)  # no torn frame left behind
+                        os.ftruncate(fd, before)
                     raise
-            except OSError as exc:
+            except BaseException as exc:
                 self._count_dropped("spool_write_failed", len(frames) - first)
+                if not isinstance(exc, OSError):
+                    raise  # an interrupt, counted: it goes on up
                 _errors.report(f"spool {self.directory} write", exc)
-                return False
+                return 0
             segment = self._segments[-1]
             segment.size += size
             segment.records += len(frames) - first
@@ -577,7 +581,7 @@ class SpoolingWriter:
             self._bytes += size
             self._start_replay()
             self._cond.notify_all()
-            return True
+            return len(frames) - first
 
     def _writable(self) -> int:
         """The descriptor of the segment to append to; a new one once the newest is full."""
@@ -647,8 +651,10 @@ class SpoolingWriter:
         self._thread = thread
 
     def _backoff(self, tries: int, exc: BaseException | None) -> float:
-        delay = self.retry_delay * 2.0 ** min(tries - 1, 60) * random.uniform(0.5, 1.5)
-        delay = min(self.max_delay, delay)  # the jitter within the cap, as the lanes do
+        # Spread within the cap: past it, processes that failed together do not all
+        # retry together.
+        delay = min(self.max_delay, self.retry_delay * 2.0 ** min(tries - 1, 60))
+        delay *= random.uniform(0.5, 1.0)
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)) and retry_after > delay:
             delay = float(retry_after)
