@@ -88,8 +88,8 @@ def get_logger(name: str = "root", pipeline: LoggerSource | None = None) -> Logg
         return logger
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    default = get_default_pipeline()
-    with _lock:
+    with _lock:  # the default read inside: a configure() running now cannot be missed
+        default = get_default_pipeline()
         logger = _loggers.get(name)
         if logger is None:
             level = default.min_level if _default_level is None else _default_level
@@ -210,7 +210,8 @@ def _restore_levels(saved: tuple[int | None, dict[str, tuple[int, bool]]]) -> No
         for name, route in _routes.items():
             if name in levels:
                 route.level, route.explicit_level = levels[name]
-            elif not route.explicit_level:
+            else:  # got since: as a logger got now would be
+                route.explicit_level = False
                 route.level = route.sink.min_level if every is None else every
 
 

@@ -285,6 +285,28 @@ def test_uvicorn_run_with_the_bridge(site: Path) -> None:
     assert 1 == len(access_records(records, "/items/7"))
 
 
+def test_uvicorn_from_the_command_line_with_the_documented_log_config(site: Path) -> None:
+    """``uvicorn app:app --log-config uvicorn_log_config.json`` (docs/stdlib.md), the
+    application capturing stdlib logging when it is imported: uvicorn's own records and
+    its access records arrive through the bridge, one access record per request beside
+    the middleware's, and nothing is printed on the console (its two last lines, after
+    the lifespan's drain, are the documented gap)."""
+    with HeldPort() as held:
+        command = [sys.executable, "-m", "uvicorn", "asgi_app:app", "--port", str(held.port)]
+        command += ["--log-config", "uvicorn_log_config.json"]
+        with serving(command, site, held.port) as server:
+            assert 200 == get(held.port, "/items/7")[0]
+    assert -signal.SIGTERM == server.returncode, (site / "server.err").read_text()
+    assert "" == (site / "server.err").read_text()
+    records = logged(site)
+    (uvicorn_access,) = [
+        r for r in records if r.get("path") == "/items/7" and r["logger"] == "uvicorn.access"
+    ]
+    assert (200, "GET") == (uvicorn_access["status"], uvicorn_access["method"])
+    assert 1 == len(access_records(records, "/items/7"))
+    assert "Application startup complete." in [r["message"] for r in records]
+
+
 # -- testing (docs/testing.md) ---------------------------------------------------------
 
 
@@ -360,8 +382,8 @@ def test_every_python_example_of_the_docs_runs() -> None:
     assert [] == untested, "Python blocks the doc build does not run"
     examples = {
         path.relative_to(EXAMPLES).as_posix()
-        for path in EXAMPLES.rglob("*.py")
-        if "__pycache__" not in path.parts
+        for path in EXAMPLES.rglob("*")
+        if path.suffix in (".py", ".json") and "__pycache__" not in path.parts
     }
     helpers = {"django_urls.py", "django_wsgi.py", "asgi_app.py"}  # imported by the others
     assert set() == examples - shown - helpers, "example files no page shows"

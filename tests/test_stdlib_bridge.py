@@ -225,25 +225,30 @@ def test_a_logger_the_server_silenced_stays_silent(lines: Lines) -> None:
     as does one still in its default state."""
     access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
     own = logging.NullHandler()
+    mine = logging.getLogger("bridge.audit")  # the user's own, named: always installed
     saved = [(x, list(x.handlers), x.propagate, x.level) for x in (access, error)]
     try:
         access.handlers, access.propagate = [], False  # what access_log=False leaves
         error.handlers, error.propagate = [own], False
         access.setLevel(logging.INFO)
         error.setLevel(logging.INFO)
-        capture = capture_stdlib(pipeline=json_pipeline(lines))
+        mine.propagate = False
+        capture = capture_stdlib(pipeline=json_pipeline(lines), loggers=["bridge.audit"])
+        assert [capture.handler] == mine.handlers
         assert [] == access.handlers
         assert [own, capture.handler] == error.handlers
         assert logging.getLogger("gunicorn.access").handlers[-1] is capture.handler
         access.info("%s - %s", "127.0.0.1:1", "GET / HTTP/1.1")
         error.info("Started server process")
+        mine.warning("audited")
         capture.uninstall()
         assert ([], [own]) == (access.handlers, error.handlers)
     finally:
         for logger, handlers, propagate, level in saved:
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
-    assert ["Started server process"] == [e["message"] for e in lines.events]
+        mine.propagate = True
+    assert ["Started server process", "audited"] == [e["message"] for e in lines.events]
 
 
 def test_root_capture_of_propagating_logger(lines: Lines) -> None:

@@ -50,7 +50,8 @@ def test_a_capture_keeps_its_level_and_the_levels_set_before_it(module_log: Any)
         inside = kakashi.get_logger("tests.inside")
     kakashi.set_level("WARNING", "tests.named")
     with capture_logs():
-        pass
+        kakashi.set_level("ERROR", "tests.made.inside")  # undone too, as if never made
+    assert kakashi.get_logger("tests.made.inside").is_enabled_for(kakashi.LogLevel.DEBUG)
     assert module_log.is_enabled_for(kakashi.LogLevel.DEBUG)
     assert inside.is_enabled_for(kakashi.LogLevel.DEBUG)
     assert not kakashi.get_logger("tests.named").is_enabled_for(kakashi.LogLevel.INFO)

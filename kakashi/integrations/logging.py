@@ -325,8 +325,9 @@ def capture_stdlib(
     ``gunicorn.access`` and *loggers*). Called again while installed, it returns the
     same :class:`Capture` and installs nothing more.
 
-    A logger of those that has been silenced, one that exists, does not propagate and
-    has no handler, is left silent: that is how uvicorn turns its access log off
+    A server's logger of those four that has been silenced, one that exists, does not
+    propagate and has no handler, is left silent (a logger named in *loggers* is
+    installed on all the same): that is how uvicorn turns its access log off
     (``--no-access-log``, ``access_log=False``, which gunicorn's uvicorn workers take
     too), and a server that configures logging before it imports the application
     would otherwise find its access records written again, beside the access records
@@ -368,7 +369,7 @@ def capture_stdlib(
         capture.handler._installed_on = frozenset(named)
         capture.handler._under = tuple(f"{name}." for name in named)
         for name in (None, *named):
-            if name is not None and _silenced(name):
+            if name in NON_PROPAGATING and _silenced(name):
                 continue
             logger = logging.getLogger(name)
             logger.addHandler(capture.handler)
