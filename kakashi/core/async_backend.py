@@ -501,8 +501,8 @@ class _Lane:
     """One writer's deliveries off the workers' turn, in order, on a thread of its own.
 
     The retry policy, the same for every writer: a failed write is tried again after an
-    exponential backoff with jitter (``error_retry_delay`` doubled each time, times 0.5 to
-    1.5, at most ``max_delay``), or after the ``retry_after`` a
+    exponential backoff with jitter (``error_retry_delay`` doubled each time, at most
+    ``max_delay``, then times 0.5 to 1), or after the ``retry_after`` a
     :class:`~kakashi.writers.delivery.DeliveryError` asks for if that is longer, at most
     ``max_error_retries`` times and within ``retry_budget`` seconds of the batch's first
     try: a retry that could not start by then is not made (a writer may set its own
