@@ -171,7 +171,7 @@ class Sink(Protocol):
         The backend renders its drop notices (a WARNING record) with the sink's
         ``render_notice(record)`` when it has one (Kakashi's pipelines do: enriched and
         formatted, never filtered out), else with this; a notice this filters out is
-        written in the minimal JSON form.
+        written as plain JSON, counts included.
         """
 
     def render_batch(self, records: Sequence[Record]) -> tuple[Sequence[bytes], int]:

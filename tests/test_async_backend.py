@@ -73,6 +73,25 @@ class CallsWriter(SlowWriter):
         self.calls.append("close")
 
 
+def overflow(
+    pipeline: Any, writer: SlowWriter, burst: int = 10, after: int = 1, level: str = "info"
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Log *burst* records while *writer* holds the (small) queue full, then *after* more,
+    each flushed, once it writes again; shut down. The stats, and the drop notices
+    written."""
+    writer.gate.clear()
+    log = getattr(pipeline.get_logger("n"), level)
+    for i in range(burst):
+        log("r", n=i)
+    writer.gate.set()
+    pipeline.flush(5)
+    for i in range(after):
+        log("after", n=i)
+        pipeline.flush(5)
+    pipeline.shutdown(5)
+    return pipeline.stats(), [line for line in writer.lines if line["logger"] == "kakashi"]
+
+
 def async_pipeline(writer: Any, **async_options: Any) -> AsyncPipeline:
     config = AsyncPipelineConfig(
         pipeline_config=PipelineConfig(min_level="DEBUG", writers=(writer,)),
@@ -590,17 +609,9 @@ class TestAccounting:
     def test_notice_says_why(self) -> None:
         """The drop notice names the reason and the count."""
         writer = SlowWriter()
-        writer.gate.clear()
         pipeline = async_pipeline(writer, max_queue_size=2, overflow_strategy="drop_newest")
-        log = pipeline.get_logger("n")
-        for i in range(10):
-            log.info("r", n=i)
-        writer.gate.set()
-        pipeline.flush(5)
-        log.info("after")
-        pipeline.shutdown(5)
+        _, (notice, *_) = overflow(pipeline, writer)
 
-        notice = next(line for line in writer.lines if line["logger"] == "kakashi")
         assert notice["message"].startswith("dropped ")
         assert "queue_full_drop_newest" in notice["message"]
 
@@ -610,7 +621,6 @@ class TestAccounting:
         would refuse it (one that keeps only its own logger, one above WARNING) still
         writes it, enriched and formatted, and the counts it carries add up."""
         writer = SlowWriter()
-        writer.gate.clear()
         keep = (
             kakashi.logger_name_filter(["n"])
             if refusing == "logger_name"
@@ -625,17 +635,8 @@ class TestAccounting:
             ),
             async_config=AsyncConfig(max_queue_size=2, overflow_strategy="drop_newest"),
         )
-        pipeline = AsyncPipeline(config)
-        log = pipeline.get_logger("n")
-        for i in range(10):
-            log.error("r", n=i)
-        writer.gate.set()
-        pipeline.flush(5)
-        log.error("after")
-        pipeline.shutdown(5)
-        stats = pipeline.stats()
+        stats, notices = overflow(AsyncPipeline(config), writer, level="error")
 
-        notices = [line for line in writer.lines if line["logger"] == "kakashi"]
         assert stats["messages_dropped"] > 0
         assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
         assert {"shop"} == {n["app"] for n in notices}
@@ -657,7 +658,6 @@ class TestAccounting:
                 return super().render(record)
 
         writer = SlowWriter()
-        writer.gate.clear()
         pipeline = Foreign(
             AsyncPipelineConfig(
                 pipeline_config=PipelineConfig(min_level="DEBUG", writers=(writer,)),
@@ -666,18 +666,8 @@ class TestAccounting:
                 ),
             )
         )
-        log = pipeline.get_logger("n")
-        for i in range(20):
-            log.info("r", n=i)
-        writer.gate.set()
-        pipeline.flush(5)
-        for i in range(3):
-            log.info("after", n=i)
-            pipeline.flush(5)
-        pipeline.shutdown(5)
-        stats = pipeline.stats()
+        stats, notices = overflow(pipeline, writer, burst=20, after=3)
 
-        notices = [line for line in writer.lines if line["logger"] == "kakashi"]
         assert stats["messages_dropped"] > 0
         assert stats["messages_dropped"] == sum(n["dropped"] for n in notices)
         assert 3 == sum(line["message"] == "after" for line in writer.lines)

@@ -324,7 +324,8 @@ def test_a_finalizer_that_logs_never_deadlocks_blocks_or_recurses(strategy: str)
     full. The finalizers run wherever the records are freed: inside later log calls
     (a put frees a finished batch's records), on the worker, in the garbage collector.
     Nothing deadlocks (a hang fails the test), no nested call waits for room or
-    recurses, and every record, the finalizers' included, is written or counted."""
+    recurses, and every record, the finalizers' included, is written or counted; under
+    ``block`` the callers' records are all written."""
     child = subprocess.run(
         [sys.executable, "-c", FINALIZERS_THAT_LOG, strategy],
         capture_output=True,
@@ -337,8 +338,15 @@ def test_a_finalizer_that_logs_never_deadlocks_blocks_or_recurses(strategy: str)
     assert (3000, 6000) == (result["finalized"], result["enqueued"]), result
     assert result["written"] == result["carrying"] + result["finalized_written"], result
     assert 6000 == result["written"] + sum(result["dropped"].values()), result
-    if strategy == "block":  # nothing dropped: the nested calls were taken in, not refused
-        assert (3000, 3000) == (result["carrying"], result["finalized_written"]), result
+    if strategy == "block":
+        # The callers waited for room: none of their records is lost. A finalizer's call
+        # that runs inside a log call (a put freeing a finished batch's records) may not
+        # wait: when the queue is full at that moment its record is dropped, as
+        # `reentrant`, and counted; nothing else drops it (a loaded machine shows it).
+        dropped = {reason: n for reason, n in result["dropped"].items() if n}
+        assert 3000 == result["carrying"], result
+        assert set(dropped) <= {"reentrant"}, dropped
+        assert 3000 == result["finalized_written"] + dropped.get("reentrant", 0), result
 
 
 # -- item 1: writers whose flush, close or write hangs -------------------------------------

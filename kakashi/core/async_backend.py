@@ -1888,7 +1888,7 @@ class AsyncBackend:
         )
         notice.sink = sink
         # No filter of the pipeline may hide it: a sink of Kakashi's renders it without
-        # them; one of another kind that filters it out still has its minimal line.
+        # them; one of another kind that filters it out, or fails, still has its line.
         render_notice = getattr(sink, "render_notice", None)
         try:
             line = render_notice(notice) if render_notice is not None else sink.render(notice)

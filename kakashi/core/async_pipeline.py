@@ -110,7 +110,7 @@ class AsyncPipeline:
         """Render *record* with the pipeline's stages (see ``Pipeline.render``)."""
         return self.pipeline.render(record)
 
-    def render_notice(self, record: Record) -> bytes:
+    def render_notice(self, record: Record) -> bytes | None:
         """Render a drop notice, never filtered out (see ``Pipeline.render_notice``)."""
         return self.pipeline.render_notice(record)
 

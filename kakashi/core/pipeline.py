@@ -276,11 +276,10 @@ class Pipeline:
             _errors.report(f"formatter {_name(self._format)}", exc)
             return minimal_json(record, f"formatter failed: {exc!r}")
 
-    def render_notice(self, record: Record) -> bytes:
+    def render_notice(self, record: Record) -> bytes | None:
         """*record*'s line, enriched and formatted, never filtered out: how the async
         backend renders its drop notices. Never raises."""
-        line = self.render(record, filtered=False)
-        return minimal_json(record, "not rendered") if line is None else line
+        return self.render(record, filtered=False)
 
     def pending_batch(self, records: Sequence[Record]) -> PendingLines | None:
         """*records*' lines to be formatted by the file writer that appends them, in the
